@@ -1,0 +1,33 @@
+# nsn-run. `make demo` runs a task in an isolated container; `make check` is
+# the full test command CI runs (.ci/run). Both install what they need.
+GO ?= go
+BIN := bin/nsn-run
+
+.PHONY: build test check demo bench lint clean
+
+build:
+	$(GO) build -o $(BIN) ./cmd/nsn-run
+
+# Unit tests, plus integration tests where daemons are configured (they skip
+# otherwise; `make check` makes them mandatory).
+test:
+	$(GO) test ./...
+
+# Everything CI runs: installs containerd, runc and busybox if missing, starts
+# a private containerd, runs lint, unit and integration tests.
+check:
+	bash scripts/ci.sh
+
+demo:
+	bash scripts/demo.sh
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+lint:
+	@fmt=$$(gofmt -l .); \
+	if [ -n "$$fmt" ]; then echo "gofmt needed:"; echo "$$fmt"; exit 1; fi
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin

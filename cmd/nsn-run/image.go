@@ -1,0 +1,80 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"text/tabwriter"
+
+	"github.com/containerd/platforms"
+	"github.com/docker/go-units"
+	"github.com/spf13/cobra"
+
+	"github.com/nsn-run/nsn-run/runtime/containerd"
+	"github.com/nsn-run/nsn-run/snapshots"
+)
+
+func newImageCommand(g *globalOptions) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "image",
+		Short: "Manage the images tasks run from",
+	}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "import FILE|-",
+		Short: "Import an OCI image layout or docker-save tarball",
+		Long: `Import an OCI image layout tarball or a 'docker save' tarball into containerd
+(namespace --namespace) and print the names of the images it holds.`,
+		Example: `  nsn-run image import busybox.tar
+  docker save alpine:latest | nsn-run image import -`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r := cmd.InOrStdin()
+			if args[0] != "-" {
+				f, err := os.Open(args[0])
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				r = f
+			}
+			c, err := containerd.Dial(cmd.Context(), g.address, g.namespace)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			names, err := snapshots.Import(cmd.Context(), c, r)
+			if err != nil {
+				return err
+			}
+			for _, n := range names {
+				fmt.Fprintln(cmd.OutOrStdout(), n)
+			}
+			return nil
+		},
+	}, &cobra.Command{
+		Use:   "ls",
+		Short: "List local images",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := containerd.Dial(cmd.Context(), g.address, g.namespace)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			imgs, err := snapshots.List(cmd.Context(), c)
+			if err != nil {
+				return err
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "NAME\tDIGEST\tSIZE")
+			for _, img := range imgs {
+				size := "-" // content for this platform is not all present
+				if n, err := img.Size(cmd.Context(), c.ContentStore(), platforms.Default()); err == nil {
+					size = units.HumanSize(float64(n))
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\n", img.Name, img.Target.Digest, size)
+			}
+			return w.Flush()
+		},
+	})
+	return cmd
+}

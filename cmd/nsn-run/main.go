@@ -1,0 +1,93 @@
+// Command nsn-run runs untrusted jobs in isolated containers through
+// containerd and runc, prints the exact OCI spec a job gets, and audits
+// specs against the isolation policy. See design.md's CLI contract.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+// Exit statuses of nsn-run's own failures (the CLI contract): a task's own
+// exit code passes through unchanged.
+const (
+	exitFailure = 125 // nsn-run itself failed: bad input, daemon down, ...
+)
+
+// exitError carries an exit status other than 125 up to main, with an
+// optional message (already printed when empty).
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e *exitError) Error() string { return e.msg }
+
+// globalOptions are the flags every command shares.
+type globalOptions struct {
+	address   string
+	namespace string
+	backend   string
+	stateDir  string
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+func newRootCommand() *cobra.Command {
+	g := &globalOptions{}
+	root := &cobra.Command{
+		Use:   "nsn-run",
+		Short: "Run untrusted jobs in isolated containers through containerd and runc",
+		Long: `nsn-run runs untrusted jobs (AI workloads) in isolated containers: no
+network, read-only root, no capabilities, seccomp, a non-root user, and
+memory, CPU and pids limits. It talks to containerd directly and runs tasks
+with runc.
+
+Reviewers can print the exact OCI spec a task gets (nsn-run spec) and check
+any spec against the isolation policy (nsn-run audit).`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.address, "address", envOr("NSN_ADDRESS", "/run/containerd/containerd.sock"), "containerd socket (env NSN_ADDRESS)")
+	pf.StringVar(&g.namespace, "namespace", envOr("NSN_NAMESPACE", "nsn"), "containerd namespace (env NSN_NAMESPACE)")
+	pf.StringVar(&g.backend, "backend", envOr("NSN_BACKEND", "containerd"), "backend: containerd (env NSN_BACKEND)")
+	pf.StringVar(&g.stateDir, "state-dir", envOr("NSN_STATE_DIR", "/var/lib/nsn-run"), "directory for per-task state and output (env NSN_STATE_DIR)")
+
+	root.AddCommand(newSpecCommand(g), newAuditCommand(), newImageCommand(g))
+	return root
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := newRootCommand().ExecuteContext(ctx)
+	stop()
+	os.Exit(exitCode(err))
+}
+
+// exitCode prints err as one line and maps it to nsn-run's exit status.
+func exitCode(err error) int {
+	if err == nil {
+		return 0
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if ee.msg != "" {
+			fmt.Fprintln(os.Stderr, "nsn-run: "+ee.msg)
+		}
+		return ee.code
+	}
+	fmt.Fprintln(os.Stderr, "nsn-run: "+err.Error())
+	return exitFailure
+}

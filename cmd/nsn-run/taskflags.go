@@ -1,0 +1,133 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/docker/go-units"
+	"github.com/spf13/pflag"
+
+	"github.com/nsn-run/nsn-run/task"
+)
+
+// taskFlags are the flags `run` and `spec` share: everything that shapes the
+// task and so its spec.
+type taskFlags struct {
+	id          string
+	memory      string
+	cpus        float64
+	pids        int64
+	openFiles   int64
+	tmpfsSize   string
+	tmpfsInodes int64
+	outputSize  string
+	timeout     time.Duration
+	grace       time.Duration
+	gpus        string
+	env         []string
+	workdir     string
+	user        string
+	runtime     string
+	outputDir   string
+}
+
+func (f *taskFlags) register(fs *pflag.FlagSet) {
+	fs.StringVar(&f.id, "id", "", "task id, [a-z0-9][a-z0-9_.-]{0,62} (default: generated)")
+	fs.StringVar(&f.memory, "memory", "", "memory limit, e.g. 512m, 2g; swap is not allowed (default 512m)")
+	fs.Float64Var(&f.cpus, "cpus", 0, "CPU limit as a fraction of one CPU, e.g. 0.5 (default 1)")
+	fs.Int64Var(&f.pids, "pids", 0, "limit on processes and threads (default 1024)")
+	fs.Int64Var(&f.openFiles, "open-files", 0, "RLIMIT_NOFILE, soft and hard (default 1024)")
+	fs.StringVar(&f.tmpfsSize, "tmpfs-size", "", "size of the /tmp tmpfs, counted against memory (default 64m)")
+	fs.Int64Var(&f.tmpfsInodes, "tmpfs-inodes", 0, "inode limit of the /tmp tmpfs (default 16384)")
+	fs.StringVar(&f.outputSize, "output-size", "", "cap on the files collected from /output (default 64m)")
+	fs.DurationVar(&f.timeout, "timeout", 0, "wall-clock limit; the task is stopped at the deadline (default 1h)")
+	fs.DurationVar(&f.grace, "grace", 0, "time between SIGTERM and SIGKILL at the deadline (default 10s)")
+	fs.StringVar(&f.gpus, "gpus", "", "GPUs: all, a count N, or device=ID[,ID] / ID,ID (indices, GPU-/MIG- UUIDs)")
+	fs.StringArrayVarP(&f.env, "env", "e", nil, "environment variable KEY=VALUE (repeatable)")
+	fs.StringVarP(&f.workdir, "workdir", "w", "", "working directory inside the container (default: the image's, else /)")
+	fs.StringVar(&f.user, "user", "", "numeric UID[:GID] to run as; 0 is refused (default: the image's numeric non-root user, else 65534:65534)")
+	fs.StringVar(&f.runtime, "runtime", "", "containerd runtime name (default "+task.DefaultRuntime+")")
+	fs.StringVar(&f.outputDir, "output-dir", "", "host directory to copy the files the task writes to /output into")
+}
+
+// task builds the Task from the flags and IMAGE [--] CMD [ARG...].
+func (f *taskFlags) task(args []string) (task.Task, error) {
+	if len(args) == 0 {
+		return task.Task{}, fmt.Errorf("%w: missing IMAGE and command", errdefs.ErrInvalidArgument)
+	}
+	cmd := args[1:]
+	if len(cmd) > 0 && cmd[0] == "--" {
+		cmd = cmd[1:]
+	}
+	t := task.Task{
+		ID:         f.id,
+		Image:      args[0],
+		Command:    cmd,
+		Env:        f.env,
+		WorkingDir: f.workdir,
+		User:       f.user,
+		GPUs:       f.gpus,
+		Runtime:    f.runtime,
+		Limits: task.Limits{
+			CPUs:      f.cpus,
+			Pids:      f.pids,
+			OpenFiles: f.openFiles,
+			TmpInodes: f.tmpfsInodes,
+			Timeout:   f.timeout,
+			Grace:     f.grace,
+		},
+	}
+	var err error
+	if t.Limits.MemoryBytes, err = parseSize("memory", f.memory); err != nil {
+		return task.Task{}, err
+	}
+	if t.Limits.TmpBytes, err = parseSize("tmpfs-size", f.tmpfsSize); err != nil {
+		return task.Task{}, err
+	}
+	if t.Limits.OutputBytes, err = parseSize("output-size", f.outputSize); err != nil {
+		return task.Task{}, err
+	}
+	if t.ID == "" {
+		t.ID = newTaskID()
+	}
+	if err := t.Validate(); err != nil {
+		return task.Task{}, err
+	}
+	return t, nil
+}
+
+// parseSize reads a size with Docker's binary units (512m = 512 MiB); empty
+// means "default" and gives 0.
+func parseSize(flag, s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	n, err := units.RAMInBytes(s)
+	if err != nil {
+		return 0, fmt.Errorf("%w: --%s %q: want a size such as 512m or 2g", errdefs.ErrInvalidArgument, flag, s)
+	}
+	if n <= 0 {
+		return 0, fmt.Errorf("%w: --%s %q: must be positive", errdefs.ErrInvalidArgument, flag, s)
+	}
+	return n, nil
+}
+
+// newTaskID returns a random id that satisfies task.ValidateID.
+func newTaskID() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails on Linux
+	return "t-" + hex.EncodeToString(b)
+}
+
+// taskOutputDir is the host directory a task's /output is bound to.
+func taskOutputDir(stateDir, id string) (string, error) {
+	abs, err := filepath.Abs(stateDir)
+	if err != nil {
+		return "", fmt.Errorf("%w: --state-dir %q: %w", errdefs.ErrInvalidArgument, stateDir, err)
+	}
+	return filepath.Join(abs, "tasks", id, "output"), nil
+}

@@ -1,0 +1,123 @@
+package integration
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// TestCLISpecAudit is the foundation issue's acceptance check through the
+// real binary and a real containerd: `nsn-run spec` prints a spec for a
+// local image that `nsn-run audit` accepts, the same every time, and a copy
+// weakened five ways gets a finding for each.
+func TestCLISpecAudit(t *testing.T) {
+	c, addr := containerdClient(t)
+	importBusybox(t, c, addr)
+	global := []string{"--address", addr, "--namespace", testNamespace, "--state-dir", "/var/lib/nsn-run"}
+	specArgs := slices.Concat([]string{"spec"}, global, []string{"--id", "cli-spec", "--memory", "256m", "--cpus", "0.5", "--pids", "64", "busybox:latest", "--", "echo", "hi"})
+
+	res := runCLI(t, nil, specArgs...)
+	if res.code != 0 {
+		t.Fatalf("nsn-run spec: exit %d, stderr %q", res.code, res.stderr)
+	}
+	var s specs.Spec
+	if err := json.Unmarshal([]byte(res.stdout), &s); err != nil {
+		t.Fatalf("spec output is not JSON: %v", err)
+	}
+	r := s.Linux.Resources
+	if *r.Memory.Limit != 256<<20 || *r.Memory.Swap != 256<<20 || *r.CPU.Quota != 50000 || *r.CPU.Period != 100000 || *r.Pids.Limit != 64 {
+		t.Errorf("limits: memory %d swap %d quota %d/%d pids %d", *r.Memory.Limit, *r.Memory.Swap, *r.CPU.Quota, *r.CPU.Period, *r.Pids.Limit)
+	}
+	if got := strings.Join(s.Process.Args, " "); got != "echo hi" {
+		t.Errorf("args = %q", got)
+	}
+	// The image config our builder wrote says PATH=/bin: it must reach the
+	// spec, proving the config was read from containerd.
+	if !slices.Contains(s.Process.Env, "PATH=/bin") {
+		t.Errorf("env %v lacks the image's PATH=/bin", s.Process.Env)
+	}
+	if s.Linux.CgroupsPath != "/"+testNamespace+"/cli-spec" {
+		t.Errorf("cgroupsPath = %q", s.Linux.CgroupsPath)
+	}
+
+	if again := runCLI(t, nil, specArgs...); again.stdout != res.stdout {
+		t.Error("two runs of the same spec command printed different bytes")
+	}
+
+	if a := runCLI(t, []byte(res.stdout), "audit", "-"); a.code != 0 || a.stdout != "" {
+		t.Fatalf("audit of nsn-run's own spec: exit %d, findings:\n%s%s", a.code, a.stdout, a.stderr)
+	}
+
+	// Weaken five ways and audit the copy from a file.
+	s.Root.Readonly = false
+	s.Process.NoNewPrivileges = false
+	s.Process.Capabilities = &specs.LinuxCapabilities{Bounding: []string{"CAP_SYS_ADMIN"}, Effective: []string{"CAP_SYS_ADMIN"}, Permitted: []string{"CAP_SYS_ADMIN"}}
+	s.Linux.Namespaces = slices.DeleteFunc(s.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == specs.NetworkNamespace })
+	s.Mounts = append(s.Mounts, specs.Mount{Destination: "/host", Type: "bind", Source: "/", Options: []string{"rbind", "rw"}})
+	weak, err := json.Marshal(&s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "weak.json")
+	if err := os.WriteFile(file, weak, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := runCLI(t, nil, "audit", file)
+	if a.code != 1 {
+		t.Fatalf("audit of weakened spec: exit %d, want 1; stdout %q stderr %q", a.code, a.stdout, a.stderr)
+	}
+	for _, want := range []string{
+		"rootfs-readonly root.readonly:",
+		"no-new-privileges process.noNewPrivileges:",
+		"capabilities-empty process.capabilities.bounding: capabilities granted: CAP_SYS_ADMIN",
+		"namespaces-private linux.namespaces: no new network namespace",
+		"host-mounts mounts[",
+	} {
+		if !strings.Contains(a.stdout, want) {
+			t.Errorf("audit output lacks %q:\n%s", want, a.stdout)
+		}
+	}
+}
+
+// TestCLIErrors checks nsn-run's own failures: one line on stderr, exit 125
+// (audit: 2 for unreadable input), nothing on stdout.
+func TestCLIErrors(t *testing.T) {
+	c, addr := containerdClient(t)
+	importBusybox(t, c, addr)
+	global := []string{"--address", addr, "--namespace", testNamespace}
+	cases := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"unknown image", slices.Concat([]string{"spec"}, global, []string{"nosuchimage:1", "--", "true"}), 125, "image docker.io/library/nosuchimage:1 not found"},
+		{"bad id", slices.Concat([]string{"spec"}, global, []string{"--id", "Bad/Id", "busybox", "--", "true"}), 125, `task id "Bad/Id"`},
+		{"bad memory", slices.Concat([]string{"spec"}, global, []string{"--memory", "lots", "busybox", "--", "true"}), 125, "--memory"},
+		{"root user", slices.Concat([]string{"spec"}, global, []string{"--user", "0", "busybox", "--", "true"}), 125, "not allowed"},
+		{"daemon down", []string{"spec", "--address", filepath.Join(t.TempDir(), "none.sock"), "busybox", "--", "true"}, 125, "containerd is not running"},
+		{"audit missing file", []string{"audit", filepath.Join(t.TempDir(), "nope.json")}, 2, "no such file"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := runCLI(t, nil, c.args...)
+			if r.code != c.code {
+				t.Errorf("exit %d, want %d (stderr %q)", r.code, c.code, r.stderr)
+			}
+			if !strings.Contains(r.stderr, c.want) || strings.Count(r.stderr, "\n") != 1 {
+				t.Errorf("stderr %q: want one line saying %q", r.stderr, c.want)
+			}
+			if r.stdout != "" {
+				t.Errorf("stdout %q, want nothing", r.stdout)
+			}
+		})
+	}
+	if r := runCLI(t, []byte("{not json"), "audit", "-"); r.code != 2 {
+		t.Errorf("audit of garbage: exit %d, want 2", r.code)
+	}
+}

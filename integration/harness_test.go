@@ -1,0 +1,190 @@
+// Package integration runs nsn-run against real daemons: runc, containerd
+// (and, as the backends grow, dockerd). scripts/ci.sh installs and starts
+// them; with CI or NSN_REQUIRE_INTEGRATION set, a missing daemon fails the
+// test instead of skipping it.
+package integration
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/v2/client"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/nsn-run/nsn-run/internal/imagebuild"
+	"github.com/nsn-run/nsn-run/runtime/containerd"
+)
+
+// Environment the test harness reads (scripts/ci.sh sets them).
+const (
+	envAddress = "NSN_TEST_ADDRESS" // socket of the containerd under test
+	envRunc    = "NSN_TEST_RUNC"    // runc binary (default: runc on PATH)
+	envBusybox = "NSN_TEST_BUSYBOX" // static busybox (default /bin/busybox)
+	// testNamespace keeps the tests' images and containers apart from
+	// anything else on the daemon.
+	testNamespace = "nsn-it"
+	busyboxRef    = "docker.io/library/busybox:latest"
+)
+
+func required() bool {
+	return os.Getenv("CI") != "" || os.Getenv("NSN_REQUIRE_INTEGRATION") != ""
+}
+
+// need fails the test (under CI) or skips it (on a developer machine) when a
+// prerequisite is missing.
+func need(t *testing.T, ok bool, format string, args ...any) {
+	t.Helper()
+	if ok {
+		return
+	}
+	if required() {
+		t.Fatalf("integration prerequisite missing (CI/NSN_REQUIRE_INTEGRATION set): "+format, args...)
+	}
+	t.Skipf("integration prerequisite missing: "+format, args...)
+}
+
+func needRoot(t *testing.T) {
+	t.Helper()
+	need(t, os.Geteuid() == 0, "must run as root")
+}
+
+func runcPath(t *testing.T) string {
+	t.Helper()
+	p := os.Getenv(envRunc)
+	if p == "" {
+		p, _ = exec.LookPath("runc")
+	}
+	_, err := os.Stat(p)
+	need(t, p != "" && err == nil, "no runc binary (set %s or put runc on PATH)", envRunc)
+	return p
+}
+
+func busyboxPath(t *testing.T) string {
+	t.Helper()
+	p := os.Getenv(envBusybox)
+	if p == "" {
+		p = "/bin/busybox"
+	}
+	_, err := os.Stat(p)
+	need(t, err == nil, "no static busybox at %s (apt-get install busybox-static)", p)
+	return p
+}
+
+// containerdClient connects to the containerd under test, in testNamespace.
+func containerdClient(t *testing.T) (*client.Client, string) {
+	t.Helper()
+	addr := os.Getenv(envAddress)
+	need(t, addr != "", "%s is not set: no containerd to test against", envAddress)
+	c, err := containerd.Dial(context.Background(), addr, testNamespace)
+	need(t, err == nil, "containerd at %s: %v", addr, err)
+	t.Cleanup(func() { c.Close() })
+	return c, addr
+}
+
+var importOnce sync.Map // address -> error
+
+// importBusybox builds the busybox test image with our image builder and
+// imports it into the containerd under test, once per address.
+func importBusybox(t *testing.T, c *client.Client, addr string) {
+	t.Helper()
+	busybox := busyboxPath(t)
+	v, _ := importOnce.LoadOrStore(addr, new(sync.Once))
+	var err error
+	v.(*sync.Once).Do(func() {
+		rootfs := filepath.Join(t.TempDir(), "rootfs")
+		if err = imagebuild.BusyboxRootfs(rootfs, busybox); err != nil {
+			return
+		}
+		var buf bytes.Buffer
+		err = imagebuild.WriteOCILayout(&buf, imagebuild.Image{
+			Name:      busyboxRef,
+			RootfsDir: rootfs,
+			Config:    ocispec.ImageConfig{Env: []string{"PATH=/bin"}, Cmd: []string{"sh"}},
+		})
+		if err != nil {
+			return
+		}
+		_, err = c.Import(context.Background(), &buf)
+	})
+	if err != nil {
+		t.Fatalf("import busybox test image: %v", err)
+	}
+}
+
+var (
+	buildOnce sync.Once
+	nsnBin    string
+	buildErr  error
+)
+
+// nsnRun builds the nsn-run binary once per test process.
+func nsnRun(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "nsn-run-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		nsnBin = filepath.Join(dir, "nsn-run")
+		out, err := exec.Command("go", "build", "-o", nsnBin, "github.com/nsn-run/nsn-run/cmd/nsn-run").CombinedOutput()
+		if err != nil {
+			buildErr = &buildError{err: err, out: string(out)}
+		}
+	})
+	if buildErr != nil {
+		t.Fatalf("build nsn-run: %v", buildErr)
+	}
+	return nsnBin
+}
+
+type buildError struct {
+	err error
+	out string
+}
+
+func (e *buildError) Error() string { return e.err.Error() + ": " + e.out }
+
+// cliResult is what one nsn-run invocation did.
+type cliResult struct {
+	stdout, stderr string
+	code           int
+}
+
+func runCLI(t *testing.T, stdin []byte, args ...string) cliResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, nsnRun(t), args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	err := cmd.Run()
+	code := 0
+	if err != nil {
+		ee, ok := err.(*exec.ExitError)
+		if !ok {
+			t.Fatalf("nsn-run %s: %v", strings.Join(args, " "), err)
+		}
+		code = ee.ExitCode()
+	}
+	return cliResult{stdout: stdout.String(), stderr: stderr.String(), code: code}
+}
+
+// uniqueID returns a task id no other test run uses.
+func uniqueID(prefix string) string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return prefix + "-" + hex.EncodeToString(b)
+}

@@ -1,0 +1,209 @@
+// Package imagebuild packs a root filesystem directory into a single-layer
+// OCI image layout tarball that containerd can import. No registry is
+// reachable where nsn-run is built and tested, so its test and demo images
+// (Debian's static busybox, our probe) are made by this code.
+package imagebuild
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"hash"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/opencontainers/image-spec/specs-go"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// annotationImageName is containerd's annotation for an image's full name in
+// an OCI layout index; its importer names the image after it.
+const annotationImageName = "io.containerd.image.name"
+
+// epoch is the modification time of every entry, so the same directory
+// always packs to the same digests.
+var epoch = time.Unix(0, 0).UTC()
+
+// Image describes what to pack.
+type Image struct {
+	Name      string // full reference, e.g. docker.io/library/busybox:latest
+	RootfsDir string // directory packed as the only layer, owned by 0:0
+	Config    ocispec.ImageConfig
+}
+
+// WriteOCILayout writes img as an OCI image layout tar stream to w.
+func WriteOCILayout(w io.Writer, img Image) error {
+	layer, diffID, err := packLayer(img.RootfsDir)
+	if err != nil {
+		return err
+	}
+	config := ocispec.Image{
+		Platform: ocispec.Platform{OS: "linux", Architecture: runtime.GOARCH},
+		Config:   img.Config,
+		RootFS:   ocispec.RootFS{Type: "layers", DiffIDs: []digest.Digest{diffID}},
+	}
+	configJSON, err := json.Marshal(config)
+	if err != nil {
+		return fmt.Errorf("marshal image config: %w", err)
+	}
+	manifest := ocispec.Manifest{
+		Versioned: specs.Versioned{SchemaVersion: 2},
+		MediaType: ocispec.MediaTypeImageManifest,
+		Config:    descriptor(ocispec.MediaTypeImageConfig, configJSON),
+		Layers:    []ocispec.Descriptor{descriptor(ocispec.MediaTypeImageLayerGzip, layer)},
+	}
+	manifestJSON, err := json.Marshal(manifest)
+	if err != nil {
+		return fmt.Errorf("marshal manifest: %w", err)
+	}
+	manifestDesc := descriptor(ocispec.MediaTypeImageManifest, manifestJSON)
+	manifestDesc.Annotations = map[string]string{annotationImageName: img.Name}
+	if i := strings.LastIndex(img.Name, ":"); i > strings.LastIndex(img.Name, "/") {
+		manifestDesc.Annotations[ocispec.AnnotationRefName] = img.Name[i+1:]
+	}
+	index := ocispec.Index{
+		Versioned: specs.Versioned{SchemaVersion: 2},
+		MediaType: ocispec.MediaTypeImageIndex,
+		Manifests: []ocispec.Descriptor{manifestDesc},
+	}
+	indexJSON, err := json.Marshal(index)
+	if err != nil {
+		return fmt.Errorf("marshal index: %w", err)
+	}
+
+	tw := tar.NewWriter(w)
+	files := []struct {
+		name string
+		data []byte
+	}{
+		{ocispec.ImageLayoutFile, []byte(`{"imageLayoutVersion":"` + ocispec.ImageLayoutVersion + `"}`)},
+		{"index.json", indexJSON},
+		{blobPath(layer), layer},
+		{blobPath(configJSON), configJSON},
+		{blobPath(manifestJSON), manifestJSON},
+	}
+	for _, f := range files {
+		hdr := &tar.Header{Name: f.name, Mode: 0o644, Size: int64(len(f.data)), ModTime: epoch, Typeflag: tar.TypeReg}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return fmt.Errorf("write %s: %w", f.name, err)
+		}
+		if _, err := tw.Write(f.data); err != nil {
+			return fmt.Errorf("write %s: %w", f.name, err)
+		}
+	}
+	return tw.Close()
+}
+
+func descriptor(mediaType string, data []byte) ocispec.Descriptor {
+	return ocispec.Descriptor{MediaType: mediaType, Digest: digest.FromBytes(data), Size: int64(len(data))}
+}
+
+func blobPath(data []byte) string {
+	return "blobs/sha256/" + digest.FromBytes(data).Encoded()
+}
+
+// packLayer tars dir (sorted, owned by root, fixed mtimes), gzips it, and
+// returns the compressed layer and the digest of the uncompressed tar.
+func packLayer(dir string) ([]byte, digest.Digest, error) {
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	var h hash.Hash = sha256.New()
+	tw := tar.NewWriter(io.MultiWriter(zw, h))
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil || rel == "." {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		link := ""
+		if info.Mode()&fs.ModeSymlink != 0 {
+			if link, err = os.Readlink(p); err != nil {
+				return err
+			}
+		}
+		hdr, err := tar.FileInfoHeader(info, link)
+		if err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+		hdr.Name = filepath.ToSlash(rel)
+		if info.IsDir() {
+			hdr.Name += "/"
+		}
+		hdr.Uid, hdr.Gid, hdr.Uname, hdr.Gname = 0, 0, "", ""
+		hdr.ModTime, hdr.AccessTime, hdr.ChangeTime = epoch, time.Time{}, time.Time{}
+		hdr.Format = tar.FormatPAX
+		if err := tw.WriteHeader(hdr); err != nil {
+			return err
+		}
+		if !info.Mode().IsRegular() {
+			return nil
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		_, err = io.Copy(tw, f)
+		return err
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("pack %s: %w", dir, err)
+	}
+	if err := tw.Close(); err != nil {
+		return nil, "", err
+	}
+	if err := zw.Close(); err != nil {
+		return nil, "", err
+	}
+	return gz.Bytes(), digest.NewDigest(digest.SHA256, h), nil
+}
+
+// BusyboxRootfs lays out a minimal root filesystem in dir from a static
+// busybox binary: /bin/busybox, a link per applet, and the empty directories
+// a container needs as mount points.
+func BusyboxRootfs(dir, busybox string) error {
+	for _, d := range []string{"bin", "dev", "etc", "output", "proc", "sys", "tmp", "run"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			return err
+		}
+	}
+	if err := os.Chmod(filepath.Join(dir, "tmp"), 0o1777); err != nil {
+		return err
+	}
+	data, err := os.ReadFile(busybox)
+	if err != nil {
+		return fmt.Errorf("read busybox: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bin", "busybox"), data, 0o755); err != nil {
+		return err
+	}
+	out, err := exec.Command(busybox, "--list").Output()
+	if err != nil {
+		return fmt.Errorf("%s --list: %w", busybox, err)
+	}
+	for _, applet := range strings.Fields(string(out)) {
+		if applet == "busybox" || strings.Contains(applet, "/") {
+			continue
+		}
+		if err := os.Symlink("busybox", filepath.Join(dir, "bin", applet)); err != nil && !os.IsExist(err) {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,42 @@
+// Package containerd is nsn-run's backend over the containerd v2 client. It
+// works against containerd 1.6/1.7 and 2.x daemons.
+package containerd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"time"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/errdefs"
+)
+
+// pingTimeout bounds the version call Dial makes to prove the daemon answers.
+const pingTimeout = 5 * time.Second
+
+// Dial connects to the containerd daemon at address with namespace as the
+// default for every call, and proves the daemon answers with a version call:
+// the containerd client connects lazily, and a dead socket would otherwise
+// surface only at the first real request.
+func Dial(ctx context.Context, address, namespace string) (*client.Client, error) {
+	if _, err := os.Stat(address); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%w: containerd is not running: no socket at %s (set --address or NSN_ADDRESS)", errdefs.ErrUnavailable, address)
+		}
+		return nil, fmt.Errorf("%w: containerd socket %s: %w", errdefs.ErrUnavailable, address, err)
+	}
+	c, err := client.New(address, client.WithDefaultNamespace(namespace), client.WithTimeout(pingTimeout))
+	if err != nil {
+		return nil, fmt.Errorf("%w: connect to containerd at %s: %w", errdefs.ErrUnavailable, address, err)
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, pingTimeout)
+	defer cancel()
+	if _, err := c.Version(pingCtx); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("%w: containerd at %s does not answer: %w", errdefs.ErrUnavailable, address, err)
+	}
+	return c, nil
+}

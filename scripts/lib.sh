@@ -1,0 +1,67 @@
+# Shared shell helpers for nsn-run's scripts (sourced, not run).
+# They install what nsn-run needs from Debian and start a private containerd
+# under a temp dir, never touching the host's /run/containerd.
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# ensure_packages installs the Debian packages whose commands are missing.
+ensure_packages() {
+  local missing=()
+  command -v containerd >/dev/null || missing+=(containerd)
+  command -v runc >/dev/null || missing+=(runc)
+  [ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 || missing+=(busybox-static)
+  command -v make >/dev/null || missing+=(make)
+  if [ ${#missing[@]} -gt 0 ]; then
+    [ "$(id -u)" = 0 ] || die "need root to install ${missing[*]}"
+    log "installing ${missing[*]} from Debian"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  command -v go >/dev/null || die "Go is not installed (need Go 1.26 at /usr/local/go or on PATH)"
+}
+
+# containerd_answers ADDRESS: true when a containerd answers there.
+containerd_answers() {
+  [ -S "$1" ] && timeout 5 ctr --address "$1" version >/dev/null 2>&1
+}
+
+# start_containerd DIR [BINARY]: starts a private containerd with root, state
+# and sockets under DIR, waits until it answers, and sets CONTAINERD_PID and
+# CONTAINERD_ADDRESS. The caller stops it with stop_containerd.
+start_containerd() {
+  local dir=$1 bin=${2:-containerd}
+  mkdir -p "$dir"
+  cat >"$dir/config.toml" <<TOML
+version = 2
+root = "$dir/root"
+state = "$dir/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "$dir/containerd.sock"
+[ttrpc]
+  address = "$dir/containerd.sock.ttrpc"
+[debug]
+  address = "$dir/debug.sock"
+TOML
+  log "starting $("$bin" --version | head -1) in $dir"
+  "$bin" --config "$dir/config.toml" >"$dir/containerd.log" 2>&1 &
+  CONTAINERD_PID=$!
+  CONTAINERD_ADDRESS="$dir/containerd.sock"
+  # Poll until it answers (or dies): a readiness check, not a fixed sleep.
+  local i
+  for i in $(seq 1 300); do
+    containerd_answers "$CONTAINERD_ADDRESS" && return 0
+    kill -0 "$CONTAINERD_PID" 2>/dev/null || { cat "$dir/containerd.log" >&2; die "containerd exited during start-up"; }
+    sleep 0.1
+  done
+  cat "$dir/containerd.log" >&2
+  die "containerd did not answer at $CONTAINERD_ADDRESS within 30s"
+}
+
+stop_containerd() {
+  [ -n "${CONTAINERD_PID:-}" ] || return 0
+  kill "$CONTAINERD_PID" 2>/dev/null || true
+  wait "$CONTAINERD_PID" 2>/dev/null || true
+  CONTAINERD_PID=
+}

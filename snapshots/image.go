@@ -1,0 +1,44 @@
+// Package snapshots owns images and the filesystems made from them: resolving
+// a reference to a local image and reading its config (and, as the backend
+// grows, import, pull, unpack and the container's snapshot).
+package snapshots
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/errdefs"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/nsn-run/nsn-run/task"
+)
+
+// Image is a resolved local image.
+type Image struct {
+	Name   string // normalised reference, e.g. docker.io/library/busybox:latest
+	Digest string // digest of the manifest or index the name points at
+	Config ocispec.ImageConfig
+}
+
+// Resolve finds ref among c's images (in c's default namespace) and reads its
+// config for the client's platform. A missing image is errdefs.ErrNotFound
+// with a message that says how to get it.
+func Resolve(ctx context.Context, c *client.Client, ref string) (Image, error) {
+	name, err := task.NormalizeImage(ref)
+	if err != nil {
+		return Image{}, err
+	}
+	img, err := c.GetImage(ctx, name)
+	if err != nil {
+		if errdefs.IsNotFound(err) {
+			return Image{}, fmt.Errorf("image %s not found locally: import or pull it first (nsn-run image import|pull): %w", name, errdefs.ErrNotFound)
+		}
+		return Image{}, fmt.Errorf("look up image %s: %w", name, err)
+	}
+	spec, err := img.Spec(ctx)
+	if err != nil {
+		return Image{}, fmt.Errorf("read config of image %s: %w", name, err)
+	}
+	return Image{Name: name, Digest: img.Target().Digest.String(), Config: spec.Config}, nil
+}

@@ -1,0 +1,148 @@
+package spec
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/nsn-run/nsn-run/task"
+)
+
+// process is what the container's process gets from the task and the image.
+type process struct {
+	args     []string
+	env      []string
+	cwd      string
+	uid, gid uint32
+}
+
+// processFromImage merges the task with its image config. The image config is
+// attacker input: only Env, Entrypoint, a validated WorkingDir and a numeric
+// non-root User are taken from it. Everything else it can say (volumes,
+// exposed ports, stop signal, labels, healthchecks) is ignored.
+func processFromImage(t task.Task, img ocispec.ImageConfig) (process, error) {
+	if err := task.ValidateEnv(img.Env); err != nil {
+		return process{}, fmt.Errorf("image config Env: %w", err)
+	}
+	p := process{
+		// Docker semantics: the task's command replaces the image's Cmd
+		// and is passed to its Entrypoint, if it has one.
+		args: append(slices.Clone(img.Entrypoint), t.Command...),
+		// Image env first, then HOME on the only writable scratch space,
+		// then the task's own env, which wins over both.
+		env: mergeEnv(img.Env, []string{"HOME=" + TmpPath}, t.Env),
+		cwd: "/",
+	}
+	switch {
+	case t.WorkingDir != "":
+		p.cwd = t.WorkingDir
+	case img.WorkingDir != "":
+		if err := task.ValidateWorkingDir(img.WorkingDir); err != nil {
+			return process{}, fmt.Errorf("image config WorkingDir: %w", err)
+		}
+		p.cwd = img.WorkingDir
+	}
+	var err error
+	if p.uid, p.gid, err = userFor(t.User, img.User); err != nil {
+		return process{}, err
+	}
+	return p, nil
+}
+
+// mergeEnv layers KEY=VALUE lists: a later value for a key replaces an
+// earlier one in place, so each key appears once (getenv returns the first
+// match, which would otherwise be the image's, not the task's).
+func mergeEnv(lists ...[]string) []string {
+	var out []string
+	at := map[string]int{}
+	for _, list := range lists {
+		for _, kv := range list {
+			key, _, _ := strings.Cut(kv, "=")
+			if i, ok := at[key]; ok {
+				out[i] = kv
+				continue
+			}
+			at[key] = len(out)
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+// userFor picks the task's uid and gid: the task's explicit user, else the
+// image's if it is numeric and not root, else nobody (65534:65534). A named
+// image user is not looked up: /etc/passwd in the image is attacker input.
+func userFor(taskUser, imageUser string) (uid, gid uint32, err error) {
+	if taskUser != "" {
+		return task.ParseUser(taskUser)
+	}
+	if imageUser != "" {
+		if uid, gid, err := task.ParseUser(imageUser); err == nil {
+			return uid, gid, nil
+		}
+	}
+	return task.NobodyID, task.NobodyID, nil
+}
+
+// requiredMaskedPaths is the union of Docker's and containerd's default
+// masked paths. containerd's default spec already carries them (and the
+// per-CPU thermal_throttle paths); listing them here keeps them in place
+// even if an upstream default ever shrinks.
+var requiredMaskedPaths = []string{
+	"/proc/acpi",
+	"/proc/asound",
+	"/proc/interrupts",
+	"/proc/kcore",
+	"/proc/keys",
+	"/proc/latency_stats",
+	"/proc/sched_debug",
+	"/proc/scsi",
+	"/proc/timer_list",
+	"/proc/timer_stats",
+	"/sys/devices/virtual/powercap",
+	"/sys/firmware",
+}
+
+// requiredReadonlyPaths is the union of Docker's and containerd's defaults.
+var requiredReadonlyPaths = []string{
+	"/proc/bus",
+	"/proc/fs",
+	"/proc/irq",
+	"/proc/sys",
+	"/proc/sysrq-trigger",
+}
+
+// RequiredMaskedPaths returns the /proc and /sys paths every task has masked.
+func RequiredMaskedPaths() []string { return slices.Clone(requiredMaskedPaths) }
+
+// RequiredReadonlyPaths returns the /proc paths every task sees read-only.
+func RequiredReadonlyPaths() []string { return slices.Clone(requiredReadonlyPaths) }
+
+func withMaskedPaths(paths []string) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *specs.Spec) error {
+		s.Linux.MaskedPaths = appendMissing(s.Linux.MaskedPaths, paths)
+		return nil
+	}
+}
+
+func withReadonlyPaths(paths []string) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *specs.Spec) error {
+		s.Linux.ReadonlyPaths = appendMissing(s.Linux.ReadonlyPaths, paths)
+		return nil
+	}
+}
+
+func appendMissing(have, want []string) []string {
+	for _, p := range want {
+		if !slices.Contains(have, p) {
+			have = append(have, p)
+		}
+	}
+	return have
+}

@@ -1,0 +1,234 @@
+// Package spec turns a Task and its image config into the hardened OCI
+// runtime spec the task runs with. It is pure: no daemon calls, no host
+// reads, the same input gives byte-identical JSON. The result is a list of
+// containerd oci.SpecOpts so a backend can hand it to containerd's
+// WithNewSpec, and reviewers can see every option by name.
+package spec
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"path"
+	"strconv"
+
+	"github.com/containerd/containerd/v2/contrib/seccomp"
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/errdefs"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/nsn-run/nsn-run/task"
+)
+
+// Paths inside the container that the spec creates.
+const (
+	OutputPath = "/output"
+	TmpPath    = "/tmp"
+	// RootfsPath is the bundle-relative root; containerd's shim mounts the
+	// snapshot there.
+	RootfsPath = "rootfs"
+	// DefaultNamespace is the containerd namespace nsn-run works in; it is
+	// also the first element of every task's cgroup path.
+	DefaultNamespace = "nsn"
+	cfsPeriod        = 100000 // microseconds: the kernel's default CFS period
+	defaultUmask     = 0o022
+)
+
+// GPUInjector turns a GPU request into the spec edits (device nodes, mounts,
+// hooks, env) that expose exactly those GPUs. The cdi package implements it.
+type GPUInjector interface {
+	// GPUSpecOpt returns the option that injects req. It runs after the
+	// process user is set, so injected hooks and devices see the final user.
+	GPUSpecOpt(ctx context.Context, req task.GPURequest) (oci.SpecOpts, error)
+}
+
+// Options carry what the spec needs from the host side of the task.
+type Options struct {
+	// OutputDir is the host directory bind-mounted read-write at /output.
+	// It must be an absolute, clean path; it is the only host path mounted.
+	OutputDir string
+	// GPUs injects GPU devices; nil refuses any task that asks for GPUs.
+	GPUs GPUInjector
+}
+
+// Opts returns the ordered list of spec options for t, run on top of
+// containerd's default Linux spec (oci.GenerateSpec / client.WithNewSpec).
+// t is completed with task defaults first. The order matters and is fixed
+// here: the user before GPU injection (CDI edits may depend on it), the
+// capability sets before seccomp (containerd's default profile opens
+// syscalls by capability, so an empty set must be in place first).
+func Opts(t task.Task, img ocispec.ImageConfig, o Options) ([]oci.SpecOpts, error) {
+	t = t.WithDefaults()
+	if err := t.Validate(); err != nil {
+		return nil, err
+	}
+	if err := checkOutputDir(o.OutputDir); err != nil {
+		return nil, err
+	}
+	proc, err := processFromImage(t, img)
+	if err != nil {
+		return nil, err
+	}
+	gpus, err := task.ParseGPURequest(t.GPUs)
+	if err != nil {
+		return nil, err
+	}
+	if !gpus.Empty() && o.GPUs == nil {
+		return nil, fmt.Errorf("%w: task asks for GPUs %q but no CDI device injector is configured", errdefs.ErrFailedPrecondition, t.GPUs)
+	}
+	l := t.Limits
+
+	opts := []oci.SpecOpts{
+		oci.WithRootFSPath(RootfsPath),
+		oci.WithRootFSReadonly(),
+		oci.WithHostname(t.ID),
+		oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.CgroupNamespace}),
+
+		oci.WithDefaultPathEnv,
+		oci.WithEnv(proc.env),
+		oci.WithProcessArgs(proc.args...),
+		oci.WithProcessCwd(proc.cwd),
+		oci.WithUIDGID(proc.uid, proc.gid),
+		oci.WithUmask(defaultUmask),
+		oci.WithNoNewPrivileges,
+		withRlimits(l.OpenFiles),
+
+		oci.WithDefaultUnixDevices,
+		oci.WithMounts([]specs.Mount{tmpMount(l), outputMount(o.OutputDir)}),
+		withMaskedPaths(requiredMaskedPaths),
+		withReadonlyPaths(requiredReadonlyPaths),
+
+		oci.WithMemoryLimit(uint64(l.MemoryBytes)),
+		// memory+swap equal to memory: the task gets no swap at all.
+		oci.WithMemorySwap(l.MemoryBytes),
+		oci.WithCPUCFS(cpuQuota(l.CPUs), cfsPeriod),
+		oci.WithPidsLimit(l.Pids),
+	}
+	if !gpus.Empty() {
+		opts = append(opts, withGPUs(o.GPUs, gpus))
+	}
+	opts = append(opts,
+		withNoCapabilities,
+		seccomp.WithDefaultProfile(),
+		withoutSysctls,
+	)
+	return opts, nil
+}
+
+// Generate builds the complete spec for t, as containerd would when creating
+// its container. ctx supplies the containerd namespace (DefaultNamespace if
+// it has none), which names the cgroup path.
+func Generate(ctx context.Context, t task.Task, img ocispec.ImageConfig, o Options) (*specs.Spec, error) {
+	opts, err := Opts(t, img, o)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := namespaces.Namespace(ctx); !ok {
+		ctx = namespaces.WithNamespace(ctx, DefaultNamespace)
+	}
+	s, err := oci.GenerateSpec(ctx, nil, &containers.Container{ID: t.ID}, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("generate spec for task %s: %w", t.ID, err)
+	}
+	return s, nil
+}
+
+// Marshal renders a spec the way nsn-run prints and stores it: indented JSON
+// with a trailing newline. encoding/json writes struct fields in declaration
+// order and map keys sorted, so equal specs give identical bytes.
+func Marshal(s *specs.Spec) ([]byte, error) {
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("marshal spec: %w", err)
+	}
+	return append(b, '\n'), nil
+}
+
+func checkOutputDir(dir string) error {
+	if dir == "" || !path.IsAbs(dir) || path.Clean(dir) != dir {
+		return fmt.Errorf("%w: output dir %q: must be an absolute, clean host path", errdefs.ErrInvalidArgument, dir)
+	}
+	return nil
+}
+
+// cpuQuota converts a CPU fraction to a CFS quota per cfsPeriod.
+func cpuQuota(cpus float64) int64 {
+	q := int64(cpus*cfsPeriod + 0.5)
+	return max(q, 1000) // the kernel refuses quotas under 1ms
+}
+
+// tmpMount is /tmp: the task's scratch space, sized in bytes and inodes so a
+// job cannot exhaust memory (tmpfs pages are charged to its cgroup) or the
+// inode table, and with nothing executable, setuid or device-like on it.
+func tmpMount(l task.Limits) specs.Mount {
+	return specs.Mount{
+		Destination: TmpPath,
+		Type:        "tmpfs",
+		Source:      "tmpfs",
+		Options: []string{
+			"nosuid", "nodev", "noexec", "mode=1777",
+			"size=" + strconv.FormatInt(l.TmpBytes, 10),
+			"nr_inodes=" + strconv.FormatInt(l.TmpInodes, 10),
+		},
+	}
+}
+
+// outputMount binds the task's host output directory at /output. "bind"
+// (not "rbind") so no host submount under it becomes visible; rprivate so no
+// mount event propagates either way.
+func outputMount(hostDir string) specs.Mount {
+	return specs.Mount{
+		Destination: OutputPath,
+		Type:        "bind",
+		Source:      hostDir,
+		Options:     []string{"bind", "rw", "nosuid", "nodev", "noexec", "rprivate"},
+	}
+}
+
+// withRlimits replaces containerd's rlimits with ours: the open-files limit
+// (soft = hard, so the task cannot raise it) and no core dumps, which would
+// write task memory to a host-configured location.
+func withRlimits(openFiles int64) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *specs.Spec) error {
+		s.Process.Rlimits = []specs.POSIXRlimit{
+			{Type: "RLIMIT_NOFILE", Hard: uint64(openFiles), Soft: uint64(openFiles)},
+			{Type: "RLIMIT_CORE", Hard: 0, Soft: 0},
+		}
+		return nil
+	}
+}
+
+// withNoCapabilities empties all five capability sets. Empty slices (not
+// nil) so `nsn-run spec` shows the reviewer each set as [].
+func withNoCapabilities(_ context.Context, _ oci.Client, _ *containers.Container, s *specs.Spec) error {
+	s.Process.Capabilities = &specs.LinuxCapabilities{
+		Bounding:    []string{},
+		Effective:   []string{},
+		Inheritable: []string{},
+		Permitted:   []string{},
+		Ambient:     []string{},
+	}
+	return nil
+}
+
+// withoutSysctls drops any kernel parameter setting: even namespaced sysctls
+// widen what the task can tune, and none is needed to run a job. (The default
+// spec has no hooks; only a GPU injector adds them, and the auditor checks
+// those against its allowlist.)
+func withoutSysctls(_ context.Context, _ oci.Client, _ *containers.Container, s *specs.Spec) error {
+	s.Linux.Sysctl = nil
+	return nil
+}
+
+func withGPUs(inj GPUInjector, req task.GPURequest) oci.SpecOpts {
+	return func(ctx context.Context, c oci.Client, ctr *containers.Container, s *specs.Spec) error {
+		opt, err := inj.GPUSpecOpt(ctx, req)
+		if err != nil {
+			return err
+		}
+		return opt(ctx, c, ctr, s)
+	}
+}

@@ -1,0 +1,339 @@
+package spec_test
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/errdefs"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/nsn-run/nsn-run/spec"
+	"github.com/nsn-run/nsn-run/spec/audit"
+	"github.com/nsn-run/nsn-run/task"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+const outputDir = "/var/lib/nsn-run/tasks/job-1/output"
+
+func baseTask() task.Task {
+	return task.Task{ID: "job-1", Image: "busybox:latest", Command: []string{"echo", "hi"}}
+}
+
+func generate(t *testing.T, tk task.Task, img ocispec.ImageConfig) *specs.Spec {
+	t.Helper()
+	s, err := spec.Generate(context.Background(), tk, img, spec.Options{OutputDir: outputDir})
+	if err != nil {
+		t.Fatalf("Generate: %v", err)
+	}
+	return s
+}
+
+// thermalPath matches the per-CPU masked paths containerd adds for each CPU
+// the host has: the only host-dependent part of a spec.
+var thermalPath = regexp.MustCompile(`^/sys/devices/system/cpu/cpu[0-9]+/thermal_throttle$`)
+
+func TestGolden(t *testing.T) {
+	cases := []struct {
+		name string
+		task func() task.Task
+		img  ocispec.ImageConfig
+	}{
+		{"default", baseTask, ocispec.ImageConfig{}},
+		{"image-config", func() task.Task {
+			tk := baseTask()
+			tk.Env = []string{"LANG=C.UTF-8", "MODEL=tiny"}
+			return tk
+		}, ocispec.ImageConfig{
+			Entrypoint: []string{"/usr/bin/entry"},
+			Cmd:        []string{"ignored"},
+			Env:        []string{"PATH=/opt/bin:/usr/bin:/bin", "LANG=C"},
+			WorkingDir: "/work",
+			User:       "1000:1001",
+			Volumes:    map[string]struct{}{"/data": {}},
+			StopSignal: "SIGKILL",
+		}},
+		{"limits", func() task.Task {
+			tk := baseTask()
+			tk.Limits = task.Limits{MemoryBytes: 256 * task.MiB, CPUs: 0.5, Pids: 64, OpenFiles: 4096, TmpBytes: 128 * task.MiB, TmpInodes: 1000}
+			tk.User = "4242:4343"
+			tk.WorkingDir = "/tmp"
+			return tk
+		}, ocispec.ImageConfig{User: "1000"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s := generate(t, c.task(), c.img)
+			s.Linux.MaskedPaths = slices.DeleteFunc(s.Linux.MaskedPaths, thermalPath.MatchString)
+			got, err := spec.Marshal(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			golden := filepath.Join("testdata", c.name+".json")
+			if *update {
+				if err := os.WriteFile(golden, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run go test ./spec -update to create it)", err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("spec differs from %s; run go test ./spec -update and review the diff\n%s", golden, firstDiff(got, want))
+			}
+		})
+	}
+}
+
+func firstDiff(got, want []byte) string {
+	g, w := strings.Split(string(got), "\n"), strings.Split(string(want), "\n")
+	for i := 0; i < len(g) && i < len(w); i++ {
+		if g[i] != w[i] {
+			return "line " + strconv.Itoa(i+1) + ":\n got: " + g[i] + "\nwant: " + w[i]
+		}
+	}
+	return "lengths differ: " + strconv.Itoa(len(g)) + " vs " + strconv.Itoa(len(w)) + " lines"
+}
+
+func TestDeterministic(t *testing.T) {
+	img := ocispec.ImageConfig{Env: []string{"A=1"}, User: "1000"}
+	first, _ := spec.Marshal(generate(t, baseTask(), img))
+	for range 5 {
+		again, _ := spec.Marshal(generate(t, baseTask(), img))
+		if !bytes.Equal(first, again) {
+			t.Fatal("two generations of the same task differ")
+		}
+	}
+}
+
+// TestSecurityDefaults checks every control of design.md's security table on
+// the default spec, one assertion per control.
+func TestSecurityDefaults(t *testing.T) {
+	s := generate(t, baseTask(), ocispec.ImageConfig{})
+	p := s.Process
+
+	if p.User.UID != task.NobodyID || p.User.GID != task.NobodyID {
+		t.Errorf("user = %d:%d, want 65534:65534", p.User.UID, p.User.GID)
+	}
+	c := p.Capabilities
+	for name, set := range map[string][]string{"bounding": c.Bounding, "effective": c.Effective, "inheritable": c.Inheritable, "permitted": c.Permitted, "ambient": c.Ambient} {
+		if set == nil || len(set) != 0 {
+			t.Errorf("capabilities.%s = %v, want []", name, set)
+		}
+	}
+	if !p.NoNewPrivileges {
+		t.Error("noNewPrivileges is off")
+	}
+	sc := s.Linux.Seccomp
+	if sc == nil || sc.DefaultAction != specs.ActErrno {
+		t.Fatalf("seccomp = %+v, want default action SCMP_ACT_ERRNO", sc)
+	}
+	clone3ENOSYS := false
+	for _, r := range sc.Syscalls {
+		for _, n := range r.Names {
+			if strings.HasPrefix(n, "io_uring") && r.Action == specs.ActAllow {
+				t.Errorf("seccomp allows %s", n)
+			}
+			if n == "clone3" && r.Action == specs.ActErrno && r.ErrnoRet != nil && *r.ErrnoRet == uint(unix.ENOSYS) {
+				clone3ENOSYS = true
+			}
+		}
+	}
+	if !clone3ENOSYS {
+		t.Error("clone3 does not fail with ENOSYS")
+	}
+	if !s.Root.Readonly || s.Root.Path != "rootfs" {
+		t.Errorf("root = %+v, want read-only rootfs", s.Root)
+	}
+	var nsTypes []string
+	for _, ns := range s.Linux.Namespaces {
+		if ns.Path != "" {
+			t.Errorf("namespace %s joins %s", ns.Type, ns.Path)
+		}
+		nsTypes = append(nsTypes, string(ns.Type))
+	}
+	slices.Sort(nsTypes)
+	if got := strings.Join(nsTypes, ","); got != "cgroup,ipc,mount,network,pid,uts" {
+		t.Errorf("namespaces = %s", got)
+	}
+	for _, m := range spec.RequiredMaskedPaths() {
+		if !slices.Contains(s.Linux.MaskedPaths, m) {
+			t.Errorf("%s not masked", m)
+		}
+	}
+	// containerd masks each CPU's thermal_throttle directory where the host
+	// has one (this kind of VM often has none).
+	if _, err := os.Stat("/sys/devices/system/cpu/cpu0/thermal_throttle"); err == nil &&
+		!slices.Contains(s.Linux.MaskedPaths, "/sys/devices/system/cpu/cpu0/thermal_throttle") {
+		t.Error("cpu0's thermal_throttle is not masked")
+	}
+	for _, r := range spec.RequiredReadonlyPaths() {
+		if !slices.Contains(s.Linux.ReadonlyPaths, r) {
+			t.Errorf("%s not read-only", r)
+		}
+	}
+	res := s.Linux.Resources
+	d := task.Defaults
+	if *res.Memory.Limit != d.MemoryBytes || *res.Memory.Swap != d.MemoryBytes {
+		t.Errorf("memory limit %d swap %d, want both %d", *res.Memory.Limit, *res.Memory.Swap, d.MemoryBytes)
+	}
+	if *res.CPU.Quota != 100000 || *res.CPU.Period != 100000 {
+		t.Errorf("cpu quota/period = %d/%d, want 100000/100000 for 1 CPU", *res.CPU.Quota, *res.CPU.Period)
+	}
+	if *res.Pids.Limit != d.Pids {
+		t.Errorf("pids = %d", *res.Pids.Limit)
+	}
+	wantRlimits := []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1024, Soft: 1024}, {Type: "RLIMIT_CORE"}}
+	if !slices.Equal(p.Rlimits, wantRlimits) {
+		t.Errorf("rlimits = %+v, want %+v", p.Rlimits, wantRlimits)
+	}
+	if len(s.Linux.Sysctl) != 0 || s.Hooks != nil {
+		t.Errorf("sysctls %v hooks %v, want none", s.Linux.Sysctl, s.Hooks)
+	}
+	if !slices.Contains(p.Env, "HOME=/tmp") {
+		t.Errorf("env %v lacks HOME=/tmp", p.Env)
+	}
+	if len(s.Linux.Devices) != 0 {
+		t.Errorf("devices = %v, want none beyond runc's defaults", s.Linux.Devices)
+	}
+
+	mounts := map[string]specs.Mount{}
+	for _, m := range s.Mounts {
+		mounts[m.Destination] = m
+		if m.Type == "bind" && m.Destination != spec.OutputPath {
+			t.Errorf("host bind mount at %s from %s", m.Destination, m.Source)
+		}
+	}
+	tmp := mounts["/tmp"]
+	for _, o := range []string{"nosuid", "nodev", "noexec", "size=67108864", "nr_inodes=16384"} {
+		if tmp.Type != "tmpfs" || !slices.Contains(tmp.Options, o) {
+			t.Errorf("/tmp mount %+v lacks %s", tmp, o)
+		}
+	}
+	out := mounts["/output"]
+	if out.Source != outputDir || !slices.Contains(out.Options, "rw") || !slices.Contains(out.Options, "noexec") || slices.Contains(out.Options, "rbind") {
+		t.Errorf("/output mount = %+v", out)
+	}
+	if f := audit.Check(s); len(f) != 0 {
+		t.Errorf("the default spec has audit findings: %v", f)
+	}
+}
+
+func TestImageConfigIsFiltered(t *testing.T) {
+	for _, c := range []struct {
+		imageUser, taskUser string
+		uid, gid            uint32
+	}{
+		{"", "", 65534, 65534},
+		{"0", "", 65534, 65534},
+		{"0:0", "", 65534, 65534},
+		{"root", "", 65534, 65534},
+		{"1000:root", "", 65534, 65534},
+		{"1000:0", "", 65534, 65534},
+		{"app", "", 65534, 65534},
+		{"1000", "", 1000, 1000},
+		{"1000:2000", "", 1000, 2000},
+		{"0", "7:8", 7, 8},
+	} {
+		tk := baseTask()
+		tk.User = c.taskUser
+		s := generate(t, tk, ocispec.ImageConfig{User: c.imageUser})
+		if s.Process.User.UID != c.uid || s.Process.User.GID != c.gid {
+			t.Errorf("image user %q task user %q: got %d:%d, want %d:%d", c.imageUser, c.taskUser, s.Process.User.UID, s.Process.User.GID, c.uid, c.gid)
+		}
+	}
+
+	s := generate(t, baseTask(), ocispec.ImageConfig{Entrypoint: []string{"/e", "-x"}, Cmd: []string{"dropped"}, Env: []string{"LANG=C"}})
+	if got := strings.Join(s.Process.Args, " "); got != "/e -x echo hi" {
+		t.Errorf("args = %q, want entrypoint + task command", got)
+	}
+	tk := baseTask()
+	tk.Env = []string{"LANG=en", "HOME=/tmp/home"}
+	s = generate(t, tk, ocispec.ImageConfig{Env: []string{"LANG=C"}})
+	if !slices.Contains(s.Process.Env, "LANG=en") || !slices.Contains(s.Process.Env, "HOME=/tmp/home") || slices.Contains(s.Process.Env, "LANG=C") {
+		t.Errorf("task env does not override image env: %v", s.Process.Env)
+	}
+}
+
+func TestOptsRefuses(t *testing.T) {
+	cases := []struct {
+		name  string
+		task  func() task.Task
+		img   ocispec.ImageConfig
+		opts  spec.Options
+		isErr func(error) bool
+		want  string
+	}{
+		{"invalid task", func() task.Task { tk := baseTask(); tk.ID = "A"; return tk }, ocispec.ImageConfig{}, spec.Options{OutputDir: outputDir}, errdefs.IsInvalidArgument, "task id"},
+		{"relative output dir", baseTask, ocispec.ImageConfig{}, spec.Options{OutputDir: "out"}, errdefs.IsInvalidArgument, "output dir"},
+		{"no output dir", baseTask, ocispec.ImageConfig{}, spec.Options{}, errdefs.IsInvalidArgument, "output dir"},
+		{"image workdir in proc", baseTask, ocispec.ImageConfig{WorkingDir: "/proc/self/fd/7"}, spec.Options{OutputDir: outputDir}, errdefs.IsInvalidArgument, "image config WorkingDir"},
+		{"image workdir relative", baseTask, ocispec.ImageConfig{WorkingDir: "../x"}, spec.Options{OutputDir: outputDir}, errdefs.IsInvalidArgument, "image config WorkingDir"},
+		{"image env nul", baseTask, ocispec.ImageConfig{Env: []string{"A=\x00"}}, spec.Options{OutputDir: outputDir}, errdefs.IsInvalidArgument, "image config Env"},
+		{"gpus without injector", func() task.Task { tk := baseTask(); tk.GPUs = "all"; return tk }, ocispec.ImageConfig{}, spec.Options{OutputDir: outputDir}, errdefs.IsFailedPrecondition, "no CDI device injector"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := spec.Opts(c.task(), c.img, c.opts)
+			if err == nil || !c.isErr(err) || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("Opts() = %v, want a typed error saying %q", err, c.want)
+			}
+		})
+	}
+}
+
+// recordingInjector stands in for the CDI injector to show where GPU edits
+// run in the option order.
+type recordingInjector struct {
+	req    task.GPURequest
+	uid    uint32
+	capsAt int
+}
+
+func (r *recordingInjector) GPUSpecOpt(_ context.Context, req task.GPURequest) (oci.SpecOpts, error) {
+	r.req = req
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *specs.Spec) error {
+		r.uid = s.Process.User.UID
+		r.capsAt = len(s.Process.Capabilities.Bounding)
+		s.Linux.Devices = append(s.Linux.Devices, specs.LinuxDevice{Path: "/dev/nvidia0", Type: "c", Major: 195})
+		return nil
+	}, nil
+}
+
+func TestGPUInjectionRunsAfterUserAndBeforeCapabilityDrop(t *testing.T) {
+	inj := &recordingInjector{}
+	tk := baseTask()
+	tk.GPUs = "0,1"
+	s, err := spec.Generate(context.Background(), tk, ocispec.ImageConfig{User: "1000"}, spec.Options{OutputDir: outputDir, GPUs: inj})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(inj.req.IDs, ",") != "0,1" {
+		t.Errorf("injector got request %+v", inj.req)
+	}
+	if inj.uid != 1000 {
+		t.Errorf("injector saw uid %d, want the final user 1000", inj.uid)
+	}
+	if inj.capsAt == 0 {
+		t.Error("capabilities were already dropped when GPUs were injected; the drop must come last so nothing re-adds them")
+	}
+	if len(s.Process.Capabilities.Bounding) != 0 {
+		t.Error("capabilities survived")
+	}
+	if !slices.ContainsFunc(s.Linux.Devices, func(d specs.LinuxDevice) bool { return d.Path == "/dev/nvidia0" }) {
+		t.Error("injected device missing")
+	}
+}

@@ -1,0 +1,50 @@
+package task
+
+import "time"
+
+// Reason says why a task ended. The values are part of the CLI contract
+// (design.md): scripts match on them.
+type Reason string
+
+// The reasons a task can end with.
+const (
+	ReasonExited            Reason = "exited"
+	ReasonOOMKilled         Reason = "oom_killed"
+	ReasonTimedOut          Reason = "timed_out"
+	ReasonCPUTimeExceeded   Reason = "cpu_time_exceeded"
+	ReasonGPUMemoryExceeded Reason = "gpu_memory_exceeded"
+	ReasonKilled            Reason = "killed"
+	ReasonFailed            Reason = "failed"
+)
+
+// Result is what a finished task gives back; `nsn-run run --json` prints it.
+type Result struct {
+	ID              string       `json:"id"`
+	Image           string       `json:"image"`
+	ExitCode        int          `json:"exit_code"`
+	Reason          Reason       `json:"reason"`
+	StartedAt       time.Time    `json:"started_at"`
+	FinishedAt      time.Time    `json:"finished_at"`
+	DurationMS      int64        `json:"duration_ms"`
+	Stdout          string       `json:"stdout"`
+	Stderr          string       `json:"stderr"`
+	StdoutTruncated bool         `json:"stdout_truncated"`
+	StderrTruncated bool         `json:"stderr_truncated"`
+	OutputFiles     []OutputFile `json:"output_files"`
+	Stats           Stats        `json:"stats"`
+}
+
+// OutputFile is one regular file collected from the task's /output.
+type OutputFile struct {
+	Path   string `json:"path"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+// Stats are the resource figures reported with a Result.
+type Stats struct {
+	PeakMemoryBytes uint64  `json:"peak_memory_bytes"`
+	CPUUsageSeconds float64 `json:"cpu_usage_seconds"`
+	PidsPeak        uint64  `json:"pids_peak"`
+	OOMKills        uint64  `json:"oom_kills"`
+}

@@ -1,0 +1,173 @@
+package task
+
+import (
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+)
+
+func validTask() Task {
+	return Task{ID: "job-1", Image: "alpine:latest", Command: []string{"echo", "hello"}}
+}
+
+func TestValidateAcceptsGoodTasks(t *testing.T) {
+	for name, mutate := range map[string]func(*Task){
+		"minimal":        func(*Task) {},
+		"defaults":       func(t *Task) { *t = t.WithDefaults() },
+		"digest pin":     func(t *Task) { t.Image = "alpine@sha256:" + strings.Repeat("a", 64) },
+		"registry":       func(t *Task) { t.Image = "127.0.0.1:5000/team/img:v1.2" },
+		"max length id":  func(t *Task) { t.ID = strings.Repeat("a", 63) },
+		"dots in id":     func(t *Task) { t.ID = "a.b_c-d" },
+		"env":            func(t *Task) { t.Env = []string{"A=1", "_B=", "C_2=x=y"} },
+		"workdir":        func(t *Task) { t.WorkingDir = "/work/dir" },
+		"user":           func(t *Task) { t.User = "1000:1000" },
+		"uid only":       func(t *Task) { t.User = "1000" },
+		"gpus all":       func(t *Task) { t.GPUs = "all" },
+		"gpus count":     func(t *Task) { t.GPUs = "2" },
+		"gpus indices":   func(t *Task) { t.GPUs = "0,2" },
+		"gpus device=":   func(t *Task) { t.GPUs = "device=1" },
+		"gpus uuid":      func(t *Task) { t.GPUs = "GPU-8a7c7f3e-1b2c-4d5e-8f90-123456789abc" },
+		"gpus mig":       func(t *Task) { t.GPUs = "MIG-4f5e6d7c-1111-2222-3333-444455556666" },
+		"fractional cpu": func(t *Task) { t.Limits.CPUs = 0.25 },
+		"runtime":        func(t *Task) { t.Runtime = "io.containerd.runsc.v1" },
+	} {
+		t.Run(name, func(t *testing.T) {
+			tk := validTask()
+			mutate(&tk)
+			if err := tk.Validate(); err != nil {
+				t.Fatalf("Validate() = %v, want nil", err)
+			}
+		})
+	}
+}
+
+func TestValidateRejects(t *testing.T) {
+	cases := []struct {
+		name   string
+		mutate func(*Task)
+		want   string
+	}{
+		{"empty id", func(t *Task) { t.ID = "" }, "task id is empty"},
+		{"upper case id", func(t *Task) { t.ID = "Job" }, "must match"},
+		{"slash in id", func(t *Task) { t.ID = "a/b" }, "must match"},
+		{"dotdot id", func(t *Task) { t.ID = "a..b" }, `must not contain ".."`},
+		{"bare dotdot id", func(t *Task) { t.ID = ".." }, `must not contain ".."`},
+		{"leading dash id", func(t *Task) { t.ID = "-a" }, "must match"},
+		{"too long id", func(t *Task) { t.ID = strings.Repeat("a", 64) }, "longer than 63"},
+		{"empty image", func(t *Task) { t.Image = "" }, "image reference is empty"},
+		{"bad image", func(t *Task) { t.Image = "Alpine:latest" }, "image reference"},
+		{"bad image chars", func(t *Task) { t.Image = "alpine:la test" }, "image reference"},
+		{"no command", func(t *Task) { t.Command = nil }, "command is empty"},
+		{"empty argv0", func(t *Task) { t.Command = []string{""} }, "command is empty"},
+		{"nul in arg", func(t *Task) { t.Command = []string{"echo", "a\x00b"} }, "NUL"},
+		{"env no equals", func(t *Task) { t.Env = []string{"FOO"} }, "want KEY=VALUE"},
+		{"env bad key", func(t *Task) { t.Env = []string{"1FOO=x"} }, "env key"},
+		{"env dash key", func(t *Task) { t.Env = []string{"FOO-BAR=x"} }, "env key"},
+		{"env empty key", func(t *Task) { t.Env = []string{"=x"} }, "env key"},
+		{"env nul value", func(t *Task) { t.Env = []string{"FOO=a\x00b"} }, "NUL"},
+		{"relative workdir", func(t *Task) { t.WorkingDir = "work" }, "absolute"},
+		{"dotdot workdir", func(t *Task) { t.WorkingDir = "/work/../etc" }, "clean path"},
+		{"proc workdir", func(t *Task) { t.WorkingDir = "/proc/self/fd/7" }, "under /proc"},
+		{"root user", func(t *Task) { t.User = "0" }, "not allowed"},
+		{"root group", func(t *Task) { t.User = "1000:0" }, "not allowed"},
+		{"named user", func(t *Task) { t.User = "nobody" }, "numeric"},
+		{"huge uid", func(t *Task) { t.User = "99999999999" }, "out of range"},
+		{"negative memory", func(t *Task) { t.Limits.MemoryBytes = -1 }, "memory -1: must not be negative"},
+		{"tiny memory", func(t *Task) { t.Limits.MemoryBytes = 1024 }, "memory 1024"},
+		{"absurd memory", func(t *Task) { t.Limits.MemoryBytes = 1 << 50 }, "memory"},
+		{"negative cpus", func(t *Task) { t.Limits.CPUs = -0.5 }, "cpus"},
+		{"tiny cpus", func(t *Task) { t.Limits.CPUs = 0.001 }, "cpus"},
+		{"absurd cpus", func(t *Task) { t.Limits.CPUs = 5000 }, "cpus"},
+		{"nan cpus", func(t *Task) { t.Limits.CPUs = math.NaN() }, "cpus"},
+		{"negative pids", func(t *Task) { t.Limits.Pids = -5 }, "pids limit"},
+		{"absurd pids", func(t *Task) { t.Limits.Pids = 1 << 40 }, "pids limit"},
+		{"absurd open files", func(t *Task) { t.Limits.OpenFiles = 1 << 30 }, "open files"},
+		{"tiny tmp", func(t *Task) { t.Limits.TmpBytes = 10 }, "tmp size"},
+		{"negative tmp inodes", func(t *Task) { t.Limits.TmpInodes = -1 }, "tmp inodes"},
+		{"negative output", func(t *Task) { t.Limits.OutputBytes = -1 }, "output size"},
+		{"negative timeout", func(t *Task) { t.Limits.Timeout = -time.Second }, "timeout"},
+		{"sub-second timeout", func(t *Task) { t.Limits.Timeout = time.Millisecond }, "timeout"},
+		{"absurd timeout", func(t *Task) { t.Limits.Timeout = 365 * 24 * time.Hour }, "timeout"},
+		{"absurd grace", func(t *Task) { t.Limits.Grace = 2 * time.Hour }, "grace"},
+		{"gpu count zero", func(t *Task) { t.GPUs = "0," }, "not a GPU index"},
+		{"gpu count huge", func(t *Task) { t.GPUs = "1000" }, "count must be between"},
+		{"gpu junk", func(t *Task) { t.GPUs = "some" }, "not a GPU index"},
+		{"gpu duplicate", func(t *Task) { t.GPUs = "1,1" }, "given twice"},
+		{"gpu path", func(t *Task) { t.GPUs = "device=../../dev/sda" }, "not a GPU index"},
+		{"runtime path", func(t *Task) { t.Runtime = "/usr/bin/evil" }, "runtime"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			tk := validTask()
+			c.mutate(&tk)
+			err := tk.Validate()
+			if err == nil {
+				t.Fatal("Validate() = nil, want an error")
+			}
+			if !errdefs.IsInvalidArgument(err) {
+				t.Errorf("error %q is not errdefs.ErrInvalidArgument", err)
+			}
+			if !strings.Contains(err.Error(), c.want) {
+				t.Errorf("error %q does not say %q", err, c.want)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("error %q is more than one line", err)
+			}
+		})
+	}
+}
+
+func TestWithDefaultsFillsOnlyZeroFields(t *testing.T) {
+	tk := validTask()
+	tk.Limits.MemoryBytes = 256 * MiB
+	got := tk.WithDefaults()
+	if got.Limits.MemoryBytes != 256*MiB {
+		t.Errorf("memory = %d, want the task's 256 MiB kept", got.Limits.MemoryBytes)
+	}
+	if got.Limits.Pids != Defaults.Pids || got.Limits.CPUs != Defaults.CPUs || got.Runtime != DefaultRuntime {
+		t.Errorf("defaults not applied: %+v runtime %q", got.Limits, got.Runtime)
+	}
+	if err := got.Validate(); err != nil {
+		t.Errorf("defaults do not validate: %v", err)
+	}
+}
+
+func TestParseGPURequest(t *testing.T) {
+	cases := map[string]GPURequest{
+		"":              {},
+		"all":           {All: true},
+		"3":             {Count: 3},
+		"device=2":      {IDs: []string{"2"}},
+		"0,2":           {IDs: []string{"0", "2"}},
+		"GPU-abc,MIG-d": {IDs: []string{"GPU-abc", "MIG-d"}},
+	}
+	for in, want := range cases {
+		got, err := ParseGPURequest(in)
+		if err != nil {
+			t.Fatalf("ParseGPURequest(%q) = %v", in, err)
+		}
+		if got.All != want.All || got.Count != want.Count || strings.Join(got.IDs, ",") != strings.Join(want.IDs, ",") {
+			t.Errorf("ParseGPURequest(%q) = %+v, want %+v", in, got, want)
+		}
+		if got.Empty() != (in == "") {
+			t.Errorf("ParseGPURequest(%q).Empty() = %v", in, got.Empty())
+		}
+	}
+}
+
+func TestNormalizeImage(t *testing.T) {
+	for in, want := range map[string]string{
+		"busybox":               "docker.io/library/busybox:latest",
+		"alpine:3.20":           "docker.io/library/alpine:3.20",
+		"ghcr.io/org/img:v1":    "ghcr.io/org/img:v1",
+		"localhost:5000/a/b:c1": "localhost:5000/a/b:c1",
+	} {
+		got, err := NormalizeImage(in)
+		if err != nil || got != want {
+			t.Errorf("NormalizeImage(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+}
