@@ -1,0 +1,27 @@
+package spec_test
+
+import (
+	"context"
+	"testing"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/nsn-run/nsn-run/spec"
+	"github.com/nsn-run/nsn-run/spec/audit"
+)
+
+// BenchmarkGenerateAndAudit measures the per-spawn cost of building and
+// auditing a spec: it sits on every task's critical path.
+func BenchmarkGenerateAndAudit(b *testing.B) {
+	ctx := context.Background()
+	img := ocispec.ImageConfig{Env: []string{"PATH=/bin"}, User: "1000"}
+	for b.Loop() {
+		s, err := spec.Generate(ctx, baseTask(), img, spec.Options{OutputDir: outputDir})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if f := audit.Check(s); len(f) != 0 {
+			b.Fatal(f)
+		}
+	}
+}
