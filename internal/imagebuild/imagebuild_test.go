@@ -2,8 +2,8 @@ package imagebuild
 
 import (
 	"archive/tar"
-	"compress/gzip"
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"io"
 	"os"
