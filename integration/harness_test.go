@@ -21,6 +21,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/nsn-run/nsn-run/internal/imagebuild"
+	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/runtime/containerd"
 )
 
@@ -33,6 +34,7 @@ const (
 	// anything else on the daemon.
 	testNamespace = "nsn-it"
 	busyboxRef    = "docker.io/library/busybox:latest"
+	alpineRef     = "docker.io/library/alpine:latest"
 )
 
 func required() bool {
@@ -90,10 +92,16 @@ func containerdClient(t *testing.T) (*client.Client, string) {
 	return c, addr
 }
 
-var importOnce sync.Map // address -> error
+var importOnce sync.Map // address -> *sync.Once
+
+// testImages are the names the busybox test image is imported under. The
+// seed test of the design nsn-run replaces runs "alpine:latest"; no registry
+// is reachable here, so that name holds our busybox rootfs too.
+var testImages = []string{busyboxRef, alpineRef}
 
 // importBusybox builds the busybox test image with our image builder and
-// imports it into the containerd under test, once per address.
+// imports it into the containerd under test under each of testImages, once
+// per address.
 func importBusybox(t *testing.T, c *client.Client, addr string) {
 	t.Helper()
 	busybox := busyboxPath(t)
@@ -104,16 +112,20 @@ func importBusybox(t *testing.T, c *client.Client, addr string) {
 		if err = imagebuild.BusyboxRootfs(rootfs, busybox); err != nil {
 			return
 		}
-		var buf bytes.Buffer
-		err = imagebuild.WriteOCILayout(&buf, imagebuild.Image{
-			Name:      busyboxRef,
-			RootfsDir: rootfs,
-			Config:    ocispec.ImageConfig{Env: []string{"PATH=/bin"}, Cmd: []string{"sh"}},
-		})
-		if err != nil {
-			return
+		for _, name := range testImages {
+			var buf bytes.Buffer
+			err = imagebuild.WriteOCILayout(&buf, imagebuild.Image{
+				Name:      name,
+				RootfsDir: rootfs,
+				Config:    ocispec.ImageConfig{Env: []string{"PATH=/bin"}, Cmd: []string{"sh"}},
+			})
+			if err != nil {
+				return
+			}
+			if _, err = c.Import(context.Background(), &buf); err != nil {
+				return
+			}
 		}
-		_, err = c.Import(context.Background(), &buf)
 	})
 	if err != nil {
 		t.Fatalf("import busybox test image: %v", err)
@@ -187,4 +199,22 @@ func uniqueID(prefix string) string {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	return prefix + "-" + hex.EncodeToString(b)
+}
+
+// testManager returns a Manager over the containerd under test, with the
+// test images imported and a private state directory.
+func testManager(t *testing.T) (*runtime.Manager, *client.Client) {
+	t.Helper()
+	c, addr := containerdClient(t)
+	importBusybox(t, c, addr)
+	b, err := containerd.New(context.Background(), containerd.Config{Address: addr, Namespace: testNamespace, LoggerBinary: nsnRun(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	m, err := runtime.New(runtime.Config{Backend: b, StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, c
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/errdefs"
+	"github.com/opencontainers/image-spec/identity"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/nsn-run/nsn-run/task"
@@ -19,6 +20,8 @@ type Image struct {
 	Name   string // normalised reference, e.g. docker.io/library/busybox:latest
 	Digest string // digest of the manifest or index the name points at
 	Config ocispec.ImageConfig
+	// Image is containerd's handle, for unpacking and snapshots.
+	Image client.Image
 }
 
 // Resolve finds ref among c's images (in c's default namespace) and reads its
@@ -40,5 +43,24 @@ func Resolve(ctx context.Context, c *client.Client, ref string) (Image, error) {
 	if err != nil {
 		return Image{}, fmt.Errorf("read config of image %s: %w", name, err)
 	}
-	return Image{Name: name, Digest: img.Target().Digest.String(), Config: spec.Config}, nil
+	return Image{Name: name, Digest: img.Target().Digest.String(), Config: spec.Config, Image: img}, nil
+}
+
+// Unpack makes sure img's layers are unpacked into snapshotter and returns
+// the chain ID of its top layer: the parent of every container snapshot.
+func Unpack(ctx context.Context, img client.Image, snapshotter string) (string, error) {
+	unpacked, err := img.IsUnpacked(ctx, snapshotter)
+	if err != nil {
+		return "", fmt.Errorf("check unpack of image %s: %w", img.Name(), err)
+	}
+	if !unpacked {
+		if err := img.Unpack(ctx, snapshotter); err != nil {
+			return "", fmt.Errorf("unpack image %s into %s: %w", img.Name(), snapshotter, err)
+		}
+	}
+	diffIDs, err := img.RootFS(ctx)
+	if err != nil {
+		return "", fmt.Errorf("read layers of image %s: %w", img.Name(), err)
+	}
+	return identity.ChainID(diffIDs).String(), nil
 }

@@ -12,6 +12,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/nsn-run/nsn-run/runtime"
 )
 
 // Exit statuses of nsn-run's own failures (the CLI contract): a task's own
@@ -65,7 +67,8 @@ any spec against the isolation policy (nsn-run audit).`,
 	pf.StringVar(&g.backend, "backend", envOr("NSN_BACKEND", "containerd"), "backend: containerd (env NSN_BACKEND)")
 	pf.StringVar(&g.stateDir, "state-dir", envOr("NSN_STATE_DIR", "/var/lib/nsn-run"), "directory for per-task state and output (env NSN_STATE_DIR)")
 
-	root.AddCommand(newSpecCommand(g), newAuditCommand(), newImageCommand(g))
+	root.AddCommand(newRunCommand(g), newSpecCommand(g), newAuditCommand(), newPsCommand(g), newLogsCommand(g),
+		newKillCommand(g), newRmCommand(g), newGCCommand(g), newImageCommand(g), newShimLoggerCommand())
 	return root
 }
 
@@ -80,6 +83,11 @@ func main() {
 func exitCode(err error) int {
 	if err == nil {
 		return 0
+	}
+	var ce *runtime.CommandError
+	if errors.As(err, &ce) {
+		fmt.Fprintln(os.Stderr, "nsn-run: "+err.Error())
+		return ce.ExitCode()
 	}
 	var ee *exitError
 	if errors.As(err, &ee) {

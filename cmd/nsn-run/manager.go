@@ -1,0 +1,89 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/spf13/cobra"
+
+	"github.com/nsn-run/nsn-run/logs"
+	"github.com/nsn-run/nsn-run/runtime"
+	"github.com/nsn-run/nsn-run/runtime/containerd"
+)
+
+// openManager connects the backend the global flags select and returns a
+// Manager over it, and a func to release the connection.
+func openManager(ctx context.Context, g *globalOptions) (*runtime.Manager, func(), error) {
+	if g.backend != "containerd" {
+		return nil, nil, fmt.Errorf("%w: backend %q: only containerd is available", errdefs.ErrInvalidArgument, g.backend)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, nil, fmt.Errorf("find own binary for the shim logger: %w", err)
+	}
+	if self, err = filepath.EvalSymlinks(self); err != nil {
+		return nil, nil, fmt.Errorf("find own binary for the shim logger: %w", err)
+	}
+	b, err := containerd.New(ctx, containerd.Config{Address: g.address, Namespace: g.namespace, LoggerBinary: self})
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err := runtime.New(runtime.Config{Backend: b, StateDir: g.stateDir})
+	if err != nil {
+		b.Close()
+		return nil, nil, err
+	}
+	return m, func() { b.Close() }, nil
+}
+
+// newShimLoggerCommand is the logger process containerd's shim runs for a
+// task (see logs.RunShimLogger). Hidden: people never run it.
+func newShimLoggerCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:    logs.ShimLoggerCommand + " CONFIG",
+		Hidden: true,
+		Args:   cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			return logs.RunShimLogger(args[0])
+		},
+	}
+}
+
+// follow copies what is appended to path into w until stop is closed, then
+// copies the rest. The shim logger appends to the file as the task writes.
+func follow(path string, w io.Writer, stop <-chan struct{}, poll time.Duration) error {
+	var offset int64
+	pump := func() error {
+		f, err := os.Open(path)
+		if os.IsNotExist(err) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if _, err := f.Seek(offset, io.SeekStart); err != nil {
+			return err
+		}
+		n, err := io.Copy(w, f)
+		offset += n
+		return err
+	}
+	ticker := time.NewTicker(poll)
+	defer ticker.Stop()
+	for {
+		if err := pump(); err != nil {
+			return err
+		}
+		select {
+		case <-stop:
+			return pump()
+		case <-ticker.C:
+		}
+	}
+}

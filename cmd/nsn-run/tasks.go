@@ -1,0 +1,183 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/docker/go-units"
+	"github.com/moby/sys/signal"
+	"github.com/spf13/cobra"
+
+	"github.com/nsn-run/nsn-run/runtime"
+)
+
+func newPsCommand(g *globalOptions) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "ps",
+		Short: "List tasks",
+		Long:  "List the tasks nsn-run created in the namespace, running or not yet removed.",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			m, closeFn, err := openManager(cmd.Context(), g)
+			if err != nil {
+				return err
+			}
+			defer closeFn()
+			list, err := m.List(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(list)
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "ID\tIMAGE\tSTATE\tEXIT\tCREATED")
+			for _, st := range list {
+				exit := "-"
+				if st.State == runtime.StateStopped {
+					exit = fmt.Sprint(st.ExitCode)
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s ago\n", st.ID, st.Image, st.State, exit, units.HumanDuration(time.Since(st.CreatedAt)))
+			}
+			return w.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func newLogsCommand(g *globalOptions) *cobra.Command {
+	var followFlag bool
+	cmd := &cobra.Command{
+		Use:   "logs [-f] ID",
+		Short: "Print a task's stdout and stderr",
+		Long: `Print what the task wrote: its stdout to stdout, its stderr to stderr. Each
+stream is capped (head and tail kept, a marker where bytes were dropped).
+-f keeps printing until the task stops.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			m, closeFn, err := openManager(ctx, g)
+			if err != nil {
+				return err
+			}
+			defer closeFn()
+			id := args[0]
+			if _, err := os.Stat(m.TaskDir(id)); err != nil {
+				return fmt.Errorf("task %s: %w", id, errdefs.ErrNotFound)
+			}
+			stop := make(chan struct{})
+			done := make(chan error, 2)
+			stdoutPath, stderrPath := m.LogPaths(id)
+			go func() { done <- follow(stdoutPath, cmd.OutOrStdout(), stop, logPoll) }()
+			go func() { done <- follow(stderrPath, cmd.ErrOrStderr(), stop, logPoll) }()
+			if followFlag {
+				// Wait for the task's exit, not a guess at it.
+				if _, err := m.Backend().Wait(ctx, id); err != nil && !errdefs.IsNotFound(err) && !errors.Is(err, ctx.Err()) {
+					close(stop)
+					return err
+				}
+			}
+			close(stop)
+			return errors.Join(<-done, <-done)
+		},
+	}
+	cmd.Flags().BoolVarP(&followFlag, "follow", "f", false, "keep printing until the task stops")
+	return cmd
+}
+
+func newKillCommand(g *globalOptions) *cobra.Command {
+	var sigName string
+	cmd := &cobra.Command{
+		Use:   "kill [-s SIGNAL] ID...",
+		Short: "Send a signal to tasks",
+		Long: `Send SIGNAL (default KILL) to each task. KILL goes to every process in the
+task's cgroup; other signals to its main process.`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			sig, err := signal.ParseSignal(sigName)
+			if err != nil {
+				return fmt.Errorf("%w: signal %q: %w", errdefs.ErrInvalidArgument, sigName, err)
+			}
+			m, closeFn, err := openManager(cmd.Context(), g)
+			if err != nil {
+				return err
+			}
+			defer closeFn()
+			for _, id := range args {
+				if err := m.Kill(cmd.Context(), id, sig, sig == syscall.SIGKILL); err != nil {
+					return err
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), id)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&sigName, "signal", "s", "KILL", "signal name or number")
+	return cmd
+}
+
+func newRmCommand(g *globalOptions) *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "rm [-f] ID...",
+		Short: "Remove tasks and everything they left",
+		Long: `Remove each task: its container, snapshot and state directory (logs and
+output). A running task is refused unless -f, which kills it first.`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, closeFn, err := openManager(cmd.Context(), g)
+			if err != nil {
+				return err
+			}
+			defer closeFn()
+			var errs []string
+			for _, id := range args {
+				if err := m.Remove(cmd.Context(), id, force); err != nil {
+					errs = append(errs, err.Error())
+					continue
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), id)
+			}
+			if len(errs) > 0 {
+				return errors.New(strings.Join(errs, "; "))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVarP(&force, "force", "f", false, "kill running tasks first")
+	return cmd
+}
+
+func newGCCommand(g *globalOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "gc",
+		Short: "Remove what stopped or crashed runs left behind",
+		Long: `Remove nsn-run's containers that are not running (with their tasks and
+snapshots) and state directories no container belongs to, and print what was
+removed. Running tasks are left alone.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			m, closeFn, err := openManager(cmd.Context(), g)
+			if err != nil {
+				return err
+			}
+			defer closeFn()
+			removed, err := m.CleanupOrphans(cmd.Context())
+			for _, r := range removed {
+				fmt.Fprintln(cmd.OutOrStdout(), "removed", r)
+			}
+			return err
+		},
+	}
+}

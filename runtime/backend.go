@@ -1,0 +1,149 @@
+// Package runtime is the Manager the node agent links: it runs a Task
+// isolated from start to cleanup (Spawn, Wait, Stats, CollectOutput,
+// Cleanup, CleanupOrphans, and Run for all of them in order), whatever the
+// backend. Backends (runtime/containerd, runtime/docker) implement Backend.
+package runtime
+
+import (
+	"context"
+	"fmt"
+	"syscall"
+	"time"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/nsn-run/nsn-run/task"
+)
+
+// Labels nsn-run puts on everything it creates, so it can find its own
+// objects (and only those) after a crash.
+const (
+	LabelTaskID  = "nsn.task-id"
+	LabelManager = "nsn.manager"
+	// ManagerName is the value of LabelManager.
+	ManagerName = "nsn-run"
+)
+
+// Backend runs containers. It is shaped like Nomad's task driver (Start,
+// Wait, Stop, Destroy, Inspect, Stats, Recover) with a context on every
+// method. A Backend holds no policy: timeouts, output collection and cleanup
+// order are the Manager's.
+type Backend interface {
+	// Name is the backend's name ("containerd", "docker").
+	Name() string
+	// Start creates the task's container from req and starts it, with the
+	// exit wait registered before the start so no exit is missed. On error
+	// it leaves nothing behind.
+	Start(ctx context.Context, req StartRequest) (Handle, error)
+	// Wait blocks until the task's process exits, or ctx ends.
+	Wait(ctx context.Context, id string) (ExitStatus, error)
+	// Stop sends sig to the task's main process, or to every process in
+	// its cgroup when all is set.
+	Stop(ctx context.Context, id string, sig syscall.Signal, all bool) error
+	// Destroy removes the task, its container and its filesystem, killing
+	// it first if it still runs. Destroying what does not exist is not an
+	// error.
+	Destroy(ctx context.Context, id string) error
+	// Inspect reports the task's state.
+	Inspect(ctx context.Context, id string) (Status, error)
+	// List reports every task this manager created on the backend.
+	List(ctx context.Context) ([]Status, error)
+	// Stats samples the task's resource use.
+	Stats(ctx context.Context, id string) (task.Stats, error)
+	// Recover reattaches to a task after the manager restarted.
+	Recover(ctx context.Context, h Handle) error
+}
+
+// StartRequest is what a backend needs to start a task.
+type StartRequest struct {
+	// Task has been validated and completed with defaults.
+	Task task.Task
+	// StateDir is the task's private host directory (logs live there).
+	StateDir string
+	// OutputDir is the host directory to mount at /output.
+	OutputDir string
+}
+
+// HandleVersion is the version of Handle's stored form.
+const HandleVersion = 1
+
+// Handle identifies a started task across manager restarts; the Manager
+// stores it in the task's state directory.
+type Handle struct {
+	Version   int       `json:"version"`
+	Backend   string    `json:"backend"`
+	ID        string    `json:"id"`
+	Image     string    `json:"image"` // normalised reference
+	Pid       uint32    `json:"pid"`
+	StartedAt time.Time `json:"started_at"`
+}
+
+// ExitStatus is how a task's process ended.
+type ExitStatus struct {
+	Code     int
+	ExitedAt time.Time
+	// OOMKilled is set when the backend knows the kernel's OOM killer
+	// ended the task.
+	OOMKilled bool
+}
+
+// State is a task's lifecycle state.
+type State string
+
+// The states a task can be in.
+const (
+	StateCreated State = "created"
+	StateRunning State = "running"
+	StatePaused  State = "paused"
+	StateStopped State = "stopped"
+	StateUnknown State = "unknown"
+)
+
+// Status is what Inspect and List report.
+type Status struct {
+	ID        string    `json:"id"`
+	Image     string    `json:"image"`
+	State     State     `json:"state"`
+	Pid       uint32    `json:"pid,omitempty"`
+	ExitCode  int       `json:"exit_code"`
+	CreatedAt time.Time `json:"created_at"`
+	ExitedAt  time.Time `json:"exited_at,omitzero"`
+}
+
+// Exit codes for a task whose command could not be run, as a shell (and
+// docker run) reports them.
+const (
+	ExitCommandNotExecutable = 126
+	ExitCommandNotFound      = 127
+)
+
+// CommandError is a start failure caused by the task's command rather than
+// by nsn-run: the binary is missing from the image, or is not executable.
+type CommandError struct {
+	Command  string
+	Image    string
+	NotFound bool // false: found but not executable
+}
+
+func (e *CommandError) Error() string {
+	if e.NotFound {
+		return fmt.Sprintf("command %q not found in image %s", e.Command, e.Image)
+	}
+	return fmt.Sprintf("command %q in image %s is not executable", e.Command, e.Image)
+}
+
+// Unwrap types the error for errdefs: NotFound or PermissionDenied.
+func (e *CommandError) Unwrap() error {
+	if e.NotFound {
+		return errdefs.ErrNotFound
+	}
+	return errdefs.ErrPermissionDenied
+}
+
+// ExitCode is the exit status the CLI reports for the failure.
+func (e *CommandError) ExitCode() int {
+	if e.NotFound {
+		return ExitCommandNotFound
+	}
+	return ExitCommandNotExecutable
+}

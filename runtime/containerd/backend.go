@@ -1,0 +1,456 @@
+package containerd
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/core/leases"
+	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/typeurl/v2"
+
+	"github.com/nsn-run/nsn-run/cgroups"
+	"github.com/nsn-run/nsn-run/logs"
+	"github.com/nsn-run/nsn-run/runtime"
+	images "github.com/nsn-run/nsn-run/snapshots"
+	"github.com/nsn-run/nsn-run/spec"
+	"github.com/nsn-run/nsn-run/spec/audit"
+	"github.com/nsn-run/nsn-run/task"
+)
+
+// DefaultSnapshotter is the snapshotter task filesystems are prepared with.
+const DefaultSnapshotter = "overlayfs"
+
+// spawnLeaseExpiry bounds how long what a crashed spawn created survives:
+// everything is created under a lease that expires, so containerd's garbage
+// collector reclaims it if the spawn never finishes.
+const spawnLeaseExpiry = 15 * time.Minute
+
+// Config configures a Backend.
+type Config struct {
+	Address   string // containerd socket
+	Namespace string // containerd namespace nsn-run owns
+	// Snapshotter for task filesystems; DefaultSnapshotter if empty.
+	Snapshotter string
+	// LoggerBinary is an nsn-run binary: the shim runs its shim-logger
+	// command to write each task's stdout and stderr to the task's state
+	// directory, so no log passes through (or is lost with) the manager.
+	LoggerBinary string
+	// LogLimits cap each stream; logs.DefaultLimits if zero.
+	LogLimits logs.Limits
+	// AuditPolicy is what the auditor allows beyond its fixed rules.
+	AuditPolicy audit.Policy
+	// GPUs injects GPU devices into specs; nil refuses GPU tasks.
+	GPUs spec.GPUInjector
+}
+
+// Backend runs tasks as containerd containers with runc.
+type Backend struct {
+	client *client.Client
+	cfg    Config
+
+	mu    sync.Mutex
+	waits map[string]*exitWait
+}
+
+// exitWait holds an exit registered before start (or on recover), read once
+// by a goroutine so every later Wait sees the same status.
+type exitWait struct {
+	done   chan struct{}
+	status runtime.ExitStatus
+	err    error
+}
+
+var _ runtime.Backend = (*Backend)(nil)
+
+// New connects to containerd (Dial: it must answer) and returns a Backend.
+func New(ctx context.Context, cfg Config) (*Backend, error) {
+	if cfg.Namespace == "" {
+		cfg.Namespace = spec.DefaultNamespace
+	}
+	if cfg.Snapshotter == "" {
+		cfg.Snapshotter = DefaultSnapshotter
+	}
+	if cfg.LogLimits == (logs.Limits{}) {
+		cfg.LogLimits = logs.DefaultLimits
+	}
+	if !filepath.IsAbs(cfg.LoggerBinary) {
+		return nil, fmt.Errorf("%w: logger binary %q must be an absolute path to nsn-run", errdefs.ErrInvalidArgument, cfg.LoggerBinary)
+	}
+	if _, err := os.Stat(cfg.LoggerBinary); err != nil {
+		return nil, fmt.Errorf("%w: logger binary: %w", errdefs.ErrInvalidArgument, err)
+	}
+	c, err := Dial(ctx, cfg.Address, cfg.Namespace)
+	if err != nil {
+		return nil, err
+	}
+	return &Backend{client: c, cfg: cfg, waits: map[string]*exitWait{}}, nil
+}
+
+// Close releases the connection to containerd; tasks keep running.
+func (b *Backend) Close() error { return b.client.Close() }
+
+// Client is the underlying containerd client (for image commands).
+func (b *Backend) Client() *client.Client { return b.client }
+
+// Name implements runtime.Backend.
+func (b *Backend) Name() string { return "containerd" }
+
+func (b *Backend) ns(ctx context.Context) context.Context {
+	return namespaces.WithNamespace(ctx, b.cfg.Namespace)
+}
+
+func labelsFor(id string) map[string]string {
+	return map[string]string{runtime.LabelTaskID: id, runtime.LabelManager: runtime.ManagerName}
+}
+
+// Start implements runtime.Backend: resolve and unpack the image, build and
+// audit the spec, prepare the snapshot, create the container and its task
+// with the shim logger, register the exit wait, start. Everything is created
+// under an expiring lease, and undone on error.
+func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (h runtime.Handle, retErr error) {
+	ctx = b.ns(ctx)
+	t := req.Task
+	if _, err := b.client.LoadContainer(ctx, t.ID); err == nil {
+		return h, fmt.Errorf("task %s already exists (remove it with nsn-run rm %s): %w", t.ID, t.ID, errdefs.ErrAlreadyExists)
+	} else if !errdefs.IsNotFound(err) {
+		return h, fmt.Errorf("look up container %s: %w", t.ID, err)
+	}
+
+	img, err := images.Resolve(ctx, b.client, t.Image)
+	if err != nil {
+		return h, err
+	}
+	s, err := spec.Generate(ctx, t, img.Config, spec.Options{OutputDir: req.OutputDir, GPUs: b.cfg.GPUs})
+	if err != nil {
+		return h, err
+	}
+	if findings := audit.CheckWithPolicy(s, b.cfg.AuditPolicy); len(findings) > 0 {
+		return h, fmt.Errorf("%w: spec for task %s fails the audit: %s", errdefs.ErrFailedPrecondition, t.ID, findings[0])
+	}
+	// The task writes /output as its own user; nothing else on the host can
+	// reach the directory (the state dir above it is private to root).
+	if err := os.Chown(req.OutputDir, int(s.Process.User.UID), int(s.Process.User.GID)); err != nil {
+		return h, fmt.Errorf("prepare output dir: %w", err)
+	}
+
+	ctx, releaseLease, err := b.client.WithLease(ctx,
+		leases.WithRandomID(), leases.WithExpiration(spawnLeaseExpiry), leases.WithLabels(labelsFor(t.ID)))
+	if err != nil {
+		return h, fmt.Errorf("create lease: %w", err)
+	}
+	defer func() {
+		// Once the container exists it references the snapshot, so the
+		// lease is no longer needed; on failure the rollback below removed
+		// what it protected.
+		_ = releaseLease(context.WithoutCancel(ctx))
+	}()
+
+	parent, err := images.Unpack(ctx, img.Image, b.cfg.Snapshotter)
+	if err != nil {
+		return h, err
+	}
+	sn := b.client.SnapshotService(b.cfg.Snapshotter)
+	// An active (writable) snapshot, not a view: runc must be able to create
+	// mount points (/tmp, /output) the image lacks. The task still sees a
+	// read-only root: runc remounts it read-only.
+	if _, err := sn.Prepare(ctx, t.ID, parent, snapshots.WithLabels(labelsFor(t.ID))); err != nil {
+		return h, fmt.Errorf("prepare snapshot for task %s: %w", t.ID, err)
+	}
+	undo := []func(context.Context){func(ctx context.Context) { _ = sn.Remove(ctx, t.ID) }}
+	defer func() {
+		if retErr == nil {
+			return
+		}
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i](cctx)
+		}
+	}()
+
+	container, err := b.client.NewContainer(ctx, t.ID,
+		client.WithSpec(s),
+		client.WithSnapshotter(b.cfg.Snapshotter),
+		client.WithSnapshot(t.ID),
+		client.WithImageName(img.Name),
+		client.WithContainerLabels(labelsFor(t.ID)),
+		client.WithRuntime(t.Runtime, nil),
+	)
+	if err != nil {
+		if errdefs.IsAlreadyExists(err) {
+			undo = nil // the snapshot is the other task's
+			return h, fmt.Errorf("task %s already exists: %w", t.ID, errdefs.ErrAlreadyExists)
+		}
+		return h, fmt.Errorf("create container %s: %w", t.ID, err)
+	}
+	undo = append(undo, func(ctx context.Context) { _ = container.Delete(ctx) })
+
+	tk, err := container.NewTask(ctx, cio.BinaryIO(b.cfg.LoggerBinary, logs.ShimLoggerArgs(req.StateDir, b.cfg.LogLimits)))
+	if err != nil {
+		if cerr := commandError(err, s.Process.Args[0], img.Name); cerr != nil {
+			return h, cerr
+		}
+		return h, fmt.Errorf("create task %s: %w", t.ID, err)
+	}
+	undo = append(undo, func(ctx context.Context) { _, _ = tk.Delete(ctx, client.WithProcessKill) })
+
+	if err := b.registerWait(t.ID, tk); err != nil {
+		return h, err
+	}
+	undo = append(undo, func(context.Context) { b.forget(t.ID) })
+	if err := tk.Start(ctx); err != nil {
+		if cerr := commandError(err, s.Process.Args[0], img.Name); cerr != nil {
+			return h, cerr
+		}
+		return h, fmt.Errorf("start task %s: %w", t.ID, err)
+	}
+	return runtime.Handle{
+		Version: runtime.HandleVersion, Backend: b.Name(), ID: t.ID, Image: img.Name,
+		Pid: tk.Pid(), StartedAt: time.Now().UTC(),
+	}, nil
+}
+
+// commandError recognises runc's exec failure for the task's command. The
+// OCI runtime reports it only as text through the shim (moby matches the same
+// strings), so text is all there is to go on.
+func commandError(err error, command, image string) error {
+	msg := err.Error()
+	if !strings.Contains(msg, "exec: ") {
+		return nil
+	}
+	switch {
+	case strings.Contains(msg, "executable file not found"), strings.Contains(msg, "no such file or directory"):
+		return &runtime.CommandError{Command: command, Image: image, NotFound: true}
+	case strings.Contains(msg, "permission denied"):
+		return &runtime.CommandError{Command: command, Image: image}
+	}
+	return nil
+}
+
+// registerWait subscribes to the task's exit before it starts, in a context
+// of its own: the wait must outlive the Start call.
+func (b *Backend) registerWait(id string, tk client.Task) error {
+	ch, err := tk.Wait(b.ns(context.Background()))
+	if err != nil {
+		return fmt.Errorf("wait on task %s: %w", id, err)
+	}
+	w := &exitWait{done: make(chan struct{})}
+	b.mu.Lock()
+	b.waits[id] = w
+	b.mu.Unlock()
+	go func() {
+		st := <-ch
+		code, at, err := st.Result()
+		w.status, w.err = runtime.ExitStatus{Code: int(code), ExitedAt: at}, err
+		close(w.done)
+	}()
+	return nil
+}
+
+func (b *Backend) forget(id string) {
+	b.mu.Lock()
+	delete(b.waits, id)
+	b.mu.Unlock()
+}
+
+// Wait implements runtime.Backend. Without a registered wait (another
+// process started the task) it subscribes now; containerd answers at once
+// for a task that already exited.
+func (b *Backend) Wait(ctx context.Context, id string) (runtime.ExitStatus, error) {
+	b.mu.Lock()
+	w := b.waits[id]
+	b.mu.Unlock()
+	if w == nil {
+		tk, err := b.loadTask(ctx, id)
+		if err != nil {
+			return runtime.ExitStatus{}, err
+		}
+		if err := b.registerWait(id, tk); err != nil {
+			return runtime.ExitStatus{}, err
+		}
+		return b.Wait(ctx, id)
+	}
+	select {
+	case <-w.done:
+		if w.err != nil {
+			return runtime.ExitStatus{}, fmt.Errorf("wait on task %s: %w", id, w.err)
+		}
+		return w.status, nil
+	case <-ctx.Done():
+		return runtime.ExitStatus{}, ctx.Err()
+	}
+}
+
+func (b *Backend) loadTask(ctx context.Context, id string) (client.Task, error) {
+	ctx = b.ns(ctx)
+	c, err := b.client.LoadContainer(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("task %s: %w", id, err)
+	}
+	tk, err := c.Task(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("task %s has no running process: %w", id, err)
+	}
+	return tk, nil
+}
+
+// Stop implements runtime.Backend.
+func (b *Backend) Stop(ctx context.Context, id string, sig syscall.Signal, all bool) error {
+	tk, err := b.loadTask(ctx, id)
+	if err != nil {
+		return err
+	}
+	var opts []client.KillOpts
+	if all {
+		opts = append(opts, client.WithKillAll)
+	}
+	if err := tk.Kill(b.ns(ctx), sig, opts...); err != nil {
+		return fmt.Errorf("signal task %s: %w", id, err)
+	}
+	return nil
+}
+
+// Destroy implements runtime.Backend: kill and delete the task (the shim then
+// stops its logger), delete the container and its snapshot. Idempotent.
+func (b *Backend) Destroy(ctx context.Context, id string) error {
+	ctx = b.ns(ctx)
+	defer b.forget(id)
+	c, err := b.client.LoadContainer(ctx, id)
+	if errdefs.IsNotFound(err) {
+		return b.removeSnapshot(ctx, id)
+	}
+	if err != nil {
+		return fmt.Errorf("load container %s: %w", id, err)
+	}
+	if tk, err := c.Task(ctx, nil); err == nil {
+		if _, err := tk.Delete(ctx, client.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+			return fmt.Errorf("delete task %s: %w", id, err)
+		}
+	} else if !errdefs.IsNotFound(err) {
+		return fmt.Errorf("load task %s: %w", id, err)
+	}
+	if err := c.Delete(ctx, client.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("delete container %s: %w", id, err)
+	}
+	return b.removeSnapshot(ctx, id)
+}
+
+// removeSnapshot removes a task snapshot that outlived its container (a
+// crash between prepare and create).
+func (b *Backend) removeSnapshot(ctx context.Context, id string) error {
+	err := b.client.SnapshotService(b.cfg.Snapshotter).Remove(ctx, id)
+	if err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("remove snapshot %s: %w", id, err)
+	}
+	return nil
+}
+
+// Inspect implements runtime.Backend.
+func (b *Backend) Inspect(ctx context.Context, id string) (runtime.Status, error) {
+	ctx = b.ns(ctx)
+	c, err := b.client.LoadContainer(ctx, id)
+	if err != nil {
+		return runtime.Status{}, fmt.Errorf("task %s: %w", id, err)
+	}
+	info, err := c.Info(ctx, client.WithoutRefreshedMetadata)
+	if err != nil {
+		return runtime.Status{}, fmt.Errorf("task %s: %w", id, err)
+	}
+	return b.status(ctx, c, info)
+}
+
+func (b *Backend) status(ctx context.Context, c client.Container, info containers.Container) (runtime.Status, error) {
+	st := runtime.Status{ID: info.ID, Image: info.Image, State: runtime.StateCreated, CreatedAt: info.CreatedAt}
+	tk, err := c.Task(ctx, nil)
+	if errdefs.IsNotFound(err) {
+		return st, nil
+	}
+	if err != nil {
+		return st, fmt.Errorf("task %s: %w", info.ID, err)
+	}
+	ts, err := tk.Status(ctx)
+	if err != nil {
+		return st, fmt.Errorf("task %s status: %w", info.ID, err)
+	}
+	st.Pid = tk.Pid()
+	switch ts.Status {
+	case client.Running:
+		st.State = runtime.StateRunning
+	case client.Stopped:
+		st.State, st.ExitCode, st.ExitedAt = runtime.StateStopped, int(ts.ExitStatus), ts.ExitTime
+	case client.Paused, client.Pausing:
+		st.State = runtime.StatePaused
+	case client.Created:
+		st.State = runtime.StateCreated
+	default:
+		st.State = runtime.StateUnknown
+	}
+	return st, nil
+}
+
+// List implements runtime.Backend: every container with nsn-run's manager
+// label in the namespace.
+func (b *Backend) List(ctx context.Context) ([]runtime.Status, error) {
+	ctx = b.ns(ctx)
+	cs, err := b.client.Containers(ctx, fmt.Sprintf("labels.%q==%s", runtime.LabelManager, runtime.ManagerName))
+	if err != nil {
+		return nil, fmt.Errorf("list containers: %w", err)
+	}
+	out := make([]runtime.Status, 0, len(cs))
+	for _, c := range cs {
+		info, err := c.Info(ctx, client.WithoutRefreshedMetadata)
+		if errdefs.IsNotFound(err) {
+			continue // removed meanwhile
+		}
+		if err != nil {
+			return nil, fmt.Errorf("container %s: %w", c.ID(), err)
+		}
+		st, err := b.status(ctx, c, info)
+		if err != nil && !errdefs.IsNotFound(err) {
+			return nil, err
+		}
+		out = append(out, st)
+	}
+	return out, nil
+}
+
+// Stats implements runtime.Backend from the task's cgroup metrics.
+func (b *Backend) Stats(ctx context.Context, id string) (task.Stats, error) {
+	tk, err := b.loadTask(ctx, id)
+	if err != nil {
+		return task.Stats{}, err
+	}
+	m, err := tk.Metrics(b.ns(ctx))
+	if err != nil {
+		return task.Stats{}, fmt.Errorf("metrics of task %s: %w", id, err)
+	}
+	data, err := typeurl.UnmarshalAny(m.Data)
+	if err != nil {
+		return task.Stats{}, fmt.Errorf("decode metrics of task %s: %w", id, err)
+	}
+	return cgroups.FromMetrics(data)
+}
+
+// Recover implements runtime.Backend: reattach the exit wait of a task
+// started by an earlier manager process.
+func (b *Backend) Recover(ctx context.Context, h runtime.Handle) error {
+	if h.Backend != b.Name() {
+		return fmt.Errorf("%w: handle of task %s is for backend %q", errdefs.ErrInvalidArgument, h.ID, h.Backend)
+	}
+	tk, err := b.loadTask(ctx, h.ID)
+	if err != nil {
+		return err
+	}
+	return b.registerWait(h.ID, tk)
+}

@@ -1,0 +1,384 @@
+package runtime
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/nsn-run/nsn-run/logs"
+	"github.com/nsn-run/nsn-run/task"
+)
+
+// Exit codes the Manager reports for tasks it stopped (the CLI contract).
+const (
+	ExitTimedOut  = 124
+	ExitOOMKilled = 137
+)
+
+// killWait bounds how long the Manager waits for a task to die after
+// SIGKILL to every process in its cgroup.
+const killWait = 30 * time.Second
+
+// Files in a task's state directory.
+const (
+	recordFile = "task.json"
+	outputDir  = "output"
+)
+
+// Config configures a Manager.
+type Config struct {
+	Backend Backend
+	// StateDir holds a private directory per task (record, logs, output).
+	StateDir string
+}
+
+// Manager runs tasks on a Backend. It is safe for concurrent use; it keeps
+// no state in memory that a restarted manager could not rebuild from the
+// state directory and the backend.
+type Manager struct {
+	backend  Backend
+	stateDir string
+}
+
+// New returns a Manager, creating its state directory (mode 0700: task
+// output and logs are nobody else's business).
+func New(cfg Config) (*Manager, error) {
+	if cfg.Backend == nil {
+		return nil, fmt.Errorf("%w: no backend", errdefs.ErrInvalidArgument)
+	}
+	abs, err := filepath.Abs(cfg.StateDir)
+	if err != nil || cfg.StateDir == "" {
+		return nil, fmt.Errorf("%w: state dir %q", errdefs.ErrInvalidArgument, cfg.StateDir)
+	}
+	if err := os.MkdirAll(filepath.Join(abs, "tasks"), 0o700); err != nil {
+		return nil, fmt.Errorf("create state dir: %w", err)
+	}
+	if err := os.Chmod(abs, 0o700); err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	return &Manager{backend: cfg.Backend, stateDir: abs}, nil
+}
+
+// Backend returns the manager's backend.
+func (m *Manager) Backend() Backend { return m.backend }
+
+// TaskDir is the task's private host directory.
+func (m *Manager) TaskDir(id string) string { return filepath.Join(m.stateDir, "tasks", id) }
+
+// LogPaths are the files the task's stdout and stderr are captured in.
+func (m *Manager) LogPaths(id string) (stdout, stderr string) {
+	dir := m.TaskDir(id)
+	return filepath.Join(dir, logs.StdoutFile), filepath.Join(dir, logs.StderrFile)
+}
+
+// record is what the Manager keeps of a task on disk.
+type record struct {
+	Task   task.Task    `json:"task"`
+	Handle Handle       `json:"handle"`
+	Result *task.Result `json:"result,omitempty"`
+}
+
+func (m *Manager) writeRecord(rec record) error {
+	b, err := json.MarshalIndent(rec, "", "  ")
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(m.TaskDir(rec.Task.ID), recordFile)
+	if err := os.WriteFile(path+".tmp", b, 0o600); err != nil {
+		return fmt.Errorf("write task record: %w", err)
+	}
+	return os.Rename(path+".tmp", path)
+}
+
+func (m *Manager) readRecord(id string) (record, error) {
+	if err := task.ValidateID(id); err != nil {
+		return record{}, err
+	}
+	b, err := os.ReadFile(filepath.Join(m.TaskDir(id), recordFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return record{}, fmt.Errorf("task %s: %w", id, errdefs.ErrNotFound)
+	}
+	if err != nil {
+		return record{}, fmt.Errorf("read task record: %w", err)
+	}
+	var rec record
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return record{}, fmt.Errorf("task record of %s: %w", id, err)
+	}
+	return rec, nil
+}
+
+// Spawn validates t, creates its state directory and starts it on the
+// backend. Bad input, a duplicate id, a missing image or a failing daemon
+// leave nothing behind. t's zero limits take the defaults.
+func (m *Manager) Spawn(ctx context.Context, t task.Task) (Handle, error) {
+	t = t.WithDefaults()
+	if err := t.Validate(); err != nil {
+		return Handle{}, err
+	}
+	dir := m.TaskDir(t.ID)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return Handle{}, fmt.Errorf("task %s already exists (remove it with nsn-run rm %s): %w", t.ID, t.ID, errdefs.ErrAlreadyExists)
+		}
+		return Handle{}, fmt.Errorf("create task dir: %w", err)
+	}
+	h, err := m.start(ctx, t, dir)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return Handle{}, err
+	}
+	return h, nil
+}
+
+func (m *Manager) start(ctx context.Context, t task.Task, dir string) (Handle, error) {
+	out := filepath.Join(dir, outputDir)
+	if err := os.Mkdir(out, 0o700); err != nil {
+		return Handle{}, fmt.Errorf("create output dir: %w", err)
+	}
+	if err := m.writeRecord(record{Task: t}); err != nil {
+		return Handle{}, err
+	}
+	h, err := m.backend.Start(ctx, StartRequest{Task: t, StateDir: dir, OutputDir: out})
+	if err != nil {
+		return Handle{}, err
+	}
+	if err := m.writeRecord(record{Task: t, Handle: h}); err != nil {
+		_ = m.backend.Destroy(context.WithoutCancel(ctx), t.ID)
+		return Handle{}, err
+	}
+	return h, nil
+}
+
+// Wait waits for the task to end and returns its Result (without stdout,
+// stderr and output files: CollectOutput adds those). At the task's
+// deadline it sends SIGTERM, and after the grace period SIGKILL to every
+// process in its cgroup (reason timed_out, exit 124). If ctx ends first the
+// task is stopped the same way (reason killed). Once the task has exited,
+// its stats are sampled and its container released, which completes its
+// logs; the Result is recorded so a second Wait returns it again.
+func (m *Manager) Wait(ctx context.Context, id string) (task.Result, error) {
+	rec, err := m.readRecord(id)
+	if err != nil {
+		return task.Result{}, err
+	}
+	if rec.Result != nil {
+		return *rec.Result, nil
+	}
+	res := task.Result{ID: id, Image: rec.Handle.Image, StartedAt: rec.Handle.StartedAt, Reason: task.ReasonExited}
+
+	// The backend wait runs on a context of its own: when the caller's
+	// context ends, the task still has to be stopped and waited for.
+	waitCtx, cancelWait := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWait()
+	exited := make(chan waitResult, 1)
+	go func() {
+		st, err := m.backend.Wait(waitCtx, id)
+		exited <- waitResult{st, err}
+	}()
+
+	deadline := time.NewTimer(time.Until(rec.Handle.StartedAt.Add(rec.Task.Limits.Timeout)))
+	defer deadline.Stop()
+	var w waitResult
+	select {
+	case w = <-exited:
+	case <-deadline.C:
+		res.Reason = task.ReasonTimedOut
+		w = m.terminate(waitCtx, id, rec.Task.Limits.Grace, exited)
+	case <-ctx.Done():
+		res.Reason = task.ReasonKilled
+		w = m.terminate(waitCtx, id, rec.Task.Limits.Grace, exited)
+	}
+	if w.err != nil {
+		return task.Result{}, w.err
+	}
+	res.ExitCode = w.status.Code
+	res.FinishedAt = w.status.ExitedAt.UTC()
+	if res.FinishedAt.IsZero() || res.FinishedAt.Before(res.StartedAt) {
+		res.FinishedAt = time.Now().UTC()
+	}
+	res.DurationMS = res.FinishedAt.Sub(res.StartedAt).Milliseconds()
+
+	// The cgroup outlives the process until the container is released.
+	if st, err := m.backend.Stats(waitCtx, id); err == nil {
+		res.Stats = st
+	}
+	switch {
+	case res.Reason == task.ReasonTimedOut:
+		res.ExitCode = ExitTimedOut
+	case w.status.OOMKilled || (res.Stats.OOMKills > 0 && w.status.Code == ExitOOMKilled):
+		res.Reason, res.ExitCode = task.ReasonOOMKilled, ExitOOMKilled
+	}
+	if err := m.backend.Destroy(waitCtx, id); err != nil {
+		return task.Result{}, fmt.Errorf("release task %s: %w", id, err)
+	}
+	rec.Result = &res
+	if err := m.writeRecord(rec); err != nil {
+		return task.Result{}, err
+	}
+	return res, nil
+}
+
+type waitResult struct {
+	status ExitStatus
+	err    error
+}
+
+// terminate stops a task: SIGTERM to its main process, then after grace
+// SIGKILL to every process in its cgroup, and waits for the exit.
+func (m *Manager) terminate(ctx context.Context, id string, grace time.Duration, exited <-chan waitResult) waitResult {
+	if err := m.backend.Stop(ctx, id, syscall.SIGTERM, false); err != nil && !errdefs.IsNotFound(err) {
+		return waitResult{err: fmt.Errorf("stop task %s: %w", id, err)}
+	}
+	graceTimer := time.NewTimer(grace)
+	defer graceTimer.Stop()
+	select {
+	case w := <-exited:
+		return w
+	case <-graceTimer.C:
+	}
+	if err := m.backend.Stop(ctx, id, syscall.SIGKILL, true); err != nil && !errdefs.IsNotFound(err) {
+		return waitResult{err: fmt.Errorf("kill task %s: %w", id, err)}
+	}
+	killTimer := time.NewTimer(killWait)
+	defer killTimer.Stop()
+	select {
+	case w := <-exited:
+		return w
+	case <-killTimer.C:
+		return waitResult{err: fmt.Errorf("task %s still running %s after SIGKILL: %w", id, killWait, errdefs.ErrUnavailable)}
+	}
+}
+
+// Stats samples the task's resource use.
+func (m *Manager) Stats(ctx context.Context, id string) (task.Stats, error) {
+	if err := task.ValidateID(id); err != nil {
+		return task.Stats{}, err
+	}
+	return m.backend.Stats(ctx, id)
+}
+
+// Kill sends sig to the task; with all, to every process in its cgroup.
+func (m *Manager) Kill(ctx context.Context, id string, sig syscall.Signal, all bool) error {
+	if err := task.ValidateID(id); err != nil {
+		return err
+	}
+	return m.backend.Stop(ctx, id, sig, all)
+}
+
+// Cleanup removes everything the task left: its container, task and
+// snapshot on the backend, and its state directory. Idempotent.
+func (m *Manager) Cleanup(ctx context.Context, id string) error {
+	if err := task.ValidateID(id); err != nil {
+		return err
+	}
+	if err := m.backend.Destroy(ctx, id); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(m.TaskDir(id)); err != nil {
+		return fmt.Errorf("remove state of task %s: %w", id, err)
+	}
+	return nil
+}
+
+// Remove cleans up a task; a running task only with force (it is killed).
+func (m *Manager) Remove(ctx context.Context, id string, force bool) error {
+	if err := task.ValidateID(id); err != nil {
+		return err
+	}
+	st, err := m.backend.Inspect(ctx, id)
+	switch {
+	case errdefs.IsNotFound(err):
+		if _, serr := os.Stat(m.TaskDir(id)); serr != nil {
+			return fmt.Errorf("task %s: %w", id, errdefs.ErrNotFound)
+		}
+	case err != nil:
+		return err
+	case st.State == StateRunning && !force:
+		return fmt.Errorf("task %s is running: stop it first or use rm -f: %w", id, errdefs.ErrFailedPrecondition)
+	}
+	return m.Cleanup(ctx, id)
+}
+
+// List reports the tasks this manager created on the backend.
+func (m *Manager) List(ctx context.Context) ([]Status, error) { return m.backend.List(ctx) }
+
+// Inspect reports one task's state.
+func (m *Manager) Inspect(ctx context.Context, id string) (Status, error) {
+	if err := task.ValidateID(id); err != nil {
+		return Status{}, err
+	}
+	return m.backend.Inspect(ctx, id)
+}
+
+// CleanupOrphans removes what earlier runs left behind: containers of
+// nsn-run's that are not running (with their tasks and snapshots), and
+// state directories that no container belongs to. It returns what it
+// removed, one line each.
+func (m *Manager) CleanupOrphans(ctx context.Context) ([]string, error) {
+	statuses, err := m.backend.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var removed []string
+	live := map[string]bool{}
+	for _, st := range statuses {
+		if st.State == StateRunning || st.State == StatePaused {
+			live[st.ID] = true
+			continue
+		}
+		if err := m.Cleanup(ctx, st.ID); err != nil {
+			return removed, err
+		}
+		removed = append(removed, "container "+st.ID)
+	}
+	entries, err := os.ReadDir(filepath.Join(m.stateDir, "tasks"))
+	if err != nil {
+		return removed, fmt.Errorf("read state dir: %w", err)
+	}
+	for _, e := range entries {
+		if live[e.Name()] || task.ValidateID(e.Name()) != nil {
+			continue
+		}
+		if err := m.Cleanup(ctx, e.Name()); err != nil {
+			return removed, err
+		}
+		removed = append(removed, "state "+e.Name())
+	}
+	return removed, nil
+}
+
+// RunOptions are the options of Run.
+type RunOptions struct {
+	// OutputDir receives copies of the files the task wrote to /output;
+	// empty lists and hashes them without copying.
+	OutputDir string
+}
+
+// Run runs t from start to finish: Spawn, Wait, CollectOutput, Cleanup. It
+// always cleans up, even when ctx ends or a step fails.
+func (m *Manager) Run(ctx context.Context, t task.Task, opts RunOptions) (task.Result, error) {
+	if _, err := m.Spawn(ctx, t); err != nil {
+		return task.Result{ID: t.ID, Image: t.Image, Reason: task.ReasonFailed}, err
+	}
+	cleanupCtx := context.WithoutCancel(ctx)
+	res, err := m.Wait(ctx, t.ID)
+	if err == nil {
+		err = m.CollectOutput(cleanupCtx, t.ID, opts.OutputDir, &res)
+	}
+	if cerr := m.Cleanup(cleanupCtx, t.ID); err == nil {
+		err = cerr
+	}
+	if err != nil && res.Reason == "" {
+		res.Reason = task.ReasonFailed
+	}
+	return res, err
+}
