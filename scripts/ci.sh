@@ -1,24 +1,36 @@
 #!/usr/bin/env bash
-# The test command (README, .ci/run): installs what the tests need, starts a
-# private containerd, and runs lint, unit and integration tests. Integration
-# tests fail rather than skip here when a daemon is missing.
+# The test command (README, .ci/run): installs what the tests need, starts
+# private daemons, and runs lint, unit tests, and the integration suite
+# against Debian's containerd and against containerd 2.x. Integration tests
+# fail rather than skip here when a daemon is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 ensure_packages
 export PATH=$PATH:/usr/local/go/bin
+ensure_containerd2
 
 work=$(mktemp -d /tmp/nsn-ci.XXXXXX)
-cleanup() { stop_containerd; rm -rf "$work"; }
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
 trap cleanup EXIT
 
 log "lint"
 make --no-print-directory lint
 
-start_containerd "$work/containerd"
-export NSN_TEST_ADDRESS=$CONTAINERD_ADDRESS
-export NSN_REQUIRE_INTEGRATION=1
+start_containerd "$work/containerd-debian"
+pids+=("$CONTAINERD_PID"); debian_address=$CONTAINERD_ADDRESS
+# containerd 2.x finds its own runc shim first on PATH.
+PATH=$CONTAINERD2_BIN:$PATH start_containerd "$work/containerd-2" "$CONTAINERD2_BIN/containerd"
+pids+=("$CONTAINERD_PID"); v2_address=$CONTAINERD_ADDRESS
 
-log "tests (unit and integration, containerd $(containerd --version | awk '{print $3}'), runc $(runc --version | awk 'NR==1{print $3}'))"
-go test -count=1 ./...
+export NSN_REQUIRE_INTEGRATION=1
+log "unit tests, and integration tests against Debian's containerd $(containerd --version | awk '{print $3}') with runc $(runc --version | awk 'NR==1{print $3}')"
+NSN_TEST_ADDRESS=$debian_address go test -count=1 ./...
+
+log "integration tests against containerd $CONTAINERD2_VERSION"
+NSN_TEST_ADDRESS=$v2_address go test -count=1 ./integration/...

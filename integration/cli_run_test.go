@@ -1,0 +1,173 @@
+package integration
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/nsn-run/nsn-run/runtime"
+	"github.com/nsn-run/nsn-run/task"
+)
+
+// cliEnv returns the global flags that point nsn-run at the containerd under
+// test, with a state dir of the test's own.
+func cliEnv(t *testing.T) []string {
+	t.Helper()
+	c, addr := containerdClient(t)
+	importBusybox(t, c, addr)
+	nsnRun(t)
+	return []string{"--address", addr, "--namespace", testNamespace, "--state-dir", t.TempDir()}
+}
+
+func cli(t *testing.T, global []string, args ...string) cliResult {
+	t.Helper()
+	return runCLI(t, nil, slices.Concat(args[:1], global, args[1:])...)
+}
+
+// TestCLISeed: `nsn-run run --json alpine:latest -- echo hello` gives exit
+// code 0, reason "exited", stdout "hello\n", and leaves no container.
+func TestCLISeed(t *testing.T) {
+	g := cliEnv(t)
+	c, _ := containerdClient(t)
+	r := cli(t, g, "run", "--json", "--memory", "512m", "alpine:latest", "--", "echo", "hello")
+	if r.code != 0 {
+		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+	}
+	var res task.Result
+	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
+		t.Fatalf("stdout is not a Result: %v\n%s", err, r.stdout)
+	}
+	if res.ExitCode != 0 || res.Reason != task.ReasonExited || res.Stdout != "hello\n" || res.Image != alpineRef {
+		t.Errorf("result = %+v", res)
+	}
+	for _, key := range []string{`"id"`, `"started_at"`, `"finished_at"`, `"duration_ms"`, `"stdout_truncated"`, `"stderr_truncated"`, `"output_files": []`, `"peak_memory_bytes"`, `"cpu_usage_seconds"`, `"pids_peak"`, `"oom_kills"`} {
+		if !strings.Contains(r.stdout, key) {
+			t.Errorf("Result JSON lacks %s", key)
+		}
+	}
+	if l := leftovers(t, c); l != "" {
+		t.Errorf("left behind: %s", l)
+	}
+}
+
+func TestCLIForegroundRun(t *testing.T) {
+	g := cliEnv(t)
+	out := filepath.Join(t.TempDir(), "out")
+	r := cli(t, g, "run", "--output-dir", out, "busybox:latest", "--", "sh", "-c", "echo out; echo err >&2; echo 42 > /output/answer; exit 5")
+	if r.code != 5 || r.stdout != "out\n" || r.stderr != "err\n" {
+		t.Errorf("exit %d stdout %q stderr %q; want 5, out, err", r.code, r.stdout, r.stderr)
+	}
+	if b, err := os.ReadFile(filepath.Join(out, "answer")); err != nil || string(b) != "42\n" {
+		t.Errorf("output file = %q, %v", b, err)
+	}
+	if r := cli(t, g, "run", "--timeout", "1s", "--grace", "100ms", "busybox", "--", "sleep", "30"); r.code != 124 || !strings.Contains(r.stderr, "timed_out") {
+		t.Errorf("timeout: exit %d stderr %q, want 124 and timed_out", r.code, r.stderr)
+	}
+}
+
+// TestCLIDetachedLifecycle: run -d, ps, logs, kill, rm, gc.
+func TestCLIDetachedLifecycle(t *testing.T) {
+	g := cliEnv(t)
+	c, _ := containerdClient(t)
+
+	short := uniqueID("det")
+	if r := cli(t, g, "run", "-d", "--id", short, "busybox", "--", "sh", "-c", "echo ready; echo oops >&2"); r.code != 0 || r.stdout != short+"\n" {
+		t.Fatalf("run -d: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+	}
+	// logs -f returns once the task has exited, with all it wrote.
+	if r := cli(t, g, "logs", "-f", short); r.code != 0 || r.stdout != "ready\n" || r.stderr != "oops\n" {
+		t.Errorf("logs -f: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+	}
+
+	long := uniqueID("det")
+	if r := cli(t, g, "run", "-d", "--id", long, "busybox", "--", "sleep", "60"); r.code != 0 {
+		t.Fatalf("run -d: exit %d stderr %q", r.code, r.stderr)
+	}
+	states := psStates(t, g)
+	if states[short] != "stopped:0" || states[long] != "running" {
+		t.Errorf("ps = %v, want %s stopped:0 and %s running", states, short, long)
+	}
+	if r := cli(t, g, "rm", long); r.code != 125 || !strings.Contains(r.stderr, "is running") {
+		t.Errorf("rm of a running task: exit %d stderr %q", r.code, r.stderr)
+	}
+	if r := cli(t, g, "run", "-d", "--id", long, "busybox", "--", "true"); r.code != 125 || !strings.Contains(r.stderr, "already exists") {
+		t.Errorf("duplicate id: exit %d stderr %q", r.code, r.stderr)
+	}
+	if r := cli(t, g, "kill", long); r.code != 0 {
+		t.Errorf("kill: exit %d stderr %q", r.code, r.stderr)
+	}
+	cli(t, g, "logs", "-f", long) // waits for the exit
+	if st := psStates(t, g)[long]; st != "stopped:137" {
+		t.Errorf("after kill: %s", st)
+	}
+	if r := cli(t, g, "rm", long); r.code != 0 || r.stdout != long+"\n" {
+		t.Errorf("rm: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+	}
+	if r := cli(t, g, "gc"); r.code != 0 || !strings.Contains(r.stdout, "removed container "+short) {
+		t.Errorf("gc: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+	}
+	if states := psStates(t, g); len(states) != 0 {
+		t.Errorf("ps after rm and gc = %v", states)
+	}
+	if l := leftovers(t, c); l != "" {
+		t.Errorf("left behind: %s", l)
+	}
+}
+
+func psStates(t *testing.T, g []string) map[string]string {
+	t.Helper()
+	r := cli(t, g, "ps", "--json")
+	if r.code != 0 {
+		t.Fatalf("ps: exit %d stderr %q", r.code, r.stderr)
+	}
+	var list []runtime.Status
+	if err := json.Unmarshal([]byte(r.stdout), &list); err != nil {
+		t.Fatalf("ps --json: %v", err)
+	}
+	states := map[string]string{}
+	for _, st := range list {
+		s := string(st.State)
+		if st.State == runtime.StateStopped {
+			s += ":" + strconv.Itoa(st.ExitCode)
+		}
+		states[st.ID] = s
+	}
+	return states
+}
+
+// TestCLIRunFailures: nsn-run's own failures exit 125 (a missing command 127,
+// a non-executable one 126) with one line, and leave no container.
+func TestCLIRunFailures(t *testing.T) {
+	g := cliEnv(t)
+	c, _ := containerdClient(t)
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"unknown image", []string{"run", "nosuchimage:1", "--", "true"}, 125, "not found locally"},
+		{"missing binary", []string{"run", "busybox", "--", "/no/such/bin"}, 127, `command "/no/such/bin" not found`},
+		{"not executable", []string{"run", "busybox", "--", "/etc"}, 126, "is not executable"},
+		{"bad input", []string{"run", "--cpus", "-1", "busybox", "--", "true"}, 125, "cpus"},
+		{"bad env", []string{"run", "-e", "1X=y", "busybox", "--", "true"}, 125, "env key"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := cli(t, g, tc.args...)
+			if r.code != tc.code || !strings.Contains(r.stderr, tc.want) || strings.Count(r.stderr, "\n") != 1 {
+				t.Errorf("exit %d stderr %q; want %d and one line with %q", r.code, r.stderr, tc.code, tc.want)
+			}
+		})
+	}
+	down := runCLI(t, nil, "run", "--address", filepath.Join(t.TempDir(), "no.sock"), "busybox", "--", "true")
+	if down.code != 125 || !strings.Contains(down.stderr, "containerd is not running") {
+		t.Errorf("daemon down: exit %d stderr %q", down.code, down.stderr)
+	}
+	if l := leftovers(t, c); l != "" {
+		t.Errorf("left behind: %s", l)
+	}
+}
