@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -35,6 +36,7 @@ const (
 	testNamespace = "nsn-it"
 	busyboxRef    = "docker.io/library/busybox:latest"
 	alpineRef     = "docker.io/library/alpine:latest"
+	probeRef      = "docker.io/library/nsn-probe:latest"
 )
 
 func required() bool {
@@ -113,23 +115,40 @@ func importBusybox(t *testing.T, c *client.Client, addr string) {
 			return
 		}
 		for _, name := range testImages {
-			var buf bytes.Buffer
-			err = imagebuild.WriteOCILayout(&buf, imagebuild.Image{
-				Name:      name,
-				RootfsDir: rootfs,
-				Config:    ocispec.ImageConfig{Env: []string{"PATH=/bin"}, Cmd: []string{"sh"}},
-			})
-			if err != nil {
-				return
-			}
-			if _, err = c.Import(context.Background(), &buf); err != nil {
+			if err = importRootfs(c, name, rootfs); err != nil {
 				return
 			}
 		}
+		// The probe image: the same rootfs plus our static attack probe.
+		probe := filepath.Join(t.TempDir(), "nsn-probe")
+		build := exec.Command("go", "build", "-o", probe, "github.com/nsn-run/nsn-run/integration/probe")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, berr := build.CombinedOutput(); berr != nil {
+			err = fmt.Errorf("build probe: %w: %s", berr, out)
+			return
+		}
+		if err = imagebuild.AddFile(rootfs, probe, "/bin/nsn-probe"); err != nil {
+			return
+		}
+		err = importRootfs(c, probeRef, rootfs)
 	})
 	if err != nil {
 		t.Fatalf("import busybox test image: %v", err)
 	}
+}
+
+func importRootfs(c *client.Client, name, rootfs string) error {
+	var buf bytes.Buffer
+	err := imagebuild.WriteOCILayout(&buf, imagebuild.Image{
+		Name:      name,
+		RootfsDir: rootfs,
+		Config:    ocispec.ImageConfig{Env: []string{"PATH=/bin"}, Cmd: []string{"sh"}},
+	})
+	if err != nil {
+		return err
+	}
+	_, err = c.Import(context.Background(), &buf)
+	return err
 }
 
 var (

@@ -12,6 +12,7 @@ ensure_packages() {
   command -v runc >/dev/null || missing+=(runc)
   [ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 || missing+=(busybox-static)
   command -v make >/dev/null || missing+=(make)
+  command -v docker-registry >/dev/null || missing+=(docker-registry)
   if [ ${#missing[@]} -gt 0 ]; then
     [ "$(id -u)" = 0 ] || die "need root to install ${missing[*]}"
     log "installing ${missing[*]} from Debian"

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -19,8 +20,10 @@ func main() {
 	busybox := flag.String("busybox", "/bin/busybox", "static busybox binary")
 	rootfs := flag.String("rootfs", "", "directory to lay the root filesystem out in (default: a temp dir, removed)")
 	out := flag.String("o", "", "output OCI layout tarball (required)")
+	var adds addFlags
+	flag.Var(&adds, "add", "SRC:DEST: copy host file SRC into the image at DEST, mode kept (repeatable)")
 	flag.Usage = func() {
-		fmt.Fprintf(os.Stderr, "usage: nsn-imagebuild -o IMAGE.tar [-name REF] [-busybox PATH] [-rootfs DIR]\n\n"+
+		fmt.Fprintf(os.Stderr, "usage: nsn-imagebuild -o IMAGE.tar [-name REF] [-busybox PATH] [-rootfs DIR] [-add SRC:DEST]...\n\n"+
 			"Builds a busybox image as an OCI layout tarball (import it with nsn-run image import).\n\n")
 		flag.PrintDefaults()
 	}
@@ -29,13 +32,19 @@ func main() {
 		flag.Usage()
 		os.Exit(2)
 	}
-	if err := build(*name, *busybox, *rootfs, *out); err != nil {
+	if err := build(*name, *busybox, *rootfs, *out, adds); err != nil {
 		fmt.Fprintln(os.Stderr, "nsn-imagebuild:", err)
 		os.Exit(1)
 	}
 }
 
-func build(name, busybox, rootfs, out string) error {
+// addFlags collects -add SRC:DEST values.
+type addFlags []string
+
+func (a *addFlags) String() string     { return strings.Join(*a, ",") }
+func (a *addFlags) Set(v string) error { *a = append(*a, v); return nil }
+
+func build(name, busybox, rootfs, out string, adds []string) error {
 	if rootfs == "" {
 		tmp, err := os.MkdirTemp("", "nsn-imagebuild-")
 		if err != nil {
@@ -46,6 +55,15 @@ func build(name, busybox, rootfs, out string) error {
 	}
 	if err := imagebuild.BusyboxRootfs(rootfs, busybox); err != nil {
 		return err
+	}
+	for _, add := range adds {
+		src, dest, ok := strings.Cut(add, ":")
+		if !ok || !filepath.IsAbs(dest) {
+			return fmt.Errorf("-add %q: want SRC:/ABSOLUTE/DEST", add)
+		}
+		if err := imagebuild.AddFile(rootfs, src, dest); err != nil {
+			return err
+		}
 	}
 	f, err := os.Create(out)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"github.com/containerd/platforms"
 	"github.com/docker/go-units"
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
 	"github.com/nsn-run/nsn-run/runtime/containerd"
 	"github.com/nsn-run/nsn-run/snapshots"
@@ -48,6 +49,35 @@ func newImageCommand(g *globalOptions) *cobra.Command {
 			for _, n := range names {
 				fmt.Fprintln(cmd.OutOrStdout(), n)
 			}
+			return nil
+		},
+	}, &cobra.Command{
+		Use:   "pull REF",
+		Short: "Pull an image from a registry and unpack it",
+		Long: `Pull REF from its registry for this platform and unpack it, showing progress
+(one redrawn line on a terminal, a line per blob otherwise). Registries on
+localhost/127.0.0.1 are reached over plain HTTP, all others over HTTPS.`,
+		Example: `  nsn-run image pull alpine:latest
+  nsn-run image pull 127.0.0.1:5000/team/model-runner:v3`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := containerd.Dial(cmd.Context(), g.address, g.namespace)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			errOut := cmd.ErrOrStderr()
+			tty := false
+			if f, ok := errOut.(*os.File); ok {
+				tty = term.IsTerminal(int(f.Fd()))
+			}
+			img, err := snapshots.Pull(cmd.Context(), c, args[0], snapshots.PullOptions{
+				Snapshotter: containerd.DefaultSnapshotter, Progress: errOut, Terminal: tty,
+			})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), img.Name+"@"+img.Digest)
 			return nil
 		},
 	}, &cobra.Command{

@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/containerd/log"
 	"github.com/spf13/cobra"
 
 	"github.com/nsn-run/nsn-run/runtime"
@@ -73,6 +74,9 @@ any spec against the isolation policy (nsn-run audit).`,
 }
 
 func main() {
+	// The containerd client logs through logrus at info level (e.g. every
+	// registry 404 while resolving); nsn-run reports errors itself, once.
+	_ = log.SetLevel("error")
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := newRootCommand().ExecuteContext(ctx)
 	stop()

@@ -207,3 +207,24 @@ func BusyboxRootfs(dir, busybox string) error {
 	}
 	return nil
 }
+
+// AddFile copies the host file src into rootfs at the absolute path dest,
+// keeping its mode bits (setuid included: tests need such files).
+func AddFile(rootfs, src, dest string) error {
+	info, err := os.Stat(src)
+	if err != nil {
+		return err
+	}
+	data, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	target := filepath.Join(rootfs, filepath.Clean("/"+dest))
+	if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(target, data, info.Mode().Perm()); err != nil {
+		return err
+	}
+	return os.Chmod(target, info.Mode()&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky))
+}

@@ -1,0 +1,95 @@
+package logs
+
+import (
+	"bytes"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"testing/iotest"
+)
+
+func TestCaptureKeepsEverythingUnderTheCap(t *testing.T) {
+	path := filepath.Join(t.TempDir(), StdoutFile)
+	meta, err := Capture(strings.NewReader("hello\nworld\n"), path, Limits{HeadBytes: 100, TailBytes: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Read(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Data != "hello\nworld\n" || s.Truncated || !s.Complete || meta.Bytes != 12 || meta.Dropped != 0 {
+		t.Errorf("stream %+v meta %+v", s, meta)
+	}
+}
+
+func TestCaptureKeepsHeadAndTail(t *testing.T) {
+	path := filepath.Join(t.TempDir(), StderrFile)
+	var in bytes.Buffer
+	for i := range 1000 {
+		in.WriteByte(byte('a' + i%26))
+	}
+	// Small reads exercise the ring buffer's wrap-around.
+	meta, err := Capture(iotest.HalfReader(&in), path, Limits{HeadBytes: 30, TailBytes: 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := Read(path)
+	all := strings.Repeat("abcdefghijklmnopqrstuvwxyz", 39)[:1000]
+	want := all[:30] + "\n[nsn-run: 950 bytes dropped]\n" + all[980:]
+	if s.Data != want {
+		t.Errorf("data = %q\nwant   %q", s.Data, want)
+	}
+	if !s.Truncated || meta.Bytes != 1000 || meta.Dropped != 950 {
+		t.Errorf("meta %+v stream truncated=%v", meta, s.Truncated)
+	}
+}
+
+func TestCaptureTailOnlyPartlyFilled(t *testing.T) {
+	path := filepath.Join(t.TempDir(), StdoutFile)
+	if _, err := Capture(strings.NewReader("0123456789abc"), path, Limits{HeadBytes: 10, TailBytes: 100}); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := Read(path); s.Data != "0123456789abc" || s.Truncated {
+		t.Errorf("stream %+v: nothing was dropped, so nothing may be marked", s)
+	}
+}
+
+func TestCaptureReadsEverythingPastTheCap(t *testing.T) {
+	// A task writing far beyond the cap must never block: Capture reads it
+	// all, keeping only head and tail.
+	r := io.LimitReader(zeros{}, 64<<20)
+	meta, err := Capture(r, filepath.Join(t.TempDir(), StdoutFile), Limits{HeadBytes: 1 << 10, TailBytes: 1 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if meta.Bytes != 64<<20 || meta.Dropped != 64<<20-2<<10 {
+		t.Errorf("meta %+v", meta)
+	}
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+func TestReadMissingLogIsEmpty(t *testing.T) {
+	s, err := Read(filepath.Join(t.TempDir(), "none.log"))
+	if err != nil || s.Data != "" || s.Complete {
+		t.Errorf("%+v %v", s, err)
+	}
+}
+
+func TestShimLoggerArgsHaveOneKey(t *testing.T) {
+	args := ShimLoggerArgs("/state/tasks/a", DefaultLimits)
+	if len(args) != 1 || args[ShimLoggerCommand] == "" {
+		t.Fatalf("args = %v: the shim passes query keys in map order, so there must be exactly one", args)
+	}
+	if err := RunShimLogger("dir=relative&head=1&tail=1"); err == nil {
+		t.Error("a relative dir was accepted")
+	}
+	if _, err := os.Stat("relative"); err == nil {
+		t.Error("the logger created files before validating its config")
+	}
+}

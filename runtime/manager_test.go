@@ -1,0 +1,268 @@
+package runtime_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/nsn-run/nsn-run/runtime"
+	"github.com/nsn-run/nsn-run/task"
+)
+
+// fakeBackend is an in-memory Backend: tasks "run" until signalled. It lets
+// the Manager's policy (timeouts, cleanup order, rollback) be tested without
+// a daemon; the real backends have their own integration tests.
+type fakeBackend struct {
+	mu        sync.Mutex
+	startErr  error
+	waitErr   error
+	honorTERM bool
+	running   map[string]chan runtime.ExitStatus
+	stopped   map[string]bool
+	signals   []string
+	destroyed []string
+}
+
+func newFake() *fakeBackend {
+	return &fakeBackend{running: map[string]chan runtime.ExitStatus{}, stopped: map[string]bool{}}
+}
+
+func (f *fakeBackend) Name() string { return "fake" }
+
+func (f *fakeBackend) Start(_ context.Context, req runtime.StartRequest) (runtime.Handle, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.startErr != nil {
+		return runtime.Handle{}, f.startErr
+	}
+	if _, err := os.Stat(req.OutputDir); err != nil {
+		return runtime.Handle{}, fmt.Errorf("output dir not prepared: %w", err)
+	}
+	f.running[req.Task.ID] = make(chan runtime.ExitStatus, 1)
+	return runtime.Handle{Version: runtime.HandleVersion, Backend: "fake", ID: req.Task.ID, Image: req.Task.Image, StartedAt: time.Now()}, nil
+}
+
+func (f *fakeBackend) exit(id string, code int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if ch, ok := f.running[id]; ok {
+		ch <- runtime.ExitStatus{Code: code, ExitedAt: time.Now()}
+		delete(f.running, id)
+		f.stopped[id] = true
+	}
+}
+
+func (f *fakeBackend) Wait(ctx context.Context, id string) (runtime.ExitStatus, error) {
+	f.mu.Lock()
+	ch, err := f.running[id], f.waitErr
+	f.mu.Unlock()
+	if err != nil {
+		return runtime.ExitStatus{}, err
+	}
+	select {
+	case st := <-ch:
+		return st, nil
+	case <-ctx.Done():
+		return runtime.ExitStatus{}, ctx.Err()
+	}
+}
+
+func (f *fakeBackend) Stop(_ context.Context, id string, sig syscall.Signal, all bool) error {
+	f.mu.Lock()
+	f.signals = append(f.signals, fmt.Sprintf("%s all=%v", sig, all))
+	honor := f.honorTERM
+	f.mu.Unlock()
+	switch {
+	case sig == syscall.SIGKILL && all:
+		f.exit(id, 137)
+	case sig == syscall.SIGTERM && honor:
+		f.exit(id, 143)
+	}
+	return nil
+}
+
+func (f *fakeBackend) Destroy(_ context.Context, id string) error {
+	f.exit(id, 137)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.stopped, id)
+	f.destroyed = append(f.destroyed, id)
+	return nil
+}
+
+func (f *fakeBackend) Inspect(_ context.Context, id string) (runtime.Status, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case f.running[id] != nil:
+		return runtime.Status{ID: id, State: runtime.StateRunning}, nil
+	case f.stopped[id]:
+		return runtime.Status{ID: id, State: runtime.StateStopped}, nil
+	}
+	return runtime.Status{}, fmt.Errorf("task %s: %w", id, errdefs.ErrNotFound)
+}
+
+func (f *fakeBackend) List(ctx context.Context) ([]runtime.Status, error) {
+	f.mu.Lock()
+	var ids []string
+	for id := range f.running {
+		ids = append(ids, id)
+	}
+	for id := range f.stopped {
+		ids = append(ids, id)
+	}
+	f.mu.Unlock()
+	var out []runtime.Status
+	for _, id := range ids {
+		st, _ := f.Inspect(ctx, id)
+		out = append(out, st)
+	}
+	return out, nil
+}
+
+func (f *fakeBackend) Stats(context.Context, string) (task.Stats, error) {
+	return task.Stats{PeakMemoryBytes: 1}, nil
+}
+
+func (f *fakeBackend) Recover(context.Context, runtime.Handle) error { return nil }
+
+func newManager(t *testing.T, f *fakeBackend) *runtime.Manager {
+	t.Helper()
+	m, err := runtime.New(runtime.Config{Backend: f, StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func job(id string) task.Task {
+	return task.Task{ID: id, Image: "busybox", Command: []string{"true"}}
+}
+
+func TestSpawnFailureRemovesStateDir(t *testing.T) {
+	f := newFake()
+	f.startErr = fmt.Errorf("image busybox: %w", errdefs.ErrNotFound)
+	m := newManager(t, f)
+	_, err := m.Spawn(context.Background(), job("a"))
+	if !errdefs.IsNotFound(err) {
+		t.Fatalf("Spawn = %v, want the backend's NotFound", err)
+	}
+	if _, err := os.Stat(m.TaskDir("a")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("state dir left after a failed spawn: %v", err)
+	}
+}
+
+func TestSpawnRejectsBadInputAndDuplicates(t *testing.T) {
+	f := newFake()
+	m := newManager(t, f)
+	if _, err := m.Spawn(context.Background(), task.Task{ID: "../x", Image: "busybox", Command: []string{"true"}}); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("bad id: %v", err)
+	}
+	if _, err := m.Spawn(context.Background(), job("a")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Spawn(context.Background(), job("a")); !errdefs.IsAlreadyExists(err) {
+		t.Errorf("duplicate: %v", err)
+	}
+	if len(f.running) != 1 {
+		t.Errorf("backend has %d tasks, want 1", len(f.running))
+	}
+}
+
+func TestWaitTimeoutTermsThenKillsAll(t *testing.T) {
+	f := newFake() // the task ignores SIGTERM
+	m := newManager(t, f)
+	tk := job("slow")
+	tk.Limits.Timeout = time.Second
+	tk.Limits.Grace = time.Millisecond
+	if _, err := m.Spawn(context.Background(), tk); err != nil {
+		t.Fatal(err)
+	}
+	res, err := m.Wait(context.Background(), "slow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Reason != task.ReasonTimedOut || res.ExitCode != runtime.ExitTimedOut {
+		t.Errorf("result = %s %d, want timed_out 124", res.Reason, res.ExitCode)
+	}
+	if want := []string{"terminated all=false", "killed all=true"}; !slices.Equal(f.signals, want) {
+		t.Errorf("signals = %v, want %v", f.signals, want)
+	}
+	if !slices.Contains(f.destroyed, "slow") {
+		t.Error("the task was not released after it exited")
+	}
+	again, err := m.Wait(context.Background(), "slow")
+	if err != nil || again.Reason != res.Reason || again.ExitCode != res.ExitCode {
+		t.Errorf("second Wait = %+v, %v; want the recorded result", again, err)
+	}
+}
+
+func TestWaitCancelStopsWithinGrace(t *testing.T) {
+	f := newFake()
+	f.honorTERM = true
+	m := newManager(t, f)
+	if _, err := m.Spawn(context.Background(), job("c")); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	res, err := m.Wait(ctx, "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Reason != task.ReasonKilled || res.ExitCode != 143 || len(f.signals) != 1 {
+		t.Errorf("result %s %d signals %v; want killed 143 after SIGTERM alone", res.Reason, res.ExitCode, f.signals)
+	}
+}
+
+func TestRunCleansUpWhenWaitFails(t *testing.T) {
+	f := newFake()
+	f.waitErr = errors.New("shim died")
+	m := newManager(t, f)
+	res, err := m.Run(context.Background(), job("w"), runtime.RunOptions{})
+	if err == nil || res.Reason != task.ReasonFailed {
+		t.Fatalf("Run = %+v, %v; want a failed result", res, err)
+	}
+	if !slices.Contains(f.destroyed, "w") {
+		t.Error("backend objects not destroyed")
+	}
+	if _, err := os.Stat(m.TaskDir("w")); !errors.Is(err, os.ErrNotExist) {
+		t.Error("state dir not removed")
+	}
+}
+
+func TestCleanupOrphans(t *testing.T) {
+	f := newFake()
+	m := newManager(t, f)
+	for _, id := range []string{"live", "dead"} {
+		if _, err := m.Spawn(context.Background(), job(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.exit("dead", 0)
+	if err := os.Mkdir(m.TaskDir("stray"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	removed, err := m.CleanupOrphans(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(removed)
+	if want := []string{"container dead", "state stray"}; !slices.Equal(removed, want) {
+		t.Errorf("removed %v, want %v", removed, want)
+	}
+	if st, err := m.Inspect(context.Background(), "live"); err != nil || st.State != runtime.StateRunning {
+		t.Errorf("running task touched: %+v %v", st, err)
+	}
+	if _, err := os.Stat(m.TaskDir("live")); err != nil {
+		t.Errorf("running task's state removed: %v", err)
+	}
+}
