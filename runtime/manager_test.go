@@ -25,14 +25,15 @@ type fakeBackend struct {
 	startErr  error
 	waitErr   error
 	honorTERM bool
-	running   map[string]chan runtime.ExitStatus
+	running   map[string]bool
+	exits     map[string]chan runtime.ExitStatus // kept after exit: Wait may come later
 	stopped   map[string]bool
 	signals   []string
 	destroyed []string
 }
 
 func newFake() *fakeBackend {
-	return &fakeBackend{running: map[string]chan runtime.ExitStatus{}, stopped: map[string]bool{}}
+	return &fakeBackend{running: map[string]bool{}, exits: map[string]chan runtime.ExitStatus{}, stopped: map[string]bool{}}
 }
 
 func (f *fakeBackend) Name() string { return "fake" }
@@ -46,15 +47,16 @@ func (f *fakeBackend) Start(_ context.Context, req runtime.StartRequest) (runtim
 	if _, err := os.Stat(req.OutputDir); err != nil {
 		return runtime.Handle{}, fmt.Errorf("output dir not prepared: %w", err)
 	}
-	f.running[req.Task.ID] = make(chan runtime.ExitStatus, 1)
+	f.running[req.Task.ID] = true
+	f.exits[req.Task.ID] = make(chan runtime.ExitStatus, 1)
 	return runtime.Handle{Version: runtime.HandleVersion, Backend: "fake", ID: req.Task.ID, Image: req.Task.Image, StartedAt: time.Now()}, nil
 }
 
 func (f *fakeBackend) exit(id string, code int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if ch, ok := f.running[id]; ok {
-		ch <- runtime.ExitStatus{Code: code, ExitedAt: time.Now()}
+	if f.running[id] {
+		f.exits[id] <- runtime.ExitStatus{Code: code, ExitedAt: time.Now()}
 		delete(f.running, id)
 		f.stopped[id] = true
 	}
@@ -62,7 +64,7 @@ func (f *fakeBackend) exit(id string, code int) {
 
 func (f *fakeBackend) Wait(ctx context.Context, id string) (runtime.ExitStatus, error) {
 	f.mu.Lock()
-	ch, err := f.running[id], f.waitErr
+	ch, err := f.exits[id], f.waitErr
 	f.mu.Unlock()
 	if err != nil {
 		return runtime.ExitStatus{}, err
@@ -102,7 +104,7 @@ func (f *fakeBackend) Inspect(_ context.Context, id string) (runtime.Status, err
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	switch {
-	case f.running[id] != nil:
+	case f.running[id]:
 		return runtime.Status{ID: id, State: runtime.StateRunning}, nil
 	case f.stopped[id]:
 		return runtime.Status{ID: id, State: runtime.StateStopped}, nil
