@@ -1,43 +1,122 @@
 package cgroups
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
+	"time"
 
 	v1 "github.com/containerd/cgroups/v3/cgroup1/stats"
 	v2 "github.com/containerd/cgroups/v3/cgroup2/stats"
 	"github.com/containerd/errdefs"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/nsn-run/nsn-run/task"
 )
 
-func TestFromMetrics(t *testing.T) {
-	cases := []struct {
-		name string
-		in   any
-		want task.Stats
-	}{
-		{"v1", &v1.Metrics{
-			Memory:           &v1.MemoryStat{Usage: &v1.MemoryEntry{Usage: 1 << 20, Max: 5 << 20, Limit: 64 << 20}},
-			CPU:              &v1.CPUStat{Usage: &v1.CPUUsage{Total: 2_500_000_000}},
-			Pids:             &v1.PidsStat{Current: 7, Limit: 32},
-			MemoryOomControl: &v1.MemoryOomControl{OomKill: 1},
-		}, task.Stats{PeakMemoryBytes: 5 << 20, CPUUsageSeconds: 2.5, PidsPeak: 7, OOMKills: 1}},
-		{"v2", &v2.Metrics{
-			Memory:       &v2.MemoryStat{Usage: 1 << 20, MaxUsage: 6 << 20, UsageLimit: 64 << 20},
-			CPU:          &v2.CPUStat{UsageUsec: 1_250_000},
-			Pids:         &v2.PidsStat{Current: 3, Limit: 32},
-			MemoryEvents: &v2.MemoryEvents{Oom: 2, OomKill: 2},
-		}, task.Stats{PeakMemoryBytes: 6 << 20, CPUUsageSeconds: 1.25, PidsPeak: 3, OOMKills: 2}},
-		{"v1 empty", &v1.Metrics{}, task.Stats{}},
-		{"v2 empty", &v2.Metrics{}, task.Stats{}},
+// loadFixture reads metrics in containerd's protobuf JSON form.
+// testdata/v1-metrics.json was recorded from a running task on this
+// project's cgroup v1 (hybrid) hosts; testdata/v2-metrics.json carries the
+// fields containerd's cgroup2 metrics report on a unified host.
+func loadFixture(t *testing.T, name string, m proto.Message) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, c := range cases {
-		got, err := FromMetrics(c.in)
-		if err != nil || got != c.want {
-			t.Errorf("%s: got %+v, %v; want %+v", c.name, got, err, c.want)
+	if err := protojson.Unmarshal(b, m); err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+}
+
+func TestFromMetricsV1Fixture(t *testing.T) {
+	var m v1.Metrics
+	loadFixture(t, "v1-metrics.json", &m)
+	at := time.Unix(1000, 0)
+	s, err := FromMetrics(&m, at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := m.GetMemory().GetUsage()
+	want := Sample{
+		Time: at, Version: 1,
+		MemoryCurrentBytes: u.GetUsage(), MemoryPeakBytes: u.GetMax(), MemoryLimitBytes: 64 << 20,
+		CPUUsageSeconds:     float64(m.GetCPU().GetUsage().GetTotal()) / 1e9,
+		CPUThrottledPeriods: m.GetCPU().GetThrottling().GetThrottledPeriods(),
+		CPUThrottledSeconds: float64(m.GetCPU().GetThrottling().GetThrottledTime()) / 1e9,
+		PidsCurrent:         m.GetPids().GetCurrent(), PidsLimit: 32,
+	}
+	if s != want {
+		t.Errorf("sample\n got %+v\nwant %+v", s, want)
+	}
+	// The recording is of a live task: the figures must be plausible.
+	if s.MemoryCurrentBytes == 0 || s.MemoryPeakBytes < s.MemoryCurrentBytes || s.CPUUsageSeconds <= 0 || s.PidsCurrent == 0 {
+		t.Errorf("implausible recorded sample %+v", s)
+	}
+}
+
+func TestFromMetricsV2Fixture(t *testing.T) {
+	var m v2.Metrics
+	loadFixture(t, "v2-metrics.json", &m)
+	at := time.Unix(2000, 0)
+	s, err := FromMetrics(&m, at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Sample{
+		Time: at, Version: 2,
+		MemoryCurrentBytes: 35651584, MemoryPeakBytes: 41943040, MemoryLimitBytes: 67108864,
+		CPUUsageSeconds: 2.013456, CPUThrottledPeriods: 38, CPUThrottledSeconds: 1.901234,
+		PidsCurrent: 3, PidsLimit: 32, OOMKills: 1,
+	}
+	if s != want {
+		t.Errorf("sample\n got %+v\nwant %+v", s, want)
+	}
+}
+
+func TestFromMetricsEmptyAndUnknown(t *testing.T) {
+	for _, m := range []any{&v1.Metrics{}, &v2.Metrics{}} {
+		s, err := FromMetrics(m, time.Time{})
+		if err != nil || s.MemoryCurrentBytes != 0 || s.CPUUsageSeconds != 0 {
+			t.Errorf("%T: %+v %v", m, s, err)
 		}
 	}
-	if _, err := FromMetrics("not metrics"); !errdefs.IsNotImplemented(err) {
+	if _, err := FromMetrics("not metrics", time.Time{}); !errdefs.IsNotImplemented(err) {
 		t.Errorf("unknown metrics type: %v", err)
+	}
+}
+
+func TestCPUPercent(t *testing.T) {
+	t0 := time.Unix(100, 0)
+	prev := Sample{Time: t0, CPUUsageSeconds: 10}
+	cases := []struct {
+		name string
+		cur  Sample
+		prev Sample
+		want float64
+	}{
+		{"half a CPU", Sample{Time: t0.Add(2 * time.Second), CPUUsageSeconds: 11}, prev, 50},
+		{"two CPUs", Sample{Time: t0.Add(time.Second), CPUUsageSeconds: 12}, prev, 200},
+		{"idle", Sample{Time: t0.Add(time.Second), CPUUsageSeconds: 10}, prev, 0},
+		{"first sample", Sample{Time: t0, CPUUsageSeconds: 10}, Sample{}, 0},
+		{"counter reset", Sample{Time: t0.Add(time.Second), CPUUsageSeconds: 1}, prev, 0},
+		{"same instant", Sample{Time: t0, CPUUsageSeconds: 11}, prev, 0},
+	}
+	for _, c := range cases {
+		if got := c.cur.WithCPUPercent(c.prev).CPUPercent; got != c.want {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+func TestPeaks(t *testing.T) {
+	var p Peaks
+	p.Add(Sample{MemoryCurrentBytes: 10, MemoryPeakBytes: 50, PidsCurrent: 4, CPUUsageSeconds: 1})
+	p.Add(Sample{MemoryCurrentBytes: 60, PidsCurrent: 9, CPUUsageSeconds: 2, OOMKills: 1})
+	p.Add(Sample{MemoryCurrentBytes: 5, MemoryPeakBytes: 55, PidsCurrent: 2, CPUUsageSeconds: 3})
+	want := task.Stats{PeakMemoryBytes: 60, CPUUsageSeconds: 3, PidsPeak: 9, OOMKills: 1}
+	if got := p.Stats(); got != want {
+		t.Errorf("peaks %+v, want %+v", got, want)
 	}
 }

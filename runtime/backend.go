@@ -12,6 +12,7 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/nsn-run/nsn-run/cgroups"
 	"github.com/nsn-run/nsn-run/task"
 )
 
@@ -48,8 +49,8 @@ type Backend interface {
 	Inspect(ctx context.Context, id string) (Status, error)
 	// List reports every task this manager created on the backend.
 	List(ctx context.Context) ([]Status, error)
-	// Stats samples the task's resource use.
-	Stats(ctx context.Context, id string) (task.Stats, error)
+	// Stats samples the task's cgroup.
+	Stats(ctx context.Context, id string) (cgroups.Sample, error)
 	// Recover reattaches to a task after the manager restarted.
 	Recover(ctx context.Context, h Handle) error
 }

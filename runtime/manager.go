@@ -13,6 +13,7 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/nsn-run/nsn-run/cgroups"
 	"github.com/nsn-run/nsn-run/logs"
 	"github.com/nsn-run/nsn-run/task"
 )
@@ -38,14 +39,23 @@ type Config struct {
 	Backend Backend
 	// StateDir holds a private directory per task (record, logs, output).
 	StateDir string
+	// SampleInterval is how often Wait samples a running task's cgroup;
+	// DefaultSampleInterval if zero. It bounds how late the CPU-time limit
+	// is enforced and how well peaks the kernel does not keep (pids on
+	// cgroup v1) are caught.
+	SampleInterval time.Duration
 }
+
+// DefaultSampleInterval is the Manager's default cgroup sampling interval.
+const DefaultSampleInterval = 100 * time.Millisecond
 
 // Manager runs tasks on a Backend. It is safe for concurrent use; it keeps
 // no state in memory that a restarted manager could not rebuild from the
 // state directory and the backend.
 type Manager struct {
-	backend  Backend
-	stateDir string
+	backend        Backend
+	stateDir       string
+	sampleInterval time.Duration
 }
 
 // New returns a Manager, creating its state directory (mode 0700: task
@@ -64,7 +74,13 @@ func New(cfg Config) (*Manager, error) {
 	if err := os.Chmod(abs, 0o700); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
-	return &Manager{backend: cfg.Backend, stateDir: abs}, nil
+	if cfg.SampleInterval < 0 {
+		return nil, fmt.Errorf("%w: sample interval %s", errdefs.ErrInvalidArgument, cfg.SampleInterval)
+	}
+	if cfg.SampleInterval == 0 {
+		cfg.SampleInterval = DefaultSampleInterval
+	}
+	return &Manager{backend: cfg.Backend, stateDir: abs, sampleInterval: cfg.SampleInterval}, nil
 }
 
 // Backend returns the manager's backend.
@@ -159,12 +175,18 @@ func (m *Manager) start(ctx context.Context, t task.Task, dir string) (Handle, e
 }
 
 // Wait waits for the task to end and returns its Result (without stdout,
-// stderr and output files: CollectOutput adds those). At the task's
-// deadline it sends SIGTERM, and after the grace period SIGKILL to every
-// process in its cgroup (reason timed_out, exit 124). If ctx ends first the
-// task is stopped the same way (reason killed). Once the task has exited,
-// its stats are sampled and its container released, which completes its
-// logs; the Result is recorded so a second Wait returns it again.
+// stderr and output files: CollectOutput adds those). While the task runs,
+// its cgroup is sampled every SampleInterval for the Result's peaks and for
+// the CPU-time limit. At the task's deadline it sends SIGTERM, and after the
+// grace period SIGKILL to every process in its cgroup (reason timed_out,
+// exit 124). Over its CPU-time limit every process gets SIGKILL at once
+// (reason cpu_time_exceeded, exit 124). If ctx ends first the task is
+// stopped as at the deadline (reason killed). A task the kernel's OOM killer
+// ended is reported as oom_killed, exit 137: known from the backend's OOM
+// event or the cgroup's OOM counter together with a SIGKILL exit, never from
+// the exit code alone. Once the task has exited its container is released,
+// which completes its logs; the Result is recorded, so a second Wait
+// returns it again.
 func (m *Manager) Wait(ctx context.Context, id string) (task.Result, error) {
 	rec, err := m.readRecord(id)
 	if err != nil {
@@ -174,6 +196,7 @@ func (m *Manager) Wait(ctx context.Context, id string) (task.Result, error) {
 		return *rec.Result, nil
 	}
 	res := task.Result{ID: id, Image: rec.Handle.Image, StartedAt: rec.Handle.StartedAt, Reason: task.ReasonExited}
+	limits := rec.Task.Limits
 
 	// The backend wait runs on a context of its own: when the caller's
 	// context ends, the task still has to be stopped and waited for.
@@ -185,17 +208,35 @@ func (m *Manager) Wait(ctx context.Context, id string) (task.Result, error) {
 		exited <- waitResult{st, err}
 	}()
 
-	deadline := time.NewTimer(time.Until(rec.Handle.StartedAt.Add(rec.Task.Limits.Timeout)))
+	deadline := time.NewTimer(time.Until(rec.Handle.StartedAt.Add(limits.Timeout)))
 	defer deadline.Stop()
-	var w waitResult
-	select {
-	case w = <-exited:
-	case <-deadline.C:
-		res.Reason = task.ReasonTimedOut
-		w = m.terminate(waitCtx, id, rec.Task.Limits.Grace, exited)
-	case <-ctx.Done():
-		res.Reason = task.ReasonKilled
-		w = m.terminate(waitCtx, id, rec.Task.Limits.Grace, exited)
+	sampler := time.NewTicker(m.sampleInterval)
+	defer sampler.Stop()
+	var peaks cgroups.Peaks
+	var w *waitResult
+	for w == nil {
+		var r waitResult
+		select {
+		case r = <-exited:
+		case <-deadline.C:
+			res.Reason = task.ReasonTimedOut
+			r = m.terminate(waitCtx, id, limits.Grace, exited)
+		case <-ctx.Done():
+			res.Reason = task.ReasonKilled
+			r = m.terminate(waitCtx, id, limits.Grace, exited)
+		case <-sampler.C:
+			s, err := m.backend.Stats(waitCtx, id)
+			if err != nil {
+				continue // the task may be exiting; its exit decides
+			}
+			peaks.Add(s)
+			if limits.CPUTime <= 0 || s.CPUUsageSeconds < limits.CPUTime.Seconds() {
+				continue
+			}
+			res.Reason = task.ReasonCPUTimeExceeded
+			r = m.killAll(waitCtx, id, exited)
+		}
+		w = &r
 	}
 	if w.err != nil {
 		return task.Result{}, w.err
@@ -207,15 +248,17 @@ func (m *Manager) Wait(ctx context.Context, id string) (task.Result, error) {
 	}
 	res.DurationMS = res.FinishedAt.Sub(res.StartedAt).Milliseconds()
 
-	// The cgroup outlives the process until the container is released.
-	if st, err := m.backend.Stats(waitCtx, id); err == nil {
-		res.Stats = st
+	// The cgroup outlives the process until the container is released: its
+	// counters now hold the final CPU time, memory peak and OOM kills.
+	if s, err := m.backend.Stats(waitCtx, id); err == nil {
+		peaks.Add(s)
 	}
+	res.Stats = peaks.Stats()
 	switch {
-	case res.Reason == task.ReasonTimedOut:
+	case res.Reason == task.ReasonTimedOut || res.Reason == task.ReasonCPUTimeExceeded:
 		res.ExitCode = ExitTimedOut
-	case w.status.OOMKilled || (res.Stats.OOMKills > 0 && w.status.Code == ExitOOMKilled):
-		res.Reason, res.ExitCode = task.ReasonOOMKilled, ExitOOMKilled
+	case (w.status.OOMKilled || res.Stats.OOMKills > 0) && w.status.Code == ExitOOMKilled:
+		res.Reason = task.ReasonOOMKilled
 	}
 	if err := m.backend.Destroy(waitCtx, id); err != nil {
 		return task.Result{}, fmt.Errorf("release task %s: %w", id, err)
@@ -245,6 +288,12 @@ func (m *Manager) terminate(ctx context.Context, id string, grace time.Duration,
 		return w
 	case <-graceTimer.C:
 	}
+	return m.killAll(ctx, id, exited)
+}
+
+// killAll sends SIGKILL to every process in the task's cgroup and waits for
+// the exit.
+func (m *Manager) killAll(ctx context.Context, id string, exited <-chan waitResult) waitResult {
 	if err := m.backend.Stop(ctx, id, syscall.SIGKILL, true); err != nil && !errdefs.IsNotFound(err) {
 		return waitResult{err: fmt.Errorf("kill task %s: %w", id, err)}
 	}
@@ -258,12 +307,53 @@ func (m *Manager) terminate(ctx context.Context, id string, grace time.Duration,
 	}
 }
 
-// Stats samples the task's resource use.
-func (m *Manager) Stats(ctx context.Context, id string) (task.Stats, error) {
+// Stats samples the task's cgroup once.
+func (m *Manager) Stats(ctx context.Context, id string) (cgroups.Sample, error) {
 	if err := task.ValidateID(id); err != nil {
-		return task.Stats{}, err
+		return cgroups.Sample{}, err
 	}
 	return m.backend.Stats(ctx, id)
+}
+
+// Monitor samples the task's cgroup every interval and sends each sample,
+// with CPUPercent against the one before, until the task is gone or ctx
+// ends; then it closes the channel. A slow reader delays sampling rather
+// than losing samples.
+func (m *Manager) Monitor(ctx context.Context, id string, interval time.Duration) (<-chan cgroups.Sample, error) {
+	if interval <= 0 {
+		return nil, fmt.Errorf("%w: monitor interval %s", errdefs.ErrInvalidArgument, interval)
+	}
+	first, err := m.Stats(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	out := make(chan cgroups.Sample, 1)
+	out <- first
+	go func() {
+		defer close(out)
+		ticker := time.NewTicker(interval)
+		defer ticker.Stop()
+		prev := first
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-ticker.C:
+			}
+			s, err := m.backend.Stats(ctx, id)
+			if err != nil {
+				return // the task exited or was removed
+			}
+			s = s.WithCPUPercent(prev)
+			prev = s
+			select {
+			case out <- s:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out, nil
 }
 
 // Kill sends sig to the task; with all, to every process in its cgroup.

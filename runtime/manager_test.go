@@ -13,6 +13,7 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/nsn-run/nsn-run/cgroups"
 	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/task"
 )
@@ -30,6 +31,7 @@ type fakeBackend struct {
 	stopped   map[string]bool
 	signals   []string
 	destroyed []string
+	cpu       float64
 }
 
 func newFake() *fakeBackend {
@@ -130,8 +132,14 @@ func (f *fakeBackend) List(ctx context.Context) ([]runtime.Status, error) {
 	return out, nil
 }
 
-func (f *fakeBackend) Stats(context.Context, string) (task.Stats, error) {
-	return task.Stats{PeakMemoryBytes: 1}, nil
+func (f *fakeBackend) Stats(_ context.Context, id string) (cgroups.Sample, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.running[id] || f.stopped[id] {
+		f.cpu += 0.5 // every sample sees half a CPU second more
+		return cgroups.Sample{Time: time.Now(), MemoryCurrentBytes: 1 << 20, CPUUsageSeconds: f.cpu, PidsCurrent: 3}, nil
+	}
+	return cgroups.Sample{}, fmt.Errorf("task %s: %w", id, errdefs.ErrNotFound)
 }
 
 func (f *fakeBackend) Recover(context.Context, runtime.Handle) error { return nil }
@@ -266,5 +274,55 @@ func TestCleanupOrphans(t *testing.T) {
 	}
 	if _, err := os.Stat(m.TaskDir("live")); err != nil {
 		t.Errorf("running task's state removed: %v", err)
+	}
+}
+
+func TestCPUTimeLimitKillsAtOnce(t *testing.T) {
+	f := newFake()
+	m, err := runtime.New(runtime.Config{Backend: f, StateDir: t.TempDir(), SampleInterval: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk := job("hog")
+	tk.Limits.CPUTime = 2 * time.Second
+	if _, err := m.Spawn(context.Background(), tk); err != nil {
+		t.Fatal(err)
+	}
+	res, err := m.Wait(context.Background(), "hog")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Reason != task.ReasonCPUTimeExceeded || res.ExitCode != runtime.ExitTimedOut {
+		t.Errorf("result %s %d, want cpu_time_exceeded 124", res.Reason, res.ExitCode)
+	}
+	if want := []string{"killed all=true"}; !slices.Equal(f.signals, want) {
+		t.Errorf("signals %v, want %v: no grace for a CPU hog", f.signals, want)
+	}
+	if res.Stats.CPUUsageSeconds < 2 || res.Stats.PidsPeak != 3 || res.Stats.PeakMemoryBytes != 1<<20 {
+		t.Errorf("stats = %+v", res.Stats)
+	}
+}
+
+func TestMonitorStreamsUntilTaskIsGone(t *testing.T) {
+	f := newFake()
+	m := newManager(t, f)
+	if _, err := m.Spawn(context.Background(), job("mon")); err != nil {
+		t.Fatal(err)
+	}
+	samples, err := m.Monitor(context.Background(), "mon", time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, second := <-samples, <-samples
+	if first.CPUPercent != 0 || second.CPUPercent <= 0 {
+		t.Errorf("cpu percent first %v second %v: want 0 then positive", first.CPUPercent, second.CPUPercent)
+	}
+	if err := m.Cleanup(context.Background(), "mon"); err != nil {
+		t.Fatal(err)
+	}
+	for range samples { // drains, then ends: the channel must close
+	}
+	if _, err := m.Monitor(context.Background(), "none", time.Second); !errdefs.IsNotFound(err) {
+		t.Errorf("monitor of a missing task: %v", err)
 	}
 }

@@ -55,6 +55,9 @@ type Limits struct {
 	Timeout     time.Duration `json:"timeout,omitempty"`
 	// Grace is the time between SIGTERM and SIGKILL at the deadline.
 	Grace time.Duration `json:"grace,omitempty"`
+	// CPUTime, if set, limits the CPU time all the task's processes may use
+	// together (as judges like isolate do); 0 means no such limit.
+	CPUTime time.Duration `json:"cpu_time,omitempty"`
 }
 
 // Size units used by limits.

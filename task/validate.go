@@ -244,7 +244,10 @@ func (l Limits) Validate() error {
 	if err := checkRange("timeout", int64(l.Timeout), int64(time.Second), int64(MaxTimeout)); err != nil {
 		return err
 	}
-	return checkRange("grace", int64(l.Grace), int64(time.Millisecond), int64(MaxGrace))
+	if err := checkRange("grace", int64(l.Grace), int64(time.Millisecond), int64(MaxGrace)); err != nil {
+		return err
+	}
+	return checkRange("cpu time", int64(l.CPUTime), int64(10*time.Millisecond), int64(MaxTimeout))
 }
 
 func checkRange(name string, v, lo, hi int64) error {

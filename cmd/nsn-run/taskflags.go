@@ -27,6 +27,7 @@ type taskFlags struct {
 	outputSize  string
 	timeout     time.Duration
 	grace       time.Duration
+	cpuTime     time.Duration
 	gpus        string
 	env         []string
 	workdir     string
@@ -46,6 +47,7 @@ func (f *taskFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.outputSize, "output-size", "", "cap on the files collected from /output (default 64m)")
 	fs.DurationVar(&f.timeout, "timeout", 0, "wall-clock limit; the task is stopped at the deadline (default 1h)")
 	fs.DurationVar(&f.grace, "grace", 0, "time between SIGTERM and SIGKILL at the deadline (default 10s)")
+	fs.DurationVar(&f.cpuTime, "cpu-time", 0, "limit on CPU time of all the task's processes together; over it they are killed (default: none)")
 	fs.StringVar(&f.gpus, "gpus", "", "GPUs: all, a count N, or device=ID[,ID] / ID,ID (indices, GPU-/MIG- UUIDs)")
 	fs.StringArrayVarP(&f.env, "env", "e", nil, "environment variable KEY=VALUE (repeatable)")
 	fs.StringVarP(&f.workdir, "workdir", "w", "", "working directory inside the container (default: the image's, else /)")
@@ -79,6 +81,7 @@ func (f *taskFlags) task(args []string) (task.Task, error) {
 			TmpInodes: f.tmpfsInodes,
 			Timeout:   f.timeout,
 			Grace:     f.grace,
+			CPUTime:   f.cpuTime,
 		},
 	}
 	var err error

@@ -2,6 +2,8 @@
 // attack per invocation, reporting what happened as one JSON object. It is
 // built static (CGO_ENABLED=0) and packed into test and demo images by our
 // own image builder. `nsn-probe all` runs every attack, one JSON line each.
+// Two workloads serve the limit tests: `alloc MB` touches MB mebibytes of
+// memory and reports, `spin SECONDS` keeps one CPU busy for that long.
 package main
 
 import (
@@ -11,6 +13,7 @@ import (
 	"net"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -54,6 +57,10 @@ var attacks = map[string]attack{
 }
 
 func main() {
+	if len(os.Args) == 3 {
+		workload(os.Args[1], os.Args[2])
+		return
+	}
 	if len(os.Args) != 2 {
 		usage()
 	}
@@ -75,8 +82,38 @@ func main() {
 	emit(run(name))
 }
 
+// workload runs alloc or spin.
+func workload(name, arg string) {
+	n, err := strconv.Atoi(arg)
+	if err != nil || n < 0 {
+		usage()
+	}
+	switch name {
+	case "alloc":
+		// Touch every page so the memory is really charged to the cgroup.
+		var keep [][]byte
+		for i := 0; i < n; i++ {
+			b := make([]byte, 1<<20)
+			for j := 0; j < len(b); j += 4096 {
+				b[j] = 1
+			}
+			keep = append(keep, b)
+		}
+		fmt.Printf("allocated %d MiB\n", len(keep))
+	case "spin":
+		end := time.Now().Add(time.Duration(n) * time.Second)
+		x := 0
+		for time.Now().Before(end) {
+			x++
+		}
+		fmt.Printf("spun %d s\n", n)
+	default:
+		usage()
+	}
+}
+
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: nsn-probe ATTACK|all")
+	fmt.Fprintln(os.Stderr, "usage: nsn-probe ATTACK|all\n       nsn-probe alloc MB | spin SECONDS")
 	for n, a := range attacks {
 		fmt.Fprintf(os.Stderr, "  %-13s %s\n", n, a.what)
 	}

@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	apievents "github.com/containerd/containerd/api/events"
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/core/leases"
@@ -25,7 +26,6 @@ import (
 	images "github.com/nsn-run/nsn-run/snapshots"
 	"github.com/nsn-run/nsn-run/spec"
 	"github.com/nsn-run/nsn-run/spec/audit"
-	"github.com/nsn-run/nsn-run/task"
 )
 
 // DefaultSnapshotter is the snapshotter task filesystems are prepared with.
@@ -58,9 +58,13 @@ type Config struct {
 type Backend struct {
 	client *client.Client
 	cfg    Config
+	// stopEvents ends the OOM event subscription (Close).
+	stopEvents context.CancelFunc
 
 	mu    sync.Mutex
 	waits map[string]*exitWait
+	// oom holds the ids of tasks containerd reported an OOM kill for.
+	oom map[string]bool
 }
 
 // exitWait holds an exit registered before start (or on recover), read once
@@ -94,11 +98,70 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Backend{client: c, cfg: cfg, waits: map[string]*exitWait{}}, nil
+	b := &Backend{client: c, cfg: cfg, waits: map[string]*exitWait{}, oom: map[string]bool{}}
+	eventsCtx, stop := context.WithCancel(context.Background())
+	b.stopEvents = stop
+	ready := make(chan struct{})
+	go b.watchOOM(eventsCtx, ready)
+	<-ready
+	return b, nil
 }
 
 // Close releases the connection to containerd; tasks keep running.
-func (b *Backend) Close() error { return b.client.Close() }
+func (b *Backend) Close() error {
+	b.stopEvents()
+	return b.client.Close()
+}
+
+// oomResubscribe is how long watchOOM waits before subscribing again after
+// the event stream broke (a containerd restart, say).
+const oomResubscribe = time.Second
+
+// watchOOM records containerd's /tasks/oom events for the namespace: one
+// subscription shared by every task of this backend. ready is closed once
+// the first subscription is in place, so no task starts before it.
+func (b *Backend) watchOOM(ctx context.Context, ready chan struct{}) {
+	first := true
+	for ctx.Err() == nil {
+		events, errs := b.client.EventService().Subscribe(ctx, `topic=="/tasks/oom"`)
+		if first {
+			close(ready)
+			first = false
+		}
+	stream:
+		for {
+			select {
+			case env := <-events:
+				if env == nil || env.Namespace != b.cfg.Namespace {
+					continue
+				}
+				ev, err := typeurl.UnmarshalAny(env.Event)
+				if err != nil {
+					continue
+				}
+				if oom, ok := ev.(*apievents.TaskOOM); ok {
+					b.mu.Lock()
+					b.oom[oom.ContainerID] = true
+					b.mu.Unlock()
+				}
+			case <-errs:
+				break stream
+			case <-ctx.Done():
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(oomResubscribe):
+		}
+	}
+}
+
+func (b *Backend) oomKilled(id string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.oom[id]
+}
 
 // Client is the underlying containerd client (for image commands).
 func (b *Backend) Client() *client.Client { return b.client }
@@ -252,7 +315,7 @@ func (b *Backend) registerWait(id string, tk client.Task) error {
 	go func() {
 		st := <-ch
 		code, at, err := st.Result()
-		w.status, w.err = runtime.ExitStatus{Code: int(code), ExitedAt: at}, err
+		w.status, w.err = runtime.ExitStatus{Code: int(code), ExitedAt: at, OOMKilled: b.oomKilled(id)}, err
 		close(w.done)
 	}()
 	return nil
@@ -261,6 +324,7 @@ func (b *Backend) registerWait(id string, tk client.Task) error {
 func (b *Backend) forget(id string) {
 	b.mu.Lock()
 	delete(b.waits, id)
+	delete(b.oom, id)
 	b.mu.Unlock()
 }
 
@@ -426,20 +490,24 @@ func (b *Backend) List(ctx context.Context) ([]runtime.Status, error) {
 }
 
 // Stats implements runtime.Backend from the task's cgroup metrics.
-func (b *Backend) Stats(ctx context.Context, id string) (task.Stats, error) {
+func (b *Backend) Stats(ctx context.Context, id string) (cgroups.Sample, error) {
 	tk, err := b.loadTask(ctx, id)
 	if err != nil {
-		return task.Stats{}, err
+		return cgroups.Sample{}, err
 	}
 	m, err := tk.Metrics(b.ns(ctx))
 	if err != nil {
-		return task.Stats{}, fmt.Errorf("metrics of task %s: %w", id, err)
+		return cgroups.Sample{}, fmt.Errorf("metrics of task %s: %w", id, err)
 	}
 	data, err := typeurl.UnmarshalAny(m.Data)
 	if err != nil {
-		return task.Stats{}, fmt.Errorf("decode metrics of task %s: %w", id, err)
+		return cgroups.Sample{}, fmt.Errorf("decode metrics of task %s: %w", id, err)
 	}
-	return cgroups.FromMetrics(data)
+	at := time.Now()
+	if m.Timestamp != nil {
+		at = m.Timestamp.AsTime()
+	}
+	return cgroups.FromMetrics(data, at)
 }
 
 // Recover implements runtime.Backend: reattach the exit wait of a task
