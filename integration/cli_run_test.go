@@ -107,7 +107,7 @@ func TestCLIDetachedLifecycle(t *testing.T) {
 	if r := cli(t, g, "rm", long); r.code != 0 || r.stdout != long+"\n" {
 		t.Errorf("rm: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
 	}
-	if r := cli(t, g, "gc"); r.code != 0 || !strings.Contains(r.stdout, "removed container "+short) {
+	if r := cli(t, g, "gc"); r.code != 0 || !strings.Contains(r.stdout, "removed task "+short+" (stopped)") {
 		t.Errorf("gc: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
 	}
 	if states := psStates(t, g); len(states) != 0 {

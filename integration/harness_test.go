@@ -235,5 +235,8 @@ func testManager(t *testing.T) (*runtime.Manager, *client.Client) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// After the test (and its own leak checks): whatever a failed test left
+	// must not break the next one, nor keep TempDir's mounts busy.
+	t.Cleanup(func() { _, _ = m.CleanupOrphans(context.Background(), true) })
 	return m, c
 }

@@ -55,6 +55,15 @@ type Backend interface {
 	Recover(ctx context.Context, h Handle) error
 }
 
+// OrphanSweeper is an optional Backend feature: removing objects a crashed
+// run left that belong to no task (a lease or snapshot of a spawn that died
+// before its container existed).
+type OrphanSweeper interface {
+	// SweepOrphans removes nsn-run's leases and snapshots whose task is not
+	// in keep, and returns one line per object removed.
+	SweepOrphans(ctx context.Context, keep map[string]bool) ([]string, error)
+}
+
 // StartRequest is what a backend needs to start a task.
 type StartRequest struct {
 	// Task has been validated and completed with defaults.

@@ -149,7 +149,7 @@ func (m *Manager) Spawn(ctx context.Context, t task.Task) (Handle, error) {
 	}
 	h, err := m.start(ctx, t, dir)
 	if err != nil {
-		_ = os.RemoveAll(dir)
+		_ = m.removeState(t.ID)
 		return Handle{}, err
 	}
 	return h, nil
@@ -159,6 +159,9 @@ func (m *Manager) start(ctx context.Context, t task.Task, dir string) (Handle, e
 	out := filepath.Join(dir, outputDir)
 	if err := os.Mkdir(out, 0o700); err != nil {
 		return Handle{}, fmt.Errorf("create output dir: %w", err)
+	}
+	if err := mountOutput(out, t.Limits); err != nil {
+		return Handle{}, err
 	}
 	if err := m.writeRecord(record{Task: t}); err != nil {
 		return Handle{}, err
@@ -373,7 +376,16 @@ func (m *Manager) Cleanup(ctx context.Context, id string) error {
 	if err := m.backend.Destroy(ctx, id); err != nil {
 		return err
 	}
-	if err := os.RemoveAll(m.TaskDir(id)); err != nil {
+	return m.removeState(id)
+}
+
+// removeState unmounts the task's output tmpfs and removes its state dir.
+func (m *Manager) removeState(id string) error {
+	dir := m.TaskDir(id)
+	if err := unmountAll(dir); err != nil {
+		return fmt.Errorf("remove state of task %s: %w", id, err)
+	}
+	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("remove state of task %s: %w", id, err)
 	}
 	return nil
@@ -409,11 +421,14 @@ func (m *Manager) Inspect(ctx context.Context, id string) (Status, error) {
 	return m.backend.Inspect(ctx, id)
 }
 
-// CleanupOrphans removes what earlier runs left behind: containers of
-// nsn-run's that are not running (with their tasks and snapshots), and
-// state directories that no container belongs to. It returns what it
-// removed, one line each.
-func (m *Manager) CleanupOrphans(ctx context.Context) ([]string, error) {
+// CleanupOrphans removes what earlier runs left behind: nsn-run's
+// containers that are not running, with their tasks, snapshots and output
+// mounts; leases and snapshots of spawns that never got a container; and
+// state directories no container belongs to. With force it also stops and
+// removes running tasks. It returns what it removed, one line each. Do not
+// run it while this namespace has spawns in flight: a spawn's lease and
+// snapshot look orphaned until its container exists.
+func (m *Manager) CleanupOrphans(ctx context.Context, force bool) ([]string, error) {
 	statuses, err := m.backend.List(ctx)
 	if err != nil {
 		return nil, err
@@ -421,14 +436,21 @@ func (m *Manager) CleanupOrphans(ctx context.Context) ([]string, error) {
 	var removed []string
 	live := map[string]bool{}
 	for _, st := range statuses {
-		if st.State == StateRunning || st.State == StatePaused {
+		if !force && (st.State == StateRunning || st.State == StatePaused) {
 			live[st.ID] = true
 			continue
 		}
 		if err := m.Cleanup(ctx, st.ID); err != nil {
 			return removed, err
 		}
-		removed = append(removed, "container "+st.ID)
+		removed = append(removed, fmt.Sprintf("task %s (%s)", st.ID, st.State))
+	}
+	if sw, ok := m.backend.(OrphanSweeper); ok {
+		swept, err := sw.SweepOrphans(ctx, live)
+		removed = append(removed, swept...)
+		if err != nil {
+			return removed, err
+		}
 	}
 	entries, err := os.ReadDir(filepath.Join(m.stateDir, "tasks"))
 	if err != nil {
@@ -438,12 +460,53 @@ func (m *Manager) CleanupOrphans(ctx context.Context) ([]string, error) {
 		if live[e.Name()] || task.ValidateID(e.Name()) != nil {
 			continue
 		}
-		if err := m.Cleanup(ctx, e.Name()); err != nil {
+		if err := m.removeState(e.Name()); err != nil {
 			return removed, err
 		}
 		removed = append(removed, "state "+e.Name())
 	}
 	return removed, nil
+}
+
+// Recover picks up the tasks an earlier manager process started and did not
+// finish (it crashed or was restarted): a task still running is reattached,
+// so Wait works on it as if this process had spawned it, deadline included;
+// a task that exited meanwhile is finished now, its Result recorded with its
+// complete logs (the shim's logger, not the manager, wrote them). It returns
+// the handles of both kinds; call Wait on each for its Result.
+func (m *Manager) Recover(ctx context.Context) ([]Handle, error) {
+	entries, err := os.ReadDir(filepath.Join(m.stateDir, "tasks"))
+	if err != nil {
+		return nil, fmt.Errorf("read state dir: %w", err)
+	}
+	var recovered []Handle
+	for _, e := range entries {
+		rec, err := m.readRecord(e.Name())
+		if err != nil || rec.Result != nil || rec.Handle.ID == "" {
+			continue // not a started, unfinished task of ours: gc's business
+		}
+		st, err := m.backend.Inspect(ctx, rec.Handle.ID)
+		if errdefs.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return recovered, err
+		}
+		switch st.State {
+		case StateRunning, StatePaused:
+			if err := m.backend.Recover(ctx, rec.Handle); err != nil {
+				return recovered, fmt.Errorf("recover task %s: %w", rec.Handle.ID, err)
+			}
+		case StateStopped:
+			if _, err := m.Wait(ctx, rec.Handle.ID); err != nil {
+				return recovered, fmt.Errorf("finish task %s: %w", rec.Handle.ID, err)
+			}
+		default:
+			continue
+		}
+		recovered = append(recovered, rec.Handle)
+	}
+	return recovered, nil
 }
 
 // RunOptions are the options of Run.

@@ -146,10 +146,13 @@ func (f *fakeBackend) Recover(context.Context, runtime.Handle) error { return ni
 
 func newManager(t *testing.T, f *fakeBackend) *runtime.Manager {
 	t.Helper()
+	needRoot(t)
 	m, err := runtime.New(runtime.Config{Backend: f, StateDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Unmount every task's output tmpfs before TempDir is removed.
+	t.Cleanup(func() { _, _ = m.CleanupOrphans(context.Background(), true) })
 	return m
 }
 
@@ -261,12 +264,12 @@ func TestCleanupOrphans(t *testing.T) {
 	if err := os.Mkdir(m.TaskDir("stray"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	removed, err := m.CleanupOrphans(context.Background())
+	removed, err := m.CleanupOrphans(context.Background(), false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	slices.Sort(removed)
-	if want := []string{"container dead", "state stray"}; !slices.Equal(removed, want) {
+	if want := []string{"state stray", "task dead (stopped)"}; !slices.Equal(removed, want) {
 		t.Errorf("removed %v, want %v", removed, want)
 	}
 	if st, err := m.Inspect(context.Background(), "live"); err != nil || st.State != runtime.StateRunning {
@@ -278,11 +281,13 @@ func TestCleanupOrphans(t *testing.T) {
 }
 
 func TestCPUTimeLimitKillsAtOnce(t *testing.T) {
+	needRoot(t)
 	f := newFake()
 	m, err := runtime.New(runtime.Config{Backend: f, StateDir: t.TempDir(), SampleInterval: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _, _ = m.CleanupOrphans(context.Background(), true) })
 	tk := job("hog")
 	tk.Limits.CPUTime = 2 * time.Second
 	if _, err := m.Spawn(context.Background(), tk); err != nil {
@@ -324,5 +329,77 @@ func TestMonitorStreamsUntilTaskIsGone(t *testing.T) {
 	}
 	if _, err := m.Monitor(context.Background(), "none", time.Second); !errdefs.IsNotFound(err) {
 		t.Errorf("monitor of a missing task: %v", err)
+	}
+}
+
+// needRoot skips where the Manager cannot mount a task's output tmpfs.
+// CI runs as root, so these tests always run there.
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("the Manager mounts a tmpfs per task: needs root")
+	}
+}
+
+func TestCleanupOrphansForce(t *testing.T) {
+	f := newFake()
+	m := newManager(t, f)
+	if _, err := m.Spawn(context.Background(), job("live")); err != nil {
+		t.Fatal(err)
+	}
+	removed, err := m.CleanupOrphans(context.Background(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"task live (running)"}; !slices.Equal(removed, want) {
+		t.Errorf("removed %v, want %v", removed, want)
+	}
+	if again, err := m.CleanupOrphans(context.Background(), true); err != nil || len(again) != 0 {
+		t.Errorf("second gc removed %v, %v: want nothing", again, err)
+	}
+}
+
+func TestRecover(t *testing.T) {
+	f := newFake()
+	dir := t.TempDir()
+	first, err := runtime.New(runtime.Config{Backend: f, StateDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"running", "exited"} {
+		if _, err := first.Spawn(context.Background(), job(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.exit("exited", 3)
+	// The first manager is gone; a new one over the same state and backend.
+	second, err := runtime.New(runtime.Config{Backend: f, StateDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = second.CleanupOrphans(context.Background(), true) })
+	handles, err := second.Recover(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, h := range handles {
+		ids = append(ids, h.ID)
+	}
+	slices.Sort(ids)
+	if !slices.Equal(ids, []string{"exited", "running"}) {
+		t.Fatalf("recovered %v", ids)
+	}
+	if !slices.Contains(f.destroyed, "exited") {
+		t.Error("the exited task was not finished")
+	}
+	res, err := second.Wait(context.Background(), "exited")
+	if err != nil || res.ExitCode != 3 {
+		t.Errorf("exited task: %+v %v", res, err)
+	}
+	f.exit("running", 0)
+	res, err = second.Wait(context.Background(), "running")
+	if err != nil || res.ExitCode != 0 || res.Reason != task.ReasonExited {
+		t.Errorf("running task: %+v %v", res, err)
 	}
 }

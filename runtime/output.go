@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -21,16 +22,28 @@ import (
 // noFollow makes an open fail on a symlink instead of following it.
 const noFollow = syscall.O_NOFOLLOW
 
+// maxOutputDepth bounds how deep collection descends into /output.
+const maxOutputDepth = 32
+
+// outputCaps bound what collection copies: the task's output limits (which
+// the tmpfs already enforces; the caps hold for any backend) and a depth.
+type outputCaps struct {
+	files, bytes int64
+	depth        int
+}
+
 // CollectOutput fills res with the task's stdout and stderr and the regular
 // files it wrote to /output, each with size and sha256; with dest set it
 // also copies them there. Run it after Wait: the task has stopped, so
 // nothing in the output directory changes underneath.
 //
-// The output directory is walked through an os.Root: no path can resolve
-// outside it. Only regular files and directories are taken; symlinks,
-// fifos, sockets and devices are never followed or copied.
+// The output directory is walked through an os.Root, which cannot resolve a
+// path outside it. Only regular files and directories are taken: symlinks,
+// fifos, sockets and devices are never followed or opened, and are listed in
+// res.OutputSkipped with what lay beyond the file, byte and depth caps.
 func (m *Manager) CollectOutput(ctx context.Context, id, dest string, res *task.Result) error {
-	if err := task.ValidateID(id); err != nil {
+	rec, err := m.readRecord(id)
+	if err != nil {
 		return err
 	}
 	stdoutPath, stderrPath := m.LogPaths(id)
@@ -45,74 +58,119 @@ func (m *Manager) CollectOutput(ctx context.Context, id, dest string, res *task.
 	res.Stdout, res.StdoutTruncated = stdout.Data, stdout.Truncated
 	res.Stderr, res.StderrTruncated = stderr.Data, stderr.Truncated
 
-	files, err := collectFiles(ctx, filepath.Join(m.TaskDir(id), outputDir), dest)
-	if err != nil {
+	l := rec.Task.WithDefaults().Limits
+	c := &collector{ctx: ctx, caps: outputCaps{files: l.OutputFiles, bytes: l.OutputBytes, depth: maxOutputDepth}, files: []task.OutputFile{}}
+	if err := c.collect(filepath.Join(m.TaskDir(id), outputDir), dest); err != nil {
 		return fmt.Errorf("collect output of task %s: %w", id, err)
 	}
-	res.OutputFiles = files
+	res.OutputFiles, res.OutputSkipped = c.files, c.skipped
 	return nil
 }
 
-func collectFiles(ctx context.Context, srcDir, dest string) ([]task.OutputFile, error) {
+type collector struct {
+	ctx     context.Context
+	caps    outputCaps
+	bytes   int64
+	files   []task.OutputFile
+	skipped []task.SkippedFile
+}
+
+func (c *collector) skip(p, reason string) {
+	c.skipped = append(c.skipped, task.SkippedFile{Path: p, Reason: reason})
+}
+
+func (c *collector) collect(srcDir, dest string) error {
 	src, err := os.OpenRoot(srcDir)
 	if errors.Is(err, fs.ErrNotExist) {
-		return []task.OutputFile{}, nil
+		return nil
 	}
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer src.Close()
 	var dst *os.Root
 	if dest != "" {
 		if err := os.MkdirAll(dest, 0o755); err != nil {
-			return nil, err
+			return err
 		}
 		if dst, err = os.OpenRoot(dest); err != nil {
-			return nil, err
+			return err
 		}
 		defer dst.Close()
 	}
 
-	files := []task.OutputFile{}
 	err = fs.WalkDir(src.FS(), ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		if ctx.Err() != nil {
-			return ctx.Err()
+		if err := c.ctx.Err(); err != nil {
+			return err
 		}
-		switch {
-		case p == ".":
+		if p == "." {
 			return nil
-		case d.IsDir():
+		}
+		if depth := strings.Count(p, "/") + 1; depth > c.caps.depth {
+			c.skip(p, "deeper than "+strconv.Itoa(c.caps.depth))
+			if d.IsDir() {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		switch t := d.Type(); {
+		case t.IsDir():
 			if dst != nil {
 				if err := dst.Mkdir(p, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 					return err
 				}
 			}
 			return nil
-		case !d.Type().IsRegular():
-			return nil // links, fifos, sockets, devices: never followed
+		case t&fs.ModeSymlink != 0:
+			c.skip(p, "symlink")
+			return nil
+		case t&fs.ModeNamedPipe != 0:
+			c.skip(p, "fifo")
+			return nil
+		case t&fs.ModeSocket != 0:
+			c.skip(p, "socket")
+			return nil
+		case t&fs.ModeDevice != 0:
+			c.skip(p, "device")
+			return nil
+		case !t.IsRegular():
+			c.skip(p, "not a regular file")
+			return nil
 		}
-		f, err := copyFile(src, dst, p)
+		if int64(len(c.files)) >= c.caps.files {
+			c.skip(p, "over the file cap of "+strconv.FormatInt(c.caps.files, 10))
+			return nil
+		}
+		f, err := copyFile(src, dst, p, c.caps.bytes-c.bytes)
+		if errors.Is(err, errOverCap) {
+			c.skip(p, "over the byte cap of "+strconv.FormatInt(c.caps.bytes, 10))
+			return nil
+		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", p, err)
 		}
-		files = append(files, f)
+		c.bytes += f.Size
+		c.files = append(c.files, f)
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	slices.SortFunc(files, func(a, b task.OutputFile) int { return strings.Compare(a.Path, b.Path) })
-	return files, nil
+	slices.SortFunc(c.files, func(a, b task.OutputFile) int { return strings.Compare(a.Path, b.Path) })
+	return nil
 }
 
-// copyFile hashes (and, with dst, copies) one regular file. It opens the
-// file without following a final symlink, and checks that what it opened
-// is still a regular file.
-func copyFile(src, dst *os.Root, p string) (task.OutputFile, error) {
-	in, err := src.OpenFile(p, os.O_RDONLY|noFollow, 0)
+var errOverCap = errors.New("over the byte cap")
+
+// copyFile hashes (and, with dst, copies) one regular file of at most room
+// bytes. It opens the file without following a final symlink (and without
+// blocking, should it be a fifo after all), and checks that what it opened
+// is a regular file.
+func copyFile(src, dst *os.Root, p string, room int64) (task.OutputFile, error) {
+	in, err := src.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return task.OutputFile{}, err
 	}
@@ -124,17 +182,21 @@ func copyFile(src, dst *os.Root, p string) (task.OutputFile, error) {
 	if !info.Mode().IsRegular() {
 		return task.OutputFile{}, fmt.Errorf("not a regular file")
 	}
+	if info.Size() > room {
+		return task.OutputFile{}, errOverCap
+	}
 	h := sha256.New()
 	w := io.Writer(h)
 	var out *os.File
 	if dst != nil {
-		if out, err = dst.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|noFollow, 0o644); err != nil {
+		if out, err = dst.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NOFOLLOW, 0o644); err != nil {
 			return task.OutputFile{}, err
 		}
 		defer out.Close()
 		w = io.MultiWriter(h, out)
 	}
-	n, err := io.Copy(w, in)
+	// LimitReader: the size was checked, but copy no more than allowed.
+	n, err := io.Copy(w, io.LimitReader(in, room))
 	if err != nil {
 		return task.OutputFile{}, err
 	}

@@ -31,7 +31,16 @@ type Result struct {
 	StdoutTruncated bool         `json:"stdout_truncated"`
 	StderrTruncated bool         `json:"stderr_truncated"`
 	OutputFiles     []OutputFile `json:"output_files"`
-	Stats           Stats        `json:"stats"`
+	// OutputSkipped lists what collection did not copy, and why: links,
+	// fifos, sockets, devices, and what lay beyond the caps.
+	OutputSkipped []SkippedFile `json:"output_skipped,omitempty"`
+	Stats         Stats         `json:"stats"`
+}
+
+// SkippedFile is an entry of /output that was not collected.
+type SkippedFile struct {
+	Path   string `json:"path"`
+	Reason string `json:"reason"`
 }
 
 // OutputFile is one regular file collected from the task's /output.

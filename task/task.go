@@ -50,8 +50,11 @@ type Limits struct {
 	// the task's memory cgroup, so it cannot exceed the memory limit in use.
 	TmpBytes  int64 `json:"tmp_bytes,omitempty"`
 	TmpInodes int64 `json:"tmp_inodes,omitempty"`
-	// OutputBytes caps the files collected from /output.
+	// OutputBytes and OutputFiles size /output: the kernel refuses writes
+	// beyond them (ENOSPC), and collection copies no more. /output is a
+	// tmpfs, so what the task writes there also counts against its memory.
 	OutputBytes int64         `json:"output_bytes,omitempty"`
+	OutputFiles int64         `json:"output_files,omitempty"`
 	Timeout     time.Duration `json:"timeout,omitempty"`
 	// Grace is the time between SIGTERM and SIGKILL at the deadline.
 	Grace time.Duration `json:"grace,omitempty"`
@@ -77,6 +80,7 @@ var Defaults = Limits{
 	TmpBytes:    64 * MiB,
 	TmpInodes:   16384,
 	OutputBytes: 64 * MiB,
+	OutputFiles: 1024,
 	Timeout:     time.Hour,
 	Grace:       10 * time.Second,
 }
@@ -105,6 +109,9 @@ func (t Task) WithDefaults() Task {
 	}
 	if l.OutputBytes == 0 {
 		l.OutputBytes = Defaults.OutputBytes
+	}
+	if l.OutputFiles == 0 {
+		l.OutputFiles = Defaults.OutputFiles
 	}
 	if l.Timeout == 0 {
 		l.Timeout = Defaults.Timeout

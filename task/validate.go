@@ -25,6 +25,8 @@ const (
 	MaxTmpBytes    = 1 * TiB
 	MaxTmpInodes   = 1 << 30
 	MaxOutputBytes = 1 * TiB
+	MinOutputBytes = 64 * KiB
+	MaxOutputFiles = 1 << 20
 	MaxTimeout     = 30 * 24 * time.Hour
 	MaxGrace       = time.Hour
 
@@ -238,7 +240,10 @@ func (l Limits) Validate() error {
 	if err := checkRange("tmp inodes", l.TmpInodes, 1, MaxTmpInodes); err != nil {
 		return err
 	}
-	if err := checkRange("output size", l.OutputBytes, 1, MaxOutputBytes); err != nil {
+	if err := checkRange("output size", l.OutputBytes, MinOutputBytes, MaxOutputBytes); err != nil {
+		return err
+	}
+	if err := checkRange("output files", l.OutputFiles, 1, MaxOutputFiles); err != nil {
 		return err
 	}
 	if err := checkRange("timeout", int64(l.Timeout), int64(time.Second), int64(MaxTimeout)); err != nil {

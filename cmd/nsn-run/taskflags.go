@@ -25,6 +25,7 @@ type taskFlags struct {
 	tmpfsSize   string
 	tmpfsInodes int64
 	outputSize  string
+	outputFiles int64
 	timeout     time.Duration
 	grace       time.Duration
 	cpuTime     time.Duration
@@ -44,7 +45,8 @@ func (f *taskFlags) register(fs *pflag.FlagSet) {
 	fs.Int64Var(&f.openFiles, "open-files", 0, "RLIMIT_NOFILE, soft and hard (default 1024)")
 	fs.StringVar(&f.tmpfsSize, "tmpfs-size", "", "size of the /tmp tmpfs, counted against memory (default 64m)")
 	fs.Int64Var(&f.tmpfsInodes, "tmpfs-inodes", 0, "inode limit of the /tmp tmpfs (default 16384)")
-	fs.StringVar(&f.outputSize, "output-size", "", "cap on the files collected from /output (default 64m)")
+	fs.StringVar(&f.outputSize, "output-size", "", "size of /output, a tmpfs counted against memory; writes beyond it fail with ENOSPC (default 64m)")
+	fs.Int64Var(&f.outputFiles, "output-files", 0, "cap on files and directories in /output (default 1024)")
 	fs.DurationVar(&f.timeout, "timeout", 0, "wall-clock limit; the task is stopped at the deadline (default 1h)")
 	fs.DurationVar(&f.grace, "grace", 0, "time between SIGTERM and SIGKILL at the deadline (default 10s)")
 	fs.DurationVar(&f.cpuTime, "cpu-time", 0, "limit on CPU time of all the task's processes together; over it they are killed (default: none)")
@@ -75,13 +77,14 @@ func (f *taskFlags) task(args []string) (task.Task, error) {
 		GPUs:       f.gpus,
 		Runtime:    f.runtime,
 		Limits: task.Limits{
-			CPUs:      f.cpus,
-			Pids:      f.pids,
-			OpenFiles: f.openFiles,
-			TmpInodes: f.tmpfsInodes,
-			Timeout:   f.timeout,
-			Grace:     f.grace,
-			CPUTime:   f.cpuTime,
+			CPUs:        f.cpus,
+			Pids:        f.pids,
+			OpenFiles:   f.openFiles,
+			TmpInodes:   f.tmpfsInodes,
+			OutputFiles: f.outputFiles,
+			Timeout:     f.timeout,
+			Grace:       f.grace,
+			CPUTime:     f.cpuTime,
 		},
 	}
 	var err error

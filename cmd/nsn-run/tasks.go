@@ -160,12 +160,17 @@ output). A running task is refused unless -f, which kills it first.`,
 }
 
 func newGCCommand(g *globalOptions) *cobra.Command {
-	return &cobra.Command{
-		Use:   "gc",
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "gc [--force]",
 		Short: "Remove what stopped or crashed runs left behind",
-		Long: `Remove nsn-run's containers that are not running (with their tasks and
-snapshots) and state directories no container belongs to, and print what was
-removed. Running tasks are left alone.`,
+		Long: `Remove what stopped or crashed runs left in the namespace and state dir:
+nsn-run's containers that are not running, with their tasks, snapshots and
+output mounts; leases and snapshots of spawns that died before their
+container existed; state directories no container belongs to. Print one line
+per object removed. Running tasks are left alone unless --force, which stops
+and removes them too. Safe to run twice; do not run it while spawns are in
+flight in the namespace.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			m, closeFn, err := openManager(cmd.Context(), g)
@@ -173,11 +178,13 @@ removed. Running tasks are left alone.`,
 				return err
 			}
 			defer closeFn()
-			removed, err := m.CleanupOrphans(cmd.Context())
+			removed, err := m.CleanupOrphans(cmd.Context(), force)
 			for _, r := range removed {
 				fmt.Fprintln(cmd.OutOrStdout(), "removed", r)
 			}
 			return err
 		},
 	}
+	cmd.Flags().BoolVarP(&force, "force", "f", false, "also stop and remove running tasks")
+	return cmd
 }

@@ -313,12 +313,53 @@ func (b *Backend) registerWait(id string, tk client.Task) error {
 	b.waits[id] = w
 	b.mu.Unlock()
 	go func() {
-		st := <-ch
-		code, at, err := st.Result()
-		w.status, w.err = runtime.ExitStatus{Code: int(code), ExitedAt: at, OOMKilled: b.oomKilled(id)}, err
-		close(w.done)
+		defer close(w.done)
+		for {
+			st := <-ch
+			code, at, err := st.Result()
+			if err == nil {
+				w.status = runtime.ExitStatus{Code: int(code), ExitedAt: at, OOMKilled: b.oomKilled(id)}
+				return
+			}
+			// The wait stream broke: containerd restarted or the
+			// connection dropped. The shim and the task live on, and the
+			// shim keeps the exit status: subscribe again once containerd
+			// answers.
+			if ch, err = b.rewait(id); err != nil {
+				w.err = err
+				return
+			}
+		}
 	}()
 	return nil
+}
+
+// reconnectWindow bounds how long a broken exit wait tries to reach
+// containerd again before giving up.
+const reconnectWindow = 2 * time.Minute
+
+// rewait subscribes to the exit of a task whose earlier wait broke.
+func (b *Backend) rewait(id string) (<-chan client.ExitStatus, error) {
+	deadline := time.Now().Add(reconnectWindow)
+	var lastErr error
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(b.ns(context.Background()), pingTimeout)
+		tk, err := b.loadTask(ctx, id)
+		cancel()
+		if errdefs.IsNotFound(err) {
+			return nil, err // deleted meanwhile: nothing to wait for
+		}
+		if err == nil {
+			ch, werr := tk.Wait(b.ns(context.Background()))
+			if werr == nil {
+				return ch, nil
+			}
+			err = werr
+		}
+		lastErr = err
+		time.Sleep(oomResubscribe) // containerd is down: retry after a pause
+	}
+	return nil, fmt.Errorf("wait on task %s: containerd unreachable for %s: %w", id, reconnectWindow, lastErr)
 }
 
 func (b *Backend) forget(id string) {
@@ -521,4 +562,52 @@ func (b *Backend) Recover(ctx context.Context, h runtime.Handle) error {
 		return err
 	}
 	return b.registerWait(h.ID, tk)
+}
+
+var _ runtime.OrphanSweeper = (*Backend)(nil)
+
+// SweepOrphans implements runtime.OrphanSweeper: nsn-run's leases and task
+// snapshots whose task is neither in keep nor has a container.
+func (b *Backend) SweepOrphans(ctx context.Context, keep map[string]bool) ([]string, error) {
+	ctx = b.ns(ctx)
+	orphan := func(id string) bool {
+		if id == "" || keep[id] {
+			return false
+		}
+		_, err := b.client.LoadContainer(ctx, id)
+		return errdefs.IsNotFound(err)
+	}
+	var removed []string
+	ls := b.client.LeasesService()
+	all, err := ls.List(ctx, fmt.Sprintf("labels.%q==%s", runtime.LabelManager, runtime.ManagerName))
+	if err != nil {
+		return nil, fmt.Errorf("list leases: %w", err)
+	}
+	for _, l := range all {
+		if !orphan(l.Labels[runtime.LabelTaskID]) {
+			continue
+		}
+		if err := ls.Delete(ctx, l, leases.SynchronousDelete); err != nil && !errdefs.IsNotFound(err) {
+			return removed, fmt.Errorf("delete lease %s: %w", l.ID, err)
+		}
+		removed = append(removed, "lease "+l.ID)
+	}
+	sn := b.client.SnapshotService(b.cfg.Snapshotter)
+	var names []string
+	err = sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
+		if info.Labels[runtime.LabelManager] == runtime.ManagerName && orphan(info.Labels[runtime.LabelTaskID]) {
+			names = append(names, info.Name)
+		}
+		return nil
+	}, fmt.Sprintf("labels.%q==%s", runtime.LabelManager, runtime.ManagerName))
+	if err != nil {
+		return removed, fmt.Errorf("list snapshots: %w", err)
+	}
+	for _, name := range names {
+		if err := sn.Remove(ctx, name); err != nil && !errdefs.IsNotFound(err) {
+			return removed, fmt.Errorf("remove snapshot %s: %w", name, err)
+		}
+		removed = append(removed, "snapshot "+name)
+	}
+	return removed, nil
 }
