@@ -119,7 +119,10 @@ func importBusybox(t *testing.T, c *client.Client, addr string) {
 				return
 			}
 		}
-		// The probe image: the same rootfs plus our static attack probe.
+		// The probe image: the same rootfs plus our static attack probe,
+		// a setuid-root copy and a copy with CAP_SYS_ADMIN as a file
+		// capability; /etc/passwd and /usr/bin writable by anyone, so a
+		// refused write shows the read-only root, not file permissions.
 		probe := filepath.Join(t.TempDir(), "nsn-probe")
 		build := exec.Command("go", "build", "-o", probe, "github.com/nsn-run/nsn-run/integration/probe")
 		build.Env = append(os.Environ(), "CGO_ENABLED=0")
@@ -127,10 +130,28 @@ func importBusybox(t *testing.T, c *client.Client, addr string) {
 			err = fmt.Errorf("build probe: %w: %s", berr, out)
 			return
 		}
-		if err = imagebuild.AddFile(rootfs, probe, "/bin/nsn-probe"); err != nil {
+		for _, dest := range []string{"/bin/nsn-probe", "/bin/nsn-probe-suid", "/bin/nsn-probe-fcap"} {
+			if err = imagebuild.AddFile(rootfs, probe, dest); err != nil {
+				return
+			}
+		}
+		if err = os.Chmod(filepath.Join(rootfs, "bin/nsn-probe-suid"), 0o755|os.ModeSetuid); err != nil {
 			return
 		}
-		err = importRootfs(c, probeRef, rootfs)
+		if err = os.WriteFile(filepath.Join(rootfs, "etc/passwd"), []byte("root:x:0:0::/:/bin/sh\n"), 0o666); err != nil {
+			return
+		}
+		if err = os.Chmod(filepath.Join(rootfs, "etc/passwd"), 0o666); err != nil {
+			return
+		}
+		if err = os.Chmod(filepath.Join(rootfs, "usr/bin"), 0o777|os.ModeSticky); err != nil {
+			return
+		}
+		err = importImage(c, imagebuild.Image{
+			Name: probeRef, RootfsDir: rootfs,
+			Config: ocispec.ImageConfig{Env: []string{"PATH=/bin"}},
+			Xattrs: map[string]map[string]string{"bin/nsn-probe-fcap": {"security.capability": imagebuild.FileCapability(21)}},
+		})
 	})
 	if err != nil {
 		t.Fatalf("import busybox test image: %v", err)
@@ -138,16 +159,20 @@ func importBusybox(t *testing.T, c *client.Client, addr string) {
 }
 
 func importRootfs(c *client.Client, name, rootfs string) error {
-	var buf bytes.Buffer
-	err := imagebuild.WriteOCILayout(&buf, imagebuild.Image{
+	return importImage(c, imagebuild.Image{
 		Name:      name,
 		RootfsDir: rootfs,
 		Config:    ocispec.ImageConfig{Env: []string{"PATH=/bin"}, Cmd: []string{"sh"}},
 	})
-	if err != nil {
+}
+
+// importImage packs img with our image builder and imports it.
+func importImage(c *client.Client, img imagebuild.Image) error {
+	var buf bytes.Buffer
+	if err := imagebuild.WriteOCILayout(&buf, img); err != nil {
 		return err
 	}
-	_, err = c.Import(context.Background(), &buf)
+	_, err := c.Import(context.Background(), &buf)
 	return err
 }
 

@@ -38,6 +38,8 @@ type globalOptions struct {
 	namespace string
 	backend   string
 	stateDir  string
+	// cdiSpecDirs override /etc/cdi and /var/run/cdi.
+	cdiSpecDirs []string
 }
 
 func envOr(key, def string) string {
@@ -66,10 +68,11 @@ any spec against the isolation policy (nsn-run audit).`,
 	pf.StringVar(&g.address, "address", envOr("NSN_ADDRESS", "/run/containerd/containerd.sock"), "containerd socket (env NSN_ADDRESS)")
 	pf.StringVar(&g.namespace, "namespace", envOr("NSN_NAMESPACE", "nsn"), "containerd namespace (env NSN_NAMESPACE)")
 	pf.StringVar(&g.backend, "backend", envOr("NSN_BACKEND", "containerd"), "backend: containerd (env NSN_BACKEND)")
+	pf.StringArrayVar(&g.cdiSpecDirs, "cdi-spec-dir", nil, "CDI spec directory (repeatable; default /etc/cdi and /var/run/cdi)")
 	pf.StringVar(&g.stateDir, "state-dir", envOr("NSN_STATE_DIR", "/var/lib/nsn-run"), "directory for per-task state and output (env NSN_STATE_DIR)")
 
 	root.AddCommand(newRunCommand(g), newSpecCommand(g), newAuditCommand(), newPsCommand(g), newLogsCommand(g),
-		newStatsCommand(g), newKillCommand(g), newRmCommand(g), newGCCommand(g), newImageCommand(g), newShimLoggerCommand())
+		newStatsCommand(g), newKillCommand(g), newRmCommand(g), newGCCommand(g), newImageCommand(g), newDoctorCommand(g), newShimLoggerCommand())
 	return root
 }
 

@@ -1,9 +1,11 @@
 // Command nsn-probe runs inside an nsn-run container and tries one named
-// attack per invocation, reporting what happened as one JSON object. It is
-// built static (CGO_ENABLED=0) and packed into test and demo images by our
-// own image builder. `nsn-probe all` runs every attack, one JSON line each.
+// attack per invocation, reporting what happened as one JSON object:
+// `nsn-probe ATTACK [ARG]`. `nsn-probe all` runs every attack that needs no
+// argument, one JSON line each. It is built static (CGO_ENABLED=0) and packed
+// into test and demo images by our own image builder.
+//
 // Two workloads serve the limit tests: `alloc MB` touches MB mebibytes of
-// memory and reports, `spin SECONDS` keeps one CPU busy for that long.
+// memory, `spin SECONDS` keeps one CPU busy for that long.
 package main
 
 import (
@@ -12,10 +14,12 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -31,97 +35,125 @@ type Report struct {
 
 type attack struct {
 	what string
-	run  func() Report
+	run  func(arg string) Report
 }
+
+// noArg adapts an attack that takes no argument.
+func noArg(f func() Report) func(string) Report { return func(string) Report { return f() } }
 
 var attacks = map[string]attack{
-	"identity":    {"runs as non-root with no capabilities, no_new_privs and seccomp", identity},
-	"write-root":  {"write a file in /", func() Report { return errnoReport(os.WriteFile("/pwned", []byte("x"), 0o644)) }},
-	"write-etc":   {"append to /etc/passwd", writeEtc},
-	"mount":       {"mount a tmpfs", func() Report { return errnoReport(unix.Mount("none", "/tmp", "tmpfs", 0, "")) }},
-	"unshare-net": {"create a network namespace", func() Report { return errnoReport(unix.Unshare(unix.CLONE_NEWNET)) }},
-	"unshare-user": {"create a user namespace", func() Report {
-		return errnoReport(unix.Unshare(unix.CLONE_NEWUSER))
-	}},
-	"network": {"connect to 1.1.1.1:53 over TCP", func() Report {
-		conn, err := net.DialTimeout("tcp", "1.1.1.1:53", 2*time.Second)
-		if err == nil {
-			conn.Close()
-		}
-		return errnoReport(err)
-	}},
-	"mknod": {"create a block device node", func() Report {
+	// 1, 2: identity (also run from setuid-root and file-capability copies)
+	"identity": {"uids, gids, capability sets, no_new_privs and seccomp mode", noArg(identity)},
+	// 3: mounts
+	"mount":         {"mount a tmpfs on /tmp", noArg(func() Report { return errnoReport(unix.Mount("none", "/tmp", "tmpfs", 0, "")) })},
+	"umount-masked": {"unmount the mask over /proc/kcore", noArg(func() Report { return errnoReport(unix.Unmount("/proc/kcore", unix.MNT_DETACH)) })},
+	"pivot-root":    {"pivot_root", noArg(func() Report { return errnoReport(unix.PivotRoot("/tmp", "/tmp")) })},
+	// 4: namespaces
+	"unshare-user":  {"unshare a user namespace", noArg(func() Report { return errnoReport(unix.Unshare(unix.CLONE_NEWUSER)) })},
+	"unshare-mount": {"unshare a mount namespace", noArg(func() Report { return errnoReport(unix.Unshare(unix.CLONE_NEWNS)) })},
+	"unshare-net":   {"unshare a network namespace", noArg(func() Report { return errnoReport(unix.Unshare(unix.CLONE_NEWNET)) })},
+	"setns":         {"setns into a network namespace", noArg(setns)},
+	"clone3":        {"clone3 (fails with ENOSYS so libcs fall back to clone)", noArg(clone3)},
+	// 5: dangerous syscalls
+	"keyctl":            {"keyctl", noArg(func() Report { return sysReport(unix.SYS_KEYCTL, 0, negOne(3), 0) })},
+	"add-key":           {"add_key", noArg(addKey)},
+	"bpf":               {"bpf(BPF_MAP_CREATE)", noArg(func() Report { return sysReport(unix.SYS_BPF, 0, 0, 0) })},
+	"perf-event-open":   {"perf_event_open", noArg(perfEventOpen)},
+	"userfaultfd":       {"userfaultfd", noArg(func() Report { return sysReport(unix.SYS_USERFAULTFD, 0, 0, 0) })},
+	"io-uring-setup":    {"io_uring_setup", noArg(ioUringSetup)},
+	"open-by-handle-at": {"open_by_handle_at", noArg(func() Report { return sysReport(unix.SYS_OPEN_BY_HANDLE_AT, negOne(100), 0, 0) })},
+	"init-module":       {"init_module", noArg(func() Report { return sysReport(unix.SYS_INIT_MODULE, 0, 0, 0) })},
+	"kexec-load":        {"kexec_load", noArg(func() Report { return sysReport(unix.SYS_KEXEC_LOAD, 0, 0, 0) })},
+	"acct":              {"acct", noArg(func() Report { return sysReport(unix.SYS_ACCT, 0, 0, 0) })},
+	// 6: sensitive kernel files
+	"read-kcore":       {"read /proc/kcore", noArg(func() Report { return readReport("/proc/kcore") })},
+	"read-keys":        {"read /proc/keys", noArg(func() Report { return readReport("/proc/keys") })},
+	"read-timer-list":  {"read /proc/timer_list", noArg(func() Report { return readReport("/proc/timer_list") })},
+	"read-sched-debug": {"read /proc/sched_debug", noArg(func() Report { return readReport("/proc/sched_debug") })},
+	"list-firmware":    {"list /sys/firmware", noArg(listFirmware)},
+	// 7: kernel knobs
+	"write-core-pattern": {"write /proc/sys/kernel/core_pattern", noArg(func() Report { return writeReport("/proc/sys/kernel/core_pattern", "|/pwn") })},
+	"write-sysrq":        {"write /proc/sysrq-trigger", noArg(func() Report { return writeReport("/proc/sysrq-trigger", "h") })},
+	"write-cgroupfs":     {"find a cgroup filesystem and create a cgroup in it", noArg(writeCgroupfs)},
+	"write-sys":          {"write /sys/class/net/lo/mtu", noArg(func() Report { return writeReport("/sys/class/net/lo/mtu", "1280") })},
+	"has-xattr":          {"read extended attribute security.capability of ARG", hasFileCapability},
+	// 8: devices
+	"mknod": {"create a block device node", noArg(func() Report {
 		return errnoReport(unix.Mknod("/tmp/sda", unix.S_IFBLK|0o600, int(unix.Mkdev(8, 0))))
-	}},
-	"exec-tmp": {"run a binary copied to /tmp", execTmp},
+	})},
+	// 9: read-only root
+	"write-root":    {"write a file in /", noArg(func() Report { return errnoReport(os.WriteFile("/pwned", []byte("x"), 0o644)) })},
+	"write-etc":     {"append to /etc/passwd", noArg(func() Report { return writeReport("/etc/passwd", "pwn::0:0::/:/bin/sh\n") })},
+	"write-usr-bin": {"create a file in /usr/bin", noArg(func() Report { return errnoReport(os.WriteFile("/usr/bin/pwn", []byte("x"), 0o755)) })},
+	// 10: scratch space limits
+	"fill-tmp":    {"write to /tmp until it is full", noArg(fillTmp)},
+	"fill-inodes": {"create files in /tmp until the inodes run out", noArg(fillInodes)},
+	// 11: network
+	"only-lo":          {"list network interfaces", noArg(onlyLo)},
+	"connect-host":     {"TCP connect to ARG (a server on the host's loopback)", connect},
+	"connect-internet": {"TCP connect to 1.1.1.1:53", noArg(func() Report { return connect("1.1.1.1:53") })},
+	"connect-metadata": {"TCP connect to 169.254.169.254:80", noArg(func() Report { return connect("169.254.169.254:80") })},
+	"runtime-sockets":  {"look for containerd and docker sockets (and ARG, a path)", runtimeSockets},
+	// 12: inherited state
+	"open-fds":  {"file descriptors open at start", noArg(openFDs)},
+	"host-pids": {"processes visible in /proc", noArg(hostPids)},
+	// 13: host settings
+	"sethostname":  {"sethostname", noArg(func() Report { return errnoReport(unix.Sethostname([]byte("pwned"))) })},
+	"raise-rlimit": {"raise the hard RLIMIT_NOFILE", noArg(raiseRlimit)},
+	"exec-tmp":     {"run a binary copied to /tmp", noArg(execTmp)},
 }
 
+// needsArg lists attacks `all` leaves out.
+var needsArg = map[string]bool{"connect-host": true, "has-xattr": true}
+
 func main() {
-	if len(os.Args) == 3 {
-		workload(os.Args[1], os.Args[2])
-		return
-	}
-	if len(os.Args) != 2 {
+	// Before anything else can open a descriptor.
+	initialFDs = listFDs()
+	if len(os.Args) < 2 || len(os.Args) > 3 {
 		usage()
 	}
-	name := os.Args[1]
-	if name == "all" {
+	name, arg := os.Args[1], ""
+	if len(os.Args) == 3 {
+		arg = os.Args[2]
+	}
+	switch name {
+	case "alloc", "spin":
+		workload(name, arg)
+		return
+	case "all":
 		names := make([]string, 0, len(attacks))
 		for n := range attacks {
-			names = append(names, n)
+			if !needsArg[n] && n != "fill-tmp" && n != "fill-inodes" {
+				names = append(names, n)
+			}
 		}
 		sort.Strings(names)
 		for _, n := range names {
-			emit(run(n))
+			emit(run(n, ""))
 		}
 		return
 	}
 	if _, ok := attacks[name]; !ok {
 		usage()
 	}
-	emit(run(name))
-}
-
-// workload runs alloc or spin.
-func workload(name, arg string) {
-	n, err := strconv.Atoi(arg)
-	if err != nil || n < 0 {
-		usage()
-	}
-	switch name {
-	case "alloc":
-		// Touch every page so the memory is really charged to the cgroup.
-		var keep [][]byte
-		for i := 0; i < n; i++ {
-			b := make([]byte, 1<<20)
-			for j := 0; j < len(b); j += 4096 {
-				b[j] = 1
-			}
-			keep = append(keep, b)
-		}
-		fmt.Printf("allocated %d MiB\n", len(keep))
-	case "spin":
-		end := time.Now().Add(time.Duration(n) * time.Second)
-		x := 0
-		for time.Now().Before(end) {
-			x++
-		}
-		fmt.Printf("spun %d s\n", n)
-	default:
-		usage()
-	}
+	emit(run(name, arg))
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: nsn-probe ATTACK|all\n       nsn-probe alloc MB | spin SECONDS")
-	for n, a := range attacks {
-		fmt.Fprintf(os.Stderr, "  %-13s %s\n", n, a.what)
+	fmt.Fprintln(os.Stderr, "usage: nsn-probe ATTACK [ARG] | all | alloc MB | spin SECONDS")
+	names := make([]string, 0, len(attacks))
+	for n := range attacks {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(os.Stderr, "  %-19s %s\n", n, attacks[n].what)
 	}
 	os.Exit(2)
 }
 
-func run(name string) Report {
-	r := attacks[name].run()
+func run(name, arg string) Report {
+	r := attacks[name].run(arg)
 	r.Attack = name
 	return r
 }
@@ -144,12 +176,282 @@ func errnoReport(err error) Report {
 	return r
 }
 
-func writeEtc() Report {
-	f, err := os.OpenFile("/etc/passwd", os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+func negOne(n int) uintptr { return uintptr(-n) }
+
+// sysReport makes a raw syscall with harmless arguments: refusal is the
+// expected answer; success (fd closed at once) means the syscall is open.
+func sysReport(nr uintptr, a1, a2, a3 uintptr) Report {
+	r1, _, errno := unix.Syscall(nr, a1, a2, a3)
+	if errno == 0 {
+		_ = unix.Close(int(r1))
+		return Report{Blocked: false, Detail: fmt.Sprintf("returned %d", r1)}
+	}
+	return errnoReport(errno)
+}
+
+func setns() Report {
+	fd, err := unix.Open("/proc/self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return errnoReport(err)
+	}
+	defer unix.Close(fd)
+	return errnoReport(unix.Setns(fd, unix.CLONE_NEWNET))
+}
+
+func clone3() Report {
+	var args [88]byte // struct clone_args, version 2, all zero: a plain fork
+	r1, _, errno := unix.Syscall(unix.SYS_CLONE3, uintptr(unsafe.Pointer(&args[0])), uintptr(len(args)), 0)
+	if errno == 0 {
+		if r1 == 0 {
+			os.Exit(0) // the child of a successful clone3
+		}
+		return Report{Blocked: false, Detail: "clone3 created a process"}
+	}
+	return errnoReport(errno)
+}
+
+func addKey() Report {
+	typ, _ := unix.BytePtrFromString("user")
+	desc, _ := unix.BytePtrFromString("nsn-probe")
+	payload := []byte("x")
+	r1, _, errno := unix.Syscall6(unix.SYS_ADD_KEY, uintptr(unsafe.Pointer(typ)), uintptr(unsafe.Pointer(desc)),
+		uintptr(unsafe.Pointer(&payload[0])), 1, negOne(2), 0)
+	if errno == 0 {
+		return Report{Blocked: false, Detail: fmt.Sprintf("key %d", r1)}
+	}
+	return errnoReport(errno)
+}
+
+func perfEventOpen() Report {
+	attr := unix.PerfEventAttr{Type: unix.PERF_TYPE_SOFTWARE, Config: unix.PERF_COUNT_SW_CPU_CLOCK}
+	attr.Size = uint32(unsafe.Sizeof(attr))
+	fd, err := unix.PerfEventOpen(&attr, 0, -1, -1, 0)
 	if err == nil {
-		f.Close()
+		unix.Close(fd)
 	}
 	return errnoReport(err)
+}
+
+func ioUringSetup() Report {
+	var params [120]byte // struct io_uring_params
+	return sysReport(unix.SYS_IO_URING_SETUP, 1, uintptr(unsafe.Pointer(&params[0])), 0)
+}
+
+// readReport: a masked file reads as empty, or cannot be opened.
+func readReport(path string) Report {
+	f, err := os.Open(path)
+	if err != nil {
+		return errnoReport(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 4096)
+	n, _ := f.Read(buf)
+	if n > 0 {
+		return Report{Blocked: false, Detail: fmt.Sprintf("read %d bytes", n)}
+	}
+	return Report{Blocked: true, Detail: "empty"}
+}
+
+func listFirmware() Report {
+	entries, err := os.ReadDir("/sys/firmware")
+	if err != nil {
+		return errnoReport(err)
+	}
+	if len(entries) > 0 {
+		return Report{Blocked: false, Detail: fmt.Sprintf("%d entries, first %s", len(entries), entries[0].Name())}
+	}
+	return Report{Blocked: true, Detail: "empty"}
+}
+
+func writeReport(path, data string) Report {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return errnoReport(err)
+	}
+	defer f.Close()
+	_, err = f.WriteString(data)
+	return errnoReport(err)
+}
+
+// writeCgroupfs looks for a cgroup filesystem in the task's mount table
+// and tries to create a cgroup in each: none visible is itself the answer.
+func writeCgroupfs() Report {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return errnoReport(err)
+	}
+	var tried []string
+	for line := range strings.Lines(string(b)) {
+		fields := strings.Fields(line)
+		sep := slicesIndex(fields, "-")
+		if sep < 0 || sep+1 >= len(fields) || !strings.HasPrefix(fields[sep+1], "cgroup") {
+			continue
+		}
+		err := os.Mkdir(filepath.Join(fields[4], "pwn"), 0o755)
+		if err == nil {
+			return Report{Blocked: false, Detail: "created a cgroup in " + fields[4]}
+		}
+		tried = append(tried, fields[4]+": "+err.Error())
+		r := errnoReport(err)
+		r.Detail = strings.Join(tried, "; ")
+		return r
+	}
+	return Report{Blocked: true, Detail: "no cgroup filesystem mounted"}
+}
+
+func slicesIndex(list []string, s string) int {
+	for i, v := range list {
+		if v == s {
+			return i
+		}
+	}
+	return -1
+}
+
+func hasFileCapability(path string) Report {
+	buf := make([]byte, 64)
+	n, err := unix.Getxattr(path, "security.capability", buf)
+	if err != nil {
+		return Report{Detail: "absent: " + err.Error()}
+	}
+	return Report{Detail: fmt.Sprintf("present, %d bytes", n)}
+}
+
+func fillTmp() Report {
+	f, err := os.Create("/tmp/fill")
+	if err != nil {
+		return Report{Detail: "cannot create: " + err.Error()}
+	}
+	defer os.Remove("/tmp/fill")
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	var written int64
+	for written < 64<<30 {
+		n, err := f.Write(buf)
+		written += int64(n)
+		if err != nil {
+			r := errnoReport(err)
+			r.Detail = fmt.Sprintf("%s after %d bytes", r.Detail, written)
+			return r
+		}
+	}
+	return Report{Blocked: false, Detail: fmt.Sprintf("wrote %d bytes", written)}
+}
+
+func fillInodes() Report {
+	if err := os.Mkdir("/tmp/inodes", 0o755); err != nil {
+		return Report{Detail: "cannot mkdir: " + err.Error()}
+	}
+	for i := range 1_000_000 {
+		fd, err := unix.Open(fmt.Sprintf("/tmp/inodes/%d", i), unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
+		if err != nil {
+			r := errnoReport(err)
+			r.Detail = fmt.Sprintf("%s after %d files", r.Detail, i)
+			return r
+		}
+		unix.Close(fd)
+	}
+	return Report{Blocked: false, Detail: "created 1000000 files"}
+}
+
+func onlyLo() Report {
+	entries, err := os.ReadDir("/sys/class/net")
+	if err != nil {
+		return errnoReport(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return Report{Blocked: len(names) == 1 && names[0] == "lo", Detail: strings.Join(names, ",")}
+}
+
+func connect(addr string) Report {
+	if addr == "" {
+		return Report{Detail: "no address given"}
+	}
+	conn, err := net.DialTimeout("tcp", addr, 3*time.Second)
+	if err == nil {
+		conn.Close()
+	}
+	return errnoReport(err)
+}
+
+func runtimeSockets(extra string) Report {
+	paths := []string{"/run/containerd/containerd.sock", "/var/run/containerd/containerd.sock",
+		"/run/docker.sock", "/var/run/docker.sock", "/run/containerd/containerd.sock.ttrpc"}
+	if extra != "" {
+		paths = append(paths, extra)
+	}
+	var found []string
+	for _, p := range paths {
+		if _, err := os.Lstat(p); err == nil {
+			found = append(found, p)
+		}
+	}
+	return Report{Blocked: len(found) == 0, Detail: "visible: " + strings.Join(found, ",")}
+}
+
+// initialFDs are the descriptors open when main started.
+var initialFDs []int
+
+// listFDs reads /proc/self/fd with raw syscalls, leaving out the
+// descriptor used to read it.
+func listFDs() []int {
+	dir, err := unix.Open("/proc/self/fd", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil
+	}
+	defer unix.Close(dir)
+	var fds []int
+	buf := make([]byte, 4096)
+	for {
+		n, err := unix.ReadDirent(dir, buf)
+		if err != nil || n == 0 {
+			break
+		}
+		_, _, names := unix.ParseDirent(buf[:n], -1, nil)
+		for _, name := range names {
+			if fd, err := strconv.Atoi(name); err == nil && fd != dir {
+				fds = append(fds, fd)
+			}
+		}
+	}
+	sort.Ints(fds)
+	return fds
+}
+
+func openFDs() Report {
+	ok := len(initialFDs) == 3 && initialFDs[0] == 0 && initialFDs[1] == 1 && initialFDs[2] == 2
+	return Report{Blocked: ok, Detail: fmt.Sprint(initialFDs)}
+}
+
+func hostPids() Report {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return errnoReport(err)
+	}
+	var pids []string
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err == nil {
+			pids = append(pids, e.Name())
+		}
+	}
+	cmd, _ := os.ReadFile("/proc/1/cmdline")
+	init := strings.ReplaceAll(string(cmd), "\x00", " ")
+	// In its own pid namespace the task's first process is pid 1.
+	blocked := strings.Contains(init, "nsn-probe") && len(pids) < 10
+	return Report{Blocked: blocked, Detail: fmt.Sprintf("pids %v, pid 1 is %q", pids, strings.TrimSpace(init))}
+}
+
+func raiseRlimit() Report {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return Report{Detail: err.Error()}
+	}
+	lim.Max++
+	lim.Cur = lim.Max
+	return errnoReport(unix.Setrlimit(unix.RLIMIT_NOFILE, &lim))
 }
 
 func execTmp() Report {
@@ -164,7 +466,9 @@ func execTmp() Report {
 }
 
 // identity reads the process's credentials and security state from
-// /proc/self/status.
+// /proc/self/status: blocked means no uid or gid (real, effective, saved,
+// filesystem) is 0, every capability set is empty, no_new_privs is set and
+// seccomp filters.
 func identity() Report {
 	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
@@ -177,20 +481,50 @@ func identity() Report {
 			fields[k] = strings.TrimSpace(v)
 		}
 	}
-	uid := strings.Fields(fields["Uid"])
-	gid := strings.Fields(fields["Gid"])
-	detail := fmt.Sprintf("uid=%s gid=%s CapEff=%s CapPrm=%s CapBnd=%s CapAmb=%s NoNewPrivs=%s Seccomp=%s",
-		first(uid), first(gid), fields["CapEff"], fields["CapPrm"], fields["CapBnd"], fields["CapAmb"], fields["NoNewPrivs"], fields["Seccomp"])
-	zero := "0000000000000000"
-	blocked := first(uid) != "0" && first(gid) != "0" &&
-		fields["CapEff"] == zero && fields["CapPrm"] == zero && fields["CapBnd"] == zero && fields["CapAmb"] == zero &&
-		fields["NoNewPrivs"] == "1" && fields["Seccomp"] == "2"
+	ids := append(strings.Fields(fields["Uid"]), strings.Fields(fields["Gid"])...)
+	blocked := len(ids) == 8 && !containsString(ids, "0")
+	const zero = "0000000000000000"
+	for _, set := range []string{"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"} {
+		blocked = blocked && fields[set] == zero
+	}
+	blocked = blocked && fields["NoNewPrivs"] == "1" && fields["Seccomp"] == "2"
+	detail := fmt.Sprintf("Uid=%s Gid=%s CapInh=%s CapPrm=%s CapEff=%s CapBnd=%s CapAmb=%s NoNewPrivs=%s Seccomp=%s",
+		fields["Uid"], fields["Gid"], fields["CapInh"], fields["CapPrm"], fields["CapEff"], fields["CapBnd"], fields["CapAmb"],
+		fields["NoNewPrivs"], fields["Seccomp"])
 	return Report{Blocked: blocked, Detail: detail}
 }
 
-func first(s []string) string {
-	if len(s) == 0 {
-		return ""
+func containsString(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
 	}
-	return s[0]
+	return false
+}
+
+// workload runs alloc or spin.
+func workload(name, arg string) {
+	n, err := strconv.Atoi(arg)
+	if err != nil || n < 0 {
+		usage()
+	}
+	switch name {
+	case "alloc":
+		// Touch every page so the memory is really charged to the cgroup.
+		var keep [][]byte
+		for range n {
+			b := make([]byte, 1<<20)
+			for j := 0; j < len(b); j += 4096 {
+				b[j] = 1
+			}
+			keep = append(keep, b)
+		}
+		fmt.Printf("allocated %d MiB\n", len(keep))
+	case "spin":
+		end := time.Now().Add(time.Duration(n) * time.Second)
+		for time.Now().Before(end) {
+		}
+		fmt.Printf("spun %d s\n", n)
+	}
 }

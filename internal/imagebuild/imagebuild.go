@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"hash"
@@ -39,11 +40,15 @@ type Image struct {
 	Name      string // full reference, e.g. docker.io/library/busybox:latest
 	RootfsDir string // directory packed as the only layer, owned by 0:0
 	Config    ocispec.ImageConfig
+	// Xattrs sets extended attributes on entries of the layer, keyed by
+	// path relative to RootfsDir, then by attribute name (for example
+	// "security.capability" for a file capability).
+	Xattrs map[string]map[string]string
 }
 
 // WriteOCILayout writes img as an OCI image layout tar stream to w.
 func WriteOCILayout(w io.Writer, img Image) error {
-	layer, diffID, err := packLayer(img.RootfsDir)
+	layer, diffID, err := packLayer(img.RootfsDir, img.Xattrs)
 	if err != nil {
 		return err
 	}
@@ -114,7 +119,7 @@ func blobPath(data []byte) string {
 
 // packLayer tars dir (sorted, owned by root, fixed mtimes), gzips it, and
 // returns the compressed layer and the digest of the uncompressed tar.
-func packLayer(dir string) ([]byte, digest.Digest, error) {
+func packLayer(dir string, xattrs map[string]map[string]string) ([]byte, digest.Digest, error) {
 	var gz bytes.Buffer
 	zw := gzip.NewWriter(&gz)
 	var h hash.Hash = sha256.New()
@@ -148,6 +153,12 @@ func packLayer(dir string) ([]byte, digest.Digest, error) {
 		hdr.Uid, hdr.Gid, hdr.Uname, hdr.Gname = 0, 0, "", ""
 		hdr.ModTime, hdr.AccessTime, hdr.ChangeTime = epoch, time.Time{}, time.Time{}
 		hdr.Format = tar.FormatPAX
+		for name, value := range xattrs[filepath.ToSlash(rel)] {
+			if hdr.PAXRecords == nil {
+				hdr.PAXRecords = map[string]string{}
+			}
+			hdr.PAXRecords["SCHILY.xattr."+name] = value
+		}
 		if err := tw.WriteHeader(hdr); err != nil {
 			return err
 		}
@@ -178,7 +189,7 @@ func packLayer(dir string) ([]byte, digest.Digest, error) {
 // busybox binary: /bin/busybox, a link per applet, and the empty directories
 // a container needs as mount points.
 func BusyboxRootfs(dir, busybox string) error {
-	for _, d := range []string{"bin", "dev", "etc", "output", "proc", "sys", "tmp", "run"} {
+	for _, d := range []string{"bin", "dev", "etc", "output", "proc", "sys", "tmp", "run", "usr/bin"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return err
 		}
@@ -227,4 +238,21 @@ func AddFile(rootfs, src, dest string) error {
 		return err
 	}
 	return os.Chmod(target, info.Mode()&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky))
+}
+
+// FileCapability returns the security.capability xattr value (VFS_CAP
+// revision 2) granting caps as permitted and effective file capabilities.
+func FileCapability(caps ...uint) string {
+	var perm [2]uint32
+	for _, c := range caps {
+		perm[c/32] |= 1 << (c % 32)
+	}
+	const revision2, effective = 0x02000000, 0x1
+	b := make([]byte, 20)
+	binary.LittleEndian.PutUint32(b[0:], revision2|effective)
+	binary.LittleEndian.PutUint32(b[4:], perm[0])  // permitted, low word
+	binary.LittleEndian.PutUint32(b[8:], 0)        // inheritable, low word
+	binary.LittleEndian.PutUint32(b[12:], perm[1]) // permitted, high word
+	binary.LittleEndian.PutUint32(b[16:], 0)       // inheritable, high word
+	return string(b)
 }

@@ -89,7 +89,7 @@ func TestLayoutIsValidAndDeterministic(t *testing.T) {
 }
 
 func TestLayerEntriesAreOwnedByRoot(t *testing.T) {
-	layer, _, err := packLayer(rootfs(t))
+	layer, _, err := packLayer(rootfs(t), map[string]map[string]string{"bin/tool": {"security.capability": FileCapability(21)}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,6 +111,9 @@ func TestLayerEntriesAreOwnedByRoot(t *testing.T) {
 			t.Errorf("%s owned by %d:%d", h.Name, h.Uid, h.Gid)
 		}
 		seen[h.Name] = h.Typeflag
+		if h.Name == "bin/tool" && h.PAXRecords["SCHILY.xattr.security.capability"] != FileCapability(21) {
+			t.Errorf("bin/tool lacks its file capability: %q", h.PAXRecords)
+		}
 	}
 	if seen["bin/"] != tar.TypeDir || seen["bin/tool"] != tar.TypeReg || seen["bin/alias"] != tar.TypeSymlink {
 		t.Errorf("entries = %v", seen)
@@ -118,3 +121,11 @@ func TestLayerEntriesAreOwnedByRoot(t *testing.T) {
 }
 
 func gzipReader(b []byte) (io.Reader, error) { return gzip.NewReader(bytes.NewReader(b)) }
+
+func TestFileCapability(t *testing.T) {
+	got := []byte(FileCapability(21, 38)) // CAP_SYS_ADMIN, CAP_PERFMON
+	want := []byte{0x01, 0, 0, 0x02, 0, 0, 0x20, 0, 0, 0, 0, 0, 0x40, 0, 0, 0, 0, 0, 0, 0}
+	if !bytes.Equal(got, want) {
+		t.Errorf("FileCapability = % x, want % x", got, want)
+	}
+}

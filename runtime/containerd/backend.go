@@ -14,11 +14,13 @@ import (
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/core/leases"
+	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/typeurl/v2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/nsn-run/nsn-run/cgroups"
 	"github.com/nsn-run/nsn-run/logs"
@@ -227,7 +229,8 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (h runtim
 	// An active (writable) snapshot, not a view: runc must be able to create
 	// mount points (/tmp, /output) the image lacks. The task still sees a
 	// read-only root: runc remounts it read-only.
-	if _, err := sn.Prepare(ctx, t.ID, parent, snapshots.WithLabels(labelsFor(t.ID))); err != nil {
+	rootMounts, err := sn.Prepare(ctx, t.ID, parent, snapshots.WithLabels(labelsFor(t.ID)))
+	if err != nil {
 		return h, fmt.Errorf("prepare snapshot for task %s: %w", t.ID, err)
 	}
 	undo := []func(context.Context){func(ctx context.Context) { _ = sn.Remove(ctx, t.ID) }}
@@ -241,6 +244,19 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (h runtim
 			undo[i](cctx)
 		}
 	}()
+	// The image is attacker input: refuse one whose mount points are
+	// symlinks before the runtime gets to resolve them on the host.
+	var refused error
+	err = mount.WithReadonlyTempMount(ctx, rootMounts, func(root string) error {
+		refused = images.CheckMountPoints(root, mountDestinations(s))
+		return refused
+	})
+	if refused != nil {
+		return h, refused
+	}
+	if err != nil {
+		return h, fmt.Errorf("inspect root filesystem of task %s: %w", t.ID, err)
+	}
 
 	container, err := b.client.NewContainer(ctx, t.ID,
 		client.WithSpec(s),
@@ -282,6 +298,14 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (h runtim
 		Version: runtime.HandleVersion, Backend: b.Name(), ID: t.ID, Image: img.Name,
 		Pid: tk.Pid(), StartedAt: time.Now().UTC(),
 	}, nil
+}
+
+func mountDestinations(s *specs.Spec) []string {
+	dests := make([]string, 0, len(s.Mounts))
+	for _, m := range s.Mounts {
+		dests = append(dests, m.Destination)
+	}
+	return dests
 }
 
 // commandError recognises runc's exec failure for the task's command. The

@@ -1,0 +1,323 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/containerd/errdefs"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/nsn-run/nsn-run/internal/imagebuild"
+	"github.com/nsn-run/nsn-run/runtime"
+	"github.com/nsn-run/nsn-run/task"
+)
+
+// envRuntime names the containerd runtime handler the adversarial suite runs
+// under (default io.containerd.runc.v2): the suite holds for any handler.
+const envRuntime = "NSN_TEST_RUNTIME"
+
+type probeReport struct {
+	Attack  string `json:"attack"`
+	Blocked bool   `json:"blocked"`
+	Errno   string `json:"errno"`
+	Detail  string `json:"detail"`
+}
+
+// runProbe runs one probe invocation in a fresh container with default
+// settings, checks nothing is left behind, and returns the report.
+func runProbe(t *testing.T, m *runtime.Manager, args ...string) probeReport {
+	t.Helper()
+	id := uniqueID("atk")
+	tk := task.Task{ID: id, Image: probeRef, Command: args, Runtime: os.Getenv(envRuntime)}
+	res, err := m.Run(context.Background(), tk, runtime.RunOptions{})
+	if err != nil {
+		t.Fatalf("%v: %v", args, err)
+	}
+	var r probeReport
+	if err := json.Unmarshal([]byte(res.Stdout), &r); err != nil {
+		t.Fatalf("%v: probe output %q (stderr %q, exit %d): %v", args, res.Stdout, res.Stderr, res.ExitCode, err)
+	}
+	assertNothingLeft(t, id)
+	return r
+}
+
+// assertNothingLeft checks the host for anything of task id: containerd
+// objects, mounts, cgroups (and so processes, which live in them).
+func assertNothingLeft(t *testing.T, id string) {
+	t.Helper()
+	c, _ := containerdClient(t)
+	if l := leftovers(t, c); l != "" {
+		t.Errorf("task %s left: %s", id, l)
+	}
+	if b, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(b), id) {
+		t.Errorf("task %s left a mount", id)
+	}
+	cgroupDirs, _ := filepath.Glob("/sys/fs/cgroup/*/" + testNamespace + "/" + id)
+	v2, _ := filepath.Glob("/sys/fs/cgroup/" + testNamespace + "/" + id)
+	if dirs := append(cgroupDirs, v2...); len(dirs) > 0 {
+		t.Errorf("task %s left cgroups %v", id, dirs)
+	}
+}
+
+// TestAdversarial runs each attack of the probe in its own container with
+// default settings and checks it got nothing, and how the kernel refused.
+// An empty errno list means the verdict alone decides (the attack reports
+// what it saw: an identity, an empty file, a list of interfaces).
+func TestAdversarial(t *testing.T) {
+	m, _ := testManager(t)
+	_, addr := containerdClient(t)
+	permOrNosys := []string{"EPERM", "ENOSYS"}
+	cases := []struct {
+		args   []string
+		errnos []string
+	}{
+		// 1, 2: identity, also through a setuid-root binary and a file capability
+		{[]string{"nsn-probe", "identity"}, nil},
+		{[]string{"nsn-probe-suid", "identity"}, nil},
+		// 3: mounts
+		{[]string{"nsn-probe", "mount"}, []string{"EPERM"}},
+		{[]string{"nsn-probe", "umount-masked"}, []string{"EPERM"}},
+		{[]string{"nsn-probe", "pivot-root"}, []string{"EPERM"}},
+		// 4: namespaces
+		{[]string{"nsn-probe", "unshare-user"}, []string{"EPERM"}},
+		{[]string{"nsn-probe", "unshare-mount"}, []string{"EPERM"}},
+		{[]string{"nsn-probe", "unshare-net"}, []string{"EPERM"}},
+		{[]string{"nsn-probe", "setns"}, []string{"EPERM"}},
+		{[]string{"nsn-probe", "clone3"}, []string{"ENOSYS"}},
+		// 5: syscalls no job needs
+		{[]string{"nsn-probe", "keyctl"}, permOrNosys},
+		{[]string{"nsn-probe", "add-key"}, permOrNosys},
+		{[]string{"nsn-probe", "bpf"}, permOrNosys},
+		{[]string{"nsn-probe", "perf-event-open"}, permOrNosys},
+		{[]string{"nsn-probe", "userfaultfd"}, permOrNosys},
+		{[]string{"nsn-probe", "io-uring-setup"}, permOrNosys},
+		{[]string{"nsn-probe", "open-by-handle-at"}, permOrNosys},
+		{[]string{"nsn-probe", "init-module"}, permOrNosys},
+		{[]string{"nsn-probe", "kexec-load"}, permOrNosys},
+		{[]string{"nsn-probe", "acct"}, permOrNosys},
+		// 6: kernel information: empty or denied
+		{[]string{"nsn-probe", "read-kcore"}, nil},
+		{[]string{"nsn-probe", "read-keys"}, nil},
+		{[]string{"nsn-probe", "read-timer-list"}, nil},
+		{[]string{"nsn-probe", "read-sched-debug"}, nil},
+		{[]string{"nsn-probe", "list-firmware"}, nil},
+		// 7: kernel knobs. The task is not root, so a permission check may
+		// answer (EACCES) before the read-only mount does (EROFS).
+		{[]string{"nsn-probe", "write-core-pattern"}, []string{"EROFS", "EPERM", "EACCES"}},
+		{[]string{"nsn-probe", "write-sysrq"}, sysrqErrnos()},
+		{[]string{"nsn-probe", "write-cgroupfs"}, []string{"", "EROFS", "EPERM", "EACCES"}},
+		{[]string{"nsn-probe", "write-sys"}, []string{"EROFS", "EPERM", "EACCES"}},
+		// 8: devices
+		{[]string{"nsn-probe", "mknod"}, []string{"EPERM"}},
+		// 9: read-only root (the image makes /etc/passwd and /usr/bin
+		// writable by anyone, so only the read-only mount can refuse)
+		{[]string{"nsn-probe", "write-root"}, []string{"EROFS"}},
+		{[]string{"nsn-probe", "write-etc"}, []string{"EROFS"}},
+		{[]string{"nsn-probe", "write-usr-bin"}, []string{"EROFS"}},
+		// 10: scratch space
+		{[]string{"nsn-probe", "fill-tmp"}, []string{"ENOSPC"}},
+		{[]string{"nsn-probe", "fill-inodes"}, []string{"ENOSPC"}},
+		// 11: network
+		{[]string{"nsn-probe", "only-lo"}, nil},
+		{[]string{"nsn-probe", "connect-internet"}, []string{"ENETUNREACH"}},
+		{[]string{"nsn-probe", "connect-metadata"}, []string{"ENETUNREACH"}},
+		{[]string{"nsn-probe", "runtime-sockets", addr}, nil},
+		// 12: inherited state
+		{[]string{"nsn-probe", "open-fds"}, nil},
+		{[]string{"nsn-probe", "host-pids"}, nil},
+		// 13: host settings
+		{[]string{"nsn-probe", "sethostname"}, []string{"EPERM"}},
+		{[]string{"nsn-probe", "raise-rlimit"}, []string{"EPERM"}},
+		{[]string{"nsn-probe", "exec-tmp"}, []string{"EACCES"}},
+	}
+
+	for _, tc := range cases {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			r := runProbe(t, m, tc.args...)
+			if !r.Blocked {
+				t.Errorf("attack %s was not blocked: %s", r.Attack, r.Detail)
+			}
+			if tc.errnos != nil && !slices.Contains(tc.errnos, r.Errno) {
+				t.Errorf("attack %s refused with %q (%s), want one of %v", r.Attack, r.Errno, r.Detail, tc.errnos)
+			}
+		})
+	}
+}
+
+// sysrqErrnos: a kernel built without magic SysRq (as on this project's
+// VMs) has no /proc/sysrq-trigger for the task to write to at all.
+func sysrqErrnos() []string {
+	if _, err := os.Stat("/proc/sysrq-trigger"); err != nil {
+		return []string{"ENOENT"}
+	}
+	return []string{"EROFS", "EPERM", "EACCES"}
+}
+
+// TestPrivilegedBinariesGiveNothing: the image's setuid-root binary and its
+// binary with CAP_SYS_ADMIN as a file capability are really there, and give
+// nothing: no_new_privs ignores setuid, and a file capability outside the
+// empty bounding set makes the exec fail.
+func TestPrivilegedBinariesGiveNothing(t *testing.T) {
+	m, _ := testManager(t)
+	run := func(script string) task.Result {
+		t.Helper()
+		id := uniqueID("priv")
+		res, err := m.Run(context.Background(), task.Task{ID: id, Image: probeRef, Command: []string{"sh", "-c", script}, Runtime: os.Getenv(envRuntime)}, runtime.RunOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		assertNothingLeft(t, id)
+		return res
+	}
+	if res := run("stat -c '%a %u' /bin/nsn-probe-suid"); res.Stdout != "4755 0\n" {
+		t.Fatalf("the setuid fixture is not setuid root in the container: %q", res.Stdout)
+	}
+	if res := run("nsn-probe has-xattr /bin/nsn-probe-fcap"); !strings.Contains(res.Stdout, "present, 20 bytes") {
+		t.Fatalf("the file-capability fixture has no capability in the container: %q", res.Stdout)
+	}
+	res := run("nsn-probe-fcap identity; echo exit=$?")
+	var r probeReport
+	if err := json.Unmarshal([]byte(strings.SplitN(res.Stdout, "\n", 2)[0]), &r); err == nil {
+		if !r.Blocked {
+			t.Errorf("a file capability raised privilege: %s", r.Detail)
+		}
+	} else if !strings.Contains(res.Stderr, "Operation not permitted") || !strings.Contains(res.Stdout, "exit=126") {
+		t.Errorf("file-capability binary: stdout %q stderr %q; want a blocked identity or a refused exec", res.Stdout, res.Stderr)
+	}
+}
+
+// TestAdversarialHostServer: a TCP server on the host's 127.0.0.1 is not
+// reachable from a task (its loopback is its own), and sees no connection.
+func TestAdversarialHostServer(t *testing.T) {
+	m, _ := testManager(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var accepted atomic.Int32
+	go func() {
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			conn.Close()
+		}
+	}()
+	r := runProbe(t, m, "nsn-probe", "connect-host", l.Addr().String())
+	if !r.Blocked || r.Errno != "ECONNREFUSED" {
+		t.Errorf("connect to the host's %s: blocked=%v errno=%q (%s); want ECONNREFUSED from the task's own loopback", l.Addr(), r.Blocked, r.Errno, r.Detail)
+	}
+	// The host's own client reaches it: the server was really there.
+	conn, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	if n := accepted.Load(); n > 1 {
+		t.Errorf("the host server accepted %d connections; only the test's own was expected", n)
+	}
+}
+
+// TestHostileImages: images whose /proc, /dev, /dev/null or
+// /etc/resolv.conf are symlinks to host paths, and image configs with
+// WORKDIR /proc/self/fd/7 or USER 0, are refused or contained, and a host
+// marker stays untouched.
+func TestHostileImages(t *testing.T) {
+	m, c := testManager(t)
+	markerDir := t.TempDir()
+	marker := filepath.Join(markerDir, "marker")
+	if err := os.WriteFile(marker, []byte("untouched\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	base := filepath.Join(t.TempDir(), "rootfs")
+	if err := imagebuild.BusyboxRootfs(base, busyboxPath(t)); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name    string
+		symlink map[string]string // rootfs path -> link target
+		config  ocispec.ImageConfig
+		// refused: the spawn must fail with an InvalidArgument error.
+		refused bool
+		script  string
+		stdout  string // when it runs: what it must print
+	}{
+		// Mount points that are symlinks are refused before the runtime
+		// sees them (runc 1.1 creates /dev/fd and friends through a /dev
+		// symlink, on the host).
+		{name: "proc-link", symlink: map[string]string{"proc": markerDir}, refused: true},
+		{name: "dev-link", symlink: map[string]string{"dev": markerDir}, refused: true},
+		{name: "dev-relative-link", symlink: map[string]string{"dev": "../../../../../../.." + markerDir}, refused: true},
+		// /dev/null and /etc/resolv.conf are no mount points of ours: /dev
+		// is a fresh tmpfs and there is no network to resolve, so these
+		// links are contained, not refused.
+		{name: "devnull-link", symlink: map[string]string{"dev/null": marker}, script: "echo pwned > /dev/null; echo ran", stdout: "ran\n"},
+		{name: "resolv-link", symlink: map[string]string{"etc/resolv.conf": marker}, script: "echo pwned > /etc/resolv.conf; echo ran", stdout: "ran\n"},
+		{name: "workdir-fd", config: ocispec.ImageConfig{WorkingDir: "/proc/self/fd/7"}, refused: true},
+		{name: "user-0", config: ocispec.ImageConfig{User: "0"}, script: "id -u", stdout: "65534\n"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			rootfs := filepath.Join(t.TempDir(), "rootfs")
+			if err := os.CopyFS(rootfs, os.DirFS(base)); err != nil {
+				t.Fatal(err)
+			}
+			for p, target := range tc.symlink {
+				full := filepath.Join(rootfs, p)
+				if err := os.RemoveAll(full); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Symlink(target, full); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ref := "docker.io/library/hostile-" + tc.name + ":latest"
+			cfg := tc.config
+			cfg.Env = []string{"PATH=/bin"}
+			if err := importImage(c, imagebuild.Image{Name: ref, RootfsDir: rootfs, Config: cfg}); err != nil {
+				t.Fatal(err)
+			}
+			id := uniqueID("img")
+			script := tc.script
+			if script == "" {
+				script = "echo ran"
+			}
+			res, err := m.Run(context.Background(), task.Task{ID: id, Image: ref, Command: []string{"sh", "-c", script}}, runtime.RunOptions{})
+			switch {
+			case tc.refused:
+				if !errdefs.IsInvalidArgument(err) {
+					t.Errorf("want the spawn refused as invalid, got %v (result %+v)", err, res)
+				}
+			case err != nil:
+				t.Errorf("spawn failed: %v", err)
+			case tc.stdout != "" && res.Stdout != tc.stdout:
+				t.Errorf("stdout %q, want %q", res.Stdout, tc.stdout)
+			}
+			b, err := os.ReadFile(marker)
+			if err != nil || string(b) != "untouched\n" {
+				t.Errorf("host marker = %q, %v", b, err)
+			}
+			entries, _ := os.ReadDir(markerDir)
+			if len(entries) != 1 {
+				t.Errorf("host marker dir now holds %d entries", len(entries))
+			}
+			if mi, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(mi), markerDir) {
+				t.Errorf("something is mounted on the host marker dir")
+			}
+			assertNothingLeft(t, id)
+		})
+	}
+}
