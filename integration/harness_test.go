@@ -123,13 +123,7 @@ func importBusybox(t *testing.T, c *client.Client, addr string) {
 		// a setuid-root copy and a copy with CAP_SYS_ADMIN as a file
 		// capability; /etc/passwd and /usr/bin writable by anyone, so a
 		// refused write shows the read-only root, not file permissions.
-		probe := filepath.Join(t.TempDir(), "nsn-probe")
-		build := exec.Command("go", "build", "-o", probe, "github.com/nsn-run/nsn-run/integration/probe")
-		build.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, berr := build.CombinedOutput(); berr != nil {
-			err = fmt.Errorf("build probe: %w: %s", berr, out)
-			return
-		}
+		probe := buildProbe(t)
 		for _, dest := range []string{"/bin/nsn-probe", "/bin/nsn-probe-suid", "/bin/nsn-probe-fcap"} {
 			if err = imagebuild.AddFile(rootfs, probe, dest); err != nil {
 				return
@@ -177,6 +171,34 @@ func importImage(c *client.Client, img imagebuild.Image) error {
 }
 
 var (
+	probeOnce sync.Once
+	probeBin  string
+	probeErr  error
+)
+
+// buildProbe builds the static attack probe once per test process.
+func buildProbe(t *testing.T) string {
+	t.Helper()
+	probeOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "nsn-probe-bin-")
+		if err != nil {
+			probeErr = err
+			return
+		}
+		probeBin = filepath.Join(dir, "nsn-probe")
+		build := exec.Command("go", "build", "-o", probeBin, "github.com/nsn-run/nsn-run/integration/probe")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			probeErr = fmt.Errorf("build probe: %w: %s", err, out)
+		}
+	})
+	if probeErr != nil {
+		t.Fatal(probeErr)
+	}
+	return probeBin
+}
+
+var (
 	buildOnce sync.Once
 	nsnBin    string
 	buildErr  error
@@ -218,9 +240,21 @@ type cliResult struct {
 
 func runCLI(t *testing.T, stdin []byte, args ...string) cliResult {
 	t.Helper()
+	return runCLIWith(t, nil, stdin, args...)
+}
+
+// runCLIEnv runs nsn-run with the environment env.
+func runCLIEnv(t *testing.T, env []string, args ...string) cliResult {
+	t.Helper()
+	return runCLIWith(t, env, nil, args...)
+}
+
+func runCLIWith(t *testing.T, env []string, stdin []byte, args ...string) cliResult {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, nsnRun(t), args...)
+	cmd.Env = env
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if stdin != nil {

@@ -2,8 +2,6 @@ package integration
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -92,80 +90,6 @@ func TestSeedRun(t *testing.T) {
 	}
 }
 
-func TestExitCodesAndStreams(t *testing.T) {
-	m, _ := testManager(t)
-	for _, c := range []struct {
-		script         string
-		code           int
-		stdout, stderr string
-	}{
-		{"exit 0", 0, "", ""},
-		{"exit 7", 7, "", ""},
-		{"echo out; echo err >&2; exit 3", 3, "out\n", "err\n"},
-		{"echo a; echo b >&2; echo c; echo d >&2", 0, "a\nc\n", "b\nd\n"},
-		// The shell is pid 1 in its namespace, which ignores signals it
-		// has no handler for; a child killed by SIGTERM reports 143.
-		{"sh -c 'kill -TERM $$'; exit $?", 143, "", "Terminated\n"},
-	} {
-		res, err := m.Run(context.Background(), seedTask(uniqueID("exit"), "sh", "-c", c.script), runtime.RunOptions{})
-		if err != nil {
-			t.Fatalf("%q: %v", c.script, err)
-		}
-		if res.ExitCode != c.code || res.Stdout != c.stdout || res.Stderr != c.stderr || res.Reason != task.ReasonExited {
-			t.Errorf("%q: exit %d reason %s stdout %q stderr %q; want exit %d stdout %q stderr %q",
-				c.script, res.ExitCode, res.Reason, res.Stdout, res.Stderr, c.code, c.stdout, c.stderr)
-		}
-	}
-}
-
-func TestOutputFiles(t *testing.T) {
-	m, _ := testManager(t)
-	dest := t.TempDir()
-	script := `mkdir -p /output/sub/deep && printf model > /output/weights.bin && printf 42 > /output/sub/deep/answer &&
-ln -s /etc/passwd /output/passwd-link && mkfifo /output/fifo && echo done`
-	res, err := m.Run(context.Background(), seedTask(uniqueID("out"), "sh", "-c", script), runtime.RunOptions{OutputDir: dest})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.ExitCode != 0 {
-		t.Fatalf("exit %d, stderr %q", res.ExitCode, res.Stderr)
-	}
-	want := map[string]string{"sub/deep/answer": "42", "weights.bin": "model"}
-	if len(res.OutputFiles) != len(want) {
-		t.Errorf("output files = %+v, want exactly %v (no link, no fifo)", res.OutputFiles, want)
-	}
-	for _, f := range res.OutputFiles {
-		content, ok := want[f.Path]
-		sum := sha256.Sum256([]byte(content))
-		if !ok || f.Size != int64(len(content)) || f.SHA256 != hex.EncodeToString(sum[:]) {
-			t.Errorf("output file %+v: want %q", f, content)
-		}
-		got, err := os.ReadFile(filepath.Join(dest, f.Path))
-		if err != nil || string(got) != content {
-			t.Errorf("copied %s = %q, %v", f.Path, got, err)
-		}
-	}
-	for _, name := range []string{"passwd-link", "fifo"} {
-		if _, err := os.Lstat(filepath.Join(dest, name)); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("%s was copied out: %v", name, err)
-		}
-	}
-}
-
-func TestEnvAndWorkingDir(t *testing.T) {
-	m, _ := testManager(t)
-	tk := seedTask(uniqueID("env"), "sh", "-c", `echo "$GREETING $HOME $PATH"; pwd`)
-	tk.Env = []string{"GREETING=hi there"}
-	tk.WorkingDir = "/tmp"
-	res, err := m.Run(context.Background(), tk, runtime.RunOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Stdout != "hi there /tmp /bin\n/tmp\n" {
-		t.Errorf("stdout = %q", res.Stdout)
-	}
-}
-
 // TestSpawnFailuresLeaveNothing: an unknown image, a missing binary, a
 // non-executable command, bad input and a duplicate id are refused with a
 // typed error and leave no container, snapshot, lease or state behind.
@@ -234,25 +158,6 @@ func TestTwentyInARow(t *testing.T) {
 	}
 	if l := leftovers(t, c); l != "" {
 		t.Errorf("left behind after 20 runs: %s", l)
-	}
-}
-
-// TestTimeoutStopsTask: at the deadline the task gets SIGTERM, then SIGKILL
-// after the grace period; reason timed_out, exit 124.
-func TestTimeoutStopsTask(t *testing.T) {
-	m, c := testManager(t)
-	tk := seedTask(uniqueID("tmo"), "sh", "-c", "trap '' TERM; echo started; sleep 60")
-	tk.Limits.Timeout = time.Second
-	tk.Limits.Grace = 500 * time.Millisecond
-	res, err := m.Run(context.Background(), tk, runtime.RunOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Reason != task.ReasonTimedOut || res.ExitCode != runtime.ExitTimedOut || res.Stdout != "started\n" {
-		t.Errorf("result = reason %s exit %d stdout %q", res.Reason, res.ExitCode, res.Stdout)
-	}
-	if l := leftovers(t, c); l != "" {
-		t.Errorf("left behind: %s", l)
 	}
 }
 

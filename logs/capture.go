@@ -62,12 +62,12 @@ func Create(path string, lim Limits) (*Writer, error) {
 
 // CopyFrom reads r to EOF into the capture, finishes it and closes the file.
 func (w *Writer) CopyFrom(r io.Reader) (Meta, error) {
-	defer w.file.Close()
 	buf := make([]byte, 32<<10)
 	for {
 		n, rerr := r.Read(buf)
 		if n > 0 {
 			if err := w.write(buf[:n]); err != nil {
+				w.file.Close()
 				return Meta{}, err
 			}
 		}
@@ -75,9 +75,25 @@ func (w *Writer) CopyFrom(r io.Reader) (Meta, error) {
 			break
 		}
 		if rerr != nil {
+			w.file.Close()
 			return Meta{}, rerr
 		}
 	}
+	return w.Close()
+}
+
+// Write captures p; it never blocks on the cap (what is beyond it is
+// counted and dropped, or kept as tail).
+func (w *Writer) Write(p []byte) (int, error) {
+	if err := w.write(p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// Close finishes the capture: writes the tail and the meta file.
+func (w *Writer) Close() (Meta, error) {
+	defer w.file.Close()
 	meta, err := w.finish()
 	if err != nil {
 		return Meta{}, err

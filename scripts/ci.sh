@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): installs what the tests need, starts
 # private daemons, and runs lint, unit tests, and the integration suite
-# against Debian's containerd and against containerd 2.x. Integration tests
-# fail rather than skip here when a daemon is missing.
+# against Debian's containerd and against containerd 2.x, with the backend
+# conformance suite also against Debian's dockerd. Integration tests fail
+# rather than skip here when a daemon is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -15,7 +16,7 @@ work=$(mktemp -d /tmp/nsn-ci.XXXXXX)
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
+  rm -rf "$work" 2>/dev/null || true
 }
 trap cleanup EXIT
 
@@ -27,6 +28,10 @@ pids+=("$CONTAINERD_PID"); debian_address=$CONTAINERD_ADDRESS
 # containerd 2.x finds its own runc shim first on PATH.
 PATH=$CONTAINERD2_BIN:$PATH start_containerd "$work/containerd-2" "$CONTAINERD2_BIN/containerd"
 pids+=("$CONTAINERD_PID"); v2_address=$CONTAINERD_ADDRESS
+
+start_dockerd "$work/dockerd"
+pids+=("$DOCKERD_PID")
+export NSN_TEST_DOCKER_HOST=$DOCKERD_HOST
 
 export NSN_REQUIRE_INTEGRATION=1
 log "unit tests, and integration tests against Debian's containerd $(containerd --version | awk '{print $3}') with runc $(runc --version | awk 'NR==1{print $3}')"

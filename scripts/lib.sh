@@ -13,6 +13,7 @@ ensure_packages() {
   [ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 || missing+=(busybox-static)
   command -v make >/dev/null || missing+=(make)
   command -v docker-registry >/dev/null || missing+=(docker-registry)
+  command -v dockerd >/dev/null || missing+=(docker.io)
   if [ ${#missing[@]} -gt 0 ]; then
     [ "$(id -u)" = 0 ] || die "need root to install ${missing[*]}"
     log "installing ${missing[*]} from Debian"
@@ -83,4 +84,26 @@ ensure_containerd2() {
   (cd / && GOBIN=$CONTAINERD2_BIN GOFLAGS=-mod=mod go install \
     "github.com/containerd/containerd/v2/cmd/containerd@$CONTAINERD2_VERSION" \
     "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CONTAINERD2_VERSION")
+}
+
+# start_dockerd DIR: starts a private dockerd with its data root, exec root,
+# pidfile and socket under DIR (no iptables, no bridge: tasks have no
+# network), waits until it answers, and sets DOCKERD_PID and DOCKERD_HOST.
+start_dockerd() {
+  local dir=$1
+  mkdir -p "$dir"
+  log "starting $(dockerd --version) in $dir"
+  dockerd --data-root "$dir/data" --exec-root "$dir/exec" --pidfile "$dir/docker.pid" \
+    -H "unix://$dir/docker.sock" --iptables=false --ip-masq=false --bridge=none \
+    >"$dir/dockerd.log" 2>&1 &
+  DOCKERD_PID=$!
+  DOCKERD_HOST="unix://$dir/docker.sock"
+  local i
+  for i in $(seq 1 600); do
+    timeout 5 docker -H "$DOCKERD_HOST" version >/dev/null 2>&1 && return 0
+    kill -0 "$DOCKERD_PID" 2>/dev/null || { cat "$dir/dockerd.log" >&2; die "dockerd exited during start-up"; }
+    sleep 0.1
+  done
+  cat "$dir/dockerd.log" >&2
+  die "dockerd did not answer at $DOCKERD_HOST within 60s"
 }

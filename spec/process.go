@@ -22,6 +22,26 @@ type process struct {
 	uid, gid uint32
 }
 
+// Process is what a task's process gets from the task and its image config,
+// for backends that do not take an OCI spec (the Docker Engine API).
+type Process struct {
+	Args     []string
+	Env      []string
+	Cwd      string
+	UID, GID uint32
+}
+
+// ProcessFor applies the same rules as the OCI spec: the image config is
+// attacker input, and only its Env, Entrypoint, a validated WorkingDir and
+// a numeric non-root User are taken. t must be valid.
+func ProcessFor(t task.Task, img ocispec.ImageConfig) (Process, error) {
+	p, err := processFromImage(t, img)
+	if err != nil {
+		return Process{}, err
+	}
+	return Process{Args: p.args, Env: p.env, Cwd: p.cwd, UID: p.uid, GID: p.gid}, nil
+}
+
 // processFromImage merges the task with its image config. The image config is
 // attacker input: only Env, Entrypoint, a validated WorkingDir and a numeric
 // non-root User are taken from it. Everything else it can say (volumes,

@@ -67,7 +67,7 @@ any spec against the isolation policy (nsn-run audit).`,
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.address, "address", envOr("NSN_ADDRESS", "/run/containerd/containerd.sock"), "containerd socket (env NSN_ADDRESS)")
 	pf.StringVar(&g.namespace, "namespace", envOr("NSN_NAMESPACE", "nsn"), "containerd namespace (env NSN_NAMESPACE)")
-	pf.StringVar(&g.backend, "backend", envOr("NSN_BACKEND", "containerd"), "backend: containerd (env NSN_BACKEND)")
+	pf.StringVar(&g.backend, "backend", envOr("NSN_BACKEND", "containerd"), "backend: containerd, or docker (dockerd at DOCKER_HOST) (env NSN_BACKEND)")
 	pf.StringArrayVar(&g.cdiSpecDirs, "cdi-spec-dir", nil, "CDI spec directory (repeatable; default /etc/cdi and /var/run/cdi)")
 	pf.StringVar(&g.stateDir, "state-dir", envOr("NSN_STATE_DIR", "/var/lib/nsn-run"), "directory for per-task state and output (env NSN_STATE_DIR)")
 

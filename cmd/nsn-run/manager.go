@@ -14,24 +14,31 @@ import (
 	"github.com/nsn-run/nsn-run/logs"
 	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/runtime/containerd"
+	"github.com/nsn-run/nsn-run/runtime/docker"
 )
 
 // openManager connects the backend the global flags select and returns a
 // Manager over it, and a func to release the connection.
 func openManager(ctx context.Context, g *globalOptions) (*runtime.Manager, func(), error) {
-	if g.backend != "containerd" {
-		return nil, nil, fmt.Errorf("%w: backend %q: only containerd is available", errdefs.ErrInvalidArgument, g.backend)
+	var b interface {
+		runtime.Backend
+		Close() error
 	}
-	self, err := os.Executable()
-	if err != nil {
-		return nil, nil, fmt.Errorf("find own binary for the shim logger: %w", err)
-	}
-	if self, err = filepath.EvalSymlinks(self); err != nil {
-		return nil, nil, fmt.Errorf("find own binary for the shim logger: %w", err)
-	}
-	b, err := containerd.New(ctx, containerd.Config{Address: g.address, Namespace: g.namespace, LoggerBinary: self})
-	if err != nil {
-		return nil, nil, err
+	switch g.backend {
+	case "containerd":
+		cb, err := openContainerd(ctx, g)
+		if err != nil {
+			return nil, nil, err
+		}
+		b = cb
+	case "docker":
+		db, err := docker.New(ctx, docker.Config{Host: dockerHost()})
+		if err != nil {
+			return nil, nil, err
+		}
+		b = db
+	default:
+		return nil, nil, fmt.Errorf("%w: backend %q: want containerd or docker", errdefs.ErrInvalidArgument, g.backend)
 	}
 	m, err := runtime.New(runtime.Config{Backend: b, StateDir: g.stateDir})
 	if err != nil {
@@ -39,6 +46,20 @@ func openManager(ctx context.Context, g *globalOptions) (*runtime.Manager, func(
 		return nil, nil, err
 	}
 	return m, func() { b.Close() }, nil
+}
+
+// dockerHost is dockerd's address: DOCKER_HOST, as the docker CLI has it.
+func dockerHost() string { return envOr("DOCKER_HOST", docker.DefaultHost) }
+
+func openContainerd(ctx context.Context, g *globalOptions) (*containerd.Backend, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("find own binary for the shim logger: %w", err)
+	}
+	if self, err = filepath.EvalSymlinks(self); err != nil {
+		return nil, fmt.Errorf("find own binary for the shim logger: %w", err)
+	}
+	return containerd.New(ctx, containerd.Config{Address: g.address, Namespace: g.namespace, LoggerBinary: self})
 }
 
 // newShimLoggerCommand is the logger process containerd's shim runs for a

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 
 	"github.com/containerd/containerd/v2/pkg/namespaces"
@@ -8,8 +9,10 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/nsn-run/nsn-run/runtime/containerd"
+	"github.com/nsn-run/nsn-run/runtime/docker"
 	"github.com/nsn-run/nsn-run/snapshots"
 	"github.com/nsn-run/nsn-run/spec"
+	"github.com/nsn-run/nsn-run/task"
 )
 
 func newSpecCommand(g *globalOptions) *cobra.Command {
@@ -22,6 +25,10 @@ would give the task, as indented JSON. The image must be present in
 containerd (at --address, namespace --namespace): only its Env, Entrypoint,
 a validated WorkingDir and a numeric non-root User are taken from it.
 
+With --backend docker it prints the Docker Engine API create request
+(container Config and HostConfig) instead, for an image present in dockerd
+(DOCKER_HOST).
+
 The spec is deterministic: the same flags, image and --id give identical
 bytes (without --id a random id is generated, and it names the hostname,
 cgroup path and output directory). Pipe it to 'nsn-run audit -' to check it.`,
@@ -33,12 +40,16 @@ cgroup path and output directory). Pipe it to 'nsn-run audit -' to check it.`,
 			if err != nil {
 				return err
 			}
-			if g.backend != "containerd" {
-				return fmt.Errorf("%w: backend %q: only containerd is available", errdefs.ErrInvalidArgument, g.backend)
-			}
 			outDir, err := taskOutputDir(g.stateDir, t.ID)
 			if err != nil {
 				return err
+			}
+			switch g.backend {
+			case "containerd":
+			case "docker":
+				return printDockerRequest(cmd, t, outDir)
+			default:
+				return fmt.Errorf("%w: backend %q: want containerd or docker", errdefs.ErrInvalidArgument, g.backend)
 			}
 			// The namespace names the cgroup path in the spec, as it will
 			// when the backend creates the container there.
@@ -67,4 +78,23 @@ cgroup path and output directory). Pipe it to 'nsn-run audit -' to check it.`,
 	cmd.Flags().SetInterspersed(false)
 	f.register(cmd.Flags())
 	return cmd
+}
+
+func printDockerRequest(cmd *cobra.Command, t task.Task, outDir string) error {
+	c, err := docker.Dial(cmd.Context(), dockerHost())
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	img, err := docker.ImageConfig(cmd.Context(), c, t.Image)
+	if err != nil {
+		return err
+	}
+	r, err := docker.CreateRequest(t, img, outDir)
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(cmd.OutOrStdout())
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
 }

@@ -86,6 +86,16 @@ func WriteOCILayout(w io.Writer, img Image) error {
 		return fmt.Errorf("marshal index: %w", err)
 	}
 
+	// manifest.json makes the same tarball loadable by `docker load`
+	// (docker-save format), which older dockerd needs.
+	dockerManifest, err := json.Marshal([]map[string]any{{
+		"Config":   blobPath(configJSON),
+		"RepoTags": []string{dockerTag(img.Name)},
+		"Layers":   []string{blobPath(layer)},
+	}})
+	if err != nil {
+		return fmt.Errorf("marshal docker manifest: %w", err)
+	}
 	tw := tar.NewWriter(w)
 	files := []struct {
 		name string
@@ -93,6 +103,7 @@ func WriteOCILayout(w io.Writer, img Image) error {
 	}{
 		{ocispec.ImageLayoutFile, []byte(`{"imageLayoutVersion":"` + ocispec.ImageLayoutVersion + `"}`)},
 		{"index.json", indexJSON},
+		{"manifest.json", dockerManifest},
 		{blobPath(layer), layer},
 		{blobPath(configJSON), configJSON},
 		{blobPath(manifestJSON), manifestJSON},
@@ -107,6 +118,13 @@ func WriteOCILayout(w io.Writer, img Image) error {
 		}
 	}
 	return tw.Close()
+}
+
+// dockerTag shortens a normalised name the way docker prints it:
+// docker.io/library/busybox:latest is busybox:latest.
+func dockerTag(name string) string {
+	name = strings.TrimPrefix(name, "docker.io/")
+	return strings.TrimPrefix(name, "library/")
 }
 
 func descriptor(mediaType string, data []byte) ocispec.Descriptor {

@@ -1,0 +1,342 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/moby/moby/client"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/nsn-run/nsn-run/internal/imagebuild"
+	"github.com/nsn-run/nsn-run/runtime"
+	"github.com/nsn-run/nsn-run/runtime/docker"
+	"github.com/nsn-run/nsn-run/task"
+)
+
+// envDockerHost is the dockerd the docker backend is tested against
+// (scripts/ci.sh starts one with its own data root and socket).
+const envDockerHost = "NSN_TEST_DOCKER_HOST"
+
+// backendCase is one backend of the conformance table.
+type backendCase struct {
+	name string
+	// manager returns a Manager over the backend with the test images
+	// loaded and a private state dir.
+	manager func(t *testing.T) *runtime.Manager
+	// leftovers describes what of nsn-run's remains on the backend.
+	leftovers func(t *testing.T) string
+}
+
+func backends() []backendCase {
+	return []backendCase{
+		{"containerd", func(t *testing.T) *runtime.Manager { m, _ := testManager(t); return m }, func(t *testing.T) string {
+			c, _ := containerdClient(t)
+			return leftovers(t, c)
+		}},
+		{"docker", dockerManager, dockerLeftovers},
+	}
+}
+
+// forEachBackend runs f as a subtest per backend.
+func forEachBackend(t *testing.T, f func(t *testing.T, b backendCase, m *runtime.Manager)) {
+	for _, b := range backends() {
+		t.Run(b.name, func(t *testing.T) {
+			m := b.manager(t)
+			f(t, b, m)
+			if l := b.leftovers(t); l != "" {
+				t.Errorf("left behind on %s: %s", b.name, l)
+			}
+		})
+	}
+}
+
+func dockerClient(t *testing.T) *client.Client {
+	t.Helper()
+	host := os.Getenv(envDockerHost)
+	need(t, host != "", "%s is not set: no dockerd to test against", envDockerHost)
+	c, err := docker.Dial(context.Background(), host)
+	need(t, err == nil, "dockerd at %s: %v", host, err)
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+var dockerImagesOnce sync.Once
+var dockerImagesErr error
+
+// loadDockerImages loads the test images, built by our image builder, into
+// the dockerd under test (docker-save format: our layouts carry both).
+func loadDockerImages(t *testing.T, c *client.Client) {
+	t.Helper()
+	busybox := busyboxPath(t)
+	dockerImagesOnce.Do(func() {
+		rootfs := filepath.Join(t.TempDir(), "rootfs")
+		if dockerImagesErr = imagebuild.BusyboxRootfs(rootfs, busybox); dockerImagesErr != nil {
+			return
+		}
+		load := func(name string) error {
+			var buf bytes.Buffer
+			if err := imagebuild.WriteOCILayout(&buf, imagebuild.Image{Name: name, RootfsDir: rootfs, Config: ocispec.ImageConfig{Env: []string{"PATH=/bin"}}}); err != nil {
+				return err
+			}
+			res, err := c.ImageLoad(context.Background(), &buf)
+			if err != nil {
+				return err
+			}
+			defer res.Close()
+			_, err = io.Copy(io.Discard, res)
+			return err
+		}
+		for _, name := range testImages {
+			if dockerImagesErr = load(name); dockerImagesErr != nil {
+				return
+			}
+		}
+		if dockerImagesErr = imagebuild.AddFile(rootfs, buildProbe(t), "/bin/nsn-probe"); dockerImagesErr != nil {
+			return
+		}
+		dockerImagesErr = load(probeRef)
+	})
+	if dockerImagesErr != nil {
+		t.Fatalf("load test images into dockerd: %v", dockerImagesErr)
+	}
+}
+
+func dockerManager(t *testing.T) *runtime.Manager {
+	t.Helper()
+	c := dockerClient(t)
+	loadDockerImages(t, c)
+	b, err := docker.New(context.Background(), docker.Config{Host: os.Getenv(envDockerHost)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	m, err := runtime.New(runtime.Config{Backend: b, StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = m.CleanupOrphans(context.Background(), true) })
+	return m
+}
+
+// dockerLeftovers lists nsn-run's containers and any volume on the dockerd
+// under test (nsn-run creates none: `docker volume ls` must stay empty).
+func dockerLeftovers(t *testing.T) string {
+	t.Helper()
+	c := dockerClient(t)
+	ctx := context.Background()
+	var found []string
+	cs, err := c.ContainerList(ctx, client.ContainerListOptions{All: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ctr := range cs.Items {
+		found = append(found, "container "+strings.Join(ctr.Names, ","))
+	}
+	vs, err := c.VolumeList(ctx, client.VolumeListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range vs.Items {
+		found = append(found, "volume "+v.Name)
+	}
+	return strings.Join(found, ", ")
+}
+
+func TestConformanceSeed(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backendCase, m *runtime.Manager) {
+		res, err := m.Run(context.Background(), seedTask(uniqueID("seed"), "echo", "hello"), runtime.RunOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.ExitCode != 0 || res.Reason != task.ReasonExited || res.Stdout != "hello\n" || res.Stderr != "" || res.Image != alpineRef {
+			t.Errorf("result = %+v", res)
+		}
+	})
+}
+
+func TestConformanceExitCodesAndStreams(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backendCase, m *runtime.Manager) {
+		for _, c := range []struct {
+			script         string
+			code           int
+			stdout, stderr string
+		}{
+			{"exit 0", 0, "", ""},
+			{"exit 7", 7, "", ""},
+			{"echo a; echo b >&2; echo c; echo d >&2; exit 3", 3, "a\nc\n", "b\nd\n"},
+			// The shell is pid 1, which ignores signals it has no handler
+			// for; a child killed by SIGTERM reports 143.
+			{"sh -c 'kill -TERM $$'; exit $?", 143, "", "Terminated\n"},
+		} {
+			res, err := m.Run(context.Background(), seedTask(uniqueID("exit"), "sh", "-c", c.script), runtime.RunOptions{})
+			if err != nil {
+				t.Fatalf("%q: %v", c.script, err)
+			}
+			if res.ExitCode != c.code || res.Stdout != c.stdout || res.Stderr != c.stderr || res.Reason != task.ReasonExited {
+				t.Errorf("%q: exit %d reason %s stdout %q stderr %q", c.script, res.ExitCode, res.Reason, res.Stdout, res.Stderr)
+			}
+		}
+	})
+}
+
+func TestConformanceEnvAndWorkingDir(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backendCase, m *runtime.Manager) {
+		tk := seedTask(uniqueID("env"), "sh", "-c", `echo "$GREETING $HOME $PATH $(id -u)"; pwd`)
+		tk.Env = []string{"GREETING=hi there"}
+		tk.WorkingDir = "/tmp"
+		res, err := m.Run(context.Background(), tk, runtime.RunOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Stdout != "hi there /tmp /bin 65534\n/tmp\n" {
+			t.Errorf("stdout = %q", res.Stdout)
+		}
+	})
+}
+
+// TestConformanceOutput: regular files are collected and copied; links
+// (absolute, climbing, to /) and fifos are skipped, never followed.
+func TestConformanceOutput(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backendCase, m *runtime.Manager) {
+		dest := t.TempDir()
+		script := `cd /output && mkdir -p sub/deep && printf 42 > sub/deep/answer && printf model > weights.bin &&
+ln -s /etc/passwd abs && ln -s ../../../../../etc/passwd climb && ln -s / root && mkfifo pipe`
+		res, err := m.Run(context.Background(), seedTask(uniqueID("out"), "sh", "-c", script), runtime.RunOptions{OutputDir: dest})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.ExitCode != 0 {
+			t.Fatalf("exit %d stderr %q", res.ExitCode, res.Stderr)
+		}
+		if len(res.OutputFiles) != 2 || res.OutputFiles[0].Path != "sub/deep/answer" || res.OutputFiles[1].Path != "weights.bin" {
+			t.Errorf("collected %+v", res.OutputFiles)
+		}
+		if len(res.OutputSkipped) != 4 {
+			t.Errorf("skipped %+v, want the three links and the fifo", res.OutputSkipped)
+		}
+		if got, err := os.ReadFile(filepath.Join(dest, "sub/deep/answer")); err != nil || string(got) != "42" {
+			t.Errorf("copied answer = %q, %v", got, err)
+		}
+		for _, name := range []string{"abs", "climb", "root", "pipe"} {
+			if _, err := os.Lstat(filepath.Join(dest, name)); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("%s copied out: %v", name, err)
+			}
+		}
+	})
+}
+
+func TestConformanceOOM(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backendCase, m *runtime.Manager) {
+		res, err := m.Run(context.Background(), probeTask(uniqueID("oom"), task.Limits{MemoryBytes: 32 * task.MiB}, "alloc", "200"), runtime.RunOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Reason != task.ReasonOOMKilled || res.ExitCode != 137 {
+			t.Errorf("result = reason %s exit %d stdout %q", res.Reason, res.ExitCode, res.Stdout)
+		}
+	})
+}
+
+func TestConformanceTimeout(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backendCase, m *runtime.Manager) {
+		tk := seedTask(uniqueID("tmo"), "sh", "-c", `trap "" TERM; (trap "" TERM; sleep 300) & echo started; sleep 300`)
+		tk.Limits.Timeout = 2 * time.Second
+		tk.Limits.Grace = time.Second
+		res, err := m.Run(context.Background(), tk, runtime.RunOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Reason != task.ReasonTimedOut || res.ExitCode != 124 || res.Stdout != "started\n" {
+			t.Errorf("result = reason %s exit %d stdout %q", res.Reason, res.ExitCode, res.Stdout)
+		}
+	})
+}
+
+func TestConformancePids(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backendCase, m *runtime.Manager) {
+		// Count with builtins only: at the limit the shell cannot fork.
+		tk := seedTask(uniqueID("pids"), "sh", "-c", `(for i in $(seq 200); do sleep 300 & done) 2>/dev/null; n=0; for p in /proc/[0-9]*; do n=$((n+1)); done; echo $n`)
+		tk.Limits.Pids = 32
+		res, err := m.Run(context.Background(), tk, runtime.RunOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The count is of the processes alive when the fork loop gave up:
+		// the sleepers, the shell, ls and grep, never above the limit.
+		n, err := strconv.Atoi(strings.TrimSpace(res.Stdout))
+		if res.ExitCode != 0 || err != nil || n > 32 || n < 20 {
+			t.Errorf("exit %d, processes counted %q stderr %q; want the bomb stopped at the limit of 32", res.ExitCode, res.Stdout, res.Stderr)
+		}
+		if res.Stats.PidsPeak > 32 {
+			t.Errorf("pids_peak = %d above the limit", res.Stats.PidsPeak)
+		}
+	})
+}
+
+// TestConformanceFailures: an unknown image, a missing binary and a
+// duplicate id are refused with typed errors and leave nothing.
+func TestConformanceFailures(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backendCase, m *runtime.Manager) {
+		ctx := context.Background()
+		if _, err := m.Run(ctx, task.Task{ID: uniqueID("img"), Image: "nosuch/image:1", Command: []string{"true"}}, runtime.RunOptions{}); !errdefs.IsNotFound(err) {
+			t.Errorf("unknown image: %v", err)
+		}
+		var ce *runtime.CommandError
+		if _, err := m.Run(ctx, seedTask(uniqueID("bin"), "/no/such/binary"), runtime.RunOptions{}); !errors.As(err, &ce) || !ce.NotFound {
+			t.Errorf("missing binary: %v", err)
+		}
+		id := uniqueID("dup")
+		if _, err := m.Spawn(ctx, seedTask(id, "sleep", "60")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.Spawn(ctx, seedTask(id, "true")); !errdefs.IsAlreadyExists(err) {
+			t.Errorf("duplicate id: %v", err)
+		}
+		if err := m.Remove(ctx, id, true); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// TestConformanceOrphans: tasks a crashed manager left (one running, one
+// exited) are found by label and removed by a new manager's
+// CleanupOrphans(force).
+func TestConformanceOrphans(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backendCase, m *runtime.Manager) {
+		ctx := context.Background()
+		running, exited := uniqueID("orph"), uniqueID("orph")
+		if _, err := m.Spawn(ctx, seedTask(running, "sleep", "300")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.Spawn(ctx, seedTask(exited, "true")); err != nil {
+			t.Fatal(err)
+		}
+		// A second manager over the same backend, as after a restart.
+		other := b.manager(t)
+		removed, err := other.CleanupOrphans(ctx, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := strings.Join(removed, "; ")
+		if !strings.Contains(got, "task "+running) || !strings.Contains(got, "task "+exited) {
+			t.Errorf("removed %q, want both tasks", got)
+		}
+		// The first manager's state is now stale; its own cleanup is
+		// idempotent.
+		for _, id := range []string{running, exited} {
+			if err := m.Cleanup(ctx, id); err != nil {
+				t.Errorf("cleanup of %s after gc: %v", id, err)
+			}
+		}
+	})
+}
