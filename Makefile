@@ -7,6 +7,7 @@ BIN := bin/nsn-run
 
 build:
 	$(GO) build -o $(BIN) ./cmd/nsn-run
+	$(GO) build -o bin/nsn-logger ./cmd/nsn-logger
 
 # Unit tests, plus integration tests where daemons are configured (they skip
 # otherwise; `make check` makes them mandatory).
@@ -21,8 +22,9 @@ check:
 demo:
 	bash scripts/demo.sh
 
+# The benchmark harness against runc, ctr and docker (docs/performance.md).
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+	bash scripts/bench.sh
 
 lint:
 	@fmt=$$(gofmt -l .); \

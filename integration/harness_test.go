@@ -171,6 +171,32 @@ func importImage(c *client.Client, img imagebuild.Image) error {
 }
 
 var (
+	loggerOnce sync.Once
+	loggerBin  string
+	loggerErr  error
+)
+
+// nsnLogger builds the small shim logger once per test process.
+func nsnLogger(t *testing.T) string {
+	t.Helper()
+	loggerOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "nsn-logger-bin-")
+		if err != nil {
+			loggerErr = err
+			return
+		}
+		loggerBin = filepath.Join(dir, "nsn-logger")
+		if out, err := exec.Command("go", "build", "-o", loggerBin, "github.com/nsn-run/nsn-run/cmd/nsn-logger").CombinedOutput(); err != nil {
+			loggerErr = fmt.Errorf("build nsn-logger: %w: %s", err, out)
+		}
+	})
+	if loggerErr != nil {
+		t.Fatal(loggerErr)
+	}
+	return loggerBin
+}
+
+var (
 	probeOnce sync.Once
 	probeBin  string
 	probeErr  error
@@ -285,7 +311,9 @@ func testManager(t *testing.T) (*runtime.Manager, *client.Client) {
 	t.Helper()
 	c, addr := containerdClient(t)
 	importBusybox(t, c, addr)
-	b, err := containerd.New(context.Background(), containerd.Config{Address: addr, Namespace: testNamespace, LoggerBinary: nsnRun(t)})
+	// The Go API path uses the small nsn-logger as the shim logger; the
+	// CLI tests use nsn-run itself: both loggers are exercised.
+	b, err := containerd.New(context.Background(), containerd.Config{Address: addr, Namespace: testNamespace, LoggerBinary: nsnLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

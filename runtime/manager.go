@@ -156,6 +156,7 @@ func (m *Manager) Spawn(ctx context.Context, t task.Task) (Handle, error) {
 }
 
 func (m *Manager) start(ctx context.Context, t task.Task, dir string) (Handle, error) {
+	defer ObservePhase(ctx, "spawn", time.Now())
 	out := filepath.Join(dir, outputDir)
 	if err := os.Mkdir(out, 0o700); err != nil {
 		return Handle{}, fmt.Errorf("create output dir: %w", err)
@@ -244,6 +245,7 @@ func (m *Manager) Wait(ctx context.Context, id string) (task.Result, error) {
 	if w.err != nil {
 		return task.Result{}, w.err
 	}
+	sw := NewStopwatch(ctx)
 	res.ExitCode = w.status.Code
 	res.FinishedAt = w.status.ExitedAt.UTC()
 	if res.FinishedAt.IsZero() || res.FinishedAt.Before(res.StartedAt) {
@@ -257,6 +259,7 @@ func (m *Manager) Wait(ctx context.Context, id string) (task.Result, error) {
 		peaks.Add(s)
 	}
 	res.Stats = peaks.Stats()
+	sw.Lap("wait/final-stats")
 	switch {
 	case res.Reason == task.ReasonTimedOut || res.Reason == task.ReasonCPUTimeExceeded:
 		res.ExitCode = ExitTimedOut
@@ -266,6 +269,7 @@ func (m *Manager) Wait(ctx context.Context, id string) (task.Result, error) {
 	if err := m.backend.Destroy(waitCtx, id); err != nil {
 		return task.Result{}, fmt.Errorf("release task %s: %w", id, err)
 	}
+	sw.Lap("wait/release")
 	rec.Result = &res
 	if err := m.writeRecord(rec); err != nil {
 		return task.Result{}, err
@@ -523,13 +527,17 @@ func (m *Manager) Run(ctx context.Context, t task.Task, opts RunOptions) (task.R
 		return task.Result{ID: t.ID, Image: t.Image, Reason: task.ReasonFailed}, err
 	}
 	cleanupCtx := context.WithoutCancel(ctx)
+	sw := NewStopwatch(ctx)
 	res, err := m.Wait(ctx, t.ID)
+	sw.Lap("wait")
 	if err == nil {
 		err = m.CollectOutput(cleanupCtx, t.ID, opts.OutputDir, &res)
 	}
+	sw.Lap("collect")
 	if cerr := m.Cleanup(cleanupCtx, t.ID); err == nil {
 		err = cerr
 	}
+	sw.Lap("cleanup")
 	if err != nil && res.Reason == "" {
 		res.Reason = task.ReasonFailed
 	}

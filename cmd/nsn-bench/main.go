@@ -1,0 +1,545 @@
+// Command nsn-bench measures nsn-run against its peers in one run, on the
+// same machine and the same busybox image: raw `runc run` on a prepared
+// bundle, `ctr run --rm`, `docker run --rm`, the `nsn-run` CLI and the
+// runtime package in-process, for a trivial task; throughput and latency at
+// several concurrency levels (with a leak check after); host memory per
+// idle task against docker's; and log throughput. It prints tables with
+// ratios to raw runc: machines here are noisy, ratios travel. scripts/bench.sh
+// (make bench) starts the daemons and runs it.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/nsn-run/nsn-run/internal/imagebuild"
+	"github.com/nsn-run/nsn-run/runtime"
+	"github.com/nsn-run/nsn-run/runtime/containerd"
+	"github.com/nsn-run/nsn-run/spec"
+	"github.com/nsn-run/nsn-run/task"
+)
+
+type options struct {
+	address, dockerHost, nsnRun, namespace, busybox, shimGroup string
+	n, idle                                         int
+	levels                                          []int
+	logBytes                                        int64
+}
+
+func main() {
+	var o options
+	var levels string
+	flag.StringVar(&o.address, "address", "", "containerd socket (required)")
+	flag.StringVar(&o.dockerHost, "docker-host", "", "dockerd address for the docker peer (empty: skip docker)")
+	flag.StringVar(&o.nsnRun, "nsn-run", "bin/nsn-run", "nsn-run binary (also the shim logger)")
+	flag.StringVar(&o.namespace, "namespace", "nsn-bench", "containerd namespace")
+	flag.StringVar(&o.busybox, "busybox", "/bin/busybox", "static busybox for the runc bundle")
+	flag.StringVar(&o.shimGroup, "shim-group", "", "in-process runs share runc shims in this group (containerd.Config.ShimGroup)")
+	flag.IntVar(&o.n, "n", 20, "runs of each variant of the trivial task")
+	flag.IntVar(&o.idle, "idle", 10, "idle tasks for the memory measurement")
+	flag.StringVar(&levels, "concurrency", "1,4,16,64", "concurrency levels")
+	flag.Int64Var(&o.logBytes, "log-bytes", 1<<30, "stdout bytes for the log throughput run")
+	flag.Parse()
+	for _, f := range strings.Split(levels, ",") {
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 {
+			fail(fmt.Errorf("-concurrency %q", levels))
+		}
+		o.levels = append(o.levels, n)
+	}
+	if o.address == "" {
+		fail(fmt.Errorf("-address is required"))
+	}
+	abs, err := filepath.Abs(o.nsnRun)
+	if err != nil {
+		fail(err)
+	}
+	o.nsnRun = abs
+	if err := run(context.Background(), o); err != nil {
+		fail(err)
+	}
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "nsn-bench:", err)
+	os.Exit(1)
+}
+
+func run(ctx context.Context, o options) error {
+	work, err := os.MkdirTemp("", "nsn-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	b, err := containerd.New(ctx, containerd.Config{Address: o.address, Namespace: o.namespace, LoggerBinary: o.nsnRun, ShimGroup: o.shimGroup})
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	m, err := runtime.New(runtime.Config{Backend: b, StateDir: filepath.Join(work, "state")})
+	if err != nil {
+		return err
+	}
+	bundle, err := prepareBundle(ctx, o, work)
+	if err != nil {
+		return err
+	}
+	host, _ := os.Hostname()
+	fmt.Printf("nsn-bench on %s: %d CPUs, %s; %s\n", host, numCPU(), memTotal(), versions(o))
+	if o.shimGroup != "" {
+		fmt.Printf("in-process runs share runc shims (group %q)\n", o.shimGroup)
+	}
+	fmt.Println()
+
+	if err := trivial(ctx, o, m, bundle, work); err != nil {
+		return err
+	}
+	if err := concurrency(ctx, o, m, b); err != nil {
+		return err
+	}
+	if err := idleMemory(ctx, o, m, b); err != nil {
+		return err
+	}
+	return logThroughput(ctx, o, m)
+}
+
+// prepareBundle lays out a runc bundle of the busybox rootfs with the very
+// spec nsn-run generates, so raw runc runs the same isolation.
+func prepareBundle(ctx context.Context, o options, work string) (string, error) {
+	bundle := filepath.Join(work, "bundle")
+	if err := imagebuild.BusyboxRootfs(filepath.Join(bundle, "rootfs"), o.busybox); err != nil {
+		return "", err
+	}
+	out := filepath.Join(work, "runc-output")
+	if err := os.Mkdir(out, 0o755); err != nil {
+		return "", err
+	}
+	s, err := spec.Generate(namespaces.WithNamespace(ctx, o.namespace),
+		task.Task{ID: "bench-runc", Image: "busybox", Command: []string{"/bin/true"}},
+		ocispec.ImageConfig{Env: []string{"PATH=/bin"}}, spec.Options{OutputDir: out})
+	if err != nil {
+		return "", err
+	}
+	data, err := spec.Marshal(s)
+	if err != nil {
+		return "", err
+	}
+	return bundle, os.WriteFile(filepath.Join(bundle, "config.json"), data, 0o600)
+}
+
+type variant struct {
+	name string
+	run  func(i int) error
+}
+
+// trivial runs /bin/true end to end with each variant, interleaved round
+// by round so that drift in the machine's load hits all of them alike.
+func trivial(ctx context.Context, o options, m *runtime.Manager, bundle, work string) error {
+	runcRoot := filepath.Join(work, "runc-root")
+	stateDir := filepath.Join(work, "cli-state")
+	variants := []variant{
+		{"runc run (prepared bundle)", func(i int) error {
+			return command("runc", "--root", runcRoot, "run", "--bundle", bundle, fmt.Sprintf("bench-runc-%d", i))
+		}},
+		{"ctr run --rm", func(i int) error {
+			return command("ctr", "-a", o.address, "-n", o.namespace, "run", "--rm", "docker.io/library/busybox:latest", fmt.Sprintf("bench-ctr-%d", i), "/bin/true")
+		}},
+	}
+	if o.dockerHost != "" {
+		variants = append(variants, variant{"docker run --rm", func(int) error {
+			return command("docker", "-H", o.dockerHost, "run", "--rm", "--network", "none", "busybox:latest", "/bin/true")
+		}})
+	}
+	variants = append(variants,
+		variant{"nsn-run run (CLI)", func(i int) error {
+			return command(o.nsnRun, "--address", o.address, "--namespace", o.namespace, "--state-dir", stateDir,
+				"run", "--id", fmt.Sprintf("bench-cli-%d", i), "busybox:latest", "--", "/bin/true")
+		}},
+		variant{"runtime.Manager.Run (in-process)", func(i int) error {
+			_, err := m.Run(ctx, task.Task{ID: fmt.Sprintf("bench-lib-%d", i), Image: "busybox:latest", Command: []string{"/bin/true"}}, runtime.RunOptions{})
+			return err
+		}},
+	)
+	times := make([][]time.Duration, len(variants))
+	for i := -1; i < o.n; i++ { // round -1 warms caches and is not counted
+		for v, vr := range variants {
+			start := time.Now()
+			if err := vr.run(i + 1); err != nil {
+				return fmt.Errorf("%s: %w", vr.name, err)
+			}
+			if i >= 0 {
+				times[v] = append(times[v], time.Since(start))
+			}
+		}
+	}
+	base := median(times[0])
+	fmt.Printf("## Trivial task (/bin/true), %d runs each, interleaved\n\n", o.n)
+	fmt.Println("| variant | median | p99 | median / runc |")
+	fmt.Println("| --- | --- | --- | --- |")
+	for v, vr := range variants {
+		med := median(times[v])
+		fmt.Printf("| %s | %s | %s | %.2fx |\n", vr.name, ms(med), ms(percentile(times[v], 99)), float64(med)/float64(base))
+	}
+
+	// Where the in-process time goes.
+	phases := map[string][]time.Duration{}
+	var mu sync.Mutex
+	pctx := runtime.WithPhaseObserver(ctx, func(phase string, d time.Duration) {
+		mu.Lock()
+		phases[phase] = append(phases[phase], d)
+		mu.Unlock()
+	})
+	for i := range o.n {
+		if _, err := m.Run(pctx, task.Task{ID: fmt.Sprintf("bench-trace-%d", i), Image: "busybox:latest", Command: []string{"/bin/true"}}, runtime.RunOptions{}); err != nil {
+			return err
+		}
+	}
+	names := make([]string, 0, len(phases))
+	for p := range phases {
+		names = append(names, p)
+	}
+	slices.Sort(names)
+	fmt.Printf("\n## Where the in-process time goes (median of %d runs)\n\n", o.n)
+	fmt.Println("| phase | median |")
+	fmt.Println("| --- | --- |")
+	for _, p := range names {
+		fmt.Printf("| %s | %s |\n", p, ms(median(phases[p])))
+	}
+	fmt.Println()
+	return nil
+}
+
+// concurrency runs batches of tasks at each level through one Manager and
+// checks nothing is left behind.
+func concurrency(ctx context.Context, o options, m *runtime.Manager, b *containerd.Backend) error {
+	fmt.Println("## Concurrency (in-process Manager, /bin/true)")
+	fmt.Println()
+	fmt.Println("| concurrent | tasks | tasks/s | p50 | p99 | left behind |")
+	fmt.Println("| --- | --- | --- | --- | --- | --- |")
+	for _, c := range o.levels {
+		total := max(4*c, 8)
+		jobs := make(chan int)
+		var mu sync.Mutex
+		var lat []time.Duration
+		var firstErr error
+		var wg sync.WaitGroup
+		start := time.Now()
+		for range c {
+			wg.Go(func() {
+				for i := range jobs {
+					t0 := time.Now()
+					_, err := m.Run(ctx, task.Task{ID: fmt.Sprintf("bench-c%d-%d", c, i), Image: "busybox:latest", Command: []string{"/bin/true"}}, runtime.RunOptions{})
+					mu.Lock()
+					lat = append(lat, time.Since(t0))
+					if err != nil && firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+				}
+			})
+		}
+		for i := range total {
+			jobs <- i
+		}
+		close(jobs)
+		wg.Wait()
+		wall := time.Since(start)
+		if firstErr != nil {
+			return fmt.Errorf("concurrency %d: %w", c, firstErr)
+		}
+		left, err := leftCount(ctx, o.namespace, b, m)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("| %d | %d | %.1f | %s | %s | %s |\n", c, total, float64(total)/wall.Seconds(), ms(median(lat)), ms(percentile(lat, 99)), left)
+	}
+	fmt.Println()
+	return nil
+}
+
+// leftCount counts containers, snapshots beyond the image's and output
+// mounts that remain.
+func leftCount(ctx context.Context, namespace string, b *containerd.Backend, m *runtime.Manager) (string, error) {
+	list, err := m.List(ctx)
+	if err != nil {
+		return "", err
+	}
+	c := b.Client()
+	nctx := namespaces.WithNamespace(ctx, namespace)
+	var active int
+	if err := c.SnapshotService(containerd.DefaultSnapshotter).Walk(nctx, func(_ context.Context, info snapshots.Info) error {
+		if info.Kind != snapshots.KindCommitted {
+			active++
+		}
+		return nil
+	}); err != nil {
+		return "", err
+	}
+	mountinfo, _ := os.ReadFile("/proc/self/mountinfo")
+	mounts := strings.Count(string(mountinfo), "nsn-output")
+	return fmt.Sprintf("%d containers, %d snapshots, %d mounts", len(list), active, mounts), nil
+}
+
+// idleMemory starts idle tasks and sums the resident memory they cost the
+// host: each task's shim and logger, plus the manager's growth; docker's
+// peer is its shims plus dockerd's and its containerd's growth.
+func idleMemory(ctx context.Context, o options, m *runtime.Manager, b *containerd.Backend) error {
+	before := rss(os.Getpid())
+	var ids []string
+	for i := range o.idle {
+		id := fmt.Sprintf("bench-idle-%d", i)
+		if _, err := m.Spawn(ctx, task.Task{ID: id, Image: "busybox:latest", Command: []string{"sleep", "300"}}); err != nil {
+			return err
+		}
+		ids = append(ids, id)
+	}
+	var shims []int
+	for _, id := range ids {
+		st, err := m.Inspect(ctx, id)
+		if err != nil {
+			return err
+		}
+		shims = append(shims, ppid(int(st.Pid)))
+	}
+	nsnKiB := rss(os.Getpid()) - before
+	for _, shim := range uniq(shims) {
+		nsnKiB += rss(shim)
+		for _, child := range children(shim) {
+			if strings.Contains(cmdline(child), "shim-logger") {
+				nsnKiB += rss(child)
+			}
+		}
+	}
+	for _, id := range ids {
+		if err := m.Remove(ctx, id, true); err != nil {
+			return err
+		}
+	}
+	fmt.Printf("## Host memory per idle task (%d tasks running sleep)\n\n", o.idle)
+	fmt.Println("| runner | resident memory per task |")
+	fmt.Println("| --- | --- |")
+	fmt.Printf("| nsn-run (shim + shim logger + manager growth) | %.1f MiB |\n", float64(nsnKiB)/1024/float64(o.idle))
+	if o.dockerHost != "" {
+		dockerKiB, err := dockerIdle(o)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("| docker (shim + dockerd and its containerd growth) | %.1f MiB |\n", float64(dockerKiB)/1024/float64(o.idle))
+	}
+	fmt.Println()
+	return nil
+}
+
+func dockerIdle(o options) (int, error) {
+	daemons := pidsNamed("dockerd", "containerd")
+	before := 0
+	for _, p := range daemons {
+		before += rss(p)
+	}
+	var ids []string
+	for range o.idle {
+		out, err := exec.Command("docker", "-H", o.dockerHost, "run", "-d", "--network", "none", "busybox:latest", "sleep", "300").Output()
+		if err != nil {
+			return 0, fmt.Errorf("docker run -d: %w", err)
+		}
+		ids = append(ids, strings.TrimSpace(string(out)))
+	}
+	total := 0
+	for _, p := range daemons {
+		total += rss(p)
+	}
+	total -= before
+	var shims []int
+	for _, id := range ids {
+		out, err := exec.Command("docker", "-H", o.dockerHost, "inspect", "-f", "{{.State.Pid}}", id).Output()
+		if err != nil {
+			return 0, err
+		}
+		pid, _ := strconv.Atoi(strings.TrimSpace(string(out)))
+		shims = append(shims, ppid(pid))
+	}
+	for _, s := range uniq(shims) {
+		total += rss(s)
+	}
+	args := append([]string{"-H", o.dockerHost, "rm", "-f"}, ids...)
+	if err := exec.Command("docker", args...).Run(); err != nil {
+		return 0, err
+	}
+	return total, nil
+}
+
+func logThroughput(ctx context.Context, o options, m *runtime.Manager) error {
+	script := fmt.Sprintf("head -c %d /dev/zero", o.logBytes)
+	start := time.Now()
+	res, err := m.Run(ctx, task.Task{ID: "bench-logs", Image: "busybox:latest", Command: []string{"sh", "-c", script},
+		Limits: task.Limits{Timeout: 10 * time.Minute}}, runtime.RunOptions{})
+	if err != nil {
+		return err
+	}
+	nsn := time.Since(start)
+	mib := float64(o.logBytes) / (1 << 20)
+	fmt.Printf("## Log throughput (%.0f MiB of stdout)\n\n", mib)
+	fmt.Println("| runner | time | MiB/s |")
+	fmt.Println("| --- | --- | --- |")
+	fmt.Printf("| nsn-run (shim logger, capped capture; Result stdout %d bytes) | %s | %.0f |\n", len(res.Stdout), ms(nsn), mib/nsn.Seconds())
+	if o.dockerHost != "" {
+		start = time.Now()
+		cmd := exec.Command("docker", "-H", o.dockerHost, "run", "--rm", "--network", "none", "busybox:latest", "sh", "-c", script)
+		cmd.Stdout = nil // discarded: docker's attach stream, read and dropped
+		if err := cmd.Run(); err != nil {
+			return err
+		}
+		d := time.Since(start)
+		fmt.Printf("| docker run (attached stdout, discarded) | %s | %.0f |\n", ms(d), mib/d.Seconds())
+	}
+	fmt.Println()
+	return nil
+}
+
+func command(name string, args ...string) error {
+	var stderr bytes.Buffer
+	cmd := exec.Command(name, args...)
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s: %w: %s", name, err, strings.TrimSpace(stderr.String()))
+	}
+	return nil
+}
+
+func median(d []time.Duration) time.Duration { return percentile(d, 50) }
+
+func percentile(d []time.Duration, p int) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	s := slices.Clone(d)
+	slices.Sort(s)
+	i := (len(s)*p + 99) / 100
+	return s[min(max(i-1, 0), len(s)-1)]
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }
+
+// procField reads "Key:" from /proc/pid/status.
+func procField(pid int, key string) string {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && k == key {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// rss is a process's resident memory in KiB.
+func rss(pid int) int {
+	n, _ := strconv.Atoi(strings.TrimSuffix(procField(pid, "VmRSS"), " kB"))
+	return n
+}
+
+func ppid(pid int) int {
+	n, _ := strconv.Atoi(procField(pid, "PPid"))
+	return n
+}
+
+func cmdline(pid int) string {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return strings.ReplaceAll(string(b), "\x00", " ")
+}
+
+func allPids() []int {
+	entries, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range entries {
+		if n, err := strconv.Atoi(e.Name()); err == nil {
+			pids = append(pids, n)
+		}
+	}
+	return pids
+}
+
+func children(parent int) []int {
+	var out []int
+	for _, p := range allPids() {
+		if ppid(p) == parent {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func pidsNamed(names ...string) []int {
+	var out []int
+	for _, p := range allPids() {
+		if slices.Contains(names, procField(p, "Name")) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func uniq(s []int) []int {
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return slices.Compact(s)
+}
+
+func numCPU() int {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	return strings.Count(string(b), "processor\t:")
+}
+
+func memTotal() string {
+	return procMeminfo("MemTotal")
+}
+
+func procMeminfo(key string) string {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && k == key {
+			return strings.TrimSpace(v) + " memory"
+		}
+	}
+	return ""
+}
+
+func versions(o options) string {
+	var parts []string
+	for _, c := range [][]string{{"runc", "--version"}, {"containerd", "--version"}} {
+		out, err := exec.Command(c[0], c[1:]...).Output()
+		if err == nil {
+			parts = append(parts, strings.SplitN(strings.TrimSpace(string(out)), "\n", 2)[0])
+		}
+	}
+	if o.dockerHost != "" {
+		if out, err := exec.Command("docker", "-H", o.dockerHost, "version", "-f", "dockerd {{.Server.Version}}").Output(); err == nil {
+			parts = append(parts, strings.TrimSpace(string(out)))
+		}
+	}
+	return strings.Join(parts, "; ")
+}
