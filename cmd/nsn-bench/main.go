@@ -46,7 +46,7 @@ func main() {
 	var levels string
 	flag.StringVar(&o.address, "address", "", "containerd socket (required)")
 	flag.StringVar(&o.dockerHost, "docker-host", "", "dockerd address for the docker peer (empty: skip docker)")
-	flag.StringVar(&o.nsnRun, "nsn-run", "bin/nsn-run", "nsn-run binary (also the shim logger)")
+	flag.StringVar(&o.nsnRun, "nsn-run", "bin/nsn-run", "nsn-run binary (the shim logger is nsn-logger beside it, else nsn-run itself)")
 	flag.StringVar(&o.namespace, "namespace", "nsn-bench", "containerd namespace")
 	flag.StringVar(&o.busybox, "busybox", "/bin/busybox", "static busybox for the runc bundle")
 	flag.StringVar(&o.shimGroup, "shim-group", "", "in-process runs share runc shims in this group (containerd.Config.ShimGroup)")
@@ -86,7 +86,11 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	defer os.RemoveAll(work)
-	b, err := containerd.New(ctx, containerd.Config{Address: o.address, Namespace: o.namespace, LoggerBinary: o.nsnRun, ShimGroup: o.shimGroup})
+	logger := o.nsnRun
+	if small := filepath.Join(filepath.Dir(o.nsnRun), "nsn-logger"); fileExists(small) {
+		logger = small
+	}
+	b, err := containerd.New(ctx, containerd.Config{Address: o.address, Namespace: o.namespace, LoggerBinary: logger, ShimGroup: o.shimGroup})
 	if err != nil {
 		return err
 	}
@@ -542,4 +546,9 @@ func versions(o options) string {
 		}
 	}
 	return strings.Join(parts, "; ")
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
