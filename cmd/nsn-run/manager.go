@@ -11,6 +11,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/spf13/cobra"
 
+	"github.com/nsn-run/nsn-run/cdi"
 	"github.com/nsn-run/nsn-run/logs"
 	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/runtime/containerd"
@@ -65,7 +66,11 @@ func openContainerd(ctx context.Context, g *globalOptions) (*containerd.Backend,
 	if small := filepath.Join(filepath.Dir(self), "nsn-logger"); isExecutable(small) {
 		logger = small
 	}
-	return containerd.New(ctx, containerd.Config{Address: g.address, Namespace: g.namespace, LoggerBinary: logger})
+	gpus, err := cdi.New(cdi.Options{SpecDirs: g.cdiSpecDirs, AllocDir: filepath.Join(g.stateDir, "gpus")})
+	if err != nil {
+		return nil, err
+	}
+	return containerd.New(ctx, containerd.Config{Address: g.address, Namespace: g.namespace, LoggerBinary: logger, GPUs: gpus})
 }
 
 // newShimLoggerCommand is the logger process containerd's shim runs for a

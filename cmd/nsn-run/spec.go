@@ -8,6 +8,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/spf13/cobra"
 
+	"github.com/nsn-run/nsn-run/cdi"
 	"github.com/nsn-run/nsn-run/runtime/containerd"
 	"github.com/nsn-run/nsn-run/runtime/docker"
 	"github.com/nsn-run/nsn-run/snapshots"
@@ -63,7 +64,12 @@ cgroup path and output directory). Pipe it to 'nsn-run audit -' to check it.`,
 			if err != nil {
 				return err
 			}
-			s, err := spec.Generate(ctx, t, img.Config, spec.Options{OutputDir: outDir})
+			// GPUs are resolved as run would, but not allocated.
+			gpus, err := cdi.New(cdi.Options{SpecDirs: g.cdiSpecDirs})
+			if err != nil {
+				return err
+			}
+			s, err := spec.Generate(ctx, t, img.Config, spec.Options{OutputDir: outDir, GPUs: gpus})
 			if err != nil {
 				return err
 			}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -212,18 +213,22 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (h runtim
 	if err != nil {
 		return h, err
 	}
+	// Generating the spec allocated the task's GPUs, if any.
+	releaseGPUs := func() { b.releaseGPUs(t.ID) }
 	if b.cfg.ShimGroup != "" {
 		if s.Annotations == nil {
 			s.Annotations = map[string]string{}
 		}
 		s.Annotations[shimGroupAnnotation] = b.cfg.ShimGroup
 	}
-	if findings := audit.CheckWithPolicy(s, b.cfg.AuditPolicy); len(findings) > 0 {
+	if findings := audit.CheckWithPolicy(s, b.auditPolicy(s)); len(findings) > 0 {
+		releaseGPUs()
 		return h, fmt.Errorf("%w: spec for task %s fails the audit: %s", errdefs.ErrFailedPrecondition, t.ID, findings[0])
 	}
 	// The task writes /output as its own user; nothing else on the host can
 	// reach the directory (the state dir above it is private to root).
 	if err := os.Chown(req.OutputDir, int(s.Process.User.UID), int(s.Process.User.GID)); err != nil {
+		releaseGPUs()
 		return h, fmt.Errorf("prepare output dir: %w", err)
 	}
 	sw.Lap("start/spec-audit")
@@ -231,6 +236,7 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (h runtim
 	ctx, releaseLease, err := b.client.WithLease(ctx,
 		leases.WithRandomID(), leases.WithExpiration(spawnLeaseExpiry), leases.WithLabels(labelsFor(t.ID)))
 	if err != nil {
+		releaseGPUs()
 		return h, fmt.Errorf("create lease: %w", err)
 	}
 	defer func() {
@@ -243,6 +249,7 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (h runtim
 	sw.Lap("start/lease")
 	parent, err := images.Unpack(ctx, img.Image, b.cfg.Snapshotter)
 	if err != nil {
+		releaseGPUs()
 		return h, err
 	}
 	sw.Lap("start/unpack-check")
@@ -252,9 +259,10 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (h runtim
 	// read-only root: runc remounts it read-only.
 	rootMounts, err := sn.Prepare(ctx, t.ID, parent, snapshots.WithLabels(labelsFor(t.ID)))
 	if err != nil {
+		releaseGPUs()
 		return h, fmt.Errorf("prepare snapshot for task %s: %w", t.ID, err)
 	}
-	undo := []func(context.Context){func(ctx context.Context) { _ = sn.Remove(ctx, t.ID) }}
+	undo := []func(context.Context){func(context.Context) { releaseGPUs() }, func(ctx context.Context) { _ = sn.Remove(ctx, t.ID) }}
 	defer func() {
 		if retErr == nil {
 			return
@@ -291,7 +299,7 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (h runtim
 	)
 	if err != nil {
 		if errdefs.IsAlreadyExists(err) {
-			undo = nil // the snapshot is the other task's
+			undo = undo[:1] // the snapshot is the other task's; the GPUs were ours
 			return h, fmt.Errorf("task %s already exists: %w", t.ID, errdefs.ErrAlreadyExists)
 		}
 		return h, fmt.Errorf("create container %s: %w", t.ID, err)
@@ -332,6 +340,38 @@ func mountDestinations(s *specs.Spec) []string {
 		dests = append(dests, m.Destination)
 	}
 	return dests
+}
+
+// gpuAllocator is what an injector that allocates GPUs offers the backend.
+type gpuAllocator interface {
+	Release(id string) error
+	ReleaseExcept(keep map[string]bool) error
+	AuditPolicy(names []string) audit.Policy
+}
+
+func (b *Backend) releaseGPUs(id string) {
+	if a, ok := b.cfg.GPUs.(gpuAllocator); ok {
+		_ = a.Release(id)
+	}
+}
+
+// gpuAnnotation lists the CDI devices injected into a spec (set by the cdi
+// injector).
+const gpuAnnotation = "nsn.gpus"
+
+// auditPolicy is the configured policy, widened by exactly the device nodes,
+// mounts and hooks of the GPUs injected into s.
+func (b *Backend) auditPolicy(s *specs.Spec) audit.Policy {
+	p := b.cfg.AuditPolicy
+	a, ok := b.cfg.GPUs.(gpuAllocator)
+	if !ok || s.Annotations[gpuAnnotation] == "" {
+		return p
+	}
+	g := a.AuditPolicy(strings.Split(s.Annotations[gpuAnnotation], ","))
+	p.DevicePaths = append(slices.Clone(p.DevicePaths), g.DevicePaths...)
+	p.BindSources = append(slices.Clone(p.BindSources), g.BindSources...)
+	p.HookPaths = append(slices.Clone(p.HookPaths), g.HookPaths...)
+	return p
 }
 
 // commandError recognises runc's exec failure for the task's command. The
@@ -477,10 +517,12 @@ func (b *Backend) Stop(ctx context.Context, id string, sig syscall.Signal, all b
 }
 
 // Destroy implements runtime.Backend: kill and delete the task (the shim then
-// stops its logger), delete the container and its snapshot. Idempotent.
+// stops its logger), delete the container and its snapshot, release its
+// GPUs. Idempotent.
 func (b *Backend) Destroy(ctx context.Context, id string) error {
 	ctx = b.ns(ctx)
 	defer b.forget(id)
+	defer b.releaseGPUs(id)
 	c, err := b.client.LoadContainer(ctx, id)
 	if errdefs.IsNotFound(err) {
 		return b.removeSnapshot(ctx, id)
@@ -628,6 +670,11 @@ func (b *Backend) SweepOrphans(ctx context.Context, keep map[string]bool) ([]str
 		return errdefs.IsNotFound(err)
 	}
 	var removed []string
+	if a, ok := b.cfg.GPUs.(gpuAllocator); ok {
+		if err := a.ReleaseExcept(keep); err != nil {
+			return nil, err
+		}
+	}
 	ls := b.client.LeasesService()
 	all, err := ls.List(ctx, fmt.Sprintf("labels.%q==%s", runtime.LabelManager, runtime.ManagerName))
 	if err != nil {

@@ -1,0 +1,213 @@
+package cdi
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/containerd/errdefs"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/nsn-run/nsn-run/cdi/cditest"
+	"github.com/nsn-run/nsn-run/spec"
+	"github.com/nsn-run/nsn-run/spec/audit"
+	"github.com/nsn-run/nsn-run/task"
+)
+
+const uuid0 = cditest.UUID0
+
+// StandInSpec writes the stand-in GPUs' CDI spec (see cditest).
+func StandInSpec(t *testing.T) (dir, driver string) {
+	t.Helper()
+	dir, driver, err := cditest.WriteStandInSpec(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir, driver
+}
+
+func newInjector(t *testing.T, alloc bool) *Injector {
+	t.Helper()
+	dir, _ := StandInSpec(t)
+	o := Options{SpecDirs: []string{dir}}
+	if alloc {
+		o.AllocDir = filepath.Join(t.TempDir(), "gpus")
+	}
+	in, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return in
+}
+
+func req(t *testing.T, s string) task.GPURequest {
+	t.Helper()
+	r, err := task.ParseGPURequest(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func TestResolve(t *testing.T) {
+	in := newInjector(t, false)
+	cases := map[string][]string{
+		"device=0": {"nvidia.com/gpu=0"},
+		"0,1":      {"nvidia.com/gpu=0", "nvidia.com/gpu=1"},
+		uuid0:      {"nvidia.com/gpu=" + uuid0},
+		"all":      {"nvidia.com/gpu=all"},
+		"2":        {"nvidia.com/gpu=0", "nvidia.com/gpu=1"}, // the UUID aliases GPU 0: not a third GPU
+	}
+	for in_, want := range cases {
+		got, err := in.Resolve(req(t, in_))
+		if err != nil || !slices.Equal(got, want) {
+			t.Errorf("Resolve(%q) = %v, %v; want %v", in_, got, err, want)
+		}
+	}
+	if _, err := in.Resolve(req(t, "device=7")); !errdefs.IsNotFound(err) || !strings.Contains(err.Error(), "GPU 7 not found") {
+		t.Errorf("unknown GPU: %v", err)
+	}
+	if _, err := in.Resolve(req(t, "3")); !errdefs.IsResourceExhausted(err) {
+		t.Errorf("more GPUs than exist: %v", err)
+	}
+	if got, _ := in.Resolve(task.GPURequest{}); got != nil {
+		t.Errorf("no request resolved to %v", got)
+	}
+}
+
+// TestAllocatorUnderConcurrency: tasks racing for one GPU each never get
+// the same one; an alias (UUID of GPU 0) is the same GPU; release frees.
+func TestAllocatorUnderConcurrency(t *testing.T) {
+	in := newInjector(t, true)
+	var mu sync.Mutex
+	got := map[string]string{} // device -> task
+	var wg sync.WaitGroup
+	var exhausted int
+	for i := range 20 {
+		wg.Go(func() {
+			id := fmt.Sprintf("task-%d", i)
+			names, err := in.Allocate(id, req(t, "1"))
+			mu.Lock()
+			defer mu.Unlock()
+			if errdefs.IsResourceExhausted(err) {
+				exhausted++
+				return
+			}
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			for _, n := range names {
+				if owner, taken := got[n]; taken {
+					t.Errorf("%s given to %s and %s", n, owner, id)
+				}
+				got[n] = id
+			}
+		})
+	}
+	wg.Wait()
+	if len(got) != 2 || exhausted != 18 {
+		t.Fatalf("allocated %v, %d refused; want both GPUs given once and 18 refusals", got, exhausted)
+	}
+	owner0 := got["nvidia.com/gpu=0"]
+	if _, err := in.Allocate("other", req(t, uuid0)); !errdefs.IsResourceExhausted(err) || !strings.Contains(err.Error(), owner0) {
+		t.Errorf("GPU 0 by its UUID while allocated: %v", err)
+	}
+	if _, err := in.Allocate("other", req(t, "all")); !errdefs.IsResourceExhausted(err) {
+		t.Errorf("all while allocated: %v", err)
+	}
+	if err := in.Release(owner0); err != nil {
+		t.Fatal(err)
+	}
+	if names, err := in.Allocate("other", req(t, uuid0)); err != nil || len(names) != 1 {
+		t.Errorf("after release: %v %v", names, err)
+	}
+	if err := in.ReleaseExcept(map[string]bool{"other": true}); err != nil {
+		t.Fatal(err)
+	}
+	if names, err := in.Allocate("third", req(t, "1")); err != nil || names[0] != "nvidia.com/gpu=1" {
+		t.Errorf("gc should have freed GPU 1: %v %v", names, err)
+	}
+}
+
+// TestInjection: only the granted GPU's node, the common edits, hooks with
+// a minimal env, and an audit that passes exactly with the GPU policy.
+func TestInjection(t *testing.T) {
+	in := newInjector(t, true)
+	tk := task.Task{ID: "gpu-task", Image: "busybox", Command: []string{"true"}, GPUs: "device=1"}
+	s, err := spec.Generate(context.Background(), tk, ocispec.ImageConfig{}, spec.Options{OutputDir: "/var/lib/nsn-run/tasks/gpu-task/output", GPUs: in})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nodes []string
+	for _, d := range s.Linux.Devices {
+		nodes = append(nodes, d.Path)
+	}
+	if !slices.Equal(nodes, []string{"/dev/nvidia-standin1"}) {
+		t.Errorf("device nodes %v, want only /dev/nvidia-standin1", nodes)
+	}
+	if !slices.Contains(s.Process.Env, "NVIDIA_STANDIN=1") {
+		t.Errorf("common env missing: %v", s.Process.Env)
+	}
+	if !slices.ContainsFunc(s.Mounts, func(m specs.Mount) bool { return m.Destination == "/usr/lib/libnvidia-standin.so" }) {
+		t.Error("common mount missing")
+	}
+	if len(s.Process.Capabilities.Bounding) != 0 || s.Process.User.UID == 0 {
+		t.Error("GPU injection changed the capability drop or the user")
+	}
+	names := strings.Split(s.Annotations["nsn.gpus"], ",")
+	if f := audit.CheckWithPolicy(s, in.AuditPolicy(names)); len(f) != 0 {
+		t.Errorf("GPU spec fails its own policy: %v", f)
+	}
+	if f := audit.Check(s); !slices.ContainsFunc(f, func(f audit.Finding) bool { return f.Rule == "devices" }) {
+		t.Errorf("without the GPU policy the injected node must be a finding: %v", f)
+	}
+	// The allocation was made for the container id: the task's.
+	if _, err := in.Allocate("someone-else", req(t, "device=1")); !errdefs.IsResourceExhausted(err) {
+		t.Errorf("GPU 1 not allocated to the task: %v", err)
+	}
+	// An unknown GPU fails generation and allocates nothing.
+	bad := tk
+	bad.ID, bad.GPUs = "bad", "device=7"
+	if _, err := spec.Generate(context.Background(), bad, ocispec.ImageConfig{}, spec.Options{OutputDir: "/o", GPUs: in}); !errdefs.IsNotFound(err) {
+		t.Errorf("unknown GPU: %v", err)
+	}
+}
+
+func TestHooksGetMinimalEnv(t *testing.T) {
+	dir := t.TempDir()
+	yaml := `cdiVersion: "0.6.0"
+kind: nvidia.com/gpu
+devices:
+- name: "0"
+  containerEdits:
+    deviceNodes: [{path: /dev/nvidia-standin0, hostPath: /dev/zero}]
+    hooks:
+    - {hookName: createContainer, path: /usr/bin/nvidia-cdi-hook, args: [nvidia-cdi-hook, update-ldcache], env: [LD_PRELOAD=/evil.so]}
+`
+	if err := os.WriteFile(filepath.Join(dir, "h.yaml"), []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	in, err := New(Options{SpecDirs: []string{dir}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := spec.Generate(context.Background(), task.Task{ID: "h", Image: "busybox", Command: []string{"true"}, GPUs: "device=0"},
+		ocispec.ImageConfig{}, spec.Options{OutputDir: "/o", GPUs: in})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Hooks.CreateContainer) != 1 || !slices.Equal(s.Hooks.CreateContainer[0].Env, hookEnv) {
+		t.Errorf("hook env = %v, want only %v", s.Hooks.CreateContainer, hookEnv)
+	}
+	if f := audit.CheckWithPolicy(s, in.AuditPolicy([]string{"nvidia.com/gpu=0"})); len(f) != 0 {
+		t.Errorf("allowlisted hook with minimal env: %v", f)
+	}
+}

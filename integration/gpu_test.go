@@ -1,0 +1,157 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/nsn-run/nsn-run/cdi"
+	"github.com/nsn-run/nsn-run/cdi/cditest"
+	"github.com/nsn-run/nsn-run/runtime"
+	"github.com/nsn-run/nsn-run/runtime/containerd"
+)
+
+// gpuManager is a Manager whose backend injects the stand-in GPUs (this
+// host has no GPU): nvidia.com/gpu=0 is /dev/zero, =1 is /dev/full.
+func gpuManager(t *testing.T) (*runtime.Manager, string) {
+	t.Helper()
+	c, addr := containerdClient(t)
+	importBusybox(t, c, addr)
+	specDir, _, err := cditest.WriteStandInSpec(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := t.TempDir()
+	gpus, err := cdi.New(cdi.Options{SpecDirs: []string{specDir}, AllocDir: filepath.Join(state, "gpus")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := containerd.New(context.Background(), containerd.Config{Address: addr, Namespace: testNamespace, LoggerBinary: nsnLogger(t), GPUs: gpus})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	m, err := runtime.New(runtime.Config{Backend: b, StateDir: state})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = m.CleanupOrphans(context.Background(), true) })
+	return m, specDir
+}
+
+// gpuScript lists the stand-in GPUs the task sees and proves the node works:
+// /dev/zero reads zeros, /dev/full refuses writes with ENOSPC.
+const gpuScript = `ls /dev | grep nvidia-standin | tr '\n' ' '; echo;
+[ -e /dev/nvidia-standin0 ] && echo "gpu0 reads $(head -c 4 /dev/nvidia-standin0 | od -An -tx1 | tr -d ' ')";
+[ -e /dev/nvidia-standin1 ] && { echo x > /dev/nvidia-standin1 || echo "gpu1 refuses writes"; };
+cat /usr/lib/libnvidia-standin.so 2>/dev/null; echo "env=$NVIDIA_STANDIN"`
+
+func TestGPUsThroughCDI(t *testing.T) {
+	m, _ := gpuManager(t)
+	c, _ := containerdClient(t)
+	ctx := context.Background()
+	cases := []struct {
+		gpus string
+		want []string // lines the task prints
+	}{
+		{"device=1", []string{"nvidia-standin1 ", "gpu1 refuses writes", "driver", "env=1"}},
+		{"all", []string{"nvidia-standin0 nvidia-standin1 ", "gpu0 reads 00000000", "gpu1 refuses writes", "driver", "env=1"}},
+		{cditest.UUID0, []string{"nvidia-standin0 ", "gpu0 reads 00000000", "driver", "env=1"}},
+		{"", []string{"", "env="}},
+	}
+	for _, tc := range cases {
+		t.Run("gpus="+tc.gpus, func(t *testing.T) {
+			tk := seedTask(uniqueID("gpu"), "sh", "-c", gpuScript)
+			tk.GPUs = tc.gpus
+			res, err := m.Run(ctx, tk, runtime.RunOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := strings.Split(strings.TrimSuffix(res.Stdout, "\n"), "\n")
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("task saw %q (stderr %q), want %q", got, res.Stderr, tc.want)
+			}
+		})
+	}
+	_, err := m.Run(ctx, seedTask(uniqueID("gpu"), "true"), runtime.RunOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := seedTask(uniqueID("gpu"), "true")
+	bad.GPUs = "device=7"
+	if _, err := m.Run(ctx, bad, runtime.RunOptions{}); !errdefs.IsNotFound(err) {
+		t.Errorf("unknown GPU: %v", err)
+	}
+	if l := leftovers(t, c); l != "" {
+		t.Errorf("left behind: %s", l)
+	}
+}
+
+// TestGPUExclusive: a running task's GPU is not given to a second task
+// until the first is cleaned up.
+func TestGPUExclusive(t *testing.T) {
+	m, _ := gpuManager(t)
+	ctx := context.Background()
+	first := seedTask(uniqueID("gpu"), "sleep", "60")
+	first.GPUs = "1"
+	if _, err := m.Spawn(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	second := seedTask(uniqueID("gpu"), "true")
+	second.GPUs = "2"
+	if _, err := m.Spawn(ctx, second); !errdefs.IsResourceExhausted(err) {
+		t.Errorf("2 GPUs while one is taken: %v", err)
+	}
+	third := seedTask(uniqueID("gpu"), "sh", "-c", "ls /dev | grep -c nvidia-standin")
+	third.GPUs = "1"
+	res, err := m.Run(ctx, third, runtime.RunOptions{})
+	if err != nil || res.Stdout != "1\n" {
+		t.Fatalf("the other GPU: %+v %v", res, err)
+	}
+	if err := m.Remove(ctx, first.ID, true); err != nil {
+		t.Fatal(err)
+	}
+	second.ID = uniqueID("gpu")
+	if _, err := m.Run(ctx, second, runtime.RunOptions{}); err != nil {
+		t.Errorf("2 GPUs after the first task is gone: %v", err)
+	}
+}
+
+// TestCLISpecGPU: `nsn-run spec --gpus GPU-<uuid>` shows exactly that
+// device; `run --gpus 7` is refused with exit 125 and leaves nothing.
+func TestCLISpecGPU(t *testing.T) {
+	g := cliEnv(t)
+	c, _ := containerdClient(t)
+	specDir, _, err := cditest.WriteStandInSpec(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	g = append(g, "--cdi-spec-dir", specDir)
+	r := cli(t, g, "spec", "--gpus", cditest.UUID0, "busybox", "--", "true")
+	if r.code != 0 {
+		t.Fatalf("spec: exit %d stderr %q", r.code, r.stderr)
+	}
+	var s specs.Spec
+	if err := json.Unmarshal([]byte(r.stdout), &s); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Linux.Devices) != 1 || s.Linux.Devices[0].Path != "/dev/nvidia-standin0" {
+		t.Errorf("devices %+v, want exactly /dev/nvidia-standin0", s.Linux.Devices)
+	}
+	if r := cli(t, g, "run", "--gpus", "device=7", "busybox", "--", "true"); r.code != 125 || !strings.Contains(r.stderr, "GPU 7 not found") {
+		t.Errorf("run --gpus device=7: exit %d stderr %q", r.code, r.stderr)
+	}
+	if r := cli(t, g, "run", "--gpus", "7", "busybox", "--", "true"); r.code != 125 || !strings.Contains(r.stderr, "7 GPUs asked for") {
+		t.Errorf("run --gpus 7: exit %d stderr %q", r.code, r.stderr)
+	}
+	if l := leftovers(t, c); l != "" {
+		t.Errorf("left behind: %s", l)
+	}
+
+}
