@@ -36,9 +36,9 @@ import (
 
 type options struct {
 	address, dockerHost, nsnRun, namespace, busybox, shimGroup string
-	n, idle                                         int
-	levels                                          []int
-	logBytes                                        int64
+	n, idle                                                    int
+	levels                                                     []int
+	logBytes                                                   int64
 }
 
 func main() {
