@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -15,6 +16,8 @@ import (
 	"github.com/nsn-run/nsn-run/cdi/cditest"
 	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/runtime/containerd"
+	"github.com/nsn-run/nsn-run/runtime/docker"
+	"github.com/nsn-run/nsn-run/task"
 )
 
 // gpuManager is a Manager whose backend injects the stand-in GPUs (this
@@ -154,4 +157,45 @@ func TestCLISpecGPU(t *testing.T) {
 		t.Errorf("left behind: %s", l)
 	}
 
+}
+
+// TestDockerGPURefusedWithoutCDI: dockerd 20.10 (API 1.41) cannot take CDI
+// device requests; a GPU task is refused, not handed to the legacy NVIDIA
+// hook, nothing is left and its GPU is free again.
+func TestDockerGPURefusedWithoutCDI(t *testing.T) {
+	c := dockerClient(t)
+	loadDockerImages(t, c)
+	specDir, _, err := cditest.WriteStandInSpec(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := t.TempDir()
+	gpus, err := cdi.New(cdi.Options{SpecDirs: []string{specDir}, AllocDir: filepath.Join(state, "gpus")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := docker.New(context.Background(), docker.Config{Host: os.Getenv(envDockerHost), GPUs: gpus})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if !strings.HasPrefix(c.ClientVersion(), "1.4") || c.ClientVersion() >= "1.44" {
+		t.Skipf("dockerd speaks API %s: this test is about daemons without CDI", c.ClientVersion())
+	}
+	m, err := runtime.New(runtime.Config{Backend: b, StateDir: state})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk := seedTask(uniqueID("dgpu"), "true")
+	tk.GPUs = "device=1"
+	_, err = m.Run(context.Background(), tk, runtime.RunOptions{})
+	if !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "CDI device requests need 1.44") {
+		t.Errorf("GPU task on dockerd without CDI: %v", err)
+	}
+	if names, err := gpus.Allocate("probe", task.GPURequest{IDs: []string{"1"}}); err != nil || len(names) != 1 {
+		t.Errorf("GPU 1 not free after the refusal: %v %v", names, err)
+	}
+	if l := dockerLeftovers(t); l != "" {
+		t.Errorf("left behind: %s", l)
+	}
 }

@@ -33,7 +33,11 @@ func openManager(ctx context.Context, g *globalOptions) (*runtime.Manager, func(
 		}
 		b = cb
 	case "docker":
-		db, err := docker.New(ctx, docker.Config{Host: dockerHost()})
+		gpus, err := cdi.New(cdi.Options{SpecDirs: g.cdiSpecDirs, AllocDir: filepath.Join(g.stateDir, "gpus")})
+		if err != nil {
+			return nil, nil, err
+		}
+		db, err := docker.New(ctx, docker.Config{Host: dockerHost(), GPUs: gpus})
 		if err != nil {
 			return nil, nil, err
 		}

@@ -48,7 +48,7 @@ cgroup path and output directory). Pipe it to 'nsn-run audit -' to check it.`,
 			switch g.backend {
 			case "containerd":
 			case "docker":
-				return printDockerRequest(cmd, t, outDir)
+				return printDockerRequest(cmd, g, t, outDir)
 			default:
 				return fmt.Errorf("%w: backend %q: want containerd or docker", errdefs.ErrInvalidArgument, g.backend)
 			}
@@ -86,7 +86,7 @@ cgroup path and output directory). Pipe it to 'nsn-run audit -' to check it.`,
 	return cmd
 }
 
-func printDockerRequest(cmd *cobra.Command, t task.Task, outDir string) error {
+func printDockerRequest(cmd *cobra.Command, g *globalOptions, t task.Task, outDir string) error {
 	c, err := docker.Dial(cmd.Context(), dockerHost())
 	if err != nil {
 		return err
@@ -96,7 +96,19 @@ func printDockerRequest(cmd *cobra.Command, t task.Task, outDir string) error {
 	if err != nil {
 		return err
 	}
-	r, err := docker.CreateRequest(t, img, outDir)
+	gpus, err := cdi.New(cdi.Options{SpecDirs: g.cdiSpecDirs})
+	if err != nil {
+		return err
+	}
+	req, err := task.ParseGPURequest(t.GPUs)
+	if err != nil {
+		return err
+	}
+	names, err := gpus.Resolve(req)
+	if err != nil {
+		return err
+	}
+	r, err := docker.CreateRequest(t, img, outDir, names)
 	if err != nil {
 		return err
 	}

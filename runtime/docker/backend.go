@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -40,7 +41,19 @@ type Config struct {
 	Host string
 	// LogLimits cap each stream; logs.DefaultLimits if zero.
 	LogLimits logs.Limits
+	// GPUs resolves and allocates CDI GPUs; nil refuses GPU tasks.
+	GPUs GPUAllocator
 }
+
+// GPUAllocator is what the backend needs of the cdi package's Injector.
+type GPUAllocator interface {
+	Allocate(id string, req task.GPURequest) ([]string, error)
+	Release(id string) error
+}
+
+// minCDIAPIVersion is the Engine API version (Docker 25) from which dockerd
+// takes CDI device requests.
+const minCDIAPIVersion = "1.44"
 
 // Backend runs tasks as Docker Engine containers.
 type Backend struct {
@@ -139,7 +152,17 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (runtime.
 	if err != nil {
 		return runtime.Handle{}, err
 	}
-	r, err := CreateRequest(t, imgCfg, req.OutputDir)
+	gpus, err := b.allocateGPUs(t)
+	if err != nil {
+		return runtime.Handle{}, err
+	}
+	started := false
+	defer func() {
+		if !started {
+			b.releaseGPUs(t.ID)
+		}
+	}()
+	r, err := CreateRequest(t, imgCfg, req.OutputDir, gpus)
 	if err != nil {
 		return runtime.Handle{}, err
 	}
@@ -170,6 +193,7 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (runtime.
 	// reach dockerd after the exit and never return.
 	b.registerWait(t.ID, container.WaitConditionNotRunning)
 	b.captureLogs(t.ID, req.StateDir)
+	started = true
 	h := runtime.Handle{Version: runtime.HandleVersion, Backend: b.Name(), ID: t.ID, Image: t.Image, StartedAt: time.Now().UTC()}
 	if info, err := b.client.ContainerInspect(ctx, t.ID, client.ContainerInspectOptions{}); err == nil && info.Container.State != nil {
 		h.Pid = uint32(info.Container.State.Pid)
@@ -178,6 +202,45 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (runtime.
 		}
 	}
 	return h, nil
+}
+
+// allocateGPUs resolves and allocates the task's GPUs, refusing where
+// dockerd cannot take CDI device requests: nsn-run never falls back to the
+// legacy NVIDIA hook (CVE-2024-0132).
+func (b *Backend) allocateGPUs(t task.Task) ([]string, error) {
+	req, err := task.ParseGPURequest(t.GPUs)
+	if err != nil || req.Empty() {
+		return nil, err
+	}
+	if b.cfg.GPUs == nil {
+		return nil, fmt.Errorf("%w: task asks for GPUs %q but no CDI injector is configured", errdefs.ErrFailedPrecondition, t.GPUs)
+	}
+	if v := b.client.ClientVersion(); versionLess(v, minCDIAPIVersion) {
+		return nil, fmt.Errorf("%w: dockerd speaks API %s; CDI device requests need %s (Docker 25+ with CDI enabled), and nsn-run does not use the legacy NVIDIA hook", errdefs.ErrFailedPrecondition, v, minCDIAPIVersion)
+	}
+	return b.cfg.GPUs.Allocate(t.ID, req)
+}
+
+func (b *Backend) releaseGPUs(id string) {
+	if b.cfg.GPUs != nil {
+		_ = b.cfg.GPUs.Release(id)
+	}
+}
+
+// versionLess compares Engine API versions ("1.41" < "1.44").
+func versionLess(a, b string) bool {
+	pa, pb := strings.SplitN(a, ".", 2), strings.SplitN(b, ".", 2)
+	if len(pa) != 2 || len(pb) != 2 {
+		return a < b
+	}
+	ma, _ := strconv.Atoi(pa[0])
+	mb, _ := strconv.Atoi(pb[0])
+	if ma != mb {
+		return ma < mb
+	}
+	na, _ := strconv.Atoi(pa[1])
+	nb, _ := strconv.Atoi(pb[1])
+	return na < nb
 }
 
 func userIDs(user string) (int, int, error) {
@@ -351,6 +414,7 @@ func signalName(sig syscall.Signal) string {
 // Destroy implements runtime.Backend: remove the container (killing it
 // first) and its anonymous volumes. Idempotent.
 func (b *Backend) Destroy(ctx context.Context, id string) error {
+	defer b.releaseGPUs(id)
 	b.mu.Lock()
 	delete(b.waits, id)
 	delete(b.streams, id)

@@ -49,13 +49,17 @@ func labelsFor(id string) map[string]string {
 // the output caps: a tmpfs docker volume would be unmounted, and emptied,
 // when the container stops, before its files could be collected. Pure: no
 // daemon call.
-func CreateRequest(t task.Task, img ocispec.ImageConfig, outputDir string) (Request, error) {
+//
+// gpus are the task's CDI device names, resolved and allocated (cdi
+// package): they go to dockerd as a CDI device request, never to the
+// legacy NVIDIA hook.
+func CreateRequest(t task.Task, img ocispec.ImageConfig, outputDir string, gpus []string) (Request, error) {
 	t = t.WithDefaults()
 	if err := t.Validate(); err != nil {
 		return Request{}, err
 	}
-	if gpus, _ := task.ParseGPURequest(t.GPUs); !gpus.Empty() {
-		return Request{}, fmt.Errorf("%w: task asks for GPUs %q but the docker backend has no GPU support yet", errdefs.ErrFailedPrecondition, t.GPUs)
+	if req, _ := task.ParseGPURequest(t.GPUs); !req.Empty() && len(gpus) == 0 {
+		return Request{}, fmt.Errorf("%w: task asks for GPUs %q but no CDI device was resolved for it", errdefs.ErrFailedPrecondition, t.GPUs)
 	}
 	p, err := spec.ProcessFor(t, img)
 	if err != nil {
@@ -91,11 +95,12 @@ func CreateRequest(t task.Task, img ocispec.ImageConfig, outputDir string) (Requ
 			"max-size": jsonLogMax, "max-file": "1",
 		}},
 		Resources: container.Resources{
-			Memory:     l.MemoryBytes,
-			MemorySwap: l.MemoryBytes, // memory+swap equal to memory: no swap
-			CPUPeriod:  cfsPeriod,
-			CPUQuota:   max(quota, 1000),
-			PidsLimit:  &pids,
+			Memory:         l.MemoryBytes,
+			MemorySwap:     l.MemoryBytes, // memory+swap equal to memory: no swap
+			CPUPeriod:      cfsPeriod,
+			CPUQuota:       max(quota, 1000),
+			PidsLimit:      &pids,
+			DeviceRequests: deviceRequests(gpus),
 			Ulimits: []*container.Ulimit{
 				{Name: "nofile", Soft: l.OpenFiles, Hard: l.OpenFiles},
 				{Name: "core", Soft: 0, Hard: 0},
@@ -113,4 +118,13 @@ func CreateRequest(t task.Task, img ocispec.ImageConfig, outputDir string) (Requ
 		}},
 	}
 	return Request{Name: t.ID, Config: cfg, HostConfig: host}, nil
+}
+
+// deviceRequests asks dockerd's CDI driver (Docker 25+) for exactly these
+// CDI devices.
+func deviceRequests(gpus []string) []container.DeviceRequest {
+	if len(gpus) == 0 {
+		return nil
+	}
+	return []container.DeviceRequest{{Driver: "cdi", DeviceIDs: gpus}}
 }

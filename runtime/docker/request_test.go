@@ -15,7 +15,7 @@ import (
 func TestCreateRequestDefaults(t *testing.T) {
 	tk := task.Task{ID: "job-1", Image: "alpine:latest", Command: []string{"echo", "hi"},
 		Limits: task.Limits{MemoryBytes: 256 * task.MiB, CPUs: 0.5, Pids: 64}}
-	r, err := CreateRequest(tk, ocispec.ImageConfig{User: "0", Entrypoint: []string{"/entry"}, Env: []string{"A=1"}}, "/var/lib/nsn-run/tasks/job-1/output")
+	r, err := CreateRequest(tk, ocispec.ImageConfig{User: "0", Entrypoint: []string{"/entry"}, Env: []string{"A=1"}}, "/var/lib/nsn-run/tasks/job-1/output", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,20 +61,40 @@ func TestCreateRequestDefaults(t *testing.T) {
 
 func TestCreateRequestRefuses(t *testing.T) {
 	good := task.Task{ID: "j", Image: "alpine", Command: []string{"true"}}
-	if _, err := CreateRequest(good, ocispec.ImageConfig{WorkingDir: "/proc/self/fd/7"}, "/o"); !errdefs.IsInvalidArgument(err) {
+	if _, err := CreateRequest(good, ocispec.ImageConfig{WorkingDir: "/proc/self/fd/7"}, "/o", nil); !errdefs.IsInvalidArgument(err) {
 		t.Errorf("image WORKDIR in /proc: %v", err)
 	}
-	if _, err := CreateRequest(good, ocispec.ImageConfig{}, "relative"); !errdefs.IsInvalidArgument(err) {
+	if _, err := CreateRequest(good, ocispec.ImageConfig{}, "relative", nil); !errdefs.IsInvalidArgument(err) {
 		t.Errorf("relative output dir: %v", err)
 	}
 	gpu := good
 	gpu.GPUs = "all"
-	if _, err := CreateRequest(gpu, ocispec.ImageConfig{}, "/o"); !errdefs.IsFailedPrecondition(err) {
+	if _, err := CreateRequest(gpu, ocispec.ImageConfig{}, "/o", nil); !errdefs.IsFailedPrecondition(err) {
 		t.Errorf("GPUs: %v", err)
 	}
 	bad := good
 	bad.ID = "Bad"
-	if _, err := CreateRequest(bad, ocispec.ImageConfig{}, "/o"); !errdefs.IsInvalidArgument(err) {
+	if _, err := CreateRequest(bad, ocispec.ImageConfig{}, "/o", nil); !errdefs.IsInvalidArgument(err) {
 		t.Errorf("bad id: %v", err)
+	}
+}
+
+func TestCreateRequestGPUsAsCDI(t *testing.T) {
+	tk := task.Task{ID: "g", Image: "alpine", Command: []string{"true"}, GPUs: "device=1"}
+	r, err := CreateRequest(tk, ocispec.ImageConfig{}, "/o", []string{"nvidia.com/gpu=1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dr := r.HostConfig.DeviceRequests
+	if len(dr) != 1 || dr[0].Driver != "cdi" || !slices.Equal(dr[0].DeviceIDs, []string{"nvidia.com/gpu=1"}) || dr[0].Count != 0 {
+		t.Errorf("device requests %+v, want exactly the CDI device nvidia.com/gpu=1", dr)
+	}
+	for _, v := range []struct {
+		a, b string
+		less bool
+	}{{"1.41", "1.44", true}, {"1.44", "1.44", false}, {"1.50", "1.44", false}, {"1.9", "1.44", true}} {
+		if versionLess(v.a, v.b) != v.less {
+			t.Errorf("versionLess(%s, %s) != %v", v.a, v.b, v.less)
+		}
 	}
 }
