@@ -1,0 +1,47 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
+	"github.com/spf13/cobra"
+
+	"github.com/nsn-run/nsn-run/cdi"
+)
+
+func newGPUCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "gpu",
+		Short: "Manage the GPUs tasks are given",
+	}
+	var outDir, driverRoot string
+	var cudaCompat bool
+	gen := &cobra.Command{
+		Use:   "cdi-generate",
+		Short: "Write the CDI spec of this node's NVIDIA GPUs",
+		Long: `Generate the CDI spec of this node's NVIDIA GPUs with NVIDIA's nvcdi over NVML
+(full GPUs and MIG devices, named by index and UUID, plus "all") and write it
+to --output-dir/nvidia.yaml, root-owned 0644. NVIDIA's enable-cuda-compat hook
+is left out unless --enable-cuda-compat; every hook gets an explicit minimal
+env. Needs the NVIDIA driver (libnvidia-ml.so.1).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := cdi.Generate(cdi.GenerateOptions{Nvml: nvml.New(), DriverRoot: driverRoot, EnableCUDACompat: cudaCompat})
+			if err != nil {
+				return err
+			}
+			path, err := cdi.WriteSpec(s, outDir)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: %d devices\n", path, len(s.Devices))
+			return nil
+		},
+	}
+	gen.Flags().StringVar(&outDir, "output-dir", "/var/run/cdi", "directory to write nvidia.yaml to")
+	gen.Flags().StringVar(&driverRoot, "driver-root", "/", "where the NVIDIA driver's files are")
+	gen.Flags().BoolVar(&cudaCompat, "enable-cuda-compat", false, "keep NVIDIA's enable-cuda-compat hook")
+	cmd.AddCommand(gen)
+
+	return cmd
+}
