@@ -11,8 +11,8 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/dgxa100"
 	mockserver "github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
-	cdispec "tags.cncf.io/container-device-interface/specs-go"
 	"golang.org/x/sys/unix"
+	cdispec "tags.cncf.io/container-device-interface/specs-go"
 )
 
 // TestGenerateDGXA100 generates the CDI spec of NVML's DGX A100 mock (8
