@@ -41,6 +41,11 @@ type Sample struct {
 	PidsLimit uint64 `json:"pids_limit"`
 
 	OOMKills uint64 `json:"oom_kills"`
+
+	// GPUMemoryBytes and GPUUtilizationPercent come from NVML, not the
+	// cgroup, for tasks with GPUs on backends that sample them.
+	GPUMemoryBytes        uint64 `json:"gpu_memory_bytes,omitempty"`
+	GPUUtilizationPercent uint32 `json:"gpu_utilization_percent,omitempty"`
 }
 
 // Mode reports the host's cgroup layout (containerd/cgroups' detection):
@@ -117,8 +122,8 @@ func (s Sample) WithCPUPercent(prev Sample) Sample {
 // highest sampled value stands in, and is only as good as the sampling
 // interval.
 type Peaks struct {
-	memory, pids, oomKills uint64
-	cpuSeconds             float64
+	memory, pids, oomKills, gpuMemory uint64
+	cpuSeconds                        float64
 }
 
 // Add folds a sample into the peaks.
@@ -127,9 +132,10 @@ func (p *Peaks) Add(s Sample) {
 	p.pids = max(p.pids, s.PidsPeak, s.PidsCurrent)
 	p.oomKills = max(p.oomKills, s.OOMKills)
 	p.cpuSeconds = max(p.cpuSeconds, s.CPUUsageSeconds)
+	p.gpuMemory = max(p.gpuMemory, s.GPUMemoryBytes)
 }
 
 // Stats are the peaks as the Result reports them.
 func (p *Peaks) Stats() task.Stats {
-	return task.Stats{PeakMemoryBytes: p.memory, CPUUsageSeconds: p.cpuSeconds, PidsPeak: p.pids, OOMKills: p.oomKills}
+	return task.Stats{PeakMemoryBytes: p.memory, CPUUsageSeconds: p.cpuSeconds, PidsPeak: p.pids, OOMKills: p.oomKills, PeakGPUMemoryBytes: p.gpuMemory}
 }

@@ -184,7 +184,8 @@ func (m *Manager) start(ctx context.Context, t task.Task, dir string) (Handle, e
 // the CPU-time limit. At the task's deadline it sends SIGTERM, and after the
 // grace period SIGKILL to every process in its cgroup (reason timed_out,
 // exit 124). Over its CPU-time limit every process gets SIGKILL at once
-// (reason cpu_time_exceeded, exit 124). If ctx ends first the task is
+// (reason cpu_time_exceeded, exit 124); over its GPU memory limit, likewise
+// (reason gpu_memory_exceeded, exit 137). If ctx ends first the task is
 // stopped as at the deadline (reason killed). A task the kernel's OOM killer
 // ended is reported as oom_killed, exit 137: known from the backend's OOM
 // event or the cgroup's OOM counter together with a SIGKILL exit, never from
@@ -234,10 +235,14 @@ func (m *Manager) Wait(ctx context.Context, id string) (task.Result, error) {
 				continue // the task may be exiting; its exit decides
 			}
 			peaks.Add(s)
-			if limits.CPUTime <= 0 || s.CPUUsageSeconds < limits.CPUTime.Seconds() {
+			switch {
+			case limits.GPUMemoryBytes > 0 && s.GPUMemoryBytes > uint64(limits.GPUMemoryBytes):
+				res.Reason = task.ReasonGPUMemoryExceeded
+			case limits.CPUTime > 0 && s.CPUUsageSeconds >= limits.CPUTime.Seconds():
+				res.Reason = task.ReasonCPUTimeExceeded
+			default:
 				continue
 			}
-			res.Reason = task.ReasonCPUTimeExceeded
 			r = m.killAll(waitCtx, id, exited)
 		}
 		w = &r
@@ -263,6 +268,8 @@ func (m *Manager) Wait(ctx context.Context, id string) (task.Result, error) {
 	switch {
 	case res.Reason == task.ReasonTimedOut || res.Reason == task.ReasonCPUTimeExceeded:
 		res.ExitCode = ExitTimedOut
+	case res.Reason == task.ReasonGPUMemoryExceeded:
+		res.ExitCode = ExitOOMKilled
 	case (w.status.OOMKilled || res.Stats.OOMKills > 0) && w.status.Code == ExitOOMKilled:
 		res.Reason = task.ReasonOOMKilled
 	}

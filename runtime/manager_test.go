@@ -32,6 +32,7 @@ type fakeBackend struct {
 	signals   []string
 	destroyed []string
 	cpu       float64
+	gpuMemory uint64 // reported by every sample
 }
 
 func newFake() *fakeBackend {
@@ -137,7 +138,7 @@ func (f *fakeBackend) Stats(_ context.Context, id string) (cgroups.Sample, error
 	defer f.mu.Unlock()
 	if f.running[id] || f.stopped[id] {
 		f.cpu += 0.5 // every sample sees half a CPU second more
-		return cgroups.Sample{Time: time.Now(), MemoryCurrentBytes: 1 << 20, CPUUsageSeconds: f.cpu, PidsCurrent: 3}, nil
+		return cgroups.Sample{Time: time.Now(), MemoryCurrentBytes: 1 << 20, CPUUsageSeconds: f.cpu, PidsCurrent: 3, GPUMemoryBytes: f.gpuMemory}, nil
 	}
 	return cgroups.Sample{}, fmt.Errorf("task %s: %w", id, errdefs.ErrNotFound)
 }
@@ -401,5 +402,53 @@ func TestRecover(t *testing.T) {
 	res, err = second.Wait(context.Background(), "running")
 	if err != nil || res.ExitCode != 0 || res.Reason != task.ReasonExited {
 		t.Errorf("running task: %+v %v", res, err)
+	}
+}
+
+func TestGPUMemoryLimitKills(t *testing.T) {
+	needRoot(t)
+	f := newFake()
+	f.gpuMemory = 3 << 30
+	m, err := runtime.New(runtime.Config{Backend: f, StateDir: t.TempDir(), SampleInterval: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = m.CleanupOrphans(context.Background(), true) })
+	tk := job("gpu-hog")
+	tk.Limits.GPUMemoryBytes = 2 << 30
+	if _, err := m.Spawn(context.Background(), tk); err != nil {
+		t.Fatal(err)
+	}
+	res, err := m.Wait(context.Background(), "gpu-hog")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Reason != task.ReasonGPUMemoryExceeded || res.ExitCode != runtime.ExitOOMKilled || res.Stats.PeakGPUMemoryBytes != 3<<30 {
+		t.Errorf("result %s %d peak gpu %d, want gpu_memory_exceeded 137 with the 3 GiB peak", res.Reason, res.ExitCode, res.Stats.PeakGPUMemoryBytes)
+	}
+	if want := []string{"killed all=true"}; !slices.Equal(f.signals, want) {
+		t.Errorf("signals %v, want %v", f.signals, want)
+	}
+	// Under the limit nothing happens.
+	f2 := newFake()
+	f2.gpuMemory = 1 << 30
+	m2 := newManager(t, f2)
+	tk2 := job("gpu-ok")
+	tk2.Limits.GPUMemoryBytes = 2 << 30
+	if _, err := m2.Spawn(context.Background(), tk2); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan task.Result, 1)
+	go func() { r, _ := m2.Wait(context.Background(), "gpu-ok"); done <- r }()
+	samples, err := m2.Monitor(context.Background(), "gpu-ok", time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 { // the task runs on, sampled, under its limit
+		<-samples
+	}
+	f2.exit("gpu-ok", 0)
+	if r := <-done; r.Reason != task.ReasonExited || len(f2.signals) != 0 {
+		t.Errorf("under the limit: %s, signals %v", r.Reason, f2.signals)
 	}
 }

@@ -56,4 +56,7 @@ type Stats struct {
 	CPUUsageSeconds float64 `json:"cpu_usage_seconds"`
 	PidsPeak        uint64  `json:"pids_peak"`
 	OOMKills        uint64  `json:"oom_kills"`
+	// PeakGPUMemoryBytes is the most GPU memory the task's processes held
+	// in any sample (an addition to design.md's Result; 0 without GPUs).
+	PeakGPUMemoryBytes uint64 `json:"peak_gpu_memory_bytes,omitempty"`
 }

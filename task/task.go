@@ -61,6 +61,11 @@ type Limits struct {
 	// CPUTime, if set, limits the CPU time all the task's processes may use
 	// together (as judges like isolate do); 0 means no such limit.
 	CPUTime time.Duration `json:"cpu_time,omitempty"`
+	// GPUMemoryBytes, if set, limits the GPU memory the task's processes
+	// may hold together; over it they are killed (reason
+	// gpu_memory_exceeded). Enforced by sampling NVML: see
+	// docs/security-model.md for its precision.
+	GPUMemoryBytes int64 `json:"gpu_memory_bytes,omitempty"`
 }
 
 // Size units used by limits.

@@ -252,7 +252,10 @@ func (l Limits) Validate() error {
 	if err := checkRange("grace", int64(l.Grace), int64(time.Millisecond), int64(MaxGrace)); err != nil {
 		return err
 	}
-	return checkRange("cpu time", int64(l.CPUTime), int64(10*time.Millisecond), int64(MaxTimeout))
+	if err := checkRange("cpu time", int64(l.CPUTime), int64(10*time.Millisecond), int64(MaxTimeout)); err != nil {
+		return err
+	}
+	return checkRange("gpu memory", l.GPUMemoryBytes, MiB, MaxMemoryBytes)
 }
 
 func checkRange(name string, v, lo, hi int64) error {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/containerd/errdefs"
 	"github.com/spf13/cobra"
 
@@ -74,7 +75,15 @@ func openContainerd(ctx context.Context, g *globalOptions) (*containerd.Backend,
 	if err != nil {
 		return nil, err
 	}
-	return containerd.New(ctx, containerd.Config{Address: g.address, Namespace: g.namespace, LoggerBinary: logger, GPUs: gpus})
+	cfg := containerd.Config{Address: g.address, Namespace: g.namespace, LoggerBinary: logger, GPUs: gpus}
+	// With GPUs in the CDI specs, NVML samples their memory for stats and
+	// --gpu-memory; without a driver it is simply left out.
+	if len(gpus.GPUs()) > 0 {
+		if lib := nvml.New(); lib.Init() == nvml.SUCCESS {
+			cfg.NVML = lib
+		}
+	}
+	return containerd.New(ctx, cfg)
 }
 
 // newShimLoggerCommand is the logger process containerd's shim runs for a

@@ -29,6 +29,7 @@ type taskFlags struct {
 	timeout     time.Duration
 	grace       time.Duration
 	cpuTime     time.Duration
+	gpuMemory   string
 	gpus        string
 	env         []string
 	workdir     string
@@ -50,6 +51,7 @@ func (f *taskFlags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&f.timeout, "timeout", 0, "wall-clock limit; the task is stopped at the deadline (default 1h)")
 	fs.DurationVar(&f.grace, "grace", 0, "time between SIGTERM and SIGKILL at the deadline (default 10s)")
 	fs.DurationVar(&f.cpuTime, "cpu-time", 0, "limit on CPU time of all the task's processes together; over it they are killed (default: none)")
+	fs.StringVar(&f.gpuMemory, "gpu-memory", "", "limit on GPU memory the task's processes hold together, e.g. 8g; over it they are killed (checked every 100 ms)")
 	fs.StringVar(&f.gpus, "gpus", "", "GPUs: all, a count N, or device=ID[,ID] / ID,ID (indices, GPU-/MIG- UUIDs)")
 	fs.StringArrayVarP(&f.env, "env", "e", nil, "environment variable KEY=VALUE (repeatable)")
 	fs.StringVarP(&f.workdir, "workdir", "w", "", "working directory inside the container (default: the image's, else /)")
@@ -95,6 +97,9 @@ func (f *taskFlags) task(args []string) (task.Task, error) {
 		return task.Task{}, err
 	}
 	if t.Limits.OutputBytes, err = parseSize("output-size", f.outputSize); err != nil {
+		return task.Task{}, err
+	}
+	if t.Limits.GPUMemoryBytes, err = parseSize("gpu-memory", f.gpuMemory); err != nil {
 		return task.Task{}, err
 	}
 	if t.ID == "" {

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	apievents "github.com/containerd/containerd/api/events"
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
@@ -23,6 +24,7 @@ import (
 	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	nvcdi "github.com/nsn-run/nsn-run/cdi"
 	"github.com/nsn-run/nsn-run/cgroups"
 	"github.com/nsn-run/nsn-run/logs"
 	"github.com/nsn-run/nsn-run/runtime"
@@ -55,6 +57,9 @@ type Config struct {
 	AuditPolicy audit.Policy
 	// GPUs injects GPU devices into specs; nil refuses GPU tasks.
 	GPUs spec.GPUInjector
+	// NVML, initialised, adds GPU memory and utilisation to Stats; nil
+	// leaves them out (and a GPU memory limit cannot be enforced).
+	NVML nvml.Interface
 	// ShimGroup, if set, makes tasks share runc shims: containers whose
 	// spec carries the same group annotation are served by one shim
 	// process. It saves a shim start and ~15 MiB per concurrent task, at
@@ -641,7 +646,24 @@ func (b *Backend) Stats(ctx context.Context, id string) (cgroups.Sample, error) 
 	if m.Timestamp != nil {
 		at = m.Timestamp.AsTime()
 	}
-	return cgroups.FromMetrics(data, at)
+	s, err := cgroups.FromMetrics(data, at)
+	if err != nil || b.cfg.NVML == nil {
+		return s, err
+	}
+	procs, err := tk.Pids(b.ns(ctx))
+	if err != nil {
+		return s, fmt.Errorf("processes of task %s: %w", id, err)
+	}
+	pids := make([]uint32, len(procs))
+	for i, p := range procs {
+		pids[i] = p.Pid
+	}
+	u, err := nvcdi.UsageOf(b.cfg.NVML, pids)
+	if err != nil {
+		return s, err
+	}
+	s.GPUMemoryBytes, s.GPUUtilizationPercent = u.MemoryBytes, u.UtilizationPercent
+	return s, nil
 }
 
 // Recover implements runtime.Backend: reattach the exit wait of a task
