@@ -25,7 +25,7 @@ const probeScript = `
 echo "uid=$(id -u) gid=$(id -g)"
 grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status | tr -d ' \t' | tr ':' '='
 echo "rootwrite=$(touch /probe 2>&1 || true)"
-echo "etcwrite=$(sh -c 'echo x >> /etc/passwd' 2>&1 || true)"
+echo "etcwrite=$(touch /etc/pwned 2>&1 || true)"
 echo "net=$(ls /sys/class/net | tr '\n' ' ')"
 echo "tmpwrite=$(echo scratch > /tmp/s && cat /tmp/s)"
 cp /bin/busybox /tmp/bb && echo "tmpexec=$(/tmp/bb true 2>&1 && echo ran)"
