@@ -170,93 +170,52 @@ func importImage(c *client.Client, img imagebuild.Image) error {
 	return err
 }
 
-var (
-	loggerOnce sync.Once
-	loggerBin  string
-	loggerErr  error
-)
-
-// nsnLogger builds the small shim logger once per test process.
-func nsnLogger(t *testing.T) string {
-	t.Helper()
-	loggerOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "nsn-logger-bin-")
-		if err != nil {
-			loggerErr = err
-			return
-		}
-		loggerBin = filepath.Join(dir, "nsn-logger")
-		if out, err := exec.Command("go", "build", "-o", loggerBin, "github.com/nsn-run/nsn-run/cmd/nsn-logger").CombinedOutput(); err != nil {
-			loggerErr = fmt.Errorf("build nsn-logger: %w: %s", err, out)
-		}
-	})
-	if loggerErr != nil {
-		t.Fatal(loggerErr)
-	}
-	return loggerBin
+// builtBinary is a binary of this module built once per test process.
+type builtBinary struct {
+	once sync.Once
+	path string
+	err  error
 }
 
 var (
-	probeOnce sync.Once
-	probeBin  string
-	probeErr  error
+	nsnRunBin    builtBinary
+	nsnLoggerBin builtBinary
+	probeBin     builtBinary
 )
 
-// buildProbe builds the static attack probe once per test process.
-func buildProbe(t *testing.T) string {
+// get builds pkg as name into a temp dir the first time; static asks for
+// CGO_ENABLED=0 (binaries that go into test images).
+func (b *builtBinary) get(t *testing.T, pkg, name string, static bool) string {
 	t.Helper()
-	probeOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "nsn-probe-bin-")
+	b.once.Do(func() {
+		dir, err := os.MkdirTemp("", name+"-bin-")
 		if err != nil {
-			probeErr = err
+			b.err = err
 			return
 		}
-		probeBin = filepath.Join(dir, "nsn-probe")
-		build := exec.Command("go", "build", "-o", probeBin, "github.com/nsn-run/nsn-run/integration/probe")
-		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		b.path = filepath.Join(dir, name)
+		build := exec.Command("go", "build", "-o", b.path, "github.com/nsn-run/nsn-run/"+pkg)
+		if static {
+			build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		}
 		if out, err := build.CombinedOutput(); err != nil {
-			probeErr = fmt.Errorf("build probe: %w: %s", err, out)
+			b.err = fmt.Errorf("build %s: %w: %s", name, err, out)
 		}
 	})
-	if probeErr != nil {
-		t.Fatal(probeErr)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return probeBin
+	return b.path
 }
 
-var (
-	buildOnce sync.Once
-	nsnBin    string
-	buildErr  error
-)
+// nsnRun is the nsn-run binary.
+func nsnRun(t *testing.T) string { return nsnRunBin.get(t, "cmd/nsn-run", "nsn-run", false) }
 
-// nsnRun builds the nsn-run binary once per test process.
-func nsnRun(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "nsn-run-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		nsnBin = filepath.Join(dir, "nsn-run")
-		out, err := exec.Command("go", "build", "-o", nsnBin, "github.com/nsn-run/nsn-run/cmd/nsn-run").CombinedOutput()
-		if err != nil {
-			buildErr = &buildError{err: err, out: string(out)}
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("build nsn-run: %v", buildErr)
-	}
-	return nsnBin
-}
+// nsnLogger is the small shim logger.
+func nsnLogger(t *testing.T) string { return nsnLoggerBin.get(t, "cmd/nsn-logger", "nsn-logger", false) }
 
-type buildError struct {
-	err error
-	out string
-}
-
-func (e *buildError) Error() string { return e.err.Error() + ": " + e.out }
+// buildProbe is the static attack probe.
+func buildProbe(t *testing.T) string { return probeBin.get(t, "integration/probe", "nsn-probe", true) }
 
 // cliResult is what one nsn-run invocation did.
 type cliResult struct {
