@@ -3,7 +3,7 @@
 GO ?= go
 BIN := bin/nsn-run
 
-.PHONY: build test check demo bench lint clean
+.PHONY: build test check test-cgroupv2 demo bench lint clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/nsn-run
@@ -21,6 +21,11 @@ check:
 
 demo:
 	bash scripts/demo.sh
+
+# The limits, output and crash-safety integration tests inside a VM with a
+# unified cgroup v2 hierarchy, against containerd 1.6 and 2.x (QEMU, TCG).
+test-cgroupv2:
+	bash integration/cgroupv2/run.sh
 
 # The benchmark harness against runc, ctr and docker (docs/performance.md).
 bench:

@@ -230,7 +230,14 @@ func checkOverlay(root string) Check {
 			return Check{Name: "overlayfs", Status: OK, Detail: "available"}
 		}
 	}
-	return Check{Name: "overlayfs", Status: Fatal, Detail: "overlay is not in /proc/filesystems", Fix: "modprobe overlay"}
+	// Not loaded yet is fine where the module exists: the snapshotter's
+	// first mount loads it.
+	release, _ := readHost(root, "/proc/sys/kernel/osrelease")
+	modules, _ := filepath.Glob(filepath.Join(root, "/lib/modules", strings.TrimSpace(release), "kernel/fs/overlayfs/overlay.ko*"))
+	if len(modules) > 0 {
+		return Check{Name: "overlayfs", Status: OK, Detail: "available as a module (loaded on first use)"}
+	}
+	return Check{Name: "overlayfs", Status: Fatal, Detail: "overlay is neither in /proc/filesystems nor a kernel module", Fix: "modprobe overlay, or use a kernel with overlayfs"}
 }
 
 func checkUserNamespaces(root string) Check {

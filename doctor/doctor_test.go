@@ -118,6 +118,11 @@ func TestHostChecksOnFakeRoot(t *testing.T) {
 	if c := checkOverlay(root); c.Status != Fatal {
 		t.Errorf("no overlay: %+v", c)
 	}
+	write("/proc/sys/kernel/osrelease", "6.1.0-test\n")
+	write("/lib/modules/6.1.0-test/kernel/fs/overlayfs/overlay.ko.xz", "")
+	if c := checkOverlay(root); c.Status != OK || !strings.Contains(c.Detail, "module") {
+		t.Errorf("overlay as an unloaded module: %+v", c)
+	}
 	if c := checkSeccomp(root); c.Status != Fatal {
 		t.Errorf("no seccomp: %+v", c)
 	}

@@ -183,11 +183,22 @@ var (
 	probeBin     builtBinary
 )
 
-// get builds pkg as name into a temp dir the first time; static asks for
-// CGO_ENABLED=0 (binaries that go into test images).
+// envBinDir names a directory of prebuilt nsn-run, nsn-logger and
+// nsn-probe binaries, for running the compiled tests where there is no Go
+// toolchain (the cgroup v2 VM).
+const envBinDir = "NSN_TEST_BIN_DIR"
+
+// get builds pkg as name into a temp dir the first time (or takes it from
+// NSN_TEST_BIN_DIR); static asks for CGO_ENABLED=0 (binaries that go into
+// test images).
 func (b *builtBinary) get(t *testing.T, pkg, name string, static bool) string {
 	t.Helper()
 	b.once.Do(func() {
+		if dir := os.Getenv(envBinDir); dir != "" {
+			b.path = filepath.Join(dir, name)
+			_, b.err = os.Stat(b.path)
+			return
+		}
 		dir, err := os.MkdirTemp("", name+"-bin-")
 		if err != nil {
 			b.err = err

@@ -493,15 +493,28 @@ func (m *Manager) Recover(ctx context.Context) ([]Handle, error) {
 	var recovered []Handle
 	for _, e := range entries {
 		rec, err := m.readRecord(e.Name())
-		if err != nil || rec.Result != nil || rec.Handle.ID == "" {
-			continue // not a started, unfinished task of ours: gc's business
+		if err != nil || rec.Result != nil {
+			continue // not an unfinished task of ours: gc's business
 		}
-		st, err := m.backend.Inspect(ctx, rec.Handle.ID)
+		st, err := m.backend.Inspect(ctx, rec.Task.ID)
 		if errdefs.IsNotFound(err) {
-			continue
+			continue // never started, or gone: gc's business
 		}
 		if err != nil {
 			return recovered, err
+		}
+		if rec.Handle.ID == "" {
+			// The manager died after the backend started the task but
+			// before it recorded the handle: rebuild it from the backend.
+			started := st.CreatedAt.UTC()
+			if started.IsZero() {
+				started = time.Now().UTC() // the deadline then counts from now, never from year 1
+			}
+			rec.Handle = Handle{Version: HandleVersion, Backend: m.backend.Name(), ID: rec.Task.ID,
+				Image: st.Image, Pid: st.Pid, StartedAt: started}
+			if err := m.writeRecord(rec); err != nil {
+				return recovered, err
+			}
 		}
 		switch st.State {
 		case StateRunning, StatePaused:

@@ -2,9 +2,11 @@ package runtime_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"syscall"
@@ -450,5 +452,47 @@ func TestGPUMemoryLimitKills(t *testing.T) {
 	f2.exit("gpu-ok", 0)
 	if r := <-done; r.Reason != task.ReasonExited || len(f2.signals) != 0 {
 		t.Errorf("under the limit: %s, signals %v", r.Reason, f2.signals)
+	}
+}
+
+// TestRecoverWithoutHandle: the manager died after the backend started the
+// task but before it recorded the handle; Recover rebuilds the handle from
+// the backend and the task still gets its Result.
+func TestRecoverWithoutHandle(t *testing.T) {
+	f := newFake()
+	dir := t.TempDir()
+	first, err := runtime.New(runtime.Config{Backend: f, StateDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = first.CleanupOrphans(context.Background(), true) })
+	if _, err := first.Spawn(context.Background(), job("early")); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(first.TaskDir("early"), "task.json")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec map[string]json.RawMessage
+	if err := json.Unmarshal(b, &rec); err != nil {
+		t.Fatal(err)
+	}
+	delete(rec, "handle") // as written before the backend's Start returned
+	b, _ = json.Marshal(rec)
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	second, err := runtime.New(runtime.Config{Backend: f, StateDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	handles, err := second.Recover(context.Background())
+	if err != nil || len(handles) != 1 || handles[0].ID != "early" || handles[0].Backend != "fake" {
+		t.Fatalf("Recover = %+v, %v", handles, err)
+	}
+	f.exit("early", 5)
+	if res, err := second.Wait(context.Background(), "early"); err != nil || res.ExitCode != 5 {
+		t.Errorf("Wait after recovery: %+v %v", res, err)
 	}
 }

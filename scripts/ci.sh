@@ -2,8 +2,10 @@
 # The test command (README, .ci/run): installs what the tests need, starts
 # private daemons, and runs lint, unit tests, and the integration suite
 # against Debian's containerd and against containerd 2.x, with the backend
-# conformance suite also against Debian's dockerd. Integration tests fail
-# rather than skip here when a daemon is missing.
+# conformance suite also against Debian's dockerd; then the limits, output
+# and crash-safety tests again inside a VM with a unified cgroup v2
+# hierarchy. Integration tests fail rather than skip here when a daemon is
+# missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -40,3 +42,6 @@ NSN_TEST_ADDRESS=$debian_address NSN_TEST_CONTAINERD_BIN=$(command -v containerd
 log "integration tests against containerd $CONTAINERD2_VERSION"
 PATH=$CONTAINERD2_BIN:$PATH NSN_TEST_ADDRESS=$v2_address NSN_TEST_CONTAINERD_BIN=$CONTAINERD2_BIN/containerd \
   go test -count=1 ./integration/...
+
+log "cgroup v2: the limits, output and crash-safety tests in a VM (make test-cgroupv2)"
+bash integration/cgroupv2/run.sh

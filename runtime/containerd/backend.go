@@ -531,7 +531,10 @@ func (b *Backend) Destroy(ctx context.Context, id string) error {
 	defer b.releaseGPUs(id)
 	c, err := b.client.LoadContainer(ctx, id)
 	if errdefs.IsNotFound(err) {
-		return b.removeSnapshot(ctx, id)
+		if err := b.removeSnapshot(ctx, id); err != nil {
+			return err
+		}
+		return b.removeLeases(ctx, id)
 	}
 	if err != nil {
 		return fmt.Errorf("load container %s: %w", id, err)
@@ -546,7 +549,26 @@ func (b *Backend) Destroy(ctx context.Context, id string) error {
 	if err := c.Delete(ctx, client.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("delete container %s: %w", id, err)
 	}
-	return b.removeSnapshot(ctx, id)
+	if err := b.removeSnapshot(ctx, id); err != nil {
+		return err
+	}
+	return b.removeLeases(ctx, id)
+}
+
+// removeLeases deletes the spawn lease of a task whose manager died before
+// releasing it.
+func (b *Backend) removeLeases(ctx context.Context, id string) error {
+	ls := b.client.LeasesService()
+	found, err := ls.List(ctx, fmt.Sprintf("labels.%q==%s", runtime.LabelTaskID, id))
+	if err != nil {
+		return fmt.Errorf("list leases of task %s: %w", id, err)
+	}
+	for _, l := range found {
+		if err := ls.Delete(ctx, l); err != nil && !errdefs.IsNotFound(err) {
+			return fmt.Errorf("delete lease %s: %w", l.ID, err)
+		}
+	}
+	return nil
 }
 
 // removeSnapshot removes a task snapshot that outlived its container (a
