@@ -5,6 +5,10 @@ package cgroups
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/containerd/cgroups/v3"
@@ -34,9 +38,10 @@ type Sample struct {
 	CPUPercent float64 `json:"cpu_percent"`
 
 	PidsCurrent uint64 `json:"pids_current"`
-	// PidsPeak is the kernel's pids high-water mark where the metrics carry
-	// one. v1 keeps none, and containerd's v2 metrics do not carry
-	// pids.peak, so it is 0 and Peaks falls back to sampled PidsCurrent.
+	// PidsPeak is the kernel's pids high-water mark: on cgroup v2 read from
+	// pids.peak by AddV2Peaks (containerd's metrics do not carry it); v1
+	// keeps none, so there it is 0 and Peaks falls back to the highest
+	// sampled PidsCurrent.
 	PidsPeak  uint64 `json:"pids_peak"`
 	PidsLimit uint64 `json:"pids_limit"`
 
@@ -118,9 +123,9 @@ func (s Sample) WithCPUPercent(prev Sample) Sample {
 }
 
 // Peaks keeps the high-water marks of a task's samples. Where the kernel
-// keeps its own peak (memory) that wins; where it does not (pids) the
-// highest sampled value stands in, and is only as good as the sampling
-// interval.
+// keeps its own peak (memory; pids on v2) that wins; where it does not
+// (pids on v1) the highest sampled value stands in, and is only as good as
+// the sampling interval.
 type Peaks struct {
 	memory, pids, oomKills, gpuMemory uint64
 	cpuSeconds                        float64
@@ -138,4 +143,30 @@ func (p *Peaks) Add(s Sample) {
 // Stats are the peaks as the Result reports them.
 func (p *Peaks) Stats() task.Stats {
 	return task.Stats{PeakMemoryBytes: p.memory, CPUUsageSeconds: p.cpuSeconds, PidsPeak: p.pids, OOMKills: p.oomKills, PeakGPUMemoryBytes: p.gpuMemory}
+}
+
+// V2Root is where the unified hierarchy is mounted.
+const V2Root = "/sys/fs/cgroup"
+
+// AddV2Peaks fills in the kernel's own high-water marks of a cgroup v2
+// group (memory.peak, Linux 5.19+; pids.peak, Linux 6.1+), which
+// containerd's metrics do not carry: with them a peak is exact, not as good
+// as the sampling interval. root is V2Root (a fixture dir in tests), group
+// the cgroup path ("/nsn/ID"). Files the kernel lacks are skipped.
+func AddV2Peaks(s Sample, root, group string) Sample {
+	read := func(name string) (uint64, bool) {
+		b, err := os.ReadFile(filepath.Join(root, filepath.Clean("/"+group), name))
+		if err != nil {
+			return 0, false
+		}
+		n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+		return n, err == nil
+	}
+	if n, ok := read("memory.peak"); ok {
+		s.MemoryPeakBytes = max(s.MemoryPeakBytes, n)
+	}
+	if n, ok := read("pids.peak"); ok {
+		s.PidsPeak = max(s.PidsPeak, n)
+	}
+	return s
 }

@@ -120,3 +120,31 @@ func TestPeaks(t *testing.T) {
 		t.Errorf("peaks %+v, want %+v", got, want)
 	}
 }
+
+func TestAddV2Peaks(t *testing.T) {
+	root := t.TempDir()
+	group := filepath.Join(root, "nsn", "job")
+	if err := os.MkdirAll(group, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(group, "memory.peak"), []byte("41943040\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(group, "pids.peak"), []byte("32\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got := AddV2Peaks(Sample{MemoryPeakBytes: 1 << 20, PidsCurrent: 3}, root, "/nsn/job")
+	if got.MemoryPeakBytes != 41943040 || got.PidsPeak != 32 {
+		t.Errorf("peaks %d %d, want the kernel's 40 MiB and 32", got.MemoryPeakBytes, got.PidsPeak)
+	}
+	// A kernel without the files (or a group already gone) keeps the sample.
+	same := AddV2Peaks(Sample{MemoryPeakBytes: 7, PidsPeak: 2}, root, "/nsn/other")
+	if same.MemoryPeakBytes != 7 || same.PidsPeak != 2 {
+		t.Errorf("missing files changed the sample: %+v", same)
+	}
+	var p Peaks
+	p.Add(got)
+	if p.Stats().PidsPeak != 32 {
+		t.Errorf("Peaks ignored the kernel's pids peak: %+v", p.Stats())
+	}
+}

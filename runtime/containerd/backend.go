@@ -669,8 +669,15 @@ func (b *Backend) Stats(ctx context.Context, id string) (cgroups.Sample, error) 
 		at = m.Timestamp.AsTime()
 	}
 	s, err := cgroups.FromMetrics(data, at)
-	if err != nil || b.cfg.NVML == nil {
+	if err != nil {
 		return s, err
+	}
+	if s.Version == 2 {
+		// The spec's cgroup path is /<namespace>/<id> (containerd's default).
+		s = cgroups.AddV2Peaks(s, cgroups.V2Root, "/"+b.cfg.Namespace+"/"+id)
+	}
+	if b.cfg.NVML == nil {
+		return s, nil
 	}
 	procs, err := tk.Pids(b.ns(ctx))
 	if err != nil {
