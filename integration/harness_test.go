@@ -223,7 +223,9 @@ func (b *builtBinary) get(t *testing.T, pkg, name string, static bool) string {
 func nsnRun(t *testing.T) string { return nsnRunBin.get(t, "cmd/nsn-run", "nsn-run", false) }
 
 // nsnLogger is the small shim logger.
-func nsnLogger(t *testing.T) string { return nsnLoggerBin.get(t, "cmd/nsn-logger", "nsn-logger", false) }
+func nsnLogger(t *testing.T) string {
+	return nsnLoggerBin.get(t, "cmd/nsn-logger", "nsn-logger", false)
+}
 
 // buildProbe is the static attack probe.
 func buildProbe(t *testing.T) string { return probeBin.get(t, "integration/probe", "nsn-probe", true) }
