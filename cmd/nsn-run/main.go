@@ -56,8 +56,9 @@ func newRootCommand() *cobra.Command {
 		Short: "Run untrusted jobs in isolated containers through containerd and runc",
 		Long: `nsn-run runs untrusted jobs (AI workloads) in isolated containers: no
 network, read-only root, no capabilities, seccomp, a non-root user, and
-memory, CPU and pids limits. It talks to containerd directly and runs tasks
-with runc.
+memory, CPU and pids limits; GPUs only through CDI, only those granted. It
+talks to containerd directly and runs tasks with runc (or, with --backend
+docker, to dockerd over the Engine API).
 
 Reviewers can print the exact OCI spec a task gets (nsn-run spec) and check
 any spec against the isolation policy (nsn-run audit).`,
