@@ -46,7 +46,7 @@ var (
 	envKeyPattern  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	userPattern    = regexp.MustCompile(`^([0-9]+)(?::([0-9]+))?$`)
 	runtimePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,127}$`)
-	gpuIDPattern   = regexp.MustCompile(`^(?:[0-9]{1,3}|(?:GPU|MIG)-[A-Za-z0-9][A-Za-z0-9/-]{0,127})$`)
+	gpuIDPattern   = regexp.MustCompile(`^(?:[0-9]{1,3}(?::[0-9]{1,3})?|(?:GPU|MIG)-[A-Za-z0-9][A-Za-z0-9/-]{0,127})$`)
 )
 
 // invalid builds the one-line error every validation failure returns, typed
@@ -282,7 +282,8 @@ type GPURequest struct {
 func (r GPURequest) Empty() bool { return !r.All && r.Count == 0 && len(r.IDs) == 0 }
 
 // ParseGPURequest parses "", "all", "N" (a count), "device=ID[,ID]" or
-// "ID,ID[,...]" where an ID is an index or a GPU/MIG UUID.
+// "ID,ID[,...]" where an ID is a GPU index, a MIG device index "GPU:MIG"
+// (as nvcdi names them), or a GPU/MIG UUID.
 func ParseGPURequest(s string) (GPURequest, error) {
 	switch {
 	case s == "":
@@ -303,7 +304,7 @@ func ParseGPURequest(s string) (GPURequest, error) {
 	seen := map[string]bool{}
 	for id := range strings.SplitSeq(list, ",") {
 		if !gpuIDPattern.MatchString(id) {
-			return GPURequest{}, invalid("gpus %q: %q is not a GPU index or GPU/MIG UUID", s, id)
+			return GPURequest{}, invalid("gpus %q: %q is not a GPU index, MIG index (0:1) or GPU/MIG UUID", s, id)
 		}
 		if seen[id] {
 			return GPURequest{}, invalid("gpus %q: %q given twice", s, id)

@@ -97,6 +97,9 @@ func TestValidateRejects(t *testing.T) {
 		{"gpu junk", func(t *Task) { t.GPUs = "some" }, "not a GPU index"},
 		{"gpu duplicate", func(t *Task) { t.GPUs = "1,1" }, "given twice"},
 		{"gpu path", func(t *Task) { t.GPUs = "device=../../dev/sda" }, "not a GPU index"},
+		{"gpu mig index open", func(t *Task) { t.GPUs = "0:" }, "not a GPU index"},
+		{"gpu mig index no gpu", func(t *Task) { t.GPUs = ":1" }, "not a GPU index"},
+		{"gpu mig index deep", func(t *Task) { t.GPUs = "0:1:2" }, "not a GPU index"},
 		{"runtime path", func(t *Task) { t.Runtime = "/usr/bin/evil" }, "runtime"},
 	}
 	for _, c := range cases {
@@ -143,6 +146,8 @@ func TestParseGPURequest(t *testing.T) {
 		"device=2":      {IDs: []string{"2"}},
 		"0,2":           {IDs: []string{"0", "2"}},
 		"GPU-abc,MIG-d": {IDs: []string{"GPU-abc", "MIG-d"}},
+		"0:1":           {IDs: []string{"0:1"}},
+		"device=0:1,7":  {IDs: []string{"0:1", "7"}},
 	}
 	for in, want := range cases {
 		got, err := ParseGPURequest(in)
