@@ -20,6 +20,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 	"tags.cncf.io/container-device-interface/pkg/cdi"
 
 	"github.com/nsn-run/nsn-run/spec"
@@ -60,7 +61,7 @@ type Options struct {
 type Injector struct {
 	cache *cdi.Cache
 	opts  Options
-	mu    sync.Mutex // serialises allocation within this process; files do across processes
+	mu    sync.Mutex // serialises allocation within this process; flock does across processes
 }
 
 var _ spec.GPUInjector = (*Injector)(nil)
@@ -101,7 +102,9 @@ func (in *Injector) GPUs() []string {
 }
 
 // Resolve turns a GPU request into CDI device names without allocating: a
-// count picks the first free GPUs. An unknown GPU is errdefs.ErrNotFound.
+// count picks the first free GPUs (for a sharing request: those no task
+// holds exclusively, the least shared first). An unknown GPU is
+// errdefs.ErrNotFound.
 func (in *Injector) Resolve(req task.GPURequest) ([]string, error) {
 	switch {
 	case req.Empty():
@@ -116,10 +119,11 @@ func (in *Injector) Resolve(req task.GPURequest) ([]string, error) {
 		}
 		return names, nil
 	case req.Count > 0:
-		free := in.free(in.distinct(in.GPUs()))
+		all := in.distinct(in.GPUs())
+		free := in.free(all, req.Shared)
 		if len(free) < req.Count {
 			return nil, fmt.Errorf("%w: %d GPUs asked for, %d free of %d in the CDI specs under %s",
-				errdefs.ErrResourceExhausted, req.Count, len(free), len(in.distinct(in.GPUs())), strings.Join(in.opts.SpecDirs, ", "))
+				errdefs.ErrResourceExhausted, req.Count, len(free), len(all), strings.Join(in.opts.SpecDirs, ", "))
 		}
 		return free[:req.Count], nil
 	}
@@ -175,73 +179,140 @@ func (in *Injector) distinct(names []string) []string {
 	return out
 }
 
+// allocPath is the file that holds name exclusively; a sharing task holds
+// it through allocPath+"@"+its id instead.
 func (in *Injector) allocPath(name string) string {
-	k := strings.NewReplacer("/", "_", "+", ",", "=", "-").Replace(in.key(name))
+	k := strings.NewReplacer("/", "_", "+", ",", "=", "-", "@", "_").Replace(in.key(name))
 	return filepath.Join(in.opts.AllocDir, k)
 }
 
-func (in *Injector) free(names []string) []string {
+// holders reads who holds name: the task holding it exclusively, if any,
+// and the tasks sharing it.
+func (in *Injector) holders(name string) (exclusive string, sharers []string) {
+	p := in.allocPath(name)
+	if b, err := os.ReadFile(p); err == nil {
+		exclusive = strings.TrimSpace(string(b))
+	}
+	shared, _ := filepath.Glob(p + "@*")
+	for _, f := range shared {
+		sharers = append(sharers, strings.TrimPrefix(f, p+"@"))
+	}
+	return exclusive, sharers
+}
+
+// free keeps the devices a request may take now: for an exclusive one,
+// those nobody holds; for a sharing one, those nobody holds exclusively,
+// least shared first.
+func (in *Injector) free(names []string, shared bool) []string {
 	if in.opts.AllocDir == "" {
 		return names
 	}
-	var out []string
+	type candidate struct {
+		name    string
+		sharers int
+	}
+	var cands []candidate
 	for _, n := range names {
-		if _, err := os.Stat(in.allocPath(n)); os.IsNotExist(err) {
-			out = append(out, n)
+		exclusive, sharers := in.holders(n)
+		if exclusive != "" || (!shared && len(sharers) > 0) {
+			continue
 		}
+		cands = append(cands, candidate{n, len(sharers)})
+	}
+	slices.SortStableFunc(cands, func(a, b candidate) int { return a.sharers - b.sharers })
+	out := make([]string, 0, len(cands))
+	for _, c := range cands {
+		out = append(out, c.name)
 	}
 	return out
 }
 
-// Allocate resolves req and takes its GPUs for task id, all or none: a GPU
-// another task holds is errdefs.ErrResourceExhausted ("all" too, unless
-// every GPU is free). Each allocation is a file created exclusively, so
-// tasks of concurrent nsn-run processes never share a GPU, and the files
-// outlive a manager restart. Without an AllocDir it only resolves.
-func (in *Injector) Allocate(id string, req task.GPURequest) ([]string, error) {
+// lock serialises allocation decisions across nsn-run processes: checking
+// who holds a device and taking it must be one step.
+func (in *Injector) lock() (unlock func(), err error) {
 	in.mu.Lock()
-	defer in.mu.Unlock()
+	f, err := os.OpenFile(filepath.Join(in.opts.AllocDir, ".lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err == nil {
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
+		if err != nil {
+			f.Close()
+		}
+	}
+	if err != nil {
+		in.mu.Unlock()
+		return nil, fmt.Errorf("lock GPU allocations: %w", err)
+	}
+	return func() {
+		_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
+		f.Close()
+		in.mu.Unlock()
+	}, nil
+}
+
+// Allocate resolves req and takes its GPUs for task id, all or none. A GPU
+// another task holds, or (for an exclusive request) one that tasks share, is
+// errdefs.ErrResourceExhausted; "all" takes every GPU. Each allocation is a
+// file, written under a lock shared with every nsn-run process on the node,
+// so they never hand out a GPU twice, and the files outlive a manager
+// restart (Recover needs nothing more; gc releases those of dead tasks).
+// Without an AllocDir it only resolves.
+func (in *Injector) Allocate(id string, req task.GPURequest) ([]string, error) {
+	if in.opts.AllocDir == "" {
+		return in.Resolve(req)
+	}
+	unlock, err := in.lock()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	names, err := in.Resolve(req)
-	if err != nil || in.opts.AllocDir == "" || len(names) == 0 {
+	if err != nil || len(names) == 0 {
 		return names, err
 	}
 	physical := names
 	if len(names) == 1 && names[0] == Kind+"=all" {
 		physical = in.distinct(in.GPUs())
 	}
+	for _, n := range physical {
+		exclusive, sharers := in.holders(n)
+		switch {
+		case exclusive != "":
+			return nil, fmt.Errorf("%w: GPU %s is allocated to task %s", errdefs.ErrResourceExhausted, n, exclusive)
+		case !req.Shared && len(sharers) > 0:
+			return nil, fmt.Errorf("%w: GPU %s is shared by tasks %s (it can only be shared: --gpu-shared)", errdefs.ErrResourceExhausted, n, strings.Join(sharers, ", "))
+		}
+	}
 	var taken []string
 	for _, n := range physical {
-		f, err := os.OpenFile(in.allocPath(n), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if err != nil {
+		p := in.allocPath(n)
+		if req.Shared {
+			p += "@" + id
+		}
+		if err := writeExclusive(p, id); err != nil {
 			for _, t := range taken {
 				_ = os.Remove(t)
-			}
-			if os.IsExist(err) {
-				owner, _ := os.ReadFile(in.allocPath(n))
-				return nil, fmt.Errorf("%w: GPU %s is allocated to task %s", errdefs.ErrResourceExhausted, n, strings.TrimSpace(string(owner)))
 			}
 			return nil, fmt.Errorf("allocate GPU %s: %w", n, err)
 		}
-		_, werr := f.WriteString(id + "\n")
-		cerr := f.Close()
-		taken = append(taken, in.allocPath(n))
-		if werr != nil || cerr != nil {
-			for _, t := range taken {
-				_ = os.Remove(t)
-			}
-			return nil, fmt.Errorf("allocate GPU %s: %w", n, errorsJoin(werr, cerr))
-		}
+		taken = append(taken, p)
 	}
 	return names, nil
 }
 
-func errorsJoin(errs ...error) error {
-	for _, e := range errs {
-		if e != nil {
-			return e
-		}
+// writeExclusive creates path holding owner, failing if it exists.
+func writeExclusive(path, owner string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
 	}
-	return nil
+	_, werr := f.WriteString(owner + "\n")
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr != nil {
+		_ = os.Remove(path)
+	}
+	return werr
 }
 
 // Release frees the GPUs allocated to task id. Idempotent.
@@ -259,13 +330,19 @@ func (in *Injector) releaseIf(match func(owner string) bool) error {
 	if in.opts.AllocDir == "" {
 		return nil
 	}
-	in.mu.Lock()
-	defer in.mu.Unlock()
+	unlock, err := in.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	entries, err := os.ReadDir(in.opts.AllocDir)
 	if err != nil {
 		return fmt.Errorf("read GPU allocations: %w", err)
 	}
 	for _, e := range entries {
+		if e.Name() == ".lock" {
+			continue
+		}
 		p := filepath.Join(in.opts.AllocDir, e.Name())
 		b, err := os.ReadFile(p)
 		if err != nil {

@@ -82,10 +82,17 @@ func TestResolve(t *testing.T) {
 	}
 }
 
-// TestAllocatorUnderConcurrency: tasks racing for one GPU each never get
-// the same one; an alias (UUID of GPU 0) is the same GPU; release frees.
+// TestAllocatorUnderConcurrency: tasks racing for one GPU each, through two
+// injectors over one allocation dir (as two nsn-run processes would be),
+// never get the same one; an alias (UUID of GPU 0) is the same GPU; release
+// frees.
 func TestAllocatorUnderConcurrency(t *testing.T) {
 	in := newInjector(t, true)
+	other, err := New(in.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	injectors := []*Injector{in, other}
 	var mu sync.Mutex
 	got := map[string]string{} // device -> task
 	var wg sync.WaitGroup
@@ -93,7 +100,7 @@ func TestAllocatorUnderConcurrency(t *testing.T) {
 	for i := range 20 {
 		wg.Go(func() {
 			id := fmt.Sprintf("task-%d", i)
-			names, err := in.Allocate(id, req(t, "1"))
+			names, err := injectors[i%2].Allocate(id, req(t, "1"))
 			mu.Lock()
 			defer mu.Unlock()
 			if errdefs.IsResourceExhausted(err) {
@@ -134,6 +141,52 @@ func TestAllocatorUnderConcurrency(t *testing.T) {
 	}
 	if names, err := in.Allocate("third", req(t, "1")); err != nil || names[0] != "nvidia.com/gpu=1" {
 		t.Errorf("gc should have freed GPU 1: %v %v", names, err)
+	}
+}
+
+// TestSharing: tasks that ask for sharing share a GPU; a GPU held
+// exclusively is never shared, and a shared one is never taken exclusively
+// until its last sharer releases it.
+func TestSharing(t *testing.T) {
+	in := newInjector(t, true)
+	shared := func(s string) task.GPURequest { r := req(t, s); r.Shared = true; return r }
+	for _, id := range []string{"a", "b"} {
+		if names, err := in.Allocate(id, shared("device=0")); err != nil || !slices.Equal(names, []string{"nvidia.com/gpu=0"}) {
+			t.Fatalf("%s sharing GPU 0: %v %v", id, names, err)
+		}
+	}
+	if _, err := in.Allocate("c", req(t, uuid0)); !errdefs.IsResourceExhausted(err) || !strings.Contains(err.Error(), "shared by tasks a, b") {
+		t.Errorf("GPU 0 exclusively while shared: %v", err)
+	}
+	if _, err := in.Allocate("d", req(t, "device=1")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := in.Allocate("e", shared("device=1")); !errdefs.IsResourceExhausted(err) || !strings.Contains(err.Error(), "allocated to task d") {
+		t.Errorf("sharing GPU 1 held by d: %v", err)
+	}
+	if _, err := in.Allocate("e", shared("all")); !errdefs.IsResourceExhausted(err) {
+		t.Errorf("sharing all while GPU 1 is held: %v", err)
+	}
+	// A sharing count takes GPUs no task holds exclusively.
+	if names, err := in.Allocate("e", shared("1")); err != nil || !slices.Equal(names, []string{"nvidia.com/gpu=0"}) {
+		t.Errorf("sharing count 1: %v %v, want GPU 0", names, err)
+	}
+	if _, err := in.Allocate("f", req(t, "1")); !errdefs.IsResourceExhausted(err) {
+		t.Errorf("exclusive count with every GPU held: %v", err)
+	}
+	for _, id := range []string{"a", "b"} {
+		if err := in.Release(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := in.Allocate("c", req(t, "device=0")); !errdefs.IsResourceExhausted(err) || !strings.Contains(err.Error(), "shared by tasks e") {
+		t.Errorf("GPU 0 exclusively while e still shares it: %v", err)
+	}
+	if err := in.ReleaseExcept(map[string]bool{"d": true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := in.Allocate("c", req(t, "device=0")); err != nil {
+		t.Errorf("GPU 0 exclusively after every sharer is gone: %v", err)
 	}
 }
 

@@ -126,6 +126,42 @@ func TestGPUExclusive(t *testing.T) {
 	}
 }
 
+// TestGPUShared: two running tasks that opt in share a GPU and both see it;
+// a task that does not opt in is refused it until both are gone.
+func TestGPUShared(t *testing.T) {
+	m, _ := gpuManager(t)
+	ctx := context.Background()
+	var sharers []string
+	for range 2 {
+		tk := seedTask(uniqueID("gpu"), "sleep", "60")
+		tk.GPUs, tk.GPUShared = "device=1", true
+		if _, err := m.Spawn(ctx, tk); err != nil {
+			t.Fatal(err)
+		}
+		sharers = append(sharers, tk.ID)
+	}
+	probe := seedTask(uniqueID("gpu"), "sh", "-c", "echo x > /dev/nvidia-standin1 || echo refuses")
+	probe.GPUs, probe.GPUShared = "device=1", true
+	res, err := m.Run(ctx, probe, runtime.RunOptions{})
+	if err != nil || !strings.Contains(res.Stderr+res.Stdout, "refuses") {
+		t.Fatalf("a third sharer of GPU 1: %+v %v", res, err)
+	}
+	alone := seedTask(uniqueID("gpu"), "true")
+	alone.GPUs = "device=1"
+	if _, err := m.Spawn(ctx, alone); !errdefs.IsResourceExhausted(err) {
+		t.Errorf("GPU 1 exclusively while shared: %v", err)
+	}
+	for _, id := range sharers {
+		if err := m.Remove(ctx, id, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	alone.ID = uniqueID("gpu")
+	if res, err := m.Run(ctx, alone, runtime.RunOptions{}); err != nil || res.ExitCode != 0 {
+		t.Errorf("GPU 1 exclusively once the sharers are gone: %+v %v", res, err)
+	}
+}
+
 // TestCLISpecGPU: `nsn-run spec --gpus GPU-<uuid>` shows exactly that
 // device; `run --gpus 7` is refused with exit 125 and leaves nothing.
 func TestCLISpecGPU(t *testing.T) {

@@ -72,7 +72,7 @@ func Opts(t task.Task, img ocispec.ImageConfig, o Options) ([]oci.SpecOpts, erro
 	if err != nil {
 		return nil, err
 	}
-	gpus, err := task.ParseGPURequest(t.GPUs)
+	gpus, err := t.GPURequest()
 	if err != nil {
 		return nil, err
 	}

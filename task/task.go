@@ -35,6 +35,12 @@ type Task struct {
 	// GPUs is the GPU request: "" (none), "all", a count "N", or a comma
 	// separated list of indices, GPU UUIDs or MIG device UUIDs.
 	GPUs string `json:"gpus,omitempty"`
+	// GPUShared lets the task's GPUs be shared with other tasks that set
+	// it too; by default a task's GPUs are its own. Shared GPUs offer no
+	// isolation between the tasks (memory, faults, timing): an opt-in for
+	// trusted or cooperative jobs. MIG devices are the isolated way to
+	// split a GPU.
+	GPUShared bool `json:"gpu_shared,omitempty"`
 	// Runtime is the containerd runtime name; empty means DefaultRuntime.
 	Runtime string `json:"runtime,omitempty"`
 }

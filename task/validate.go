@@ -85,8 +85,10 @@ func (t Task) Validate() error {
 	if err := t.Limits.Validate(); err != nil {
 		return err
 	}
-	if _, err := ParseGPURequest(t.GPUs); err != nil {
+	if req, err := t.GPURequest(); err != nil {
 		return err
+	} else if req.Shared && req.Empty() {
+		return invalid("gpu_shared: set without gpus")
 	}
 	if t.Runtime != "" && !runtimePattern.MatchString(t.Runtime) {
 		return invalid("runtime %q: must be a runtime name such as %s", t.Runtime, DefaultRuntime)
@@ -276,6 +278,16 @@ type GPURequest struct {
 	All   bool     // every GPU on the node
 	Count int      // this many free GPUs, chosen by the allocator
 	IDs   []string // these devices: indices, GPU-... or MIG-... UUIDs
+	// Shared: the devices may be given to other sharing tasks at the same
+	// time (Task.GPUShared).
+	Shared bool
+}
+
+// GPURequest parses the task's GPU request, sharing included.
+func (t Task) GPURequest() (GPURequest, error) {
+	req, err := ParseGPURequest(t.GPUs)
+	req.Shared = t.GPUShared
+	return req, err
 }
 
 // Empty reports whether no GPU was asked for.

@@ -31,6 +31,7 @@ func TestValidateAcceptsGoodTasks(t *testing.T) {
 		"gpus device=":   func(t *Task) { t.GPUs = "device=1" },
 		"gpus uuid":      func(t *Task) { t.GPUs = "GPU-8a7c7f3e-1b2c-4d5e-8f90-123456789abc" },
 		"gpus mig":       func(t *Task) { t.GPUs = "MIG-4f5e6d7c-1111-2222-3333-444455556666" },
+		"gpus shared":    func(t *Task) { t.GPUs, t.GPUShared = "1", true },
 		"fractional cpu": func(t *Task) { t.Limits.CPUs = 0.25 },
 		"runtime":        func(t *Task) { t.Runtime = "io.containerd.runsc.v1" },
 	} {
@@ -97,6 +98,7 @@ func TestValidateRejects(t *testing.T) {
 		{"gpu junk", func(t *Task) { t.GPUs = "some" }, "not a GPU index"},
 		{"gpu duplicate", func(t *Task) { t.GPUs = "1,1" }, "given twice"},
 		{"gpu path", func(t *Task) { t.GPUs = "device=../../dev/sda" }, "not a GPU index"},
+		{"gpu shared alone", func(t *Task) { t.GPUShared = true }, "set without gpus"},
 		{"gpu mig index open", func(t *Task) { t.GPUs = "0:" }, "not a GPU index"},
 		{"gpu mig index no gpu", func(t *Task) { t.GPUs = ":1" }, "not a GPU index"},
 		{"gpu mig index deep", func(t *Task) { t.GPUs = "0:1:2" }, "not a GPU index"},

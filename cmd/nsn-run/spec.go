@@ -100,7 +100,7 @@ func printDockerRequest(cmd *cobra.Command, g *globalOptions, t task.Task, outDi
 	if err != nil {
 		return err
 	}
-	req, err := task.ParseGPURequest(t.GPUs)
+	req, err := t.GPURequest()
 	if err != nil {
 		return err
 	}

@@ -31,6 +31,7 @@ type taskFlags struct {
 	cpuTime     time.Duration
 	gpuMemory   string
 	gpus        string
+	gpuShared   bool
 	env         []string
 	workdir     string
 	user        string
@@ -52,7 +53,8 @@ func (f *taskFlags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&f.grace, "grace", 0, "time between SIGTERM and SIGKILL at the deadline (default 10s)")
 	fs.DurationVar(&f.cpuTime, "cpu-time", 0, "limit on CPU time of all the task's processes together; over it they are killed (default: none)")
 	fs.StringVar(&f.gpuMemory, "gpu-memory", "", "limit on GPU memory the task's processes hold together, e.g. 8g; over it they are killed (checked every 100 ms)")
-	fs.StringVar(&f.gpus, "gpus", "", "GPUs: all, a count N, or device=ID[,ID] / ID,ID (indices, GPU-/MIG- UUIDs)")
+	fs.StringVar(&f.gpus, "gpus", "", "GPUs: all, a count N, or device=ID[,ID] / ID,ID (indices, MIG indices GPU:MIG, GPU-/MIG- UUIDs)")
+	fs.BoolVar(&f.gpuShared, "gpu-shared", false, "let other --gpu-shared tasks use the same GPUs at once (no isolation between them; default: the GPUs are this task's alone)")
 	fs.StringArrayVarP(&f.env, "env", "e", nil, "environment variable KEY=VALUE (repeatable)")
 	fs.StringVarP(&f.workdir, "workdir", "w", "", "working directory inside the container (default: the image's, else /)")
 	fs.StringVar(&f.user, "user", "", "numeric UID[:GID] to run as; 0 is refused (default: the image's numeric non-root user, else 65534:65534)")
@@ -77,6 +79,7 @@ func (f *taskFlags) task(args []string) (task.Task, error) {
 		WorkingDir: f.workdir,
 		User:       f.user,
 		GPUs:       f.gpus,
+		GPUShared:  f.gpuShared,
 		Runtime:    f.runtime,
 		Limits: task.Limits{
 			CPUs:        f.cpus,

@@ -208,7 +208,7 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (runtime.
 // dockerd cannot take CDI device requests: nsn-run never falls back to the
 // legacy NVIDIA hook (CVE-2024-0132).
 func (b *Backend) allocateGPUs(t task.Task) ([]string, error) {
-	req, err := task.ParseGPURequest(t.GPUs)
+	req, err := t.GPURequest()
 	if err != nil || req.Empty() {
 		return nil, err
 	}

@@ -58,7 +58,7 @@ func CreateRequest(t task.Task, img ocispec.ImageConfig, outputDir string, gpus 
 	if err := t.Validate(); err != nil {
 		return Request{}, err
 	}
-	if req, _ := task.ParseGPURequest(t.GPUs); !req.Empty() && len(gpus) == 0 {
+	if req, _ := t.GPURequest(); !req.Empty() && len(gpus) == 0 {
 		return Request{}, fmt.Errorf("%w: task asks for GPUs %q but no CDI device was resolved for it", errdefs.ErrFailedPrecondition, t.GPUs)
 	}
 	p, err := spec.ProcessFor(t, img)
