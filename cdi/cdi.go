@@ -380,9 +380,26 @@ func (in *Injector) GPUSpecOpt(_ context.Context, req task.GPURequest) (oci.Spec
 		if s.Annotations == nil {
 			s.Annotations = map[string]string{}
 		}
-		s.Annotations["nsn.gpus"] = strings.Join(names, ",")
+		s.Annotations[Annotation] = strings.Join(names, ",")
 		return nil
 	}, nil
+}
+
+// Annotation lists, in a spec, the CDI devices injected into it.
+const Annotation = "nsn.gpus"
+
+// PolicyFor widens base by exactly what the GPUs that s's Annotation names
+// add (AuditPolicy): a spec without GPUs is audited under base alone.
+func (in *Injector) PolicyFor(base audit.Policy, s *specs.Spec) audit.Policy {
+	if s == nil || s.Annotations[Annotation] == "" {
+		return base
+	}
+	g := in.AuditPolicy(strings.Split(s.Annotations[Annotation], ","))
+	return audit.Policy{
+		DevicePaths: append(slices.Clone(base.DevicePaths), g.DevicePaths...),
+		BindSources: append(slices.Clone(base.BindSources), g.BindSources...),
+		HookPaths:   append(slices.Clone(base.HookPaths), g.HookPaths...),
+	}
 }
 
 // AuditPolicy is what the auditor must allow for a spec with these GPUs:

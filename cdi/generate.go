@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/NVIDIA/nvidia-container-toolkit/pkg/nvcdi"
@@ -26,6 +27,18 @@ type GenerateOptions struct {
 	// EnableCUDACompat keeps NVIDIA's enable-cuda-compat hook, which
 	// nsn-run leaves out by default: one host binary fewer run per task.
 	EnableCUDACompat bool
+	// NoHooks leaves every NVIDIA hook out, for hosts without
+	// nvidia-cdi-hook: tasks then get the device nodes and driver files but
+	// no soname links or ld.so cache entries, so their images must find the
+	// driver libraries themselves (LD_LIBRARY_PATH).
+	NoHooks bool
+	// HookPath is the nvidia-cdi-hook the spec's hooks run; the first of
+	// DefaultHookPaths that exists if empty. Generation fails when hooks
+	// are wanted and it does not exist: every GPU task would fail to start.
+	HookPath string
+	// LibrarySearchPaths are searched for the driver libraries besides the
+	// ld.so cache (drivers installed outside it, such as /usr/local/nvidia).
+	LibrarySearchPaths []string
 }
 
 // Generate builds the CDI spec of the node's NVIDIA GPUs (full GPUs and MIG
@@ -64,8 +77,21 @@ func Generate(o GenerateOptions) (*cdispec.Spec, error) {
 		// An "all" device, as `nvidia-ctk cdi generate` writes: --gpus all.
 		nvcdi.WithMergedDeviceOptions(transform.WithName("all"), transform.WithSkipIfExists(true)),
 	}
-	if !o.EnableCUDACompat {
-		opts = append(opts, nvcdi.WithDisabledHook(nvcdi.EnableCudaCompatHook))
+	switch {
+	case o.NoHooks:
+		opts = append(opts, nvcdi.WithDisabledHooks(nvcdi.AllHooks))
+	default:
+		hook, err := hookPath(o.HookPath)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, nvcdi.WithNVIDIACDIHookPath(hook))
+		if !o.EnableCUDACompat {
+			opts = append(opts, nvcdi.WithDisabledHook(nvcdi.EnableCudaCompatHook))
+		}
+	}
+	if len(o.LibrarySearchPaths) > 0 {
+		opts = append(opts, nvcdi.WithLibrarySearchPaths(o.LibrarySearchPaths))
 	}
 	lib, err := nvcdi.New(opts...)
 	if err != nil {
@@ -84,6 +110,27 @@ func Generate(o GenerateOptions) (*cdispec.Spec, error) {
 		minimalHookEnv(&raw.Devices[i].ContainerEdits)
 	}
 	return raw, nil
+}
+
+// hookPath is the nvidia-cdi-hook binary the spec will name: path, or the
+// first of DefaultHookPaths's nvidia-cdi-hook entries present.
+func hookPath(path string) (string, error) {
+	candidates := []string{path}
+	if path == "" {
+		candidates = nil
+		for _, p := range DefaultHookPaths {
+			if filepath.Base(p) == "nvidia-cdi-hook" {
+				candidates = append(candidates, p)
+			}
+		}
+	}
+	for _, p := range candidates {
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%w: nvidia-cdi-hook not found at %s: install NVIDIA's nvidia-container-toolkit-base, or generate with no hooks (--no-hooks)",
+		errdefs.ErrNotFound, strings.Join(candidates, " or "))
 }
 
 func minimalHookEnv(e *cdispec.ContainerEdits) {

@@ -34,7 +34,11 @@ func TestGenerateDGXA100(t *testing.T) {
 		// MIG partitions on these GPUs.
 		d.(*mockserver.Device).GetMaxMigDeviceCountFunc = func() (int, nvml.Return) { return 0, nvml.SUCCESS }
 	}
-	s, err := Generate(GenerateOptions{Nvml: server, DriverRoot: root})
+	if _, err := Generate(GenerateOptions{Nvml: server, DriverRoot: root, HookPath: filepath.Join(root, "missing")}); !errdefs.IsNotFound(err) || !strings.Contains(err.Error(), "--no-hooks") {
+		t.Errorf("hooks without nvidia-cdi-hook: %v", err)
+	}
+	hook := fakeHook(t, root)
+	s, err := Generate(GenerateOptions{Nvml: server, DriverRoot: root, HookPath: hook})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,14 +64,31 @@ func TestGenerateDGXA100(t *testing.T) {
 		t.Errorf("names %v: want 8 UUIDs and all", names)
 	}
 
+	hooks := 0
 	for _, edits := range append([]editsT{s.ContainerEdits}, deviceEdits(s)...) {
 		for _, h := range edits.Hooks {
+			hooks++
+			if h.Path != hook {
+				t.Errorf("hook runs %s, want %s", h.Path, hook)
+			}
 			if slices.Contains(h.Args, "enable-cuda-compat") {
 				t.Errorf("enable-cuda-compat hook present: %v", h.Args)
 			}
 			if !slices.Equal(h.Env, hookEnv) {
 				t.Errorf("hook %v env %v, want only %v", h.Args, h.Env, hookEnv)
 			}
+		}
+	}
+	if hooks == 0 {
+		t.Error("no hooks generated: the hook checks above checked nothing")
+	}
+	bare, err := Generate(GenerateOptions{Nvml: server, DriverRoot: root, NoHooks: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, edits := range append([]editsT{bare.ContainerEdits}, deviceEdits(bare)...) {
+		if len(edits.Hooks) != 0 {
+			t.Errorf("--no-hooks spec has hooks: %+v", edits.Hooks)
 		}
 	}
 	dir := t.TempDir()
@@ -120,6 +141,20 @@ func fakeDriverRoot(t *testing.T) string {
 		}
 	}
 	return root
+}
+
+// fakeHook is an nvidia-cdi-hook stand-in: generation only checks that it
+// exists.
+func fakeHook(t *testing.T, root string) string {
+	t.Helper()
+	p := filepath.Join(root, "usr/bin/nvidia-cdi-hook")
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 type editsT = cdispec.ContainerEdits
@@ -233,7 +268,7 @@ func TestGenerateMIG(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s, err := Generate(GenerateOptions{Nvml: server, DriverRoot: root})
+	s, err := Generate(GenerateOptions{Nvml: server, DriverRoot: root, HookPath: fakeHook(t, root)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -183,6 +183,21 @@ func TestCLISpecGPU(t *testing.T) {
 	if len(s.Linux.Devices) != 1 || s.Linux.Devices[0].Path != "/dev/nvidia-standin0" {
 		t.Errorf("devices %+v, want exactly /dev/nvidia-standin0", s.Linux.Devices)
 	}
+	// The auditor lets exactly the granted GPU's edits through: the spec
+	// as printed passes; with the other GPU's node slipped in, it fails.
+	if a := runCLI(t, []byte(r.stdout), "--cdi-spec-dir", specDir, "audit", "-"); a.code != 0 {
+		t.Errorf("audit of the GPU spec: exit %d: %s%s", a.code, a.stdout, a.stderr)
+	}
+	extra := s.Linux.Devices[0]
+	extra.Path = "/dev/nvidia-standin1"
+	s.Linux.Devices = append(s.Linux.Devices, extra)
+	tampered, err := json.Marshal(&s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := runCLI(t, tampered, "--cdi-spec-dir", specDir, "audit", "-"); a.code != 1 || !strings.Contains(a.stdout, "/dev/nvidia-standin1") {
+		t.Errorf("audit of a spec with an ungranted GPU node: exit %d: %s%s", a.code, a.stdout, a.stderr)
+	}
 	if r := cli(t, g, "run", "--gpus", "device=7", "busybox", "--", "true"); r.code != 125 || !strings.Contains(r.stderr, "GPU 7 not found") {
 		t.Errorf("run --gpus device=7: exit %d stderr %q", r.code, r.stderr)
 	}

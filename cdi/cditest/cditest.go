@@ -11,8 +11,11 @@ import (
 	"path/filepath"
 )
 
-// UUID0 is the UUID name of stand-in GPU 0.
-const UUID0 = "GPU-11111111-1111-1111-1111-111111111111"
+// UUID0 and UUID1 are the UUID names of stand-in GPUs 0 and 1.
+const (
+	UUID0 = "GPU-11111111-1111-1111-1111-111111111111"
+	UUID1 = "GPU-22222222-2222-2222-2222-222222222222"
+)
 
 // DriverContainerPath is where the stand-in driver file is mounted.
 const DriverContainerPath = "/usr/lib/libnvidia-standin.so"
@@ -43,6 +46,10 @@ devices:
   containerEdits:
     deviceNodes:
     - {path: /dev/nvidia-standin1, hostPath: /dev/full}
+- name: %q
+  containerEdits:
+    deviceNodes:
+    - {path: /dev/nvidia-standin1, hostPath: /dev/full}
 - name: all
   containerEdits:
     deviceNodes:
@@ -52,6 +59,6 @@ containerEdits:
   env: [NVIDIA_STANDIN=1]
   mounts:
   - {hostPath: %q, containerPath: %q, options: [ro, nosuid, nodev, bind]}
-`, UUID0, driver, DriverContainerPath)
+`, UUID0, UUID1, driver, DriverContainerPath)
 	return specDir, driver, os.WriteFile(filepath.Join(specDir, "nvidia-standin.yaml"), []byte(yaml), 0o644)
 }

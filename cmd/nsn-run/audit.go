@@ -9,6 +9,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/spf13/cobra"
 
+	"github.com/nsn-run/nsn-run/cdi"
 	"github.com/nsn-run/nsn-run/spec/audit"
 )
 
@@ -21,7 +22,7 @@ const (
 // maxSpecBytes bounds what audit reads: a real spec is tens of KiB.
 const maxSpecBytes = 16 << 20
 
-func newAuditCommand() *cobra.Command {
+func newAuditCommand(g *globalOptions) *cobra.Command {
 	var listRules bool
 	cmd := &cobra.Command{
 		Use:   "audit [FILE|-]",
@@ -30,6 +31,11 @@ func newAuditCommand() *cobra.Command {
 drawn from the CIS Docker Benchmark section 5 and the Kubernetes Pod Security
 Standards "restricted" profile. Reads FILE, or standard input for "-" or no
 argument.
+
+A spec that nsn-run gave GPUs (its "nsn.gpus" annotation names their CDI
+devices) may hold exactly the device nodes, mounts and allowlisted hooks that
+those devices' CDI edits add, as the CDI specs on this host (--cdi-spec-dir)
+define them; anything else is a finding.
 
 Prints one line per finding: RULE PATH: MESSAGE.
 Exit status: 0 no findings, 1 findings, 2 unreadable input.`,
@@ -53,7 +59,15 @@ Exit status: 0 no findings, 1 findings, 2 unreadable input.`,
 			if err != nil {
 				return &exitError{code: auditUnreadable, msg: err.Error()}
 			}
-			findings := audit.Check(s)
+			policy := audit.Policy{}
+			if s.Annotations[cdi.Annotation] != "" {
+				gpus, err := cdi.New(cdi.Options{SpecDirs: g.cdiSpecDirs})
+				if err != nil {
+					return err
+				}
+				policy = gpus.PolicyFor(policy, s)
+			}
+			findings := audit.CheckWithPolicy(s, policy)
 			for _, f := range findings {
 				fmt.Fprintln(out, f)
 			}

@@ -14,8 +14,9 @@ func newGPUCommand() *cobra.Command {
 		Use:   "gpu",
 		Short: "Manage the GPUs tasks are given",
 	}
-	var outDir, driverRoot string
-	var cudaCompat bool
+	var outDir, driverRoot, hookPath string
+	var cudaCompat, noHooks bool
+	var libDirs []string
 	gen := &cobra.Command{
 		Use:   "cdi-generate",
 		Short: "Write the CDI spec of this node's NVIDIA GPUs",
@@ -23,10 +24,19 @@ func newGPUCommand() *cobra.Command {
 (full GPUs and MIG devices, named by index and UUID, plus "all") and write it
 to --output-dir/nvidia.yaml, root-owned 0644. NVIDIA's enable-cuda-compat hook
 is left out unless --enable-cuda-compat; every hook gets an explicit minimal
-env. Needs the NVIDIA driver (libnvidia-ml.so.1).`,
+env. Needs the NVIDIA driver (libnvidia-ml.so.1).
+
+The other hooks (driver library symlinks, ld.so cache) run NVIDIA's
+nvidia-cdi-hook, from nvidia-container-toolkit-base; generation fails where it
+is missing, since every GPU task would then fail to start. --no-hooks leaves
+all hooks out: tasks get the device nodes and driver files, and their images
+must find the libraries themselves (LD_LIBRARY_PATH).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			s, err := cdi.Generate(cdi.GenerateOptions{Nvml: nvml.New(), DriverRoot: driverRoot, EnableCUDACompat: cudaCompat})
+			s, err := cdi.Generate(cdi.GenerateOptions{
+				Nvml: nvml.New(), DriverRoot: driverRoot, EnableCUDACompat: cudaCompat,
+				NoHooks: noHooks, HookPath: hookPath, LibrarySearchPaths: libDirs,
+			})
 			if err != nil {
 				return err
 			}
@@ -41,6 +51,9 @@ env. Needs the NVIDIA driver (libnvidia-ml.so.1).`,
 	gen.Flags().StringVar(&outDir, "output-dir", "/var/run/cdi", "directory to write nvidia.yaml to")
 	gen.Flags().StringVar(&driverRoot, "driver-root", "/", "where the NVIDIA driver's files are")
 	gen.Flags().BoolVar(&cudaCompat, "enable-cuda-compat", false, "keep NVIDIA's enable-cuda-compat hook")
+	gen.Flags().BoolVar(&noHooks, "no-hooks", false, "leave every NVIDIA hook out (hosts without nvidia-cdi-hook)")
+	gen.Flags().StringVar(&hookPath, "nvidia-cdi-hook", "", "the nvidia-cdi-hook binary hooks run (default: /usr/bin or /usr/local/bin); nsn-run's auditor allows only those two")
+	gen.Flags().StringArrayVar(&libDirs, "library-search-path", nil, "directory searched for driver libraries besides the ld.so cache (repeatable), e.g. /usr/local/nvidia/lib64")
 	cmd.AddCommand(gen)
 
 	return cmd

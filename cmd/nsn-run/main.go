@@ -72,7 +72,7 @@ any spec against the isolation policy (nsn-run audit).`,
 	pf.StringArrayVar(&g.cdiSpecDirs, "cdi-spec-dir", nil, "CDI spec directory (repeatable; default /etc/cdi and /var/run/cdi)")
 	pf.StringVar(&g.stateDir, "state-dir", envOr("NSN_STATE_DIR", "/var/lib/nsn-run"), "directory for per-task state and output (env NSN_STATE_DIR)")
 
-	root.AddCommand(newRunCommand(g), newSpecCommand(g), newAuditCommand(), newPsCommand(g), newLogsCommand(g),
+	root.AddCommand(newRunCommand(g), newSpecCommand(g), newAuditCommand(g), newPsCommand(g), newLogsCommand(g),
 		newStatsCommand(g), newKillCommand(g), newRmCommand(g), newGCCommand(g), newImageCommand(g), newDoctorCommand(g), newGPUCommand(), newShimLoggerCommand())
 	return root
 }

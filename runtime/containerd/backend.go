@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -352,7 +351,7 @@ func mountDestinations(s *specs.Spec) []string {
 type gpuAllocator interface {
 	Release(id string) error
 	ReleaseExcept(keep map[string]bool) error
-	AuditPolicy(names []string) audit.Policy
+	PolicyFor(base audit.Policy, s *specs.Spec) audit.Policy
 }
 
 func (b *Backend) releaseGPUs(id string) {
@@ -361,23 +360,13 @@ func (b *Backend) releaseGPUs(id string) {
 	}
 }
 
-// gpuAnnotation lists the CDI devices injected into a spec (set by the cdi
-// injector).
-const gpuAnnotation = "nsn.gpus"
-
 // auditPolicy is the configured policy, widened by exactly the device nodes,
 // mounts and hooks of the GPUs injected into s.
 func (b *Backend) auditPolicy(s *specs.Spec) audit.Policy {
-	p := b.cfg.AuditPolicy
-	a, ok := b.cfg.GPUs.(gpuAllocator)
-	if !ok || s.Annotations[gpuAnnotation] == "" {
-		return p
+	if a, ok := b.cfg.GPUs.(gpuAllocator); ok {
+		return a.PolicyFor(b.cfg.AuditPolicy, s)
 	}
-	g := a.AuditPolicy(strings.Split(s.Annotations[gpuAnnotation], ","))
-	p.DevicePaths = append(slices.Clone(p.DevicePaths), g.DevicePaths...)
-	p.BindSources = append(slices.Clone(p.BindSources), g.BindSources...)
-	p.HookPaths = append(slices.Clone(p.HookPaths), g.HookPaths...)
-	return p
+	return b.cfg.AuditPolicy
 }
 
 // commandError recognises runc's exec failure for the task's command. The
