@@ -43,5 +43,15 @@ log "integration tests against containerd $CONTAINERD2_VERSION"
 PATH=$CONTAINERD2_BIN:$PATH NSN_TEST_ADDRESS=$v2_address NSN_TEST_CONTAINERD_BIN=$CONTAINERD2_BIN/containerd \
   go test -count=1 ./integration/...
 
+log "GPU check (integration/gpu) on a stand-in driver: the flow a GPU machine runs, without the GPU"
+bash integration/gpu/build.sh
+bash integration/gpu/run.sh --fake-driver
+# ... and it fails when a GPU's CDI edits leak another GPU into its tasks.
+if NSN_FAKE_DRIVER_LEAK=1 bash integration/gpu/run.sh --fake-driver >"$work/gpu-leak.log" 2>&1; then
+  cat "$work/gpu-leak.log"; die "the GPU check passed a CDI spec that gives GPU 1's tasks GPU 0 too"
+fi
+grep -q '^FAIL index 1 ' "$work/gpu-leak.log" || { cat "$work/gpu-leak.log"; die "the GPU check failed the leaking spec for another reason"; }
+log "the GPU check caught the leaking spec: $(grep -c '^FAIL' "$work/gpu-leak.log") checks failed"
+
 log "cgroup v2: the limits, output and crash-safety tests in a VM (make test-cgroupv2)"
 bash integration/cgroupv2/run.sh

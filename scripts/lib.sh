@@ -18,6 +18,11 @@ ensure_packages() {
   command -v make >/dev/null || missing+=(make)
   command -v docker-registry >/dev/null || missing+=(docker-registry)
   command -v dockerd >/dev/null || missing+=(docker.io)
+  # cgo (NVML, the GPU check's stand-in driver) and the static runc the GPU
+  # check carries (libseccomp's static library, found through pkg-config).
+  command -v gcc >/dev/null || missing+=(gcc libc6-dev)
+  command -v pkg-config >/dev/null || missing+=(pkg-config)
+  [ -e /usr/lib/x86_64-linux-gnu/libseccomp.a ] || missing+=(libseccomp-dev)
   if [ ${#missing[@]} -gt 0 ]; then
     [ "$(id -u)" = 0 ] || die "need root to install ${missing[*]}"
     log "installing ${missing[*]} from Debian"
@@ -88,6 +93,22 @@ ensure_containerd2() {
   (cd / && GOBIN=$CONTAINERD2_BIN GOFLAGS=-mod=mod go install \
     "github.com/containerd/containerd/v2/cmd/containerd@$CONTAINERD2_VERSION" \
     "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CONTAINERD2_VERSION")
+}
+
+# STATIC_RUNC_VERSION is the runc the GPU check carries to GPU machines,
+# built static (they may have no runc, or another C library).
+STATIC_RUNC_VERSION=${STATIC_RUNC_VERSION:-v1.4.0}
+
+# ensure_static_runc builds a static runc at STATIC_RUNC_VERSION once, with
+# seccomp, into a cache dir, and sets STATIC_RUNC to it.
+ensure_static_runc() {
+  local dir=${NSN_CACHE_DIR:-/var/cache/nsn-run}/runc-$STATIC_RUNC_VERSION
+  STATIC_RUNC=$dir/runc
+  [ -x "$STATIC_RUNC" ] && return 0
+  log "building a static runc $STATIC_RUNC_VERSION with go install (once; cached in $dir)"
+  mkdir -p "$dir"
+  (cd / && GOBIN=$dir CGO_ENABLED=1 go install -trimpath -tags "seccomp netgo osusergo urfave_cli_no_docs" \
+    -ldflags "-s -w -extldflags -static" "github.com/opencontainers/runc@$STATIC_RUNC_VERSION")
 }
 
 # start_dockerd DIR: starts a private dockerd with its data root, exec root,

@@ -38,7 +38,7 @@ func openManager(ctx context.Context, g *globalOptions) (*runtime.Manager, func(
 		if err != nil {
 			return nil, nil, err
 		}
-		db, err := docker.New(ctx, docker.Config{Host: dockerHost(), GPUs: gpus})
+		db, err := docker.New(ctx, docker.Config{Host: dockerHost(), GPUs: gpus, NVML: gpuNVML(gpus)})
 		if err != nil {
 			return nil, nil, err
 		}
@@ -75,15 +75,21 @@ func openContainerd(ctx context.Context, g *globalOptions) (*containerd.Backend,
 	if err != nil {
 		return nil, err
 	}
-	cfg := containerd.Config{Address: g.address, Namespace: g.namespace, LoggerBinary: logger, GPUs: gpus}
-	// With GPUs in the CDI specs, NVML samples their memory for stats and
-	// --gpu-memory; without a driver it is simply left out.
-	if len(gpus.GPUs()) > 0 {
-		if lib := nvml.New(); lib.Init() == nvml.SUCCESS {
-			cfg.NVML = lib
-		}
-	}
+	cfg := containerd.Config{Address: g.address, Namespace: g.namespace, LoggerBinary: logger, GPUs: gpus, NVML: gpuNVML(gpus)}
 	return containerd.New(ctx, cfg)
+}
+
+// gpuNVML is NVML, initialised, where the CDI specs define GPUs: it samples
+// their memory for stats and --gpu-memory. Without GPUs or a driver it is
+// nil, and GPU stats are simply left out.
+func gpuNVML(gpus *cdi.Injector) nvml.Interface {
+	if len(gpus.GPUs()) == 0 {
+		return nil
+	}
+	if lib := nvml.New(); lib.Init() == nvml.SUCCESS {
+		return lib
+	}
+	return nil
 }
 
 // newShimLoggerCommand is the logger process containerd's shim runs for a

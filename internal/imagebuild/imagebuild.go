@@ -207,21 +207,8 @@ func packLayer(dir string, xattrs map[string]map[string]string) ([]byte, digest.
 // busybox binary: /bin/busybox, a link per applet, and the empty directories
 // a container needs as mount points.
 func BusyboxRootfs(dir, busybox string) error {
-	for _, d := range []string{"bin", "dev", "etc", "output", "proc", "sys", "tmp", "run", "usr/bin"} {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
-			return err
-		}
-	}
-	if err := os.Chmod(filepath.Join(dir, "tmp"), 0o1777); err != nil {
+	if err := BaseRootfs(dir); err != nil {
 		return err
-	}
-	for name, content := range map[string]string{
-		"etc/passwd": "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
-		"etc/group":  "root:x:0:\nnogroup:x:65534:\n",
-	} {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
-			return err
-		}
 	}
 	data, err := os.ReadFile(busybox)
 	if err != nil {
@@ -239,6 +226,28 @@ func BusyboxRootfs(dir, busybox string) error {
 			continue
 		}
 		if err := os.Symlink("busybox", filepath.Join(dir, "bin", applet)); err != nil && !os.IsExist(err) {
+			return err
+		}
+	}
+	return nil
+}
+
+// BaseRootfs lays out the directories every task rootfs has, and an
+// /etc/passwd and /etc/group naming root and nobody.
+func BaseRootfs(dir string) error {
+	for _, d := range []string{"bin", "dev", "etc", "output", "proc", "sys", "tmp", "run", "usr/bin"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			return err
+		}
+	}
+	if err := os.Chmod(filepath.Join(dir, "tmp"), 0o1777); err != nil {
+		return err
+	}
+	for name, content := range map[string]string{
+		"etc/passwd": "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+		"etc/group":  "root:x:0:\nnogroup:x:65534:\n",
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
 			return err
 		}
 	}

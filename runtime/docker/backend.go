@@ -14,12 +14,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/containerd/errdefs"
 	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	nvcdi "github.com/nsn-run/nsn-run/cdi"
 	"github.com/nsn-run/nsn-run/cgroups"
 	"github.com/nsn-run/nsn-run/logs"
 	"github.com/nsn-run/nsn-run/runtime"
@@ -43,6 +45,10 @@ type Config struct {
 	LogLimits logs.Limits
 	// GPUs resolves and allocates CDI GPUs; nil refuses GPU tasks.
 	GPUs GPUAllocator
+	// NVML, initialised, adds GPU memory and utilisation to Stats; nil
+	// leaves them out. dockerd must be local (as /output requires): the
+	// container's host pids come from its cgroup.
+	NVML nvml.Interface
 }
 
 // GPUAllocator is what the backend needs of the cdi package's Injector.
@@ -494,7 +500,33 @@ func (b *Backend) Stats(ctx context.Context, id string) (cgroups.Sample, error) 
 	if err := json.NewDecoder(io.LimitReader(res.Body, 1<<20)).Decode(&s); err != nil {
 		return cgroups.Sample{}, fmt.Errorf("decode stats of task %s: %w", id, err)
 	}
-	return sampleFromStats(s), nil
+	sample := sampleFromStats(s)
+	if b.cfg.NVML == nil {
+		return sample, nil
+	}
+	pids, err := b.hostPids(ctx, id)
+	if err != nil {
+		return sample, err
+	}
+	u, err := nvcdi.UsageOf(b.cfg.NVML, pids)
+	if err != nil {
+		return sample, err
+	}
+	sample.GPUMemoryBytes, sample.GPUUtilizationPercent = u.MemoryBytes, u.UtilizationPercent
+	return sample, nil
+}
+
+// hostPids lists the host pids of task id's processes: those in the cgroup
+// of its init process.
+func (b *Backend) hostPids(ctx context.Context, id string) ([]uint32, error) {
+	res, err := b.client.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("task %s: %w", id, err)
+	}
+	if res.Container.State == nil || res.Container.State.Pid == 0 {
+		return nil, nil // not running: no processes hold GPU memory
+	}
+	return cgroups.PidsInCgroupOf(res.Container.State.Pid)
 }
 
 // sampleFromStats maps the Engine API's stats to a Sample. A stopped
