@@ -22,6 +22,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	"tags.cncf.io/container-device-interface/pkg/cdi"
+	cdispec "tags.cncf.io/container-device-interface/specs-go"
 
 	"github.com/nsn-run/nsn-run/spec"
 	"github.com/nsn-run/nsn-run/spec/audit"
@@ -99,6 +100,32 @@ func (in *Injector) GPUs() []string {
 		}
 	}
 	return names
+}
+
+// MissingHooks lists the hook binaries the GPU specs run that do not exist
+// on this host: with any, every task given those GPUs fails to start.
+func (in *Injector) MissingHooks() []string {
+	var missing []string
+	check := func(hooks []*cdispec.Hook) {
+		for _, h := range hooks {
+			if h == nil || slices.Contains(missing, h.Path) {
+				continue
+			}
+			if _, err := os.Stat(h.Path); err != nil {
+				missing = append(missing, h.Path)
+			}
+		}
+	}
+	for _, s := range in.cache.GetVendorSpecs("nvidia.com") {
+		if s.GetClass() != "gpu" {
+			continue
+		}
+		check(s.ContainerEdits.Hooks)
+		for _, d := range s.Devices {
+			check(d.ContainerEdits.Hooks)
+		}
+	}
+	return missing
 }
 
 // Resolve turns a GPU request into CDI device names without allocating: a

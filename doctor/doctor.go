@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/mod/semver"
 
+	"github.com/nsn-run/nsn-run/cdi"
 	"github.com/nsn-run/nsn-run/cgroups"
 	"github.com/nsn-run/nsn-run/runtime/containerd"
 )
@@ -72,7 +73,7 @@ func Run(ctx context.Context, o Options) []Check {
 	for _, dir := range o.CDIDirs {
 		checks = append(checks, CheckCDIDir(dir))
 	}
-	checks = append(checks, checkGPUs(o.Root))
+	checks = append(checks, checkGPUs(o.Root, o.CDIDirs))
 	return checks
 }
 
@@ -278,10 +279,23 @@ func CheckCDIDir(dir string) Check {
 	return c
 }
 
-func checkGPUs(root string) Check {
+// checkGPUs reports the NVIDIA GPUs and whether tasks can be given them:
+// a CDI spec must define them, and every hook it runs must exist.
+func checkGPUs(root string, cdiDirs []string) Check {
 	nodes, _ := filepath.Glob(filepath.Join(root, "/dev/nvidia[0-9]*"))
-	if len(nodes) == 0 {
-		return Check{Name: "GPUs", Status: Info, Detail: "no NVIDIA device nodes (/dev/nvidiaN): GPU tasks will be refused"}
+	in, err := cdi.New(cdi.Options{SpecDirs: cdiDirs})
+	if err != nil {
+		return Check{Name: "GPUs", Status: Warn, Detail: err.Error()}
 	}
-	return Check{Name: "GPUs", Status: OK, Detail: fmt.Sprintf("%d NVIDIA device node(s)", len(nodes))}
+	names := in.GPUs()
+	switch {
+	case len(nodes) == 0 && len(names) == 0:
+		return Check{Name: "GPUs", Status: Info, Detail: "no NVIDIA device nodes (/dev/nvidiaN) and no CDI GPUs: GPU tasks will be refused"}
+	case len(names) == 0:
+		return Check{Name: "GPUs", Status: Warn, Detail: fmt.Sprintf("%d NVIDIA device node(s) but no CDI spec names a GPU under %s: run 'nsn-run gpu cdi-generate'", len(nodes), strings.Join(cdiDirs, ", "))}
+	}
+	if missing := in.MissingHooks(); len(missing) > 0 {
+		return Check{Name: "GPUs", Status: Fatal, Detail: fmt.Sprintf("the CDI specs run hooks missing on this host (%s): every GPU task would fail to start; install nvidia-container-toolkit-base or regenerate with 'nsn-run gpu cdi-generate --no-hooks'", strings.Join(missing, ", "))}
+	}
+	return Check{Name: "GPUs", Status: OK, Detail: fmt.Sprintf("%d NVIDIA device node(s); CDI names %d GPU device(s) (index, UUID and MIG names): %s", len(nodes), len(names), strings.Join(names, " "))}
 }

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/nsn-run/nsn-run/cdi/cditest"
 )
 
 func TestRuncAdvisories(t *testing.T) {
@@ -138,7 +140,24 @@ func TestHostChecksOnFakeRoot(t *testing.T) {
 	if c := checkSeccomp(root); c.Status != OK {
 		t.Errorf("seccomp: %+v", c)
 	}
-	if c := checkGPUs(root); c.Status != OK || !strings.Contains(c.Detail, "1 NVIDIA") {
+	noSpecs := filepath.Join(root, "no-cdi")
+	if c := checkGPUs(root, []string{noSpecs}); c.Status != Warn || !strings.Contains(c.Detail, "cdi-generate") {
+		t.Errorf("GPU nodes without a CDI spec: %+v", c)
+	}
+	specDir, _, err := cditest.WriteStandInSpec(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := checkGPUs(root, []string{specDir}); c.Status != OK || !strings.Contains(c.Detail, "1 NVIDIA") || !strings.Contains(c.Detail, "nvidia.com/gpu="+cditest.UUID0) {
 		t.Errorf("gpus: %+v", c)
+	}
+	// A spec whose hook binary is missing here: every GPU task would fail.
+	hooked := t.TempDir()
+	spec := "cdiVersion: \"0.6.0\"\nkind: nvidia.com/gpu\ndevices:\n- name: \"0\"\n  containerEdits:\n    deviceNodes: [{path: /dev/nvidia0, hostPath: /dev/zero}]\ncontainerEdits:\n  hooks: [{hookName: createContainer, path: /nonexistent/nvidia-cdi-hook, args: [nvidia-cdi-hook, update-ldcache]}]\n"
+	if err := os.WriteFile(filepath.Join(hooked, "nvidia.yaml"), []byte(spec), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if c := checkGPUs(root, []string{hooked}); c.Status != Fatal || !strings.Contains(c.Detail, "/nonexistent/nvidia-cdi-hook") {
+		t.Errorf("spec with a missing hook: %+v", c)
 	}
 }
