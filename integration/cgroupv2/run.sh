@@ -44,6 +44,8 @@ trap 'rm -rf "$work"' EXIT
 log "building the test payload"
 mkdir -p "$work/payload/containerd2"
 go test -c -o "$work/payload/integration.test" ./integration
+# The cgroups package's own tests: the v2 paths of its host-side readers.
+go test -c -o "$work/payload/cgroups.test" ./cgroups
 go build -o "$work/payload/nsn-run" ./cmd/nsn-run
 go build -o "$work/payload/nsn-logger" ./cmd/nsn-logger
 CGO_ENABLED=0 go build -o "$work/payload/nsn-probe" ./integration/probe
