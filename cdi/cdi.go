@@ -408,12 +408,20 @@ func (in *Injector) GPUSpecOpt(_ context.Context, req task.GPURequest) (oci.Spec
 			s.Annotations = map[string]string{}
 		}
 		s.Annotations[Annotation] = strings.Join(names, ",")
+		if req.Shared {
+			// Reviewers of the spec see that these GPUs may be shared.
+			s.Annotations[SharedAnnotation] = "true"
+		}
 		return nil
 	}, nil
 }
 
-// Annotation lists, in a spec, the CDI devices injected into it.
-const Annotation = "nsn.gpus"
+// Annotation lists, in a spec, the CDI devices injected into it;
+// SharedAnnotation is "true" where the task let other tasks share them.
+const (
+	Annotation       = "nsn.gpus"
+	SharedAnnotation = "nsn.gpus-shared"
+)
 
 // PolicyFor widens base by exactly what the GPUs that s's Annotation names
 // add (AuditPolicy): a spec without GPUs is audited under base alone.

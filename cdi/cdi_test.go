@@ -215,9 +215,12 @@ func TestInjection(t *testing.T) {
 	if len(s.Process.Capabilities.Bounding) != 0 || s.Process.User.UID == 0 {
 		t.Error("GPU injection changed the capability drop or the user")
 	}
-	names := strings.Split(s.Annotations["nsn.gpus"], ",")
+	names := strings.Split(s.Annotations[Annotation], ",")
 	if f := audit.CheckWithPolicy(s, in.AuditPolicy(names)); len(f) != 0 {
 		t.Errorf("GPU spec fails its own policy: %v", f)
+	}
+	if _, shared := s.Annotations[SharedAnnotation]; shared {
+		t.Error("an exclusive task's spec says its GPUs are shared")
 	}
 	if f := audit.Check(s); !slices.ContainsFunc(f, func(f audit.Finding) bool { return f.Rule == "devices" }) {
 		t.Errorf("without the GPU policy the injected node must be a finding: %v", f)
@@ -225,6 +228,12 @@ func TestInjection(t *testing.T) {
 	// The allocation was made for the container id: the task's.
 	if _, err := in.Allocate("someone-else", req(t, "device=1")); !errdefs.IsResourceExhausted(err) {
 		t.Errorf("GPU 1 not allocated to the task: %v", err)
+	}
+	// A sharing task's spec says so.
+	sharing := tk
+	sharing.ID, sharing.GPUs, sharing.GPUShared = "sharing", "device=0", true
+	if s, err := spec.Generate(context.Background(), sharing, ocispec.ImageConfig{}, spec.Options{OutputDir: "/o", GPUs: in}); err != nil || s.Annotations[SharedAnnotation] != "true" {
+		t.Errorf("sharing task's spec: %v %v", err, s)
 	}
 	// An unknown GPU fails generation and allocates nothing.
 	bad := tk
