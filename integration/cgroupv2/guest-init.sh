@@ -56,7 +56,7 @@ TOML
 }
 
 log "SUITE cgroups: the cgroups package's tests"
-/nsn/cgroups.test -test.v -test.count=1 >> "$out" 2>&1
+(cd /nsn/cgroups && ./cgroups.test -test.v -test.count=1) >> "$out" 2>&1
 echo "TESTS-EXIT $?" >> "$out"
 suite debian /usr/bin/containerd ""
 suite v2 /nsn/containerd2/containerd /nsn/containerd2:

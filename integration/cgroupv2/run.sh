@@ -44,8 +44,11 @@ trap 'rm -rf "$work"' EXIT
 log "building the test payload"
 mkdir -p "$work/payload/containerd2"
 go test -c -o "$work/payload/integration.test" ./integration
-# The cgroups package's own tests: the v2 paths of its host-side readers.
-go test -c -o "$work/payload/cgroups.test" ./cgroups
+# The cgroups package's own tests (run from a copy of the package dir, for
+# its testdata): the v2 paths of its host-side readers.
+mkdir -p "$work/payload/cgroups"
+go test -c -o "$work/payload/cgroups/cgroups.test" ./cgroups
+cp -r cgroups/testdata "$work/payload/cgroups/"
 go build -o "$work/payload/nsn-run" ./cmd/nsn-run
 go build -o "$work/payload/nsn-logger" ./cmd/nsn-logger
 CGO_ENABLED=0 go build -o "$work/payload/nsn-probe" ./integration/probe
