@@ -102,6 +102,36 @@ func (in *Injector) GPUs() []string {
 	return names
 }
 
+// Device is one physical device of the specs (a GPU or a MIG slice) with
+// every CDI name that reaches it, and who holds it now.
+type Device struct {
+	Names     []string `json:"names"`               // e.g. nvidia.com/gpu=0 and its UUID name
+	Nodes     string   `json:"nodes"`               // the device nodes that identify it
+	Exclusive string   `json:"exclusive,omitempty"` // the task holding it alone
+	Sharers   []string `json:"sharers,omitempty"`   // the tasks sharing it
+}
+
+// Devices lists the specs' devices and their holders (none without an
+// AllocDir), in the specs' name order.
+func (in *Injector) Devices() []Device {
+	var out []Device
+	index := map[string]int{}
+	for _, n := range in.GPUs() {
+		k := in.key(n)
+		if i, ok := index[k]; ok {
+			out[i].Names = append(out[i].Names, n)
+			continue
+		}
+		d := Device{Names: []string{n}, Nodes: k}
+		if in.opts.AllocDir != "" {
+			d.Exclusive, d.Sharers = in.holders(n)
+		}
+		index[k] = len(out)
+		out = append(out, d)
+	}
+	return out
+}
+
 // MissingHooks lists the hook binaries the GPU specs run that do not exist
 // on this host: with any, every task given those GPUs fails to start.
 func (in *Injector) MissingHooks() []string {

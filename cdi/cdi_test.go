@@ -190,6 +190,29 @@ func TestSharing(t *testing.T) {
 	}
 }
 
+// TestDevices: aliases are one device; holders are shown.
+func TestDevices(t *testing.T) {
+	in := newInjector(t, true)
+	if _, err := in.Allocate("a", req(t, "device=1")); err != nil {
+		t.Fatal(err)
+	}
+	r := req(t, uuid0)
+	r.Shared = true
+	for _, id := range []string{"b", "c"} {
+		if _, err := in.Allocate(id, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := in.Devices()
+	want := []Device{
+		{Names: []string{"nvidia.com/gpu=0", "nvidia.com/gpu=" + uuid0}, Nodes: "/dev/zero", Sharers: []string{"b", "c"}},
+		{Names: []string{"nvidia.com/gpu=1", "nvidia.com/gpu=" + cditest.UUID1}, Nodes: "/dev/full", Exclusive: "a"},
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("devices\n got %+v\nwant %+v", got, want)
+	}
+}
+
 // TestInjection: only the granted GPU's node, the common edits, hooks with
 // a minimal env, and an audit that passes exactly with the GPU policy.
 func TestInjection(t *testing.T) {

@@ -198,6 +198,23 @@ func TestCLISpecGPU(t *testing.T) {
 	if a := runCLI(t, tampered, "--cdi-spec-dir", specDir, "audit", "-"); a.code != 1 || !strings.Contains(a.stdout, "/dev/nvidia-standin1") {
 		t.Errorf("audit of a spec with an ungranted GPU node: exit %d: %s%s", a.code, a.stdout, a.stderr)
 	}
+	// gpu ls: each GPU once with its aliases, and who holds it.
+	holder := uniqueID("gpuls")
+	if r := cli(t, g, "run", "-d", "--id", holder, "--gpus", "device=1", "busybox", "--", "sleep", "60"); r.code != 0 {
+		t.Fatalf("run -d --gpus device=1: exit %d %s", r.code, r.stderr)
+	}
+	want := "GPU  NAMES                                     HELD BY\n" +
+		"0    " + cditest.UUID0 + "  -\n" +
+		"1    " + cditest.UUID1 + "  " + holder + "\n"
+	if r := cli(t, g, "gpu", "ls"); r.code != 0 || r.stdout != want {
+		t.Errorf("gpu ls: exit %d\n%s\nwant\n%s%s", r.code, r.stdout, want, r.stderr)
+	}
+	if r := cli(t, g, "rm", "-f", holder); r.code != 0 {
+		t.Fatalf("rm -f: exit %d %s", r.code, r.stderr)
+	}
+	if r := cli(t, g, "gpu", "ls", "--json"); r.code != 0 || strings.Contains(r.stdout, holder) || !strings.Contains(r.stdout, `"nodes": "/dev/full"`) {
+		t.Errorf("gpu ls --json after rm: exit %d %s%s", r.code, r.stdout, r.stderr)
+	}
 	if r := cli(t, g, "run", "--gpus", "device=7", "busybox", "--", "true"); r.code != 125 || !strings.Contains(r.stderr, "GPU 7 not found") {
 		t.Errorf("run --gpus device=7: exit %d stderr %q", r.code, r.stderr)
 	}

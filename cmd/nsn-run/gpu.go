@@ -1,7 +1,11 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/spf13/cobra"
@@ -9,7 +13,7 @@ import (
 	"github.com/nsn-run/nsn-run/cdi"
 )
 
-func newGPUCommand() *cobra.Command {
+func newGPUCommand(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "gpu",
 		Short: "Manage the GPUs tasks are given",
@@ -54,7 +58,55 @@ must find the libraries themselves (LD_LIBRARY_PATH).`,
 	gen.Flags().BoolVar(&noHooks, "no-hooks", false, "leave every NVIDIA hook out (hosts without nvidia-cdi-hook)")
 	gen.Flags().StringVar(&hookPath, "nvidia-cdi-hook", "", "the nvidia-cdi-hook binary hooks run (default: /usr/bin or /usr/local/bin); nsn-run's auditor allows only those two")
 	gen.Flags().StringArrayVar(&libDirs, "library-search-path", nil, "directory searched for driver libraries besides the ld.so cache (repeatable), e.g. /usr/local/nvidia/lib64")
-	cmd.AddCommand(gen)
+	cmd.AddCommand(gen, newGPULsCommand(g))
 
+	return cmd
+}
+
+func newGPULsCommand(g *globalOptions) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "ls",
+		Short: "List the GPUs the CDI specs define and the tasks holding them",
+		Long: `List each GPU (or MIG slice) the CDI specs define, once, with every name
+that reaches it (index, UUID), and the task holding it alone or the tasks
+sharing it (--gpu-shared). Allocations of tasks that are gone are freed by
+'nsn-run gc'.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			gpus, err := cdi.New(cdi.Options{SpecDirs: g.cdiSpecDirs, AllocDir: filepath.Join(g.stateDir, "gpus")})
+			if err != nil {
+				return err
+			}
+			devices := gpus.Devices()
+			out := cmd.OutOrStdout()
+			if asJSON {
+				if devices == nil {
+					devices = []cdi.Device{}
+				}
+				enc := json.NewEncoder(out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(devices)
+			}
+			w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "GPU\tNAMES\tHELD BY")
+			for _, d := range devices {
+				held := "-"
+				switch {
+				case d.Exclusive != "":
+					held = d.Exclusive
+				case len(d.Sharers) > 0:
+					held = "shared: " + strings.Join(d.Sharers, ",")
+				}
+				var names []string
+				for _, n := range d.Names[1:] {
+					names = append(names, strings.TrimPrefix(n, cdi.Kind+"="))
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\n", strings.TrimPrefix(d.Names[0], cdi.Kind+"="), strings.Join(names, ","), held)
+			}
+			return w.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }

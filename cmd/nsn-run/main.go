@@ -73,7 +73,7 @@ any spec against the isolation policy (nsn-run audit).`,
 	pf.StringVar(&g.stateDir, "state-dir", envOr("NSN_STATE_DIR", "/var/lib/nsn-run"), "directory for per-task state and output (env NSN_STATE_DIR)")
 
 	root.AddCommand(newRunCommand(g), newSpecCommand(g), newAuditCommand(g), newPsCommand(g), newLogsCommand(g),
-		newStatsCommand(g), newKillCommand(g), newRmCommand(g), newGCCommand(g), newImageCommand(g), newDoctorCommand(g), newGPUCommand(), newShimLoggerCommand())
+		newStatsCommand(g), newKillCommand(g), newRmCommand(g), newGCCommand(g), newImageCommand(g), newDoctorCommand(g), newGPUCommand(g), newShimLoggerCommand())
 	return root
 }
 
