@@ -340,3 +340,34 @@ func TestConformanceOrphans(t *testing.T) {
 		}
 	})
 }
+
+// TestConformanceRemoveRightAfterSpawn: a task removed with force the
+// moment it is spawned, or one API round trip later, leaves no state dir
+// and no error, however far its start (and, on dockerd, this process's log
+// capture) had got. (A dockerd log capture that created its files while
+// the state dir was being removed failed Remove with "directory not
+// empty"; TestGPUStatsByHostPid/docker hit it once in 15 runs before
+// Destroy waited for the capture to end, none in 30 after.)
+func TestConformanceRemoveRightAfterSpawn(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, _ backendCase, m *runtime.Manager) {
+		ctx := context.Background()
+		for i := range 10 {
+			id := uniqueID("rmfast")
+			if _, err := m.Spawn(ctx, seedTask(id, "sleep", "60")); err != nil {
+				t.Fatal(err)
+			}
+			if i%2 == 1 {
+				// One API round trip later: the capture is being set up.
+				if _, err := m.Stats(ctx, id); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := m.Remove(ctx, id, true); err != nil {
+				t.Fatalf("remove right after spawn: %v", err)
+			}
+			if _, err := os.Stat(m.TaskDir(id)); !os.IsNotExist(err) {
+				t.Fatalf("state dir of %s after remove: %v", id, err)
+			}
+		}
+	})
+}

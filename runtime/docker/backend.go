@@ -417,17 +417,33 @@ func signalName(sig syscall.Signal) string {
 	return fmt.Sprint(int(sig))
 }
 
+// logDrainTimeout bounds how long Destroy waits for a log capture to end
+// once its container is gone (dockerd ends the stream at once).
+const logDrainTimeout = 30 * time.Second
+
 // Destroy implements runtime.Backend: remove the container (killing it
-// first) and its anonymous volumes. Idempotent.
+// first) and its anonymous volumes, then wait until this process's log
+// capture of it has ended, so that nothing writes into the task's state dir
+// once Destroy returns (the Manager removes it next). Idempotent.
 func (b *Backend) Destroy(ctx context.Context, id string) error {
 	defer b.releaseGPUs(id)
 	b.mu.Lock()
+	stream := b.streams[id]
 	delete(b.waits, id)
 	delete(b.streams, id)
 	b.mu.Unlock()
 	_, err := b.client.ContainerRemove(ctx, id, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
 	if err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("remove container %s: %w", id, err)
+	}
+	if stream != nil {
+		select {
+		case <-stream:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(logDrainTimeout):
+			return fmt.Errorf("%w: log capture of task %s still running %s after its container was removed", errdefs.ErrUnavailable, id, logDrainTimeout)
+		}
 	}
 	return nil
 }
