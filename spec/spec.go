@@ -10,6 +10,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"path"
+	goruntime "runtime"
+	"slices"
 	"strconv"
 
 	"github.com/containerd/containerd/v2/contrib/seccomp"
@@ -35,6 +37,26 @@ const (
 	DefaultNamespace = "nsn"
 	cfsPeriod        = 100000 // microseconds: the kernel's default CFS period
 	defaultUmask     = 0o022
+
+	// DefaultOOMScoreAdj makes every task the host OOM killer's first
+	// choice: an untrusted job dies before any host daemon. Without it a
+	// task inherits its shim's score, containerd's plus one (-998 under
+	// Debian's containerd.service), so host daemons would die first.
+	DefaultOOMScoreAdj = 1000
+	// MinOOMScoreAdj is the lowest score an operator may give tasks: still
+	// well above every host daemon (which run at 0 or below).
+	MinOOMScoreAdj = 500
+	// MaxOOMScoreAdj is the kernel's maximum.
+	MaxOOMScoreAdj = 1000
+
+	// MemlockBytes is RLIMIT_MEMLOCK: the distribution default, enough for
+	// a few locked pages, not for pinning memory the cgroup cannot reclaim.
+	MemlockBytes = 64 << 10
+	// MsgqueueBytes is RLIMIT_MSGQUEUE: the kernel's default per-user cap
+	// on POSIX message queue bytes.
+	MsgqueueBytes = 819200
+	// SigpendingSignals is RLIMIT_SIGPENDING: queued signals per user.
+	SigpendingSignals = 4096
 )
 
 // GPUInjector turns a GPU request into the spec edits (device nodes, mounts,
@@ -52,6 +74,21 @@ type Options struct {
 	OutputDir string
 	// GPUs injects GPU devices; nil refuses any task that asks for GPUs.
 	GPUs GPUInjector
+	// OOMScoreAdj is the task's process.oomScoreAdj; 0 means
+	// DefaultOOMScoreAdj. An operator may set MinOOMScoreAdj..MaxOOMScoreAdj.
+	OOMScoreAdj int
+}
+
+// oomScoreAdj returns the score o asks for, or an error for one out of range.
+func (o Options) oomScoreAdj() (int, error) {
+	if o.OOMScoreAdj == 0 {
+		return DefaultOOMScoreAdj, nil
+	}
+	if o.OOMScoreAdj < MinOOMScoreAdj || o.OOMScoreAdj > MaxOOMScoreAdj {
+		return 0, fmt.Errorf("%w: oom score adj %d: must be %d..%d (tasks die before host daemons)",
+			errdefs.ErrInvalidArgument, o.OOMScoreAdj, MinOOMScoreAdj, MaxOOMScoreAdj)
+	}
+	return o.OOMScoreAdj, nil
 }
 
 // Opts returns the ordered list of spec options for t, run on top of
@@ -66,6 +103,10 @@ func Opts(t task.Task, img ocispec.ImageConfig, o Options) ([]oci.SpecOpts, erro
 		return nil, err
 	}
 	if err := checkOutputDir(o.OutputDir); err != nil {
+		return nil, err
+	}
+	oomScore, err := o.oomScoreAdj()
+	if err != nil {
 		return nil, err
 	}
 	proc, err := processFromImage(t, img)
@@ -84,6 +125,7 @@ func Opts(t task.Task, img ocispec.ImageConfig, o Options) ([]oci.SpecOpts, erro
 	opts := []oci.SpecOpts{
 		oci.WithRootFSPath(RootfsPath),
 		oci.WithRootFSReadonly(),
+		withRootfsPropagation("rprivate"),
 		oci.WithHostname(t.ID),
 		oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.CgroupNamespace}),
 
@@ -94,9 +136,11 @@ func Opts(t task.Task, img ocispec.ImageConfig, o Options) ([]oci.SpecOpts, erro
 		oci.WithUIDGID(proc.uid, proc.gid),
 		oci.WithUmask(defaultUmask),
 		oci.WithNoNewPrivileges,
-		withRlimits(l.OpenFiles),
+		withRlimits(l),
+		withOOMScoreAdj(oomScore),
 
 		oci.WithDefaultUnixDevices,
+		withoutConsole,
 		oci.WithMounts([]specs.Mount{tmpMount(l), outputMount(o.OutputDir)}),
 		withMaskedPaths(requiredMaskedPaths),
 		withReadonlyPaths(requiredReadonlyPaths),
@@ -112,7 +156,7 @@ func Opts(t task.Task, img ocispec.ImageConfig, o Options) ([]oci.SpecOpts, erro
 	}
 	opts = append(opts,
 		withNoCapabilities,
-		seccomp.WithDefaultProfile(),
+		withSeccompProfile,
 		withoutSysctls,
 	)
 	return opts, nil
@@ -188,17 +232,108 @@ func outputMount(hostDir string) specs.Mount {
 	}
 }
 
-// withRlimits replaces containerd's rlimits with ours: the open-files limit
-// (soft = hard, so the task cannot raise it) and no core dumps, which would
-// write task memory to a host-configured location.
-func withRlimits(openFiles int64) oci.SpecOpts {
+// Rlimits are the resource limits every task's process gets, each with soft =
+// hard so the task cannot raise it; none is inherited from containerd:
+//   - NOFILE: the task's open-files limit;
+//   - CORE 0: no core dumps, which would write task memory to a
+//     host-configured place (a pipe in core_pattern is not stopped by it:
+//     nsn-run doctor checks that);
+//   - RTPRIO 0 and NICE 0: no realtime scheduling, no raising priority;
+//   - MEMLOCK, MSGQUEUE, SIGPENDING: small, fixed bounds on per-user kernel
+//     memory.
+//
+// RLIMIT_NPROC is left out: it counts processes per host uid, which every
+// task shares until each runs in its own user namespace; the pids cgroup
+// limit bounds processes per task.
+func Rlimits(l task.Limits) []specs.POSIXRlimit {
+	fixed := func(typ string, v uint64) specs.POSIXRlimit { return specs.POSIXRlimit{Type: typ, Hard: v, Soft: v} }
+	return []specs.POSIXRlimit{
+		fixed("RLIMIT_NOFILE", uint64(l.OpenFiles)),
+		fixed("RLIMIT_CORE", 0),
+		fixed("RLIMIT_RTPRIO", 0),
+		fixed("RLIMIT_NICE", 0),
+		fixed("RLIMIT_MEMLOCK", MemlockBytes),
+		fixed("RLIMIT_MSGQUEUE", MsgqueueBytes),
+		fixed("RLIMIT_SIGPENDING", SigpendingSignals),
+	}
+}
+
+func withRlimits(l task.Limits) oci.SpecOpts {
 	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *specs.Spec) error {
-		s.Process.Rlimits = []specs.POSIXRlimit{
-			{Type: "RLIMIT_NOFILE", Hard: uint64(openFiles), Soft: uint64(openFiles)},
-			{Type: "RLIMIT_CORE", Hard: 0, Soft: 0},
-		}
+		s.Process.Rlimits = Rlimits(l)
 		return nil
 	}
+}
+
+func withOOMScoreAdj(score int) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *specs.Spec) error {
+		s.Process.OOMScoreAdj = &score
+		return nil
+	}
+}
+
+// withRootfsPropagation sets the root's propagation explicitly rather than
+// leaving it to the runtime's default, so the spec shows it.
+func withRootfsPropagation(p string) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *specs.Spec) error {
+		s.Linux.RootfsPropagation = p
+		return nil
+	}
+}
+
+// withoutConsole drops containerd's device-cgroup allow for /dev/console
+// (c 5:1): a task has no terminal, and the host's console is not its to
+// write.
+func withoutConsole(_ context.Context, _ oci.Client, _ *containers.Container, s *specs.Spec) error {
+	if s.Linux.Resources == nil {
+		return nil
+	}
+	s.Linux.Resources.Devices = slices.DeleteFunc(s.Linux.Resources.Devices, func(d specs.LinuxDeviceCgroup) bool {
+		return d.Type == "c" && d.Major != nil && *d.Major == 5 && d.Minor != nil && *d.Minor == 1
+	})
+	return nil
+}
+
+// SeccompProfile is every task's seccomp filter: containerd's default
+// allowlist for an empty capability set (ERRNO by default, clone only
+// without namespace flags, clone3 ENOSYS so libcs fall back to clone, no
+// io_uring), limited to the native architecture. containerd also lists the
+// compat ABIs (i386 and x32 on x86_64), whose entry points would reach
+// syscalls the native rules filter by argument: the 32-bit socketcall
+// multiplexer, for one, creates sockets of any family, vsock included. With
+// only the native architecture, a syscall from another ABI kills the
+// process. The Docker backend sends the same profile.
+func SeccompProfile() *specs.LinuxSeccomp {
+	empty := &specs.Spec{Process: &specs.Process{Capabilities: &specs.LinuxCapabilities{}}}
+	p := seccomp.DefaultProfile(empty)
+	p.Architectures = nativeArchitectures()
+	return p
+}
+
+// nativeArchitectures is the seccomp architecture of the build: tasks run
+// binaries of the host's own ABI only.
+func nativeArchitectures() []specs.Arch {
+	switch goruntime.GOARCH {
+	case "amd64":
+		return []specs.Arch{specs.ArchX86_64}
+	case "arm64":
+		return []specs.Arch{specs.ArchAARCH64}
+	case "s390x":
+		return []specs.Arch{specs.ArchS390X}
+	case "riscv64":
+		return []specs.Arch{specs.ArchRISCV64}
+	case "ppc64le":
+		return []specs.Arch{specs.ArchPPC64LE}
+	case "loong64":
+		return []specs.Arch{specs.ArchLOONGARCH64}
+	default:
+		return []specs.Arch{}
+	}
+}
+
+func withSeccompProfile(_ context.Context, _ oci.Client, _ *containers.Container, s *specs.Spec) error {
+	s.Linux.Seccomp = SeccompProfile()
+	return nil
 }
 
 // withNoCapabilities empties all five capability sets. Empty slices (not

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -196,9 +197,27 @@ func TestSecurityDefaults(t *testing.T) {
 	if *res.Pids.Limit != d.Pids {
 		t.Errorf("pids = %d", *res.Pids.Limit)
 	}
-	wantRlimits := []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1024, Soft: 1024}, {Type: "RLIMIT_CORE"}}
+	wantRlimits := []specs.POSIXRlimit{
+		{Type: "RLIMIT_NOFILE", Hard: 1024, Soft: 1024}, {Type: "RLIMIT_CORE"}, {Type: "RLIMIT_RTPRIO"}, {Type: "RLIMIT_NICE"},
+		{Type: "RLIMIT_MEMLOCK", Hard: 65536, Soft: 65536}, {Type: "RLIMIT_MSGQUEUE", Hard: 819200, Soft: 819200},
+		{Type: "RLIMIT_SIGPENDING", Hard: 4096, Soft: 4096},
+	}
 	if !slices.Equal(p.Rlimits, wantRlimits) {
 		t.Errorf("rlimits = %+v, want %+v", p.Rlimits, wantRlimits)
+	}
+	if p.OOMScoreAdj == nil || *p.OOMScoreAdj != 1000 {
+		t.Errorf("oomScoreAdj = %v, want 1000", p.OOMScoreAdj)
+	}
+	if s.Linux.RootfsPropagation != "rprivate" {
+		t.Errorf("rootfsPropagation = %q, want rprivate", s.Linux.RootfsPropagation)
+	}
+	if got := s.Linux.Seccomp.Architectures; runtime.GOARCH == "amd64" && !slices.Equal(got, []specs.Arch{specs.ArchX86_64}) {
+		t.Errorf("seccomp architectures = %v, want only the native SCMP_ARCH_X86_64", got)
+	}
+	for _, d := range res.Devices {
+		if d.Allow && d.Major != nil && *d.Major == 5 && d.Minor != nil && *d.Minor == 1 {
+			t.Errorf("device cgroup allows /dev/console: %+v", d)
+		}
 	}
 	if len(s.Linux.Sysctl) != 0 || s.Hooks != nil {
 		t.Errorf("sysctls %v hooks %v, want none", s.Linux.Sysctl, s.Hooks)
@@ -335,5 +354,28 @@ func TestGPUInjectionRunsAfterUserAndBeforeCapabilityDrop(t *testing.T) {
 	}
 	if !slices.ContainsFunc(s.Linux.Devices, func(d specs.LinuxDevice) bool { return d.Path == "/dev/nvidia0" }) {
 		t.Error("injected device missing")
+	}
+}
+
+func TestOOMScoreAdjBounds(t *testing.T) {
+	for _, c := range []struct {
+		score int
+		ok    bool
+		want  int
+	}{{0, true, 1000}, {500, true, 500}, {999, true, 999}, {499, false, 0}, {1001, false, 0}, {-1000, false, 0}} {
+		s, err := spec.Generate(context.Background(), baseTask(), ocispec.ImageConfig{}, spec.Options{OutputDir: outputDir, OOMScoreAdj: c.score})
+		if c.ok != (err == nil) {
+			t.Errorf("oom score %d: err = %v, want ok=%v", c.score, err, c.ok)
+			continue
+		}
+		if err != nil {
+			if !errdefs.IsInvalidArgument(err) {
+				t.Errorf("oom score %d: error %v is not invalid-argument", c.score, err)
+			}
+			continue
+		}
+		if *s.Process.OOMScoreAdj != c.want {
+			t.Errorf("oom score %d: spec has %d, want %d", c.score, *s.Process.OOMScoreAdj, c.want)
+		}
 	}
 }
