@@ -1,0 +1,348 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/errdefs"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/nsn-run/nsn-run/internal/imagebuild"
+	"github.com/nsn-run/nsn-run/runtime"
+	"github.com/nsn-run/nsn-run/runtime/containerd"
+	"github.com/nsn-run/nsn-run/spec"
+	"github.com/nsn-run/nsn-run/spec/audit"
+	"github.com/nsn-run/nsn-run/task"
+)
+
+// The escapes below each passed the old denylist auditor and, run with
+// runc, gave the task something nsn-run never grants. Each test first runs
+// the bypass with runc directly and shows the escape, then shows that the
+// spec nsn-run generates does not have it, that `audit` finds it, and that
+// the containerd backend's Start refuses it (the operator's SpecOpts are
+// audited like the rest) and leaves nothing behind.
+
+// bundle is a runc bundle whose spec nsn-run generated for a busybox task.
+type bundle struct {
+	dir, tasksDir, outDir, id string
+	spec                      *specs.Spec
+}
+
+// newBundle generates nsn-run's spec for `sh -c script` over a busybox
+// rootfs, with the task's output dir under a tasks dir of its own. The
+// directories are world-searchable so that mapped ids can reach them.
+func newBundle(t *testing.T, script string) *bundle {
+	t.Helper()
+	needRoot(t)
+	b := &bundle{dir: t.TempDir(), tasksDir: t.TempDir(), id: uniqueID("esc")}
+	if err := imagebuild.BusyboxRootfs(filepath.Join(b.dir, spec.RootfsPath), busyboxPath(t)); err != nil {
+		t.Fatal(err)
+	}
+	b.outDir = filepath.Join(b.tasksDir, b.id, "output")
+	if err := os.MkdirAll(b.outDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{b.dir, filepath.Dir(b.dir), b.tasksDir, filepath.Dir(b.tasksDir), filepath.Join(b.tasksDir, b.id)} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(b.outDir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	tk := task.Task{ID: b.id, Image: busyboxRef, Command: []string{"sh", "-c", script}}
+	ctx := namespaces.WithNamespace(context.Background(), testNamespace)
+	s, err := spec.Generate(ctx, tk, ocispec.ImageConfig{Env: []string{"PATH=/bin"}}, spec.Options{OutputDir: b.outDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.spec = s
+	return b
+}
+
+func (b *bundle) policy() audit.Policy {
+	return audit.Policy{Namespace: testNamespace, TasksDir: b.tasksDir, ResolveSource: filepath.EvalSymlinks}
+}
+
+// run runs s (nsn-run's spec, or a mutated copy) with runc directly and
+// returns what the task printed.
+func (b *bundle) run(t *testing.T, s *specs.Spec) (stdout, stderr string, err error) {
+	t.Helper()
+	data, err := spec.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(b.dir, "config.json"), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	runc := runcPath(t)
+	state := t.TempDir()
+	id := uniqueID(b.id)
+	cmd := exec.CommandContext(ctx, runc, "--root", state, "run", "--bundle", b.dir, id)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err = cmd.Run()
+	_ = exec.Command(runc, "--root", state, "delete", "--force", id).Run()
+	return o.String(), e.String(), err
+}
+
+// mutated returns a deep copy of the bundle's spec with mutate applied.
+func (b *bundle) mutated(t *testing.T, mutate func(*specs.Spec)) *specs.Spec {
+	t.Helper()
+	data, err := spec.Marshal(b.spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _, err := audit.DecodeSpec(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mutate(c)
+	return c
+}
+
+// refused checks that the auditor finds the mutation under rule, and that
+// the containerd backend refuses to start a task whose spec carries it.
+func refused(t *testing.T, b *bundle, rule string, mutate func(*specs.Spec)) {
+	t.Helper()
+	if f := audit.Check(context.Background(), b.spec, b.policy()); len(f) != 0 {
+		t.Fatalf("nsn-run's own spec has findings: %v", f)
+	}
+	findings := audit.Check(context.Background(), b.mutated(t, mutate), b.policy())
+	var hit *audit.Finding
+	for i := range findings {
+		if findings[i].Rule == rule {
+			hit = &findings[i]
+			break
+		}
+	}
+	if hit == nil {
+		t.Errorf("audit: no %s finding for the bypass: %v", rule, findings)
+	} else {
+		t.Logf("audit: %s", hit)
+	}
+	startRefuses(t, rule, mutate)
+}
+
+// startRefuses runs a task through a Manager whose containerd backend has
+// mutate as the operator's SpecOpt: Start must refuse it with the audit
+// finding, and leave nothing.
+func startRefuses(t *testing.T, rule string, mutate func(*specs.Spec)) { //nolint:unparam // rule is for the message
+	t.Helper()
+	c, addr := containerdClient(t)
+	importBusybox(t, c, addr)
+	opt := func(_ context.Context, _ oci.Client, _ *containers.Container, s *specs.Spec) error {
+		mutate(s)
+		return nil
+	}
+	be, err := containerd.New(context.Background(), containerd.Config{Address: addr, Namespace: testNamespace, LoggerBinary: nsnLogger(t), SpecOpts: []oci.SpecOpts{opt}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+	m, err := runtime.New(runtime.Config{Backend: be, StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = m.Run(context.Background(), seedTask(uniqueID("refuse"), "true"), runtime.RunOptions{})
+	if !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "fails the audit") {
+		t.Errorf("Start: %v, want the audit's refusal (%s)", err, rule)
+	} else {
+		t.Logf("Start: %v", err)
+	}
+	if l := leftovers(t, c); l != "" {
+		t.Errorf("a refused start left: %s", l)
+	}
+}
+
+// kmsgContains reports whether the host's kernel log holds marker: it
+// reads /dev/kmsg's records without blocking.
+func kmsgContains(t *testing.T, marker string) bool {
+	t.Helper()
+	// Raw syscalls: an *os.File would park a non-blocking read in Go's
+	// poller instead of returning EAGAIN at the end of the log.
+	fd, err := unix.Open("/dev/kmsg", unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	buf := make([]byte, 8192)
+	for {
+		n, err := unix.Read(fd, buf)
+		switch {
+		case errors.Is(err, unix.EPIPE):
+			continue // records overwritten while reading: go on
+		case err != nil || n <= 0:
+			return false // EAGAIN: the end of the log
+		case strings.Contains(string(buf[:n]), marker):
+			return true
+		}
+	}
+}
+
+// TestEscapeDeviceAlias: a linux.devices entry at an allowed path
+// (/dev/full) that is really another device, here the host's /dev/kmsg
+// (c 1:11), with its device cgroup allow: the task writes lines into the
+// host's kernel log. (The issue's
+// b 8:0 alias reads a host disk the same way; this sandbox refuses even
+// root its disk, so the kernel log shows the class.)
+func TestEscapeDeviceAlias(t *testing.T) {
+	marker := uniqueID("nsn-escape-kmsg")
+	b := newBundle(t, "echo "+marker+" > /dev/full; echo rc=$?")
+	mode := os.FileMode(0o666)
+	kmsg := int64(11)
+	mutate := func(s *specs.Spec) {
+		s.Linux.Devices = append(s.Linux.Devices, specs.LinuxDevice{Path: "/dev/full", Type: "c", Major: 1, Minor: 11, FileMode: &mode})
+		// runc 1.1.5 does not add the device cgroup allow by itself: a
+		// spec carries it (the old auditor refused only allow-all rules).
+		one := int64(1)
+		s.Linux.Resources.Devices = append(s.Linux.Resources.Devices, specs.LinuxDeviceCgroup{Allow: true, Type: "c", Major: &one, Minor: &kmsg, Access: "rw"})
+	}
+	if out, _, _ := b.run(t, b.spec); kmsgContains(t, marker) {
+		t.Fatalf("nsn-run's own spec let the task write the host's kernel log: %s", out)
+	}
+	out, errOut, err := b.run(t, b.mutated(t, mutate))
+	if err != nil || !kmsgContains(t, marker) {
+		t.Fatalf("bypass: the marker is not in the host's kernel log: %v\nstdout: %s\nstderr: %s", err, out, errOut)
+	}
+	t.Logf("bypass: the task wrote %q into the host's kernel log through /dev/full", marker)
+	refused(t, b, audit.RuleDevices, mutate)
+}
+
+// TestEscapeDevtmpfs: a devtmpfs mount is the host's own /dev instance: the
+// task sees the host's device nodes (its disks, GPUs, /dev/kmsg).
+func TestEscapeDevtmpfs(t *testing.T) {
+	// kmsg is a node every host's devtmpfs has and no task's /dev.
+	const name = "kmsg"
+	b := newBundle(t, "ls /hostdev /dev")
+	mutate := func(s *specs.Spec) {
+		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/hostdev", Type: "devtmpfs", Source: "devtmpfs", Options: []string{"nosuid", "noexec"}})
+	}
+	out, errOut, err := b.run(t, b.mutated(t, mutate))
+	if err != nil || !strings.Contains(out, name) {
+		t.Fatalf("bypass: the host's %s not listed: %v\n%s%s", name, err, out, errOut)
+	}
+	t.Logf("bypass: the task lists the host's device nodes, %s among them", name)
+	out, _, _ = b.run(t, b.spec)
+	if strings.Contains(out, name) {
+		t.Errorf("nsn-run's own spec shows the host's %s:\n%s", name, out)
+	}
+	refused(t, b, audit.RuleMounts, mutate)
+}
+
+// TestEscapeSecondProcfs: a second procfs has none of /proc's masks: the
+// task reads what is masked (/proc/interrupts, the host's IRQ counters).
+func TestEscapeSecondProcfs(t *testing.T) {
+	b := newBundle(t, "echo masked=$(wc -c </proc/interrupts); echo second=$(wc -c </proc2/interrupts)")
+	mutate := func(s *specs.Spec) {
+		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/proc2", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}})
+	}
+	out, errOut, err := b.run(t, b.mutated(t, mutate))
+	if err != nil || !strings.Contains(out, "masked=0\n") || strings.Contains(out, "second=0\n") || !strings.Contains(out, "second=") {
+		t.Fatalf("bypass: want /proc/interrupts masked and /proc2/interrupts readable: %v\n%s%s", err, out, errOut)
+	}
+	t.Logf("bypass: %s", strings.ReplaceAll(strings.TrimSpace(out), "\n", ", "))
+	refused(t, b, audit.RuleMounts, mutate)
+}
+
+// TestEscapeSysReadWrite: runc applies mount options in order, so
+// "ro","rw" mounts /sys read-write.
+func TestEscapeSysReadWrite(t *testing.T) {
+	b := newBundle(t, `awk '$2=="/sys"{print "sys=" $4}' /proc/mounts`)
+	mutate := func(s *specs.Spec) {
+		for i := range s.Mounts {
+			if s.Mounts[i].Destination == "/sys" {
+				s.Mounts[i].Options = append(s.Mounts[i].Options, "rw")
+			}
+		}
+	}
+	out, errOut, err := b.run(t, b.mutated(t, mutate))
+	if err != nil || !strings.HasPrefix(out, "sys=rw,") {
+		t.Fatalf("bypass: /sys not read-write: %v\n%s%s", err, out, errOut)
+	}
+	t.Logf("bypass: %s", strings.TrimSpace(out))
+	if out, _, _ := b.run(t, b.spec); !strings.HasPrefix(out, "sys=ro,") {
+		t.Errorf("nsn-run's own spec: %s", out)
+	}
+	refused(t, b, audit.RuleMounts, mutate)
+}
+
+// TestEscapeRootPath: root.path names any host directory: it becomes the
+// task's root, and runc creates the spec's mount points in it, on the host.
+func TestEscapeRootPath(t *testing.T) {
+	b := newBundle(t, "cat /host-secret; ls /")
+	hostDir := t.TempDir()
+	if err := imagebuild.BusyboxRootfs(hostDir, busyboxPath(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(hostDir, "host-secret"), []byte("host-only\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(hostDir, "output")); err != nil {
+		t.Fatal(err)
+	}
+	mutate := func(s *specs.Spec) { s.Root.Path = hostDir }
+	out, errOut, err := b.run(t, b.mutated(t, mutate))
+	if err != nil || !strings.Contains(out, "host-only") {
+		t.Fatalf("bypass: the host dir is not the task's root: %v\n%s%s", err, out, errOut)
+	}
+	if _, err := os.Stat(filepath.Join(hostDir, "output")); err != nil {
+		t.Errorf("runc did not create the mount point in the host dir: %v", err)
+	}
+	t.Logf("bypass: the task's root is the host's %s, and runc created its mount points there", hostDir)
+	refused(t, b, audit.RuleRoot, mutate)
+}
+
+// TestEscapeUIDMapToHostRoot: a user namespace whose mapping sends the
+// task's uid to host uid 0: what it writes is owned by host root, and host
+// root's files are its own.
+func TestEscapeUIDMapToHostRoot(t *testing.T) {
+	b := newBundle(t, "id -u; echo x > /output/owned-by")
+	mutate := func(s *specs.Spec) {
+		maps := []specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 65534}, {ContainerID: 65534, HostID: 0, Size: 1}}
+		s.Linux.UIDMappings, s.Linux.GIDMappings = maps, maps
+		s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
+	}
+	out, errOut, err := b.run(t, b.mutated(t, mutate))
+	if err != nil || !strings.HasPrefix(out, "65534\n") {
+		t.Fatalf("bypass: %v\n%s%s", err, out, errOut)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(filepath.Join(b.outDir, "owned-by"), &st); err != nil {
+		t.Fatalf("bypass: the task's file: %v", err)
+	}
+	if st.Uid != 0 {
+		t.Fatalf("bypass: the task's file is owned by host uid %d, want 0", st.Uid)
+	}
+	t.Logf("bypass: the task (uid 65534 inside) wrote a file owned by host uid %d", st.Uid)
+	refused(t, b, audit.RuleUserNamespace, mutate)
+}
+
+// TestStartRefusesSeccompCloneIndex: the clone rule's argument condition on
+// index 1 instead of 0 lets clone(CLONE_NEWUSER) through (the escape itself
+// runs in TestCompat*, with the probe); Start refuses such a spec.
+func TestStartRefusesSeccompCloneIndex(t *testing.T) {
+	b := newBundle(t, "true")
+	refused(t, b, audit.RuleSeccomp, func(s *specs.Spec) {
+		for i, r := range s.Linux.Seccomp.Syscalls {
+			if len(r.Args) > 0 && strings.Contains(strings.Join(r.Names, ","), "clone") {
+				s.Linux.Seccomp.Syscalls[i].Args[0].Index = 1
+			}
+		}
+	})
+}
