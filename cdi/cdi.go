@@ -135,13 +135,22 @@ func (in *Injector) Devices() []Device {
 // on this host: with any, every task given those GPUs fails to start.
 func (in *Injector) MissingHooks() []string {
 	var missing []string
-	check := func(hooks []*cdispec.Hook) {
+	for _, p := range in.Hooks() {
+		if _, err := os.Stat(p); err != nil {
+			missing = append(missing, p)
+		}
+	}
+	return missing
+}
+
+// Hooks lists the hook binaries the GPU specs run, each once, in the
+// specs' order: what runs as root on the host when a GPU task starts.
+func (in *Injector) Hooks() []string {
+	var paths []string
+	add := func(hooks []*cdispec.Hook) {
 		for _, h := range hooks {
-			if h == nil || slices.Contains(missing, h.Path) {
-				continue
-			}
-			if _, err := os.Stat(h.Path); err != nil {
-				missing = append(missing, h.Path)
+			if h != nil && !slices.Contains(paths, h.Path) {
+				paths = append(paths, h.Path)
 			}
 		}
 	}
@@ -149,12 +158,12 @@ func (in *Injector) MissingHooks() []string {
 		if s.GetClass() != "gpu" {
 			continue
 		}
-		check(s.ContainerEdits.Hooks)
+		add(s.ContainerEdits.Hooks)
 		for _, d := range s.Devices {
-			check(d.ContainerEdits.Hooks)
+			add(d.ContainerEdits.Hooks)
 		}
 	}
-	return missing
+	return paths
 }
 
 // Resolve turns a GPU request into CDI device names without allocating: a

@@ -1,6 +1,7 @@
 // Package doctor checks that a host can run nsn-run tasks safely: the
-// daemon answers, the OCI runtime is one without the known escapes, the
-// kernel has what isolation needs, and the files that decide what a task
+// daemon answers, the OCI runtime and the NVIDIA hooks are builds without
+// the known escapes, the kernel has what isolation needs, a crashing task
+// starts no root helper unnoticed, and the files that decide what a task
 // gets (the containerd socket, CDI spec dirs) are not writable by others.
 package doctor
 
@@ -51,6 +52,17 @@ type Options struct {
 	CDIDirs   []string // CDI spec dirs; /etc/cdi and /var/run/cdi if empty
 	// Root prefixes the host paths read (/proc, /sys, /dev), for tests.
 	Root string
+	// Exec runs the host commands the checks ask (runc --version,
+	// dpkg-query, the NVIDIA hooks' --version); os/exec if nil. Tests
+	// inject one so they need no runc, dpkg or NVIDIA toolkit.
+	Exec Runner
+}
+
+// Runner runs a command and returns what it wrote to stdout.
+type Runner func(ctx context.Context, name string, args ...string) ([]byte, error)
+
+func execOutput(ctx context.Context, name string, args ...string) ([]byte, error) {
+	return exec.CommandContext(ctx, name, args...).Output()
 }
 
 // Run performs every check and returns them in a fixed order.
@@ -61,19 +73,24 @@ func Run(ctx context.Context, o Options) []Check {
 	if len(o.CDIDirs) == 0 {
 		o.CDIDirs = []string{"/etc/cdi", "/var/run/cdi"}
 	}
+	if o.Exec == nil {
+		o.Exec = execOutput
+	}
 	checks := []Check{checkContainerd(ctx, o)}
 	checks = append(checks, checkSocket(o.Address))
-	checks = append(checks, checkRunc(ctx, o.Runc)...)
+	checks = append(checks, checkRunc(ctx, o.Exec, o.Runc)...)
 	checks = append(checks,
 		checkCgroups(),
 		checkSeccomp(o.Root),
 		checkOverlay(o.Root),
 		checkUserNamespaces(o.Root),
+		checkCorePattern(o.Root),
+		checkAppArmor(o.Root),
 	)
 	for _, dir := range o.CDIDirs {
 		checks = append(checks, CheckCDIDir(dir))
 	}
-	checks = append(checks, checkGPUs(o.Root, o.CDIDirs))
+	checks = append(checks, checkGPUs(o.Root, o.CDIDirs), checkNVIDIAToolkit(ctx, o.Exec, o.CDIDirs))
 	return checks
 }
 
@@ -132,22 +149,68 @@ func permissions(name, path string, info fs.FileInfo, fix string) Check {
 	return Check{Name: name, Status: OK, Detail: detail}
 }
 
-// Container escapes fixed in runc that nsn-run's threat model cares about.
-const (
-	advisory2019 = "CVE-2019-5736: a container can overwrite the host's runc binary (fixed in 1.0.0-rc7)"
-	advisory2024 = "CVE-2024-21626: a leaked fd lets WORKDIR /proc/self/fd/N reach the host filesystem (fixed in 1.1.12)"
-	advisory2025 = "CVE-2025-31133, CVE-2025-52565, CVE-2025-52881: maskedPaths and /dev/console symlink races write host procfs files (fixed in 1.2.8, 1.3.3, 1.4.0-rc.3)"
-)
+// advisory is a runc container escape nsn-run's threat model cares about,
+// with where it is fixed.
+type advisory struct {
+	cves, what string
+	// fixed is the first fixed release of each runc line that got the fix.
+	// A line without an entry is vulnerable when it is older than the
+	// newest entry's line (it got no fix) and fixed when newer (born fixed).
+	fixed []string
+	// debian lists Debian package versions known to carry the fix
+	// backported, one per suite; later revisions of the same upstream
+	// version carry it too.
+	debian []string
+	// fatal: nothing in nsn-run stands in for the fix, so doctor fails.
+	fatal bool
+}
 
-// fixed2025 is the first fixed release of each runc line for the 2025
-// advisories; lines before 1.2 got no fix, lines after 1.4 were born fixed.
-var fixed2025 = map[string]string{"v1.2": "v1.2.8", "v1.3": "v1.3.3", "v1.4": "v1.4.0-rc.3"}
+// runcAdvisories: the upstream fixes are runc's release notes and GitHub
+// advisories; the Debian ones Debian's security tracker.
+var runcAdvisories = []advisory{
+	{cves: "CVE-2019-5736", what: "a container can overwrite the host's runc binary",
+		fixed: []string{"v1.0.0-rc.7"}, fatal: true},
+	{cves: "CVE-2024-21626", what: "a leaked fd lets WORKDIR /proc/self/fd/N reach the host filesystem",
+		fixed: []string{"v1.1.12"}, debian: []string{"1.1.5+ds1-1+deb12u1"}},
+	{cves: "CVE-2025-31133, CVE-2025-52565, CVE-2025-52881", what: "maskedPaths and /dev/console symlink races write host procfs files",
+		fixed: []string{"v1.2.8", "v1.3.3", "v1.4.0-rc.3"}},
+}
+
+// fixedUpstream says whether upstream runc v (semver) carries a's fix.
+func (a advisory) fixedUpstream(v string) bool {
+	line := semver.MajorMinor(v)
+	for _, f := range a.fixed {
+		if semver.MajorMinor(f) == line {
+			return semver.Compare(v, f) >= 0
+		}
+	}
+	return semver.Compare(v, a.fixed[len(a.fixed)-1]) > 0
+}
+
+// fixedInDebian says whether the Debian package version deb carries a's
+// fix as a backport: a later revision of a fixed package's upstream version.
+func (a advisory) fixedInDebian(deb string) bool {
+	for _, f := range a.debian {
+		if debianUpstream(f) == debianUpstream(deb) && debianCompare(deb, f) >= 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func (a advisory) String() string {
+	var fixed []string
+	for _, f := range a.fixed {
+		fixed = append(fixed, strings.TrimPrefix(f, "v"))
+	}
+	return fmt.Sprintf("%s: %s (fixed in %s)", a.cves, a.what, strings.Join(fixed, ", "))
+}
 
 var runcVersionLine = regexp.MustCompile(`(?m)^runc version (\S+)`)
 var libseccompLine = regexp.MustCompile(`(?m)^libseccomp: (\S+)`)
 
-func checkRunc(ctx context.Context, runc string) []Check {
-	out, err := exec.CommandContext(ctx, runc, "--version").Output()
+func checkRunc(ctx context.Context, run Runner, runc string) []Check {
+	out, err := run(ctx, runc, "--version")
 	if err != nil {
 		return []Check{{Name: "runc", Status: Fatal, Detail: fmt.Sprintf("%s --version: %v", runc, err), Fix: "apt-get install runc, or install a current release"}}
 	}
@@ -155,7 +218,13 @@ func checkRunc(ctx context.Context, runc string) []Check {
 	if m == nil {
 		return []Check{{Name: "runc", Status: Warn, Detail: "cannot read the version from: " + strings.TrimSpace(string(out))}}
 	}
-	checks := []Check{RuncAdvisories(string(m[1]))}
+	// Debian backports fixes without changing the upstream version runc
+	// reports; the package version says which. RuncAdvisories uses it
+	// only if it is the package of this very version (not, say, Debian's
+	// runc installed beside a runc built from source); without dpkg
+	// there is none.
+	deb, _ := run(ctx, "dpkg-query", "-W", "-f=${Version}", "runc")
+	checks := []Check{RuncAdvisories(string(m[1]), strings.TrimSpace(string(deb)))}
 	if s := libseccompLine.FindSubmatch(out); s != nil {
 		checks = append(checks, Check{Name: "runc seccomp", Status: OK, Detail: "built with libseccomp " + string(s[1])})
 	} else {
@@ -165,35 +234,51 @@ func checkRunc(ctx context.Context, runc string) []Check {
 	return checks
 }
 
-// RuncAdvisories judges a runc version string ("1.1.5+ds1") against the
-// releases that fixed the escapes above.
-func RuncAdvisories(version string) Check {
-	v := "v" + version
-	if !semver.IsValid(v) {
+// RuncAdvisories judges a runc build by the escape fixes it carries: the
+// version `runc --version` reports ("1.1.5+ds1"), and debianVersion, the
+// Debian package version of runc ("1.1.5+ds1-1+deb12u1"), or "". The
+// package version counts only when its upstream part is version, i.e.
+// when this runc is that package's build.
+func RuncAdvisories(version, debianVersion string) Check {
+	v, ok := runcSemver(version)
+	if !ok {
 		return Check{Name: "runc", Status: Warn, Detail: fmt.Sprintf("version %q is not semver; cannot check advisories", version)}
 	}
+	build := "version " + version
+	if debianVersion != "" && debianUpstream(debianVersion) == version {
+		build += " (Debian package " + debianVersion + ", its backports counted)"
+	} else {
+		debianVersion = ""
+	}
 	var missing []string
-	if semver.Compare(v, "v1.0.0-rc7") < 0 {
-		missing = append(missing, advisory2019)
-	}
-	if semver.Compare(v, "v1.1.12") < 0 {
-		missing = append(missing, advisory2024)
-	}
-	line := semver.MajorMinor(v)
-	if fix, ok := fixed2025[line]; (ok && semver.Compare(v, fix) < 0) || semver.Compare(line, "v1.2") < 0 {
-		missing = append(missing, advisory2025)
+	status := Warn
+	for _, a := range runcAdvisories {
+		if a.fixedUpstream(v) || (debianVersion != "" && a.fixedInDebian(debianVersion)) {
+			continue
+		}
+		missing = append(missing, a.String())
+		if a.fatal {
+			status = Fatal
+		}
 	}
 	if len(missing) == 0 {
-		return Check{Name: "runc", Status: OK, Detail: "version " + version + ": no known escape advisory applies"}
-	}
-	status := Warn
-	if semver.Compare(v, "v1.0.0-rc7") < 0 {
-		status = Fatal
+		return Check{Name: "runc", Status: OK, Detail: build + ": no known escape advisory applies"}
 	}
 	return Check{Name: "runc", Status: status,
-		Detail: fmt.Sprintf("version %s predates fixes for: %s. A distribution may have backported them (check its security tracker). Whatever the runc, nsn-run refuses WORKDIRs under /proc and images whose mount points are symlinks.", version, strings.Join(missing, "; ")),
+		Detail: fmt.Sprintf("%s lacks the fixes for: %s. A distribution may have backported them (check its security tracker). Whatever the runc, nsn-run refuses WORKDIRs under /proc and images whose mount points are symlinks.", build, strings.Join(missing, "; ")),
 		Fix:    "install runc 1.2.8, 1.3.3 or later (go install github.com/opencontainers/runc@v1.5.3 with -tags seccomp), or a distribution build with the fixes"}
 }
+
+// runcSemver turns a runc version into a comparable semver: "1.1.5+ds1"
+// -> v1.1.5+ds1 (build metadata does not count), Debian's "1.0.0~rc93+ds1"
+// and the old "1.0.0-rc93" -> v1.0.0-rc.93, so that rc93 sorts after rc7.
+func runcSemver(version string) (string, bool) {
+	v := "v" + strings.Replace(version, "~", "-", 1)
+	v = oldRC.ReplaceAllString(v, "-rc.$1")
+	return v, semver.IsValid(v)
+}
+
+var oldRC = regexp.MustCompile(`-rc(\d+)`)
 
 func checkCgroups() Check {
 	mode := cgroups.Mode()
@@ -248,6 +333,110 @@ func checkUserNamespaces(root string) Check {
 		return Check{Name: "user namespaces", Status: Info, Detail: "not available (nsn-run does not use them by default)"}
 	}
 	return Check{Name: "user namespaces", Status: OK, Detail: fmt.Sprintf("available (max %d; not used by default)", n)}
+}
+
+// checkCorePattern: with a core_pattern that pipes ("|/path args"), every
+// process that dumps core, a task's too, makes the kernel start that helper
+// as root in the host's namespaces, reading the dump from the task; a
+// task's RLIMIT_CORE 0 does not stop it (the kernel applies the limit only
+// to dumps written to files).
+func checkCorePattern(root string) Check {
+	p, err := readHost(root, "/proc/sys/kernel/core_pattern")
+	if err != nil {
+		return Check{Name: "core dumps", Status: Info, Detail: "cannot read core_pattern: " + err.Error()}
+	}
+	p = strings.TrimSpace(p)
+	helper, piped := strings.CutPrefix(p, "|")
+	if !piped {
+		return Check{Name: "core dumps", Status: OK, Detail: fmt.Sprintf("core_pattern %q writes files; tasks get RLIMIT_CORE 0, so they write none", p)}
+	}
+	if f := strings.Fields(helper); len(f) > 0 {
+		helper = f[0]
+	}
+	return Check{Name: "core dumps", Status: Warn,
+		Detail: fmt.Sprintf("core_pattern pipes core dumps to %s: a task that crashes makes the kernel start it as root on the host, fed by the task (tasks' RLIMIT_CORE 0 does not stop pipe helpers)", helper),
+		Fix:    "set kernel.core_pattern to a file name (sysctl kernel.core_pattern=core; the tasks' RLIMIT_CORE 0 then stops their dumps), or keep " + helper + " patched: it parses dumps from untrusted tasks"}
+}
+
+// checkAppArmor is a note for the operator: whether the kernel offers
+// AppArmor. nsn-run applies no AppArmor profile either way.
+func checkAppArmor(root string) Check {
+	v, err := readHost(root, "/sys/module/apparmor/parameters/enabled")
+	const note = "nsn-run does not apply an AppArmor profile to tasks yet (seccomp, no capabilities, the user namespace and the read-only root confine them); with --backend docker, dockerd applies its docker-default profile where AppArmor is enabled"
+	if err == nil && strings.TrimSpace(v) == "Y" {
+		return Check{Name: "AppArmor", Status: Info, Detail: "available in the kernel; " + note}
+	}
+	return Check{Name: "AppArmor", Status: Info, Detail: "not available on this host; " + note}
+}
+
+// toolkitFixed is the first NVIDIA Container Toolkit release with the
+// fixes for CVE-2025-23266 (a createContainer hook ran the image's
+// LD_PRELOAD on the host) and CVE-2025-23267 (update-ldcache followed the
+// image's symlinks to write host files).
+const toolkitFixed = "v1.17.8"
+
+var toolkitVersionLine = regexp.MustCompile(`(?m)\bversion v?(\d+\.\d+\.\d+\S*)`)
+
+// checkNVIDIAToolkit judges the NVIDIA hooks the CDI specs run: they run
+// as root on the host at every GPU task's start, over the task's rootfs.
+// A toolkit before toolkitFixed is fatal: nsn-run's PATH-only hook env
+// stands in for the CVE-2025-23266 fix, nothing stands in for
+// CVE-2025-23267's.
+func checkNVIDIAToolkit(ctx context.Context, run Runner, cdiDirs []string) Check {
+	const name = "NVIDIA toolkit"
+	in, err := cdi.New(cdi.Options{SpecDirs: cdiDirs})
+	if err != nil {
+		return Check{Name: name, Status: Warn, Detail: err.Error()}
+	}
+	var hooks []string
+	for _, h := range in.Hooks() {
+		if b := filepath.Base(h); b == "nvidia-cdi-hook" || b == "nvidia-ctk" {
+			hooks = append(hooks, h)
+		}
+	}
+	if len(hooks) == 0 {
+		return Check{Name: name, Status: Info, Detail: "no CDI spec runs NVIDIA's hooks (nvidia-cdi-hook, nvidia-ctk): its advisories do not apply"}
+	}
+	status := OK
+	var details []string
+	for _, h := range hooks {
+		if _, err := os.Stat(h); err != nil {
+			continue // the GPUs check reports a missing hook
+		}
+		out, err := run(ctx, h, "--version")
+		m := toolkitVersionLine.FindSubmatch(out)
+		switch {
+		case err != nil:
+			details = append(details, fmt.Sprintf("%s --version: %v", h, err))
+			if status != Fatal {
+				status = Warn
+			}
+		case m == nil || !semver.IsValid("v"+string(m[1])):
+			details = append(details, fmt.Sprintf("%s: cannot read the version from %q", h, strings.TrimSpace(string(out))))
+			if status != Fatal {
+				status = Warn
+			}
+		case semver.Compare("v"+string(m[1]), toolkitFixed) < 0:
+			details = append(details, fmt.Sprintf("%s version %s predates 1.17.8, which fixed CVE-2025-23266 and CVE-2025-23267 (a hook following the image's symlinks writes host files)", h, m[1]))
+			status = Fatal
+		default:
+			details = append(details, fmt.Sprintf("%s version %s", h, m[1]))
+		}
+	}
+	if len(details) == 0 {
+		return Check{Name: name, Status: Info, Detail: "the NVIDIA hooks the CDI specs run are missing (see GPUs): no version to check"}
+	}
+	c := Check{Name: name, Status: status, Detail: strings.Join(details, "; ")}
+	switch status {
+	case OK:
+		c.Detail += ": has the CVE-2025-23266 and CVE-2025-23267 fixes"
+	case Warn:
+		c.Detail += ": cannot check CVE-2025-23266 and CVE-2025-23267 (fixed in 1.17.8)"
+		c.Fix = "make sure the hooks are nvidia-container-toolkit-base 1.17.8 or later"
+	case Fatal:
+		c.Fix = "upgrade nvidia-container-toolkit-base to 1.17.8 or later, or regenerate the CDI spec without hooks ('nsn-run gpu cdi-generate --no-hooks')"
+	}
+	return c
 }
 
 // CheckCDIDir reports a CDI spec directory: its specs decide which device

@@ -1,48 +1,134 @@
 package doctor
 
 import (
+	"context"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/nsn-run/nsn-run/cdi/cditest"
 )
 
-func TestRuncAdvisories(t *testing.T) {
-	cases := []struct {
-		version string
-		status  Status
-		cves    []string
-	}{
-		{"1.0.0-rc6", Fatal, []string{"CVE-2019-5736", "CVE-2024-21626", "CVE-2025-31133"}},
-		{"1.1.5+ds1", Warn, []string{"CVE-2024-21626", "CVE-2025-31133"}},
-		{"1.1.12", Warn, []string{"CVE-2025-31133"}},
-		{"1.1.15", Warn, []string{"CVE-2025-31133"}},
-		{"1.2.7", Warn, []string{"CVE-2025-31133"}},
-		{"1.2.8", OK, nil},
-		{"1.3.2", Warn, []string{"CVE-2025-52565"}},
-		{"1.3.3", OK, nil},
-		{"1.4.0-rc.2", Warn, []string{"CVE-2025-52881"}},
-		{"1.4.0", OK, nil},
-		{"1.5.3", OK, nil},
+// fakeExec answers commands from a table, keyed by the command line;
+// anything else fails as a missing binary would.
+type fakeExec map[string]string
+
+func (f fakeExec) run(_ context.Context, name string, args ...string) ([]byte, error) {
+	out, ok := f[strings.Join(append([]string{name}, args...), " ")]
+	if !ok {
+		return nil, fmt.Errorf("exec: %q: %w", name, exec.ErrNotFound)
 	}
+	return []byte(out), nil
+}
+
+const dpkgRunc = "dpkg-query -W -f=${Version} runc"
+
+// runcOutput is what `runc --version` prints (Debian's build puts its
+// package version in the commit line).
+func runcOutput(version string) string {
+	return "runc version " + version + "\ncommit: v" + version + "\nspec: 1.0.2-dev\ngo: go1.19.8\nlibseccomp: 2.5.4\n"
+}
+
+// TestRuncAdvisories judges runc builds by the fixes they carry: upstream
+// releases by their line's fixed release, Debian's by its package version
+// (backports), and only when that package is the runc that runs.
+func TestRuncAdvisories(t *testing.T) {
+	const (
+		cve2019 = "CVE-2019-5736"
+		cve2024 = "CVE-2024-21626"
+		cve2025 = "CVE-2025-31133, CVE-2025-52565, CVE-2025-52881"
+	)
+	cases := []struct {
+		version, dpkg string // dpkg "": no dpkg-query answer
+		status        Status
+		cves          []string
+	}{
+		// A runc built from source beside Debian's package: the package's
+		// backports are not this binary's.
+		{"1.1.5", "1.1.5+ds1-1+deb12u1", Warn, []string{cve2024, cve2025}},
+		{"1.1.5+ds1", "1.1.5+ds1-1+deb12u1", Warn, []string{cve2025}},
+		{"1.1.5+ds1", "1.1.5+ds1-1+deb12u2", Warn, []string{cve2025}},
+		{"1.1.5+ds1", "1.1.5+ds1-1", Warn, []string{cve2024, cve2025}},
+		{"1.1.5+ds1", "", Warn, []string{cve2024, cve2025}},
+		{"1.1.12", "", Warn, []string{cve2025}},
+		{"1.1.15", "", Warn, []string{cve2025}},
+		{"1.2.7", "", Warn, []string{cve2025}},
+		{"1.2.8", "", OK, nil},
+		{"1.3.2", "", Warn, []string{cve2025}},
+		{"1.3.3", "", OK, nil},
+		{"1.4.0-rc.2", "", Warn, []string{cve2025}},
+		{"1.4.0", "", OK, nil},
+		{"1.5.3", "", OK, nil},
+		{"1.0.0-rc6", "", Fatal, []string{cve2019, cve2024, cve2025}},
+		// rc93 is after rc7 (numbered, not lexical); 1.0 got no later fix.
+		{"1.0.0-rc93", "", Warn, []string{cve2024, cve2025}},
+		{"1.0.0~rc93+ds1", "1.0.0~rc93+ds1-5", Warn, []string{cve2024, cve2025}},
+	}
+	all := []string{cve2019, cve2024, cve2025}
 	for _, c := range cases {
-		got := RuncAdvisories(c.version)
-		if got.Status != c.status {
-			t.Errorf("%s: status %s, want %s (%s)", c.version, got.Status, c.status, got.Detail)
+		f := fakeExec{"runc --version": runcOutput(c.version)}
+		if c.dpkg != "" {
+			f[dpkgRunc] = c.dpkg
 		}
-		for _, cve := range c.cves {
-			if !strings.Contains(got.Detail, cve) {
-				t.Errorf("%s: detail does not name %s: %s", c.version, cve, got.Detail)
+		checks := checkRunc(context.Background(), f.run, "runc")
+		got := checks[0]
+		if got.Name != "runc" || got.Status != c.status {
+			t.Errorf("%s (dpkg %q): %s %s, want %s (%s)", c.version, c.dpkg, got.Name, got.Status, c.status, got.Detail)
+		}
+		for _, cve := range all {
+			if want := slices.Contains(c.cves, cve); strings.Contains(got.Detail, cve) != want {
+				t.Errorf("%s (dpkg %q): names %s: %v, want %v: %s", c.version, c.dpkg, cve, !want, want, got.Detail)
 			}
 		}
-		if c.status == OK && strings.Contains(got.Detail, "CVE") {
-			t.Errorf("%s: a fixed version names an advisory: %s", c.version, got.Detail)
+		if c.status == OK && got.Fix != "" {
+			t.Errorf("%s: a fix for a fixed version: %s", c.version, got.Fix)
+		}
+		if len(checks) != 2 || checks[1].Name != "runc seccomp" || checks[1].Status != OK {
+			t.Errorf("%s: seccomp check %+v", c.version, checks[1:])
 		}
 	}
-	if got := RuncAdvisories("banana"); got.Status != Warn {
+	if got := RuncAdvisories("banana", ""); got.Status != Warn {
 		t.Errorf("unparseable version: %+v", got)
+	}
+	if got := checkRunc(context.Background(), fakeExec{}.run, "/no/runc"); got[0].Status != Fatal {
+		t.Errorf("no runc: %+v", got)
+	}
+	noSeccomp := fakeExec{"runc --version": "runc version 1.3.3\ncommit: v1.3.3\n"}
+	if got := checkRunc(context.Background(), noSeccomp.run, "runc"); len(got) != 2 || got[1].Status != Fatal {
+		t.Errorf("runc without libseccomp: %+v", got)
+	}
+}
+
+func TestDebianCompare(t *testing.T) {
+	cases := []struct {
+		a, b string
+		want int
+	}{
+		{"1.1.5+ds1-1+deb12u1", "1.1.5+ds1-1", 1},
+		{"1.1.5+ds1-1+deb12u2", "1.1.5+ds1-1+deb12u1", 1},
+		{"1.1.5+ds1-1+deb12u10", "1.1.5+ds1-1+deb12u9", 1}, // digits numerically
+		{"1.1.5+ds1-1+deb12u1", "1.1.5+ds1-1+deb12u1", 0},
+		{"1.0.0~rc93+ds1-5", "1.0.0+ds1-1", -1}, // '~' sorts first
+		{"1.1.5~", "1.1.5", -1},
+		{"1:1.0-1", "2.0-1", 1}, // epoch first
+		{"1.1.12+ds1-1", "1.1.5+ds1-9", 1},
+		{"1.0a-1", "1.0+-1", -1}, // letters before other characters
+		{"01.2-1", "1.2-1", 0},
+	}
+	for _, c := range cases {
+		if got := debianCompare(c.a, c.b); got != c.want {
+			t.Errorf("debianCompare(%q, %q) = %d, want %d", c.a, c.b, got, c.want)
+		}
+		if got := debianCompare(c.b, c.a); got != -c.want {
+			t.Errorf("debianCompare(%q, %q) = %d, want %d", c.b, c.a, got, -c.want)
+		}
+	}
+	if u := debianUpstream("1:1.1.5+ds1-1+deb12u1"); u != "1.1.5+ds1" {
+		t.Errorf("upstream = %q", u)
 	}
 }
 
@@ -159,5 +245,121 @@ func TestHostChecksOnFakeRoot(t *testing.T) {
 	}
 	if c := checkGPUs(root, []string{hooked}); c.Status != Fatal || !strings.Contains(c.Detail, "/nonexistent/nvidia-cdi-hook") {
 		t.Errorf("spec with a missing hook: %+v", c)
+	}
+}
+
+// hookSpec writes a CDI spec for one GPU whose edits run the given hook
+// binaries, and returns its dir.
+func hookSpec(t *testing.T, hooks ...string) string {
+	t.Helper()
+	var hs []string
+	for _, h := range hooks {
+		hs = append(hs, fmt.Sprintf("{hookName: createContainer, path: %s, args: [%s, update-ldcache]}", h, filepath.Base(h)))
+	}
+	spec := "cdiVersion: \"0.6.0\"\nkind: nvidia.com/gpu\ndevices:\n- name: \"0\"\n  containerEdits:\n    deviceNodes: [{path: /dev/nvidia0, hostPath: /dev/zero}]\ncontainerEdits:\n  hooks: [" + strings.Join(hs, ", ") + "]\n"
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "nvidia.yaml"), []byte(spec), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestNVIDIAToolkit: the hooks the CDI specs run are judged by the version
+// they report; before 1.17.8 (CVE-2025-23266, CVE-2025-23267) is fatal.
+func TestNVIDIAToolkit(t *testing.T) {
+	bin := t.TempDir()
+	cdiHook, ctk := filepath.Join(bin, "nvidia-cdi-hook"), filepath.Join(bin, "nvidia-ctk")
+	for _, p := range []string{cdiHook, ctk} {
+		if err := os.WriteFile(p, nil, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hookSays := func(v string) string { return "NVIDIA CDI Hook version " + v + "\ncommit: 0123abc\n" }
+	ctkSays := func(v string) string { return "NVIDIA Container Toolkit CLI version " + v + "\ncommit: 0123abc\n" }
+	cases := []struct {
+		name   string
+		dir    string
+		exec   fakeExec
+		status Status
+		want   []string
+	}{
+		{"no specs", filepath.Join(bin, "none"), fakeExec{}, Info, []string{"no CDI spec runs NVIDIA's hooks"}},
+		{"other hooks only", hookSpec(t, "/usr/bin/true"), fakeExec{}, Info, []string{"no CDI spec runs NVIDIA's hooks"}},
+		{"hook missing", hookSpec(t, filepath.Join(bin, "gone", "nvidia-cdi-hook")), fakeExec{}, Info, []string{"missing"}},
+		{"1.17.7", hookSpec(t, cdiHook), fakeExec{cdiHook + " --version": hookSays("1.17.7")}, Fatal, []string{cdiHook, "1.17.7", "CVE-2025-23266", "CVE-2025-23267"}},
+		{"1.17.8-rc.1", hookSpec(t, cdiHook), fakeExec{cdiHook + " --version": hookSays("1.17.8-rc.1")}, Fatal, []string{"CVE-2025-23267"}},
+		{"1.17.8", hookSpec(t, cdiHook), fakeExec{cdiHook + " --version": hookSays("1.17.8")}, OK, []string{cdiHook + " version 1.17.8"}},
+		{"1.20.2", hookSpec(t, cdiHook), fakeExec{cdiHook + " --version": hookSays("1.20.2")}, OK, []string{"1.20.2"}},
+		{"old nvidia-ctk", hookSpec(t, ctk), fakeExec{ctk + " --version": ctkSays("1.16.2")}, Fatal, []string{ctk, "1.16.2"}},
+		{"version fails", hookSpec(t, cdiHook), fakeExec{}, Warn, []string{cdiHook + " --version", "cannot check"}},
+		{"version unreadable", hookSpec(t, cdiHook), fakeExec{cdiHook + " --version": "dev build\n"}, Warn, []string{"cannot read the version", "cannot check"}},
+		{"one old one unknown", hookSpec(t, cdiHook, ctk), fakeExec{ctk + " --version": ctkSays("1.14.0")}, Fatal, []string{ctk + " version 1.14.0", cdiHook + " --version"}},
+	}
+	for _, c := range cases {
+		got := checkNVIDIAToolkit(context.Background(), c.exec.run, []string{c.dir})
+		if got.Name != "NVIDIA toolkit" || got.Status != c.status {
+			t.Errorf("%s: %s %s, want %s: %s", c.name, got.Name, got.Status, c.status, got.Detail)
+		}
+		for _, w := range c.want {
+			if !strings.Contains(got.Detail, w) {
+				t.Errorf("%s: detail lacks %q: %s", c.name, w, got.Detail)
+			}
+		}
+		if (got.Status == Warn || got.Status == Fatal) != (got.Fix != "") {
+			t.Errorf("%s: %s with fix %q", c.name, got.Status, got.Fix)
+		}
+	}
+}
+
+func TestCorePattern(t *testing.T) {
+	root := t.TempDir()
+	if c := checkCorePattern(root); c.Status != Info {
+		t.Errorf("unreadable core_pattern: %+v", c)
+	}
+	p := filepath.Join(root, "/proc/sys/kernel/core_pattern")
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		pattern string
+		status  Status
+		want    string
+	}{
+		{"core\n", OK, `"core"`},
+		{"/var/crash/core.%e.%p\n", OK, "writes files"},
+		{"|/usr/share/apport/apport -p%p -s%s -c%c -d%d -P%P -u%u -g%g -- %E\n", Warn, "pipes core dumps to /usr/share/apport/apport:"},
+		{"|/lib/systemd/systemd-coredump %P %u %g %s %t 9223372036854775808 %h\n", Warn, "/lib/systemd/systemd-coredump"},
+	}
+	for _, c := range cases {
+		if err := os.WriteFile(p, []byte(c.pattern), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		got := checkCorePattern(root)
+		if got.Name != "core dumps" || got.Status != c.status || !strings.Contains(got.Detail, c.want) {
+			t.Errorf("%q: %+v, want %s with %q", c.pattern, got, c.status, c.want)
+		}
+		if c.status == Warn && (!strings.Contains(got.Detail, "RLIMIT_CORE") || got.Fix == "") {
+			t.Errorf("%q: the warning does not say why or what to do: %+v", c.pattern, got)
+		}
+	}
+}
+
+func TestAppArmor(t *testing.T) {
+	root := t.TempDir()
+	if c := checkAppArmor(root); c.Status != Info || !strings.HasPrefix(c.Detail, "not available") || !strings.Contains(c.Detail, "does not apply an AppArmor profile") {
+		t.Errorf("no apparmor module: %+v", c)
+	}
+	p := filepath.Join(root, "/sys/module/apparmor/parameters/enabled")
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for value, available := range map[string]bool{"Y\n": true, "N\n": false} {
+		if err := os.WriteFile(p, []byte(value), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		c := checkAppArmor(root)
+		if c.Name != "AppArmor" || c.Status != Info || strings.HasPrefix(c.Detail, "available") != available || !strings.Contains(c.Detail, "does not apply an AppArmor profile") {
+			t.Errorf("enabled=%q: %+v", value, c)
+		}
 	}
 }

@@ -496,3 +496,47 @@ func TestRecoverWithoutHandle(t *testing.T) {
 		t.Errorf("Wait after recovery: %+v %v", res, err)
 	}
 }
+
+// TestCollectOutputSkipsUnsafeNames: through the Manager and the task's real
+// output tmpfs, a file with an escape sequence in its name and one with a
+// non-UTF-8 directory are listed as skipped, not copied; the rest is.
+func TestCollectOutputSkipsUnsafeNames(t *testing.T) {
+	f := newFake()
+	m := newManager(t, f)
+	if _, err := m.Spawn(context.Background(), job("names")); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(m.TaskDir("names"), "output")
+	for p, data := range map[string]string{"answer": "42", "\x1b]52;c;cHduZWQ=\x07": "x", "d\xff/f": "y"} {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(out, p)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(out, p), []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.exit("names", 0)
+	res, err := m.Wait(context.Background(), "names")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dest := t.TempDir()
+	if err := m.CollectOutput(context.Background(), "names", dest, &res); err != nil {
+		t.Fatal(err)
+	}
+	if len(res.OutputFiles) != 1 || res.OutputFiles[0].Path != "answer" {
+		t.Errorf("collected %+v, want answer alone", res.OutputFiles)
+	}
+	var skipped []string
+	for _, s := range res.OutputSkipped {
+		skipped = append(skipped, s.Path)
+	}
+	slices.Sort(skipped)
+	if want := []string{`"\x1b]52;c;cHduZWQ=\a"`, `"d\xff"`}; !slices.Equal(skipped, want) {
+		t.Errorf("skipped %q, want %q", skipped, want)
+	}
+	entries, err := os.ReadDir(dest)
+	if err != nil || len(entries) != 1 || entries[0].Name() != "answer" {
+		t.Errorf("dest holds %v (%v), want answer alone", entries, err)
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"unicode/utf8"
 
 	"github.com/nsn-run/nsn-run/logs"
 	"github.com/nsn-run/nsn-run/task"
@@ -41,6 +42,8 @@ type outputCaps struct {
 // path outside it. Only regular files and directories are taken: symlinks,
 // fifos, sockets and devices are never followed or opened, and are listed in
 // res.OutputSkipped with what lay beyond the file, byte and depth caps.
+// So are names an operator's tools cannot take safely (see badName); a
+// directory with such a name is skipped with everything under it.
 func (m *Manager) CollectOutput(ctx context.Context, id, dest string, res *task.Result) error {
 	rec, err := m.readRecord(id)
 	if err != nil {
@@ -109,6 +112,15 @@ func (c *collector) collect(srcDir, dest string) error {
 		if p == "." {
 			return nil
 		}
+		// Before any other skip: every path reported or copied below has
+		// only names that passed here (WalkDir never enters a skipped dir).
+		if why := badName(d.Name()); why != "" {
+			c.skip(reportedPath(p), why)
+			if d.IsDir() {
+				return fs.SkipDir
+			}
+			return nil
+		}
 		if depth := strings.Count(p, "/") + 1; depth > c.caps.depth {
 			c.skip(p, "deeper than "+strconv.Itoa(c.caps.depth))
 			if d.IsDir() {
@@ -164,6 +176,42 @@ func (c *collector) collect(srcDir, dest string) error {
 }
 
 var errOverCap = errors.New("over the byte cap")
+
+// badName says why a name in /output is not collected, or "" when it may
+// be. The task chose the name and the operator will meet it in a terminal,
+// a shell glob or a JSON consumer:
+//   - control characters could drive a terminal that lists the copies
+//     (ESC sequences, OSC 52 to the clipboard);
+//   - bytes that are not UTF-8 cannot be a JSON string: the Result's path
+//     would silently become U+FFFD and name a file that does not exist;
+//   - a leading '-' turns `cp out/* ...` or `rm *` into options.
+func badName(name string) string {
+	switch {
+	case !utf8.ValidString(name):
+		return "name is not valid UTF-8 (path shown Go-quoted)"
+	case strings.ContainsFunc(name, isControl):
+		return "name has a control character (path shown Go-quoted)"
+	case strings.HasPrefix(name, "-"):
+		return "name starts with '-'"
+	}
+	return ""
+}
+
+// isControl: C0 controls, DEL, and the C1 controls U+0080-U+009F (which
+// some terminals also act on, e.g. U+009B as CSI).
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f || (r >= 0x80 && r <= 0x9f) }
+
+// reportedPath is p as the Result lists a skipped entry. A path with bytes
+// that are not UTF-8 or a control character is quoted the way
+// strconv.QuoteToASCII quotes (the quotes included; \xff, \x1b, \u0085), so
+// the Result carries printable ASCII that is valid in JSON, harmless on a
+// terminal, and still names the file exactly. Other paths are kept as is.
+func reportedPath(p string) string {
+	if !utf8.ValidString(p) || strings.ContainsFunc(p, isControl) {
+		return strconv.QuoteToASCII(p)
+	}
+	return p
+}
 
 // copyFile hashes (and, with dst, copies) one regular file of at most room
 // bytes. It opens the file without following a final symlink (and without

@@ -32,7 +32,9 @@ type Result struct {
 	StderrTruncated bool         `json:"stderr_truncated"`
 	OutputFiles     []OutputFile `json:"output_files"`
 	// OutputSkipped lists what collection did not copy, and why: links,
-	// fifos, sockets, devices, and what lay beyond the caps.
+	// fifos, sockets, devices, unsafe names (control characters, not
+	// UTF-8, a leading '-'; the first two with the path Go-quoted), and
+	// what lay beyond the caps.
 	OutputSkipped []SkippedFile `json:"output_skipped,omitempty"`
 	Stats         Stats         `json:"stats"`
 }

@@ -20,9 +20,14 @@ func newDoctorCommand(g *globalOptions) *cobra.Command {
 containerd socket owned by root and writable by no one else; runc's version
 against the releases that fixed CVE-2019-5736, CVE-2024-21626 and the 2025
 maskedPaths/procfs advisories (CVE-2025-31133, CVE-2025-52565,
-CVE-2025-52881), and its libseccomp; the cgroup layout; kernel seccomp;
-overlayfs; user namespaces; the CDI spec dirs (root-owned, not writable by
-others) and their specs; NVIDIA GPUs.
+CVE-2025-52881), counting the fixes Debian's package backports (its
+version from dpkg-query), and its libseccomp; the cgroup layout; kernel
+seccomp; overlayfs; user namespaces; core_pattern (a pipe helper is started
+as root on the host by a crashing task: warn); whether AppArmor is available
+(a note: nsn-run applies no AppArmor profile yet); the CDI spec dirs
+(root-owned, not writable by others) and their specs; NVIDIA GPUs; the
+version of the NVIDIA hooks the CDI specs run (fatal before 1.17.8:
+CVE-2025-23266, CVE-2025-23267).
 
 Each line: STATUS CHECK DETAIL, and what to do for warn and fatal.
 Exit status 1 when a check is fatal.`,

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -19,7 +20,7 @@ const logPoll = 50 * time.Millisecond
 
 func newRunCommand(g *globalOptions) *cobra.Command {
 	f := &taskFlags{}
-	var asJSON, detach bool
+	var asJSON, detach, raw bool
 	cmd := &cobra.Command{
 		Use:   "run [flags] IMAGE [--] CMD [ARG...]",
 		Short: "Run a task in an isolated container",
@@ -37,7 +38,12 @@ Interrupting nsn-run stops the task (SIGTERM, then SIGKILL after --grace).
 and prints its id; follow it with nsn-run ps, logs, kill and rm. A detached
 task's --timeout is enforced only while an nsn-run process waits on it.
 
-Files the task writes to /output are copied to --output-dir after it exits.`,
+Files the task writes to /output are copied to --output-dir after it exits;
+links, fifos, devices and names with control characters, bytes that are
+not UTF-8 or a leading '-' are not, and are listed in the Result's
+output_skipped.
+
+` + terminalHelp,
 		Example: `  nsn-run run busybox:latest -- echo hello
   nsn-run run --json --memory 512m alpine:latest -- echo hello
   nsn-run run --output-dir ./out busybox -- sh -c 'echo 42 > /output/answer'
@@ -75,26 +81,30 @@ Files the task writes to /output are copied to --output-dir after it exits.`,
 				fmt.Fprintln(cmd.OutOrStdout(), t.ID)
 				return nil
 			}
-			return runForeground(ctx, cmd, m, t.ID, f.outputDir)
+			return runForeground(ctx, cmd, m, t.ID, f.outputDir, raw)
 		},
 	}
 	cmd.Flags().SetInterspersed(false)
 	f.register(cmd.Flags())
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the Result as JSON instead of streaming output")
 	cmd.Flags().BoolVarP(&detach, "detach", "d", false, "start the task and print its id")
+	cmd.Flags().BoolVar(&raw, "raw", false, rawHelp)
 	cmd.MarkFlagsMutuallyExclusive("json", "detach")
 	return cmd
 }
 
 // runForeground streams the task's logs while waiting for it, then collects
 // its output and cleans up, whatever happened.
-func runForeground(ctx context.Context, cmd *cobra.Command, m *runtime.Manager, id, outputDir string) error {
+// Unless raw, a stream that goes to a terminal is escaped (taskOutput).
+func runForeground(ctx context.Context, cmd *cobra.Command, m *runtime.Manager, id, outputDir string, raw bool) error {
 	stdoutPath, stderrPath := m.LogPaths(id)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	followErrs := make([]error, 2)
-	wg.Go(func() { followErrs[0] = follow(stdoutPath, cmd.OutOrStdout(), stop, logPoll) })
-	wg.Go(func() { followErrs[1] = follow(stderrPath, cmd.ErrOrStderr(), stop, logPoll) })
+	stdout, flushOut := taskOutput(cmd.OutOrStdout(), raw)
+	stderr, flushErr := taskOutput(cmd.ErrOrStderr(), raw)
+	wg.Go(func() { followErrs[0] = errors.Join(follow(stdoutPath, stdout, stop, logPoll), flushOut()) })
+	wg.Go(func() { followErrs[1] = errors.Join(follow(stderrPath, stderr, stop, logPoll), flushErr()) })
 
 	cleanupCtx := context.WithoutCancel(ctx)
 	res, err := m.Wait(ctx, id)

@@ -57,13 +57,15 @@ func newPsCommand(g *globalOptions) *cobra.Command {
 }
 
 func newLogsCommand(g *globalOptions) *cobra.Command {
-	var followFlag bool
+	var followFlag, raw bool
 	cmd := &cobra.Command{
-		Use:   "logs [-f] ID",
+		Use:   "logs [-f] [--raw] ID",
 		Short: "Print a task's stdout and stderr",
 		Long: `Print what the task wrote: its stdout to stdout, its stderr to stderr. Each
 stream is capped (head and tail kept, a marker where bytes were dropped).
--f keeps printing until the task stops.`,
+-f keeps printing until the task stops.
+
+` + terminalHelp,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -79,8 +81,10 @@ stream is capped (head and tail kept, a marker where bytes were dropped).
 			stop := make(chan struct{})
 			done := make(chan error, 2)
 			stdoutPath, stderrPath := m.LogPaths(id)
-			go func() { done <- follow(stdoutPath, cmd.OutOrStdout(), stop, logPoll) }()
-			go func() { done <- follow(stderrPath, cmd.ErrOrStderr(), stop, logPoll) }()
+			stdout, flushOut := taskOutput(cmd.OutOrStdout(), raw)
+			stderr, flushErr := taskOutput(cmd.ErrOrStderr(), raw)
+			go func() { done <- errors.Join(follow(stdoutPath, stdout, stop, logPoll), flushOut()) }()
+			go func() { done <- errors.Join(follow(stderrPath, stderr, stop, logPoll), flushErr()) }()
 			if followFlag {
 				// Wait for the task's exit, not a guess at it.
 				if _, err := m.Backend().Wait(ctx, id); err != nil && !errdefs.IsNotFound(err) && !errors.Is(err, ctx.Err()) {
@@ -93,6 +97,7 @@ stream is capped (head and tail kept, a marker where bytes were dropped).
 		},
 	}
 	cmd.Flags().BoolVarP(&followFlag, "follow", "f", false, "keep printing until the task stops")
+	cmd.Flags().BoolVar(&raw, "raw", false, rawHelp)
 	return cmd
 }
 

@@ -1,0 +1,57 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/nsn-run/nsn-run/internal/termesc"
+)
+
+// TestTaskOutputEscapesOnlyATerminal: a terminal gets the escaping writer
+// unless --raw; a file or a buffer gets the bytes unchanged.
+func TestTaskOutputEscapesOnlyATerminal(t *testing.T) {
+	// The master side of a pseudo-terminal answers as a terminal.
+	pty, err := os.OpenFile("/dev/ptmx", os.O_RDWR, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminal here: %v", err)
+	}
+	defer pty.Close()
+	if w, _ := taskOutput(pty, false); !isEscaping(w) {
+		t.Error("a terminal gets the task's bytes unescaped")
+	}
+	if w, _ := taskOutput(pty, true); w != pty {
+		t.Error("--raw: a terminal does not get the bytes unchanged")
+	}
+	file, err := os.Create(t.TempDir() + "/out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer file.Close()
+	var buf bytes.Buffer
+	for _, w := range []io.Writer{file, &buf} {
+		if got, _ := taskOutput(w, false); got != w {
+			t.Errorf("%T: not a terminal, yet escaped", w)
+		}
+	}
+}
+
+func isEscaping(w io.Writer) bool { _, ok := w.(*termesc.Writer); return ok }
+
+func TestRawFlagOnRunAndLogs(t *testing.T) {
+	root := newRootCommand()
+	for _, name := range []string{"run", "logs"} {
+		cmd, _, err := root.Find([]string{name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cmd.Flags().Lookup("raw") == nil {
+			t.Errorf("%s has no --raw", name)
+		}
+		if !strings.Contains(cmd.Long, "--raw") || !strings.Contains(cmd.Long, `\x1b`) {
+			t.Errorf("%s --help does not explain the escaping", name)
+		}
+	}
+}
