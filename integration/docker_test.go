@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"slices"
 	"strings"
@@ -42,8 +43,28 @@ func TestDockerContainerInspected(t *testing.T) {
 	if h.Memory != 128<<20 || h.MemorySwap != 128<<20 || h.CPUQuota != 50000 || h.PidsLimit == nil || *h.PidsLimit != 64 {
 		t.Errorf("limits as inspected: memory %d swap %d quota %d pids %v", h.Memory, h.MemorySwap, h.CPUQuota, h.PidsLimit)
 	}
+	// The controls dockerd would otherwise fill from its own defaults.
+	var ulimits []string
+	for _, u := range h.Ulimits {
+		ulimits = append(ulimits, fmt.Sprintf("%s=%d:%d", u.Name, u.Soft, u.Hard))
+	}
+	wantUlimits := []string{"nofile=1024:1024", "core=0:0", "rtprio=0:0", "nice=0:0", "memlock=65536:65536", "msgqueue=819200:819200", "sigpending=4096:4096"}
+	if h.Runtime != "runc" || h.OomScoreAdj != 1000 || !slices.Contains(h.MaskedPaths, "/proc/interrupts") ||
+		!slices.ContainsFunc(h.SecurityOpt, func(o string) bool { return strings.HasPrefix(o, "seccomp={") }) || !slices.Equal(ulimits, wantUlimits) {
+		t.Errorf("as inspected: runtime %q oom score %d masked %v ulimits %v seccomp option given %v",
+			h.Runtime, h.OomScoreAdj, h.MaskedPaths, ulimits, slices.ContainsFunc(h.SecurityOpt, func(o string) bool { return strings.HasPrefix(o, "seccomp=") }))
+	}
 	if err := m.Remove(ctx, id, true); err != nil {
 		t.Fatal(err)
+	}
+
+	// From inside: the score and a seccomp filter (mode 2) are in force.
+	self, err := m.Run(ctx, seedTask(uniqueID("self"), "sh", "-c", "cat /proc/self/oom_score_adj; grep '^Seccomp:' /proc/self/status"), runtime.RunOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := strings.Fields(self.Stdout); len(f) != 3 || f[0] != "1000" || f[2] != "2" {
+		t.Errorf("inside a docker task: %q, want oom_score_adj 1000 and Seccomp: 2", self.Stdout)
 	}
 
 	res, err := m.Run(ctx, task.Task{ID: uniqueID("did"), Image: probeRef, Command: []string{"nsn-probe", "identity"}}, runtime.RunOptions{})

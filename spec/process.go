@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -143,6 +144,41 @@ func RequiredMaskedPaths() []string { return slices.Clone(requiredMaskedPaths) }
 
 // RequiredReadonlyPaths returns the /proc paths every task sees read-only.
 func RequiredReadonlyPaths() []string { return slices.Clone(requiredReadonlyPaths) }
+
+// MaskedPaths is the complete list of masked paths a task's spec has, in
+// its order: containerd's defaults, which include a thermal_throttle
+// directory for each CPU this host has (the one part read from the host),
+// then any of RequiredMaskedPaths they lack. Backends that do not take an
+// OCI spec (the Docker Engine API) send this list, so both backends mask
+// the same paths.
+func MaskedPaths() ([]string, error) {
+	l, err := defaultLinux()
+	if err != nil {
+		return nil, err
+	}
+	return appendMissing(l.MaskedPaths, requiredMaskedPaths), nil
+}
+
+// ReadonlyPaths is the complete list of read-only paths a task's spec has,
+// as MaskedPaths is for masked ones.
+func ReadonlyPaths() ([]string, error) {
+	l, err := defaultLinux()
+	if err != nil {
+		return nil, err
+	}
+	return appendMissing(l.ReadonlyPaths, requiredReadonlyPaths), nil
+}
+
+// defaultLinux is the Linux section of containerd's default spec, the base
+// Opts builds on.
+func defaultLinux() (*specs.Linux, error) {
+	ctx := namespaces.WithNamespace(context.Background(), DefaultNamespace)
+	s, err := oci.GenerateSpec(ctx, nil, &containers.Container{ID: "defaults"})
+	if err != nil {
+		return nil, fmt.Errorf("containerd's default spec: %w", err)
+	}
+	return s.Linux, nil
+}
 
 func withMaskedPaths(paths []string) oci.SpecOpts {
 	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *specs.Spec) error {

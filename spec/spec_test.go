@@ -379,3 +379,33 @@ func TestOOMScoreAdjBounds(t *testing.T) {
 		}
 	}
 }
+
+// TestMaskedAndReadonlyPathsAreTheSpecs: the lists backends without an OCI
+// spec send are exactly the generated spec's, required paths included.
+func TestMaskedAndReadonlyPathsAreTheSpecs(t *testing.T) {
+	s := generate(t, baseTask(), ocispec.ImageConfig{})
+	masked, err := spec.MaskedPaths()
+	if err != nil {
+		t.Fatal(err)
+	}
+	readonly, err := spec.ReadonlyPaths()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(masked, s.Linux.MaskedPaths) {
+		t.Errorf("MaskedPaths() = %v, spec has %v", masked, s.Linux.MaskedPaths)
+	}
+	if !slices.Equal(readonly, s.Linux.ReadonlyPaths) {
+		t.Errorf("ReadonlyPaths() = %v, spec has %v", readonly, s.Linux.ReadonlyPaths)
+	}
+	for _, p := range spec.RequiredMaskedPaths() {
+		if !slices.Contains(masked, p) {
+			t.Errorf("MaskedPaths() lacks %s", p)
+		}
+	}
+	for _, p := range spec.RequiredReadonlyPaths() {
+		if !slices.Contains(readonly, p) {
+			t.Errorf("ReadonlyPaths() lacks %s", p)
+		}
+	}
+}

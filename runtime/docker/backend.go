@@ -25,6 +25,7 @@ import (
 	"github.com/nsn-run/nsn-run/cgroups"
 	"github.com/nsn-run/nsn-run/logs"
 	"github.com/nsn-run/nsn-run/runtime"
+	"github.com/nsn-run/nsn-run/spec"
 	"github.com/nsn-run/nsn-run/task"
 )
 
@@ -49,6 +50,10 @@ type Config struct {
 	// leaves them out. dockerd must be local (as /output requires): the
 	// container's host pids come from its cgroup.
 	NVML nvml.Interface
+	// OOMScoreAdj is every task's oom_score_adj; 0 means
+	// spec.DefaultOOMScoreAdj. The operator may set
+	// spec.MinOOMScoreAdj..spec.MaxOOMScoreAdj.
+	OOMScoreAdj int
 }
 
 // GPUAllocator is what the backend needs of the cdi package's Injector.
@@ -88,6 +93,9 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 	}
 	if cfg.LogLimits == (logs.Limits{}) {
 		cfg.LogLimits = logs.DefaultLimits
+	}
+	if _, err := spec.OOMScoreAdj(cfg.OOMScoreAdj); err != nil {
+		return nil, err
 	}
 	c, err := Dial(ctx, cfg.Host)
 	if err != nil {
@@ -168,7 +176,7 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (runtime.
 			b.releaseGPUs(t.ID)
 		}
 	}()
-	r, err := CreateRequest(t, imgCfg, req.OutputDir, gpus)
+	r, err := CreateRequest(t, imgCfg, RequestOptions{OutputDir: req.OutputDir, GPUs: gpus, OOMScoreAdj: b.cfg.OOMScoreAdj})
 	if err != nil {
 		return runtime.Handle{}, err
 	}
