@@ -44,8 +44,9 @@ func ProcessFor(t task.Task, img ocispec.ImageConfig) (Process, error) {
 }
 
 // processFromImage merges the task with its image config. The image config is
-// attacker input: only Env, Entrypoint, a validated WorkingDir and a numeric
-// non-root User are taken from it. Everything else it can say (volumes,
+// attacker input: only Env (without the NVIDIA device variables),
+// Entrypoint, a validated WorkingDir and a numeric non-root User are taken
+// from it. Everything else it can say (volumes,
 // exposed ports, stop signal, labels, healthchecks) is ignored.
 func processFromImage(t task.Task, img ocispec.ImageConfig) (process, error) {
 	if err := task.ValidateEnv(img.Env); err != nil {
@@ -57,7 +58,7 @@ func processFromImage(t task.Task, img ocispec.ImageConfig) (process, error) {
 		args: append(slices.Clone(img.Entrypoint), t.Command...),
 		// Image env first, then HOME on the only writable scratch space,
 		// then the task's own env, which wins over both.
-		env: mergeEnv(img.Env, []string{"HOME=" + TmpPath}, t.Env),
+		env: mergeEnv(withoutNVIDIADeviceVars(img.Env), []string{"HOME=" + TmpPath}, t.Env),
 		cwd: "/",
 	}
 	switch {
@@ -74,6 +75,19 @@ func processFromImage(t task.Task, img ocispec.ImageConfig) (process, error) {
 		return process{}, err
 	}
 	return p, nil
+}
+
+// withoutNVIDIADeviceVars drops the variables that select NVIDIA devices
+// (task.IsNVIDIADeviceVar) from an image's env. An image is attacker input,
+// and CUDA images set NVIDIA_VISIBLE_DEVICES=all: under a runtime with
+// NVIDIA's legacy hook that alone hands the task every GPU on the node,
+// whatever nsn-run allocated. A task granted GPUs gets these variables
+// from its devices' CDI edits, which are applied after the process env.
+func withoutNVIDIADeviceVars(env []string) []string {
+	return slices.DeleteFunc(slices.Clone(env), func(kv string) bool {
+		key, _, _ := strings.Cut(kv, "=")
+		return task.IsNVIDIADeviceVar(key)
+	})
 }
 
 // mergeEnv layers KEY=VALUE lists: a later value for a key replaces an

@@ -69,6 +69,7 @@ func TestTaskFlagErrors(t *testing.T) {
 		{"busybox"},
 		{"busybox", "--"},
 		{},
+		{"-e", "NVIDIA_VISIBLE_DEVICES=all", "busybox", "true"},
 	} {
 		_, err := parseTask(t, argv...)
 		if !errdefs.IsInvalidArgument(err) {
