@@ -2,9 +2,9 @@
 // only the ones they were granted: it turns a GPU request into CDI device
 // names (nvidia.com/gpu=...), resolves them with the CDI library over the
 // spec dirs, allocates them exclusively on the node, injects their edits as
-// an oci.SpecOpt (spec.GPUInjector), and derives the auditor policy that
-// lets exactly those edits through. The legacy nvidia-container-cli hook
-// path is never used.
+// an oci.SpecOpt (spec.DeviceInjector) that the auditor can replay from the
+// spec's annotation. The legacy nvidia-container-cli hook path is never
+// used.
 package cdi
 
 import (
@@ -25,7 +25,6 @@ import (
 	cdispec "tags.cncf.io/container-device-interface/specs-go"
 
 	"github.com/nsn-run/nsn-run/spec"
-	"github.com/nsn-run/nsn-run/spec/audit"
 	"github.com/nsn-run/nsn-run/task"
 )
 
@@ -58,14 +57,14 @@ type Options struct {
 }
 
 // Injector resolves, allocates and injects GPUs. It implements
-// spec.GPUInjector.
+// spec.DeviceInjector.
 type Injector struct {
 	cache *cdi.Cache
 	opts  Options
 	mu    sync.Mutex // serialises allocation within this process; flock does across processes
 }
 
-var _ spec.GPUInjector = (*Injector)(nil)
+var _ spec.DeviceInjector = (*Injector)(nil)
 
 // New loads the CDI specs under the spec dirs.
 func New(o Options) (*Injector, error) {
@@ -414,23 +413,30 @@ func (in *Injector) releaseIf(match func(owner string) bool) error {
 	return nil
 }
 
-// GPUSpecOpt implements spec.GPUInjector: allocate the task's GPUs (the
-// container id is the task id) and inject their CDI edits, giving every hook
-// an explicit minimal env.
-func (in *Injector) GPUSpecOpt(_ context.Context, req task.GPURequest) (oci.SpecOpts, error) {
-	return func(_ context.Context, _ oci.Client, c *containers.Container, s *specs.Spec) error {
-		names, err := in.Allocate(c.ID, req)
-		if err != nil {
-			return err
-		}
+// InjectSpecOpt implements spec.DeviceInjector: the option that adds
+// exactly the CDI edits of these granted devices, with every hook given an
+// explicit minimal env, and records them in the spec's annotations. Pure:
+// allocation happened before (Allocate), so the auditor can rebuild the
+// same edits from the annotation. Devices the specs do not know, and hooks
+// outside the allowlist, are refused.
+func (in *Injector) InjectSpecOpt(names []string, shared bool) (oci.SpecOpts, error) {
+	if len(names) == 0 {
+		return nil, fmt.Errorf("%w: no CDI devices to inject", errdefs.ErrInvalidArgument)
+	}
+	names = slices.Clone(names)
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *specs.Spec) error {
 		if _, err := in.cache.InjectDevices(s, names...); err != nil {
-			_ = in.Release(c.ID)
 			return fmt.Errorf("%w: inject GPUs %s: %w", errdefs.ErrFailedPrecondition, strings.Join(names, ", "), err)
 		}
 		if s.Hooks != nil {
 			for _, stage := range []*[]specs.Hook{&s.Hooks.CreateRuntime, &s.Hooks.CreateContainer, &s.Hooks.StartContainer, &s.Hooks.Poststart, &s.Hooks.Poststop, &s.Hooks.Prestart} { //nolint:staticcheck
 				for i := range *stage {
-					(*stage)[i].Env = slices.Clone(hookEnv)
+					h := &(*stage)[i]
+					if !slices.Contains(in.opts.HookPaths, h.Path) {
+						return fmt.Errorf("%w: the CDI edits of %s run hook %s, which is not an allowed hook (%s)",
+							errdefs.ErrFailedPrecondition, strings.Join(names, ", "), h.Path, strings.Join(in.opts.HookPaths, ", "))
+					}
+					h.Env = slices.Clone(hookEnv)
 				}
 			}
 		}
@@ -438,7 +444,7 @@ func (in *Injector) GPUSpecOpt(_ context.Context, req task.GPURequest) (oci.Spec
 			s.Annotations = map[string]string{}
 		}
 		s.Annotations[Annotation] = strings.Join(names, ",")
-		if req.Shared {
+		if shared {
 			// Reviewers of the spec see that these GPUs may be shared.
 			s.Annotations[SharedAnnotation] = "true"
 		}
@@ -452,50 +458,3 @@ const (
 	Annotation       = "nsn.gpus"
 	SharedAnnotation = "nsn.gpus-shared"
 )
-
-// PolicyFor widens base by exactly what the GPUs that s's Annotation names
-// add (AuditPolicy): a spec without GPUs is audited under base alone.
-func (in *Injector) PolicyFor(base audit.Policy, s *specs.Spec) audit.Policy {
-	if s == nil || s.Annotations[Annotation] == "" {
-		return base
-	}
-	g := in.AuditPolicy(strings.Split(s.Annotations[Annotation], ","))
-	return audit.Policy{
-		DevicePaths: append(slices.Clone(base.DevicePaths), g.DevicePaths...),
-		BindSources: append(slices.Clone(base.BindSources), g.BindSources...),
-		HookPaths:   append(slices.Clone(base.HookPaths), g.HookPaths...),
-	}
-}
-
-// AuditPolicy is what the auditor must allow for a spec with these GPUs:
-// exactly the device nodes and bind mounts their CDI edits (and their
-// specs' common edits) add, and the allowlisted hooks.
-func (in *Injector) AuditPolicy(names []string) audit.Policy {
-	p := audit.Policy{HookPaths: slices.Clone(in.opts.HookPaths)}
-	add := func(e *cdi.ContainerEdits) {
-		if e == nil || e.ContainerEdits == nil {
-			return
-		}
-		for _, n := range e.DeviceNodes {
-			p.DevicePaths = append(p.DevicePaths, n.Path)
-		}
-		for _, m := range e.Mounts {
-			p.BindSources = append(p.BindSources, m.HostPath)
-		}
-	}
-	expanded := names
-	if len(names) == 1 && names[0] == Kind+"=all" {
-		expanded = append(expanded, in.GPUs()...)
-	}
-	for _, n := range expanded {
-		d := in.cache.GetDevice(n)
-		if d == nil {
-			continue
-		}
-		add(&cdi.ContainerEdits{ContainerEdits: &d.ContainerEdits})
-		if sp := d.GetSpec(); sp != nil {
-			add(&cdi.ContainerEdits{ContainerEdits: &sp.ContainerEdits})
-		}
-	}
-	return p
-}

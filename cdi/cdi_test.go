@@ -218,7 +218,7 @@ func TestDevices(t *testing.T) {
 func TestInjection(t *testing.T) {
 	in := newInjector(t, true)
 	tk := task.Task{ID: "gpu-task", Image: "busybox", Command: []string{"true"}, GPUs: "device=1"}
-	s, err := spec.Generate(context.Background(), tk, ocispec.ImageConfig{}, spec.Options{OutputDir: "/var/lib/nsn-run/tasks/gpu-task/output", GPUs: in})
+	s, err := generateWithGPUs(in, tk, "/var/lib/nsn-run/tasks/gpu-task/output")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,15 +238,20 @@ func TestInjection(t *testing.T) {
 	if len(s.Process.Capabilities.Bounding) != 0 || s.Process.User.UID == 0 {
 		t.Error("GPU injection changed the capability drop or the user")
 	}
-	names := strings.Split(s.Annotations[Annotation], ",")
-	if f := audit.CheckWithPolicy(s, in.AuditPolicy(names)); len(f) != 0 {
-		t.Errorf("GPU spec fails its own policy: %v", f)
+	if f := audit.Check(context.Background(), s, audit.Policy{CDI: in}); len(f) != 0 {
+		t.Errorf("GPU spec fails the audit that replays its CDI edits: %v", f)
 	}
 	if _, shared := s.Annotations[SharedAnnotation]; shared {
 		t.Error("an exclusive task's spec says its GPUs are shared")
 	}
-	if f := audit.Check(s); !slices.ContainsFunc(f, func(f audit.Finding) bool { return f.Rule == "devices" }) {
-		t.Errorf("without the GPU policy the injected node must be a finding: %v", f)
+	if f := audit.Check(context.Background(), s, audit.Policy{}); !slices.ContainsFunc(f, func(f audit.Finding) bool { return f.Rule == audit.RuleDevices }) {
+		t.Errorf("without the CDI specs the injected node must be a finding: %v", f)
+	}
+	// Another GPU's edits under this task's annotation are findings.
+	other := *s
+	other.Annotations = map[string]string{Annotation: "nvidia.com/gpu=0"}
+	if f := audit.Check(context.Background(), &other, audit.Policy{CDI: in}); !slices.ContainsFunc(f, func(f audit.Finding) bool { return f.Rule == audit.RuleDevices }) {
+		t.Errorf("GPU 1's node under an annotation naming GPU 0 must be a finding: %v", f)
 	}
 	// The allocation was made for the container id: the task's.
 	if _, err := in.Allocate("someone-else", req(t, "device=1")); !errdefs.IsResourceExhausted(err) {
@@ -255,13 +260,13 @@ func TestInjection(t *testing.T) {
 	// A sharing task's spec says so.
 	sharing := tk
 	sharing.ID, sharing.GPUs, sharing.GPUShared = "sharing", "device=0", true
-	if s, err := spec.Generate(context.Background(), sharing, ocispec.ImageConfig{}, spec.Options{OutputDir: "/o", GPUs: in}); err != nil || s.Annotations[SharedAnnotation] != "true" {
+	if s, err := generateWithGPUs(in, sharing, "/o"); err != nil || s.Annotations[SharedAnnotation] != "true" {
 		t.Errorf("sharing task's spec: %v %v", err, s)
 	}
 	// An unknown GPU fails generation and allocates nothing.
 	bad := tk
 	bad.ID, bad.GPUs = "bad", "device=7"
-	if _, err := spec.Generate(context.Background(), bad, ocispec.ImageConfig{}, spec.Options{OutputDir: "/o", GPUs: in}); !errdefs.IsNotFound(err) {
+	if _, err := generateWithGPUs(in, bad, "/o"); !errdefs.IsNotFound(err) {
 		t.Errorf("unknown GPU: %v", err)
 	}
 }
@@ -284,15 +289,36 @@ devices:
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := spec.Generate(context.Background(), task.Task{ID: "h", Image: "busybox", Command: []string{"true"}, GPUs: "device=0"},
-		ocispec.ImageConfig{}, spec.Options{OutputDir: "/o", GPUs: in})
+	s, err := generateWithGPUs(in, task.Task{ID: "h", Image: "busybox", Command: []string{"true"}, GPUs: "device=0"}, "/var/lib/nsn-run/tasks/h/output")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(s.Hooks.CreateContainer) != 1 || !slices.Equal(s.Hooks.CreateContainer[0].Env, hookEnv) {
 		t.Errorf("hook env = %v, want only %v", s.Hooks.CreateContainer, hookEnv)
 	}
-	if f := audit.CheckWithPolicy(s, in.AuditPolicy([]string{"nvidia.com/gpu=0"})); len(f) != 0 {
+	if f := audit.Check(context.Background(), s, audit.Policy{CDI: in}); len(f) != 0 {
 		t.Errorf("allowlisted hook with minimal env: %v", f)
 	}
+	// A hook outside the allowlist is refused at injection.
+	strict, err := New(Options{SpecDirs: []string{dir}, HookPaths: []string{"/usr/bin/nvidia-ctk"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := generateWithGPUs(strict, task.Task{ID: "h2", Image: "busybox", Command: []string{"true"}, GPUs: "device=0"}, "/o"); !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "not an allowed hook") {
+		t.Errorf("hook outside the allowlist: %v", err)
+	}
+}
+
+// generateWithGPUs allocates tk's GPUs and generates its spec with them, as
+// the backends do.
+func generateWithGPUs(in *Injector, tk task.Task, outDir string) (*specs.Spec, error) {
+	r, err := tk.GPURequest()
+	if err != nil {
+		return nil, err
+	}
+	names, err := in.Allocate(tk.ID, r)
+	if err != nil {
+		return nil, err
+	}
+	return spec.Generate(context.Background(), tk, ocispec.ImageConfig{}, spec.Options{OutputDir: outDir, GPUDevices: names, CDI: in})
 }

@@ -49,7 +49,9 @@ func TestCLISpecAudit(t *testing.T) {
 		t.Error("two runs of the same spec command printed different bytes")
 	}
 
-	if a := runCLI(t, []byte(res.stdout), "audit", "-"); a.code != 0 || a.stdout != "" {
+	// The auditor rebuilds the spec for the same namespace and state dir.
+	auditArgs := slices.Concat(global, []string{"audit"})
+	if a := runCLI(t, []byte(res.stdout), append(auditArgs, "-")...); a.code != 0 || a.stdout != "" {
 		t.Fatalf("audit of nsn-run's own spec: exit %d, findings:\n%s%s", a.code, a.stdout, a.stderr)
 	}
 
@@ -67,16 +69,16 @@ func TestCLISpecAudit(t *testing.T) {
 	if err := os.WriteFile(file, weak, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	a := runCLI(t, nil, "audit", file)
+	a := runCLI(t, nil, append(auditArgs, file)...)
 	if a.code != 1 {
 		t.Fatalf("audit of weakened spec: exit %d, want 1; stdout %q stderr %q", a.code, a.stdout, a.stderr)
 	}
 	for _, want := range []string{
-		"rootfs-readonly root.readonly:",
-		"no-new-privileges process.noNewPrivileges:",
-		"capabilities-empty process.capabilities.bounding: capabilities granted: CAP_SYS_ADMIN",
-		"namespaces-private linux.namespaces: no new network namespace",
-		"host-mounts mounts[",
+		"root root.readonly: missing: nsn-run generates true",
+		"no-new-privileges process.noNewPrivileges: missing: nsn-run generates true",
+		`capabilities process.capabilities.bounding: not allowed: nsn-run generates nothing here, the spec has ["CAP_SYS_ADMIN"]`,
+		`namespaces linux.namespaces[network]: missing: nsn-run generates {"type":"network"}`,
+		`mounts mounts[/host]: not allowed: nsn-run generates nothing here, the spec has {"destination":"/host"`,
 	} {
 		if !strings.Contains(a.stdout, want) {
 			t.Errorf("audit output lacks %q:\n%s", want, a.stdout)
@@ -119,5 +121,8 @@ func TestCLIErrors(t *testing.T) {
 	}
 	if r := runCLI(t, []byte("{not json"), "audit", "-"); r.code != 2 {
 		t.Errorf("audit of garbage: exit %d, want 2", r.code)
+	}
+	if r := runCLI(t, []byte("{} {}"), "audit", "-"); r.code != 2 {
+		t.Errorf("audit of two documents: exit %d, want 2", r.code)
 	}
 }

@@ -185,7 +185,8 @@ func TestCLISpecGPU(t *testing.T) {
 	}
 	// The auditor lets exactly the granted GPU's edits through: the spec
 	// as printed passes; with the other GPU's node slipped in, it fails.
-	if a := runCLI(t, []byte(r.stdout), "--cdi-spec-dir", specDir, "audit", "-"); a.code != 0 {
+	audit := slices.Concat(g, []string{"audit", "-"})
+	if a := runCLI(t, []byte(r.stdout), audit...); a.code != 0 {
 		t.Errorf("audit of the GPU spec: exit %d: %s%s", a.code, a.stdout, a.stderr)
 	}
 	extra := s.Linux.Devices[0]
@@ -195,7 +196,7 @@ func TestCLISpecGPU(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a := runCLI(t, tampered, "--cdi-spec-dir", specDir, "audit", "-"); a.code != 1 || !strings.Contains(a.stdout, "/dev/nvidia-standin1") {
+	if a := runCLI(t, tampered, audit...); a.code != 1 || !strings.Contains(a.stdout, "/dev/nvidia-standin1") {
 		t.Errorf("audit of a spec with an ungranted GPU node: exit %d: %s%s", a.code, a.stdout, a.stderr)
 	}
 	// gpu ls: each GPU once with its aliases, and who holds it.

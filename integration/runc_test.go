@@ -48,22 +48,23 @@ func TestRuncAcceptsSpec(t *testing.T) {
 	if err := imagebuild.BusyboxRootfs(filepath.Join(bundle, spec.RootfsPath), busybox); err != nil {
 		t.Fatal(err)
 	}
-	outDir := filepath.Join(t.TempDir(), "output")
-	if err := os.Mkdir(outDir, 0o755); err != nil {
+	id := uniqueID("runc")
+	tasksDir := t.TempDir()
+	outDir := filepath.Join(tasksDir, id, "output")
+	if err := os.MkdirAll(outDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Chown(outDir, task.NobodyID, task.NobodyID); err != nil {
 		t.Fatal(err)
 	}
 
-	id := uniqueID("runc")
 	tk := task.Task{ID: id, Image: busyboxRef, Command: []string{"sh", "-c", probeScript}}
 	ctx := namespaces.WithNamespace(context.Background(), testNamespace)
 	s, err := spec.Generate(ctx, tk, ocispec.ImageConfig{Env: []string{"PATH=/bin"}}, spec.Options{OutputDir: outDir})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f := audit.Check(s); len(f) != 0 {
+	if f := audit.Check(ctx, s, audit.Policy{Namespace: testNamespace, TasksDir: tasksDir}); len(f) != 0 {
 		t.Fatalf("generated spec has findings: %v", f)
 	}
 	b, err := spec.Marshal(s)

@@ -20,7 +20,7 @@ func BenchmarkGenerateAndAudit(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if f := audit.Check(s); len(f) != 0 {
+		if f := audit.Check(ctx, s, audit.Policy{TasksDir: "/var/lib/nsn-run/tasks"}); len(f) != 0 {
 			b.Fatal(f)
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	goruntime "runtime"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/containerd/containerd/v2/contrib/seccomp"
 	"github.com/containerd/containerd/v2/core/containers"
@@ -59,12 +60,15 @@ const (
 	SigpendingSignals = 4096
 )
 
-// GPUInjector turns a GPU request into the spec edits (device nodes, mounts,
-// hooks, env) that expose exactly those GPUs. The cdi package implements it.
-type GPUInjector interface {
-	// GPUSpecOpt returns the option that injects req. It runs after the
-	// process user is set, so injected hooks and devices see the final user.
-	GPUSpecOpt(ctx context.Context, req task.GPURequest) (oci.SpecOpts, error)
+// DeviceInjector injects CDI devices that were already granted to a task
+// (the cdi package implements it over its private spec cache). It must be
+// pure: the same names give the same edits, so the auditor can rebuild a
+// task's spec and compare. Allocation happens before, elsewhere.
+type DeviceInjector interface {
+	// InjectSpecOpt returns the option that adds exactly the CDI edits of
+	// these fully qualified device names (nvidia.com/gpu=0) and records
+	// them in the spec's annotations; shared marks them as shared.
+	InjectSpecOpt(names []string, shared bool) (oci.SpecOpts, error)
 }
 
 // Options carry what the spec needs from the host side of the task.
@@ -72,8 +76,11 @@ type Options struct {
 	// OutputDir is the host directory bind-mounted read-write at /output.
 	// It must be an absolute, clean path; it is the only host path mounted.
 	OutputDir string
-	// GPUs injects GPU devices; nil refuses any task that asks for GPUs.
-	GPUs GPUInjector
+	// GPUDevices are the CDI devices granted to the task (allocation
+	// happened before); a task that asks for GPUs must have them.
+	GPUDevices []string
+	// CDI injects GPUDevices; required when there are any.
+	CDI DeviceInjector
 	// OOMScoreAdj is the task's process.oomScoreAdj; 0 means
 	// DefaultOOMScoreAdj. An operator may set MinOOMScoreAdj..MaxOOMScoreAdj.
 	OOMScoreAdj int
@@ -123,8 +130,13 @@ func Opts(t task.Task, img ocispec.ImageConfig, o Options) ([]oci.SpecOpts, erro
 	if err != nil {
 		return nil, err
 	}
-	if !gpus.Empty() && o.GPUs == nil {
-		return nil, fmt.Errorf("%w: task asks for GPUs %q but no CDI device injector is configured", errdefs.ErrFailedPrecondition, t.GPUs)
+	switch {
+	case !gpus.Empty() && len(o.GPUDevices) == 0:
+		return nil, fmt.Errorf("%w: task asks for GPUs %q but none was granted to it", errdefs.ErrFailedPrecondition, t.GPUs)
+	case len(o.GPUDevices) > 0 && gpus.Empty():
+		return nil, fmt.Errorf("%w: GPUs %s granted to a task that asks for none", errdefs.ErrInvalidArgument, strings.Join(o.GPUDevices, ","))
+	case len(o.GPUDevices) > 0 && o.CDI == nil:
+		return nil, fmt.Errorf("%w: task was granted GPUs but no CDI device injector is configured", errdefs.ErrFailedPrecondition)
 	}
 	l := t.Limits
 
@@ -157,8 +169,12 @@ func Opts(t task.Task, img ocispec.ImageConfig, o Options) ([]oci.SpecOpts, erro
 		oci.WithCPUCFS(cpuQuota(l.CPUs), cfsPeriod),
 		oci.WithPidsLimit(l.Pids),
 	}
-	if !gpus.Empty() {
-		opts = append(opts, withGPUs(o.GPUs, gpus))
+	if len(o.GPUDevices) > 0 {
+		inject, err := o.CDI.InjectSpecOpt(o.GPUDevices, gpus.Shared)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, inject)
 	}
 	opts = append(opts,
 		withNoCapabilities,
@@ -362,14 +378,4 @@ func withNoCapabilities(_ context.Context, _ oci.Client, _ *containers.Container
 func withoutSysctls(_ context.Context, _ oci.Client, _ *containers.Container, s *specs.Spec) error {
 	s.Linux.Sysctl = nil
 	return nil
-}
-
-func withGPUs(inj GPUInjector, req task.GPURequest) oci.SpecOpts {
-	return func(ctx context.Context, c oci.Client, ctr *containers.Container, s *specs.Spec) error {
-		opt, err := inj.GPUSpecOpt(ctx, req)
-		if err != nil {
-			return err
-		}
-		return opt(ctx, c, ctr, s)
-	}
 }

@@ -246,7 +246,7 @@ func TestSecurityDefaults(t *testing.T) {
 	if out.Source != outputDir || !slices.Contains(out.Options, "rw") || !slices.Contains(out.Options, "noexec") || slices.Contains(out.Options, "rbind") {
 		t.Errorf("/output mount = %+v", out)
 	}
-	if f := audit.Check(s); len(f) != 0 {
+	if f := audit.Check(context.Background(), s, audit.Policy{}); len(f) != 0 {
 		t.Errorf("the default spec has audit findings: %v", f)
 	}
 }
@@ -302,7 +302,9 @@ func TestOptsRefuses(t *testing.T) {
 		{"image workdir in proc", baseTask, ocispec.ImageConfig{WorkingDir: "/proc/self/fd/7"}, spec.Options{OutputDir: outputDir}, errdefs.IsInvalidArgument, "image config WorkingDir"},
 		{"image workdir relative", baseTask, ocispec.ImageConfig{WorkingDir: "../x"}, spec.Options{OutputDir: outputDir}, errdefs.IsInvalidArgument, "image config WorkingDir"},
 		{"image env nul", baseTask, ocispec.ImageConfig{Env: []string{"A=\x00"}}, spec.Options{OutputDir: outputDir}, errdefs.IsInvalidArgument, "image config Env"},
-		{"gpus without injector", func() task.Task { tk := baseTask(); tk.GPUs = "all"; return tk }, ocispec.ImageConfig{}, spec.Options{OutputDir: outputDir}, errdefs.IsFailedPrecondition, "no CDI device injector"},
+		{"gpus not granted", func() task.Task { tk := baseTask(); tk.GPUs = "all"; return tk }, ocispec.ImageConfig{}, spec.Options{OutputDir: outputDir}, errdefs.IsFailedPrecondition, "none was granted"},
+		{"gpus without injector", func() task.Task { tk := baseTask(); tk.GPUs = "all"; return tk }, ocispec.ImageConfig{}, spec.Options{OutputDir: outputDir, GPUDevices: []string{"nvidia.com/gpu=0"}}, errdefs.IsFailedPrecondition, "no CDI device injector"},
+		{"gpus granted to a task without", baseTask, ocispec.ImageConfig{}, spec.Options{OutputDir: outputDir, GPUDevices: []string{"nvidia.com/gpu=0"}}, errdefs.IsInvalidArgument, "asks for none"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -317,13 +319,14 @@ func TestOptsRefuses(t *testing.T) {
 // recordingInjector stands in for the CDI injector to show where GPU edits
 // run in the option order.
 type recordingInjector struct {
-	req    task.GPURequest
+	names  []string
+	shared bool
 	uid    uint32
 	capsAt int
 }
 
-func (r *recordingInjector) GPUSpecOpt(_ context.Context, req task.GPURequest) (oci.SpecOpts, error) {
-	r.req = req
+func (r *recordingInjector) InjectSpecOpt(names []string, shared bool) (oci.SpecOpts, error) {
+	r.names, r.shared = names, shared
 	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *specs.Spec) error {
 		r.uid = s.Process.User.UID
 		r.capsAt = len(s.Process.Capabilities.Bounding)
@@ -336,12 +339,13 @@ func TestGPUInjectionRunsAfterUserAndBeforeCapabilityDrop(t *testing.T) {
 	inj := &recordingInjector{}
 	tk := baseTask()
 	tk.GPUs = "0,1"
-	s, err := spec.Generate(context.Background(), tk, ocispec.ImageConfig{User: "1000"}, spec.Options{OutputDir: outputDir, GPUs: inj})
+	granted := []string{"nvidia.com/gpu=0", "nvidia.com/gpu=1"}
+	s, err := spec.Generate(context.Background(), tk, ocispec.ImageConfig{User: "1000"}, spec.Options{OutputDir: outputDir, GPUDevices: granted, CDI: inj})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Join(inj.req.IDs, ",") != "0,1" {
-		t.Errorf("injector got request %+v", inj.req)
+	if !slices.Equal(inj.names, granted) || inj.shared {
+		t.Errorf("injector got %v shared=%v, want exactly the granted %v", inj.names, inj.shared, granted)
 	}
 	if inj.uid != 1000 {
 		t.Errorf("injector saw uid %d, want the final user 1000", inj.uid)
@@ -414,7 +418,7 @@ func TestMaskedAndReadonlyPathsAreTheSpecs(t *testing.T) {
 // the NVIDIA CDI specs' edits do.
 type envInjector struct{}
 
-func (envInjector) GPUSpecOpt(context.Context, task.GPURequest) (oci.SpecOpts, error) {
+func (envInjector) InjectSpecOpt([]string, bool) (oci.SpecOpts, error) {
 	return oci.WithEnv([]string{"NVIDIA_VISIBLE_DEVICES=void"}), nil
 }
 
@@ -455,7 +459,7 @@ func TestImageNVIDIADeviceVarsDropped(t *testing.T) {
 
 	tk := baseTask()
 	tk.GPUs = "device=0"
-	s, err := spec.Generate(context.Background(), tk, ocispec.ImageConfig{Env: []string{"NVIDIA_VISIBLE_DEVICES=all"}}, spec.Options{OutputDir: outputDir, GPUs: envInjector{}})
+	s, err := spec.Generate(context.Background(), tk, ocispec.ImageConfig{Env: []string{"NVIDIA_VISIBLE_DEVICES=all"}}, spec.Options{OutputDir: outputDir, GPUDevices: []string{"nvidia.com/gpu=0"}, CDI: envInjector{}})
 	if err != nil {
 		t.Fatal(err)
 	}

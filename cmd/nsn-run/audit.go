@@ -1,12 +1,12 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"strings"
 
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/spf13/cobra"
 
 	"github.com/nsn-run/nsn-run/cdi"
@@ -27,17 +27,25 @@ func newAuditCommand(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "audit [FILE|-]",
 		Short: "Check an OCI runtime spec against the isolation policy",
-		Long: `Check an OCI runtime spec (config.json) against nsn-run's isolation policy,
-drawn from the CIS Docker Benchmark section 5 and the Kubernetes Pod Security
-Standards "restricted" profile. Reads FILE, or standard input for "-" or no
-argument.
+		Long: `Check an OCI runtime spec (config.json) against nsn-run's isolation policy.
+Reads FILE, or standard input for "-" or no argument.
 
-A spec that nsn-run gave GPUs (its "nsn.gpus" annotation names their CDI
-devices) may hold exactly the device nodes, mounts and allowlisted hooks that
-those devices' CDI edits add, as the CDI specs on this host (--cdi-spec-dir)
-define them; anything else is a finding.
+The policy is an allowlist over every field of the spec: the auditor reads
+the task's own knobs from it (id = hostname, command, env, working dir,
+non-root user, memory, CPU, pids, open files, /tmp size, granted GPUs), checks
+them against the task's bounds, rebuilds the spec nsn-run would generate for
+that task on this host (--namespace names the cgroup path, --state-dir the
+only host path a task may have bound: STATE/tasks/ID/output; --cdi-spec-dir
+the CDI specs whose edits the "nsn.gpus" annotation's devices may add), and
+compares the two. Every other difference is a finding, so "no findings" means
+no more than nsn-run itself would grant. The JSON is read strictly: unknown
+fields, keys that differ only in case, and duplicate keys are findings, since
+runtimes disagree on what they mean. Bind sources that run through a symlink
+on this host are findings.
 
-Prints one line per finding: RULE PATH: MESSAGE.
+Prints one line per finding: RULE PATH: MESSAGE. --rules lists the rules,
+their sources (CIS Docker Benchmark section 5, Pod Security Standards,
+advisories) and the unit tests (spec/audit TestMutations) that break each.
 Exit status: 0 no findings, 1 findings, 2 unreadable input.`,
 		Example: `  nsn-run audit /run/containerd/io.containerd.runtime.v2.task/nsn/ID/config.json
   nsn-run spec busybox:latest -- true | nsn-run audit -
@@ -47,7 +55,7 @@ Exit status: 0 no findings, 1 findings, 2 unreadable input.`,
 			out := cmd.OutOrStdout()
 			if listRules {
 				for _, r := range audit.Rules() {
-					fmt.Fprintf(out, "%-27s %s [%s]\n", r.ID, r.Summary, r.Sources)
+					fmt.Fprintf(out, "%s\n  %s\n  sources: %s\n  broken by: %s\n", r.ID, r.Summary, r.Sources, strings.Join(r.Tests, ", "))
 				}
 				return nil
 			}
@@ -55,19 +63,19 @@ Exit status: 0 no findings, 1 findings, 2 unreadable input.`,
 			if len(args) == 1 {
 				name = args[0]
 			}
-			s, err := readSpec(cmd.InOrStdin(), name)
+			b, err := readInput(cmd.InOrStdin(), name)
 			if err != nil {
 				return &exitError{code: auditUnreadable, msg: err.Error()}
 			}
-			policy := audit.Policy{}
-			if s.Annotations[cdi.Annotation] != "" {
-				gpus, err := cdi.New(cdi.Options{SpecDirs: g.cdiSpecDirs})
-				if err != nil {
-					return err
-				}
-				policy = gpus.PolicyFor(policy, s)
+			s, findings, err := audit.DecodeSpec(b)
+			if err != nil {
+				return &exitError{code: auditUnreadable, msg: fmt.Sprintf("%s: not an OCI runtime spec: %v", name, err)}
 			}
-			findings := audit.CheckWithPolicy(s, policy)
+			policy, err := auditPolicy(g)
+			if err != nil {
+				return err
+			}
+			findings = append(findings, audit.Check(cmd.Context(), s, policy)...)
 			for _, f := range findings {
 				fmt.Fprintln(out, f)
 			}
@@ -82,7 +90,27 @@ Exit status: 0 no findings, 1 findings, 2 unreadable input.`,
 	return cmd
 }
 
-func readSpec(stdin io.Reader, name string) (*specs.Spec, error) {
+// auditPolicy is the policy run applies, from the global flags: the
+// namespace and state dir name the cgroup path and output dir, the CDI
+// specs replay GPU edits, and bind sources are resolved on this host.
+func auditPolicy(g *globalOptions) (audit.Policy, error) {
+	gpus, err := cdi.New(cdi.Options{SpecDirs: g.cdiSpecDirs})
+	if err != nil {
+		return audit.Policy{}, err
+	}
+	tasks, err := taskOutputDir(g.stateDir, "x")
+	if err != nil {
+		return audit.Policy{}, err
+	}
+	return audit.Policy{
+		Namespace:     g.namespace,
+		TasksDir:      filepath.Dir(filepath.Dir(tasks)),
+		CDI:           gpus,
+		ResolveSource: filepath.EvalSymlinks,
+	}, nil
+}
+
+func readInput(stdin io.Reader, name string) ([]byte, error) {
 	r := stdin
 	if name != "-" {
 		f, err := os.Open(name)
@@ -99,9 +127,5 @@ func readSpec(stdin io.Reader, name string) (*specs.Spec, error) {
 	if len(b) > maxSpecBytes {
 		return nil, fmt.Errorf("%s: larger than %d bytes, not a runtime spec", name, maxSpecBytes)
 	}
-	var s specs.Spec
-	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("%s: not an OCI runtime spec: %w", name, err)
-	}
-	return &s, nil
+	return b, nil
 }

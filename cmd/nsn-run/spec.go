@@ -69,7 +69,17 @@ cgroup path and output directory). Pipe it to 'nsn-run audit -' to check it.`,
 			if err != nil {
 				return err
 			}
-			s, err := spec.Generate(ctx, t, img.Config, spec.Options{OutputDir: outDir, GPUs: gpus})
+			req, err := t.GPURequest()
+			if err != nil {
+				return err
+			}
+			o := spec.Options{OutputDir: outDir, CDI: gpus}
+			if !req.Empty() {
+				if o.GPUDevices, err = gpus.Resolve(req); err != nil {
+					return err
+				}
+			}
+			s, err := spec.Generate(ctx, t, img.Config, o)
 			if err != nil {
 				return err
 			}

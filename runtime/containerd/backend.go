@@ -19,8 +19,10 @@ import (
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/typeurl/v2"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	nvcdi "github.com/nsn-run/nsn-run/cdi"
@@ -30,6 +32,7 @@ import (
 	images "github.com/nsn-run/nsn-run/snapshots"
 	"github.com/nsn-run/nsn-run/spec"
 	"github.com/nsn-run/nsn-run/spec/audit"
+	"github.com/nsn-run/nsn-run/task"
 )
 
 // DefaultSnapshotter is the snapshotter task filesystems are prepared with.
@@ -52,10 +55,16 @@ type Config struct {
 	LoggerBinary string
 	// LogLimits cap each stream; logs.DefaultLimits if zero.
 	LogLimits logs.Limits
-	// AuditPolicy is what the auditor allows beyond its fixed rules.
+	// AuditPolicy is the operator's side of the audit every spec passes
+	// before it runs: maxima and the OOM score. The backend fills in its
+	// namespace, the task's state dir and the GPU injector.
 	AuditPolicy audit.Policy
-	// GPUs injects GPU devices into specs; nil refuses GPU tasks.
-	GPUs spec.GPUInjector
+	// GPUs allocates and injects GPU devices; nil refuses GPU tasks.
+	GPUs GPUAllocator
+	// SpecOpts are the operator's own spec options, applied after
+	// nsn-run's. Whatever they change is audited like the rest: a spec
+	// nsn-run would not generate is refused.
+	SpecOpts []oci.SpecOpts
 	// NVML, initialised, adds GPU memory and utilisation to Stats; nil
 	// leaves them out (and a GPU memory limit cannot be enforced).
 	NVML nvml.Interface
@@ -67,9 +76,6 @@ type Config struct {
 	// and a grouped Debian 1.6 shim stalled under 64 concurrent tasks.
 	ShimGroup string
 }
-
-// shimGroupAnnotation is the runc v2 shim's grouping key.
-const shimGroupAnnotation = "io.containerd.runc.v2.group"
 
 // Backend runs tasks as containerd containers with runc.
 type Backend struct {
@@ -214,21 +220,15 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (h runtim
 		return h, err
 	}
 	sw.Lap("start/resolve-image")
-	s, err := spec.Generate(ctx, t, img.Config, spec.Options{OutputDir: req.OutputDir, GPUs: b.cfg.GPUs})
+	gpus, err := b.allocateGPUs(t)
 	if err != nil {
 		return h, err
 	}
-	// Generating the spec allocated the task's GPUs, if any.
 	releaseGPUs := func() { b.releaseGPUs(t.ID) }
-	if b.cfg.ShimGroup != "" {
-		if s.Annotations == nil {
-			s.Annotations = map[string]string{}
-		}
-		s.Annotations[shimGroupAnnotation] = b.cfg.ShimGroup
-	}
-	if findings := audit.CheckWithPolicy(s, b.auditPolicy(s)); len(findings) > 0 {
+	s, err := b.generate(ctx, t, img.Config, req, gpus)
+	if err != nil {
 		releaseGPUs()
-		return h, fmt.Errorf("%w: spec for task %s fails the audit: %s", errdefs.ErrFailedPrecondition, t.ID, findings[0])
+		return h, err
 	}
 	// The task writes /output as its own user; nothing else on the host can
 	// reach the directory (the state dir above it is private to root).
@@ -347,26 +347,64 @@ func mountDestinations(s *specs.Spec) []string {
 	return dests
 }
 
-// gpuAllocator is what an injector that allocates GPUs offers the backend.
-type gpuAllocator interface {
+// GPUAllocator grants GPUs to tasks node-wide and injects the granted
+// ones (the cdi package's Injector).
+type GPUAllocator interface {
+	spec.DeviceInjector
+	Allocate(id string, req task.GPURequest) ([]string, error)
 	Release(id string) error
 	ReleaseExcept(keep map[string]bool) error
-	PolicyFor(base audit.Policy, s *specs.Spec) audit.Policy
+}
+
+// allocateGPUs grants t the GPUs it asks for, if any.
+func (b *Backend) allocateGPUs(t task.Task) ([]string, error) {
+	req, err := t.GPURequest()
+	if err != nil || req.Empty() {
+		return nil, err
+	}
+	if b.cfg.GPUs == nil {
+		return nil, fmt.Errorf("%w: task asks for GPUs %q but no CDI device injector is configured", errdefs.ErrFailedPrecondition, t.GPUs)
+	}
+	return b.cfg.GPUs.Allocate(t.ID, req)
 }
 
 func (b *Backend) releaseGPUs(id string) {
-	if a, ok := b.cfg.GPUs.(gpuAllocator); ok {
-		_ = a.Release(id)
+	if b.cfg.GPUs != nil {
+		_ = b.cfg.GPUs.Release(id)
 	}
 }
 
-// auditPolicy is the configured policy, widened by exactly the device nodes,
-// mounts and hooks of the GPUs injected into s.
-func (b *Backend) auditPolicy(s *specs.Spec) audit.Policy {
-	if a, ok := b.cfg.GPUs.(gpuAllocator); ok {
-		return a.PolicyFor(b.cfg.AuditPolicy, s)
+// generate builds the task's spec with its granted GPUs, applies the
+// operator's options and the shim group, and audits the result: a spec
+// with findings never reaches runc.
+func (b *Backend) generate(ctx context.Context, t task.Task, img ocispec.ImageConfig, req runtime.StartRequest, gpus []string) (*specs.Spec, error) {
+	o := spec.Options{OutputDir: req.OutputDir, GPUDevices: gpus, OOMScoreAdj: b.cfg.AuditPolicy.OOMScoreAdj}
+	if b.cfg.GPUs != nil {
+		o.CDI = b.cfg.GPUs
 	}
-	return b.cfg.AuditPolicy
+	opts, err := spec.Opts(t, img, o)
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, b.cfg.SpecOpts...)
+	if b.cfg.ShimGroup != "" {
+		opts = append(opts, oci.WithAnnotations(map[string]string{audit.AnnotationShimGroup: b.cfg.ShimGroup}))
+	}
+	s, err := oci.GenerateSpec(ctx, nil, &containers.Container{ID: t.ID}, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("generate spec for task %s: %w", t.ID, err)
+	}
+	p := b.cfg.AuditPolicy
+	p.Namespace = b.cfg.Namespace
+	p.TasksDir = filepath.Dir(req.StateDir)
+	p.ResolveSource = filepath.EvalSymlinks
+	if b.cfg.GPUs != nil {
+		p.CDI = b.cfg.GPUs
+	}
+	if findings := audit.Check(ctx, s, p); len(findings) > 0 {
+		return nil, fmt.Errorf("%w: spec for task %s fails the audit (%d findings), first: %s", errdefs.ErrFailedPrecondition, t.ID, len(findings), findings[0])
+	}
+	return s, nil
 }
 
 // commandError recognises runc's exec failure for the task's command. The
@@ -711,8 +749,8 @@ func (b *Backend) SweepOrphans(ctx context.Context, keep map[string]bool) ([]str
 		return errdefs.IsNotFound(err)
 	}
 	var removed []string
-	if a, ok := b.cfg.GPUs.(gpuAllocator); ok {
-		if err := a.ReleaseExcept(keep); err != nil {
+	if b.cfg.GPUs != nil {
+		if err := b.cfg.GPUs.ReleaseExcept(keep); err != nil {
 			return nil, err
 		}
 	}

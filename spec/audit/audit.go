@@ -1,19 +1,30 @@
-// Package audit checks any OCI runtime spec against nsn-run's isolation
-// policy, drawn from the CIS Docker Benchmark (section 5, container runtime)
-// and the Kubernetes Pod Security Standards "restricted" profile. The runtime
-// refuses to start a spec with findings; reviewers run the same rules with
-// `nsn-run audit`. docs/audit-rules.md lists every rule.
+// Package audit judges an OCI runtime spec against nsn-run's isolation
+// policy. It is an allowlist, not a list of known-bad fields: the auditor
+// reads the task's own knobs from the spec (its id, command, env, working
+// dir, user, limits and granted GPUs), checks them against the task's bounds
+// and the operator's Policy, rebuilds the spec nsn-run would generate for
+// that task, and compares the two field by field. Every other difference is
+// a finding, so "no findings" means "no more than nsn-run itself would
+// grant". The containerd backend refuses a spec with findings; reviewers run
+// the same check with `nsn-run audit`. Rules() names each class of
+// difference with its sources and the test that breaks it.
 package audit
 
 import (
+	"context"
 	"fmt"
 	"path"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/nsn-run/nsn-run/spec"
+	"github.com/nsn-run/nsn-run/task"
 )
 
 // Finding is one violation: the rule broken, the spec path it concerns (in
@@ -26,34 +37,128 @@ type Finding struct {
 
 func (f Finding) String() string { return f.Rule + " " + f.Path + ": " + f.Message }
 
-// Policy is what the auditor allows beyond the fixed rules.
+// Spec annotations nsn-run writes: the CDI devices granted to the task, and
+// whether it shares them. (The cdi package writes them; the auditor reads
+// them to replay the same CDI edits.)
+const (
+	AnnotationGPUs       = "nsn.gpus"
+	AnnotationGPUsShared = "nsn.gpus-shared"
+	// AnnotationShimGroup is the runc v2 shim's grouping key, which the
+	// containerd backend sets when the operator groups tasks into shims.
+	AnnotationShimGroup = "io.containerd.runc.v2.group"
+)
+
+// DefaultTasksDir is where nsn-run keeps each task's state (its --state-dir,
+// /var/lib/nsn-run, plus "tasks"); a task's output dir is TasksDir/ID/output.
+const DefaultTasksDir = "/var/lib/nsn-run/tasks"
+
+// Policy is the operator's side of the allowlist: what nsn-run may generate
+// on this node.
 type Policy struct {
-	// HookPaths are the only executables a hook may run (CDI's NVIDIA
-	// hooks, for example). Empty allows no hook at all.
-	HookPaths []string
-	// DevicePaths are container device paths allowed besides the default
-	// character devices (for example the /dev/nvidia* nodes CDI injects).
-	DevicePaths []string
-	// BindSources are host paths, or directories of them, that may be bind
-	// mounted read-only even though they sit under a sensitive directory
-	// (for example driver libraries a CDI spec mounts from /usr/lib).
-	BindSources []string
+	// Namespace is the containerd namespace tasks run in; it names their
+	// cgroup path. spec.DefaultNamespace if empty.
+	Namespace string
+	// TasksDir holds each task's state; its output dir, the only host path
+	// a task may have bound, is TasksDir/ID/output. DefaultTasksDir if empty.
+	TasksDir string
+	// Max bounds the task's limits beyond the task package's own bounds;
+	// zero fields leave those.
+	Max task.Limits
+	// OOMScoreAdj is the score tasks get (spec.Options.OOMScoreAdj); 0
+	// means spec.DefaultOOMScoreAdj.
+	OOMScoreAdj int
+	// CDI replays the edits of the GPUs a spec's annotation names; nil
+	// makes any GPU annotation a finding.
+	CDI spec.DeviceInjector
+	// ResolveSource, if set, resolves a bind mount's host source (for
+	// example filepath.EvalSymlinks on the host that runs the spec); a
+	// source that resolves elsewhere is a finding.
+	ResolveSource func(path string) (string, error)
 }
 
-// Check returns every finding for s under the default policy.
-func Check(s *specs.Spec) []Finding { return CheckWithPolicy(s, Policy{}) }
+func (p Policy) tasksDir() string {
+	if p.TasksDir == "" {
+		return DefaultTasksDir
+	}
+	return filepath.Clean(p.TasksDir)
+}
 
-// CheckWithPolicy returns every finding for s, in rule order.
-func CheckWithPolicy(s *specs.Spec, p Policy) []Finding {
+func (p Policy) namespace() string {
+	if p.Namespace == "" {
+		return spec.DefaultNamespace
+	}
+	return p.Namespace
+}
+
+// OutputDir is the host directory the policy lets task id bind at /output.
+func (p Policy) OutputDir(id string) string {
+	return filepath.Join(p.tasksDir(), id, "output")
+}
+
+// Check returns every finding for s under p, rules in table order.
+func Check(ctx context.Context, s *specs.Spec, p Policy) []Finding {
 	a := &auditor{policy: p}
-	if s == nil {
-		a.add("spec-present", "", "spec is empty")
+	if s == nil || s.Process == nil || s.Linux == nil || s.Root == nil {
+		a.add(RuleShape, "", "the spec lacks a process, linux or root section: nothing nsn-run generates")
 		return a.findings
 	}
-	for _, r := range rules {
-		r.check(a, s)
+	t, o, ok := a.knobs(s)
+	if !ok {
+		return a.sorted()
 	}
-	return a.findings
+	want, err := spec.Generate(namespaces.WithNamespace(ctx, p.namespace()), t, ocispec.ImageConfig{}, o)
+	if err != nil && len(o.GPUDevices) > 0 {
+		// The annotation names devices the CDI specs cannot give: judge
+		// the rest against a spec without them, so every edit shows.
+		a.add(RuleAnnotations, "annotations."+AnnotationGPUs, "cannot replay the GPUs it names: %v", err)
+		t.GPUs, o.GPUDevices = "", nil
+		want, err = spec.Generate(namespaces.WithNamespace(ctx, p.namespace()), t, ocispec.ImageConfig{}, o)
+	}
+	if err != nil {
+		a.add(RuleShape, "", "cannot rebuild the spec nsn-run would generate for this task: %v", err)
+		return a.sorted()
+	}
+	a.checkEnv(s, want)
+	// The task's own free-form knobs: what runs, with which env, where.
+	want.Process.Args = s.Process.Args
+	want.Process.Env = s.Process.Env
+	want.Process.Cwd = s.Process.Cwd
+	if g := s.Annotations[AnnotationShimGroup]; g != "" && validName(g) {
+		if want.Annotations == nil {
+			want.Annotations = map[string]string{}
+		}
+		want.Annotations[AnnotationShimGroup] = g
+	}
+	a.checkSources(s)
+	diffs, err := Compare(s, want, specCompareOptions)
+	if err != nil {
+		a.add(RuleShape, "", "%v", err)
+		return a.sorted()
+	}
+	reported := map[string]bool{}
+	for _, f := range a.findings {
+		reported[f.Path] = true
+	}
+	for _, d := range diffs {
+		if reported[d.Path] {
+			continue // a knob out of bounds, already said in its own words
+		}
+		a.add(RuleFor(d.Shape), d.Path, "%s", d.Message())
+	}
+	return a.sorted()
+}
+
+var specCompareOptions = CompareOptions{
+	KeyedLists: map[string]string{
+		"mounts":           "destination",
+		"linux.devices":    "path",
+		"linux.namespaces": "type",
+		"process.rlimits":  "type",
+	},
+	// Masking more, or making more read-only, only restricts the task.
+	// (containerd also masks each CPU's thermal_throttle directory the
+	// host has: a spec from a larger host masks more.)
+	SupersetLists: []string{"linux.maskedPaths", "linux.readonlyPaths"},
 }
 
 type auditor struct {
@@ -65,376 +170,186 @@ func (a *auditor) add(rule, path, format string, args ...any) {
 	a.findings = append(a.findings, Finding{Rule: rule, Path: path, Message: fmt.Sprintf(format, args...)})
 }
 
-// Rule is one check and the benchmark items it comes from.
-type Rule struct {
-	ID      string
-	Sources string // CIS Docker Benchmark / Pod Security Standards items
-	Summary string
-	check   func(a *auditor, s *specs.Spec)
+// sorted orders findings by the rule table, keeping each rule's in order.
+func (a *auditor) sorted() []Finding {
+	order := map[string]int{}
+	for i, r := range rules {
+		order[r.ID] = i
+	}
+	slices.SortStableFunc(a.findings, func(x, y Finding) int { return order[x.Rule] - order[y.Rule] })
+	return a.findings
 }
 
-// Rules returns the rule table, for documentation and `nsn-run audit --rules`.
-func Rules() []Rule { return slices.Clone(rules) }
+// knobs reads the task a spec describes. A knob outside the task's bounds or
+// the policy's maxima is a finding; it is then replaced by the default, so
+// the rebuilt spec differs there too and the comparison shows the value.
+//
+// Without a valid task id in the hostname nothing else can be judged (it
+// names the cgroup and the output dir): ok is false then.
+func (a *auditor) knobs(s *specs.Spec) (t task.Task, o spec.Options, ok bool) {
+	id := s.Hostname
+	if err := task.ValidateID(id); err != nil {
+		a.add(RuleShape, "hostname", "the hostname is the task id, which names its cgroup and output dir: %v", err)
+		return t, o, false
+	}
+	t = task.Task{ID: id, Image: "audit.invalid/task", Command: s.Process.Args}
+	if len(t.Command) == 0 {
+		t.Command = []string{"/missing-command"}
+	}
+	if u := s.Process.User; u.UID != 0 && u.GID != 0 && u.UID <= 1<<31-1 && u.GID <= 1<<31-1 {
+		t.User = fmt.Sprintf("%d:%d", u.UID, u.GID)
+	} // else: the default user, and the comparison reports the root id.
+	if err := task.ValidateWorkingDir(s.Process.Cwd); err != nil {
+		a.add(RuleProcess, "process.cwd", "%v", err)
+	}
+	if err := task.ValidateEnv(s.Process.Env); err != nil {
+		a.add(RuleProcess, "process.env", "%v", err)
+	}
 
-var rules = []Rule{
-	{"process-present", "-", "the spec has a process and a Linux section", checkPresent},
-	{"user-non-root", "CIS 5.23; PSS restricted runAsNonRoot", "process runs with non-zero uid, gid and supplementary groups", checkUser},
-	{"no-new-privileges", "CIS 5.25; PSS restricted allowPrivilegeEscalation", "process.noNewPrivileges is true", checkNoNewPrivileges},
-	{"capabilities-empty", "CIS 5.3, 5.4; PSS restricted capabilities", "all five capability sets are empty", checkCapabilities},
-	{"seccomp-enforced", "CIS 5.21; PSS restricted seccompProfile", "seccomp present with a denying default action", checkSeccompPresent},
-	{"seccomp-dangerous-syscalls", "CIS 5.21", "seccomp does not allow mount, namespace, keyring, bpf, io_uring or module syscalls", checkSeccompSyscalls},
-	{"rootfs-readonly", "CIS 5.12", "root filesystem is read-only", checkRootReadonly},
-	{"namespaces-private", "CIS 5.9, 5.15, 5.16, 5.20; PSS baseline host namespaces", "new pid, ipc, uts, mount and network namespaces, none joined by path", checkNamespaces},
-	{"masked-paths", "PSS baseline procMount", "sensitive /proc and /sys paths are masked", checkMaskedPaths},
-	{"readonly-paths", "PSS baseline procMount", "/proc/sys and friends are read-only", checkReadonlyPaths},
-	{"memory-limit", "CIS 5.10", "memory limit set, with swap equal to it", checkMemory},
-	{"cpu-limit", "CIS 5.11", "CPU quota and period set", checkCPU},
-	{"pids-limit", "CIS 5.28", "pids limit set", checkPids},
-	{"no-sysctls", "PSS baseline sysctls", "no sysctls", checkSysctls},
-	{"host-mounts", "CIS 5.5, 5.31; PSS baseline hostPath", "no sensitive host path or runtime socket is bind-mounted", checkHostMounts},
-	{"kernel-fs-readonly", "CIS 5.5", "sysfs and cgroupfs are mounted read-only", checkKernelFS},
-	{"mount-propagation", "CIS 5.19", "no shared or slave mount propagation", checkPropagation},
-	{"devices", "CIS 5.17; PSS baseline privileged", "no device beyond the defaults and the policy's, no allow-all device rule", checkDevices},
-	{"hooks", "-", "hooks only from the allowlist, with no LD_* in their env", checkHooks},
-}
-
-func checkPresent(a *auditor, s *specs.Spec) {
-	if s.Process == nil {
-		a.add("process-present", "process", "spec has no process")
+	l := &t.Limits
+	res := s.Linux.Resources
+	if res != nil && res.Memory != nil && res.Memory.Limit != nil {
+		l.MemoryBytes = *res.Memory.Limit
 	}
-	if s.Linux == nil {
-		a.add("process-present", "linux", "spec has no linux section")
+	if res != nil && res.CPU != nil && res.CPU.Quota != nil && *res.CPU.Quota > 0 {
+		l.CPUs = float64(*res.CPU.Quota) / 100000
 	}
-	if s.Root == nil {
-		a.add("process-present", "root", "spec has no root")
+	if res != nil && res.Pids != nil && res.Pids.Limit != nil {
+		l.Pids = *res.Pids.Limit
 	}
-}
-
-func checkUser(a *auditor, s *specs.Spec) {
-	if s.Process == nil {
-		return
-	}
-	u := s.Process.User
-	if u.UID == 0 {
-		a.add("user-non-root", "process.user.uid", "process runs as uid 0 (root)")
-	}
-	if u.GID == 0 {
-		a.add("user-non-root", "process.user.gid", "process runs with gid 0 (root group)")
-	}
-	if slices.Contains(u.AdditionalGids, 0) {
-		a.add("user-non-root", "process.user.additionalGids", "process is in supplementary group 0 (root)")
-	}
-}
-
-func checkNoNewPrivileges(a *auditor, s *specs.Spec) {
-	if s.Process != nil && !s.Process.NoNewPrivileges {
-		a.add("no-new-privileges", "process.noNewPrivileges", "no_new_privileges is off: setuid binaries and file capabilities can raise privilege")
-	}
-}
-
-func checkCapabilities(a *auditor, s *specs.Spec) {
-	if s.Process == nil || s.Process.Capabilities == nil {
-		// runc gives no capabilities when the object is absent.
-		return
-	}
-	c := s.Process.Capabilities
-	for _, set := range []struct {
-		name string
-		caps []string
-	}{
-		{"bounding", c.Bounding}, {"effective", c.Effective}, {"inheritable", c.Inheritable},
-		{"permitted", c.Permitted}, {"ambient", c.Ambient},
-	} {
-		if len(set.caps) > 0 {
-			a.add("capabilities-empty", "process.capabilities."+set.name, "capabilities granted: %s", strings.Join(set.caps, ","))
+	for _, r := range s.Process.Rlimits {
+		if r.Type == "RLIMIT_NOFILE" && r.Hard <= task.MaxOpenFiles {
+			l.OpenFiles = int64(r.Hard)
 		}
 	}
-}
-
-// permissive are the seccomp actions that let a syscall through.
-var permissive = map[specs.LinuxSeccompAction]bool{
-	specs.ActAllow:  true,
-	specs.ActLog:    true,
-	specs.ActNotify: true, // decided by a user-space agent: not a denial
-	specs.ActTrace:  true, // decided by a tracer: not a denial
-}
-
-func checkSeccompPresent(a *auditor, s *specs.Spec) {
-	if s.Linux == nil {
-		return
-	}
-	sc := s.Linux.Seccomp
-	if sc == nil {
-		a.add("seccomp-enforced", "linux.seccomp", "no seccomp profile: every syscall is allowed")
-		return
-	}
-	if permissive[sc.DefaultAction] {
-		a.add("seccomp-enforced", "linux.seccomp.defaultAction", "default action %s lets unlisted syscalls through", sc.DefaultAction)
-	}
-}
-
-// forbiddenSyscalls must never be allowed, with or without argument filters:
-// they mount, enter or create namespaces, reach the kernel keyring, load BPF
-// or kernel modules, or use io_uring (which bypasses seccomp for its ops).
-var forbiddenSyscalls = []string{
-	"mount", "umount", "umount2", "pivot_root", "move_mount", "open_tree",
-	"fsopen", "fsconfig", "fsmount", "fspick", "mount_setattr",
-	"unshare", "setns",
-	"keyctl", "add_key", "request_key",
-	"bpf",
-	"io_uring_setup", "io_uring_enter", "io_uring_register",
-	"init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load",
-	"open_by_handle_at", "clone3",
-}
-
-// cloneNamespaceFlags are the clone(2) flags that create namespaces; clone
-// may be allowed only with an argument filter that rejects all of them.
-const cloneNamespaceFlags = 0x7E020000 // CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET
-
-func checkSeccompSyscalls(a *auditor, s *specs.Spec) {
-	if s.Linux == nil || s.Linux.Seccomp == nil {
-		return
-	}
-	for i, rule := range s.Linux.Seccomp.Syscalls {
-		if !permissive[rule.Action] {
+	for _, m := range s.Mounts {
+		if m.Destination != spec.TmpPath {
 			continue
 		}
-		p := fmt.Sprintf("linux.seccomp.syscalls[%d]", i)
-		for _, name := range rule.Names {
+		for _, opt := range m.Options {
+			k, v, _ := strings.Cut(opt, "=")
+			n, err := strconv.ParseInt(v, 10, 64)
 			switch {
-			case slices.Contains(forbiddenSyscalls, name):
-				a.add("seccomp-dangerous-syscalls", p, "%s is allowed (%s)", name, rule.Action)
-			case name == "clone" && !cloneFiltered(rule.Args):
-				a.add("seccomp-dangerous-syscalls", p, "clone is allowed without a filter on namespace flags")
+			case err != nil:
+			case k == "size":
+				l.TmpBytes = n
+			case k == "nr_inodes":
+				l.TmpInodes = n
 			}
 		}
 	}
-}
+	a.boundLimits(l)
 
-// cloneFiltered reports whether args restrict clone's flags so that no
-// namespace flag can be set: a masked-equal test of the flags argument (arg 0
-// on most architectures, arg 1 on s390) against zero covering every
-// namespace bit.
-func cloneFiltered(args []specs.LinuxSeccompArg) bool {
-	for _, arg := range args {
-		// Value is the mask, ValueTwo what the masked flags must equal.
-		if arg.Op == specs.OpMaskedEqual && arg.ValueTwo == 0 && arg.Index <= 1 &&
-			arg.Value&cloneNamespaceFlags == cloneNamespaceFlags {
-			return true
+	o = spec.Options{OutputDir: a.policy.OutputDir(id), OOMScoreAdj: a.policy.OOMScoreAdj}
+	if names := s.Annotations[AnnotationGPUs]; names != "" {
+		if a.policy.CDI == nil {
+			a.add(RuleAnnotations, "annotations."+AnnotationGPUs, "names GPUs %s, but this policy has no CDI specs to check their edits against", names)
+		} else {
+			o.GPUDevices = strings.Split(names, ",")
+			o.CDI = a.policy.CDI
+			// The request only has to be non-empty: the names are what
+			// is injected.
+			t.GPUs = "all"
+			t.GPUShared = s.Annotations[AnnotationGPUsShared] == "true"
 		}
 	}
-	return false
+	return t, o, true
 }
 
-func checkRootReadonly(a *auditor, s *specs.Spec) {
-	if s.Root != nil && !s.Root.Readonly {
-		a.add("rootfs-readonly", "root.readonly", "root filesystem is writable")
-	}
-}
-
-func checkNamespaces(a *auditor, s *specs.Spec) {
-	if s.Linux == nil {
-		return
-	}
-	have := map[specs.LinuxNamespaceType]bool{}
-	for i, ns := range s.Linux.Namespaces {
-		have[ns.Type] = true
-		if ns.Path != "" {
-			a.add("namespaces-private", fmt.Sprintf("linux.namespaces[%d].path", i), "%s namespace joins an existing one at %s", ns.Type, ns.Path)
+// boundLimits checks each limit against the task package's bounds and the
+// policy's maxima. One out of the task's bounds is replaced by the default
+// (the comparison then reports it); one above the policy's maximum is kept,
+// so only this rule reports it.
+func (a *auditor) boundLimits(l *task.Limits) {
+	max := a.policy.Max
+	check := func(path, what string, v *int64, limit int64) {
+		if *v == 0 {
+			return
+		}
+		probe := task.Limits{}
+		switch what {
+		case "memory":
+			probe.MemoryBytes = *v
+		case "pids":
+			probe.Pids = *v
+		case "open files":
+			probe.OpenFiles = *v
+		case "/tmp size":
+			probe.TmpBytes = *v
+		case "/tmp inodes":
+			probe.TmpInodes = *v
+		}
+		if err := probe.Validate(); err != nil {
+			a.add(RuleLimits, path, "%v", err)
+			*v = 0
+			return
+		}
+		if limit > 0 && *v > limit {
+			a.add(RuleLimits, path, "%s %d is above the policy's maximum %d", what, *v, limit)
 		}
 	}
-	for _, want := range []specs.LinuxNamespaceType{specs.PIDNamespace, specs.IPCNamespace, specs.UTSNamespace, specs.MountNamespace, specs.NetworkNamespace} {
-		if !have[want] {
-			a.add("namespaces-private", "linux.namespaces", "no new %s namespace: the host's is shared", want)
+	check("linux.resources.memory.limit", "memory", &l.MemoryBytes, max.MemoryBytes)
+	check("linux.resources.pids.limit", "pids", &l.Pids, max.Pids)
+	check("process.rlimits", "open files", &l.OpenFiles, max.OpenFiles)
+	check("mounts[/tmp].options", "/tmp size", &l.TmpBytes, max.TmpBytes)
+	check("mounts[/tmp].options", "/tmp inodes", &l.TmpInodes, max.TmpInodes)
+	if l.CPUs != 0 {
+		if err := (task.Limits{CPUs: l.CPUs}).Validate(); err != nil {
+			a.add(RuleLimits, "linux.resources.cpu.quota", "%v", err)
+			l.CPUs = 0
+		} else if max.CPUs > 0 && l.CPUs > max.CPUs {
+			a.add(RuleLimits, "linux.resources.cpu.quota", "%g CPUs is above the policy's maximum %g", l.CPUs, max.CPUs)
 		}
 	}
 }
 
-func checkMaskedPaths(a *auditor, s *specs.Spec) {
-	if s.Linux == nil {
-		return
-	}
-	for _, p := range spec.RequiredMaskedPaths() {
-		if !slices.Contains(s.Linux.MaskedPaths, p) {
-			a.add("masked-paths", "linux.maskedPaths", "%s is not masked", p)
+// nvidiaEnvPrefixes select GPUs for NVIDIA's legacy runtime hook. Only the
+// CDI edits of the granted devices may set them.
+var nvidiaEnvPrefixes = []string{"NVIDIA_VISIBLE_DEVICES=", "NVIDIA_DRIVER_CAPABILITIES=", "NVIDIA_REQUIRE_", "NVIDIA_MIG_"}
+
+// IsNVIDIADeviceEnv reports whether kv (KEY=VALUE) is one of NVIDIA's
+// device-selection variables.
+func IsNVIDIADeviceEnv(kv string) bool {
+	return slices.ContainsFunc(nvidiaEnvPrefixes, func(p string) bool { return strings.HasPrefix(kv, p) })
+}
+
+func (a *auditor) checkEnv(s, want *specs.Spec) {
+	for i, kv := range s.Process.Env {
+		if IsNVIDIADeviceEnv(kv) && !slices.Contains(want.Process.Env, kv) {
+			key, _, _ := strings.Cut(kv, "=")
+			a.add(RuleEnv, fmt.Sprintf("process.env[%d]", i), "%s selects GPUs outside CDI: only the granted devices' CDI edits may set it", key)
 		}
 	}
 }
 
-func checkReadonlyPaths(a *auditor, s *specs.Spec) {
-	if s.Linux == nil {
+// checkSources resolves each bind source on the host, if the policy can: a
+// source that is, or runs through, a symlink is not the path it names.
+func (a *auditor) checkSources(s *specs.Spec) {
+	if a.policy.ResolveSource == nil {
 		return
 	}
-	for _, p := range spec.RequiredReadonlyPaths() {
-		if !slices.Contains(s.Linux.ReadonlyPaths, p) {
-			a.add("readonly-paths", "linux.readonlyPaths", "%s is not read-only", p)
-		}
-	}
-}
-
-func resources(s *specs.Spec) *specs.LinuxResources {
-	if s.Linux == nil || s.Linux.Resources == nil {
-		return &specs.LinuxResources{}
-	}
-	return s.Linux.Resources
-}
-
-func checkMemory(a *auditor, s *specs.Spec) {
-	m := resources(s).Memory
-	if m == nil || m.Limit == nil || *m.Limit <= 0 {
-		a.add("memory-limit", "linux.resources.memory.limit", "no memory limit")
-		return
-	}
-	if m.Swap == nil || *m.Swap != *m.Limit {
-		a.add("memory-limit", "linux.resources.memory.swap", "memory+swap is not equal to the memory limit: the task can swap")
-	}
-}
-
-func checkCPU(a *auditor, s *specs.Spec) {
-	c := resources(s).CPU
-	if c == nil || c.Quota == nil || *c.Quota <= 0 || c.Period == nil || *c.Period == 0 {
-		a.add("cpu-limit", "linux.resources.cpu.quota", "no CPU quota")
-	}
-}
-
-func checkPids(a *auditor, s *specs.Spec) {
-	p := resources(s).Pids
-	if p == nil || p.Limit == nil || *p.Limit <= 0 {
-		a.add("pids-limit", "linux.resources.pids.limit", "no pids limit: a fork bomb can exhaust the host's pids")
-	}
-}
-
-func checkSysctls(a *auditor, s *specs.Spec) {
-	if s.Linux == nil {
-		return
-	}
-	keys := make([]string, 0, len(s.Linux.Sysctl))
-	for k := range s.Linux.Sysctl {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		a.add("no-sysctls", "linux.sysctl."+k, "sysctl %s is set", k)
-	}
-}
-
-// sensitiveHostDirs may never be bind-mounted, nor anything inside them, nor
-// any of their ancestors (binding "/" exposes all of them).
-var sensitiveHostDirs = []string{
-	"/boot", "/dev", "/etc", "/home", "/proc", "/root", "/run", "/sys", "/var/run",
-	"/var/lib/containerd", "/var/lib/docker", "/var/lib/kubelet", "/var/lib/nsn-run/containerd",
-	"/var/log",
-}
-
-// systemDirs hold the host's programs and libraries: never writable, and
-// readable only where the policy allows (GPU driver files).
-var systemDirs = []string{"/bin", "/lib", "/lib32", "/lib64", "/libx32", "/opt", "/sbin", "/usr"}
-
-func isBind(m specs.Mount) bool {
-	return m.Type == "bind" || slices.Contains(m.Options, "bind") || slices.Contains(m.Options, "rbind")
-}
-
-// within reports whether p is dir or lies inside it.
-func within(p, dir string) bool {
-	return p == dir || dir == "/" || strings.HasPrefix(p, dir+"/")
-}
-
-func checkHostMounts(a *auditor, s *specs.Spec) {
-	for i, m := range s.Mounts {
-		if !isBind(m) {
+	for _, m := range s.Mounts {
+		if m.Type != "bind" && !slices.Contains(m.Options, "bind") && !slices.Contains(m.Options, "rbind") {
 			continue
 		}
-		at := fmt.Sprintf("mounts[%d].source", i)
-		src := path.Clean(m.Source)
-		if !path.IsAbs(src) {
-			a.add("host-mounts", at, "bind source %q is not an absolute path", m.Source)
-			continue
+		resolved, err := a.policy.ResolveSource(m.Source)
+		if err != nil {
+			continue // a missing source: the comparison judges the path
 		}
-		switch {
-		case strings.HasSuffix(src, ".sock"):
-			a.add("host-mounts", at, "%s looks like a runtime socket", src)
-		case slices.ContainsFunc(sensitiveHostDirs, func(d string) bool { return within(src, d) || within(d, src) }):
-			a.add("host-mounts", at, "%s exposes a sensitive host directory", src)
-		case slices.ContainsFunc(systemDirs, func(d string) bool { return within(d, src) }):
-			a.add("host-mounts", at, "%s contains host system directories", src)
-		case slices.ContainsFunc(systemDirs, func(d string) bool { return within(src, d) }):
-			if !slices.Contains(m.Options, "ro") {
-				a.add("host-mounts", at, "%s is a host system path mounted writable", src)
-			} else if !slices.ContainsFunc(a.policy.BindSources, func(d string) bool { return within(src, d) }) {
-				a.add("host-mounts", at, "%s is a host system path not in the policy's allowed bind sources", src)
-			}
+		if path.Clean(resolved) != path.Clean(m.Source) {
+			a.add(RuleMounts, "mounts["+m.Destination+"].source", "%s resolves to %s on this host: a bind source must not run through a symlink", m.Source, resolved)
 		}
 	}
 }
 
-func checkKernelFS(a *auditor, s *specs.Spec) {
-	for i, m := range s.Mounts {
-		if (m.Type == "sysfs" || m.Type == "cgroup" || m.Type == "cgroup2") && !slices.Contains(m.Options, "ro") {
-			a.add("kernel-fs-readonly", fmt.Sprintf("mounts[%d].options", i), "%s at %s is writable", m.Type, m.Destination)
+func validName(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return false
 		}
 	}
-}
-
-var sharedPropagation = []string{"shared", "rshared", "slave", "rslave"}
-
-func checkPropagation(a *auditor, s *specs.Spec) {
-	if s.Linux != nil && slices.Contains(sharedPropagation, s.Linux.RootfsPropagation) {
-		a.add("mount-propagation", "linux.rootfsPropagation", "root propagation %s lets mounts cross between host and container", s.Linux.RootfsPropagation)
-	}
-	for i, m := range s.Mounts {
-		for _, o := range m.Options {
-			if slices.Contains(sharedPropagation, o) {
-				a.add("mount-propagation", fmt.Sprintf("mounts[%d].options", i), "mount %s has %s propagation", m.Destination, o)
-			}
-		}
-	}
-}
-
-// defaultDevices are the character devices every container gets.
-var defaultDevices = []string{"/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty", "/dev/ptmx", "/dev/console"}
-
-func checkDevices(a *auditor, s *specs.Spec) {
-	if s.Linux == nil {
-		return
-	}
-	for i, d := range s.Linux.Devices {
-		if !slices.Contains(defaultDevices, d.Path) && !slices.Contains(a.policy.DevicePaths, d.Path) {
-			a.add("devices", fmt.Sprintf("linux.devices[%d]", i), "device %s (%s %d:%d) is not allowed", d.Path, d.Type, d.Major, d.Minor)
-		}
-	}
-	for i, r := range resources(s).Devices {
-		if r.Allow && (r.Type == "" || r.Type == "a") && r.Major == nil && r.Minor == nil {
-			a.add("devices", fmt.Sprintf("linux.resources.devices[%d]", i), "device cgroup allows every device (%s)", r.Access)
-		}
-	}
-}
-
-func checkHooks(a *auditor, s *specs.Spec) {
-	if s.Hooks == nil {
-		return
-	}
-	for _, stage := range []struct {
-		name  string
-		hooks []specs.Hook
-	}{
-		{"prestart", s.Hooks.Prestart}, //nolint:staticcheck // deprecated but still run by runc
-		{"createRuntime", s.Hooks.CreateRuntime},
-		{"createContainer", s.Hooks.CreateContainer},
-		{"startContainer", s.Hooks.StartContainer},
-		{"poststart", s.Hooks.Poststart},
-		{"poststop", s.Hooks.Poststop},
-	} {
-		for i, h := range stage.hooks {
-			at := fmt.Sprintf("hooks.%s[%d]", stage.name, i)
-			if !slices.Contains(a.policy.HookPaths, h.Path) {
-				a.add("hooks", at+".path", "hook %s is not in the allowlist", h.Path)
-			}
-			for _, kv := range h.Env {
-				if strings.HasPrefix(kv, "LD_") {
-					key, _, _ := strings.Cut(kv, "=")
-					a.add("hooks", at+".env", "hook env sets %s, which would load code into a host process", key)
-				}
-			}
-		}
-	}
+	return true
 }

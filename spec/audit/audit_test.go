@@ -3,10 +3,14 @@ package audit_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/pkg/oci"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -15,13 +19,53 @@ import (
 	"github.com/nsn-run/nsn-run/task"
 )
 
-// goodSpec is the spec nsn-run generates for a plain task, round-tripped
-// through JSON as `nsn-run audit` would read it.
-func goodSpec(t *testing.T) *specs.Spec {
+const taskID = "a1"
+
+// fakeCDI stands in for the CDI injector: GPU 0 adds a device node, a
+// driver mount and a hook; any other name is unknown.
+type fakeCDI struct{}
+
+const fakeGPU = "nvidia.com/gpu=0"
+
+func (fakeCDI) InjectSpecOpt(names []string, shared bool) (oci.SpecOpts, error) {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *specs.Spec) error {
+		for _, n := range names {
+			if n != fakeGPU {
+				return fmt.Errorf("unresolvable CDI device %s", n)
+			}
+			var major int64 = 195
+			s.Linux.Devices = append(s.Linux.Devices, specs.LinuxDevice{Path: "/dev/nvidia0", Type: "c", Major: 195, Minor: 0})
+			s.Linux.Resources.Devices = append(s.Linux.Resources.Devices, specs.LinuxDeviceCgroup{Allow: true, Type: "c", Major: &major, Minor: new(int64), Access: "rw"})
+			s.Mounts = append(s.Mounts, specs.Mount{Destination: "/usr/lib/libcuda.so.1", Type: "bind", Source: "/usr/lib/x86_64-linux-gnu/libcuda.so.1", Options: []string{"ro", "nosuid", "nodev", "bind"}})
+			if s.Hooks == nil {
+				s.Hooks = &specs.Hooks{}
+			}
+			s.Hooks.CreateContainer = append(s.Hooks.CreateContainer, specs.Hook{Path: "/usr/bin/nvidia-cdi-hook", Args: []string{"nvidia-cdi-hook", "update-ldcache"}, Env: []string{"PATH=/usr/bin"}})
+		}
+		if s.Annotations == nil {
+			s.Annotations = map[string]string{}
+		}
+		s.Annotations[audit.AnnotationGPUs] = strings.Join(names, ",")
+		if shared {
+			s.Annotations[audit.AnnotationGPUsShared] = "true"
+		}
+		return nil
+	}, nil
+}
+
+var policy = audit.Policy{CDI: fakeCDI{}}
+
+// generated is the spec nsn-run generates for a plain task (with GPU 0 when
+// gpu is set), round-tripped through JSON as `nsn-run audit` reads it.
+func generated(t *testing.T, gpu bool) *specs.Spec {
 	t.Helper()
-	s, err := spec.Generate(context.Background(),
-		task.Task{ID: "a1", Image: "busybox", Command: []string{"true"}},
-		ocispec.ImageConfig{}, spec.Options{OutputDir: "/var/lib/nsn-run/tasks/a1/output"})
+	tk := task.Task{ID: taskID, Image: "busybox", Command: []string{"sh", "-c", "true"}, Env: []string{"A=1"}}
+	o := spec.Options{OutputDir: policy.OutputDir(taskID)}
+	if gpu {
+		tk.GPUs = "device=0"
+		o.GPUDevices, o.CDI = []string{fakeGPU}, fakeCDI{}
+	}
+	s, err := spec.Generate(context.Background(), tk, ocispec.ImageConfig{User: "1000:1000", WorkingDir: "/work"}, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,213 +73,333 @@ func goodSpec(t *testing.T) *specs.Spec {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out specs.Spec
-	if err := json.Unmarshal(b, &out); err != nil {
+	out, findings, err := audit.DecodeSpec(b)
+	if err != nil || len(findings) != 0 {
+		t.Fatalf("decode own spec: %v %v", err, findings)
+	}
+	return out
+}
+
+func TestGeneratedSpecIsClean(t *testing.T) {
+	for _, gpu := range []bool{false, true} {
+		if f := audit.Check(context.Background(), generated(t, gpu), policy); len(f) != 0 {
+			t.Errorf("gpu=%v: findings on nsn-run's own spec: %v", gpu, f)
+		}
+	}
+}
+
+// TestKnobsAreFree: the task's own knobs (id, command, env, working dir,
+// user, limits, shim group) may take any valid value.
+func TestKnobsAreFree(t *testing.T) {
+	tk := task.Task{ID: "other-9", Image: "x", Command: []string{"/bin/app", "--flag"}, Env: []string{"X=1", "PATH=/opt"},
+		WorkingDir: "/srv", User: "4242:4343",
+		Limits: task.Limits{MemoryBytes: 300 * task.MiB, CPUs: 2.5, Pids: 77, OpenFiles: 4096, TmpBytes: 3 * task.MiB, TmpInodes: 99}}
+	s, err := spec.Generate(context.Background(), tk, ocispec.ImageConfig{}, spec.Options{OutputDir: policy.OutputDir(tk.ID), OOMScoreAdj: 700})
+	if err != nil {
 		t.Fatal(err)
 	}
-	return &out
+	s.Annotations = map[string]string{audit.AnnotationShimGroup: "nsn-shared"}
+	p := policy
+	p.OOMScoreAdj = 700
+	if f := audit.Check(context.Background(), s, p); len(f) != 0 {
+		t.Fatalf("findings: %v", f)
+	}
+	// The same spec under the default policy: the score is not the policy's.
+	if f := audit.Check(context.Background(), s, policy); len(f) != 1 || f[0].Rule != audit.RuleProcessLimits {
+		t.Fatalf("findings under another policy's score: %v", f)
+	}
 }
 
 func i64(v int64) *int64 { return &v }
 
-func bindMount(src string, opts ...string) specs.Mount {
-	return specs.Mount{Destination: "/mnt", Type: "bind", Source: src, Options: append([]string{"rbind"}, opts...)}
-}
-
-func removeNamespace(s *specs.Spec, typ specs.LinuxNamespaceType) {
-	s.Linux.Namespaces = slices.DeleteFunc(s.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == typ })
-}
-
-func TestGeneratedSpecIsClean(t *testing.T) {
-	if f := audit.Check(goodSpec(t)); len(f) != 0 {
-		t.Fatalf("findings on nsn-run's own spec: %v", f)
+func seccompRule(s *specs.Spec, name string) *specs.LinuxSyscall {
+	for i, r := range s.Linux.Seccomp.Syscalls {
+		if slices.Contains(r.Names, name) && len(r.Args) > 0 {
+			return &s.Linux.Seccomp.Syscalls[i]
+		}
 	}
+	panic("no argument rule for " + name)
 }
 
-// TestEachRuleCatchesItsViolation breaks the good spec one way at a time and
-// expects exactly the rule concerned to fire, at the path concerned.
-func TestEachRuleCatchesItsViolation(t *testing.T) {
-	cases := []struct {
-		name     string
-		rule     string
-		path     string
-		mutate   func(*specs.Spec)
-		policy   audit.Policy
-		moreThan bool // the breakage legitimately trips further rules
-	}{
-		{name: "no process", rule: "process-present", path: "process", mutate: func(s *specs.Spec) { s.Process = nil }},
-		{name: "no root", rule: "process-present", path: "root", mutate: func(s *specs.Spec) { s.Root = nil }},
-		{name: "uid 0", rule: "user-non-root", path: "process.user.uid", mutate: func(s *specs.Spec) { s.Process.User.UID = 0 }},
-		{name: "gid 0", rule: "user-non-root", path: "process.user.gid", mutate: func(s *specs.Spec) { s.Process.User.GID = 0 }},
-		{name: "group 0", rule: "user-non-root", path: "process.user.additionalGids", mutate: func(s *specs.Spec) { s.Process.User.AdditionalGids = []uint32{65534, 0} }},
-		{name: "new privileges", rule: "no-new-privileges", path: "process.noNewPrivileges", mutate: func(s *specs.Spec) { s.Process.NoNewPrivileges = false }},
-		{name: "CAP_SYS_ADMIN bounding", rule: "capabilities-empty", path: "process.capabilities.bounding", mutate: func(s *specs.Spec) {
-			s.Process.Capabilities = &specs.LinuxCapabilities{Bounding: []string{"CAP_SYS_ADMIN"}}
-		}},
-		{name: "ambient cap", rule: "capabilities-empty", path: "process.capabilities.ambient", mutate: func(s *specs.Spec) {
-			s.Process.Capabilities = &specs.LinuxCapabilities{Ambient: []string{"CAP_NET_RAW"}}
-		}},
-		{name: "no seccomp", rule: "seccomp-enforced", path: "linux.seccomp", mutate: func(s *specs.Spec) { s.Linux.Seccomp = nil }},
-		{name: "seccomp allow default", rule: "seccomp-enforced", path: "linux.seccomp.defaultAction", mutate: func(s *specs.Spec) { s.Linux.Seccomp.DefaultAction = specs.ActAllow }},
-		{name: "seccomp log default", rule: "seccomp-enforced", path: "linux.seccomp.defaultAction", mutate: func(s *specs.Spec) { s.Linux.Seccomp.DefaultAction = specs.ActLog }},
-		{name: "mount allowed", rule: "seccomp-dangerous-syscalls", mutate: allowSyscall("mount")},
-		{name: "unshare allowed", rule: "seccomp-dangerous-syscalls", mutate: allowSyscall("unshare")},
-		{name: "setns allowed", rule: "seccomp-dangerous-syscalls", mutate: allowSyscall("setns")},
-		{name: "keyctl allowed", rule: "seccomp-dangerous-syscalls", mutate: allowSyscall("keyctl")},
-		{name: "bpf allowed", rule: "seccomp-dangerous-syscalls", mutate: allowSyscall("bpf")},
-		{name: "io_uring allowed", rule: "seccomp-dangerous-syscalls", mutate: allowSyscall("io_uring_setup")},
-		{name: "clone3 allowed", rule: "seccomp-dangerous-syscalls", mutate: allowSyscall("clone3")},
-		{name: "clone unfiltered", rule: "seccomp-dangerous-syscalls", mutate: allowSyscall("clone")},
-		{name: "notify counts as allow", rule: "seccomp-dangerous-syscalls", mutate: func(s *specs.Spec) {
-			s.Linux.Seccomp.Syscalls = append(s.Linux.Seccomp.Syscalls, specs.LinuxSyscall{Names: []string{"pivot_root"}, Action: specs.ActNotify})
-		}},
-		{name: "writable root", rule: "rootfs-readonly", path: "root.readonly", mutate: func(s *specs.Spec) { s.Root.Readonly = false }},
-		{name: "host network", rule: "namespaces-private", path: "linux.namespaces", mutate: func(s *specs.Spec) { removeNamespace(s, specs.NetworkNamespace) }},
-		{name: "host pid", rule: "namespaces-private", path: "linux.namespaces", mutate: func(s *specs.Spec) { removeNamespace(s, specs.PIDNamespace) }},
-		{name: "host ipc", rule: "namespaces-private", path: "linux.namespaces", mutate: func(s *specs.Spec) { removeNamespace(s, specs.IPCNamespace) }},
-		{name: "host uts", rule: "namespaces-private", path: "linux.namespaces", mutate: func(s *specs.Spec) { removeNamespace(s, specs.UTSNamespace) }},
-		{name: "host mount ns", rule: "namespaces-private", path: "linux.namespaces", mutate: func(s *specs.Spec) { removeNamespace(s, specs.MountNamespace) }},
-		{name: "joined netns", rule: "namespaces-private", mutate: func(s *specs.Spec) {
-			for i := range s.Linux.Namespaces {
-				if s.Linux.Namespaces[i].Type == specs.NetworkNamespace {
-					s.Linux.Namespaces[i].Path = "/proc/1/ns/net"
-				}
-			}
-		}},
-		{name: "kcore unmasked", rule: "masked-paths", path: "linux.maskedPaths", mutate: func(s *specs.Spec) {
-			s.Linux.MaskedPaths = slices.DeleteFunc(s.Linux.MaskedPaths, func(p string) bool { return p == "/proc/kcore" })
-		}},
-		{name: "proc/sys writable", rule: "readonly-paths", path: "linux.readonlyPaths", mutate: func(s *specs.Spec) { s.Linux.ReadonlyPaths = nil }},
-		{name: "no memory limit", rule: "memory-limit", path: "linux.resources.memory.limit", mutate: func(s *specs.Spec) { s.Linux.Resources.Memory = nil }},
-		{name: "swap allowed", rule: "memory-limit", path: "linux.resources.memory.swap", mutate: func(s *specs.Spec) { s.Linux.Resources.Memory.Swap = i64(-1) }},
-		{name: "no cpu quota", rule: "cpu-limit", path: "linux.resources.cpu.quota", mutate: func(s *specs.Spec) { s.Linux.Resources.CPU.Quota = nil }},
-		{name: "no pids limit", rule: "pids-limit", path: "linux.resources.pids.limit", mutate: func(s *specs.Spec) { s.Linux.Resources.Pids = nil }},
-		{name: "zero pids limit", rule: "pids-limit", path: "linux.resources.pids.limit", mutate: func(s *specs.Spec) { s.Linux.Resources.Pids.Limit = i64(0) }},
-		{name: "sysctl", rule: "no-sysctls", path: "linux.sysctl.net.ipv4.ip_forward", mutate: func(s *specs.Spec) { s.Linux.Sysctl = map[string]string{"net.ipv4.ip_forward": "1"} }},
-		{name: "bind /", rule: "host-mounts", mutate: func(s *specs.Spec) { s.Mounts = append(s.Mounts, bindMount("/", "ro")) }},
-		{name: "bind /etc", rule: "host-mounts", mutate: func(s *specs.Spec) { s.Mounts = append(s.Mounts, bindMount("/etc", "ro")) }},
-		{name: "bind /etc/shadow", rule: "host-mounts", mutate: func(s *specs.Spec) { s.Mounts = append(s.Mounts, bindMount("/etc/shadow")) }},
-		{name: "bind /var via dotdot", rule: "host-mounts", mutate: func(s *specs.Spec) { s.Mounts = append(s.Mounts, bindMount("/tmp/../var")) }},
-		{name: "bind docker socket", rule: "host-mounts", mutate: func(s *specs.Spec) { s.Mounts = append(s.Mounts, bindMount("/srv/docker.sock")) }},
-		{name: "bind containerd state", rule: "host-mounts", mutate: func(s *specs.Spec) {
-			s.Mounts = append(s.Mounts, bindMount("/var/lib/containerd/io.containerd.content.v1.content"))
-		}},
-		{name: "bind /proc option only", rule: "host-mounts", mutate: func(s *specs.Spec) {
-			s.Mounts = append(s.Mounts, specs.Mount{Destination: "/x", Source: "/proc", Options: []string{"bind"}})
-		}},
-		{name: "bind /usr writable", rule: "host-mounts", mutate: func(s *specs.Spec) { s.Mounts = append(s.Mounts, bindMount("/usr/lib/libcuda.so")) }},
-		{name: "bind /usr ro not allowed", rule: "host-mounts", mutate: func(s *specs.Spec) { s.Mounts = append(s.Mounts, bindMount("/usr/lib/libcuda.so", "ro")) }},
-		{name: "relative bind", rule: "host-mounts", mutate: func(s *specs.Spec) { s.Mounts = append(s.Mounts, bindMount("data")) }},
-		{name: "writable sysfs", rule: "kernel-fs-readonly", mutate: func(s *specs.Spec) {
-			for i := range s.Mounts {
-				if s.Mounts[i].Type == "sysfs" {
-					s.Mounts[i].Options = []string{"nosuid", "noexec", "nodev"}
-				}
-			}
-		}},
-		{name: "writable cgroupfs", rule: "kernel-fs-readonly", mutate: func(s *specs.Spec) {
-			s.Mounts = append(s.Mounts, specs.Mount{Destination: "/sys/fs/cgroup", Type: "cgroup2", Source: "cgroup"})
-		}},
-		{name: "shared root propagation", rule: "mount-propagation", path: "linux.rootfsPropagation", mutate: func(s *specs.Spec) { s.Linux.RootfsPropagation = "rshared" }},
-		{name: "shared mount", rule: "mount-propagation", mutate: func(s *specs.Spec) {
-			s.Mounts = append(s.Mounts, specs.Mount{Destination: "/x", Type: "tmpfs", Source: "tmpfs", Options: []string{"shared"}})
-		}},
-		{name: "host disk device", rule: "devices", path: "linux.devices[0]", mutate: func(s *specs.Spec) {
-			s.Linux.Devices = []specs.LinuxDevice{{Path: "/dev/sda", Type: "b", Major: 8}}
-		}},
-		{name: "allow all devices", rule: "devices", mutate: func(s *specs.Spec) {
-			s.Linux.Resources.Devices = append(s.Linux.Resources.Devices, specs.LinuxDeviceCgroup{Allow: true, Access: "rwm"})
-		}},
-		{name: "hook not allowed", rule: "hooks", path: "hooks.createContainer[0].path", mutate: func(s *specs.Spec) {
-			s.Hooks = &specs.Hooks{CreateContainer: []specs.Hook{{Path: "/tmp/evil"}}}
-		}},
-		{name: "hook with LD_PRELOAD", rule: "hooks", path: "hooks.createContainer[0].env", policy: audit.Policy{HookPaths: []string{"/usr/bin/nvidia-cdi-hook"}}, mutate: func(s *specs.Spec) {
-			s.Hooks = &specs.Hooks{CreateContainer: []specs.Hook{{Path: "/usr/bin/nvidia-cdi-hook", Env: []string{"LD_PRELOAD=/x.so"}}}}
-		}},
+func mountAt(s *specs.Spec, dest string) *specs.Mount {
+	for i := range s.Mounts {
+		if s.Mounts[i].Destination == dest {
+			return &s.Mounts[i]
+		}
 	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			s := goodSpec(t)
-			c.mutate(s)
-			findings := audit.CheckWithPolicy(s, c.policy)
-			var hit bool
+	panic("no mount at " + dest)
+}
+
+type mutation struct {
+	name   string
+	rule   string
+	gpu    bool // start from the spec with GPU 0
+	policy *audit.Policy
+	mutate func(*specs.Spec)
+}
+
+// mutations break the generated spec one way each; every one must give
+// findings of exactly its rule. The names are the Tests of the rule table.
+var mutations = []mutation{
+	{name: "no-process", rule: audit.RuleShape, mutate: func(s *specs.Spec) { s.Process = nil }},
+	{name: "bad-hostname", rule: audit.RuleShape, mutate: func(s *specs.Spec) { s.Hostname = "../x" }},
+	{name: "memory-above-policy", rule: audit.RuleLimits, policy: &audit.Policy{Max: task.Limits{MemoryBytes: 256 * task.MiB}}, mutate: func(*specs.Spec) {}},
+	{name: "cpus-above-policy", rule: audit.RuleLimits, policy: &audit.Policy{Max: task.Limits{CPUs: 0.5}}, mutate: func(*specs.Spec) {}},
+	{name: "pids-out-of-bounds", rule: audit.RuleLimits, mutate: func(s *specs.Spec) { s.Linux.Resources.Pids.Limit = i64(-5) }},
+	{name: "root-path-host-usr", rule: audit.RuleRoot, mutate: func(s *specs.Spec) { s.Root.Path = "/usr" }},
+	{name: "root-writable", rule: audit.RuleRoot, mutate: func(s *specs.Spec) { s.Root.Readonly = false }},
+	{name: "uid-0", rule: audit.RuleUser, mutate: func(s *specs.Spec) { s.Process.User.UID = 0 }},
+	{name: "additional-gids", rule: audit.RuleUser, mutate: func(s *specs.Spec) { s.Process.User.AdditionalGids = append(s.Process.User.AdditionalGids, 4) }},
+	{name: "cap-sys-admin", rule: audit.RuleCapabilities, mutate: func(s *specs.Spec) { s.Process.Capabilities.Bounding = []string{"CAP_SYS_ADMIN"} }},
+	{name: "no-new-privileges-off", rule: audit.RuleNoNewPrivileges, mutate: func(s *specs.Spec) { s.Process.NoNewPrivileges = false }},
+	{name: "seccomp-extra-syscall", rule: audit.RuleSeccomp, mutate: func(s *specs.Spec) {
+		s.Linux.Seccomp.Syscalls = append(s.Linux.Seccomp.Syscalls, specs.LinuxSyscall{Names: []string{"keyctl"}, Action: specs.ActAllow})
+	}},
+	{name: "seccomp-clone-arg-index", rule: audit.RuleSeccomp, mutate: func(s *specs.Spec) { seccompRule(s, "clone").Args[0].Index = 1 }},
+	{name: "seccomp-default-allow", rule: audit.RuleSeccomp, mutate: func(s *specs.Spec) { s.Linux.Seccomp.DefaultAction = specs.ActLog }},
+	{name: "seccomp-flag-spec-allow", rule: audit.RuleSeccomp, mutate: func(s *specs.Spec) {
+		s.Linux.Seccomp.Flags = []specs.LinuxSeccompFlag{specs.LinuxSeccompFlagSpecAllow}
+	}},
+	{name: "seccomp-listener", rule: audit.RuleSeccomp, mutate: func(s *specs.Spec) { s.Linux.Seccomp.ListenerPath = "/run/agent.sock" }},
+	{name: "seccomp-compat-arch", rule: audit.RuleSeccomp, mutate: func(s *specs.Spec) {
+		s.Linux.Seccomp.Architectures = append(s.Linux.Seccomp.Architectures, specs.ArchX86, specs.ArchX32)
+	}},
+	{name: "seccomp-missing", rule: audit.RuleSeccomp, mutate: func(s *specs.Spec) { s.Linux.Seccomp = nil }},
+	{name: "rlimit-core-raised", rule: audit.RuleProcessLimits, mutate: func(s *specs.Spec) { s.Process.Rlimits[1].Hard, s.Process.Rlimits[1].Soft = 1<<30, 1<<30 }},
+	{name: "rlimit-missing", rule: audit.RuleProcessLimits, mutate: func(s *specs.Spec) { s.Process.Rlimits = s.Process.Rlimits[:1] }},
+	{name: "oom-score-lowered", rule: audit.RuleProcessLimits, mutate: func(s *specs.Spec) { s.Process.OOMScoreAdj = new(int) }},
+	{name: "apparmor-unconfined", rule: audit.RuleLSM, mutate: func(s *specs.Spec) { s.Process.ApparmorProfile = "unconfined" }},
+	{name: "selinux-spc", rule: audit.RuleLSM, mutate: func(s *specs.Spec) { s.Process.SelinuxLabel = "system_u:system_r:spc_t:s0" }},
+	{name: "sched-fifo", rule: audit.RuleScheduling, mutate: func(s *specs.Spec) { s.Process.Scheduler = &specs.Scheduler{Policy: specs.SchedFIFO, Priority: 99} }},
+	{name: "terminal", rule: audit.RuleTerminal, mutate: func(s *specs.Spec) { s.Process.Terminal = true }},
+	{name: "process-user-name", rule: audit.RuleProcess, mutate: func(s *specs.Spec) { s.Process.CommandLine = "cmd.exe" }},
+	{name: "nvidia-visible-devices", rule: audit.RuleEnv, mutate: func(s *specs.Spec) {
+		s.Process.Env = append(s.Process.Env, "NVIDIA_VISIBLE_DEVICES=all")
+	}},
+	{name: "host-network", rule: audit.RuleNamespaces, mutate: func(s *specs.Spec) {
+		s.Linux.Namespaces = slices.DeleteFunc(s.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == specs.NetworkNamespace })
+	}},
+	{name: "namespace-path", rule: audit.RuleNamespaces, mutate: func(s *specs.Spec) {
+		for i := range s.Linux.Namespaces {
+			if s.Linux.Namespaces[i].Type == specs.PIDNamespace {
+				s.Linux.Namespaces[i].Path = "/proc/1/ns/pid"
+			}
+		}
+	}},
+	{name: "no-cgroup-namespace", rule: audit.RuleNamespaces, mutate: func(s *specs.Spec) {
+		s.Linux.Namespaces = slices.DeleteFunc(s.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == specs.CgroupNamespace })
+	}},
+	{name: "uid-map-host-root", rule: audit.RuleUserNamespace, mutate: func(s *specs.Spec) {
+		s.Linux.UIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 0, Size: 65536}}
+	}},
+	{name: "devtmpfs", rule: audit.RuleMounts, mutate: func(s *specs.Spec) {
+		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/hostdev", Type: "devtmpfs", Source: "devtmpfs"})
+	}},
+	{name: "second-procfs", rule: audit.RuleMounts, mutate: func(s *specs.Spec) {
+		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/tmp/proc2", Type: "proc", Source: "proc"})
+	}},
+	{name: "sys-ro-rw", rule: audit.RuleMounts, mutate: func(s *specs.Spec) { m := mountAt(s, "/sys"); m.Options = append(m.Options, "rw") }},
+	{name: "bind-host-tmp", rule: audit.RuleMounts, mutate: func(s *specs.Spec) {
+		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/mnt", Type: "bind", Source: "/tmp", Options: []string{"rbind", "ro"}})
+	}},
+	{name: "bind-tasks-dir", rule: audit.RuleMounts, mutate: func(s *specs.Spec) { mountAt(s, "/output").Source = "/var/lib/nsn-run/tasks" }},
+	{name: "overlay-host-lower", rule: audit.RuleMounts, mutate: func(s *specs.Spec) {
+		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/x", Type: "overlay", Source: "overlay", Options: []string{"lowerdir=/etc"}})
+	}},
+	{name: "cgroup-mount", rule: audit.RuleMounts, mutate: func(s *specs.Spec) {
+		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/sys/fs/cgroup", Type: "cgroup2", Source: "cgroup"})
+	}},
+	{name: "bind-symlink-source", rule: audit.RuleMounts, policy: &audit.Policy{ResolveSource: func(p string) (string, error) {
+		if p == policy.OutputDir(taskID) {
+			return "/etc", nil
+		}
+		return p, nil
+	}}, mutate: func(*specs.Spec) {}},
+	{name: "rootfs-shared", rule: audit.RuleMountPropagation, mutate: func(s *specs.Spec) { s.Linux.RootfsPropagation = "rshared" }},
+	{name: "unmask-kcore", rule: audit.RuleMaskedPaths, mutate: func(s *specs.Spec) {
+		s.Linux.MaskedPaths = slices.DeleteFunc(s.Linux.MaskedPaths, func(p string) bool { return p == "/proc/kcore" })
+	}},
+	{name: "device-alias-full", rule: audit.RuleDevices, mutate: func(s *specs.Spec) {
+		s.Linux.Devices = append(s.Linux.Devices, specs.LinuxDevice{Path: "/dev/full", Type: "b", Major: 8, Minor: 0})
+	}},
+	{name: "device-cgroup-allow-all", rule: audit.RuleDevices, mutate: func(s *specs.Spec) { s.Linux.Resources.Devices[0].Allow = true }},
+	{name: "device-cgroup-empty", rule: audit.RuleDevices, mutate: func(s *specs.Spec) { s.Linux.Resources.Devices = nil }},
+	{name: "unified-memory", rule: audit.RuleResources, mutate: func(s *specs.Spec) { s.Linux.Resources.Unified = map[string]string{"memory.max": "max"} }},
+	{name: "oom-killer-disabled", rule: audit.RuleResources, mutate: func(s *specs.Spec) { t := true; s.Linux.Resources.Memory.DisableOOMKiller = &t }},
+	{name: "cpu-realtime", rule: audit.RuleResources, mutate: func(s *specs.Spec) { s.Linux.Resources.CPU.RealtimeRuntime = i64(950000) }},
+	{name: "swap-unlimited", rule: audit.RuleResources, mutate: func(s *specs.Spec) { s.Linux.Resources.Memory.Swap = i64(-1) }},
+	{name: "cgroups-path-host", rule: audit.RuleCgroups, mutate: func(s *specs.Spec) { s.Linux.CgroupsPath = "/system.slice" }},
+	{name: "sysctl", rule: audit.RuleSysctls, mutate: func(s *specs.Spec) { s.Linux.Sysctl = map[string]string{"net.ipv4.ip_forward": "1"} }},
+	{name: "net-device", rule: audit.RuleNetDevices, mutate: func(s *specs.Spec) { s.Linux.NetDevices = map[string]specs.LinuxNetDevice{"eth0": {}} }},
+	{name: "hook-added", rule: audit.RuleHooks, mutate: func(s *specs.Spec) {
+		s.Hooks = &specs.Hooks{CreateRuntime: []specs.Hook{{Path: "/usr/bin/nvidia-cdi-hook", Args: []string{"nvidia-cdi-hook", "create-symlinks"}}}}
+	}},
+	{name: "hook-args-changed", rule: audit.RuleHooks, gpu: true, mutate: func(s *specs.Spec) {
+		s.Hooks.CreateContainer[0].Args = []string{"nvidia-cdi-hook", "update-ldcache", "--folder", "/host/lib"}
+	}},
+	{name: "annotation-run-oci", rule: audit.RuleAnnotations, mutate: func(s *specs.Spec) {
+		s.Annotations = map[string]string{"run.oci.keep_original_groups": "1"}
+	}},
+	{name: "annotation-unknown-gpu", rule: audit.RuleAnnotations, gpu: true, mutate: func(s *specs.Spec) {
+		// GPU 0's edits stay, the annotation claims another device: the
+		// edits are then no granted device's.
+		s.Annotations[audit.AnnotationGPUs] = "nvidia.com/gpu=7"
+	}},
+	{name: "personality", rule: audit.RuleLinuxOther, mutate: func(s *specs.Spec) { s.Linux.Personality = &specs.LinuxPersonality{Domain: specs.PerLinux32} }},
+	{name: "domainname", rule: audit.RuleSpecOther, mutate: func(s *specs.Spec) { s.Domainname = "corp" }},
+}
+
+func TestMutations(t *testing.T) {
+	for _, m := range mutations {
+		t.Run(m.name, func(t *testing.T) {
+			s := generated(t, m.gpu)
+			m.mutate(s)
+			p := policy
+			if m.policy != nil {
+				p = *m.policy
+				p.CDI = policy.CDI
+			}
+			findings := audit.Check(context.Background(), s, p)
+			if len(findings) == 0 {
+				t.Fatalf("no finding; want rule %s", m.rule)
+			}
+			wantOnly := []string{m.rule}
+			if m.name == "annotation-unknown-gpu" {
+				// The edits of a device nobody was granted show too.
+				wantOnly = append(wantOnly, audit.RuleDevices, audit.RuleMounts, audit.RuleHooks)
+			}
 			for _, f := range findings {
-				if f.Rule == c.rule && (c.path == "" || f.Path == c.path) {
-					hit = true
-				} else if !c.moreThan && f.Rule != c.rule {
-					t.Errorf("unexpected extra finding: %s", f)
-				}
-				if f.Message == "" || strings.Contains(f.String(), "\n") {
-					t.Errorf("finding %q is not one line with a message", f)
+				if !slices.Contains(wantOnly, f.Rule) {
+					t.Errorf("finding of another rule: %s", f)
 				}
 			}
-			if !hit {
-				t.Errorf("want a %s finding at %q, got %v", c.rule, c.path, findings)
+			at := slices.IndexFunc(findings, func(f audit.Finding) bool { return f.Rule == m.rule })
+			if at < 0 {
+				t.Fatalf("no finding of rule %s: %v", m.rule, findings)
 			}
+			t.Log(findings[at])
 		})
 	}
 }
 
-func allowSyscall(name string) func(*specs.Spec) {
-	return func(s *specs.Spec) {
-		s.Linux.Seccomp.Syscalls = append(s.Linux.Seccomp.Syscalls, specs.LinuxSyscall{Names: []string{name}, Action: specs.ActAllow})
+// TestRuleTable: every rule names tests, every named test exists, and every
+// mutation belongs to the rule that names it.
+func TestRuleTable(t *testing.T) {
+	byName := map[string]mutation{}
+	for _, m := range mutations {
+		byName[m.name] = m
 	}
-}
-
-func TestPolicyAllowsWhatItNames(t *testing.T) {
-	s := goodSpec(t)
-	s.Hooks = &specs.Hooks{CreateContainer: []specs.Hook{{Path: "/usr/bin/nvidia-cdi-hook", Env: []string{"PATH=/usr/bin"}}}}
-	s.Linux.Devices = []specs.LinuxDevice{{Path: "/dev/nvidia0", Type: "c", Major: 195}}
-	s.Mounts = append(s.Mounts, bindMount("/usr/lib/x86_64-linux-gnu/libcuda.so.1", "ro", "nosuid", "nodev"))
-	p := audit.Policy{
-		HookPaths:   []string{"/usr/bin/nvidia-cdi-hook"},
-		DevicePaths: []string{"/dev/nvidia0"},
-		BindSources: []string{"/usr/lib/x86_64-linux-gnu"},
-	}
-	if f := audit.CheckWithPolicy(s, p); len(f) != 0 {
-		t.Fatalf("policy-allowed GPU edits gave findings: %v", f)
-	}
-	if f := audit.Check(s); len(f) != 3 {
-		t.Fatalf("without the policy want 3 findings (hook, device, bind), got %v", f)
-	}
-}
-
-// TestWeakenedFiveWays is the issue's acceptance case at the package level:
-// a copy weakened five ways gets a finding for each of the five.
-func TestWeakenedFiveWays(t *testing.T) {
-	s := goodSpec(t)
-	s.Root.Readonly = false
-	s.Process.NoNewPrivileges = false
-	s.Process.Capabilities.Bounding = []string{"CAP_SYS_ADMIN"}
-	s.Process.Capabilities.Effective = []string{"CAP_SYS_ADMIN"}
-	removeNamespace(s, specs.NetworkNamespace)
-	s.Mounts = append(s.Mounts, bindMount("/"))
-	rules := map[string]bool{}
-	for _, f := range audit.Check(s) {
-		rules[f.Rule] = true
-	}
-	for _, want := range []string{"rootfs-readonly", "no-new-privileges", "capabilities-empty", "namespaces-private", "host-mounts"} {
-		if !rules[want] {
-			t.Errorf("no %s finding", want)
-		}
-	}
-}
-
-func TestNilSpec(t *testing.T) {
-	if f := audit.Check(nil); len(f) != 1 {
-		t.Fatalf("nil spec: %v", f)
-	}
-}
-
-func TestRulesAreDocumented(t *testing.T) {
-	seen := map[string]bool{}
+	strict := map[string]bool{"json-unknown-field": true, "json-case-variant": true, "json-duplicate-key": true}
+	named := map[string]bool{}
 	for _, r := range audit.Rules() {
-		if r.ID == "" || r.Summary == "" || r.Sources == "" {
-			t.Errorf("rule %+v lacks an id, summary or sources", r)
+		if len(r.Tests) == 0 || r.Summary == "" || r.Sources == "" {
+			t.Errorf("rule %s lacks tests, summary or sources", r.ID)
 		}
-		if seen[r.ID] {
-			t.Errorf("rule %s listed twice", r.ID)
+		for _, name := range r.Tests {
+			named[name] = true
+			if strict[name] {
+				continue
+			}
+			m, ok := byName[name]
+			if !ok {
+				t.Errorf("rule %s names test %s, which does not exist", r.ID, name)
+			} else if m.rule != r.ID {
+				t.Errorf("rule %s names test %s, which breaks rule %s", r.ID, name, m.rule)
+			}
 		}
-		seen[r.ID] = true
+	}
+	for _, m := range mutations {
+		if !named[m.name] {
+			t.Errorf("mutation %s is not named by its rule %s", m.name, m.rule)
+		}
+	}
+}
+
+func TestRuleFor(t *testing.T) {
+	for shape, want := range map[string]string{
+		"linux.seccomp.syscalls[].args[].index": audit.RuleSeccomp,
+		"linux.resources.devices[].allow":       audit.RuleDevices,
+		"linux.resources.memory.limit":          audit.RuleResources,
+		"linux.devices[]":                       audit.RuleDevices,
+		"process.user.uid":                      audit.RuleUser,
+		"process.oomScoreAdj":                   audit.RuleProcessLimits,
+		"process.commandLine":                   audit.RuleProcess,
+		"linux.personality":                     audit.RuleLinuxOther,
+		"vm":                                    audit.RuleSpecOther,
+		"processes":                             audit.RuleSpecOther,
+	} {
+		if got := audit.RuleFor(shape); got != want {
+			t.Errorf("RuleFor(%s) = %s, want %s", shape, got, want)
+		}
+	}
+}
+
+func TestDecodeStrict(t *testing.T) {
+	good, err := json.Marshal(generated(t, false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name, from, to string
+	}{
+		{"json-unknown-field", `"noNewPrivileges":true`, `"noNewPrivileges":true,"noNewPrivilegez":false`},
+		{"json-case-variant", `"noNewPrivileges":true`, `"NoNewPrivileges":true`},
+		{"json-duplicate-key", `"noNewPrivileges":true`, `"noNewPrivileges":true,"noNewPrivileges":false`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			b := []byte(strings.Replace(string(good), c.from, c.to, 1))
+			if string(b) == string(good) {
+				t.Fatal("mutation did not apply")
+			}
+			_, findings, err := audit.DecodeSpec(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(findings) != 1 || findings[0].Rule != audit.RuleJSONStrict || !strings.HasPrefix(findings[0].Path, "process.") {
+				t.Fatalf("findings = %v", findings)
+			}
+			t.Log(findings[0])
+		})
+	}
+	// Annotations are a map: any key is fine there.
+	b := []byte(strings.Replace(string(good), `"hostname":`, `"annotations":{"Any-Key":"v"},"hostname":`, 1))
+	if _, findings, err := audit.DecodeSpec(b); err != nil || len(findings) != 0 {
+		t.Errorf("map keys: %v %v", findings, err)
+	}
+	if _, _, err := audit.DecodeSpec([]byte(`{"process": [`)); err == nil {
+		t.Error("truncated JSON decoded")
+	}
+	if _, _, err := audit.DecodeSpec([]byte(`{} {}`)); err == nil {
+		t.Error("two documents decoded")
+	}
+}
+
+func TestCompare(t *testing.T) {
+	type doc struct {
+		A []map[string]any `json:"a"`
+		B []string         `json:"b"`
+		C map[string]any   `json:"c,omitempty"`
+	}
+	got := doc{A: []map[string]any{{"k": "x", "v": 1}, {"k": "y", "v": 2}}, B: []string{"ro", "rw"}, C: map[string]any{"n": nil}}
+	want := doc{A: []map[string]any{{"k": "y", "v": 2}, {"k": "z", "v": 3}}, B: []string{"ro"}}
+	diffs, err := audit.Compare(got, want, audit.CompareOptions{KeyedLists: map[string]string{"a": "k"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, d := range diffs {
+		lines = append(lines, d.Path+" "+d.Shape+" "+d.Message())
+	}
+	wantLines := []string{
+		`a[x] a[] not allowed: nsn-run generates nothing here, the spec has {"k":"x","v":1}`,
+		`a[z] a[] missing: nsn-run generates {"k":"z","v":3}`,
+		`b b is ["ro","rw"], nsn-run generates ["ro"]`,
+		`c c not allowed: nsn-run generates nothing here, the spec has {"n":null}`,
+	}
+	if !slices.Equal(lines, wantLines) {
+		t.Errorf("diffs:\n%s\nwant:\n%s", strings.Join(lines, "\n"), strings.Join(wantLines, "\n"))
+	}
+	if _, err := audit.Compare(func() {}, 1, audit.CompareOptions{}); err == nil || errors.Is(err, nil) {
+		t.Error("an unmarshalable value compared")
 	}
 }

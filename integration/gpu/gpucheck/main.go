@@ -381,7 +381,8 @@ func copyFile(src, dst string) error {
 func runCheck(ctx context.Context, o options, in *cdi.Injector, id, gpus string, lister, env []string) ([]string, string, error) {
 	defer in.Release(id)
 	bundle := filepath.Join(o.work, "bundle")
-	outDir := filepath.Join(o.work, "output", id)
+	tasksDir := filepath.Join(o.work, "tasks")
+	outDir := filepath.Join(tasksDir, id, "output")
 	if err := os.MkdirAll(outDir, 0o700); err != nil {
 		return nil, "", err
 	}
@@ -390,11 +391,20 @@ func runCheck(ctx context.Context, o options, in *cdi.Injector, id, gpus string,
 	}
 	t := task.Task{ID: id, Image: "gpucheck", Command: lister, Env: env, GPUs: gpus}
 	img := ocispec.ImageConfig{Env: []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}}
-	s, err := spec.Generate(namespaces.WithNamespace(ctx, "gpucheck"), t, img, spec.Options{OutputDir: outDir, GPUs: in})
+	so := spec.Options{OutputDir: outDir, CDI: in}
+	if req, err := t.GPURequest(); err != nil {
+		return nil, "", err
+	} else if !req.Empty() {
+		if so.GPUDevices, err = in.Allocate(id, req); err != nil {
+			return nil, "", fmt.Errorf("allocate: %w", err)
+		}
+	}
+	s, err := spec.Generate(namespaces.WithNamespace(ctx, "gpucheck"), t, img, so)
 	if err != nil {
 		return nil, "", fmt.Errorf("spec: %w", err)
 	}
-	if findings := audit.CheckWithPolicy(s, in.PolicyFor(audit.Policy{}, s)); len(findings) > 0 {
+	policy := audit.Policy{Namespace: "gpucheck", TasksDir: tasksDir, CDI: in}
+	if findings := audit.Check(ctx, s, policy); len(findings) > 0 {
 		return nil, "", fmt.Errorf("audit: %v", findings)
 	}
 	b, err := spec.Marshal(s)

@@ -1,0 +1,138 @@
+package audit
+
+import (
+	"slices"
+	"strings"
+)
+
+// Rule ids. Each names a class of difference between a spec and what
+// nsn-run would generate for its task.
+const (
+	RuleShape            = "spec-shape"
+	RuleLimits           = "limits"
+	RuleRoot             = "root"
+	RuleUser             = "user"
+	RuleCapabilities     = "capabilities"
+	RuleNoNewPrivileges  = "no-new-privileges"
+	RuleSeccomp          = "seccomp"
+	RuleProcessLimits    = "process-limits"
+	RuleLSM              = "lsm"
+	RuleScheduling       = "scheduling"
+	RuleTerminal         = "terminal"
+	RuleProcess          = "process"
+	RuleEnv              = "env"
+	RuleNamespaces       = "namespaces"
+	RuleUserNamespace    = "user-namespace"
+	RuleMounts           = "mounts"
+	RuleMountPropagation = "mount-propagation"
+	RuleMaskedPaths      = "masked-paths"
+	RuleDevices          = "devices"
+	RuleResources        = "resources"
+	RuleCgroups          = "cgroups"
+	RuleSysctls          = "sysctls"
+	RuleNetDevices       = "net-devices"
+	RuleHooks            = "hooks"
+	RuleAnnotations      = "annotations"
+	RuleLinuxOther       = "linux-other"
+	RuleSpecOther        = "spec-other"
+)
+
+// Rule is one class of finding, the benchmark items and advisories it comes
+// from, and the unit tests (spec/audit TestMutations cases) whose spec
+// breaks exactly this rule.
+type Rule struct {
+	ID      string
+	Sources string
+	Summary string
+	// Paths are the spec fields the rule covers, without indices
+	// ("linux.seccomp"); the longest match decides a difference's rule.
+	Paths []string
+	Tests []string
+}
+
+// Rules returns the rule table, for documentation and `nsn-run audit --rules`.
+func Rules() []Rule { return slices.Clone(rules) }
+
+var rules = []Rule{
+	{RuleJSONStrict, "runtime-spec config; Go and runc match keys case-insensitively and keep the last duplicate, crun and youki do not",
+		"every key is a runtime-spec field, spelled exactly, once per object", nil,
+		[]string{"json-unknown-field", "json-case-variant", "json-duplicate-key"}},
+	{RuleShape, "-", "the spec has a process, linux and root, and its hostname is a task id", []string{"hostname"},
+		[]string{"no-process", "bad-hostname"}},
+	{RuleLimits, "CIS 5.10, 5.11, 5.28; the operator's Policy.Max", "memory, CPU, pids, open files and /tmp within the task's bounds and the policy's maxima", nil,
+		[]string{"memory-above-policy", "cpus-above-policy", "pids-out-of-bounds"}},
+	{RuleRoot, "CIS 5.12", "root is the bundle's rootfs, read-only", []string{"root"},
+		[]string{"root-path-host-usr", "root-writable"}},
+	{RuleUser, "CIS 5.23; PSS restricted runAsNonRoot", "process user non-root, only its own group, umask 022", []string{"process.user"},
+		[]string{"uid-0", "additional-gids"}},
+	{RuleCapabilities, "CIS 5.3, 5.4; PSS restricted capabilities", "all five capability sets empty", []string{"process.capabilities"},
+		[]string{"cap-sys-admin"}},
+	{RuleNoNewPrivileges, "CIS 5.25; PSS restricted allowPrivilegeEscalation", "process.noNewPrivileges true", []string{"process.noNewPrivileges"},
+		[]string{"no-new-privileges-off"}},
+	{RuleSeccomp, "CIS 5.21; PSS restricted seccompProfile; the compat-ABI socketcall bypass", "exactly nsn-run's profile: no more syscalls, argument conditions, default action, flags, listener or architectures",
+		[]string{"linux.seccomp"},
+		[]string{"seccomp-extra-syscall", "seccomp-clone-arg-index", "seccomp-default-allow", "seccomp-flag-spec-allow", "seccomp-listener", "seccomp-compat-arch", "seccomp-missing"}},
+	{RuleProcessLimits, "CIS 5.18 (ulimits); host OOM order", "rlimits as generated (NOFILE, CORE 0, RTPRIO 0, NICE 0, MEMLOCK, MSGQUEUE, SIGPENDING); oomScoreAdj the policy's",
+		[]string{"process.rlimits", "process.oomScoreAdj"},
+		[]string{"rlimit-core-raised", "rlimit-missing", "oom-score-lowered"}},
+	{RuleLSM, "CIS 5.1, 5.2", "AppArmor profile, SELinux labels as generated (never unconfined or spc_t)",
+		[]string{"process.apparmorProfile", "process.selinuxLabel", "linux.mountLabel"},
+		[]string{"apparmor-unconfined", "selinux-spc"}},
+	{RuleScheduling, "host scheduling fairness", "no scheduler policy, I/O priority or CPU affinity of the task's own",
+		[]string{"process.scheduler", "process.ioPriority", "process.execCPUAffinity"},
+		[]string{"sched-fifo"}},
+	{RuleTerminal, "runc terminal handling (console socket)", "no terminal", []string{"process.terminal", "process.consoleSize"},
+		[]string{"terminal"}},
+	{RuleProcess, "-", "valid command, env and working dir; no other process field", []string{"process"},
+		[]string{"process-user-name"}},
+	{RuleEnv, "CVE-2025-23266 class: GPU selection outside CDI", "NVIDIA device-selection variables only as the granted devices' CDI edits set them", []string{"process.env"},
+		[]string{"nvidia-visible-devices"}},
+	{RuleNamespaces, "CIS 5.9, 5.15, 5.16, 5.20; PSS baseline host namespaces", "new pid, ipc, uts, mount, network and cgroup namespaces, none joined by path",
+		[]string{"linux.namespaces"},
+		[]string{"host-network", "namespace-path", "no-cgroup-namespace"}},
+	{RuleUserNamespace, "runc: id mappings decide host identity", "uid and gid mappings as nsn-run allots them (none reaching host 0)",
+		[]string{"linux.uidMappings", "linux.gidMappings"},
+		[]string{"uid-map-host-root"}},
+	{RuleMounts, "CIS 5.5, 5.31; PSS baseline hostPath; runc evaluates options in order", "exactly the generated mounts: the task's output dir and the granted GPUs' CDI mounts are the only host paths",
+		[]string{"mounts"},
+		[]string{"devtmpfs", "second-procfs", "sys-ro-rw", "bind-host-tmp", "bind-tasks-dir", "overlay-host-lower", "cgroup-mount", "bind-symlink-source"}},
+	{RuleMountPropagation, "CIS 5.19", "root propagation rprivate", []string{"linux.rootfsPropagation"},
+		[]string{"rootfs-shared"}},
+	{RuleMaskedPaths, "PSS baseline procMount", "at least the generated masked and read-only paths", []string{"linux.maskedPaths", "linux.readonlyPaths"},
+		[]string{"unmask-kcore"}},
+	{RuleDevices, "CIS 5.17; PSS baseline privileged; runc allows every linux.devices entry in the device cgroup", "only the granted GPUs' device nodes; the device cgroup as generated (deny-all first)",
+		[]string{"linux.devices", "linux.resources.devices"},
+		[]string{"device-alias-full", "device-cgroup-allow-all", "device-cgroup-empty"}},
+	{RuleResources, "CIS 5.10, 5.11, 5.28", "cgroup resources exactly as generated: no unified keys, OOM killer on, no realtime, swap = memory",
+		[]string{"linux.resources"},
+		[]string{"unified-memory", "oom-killer-disabled", "cpu-realtime", "swap-unlimited"}},
+	{RuleCgroups, "CIS 5.24", "cgroups path /NAMESPACE/ID", []string{"linux.cgroupsPath"},
+		[]string{"cgroups-path-host"}},
+	{RuleSysctls, "PSS baseline sysctls", "no sysctls", []string{"linux.sysctl"},
+		[]string{"sysctl"}},
+	{RuleNetDevices, "CIS 5.9 (network isolation)", "no network devices moved in", []string{"linux.netDevices"},
+		[]string{"net-device"}},
+	{RuleHooks, "hooks run on the host as root; CVE-2025-23266", "exactly the hooks of the granted GPUs' CDI edits", []string{"hooks"},
+		[]string{"hook-added", "hook-args-changed"}},
+	{RuleAnnotations, "crun's run.oci.* and other runtime annotations change isolation", "only the annotations nsn-run writes; GPU annotations name devices the CDI specs know",
+		[]string{"annotations"},
+		[]string{"annotation-run-oci", "annotation-unknown-gpu"}},
+	{RuleLinuxOther, "-", "no other linux field (personality, intelRdt, timeOffsets, ...)", []string{"linux"},
+		[]string{"personality"}},
+	{RuleSpecOther, "-", "no other top-level field (domainname, vm, windows, ...)", nil,
+		[]string{"domainname"}},
+}
+
+// RuleFor returns the rule a difference at shape (a path without indices)
+// falls under: the rule with the longest matching path.
+func RuleFor(shape string) string {
+	best, bestLen := RuleSpecOther, -1
+	for _, r := range rules {
+		for _, p := range r.Paths {
+			if (shape == p || strings.HasPrefix(shape, p+".") || strings.HasPrefix(shape, p+"[")) && len(p) > bestLen {
+				best, bestLen = r.ID, len(p)
+			}
+		}
+	}
+	return best
+}
