@@ -96,8 +96,17 @@ func (t Task) Validate() error {
 	} else if req.Shared && req.Empty() {
 		return invalid("gpu_shared: set without gpus")
 	}
-	if t.Runtime != "" && !runtimePattern.MatchString(t.Runtime) {
-		return invalid("runtime %q: must be a runtime name such as %s", t.Runtime, DefaultRuntime)
+	if t.Runtime != "" {
+		return ValidateRuntime(t.Runtime)
+	}
+	return nil
+}
+
+// ValidateRuntime checks a containerd runtime name (a task's, or one an
+// operator allows): a name such as io.containerd.runc.v2, never a path.
+func ValidateRuntime(name string) error {
+	if !runtimePattern.MatchString(name) {
+		return invalid("runtime %q: must be a runtime name such as %s", name, DefaultRuntime)
 	}
 	return nil
 }

@@ -62,11 +62,23 @@ type RequestOptions struct {
 // every GPU) does not choose it.
 const dockerRuntime = "runc"
 
+// dockerRuntimeFor maps a task's containerd runtime name to dockerd's. Only
+// runc's shim (task.DefaultRuntime) has a counterpart that is known to be
+// the same runtime: dockerd's runtime names are its daemon.json's, and any
+// other could be anything there.
+func dockerRuntimeFor(name string) (string, error) {
+	if name != task.DefaultRuntime {
+		return "", fmt.Errorf("%w: runtime %q: the docker backend runs tasks only under runc (%s)", errdefs.ErrInvalidArgument, name, task.DefaultRuntime)
+	}
+	return dockerRuntime, nil
+}
+
 // CreateRequest maps a task and its image config to the Engine API create
 // request, setting explicitly every control of nsn-run's that the API can
 // express rather than leaving any to dockerd's defaults (which differ by
 // version and daemon.json): the same user, env, args and working dir rules
-// as the OCI spec (spec.ProcessFor); runtime runc; no capabilities;
+// as the OCI spec (spec.ProcessFor); runtime runc (the only one the task
+// may name is runc's shim, task.DefaultRuntime); no capabilities;
 // no-new-privileges; nsn-run's own seccomp profile (spec.SeccompProfile),
 // not dockerd's; the spec's masked and read-only paths; its oom_score_adj
 // and rlimits; a read-only root; no network; private namespaces; memory
@@ -85,6 +97,10 @@ func CreateRequest(t task.Task, img ocispec.ImageConfig, o RequestOptions) (Requ
 	}
 	if !filepath.IsAbs(o.OutputDir) || filepath.Clean(o.OutputDir) != o.OutputDir {
 		return Request{}, fmt.Errorf("%w: output dir %q: must be an absolute, clean host path", errdefs.ErrInvalidArgument, o.OutputDir)
+	}
+	runtimeName, err := dockerRuntimeFor(t.Runtime)
+	if err != nil {
+		return Request{}, err
 	}
 	oomScore, err := spec.OOMScoreAdj(o.OOMScoreAdj)
 	if err != nil {
@@ -122,7 +138,7 @@ func CreateRequest(t task.Task, img ocispec.ImageConfig, o RequestOptions) (Requ
 		NetworkDisabled: true,
 	}
 	host := &container.HostConfig{
-		Runtime:        dockerRuntime,
+		Runtime:        runtimeName,
 		NetworkMode:    network.NetworkNone,
 		ReadonlyRootfs: true,
 		CapDrop:        []string{"ALL"},

@@ -103,6 +103,18 @@ func TestCreateRequestRefuses(t *testing.T) {
 	if _, err := CreateRequest(gpu, ocispec.ImageConfig{}, out); !errdefs.IsFailedPrecondition(err) {
 		t.Errorf("GPUs: %v", err)
 	}
+	for _, rt := range []string{"io.containerd.runsc.v1", "runc", "nvidia", "io.containerd.runc.v1"} {
+		other := good
+		other.Runtime = rt
+		if _, err := CreateRequest(other, ocispec.ImageConfig{}, out); !errdefs.IsInvalidArgument(err) {
+			t.Errorf("runtime %q: %v, want invalid argument: only runc's shim maps to dockerd", rt, err)
+		}
+	}
+	named := good
+	named.Runtime = task.DefaultRuntime
+	if r, err := CreateRequest(named, ocispec.ImageConfig{}, out); err != nil || r.HostConfig.Runtime != "runc" {
+		t.Errorf("runtime %s: %v, runtime %q, want runc", task.DefaultRuntime, err, r.HostConfig.Runtime)
+	}
 	bad := good
 	bad.ID = "Bad"
 	if _, err := CreateRequest(bad, ocispec.ImageConfig{}, out); !errdefs.IsInvalidArgument(err) {
