@@ -9,9 +9,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/containerd/errdefs"
 	"github.com/moby/moby/client"
 
 	"github.com/nsn-run/nsn-run/runtime"
+	"github.com/nsn-run/nsn-run/runtime/docker"
+	"github.com/nsn-run/nsn-run/spec/audit"
 	"github.com/nsn-run/nsn-run/task"
 )
 
@@ -102,5 +105,35 @@ func TestDockerCLI(t *testing.T) {
 	}
 	if l := dockerLeftovers(t); l != "" {
 		t.Errorf("docker ps -a / docker volume ls not empty: %s", l)
+	}
+}
+
+// TestDockerStartAudits: Backend.Start audits the create request before it
+// is sent: under a policy whose memory maximum the task exceeds, the spawn
+// is refused as a failed precondition and nothing reaches dockerd.
+func TestDockerStartAudits(t *testing.T) {
+	loadDockerImages(t, dockerClient(t))
+	ctx := context.Background()
+	b, err := docker.New(ctx, docker.Config{Host: os.Getenv(envDockerHost), AuditPolicy: audit.Policy{Max: task.Limits{MemoryBytes: 64 * task.MiB}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	m, err := runtime.New(runtime.Config{Backend: b, StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk := seedTask(uniqueID("aud"), "true")
+	tk.Limits.MemoryBytes = 128 * task.MiB
+	if _, err := m.Spawn(ctx, tk); !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "limits host_config.Memory") {
+		t.Errorf("Spawn over the policy's memory maximum: %v, want a failed precondition naming the limits finding", err)
+	}
+	if l := dockerLeftovers(t); l != "" {
+		t.Errorf("left behind: %s", l)
+	}
+	tk.ID, tk.Limits.MemoryBytes = uniqueID("aud"), 32*task.MiB
+	res, err := m.Run(ctx, tk, runtime.RunOptions{})
+	if err != nil || res.ExitCode != 0 {
+		t.Errorf("within the policy: %+v %v", res, err)
 	}
 }
