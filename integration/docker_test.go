@@ -61,13 +61,15 @@ func TestDockerContainerInspected(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// From inside: the score and a seccomp filter (mode 2) are in force.
-	self, err := m.Run(ctx, seedTask(uniqueID("self"), "sh", "-c", "cat /proc/self/oom_score_adj; grep '^Seccomp:' /proc/self/status"), runtime.RunOptions{})
+	// From inside: the score, a seccomp filter (mode 2) and the kernel's
+	// network sysctls (not dockerd's) are in force.
+	self, err := m.Run(ctx, seedTask(uniqueID("self"), "sh", "-c",
+		"cat /proc/self/oom_score_adj; grep '^Seccomp:' /proc/self/status; cat /proc/sys/net/ipv4/ping_group_range /proc/sys/net/ipv4/ip_unprivileged_port_start"), runtime.RunOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f := strings.Fields(self.Stdout); len(f) != 3 || f[0] != "1000" || f[2] != "2" {
-		t.Errorf("inside a docker task: %q, want oom_score_adj 1000 and Seccomp: 2", self.Stdout)
+	if f := strings.Fields(self.Stdout); len(f) != 6 || f[0] != "1000" || f[2] != "2" || f[3] != "1" || f[4] != "0" || f[5] != "1024" {
+		t.Errorf("inside a docker task: %q, want oom_score_adj 1000, Seccomp: 2, ping_group_range 1 0, ip_unprivileged_port_start 1024", self.Stdout)
 	}
 
 	res, err := m.Run(ctx, task.Task{ID: uniqueID("did"), Image: probeRef, Command: []string{"nsn-probe", "identity"}}, runtime.RunOptions{})

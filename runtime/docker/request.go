@@ -6,6 +6,7 @@ package docker
 
 import (
 	"fmt"
+	"maps"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -62,6 +63,16 @@ type RequestOptions struct {
 // every GPU) does not choose it.
 const dockerRuntime = "runc"
 
+// netSysctls are the kernel's defaults for the two network sysctls dockerd
+// (20.10 and later) changes in every container with a network namespace of
+// its own: ICMP echo sockets for every group, and ports below 1024 for every
+// user. A containerd task has no sysctls, so the kernel's defaults; setting
+// them explicitly gives a docker task no more than that.
+var netSysctls = map[string]string{
+	"net.ipv4.ping_group_range":           "1 0",
+	"net.ipv4.ip_unprivileged_port_start": "1024",
+}
+
 // dockerRuntimeFor maps a task's containerd runtime name to dockerd's. Only
 // runc's shim (task.DefaultRuntime) has a counterpart that is known to be
 // the same runtime: dockerd's runtime names are its daemon.json's, and any
@@ -81,7 +92,8 @@ func dockerRuntimeFor(name string) (string, error) {
 // may name is runc's shim, task.DefaultRuntime); no capabilities;
 // no-new-privileges; nsn-run's own seccomp profile (spec.SeccompProfile),
 // not dockerd's; the spec's masked and read-only paths; its oom_score_adj
-// and rlimits; a read-only root; no network; private namespaces; memory
+// and rlimits; the kernel's defaults for the network sysctls dockerd
+// changes; a read-only root; no network; private namespaces; memory
 // with swap equal to it, CPU quota, pids; /tmp as a sized tmpfs; labels.
 // /output is a bind of o.OutputDir, the task's host tmpfs that the Manager
 // mounted with the output caps: a tmpfs docker volume would be unmounted,
@@ -149,6 +161,7 @@ func CreateRequest(t task.Task, img ocispec.ImageConfig, o RequestOptions) (Requ
 		OomScoreAdj:    oomScore,
 		MaskedPaths:    masked,
 		ReadonlyPaths:  readonly,
+		Sysctls:        maps.Clone(netSysctls),
 		LogConfig: container.LogConfig{Type: "json-file", Config: map[string]string{
 			"max-size": jsonLogMax, "max-file": "1",
 		}},

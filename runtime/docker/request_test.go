@@ -81,8 +81,13 @@ func TestCreateRequestDefaults(t *testing.T) {
 		h.Mounts[0].BindOptions == nil || !h.Mounts[0].BindOptions.NonRecursive || h.Mounts[0].BindOptions.Propagation != mount.PropagationRPrivate {
 		t.Errorf("mounts %+v", h.Mounts)
 	}
-	if len(h.Binds) != 0 || len(h.Devices) != 0 || len(h.DeviceRequests) != 0 || len(h.Sysctls) != 0 {
-		t.Errorf("binds %v devices %v device requests %v sysctls %v: want none", h.Binds, h.Devices, h.DeviceRequests, h.Sysctls)
+	if len(h.Binds) != 0 || len(h.Devices) != 0 || len(h.DeviceRequests) != 0 {
+		t.Errorf("binds %v devices %v device requests %v: want none", h.Binds, h.Devices, h.DeviceRequests)
+	}
+	// Only the kernel's defaults, over dockerd's ping-for-all and
+	// low-ports-for-all.
+	if len(h.Sysctls) != 2 || h.Sysctls["net.ipv4.ping_group_range"] != "1 0" || h.Sysctls["net.ipv4.ip_unprivileged_port_start"] != "1024" {
+		t.Errorf("sysctls %v, want the kernel's defaults for ping_group_range and ip_unprivileged_port_start", h.Sysctls)
 	}
 	if c.Labels["nsn.task-id"] != "job-1" || c.Labels["nsn.manager"] != "nsn-run" {
 		t.Errorf("labels %v", c.Labels)
