@@ -3,14 +3,18 @@ package integration
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/containerd/errdefs"
 	"github.com/moby/moby/client"
 
 	"github.com/nsn-run/nsn-run/runtime"
+	"github.com/nsn-run/nsn-run/runtime/docker"
+	"github.com/nsn-run/nsn-run/spec/audit"
 	"github.com/nsn-run/nsn-run/task"
 )
 
@@ -42,8 +46,30 @@ func TestDockerContainerInspected(t *testing.T) {
 	if h.Memory != 128<<20 || h.MemorySwap != 128<<20 || h.CPUQuota != 50000 || h.PidsLimit == nil || *h.PidsLimit != 64 {
 		t.Errorf("limits as inspected: memory %d swap %d quota %d pids %v", h.Memory, h.MemorySwap, h.CPUQuota, h.PidsLimit)
 	}
+	// The controls dockerd would otherwise fill from its own defaults.
+	var ulimits []string
+	for _, u := range h.Ulimits {
+		ulimits = append(ulimits, fmt.Sprintf("%s=%d:%d", u.Name, u.Soft, u.Hard))
+	}
+	wantUlimits := []string{"nofile=1024:1024", "core=0:0", "rtprio=0:0", "nice=0:0", "memlock=65536:65536", "msgqueue=819200:819200", "sigpending=4096:4096"}
+	if h.Runtime != "runc" || h.OomScoreAdj != 1000 || !slices.Contains(h.MaskedPaths, "/proc/interrupts") ||
+		!slices.ContainsFunc(h.SecurityOpt, func(o string) bool { return strings.HasPrefix(o, "seccomp={") }) || !slices.Equal(ulimits, wantUlimits) {
+		t.Errorf("as inspected: runtime %q oom score %d masked %v ulimits %v seccomp option given %v",
+			h.Runtime, h.OomScoreAdj, h.MaskedPaths, ulimits, slices.ContainsFunc(h.SecurityOpt, func(o string) bool { return strings.HasPrefix(o, "seccomp=") }))
+	}
 	if err := m.Remove(ctx, id, true); err != nil {
 		t.Fatal(err)
+	}
+
+	// From inside: the score, a seccomp filter (mode 2) and the kernel's
+	// network sysctls (not dockerd's) are in force.
+	self, err := m.Run(ctx, seedTask(uniqueID("self"), "sh", "-c",
+		"cat /proc/self/oom_score_adj; grep '^Seccomp:' /proc/self/status; cat /proc/sys/net/ipv4/ping_group_range /proc/sys/net/ipv4/ip_unprivileged_port_start"), runtime.RunOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := strings.Fields(self.Stdout); len(f) != 6 || f[0] != "1000" || f[2] != "2" || f[3] != "1" || f[4] != "0" || f[5] != "1024" {
+		t.Errorf("inside a docker task: %q, want oom_score_adj 1000, Seccomp: 2, ping_group_range 1 0, ip_unprivileged_port_start 1024", self.Stdout)
 	}
 
 	res, err := m.Run(ctx, task.Task{ID: uniqueID("did"), Image: probeRef, Command: []string{"nsn-probe", "identity"}}, runtime.RunOptions{})
@@ -81,5 +107,35 @@ func TestDockerCLI(t *testing.T) {
 	}
 	if l := dockerLeftovers(t); l != "" {
 		t.Errorf("docker ps -a / docker volume ls not empty: %s", l)
+	}
+}
+
+// TestDockerStartAudits: Backend.Start audits the create request before it
+// is sent: under a policy whose memory maximum the task exceeds, the spawn
+// is refused as a failed precondition and nothing reaches dockerd.
+func TestDockerStartAudits(t *testing.T) {
+	loadDockerImages(t, dockerClient(t))
+	ctx := context.Background()
+	b, err := docker.New(ctx, docker.Config{Host: os.Getenv(envDockerHost), AuditPolicy: audit.Policy{Max: task.Limits{MemoryBytes: 64 * task.MiB}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	m, err := runtime.New(runtime.Config{Backend: b, StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk := seedTask(uniqueID("aud"), "true")
+	tk.Limits.MemoryBytes = 128 * task.MiB
+	if _, err := m.Spawn(ctx, tk); !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "limits host_config.Memory") {
+		t.Errorf("Spawn over the policy's memory maximum: %v, want a failed precondition naming the limits finding", err)
+	}
+	if l := dockerLeftovers(t); l != "" {
+		t.Errorf("left behind: %s", l)
+	}
+	tk.ID, tk.Limits.MemoryBytes = uniqueID("aud"), 32*task.MiB
+	res, err := m.Run(ctx, tk, runtime.RunOptions{})
+	if err != nil || res.ExitCode != 0 {
+		t.Errorf("within the policy: %+v %v", res, err)
 	}
 }

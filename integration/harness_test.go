@@ -24,6 +24,7 @@ import (
 	"github.com/nsn-run/nsn-run/internal/imagebuild"
 	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/runtime/containerd"
+	"github.com/nsn-run/nsn-run/task"
 )
 
 // Environment the test harness reads (scripts/ci.sh sets them).
@@ -290,7 +291,13 @@ func testManager(t *testing.T) (*runtime.Manager, *client.Client) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.Close() })
-	m, err := runtime.New(runtime.Config{Backend: b, StateDir: t.TempDir()})
+	// The adversarial suite may name another runtime (NSN_TEST_RUNTIME):
+	// the operator's allowlist is where it is allowed.
+	allowed := []string{task.DefaultRuntime}
+	if rt := os.Getenv(envRuntime); rt != "" {
+		allowed = append(allowed, rt)
+	}
+	m, err := runtime.New(runtime.Config{Backend: b, StateDir: t.TempDir(), AllowedRuntimes: allowed})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -44,7 +46,17 @@ type Config struct {
 	// is enforced and how well peaks the kernel does not keep (pids on
 	// cgroup v1) are caught.
 	SampleInterval time.Duration
+	// AllowedRuntimes are the containerd runtime names a task may ask for
+	// (Task.Runtime); DefaultAllowedRuntimes if empty. Each runtime is its
+	// own isolation boundary (a shim that runs the nvidia runtime, or one
+	// without seccomp support, would run a task with less), so the
+	// operator names the ones this node trusts.
+	AllowedRuntimes []string
 }
+
+// DefaultAllowedRuntimes are the runtimes a Manager allows unless its
+// Config names others: runc through containerd's v2 shim.
+var DefaultAllowedRuntimes = []string{task.DefaultRuntime}
 
 // DefaultSampleInterval is the Manager's default cgroup sampling interval.
 const DefaultSampleInterval = 100 * time.Millisecond
@@ -53,9 +65,10 @@ const DefaultSampleInterval = 100 * time.Millisecond
 // no state in memory that a restarted manager could not rebuild from the
 // state directory and the backend.
 type Manager struct {
-	backend        Backend
-	stateDir       string
-	sampleInterval time.Duration
+	backend         Backend
+	stateDir        string
+	sampleInterval  time.Duration
+	allowedRuntimes []string
 }
 
 // New returns a Manager, creating its state directory (mode 0700: task
@@ -80,8 +93,20 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.SampleInterval == 0 {
 		cfg.SampleInterval = DefaultSampleInterval
 	}
-	return &Manager{backend: cfg.Backend, stateDir: abs, sampleInterval: cfg.SampleInterval}, nil
+	allowed := slices.Clone(cfg.AllowedRuntimes)
+	if len(allowed) == 0 {
+		allowed = slices.Clone(DefaultAllowedRuntimes)
+	}
+	for _, r := range allowed {
+		if err := task.ValidateRuntime(r); err != nil {
+			return nil, fmt.Errorf("allowed runtimes: %w", err)
+		}
+	}
+	return &Manager{backend: cfg.Backend, stateDir: abs, sampleInterval: cfg.SampleInterval, allowedRuntimes: allowed}, nil
 }
+
+// AllowedRuntimes are the runtimes this Manager lets a task ask for.
+func (m *Manager) AllowedRuntimes() []string { return slices.Clone(m.allowedRuntimes) }
 
 // Backend returns the manager's backend.
 func (m *Manager) Backend() Backend { return m.backend }
@@ -139,6 +164,10 @@ func (m *Manager) Spawn(ctx context.Context, t task.Task) (Handle, error) {
 	t = t.WithDefaults()
 	if err := t.Validate(); err != nil {
 		return Handle{}, err
+	}
+	if !slices.Contains(m.allowedRuntimes, t.Runtime) {
+		return Handle{}, fmt.Errorf("%w: runtime %q is not allowed on this node (allowed: %s)",
+			errdefs.ErrInvalidArgument, t.Runtime, strings.Join(m.allowedRuntimes, ", "))
 	}
 	dir := m.TaskDir(t.ID)
 	if err := os.Mkdir(dir, 0o700); err != nil {

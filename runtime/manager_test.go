@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -190,6 +191,58 @@ func TestSpawnRejectsBadInputAndDuplicates(t *testing.T) {
 	}
 	if len(f.running) != 1 {
 		t.Errorf("backend has %d tasks, want 1", len(f.running))
+	}
+}
+
+// TestSpawnRefusesRuntimesNotAllowed: a task naming a runtime the operator
+// did not allow is refused as bad input before anything is created; by
+// default only runc's shim is allowed, and an operator's list replaces it.
+func TestSpawnRefusesRuntimesNotAllowed(t *testing.T) {
+	ctx := context.Background()
+	runsc := "io.containerd.runsc.v1"
+	for _, c := range []struct {
+		name    string
+		allowed []string
+		runtime string
+		ok      bool
+	}{
+		{"default runtime by default", nil, "", true},
+		{"runc shim named by default", nil, task.DefaultRuntime, true},
+		{"another by default", nil, runsc, false},
+		{"nvidia by default", nil, "nvidia", false},
+		{"another allowed", []string{task.DefaultRuntime, runsc}, runsc, true},
+		{"default not in the operator's list", []string{runsc}, "", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			needRoot(t)
+			f := newFake()
+			m, err := runtime.New(runtime.Config{Backend: f, StateDir: t.TempDir(), AllowedRuntimes: c.allowed})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _, _ = m.CleanupOrphans(ctx, true) })
+			tk := job("rt")
+			tk.Runtime = c.runtime
+			_, err = m.Spawn(ctx, tk)
+			if c.ok {
+				if err != nil {
+					t.Fatalf("Spawn = %v, want it started", err)
+				}
+				return
+			}
+			if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "is not allowed") || strings.Contains(err.Error(), "\n") {
+				t.Errorf("Spawn = %v, want one line of invalid argument: runtime not allowed", err)
+			}
+			if len(f.running) != 0 {
+				t.Errorf("the backend started %v", f.running)
+			}
+			if _, err := os.Stat(m.TaskDir("rt")); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("state dir created for a refused task: %v", err)
+			}
+		})
+	}
+	if _, err := runtime.New(runtime.Config{Backend: newFake(), StateDir: t.TempDir(), AllowedRuntimes: []string{"/usr/bin/evil"}}); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("allowing a path as a runtime: %v", err)
 	}
 }
 

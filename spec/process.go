@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -43,8 +44,9 @@ func ProcessFor(t task.Task, img ocispec.ImageConfig) (Process, error) {
 }
 
 // processFromImage merges the task with its image config. The image config is
-// attacker input: only Env, Entrypoint, a validated WorkingDir and a numeric
-// non-root User are taken from it. Everything else it can say (volumes,
+// attacker input: only Env (without the NVIDIA device variables),
+// Entrypoint, a validated WorkingDir and a numeric non-root User are taken
+// from it. Everything else it can say (volumes,
 // exposed ports, stop signal, labels, healthchecks) is ignored.
 func processFromImage(t task.Task, img ocispec.ImageConfig) (process, error) {
 	if err := task.ValidateEnv(img.Env); err != nil {
@@ -56,7 +58,7 @@ func processFromImage(t task.Task, img ocispec.ImageConfig) (process, error) {
 		args: append(slices.Clone(img.Entrypoint), t.Command...),
 		// Image env first, then HOME on the only writable scratch space,
 		// then the task's own env, which wins over both.
-		env: mergeEnv(img.Env, []string{"HOME=" + TmpPath}, t.Env),
+		env: mergeEnv(withoutNVIDIADeviceVars(img.Env), []string{"HOME=" + TmpPath}, t.Env),
 		cwd: "/",
 	}
 	switch {
@@ -73,6 +75,19 @@ func processFromImage(t task.Task, img ocispec.ImageConfig) (process, error) {
 		return process{}, err
 	}
 	return p, nil
+}
+
+// withoutNVIDIADeviceVars drops the variables that select NVIDIA devices
+// (task.IsNVIDIADeviceVar) from an image's env. An image is attacker input,
+// and CUDA images set NVIDIA_VISIBLE_DEVICES=all: under a runtime with
+// NVIDIA's legacy hook that alone hands the task every GPU on the node,
+// whatever nsn-run allocated. A task granted GPUs gets these variables
+// from its devices' CDI edits, which are applied after the process env.
+func withoutNVIDIADeviceVars(env []string) []string {
+	return slices.DeleteFunc(slices.Clone(env), func(kv string) bool {
+		key, _, _ := strings.Cut(kv, "=")
+		return task.IsNVIDIADeviceVar(key)
+	})
 }
 
 // mergeEnv layers KEY=VALUE lists: a later value for a key replaces an
@@ -143,6 +158,41 @@ func RequiredMaskedPaths() []string { return slices.Clone(requiredMaskedPaths) }
 
 // RequiredReadonlyPaths returns the /proc paths every task sees read-only.
 func RequiredReadonlyPaths() []string { return slices.Clone(requiredReadonlyPaths) }
+
+// MaskedPaths is the complete list of masked paths a task's spec has, in
+// its order: containerd's defaults, which include a thermal_throttle
+// directory for each CPU this host has (the one part read from the host),
+// then any of RequiredMaskedPaths they lack. Backends that do not take an
+// OCI spec (the Docker Engine API) send this list, so both backends mask
+// the same paths.
+func MaskedPaths() ([]string, error) {
+	l, err := defaultLinux()
+	if err != nil {
+		return nil, err
+	}
+	return appendMissing(l.MaskedPaths, requiredMaskedPaths), nil
+}
+
+// ReadonlyPaths is the complete list of read-only paths a task's spec has,
+// as MaskedPaths is for masked ones.
+func ReadonlyPaths() ([]string, error) {
+	l, err := defaultLinux()
+	if err != nil {
+		return nil, err
+	}
+	return appendMissing(l.ReadonlyPaths, requiredReadonlyPaths), nil
+}
+
+// defaultLinux is the Linux section of containerd's default spec, the base
+// Opts builds on.
+func defaultLinux() (*specs.Linux, error) {
+	ctx := namespaces.WithNamespace(context.Background(), DefaultNamespace)
+	s, err := oci.GenerateSpec(ctx, nil, &containers.Container{ID: "defaults"})
+	if err != nil {
+		return nil, fmt.Errorf("containerd's default spec: %w", err)
+	}
+	return s.Linux, nil
+}
 
 func withMaskedPaths(paths []string) oci.SpecOpts {
 	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *specs.Spec) error {

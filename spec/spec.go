@@ -87,15 +87,21 @@ type Options struct {
 }
 
 // oomScoreAdj returns the score o asks for, or an error for one out of range.
-func (o Options) oomScoreAdj() (int, error) {
-	if o.OOMScoreAdj == 0 {
+func (o Options) oomScoreAdj() (int, error) { return OOMScoreAdj(o.OOMScoreAdj) }
+
+// OOMScoreAdj returns the oom_score_adj a task gets when the operator asks
+// for score: DefaultOOMScoreAdj for 0, score itself within
+// MinOOMScoreAdj..MaxOOMScoreAdj, an ErrInvalidArgument otherwise. Both
+// backends take the score through it, so they accept the same values.
+func OOMScoreAdj(score int) (int, error) {
+	if score == 0 {
 		return DefaultOOMScoreAdj, nil
 	}
-	if o.OOMScoreAdj < MinOOMScoreAdj || o.OOMScoreAdj > MaxOOMScoreAdj {
+	if score < MinOOMScoreAdj || score > MaxOOMScoreAdj {
 		return 0, fmt.Errorf("%w: oom score adj %d: must be %d..%d (tasks die before host daemons)",
-			errdefs.ErrInvalidArgument, o.OOMScoreAdj, MinOOMScoreAdj, MaxOOMScoreAdj)
+			errdefs.ErrInvalidArgument, score, MinOOMScoreAdj, MaxOOMScoreAdj)
 	}
-	return o.OOMScoreAdj, nil
+	return score, nil
 }
 
 // Opts returns the ordered list of spec options for t, run on top of

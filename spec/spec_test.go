@@ -383,3 +383,87 @@ func TestOOMScoreAdjBounds(t *testing.T) {
 		}
 	}
 }
+
+// TestMaskedAndReadonlyPathsAreTheSpecs: the lists backends without an OCI
+// spec send are exactly the generated spec's, required paths included.
+func TestMaskedAndReadonlyPathsAreTheSpecs(t *testing.T) {
+	s := generate(t, baseTask(), ocispec.ImageConfig{})
+	masked, err := spec.MaskedPaths()
+	if err != nil {
+		t.Fatal(err)
+	}
+	readonly, err := spec.ReadonlyPaths()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(masked, s.Linux.MaskedPaths) {
+		t.Errorf("MaskedPaths() = %v, spec has %v", masked, s.Linux.MaskedPaths)
+	}
+	if !slices.Equal(readonly, s.Linux.ReadonlyPaths) {
+		t.Errorf("ReadonlyPaths() = %v, spec has %v", readonly, s.Linux.ReadonlyPaths)
+	}
+	for _, p := range spec.RequiredMaskedPaths() {
+		if !slices.Contains(masked, p) {
+			t.Errorf("MaskedPaths() lacks %s", p)
+		}
+	}
+	for _, p := range spec.RequiredReadonlyPaths() {
+		if !slices.Contains(readonly, p) {
+			t.Errorf("ReadonlyPaths() lacks %s", p)
+		}
+	}
+}
+
+// envInjector is a GPU injector whose edits set the device variables, as
+// the NVIDIA CDI specs' edits do.
+type envInjector struct{}
+
+func (envInjector) InjectSpecOpt([]string, bool) (oci.SpecOpts, error) {
+	return oci.WithEnv([]string{"NVIDIA_VISIBLE_DEVICES=void"}), nil
+}
+
+// TestImageNVIDIADeviceVarsDropped: an image's NVIDIA device-selection
+// variables reach neither backend's process (spec.Generate for containerd,
+// spec.ProcessFor for docker); the rest of its env does. Only a granted
+// GPU's edits set them.
+func TestImageNVIDIADeviceVarsDropped(t *testing.T) {
+	for _, c := range []struct {
+		kv   string
+		kept bool
+	}{
+		{"NVIDIA_VISIBLE_DEVICES=all", false},
+		{"NVIDIA_DRIVER_CAPABILITIES=compute,utility,video,display", false},
+		{"NVIDIA_REQUIRE_CUDA=cuda>=12.0 brand=tesla", false},
+		{"NVIDIA_MIG_CONFIG_DEVICES=all", false},
+		{"NVIDIA_MIG_MONITOR_DEVICES=all", false},
+		{"NVIDIA_IMEX_CHANNELS=all", false},
+		{"NVIDIA_MOFED=enabled", false},
+		{"CUDA_VERSION=12.4.1", true},
+		{"NVIDIA_PRODUCT_NAME=CUDA", true},
+	} {
+		img := ocispec.ImageConfig{Env: []string{"PATH=/usr/local/cuda/bin:/bin", c.kv}}
+		s := generate(t, baseTask(), img)
+		p, err := spec.ProcessFor(baseTask(), img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, env := range map[string][]string{"containerd spec": s.Process.Env, "docker process": p.Env} {
+			if slices.Contains(env, c.kv) != c.kept {
+				t.Errorf("image env %s: in the %s = %v, want %v (%v)", c.kv, name, !c.kept, c.kept, env)
+			}
+			if !slices.Contains(env, "PATH=/usr/local/cuda/bin:/bin") {
+				t.Errorf("%s lost the image's PATH: %v", name, env)
+			}
+		}
+	}
+
+	tk := baseTask()
+	tk.GPUs = "device=0"
+	s, err := spec.Generate(context.Background(), tk, ocispec.ImageConfig{Env: []string{"NVIDIA_VISIBLE_DEVICES=all"}}, spec.Options{OutputDir: outputDir, GPUDevices: []string{"nvidia.com/gpu=0"}, CDI: envInjector{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(s.Process.Env, "NVIDIA_VISIBLE_DEVICES=void") || slices.Contains(s.Process.Env, "NVIDIA_VISIBLE_DEVICES=all") {
+		t.Errorf("granted GPU: env %v, want the edits' NVIDIA_VISIBLE_DEVICES=void and not the image's", s.Process.Env)
+	}
+}

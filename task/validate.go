@@ -5,6 +5,7 @@ import (
 	"math"
 	"path"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -72,6 +73,11 @@ func (t Task) Validate() error {
 	if err := ValidateEnv(t.Env); err != nil {
 		return err
 	}
+	for _, kv := range t.Env {
+		if key, _, _ := strings.Cut(kv, "="); IsNVIDIADeviceVar(key) {
+			return invalid("env %s: selects NVIDIA devices; nsn-run sets it only for the GPUs a task is granted (request GPUs instead)", key)
+		}
+	}
 	if t.WorkingDir != "" {
 		if err := ValidateWorkingDir(t.WorkingDir); err != nil {
 			return err
@@ -90,8 +96,17 @@ func (t Task) Validate() error {
 	} else if req.Shared && req.Empty() {
 		return invalid("gpu_shared: set without gpus")
 	}
-	if t.Runtime != "" && !runtimePattern.MatchString(t.Runtime) {
-		return invalid("runtime %q: must be a runtime name such as %s", t.Runtime, DefaultRuntime)
+	if t.Runtime != "" {
+		return ValidateRuntime(t.Runtime)
+	}
+	return nil
+}
+
+// ValidateRuntime checks a containerd runtime name (a task's, or one an
+// operator allows): a name such as io.containerd.runc.v2, never a path.
+func ValidateRuntime(name string) error {
+	if !runtimePattern.MatchString(name) {
+		return invalid("runtime %q: must be a runtime name such as %s", name, DefaultRuntime)
 	}
 	return nil
 }
@@ -169,6 +184,33 @@ func ValidateEnv(env []string) error {
 		return invalid("env is %d bytes, more than %d", total, MaxEnvBytes)
 	}
 	return nil
+}
+
+// nvidiaDeviceVars and nvidiaDeviceVarPrefixes are the environment
+// variables by which NVIDIA's container toolkit (its legacy hook, and its
+// runtime in every mode) chooses the devices a container gets: which GPUs
+// (VISIBLE_DEVICES), which driver parts (DRIVER_CAPABILITIES), which
+// requirements to check (REQUIRE_*), MIG management access (MIG_CONFIG_DEVICES,
+// MIG_MONITOR_DEVICES), IMEX channels, and the GPUDirect Storage, MOFED,
+// NVSwitch and GDRCopy devices. Whatever runs a task, they must say only
+// what nsn-run granted.
+var (
+	nvidiaDeviceVars = []string{
+		"NVIDIA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES", "NVIDIA_IMEX_CHANNELS",
+		"NVIDIA_GDS", "NVIDIA_MOFED", "NVIDIA_NVSWITCH", "NVIDIA_GDRCOPY",
+	}
+	nvidiaDeviceVarPrefixes = []string{"NVIDIA_REQUIRE_", "NVIDIA_MIG_"}
+)
+
+// IsNVIDIADeviceVar reports whether the environment variable key selects
+// NVIDIA devices (NVIDIA_VISIBLE_DEVICES and its kind). A task may not set
+// one, and one from an image is dropped: only the edits for the GPUs a task
+// is granted set them.
+func IsNVIDIADeviceVar(key string) bool {
+	if slices.Contains(nvidiaDeviceVars, key) {
+		return true
+	}
+	return slices.ContainsFunc(nvidiaDeviceVarPrefixes, func(p string) bool { return strings.HasPrefix(key, p) })
 }
 
 // ValidateWorkingDir checks a working directory, whether it comes from the

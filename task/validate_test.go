@@ -34,6 +34,7 @@ func TestValidateAcceptsGoodTasks(t *testing.T) {
 		"gpus shared":    func(t *Task) { t.GPUs, t.GPUShared = "1", true },
 		"fractional cpu": func(t *Task) { t.Limits.CPUs = 0.25 },
 		"runtime":        func(t *Task) { t.Runtime = "io.containerd.runsc.v1" },
+		"cuda env":       func(t *Task) { t.Env = []string{"CUDA_VISIBLE_DEVICES=0", "NVIDIA_STANDIN=1"} },
 	} {
 		t.Run(name, func(t *testing.T) {
 			tk := validTask()
@@ -103,6 +104,14 @@ func TestValidateRejects(t *testing.T) {
 		{"gpu mig index no gpu", func(t *Task) { t.GPUs = ":1" }, "not a GPU index"},
 		{"gpu mig index deep", func(t *Task) { t.GPUs = "0:1:2" }, "not a GPU index"},
 		{"runtime path", func(t *Task) { t.Runtime = "/usr/bin/evil" }, "runtime"},
+		{"nvidia visible devices", func(t *Task) { t.Env = []string{"A=1", "NVIDIA_VISIBLE_DEVICES=all"} }, "env NVIDIA_VISIBLE_DEVICES: selects NVIDIA devices"},
+		{"nvidia visible devices empty", func(t *Task) { t.Env = []string{"NVIDIA_VISIBLE_DEVICES="} }, "env NVIDIA_VISIBLE_DEVICES"},
+		{"nvidia driver capabilities", func(t *Task) { t.Env = []string{"NVIDIA_DRIVER_CAPABILITIES=all"} }, "env NVIDIA_DRIVER_CAPABILITIES"},
+		{"nvidia require", func(t *Task) { t.Env = []string{"NVIDIA_REQUIRE_CUDA=cuda>=12"} }, "env NVIDIA_REQUIRE_CUDA"},
+		{"nvidia mig config", func(t *Task) { t.Env = []string{"NVIDIA_MIG_CONFIG_DEVICES=all"} }, "env NVIDIA_MIG_CONFIG_DEVICES"},
+		{"nvidia mig monitor", func(t *Task) { t.Env = []string{"NVIDIA_MIG_MONITOR_DEVICES=all"} }, "env NVIDIA_MIG_MONITOR_DEVICES"},
+		{"nvidia imex", func(t *Task) { t.Env = []string{"NVIDIA_IMEX_CHANNELS=all"} }, "env NVIDIA_IMEX_CHANNELS"},
+		{"nvidia gds", func(t *Task) { t.Env = []string{"NVIDIA_GDS=enabled"} }, "env NVIDIA_GDS"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -175,6 +184,33 @@ func TestNormalizeImage(t *testing.T) {
 		got, err := NormalizeImage(in)
 		if err != nil || got != want {
 			t.Errorf("NormalizeImage(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+}
+
+func TestIsNVIDIADeviceVar(t *testing.T) {
+	for key, want := range map[string]bool{
+		"NVIDIA_VISIBLE_DEVICES":     true,
+		"NVIDIA_DRIVER_CAPABILITIES": true,
+		"NVIDIA_REQUIRE_CUDA":        true,
+		"NVIDIA_REQUIRE_ARCH":        true,
+		"NVIDIA_MIG_CONFIG_DEVICES":  true,
+		"NVIDIA_MIG_MONITOR_DEVICES": true,
+		"NVIDIA_IMEX_CHANNELS":       true,
+		"NVIDIA_GDS":                 true,
+		"NVIDIA_MOFED":               true,
+		"NVIDIA_NVSWITCH":            true,
+		"NVIDIA_GDRCOPY":             true,
+		// Not read by the toolkit: in-process selection, or other names.
+		"CUDA_VISIBLE_DEVICES":   false,
+		"NVIDIA_STANDIN":         false,
+		"NVIDIA_VISIBLE":         false,
+		"nvidia_visible_devices": false,
+		"NVIDIA_REQUIRE":         false,
+		"MY_NVIDIA_GDS":          false,
+	} {
+		if got := IsNVIDIADeviceVar(key); got != want {
+			t.Errorf("IsNVIDIADeviceVar(%q) = %v, want %v", key, got, want)
 		}
 	}
 }

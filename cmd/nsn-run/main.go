@@ -9,12 +9,14 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/containerd/log"
 	"github.com/spf13/cobra"
 
 	"github.com/nsn-run/nsn-run/runtime"
+	"github.com/nsn-run/nsn-run/task"
 )
 
 // Exit statuses of nsn-run's own failures (the CLI contract): a task's own
@@ -40,6 +42,8 @@ type globalOptions struct {
 	stateDir  string
 	// cdiSpecDirs override /etc/cdi and /var/run/cdi.
 	cdiSpecDirs []string
+	// allowedRuntimes are the runtimes a task may name (runtime.Config).
+	allowedRuntimes []string
 }
 
 func envOr(key, def string) string {
@@ -47,6 +51,18 @@ func envOr(key, def string) string {
 		return v
 	}
 	return def
+}
+
+// envList splits a comma-separated environment variable, dropping empty
+// elements; nil when it is unset or empty.
+func envList(key string) []string {
+	var out []string
+	for v := range strings.SplitSeq(os.Getenv(key), ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 func newRootCommand() *cobra.Command {
@@ -71,6 +87,9 @@ any spec against the isolation policy (nsn-run audit).`,
 	pf.StringVar(&g.backend, "backend", envOr("NSN_BACKEND", "containerd"), "backend: containerd, or docker (dockerd at DOCKER_HOST) (env NSN_BACKEND)")
 	pf.StringArrayVar(&g.cdiSpecDirs, "cdi-spec-dir", nil, "CDI spec directory (repeatable; default /etc/cdi and /var/run/cdi)")
 	pf.StringVar(&g.stateDir, "state-dir", envOr("NSN_STATE_DIR", "/var/lib/nsn-run"), "directory for per-task state and output (env NSN_STATE_DIR)")
+	pf.StringArrayVar(&g.allowedRuntimes, "allowed-runtime", envList("NSN_ALLOWED_RUNTIMES"),
+		"containerd runtime a task may name with --runtime (repeatable; default "+task.DefaultRuntime+
+			"; env NSN_ALLOWED_RUNTIMES, comma-separated); a task naming another is refused (exit 125). The docker backend runs runc only, whatever is allowed")
 
 	root.AddCommand(newRunCommand(g), newSpecCommand(g), newAuditCommand(g), newPsCommand(g), newLogsCommand(g),
 		newStatsCommand(g), newKillCommand(g), newRmCommand(g), newGCCommand(g), newImageCommand(g), newDoctorCommand(g), newGPUCommand(g), newShimLoggerCommand())

@@ -46,7 +46,7 @@ func openManager(ctx context.Context, g *globalOptions) (*runtime.Manager, func(
 	default:
 		return nil, nil, fmt.Errorf("%w: backend %q: want containerd or docker", errdefs.ErrInvalidArgument, g.backend)
 	}
-	m, err := runtime.New(runtime.Config{Backend: b, StateDir: g.stateDir})
+	m, err := runtime.New(runtime.Config{Backend: b, StateDir: g.stateDir, AllowedRuntimes: g.allowedRuntimes})
 	if err != nil {
 		b.Close()
 		return nil, nil, err

@@ -118,7 +118,7 @@ func printDockerRequest(cmd *cobra.Command, g *globalOptions, t task.Task, outDi
 	if err != nil {
 		return err
 	}
-	r, err := docker.CreateRequest(t, img, outDir, names)
+	r, err := docker.CreateRequest(t, img, docker.RequestOptions{OutputDir: outDir, GPUs: names})
 	if err != nil {
 		return err
 	}

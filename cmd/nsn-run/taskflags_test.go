@@ -69,6 +69,7 @@ func TestTaskFlagErrors(t *testing.T) {
 		{"busybox"},
 		{"busybox", "--"},
 		{},
+		{"-e", "NVIDIA_VISIBLE_DEVICES=all", "busybox", "true"},
 	} {
 		_, err := parseTask(t, argv...)
 		if !errdefs.IsInvalidArgument(err) {
@@ -86,5 +87,27 @@ func TestExitCodes(t *testing.T) {
 	}
 	if exitCode(&exitError{code: auditFindings}) != 1 {
 		t.Error("exitError code not passed through")
+	}
+}
+
+// TestAllowedRuntimeFlag: --allowed-runtime defaults to NSN_ALLOWED_RUNTIMES
+// split at commas; the flag, repeated, replaces it.
+func TestAllowedRuntimeFlag(t *testing.T) {
+	t.Setenv("NSN_ALLOWED_RUNTIMES", "io.containerd.runc.v2, io.containerd.runsc.v1,,")
+	root := newRootCommand()
+	got, err := root.PersistentFlags().GetStringArray("allowed-runtime")
+	if err != nil || strings.Join(got, "|") != "io.containerd.runc.v2|io.containerd.runsc.v1" {
+		t.Errorf("from the env: %q, %v", got, err)
+	}
+	root = newRootCommand()
+	if err := root.PersistentFlags().Parse([]string{"--allowed-runtime", "a.v1", "--allowed-runtime", "b.v2"}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := root.PersistentFlags().GetStringArray("allowed-runtime"); strings.Join(got, "|") != "a.v1|b.v2" {
+		t.Errorf("from the flags: %q", got)
+	}
+	t.Setenv("NSN_ALLOWED_RUNTIMES", "")
+	if got, _ := newRootCommand().PersistentFlags().GetStringArray("allowed-runtime"); len(got) != 0 {
+		t.Errorf("unset: %q, want none (the Manager's default)", got)
 	}
 }

@@ -25,6 +25,8 @@ import (
 	"github.com/nsn-run/nsn-run/cgroups"
 	"github.com/nsn-run/nsn-run/logs"
 	"github.com/nsn-run/nsn-run/runtime"
+	"github.com/nsn-run/nsn-run/spec"
+	"github.com/nsn-run/nsn-run/spec/audit"
 	"github.com/nsn-run/nsn-run/task"
 )
 
@@ -49,10 +51,20 @@ type Config struct {
 	// leaves them out. dockerd must be local (as /output requires): the
 	// container's host pids come from its cgroup.
 	NVML nvml.Interface
+	// AuditPolicy is the operator's side of the audit every create request
+	// passes before it is sent (AuditRequest): maxima, and the OOM score
+	// tasks get (0: spec.DefaultOOMScoreAdj; the operator may set
+	// spec.MinOOMScoreAdj..spec.MaxOOMScoreAdj), as for the containerd
+	// backend. The backend fills in the task's state dir, bind source
+	// resolution and the CDI injector.
+	AuditPolicy audit.Policy
 }
 
-// GPUAllocator is what the backend needs of the cdi package's Injector.
+// GPUAllocator is what the backend needs of the cdi package's Injector:
+// allocation, and injection for the audit to check the granted names
+// against the CDI specs.
 type GPUAllocator interface {
+	spec.DeviceInjector
 	Allocate(id string, req task.GPURequest) ([]string, error)
 	Release(id string) error
 }
@@ -88,6 +100,9 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 	}
 	if cfg.LogLimits == (logs.Limits{}) {
 		cfg.LogLimits = logs.DefaultLimits
+	}
+	if _, err := spec.OOMScoreAdj(cfg.AuditPolicy.OOMScoreAdj); err != nil {
+		return nil, err
 	}
 	c, err := Dial(ctx, cfg.Host)
 	if err != nil {
@@ -168,11 +183,14 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (runtime.
 			b.releaseGPUs(t.ID)
 		}
 	}()
-	r, err := CreateRequest(t, imgCfg, req.OutputDir, gpus)
+	r, err := CreateRequest(t, imgCfg, RequestOptions{OutputDir: req.OutputDir, GPUs: gpus, OOMScoreAdj: b.cfg.AuditPolicy.OOMScoreAdj})
 	if err != nil {
 		return runtime.Handle{}, err
 	}
 	r.Config.Labels[labelStateDir] = req.StateDir
+	if err := b.audit(ctx, r, req); err != nil {
+		return runtime.Handle{}, err
+	}
 	uid, gid, err := userIDs(r.Config.User)
 	if err != nil {
 		return runtime.Handle{}, err
@@ -208,6 +226,23 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (runtime.
 		}
 	}
 	return h, nil
+}
+
+// audit refuses a request that AuditRequest finds more in than nsn-run
+// would send for its task: the same allowlist a reviewer runs on
+// `nsn-run spec --backend docker`, here on exactly what goes to dockerd.
+func (b *Backend) audit(ctx context.Context, r Request, req runtime.StartRequest) error {
+	p := b.cfg.AuditPolicy
+	p.TasksDir = filepath.Dir(req.StateDir)
+	p.ResolveSource = filepath.EvalSymlinks
+	if b.cfg.GPUs != nil {
+		p.CDI = b.cfg.GPUs
+	}
+	if findings := AuditRequest(ctx, r, p); len(findings) > 0 {
+		return fmt.Errorf("%w: create request for task %s fails the audit (%d findings), first: %s",
+			errdefs.ErrFailedPrecondition, r.Name, len(findings), findings[0])
+	}
+	return nil
 }
 
 // allocateGPUs resolves and allocates the task's GPUs, refusing where

@@ -6,8 +6,10 @@ package docker
 
 import (
 	"fmt"
+	"maps"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/container"
@@ -39,38 +41,102 @@ func labelsFor(id string) map[string]string {
 	return map[string]string{runtime.LabelTaskID: id, runtime.LabelManager: runtime.ManagerName}
 }
 
+// RequestOptions are what CreateRequest needs from the host side of a task.
+type RequestOptions struct {
+	// OutputDir is the task's host output directory, bound at /output: an
+	// absolute, clean path.
+	OutputDir string
+	// GPUs are the task's CDI device names, resolved and allocated (cdi
+	// package); they go to dockerd as a CDI device request, never to the
+	// legacy NVIDIA hook.
+	GPUs []string
+	// OOMScoreAdj is the task's oom_score_adj; 0 means
+	// spec.DefaultOOMScoreAdj, and the operator may set
+	// spec.MinOOMScoreAdj..spec.MaxOOMScoreAdj, as for the containerd
+	// backend.
+	OOMScoreAdj int
+}
+
+// dockerRuntime is the dockerd runtime every task runs under: runc, named
+// explicitly, so that a dockerd whose default runtime is another (nvidia's,
+// whose legacy hook hands an image that sets NVIDIA_VISIBLE_DEVICES=all
+// every GPU) does not choose it.
+const dockerRuntime = "runc"
+
+// netSysctls are the kernel's defaults for the two network sysctls dockerd
+// (20.10 and later) changes in every container with a network namespace of
+// its own: ICMP echo sockets for every group, and ports below 1024 for every
+// user. A containerd task has no sysctls, so the kernel's defaults; setting
+// them explicitly gives a docker task no more than that.
+var netSysctls = map[string]string{
+	"net.ipv4.ping_group_range":           "1 0",
+	"net.ipv4.ip_unprivileged_port_start": "1024",
+}
+
+// dockerRuntimeFor maps a task's containerd runtime name to dockerd's. Only
+// runc's shim (task.DefaultRuntime) has a counterpart that is known to be
+// the same runtime: dockerd's runtime names are its daemon.json's, and any
+// other could be anything there.
+func dockerRuntimeFor(name string) (string, error) {
+	if name != task.DefaultRuntime {
+		return "", fmt.Errorf("%w: runtime %q: the docker backend runs tasks only under runc (%s)", errdefs.ErrInvalidArgument, name, task.DefaultRuntime)
+	}
+	return dockerRuntime, nil
+}
+
 // CreateRequest maps a task and its image config to the Engine API create
-// request, with every default of nsn-run's that the API can express: the
-// same user, env, args and working dir rules as the OCI spec (spec.ProcessFor),
-// no capabilities, no-new-privileges, Docker's default seccomp profile, a
-// read-only root, no network, private namespaces, memory with swap equal to
-// it, CPU quota, pids, rlimits, /tmp as a sized tmpfs, labels. /output is
-// a bind of outputDir, the task's host tmpfs that the Manager mounted with
-// the output caps: a tmpfs docker volume would be unmounted, and emptied,
-// when the container stops, before its files could be collected. Pure: no
-// daemon call.
-//
-// gpus are the task's CDI device names, resolved and allocated (cdi
-// package): they go to dockerd as a CDI device request, never to the
-// legacy NVIDIA hook.
-func CreateRequest(t task.Task, img ocispec.ImageConfig, outputDir string, gpus []string) (Request, error) {
+// request, setting explicitly every control of nsn-run's that the API can
+// express rather than leaving any to dockerd's defaults (which differ by
+// version and daemon.json): the same user, env, args and working dir rules
+// as the OCI spec (spec.ProcessFor); runtime runc (the only one the task
+// may name is runc's shim, task.DefaultRuntime); no capabilities;
+// no-new-privileges; nsn-run's own seccomp profile (spec.SeccompProfile),
+// not dockerd's; the spec's masked and read-only paths; its oom_score_adj
+// and rlimits; the kernel's defaults for the network sysctls dockerd
+// changes; a read-only root; no network; private namespaces; memory
+// with swap equal to it, CPU quota, pids; /tmp as a sized tmpfs; labels.
+// /output is a bind of o.OutputDir, the task's host tmpfs that the Manager
+// mounted with the output caps: a tmpfs docker volume would be unmounted,
+// and emptied, when the container stops, before its files could be
+// collected. Pure: no daemon call.
+func CreateRequest(t task.Task, img ocispec.ImageConfig, o RequestOptions) (Request, error) {
 	t = t.WithDefaults()
 	if err := t.Validate(); err != nil {
 		return Request{}, err
 	}
-	if req, _ := t.GPURequest(); !req.Empty() && len(gpus) == 0 {
+	if req, _ := t.GPURequest(); !req.Empty() && len(o.GPUs) == 0 {
 		return Request{}, fmt.Errorf("%w: task asks for GPUs %q but no CDI device was resolved for it", errdefs.ErrFailedPrecondition, t.GPUs)
 	}
+	if !filepath.IsAbs(o.OutputDir) || filepath.Clean(o.OutputDir) != o.OutputDir {
+		return Request{}, fmt.Errorf("%w: output dir %q: must be an absolute, clean host path", errdefs.ErrInvalidArgument, o.OutputDir)
+	}
+	runtimeName, err := dockerRuntimeFor(t.Runtime)
+	if err != nil {
+		return Request{}, err
+	}
+	oomScore, err := spec.OOMScoreAdj(o.OOMScoreAdj)
+	if err != nil {
+		return Request{}, err
+	}
 	p, err := spec.ProcessFor(t, img)
+	if err != nil {
+		return Request{}, err
+	}
+	seccompOpt, err := seccompSecurityOpt(spec.SeccompProfile())
+	if err != nil {
+		return Request{}, err
+	}
+	masked, err := spec.MaskedPaths()
+	if err != nil {
+		return Request{}, err
+	}
+	readonly, err := spec.ReadonlyPaths()
 	if err != nil {
 		return Request{}, err
 	}
 	l := t.Limits
 	pids := l.Pids
 	quota := int64(l.CPUs*cfsPeriod + 0.5)
-	if !filepath.IsAbs(outputDir) || filepath.Clean(outputDir) != outputDir {
-		return Request{}, fmt.Errorf("%w: output dir %q: must be an absolute, clean host path", errdefs.ErrInvalidArgument, outputDir)
-	}
 	cfg := &container.Config{
 		Hostname:   t.ID,
 		User:       fmt.Sprintf("%d:%d", p.UID, p.GID),
@@ -84,13 +150,18 @@ func CreateRequest(t task.Task, img ocispec.ImageConfig, outputDir string, gpus 
 		NetworkDisabled: true,
 	}
 	host := &container.HostConfig{
+		Runtime:        runtimeName,
 		NetworkMode:    network.NetworkNone,
 		ReadonlyRootfs: true,
 		CapDrop:        []string{"ALL"},
-		SecurityOpt:    []string{"no-new-privileges:true"},
+		SecurityOpt:    []string{"no-new-privileges:true", seccompOpt},
 		IpcMode:        container.IPCModePrivate,
 		CgroupnsMode:   container.CgroupnsModePrivate,
 		Privileged:     false,
+		OomScoreAdj:    oomScore,
+		MaskedPaths:    masked,
+		ReadonlyPaths:  readonly,
+		Sysctls:        maps.Clone(netSysctls),
 		LogConfig: container.LogConfig{Type: "json-file", Config: map[string]string{
 			"max-size": jsonLogMax, "max-file": "1",
 		}},
@@ -100,11 +171,8 @@ func CreateRequest(t task.Task, img ocispec.ImageConfig, outputDir string, gpus 
 			CPUPeriod:      cfsPeriod,
 			CPUQuota:       max(quota, 1000),
 			PidsLimit:      &pids,
-			DeviceRequests: deviceRequests(gpus),
-			Ulimits: []*container.Ulimit{
-				{Name: "nofile", Soft: l.OpenFiles, Hard: l.OpenFiles},
-				{Name: "core", Soft: 0, Hard: 0},
-			},
+			DeviceRequests: deviceRequests(o.GPUs),
+			Ulimits:        ulimits(l),
 		},
 		Tmpfs: map[string]string{
 			spec.TmpPath: "rw,nosuid,nodev,noexec,mode=1777,size=" + strconv.FormatInt(l.TmpBytes, 10) +
@@ -112,12 +180,27 @@ func CreateRequest(t task.Task, img ocispec.ImageConfig, outputDir string, gpus 
 		},
 		Mounts: []mount.Mount{{
 			Type:        mount.TypeBind,
-			Source:      outputDir,
+			Source:      o.OutputDir,
 			Target:      spec.OutputPath,
 			BindOptions: &mount.BindOptions{Propagation: mount.PropagationRPrivate, NonRecursive: true},
 		}},
 	}
 	return Request{Name: t.ID, Config: cfg, HostConfig: host}, nil
+}
+
+// ulimits are spec.Rlimits in dockerd's names (RLIMIT_NOFILE is "nofile"),
+// so a docker task gets exactly the rlimits a containerd task does.
+func ulimits(l task.Limits) []*container.Ulimit {
+	rl := spec.Rlimits(l)
+	out := make([]*container.Ulimit, 0, len(rl))
+	for _, r := range rl {
+		out = append(out, &container.Ulimit{
+			Name: strings.ToLower(strings.TrimPrefix(r.Type, "RLIMIT_")),
+			Soft: int64(r.Soft),
+			Hard: int64(r.Hard),
+		})
+	}
+	return out
 }
 
 // deviceRequests asks dockerd's CDI driver (Docker 25+) for exactly these

@@ -1,0 +1,301 @@
+package docker
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/mount"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	nvcdi "github.com/nsn-run/nsn-run/cdi"
+	"github.com/nsn-run/nsn-run/cdi/cditest"
+	"github.com/nsn-run/nsn-run/spec/audit"
+	"github.com/nsn-run/nsn-run/task"
+)
+
+var auditPolicy = audit.Policy{TasksDir: "/var/lib/nsn-run/tasks", Max: task.Limits{MemoryBytes: task.GiB}}
+
+// auditedRequest is the request Backend.Start audits for a task: what
+// CreateRequest builds, with the state-dir label the backend adds.
+func auditedRequest(t *testing.T, tk task.Task, p audit.Policy, gpus []string) Request {
+	t.Helper()
+	r, err := CreateRequest(tk, ocispec.ImageConfig{Env: []string{"PATH=/bin"}, Entrypoint: []string{"/entry", "-x"}},
+		RequestOptions{OutputDir: p.OutputDir(tk.ID), GPUs: gpus, OOMScoreAdj: p.OOMScoreAdj})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Config.Labels[labelStateDir] = "/var/lib/nsn-run/tasks/" + tk.ID
+	return r
+}
+
+func auditTask() task.Task {
+	return task.Task{ID: "job-1", Image: "busybox:latest", Command: []string{"echo", "hi"}, Env: []string{"A=1"},
+		User: "1000:1000", WorkingDir: "/work",
+		Limits: task.Limits{MemoryBytes: 256 * task.MiB, CPUs: 0.5, Pids: 64, OpenFiles: 4096, TmpBytes: 8 * task.MiB, TmpInodes: 100}}
+}
+
+// TestAuditRequestOwnRequestIsClean: what CreateRequest builds has no
+// findings, as built and after a round trip through the JSON `nsn-run spec
+// --backend docker` prints; with GPUs too, when they resolve through the
+// policy's CDI specs.
+func TestAuditRequestOwnRequestIsClean(t *testing.T) {
+	ctx := context.Background()
+	for _, tk := range []task.Task{auditTask(), {ID: "d", Image: "busybox", Command: []string{"true"}}} {
+		r := auditedRequest(t, tk, auditPolicy, nil)
+		if f := AuditRequest(ctx, r, auditPolicy); len(f) != 0 {
+			t.Errorf("task %s: findings on nsn-run's own request: %v", tk.ID, f)
+		}
+		b, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !IsCreateRequest(b) {
+			t.Error("IsCreateRequest(marshalled request) = false")
+		}
+		back, findings, err := DecodeRequest(b)
+		if err != nil || len(findings) != 0 {
+			t.Fatalf("decode: %v %v", findings, err)
+		}
+		if f := AuditRequest(ctx, back, auditPolicy); len(f) != 0 {
+			t.Errorf("task %s after JSON: %v", tk.ID, f)
+		}
+	}
+	if IsCreateRequest([]byte(`{"ociVersion":"1.2.0","process":{}}`)) {
+		t.Error("IsCreateRequest(an OCI spec) = true")
+	}
+
+	gpuPolicy := auditPolicy
+	gpuPolicy.CDI = standInCDI(t)
+	tk := auditTask()
+	tk.GPUs = "device=0"
+	r := auditedRequest(t, tk, gpuPolicy, []string{"nvidia.com/gpu=0"})
+	if f := AuditRequest(ctx, r, gpuPolicy); len(f) != 0 {
+		t.Errorf("GPU task: %v", f)
+	}
+	if f := rulesOf(AuditRequest(ctx, r, auditPolicy)); !slices.Equal(f, []string{audit.RuleDevices}) {
+		t.Errorf("GPU task under a policy without CDI: rules %v, want devices", f)
+	}
+	unknown := auditedRequest(t, tk, gpuPolicy, []string{"nvidia.com/gpu=7"})
+	if f := rulesOf(AuditRequest(ctx, unknown, gpuPolicy)); len(f) == 0 || !allAre(f, audit.RuleDevices) {
+		t.Errorf("a CDI device the specs do not define: rules %v, want devices", f)
+	}
+	operator := gpuPolicy
+	operator.OOMScoreAdj = 700
+	r = auditedRequest(t, tk, operator, []string{"nvidia.com/gpu=0"})
+	if f := AuditRequest(ctx, r, operator); len(f) != 0 {
+		t.Errorf("GPU task with the operator's score 700: %v", f)
+	}
+	if f := rulesOf(AuditRequest(ctx, r, gpuPolicy)); !slices.Equal(f, []string{audit.RuleProcessLimits}) {
+		t.Errorf("score 700 under a policy of 1000: rules %v, want process-limits", f)
+	}
+}
+
+func standInCDI(t *testing.T) *nvcdi.Injector {
+	t.Helper()
+	dir, _, err := cditest.WriteStandInSpec(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := nvcdi.New(nvcdi.Options{SpecDirs: []string{dir}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return in
+}
+
+func rulesOf(fs []audit.Finding) []string {
+	var out []string
+	for _, f := range fs {
+		if !slices.Contains(out, f.Rule) {
+			out = append(out, f.Rule)
+		}
+	}
+	return out
+}
+
+func allAre(rules []string, want string) bool {
+	return !slices.ContainsFunc(rules, func(r string) bool { return r != want })
+}
+
+// TestAuditRequestMutations: one change per field class, each a finding of
+// exactly its rule.
+func TestAuditRequestMutations(t *testing.T) {
+	hc := func(f func(h *container.HostConfig)) func(*Request) { return func(r *Request) { f(r.HostConfig) } }
+	cfg := func(f func(c *container.Config)) func(*Request) { return func(r *Request) { f(r.Config) } }
+	cases := []struct {
+		name   string
+		mutate func(*Request)
+		rule   string
+	}{
+		{"privileged", hc(func(h *container.HostConfig) { h.Privileged = true }), audit.RuleCapabilities},
+		{"cap-add", hc(func(h *container.HostConfig) { h.CapAdd = []string{"SYS_ADMIN"} }), audit.RuleCapabilities},
+		{"cap-drop-none", hc(func(h *container.HostConfig) { h.CapDrop = nil }), audit.RuleCapabilities},
+		{"devices", hc(func(h *container.HostConfig) {
+			h.Devices = []container.DeviceMapping{{PathOnHost: "/dev/sda", PathInContainer: "/dev/sda", CgroupPermissions: "rwm"}}
+		}), audit.RuleDevices},
+		{"device-cgroup-rule", hc(func(h *container.HostConfig) { h.DeviceCgroupRules = []string{"a *:* rwm"} }), audit.RuleDevices},
+		{"device-request-nvidia-all", hc(func(h *container.HostConfig) {
+			h.DeviceRequests = []container.DeviceRequest{{Driver: "nvidia", Count: -1, Capabilities: [][]string{{"gpu"}}}}
+		}), audit.RuleDevices},
+		{"device-request-cdi-all", hc(func(h *container.HostConfig) {
+			h.DeviceRequests = []container.DeviceRequest{{Driver: "cdi", DeviceIDs: []string{"nvidia.com/gpu=all"}}}
+		}), audit.RuleDevices},
+		{"binds", hc(func(h *container.HostConfig) { h.Binds = []string{"/:/host"} }), audit.RuleMounts},
+		{"mount-other-source", hc(func(h *container.HostConfig) { h.Mounts[0].Source = "/etc" }), audit.RuleMounts},
+		{"mount-other-task", hc(func(h *container.HostConfig) { h.Mounts[0].Source = "/var/lib/nsn-run/tasks/other/output" }), audit.RuleMounts},
+		{"mount-recursive", hc(func(h *container.HostConfig) { h.Mounts[0].BindOptions.NonRecursive = false }), audit.RuleMounts},
+		{"mount-added", hc(func(h *container.HostConfig) {
+			h.Mounts = append(h.Mounts, mount.Mount{Type: mount.TypeBind, Source: "/var/run/docker.sock", Target: "/s"})
+		}), audit.RuleMounts},
+		{"tmp-exec", hc(func(h *container.HostConfig) { h.Tmpfs["/tmp"] = strings.Replace(h.Tmpfs["/tmp"], "noexec", "exec", 1) }), audit.RuleMounts},
+		{"volume", cfg(func(c *container.Config) { c.Volumes = map[string]struct{}{"/data": {}} }), audit.RuleMounts},
+		{"seccomp-unconfined", hc(func(h *container.HostConfig) { h.SecurityOpt = append(h.SecurityOpt, "seccomp=unconfined") }), audit.RuleSeccomp},
+		{"seccomp-dockerd-default", hc(func(h *container.HostConfig) { h.SecurityOpt = h.SecurityOpt[:1] }), audit.RuleSeccomp},
+		{"seccomp-io-uring", hc(func(h *container.HostConfig) {
+			h.SecurityOpt[1] = strings.Replace(h.SecurityOpt[1], `"names":["accept"`, `"names":["io_uring_setup","accept"`, 1)
+		}), audit.RuleSeccomp},
+		{"apparmor-unconfined", hc(func(h *container.HostConfig) { h.SecurityOpt = append(h.SecurityOpt, "apparmor=unconfined") }), audit.RuleLSM},
+		{"label-disable", hc(func(h *container.HostConfig) { h.SecurityOpt = append(h.SecurityOpt, "label=disable") }), audit.RuleLSM},
+		{"label-disable-old-syntax", hc(func(h *container.HostConfig) { h.SecurityOpt = append(h.SecurityOpt, "label:disable") }), audit.RuleLSM},
+		{"no-new-privileges-off", hc(func(h *container.HostConfig) { h.SecurityOpt[0] = "no-new-privileges:false" }), audit.RuleNoNewPrivileges},
+		{"systempaths-unconfined", hc(func(h *container.HostConfig) { h.SecurityOpt = append(h.SecurityOpt, "systempaths=unconfined") }), audit.RuleMaskedPaths},
+		{"network-host", hc(func(h *container.HostConfig) { h.NetworkMode = "host" }), audit.RuleNamespaces},
+		{"network-enabled", cfg(func(c *container.Config) { c.NetworkDisabled = false }), audit.RuleNamespaces},
+		{"pid-host", hc(func(h *container.HostConfig) { h.PidMode = "host" }), audit.RuleNamespaces},
+		{"ipc-host", hc(func(h *container.HostConfig) { h.IpcMode = "host" }), audit.RuleNamespaces},
+		{"uts-host", hc(func(h *container.HostConfig) { h.UTSMode = "host" }), audit.RuleNamespaces},
+		{"cgroupns-host", hc(func(h *container.HostConfig) { h.CgroupnsMode = "host" }), audit.RuleNamespaces},
+		{"userns-host", hc(func(h *container.HostConfig) { h.UsernsMode = "host" }), audit.RuleUserNamespace},
+		{"runtime-nvidia", hc(func(h *container.HostConfig) { h.Runtime = "nvidia" }), RuleRuntime},
+		{"runtime-daemon-default", hc(func(h *container.HostConfig) { h.Runtime = "" }), RuleRuntime},
+		{"sysctls", hc(func(h *container.HostConfig) { h.Sysctls = map[string]string{"net.ipv4.ip_forward": "1"} }), audit.RuleSysctls},
+		{"oom-score-lower", hc(func(h *container.HostConfig) { h.OomScoreAdj = -500 }), audit.RuleProcessLimits},
+		{"ulimit-core-raised", hc(func(h *container.HostConfig) { h.Ulimits[1].Soft, h.Ulimits[1].Hard = -1, -1 }), audit.RuleProcessLimits},
+		{"ulimit-missing", hc(func(h *container.HostConfig) { h.Ulimits = h.Ulimits[:len(h.Ulimits)-1] }), audit.RuleProcessLimits},
+		{"masked-paths-shorter", hc(func(h *container.HostConfig) {
+			h.MaskedPaths = slices.DeleteFunc(h.MaskedPaths, func(p string) bool { return p == "/proc/kcore" })
+		}), audit.RuleMaskedPaths},
+		{"masked-paths-none", hc(func(h *container.HostConfig) { h.MaskedPaths = nil }), audit.RuleMaskedPaths},
+		{"readonly-paths-shorter", hc(func(h *container.HostConfig) { h.ReadonlyPaths = h.ReadonlyPaths[1:] }), audit.RuleMaskedPaths},
+		{"readonly-rootfs-off", hc(func(h *container.HostConfig) { h.ReadonlyRootfs = false }), audit.RuleRoot},
+		{"memory-above-policy", hc(func(h *container.HostConfig) { h.Memory, h.MemorySwap = 2*task.GiB, 2*task.GiB }), audit.RuleLimits},
+		{"memory-unlimited", hc(func(h *container.HostConfig) { h.Memory, h.MemorySwap = 0, 0 }), audit.RuleResources},
+		{"swap-unlimited", hc(func(h *container.HostConfig) { h.MemorySwap = -1 }), audit.RuleResources},
+		{"oom-kill-disable", hc(func(h *container.HostConfig) { yes := true; h.OomKillDisable = &yes }), audit.RuleResources},
+		{"cpu-realtime", hc(func(h *container.HostConfig) { h.CPURealtimeRuntime = 950000 }), audit.RuleResources},
+		{"pids-unlimited", hc(func(h *container.HostConfig) { n := int64(-1); h.PidsLimit = &n }), audit.RuleLimits},
+		{"cgroup-parent", hc(func(h *container.HostConfig) { h.CgroupParent = "/" }), audit.RuleCgroups},
+		{"user-root", cfg(func(c *container.Config) { c.User = "0:0" }), audit.RuleUser},
+		{"group-add", hc(func(h *container.HostConfig) { h.GroupAdd = []string{"0"} }), audit.RuleUser},
+		{"hostname", cfg(func(c *container.Config) { c.Hostname = "other" }), audit.RuleShape},
+		{"tty", cfg(func(c *container.Config) { c.Tty = true }), audit.RuleTerminal},
+		{"nvidia-env", cfg(func(c *container.Config) { c.Env = append(c.Env, "NVIDIA_VISIBLE_DEVICES=all") }), audit.RuleEnv},
+		{"state-dir-label-elsewhere", cfg(func(c *container.Config) { c.Labels[labelStateDir] = "/etc" }), audit.RuleAnnotations},
+		{"label-added", cfg(func(c *container.Config) { c.Labels["com.example"] = "x" }), audit.RuleAnnotations},
+		{"healthcheck", cfg(func(c *container.Config) { c.Healthcheck = &container.HealthConfig{Test: []string{"CMD", "x"}} }), audit.RuleProcess},
+		{"init", hc(func(h *container.HostConfig) { yes := true; h.Init = &yes }), audit.RuleProcess},
+		{"log-driver", hc(func(h *container.HostConfig) { h.LogConfig.Type = "syslog" }), audit.RuleSpecOther},
+	}
+	ctx := context.Background()
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := auditedRequest(t, auditTask(), auditPolicy, nil)
+			c.mutate(&r)
+			findings := AuditRequest(ctx, r, auditPolicy)
+			if len(findings) == 0 {
+				t.Fatalf("no finding, want %s", c.rule)
+			}
+			for _, f := range findings {
+				if f.Rule != c.rule {
+					t.Errorf("finding %s, want only rule %s", f, c.rule)
+				}
+			}
+		})
+	}
+}
+
+// TestAuditRequestStrictJSON: keys that are not the Engine API's, or that
+// differ in case or repeat, are findings of the decoder; nsn-run never
+// writes them.
+func TestAuditRequestStrictJSON(t *testing.T) {
+	r := auditedRequest(t, auditTask(), auditPolicy, nil)
+	b, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	for name, doc := range map[string]string{
+		"unknown":   strings.Replace(s, `"Privileged":false`, `"Privileged":false,"Priviledged":true`, 1),
+		"top-level": strings.Replace(s, `"name":`, `"platform":"linux","name":`, 1),
+		"case":      strings.Replace(s, `"Privileged":false`, `"privileged":false`, 1),
+		"duplicate": strings.Replace(s, `"Privileged":false`, `"Privileged":false,"Privileged":false`, 1),
+	} {
+		if doc == s {
+			t.Fatalf("%s: mutation did not apply", name)
+		}
+		_, findings, err := DecodeRequest([]byte(doc))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if len(findings) != 1 || findings[0].Rule != audit.RuleJSONStrict || strings.Contains(findings[0].Message, "runtime-spec") {
+			t.Errorf("%s: findings %v, want one %s finding about the Engine API", name, findings, audit.RuleJSONStrict)
+		}
+	}
+	if _, _, err := DecodeRequest([]byte(`{"name": 5}`)); err == nil {
+		t.Error("a name that is not a string decoded")
+	}
+}
+
+// TestAuditRequestKnobsOutOfBounds: a knob outside the task's bounds is one
+// finding in its own words, not also a difference.
+func TestAuditRequestKnobsOutOfBounds(t *testing.T) {
+	ctx := context.Background()
+	for _, c := range []struct {
+		name   string
+		mutate func(*Request)
+		rule   string
+		path   string
+	}{
+		{"bad name", func(r *Request) { r.Name = "../x" }, audit.RuleShape, "name"},
+		{"pids beyond the kernel", func(r *Request) { n := int64(1 << 40); r.HostConfig.PidsLimit = &n }, audit.RuleLimits, "host_config.PidsLimit"},
+		{"workdir in proc", func(r *Request) { r.Config.WorkingDir = "/proc/self/fd/3" }, audit.RuleProcess, "config.WorkingDir"},
+		{"no command", func(r *Request) { r.Config.Entrypoint, r.Config.Cmd = nil, nil }, audit.RuleProcess, "config.Entrypoint"},
+		{"no config", func(r *Request) { r.Config = nil }, audit.RuleShape, ""},
+	} {
+		r := auditedRequest(t, auditTask(), auditPolicy, nil)
+		c.mutate(&r)
+		f := AuditRequest(ctx, r, auditPolicy)
+		if len(f) != 1 || f[0].Rule != c.rule || f[0].Path != c.path {
+			t.Errorf("%s: findings %v, want one %s at %q", c.name, f, c.rule, c.path)
+		}
+	}
+}
+
+func TestRequestRuleFor(t *testing.T) {
+	for shape, want := range map[string]string{
+		"name":                           audit.RuleShape,
+		"host_config.Mounts[].Source":    audit.RuleMounts,
+		"host_config.Tmpfs./tmp":         audit.RuleMounts,
+		"config.Labels.nsn.task-id":      audit.RuleAnnotations,
+		"host_config.BlkioWeight":        audit.RuleResources,
+		"host_config.Ulimits[].Hard":     audit.RuleProcessLimits,
+		"host_config.DeviceRequests[]":   audit.RuleDevices,
+		"host_config.CgroupParent":       audit.RuleCgroups,
+		"host_config.SomethingNew":       audit.RuleSpecOther,
+		"config.StopSignal":              audit.RuleProcess,
+		"host_config.Runtime":            RuleRuntime,
+		"config.ExposedPorts.80/tcp":     audit.RuleNamespaces,
+		"host_config.UsernsMode":         audit.RuleUserNamespace,
+		"host_config.SecurityOpt":        audit.RuleLSM,
+		"host_config.DeviceCgroupRules":  audit.RuleDevices,
+		"host_config.RestartPolicy.Name": audit.RuleSpecOther,
+	} {
+		if got := RequestRuleFor(shape); got != want {
+			t.Errorf("RequestRuleFor(%q) = %s, want %s", shape, got, want)
+		}
+	}
+}
