@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sys/unix"
 
 	"github.com/nsn-run/nsn-run/internal/imagebuild"
 	"github.com/nsn-run/nsn-run/runtime"
@@ -27,6 +29,7 @@ type probeReport struct {
 	Attack  string `json:"attack"`
 	Blocked bool   `json:"blocked"`
 	Errno   string `json:"errno"`
+	Signal  string `json:"signal"`
 	Detail  string `json:"detail"`
 }
 
@@ -69,7 +72,9 @@ func assertNothingLeft(t *testing.T, id string) {
 // TestAdversarial runs each attack of the probe in its own container with
 // default settings and checks it got nothing, and how the kernel refused.
 // An empty errno list means the verdict alone decides (the attack reports
-// what it saw: an identity, an empty file, a list of interfaces).
+// what it saw: an identity, an empty file, a list of interfaces). A signal
+// name in the list stands for the signal that killed the attack's child
+// process (the probe makes some syscalls in a child that may not survive).
 func TestAdversarial(t *testing.T) {
 	m, _ := testManager(t)
 	_, addr := containerdClient(t)
@@ -91,6 +96,9 @@ func TestAdversarial(t *testing.T) {
 		{[]string{"nsn-probe", "unshare-net"}, []string{"EPERM"}},
 		{[]string{"nsn-probe", "setns"}, []string{"EPERM"}},
 		{[]string{"nsn-probe", "clone3"}, []string{"ENOSYS"}},
+		// a raw clone(2): the clone rule masks namespace flags in argument 0
+		{[]string{"nsn-probe", "clone-newuser"}, []string{"EPERM"}},
+		{[]string{"nsn-probe", "clone-newuser-newns"}, []string{"EPERM"}},
 		// 5: syscalls no job needs
 		{[]string{"nsn-probe", "keyctl"}, permOrNosys},
 		{[]string{"nsn-probe", "add-key"}, permOrNosys},
@@ -102,6 +110,9 @@ func TestAdversarial(t *testing.T) {
 		{[]string{"nsn-probe", "init-module"}, permOrNosys},
 		{[]string{"nsn-probe", "kexec-load"}, permOrNosys},
 		{[]string{"nsn-probe", "acct"}, permOrNosys},
+		// compat ABIs (i386 int $0x80, x32): the filter lists the native one only
+		{[]string{"nsn-probe", "socketcall-32"}, socketcallRefusals(t)},
+		{[]string{"nsn-probe", "x32-getpid"}, x32Refusals()},
 		// 6: kernel information: empty or denied
 		{[]string{"nsn-probe", "read-kcore"}, nil},
 		{[]string{"nsn-probe", "read-keys"}, nil},
@@ -144,8 +155,12 @@ func TestAdversarial(t *testing.T) {
 			if !r.Blocked {
 				t.Errorf("attack %s was not blocked: %s", r.Attack, r.Detail)
 			}
-			if tc.errnos != nil && !slices.Contains(tc.errnos, r.Errno) {
-				t.Errorf("attack %s refused with %q (%s), want one of %v", r.Attack, r.Errno, r.Detail, tc.errnos)
+			refusal := r.Errno
+			if r.Signal != "" {
+				refusal = r.Signal
+			}
+			if tc.errnos != nil && !slices.Contains(tc.errnos, refusal) {
+				t.Errorf("attack %s refused with %q (%s), want one of %v", r.Attack, refusal, r.Detail, tc.errnos)
 			}
 		})
 	}
@@ -158,6 +173,43 @@ func sysrqErrnos() []string {
 		return []string{"ENOENT"}
 	}
 	return []string{"EROFS", "EPERM", "EACCES"}
+}
+
+// socketcallRefusals: runc's filter kills a syscall of an architecture it
+// does not list (SIGSYS); a runtime that answers it with an errno refuses
+// it too. Where the kernel has no i386 entry point at all (see
+// hostHasI386Entry), int $0x80 faults before seccomp sees it: SIGSEGV, as
+// on the host. Not applicable (blocked, nothing refused) off x86_64.
+func socketcallRefusals(t *testing.T) []string {
+	if goruntime.GOARCH != "amd64" {
+		return nil
+	}
+	if ok, detail := hostHasI386Entry(t); !ok {
+		t.Logf("this kernel has no i386 entry point (%s): socketcall-32 shows nothing of the seccomp filter here", detail)
+		return []string{"SIGSEGV"}
+	}
+	return []string{"SIGSYS", "EPERM", "ENOSYS"}
+}
+
+// x32Refusals: runc's filter kills a syscall of the x32 ABI, which it does
+// not list (SIGSYS), or a runtime refuses it with EPERM. Not ENOSYS: that is
+// also what a kernel without the x32 ABI answers once seccomp let the call
+// through. Not applicable (blocked, nothing refused) off x86_64.
+func x32Refusals() []string {
+	if goruntime.GOARCH != "amd64" {
+		return nil
+	}
+	return []string{"SIGSYS", "EPERM"}
+}
+
+// TestAdversarialOOMScoreAdj: the task starts as the OOM killer's first
+// choice (1000) and cannot lower its score (that needs CAP_SYS_RESOURCE).
+// The daemons under test are started alongside this test, so its own
+// capabilities stand for the runtime's (see checkOOMScoreAdj).
+func TestAdversarialOOMScoreAdj(t *testing.T) {
+	m, _ := testManager(t)
+	r := runProbe(t, m, "nsn-probe", "oom-score-adj")
+	checkOOMScoreAdj(t, r, haveCapability(t, unix.CAP_SYS_RESOURCE))
 }
 
 // TestPrivilegedBinariesGiveNothing: the image's setuid-root binary and its

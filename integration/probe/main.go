@@ -9,12 +9,14 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -25,11 +27,13 @@ import (
 )
 
 // Report is what one attack did. Blocked is the verdict: the attack got
-// nothing. Errno names the error the kernel returned, if any.
+// nothing. Errno names the error the kernel returned, if any; Signal the
+// signal that killed the attack's child process, if one did.
 type Report struct {
 	Attack  string `json:"attack"`
 	Blocked bool   `json:"blocked"`
 	Errno   string `json:"errno,omitempty"`
+	Signal  string `json:"signal,omitempty"`
 	Detail  string `json:"detail,omitempty"`
 }
 
@@ -49,11 +53,13 @@ var attacks = map[string]attack{
 	"umount-masked": {"unmount the mask over /proc/kcore", noArg(func() Report { return errnoReport(unix.Unmount("/proc/kcore", unix.MNT_DETACH)) })},
 	"pivot-root":    {"pivot_root", noArg(func() Report { return errnoReport(unix.PivotRoot("/tmp", "/tmp")) })},
 	// 4: namespaces
-	"unshare-user":  {"unshare a user namespace", noArg(func() Report { return errnoReport(unix.Unshare(unix.CLONE_NEWUSER)) })},
-	"unshare-mount": {"unshare a mount namespace", noArg(func() Report { return errnoReport(unix.Unshare(unix.CLONE_NEWNS)) })},
-	"unshare-net":   {"unshare a network namespace", noArg(func() Report { return errnoReport(unix.Unshare(unix.CLONE_NEWNET)) })},
-	"setns":         {"setns into a network namespace", noArg(setns)},
-	"clone3":        {"clone3 (fails with ENOSYS so libcs fall back to clone)", noArg(clone3)},
+	"unshare-user":        {"unshare a user namespace", noArg(func() Report { return errnoReport(unix.Unshare(unix.CLONE_NEWUSER)) })},
+	"unshare-mount":       {"unshare a mount namespace", noArg(func() Report { return errnoReport(unix.Unshare(unix.CLONE_NEWNS)) })},
+	"unshare-net":         {"unshare a network namespace", noArg(func() Report { return errnoReport(unix.Unshare(unix.CLONE_NEWNET)) })},
+	"setns":               {"setns into a network namespace", noArg(setns)},
+	"clone3":              {"clone3 (fails with ENOSYS so libcs fall back to clone)", noArg(clone3)},
+	"clone-newuser":       {"raw clone(2) with CLONE_NEWUSER", noArg(func() Report { return cloneNewuser(0) })},
+	"clone-newuser-newns": {"raw clone(2) with CLONE_NEWUSER|CLONE_NEWNS", noArg(func() Report { return cloneNewuser(unix.CLONE_NEWNS) })},
 	// 5: dangerous syscalls
 	"keyctl":            {"keyctl", noArg(func() Report { return sysReport(unix.SYS_KEYCTL, 0, negOne(3), 0) })},
 	"add-key":           {"add_key", noArg(addKey)},
@@ -65,6 +71,8 @@ var attacks = map[string]attack{
 	"init-module":       {"init_module", noArg(func() Report { return sysReport(unix.SYS_INIT_MODULE, 0, 0, 0) })},
 	"kexec-load":        {"kexec_load", noArg(func() Report { return sysReport(unix.SYS_KEXEC_LOAD, 0, 0, 0) })},
 	"acct":              {"acct", noArg(func() Report { return sysReport(unix.SYS_ACCT, 0, 0, 0) })},
+	"socketcall-32":     {"socket(AF_VSOCK) through the i386 socketcall (int $0x80), in a child", noArg(socketcall32)},
+	"x32-getpid":        {"getpid through the x32 ABI (syscall number | 0x40000000), in a child", noArg(x32Getpid)},
 	// 6: sensitive kernel files
 	"read-kcore":       {"read /proc/kcore", noArg(func() Report { return readReport("/proc/kcore") })},
 	"read-keys":        {"read /proc/keys", noArg(func() Report { return readReport("/proc/keys") })},
@@ -98,9 +106,10 @@ var attacks = map[string]attack{
 	"open-fds":  {"file descriptors open at start", noArg(openFDs)},
 	"host-pids": {"processes visible in /proc", noArg(hostPids)},
 	// 13: host settings
-	"sethostname":  {"sethostname", noArg(func() Report { return errnoReport(unix.Sethostname([]byte("pwned"))) })},
-	"raise-rlimit": {"raise the hard RLIMIT_NOFILE", noArg(raiseRlimit)},
-	"exec-tmp":     {"run a binary copied to /tmp", noArg(execTmp)},
+	"sethostname":   {"sethostname", noArg(func() Report { return errnoReport(unix.Sethostname([]byte("pwned"))) })},
+	"raise-rlimit":  {"raise the hard RLIMIT_NOFILE", noArg(raiseRlimit)},
+	"oom-score-adj": {"read /proc/self/oom_score_adj and try to lower it to -1000, then 0", noArg(oomScoreAdj)},
+	"exec-tmp":      {"run a binary copied to /tmp", noArg(execTmp)},
 }
 
 // needsArg lists attacks `all` leaves out.
@@ -208,6 +217,40 @@ func clone3() Report {
 		return Report{Blocked: false, Detail: "clone3 created a process"}
 	}
 	return errnoReport(errno)
+}
+
+// cloneNewuser makes a raw clone(2), not unshare and not clone3, with
+// CLONE_NEWUSER and extra: the seccomp rule for clone inspects its flags
+// argument. A child it creates exits at once.
+func cloneNewuser(extra uintptr) Report {
+	flags := unix.CLONE_NEWUSER | extra | uintptr(unix.SIGCHLD)
+	a0, a1 := flags, uintptr(0)
+	if runtime.GOARCH == "s390x" {
+		a0, a1 = 0, flags // clone(newsp, flags, ...) there
+	}
+	pid, errno := rawClone(a0, a1)
+	if errno != 0 {
+		return errnoReport(errno)
+	}
+	ws, err := wait(pid)
+	if err != nil {
+		return Report{Detail: fmt.Sprintf("ALLOWED: clone created pid %d in a new user namespace; %v", pid, err)}
+	}
+	return Report{Detail: fmt.Sprintf("ALLOWED: clone created pid %d in a new user namespace (wait status %#x)", pid, uint32(ws))}
+}
+
+// rawClone calls clone(a0, a1, 0, 0, 0): the same stack, so the child runs
+// on a copy of this goroutine's with one thread and no working runtime.
+// nosplit and nothing but raw syscalls after the clone: the child only
+// exits.
+//
+//go:nosplit
+func rawClone(a0, a1 uintptr) (int, unix.Errno) {
+	r1, _, e := unix.RawSyscall6(unix.SYS_CLONE, a0, a1, 0, 0, 0, 0)
+	if e == 0 && r1 == 0 {
+		unix.RawSyscall(unix.SYS_EXIT_GROUP, 0, 0, 0)
+	}
+	return int(r1), e
 }
 
 func addKey() Report {
@@ -452,6 +495,61 @@ func raiseRlimit() Report {
 	lim.Max++
 	lim.Cur = lim.Max
 	return errnoReport(unix.Setrlimit(unix.RLIMIT_NOFILE, &lim))
+}
+
+// oomScoreAdj reads the task's OOM score adjustment and tries to lower it:
+// lowering needs CAP_SYS_RESOURCE. Blocked: no write lowered it. Detail
+// has a fixed shape, "start N; write -1000: ERR; write 0: ERR; end N".
+func oomScoreAdj() Report {
+	const path = "/proc/self/oom_score_adj"
+	read := func() (int, error) {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return 0, err
+		}
+		return strconv.Atoi(strings.TrimSpace(string(b)))
+	}
+	start, err := read()
+	if err != nil {
+		return Report{Detail: "read: " + err.Error()}
+	}
+	r := Report{Blocked: true}
+	parts := []string{fmt.Sprintf("start %d", start)}
+	for _, v := range []int{-1000, 0} {
+		before, _ := read()
+		err := writeString(path, strconv.Itoa(v))
+		if after, _ := read(); after < before {
+			r.Blocked = false
+		}
+		if err == nil {
+			parts = append(parts, fmt.Sprintf("write %d: ok", v))
+			continue
+		}
+		e := errnoReport(err)
+		if r.Errno == "" {
+			r.Errno = e.Errno
+		}
+		parts = append(parts, fmt.Sprintf("write %d: %s", v, cmp.Or(e.Errno, e.Detail)))
+	}
+	end, err := read()
+	if err != nil {
+		return Report{Detail: strings.Join(parts, "; ") + "; read: " + err.Error()}
+	}
+	r.Detail = strings.Join(append(parts, fmt.Sprintf("end %d", end)), "; ")
+	return r
+}
+
+// writeString writes data to path with one write, as a /proc knob wants.
+func writeString(path, data string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 func execTmp() Report {
