@@ -37,6 +37,15 @@ type probeReport struct {
 // settings, checks nothing is left behind, and returns the report.
 func runProbe(t *testing.T, m *runtime.Manager, args ...string) probeReport {
 	t.Helper()
+	r, id := runProbeTask(t, m, args...)
+	assertNothingLeft(t, id)
+	return r
+}
+
+// runProbeTask runs one probe attack on any backend and returns its report
+// and the task id.
+func runProbeTask(t *testing.T, m *runtime.Manager, args ...string) (probeReport, string) {
+	t.Helper()
 	id := uniqueID("atk")
 	tk := task.Task{ID: id, Image: probeRef, Command: args, Runtime: os.Getenv(envRuntime)}
 	res, err := m.Run(context.Background(), tk, runtime.RunOptions{})
@@ -47,8 +56,37 @@ func runProbe(t *testing.T, m *runtime.Manager, args ...string) probeReport {
 	if err := json.Unmarshal([]byte(res.Stdout), &r); err != nil {
 		t.Fatalf("%v: probe output %q (stderr %q, exit %d): %v", args, res.Stdout, res.Stderr, res.ExitCode, err)
 	}
-	assertNothingLeft(t, id)
-	return r
+	return r, id
+}
+
+// TestAdversarialBothBackends runs the attacks on what the issue that
+// hardened seccomp and the OOM score added (namespaces through a raw clone,
+// the compat ABIs, the OOM score) on the Docker backend too: it sends
+// nsn-run's own seccomp profile and score, so it must refuse the same way.
+func TestAdversarialBothBackends(t *testing.T) {
+	pinned := haveCapability(t, unix.CAP_SYS_RESOURCE)
+	forEachBackend(t, func(t *testing.T, b backendCase, m *runtime.Manager) {
+		for _, tc := range []struct {
+			attack string
+			errnos []string
+		}{
+			{"clone-newuser", []string{"EPERM"}},
+			{"clone-newuser-newns", []string{"EPERM"}},
+			{"socketcall-32", socketcallRefusals(t)},
+			{"x32-getpid", x32Refusals()},
+		} {
+			r, _ := runProbeTask(t, m, "nsn-probe", tc.attack)
+			refusal := r.Errno
+			if r.Signal != "" {
+				refusal = r.Signal
+			}
+			if !r.Blocked || (len(tc.errnos) > 0 && !slices.Contains(tc.errnos, refusal)) {
+				t.Errorf("%s on %s: blocked=%v refusal=%q (%s); want one of %v", tc.attack, b.name, r.Blocked, refusal, r.Detail, tc.errnos)
+			}
+		}
+		r, _ := runProbeTask(t, m, "nsn-probe", "oom-score-adj")
+		checkOOMScoreAdj(t, r, pinned)
+	})
 }
 
 // assertNothingLeft checks the host for anything of task id: containerd
