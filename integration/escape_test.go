@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -333,16 +334,32 @@ func TestEscapeUIDMapToHostRoot(t *testing.T) {
 	refused(t, b, audit.RuleUserNamespace, mutate)
 }
 
-// TestStartRefusesSeccompCloneIndex: the clone rule's argument condition on
-// index 1 instead of 0 lets clone(CLONE_NEWUSER) through (the escape itself
-// runs in TestCompat*, with the probe); Start refuses such a spec.
-func TestStartRefusesSeccompCloneIndex(t *testing.T) {
-	b := newBundle(t, "true")
-	refused(t, b, audit.RuleSeccomp, func(s *specs.Spec) {
+// TestEscapeSeccompCloneIndex: the clone rule with its argument condition
+// on index 1 instead of 0 tests the new stack, not the flags: a raw
+// clone(CLONE_NEWUSER) gets through, and the child holds every capability
+// in its new user namespace (the first step of most kernel exploits).
+func TestEscapeSeccompCloneIndex(t *testing.T) {
+	gcc, err := exec.LookPath("gcc")
+	need(t, err == nil, "gcc is needed to build the static clone helper: %v", err)
+	b := newBundle(t, "/bin/clonens")
+	helper := filepath.Join(b.dir, spec.RootfsPath, "bin", "clonens")
+	if out, err := exec.Command(gcc, "-static", "-O2", "-o", helper, filepath.Join("testdata", "clonens.c")).CombinedOutput(); err != nil {
+		t.Fatalf("build the clone helper: %v\n%s", err, out)
+	}
+	mutate := func(s *specs.Spec) {
 		for i, r := range s.Linux.Seccomp.Syscalls {
-			if len(r.Args) > 0 && strings.Contains(strings.Join(r.Names, ","), "clone") {
+			if slices.Contains(r.Names, "clone") && len(r.Args) > 0 {
 				s.Linux.Seccomp.Syscalls[i].Args[0].Index = 1
 			}
 		}
-	})
+	}
+	out, errOut, err := b.run(t, b.mutated(t, mutate))
+	if err != nil || !strings.Contains(out, "CapEff:\t000001ffffffffff") {
+		t.Fatalf("bypass: no user namespace with full capabilities: %v\nstdout: %s\nstderr: %s", err, out, errOut)
+	}
+	t.Logf("bypass: %s", strings.ReplaceAll(strings.TrimSpace(out), "\n", "; "))
+	if out, _, _ := b.run(t, b.spec); !strings.Contains(out, "clone: Operation not permitted") {
+		t.Errorf("nsn-run's own spec: %s; want clone refused with EPERM", out)
+	}
+	refused(t, b, audit.RuleSeccomp, mutate)
 }
