@@ -9,6 +9,9 @@ import (
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/nsn-run/nsn-run/cdi/cditest"
+	"github.com/nsn-run/nsn-run/task"
 )
 
 // TestCLISpecAudit is the foundation issue's acceptance check through the
@@ -124,5 +127,71 @@ func TestCLIErrors(t *testing.T) {
 	}
 	if r := runCLI(t, []byte("{} {}"), "audit", "-"); r.code != 2 {
 		t.Errorf("audit of two documents: exit %d, want 2", r.code)
+	}
+}
+
+// TestCLISpecAuditEveryFlag: what `nsn-run spec` prints passes `nsn-run
+// audit` for every task flag the CLI accepts, alone and together, GPUs from
+// the stand-in CDI spec included, on both backends (an OCI spec on
+// containerd, an Engine create request on docker).
+func TestCLISpecAuditEveryFlag(t *testing.T) {
+	c, addr := containerdClient(t)
+	importBusybox(t, c, addr)
+	loadDockerImages(t, dockerClient(t))
+	specDir, _, err := cditest.WriteStandInSpec(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	global := []string{"--address", addr, "--namespace", testNamespace, "--state-dir", t.TempDir(), "--cdi-spec-dir", specDir}
+	flags := [][]string{
+		{},
+		{"--id", "flags-1"},
+		{"--memory", "1g"},
+		{"--cpus", "2.5"},
+		{"--cpus", "0.01"},
+		{"--pids", "77"},
+		{"--open-files", "4096"},
+		{"--tmpfs-size", "8m"},
+		{"--tmpfs-inodes", "99"},
+		{"--output-size", "1m"},
+		{"--output-files", "10"},
+		{"--timeout", "5s", "--grace", "1s"},
+		{"--cpu-time", "3s"},
+		{"--gpu-memory", "1g", "--gpus", "device=0"},
+		{"--gpus", "all"},
+		{"--gpus", "1"},
+		{"--gpus", "device=1"},
+		{"--gpus", "0,1"},
+		{"--gpus", cditest.UUID0},
+		{"--gpus", "device=0", "--gpu-shared"},
+		{"-e", "A=1", "-e", "B=two words"},
+		{"-w", "/srv"},
+		{"--user", "4242"},
+		{"--user", "4242:4343"},
+		{"--runtime", task.DefaultRuntime},
+		{"--output-dir", t.TempDir()},
+	}
+	var all []string
+	for _, f := range flags {
+		if len(f) > 0 && f[0] != "--gpus" && f[0] != "--gpu-memory" && f[0] != "--id" {
+			all = append(all, f...)
+		}
+	}
+	flags = append(flags, slices.Concat(all, []string{"--gpus", "device=1", "--gpu-shared"}))
+	for _, backend := range []string{"containerd", "docker"} {
+		env := append(os.Environ(), "NSN_BACKEND="+backend, "DOCKER_HOST="+os.Getenv(envDockerHost))
+		for _, f := range flags {
+			name := backend + " " + strings.Join(f, " ")
+			args := slices.Concat([]string{"spec"}, global, f, []string{"busybox:latest", "--", "sh", "-c", "echo hi"})
+			res := runCLIWith(t, env, nil, args...)
+			if res.code != 0 {
+				t.Errorf("%s: spec exit %d: %s", name, res.code, res.stderr)
+				continue
+			}
+			a := runCLIWith(t, env, []byte(res.stdout), slices.Concat(global, []string{"audit", "-"})...)
+			if a.code != 0 || a.stdout != "" {
+				t.Errorf("%s: audit exit %d:\n%s%s", name, a.code, a.stdout, a.stderr)
+			}
+		}
 	}
 }

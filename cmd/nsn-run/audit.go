@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/nsn-run/nsn-run/cdi"
+	"github.com/nsn-run/nsn-run/runtime/docker"
 	"github.com/nsn-run/nsn-run/spec/audit"
 )
 
@@ -27,7 +28,8 @@ func newAuditCommand(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "audit [FILE|-]",
 		Short: "Check an OCI runtime spec against the isolation policy",
-		Long: `Check an OCI runtime spec (config.json) against nsn-run's isolation policy.
+		Long: `Check an OCI runtime spec (config.json), or a Docker Engine create request as
+'nsn-run spec --backend docker' prints it, against nsn-run's isolation policy.
 Reads FILE, or standard input for "-" or no argument.
 
 The policy is an allowlist over every field of the spec: the auditor reads
@@ -38,7 +40,9 @@ that task on this host (--namespace names the cgroup path, --state-dir the
 only host path a task may have bound: STATE/tasks/ID/output; --cdi-spec-dir
 the CDI specs whose edits the "nsn.gpus" annotation's devices may add), and
 compares the two. Every other difference is a finding, so "no findings" means
-no more than nsn-run itself would grant. The JSON is read strictly: unknown
+no more than nsn-run itself would grant. A create request is judged the same
+way against the request nsn-run would send (runtime, seccomp profile,
+privileges, devices, binds, namespaces, resources, ulimits). The JSON is read strictly: unknown
 fields, keys that differ only in case, and duplicate keys are findings, since
 runtimes disagree on what they mean. Bind sources that run through a symlink
 on this host are findings.
@@ -55,8 +59,9 @@ Exit status: 0 no findings, 1 findings, 2 unreadable input.`,
 			out := cmd.OutOrStdout()
 			if listRules {
 				for _, r := range audit.Rules() {
-					fmt.Fprintf(out, "%s\n  %s\n  sources: %s\n  broken by: %s\n", r.ID, r.Summary, r.Sources, strings.Join(r.Tests, ", "))
+					fmt.Fprintf(out, "%s\n  %s\n  sources: %s\n  broken by: %s\n", r.ID, r.Summary, r.Sources, strings.Join(r.TestNames(), ", "))
 				}
+				fmt.Fprintf(out, "%s (Docker create requests)\n  %s\n", docker.RuleRuntime, docker.RuleRuntimeSummary)
 				return nil
 			}
 			name := "-"
@@ -67,15 +72,24 @@ Exit status: 0 no findings, 1 findings, 2 unreadable input.`,
 			if err != nil {
 				return &exitError{code: auditUnreadable, msg: err.Error()}
 			}
-			s, findings, err := audit.DecodeSpec(b)
-			if err != nil {
-				return &exitError{code: auditUnreadable, msg: fmt.Sprintf("%s: not an OCI runtime spec: %v", name, err)}
-			}
 			policy, err := auditPolicy(g)
 			if err != nil {
 				return err
 			}
-			findings = append(findings, audit.Check(cmd.Context(), s, policy)...)
+			var findings []audit.Finding
+			if docker.IsCreateRequest(b) {
+				r, strict, err := docker.DecodeRequest(b)
+				if err != nil {
+					return &exitError{code: auditUnreadable, msg: fmt.Sprintf("%s: not a Docker Engine create request: %v", name, err)}
+				}
+				findings = append(strict, docker.AuditRequest(cmd.Context(), r, policy)...)
+			} else {
+				s, strict, err := audit.DecodeSpec(b)
+				if err != nil {
+					return &exitError{code: auditUnreadable, msg: fmt.Sprintf("%s: not an OCI runtime spec: %v", name, err)}
+				}
+				findings = append(strict, audit.Check(cmd.Context(), s, policy)...)
+			}
 			for _, f := range findings {
 				fmt.Fprintln(out, f)
 			}

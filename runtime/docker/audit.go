@@ -25,6 +25,9 @@ import (
 // does not carry (containerd takes it beside the spec): only runc, named.
 const RuleRuntime = "runtime"
 
+// RuleRuntimeSummary says what RuleRuntime requires, for `audit --rules`.
+const RuleRuntimeSummary = "HostConfig.Runtime is runc, named: never dockerd's default runtime (which may be nvidia's legacy hook)"
+
 // IsCreateRequest reports whether b is a JSON object shaped like a Request
 // (what `nsn-run spec --backend docker` prints) rather than an OCI runtime
 // spec: it has a "host_config" key at the top level.

@@ -303,20 +303,10 @@ func (a *auditor) boundLimits(l *task.Limits) {
 	}
 }
 
-// nvidiaEnvPrefixes select GPUs for NVIDIA's legacy runtime hook. Only the
-// CDI edits of the granted devices may set them.
-var nvidiaEnvPrefixes = []string{"NVIDIA_VISIBLE_DEVICES=", "NVIDIA_DRIVER_CAPABILITIES=", "NVIDIA_REQUIRE_", "NVIDIA_MIG_"}
-
-// IsNVIDIADeviceEnv reports whether kv (KEY=VALUE) is one of NVIDIA's
-// device-selection variables.
-func IsNVIDIADeviceEnv(kv string) bool {
-	return slices.ContainsFunc(nvidiaEnvPrefixes, func(p string) bool { return strings.HasPrefix(kv, p) })
-}
-
 func (a *auditor) checkEnv(s, want *specs.Spec) {
 	for i, kv := range s.Process.Env {
-		if IsNVIDIADeviceEnv(kv) && !slices.Contains(want.Process.Env, kv) {
-			key, _, _ := strings.Cut(kv, "=")
+		key, _, _ := strings.Cut(kv, "=")
+		if task.IsNVIDIADeviceVar(key) && !slices.Contains(want.Process.Env, kv) {
 			a.add(RuleEnv, fmt.Sprintf("process.env[%d]", i), "%s selects GPUs outside CDI: only the granted devices' CDI edits may set it", key)
 		}
 	}

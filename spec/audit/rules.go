@@ -50,6 +50,19 @@ type Rule struct {
 	Tests []string
 }
 
+// TestNames are the full names of the unit tests that break the rule.
+func (r Rule) TestNames() []string {
+	names := make([]string, len(r.Tests))
+	for i, n := range r.Tests {
+		if r.ID == RuleJSONStrict {
+			names[i] = "spec/audit TestDecodeStrict/" + n
+		} else {
+			names[i] = "spec/audit TestMutations/" + n
+		}
+	}
+	return names
+}
+
 // Rules returns the rule table, for documentation and `nsn-run audit --rules`.
 func Rules() []Rule { return slices.Clone(rules) }
 
