@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -401,5 +403,34 @@ func TestCompare(t *testing.T) {
 	}
 	if _, err := audit.Compare(func() {}, 1, audit.CompareOptions{}); err == nil || errors.Is(err, nil) {
 		t.Error("an unmarshalable value compared")
+	}
+}
+
+// TestRulesDocumented: docs/security-model.md lists every rule with the
+// tests that break it.
+func TestRulesDocumented(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "security-model.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Other tables have rows named like some rules (user, seccomp): the
+	// rule table's row is the one that names its tests.
+	rows := map[string]string{}
+	for line := range strings.Lines(string(doc)) {
+		if cells := strings.Split(line, "|"); len(cells) > 4 {
+			rows[strings.TrimSpace(cells[1])] += line
+		}
+	}
+	for _, r := range audit.Rules() {
+		row, ok := rows[r.ID]
+		if !ok {
+			t.Errorf("rule %s has no row in docs/security-model.md", r.ID)
+			continue
+		}
+		for _, name := range r.Tests {
+			if !strings.Contains(row, name) {
+				t.Errorf("the row of rule %s does not name its test %s", r.ID, name)
+			}
+		}
 	}
 }
