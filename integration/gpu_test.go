@@ -35,12 +35,12 @@ func gpuManager(t *testing.T) (*runtime.Manager, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := containerd.New(context.Background(), containerd.Config{Address: addr, Namespace: testNamespace, LoggerBinary: nsnLogger(t), GPUs: gpus})
+	b, err := containerd.New(context.Background(), containerd.Config{Address: addr, Namespace: testNamespace, LoggerBinary: nsnLogger(t), CDI: gpus})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.Close() })
-	m, err := runtime.New(runtime.Config{Backend: b, StateDir: state})
+	m, err := runtime.New(runtime.Config{Backend: b, StateDir: state, GPUs: gpus})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,7 +243,7 @@ func TestDockerGPURefusedWithoutCDI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := docker.New(context.Background(), docker.Config{Host: os.Getenv(envDockerHost), GPUs: gpus})
+	b, err := docker.New(context.Background(), docker.Config{Host: os.Getenv(envDockerHost), CDI: gpus})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -251,7 +251,7 @@ func TestDockerGPURefusedWithoutCDI(t *testing.T) {
 	if !strings.HasPrefix(c.ClientVersion(), "1.4") || c.ClientVersion() >= "1.44" {
 		t.Skipf("dockerd speaks API %s: this test is about daemons without CDI", c.ClientVersion())
 	}
-	m, err := runtime.New(runtime.Config{Backend: b, StateDir: state})
+	m, err := runtime.New(runtime.Config{Backend: b, StateDir: state, GPUs: gpus})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -72,6 +72,23 @@ type StartRequest struct {
 	StateDir string
 	// OutputDir is the host directory to mount at /output.
 	OutputDir string
+	// GPUDevices are the CDI devices the Manager granted the task (empty
+	// when it asks for none). The backend only injects them.
+	GPUDevices []string
+}
+
+// GPUAllocator grants GPUs node-wide and exclusively (the cdi package's
+// Injector, over an allocation dir that `nsn-run gpu ls` and gc see too).
+// The Manager allocates before Backend.Start and releases in Cleanup, so
+// every backend gets the same allocation and release.
+type GPUAllocator interface {
+	// Allocate grants task id the GPUs req asks for and returns their
+	// CDI device names.
+	Allocate(id string, req task.GPURequest) ([]string, error)
+	// Release frees what task id holds; releasing nothing is no error.
+	Release(id string) error
+	// ReleaseExcept frees what every task not in keep holds (gc).
+	ReleaseExcept(keep map[string]bool) error
 }
 
 // HandleVersion is the version of Handle's stored form.

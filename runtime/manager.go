@@ -52,6 +52,8 @@ type Config struct {
 	// without seccomp support, would run a task with less), so the
 	// operator names the ones this node trusts.
 	AllowedRuntimes []string
+	// GPUs grants GPUs to tasks; nil refuses tasks that ask for any.
+	GPUs GPUAllocator
 }
 
 // DefaultAllowedRuntimes are the runtimes a Manager allows unless its
@@ -69,6 +71,7 @@ type Manager struct {
 	stateDir        string
 	sampleInterval  time.Duration
 	allowedRuntimes []string
+	gpus            GPUAllocator
 }
 
 // New returns a Manager, creating its state directory (mode 0700: task
@@ -102,7 +105,7 @@ func New(cfg Config) (*Manager, error) {
 			return nil, fmt.Errorf("allowed runtimes: %w", err)
 		}
 	}
-	return &Manager{backend: cfg.Backend, stateDir: abs, sampleInterval: cfg.SampleInterval, allowedRuntimes: allowed}, nil
+	return &Manager{backend: cfg.Backend, stateDir: abs, sampleInterval: cfg.SampleInterval, allowedRuntimes: allowed, gpus: cfg.GPUs}, nil
 }
 
 // AllowedRuntimes are the runtimes this Manager lets a task ask for.
@@ -122,9 +125,19 @@ func (m *Manager) LogPaths(id string) (stdout, stderr string) {
 
 // record is what the Manager keeps of a task on disk.
 type record struct {
-	Task   task.Task    `json:"task"`
+	Task task.Task `json:"task"`
+	// Grant is what the Manager allocated the task node-wide, written
+	// before the backend starts it: Cleanup releases it, and gc releases
+	// what no record names.
+	Grant  Grant        `json:"grant"`
 	Handle Handle       `json:"handle"`
 	Result *task.Result `json:"result,omitempty"`
+}
+
+// Grant is what a task holds node-wide and exclusively.
+type Grant struct {
+	// GPUs are the CDI device names of the task's GPUs.
+	GPUs []string `json:"gpus,omitempty"`
 }
 
 func (m *Manager) writeRecord(rec record) error {
@@ -193,18 +206,57 @@ func (m *Manager) start(ctx context.Context, t task.Task, dir string) (Handle, e
 	if err := mountOutput(out, t.Limits); err != nil {
 		return Handle{}, err
 	}
-	if err := m.writeRecord(record{Task: t}); err != nil {
-		return Handle{}, err
-	}
-	h, err := m.backend.Start(ctx, StartRequest{Task: t, StateDir: dir, OutputDir: out})
+	grant, err := m.allocate(t)
 	if err != nil {
 		return Handle{}, err
 	}
-	if err := m.writeRecord(record{Task: t, Handle: h}); err != nil {
+	started := false
+	defer func() {
+		if !started {
+			m.release(t.ID)
+		}
+	}()
+	if err := m.writeRecord(record{Task: t, Grant: grant}); err != nil {
+		return Handle{}, err
+	}
+	h, err := m.backend.Start(ctx, StartRequest{Task: t, StateDir: dir, OutputDir: out, GPUDevices: grant.GPUs})
+	if err != nil {
+		return Handle{}, err
+	}
+	if err := m.writeRecord(record{Task: t, Grant: grant, Handle: h}); err != nil {
 		_ = m.backend.Destroy(context.WithoutCancel(ctx), t.ID)
 		return Handle{}, err
 	}
+	started = true
 	return h, nil
+}
+
+// allocate grants t what it asks for node-wide (its GPUs), before the
+// backend is asked to start it.
+func (m *Manager) allocate(t task.Task) (Grant, error) {
+	req, err := t.GPURequest()
+	if err != nil || req.Empty() {
+		return Grant{}, err
+	}
+	if m.gpus == nil {
+		return Grant{}, fmt.Errorf("%w: task asks for GPUs %q but this node has no GPU allocator (CDI specs)", errdefs.ErrFailedPrecondition, t.GPUs)
+	}
+	names, err := m.gpus.Allocate(t.ID, req)
+	if err != nil {
+		return Grant{}, err
+	}
+	return Grant{GPUs: names}, nil
+}
+
+// release frees what task id was granted. Idempotent.
+func (m *Manager) release(id string) error {
+	if m.gpus == nil {
+		return nil
+	}
+	if err := m.gpus.Release(id); err != nil {
+		return fmt.Errorf("release GPUs of task %s: %w", id, err)
+	}
+	return nil
 }
 
 // Wait waits for the task to end and returns its Result (without stdout,
@@ -416,6 +468,9 @@ func (m *Manager) Cleanup(ctx context.Context, id string) error {
 	if err := m.backend.Destroy(ctx, id); err != nil {
 		return err
 	}
+	if err := m.release(id); err != nil {
+		return err
+	}
 	return m.removeState(id)
 }
 
@@ -504,6 +559,13 @@ func (m *Manager) CleanupOrphans(ctx context.Context, force bool) ([]string, err
 			return removed, err
 		}
 		removed = append(removed, "state "+e.Name())
+	}
+	// Grants of tasks that are gone (a manager killed between allocating
+	// and recording, or before Cleanup).
+	if m.gpus != nil {
+		if err := m.gpus.ReleaseExcept(live); err != nil {
+			return removed, fmt.Errorf("release GPUs of finished tasks: %w", err)
+		}
 	}
 	return removed, nil
 }

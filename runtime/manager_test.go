@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -35,7 +36,8 @@ type fakeBackend struct {
 	signals   []string
 	destroyed []string
 	cpu       float64
-	gpuMemory uint64 // reported by every sample
+	gpuMemory uint64              // reported by every sample
+	gpus      map[string][]string // the GPUDevices each Start was given
 }
 
 func newFake() *fakeBackend {
@@ -53,6 +55,10 @@ func (f *fakeBackend) Start(_ context.Context, req runtime.StartRequest) (runtim
 	if _, err := os.Stat(req.OutputDir); err != nil {
 		return runtime.Handle{}, fmt.Errorf("output dir not prepared: %w", err)
 	}
+	if f.gpus == nil {
+		f.gpus = map[string][]string{}
+	}
+	f.gpus[req.Task.ID] = req.GPUDevices
 	f.running[req.Task.ID] = true
 	f.exits[req.Task.ID] = make(chan runtime.ExitStatus, 1)
 	return runtime.Handle{Version: runtime.HandleVersion, Backend: "fake", ID: req.Task.ID, Image: req.Task.Image, StartedAt: time.Now()}, nil
@@ -591,5 +597,116 @@ func TestCollectOutputSkipsUnsafeNames(t *testing.T) {
 	entries, err := os.ReadDir(dest)
 	if err != nil || len(entries) != 1 || entries[0].Name() != "answer" {
 		t.Errorf("dest holds %v (%v), want answer alone", entries, err)
+	}
+}
+
+// fakeGPUs grants "gpu=N" names from a pool of two, exclusively.
+type fakeGPUs struct {
+	mu     sync.Mutex
+	holder map[string]string // name -> task
+}
+
+func (g *fakeGPUs) Allocate(id string, req task.GPURequest) ([]string, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.holder == nil {
+		g.holder = map[string]string{}
+	}
+	var got []string
+	for _, n := range []string{"gpu=0", "gpu=1"} {
+		if g.holder[n] == "" && len(got) < req.Count {
+			got = append(got, n)
+		}
+	}
+	if len(got) < req.Count {
+		return nil, fmt.Errorf("%w: no free GPU", errdefs.ErrResourceExhausted)
+	}
+	for _, n := range got {
+		g.holder[n] = id
+	}
+	return got, nil
+}
+
+func (g *fakeGPUs) Release(id string) error {
+	return g.releaseIf(func(holder string) bool { return holder == id })
+}
+
+func (g *fakeGPUs) ReleaseExcept(keep map[string]bool) error {
+	return g.releaseIf(func(holder string) bool { return !keep[holder] })
+}
+
+func (g *fakeGPUs) releaseIf(match func(holder string) bool) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	maps.DeleteFunc(g.holder, func(_, holder string) bool { return match(holder) })
+	return nil
+}
+
+func (g *fakeGPUs) held() map[string]string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return maps.Clone(g.holder)
+}
+
+// TestManagerAllocatesGPUs: the Manager grants GPUs before Backend.Start,
+// hands the backend the names, records the grant, and releases it in
+// Cleanup, on a failed start, and in CleanupOrphans for a task that is
+// gone; a task asking for GPUs without an allocator is refused.
+func TestManagerAllocatesGPUs(t *testing.T) {
+	needRoot(t)
+	ctx := context.Background()
+	f := newFake()
+	gpus := &fakeGPUs{}
+	m, err := runtime.New(runtime.Config{Backend: f, StateDir: t.TempDir(), GPUs: gpus})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = m.CleanupOrphans(context.Background(), true) })
+	withGPU := func(id string) task.Task { tk := job(id); tk.GPUs = "1"; return tk }
+
+	if _, err := m.Spawn(ctx, withGPU("g1")); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.gpus["g1"]; !slices.Equal(got, []string{"gpu=0"}) {
+		t.Errorf("backend got GPUs %v, want the grant [gpu=0]", got)
+	}
+	if got := gpus.held(); got["gpu=0"] != "g1" {
+		t.Errorf("allocations %v", got)
+	}
+
+	f.startErr = errors.New("daemon down")
+	if _, err := m.Spawn(ctx, withGPU("g2")); err == nil {
+		t.Fatal("spawn with a failing backend succeeded")
+	}
+	if got := gpus.held(); len(got) != 1 {
+		t.Errorf("a failed start kept its GPU: %v", got)
+	}
+	f.startErr = nil
+
+	if err := m.Cleanup(ctx, "g1"); err != nil {
+		t.Fatal(err)
+	}
+	if got := gpus.held(); len(got) != 0 {
+		t.Errorf("Cleanup kept the grant: %v", got)
+	}
+
+	// A grant whose task is gone (a manager killed after allocating) is
+	// released by gc; a running task's is kept.
+	if _, err := m.Spawn(ctx, withGPU("g3")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gpus.Allocate("crashed", task.GPURequest{Count: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.CleanupOrphans(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if got := gpus.held(); len(got) != 1 || got["gpu=0"] != "g3" {
+		t.Errorf("after gc: %v, want only the running g3's", got)
+	}
+
+	noAlloc := newManager(t, newFake())
+	if _, err := noAlloc.Spawn(ctx, withGPU("g4")); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("GPU task without an allocator: %v", err)
 	}
 }

@@ -26,19 +26,21 @@ func openManager(ctx context.Context, g *globalOptions) (*runtime.Manager, func(
 		runtime.Backend
 		Close() error
 	}
+	// One injector over the node's allocation dir: the Manager allocates
+	// with it, the backend injects, gc and `gpu ls` see the same grants.
+	gpus, err := cdi.New(cdi.Options{SpecDirs: g.cdiSpecDirs, AllocDir: filepath.Join(g.stateDir, "gpus")})
+	if err != nil {
+		return nil, nil, err
+	}
 	switch g.backend {
 	case "containerd":
-		cb, err := openContainerd(ctx, g)
+		cb, err := openContainerd(ctx, g, gpus)
 		if err != nil {
 			return nil, nil, err
 		}
 		b = cb
 	case "docker":
-		gpus, err := cdi.New(cdi.Options{SpecDirs: g.cdiSpecDirs, AllocDir: filepath.Join(g.stateDir, "gpus")})
-		if err != nil {
-			return nil, nil, err
-		}
-		db, err := docker.New(ctx, docker.Config{Host: dockerHost(), GPUs: gpus, NVML: gpuNVML(gpus)})
+		db, err := docker.New(ctx, docker.Config{Host: dockerHost(), CDI: gpus, NVML: gpuNVML(gpus)})
 		if err != nil {
 			return nil, nil, err
 		}
@@ -46,7 +48,7 @@ func openManager(ctx context.Context, g *globalOptions) (*runtime.Manager, func(
 	default:
 		return nil, nil, fmt.Errorf("%w: backend %q: want containerd or docker", errdefs.ErrInvalidArgument, g.backend)
 	}
-	m, err := runtime.New(runtime.Config{Backend: b, StateDir: g.stateDir, AllowedRuntimes: g.allowedRuntimes})
+	m, err := runtime.New(runtime.Config{Backend: b, StateDir: g.stateDir, AllowedRuntimes: g.allowedRuntimes, GPUs: gpus})
 	if err != nil {
 		b.Close()
 		return nil, nil, err
@@ -57,7 +59,7 @@ func openManager(ctx context.Context, g *globalOptions) (*runtime.Manager, func(
 // dockerHost is dockerd's address: DOCKER_HOST, as the docker CLI has it.
 func dockerHost() string { return envOr("DOCKER_HOST", docker.DefaultHost) }
 
-func openContainerd(ctx context.Context, g *globalOptions) (*containerd.Backend, error) {
+func openContainerd(ctx context.Context, g *globalOptions, gpus *cdi.Injector) (*containerd.Backend, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("find own binary for the shim logger: %w", err)
@@ -71,11 +73,7 @@ func openContainerd(ctx context.Context, g *globalOptions) (*containerd.Backend,
 	if small := filepath.Join(filepath.Dir(self), "nsn-logger"); isExecutable(small) {
 		logger = small
 	}
-	gpus, err := cdi.New(cdi.Options{SpecDirs: g.cdiSpecDirs, AllocDir: filepath.Join(g.stateDir, "gpus")})
-	if err != nil {
-		return nil, err
-	}
-	cfg := containerd.Config{Address: g.address, Namespace: g.namespace, LoggerBinary: logger, GPUs: gpus, NVML: gpuNVML(gpus)}
+	cfg := containerd.Config{Address: g.address, Namespace: g.namespace, LoggerBinary: logger, CDI: gpus, NVML: gpuNVML(gpus)}
 	return containerd.New(ctx, cfg)
 }
 

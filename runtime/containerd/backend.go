@@ -59,8 +59,9 @@ type Config struct {
 	// before it runs: maxima and the OOM score. The backend fills in its
 	// namespace, the task's state dir and the GPU injector.
 	AuditPolicy audit.Policy
-	// GPUs allocates and injects GPU devices; nil refuses GPU tasks.
-	GPUs GPUAllocator
+	// CDI injects the GPUs the Manager granted a task (the cdi package's
+	// Injector) and lets the audit replay them; nil refuses GPU tasks.
+	CDI spec.DeviceInjector
 	// SpecOpts are the operator's own spec options, applied after
 	// nsn-run's. Whatever they change is audited like the rest: a spec
 	// nsn-run would not generate is refused.
@@ -220,20 +221,13 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (h runtim
 		return h, err
 	}
 	sw.Lap("start/resolve-image")
-	gpus, err := b.allocateGPUs(t)
+	s, err := b.generate(ctx, t, img.Config, req)
 	if err != nil {
-		return h, err
-	}
-	releaseGPUs := func() { b.releaseGPUs(t.ID) }
-	s, err := b.generate(ctx, t, img.Config, req, gpus)
-	if err != nil {
-		releaseGPUs()
 		return h, err
 	}
 	// The task writes /output as its own user; nothing else on the host can
 	// reach the directory (the state dir above it is private to root).
 	if err := os.Chown(req.OutputDir, int(s.Process.User.UID), int(s.Process.User.GID)); err != nil {
-		releaseGPUs()
 		return h, fmt.Errorf("prepare output dir: %w", err)
 	}
 	sw.Lap("start/spec-audit")
@@ -241,7 +235,6 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (h runtim
 	ctx, releaseLease, err := b.client.WithLease(ctx,
 		leases.WithRandomID(), leases.WithExpiration(spawnLeaseExpiry), leases.WithLabels(labelsFor(t.ID)))
 	if err != nil {
-		releaseGPUs()
 		return h, fmt.Errorf("create lease: %w", err)
 	}
 	defer func() {
@@ -254,7 +247,6 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (h runtim
 	sw.Lap("start/lease")
 	parent, err := images.Unpack(ctx, img.Image, b.cfg.Snapshotter)
 	if err != nil {
-		releaseGPUs()
 		return h, err
 	}
 	sw.Lap("start/unpack-check")
@@ -264,10 +256,9 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (h runtim
 	// read-only root: runc remounts it read-only.
 	rootMounts, err := sn.Prepare(ctx, t.ID, parent, snapshots.WithLabels(labelsFor(t.ID)))
 	if err != nil {
-		releaseGPUs()
 		return h, fmt.Errorf("prepare snapshot for task %s: %w", t.ID, err)
 	}
-	undo := []func(context.Context){func(context.Context) { releaseGPUs() }, func(ctx context.Context) { _ = sn.Remove(ctx, t.ID) }}
+	undo := []func(context.Context){func(ctx context.Context) { _ = sn.Remove(ctx, t.ID) }}
 	defer func() {
 		if retErr == nil {
 			return
@@ -304,7 +295,7 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (h runtim
 	)
 	if err != nil {
 		if errdefs.IsAlreadyExists(err) {
-			undo = undo[:1] // the snapshot is the other task's; the GPUs were ours
+			undo = nil // the snapshot is the other task's
 			return h, fmt.Errorf("task %s already exists: %w", t.ID, errdefs.ErrAlreadyExists)
 		}
 		return h, fmt.Errorf("create container %s: %w", t.ID, err)
@@ -347,41 +338,11 @@ func mountDestinations(s *specs.Spec) []string {
 	return dests
 }
 
-// GPUAllocator grants GPUs to tasks node-wide and injects the granted
-// ones (the cdi package's Injector).
-type GPUAllocator interface {
-	spec.DeviceInjector
-	Allocate(id string, req task.GPURequest) ([]string, error)
-	Release(id string) error
-	ReleaseExcept(keep map[string]bool) error
-}
-
-// allocateGPUs grants t the GPUs it asks for, if any.
-func (b *Backend) allocateGPUs(t task.Task) ([]string, error) {
-	req, err := t.GPURequest()
-	if err != nil || req.Empty() {
-		return nil, err
-	}
-	if b.cfg.GPUs == nil {
-		return nil, fmt.Errorf("%w: task asks for GPUs %q but no CDI device injector is configured", errdefs.ErrFailedPrecondition, t.GPUs)
-	}
-	return b.cfg.GPUs.Allocate(t.ID, req)
-}
-
-func (b *Backend) releaseGPUs(id string) {
-	if b.cfg.GPUs != nil {
-		_ = b.cfg.GPUs.Release(id)
-	}
-}
-
 // generate builds the task's spec with its granted GPUs, applies the
 // operator's options and the shim group, and audits the result: a spec
 // with findings never reaches runc.
-func (b *Backend) generate(ctx context.Context, t task.Task, img ocispec.ImageConfig, req runtime.StartRequest, gpus []string) (*specs.Spec, error) {
-	o := spec.Options{OutputDir: req.OutputDir, GPUDevices: gpus, OOMScoreAdj: b.cfg.AuditPolicy.OOMScoreAdj}
-	if b.cfg.GPUs != nil {
-		o.CDI = b.cfg.GPUs
-	}
+func (b *Backend) generate(ctx context.Context, t task.Task, img ocispec.ImageConfig, req runtime.StartRequest) (*specs.Spec, error) {
+	o := spec.Options{OutputDir: req.OutputDir, GPUDevices: req.GPUDevices, OOMScoreAdj: b.cfg.AuditPolicy.OOMScoreAdj, CDI: b.cfg.CDI}
 	opts, err := spec.Opts(t, img, o)
 	if err != nil {
 		return nil, err
@@ -398,9 +359,7 @@ func (b *Backend) generate(ctx context.Context, t task.Task, img ocispec.ImageCo
 	p.Namespace = b.cfg.Namespace
 	p.TasksDir = filepath.Dir(req.StateDir)
 	p.ResolveSource = filepath.EvalSymlinks
-	if b.cfg.GPUs != nil {
-		p.CDI = b.cfg.GPUs
-	}
+	p.CDI = b.cfg.CDI
 	if findings := audit.Check(ctx, s, p); len(findings) > 0 {
 		return nil, fmt.Errorf("%w: spec for task %s fails the audit (%d findings), first: %s", errdefs.ErrFailedPrecondition, t.ID, len(findings), findings[0])
 	}
@@ -550,12 +509,10 @@ func (b *Backend) Stop(ctx context.Context, id string, sig syscall.Signal, all b
 }
 
 // Destroy implements runtime.Backend: kill and delete the task (the shim then
-// stops its logger), delete the container and its snapshot, release its
-// GPUs. Idempotent.
+// stops its logger), delete the container and its snapshot. Idempotent.
 func (b *Backend) Destroy(ctx context.Context, id string) error {
 	ctx = b.ns(ctx)
 	defer b.forget(id)
-	defer b.releaseGPUs(id)
 	c, err := b.client.LoadContainer(ctx, id)
 	if errdefs.IsNotFound(err) {
 		if err := b.removeSnapshot(ctx, id); err != nil {
@@ -749,11 +706,6 @@ func (b *Backend) SweepOrphans(ctx context.Context, keep map[string]bool) ([]str
 		return errdefs.IsNotFound(err)
 	}
 	var removed []string
-	if b.cfg.GPUs != nil {
-		if err := b.cfg.GPUs.ReleaseExcept(keep); err != nil {
-			return nil, err
-		}
-	}
 	ls := b.client.LeasesService()
 	all, err := ls.List(ctx, fmt.Sprintf("labels.%q==%s", runtime.LabelManager, runtime.ManagerName))
 	if err != nil {

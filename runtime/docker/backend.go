@@ -45,8 +45,10 @@ type Config struct {
 	Host string
 	// LogLimits cap each stream; logs.DefaultLimits if zero.
 	LogLimits logs.Limits
-	// GPUs resolves and allocates CDI GPUs; nil refuses GPU tasks.
-	GPUs GPUAllocator
+	// CDI lets the audit replay the GPUs the Manager granted a task (the
+	// cdi package's Injector); nil refuses GPU tasks. dockerd injects them
+	// itself, from a CDI device request.
+	CDI spec.DeviceInjector
 	// NVML, initialised, adds GPU memory and utilisation to Stats; nil
 	// leaves them out. dockerd must be local (as /output requires): the
 	// container's host pids come from its cgroup.
@@ -58,15 +60,6 @@ type Config struct {
 	// backend. The backend fills in the task's state dir, bind source
 	// resolution and the CDI injector.
 	AuditPolicy audit.Policy
-}
-
-// GPUAllocator is what the backend needs of the cdi package's Injector:
-// allocation, and injection for the audit to check the granted names
-// against the CDI specs.
-type GPUAllocator interface {
-	spec.DeviceInjector
-	Allocate(id string, req task.GPURequest) ([]string, error)
-	Release(id string) error
 }
 
 // minCDIAPIVersion is the Engine API version (Docker 25) from which dockerd
@@ -173,17 +166,17 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (runtime.
 	if err != nil {
 		return runtime.Handle{}, err
 	}
-	gpus, err := b.allocateGPUs(t)
-	if err != nil {
-		return runtime.Handle{}, err
-	}
-	started := false
-	defer func() {
-		if !started {
-			b.releaseGPUs(t.ID)
+	if len(req.GPUDevices) > 0 {
+		if b.cfg.CDI == nil {
+			return runtime.Handle{}, fmt.Errorf("%w: task was granted GPUs but no CDI specs are configured", errdefs.ErrFailedPrecondition)
 		}
-	}()
-	r, err := CreateRequest(t, imgCfg, RequestOptions{OutputDir: req.OutputDir, GPUs: gpus, OOMScoreAdj: b.cfg.AuditPolicy.OOMScoreAdj})
+		// Never a fallback to the legacy NVIDIA hook (CVE-2024-0132):
+		// dockerd must take CDI device requests.
+		if v := b.client.ClientVersion(); versionLess(v, minCDIAPIVersion) {
+			return runtime.Handle{}, fmt.Errorf("%w: dockerd speaks API %s; CDI device requests need %s (Docker 25+ with CDI enabled), and nsn-run does not use the legacy NVIDIA hook", errdefs.ErrFailedPrecondition, v, minCDIAPIVersion)
+		}
+	}
+	r, err := CreateRequest(t, imgCfg, RequestOptions{OutputDir: req.OutputDir, GPUs: req.GPUDevices, OOMScoreAdj: b.cfg.AuditPolicy.OOMScoreAdj})
 	if err != nil {
 		return runtime.Handle{}, err
 	}
@@ -217,7 +210,6 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (runtime.
 	// reach dockerd after the exit and never return.
 	b.registerWait(t.ID, container.WaitConditionNotRunning)
 	b.captureLogs(t.ID, req.StateDir)
-	started = true
 	h := runtime.Handle{Version: runtime.HandleVersion, Backend: b.Name(), ID: t.ID, Image: t.Image, StartedAt: time.Now().UTC()}
 	if info, err := b.client.ContainerInspect(ctx, t.ID, client.ContainerInspectOptions{}); err == nil && info.Container.State != nil {
 		h.Pid = uint32(info.Container.State.Pid)
@@ -235,37 +227,12 @@ func (b *Backend) audit(ctx context.Context, r Request, req runtime.StartRequest
 	p := b.cfg.AuditPolicy
 	p.TasksDir = filepath.Dir(req.StateDir)
 	p.ResolveSource = filepath.EvalSymlinks
-	if b.cfg.GPUs != nil {
-		p.CDI = b.cfg.GPUs
-	}
+	p.CDI = b.cfg.CDI
 	if findings := AuditRequest(ctx, r, p); len(findings) > 0 {
 		return fmt.Errorf("%w: create request for task %s fails the audit (%d findings), first: %s",
 			errdefs.ErrFailedPrecondition, r.Name, len(findings), findings[0])
 	}
 	return nil
-}
-
-// allocateGPUs resolves and allocates the task's GPUs, refusing where
-// dockerd cannot take CDI device requests: nsn-run never falls back to the
-// legacy NVIDIA hook (CVE-2024-0132).
-func (b *Backend) allocateGPUs(t task.Task) ([]string, error) {
-	req, err := t.GPURequest()
-	if err != nil || req.Empty() {
-		return nil, err
-	}
-	if b.cfg.GPUs == nil {
-		return nil, fmt.Errorf("%w: task asks for GPUs %q but no CDI injector is configured", errdefs.ErrFailedPrecondition, t.GPUs)
-	}
-	if v := b.client.ClientVersion(); versionLess(v, minCDIAPIVersion) {
-		return nil, fmt.Errorf("%w: dockerd speaks API %s; CDI device requests need %s (Docker 25+ with CDI enabled), and nsn-run does not use the legacy NVIDIA hook", errdefs.ErrFailedPrecondition, v, minCDIAPIVersion)
-	}
-	return b.cfg.GPUs.Allocate(t.ID, req)
-}
-
-func (b *Backend) releaseGPUs(id string) {
-	if b.cfg.GPUs != nil {
-		_ = b.cfg.GPUs.Release(id)
-	}
 }
 
 // versionLess compares Engine API versions ("1.41" < "1.44").
@@ -461,7 +428,6 @@ const logDrainTimeout = 30 * time.Second
 // capture of it has ended, so that nothing writes into the task's state dir
 // once Destroy returns (the Manager removes it next). Idempotent.
 func (b *Backend) Destroy(ctx context.Context, id string) error {
-	defer b.releaseGPUs(id)
 	b.mu.Lock()
 	stream := b.streams[id]
 	delete(b.waits, id)
