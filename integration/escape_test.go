@@ -75,7 +75,7 @@ func newBundle(t *testing.T, script string) *bundle {
 }
 
 func (b *bundle) policy() audit.Policy {
-	return audit.Policy{Namespace: testNamespace, TasksDir: b.tasksDir, ResolveSource: filepath.EvalSymlinks}
+	return audit.Policy{Namespace: testNamespace, TasksDir: b.tasksDir, ResolveSource: filepath.EvalSymlinks, HostIdentity: true}
 }
 
 // run runs s (nsn-run's spec, or a mutated copy) with runc directly and

@@ -75,6 +75,10 @@ type StartRequest struct {
 	// GPUDevices are the CDI devices the Manager granted the task (empty
 	// when it asks for none). The backend only injects them.
 	GPUDevices []string
+	// UserNS is the host id range the Manager granted the task's own user
+	// namespace; nil runs it with shared host ids. Only a UserNamespacer
+	// backend is given one.
+	UserNS *task.IDRange
 }
 
 // GPUAllocator grants GPUs node-wide and exclusively (the cdi package's

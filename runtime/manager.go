@@ -16,6 +16,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/nsn-run/nsn-run/cgroups"
+	"github.com/nsn-run/nsn-run/idmap"
 	"github.com/nsn-run/nsn-run/logs"
 	"github.com/nsn-run/nsn-run/task"
 )
@@ -54,6 +55,55 @@ type Config struct {
 	AllowedRuntimes []string
 	// GPUs grants GPUs to tasks; nil refuses tasks that ask for any.
 	GPUs GPUAllocator
+	// UserNamespaces decides each task's host identity; UserNSPreferred
+	// (the zero value) gives every task its own user namespace over a
+	// host id range where the backend can.
+	UserNamespaces UserNSMode
+	// IDs grants host id ranges; nil means an idmap.Allocator over
+	// STATE/ids with the default span (idmap.DefaultSpan).
+	IDs IDAllocator
+}
+
+// UserNSMode is the operator's policy on per-task user namespaces.
+type UserNSMode string
+
+// User namespace modes.
+const (
+	// UserNSPreferred: a task gets its own user namespace and host id
+	// range where the backend can give one (containerd); elsewhere
+	// (dockerd) it runs with shared host ids, and its Result says so.
+	UserNSPreferred UserNSMode = ""
+	// UserNSRequired: a task that cannot have its own is refused.
+	UserNSRequired UserNSMode = "required"
+	// UserNSOff: no task gets one; tasks share host ids.
+	UserNSOff UserNSMode = "off"
+)
+
+// ParseUserNSMode reads the CLI's spelling of a mode.
+func ParseUserNSMode(s string) (UserNSMode, error) {
+	switch s {
+	case "", "preferred":
+		return UserNSPreferred, nil
+	case "required":
+		return UserNSRequired, nil
+	case "off":
+		return UserNSOff, nil
+	}
+	return "", fmt.Errorf("%w: user namespaces %q: want preferred, required or off", errdefs.ErrInvalidArgument, s)
+}
+
+// IDAllocator grants each task a host id range of its own (idmap.Allocator).
+type IDAllocator interface {
+	Allocate(id string) (task.IDRange, error)
+	Release(id string) error
+	ReleaseExcept(keep map[string]bool) error
+}
+
+// UserNamespacer is an optional Backend feature: running a task in its own
+// user namespace over the host id range in StartRequest.UserNS. Identity
+// says at which level (task.IdentityUserNS or task.IdentityIDMapped).
+type UserNamespacer interface {
+	Identity(ctx context.Context) (string, error)
 }
 
 // DefaultAllowedRuntimes are the runtimes a Manager allows unless its
@@ -72,6 +122,8 @@ type Manager struct {
 	sampleInterval  time.Duration
 	allowedRuntimes []string
 	gpus            GPUAllocator
+	userns          UserNSMode
+	ids             IDAllocator
 }
 
 // New returns a Manager, creating its state directory (mode 0700: task
@@ -105,7 +157,19 @@ func New(cfg Config) (*Manager, error) {
 			return nil, fmt.Errorf("allowed runtimes: %w", err)
 		}
 	}
-	return &Manager{backend: cfg.Backend, stateDir: abs, sampleInterval: cfg.SampleInterval, allowedRuntimes: allowed, gpus: cfg.GPUs}, nil
+	if _, err := ParseUserNSMode(string(cfg.UserNamespaces)); err != nil {
+		return nil, err
+	}
+	ids := cfg.IDs
+	if ids == nil && cfg.UserNamespaces != UserNSOff {
+		a, err := idmap.New(idmap.Config{Dir: filepath.Join(abs, "ids")})
+		if err != nil {
+			return nil, err
+		}
+		ids = a
+	}
+	return &Manager{backend: cfg.Backend, stateDir: abs, sampleInterval: cfg.SampleInterval, allowedRuntimes: allowed,
+		gpus: cfg.GPUs, userns: cfg.UserNamespaces, ids: ids}, nil
 }
 
 // AllowedRuntimes are the runtimes this Manager lets a task ask for.
@@ -134,10 +198,23 @@ type record struct {
 	Result *task.Result `json:"result,omitempty"`
 }
 
+// identity is the Result's copy of the grant's identity; nil for a record
+// written before identities were recorded.
+func (g Grant) identity() *task.Identity {
+	if g.Identity.Level == "" {
+		return nil
+	}
+	id := g.Identity
+	return &id
+}
+
 // Grant is what a task holds node-wide and exclusively.
 type Grant struct {
 	// GPUs are the CDI device names of the task's GPUs.
 	GPUs []string `json:"gpus,omitempty"`
+	// Identity is the task's host identity: its level, and the host id
+	// range of its user namespace when it has one.
+	Identity task.Identity `json:"identity"`
 }
 
 func (m *Manager) writeRecord(rec record) error {
@@ -206,8 +283,9 @@ func (m *Manager) start(ctx context.Context, t task.Task, dir string) (Handle, e
 	if err := mountOutput(out, t.Limits); err != nil {
 		return Handle{}, err
 	}
-	grant, err := m.allocate(t)
+	grant, err := m.allocate(ctx, t)
 	if err != nil {
+		m.release(t.ID)
 		return Handle{}, err
 	}
 	started := false
@@ -219,7 +297,7 @@ func (m *Manager) start(ctx context.Context, t task.Task, dir string) (Handle, e
 	if err := m.writeRecord(record{Task: t, Grant: grant}); err != nil {
 		return Handle{}, err
 	}
-	h, err := m.backend.Start(ctx, StartRequest{Task: t, StateDir: dir, OutputDir: out, GPUDevices: grant.GPUs})
+	h, err := m.backend.Start(ctx, StartRequest{Task: t, StateDir: dir, OutputDir: out, GPUDevices: grant.GPUs, UserNS: grant.Identity.Range})
 	if err != nil {
 		return Handle{}, err
 	}
@@ -231,30 +309,68 @@ func (m *Manager) start(ctx context.Context, t task.Task, dir string) (Handle, e
 	return h, nil
 }
 
-// allocate grants t what it asks for node-wide (its GPUs), before the
-// backend is asked to start it.
-func (m *Manager) allocate(t task.Task) (Grant, error) {
+// allocate grants t what it holds node-wide, before the backend is asked
+// to start it: its host identity (a user namespace over a host id range of
+// its own, where the backend can and the policy wants one) and its GPUs.
+// On error the caller releases whatever was taken.
+func (m *Manager) allocate(ctx context.Context, t task.Task) (Grant, error) {
+	identity, err := m.identity(ctx)
+	if err != nil {
+		return Grant{}, err
+	}
+	g := Grant{Identity: task.Identity{Level: identity}}
+	if identity != task.IdentityShared {
+		r, err := m.ids.Allocate(t.ID)
+		if err != nil {
+			return Grant{}, fmt.Errorf("allocate a host id range for task %s: %w", t.ID, err)
+		}
+		g.Identity.Range = &r
+	}
 	req, err := t.GPURequest()
 	if err != nil || req.Empty() {
-		return Grant{}, err
+		return g, err
 	}
 	if m.gpus == nil {
 		return Grant{}, fmt.Errorf("%w: task asks for GPUs %q but this node has no GPU allocator (CDI specs)", errdefs.ErrFailedPrecondition, t.GPUs)
 	}
-	names, err := m.gpus.Allocate(t.ID, req)
-	if err != nil {
+	if g.GPUs, err = m.gpus.Allocate(t.ID, req); err != nil {
 		return Grant{}, err
 	}
-	return Grant{GPUs: names}, nil
+	return g, nil
+}
+
+// identity is the level of host identity tasks get here: what the backend
+// can give, within the operator's policy.
+func (m *Manager) identity(ctx context.Context) (string, error) {
+	if m.userns == UserNSOff {
+		return task.IdentityShared, nil
+	}
+	level := task.IdentityShared
+	if u, ok := m.backend.(UserNamespacer); ok {
+		l, err := u.Identity(ctx)
+		if err != nil {
+			return "", err
+		}
+		level = l
+	}
+	if level == task.IdentityShared && m.userns == UserNSRequired {
+		return "", fmt.Errorf("%w: the %s backend cannot give a task its own user namespace and host id range, and this node requires one (user namespaces: required)",
+			errdefs.ErrFailedPrecondition, m.backend.Name())
+	}
+	return level, nil
 }
 
 // release frees what task id was granted. Idempotent.
 func (m *Manager) release(id string) error {
-	if m.gpus == nil {
-		return nil
+	if m.gpus != nil {
+		if err := m.gpus.Release(id); err != nil {
+			return fmt.Errorf("release GPUs of task %s: %w", id, err)
+		}
 	}
-	if err := m.gpus.Release(id); err != nil {
-		return fmt.Errorf("release GPUs of task %s: %w", id, err)
+	if m.ids != nil {
+		if err := m.ids.Release(id); err != nil {
+			return fmt.Errorf("release host id range of task %s: %w", id, err)
+		}
 	}
 	return nil
 }
@@ -281,7 +397,7 @@ func (m *Manager) Wait(ctx context.Context, id string) (task.Result, error) {
 	if rec.Result != nil {
 		return *rec.Result, nil
 	}
-	res := task.Result{ID: id, Image: rec.Handle.Image, StartedAt: rec.Handle.StartedAt, Reason: task.ReasonExited}
+	res := task.Result{ID: id, Image: rec.Handle.Image, StartedAt: rec.Handle.StartedAt, Reason: task.ReasonExited, Identity: rec.Grant.identity()}
 	limits := rec.Task.Limits
 
 	// The backend wait runs on a context of its own: when the caller's
@@ -565,6 +681,11 @@ func (m *Manager) CleanupOrphans(ctx context.Context, force bool) ([]string, err
 	if m.gpus != nil {
 		if err := m.gpus.ReleaseExcept(live); err != nil {
 			return removed, fmt.Errorf("release GPUs of finished tasks: %w", err)
+		}
+	}
+	if m.ids != nil {
+		if err := m.ids.ReleaseExcept(live); err != nil {
+			return removed, fmt.Errorf("release host id ranges of finished tasks: %w", err)
 		}
 	}
 	return removed, nil

@@ -84,6 +84,26 @@ type Options struct {
 	// OOMScoreAdj is the task's process.oomScoreAdj; 0 means
 	// DefaultOOMScoreAdj. An operator may set MinOOMScoreAdj..MaxOOMScoreAdj.
 	OOMScoreAdj int
+	// UserNS, if set, runs the task in its own user namespace: container
+	// uids and gids 0..Size-1 are host ids HostID.. (the range the Manager
+	// granted it). The process user inside is unchanged.
+	UserNS *task.IDRange
+}
+
+// checkUserNS refuses a range that reaches host root or does not hold the
+// task's own ids.
+func checkUserNS(r *task.IDRange, uid, gid uint32) error {
+	switch {
+	case r == nil:
+		return nil
+	case r.Size != task.IDRangeSize:
+		return fmt.Errorf("%w: user namespace range %s: must map %d ids", errdefs.ErrInvalidArgument, r, task.IDRangeSize)
+	case r.Contains(0) || uint64(r.HostID)+uint64(r.Size) > 1<<32-1:
+		return fmt.Errorf("%w: user namespace range %s reaches host id 0 or the end of the id space", errdefs.ErrInvalidArgument, r)
+	case uid >= r.Size || gid >= r.Size:
+		return fmt.Errorf("%w: user %d:%d is outside the task's %d ids", errdefs.ErrInvalidArgument, uid, gid, r.Size)
+	}
+	return nil
 }
 
 // oomScoreAdj returns the score o asks for, or an error for one out of range.
@@ -126,6 +146,9 @@ func Opts(t task.Task, img ocispec.ImageConfig, o Options) ([]oci.SpecOpts, erro
 	if err != nil {
 		return nil, err
 	}
+	if err := checkUserNS(o.UserNS, proc.uid, proc.gid); err != nil {
+		return nil, err
+	}
 	gpus, err := t.GPURequest()
 	if err != nil {
 		return nil, err
@@ -154,7 +177,7 @@ func Opts(t task.Task, img ocispec.ImageConfig, o Options) ([]oci.SpecOpts, erro
 		oci.WithUIDGID(proc.uid, proc.gid),
 		oci.WithUmask(defaultUmask),
 		oci.WithNoNewPrivileges,
-		withRlimits(l),
+		withRlimits(l, o.UserNS != nil),
 		withOOMScoreAdj(oomScore),
 
 		oci.WithDefaultUnixDevices,
@@ -168,6 +191,10 @@ func Opts(t task.Task, img ocispec.ImageConfig, o Options) ([]oci.SpecOpts, erro
 		oci.WithMemorySwap(l.MemoryBytes),
 		oci.WithCPUCFS(cpuQuota(l.CPUs), cfsPeriod),
 		oci.WithPidsLimit(l.Pids),
+	}
+	if r := o.UserNS; r != nil {
+		m := []specs.LinuxIDMapping{{ContainerID: 0, HostID: r.HostID, Size: r.Size}}
+		opts = append(opts, oci.WithUserNamespace(m, m))
 	}
 	if len(o.GPUDevices) > 0 {
 		inject, err := o.CDI.InjectSpecOpt(o.GPUDevices, gpus.Shared)
@@ -264,12 +291,13 @@ func outputMount(hostDir string) specs.Mount {
 //   - MEMLOCK, MSGQUEUE, SIGPENDING: small, fixed bounds on per-user kernel
 //     memory.
 //
-// RLIMIT_NPROC is left out: it counts processes per host uid, which every
-// task shares until each runs in its own user namespace; the pids cgroup
-// limit bounds processes per task.
-func Rlimits(l task.Limits) []specs.POSIXRlimit {
+// With its own user namespace a task's uid is its alone, so RLIMIT_NPROC
+// (which counts processes per uid) is set to the pids limit. Without one it
+// is left out: tasks share host uids, and the pids cgroup limit bounds
+// processes per task.
+func Rlimits(l task.Limits, ownIDs bool) []specs.POSIXRlimit {
 	fixed := func(typ string, v uint64) specs.POSIXRlimit { return specs.POSIXRlimit{Type: typ, Hard: v, Soft: v} }
-	return []specs.POSIXRlimit{
+	rl := []specs.POSIXRlimit{
 		fixed("RLIMIT_NOFILE", uint64(l.OpenFiles)),
 		fixed("RLIMIT_CORE", 0),
 		fixed("RLIMIT_RTPRIO", 0),
@@ -278,11 +306,15 @@ func Rlimits(l task.Limits) []specs.POSIXRlimit {
 		fixed("RLIMIT_MSGQUEUE", MsgqueueBytes),
 		fixed("RLIMIT_SIGPENDING", SigpendingSignals),
 	}
+	if ownIDs {
+		rl = append(rl, fixed("RLIMIT_NPROC", uint64(l.Pids)))
+	}
+	return rl
 }
 
-func withRlimits(l task.Limits) oci.SpecOpts {
+func withRlimits(l task.Limits, ownIDs bool) oci.SpecOpts {
 	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *specs.Spec) error {
-		s.Process.Rlimits = Rlimits(l)
+		s.Process.Rlimits = Rlimits(l, ownIDs)
 		return nil
 	}
 }

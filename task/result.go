@@ -37,6 +37,9 @@ type Result struct {
 	// what lay beyond the caps.
 	OutputSkipped []SkippedFile `json:"output_skipped,omitempty"`
 	Stats         Stats         `json:"stats"`
+	// Identity is the task's host identity: its own user namespace and
+	// host id range, or the weaker shared level, and which.
+	Identity *Identity `json:"identity,omitempty"`
 }
 
 // SkippedFile is an entry of /output that was not collected.

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/nsn-run/nsn-run/cdi"
+	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/runtime/docker"
 	"github.com/nsn-run/nsn-run/spec/audit"
 )
@@ -116,11 +117,16 @@ func auditPolicy(g *globalOptions) (audit.Policy, error) {
 	if err != nil {
 		return audit.Policy{}, err
 	}
+	userns, err := runtime.ParseUserNSMode(g.userns)
+	if err != nil {
+		return audit.Policy{}, err
+	}
 	return audit.Policy{
 		Namespace:     g.namespace,
 		TasksDir:      filepath.Dir(filepath.Dir(tasks)),
 		CDI:           gpus,
 		ResolveSource: filepath.EvalSymlinks,
+		HostIdentity:  userns == runtime.UserNSOff,
 	}, nil
 }
 

@@ -44,6 +44,8 @@ type globalOptions struct {
 	cdiSpecDirs []string
 	// allowedRuntimes are the runtimes a task may name (runtime.Config).
 	allowedRuntimes []string
+	// userns is the per-task user namespace policy (runtime.UserNSMode).
+	userns string
 }
 
 func envOr(key, def string) string {
@@ -90,6 +92,9 @@ any spec against the isolation policy (nsn-run audit).`,
 	pf.StringArrayVar(&g.allowedRuntimes, "allowed-runtime", envList("NSN_ALLOWED_RUNTIMES"),
 		"containerd runtime a task may name with --runtime (repeatable; default "+task.DefaultRuntime+
 			"; env NSN_ALLOWED_RUNTIMES, comma-separated); a task naming another is refused (exit 125). The docker backend runs runc only, whatever is allowed")
+	pf.StringVar(&g.userns, "user-namespaces", envOr("NSN_USER_NAMESPACES", "preferred"),
+		"per-task user namespaces: preferred (each task its own user namespace over a host id range no other task holds, where the backend can: containerd; "+
+			"docker tasks share host ids and their Result says so), required (refuse a task that cannot have one: exit 125), or off (env NSN_USER_NAMESPACES)")
 
 	root.AddCommand(newRunCommand(g), newSpecCommand(g), newAuditCommand(g), newPsCommand(g), newLogsCommand(g),
 		newStatsCommand(g), newKillCommand(g), newRmCommand(g), newGCCommand(g), newImageCommand(g), newDoctorCommand(g), newGPUCommand(g), newShimLoggerCommand())

@@ -48,7 +48,12 @@ func openManager(ctx context.Context, g *globalOptions) (*runtime.Manager, func(
 	default:
 		return nil, nil, fmt.Errorf("%w: backend %q: want containerd or docker", errdefs.ErrInvalidArgument, g.backend)
 	}
-	m, err := runtime.New(runtime.Config{Backend: b, StateDir: g.stateDir, AllowedRuntimes: g.allowedRuntimes, GPUs: gpus})
+	userns, err := runtime.ParseUserNSMode(g.userns)
+	if err != nil {
+		b.Close()
+		return nil, nil, err
+	}
+	m, err := runtime.New(runtime.Config{Backend: b, StateDir: g.stateDir, AllowedRuntimes: g.allowedRuntimes, GPUs: gpus, UserNamespaces: userns})
 	if err != nil {
 		b.Close()
 		return nil, nil, err

@@ -9,6 +9,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/nsn-run/nsn-run/cdi"
+	"github.com/nsn-run/nsn-run/idmap"
+	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/runtime/containerd"
 	"github.com/nsn-run/nsn-run/runtime/docker"
 	"github.com/nsn-run/nsn-run/snapshots"
@@ -29,6 +31,10 @@ a validated WorkingDir and a numeric non-root User are taken from it.
 With --backend docker it prints the Docker Engine API create request
 (container Config and HostConfig) instead, for an image present in dockerd
 (DOCKER_HOST).
+
+The task runs in its own user namespace (unless --user-namespaces off):
+run allots it a free host id range of 65536 ids; the preview maps the first
+range of the span (host ids 1048576-1114111).
 
 The spec is deterministic: the same flags, image and --id give identical
 bytes (without --id a random id is generated, and it names the hostname,
@@ -74,6 +80,15 @@ cgroup path and output directory). Pipe it to 'nsn-run audit -' to check it.`,
 				return err
 			}
 			o := spec.Options{OutputDir: outDir, CDI: gpus}
+			userns, err := runtime.ParseUserNSMode(g.userns)
+			if err != nil {
+				return err
+			}
+			if userns != runtime.UserNSOff {
+				// run allots a free range; the preview shows the first.
+				first := idmap.DefaultSpan.RangeAt(0)
+				o.UserNS = &first
+			}
 			if !req.Empty() {
 				if o.GPUDevices, err = gpus.Resolve(req); err != nil {
 					return err

@@ -193,6 +193,14 @@ func (b *Backend) Client() *client.Client { return b.client }
 // Name implements runtime.Backend.
 func (b *Backend) Name() string { return "containerd" }
 
+var _ runtime.UserNamespacer = (*Backend)(nil)
+
+// Identity implements runtime.UserNamespacer: a task runs in its own user
+// namespace over the range the Manager granted. The image's files keep
+// their host owners (root's show inside as the overflow id): idmapped
+// mounts of the root filesystem are not used yet, on any containerd.
+func (b *Backend) Identity(context.Context) (string, error) { return task.IdentityUserNS, nil }
+
 func (b *Backend) ns(ctx context.Context) context.Context {
 	return namespaces.WithNamespace(ctx, b.cfg.Namespace)
 }
@@ -225,9 +233,14 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (h runtim
 	if err != nil {
 		return h, err
 	}
-	// The task writes /output as its own user; nothing else on the host can
-	// reach the directory (the state dir above it is private to root).
-	if err := os.Chown(req.OutputDir, int(s.Process.User.UID), int(s.Process.User.GID)); err != nil {
+	// The task writes /output as its own user (its host ids, in its own
+	// user namespace); nothing else on the host can reach the directory
+	// (the state dir above it is private to root).
+	uid, gid := s.Process.User.UID, s.Process.User.GID
+	if r := req.UserNS; r != nil {
+		uid, gid = r.HostID+uid, r.HostID+gid // spec.Opts checked both lie in the range
+	}
+	if err := os.Chown(req.OutputDir, int(uid), int(gid)); err != nil {
 		return h, fmt.Errorf("prepare output dir: %w", err)
 	}
 	sw.Lap("start/spec-audit")
@@ -342,7 +355,7 @@ func mountDestinations(s *specs.Spec) []string {
 // operator's options and the shim group, and audits the result: a spec
 // with findings never reaches runc.
 func (b *Backend) generate(ctx context.Context, t task.Task, img ocispec.ImageConfig, req runtime.StartRequest) (*specs.Spec, error) {
-	o := spec.Options{OutputDir: req.OutputDir, GPUDevices: req.GPUDevices, OOMScoreAdj: b.cfg.AuditPolicy.OOMScoreAdj, CDI: b.cfg.CDI}
+	o := spec.Options{OutputDir: req.OutputDir, GPUDevices: req.GPUDevices, OOMScoreAdj: b.cfg.AuditPolicy.OOMScoreAdj, CDI: b.cfg.CDI, UserNS: req.UserNS}
 	opts, err := spec.Opts(t, img, o)
 	if err != nil {
 		return nil, err
@@ -360,6 +373,7 @@ func (b *Backend) generate(ctx context.Context, t task.Task, img ocispec.ImageCo
 	p.TasksDir = filepath.Dir(req.StateDir)
 	p.ResolveSource = filepath.EvalSymlinks
 	p.CDI = b.cfg.CDI
+	p.HostIdentity = req.UserNS == nil
 	if findings := audit.Check(ctx, s, p); len(findings) > 0 {
 		return nil, fmt.Errorf("%w: spec for task %s fails the audit (%d findings), first: %s", errdefs.ErrFailedPrecondition, t.ID, len(findings), findings[0])
 	}

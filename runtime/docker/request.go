@@ -189,9 +189,11 @@ func CreateRequest(t task.Task, img ocispec.ImageConfig, o RequestOptions) (Requ
 }
 
 // ulimits are spec.Rlimits in dockerd's names (RLIMIT_NOFILE is "nofile"),
-// so a docker task gets exactly the rlimits a containerd task does.
+// so a docker task gets exactly the rlimits a containerd task without its
+// own user namespace does (dockerd has no per-container id range, so
+// RLIMIT_NPROC would count every task's processes together).
 func ulimits(l task.Limits) []*container.Ulimit {
-	rl := spec.Rlimits(l)
+	rl := spec.Rlimits(l, false)
 	out := make([]*container.Ulimit, 0, len(rl))
 	for _, r := range rl {
 		out = append(out, &container.Ulimit{

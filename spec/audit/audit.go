@@ -23,6 +23,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/nsn-run/nsn-run/idmap"
 	"github.com/nsn-run/nsn-run/spec"
 	"github.com/nsn-run/nsn-run/task"
 )
@@ -74,6 +75,21 @@ type Policy struct {
 	// example filepath.EvalSymlinks on the host that runs the spec); a
 	// source that resolves elsewhere is a finding.
 	ResolveSource func(path string) (string, error)
+	// IDs is the span tasks' host id ranges are allotted from; a spec's
+	// user namespace must map exactly one of its ranges.
+	// idmap.DefaultSpan if zero.
+	IDs idmap.Span
+	// HostIdentity allows, and requires, a spec without a user namespace
+	// of its own: tasks run with host ids (the operator turned user
+	// namespaces off). By default a spec must have one.
+	HostIdentity bool
+}
+
+func (p Policy) span() idmap.Span {
+	if p.IDs == (idmap.Span{}) {
+		return idmap.DefaultSpan
+	}
+	return p.IDs
 }
 
 func (p Policy) tasksDir() string {
@@ -143,7 +159,11 @@ func Check(ctx context.Context, s *specs.Spec, p Policy) []Finding {
 		if reported[d.Path] {
 			continue // a knob out of bounds, already said in its own words
 		}
-		a.add(RuleFor(d.Shape), d.Path, "%s", d.Message())
+		rule, ok := rulesByPath[d.Path]
+		if !ok {
+			rule = RuleFor(d.Shape)
+		}
+		a.add(rule, d.Path, "%s", d.Message())
 	}
 	return a.sorted()
 }
@@ -159,6 +179,14 @@ var specCompareOptions = CompareOptions{
 	// (containerd also masks each CPU's thermal_throttle directory the
 	// host has: a spec from a larger host masks more.)
 	SupersetLists: []string{"linux.maskedPaths", "linux.readonlyPaths"},
+}
+
+// rulesByPath are the places whose rule their shape does not tell: the
+// user namespace's own entry and the per-uid process limit it makes
+// meaningful belong to the user namespace's rule.
+var rulesByPath = map[string]string{
+	"linux.namespaces[user]":        RuleUserNamespace,
+	"process.rlimits[RLIMIT_NPROC]": RuleUserNamespace,
 }
 
 type auditor struct {
@@ -241,6 +269,9 @@ func (a *auditor) knobs(s *specs.Spec) (t task.Task, o spec.Options, ok bool) {
 	a.boundLimits(l)
 
 	o = spec.Options{OutputDir: a.policy.OutputDir(id), OOMScoreAdj: a.policy.OOMScoreAdj}
+	if !a.policy.HostIdentity {
+		o.UserNS = a.userNSRange(s)
+	}
 	if names := s.Annotations[AnnotationGPUs]; names != "" {
 		if a.policy.CDI == nil {
 			a.add(RuleAnnotations, "annotations."+AnnotationGPUs, "names GPUs %s, but this policy has no CDI specs to check their edits against", names)
@@ -330,6 +361,25 @@ func (a *auditor) checkSources(s *specs.Spec) {
 			a.add(RuleMounts, "mounts["+m.Destination+"].source", "%s resolves to %s on this host: a bind source must not run through a symlink", m.Source, resolved)
 		}
 	}
+}
+
+// userNSRange reads the task's host id range from its mappings: one
+// mapping of container ids 0..65535, the same for uids and gids, onto a
+// range of the policy's span. Anything else is a finding, and the span's
+// first range stands in so the comparison shows the rest.
+func (a *auditor) userNSRange(s *specs.Spec) *task.IDRange {
+	span := a.policy.span()
+	u, g := s.Linux.UIDMappings, s.Linux.GIDMappings
+	if len(u) == 1 && len(g) == 1 && u[0] == g[0] && u[0].ContainerID == 0 {
+		r := task.IDRange{HostID: u[0].HostID, Size: u[0].Size}
+		if _, ok := span.IndexOf(r); ok {
+			return &r
+		}
+	}
+	a.add(RuleUserNamespace, "linux.uidMappings", "the task's ids must map to one host range of %d ids allotted from %d..%d (never host 0), the same for uids and gids; the spec maps uids %s, gids %s",
+		task.IDRangeSize, span.Base, uint64(span.Base)+uint64(span.Count)*task.IDRangeSize-1, encode(u), encode(g))
+	first := span.RangeAt(0)
+	return &first
 }
 
 func validName(s string) bool {

@@ -16,6 +16,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/nsn-run/nsn-run/idmap"
 	"github.com/nsn-run/nsn-run/spec"
 	"github.com/nsn-run/nsn-run/spec/audit"
 	"github.com/nsn-run/nsn-run/task"
@@ -62,7 +63,8 @@ var policy = audit.Policy{CDI: fakeCDI{}}
 func generated(t *testing.T, gpu bool) *specs.Spec {
 	t.Helper()
 	tk := task.Task{ID: taskID, Image: "busybox", Command: []string{"sh", "-c", "true"}, Env: []string{"A=1"}}
-	o := spec.Options{OutputDir: policy.OutputDir(taskID)}
+	r := idmap.DefaultSpan.RangeAt(3)
+	o := spec.Options{OutputDir: policy.OutputDir(taskID), UserNS: &r}
 	if gpu {
 		tk.GPUs = "device=0"
 		o.GPUDevices, o.CDI = []string{fakeGPU}, fakeCDI{}
@@ -96,7 +98,8 @@ func TestKnobsAreFree(t *testing.T) {
 	tk := task.Task{ID: "other-9", Image: "x", Command: []string{"/bin/app", "--flag"}, Env: []string{"X=1", "PATH=/opt"},
 		WorkingDir: "/srv", User: "4242:4343",
 		Limits: task.Limits{MemoryBytes: 300 * task.MiB, CPUs: 2.5, Pids: 77, OpenFiles: 4096, TmpBytes: 3 * task.MiB, TmpInodes: 99}}
-	s, err := spec.Generate(context.Background(), tk, ocispec.ImageConfig{}, spec.Options{OutputDir: policy.OutputDir(tk.ID), OOMScoreAdj: 700})
+	r := idmap.DefaultSpan.RangeAt(idmap.DefaultCount - 1)
+	s, err := spec.Generate(context.Background(), tk, ocispec.ImageConfig{}, spec.Options{OutputDir: policy.OutputDir(tk.ID), OOMScoreAdj: 700, UserNS: &r})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +171,7 @@ var mutations = []mutation{
 	}},
 	{name: "seccomp-missing", rule: audit.RuleSeccomp, mutate: func(s *specs.Spec) { s.Linux.Seccomp = nil }},
 	{name: "rlimit-core-raised", rule: audit.RuleProcessLimits, mutate: func(s *specs.Spec) { s.Process.Rlimits[1].Hard, s.Process.Rlimits[1].Soft = 1<<30, 1<<30 }},
-	{name: "rlimit-missing", rule: audit.RuleProcessLimits, mutate: func(s *specs.Spec) { s.Process.Rlimits = s.Process.Rlimits[:1] }},
+	{name: "rlimit-missing", rule: audit.RuleProcessLimits, mutate: func(s *specs.Spec) { s.Process.Rlimits = slices.Delete(s.Process.Rlimits, 1, 2) }},
 	{name: "oom-score-lowered", rule: audit.RuleProcessLimits, mutate: func(s *specs.Spec) { s.Process.OOMScoreAdj = new(int) }},
 	{name: "apparmor-unconfined", rule: audit.RuleLSM, mutate: func(s *specs.Spec) { s.Process.ApparmorProfile = "unconfined" }},
 	{name: "selinux-spc", rule: audit.RuleLSM, mutate: func(s *specs.Spec) { s.Process.SelinuxLabel = "system_u:system_r:spc_t:s0" }},
@@ -194,6 +197,17 @@ var mutations = []mutation{
 	{name: "uid-map-host-root", rule: audit.RuleUserNamespace, mutate: func(s *specs.Spec) {
 		s.Linux.UIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 0, Size: 65536}}
 	}},
+	{name: "userns-range-outside-span", rule: audit.RuleUserNamespace, mutate: func(s *specs.Spec) {
+		m := []specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 65536}}
+		s.Linux.UIDMappings, s.Linux.GIDMappings = m, m
+	}},
+	{name: "userns-gid-differs", rule: audit.RuleUserNamespace, mutate: func(s *specs.Spec) {
+		s.Linux.GIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: idmap.DefaultBase, Size: 65536}}
+	}},
+	{name: "userns-missing", rule: audit.RuleUserNamespace, mutate: func(s *specs.Spec) {
+		s.Linux.UIDMappings, s.Linux.GIDMappings = nil, nil
+	}},
+	{name: "userns-where-host-identity", rule: audit.RuleUserNamespace, policy: &audit.Policy{HostIdentity: true}, mutate: func(*specs.Spec) {}},
 	{name: "devtmpfs", rule: audit.RuleMounts, mutate: func(s *specs.Spec) {
 		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/hostdev", Type: "devtmpfs", Source: "devtmpfs"})
 	}},

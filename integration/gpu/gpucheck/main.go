@@ -403,7 +403,9 @@ func runCheck(ctx context.Context, o options, in *cdi.Injector, id, gpus string,
 	if err != nil {
 		return nil, "", fmt.Errorf("spec: %w", err)
 	}
-	policy := audit.Policy{Namespace: "gpucheck", TasksDir: tasksDir, CDI: in}
+	// The check runs tasks with host ids, as before user namespaces: it is
+	// about which GPUs a task sees.
+	policy := audit.Policy{Namespace: "gpucheck", TasksDir: tasksDir, CDI: in, HostIdentity: true}
 	if findings := audit.Check(ctx, s, policy); len(findings) > 0 {
 		return nil, "", fmt.Errorf("audit: %v", findings)
 	}

@@ -1,0 +1,332 @@
+// Package idmap allots each task its own host id range for its user
+// namespace: ranges of task.IDRangeSize ids from the operator's configured
+// span, one per live task, decided under a node-wide lock and recorded as
+// files, so every nsn-run process on the node (and gc after a crash) sees
+// the same allocation.
+package idmap
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
+
+	"github.com/nsn-run/nsn-run/task"
+)
+
+// Defaults: ranges start at host id 2^20, far above every system and login
+// id, and 16384 of them fit below 2^30.
+const (
+	DefaultBase  uint32 = 1 << 20
+	DefaultCount uint32 = 16384
+)
+
+// Config configures an Allocator.
+type Config struct {
+	// Dir holds the allocation files (STATE/ids).
+	Dir string
+	// Base is the first host id of the first range; DefaultBase if zero.
+	Base uint32
+	// Count is how many ranges there are; DefaultCount if zero.
+	Count uint32
+	// Files to check the span against; the system's if empty (tests
+	// point them elsewhere).
+	SubUIDFile, SubGIDFile, PasswdFile, GroupFile string
+}
+
+// Span is the host ids ranges are allotted from.
+type Span struct {
+	Base, Count uint32
+}
+
+// RangeAt is the index'th range of the span.
+func (s Span) RangeAt(index uint32) task.IDRange {
+	return task.IDRange{HostID: s.Base + index*task.IDRangeSize, Size: task.IDRangeSize}
+}
+
+// IndexOf returns the index of r in the span, or false if r is not one of
+// its ranges (the auditor's check of a spec's mappings).
+func (s Span) IndexOf(r task.IDRange) (uint32, bool) {
+	if r.Size != task.IDRangeSize || r.HostID < s.Base || (r.HostID-s.Base)%task.IDRangeSize != 0 {
+		return 0, false
+	}
+	i := (r.HostID - s.Base) / task.IDRangeSize
+	return i, i < s.Count
+}
+
+// DefaultSpan is the span an Allocator with a zero Config uses.
+var DefaultSpan = Span{Base: DefaultBase, Count: DefaultCount}
+
+// Validate checks a span: above host 0 and every system id, inside 32 bits.
+func (s Span) Validate() error {
+	end := uint64(s.Base) + uint64(s.Count)*task.IDRangeSize
+	switch {
+	case s.Count == 0:
+		return fmt.Errorf("%w: id span has no ranges", errdefs.ErrInvalidArgument)
+	case s.Base < task.IDRangeSize:
+		return fmt.Errorf("%w: id span base %d: must be at least %d, above host root and every system id", errdefs.ErrInvalidArgument, s.Base, task.IDRangeSize)
+	case s.Base%task.IDRangeSize != 0:
+		return fmt.Errorf("%w: id span base %d: must be a multiple of %d", errdefs.ErrInvalidArgument, s.Base, task.IDRangeSize)
+	case end > 1<<32-1:
+		return fmt.Errorf("%w: id span %d + %d ranges ends past the 32-bit id space", errdefs.ErrInvalidArgument, s.Base, s.Count)
+	}
+	return nil
+}
+
+func (s Span) end() uint64 { return uint64(s.Base) + uint64(s.Count)*task.IDRangeSize }
+
+// Allocator grants ranges. Safe for concurrent use, within a process and
+// across processes (flock).
+type Allocator struct {
+	dir  string
+	span Span
+	mu   sync.Mutex
+}
+
+// New checks the span against the host's id files and returns an Allocator
+// over cfg.Dir. A span that overlaps a subordinate id range (/etc/subuid,
+// /etc/subgid: another tool's user namespaces) or an account's id is
+// refused: a task could then act as that account on the host.
+func New(cfg Config) (*Allocator, error) {
+	span := Span{Base: cfg.Base, Count: cfg.Count}
+	if span.Base == 0 {
+		span.Base = DefaultBase
+	}
+	if span.Count == 0 {
+		span.Count = DefaultCount
+	}
+	if err := span.Validate(); err != nil {
+		return nil, err
+	}
+	files := []struct{ path, def string }{
+		{cfg.SubUIDFile, "/etc/subuid"}, {cfg.SubGIDFile, "/etc/subgid"},
+		{cfg.PasswdFile, "/etc/passwd"}, {cfg.GroupFile, "/etc/group"},
+	}
+	for i, f := range files {
+		p := f.path
+		if p == "" {
+			p = f.def
+		}
+		var err error
+		if i < 2 {
+			err = checkSubIDs(p, span)
+		} else {
+			err = checkAccounts(p, span)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Dir == "" {
+		return nil, fmt.Errorf("%w: id allocation dir is empty", errdefs.ErrInvalidArgument)
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("id allocation dir: %w", err)
+	}
+	return &Allocator{dir: cfg.Dir, span: span}, nil
+}
+
+// Span is the allocator's span.
+func (a *Allocator) Span() Span { return a.span }
+
+// checkSubIDs refuses a span overlapping any "name:start:count" line.
+func checkSubIDs(path string, span Span) error {
+	return eachLine(path, func(line string) error {
+		f := strings.Split(line, ":")
+		if len(f) != 3 {
+			return nil
+		}
+		start, err1 := strconv.ParseUint(f[1], 10, 32)
+		count, err2 := strconv.ParseUint(f[2], 10, 32)
+		if err1 != nil || err2 != nil {
+			return nil
+		}
+		if start < span.end() && start+count > uint64(span.Base) {
+			return fmt.Errorf("%w: id span %d-%d overlaps %s's subordinate ids %d-%d in %s: choose another base",
+				errdefs.ErrFailedPrecondition, span.Base, span.end()-1, f[0], start, start+count-1, path)
+		}
+		return nil
+	})
+}
+
+// checkAccounts refuses a span holding an account's uid or gid (field 3 of
+// /etc/passwd and /etc/group).
+func checkAccounts(path string, span Span) error {
+	return eachLine(path, func(line string) error {
+		f := strings.Split(line, ":")
+		if len(f) < 3 {
+			return nil
+		}
+		id, err := strconv.ParseUint(f[2], 10, 32)
+		if err != nil {
+			return nil
+		}
+		if id >= uint64(span.Base) && id < span.end() {
+			return fmt.Errorf("%w: id span %d-%d holds id %d of %s in %s: choose another base",
+				errdefs.ErrFailedPrecondition, span.Base, span.end()-1, id, f[0], path)
+		}
+		return nil
+	})
+}
+
+func eachLine(path string, f func(string) error) error {
+	file, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	defer file.Close()
+	sc := bufio.NewScanner(file)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if err := f(line); err != nil {
+			return err
+		}
+	}
+	return sc.Err()
+}
+
+// lock serialises decisions across nsn-run processes: finding a free range
+// and taking it must be one step.
+func (a *Allocator) lock() (unlock func(), err error) {
+	a.mu.Lock()
+	f, err := os.OpenFile(filepath.Join(a.dir, ".lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err == nil {
+		if err = unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+			f.Close()
+		}
+	}
+	if err != nil {
+		a.mu.Unlock()
+		return nil, fmt.Errorf("lock id allocations: %w", err)
+	}
+	return func() {
+		_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
+		f.Close()
+		a.mu.Unlock()
+	}, nil
+}
+
+// holders reads the allocation files: range index -> task id.
+func (a *Allocator) holders() (map[uint32]string, error) {
+	entries, err := os.ReadDir(a.dir)
+	if err != nil {
+		return nil, fmt.Errorf("read id allocations: %w", err)
+	}
+	held := map[uint32]string{}
+	for _, e := range entries {
+		i, ok := strings.CutPrefix(e.Name(), "r")
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseUint(i, 10, 32)
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(a.dir, e.Name()))
+		if err != nil {
+			continue
+		}
+		held[uint32(n)] = strings.TrimSpace(string(b))
+	}
+	return held, nil
+}
+
+func (a *Allocator) path(index uint32) string {
+	return filepath.Join(a.dir, "r"+strconv.FormatUint(uint64(index), 10))
+}
+
+// Allocate grants task id a range no other task holds: the one it holds
+// already, or the lowest free one. All ranges held is
+// errdefs.ErrResourceExhausted.
+func (a *Allocator) Allocate(id string) (task.IDRange, error) {
+	unlock, err := a.lock()
+	if err != nil {
+		return task.IDRange{}, err
+	}
+	defer unlock()
+	held, err := a.holders()
+	if err != nil {
+		return task.IDRange{}, err
+	}
+	for i, holder := range held {
+		if holder == id {
+			return a.span.RangeAt(i), nil
+		}
+	}
+	for i := range a.span.Count {
+		if _, taken := held[i]; taken {
+			continue
+		}
+		if err := os.WriteFile(a.path(i)+".tmp", []byte(id+"\n"), 0o600); err != nil {
+			return task.IDRange{}, fmt.Errorf("allocate id range: %w", err)
+		}
+		if err := os.Rename(a.path(i)+".tmp", a.path(i)); err != nil {
+			return task.IDRange{}, fmt.Errorf("allocate id range: %w", err)
+		}
+		return a.span.RangeAt(i), nil
+	}
+	return task.IDRange{}, fmt.Errorf("%w: all %d host id ranges are held by live tasks", errdefs.ErrResourceExhausted, a.span.Count)
+}
+
+// Release frees task id's range; releasing nothing is no error.
+func (a *Allocator) Release(id string) error {
+	return a.releaseIf(func(holder string) bool { return holder == id })
+}
+
+// ReleaseExcept frees the range of every task not in keep (gc).
+func (a *Allocator) ReleaseExcept(keep map[string]bool) error {
+	return a.releaseIf(func(holder string) bool { return !keep[holder] })
+}
+
+func (a *Allocator) releaseIf(match func(holder string) bool) error {
+	unlock, err := a.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	held, err := a.holders()
+	if err != nil {
+		return err
+	}
+	for i, holder := range held {
+		if !match(holder) {
+			continue
+		}
+		if err := os.Remove(a.path(i)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("release id range %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// Held returns each held range and its task.
+func (a *Allocator) Held() (map[string]task.IDRange, error) {
+	unlock, err := a.lock()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	held, err := a.holders()
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]task.IDRange, len(held))
+	for i, holder := range held {
+		out[holder] = a.span.RangeAt(i)
+	}
+	return out, nil
+}

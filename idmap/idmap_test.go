@@ -1,0 +1,161 @@
+package idmap
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/nsn-run/nsn-run/task"
+)
+
+// newAllocator returns an Allocator over a fresh dir with empty host id
+// files (the test's, not the system's).
+func newAllocator(t *testing.T, dir string, count uint32) *Allocator {
+	t.Helper()
+	empty := filepath.Join(t.TempDir(), "empty")
+	if err := os.WriteFile(empty, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(Config{Dir: dir, Count: count, SubUIDFile: empty, SubGIDFile: empty, PasswdFile: empty, GroupFile: empty})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func TestAllocateDistinctAndReleased(t *testing.T) {
+	a := newAllocator(t, t.TempDir(), 3)
+	r1, err := a.Allocate("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, _ := a.Allocate("b")
+	if r1 == r2 || r1.Contains(0) || r1.Contains(task.NobodyID) || r1.HostID != DefaultBase || r2.HostID != DefaultBase+task.IDRangeSize {
+		t.Fatalf("ranges %v %v", r1, r2)
+	}
+	if again, _ := a.Allocate("a"); again != r1 {
+		t.Errorf("a second Allocate for the same task gave %v, want its %v", again, r1)
+	}
+	if _, err := a.Allocate("c"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Allocate("d"); !errdefs.IsResourceExhausted(err) {
+		t.Errorf("fourth task of three ranges: %v", err)
+	}
+	if err := a.Release("b"); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := a.Allocate("d"); err != nil || r != r2 {
+		t.Errorf("after b's release d got %v %v, want b's %v", r, err, r2)
+	}
+	if err := a.ReleaseExcept(map[string]bool{"c": true}); err != nil {
+		t.Fatal(err)
+	}
+	if held, _ := a.Held(); len(held) != 1 || held["c"].HostID == 0 {
+		t.Errorf("after gc keeping c: %v", held)
+	}
+}
+
+// TestThousandTasksLeaveNothing: 1,000 tasks through two allocators over
+// one dir (two nsn-run processes), 16 at a time, never share a range and
+// leave none held.
+func TestThousandTasksLeaveNothing(t *testing.T) {
+	dir := t.TempDir()
+	allocs := []*Allocator{newAllocator(t, dir, 64), newAllocator(t, dir, 64)}
+	var mu sync.Mutex
+	live := map[uint32]string{}
+	var wg sync.WaitGroup
+	errs := make(chan error, 1000)
+	sem := make(chan struct{}, 16)
+	for i := range 1000 {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			id := fmt.Sprintf("t%d", i)
+			a := allocs[i%2]
+			r, err := a.Allocate(id)
+			if err != nil {
+				errs <- err
+				return
+			}
+			mu.Lock()
+			if other, ok := live[r.HostID]; ok {
+				errs <- fmt.Errorf("range %v given to %s while %s holds it", r, id, other)
+			}
+			live[r.HostID] = id
+			mu.Unlock()
+			mu.Lock()
+			delete(live, r.HostID)
+			mu.Unlock()
+			if err := a.Release(id); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if held, err := allocs[0].Held(); err != nil || len(held) != 0 {
+		t.Errorf("held after 1000 tasks: %v %v", held, err)
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if e.Name() != ".lock" {
+			t.Errorf("left in the allocation dir: %s", e.Name())
+		}
+	}
+}
+
+func TestSpanChecks(t *testing.T) {
+	for _, s := range []Span{{Base: 0, Count: 1}, {Base: 1000, Count: 1}, {Base: DefaultBase + 1, Count: 1}, {Base: DefaultBase, Count: 0}, {Base: 1 << 31, Count: 1 << 15}} {
+		if err := s.Validate(); !errdefs.IsInvalidArgument(err) {
+			t.Errorf("span %+v: %v", s, err)
+		}
+	}
+	if err := DefaultSpan.Validate(); err != nil {
+		t.Error(err)
+	}
+	if i, ok := DefaultSpan.IndexOf(DefaultSpan.RangeAt(7)); !ok || i != 7 {
+		t.Errorf("IndexOf(RangeAt(7)) = %d %v", i, ok)
+	}
+	for _, r := range []task.IDRange{{HostID: 0, Size: task.IDRangeSize}, {HostID: DefaultBase + 1, Size: task.IDRangeSize}, {HostID: DefaultBase, Size: 1}, DefaultSpan.RangeAt(DefaultCount)} {
+		if _, ok := DefaultSpan.IndexOf(r); ok {
+			t.Errorf("IndexOf(%v) accepted a range the span does not allot", r)
+		}
+	}
+}
+
+// TestHostIDsRespected: a span over another tool's subordinate ids or an
+// account's id is refused.
+func TestHostIDsRespected(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	empty := write("empty", "")
+	sub := write("subuid", "alice:1048576:65536\n")
+	passwd := write("passwd", "root:x:0:0::/root:/bin/sh\nodd:x:1050000:1050000::/:/bin/sh\n")
+	if _, err := New(Config{Dir: t.TempDir(), SubUIDFile: sub, SubGIDFile: empty, PasswdFile: empty, GroupFile: empty}); !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "alice") {
+		t.Errorf("span over subuid: %v", err)
+	}
+	if _, err := New(Config{Dir: t.TempDir(), SubUIDFile: empty, SubGIDFile: empty, PasswdFile: passwd, GroupFile: empty}); !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "odd") {
+		t.Errorf("span over an account: %v", err)
+	}
+	// Another base avoids both.
+	if _, err := New(Config{Dir: t.TempDir(), Base: 1 << 24, SubUIDFile: sub, SubGIDFile: empty, PasswdFile: passwd, GroupFile: empty}); err != nil {
+		t.Errorf("span elsewhere: %v", err)
+	}
+}
