@@ -238,19 +238,19 @@ func TestInjection(t *testing.T) {
 	if len(s.Process.Capabilities.Bounding) != 0 || s.Process.User.UID == 0 {
 		t.Error("GPU injection changed the capability drop or the user")
 	}
-	if f := audit.Check(context.Background(), s, audit.Policy{CDI: in}); len(f) != 0 {
+	if f := audit.Check(context.Background(), s, audit.Policy{CDI: in, HostIdentity: true}); len(f) != 0 {
 		t.Errorf("GPU spec fails the audit that replays its CDI edits: %v", f)
 	}
 	if _, shared := s.Annotations[SharedAnnotation]; shared {
 		t.Error("an exclusive task's spec says its GPUs are shared")
 	}
-	if f := audit.Check(context.Background(), s, audit.Policy{}); !slices.ContainsFunc(f, func(f audit.Finding) bool { return f.Rule == audit.RuleDevices }) {
+	if f := audit.Check(context.Background(), s, audit.Policy{HostIdentity: true}); !slices.ContainsFunc(f, func(f audit.Finding) bool { return f.Rule == audit.RuleDevices }) {
 		t.Errorf("without the CDI specs the injected node must be a finding: %v", f)
 	}
 	// Another GPU's edits under this task's annotation are findings.
 	other := *s
 	other.Annotations = map[string]string{Annotation: "nvidia.com/gpu=0"}
-	if f := audit.Check(context.Background(), &other, audit.Policy{CDI: in}); !slices.ContainsFunc(f, func(f audit.Finding) bool { return f.Rule == audit.RuleDevices }) {
+	if f := audit.Check(context.Background(), &other, audit.Policy{CDI: in, HostIdentity: true}); !slices.ContainsFunc(f, func(f audit.Finding) bool { return f.Rule == audit.RuleDevices }) {
 		t.Errorf("GPU 1's node under an annotation naming GPU 0 must be a finding: %v", f)
 	}
 	// The allocation was made for the container id: the task's.
@@ -296,7 +296,7 @@ devices:
 	if len(s.Hooks.CreateContainer) != 1 || !slices.Equal(s.Hooks.CreateContainer[0].Env, hookEnv) {
 		t.Errorf("hook env = %v, want only %v", s.Hooks.CreateContainer, hookEnv)
 	}
-	if f := audit.Check(context.Background(), s, audit.Policy{CDI: in}); len(f) != 0 {
+	if f := audit.Check(context.Background(), s, audit.Policy{CDI: in, HostIdentity: true}); len(f) != 0 {
 		t.Errorf("allowlisted hook with minimal env: %v", f)
 	}
 	// A hook outside the allowlist is refused at injection.
@@ -306,6 +306,32 @@ devices:
 	}
 	if _, err := generateWithGPUs(strict, task.Task{ID: "h2", Image: "busybox", Command: []string{"true"}, GPUs: "device=0"}, "/o"); !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "not an allowed hook") {
 		t.Errorf("hook outside the allowlist: %v", err)
+	}
+}
+
+// TestInjectionInUserNamespace: with the task's own user namespace the
+// CDI mounts carry no "idmap" option (runc 1.1 cannot do it), and the audit
+// replays the same edits.
+func TestInjectionInUserNamespace(t *testing.T) {
+	in := newInjector(t, true)
+	tk := task.Task{ID: "userns-gpu", Image: "busybox", Command: []string{"true"}, GPUs: "device=0"}
+	r, _ := tk.GPURequest()
+	names, err := in.Allocate(tk.ID, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := task.IDRange{HostID: 1 << 20, Size: task.IDRangeSize}
+	s, err := spec.Generate(context.Background(), tk, ocispec.ImageConfig{}, spec.Options{OutputDir: "/var/lib/nsn-run/tasks/userns-gpu/output", GPUDevices: names, CDI: in, UserNS: &ids})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range s.Mounts {
+		if slices.Contains(m.Options, "idmap") || slices.Contains(m.Options, "ridmap") {
+			t.Errorf("mount %s has %v", m.Destination, m.Options)
+		}
+	}
+	if f := audit.Check(context.Background(), s, audit.Policy{CDI: in}); len(f) != 0 {
+		t.Errorf("findings: %v", f)
 	}
 }
 

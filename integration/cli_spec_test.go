@@ -138,7 +138,7 @@ func TestCLISpecAuditEveryFlag(t *testing.T) {
 	c, addr := containerdClient(t)
 	importBusybox(t, c, addr)
 	loadDockerImages(t, dockerClient(t))
-	specDir, _, err := cditest.WriteStandInSpec(t.TempDir())
+	specDir, _, err := standInGPUs(t)
 	if err != nil {
 		t.Fatal(err)
 	}

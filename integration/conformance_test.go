@@ -113,6 +113,12 @@ func loadDockerImages(t *testing.T, c *client.Client) {
 
 func dockerManager(t *testing.T) *runtime.Manager {
 	t.Helper()
+	return dockerManagerUserNS(t, runtime.UserNSPreferred)
+}
+
+// dockerManagerUserNS is dockerManager with the given user namespace policy.
+func dockerManagerUserNS(t *testing.T, userns runtime.UserNSMode) *runtime.Manager {
+	t.Helper()
 	c := dockerClient(t)
 	loadDockerImages(t, c)
 	b, err := docker.New(context.Background(), docker.Config{Host: os.Getenv(envDockerHost)})
@@ -120,7 +126,7 @@ func dockerManager(t *testing.T) *runtime.Manager {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.Close() })
-	m, err := runtime.New(runtime.Config{Backend: b, StateDir: t.TempDir()})
+	m, err := runtime.New(runtime.Config{Backend: b, StateDir: t.TempDir(), UserNamespaces: userns})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,7 +26,7 @@ func gpuManager(t *testing.T) (*runtime.Manager, string) {
 	t.Helper()
 	c, addr := containerdClient(t)
 	importBusybox(t, c, addr)
-	specDir, _, err := cditest.WriteStandInSpec(t.TempDir())
+	specDir, _, err := standInGPUs(t)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +167,7 @@ func TestGPUShared(t *testing.T) {
 func TestCLISpecGPU(t *testing.T) {
 	g := cliEnv(t)
 	c, _ := containerdClient(t)
-	specDir, _, err := cditest.WriteStandInSpec(t.TempDir())
+	specDir, _, err := standInGPUs(t)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +213,7 @@ func TestCLISpecGPU(t *testing.T) {
 	if r := cli(t, g, "rm", "-f", holder); r.code != 0 {
 		t.Fatalf("rm -f: exit %d %s", r.code, r.stderr)
 	}
-	if r := cli(t, g, "gpu", "ls", "--json"); r.code != 0 || strings.Contains(r.stdout, holder) || !strings.Contains(r.stdout, `"nodes": "/dev/full"`) {
+	if r := cli(t, g, "gpu", "ls", "--json"); r.code != 0 || strings.Contains(r.stdout, holder) || !strings.Contains(r.stdout, `"nodes": "/dev/nvidia-standin1"`) {
 		t.Errorf("gpu ls --json after rm: exit %d %s%s", r.code, r.stdout, r.stderr)
 	}
 	if r := cli(t, g, "run", "--gpus", "device=7", "busybox", "--", "true"); r.code != 125 || !strings.Contains(r.stderr, "GPU 7 not found") {
@@ -234,7 +234,7 @@ func TestCLISpecGPU(t *testing.T) {
 func TestDockerGPURefusedWithoutCDI(t *testing.T) {
 	c := dockerClient(t)
 	loadDockerImages(t, c)
-	specDir, _, err := cditest.WriteStandInSpec(t.TempDir())
+	specDir, _, err := standInGPUs(t)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,4 +267,19 @@ func TestDockerGPURefusedWithoutCDI(t *testing.T) {
 	if l := dockerLeftovers(t); l != "" {
 		t.Errorf("left behind: %s", l)
 	}
+}
+
+// standInGPUs writes the stand-in CDI spec with its GPU nodes at the same
+// path on the host as in the task (cditest.CreateHostNodes), as NVIDIA's
+// specs have them: inside a task's user namespace runc bind-mounts device
+// nodes from the host's same path.
+func standInGPUs(t *testing.T) (specDir, driver string, err error) {
+	t.Helper()
+	needRoot(t)
+	remove, err := cditest.CreateHostNodes()
+	if err != nil {
+		return "", "", err
+	}
+	t.Cleanup(remove)
+	return cditest.WriteStandInSpecAt(t.TempDir(), true)
 }

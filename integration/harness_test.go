@@ -282,6 +282,12 @@ func uniqueID(prefix string) string {
 // test images imported and a private state directory.
 func testManager(t *testing.T) (*runtime.Manager, *client.Client) {
 	t.Helper()
+	return testManagerUserNS(t, runtime.UserNSPreferred)
+}
+
+// testManagerUserNS is testManager with the given user namespace policy.
+func testManagerUserNS(t *testing.T, userns runtime.UserNSMode) (*runtime.Manager, *client.Client) {
+	t.Helper()
 	c, addr := containerdClient(t)
 	importBusybox(t, c, addr)
 	// The Go API path uses the small nsn-logger as the shim logger; the
@@ -297,7 +303,7 @@ func testManager(t *testing.T) (*runtime.Manager, *client.Client) {
 	if rt := os.Getenv(envRuntime); rt != "" {
 		allowed = append(allowed, rt)
 	}
-	m, err := runtime.New(runtime.Config{Backend: b, StateDir: t.TempDir(), AllowedRuntimes: allowed})
+	m, err := runtime.New(runtime.Config{Backend: b, StateDir: t.TempDir(), AllowedRuntimes: allowed, UserNamespaces: userns})
 	if err != nil {
 		t.Fatal(err)
 	}

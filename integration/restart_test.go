@@ -82,6 +82,11 @@ func TestContainerdRestart(t *testing.T) {
 	}
 	need(t, bin != "", "no containerd binary (set %s)", envContainerdBin)
 	dir, err := os.MkdirTemp("", "nsn-restart-")
+	if err == nil {
+		// runc sets up a task's root inside its user namespace: the
+		// path to containerd's state must be searchable (as /run is).
+		err = os.Chmod(dir, 0o711)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +112,7 @@ func TestContainerdRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	if m, err = runtime.New(runtime.Config{Backend: b, StateDir: filepath.Join(dir, "state")}); err != nil {
+	if m, err = runtime.New(runtime.Config{Backend: b, StateDir: filepath.Join(dir, "nsn-state")}); err != nil {
 		t.Fatal(err)
 	}
 

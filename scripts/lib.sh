@@ -43,6 +43,10 @@ containerd_answers() {
 start_containerd() {
   local dir=$1 bin=${2:-containerd}
   mkdir -p "$dir"
+  # runc sets up each task's root from inside the task's own user
+  # namespace, so the path to containerd's state must be searchable by
+  # others, as /run is (our callers' mktemp dirs are 0700).
+  chmod 0711 "$dir" "$(dirname "$dir")"
   cat >"$dir/config.toml" <<TOML
 version = 2
 root = "$dir/root"

@@ -45,3 +45,53 @@ func CheckMountPoints(root string, dests []string) error {
 	}
 	return nil
 }
+
+// MountPoint is a place in the image where the task's spec mounts
+// something, and whether it must be a file (a bind of a host file).
+type MountPoint struct {
+	Dest string
+	File bool
+}
+
+// CreateMountPoints makes the missing mount points under root, the task's
+// own writable snapshot, as the host's root: directories 0755 and empty
+// files 0644. runc would create them itself, but inside a task's user
+// namespace it acts as the task's root, which owns none of the image's
+// directories (root's files map to the overflow id there). Every path is
+// resolved inside root (os.Root), so a symlink cannot lead out; call
+// CheckMountPoints first to refuse images with symlinked mount points.
+func CreateMountPoints(root string, points []MountPoint) error {
+	r, err := os.OpenRoot(root)
+	if err != nil {
+		return fmt.Errorf("open task root filesystem: %w", err)
+	}
+	defer r.Close()
+	for _, p := range points {
+		rel := strings.TrimPrefix(path.Clean("/"+p.Dest), "/")
+		if rel == "" {
+			continue
+		}
+		if _, err := r.Lstat(rel); err == nil {
+			continue
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("mount point %s: %w", p.Dest, err)
+		}
+		dir := rel
+		if p.File {
+			dir = path.Dir(rel)
+		}
+		if dir != "." {
+			if err := r.MkdirAll(dir, 0o755); err != nil {
+				return fmt.Errorf("create mount point %s: %w", p.Dest, err)
+			}
+		}
+		if p.File {
+			f, err := r.OpenFile(rel, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+			if err != nil {
+				return fmt.Errorf("create mount point %s: %w", p.Dest, err)
+			}
+			f.Close()
+		}
+	}
+	return nil
+}

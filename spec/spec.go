@@ -192,16 +192,19 @@ func Opts(t task.Task, img ocispec.ImageConfig, o Options) ([]oci.SpecOpts, erro
 		oci.WithCPUCFS(cpuQuota(l.CPUs), cfsPeriod),
 		oci.WithPidsLimit(l.Pids),
 	}
-	if r := o.UserNS; r != nil {
-		m := []specs.LinuxIDMapping{{ContainerID: 0, HostID: r.HostID, Size: r.Size}}
-		opts = append(opts, oci.WithUserNamespace(m, m))
-	}
 	if len(o.GPUDevices) > 0 {
 		inject, err := o.CDI.InjectSpecOpt(o.GPUDevices, gpus.Shared)
 		if err != nil {
 			return nil, err
 		}
 		opts = append(opts, inject)
+	}
+	// The user namespace after the CDI edits: the CDI library marks bind
+	// mounts "idmap" when it sees id mappings, which runc 1.1 cannot do;
+	// the driver files are readable to the task without it.
+	if r := o.UserNS; r != nil {
+		m := []specs.LinuxIDMapping{{ContainerID: 0, HostID: r.HostID, Size: r.Size}}
+		opts = append(opts, oci.WithUserNamespace(m, m))
 	}
 	opts = append(opts,
 		withNoCapabilities,

@@ -113,7 +113,7 @@ var attacks = map[string]attack{
 }
 
 // needsArg lists attacks `all` leaves out.
-var needsArg = map[string]bool{"connect-host": true, "has-xattr": true}
+var needsArg = map[string]bool{"connect-host": true, "has-xattr": true, "uevents": true}
 
 func main() {
 	// Before anything else can open a descriptor.
@@ -128,6 +128,9 @@ func main() {
 	switch name {
 	case "alloc", "spin":
 		workload(name, arg)
+		return
+	case "inotify-hold":
+		holdInotify()
 		return
 	case "all":
 		names := make([]string, 0, len(attacks))

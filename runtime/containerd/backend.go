@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -286,9 +287,16 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (h runtim
 	// symlinks before the runtime gets to resolve them on the host.
 	sw.Lap("start/prepare-snapshot")
 	var refused error
-	err = mount.WithReadonlyTempMount(ctx, rootMounts, func(root string) error {
-		refused = images.CheckMountPoints(root, mountDestinations(s))
-		return refused
+	err = mount.WithTempMount(ctx, rootMounts, func(root string) error {
+		if refused = images.CheckMountPoints(root, mountDestinations(s)); refused != nil {
+			return refused
+		}
+		// In its own user namespace runc cannot create mount points in
+		// the image's directories (they are host root's): make them here.
+		if req.UserNS != nil {
+			return images.CreateMountPoints(root, mountPoints(s))
+		}
+		return nil
 	})
 	if refused != nil {
 		return h, refused
@@ -325,6 +333,12 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (h runtim
 	}
 	undo = append(undo, func(ctx context.Context) { _, _ = tk.Delete(ctx, client.WithProcessKill) })
 	sw.Lap("start/create-task")
+	if req.UserNS != nil {
+		if err := limitUserNS(ctx, tk.Pid()); err != nil {
+			return h, err
+		}
+		sw.Lap("start/userns-limits")
+	}
 
 	if err := b.registerWait(t.ID, tk); err != nil {
 		return h, err
@@ -341,6 +355,21 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (h runtim
 		Version: runtime.HandleVersion, Backend: b.Name(), ID: t.ID, Image: img.Name,
 		Pid: tk.Pid(), StartedAt: time.Now().UTC(),
 	}, nil
+}
+
+// mountPoints are s's mount destinations, binds of host files as files.
+func mountPoints(s *specs.Spec) []images.MountPoint {
+	points := make([]images.MountPoint, 0, len(s.Mounts))
+	for _, m := range s.Mounts {
+		file := false
+		if m.Type == "bind" || slices.Contains(m.Options, "bind") || slices.Contains(m.Options, "rbind") {
+			if info, err := os.Stat(m.Source); err == nil && !info.IsDir() {
+				file = true
+			}
+		}
+		points = append(points, images.MountPoint{Dest: m.Destination, File: file})
+	}
+	return points
 }
 
 func mountDestinations(s *specs.Spec) []string {

@@ -1,0 +1,228 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
+
+	"github.com/nsn-run/nsn-run/runtime"
+	"github.com/nsn-run/nsn-run/task"
+)
+
+// hostUID is the real uid of host process pid, from /proc/PID/status.
+func hostUID(t *testing.T, pid uint32) uint32 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(b)) {
+		if rest, ok := strings.CutPrefix(line, "Uid:"); ok {
+			var uid uint32
+			if _, err := fmt.Sscan(rest, &uid); err != nil {
+				t.Fatal(err)
+			}
+			return uid
+		}
+	}
+	t.Fatalf("no Uid line for pid %d", pid)
+	return 0
+}
+
+// TestTasksHaveOwnHostIDs: two concurrent tasks run as different host
+// uids, neither host root nor nobody, each inside the range its Result
+// reports, and see a uid_map that is not the identity. With user
+// namespaces off, both run as host uid 65534: the shared identity the
+// control removes.
+func TestTasksHaveOwnHostIDs(t *testing.T) {
+	ctx := context.Background()
+	for _, mode := range []runtime.UserNSMode{runtime.UserNSOff, runtime.UserNSPreferred} {
+		t.Run("userns="+string(mode), func(t *testing.T) {
+			m, _ := testManagerUserNS(t, mode)
+			var uids []uint32
+			var ids []string
+			for range 2 {
+				id := uniqueID("ids")
+				h, err := m.Spawn(ctx, seedTask(id, "sleep", "60"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				ids = append(ids, id)
+				uids = append(uids, hostUID(t, h.Pid))
+			}
+			for _, id := range ids {
+				if err := m.Remove(ctx, id, true); err != nil {
+					t.Fatal(err)
+				}
+			}
+			res, err := m.Run(ctx, seedTask(uniqueID("map"), "cat", "/proc/self/uid_map", "/proc/sys/user/max_user_namespaces"), runtime.RunOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			uidMap := strings.Fields(res.Stdout)
+			t.Logf("host uids %v; uid_map %v; identity %+v", uids, uidMap, res.Identity)
+			if mode == runtime.UserNSOff {
+				uidMap = uidMap[:3]
+			if uids[0] != task.NobodyID || uids[1] != task.NobodyID {
+					t.Errorf("without user namespaces: host uids %v, want both 65534", uids)
+				}
+				if res.Identity == nil || res.Identity.Level != task.IdentityShared || res.Identity.Range != nil {
+					t.Errorf("identity %+v, want shared", res.Identity)
+				}
+				return
+			}
+			if uids[0] == uids[1] || uids[0] == 0 || uids[1] == 0 || uids[0] == task.NobodyID || uids[1] == task.NobodyID {
+				t.Errorf("host uids %v: want two different ids, neither 0 nor 65534", uids)
+			}
+			if len(uidMap) != 4 || uidMap[0] != "0" || uidMap[1] == "0" || uidMap[2] != "65536" || uidMap[3] != "0" {
+				t.Errorf("uid_map and max_user_namespaces %v: want 0 BASE 65536 with BASE not 0, then 0 nested user namespaces", uidMap)
+			}
+			if res.Identity == nil || res.Identity.Level != task.IdentityUserNS || res.Identity.Range == nil ||
+				fmt.Sprint(res.Identity.Range.HostID) != uidMap[1] {
+				t.Errorf("identity %+v does not match the uid_map %v", res.Identity, uidMap)
+			}
+		})
+	}
+}
+
+// TestInotifyPerTask: one task holding every inotify instance it may have
+// leaves another task, and host root, able to create one. Without user
+// namespaces the two tasks are one host uid, and the second gets EMFILE.
+// (A user namespace alone would not do: runc creates it as host root, so
+// without the per-namespace limit the task spends root's instances.)
+func TestInotifyPerTask(t *testing.T) {
+	ctx := context.Background()
+	for _, mode := range []runtime.UserNSMode{runtime.UserNSOff, runtime.UserNSPreferred} {
+		t.Run("userns="+string(mode), func(t *testing.T) {
+			m, _ := testManagerUserNS(t, mode)
+			hog := uniqueID("hog")
+			if _, err := m.Spawn(ctx, task.Task{ID: hog, Image: probeRef, Command: []string{"nsn-probe", "inotify-hold"}}); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = m.Remove(ctx, hog, true) }()
+			held := waitForLine(t, m, hog, 30*time.Second)
+			t.Logf("hog: %s", held)
+			r, _ := runProbeTask(t, m, "nsn-probe", "inotify-one")
+			t.Logf("second task: %+v", r)
+			if mode == runtime.UserNSOff {
+				if r.Errno != "EMFILE" {
+					t.Errorf("without user namespaces the second task got %+v; want EMFILE (the shared uid's instances are spent)", r)
+				}
+				return
+			}
+			if r.Blocked {
+				t.Errorf("with user namespaces the second task could not create an inotify instance: %+v", r)
+			}
+			if !strings.HasPrefix(held, "holding 32 ") {
+				t.Errorf("hog: %s; want it held at its namespace's limit of 32", held)
+			}
+			fd, err := unix.InotifyInit1(unix.IN_CLOEXEC)
+			if err != nil {
+				t.Errorf("host root cannot create an inotify instance while the task holds its limit: %v", err)
+			} else {
+				unix.Close(fd)
+			}
+		})
+	}
+}
+
+// waitForLine follows task id's stdout until its first line appears: the
+// task's own signal that it is ready.
+func waitForLine(t *testing.T, m *runtime.Manager, id string, limit time.Duration) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	stdout, _ := m.LogPaths(id)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if f, err := os.Open(stdout); err == nil {
+			line, rerr := bufio.NewReader(f).ReadString('\n')
+			f.Close()
+			if rerr == nil {
+				var r probeReport
+				if err := json.Unmarshal([]byte(line), &r); err != nil {
+					t.Fatalf("task %s printed %q", id, line)
+				}
+				return r.Detail
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("task %s printed nothing in %s", id, limit)
+		case <-tick.C:
+		}
+	}
+}
+
+// TestNoHostUevents: a task listening on a kobject uevent socket while the
+// host emits uevents hears none. Without user namespaces its network
+// namespace belongs to the host's user namespace, and the kernel sends it
+// the host's uevents.
+func TestNoHostUevents(t *testing.T) {
+	for _, mode := range []runtime.UserNSMode{runtime.UserNSOff, runtime.UserNSPreferred} {
+		t.Run("userns="+string(mode), func(t *testing.T) {
+			m, _ := testManagerUserNS(t, mode)
+			// Emit uevents for as long as the task listens (bounded).
+			stop := make(chan struct{})
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				tick := time.NewTicker(50 * time.Millisecond)
+				defer tick.Stop()
+				for range 1200 {
+					select {
+					case <-stop:
+						return
+					case <-tick.C:
+						_ = os.WriteFile("/sys/devices/virtual/mem/null/uevent", []byte("change"), 0)
+					}
+				}
+			}()
+			r, _ := runProbeTask(t, m, "nsn-probe", "uevents", "2")
+			close(stop)
+			<-done
+			t.Logf("%+v", r)
+			if mode == runtime.UserNSOff {
+				if r.Blocked {
+					t.Errorf("without user namespaces the task heard no uevent: the host emitted them? %+v", r)
+				}
+				return
+			}
+			if !r.Blocked {
+				t.Errorf("a task in its own user namespace heard host uevents: %s", r.Detail)
+			}
+		})
+	}
+}
+
+// TestUserNSRequiredRefusesDocker: dockerd has no per-container id range:
+// with user namespaces required the Docker backend's task is refused (and
+// nothing is left); preferred, it runs with shared ids and says so.
+func TestUserNSRequiredRefusesDocker(t *testing.T) {
+	ctx := context.Background()
+	c := dockerClient(t)
+	loadDockerImages(t, c)
+	for _, mode := range []runtime.UserNSMode{runtime.UserNSRequired, runtime.UserNSPreferred} {
+		m := dockerManagerUserNS(t, mode)
+		res, err := m.Run(ctx, seedTask(uniqueID("dns"), "id", "-u"), runtime.RunOptions{})
+		if mode == runtime.UserNSRequired {
+			if !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "own user namespace") {
+				t.Errorf("required on docker: %v", err)
+			}
+		} else if err != nil || res.Identity == nil || res.Identity.Level != task.IdentityShared {
+			t.Errorf("preferred on docker: %+v %v; want it to run with a shared identity", res.Identity, err)
+		}
+	}
+	if l := dockerLeftovers(t); l != "" {
+		t.Errorf("left behind: %s", l)
+	}
+}
