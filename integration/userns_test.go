@@ -71,7 +71,7 @@ func TestTasksHaveOwnHostIDs(t *testing.T) {
 			t.Logf("host uids %v; uid_map %v; identity %+v", uids, uidMap, res.Identity)
 			if mode == runtime.UserNSOff {
 				uidMap = uidMap[:3]
-			if uids[0] != task.NobodyID || uids[1] != task.NobodyID {
+				if uids[0] != task.NobodyID || uids[1] != task.NobodyID {
 					t.Errorf("without user namespaces: host uids %v, want both 65534", uids)
 				}
 				if res.Identity == nil || res.Identity.Level != task.IdentityShared || res.Identity.Range != nil {

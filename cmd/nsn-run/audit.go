@@ -55,7 +55,14 @@ Exit status: 0 no findings, 1 findings, 2 unreadable input.`,
 		Example: `  nsn-run audit /run/containerd/io.containerd.runtime.v2.task/nsn/ID/config.json
   nsn-run spec busybox:latest -- true | nsn-run audit -
   nsn-run audit --rules`,
-		Args: cobra.MaximumNArgs(1),
+		// Usage errors are "unreadable input" too: audit's statuses are 0,
+		// 1 and 2 only, so a script cannot read a bad call as a finding.
+		Args: func(cmd *cobra.Command, args []string) error {
+			if err := cobra.MaximumNArgs(1)(cmd, args); err != nil {
+				return &exitError{code: auditUnreadable, msg: err.Error()}
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			out := cmd.OutOrStdout()
 			if listRules {
@@ -102,6 +109,9 @@ Exit status: 0 no findings, 1 findings, 2 unreadable input.`,
 		},
 	}
 	cmd.Flags().BoolVar(&listRules, "rules", false, "list the rules and exit")
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+		return &exitError{code: auditUnreadable, msg: err.Error()}
+	})
 	return cmd
 }
 

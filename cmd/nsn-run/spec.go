@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
@@ -45,6 +47,10 @@ cgroup path and output directory). Pipe it to 'nsn-run audit -' to check it.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			t, err := f.task(args)
 			if err != nil {
+				return err
+			}
+			// As run would: a runtime the node does not allow is refused.
+			if err := checkRuntimeAllowed(g, t); err != nil {
 				return err
 			}
 			outDir, err := taskOutputDir(g.stateDir, t.ID)
@@ -140,4 +146,17 @@ func printDockerRequest(cmd *cobra.Command, g *globalOptions, t task.Task, outDi
 	enc := json.NewEncoder(cmd.OutOrStdout())
 	enc.SetIndent("", "  ")
 	return enc.Encode(r)
+}
+
+// checkRuntimeAllowed refuses a task naming a runtime outside the allowed
+// ones, as the Manager does for run.
+func checkRuntimeAllowed(g *globalOptions, t task.Task) error {
+	allowed := g.allowedRuntimes
+	if len(allowed) == 0 {
+		allowed = runtime.DefaultAllowedRuntimes
+	}
+	if rt := t.WithDefaults().Runtime; !slices.Contains(allowed, rt) {
+		return fmt.Errorf("%w: runtime %q is not allowed on this node (allowed: %s)", errdefs.ErrInvalidArgument, rt, strings.Join(allowed, ", "))
+	}
+	return nil
 }

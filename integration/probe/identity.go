@@ -90,4 +90,3 @@ func listenUevents(arg string) Report {
 	}
 	return Report{Blocked: false, Detail: fmt.Sprintf("received %d host uevents, first %q", len(got), got[0])}
 }
-

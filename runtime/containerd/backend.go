@@ -403,6 +403,7 @@ func (b *Backend) generate(ctx context.Context, t task.Task, img ocispec.ImageCo
 	p.ResolveSource = filepath.EvalSymlinks
 	p.CDI = b.cfg.CDI
 	p.HostIdentity = req.UserNS == nil
+	p.ShimGroup = b.cfg.ShimGroup
 	if findings := audit.Check(ctx, s, p); len(findings) > 0 {
 		return nil, fmt.Errorf("%w: spec for task %s fails the audit (%d findings), first: %s", errdefs.ErrFailedPrecondition, t.ID, len(findings), findings[0])
 	}

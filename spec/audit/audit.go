@@ -36,7 +36,12 @@ type Finding struct {
 	Message string `json:"message"`
 }
 
-func (f Finding) String() string { return f.Rule + " " + f.Path + ": " + f.Message }
+func (f Finding) String() string {
+	if f.Path == "" {
+		return f.Rule + ": " + f.Message
+	}
+	return f.Rule + " " + f.Path + ": " + f.Message
+}
 
 // Spec annotations nsn-run writes: the CDI devices granted to the task, and
 // whether it shares them. (The cdi package writes them; the auditor reads
@@ -79,6 +84,11 @@ type Policy struct {
 	// user namespace must map exactly one of its ranges.
 	// idmap.DefaultSpan if zero.
 	IDs idmap.Span
+	// ShimGroup is the runc shim group the operator has tasks share
+	// (containerd.Config.ShimGroup); empty allows none. A spec naming
+	// another group would attach its task to another shim process, as
+	// another tenant's task.
+	ShimGroup string
 	// HostIdentity allows, and requires, a spec without a user namespace
 	// of its own: tasks run with host ids (the operator turned user
 	// namespaces off). By default a spec must have one.
@@ -139,7 +149,7 @@ func Check(ctx context.Context, s *specs.Spec, p Policy) []Finding {
 	want.Process.Args = s.Process.Args
 	want.Process.Env = s.Process.Env
 	want.Process.Cwd = s.Process.Cwd
-	if g := s.Annotations[AnnotationShimGroup]; g != "" && validName(g) {
+	if g := p.ShimGroup; g != "" && s.Annotations[AnnotationShimGroup] == g {
 		if want.Annotations == nil {
 			want.Annotations = map[string]string{}
 		}
@@ -222,6 +232,7 @@ func (a *auditor) knobs(s *specs.Spec) (t task.Task, o spec.Options, ok bool) {
 	}
 	t = task.Task{ID: id, Image: "audit.invalid/task", Command: s.Process.Args}
 	if len(t.Command) == 0 {
+		a.add(RuleProcess, "process.args", "no command: nsn-run never generates a spec without one")
 		t.Command = []string{"/missing-command"}
 	}
 	if u := s.Process.User; u.UID != 0 && u.GID != 0 && u.UID <= 1<<31-1 && u.GID <= 1<<31-1 {
@@ -344,7 +355,9 @@ func (a *auditor) checkEnv(s, want *specs.Spec) {
 }
 
 // checkSources resolves each bind source on the host, if the policy can: a
-// source that is, or runs through, a symlink is not the path it names.
+// source that is, or runs through, a symlink is not the path it names. A
+// source that does not exist yet (audited before run) is judged by the
+// longest part of its path that does.
 func (a *auditor) checkSources(s *specs.Spec) {
 	if a.policy.ResolveSource == nil {
 		return
@@ -353,12 +366,18 @@ func (a *auditor) checkSources(s *specs.Spec) {
 		if m.Type != "bind" && !slices.Contains(m.Options, "bind") && !slices.Contains(m.Options, "rbind") {
 			continue
 		}
-		resolved, err := a.policy.ResolveSource(m.Source)
-		if err != nil {
-			continue // a missing source: the comparison judges the path
-		}
-		if path.Clean(resolved) != path.Clean(m.Source) {
-			a.add(RuleMounts, "mounts["+m.Destination+"].source", "%s resolves to %s on this host: a bind source must not run through a symlink", m.Source, resolved)
+		for p := path.Clean(m.Source); path.IsAbs(p); p = path.Dir(p) {
+			resolved, err := a.policy.ResolveSource(p)
+			if err != nil {
+				if p == "/" {
+					break
+				}
+				continue // not there (yet): try the part above
+			}
+			if path.Clean(resolved) != p {
+				a.add(RuleMounts, "mounts["+m.Destination+"].source", "%s resolves to %s on this host: a bind source must not run through a symlink", p, resolved)
+			}
+			break
 		}
 	}
 }
@@ -380,16 +399,4 @@ func (a *auditor) userNSRange(s *specs.Spec) *task.IDRange {
 		task.IDRangeSize, span.Base, uint64(span.Base)+uint64(span.Count)*task.IDRangeSize-1, encode(u), encode(g))
 	first := span.RangeAt(0)
 	return &first
-}
-
-func validName(s string) bool {
-	if s == "" || len(s) > 128 {
-		return false
-	}
-	for _, r := range s {
-		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
-			return false
-		}
-	}
-	return true
 }

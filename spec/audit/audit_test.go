@@ -106,12 +106,14 @@ func TestKnobsAreFree(t *testing.T) {
 	s.Annotations = map[string]string{audit.AnnotationShimGroup: "nsn-shared"}
 	p := policy
 	p.OOMScoreAdj = 700
+	p.ShimGroup = "nsn-shared"
 	if f := audit.Check(context.Background(), s, p); len(f) != 0 {
 		t.Fatalf("findings: %v", f)
 	}
-	// The same spec under the default policy: the score is not the policy's.
-	if f := audit.Check(context.Background(), s, policy); len(f) != 1 || f[0].Rule != audit.RuleProcessLimits {
-		t.Fatalf("findings under another policy's score: %v", f)
+	// The same spec under the default policy: neither the score nor the
+	// shim group is the policy's.
+	if f := audit.Check(context.Background(), s, policy); len(f) != 2 || f[0].Rule != audit.RuleProcessLimits || f[1].Rule != audit.RuleAnnotations {
+		t.Fatalf("findings under another policy's score and group: %v", f)
 	}
 }
 
@@ -178,6 +180,7 @@ var mutations = []mutation{
 	{name: "sched-fifo", rule: audit.RuleScheduling, mutate: func(s *specs.Spec) { s.Process.Scheduler = &specs.Scheduler{Policy: specs.SchedFIFO, Priority: 99} }},
 	{name: "terminal", rule: audit.RuleTerminal, mutate: func(s *specs.Spec) { s.Process.Terminal = true }},
 	{name: "process-user-name", rule: audit.RuleProcess, mutate: func(s *specs.Spec) { s.Process.CommandLine = "cmd.exe" }},
+	{name: "args-empty", rule: audit.RuleProcess, mutate: func(s *specs.Spec) { s.Process.Args = nil }},
 	{name: "nvidia-visible-devices", rule: audit.RuleEnv, mutate: func(s *specs.Spec) {
 		s.Process.Env = append(s.Process.Env, "NVIDIA_VISIBLE_DEVICES=all")
 	}},
@@ -225,6 +228,16 @@ var mutations = []mutation{
 	{name: "cgroup-mount", rule: audit.RuleMounts, mutate: func(s *specs.Spec) {
 		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/sys/fs/cgroup", Type: "cgroup2", Source: "cgroup"})
 	}},
+	{name: "mounts-reordered", rule: audit.RuleMounts, mutate: func(s *specs.Spec) { slices.Reverse(s.Mounts) }},
+	{name: "bind-symlink-parent", rule: audit.RuleMounts, policy: &audit.Policy{ResolveSource: func(p string) (string, error) {
+		switch p {
+		case policy.OutputDir(taskID), filepath.Dir(policy.OutputDir(taskID)):
+			return "", os.ErrNotExist // not made yet: audited before run
+		case "/var/lib/nsn-run/tasks":
+			return "/srv/elsewhere", nil
+		}
+		return p, nil
+	}}, mutate: func(*specs.Spec) {}},
 	{name: "bind-symlink-source", rule: audit.RuleMounts, policy: &audit.Policy{ResolveSource: func(p string) (string, error) {
 		if p == policy.OutputDir(taskID) {
 			return "/etc", nil
@@ -252,6 +265,9 @@ var mutations = []mutation{
 	}},
 	{name: "hook-args-changed", rule: audit.RuleHooks, gpu: true, mutate: func(s *specs.Spec) {
 		s.Hooks.CreateContainer[0].Args = []string{"nvidia-cdi-hook", "update-ldcache", "--folder", "/host/lib"}
+	}},
+	{name: "shim-group-other", rule: audit.RuleAnnotations, mutate: func(s *specs.Spec) {
+		s.Annotations = map[string]string{audit.AnnotationShimGroup: "othertask"}
 	}},
 	{name: "annotation-run-oci", rule: audit.RuleAnnotations, mutate: func(s *specs.Spec) {
 		s.Annotations = map[string]string{"run.oci.keep_original_groups": "1"}

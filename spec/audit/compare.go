@@ -221,6 +221,23 @@ func (c *comparer) keyedList(path, shape, key string, g, w []any) {
 			c.add(path+"["+k+"]", shape+"[]", nil, wv, false, true)
 		}
 	}
+	// The order of the elements both have must be the generated one: a
+	// runtime applies mounts in order, and one moved after another can
+	// cover it (a /dev tmpfs mounted last hides /dev/pts and /dev/shm).
+	var gotOrder, wantOrder []string
+	for _, gv := range g {
+		if k := keyOf(gv); wantBy[k] != nil && !slices.Contains(gotOrder, k) {
+			gotOrder = append(gotOrder, k)
+		}
+	}
+	for _, wv := range w {
+		if k := keyOf(wv); seen[k] {
+			wantOrder = append(wantOrder, k)
+		}
+	}
+	if !slices.Equal(gotOrder, wantOrder) {
+		c.diffs = append(c.diffs, Difference{Path: path, Shape: shape, Got: "order " + encode(gotOrder), Want: "order " + encode(wantOrder)})
+	}
 }
 
 func scalars(l []any) bool {

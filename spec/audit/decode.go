@@ -36,7 +36,7 @@ func DecodeSpec(b []byte) (*specs.Spec, []Finding, error) {
 // that are unknown, differ in case from a field, or repeat.
 func DecodeStrict(b []byte, v any) ([]Finding, error) {
 	if err := json.Unmarshal(b, v); err != nil {
-		return nil, fmt.Errorf("not valid JSON for %T: %w", v, err)
+		return nil, fmt.Errorf("not valid JSON: %w", err)
 	}
 	w := &strictWalker{dec: json.NewDecoder(bytes.NewReader(b))}
 	w.dec.UseNumber()
