@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -224,5 +225,60 @@ func TestUserNSRequiredRefusesDocker(t *testing.T) {
 	}
 	if l := dockerLeftovers(t); l != "" {
 		t.Errorf("left behind: %s", l)
+	}
+}
+
+// TestCLIIdentity: `run --json` and `ps --json` show each task's host id
+// range; --user-namespaces off shows the shared level; the Docker backend
+// with --user-namespaces required exits 125 and leaves nothing.
+func TestCLIIdentity(t *testing.T) {
+	g := cliEnv(t)
+	r := cli(t, g, "run", "--json", "busybox", "--", "true")
+	var res task.Result
+	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || r.code != 0 {
+		t.Fatalf("run --json: exit %d %v %s", r.code, err, r.stderr)
+	}
+	if res.Identity == nil || res.Identity.Level != task.IdentityUserNS || res.Identity.Range == nil || res.Identity.Range.Size != task.IDRangeSize {
+		t.Errorf("Result identity %+v", res.Identity)
+	}
+	id := uniqueID("psid")
+	if r := cli(t, g, "run", "-d", "--id", id, "busybox", "--", "sleep", "60"); r.code != 0 {
+		t.Fatalf("run -d: %s", r.stderr)
+	}
+	r = cli(t, g, "ps", "--json")
+	var list []runtime.Status
+	if err := json.Unmarshal([]byte(r.stdout), &list); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, st := range list {
+		if st.ID == id {
+			found = true
+			if st.Identity == nil || st.Identity.Range == nil || st.Identity.Range.HostID < 1<<20 {
+				t.Errorf("ps --json identity of %s: %+v", id, st.Identity)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("ps --json lacks %s", id)
+	}
+	if r := cli(t, g, "rm", "-f", id); r.code != 0 {
+		t.Fatal(r.stderr)
+	}
+	off := append(slices.Clone(g), "--user-namespaces", "off")
+	r = cli(t, off, "run", "--json", "busybox", "--", "true")
+	res = task.Result{}
+	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || res.Identity == nil || res.Identity.Level != task.IdentityShared {
+		t.Errorf("--user-namespaces off: %+v %v %s", res.Identity, err, r.stderr)
+	}
+
+	loadDockerImages(t, dockerClient(t))
+	env := append(os.Environ(), "NSN_BACKEND=docker", "DOCKER_HOST="+os.Getenv(envDockerHost), "NSN_STATE_DIR="+t.TempDir(), "NSN_USER_NAMESPACES=required")
+	d := runCLIEnv(t, env, "run", "busybox", "--", "true")
+	if d.code != 125 || !strings.Contains(d.stderr, "own user namespace") || strings.Count(d.stderr, "\n") != 1 {
+		t.Errorf("docker with user namespaces required: exit %d stderr %q", d.code, d.stderr)
+	}
+	if l := dockerLeftovers(t); l != "" {
+		t.Errorf("left on dockerd: %s", l)
 	}
 }

@@ -139,6 +139,9 @@ type Status struct {
 	ExitCode  int       `json:"exit_code"`
 	CreatedAt time.Time `json:"created_at"`
 	ExitedAt  time.Time `json:"exited_at,omitzero"`
+	// Identity is the task's host identity, from the Manager's record
+	// (backends leave it empty).
+	Identity *task.Identity `json:"identity,omitempty"`
 }
 
 // Exit codes for a task whose command could not be run, as a shell (and

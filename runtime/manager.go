@@ -622,14 +622,31 @@ func (m *Manager) Remove(ctx context.Context, id string, force bool) error {
 }
 
 // List reports the tasks this manager created on the backend.
-func (m *Manager) List(ctx context.Context) ([]Status, error) { return m.backend.List(ctx) }
+func (m *Manager) List(ctx context.Context) ([]Status, error) {
+	sts, err := m.backend.List(ctx)
+	for i := range sts {
+		m.addIdentity(&sts[i])
+	}
+	return sts, err
+}
+
+// addIdentity fills in st's host identity from the task's record.
+func (m *Manager) addIdentity(st *Status) {
+	if rec, err := m.readRecord(st.ID); err == nil {
+		st.Identity = rec.Grant.identity()
+	}
+}
 
 // Inspect reports one task's state.
 func (m *Manager) Inspect(ctx context.Context, id string) (Status, error) {
 	if err := task.ValidateID(id); err != nil {
 		return Status{}, err
 	}
-	return m.backend.Inspect(ctx, id)
+	st, err := m.backend.Inspect(ctx, id)
+	if err == nil {
+		m.addIdentity(&st)
+	}
+	return st, err
 }
 
 // CleanupOrphans removes what earlier runs left behind: nsn-run's

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/nsn-run/nsn-run/runtime"
+	"github.com/nsn-run/nsn-run/task"
 )
 
 func newPsCommand(g *globalOptions) *cobra.Command {
@@ -41,13 +42,13 @@ func newPsCommand(g *globalOptions) *cobra.Command {
 				return enc.Encode(list)
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "ID\tIMAGE\tSTATE\tEXIT\tCREATED")
+			fmt.Fprintln(w, "ID\tIMAGE\tSTATE\tEXIT\tHOST IDS\tCREATED")
 			for _, st := range list {
 				exit := "-"
 				if st.State == runtime.StateStopped {
 					exit = fmt.Sprint(st.ExitCode)
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s ago\n", st.ID, st.Image, st.State, exit, units.HumanDuration(time.Since(st.CreatedAt)))
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s ago\n", st.ID, st.Image, st.State, exit, hostIDs(st.Identity), units.HumanDuration(time.Since(st.CreatedAt)))
 			}
 			return w.Flush()
 		},
@@ -192,4 +193,16 @@ flight in the namespace.`,
 	}
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "also stop and remove running tasks")
 	return cmd
+}
+
+// hostIDs is a task's host identity for a table: its range, or its level.
+func hostIDs(id *task.Identity) string {
+	switch {
+	case id == nil:
+		return "-"
+	case id.Range != nil:
+		return id.Range.String()
+	default:
+		return id.Level
+	}
 }
