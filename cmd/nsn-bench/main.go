@@ -99,6 +99,12 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
+	// The same without per-task user namespaces: their cost is the
+	// difference (docs/performance.md).
+	shared, err := runtime.New(runtime.Config{Backend: b, StateDir: filepath.Join(work, "state-shared"), UserNamespaces: runtime.UserNSOff})
+	if err != nil {
+		return err
+	}
 	bundle, err := prepareBundle(ctx, o, work)
 	if err != nil {
 		return err
@@ -110,7 +116,7 @@ func run(ctx context.Context, o options) error {
 	}
 	fmt.Println()
 
-	if err := trivial(ctx, o, m, bundle, work); err != nil {
+	if err := trivial(ctx, o, m, shared, bundle, work); err != nil {
 		return err
 	}
 	if err := concurrency(ctx, o, m, b); err != nil {
@@ -153,7 +159,7 @@ type variant struct {
 
 // trivial runs /bin/true end to end with each variant, interleaved round
 // by round so that drift in the machine's load hits all of them alike.
-func trivial(ctx context.Context, o options, m *runtime.Manager, bundle, work string) error {
+func trivial(ctx context.Context, o options, m, shared *runtime.Manager, bundle, work string) error {
 	runcRoot := filepath.Join(work, "runc-root")
 	stateDir := filepath.Join(work, "cli-state")
 	variants := []variant{
@@ -176,6 +182,10 @@ func trivial(ctx context.Context, o options, m *runtime.Manager, bundle, work st
 		}},
 		variant{"runtime.Manager.Run (in-process)", func(i int) error {
 			_, err := m.Run(ctx, task.Task{ID: fmt.Sprintf("bench-lib-%d", i), Image: "busybox:latest", Command: []string{"/bin/true"}}, runtime.RunOptions{})
+			return err
+		}},
+		variant{"runtime.Manager.Run (in-process, user namespaces off)", func(i int) error {
+			_, err := shared.Run(ctx, task.Task{ID: fmt.Sprintf("bench-shared-%d", i), Image: "busybox:latest", Command: []string{"/bin/true"}}, runtime.RunOptions{})
 			return err
 		}},
 	)
