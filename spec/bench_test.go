@@ -8,6 +8,7 @@ import (
 
 	"github.com/nsn-run/nsn-run/spec"
 	"github.com/nsn-run/nsn-run/spec/audit"
+	"github.com/nsn-run/nsn-run/task"
 )
 
 // BenchmarkGenerateAndAudit measures the per-spawn cost of building and
@@ -15,8 +16,9 @@ import (
 func BenchmarkGenerateAndAudit(b *testing.B) {
 	ctx := context.Background()
 	img := ocispec.ImageConfig{Env: []string{"PATH=/bin"}, User: "1000"}
+	ids := task.IDRange{HostID: 1 << 20, Size: task.IDRangeSize}
 	for b.Loop() {
-		s, err := spec.Generate(ctx, baseTask(), img, spec.Options{OutputDir: outputDir})
+		s, err := spec.Generate(ctx, baseTask(), img, spec.Options{OutputDir: outputDir, UserNS: &ids})
 		if err != nil {
 			b.Fatal(err)
 		}

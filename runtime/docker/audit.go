@@ -4,11 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"path"
 	"path/filepath"
 	"reflect"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/containerd/containerd/v2/pkg/namespaces"
@@ -132,8 +130,14 @@ type requestAuditor struct {
 }
 
 func (a *requestAuditor) add(rule, path, format string, args ...any) {
-	a.findings = append(a.findings, audit.Finding{Rule: rule, Path: path, Message: fmt.Sprintf(format, args...)})
-	a.reported[path] = true
+	a.addFindings(audit.Finding{Rule: rule, Path: path, Message: fmt.Sprintf(format, args...)})
+}
+
+func (a *requestAuditor) addFindings(fs ...audit.Finding) {
+	for _, f := range fs {
+		a.findings = append(a.findings, f)
+		a.reported[f.Path] = true
+	}
 }
 
 // covered reports whether a finding at p, or at a field holding it, was
@@ -195,18 +199,11 @@ func (a *requestAuditor) knobs(ctx context.Context, id string, r Request) (task.
 			l.OpenFiles = u.Hard
 		}
 	}
-	for opt := range strings.SplitSeq(h.Tmpfs[spec.TmpPath], ",") {
-		k, v, _ := strings.Cut(opt, "=")
-		n, err := strconv.ParseInt(v, 10, 64)
-		switch {
-		case err != nil:
-		case k == "size":
-			l.TmpBytes = n
-		case k == "nr_inodes":
-			l.TmpInodes = n
-		}
-	}
-	a.boundLimits(l)
+	l.TmpBytes, l.TmpInodes = audit.TmpfsLimits(strings.Split(h.Tmpfs[spec.TmpPath], ","))
+	a.addFindings(audit.CheckLimits(l, a.policy, audit.LimitPaths{
+		Memory: "host_config.Memory", CPU: "host_config.CpuQuota", Pids: "host_config.PidsLimit",
+		OpenFiles: "host_config.Ulimits[nofile]", Tmp: "host_config.Tmpfs./tmp",
+	})...)
 
 	var names []string
 	for _, d := range h.DeviceRequests {
@@ -236,54 +233,11 @@ func (a *requestAuditor) knobs(ctx context.Context, id string, r Request) (task.
 	return t, names
 }
 
-// boundLimits checks each limit against the task package's bounds and the
-// policy's maxima (as spec/audit does for a spec).
-func (a *requestAuditor) boundLimits(l *task.Limits) {
-	max := a.policy.Max
-	check := func(path, what string, v *int64, limit int64, probe task.Limits) {
-		if *v == 0 {
-			return
-		}
-		if err := probe.Validate(); err != nil {
-			a.add(audit.RuleLimits, path, "%v", err)
-			*v = 0
-			return
-		}
-		if limit > 0 && *v > limit {
-			a.add(audit.RuleLimits, path, "%s %d is above the policy's maximum %d", what, *v, limit)
-		}
-	}
-	check("host_config.Memory", "memory", &l.MemoryBytes, max.MemoryBytes, task.Limits{MemoryBytes: l.MemoryBytes})
-	check("host_config.PidsLimit", "pids", &l.Pids, max.Pids, task.Limits{Pids: l.Pids})
-	check("host_config.Ulimits[nofile]", "open files", &l.OpenFiles, max.OpenFiles, task.Limits{OpenFiles: l.OpenFiles})
-	check("host_config.Tmpfs./tmp", "/tmp size", &l.TmpBytes, max.TmpBytes, task.Limits{TmpBytes: l.TmpBytes})
-	check("host_config.Tmpfs./tmp", "/tmp inodes", &l.TmpInodes, max.TmpInodes, task.Limits{TmpInodes: l.TmpInodes})
-	if l.CPUs != 0 {
-		if err := (task.Limits{CPUs: l.CPUs}).Validate(); err != nil {
-			a.add(audit.RuleLimits, "host_config.CpuQuota", "%v", err)
-			l.CPUs = 0
-		} else if max.CPUs > 0 && l.CPUs > max.CPUs {
-			a.add(audit.RuleLimits, "host_config.CpuQuota", "%g CPUs is above the policy's maximum %g", l.CPUs, max.CPUs)
-		}
-	}
-}
-
-// checkSources resolves each bind source on the host, if the policy can: a
-// source that is, or runs through, a symlink is not the path it names.
+// checkSources judges every bind source on the host (audit.CheckBindSource).
 func (a *requestAuditor) checkSources(r Request) {
-	if a.policy.ResolveSource == nil {
-		return
-	}
 	for _, m := range r.HostConfig.Mounts {
-		if m.Type != "bind" {
-			continue // any other type differs from the rebuilt request
-		}
-		resolved, err := a.policy.ResolveSource(m.Source)
-		if err != nil {
-			continue // a missing source: the comparison judges the path
-		}
-		if path.Clean(resolved) != path.Clean(m.Source) {
-			a.add(audit.RuleMounts, "host_config.Mounts["+m.Target+"].Source", "%s resolves to %s on this host: a bind source must not run through a symlink", m.Source, resolved)
+		if m.Type == "bind" { // any other type differs from the rebuilt request
+			a.addFindings(audit.CheckBindSource(a.policy, m.Source, "host_config.Mounts["+m.Target+"].Source")...)
 		}
 	}
 }

@@ -262,22 +262,14 @@ func (a *auditor) knobs(s *specs.Spec) (t task.Task, o spec.Options, ok bool) {
 		}
 	}
 	for _, m := range s.Mounts {
-		if m.Destination != spec.TmpPath {
-			continue
-		}
-		for _, opt := range m.Options {
-			k, v, _ := strings.Cut(opt, "=")
-			n, err := strconv.ParseInt(v, 10, 64)
-			switch {
-			case err != nil:
-			case k == "size":
-				l.TmpBytes = n
-			case k == "nr_inodes":
-				l.TmpInodes = n
-			}
+		if m.Destination == spec.TmpPath {
+			l.TmpBytes, l.TmpInodes = TmpfsLimits(m.Options)
 		}
 	}
-	a.boundLimits(l)
+	a.findings = append(a.findings, CheckLimits(l, a.policy, LimitPaths{
+		Memory: "linux.resources.memory.limit", CPU: "linux.resources.cpu.quota", Pids: "linux.resources.pids.limit",
+		OpenFiles: "process.rlimits", Tmp: "mounts[/tmp].options",
+	})...)
 
 	o = spec.Options{OutputDir: a.policy.OutputDir(id), OOMScoreAdj: a.policy.OOMScoreAdj}
 	if !a.policy.HostIdentity {
@@ -298,51 +290,67 @@ func (a *auditor) knobs(s *specs.Spec) (t task.Task, o spec.Options, ok bool) {
 	return t, o, true
 }
 
-// boundLimits checks each limit against the task package's bounds and the
-// policy's maxima. One out of the task's bounds is replaced by the default
-// (the comparison then reports it); one above the policy's maximum is kept,
-// so only this rule reports it.
-func (a *auditor) boundLimits(l *task.Limits) {
-	max := a.policy.Max
-	check := func(path, what string, v *int64, limit int64) {
+// LimitPaths name where each limit sits in the audited document, for the
+// findings' paths.
+type LimitPaths struct {
+	Memory, CPU, Pids, OpenFiles, Tmp string
+}
+
+// CheckLimits checks each limit of l against the task package's bounds and
+// p.Max. One out of the task's bounds is a finding and is reset to the
+// default (the rebuilt document then differs there too); one above the
+// policy's maximum is a finding and is kept, so only this check reports it.
+// Both auditors (specs and Engine requests) use it.
+func CheckLimits(l *task.Limits, p Policy, at LimitPaths) []Finding {
+	var out []Finding
+	add := func(path, format string, args ...any) {
+		out = append(out, Finding{Rule: RuleLimits, Path: path, Message: fmt.Sprintf(format, args...)})
+	}
+	check := func(path, what string, v *int64, limit int64, probe task.Limits) {
 		if *v == 0 {
 			return
 		}
-		probe := task.Limits{}
-		switch what {
-		case "memory":
-			probe.MemoryBytes = *v
-		case "pids":
-			probe.Pids = *v
-		case "open files":
-			probe.OpenFiles = *v
-		case "/tmp size":
-			probe.TmpBytes = *v
-		case "/tmp inodes":
-			probe.TmpInodes = *v
-		}
 		if err := probe.Validate(); err != nil {
-			a.add(RuleLimits, path, "%v", err)
+			add(path, "%v", err)
 			*v = 0
 			return
 		}
 		if limit > 0 && *v > limit {
-			a.add(RuleLimits, path, "%s %d is above the policy's maximum %d", what, *v, limit)
+			add(path, "%s %d is above the policy's maximum %d", what, *v, limit)
 		}
 	}
-	check("linux.resources.memory.limit", "memory", &l.MemoryBytes, max.MemoryBytes)
-	check("linux.resources.pids.limit", "pids", &l.Pids, max.Pids)
-	check("process.rlimits", "open files", &l.OpenFiles, max.OpenFiles)
-	check("mounts[/tmp].options", "/tmp size", &l.TmpBytes, max.TmpBytes)
-	check("mounts[/tmp].options", "/tmp inodes", &l.TmpInodes, max.TmpInodes)
+	max := p.Max
+	check(at.Memory, "memory", &l.MemoryBytes, max.MemoryBytes, task.Limits{MemoryBytes: l.MemoryBytes})
+	check(at.Pids, "pids", &l.Pids, max.Pids, task.Limits{Pids: l.Pids})
+	check(at.OpenFiles, "open files", &l.OpenFiles, max.OpenFiles, task.Limits{OpenFiles: l.OpenFiles})
+	check(at.Tmp, "/tmp size", &l.TmpBytes, max.TmpBytes, task.Limits{TmpBytes: l.TmpBytes})
+	check(at.Tmp, "/tmp inodes", &l.TmpInodes, max.TmpInodes, task.Limits{TmpInodes: l.TmpInodes})
 	if l.CPUs != 0 {
 		if err := (task.Limits{CPUs: l.CPUs}).Validate(); err != nil {
-			a.add(RuleLimits, "linux.resources.cpu.quota", "%v", err)
+			add(at.CPU, "%v", err)
 			l.CPUs = 0
 		} else if max.CPUs > 0 && l.CPUs > max.CPUs {
-			a.add(RuleLimits, "linux.resources.cpu.quota", "%g CPUs is above the policy's maximum %g", l.CPUs, max.CPUs)
+			add(at.CPU, "%g CPUs is above the policy's maximum %g", l.CPUs, max.CPUs)
 		}
 	}
+	return out
+}
+
+// TmpfsLimits reads a tmpfs's size= and nr_inodes= options (0 where absent
+// or not a plain number).
+func TmpfsLimits(opts []string) (bytes, inodes int64) {
+	for _, opt := range opts {
+		k, v, _ := strings.Cut(opt, "=")
+		n, err := strconv.ParseInt(v, 10, 64)
+		switch {
+		case err != nil:
+		case k == "size":
+			bytes = n
+		case k == "nr_inodes":
+			inodes = n
+		}
+	}
+	return bytes, inodes
 }
 
 func (a *auditor) checkEnv(s, want *specs.Spec) {
@@ -354,32 +362,37 @@ func (a *auditor) checkEnv(s, want *specs.Spec) {
 	}
 }
 
-// checkSources resolves each bind source on the host, if the policy can: a
-// source that is, or runs through, a symlink is not the path it names. A
-// source that does not exist yet (audited before run) is judged by the
-// longest part of its path that does.
+// checkSources judges every bind source on the host (CheckBindSource).
 func (a *auditor) checkSources(s *specs.Spec) {
-	if a.policy.ResolveSource == nil {
-		return
-	}
 	for _, m := range s.Mounts {
-		if m.Type != "bind" && !slices.Contains(m.Options, "bind") && !slices.Contains(m.Options, "rbind") {
-			continue
-		}
-		for p := path.Clean(m.Source); path.IsAbs(p); p = path.Dir(p) {
-			resolved, err := a.policy.ResolveSource(p)
-			if err != nil {
-				if p == "/" {
-					break
-				}
-				continue // not there (yet): try the part above
-			}
-			if path.Clean(resolved) != p {
-				a.add(RuleMounts, "mounts["+m.Destination+"].source", "%s resolves to %s on this host: a bind source must not run through a symlink", p, resolved)
-			}
-			break
+		if m.Type == "bind" || slices.Contains(m.Options, "bind") || slices.Contains(m.Options, "rbind") {
+			a.findings = append(a.findings, CheckBindSource(a.policy, m.Source, "mounts["+m.Destination+"].source")...)
 		}
 	}
+}
+
+// CheckBindSource resolves a bind source on the host, if the policy can:
+// a source that is, or runs through, a symlink is not the path it names. A
+// source that does not exist yet (audited before run) is judged by the
+// longest part of its path that does. at is the finding's path.
+func CheckBindSource(p Policy, source, at string) []Finding {
+	if p.ResolveSource == nil {
+		return nil
+	}
+	for dir := path.Clean(source); path.IsAbs(dir); dir = path.Dir(dir) {
+		resolved, err := p.ResolveSource(dir)
+		if err != nil {
+			if dir == "/" {
+				return nil
+			}
+			continue // not there (yet): try the part above
+		}
+		if path.Clean(resolved) != dir {
+			return []Finding{{Rule: RuleMounts, Path: at, Message: fmt.Sprintf("%s resolves to %s on this host: a bind source must not run through a symlink", dir, resolved)}}
+		}
+		return nil
+	}
+	return nil
 }
 
 // userNSRange reads the task's host id range from its mappings: one
