@@ -175,6 +175,15 @@ func TestKill9ThenGCForce(t *testing.T) {
 	if l := leftovers(t, c); !strings.Contains(l, "container "+id) {
 		t.Fatalf("after kill -9 the task should still be there, found: %q", l)
 	}
+	// The task's host id range is held, and so is one whose task never got
+	// a record (a manager killed between allocating and recording).
+	idsDir := filepath.Join(stateDir, "ids")
+	if err := os.WriteFile(filepath.Join(idsDir, "r7"), []byte("never-recorded\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if held := idRanges(t, idsDir); len(held) != 2 {
+		t.Fatalf("id ranges held after kill -9: %v, want the task's and the unrecorded one", held)
+	}
 	r := cli(t, g, "gc", "--force")
 	if r.code != 0 || !strings.Contains(r.stdout, "removed task "+id+" (running)") {
 		t.Errorf("gc --force: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
@@ -184,6 +193,9 @@ func TestKill9ThenGCForce(t *testing.T) {
 	}
 	if b, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(b), stateDir) {
 		t.Errorf("mounts left under %s", stateDir)
+	}
+	if held := idRanges(t, idsDir); len(held) != 0 {
+		t.Errorf("id ranges held after gc: %v", held)
 	}
 	if r := cli(t, g, "gc", "--force"); r.code != 0 || r.stdout != "" {
 		t.Errorf("second gc: exit %d stdout %q: want nothing left to remove", r.code, r.stdout)
@@ -236,4 +248,20 @@ func TestManagerRestartRecovers(t *testing.T) {
 	if l := leftovers(t, c); l != "" {
 		t.Errorf("left behind: %s", l)
 	}
+}
+
+// idRanges lists the host id range allocations under dir (idmap's files).
+func idRanges(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []string
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), "r") {
+			held = append(held, e.Name())
+		}
+	}
+	return held
 }
