@@ -4,15 +4,20 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/containerd/errdefs"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sys/unix"
+
+	"github.com/nsn-run/nsn-run/internal/imagebuild"
 
 	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/task"
@@ -86,7 +91,7 @@ func TestTasksHaveOwnHostIDs(t *testing.T) {
 			if len(uidMap) != 4 || uidMap[0] != "0" || uidMap[1] == "0" || uidMap[2] != "65536" || uidMap[3] != "0" {
 				t.Errorf("uid_map and max_user_namespaces %v: want 0 BASE 65536 with BASE not 0, then 0 nested user namespaces", uidMap)
 			}
-			if res.Identity == nil || res.Identity.Level != task.IdentityUserNS || res.Identity.Range == nil ||
+			if res.Identity == nil || (res.Identity.Level != task.IdentityUserNS && res.Identity.Level != task.IdentityIDMapped) || res.Identity.Range == nil ||
 				fmt.Sprint(res.Identity.Range.HostID) != uidMap[1] {
 				t.Errorf("identity %+v does not match the uid_map %v", res.Identity, uidMap)
 			}
@@ -238,7 +243,7 @@ func TestCLIIdentity(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || r.code != 0 {
 		t.Fatalf("run --json: exit %d %v %s", r.code, err, r.stderr)
 	}
-	if res.Identity == nil || res.Identity.Level != task.IdentityUserNS || res.Identity.Range == nil || res.Identity.Range.Size != task.IDRangeSize {
+	if res.Identity == nil || (res.Identity.Level != task.IdentityUserNS && res.Identity.Level != task.IdentityIDMapped) || res.Identity.Range == nil || res.Identity.Range.Size != task.IDRangeSize {
 		t.Errorf("Result identity %+v", res.Identity)
 	}
 	id := uniqueID("psid")
@@ -280,5 +285,54 @@ func TestCLIIdentity(t *testing.T) {
 	}
 	if l := dockerLeftovers(t); l != "" {
 		t.Errorf("left on dockerd: %s", l)
+	}
+}
+
+// TestImageOwnersInUserNamespace: an image's program only its non-root
+// owner (uid 1000, mode 0700) may run. Idmapped (containerd 2.x), the
+// image's files keep their owners inside the task's range and the owner
+// runs it; in the plain user namespace level (containerd 1.6) the file's
+// host owner is outside the range, shows as the overflow id, and the exec
+// is refused (126) — the level's stated limit; with shared host ids it
+// runs.
+func TestImageOwnersInUserNamespace(t *testing.T) {
+	ctx := context.Background()
+	c, addr := containerdClient(t)
+	importBusybox(t, c, addr)
+	rootfs := t.TempDir()
+	if err := imagebuild.BusyboxRootfs(rootfs, busyboxPath(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(rootfs, "bin", "owned"), []byte("#!/bin/sh\necho owned-ran\n"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	const ref = "docker.io/library/nsn-owned:latest"
+	if err := importImage(c, imagebuild.Image{Name: ref, RootfsDir: rootfs, Config: ocispec.ImageConfig{Env: []string{"PATH=/bin"}},
+		Owners: map[string][2]int{"bin/owned": {1000, 1000}}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range []runtime.UserNSMode{runtime.UserNSOff, runtime.UserNSPreferred} {
+		t.Run("userns="+string(mode), func(t *testing.T) {
+			m, _ := testManagerUserNS(t, mode)
+			tk := task.Task{ID: uniqueID("owned"), Image: ref, Command: []string{"/bin/owned"}, User: "1000:1000"}
+			res, err := m.Run(ctx, tk, runtime.RunOptions{})
+			// A refused start has no Result: the level is the backend's.
+			level, lerr := m.Identity(ctx)
+			if lerr != nil {
+				t.Fatal(lerr)
+			}
+			var ce *runtime.CommandError
+			t.Logf("level %s: %q %v", level, res.Stdout, err)
+			switch {
+			case mode == runtime.UserNSOff || level == task.IdentityIDMapped:
+				if err != nil || res.Stdout != "owned-ran\n" {
+					t.Errorf("level %q: the owner could not run its 0700 program: %+v %v", level, res, err)
+				}
+			case errors.As(err, &ce) && ce.ExitCode() == 126:
+				// userns: the stated limit of the level
+			default:
+				t.Errorf("level %q: %+v %v; want the exec refused (126) in a user namespace without idmapped mounts", level, res, err)
+			}
+		})
 	}
 }

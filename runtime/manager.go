@@ -314,7 +314,7 @@ func (m *Manager) start(ctx context.Context, t task.Task, dir string) (Handle, e
 // its own, where the backend can and the policy wants one) and its GPUs.
 // On error the caller releases whatever was taken.
 func (m *Manager) allocate(ctx context.Context, t task.Task) (Grant, error) {
-	identity, err := m.identity(ctx)
+	identity, err := m.Identity(ctx)
 	if err != nil {
 		return Grant{}, err
 	}
@@ -339,9 +339,11 @@ func (m *Manager) allocate(ctx context.Context, t task.Task) (Grant, error) {
 	return g, nil
 }
 
-// identity is the level of host identity tasks get here: what the backend
-// can give, within the operator's policy.
-func (m *Manager) identity(ctx context.Context) (string, error) {
+// Identity is the level of host identity tasks get from this Manager (a
+// task.Identity* level): what the backend can give, within the operator's
+// policy. With user namespaces required and a backend that cannot give one
+// it is an error.
+func (m *Manager) Identity(ctx context.Context) (string, error) {
 	if m.userns == UserNSOff {
 		return task.IdentityShared, nil
 	}

@@ -44,11 +44,14 @@ type Image struct {
 	// path relative to RootfsDir, then by attribute name (for example
 	// "security.capability" for a file capability).
 	Xattrs map[string]map[string]string
+	// Owners sets the owner (uid, gid) of entries of the layer, keyed by
+	// path relative to RootfsDir; every other entry is owned by 0:0.
+	Owners map[string][2]int
 }
 
 // WriteOCILayout writes img as an OCI image layout tar stream to w.
 func WriteOCILayout(w io.Writer, img Image) error {
-	layer, diffID, err := packLayer(img.RootfsDir, img.Xattrs)
+	layer, diffID, err := packLayer(img.RootfsDir, img.Xattrs, img.Owners)
 	if err != nil {
 		return err
 	}
@@ -137,7 +140,7 @@ func blobPath(data []byte) string {
 
 // packLayer tars dir (sorted, owned by root, fixed mtimes), gzips it, and
 // returns the compressed layer and the digest of the uncompressed tar.
-func packLayer(dir string, xattrs map[string]map[string]string) ([]byte, digest.Digest, error) {
+func packLayer(dir string, xattrs map[string]map[string]string, owners map[string][2]int) ([]byte, digest.Digest, error) {
 	var gz bytes.Buffer
 	zw := gzip.NewWriter(&gz)
 	var h hash.Hash = sha256.New()
@@ -169,6 +172,9 @@ func packLayer(dir string, xattrs map[string]map[string]string) ([]byte, digest.
 			hdr.Name += "/"
 		}
 		hdr.Uid, hdr.Gid, hdr.Uname, hdr.Gname = 0, 0, "", ""
+		if o, ok := owners[filepath.ToSlash(rel)]; ok {
+			hdr.Uid, hdr.Gid = o[0], o[1]
+		}
 		hdr.ModTime, hdr.AccessTime, hdr.ChangeTime = epoch, time.Time{}, time.Time{}
 		hdr.Format = tar.FormatPAX
 		for name, value := range xattrs[filepath.ToSlash(rel)] {

@@ -89,7 +89,7 @@ func TestLayoutIsValidAndDeterministic(t *testing.T) {
 }
 
 func TestLayerEntriesAreOwnedByRoot(t *testing.T) {
-	layer, _, err := packLayer(rootfs(t), map[string]map[string]string{"bin/tool": {"security.capability": FileCapability(21)}})
+	layer, _, err := packLayer(rootfs(t), map[string]map[string]string{"bin/tool": {"security.capability": FileCapability(21)}}, map[string][2]int{"bin/alias": {1000, 1001}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +107,12 @@ func TestLayerEntriesAreOwnedByRoot(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if h.Uid != 0 || h.Gid != 0 {
+		switch {
+		case h.Name == "bin/alias":
+			if h.Uid != 1000 || h.Gid != 1001 {
+				t.Errorf("%s owned by %d:%d, want the Owners entry 1000:1001", h.Name, h.Uid, h.Gid)
+			}
+		case h.Uid != 0 || h.Gid != 0:
 			t.Errorf("%s owned by %d:%d", h.Name, h.Uid, h.Gid)
 		}
 		seen[h.Name] = h.Typeflag

@@ -88,6 +88,9 @@ type Backend struct {
 
 	mu    sync.Mutex
 	waits map[string]*exitWait
+	// remapIDs caches whether the snapshotter idmaps snapshots (nil: not
+	// asked yet).
+	remapIDs *bool
 	// oom holds the ids of tasks containerd reported an OOM kill for.
 	oom map[string]bool
 }
@@ -197,10 +200,42 @@ func (b *Backend) Name() string { return "containerd" }
 var _ runtime.UserNamespacer = (*Backend)(nil)
 
 // Identity implements runtime.UserNamespacer: a task runs in its own user
-// namespace over the range the Manager granted. The image's files keep
-// their host owners (root's show inside as the overflow id): idmapped
-// mounts of the root filesystem are not used yet, on any containerd.
-func (b *Backend) Identity(context.Context) (string, error) { return task.IdentityUserNS, nil }
+// namespace over the range the Manager granted. Where the snapshotter can
+// idmap a snapshot's layers (containerd 2.x's overlay on a kernel with
+// idmapped overlay layers: its "remap-ids" capability) the image's files
+// keep their owners inside (task.IdentityIDMapped); elsewhere (containerd
+// 1.6) they keep their host owners, and root's show inside as the overflow
+// id (task.IdentityUserNS).
+func (b *Backend) Identity(ctx context.Context) (string, error) {
+	idmapped, err := b.idmapSnapshots(ctx)
+	if err != nil {
+		return "", err
+	}
+	if idmapped {
+		return task.IdentityIDMapped, nil
+	}
+	return task.IdentityUserNS, nil
+}
+
+// snapshotterRemapsIDs is the capability of a snapshotter that mounts a
+// snapshot's layers idmapped, from its uid and gid mapping labels.
+const snapshotterRemapsIDs = "remap-ids"
+
+// idmapSnapshots reports (once per Backend) whether the snapshotter can
+// idmap task snapshots.
+func (b *Backend) idmapSnapshots(ctx context.Context) (bool, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.remapIDs == nil {
+		caps, err := b.client.GetSnapshotterCapabilities(b.ns(ctx), b.cfg.Snapshotter)
+		if err != nil {
+			return false, fmt.Errorf("snapshotter %s capabilities: %w", b.cfg.Snapshotter, err)
+		}
+		v := slices.Contains(caps, snapshotterRemapsIDs)
+		b.remapIDs = &v
+	}
+	return *b.remapIDs, nil
+}
 
 func (b *Backend) ns(ctx context.Context) context.Context {
 	return namespaces.WithNamespace(ctx, b.cfg.Namespace)
@@ -268,7 +303,18 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (h runtim
 	// An active (writable) snapshot, not a view: runc must be able to create
 	// mount points (/tmp, /output) the image lacks. The task still sees a
 	// read-only root: runc remounts it read-only.
-	rootMounts, err := sn.Prepare(ctx, t.ID, parent, snapshots.WithLabels(labelsFor(t.ID)))
+	snapOpts := []snapshots.Opt{snapshots.WithLabels(labelsFor(t.ID))}
+	idmapped := false
+	if r := req.UserNS; r != nil {
+		if idmapped, err = b.idmapSnapshots(ctx); err != nil {
+			return h, err
+		}
+		if idmapped {
+			m := []specs.LinuxIDMapping{{ContainerID: 0, HostID: r.HostID, Size: r.Size}}
+			snapOpts = append(snapOpts, client.WithUserNSRemapperLabels(m, m))
+		}
+	}
+	rootMounts, err := sn.Prepare(ctx, t.ID, parent, snapOpts...)
 	if err != nil {
 		return h, fmt.Errorf("prepare snapshot for task %s: %w", t.ID, err)
 	}
@@ -293,7 +339,8 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (h runtim
 		}
 		// In its own user namespace runc cannot create mount points in
 		// the image's directories (they are host root's): make them here.
-		if req.UserNS != nil {
+		// Idmapped, they are the task's root's, and runc can.
+		if req.UserNS != nil && !idmapped {
 			return images.CreateMountPoints(root, mountPoints(s))
 		}
 		return nil
@@ -415,7 +462,9 @@ func (b *Backend) generate(ctx context.Context, t task.Task, img ocispec.ImageCo
 // strings), so text is all there is to go on.
 func commandError(err error, command, image string) error {
 	msg := err.Error()
-	if !strings.Contains(msg, "exec: ") {
+	// runc says `exec: "cmd": ...` when it looked the command up on PATH,
+	// and `exec /path: ...` when execve of the path itself failed.
+	if !strings.Contains(msg, "exec: ") && !strings.Contains(msg, "exec "+command+": ") {
 		return nil
 	}
 	switch {
