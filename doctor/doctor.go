@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -83,7 +84,7 @@ func Run(ctx context.Context, o Options) []Check {
 		checkCgroups(),
 		checkSeccomp(o.Root),
 		checkOverlay(o.Root),
-		checkUserNamespaces(o.Root),
+		checkUserNamespaces(o.Root, snapshotsIDMapped(ctx, o)),
 		checkCorePattern(o.Root),
 		checkAppArmor(o.Root),
 	)
@@ -326,16 +327,32 @@ func checkOverlay(root string) Check {
 	return Check{Name: "overlayfs", Status: Fatal, Detail: "overlay is neither in /proc/filesystems nor a kernel module", Fix: "modprobe overlay, or use a kernel with overlayfs"}
 }
 
+// snapshotsIDMapped reports whether containerd's overlayfs snapshotter
+// idmaps snapshots (its "remap-ids" capability: containerd 2.x on a kernel
+// with idmapped overlay layers), as the containerd backend asks.
+func snapshotsIDMapped(ctx context.Context, o Options) bool {
+	c, err := containerd.Dial(ctx, o.Address, o.Namespace)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	caps, err := c.GetSnapshotterCapabilities(ctx, "overlayfs")
+	return err == nil && slices.Contains(caps, "remap-ids")
+}
+
 // checkUserNamespaces says which level of per-task host identity this node
 // gives containerd tasks (task.Identity*), and why: each task its own user
 // namespace over a host id range needs user namespaces in the kernel and
 // nsenter (to bound the namespace's per-user counts before the task
-// starts). Idmapped root filesystems are not used yet on any runtime, so
-// the best level is "userns": root's image files show as the overflow id.
+// starts); idmapped where containerd's snapshotter can idmap the image.
 // Every task's inotify instances and watches also count against host
 // root's (runc creates the namespaces as root), so root's limits must hold
 // many tasks' worth.
-func checkUserNamespaces(root string) Check {
+func checkUserNamespaces(root string, idmapped bool) Check {
+	level := "level userns: each task its own user namespace and host id range; image files owned by root show as the overflow id (the snapshotter cannot idmap: containerd 1.x, or a kernel without idmapped overlay layers)"
+	if idmapped {
+		level = "level idmapped: each task its own user namespace and host id range, the image's files idmapped into it (containerd's overlayfs remaps ids)"
+	}
 	s, err := readHost(root, "/proc/sys/user/max_user_namespaces")
 	n, perr := strconv.Atoi(strings.TrimSpace(s))
 	if err != nil || perr != nil || n == 0 {
@@ -351,11 +368,10 @@ func checkUserNamespaces(root string) Check {
 	inst, _ := readHost(root, "/proc/sys/fs/inotify/max_user_instances")
 	if v, err := strconv.Atoi(strings.TrimSpace(inst)); err == nil && v < minRootInotifyInstances {
 		return Check{Name: "user namespaces", Status: Warn,
-			Detail: fmt.Sprintf("level userns (each task its own user namespace and host id range; image files owned by root show as the overflow id, idmapped mounts are not used). Every task's inotify instances (at most 32 each) count against host root's, and fs.inotify.max_user_instances is %d: a few busy tasks can leave root's daemons without inotify", v),
+			Detail: fmt.Sprintf("%s. Every task's inotify instances (at most 32 each) count against host root's, and fs.inotify.max_user_instances is %d: a few busy tasks can leave root's daemons without inotify", level, v),
 			Fix:    fmt.Sprintf("sysctl -w fs.inotify.max_user_instances=%d (and persist it in /etc/sysctl.d)", minRootInotifyInstances)}
 	}
-	return Check{Name: "user namespaces", Status: OK,
-		Detail: fmt.Sprintf("level userns: each task its own user namespace and host id range (max %d namespaces); image files owned by root show as the overflow id (idmapped mounts are not used yet)", n)}
+	return Check{Name: "user namespaces", Status: OK, Detail: fmt.Sprintf("%s (max %d namespaces)", level, n)}
 }
 
 // minRootInotifyInstances is the host root budget doctor asks for: 32 per

@@ -214,17 +214,20 @@ func TestHostChecksOnFakeRoot(t *testing.T) {
 	if c := checkSeccomp(root); c.Status != Fatal {
 		t.Errorf("no seccomp: %+v", c)
 	}
-	if c := checkUserNamespaces(root); c.Status != Warn || !strings.Contains(c.Detail, "level shared") {
+	if c := checkUserNamespaces(root, false); c.Status != Warn || !strings.Contains(c.Detail, "level shared") {
 		t.Errorf("no userns: %+v", c)
 	}
 	write("/proc/sys/user/max_user_namespaces", "1000\n")
 	write("/proc/sys/fs/inotify/max_user_instances", "128\n")
-	if c := checkUserNamespaces(root); c.Status != Warn || !strings.Contains(c.Detail, "level userns") || !strings.Contains(c.Fix, "max_user_instances=8192") {
+	if c := checkUserNamespaces(root, false); c.Status != Warn || !strings.Contains(c.Detail, "level userns") || !strings.Contains(c.Fix, "max_user_instances=8192") {
 		t.Errorf("userns with root's inotify budget at 128: %+v", c)
 	}
 	write("/proc/sys/fs/inotify/max_user_instances", "8192\n")
-	if c := checkUserNamespaces(root); c.Status != OK || !strings.Contains(c.Detail, "level userns") {
+	if c := checkUserNamespaces(root, false); c.Status != OK || !strings.Contains(c.Detail, "level userns") {
 		t.Errorf("userns: %+v", c)
+	}
+	if c := checkUserNamespaces(root, true); c.Status != OK || !strings.Contains(c.Detail, "level idmapped") {
+		t.Errorf("idmapped: %+v", c)
 	}
 	write("/proc/filesystems", "nodev\toverlay\n")
 	write("/proc/self/status", "Name:\tx\nSeccomp:\t0\n")

@@ -36,7 +36,8 @@ With --backend docker it prints the Docker Engine API create request
 
 The task runs in its own user namespace (unless --user-namespaces off):
 run allots it a free host id range of 65536 ids; the preview maps the first
-range of the span (host ids 1048576-1114111).
+range of the span (host ids 1048576-1114111). Where containerd idmaps the
+image (2.x) that happens in the snapshot's mounts, not in the spec.
 
 The spec is deterministic: the same flags, image and --id give identical
 bytes (without --id a random id is generated, and it names the hostname,
