@@ -107,6 +107,10 @@ type Handle struct {
 	Image     string    `json:"image"` // normalised reference
 	Pid       uint32    `json:"pid"`
 	StartedAt time.Time `json:"started_at"`
+	// Identity is the level of host identity the backend gave the task
+	// (a task.Identity* level), where it can differ from the one it said
+	// it would (idmapped mounts that fail on this host); empty otherwise.
+	Identity string `json:"identity,omitempty"`
 }
 
 // ExitStatus is how a task's process ended.

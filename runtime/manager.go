@@ -301,6 +301,9 @@ func (m *Manager) start(ctx context.Context, t task.Task, dir string) (Handle, e
 	if err != nil {
 		return Handle{}, err
 	}
+	if h.Identity != "" && grant.Identity.Level != task.IdentityShared {
+		grant.Identity.Level = h.Identity
+	}
 	if err := m.writeRecord(record{Task: t, Grant: grant, Handle: h}); err != nil {
 		_ = m.backend.Destroy(context.WithoutCancel(ctx), t.ID)
 		return Handle{}, err

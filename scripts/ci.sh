@@ -13,6 +13,7 @@ cd "$(dirname "$0")/.."
 ensure_packages
 export PATH=$PATH:/usr/local/go/bin
 ensure_containerd2
+ensure_runc2
 
 work=$(mktemp -d /tmp/nsn-ci.XXXXXX)
 pids=()
@@ -27,8 +28,8 @@ make --no-print-directory lint
 
 start_containerd "$work/containerd-debian"
 pids+=("$CONTAINERD_PID"); debian_address=$CONTAINERD_ADDRESS
-# containerd 2.x finds its own runc shim first on PATH.
-PATH=$CONTAINERD2_BIN:$PATH start_containerd "$work/containerd-2" "$CONTAINERD2_BIN/containerd"
+# containerd 2.x finds its own runc shim, and the current runc, first on PATH.
+PATH=$CONTAINERD2_BIN:$RUNC2_BIN:$PATH start_containerd "$work/containerd-2" "$CONTAINERD2_BIN/containerd"
 pids+=("$CONTAINERD_PID"); v2_address=$CONTAINERD_ADDRESS
 
 start_dockerd "$work/dockerd"
@@ -39,8 +40,8 @@ export NSN_REQUIRE_INTEGRATION=1
 log "unit tests, and integration tests against Debian's containerd $(containerd --version | awk '{print $3}') with runc $(runc --version | awk 'NR==1{print $3}')"
 NSN_TEST_ADDRESS=$debian_address NSN_TEST_CONTAINERD_BIN=$(command -v containerd) go test -count=1 ./...
 
-log "integration tests against containerd $CONTAINERD2_VERSION"
-PATH=$CONTAINERD2_BIN:$PATH NSN_TEST_ADDRESS=$v2_address NSN_TEST_CONTAINERD_BIN=$CONTAINERD2_BIN/containerd \
+log "integration tests against containerd $CONTAINERD2_VERSION with runc $("$RUNC2_BIN/runc" --version | awk 'NR==1{print $3}')"
+PATH=$CONTAINERD2_BIN:$RUNC2_BIN:$PATH NSN_TEST_ADDRESS=$v2_address NSN_TEST_CONTAINERD_BIN=$CONTAINERD2_BIN/containerd \
   go test -count=1 ./integration/...
 
 log "GPU check (integration/gpu) on a stand-in driver: the flow a GPU machine runs, without the GPU"

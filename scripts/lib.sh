@@ -99,6 +99,23 @@ ensure_containerd2() {
     "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CONTAINERD2_VERSION")
 }
 
+# RUNC2_VERSION is the runc the containerd 2.x suite runs tasks with: a
+# current one (idmapped mounts, the 2025 fixes), where the Debian suite
+# keeps Debian's 1.1.5.
+RUNC2_VERSION=${RUNC2_VERSION:-v1.5.3}
+
+# ensure_runc2 builds runc at RUNC2_VERSION once, with seccomp, into a cache
+# dir, and sets RUNC2_BIN to that dir (put it first on PATH: containerd's
+# runc shim runs "runc" from PATH).
+ensure_runc2() {
+  RUNC2_BIN=${NSN_CACHE_DIR:-/var/cache/nsn-run}/runc-$RUNC2_VERSION
+  [ -x "$RUNC2_BIN/runc" ] && return 0
+  log "building runc $RUNC2_VERSION with go install (once; cached in $RUNC2_BIN)"
+  mkdir -p "$RUNC2_BIN"
+  (cd / && GOBIN=$RUNC2_BIN CGO_ENABLED=1 GOFLAGS=-mod=mod go install -trimpath -tags "seccomp urfave_cli_no_docs" \
+    "github.com/opencontainers/runc@$RUNC2_VERSION")
+}
+
 # STATIC_RUNC_VERSION is the runc the GPU check carries to GPU machines,
 # built static (they may have no runc, or another C library).
 STATIC_RUNC_VERSION=${STATIC_RUNC_VERSION:-v1.4.0}

@@ -22,6 +22,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
 	"github.com/containerd/typeurl/v2"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -300,24 +301,6 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (h runtim
 	}
 	sw.Lap("start/unpack-check")
 	sn := b.client.SnapshotService(b.cfg.Snapshotter)
-	// An active (writable) snapshot, not a view: runc must be able to create
-	// mount points (/tmp, /output) the image lacks. The task still sees a
-	// read-only root: runc remounts it read-only.
-	snapOpts := []snapshots.Opt{snapshots.WithLabels(labelsFor(t.ID))}
-	idmapped := false
-	if r := req.UserNS; r != nil {
-		if idmapped, err = b.idmapSnapshots(ctx); err != nil {
-			return h, err
-		}
-		if idmapped {
-			m := []specs.LinuxIDMapping{{ContainerID: 0, HostID: r.HostID, Size: r.Size}}
-			snapOpts = append(snapOpts, client.WithUserNSRemapperLabels(m, m))
-		}
-	}
-	rootMounts, err := sn.Prepare(ctx, t.ID, parent, snapOpts...)
-	if err != nil {
-		return h, fmt.Errorf("prepare snapshot for task %s: %w", t.ID, err)
-	}
 	undo := []func(context.Context){func(ctx context.Context) { _ = sn.Remove(ctx, t.ID) }}
 	defer func() {
 		if retErr == nil {
@@ -329,28 +312,11 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (h runtim
 			undo[i](cctx)
 		}
 	}()
-	// The image is attacker input: refuse one whose mount points are
-	// symlinks before the runtime gets to resolve them on the host.
-	sw.Lap("start/prepare-snapshot")
-	var refused error
-	err = mount.WithTempMount(ctx, rootMounts, func(root string) error {
-		if refused = images.CheckMountPoints(root, mountDestinations(s)); refused != nil {
-			return refused
-		}
-		// In its own user namespace runc cannot create mount points in
-		// the image's directories (they are host root's): make them here.
-		// Idmapped, they are the task's root's, and runc can.
-		if req.UserNS != nil && !idmapped {
-			return images.CreateMountPoints(root, mountPoints(s))
-		}
-		return nil
-	})
-	if refused != nil {
-		return h, refused
-	}
+	identity, err := b.prepareRoot(ctx, t.ID, parent, req.UserNS, s)
 	if err != nil {
-		return h, fmt.Errorf("inspect root filesystem of task %s: %w", t.ID, err)
+		return h, err
 	}
+	sw.Lap("start/prepare-snapshot")
 
 	sw.Lap("start/check-rootfs")
 	container, err := b.client.NewContainer(ctx, t.ID,
@@ -400,8 +366,80 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (h runtim
 	sw.Lap("start/start-task")
 	return runtime.Handle{
 		Version: runtime.HandleVersion, Backend: b.Name(), ID: t.ID, Image: img.Name,
-		Pid: tk.Pid(), StartedAt: time.Now().UTC(),
+		Pid: tk.Pid(), StartedAt: time.Now().UTC(), Identity: identity,
 	}, nil
+}
+
+// prepareRoot prepares the task's writable snapshot and inspects it: the
+// image is attacker input, so one whose mount points are symlinks is
+// refused before the runtime resolves them on the host. With a user
+// namespace (ids) the snapshot is idmapped into the task's range where the
+// snapshotter can; where the idmapped mount then fails on this host (a
+// kernel or filesystem that refuses it, although the snapshotter claimed
+// it could), the snapshot is prepared again plainly and the backend stops
+// trying. It returns the identity level the task gets ("" without ids).
+func (b *Backend) prepareRoot(ctx context.Context, id, parent string, ids *task.IDRange, s *specs.Spec) (string, error) {
+	sn := b.client.SnapshotService(b.cfg.Snapshotter)
+	idmapped := false
+	if ids != nil {
+		var err error
+		if idmapped, err = b.idmapSnapshots(ctx); err != nil {
+			return "", err
+		}
+	}
+	for {
+		opts := []snapshots.Opt{snapshots.WithLabels(labelsFor(id))}
+		if idmapped {
+			m := []specs.LinuxIDMapping{{ContainerID: 0, HostID: ids.HostID, Size: ids.Size}}
+			opts = append(opts, client.WithUserNSRemapperLabels(m, m))
+		}
+		// An active (writable) snapshot, not a view: runc must be able to
+		// create mount points (/tmp, /output) the image lacks. The task
+		// still sees a read-only root: runc remounts it read-only.
+		mounts, err := sn.Prepare(ctx, id, parent, opts...)
+		if err != nil {
+			return "", fmt.Errorf("prepare snapshot for task %s: %w", id, err)
+		}
+		var refused error
+		err = mount.WithTempMount(ctx, mounts, func(root string) error {
+			if refused = images.CheckMountPoints(root, mountDestinations(s)); refused != nil {
+				return refused
+			}
+			// In its own user namespace runc cannot create mount points
+			// in the image's directories (they are host root's): make
+			// them here. Idmapped, they are the task's root's, and runc
+			// can.
+			if ids != nil && !idmapped {
+				return images.CreateMountPoints(root, mountPoints(s))
+			}
+			return nil
+		})
+		switch {
+		case refused != nil:
+			return "", refused
+		case err != nil && idmapped:
+			// The same mount code runs in the shim: it would fail there.
+			log.G(ctx).WithError(err).Warn("idmapped task snapshots fail on this host; tasks get plain user namespaces")
+			b.mu.Lock()
+			no := false
+			b.remapIDs = &no
+			b.mu.Unlock()
+			if rerr := sn.Remove(ctx, id); rerr != nil {
+				return "", fmt.Errorf("remove snapshot of task %s: %w", id, rerr)
+			}
+			idmapped = false
+			continue
+		case err != nil:
+			return "", fmt.Errorf("inspect root filesystem of task %s: %w", id, err)
+		}
+		switch {
+		case ids == nil:
+			return "", nil
+		case idmapped:
+			return task.IdentityIDMapped, nil
+		}
+		return task.IdentityUserNS, nil
+	}
 }
 
 // mountPoints are s's mount destinations, binds of host files as files.
@@ -470,7 +508,8 @@ func commandError(err error, command, image string) error {
 	switch {
 	case strings.Contains(msg, "executable file not found"), strings.Contains(msg, "no such file or directory"):
 		return &runtime.CommandError{Command: command, Image: image, NotFound: true}
-	case strings.Contains(msg, "permission denied"):
+	case strings.Contains(msg, "permission denied"), strings.Contains(msg, "is a directory"):
+		// runc 1.1 execs a directory into EACCES; runc 1.5 says so.
 		return &runtime.CommandError{Command: command, Image: image}
 	}
 	return nil
