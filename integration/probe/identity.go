@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"os/signal"
 	"strconv"
 	"strings"
 	"time"
@@ -45,9 +47,10 @@ func holdInotify() {
 	r.Detail = fmt.Sprintf("holding %d inotify instances; the next: %v", n, err)
 	b, _ := json.Marshal(r)
 	fmt.Println(string(b))
-	for {
-		time.Sleep(time.Hour) // hold the instances until the task is killed
-	}
+	// Hold the instances until the task is stopped.
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, unix.SIGTERM, unix.SIGINT)
+	<-stop
 }
 
 // listenUevents counts the kernel uevents that reach the task's network
