@@ -336,3 +336,21 @@ func TestImageOwnersInUserNamespace(t *testing.T) {
 		})
 	}
 }
+
+// TestScratchOwnedByTask: /tmp, /dev/shm and /output belong to the task's
+// own user inside its namespace (host ids in its range), with and without
+// the namespace.
+func TestScratchOwnedByTask(t *testing.T) {
+	for _, mode := range []runtime.UserNSMode{runtime.UserNSOff, runtime.UserNSPreferred} {
+		t.Run("userns="+string(mode), func(t *testing.T) {
+			m, _ := testManagerUserNS(t, mode)
+			res, err := m.Run(context.Background(), seedTask(uniqueID("own"), "stat", "-c", "%u:%g", "/tmp", "/dev/shm", "/output"), runtime.RunOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Fields(res.Stdout); len(got) != 3 || got[0] != "65534:65534" || got[1] != "65534:65534" || got[2] != "65534:65534" {
+				t.Errorf("owners of /tmp, /dev/shm, /output: %q, want 65534:65534 each", res.Stdout)
+			}
+		})
+	}
+}

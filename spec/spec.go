@@ -182,7 +182,8 @@ func Opts(t task.Task, img ocispec.ImageConfig, o Options) ([]oci.SpecOpts, erro
 
 		oci.WithDefaultUnixDevices,
 		withoutConsole,
-		oci.WithMounts([]specs.Mount{tmpMount(l), outputMount(o.OutputDir)}),
+		oci.WithMounts([]specs.Mount{tmpMount(l, proc.uid, proc.gid), outputMount(o.OutputDir)}),
+		withShmOwner(proc.uid, proc.gid),
 		withMaskedPaths(requiredMaskedPaths),
 		withReadonlyPaths(requiredReadonlyPaths),
 
@@ -259,7 +260,10 @@ func cpuQuota(cpus float64) int64 {
 // tmpMount is /tmp: the task's scratch space, sized in bytes and inodes so a
 // job cannot exhaust memory (tmpfs pages are charged to its cgroup) or the
 // inode table, and with nothing executable, setuid or device-like on it.
-func tmpMount(l task.Limits) specs.Mount {
+//
+// It belongs to the task's user (uid=, gid=: ids of the task's own user
+// namespace where it has one), as /dev/shm and /output do.
+func tmpMount(l task.Limits, uid, gid uint32) specs.Mount {
 	return specs.Mount{
 		Destination: TmpPath,
 		Type:        "tmpfs",
@@ -268,7 +272,22 @@ func tmpMount(l task.Limits) specs.Mount {
 			"nosuid", "nodev", "noexec", "mode=1777",
 			"size=" + strconv.FormatInt(l.TmpBytes, 10),
 			"nr_inodes=" + strconv.FormatInt(l.TmpInodes, 10),
+			"uid=" + strconv.FormatUint(uint64(uid), 10),
+			"gid=" + strconv.FormatUint(uint64(gid), 10),
 		},
+	}
+}
+
+// withShmOwner gives containerd's /dev/shm tmpfs to the task's user.
+func withShmOwner(uid, gid uint32) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *specs.Spec) error {
+		for i := range s.Mounts {
+			if s.Mounts[i].Destination == "/dev/shm" && s.Mounts[i].Type == "tmpfs" {
+				s.Mounts[i].Options = append(s.Mounts[i].Options,
+					"uid="+strconv.FormatUint(uint64(uid), 10), "gid="+strconv.FormatUint(uint64(gid), 10))
+			}
+		}
+		return nil
 	}
 }
 
