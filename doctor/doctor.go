@@ -368,7 +368,7 @@ func checkUserNamespaces(root string, idmapped bool) Check {
 	inst, _ := readHost(root, "/proc/sys/fs/inotify/max_user_instances")
 	if v, err := strconv.Atoi(strings.TrimSpace(inst)); err == nil && v < minRootInotifyInstances {
 		return Check{Name: "user namespaces", Status: Warn,
-			Detail: fmt.Sprintf("%s. Every task's inotify instances (at most 32 each) count against host root's, and fs.inotify.max_user_instances is %d: a few busy tasks can leave root's daemons without inotify", level, v),
+			Detail: fmt.Sprintf("%s. Every task's inotify instances (at most 16 each) count against host root's, and fs.inotify.max_user_instances is %d: a few busy tasks can leave root's daemons without inotify", level, v),
 			Fix:    fmt.Sprintf("sysctl -w fs.inotify.max_user_instances=%d (and persist it in /etc/sysctl.d)", minRootInotifyInstances)}
 	}
 	return Check{Name: "user namespaces", Status: OK, Detail: fmt.Sprintf("%s (max %d namespaces)", level, n)}

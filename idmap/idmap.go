@@ -1,12 +1,13 @@
 // Package idmap allots each task its own host id range for its user
 // namespace: ranges of task.IDRangeSize ids from the operator's configured
 // span, one per live task, decided under a node-wide lock and recorded as
-// files, so every nsn-run process on the node (and gc after a crash) sees
-// the same allocation.
+// files in one node-wide directory, so every nsn-run process on the node,
+// whatever its state dir, and gc after a crash, sees the same allocation.
 package idmap
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -29,10 +30,21 @@ const (
 	DefaultCount uint32 = 16384
 )
 
+// DefaultDir is the node-wide allocation directory. It is on /run: the
+// tasks that hold ranges do not outlive a reboot, and neither do their
+// allocations.
+const DefaultDir = "/run/nsn-run/ids"
+
 // Config configures an Allocator.
 type Config struct {
-	// Dir holds the allocation files (STATE/ids).
+	// Dir holds the node's allocation files; DefaultDir if empty. Every
+	// Manager on the node must use the same one, or two could hand out
+	// the same range.
 	Dir string
+	// Owner names the Manager allocating (its state dir): Release and
+	// ReleaseExcept touch only its own tasks' ranges, so one Manager's gc
+	// never frees another's.
+	Owner string
 	// Base is the first host id of the first range; DefaultBase if zero.
 	Base uint32
 	// Count is how many ranges there are; DefaultCount if zero.
@@ -86,9 +98,16 @@ func (s Span) end() uint64 { return uint64(s.Base) + uint64(s.Count)*task.IDRang
 // Allocator grants ranges. Safe for concurrent use, within a process and
 // across processes (flock).
 type Allocator struct {
-	dir  string
-	span Span
-	mu   sync.Mutex
+	dir   string
+	owner string
+	span  Span
+	mu    sync.Mutex
+}
+
+// holder is what an allocation file records.
+type holder struct {
+	Owner string `json:"owner"`
+	Task  string `json:"task"`
 }
 
 // New checks the span against the host's id files and returns an Allocator
@@ -126,12 +145,12 @@ func New(cfg Config) (*Allocator, error) {
 		}
 	}
 	if cfg.Dir == "" {
-		return nil, fmt.Errorf("%w: id allocation dir is empty", errdefs.ErrInvalidArgument)
+		cfg.Dir = DefaultDir
 	}
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("id allocation dir: %w", err)
 	}
-	return &Allocator{dir: cfg.Dir, span: span}, nil
+	return &Allocator{dir: cfg.Dir, owner: cfg.Owner, span: span}, nil
 }
 
 // Span is the allocator's span.
@@ -220,13 +239,13 @@ func (a *Allocator) lock() (unlock func(), err error) {
 	}, nil
 }
 
-// holders reads the allocation files: range index -> task id.
-func (a *Allocator) holders() (map[uint32]string, error) {
+// holders reads the allocation files: range index -> holder.
+func (a *Allocator) holders() (map[uint32]holder, error) {
 	entries, err := os.ReadDir(a.dir)
 	if err != nil {
 		return nil, fmt.Errorf("read id allocations: %w", err)
 	}
-	held := map[uint32]string{}
+	held := map[uint32]holder{}
 	for _, e := range entries {
 		i, ok := strings.CutPrefix(e.Name(), "r")
 		if !ok {
@@ -240,7 +259,11 @@ func (a *Allocator) holders() (map[uint32]string, error) {
 		if err != nil {
 			continue
 		}
-		held[uint32(n)] = strings.TrimSpace(string(b))
+		var h holder
+		if json.Unmarshal(b, &h) != nil {
+			h = holder{Task: "?"} // unreadable: held by someone; never reused
+		}
+		held[uint32(n)] = h
 	}
 	return held, nil
 }
@@ -262,16 +285,21 @@ func (a *Allocator) Allocate(id string) (task.IDRange, error) {
 	if err != nil {
 		return task.IDRange{}, err
 	}
-	for i, holder := range held {
-		if holder == id {
+	me := holder{Owner: a.owner, Task: id}
+	for i, h := range held {
+		if h == me {
 			return a.span.RangeAt(i), nil
 		}
+	}
+	record, err := json.Marshal(me)
+	if err != nil {
+		return task.IDRange{}, err
 	}
 	for i := range a.span.Count {
 		if _, taken := held[i]; taken {
 			continue
 		}
-		if err := os.WriteFile(a.path(i)+".tmp", []byte(id+"\n"), 0o600); err != nil {
+		if err := os.WriteFile(a.path(i)+".tmp", record, 0o600); err != nil {
 			return task.IDRange{}, fmt.Errorf("allocate id range: %w", err)
 		}
 		if err := os.Rename(a.path(i)+".tmp", a.path(i)); err != nil {
@@ -282,17 +310,19 @@ func (a *Allocator) Allocate(id string) (task.IDRange, error) {
 	return task.IDRange{}, fmt.Errorf("%w: all %d host id ranges are held by live tasks", errdefs.ErrResourceExhausted, a.span.Count)
 }
 
-// Release frees task id's range; releasing nothing is no error.
+// Release frees task id's range (of this owner's); releasing nothing is no
+// error.
 func (a *Allocator) Release(id string) error {
-	return a.releaseIf(func(holder string) bool { return holder == id })
+	return a.releaseIf(func(task string) bool { return task == id })
 }
 
-// ReleaseExcept frees the range of every task not in keep (gc).
+// ReleaseExcept frees the range of every task of this owner's not in keep
+// (gc). Other owners' ranges are theirs to release.
 func (a *Allocator) ReleaseExcept(keep map[string]bool) error {
-	return a.releaseIf(func(holder string) bool { return !keep[holder] })
+	return a.releaseIf(func(task string) bool { return !keep[task] })
 }
 
-func (a *Allocator) releaseIf(match func(holder string) bool) error {
+func (a *Allocator) releaseIf(match func(task string) bool) error {
 	unlock, err := a.lock()
 	if err != nil {
 		return err
@@ -302,8 +332,8 @@ func (a *Allocator) releaseIf(match func(holder string) bool) error {
 	if err != nil {
 		return err
 	}
-	for i, holder := range held {
-		if !match(holder) {
+	for i, h := range held {
+		if h.Owner != a.owner || !match(h.Task) {
 			continue
 		}
 		if err := os.Remove(a.path(i)); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -313,7 +343,7 @@ func (a *Allocator) releaseIf(match func(holder string) bool) error {
 	return nil
 }
 
-// Held returns each held range and its task.
+// Held returns each range this owner holds, by task.
 func (a *Allocator) Held() (map[string]task.IDRange, error) {
 	unlock, err := a.lock()
 	if err != nil {
@@ -324,9 +354,11 @@ func (a *Allocator) Held() (map[string]task.IDRange, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := make(map[string]task.IDRange, len(held))
-	for i, holder := range held {
-		out[holder] = a.span.RangeAt(i)
+	out := map[string]task.IDRange{}
+	for i, h := range held {
+		if h.Owner == a.owner {
+			out[h.Task] = a.span.RangeAt(i)
+		}
 	}
 	return out, nil
 }

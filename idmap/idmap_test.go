@@ -16,12 +16,16 @@ import (
 // newAllocator returns an Allocator over a fresh dir with empty host id
 // files (the test's, not the system's).
 func newAllocator(t *testing.T, dir string, count uint32) *Allocator {
+	return newOwnedAllocator(t, dir, count, "/var/lib/nsn-run")
+}
+
+func newOwnedAllocator(t *testing.T, dir string, count uint32, owner string) *Allocator {
 	t.Helper()
 	empty := filepath.Join(t.TempDir(), "empty")
 	if err := os.WriteFile(empty, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	a, err := New(Config{Dir: dir, Count: count, SubUIDFile: empty, SubGIDFile: empty, PasswdFile: empty, GroupFile: empty})
+	a, err := New(Config{Dir: dir, Owner: owner, Count: count, SubUIDFile: empty, SubGIDFile: empty, PasswdFile: empty, GroupFile: empty})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,5 +161,43 @@ func TestHostIDsRespected(t *testing.T) {
 	// Another base avoids both.
 	if _, err := New(Config{Dir: t.TempDir(), Base: 1 << 24, SubUIDFile: sub, SubGIDFile: empty, PasswdFile: passwd, GroupFile: empty}); err != nil {
 		t.Errorf("span elsewhere: %v", err)
+	}
+}
+
+// TestOwnersShareTheNode: two Managers with different state dirs over the
+// node's one dir never get the same range, even for the same task id, and
+// one's gc frees none of the other's.
+func TestOwnersShareTheNode(t *testing.T) {
+	dir := t.TempDir()
+	a := newOwnedAllocator(t, dir, 8, "/srv/team-a")
+	b := newOwnedAllocator(t, dir, 8, "/srv/team-b")
+	ra, err := a.Allocate("job")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb, err := b.Allocate("job")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ra == rb {
+		t.Fatalf("two owners got the same range %v", ra)
+	}
+	if err := a.ReleaseExcept(map[string]bool{}); err != nil {
+		t.Fatal(err)
+	}
+	if held, _ := b.Held(); held["job"] != rb {
+		t.Errorf("a's gc freed b's range: b holds %v", held)
+	}
+	if held, _ := a.Held(); len(held) != 0 {
+		t.Errorf("a still holds %v", held)
+	}
+	if err := b.Release("job"); err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if e.Name() != ".lock" {
+			t.Errorf("left: %s", e.Name())
+		}
 	}
 }

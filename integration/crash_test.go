@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/nsn-run/nsn-run/idmap"
 	"github.com/nsn-run/nsn-run/logs"
 	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/runtime/containerd"
@@ -177,11 +178,14 @@ func TestKill9ThenGCForce(t *testing.T) {
 	}
 	// The task's host id range is held, and so is one whose task never got
 	// a record (a manager killed between allocating and recording).
-	idsDir := filepath.Join(stateDir, "ids")
-	if err := os.WriteFile(filepath.Join(idsDir, "r7"), []byte("never-recorded\n"), 0o600); err != nil {
+	ids, err := idmap.New(idmap.Config{Owner: stateDir})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if held := idRanges(t, idsDir); len(held) != 2 {
+	if _, err := ids.Allocate("never-recorded"); err != nil {
+		t.Fatal(err)
+	}
+	if held, _ := ids.Held(); len(held) != 2 {
 		t.Fatalf("id ranges held after kill -9: %v, want the task's and the unrecorded one", held)
 	}
 	r := cli(t, g, "gc", "--force")
@@ -194,7 +198,7 @@ func TestKill9ThenGCForce(t *testing.T) {
 	if b, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(b), stateDir) {
 		t.Errorf("mounts left under %s", stateDir)
 	}
-	if held := idRanges(t, idsDir); len(held) != 0 {
+	if held, _ := ids.Held(); len(held) != 0 {
 		t.Errorf("id ranges held after gc: %v", held)
 	}
 	if r := cli(t, g, "gc", "--force"); r.code != 0 || r.stdout != "" {
@@ -248,20 +252,4 @@ func TestManagerRestartRecovers(t *testing.T) {
 	if l := leftovers(t, c); l != "" {
 		t.Errorf("left behind: %s", l)
 	}
-}
-
-// idRanges lists the host id range allocations under dir (idmap's files).
-func idRanges(t *testing.T, dir string) []string {
-	t.Helper()
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var held []string
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), "r") {
-			held = append(held, e.Name())
-		}
-	}
-	return held
 }

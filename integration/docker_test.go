@@ -51,7 +51,7 @@ func TestDockerContainerInspected(t *testing.T) {
 	for _, u := range h.Ulimits {
 		ulimits = append(ulimits, fmt.Sprintf("%s=%d:%d", u.Name, u.Soft, u.Hard))
 	}
-	wantUlimits := []string{"nofile=1024:1024", "core=0:0", "rtprio=0:0", "nice=0:0", "memlock=65536:65536", "msgqueue=819200:819200", "sigpending=4096:4096"}
+	wantUlimits := []string{"nofile=1024:1024", "core=0:0", "rtprio=0:0", "nice=0:0", "memlock=65536:65536", "msgqueue=0:0", "sigpending=256:256"}
 	if h.Runtime != "runc" || h.OomScoreAdj != 1000 || !slices.Contains(h.MaskedPaths, "/proc/interrupts") ||
 		!slices.ContainsFunc(h.SecurityOpt, func(o string) bool { return strings.HasPrefix(o, "seccomp={") }) || !slices.Equal(ulimits, wantUlimits) {
 		t.Errorf("as inspected: runtime %q oom score %d masked %v ulimits %v seccomp option given %v",

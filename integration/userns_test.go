@@ -127,8 +127,8 @@ func TestInotifyPerTask(t *testing.T) {
 			if r.Blocked {
 				t.Errorf("with user namespaces the second task could not create an inotify instance: %+v", r)
 			}
-			if !strings.HasPrefix(held, "holding 32 ") {
-				t.Errorf("hog: %s; want it held at its namespace's limit of 32", held)
+			if !strings.HasPrefix(held, "holding 16 ") {
+				t.Errorf("hog: %s; want it held at its namespace's limit of 16", held)
 			}
 			fd, err := unix.InotifyInit1(unix.IN_CLOEXEC)
 			if err != nil {

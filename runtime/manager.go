@@ -59,8 +59,9 @@ type Config struct {
 	// (the zero value) gives every task its own user namespace over a
 	// host id range where the backend can.
 	UserNamespaces UserNSMode
-	// IDs grants host id ranges; nil means an idmap.Allocator over
-	// STATE/ids with the default span (idmap.DefaultSpan).
+	// IDs grants host id ranges; nil means an idmap.Allocator over the
+	// node-wide idmap.DefaultDir with the default span, owned by this
+	// state dir.
 	IDs IDAllocator
 }
 
@@ -162,7 +163,7 @@ func New(cfg Config) (*Manager, error) {
 	}
 	ids := cfg.IDs
 	if ids == nil && cfg.UserNamespaces != UserNSOff {
-		a, err := idmap.New(idmap.Config{Dir: filepath.Join(abs, "ids")})
+		a, err := idmap.New(idmap.Config{Owner: abs})
 		if err != nil {
 			return nil, err
 		}

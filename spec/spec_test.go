@@ -199,8 +199,8 @@ func TestSecurityDefaults(t *testing.T) {
 	}
 	wantRlimits := []specs.POSIXRlimit{
 		{Type: "RLIMIT_NOFILE", Hard: 1024, Soft: 1024}, {Type: "RLIMIT_CORE"}, {Type: "RLIMIT_RTPRIO"}, {Type: "RLIMIT_NICE"},
-		{Type: "RLIMIT_MEMLOCK", Hard: 65536, Soft: 65536}, {Type: "RLIMIT_MSGQUEUE", Hard: 819200, Soft: 819200},
-		{Type: "RLIMIT_SIGPENDING", Hard: 4096, Soft: 4096},
+		{Type: "RLIMIT_MEMLOCK", Hard: 65536, Soft: 65536}, {Type: "RLIMIT_MSGQUEUE"},
+		{Type: "RLIMIT_SIGPENDING", Hard: 256, Soft: 256},
 	}
 	if !slices.Equal(p.Rlimits, wantRlimits) {
 		t.Errorf("rlimits = %+v, want %+v", p.Rlimits, wantRlimits)

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -28,6 +29,7 @@ func init() {
 		return errnoReport(err)
 	})}
 	attacks["uevents"] = attack{"listen for the host's kernel uevents for ARG seconds (default 3)", listenUevents}
+	attacks["mq-open"] = attack{"create a POSIX message queue (the kernel charges its bytes to host root too)", noArg(mqOpen)}
 }
 
 // holdInotify creates inotify instances until the kernel refuses one,
@@ -92,4 +94,20 @@ func listenUevents(arg string) Report {
 		return Report{Blocked: true, Detail: fmt.Sprintf("no uevent in %d s", secs)}
 	}
 	return Report{Blocked: false, Detail: fmt.Sprintf("received %d host uevents, first %q", len(got), got[0])}
+}
+
+// mqOpen creates a POSIX message queue of the default size (10 messages of
+// 8 KiB) and removes it again.
+func mqOpen() Report {
+	name, err := unix.BytePtrFromString("nsn-probe-mq")
+	if err != nil {
+		return errnoReport(err)
+	}
+	fd, _, errno := unix.Syscall6(unix.SYS_MQ_OPEN, uintptr(unsafe.Pointer(name)), unix.O_CREAT|unix.O_RDWR|unix.O_CLOEXEC, 0o600, 0, 0, 0)
+	if errno != 0 {
+		return errnoReport(errno)
+	}
+	unix.Close(int(fd))
+	_, _, _ = unix.Syscall(unix.SYS_MQ_UNLINK, uintptr(unsafe.Pointer(name)), 0, 0)
+	return Report{Blocked: false, Detail: "created a message queue"}
 }

@@ -17,12 +17,13 @@ import (
 // initial namespace. Left alone, one task could spend host root's inotify
 // instances (128 by default) and every host daemon running as root would
 // get EMFILE. userNSLimits bound each task in its own namespace, far below
-// root's budgets; nested namespaces of any kind are refused outright.
+// root's budgets (root's 128 inotify instances hold 8 tasks' worth: doctor
+// asks for more); nested namespaces of any kind are refused outright.
 var userNSLimits = []struct {
 	name  string
 	value int
 }{
-	{"max_inotify_instances", 32},
+	{"max_inotify_instances", 16},
 	{"max_inotify_watches", 8192},
 	{"max_fanotify_groups", 16},
 	{"max_fanotify_marks", 8192},

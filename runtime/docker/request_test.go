@@ -66,7 +66,7 @@ func TestCreateRequestDefaults(t *testing.T) {
 		t.Errorf("limits memory %d swap %d quota %d/%d pids %d", h.Memory, h.MemorySwap, h.CPUQuota, h.CPUPeriod, *h.PidsLimit)
 	}
 	// The containerd backend's rlimits (spec.Rlimits), in dockerd's names.
-	wantUlimits := []string{"nofile=1024:1024", "core=0:0", "rtprio=0:0", "nice=0:0", "memlock=65536:65536", "msgqueue=819200:819200", "sigpending=4096:4096"}
+	wantUlimits := []string{"nofile=1024:1024", "core=0:0", "rtprio=0:0", "nice=0:0", "memlock=65536:65536", "msgqueue=0:0", "sigpending=256:256"}
 	var gotUlimits []string
 	for _, u := range h.Ulimits {
 		gotUlimits = append(gotUlimits, fmt.Sprintf("%s=%d:%d", u.Name, u.Soft, u.Hard))
