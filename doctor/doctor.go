@@ -374,8 +374,8 @@ func checkUserNamespaces(root string, idmapped bool) Check {
 	return Check{Name: "user namespaces", Status: OK, Detail: fmt.Sprintf("%s (max %d namespaces)", level, n)}
 }
 
-// minRootInotifyInstances is the host root budget doctor asks for: 32 per
-// task for 256 tasks, and host root's own use.
+// minRootInotifyInstances is the host root budget doctor asks for: 16 per
+// task for some 500 tasks, and host root's own use.
 const minRootInotifyInstances = 8192
 
 // checkCorePattern: with a core_pattern that pipes ("|/path args"), every
