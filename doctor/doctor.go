@@ -23,6 +23,7 @@ import (
 	"github.com/nsn-run/nsn-run/cdi"
 	"github.com/nsn-run/nsn-run/cgroups"
 	"github.com/nsn-run/nsn-run/runtime/containerd"
+	"github.com/nsn-run/nsn-run/spec"
 )
 
 // Status of a check.
@@ -401,15 +402,33 @@ func checkCorePattern(root string) Check {
 		Fix:    "set kernel.core_pattern to a file name (sysctl kernel.core_pattern=core; the tasks' RLIMIT_CORE 0 then stops their dumps), or keep " + helper + " patched: it parses dumps from untrusted tasks"}
 }
 
-// checkAppArmor is a note for the operator: whether the kernel offers
-// AppArmor. nsn-run applies no AppArmor profile either way.
+// checkAppArmor says whether tasks run under nsn-run's AppArmor profile:
+// the containerd backend loads and applies it where the kernel has
+// AppArmor enabled, securityfs shows it and apparmor_parser is installed
+// (containerd's own test); elsewhere tasks run without one, which is a
+// warning: AppArmor is the layer that still denies mounts, /proc and /sys
+// writes and /sys/firmware when another layer is missing.
 func checkAppArmor(root string) Check {
+	const name = "AppArmor"
+	const docker = "with --backend docker, dockerd applies its docker-default profile (the same rules) where AppArmor is enabled"
 	v, err := readHost(root, "/sys/module/apparmor/parameters/enabled")
-	const note = "nsn-run does not apply an AppArmor profile to tasks yet (seccomp, no capabilities, the user namespace and the read-only root confine them); with --backend docker, dockerd applies its docker-default profile where AppArmor is enabled"
-	if err == nil && strings.TrimSpace(v) == "Y" {
-		return Check{Name: "AppArmor", Status: Info, Detail: "available in the kernel; " + note}
+	if err != nil || strings.TrimSpace(v) != "Y" {
+		return Check{Name: name, Status: Warn,
+			Detail: "not enabled in this kernel: tasks run without an AppArmor profile (seccomp, no capabilities, the user namespace and the read-only root still confine them); " + docker,
+			Fix:    "boot a kernel with AppArmor enabled (security=apparmor, or apparmor in lsm=) and install apparmor"}
 	}
-	return Check{Name: "AppArmor", Status: Info, Detail: "not available on this host; " + note}
+	if _, err := os.Stat(filepath.Join(root, "/sys/kernel/security/apparmor")); err != nil {
+		return Check{Name: name, Status: Warn,
+			Detail: "enabled in the kernel, but securityfs is not mounted: tasks run without an AppArmor profile; " + docker,
+			Fix:    "mount -t securityfs securityfs /sys/kernel/security"}
+	}
+	if _, err := os.Stat(filepath.Join(root, "/sbin/apparmor_parser")); err != nil {
+		return Check{Name: name, Status: Warn,
+			Detail: "enabled in the kernel, but apparmor_parser is not installed: tasks run without an AppArmor profile; " + docker,
+			Fix:    "apt-get install apparmor"}
+	}
+	return Check{Name: name, Status: OK,
+		Detail: "enabled: the containerd backend loads containerd's default profile as " + spec.DefaultAppArmorProfile + " and runs every task under it; " + docker}
 }
 
 // toolkitFixed is the first NVIDIA Container Toolkit release with the

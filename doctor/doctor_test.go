@@ -358,20 +358,33 @@ func TestCorePattern(t *testing.T) {
 
 func TestAppArmor(t *testing.T) {
 	root := t.TempDir()
-	if c := checkAppArmor(root); c.Status != Info || !strings.HasPrefix(c.Detail, "not available") || !strings.Contains(c.Detail, "does not apply an AppArmor profile") {
-		t.Errorf("no apparmor module: %+v", c)
-	}
-	p := filepath.Join(root, "/sys/module/apparmor/parameters/enabled")
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for value, available := range map[string]bool{"Y\n": true, "N\n": false} {
+	write := func(path, value string) {
+		t.Helper()
+		p := filepath.Join(root, path)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
 		if err := os.WriteFile(p, []byte(value), 0o644); err != nil {
 			t.Fatal(err)
 		}
+	}
+	want := func(step string, status Status, detail string) {
+		t.Helper()
 		c := checkAppArmor(root)
-		if c.Name != "AppArmor" || c.Status != Info || strings.HasPrefix(c.Detail, "available") != available || !strings.Contains(c.Detail, "does not apply an AppArmor profile") {
-			t.Errorf("enabled=%q: %+v", value, c)
+		if c.Name != "AppArmor" || c.Status != status || !strings.Contains(c.Detail, detail) {
+			t.Errorf("%s: got %+v; want %v with %q", step, c, status, detail)
+		}
+		if status == Warn && c.Fix == "" {
+			t.Errorf("%s: a warning without a fix: %+v", step, c)
 		}
 	}
+	want("no module", Warn, "tasks run without an AppArmor profile")
+	write("/sys/module/apparmor/parameters/enabled", "N\n")
+	want("disabled", Warn, "not enabled in this kernel")
+	write("/sys/module/apparmor/parameters/enabled", "Y\n")
+	want("no securityfs", Warn, "securityfs is not mounted")
+	write("/sys/kernel/security/apparmor/profiles", "")
+	want("no parser", Warn, "apparmor_parser is not installed")
+	write("/sbin/apparmor_parser", "")
+	want("supported", OK, "runs every task under it")
 }

@@ -49,6 +49,12 @@ const (
 	MinOOMScoreAdj = 500
 	// MaxOOMScoreAdj is the kernel's maximum.
 	MaxOOMScoreAdj = 1000
+	// DefaultAppArmorProfile is the name nsn-run loads containerd's
+	// default AppArmor profile (contrib/apparmor, the same rules as
+	// Docker's docker-default) under, and runs tasks with where the host
+	// supports AppArmor. A name of nsn-run's own, so that an operator's
+	// edits to containerd's or Docker's profiles do not reach tasks.
+	DefaultAppArmorProfile = "nsn-run-default"
 
 	// MemlockBytes is RLIMIT_MEMLOCK: the distribution default, enough for
 	// a few locked pages, not for pinning memory the cgroup cannot reclaim.
@@ -93,6 +99,11 @@ type Options struct {
 	// uids and gids 0..Size-1 are host ids HostID.. (the range the Manager
 	// granted it). The process user inside is unchanged.
 	UserNS *task.IDRange
+	// AppArmorProfile is the AppArmor profile the task runs under
+	// (process.apparmorProfile): DefaultAppArmorProfile where the host
+	// supports AppArmor, empty where it does not (runc refuses a profile
+	// on a host without AppArmor). Loading it is the backend's job.
+	AppArmorProfile string
 }
 
 // checkUserNS refuses a range that reaches host root or does not hold the
@@ -184,6 +195,7 @@ func Opts(t task.Task, img ocispec.ImageConfig, o Options) ([]oci.SpecOpts, erro
 		oci.WithNoNewPrivileges,
 		withRlimits(l, o.UserNS != nil),
 		withOOMScoreAdj(oomScore),
+		withAppArmorProfile(o.AppArmorProfile),
 
 		oci.WithDefaultUnixDevices,
 		withoutConsole,
@@ -349,6 +361,15 @@ func withRlimits(l task.Limits, ownIDs bool) oci.SpecOpts {
 func withOOMScoreAdj(score int) oci.SpecOpts {
 	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *specs.Spec) error {
 		s.Process.OOMScoreAdj = &score
+		return nil
+	}
+}
+
+// withAppArmorProfile sets the task's AppArmor profile, or clears it:
+// nothing else decides it.
+func withAppArmorProfile(name string) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *specs.Spec) error {
+		s.Process.ApparmorProfile = name
 		return nil
 	}
 }

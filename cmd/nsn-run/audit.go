@@ -11,6 +11,7 @@ import (
 
 	"github.com/nsn-run/nsn-run/cdi"
 	"github.com/nsn-run/nsn-run/runtime"
+	"github.com/nsn-run/nsn-run/runtime/containerd"
 	"github.com/nsn-run/nsn-run/runtime/docker"
 	"github.com/nsn-run/nsn-run/spec/audit"
 )
@@ -137,6 +138,9 @@ func auditPolicy(g *globalOptions) (audit.Policy, error) {
 		CDI:           gpus,
 		ResolveSource: filepath.EvalSymlinks,
 		HostIdentity:  userns == runtime.UserNSOff,
+		// As run applies it: nsn-run's profile where this host has
+		// AppArmor, none where it does not.
+		AppArmorProfile: containerd.AppArmorProfile(),
 	}, nil
 }
 

@@ -23,8 +23,10 @@ maskedPaths/procfs advisories (CVE-2025-31133, CVE-2025-52565,
 CVE-2025-52881), counting the fixes Debian's package backports (its
 version from dpkg-query), and its libseccomp; the cgroup layout; kernel
 seccomp; overlayfs; user namespaces; core_pattern (a pipe helper is started
-as root on the host by a crashing task: warn); whether AppArmor is available
-(a note: nsn-run applies no AppArmor profile yet); the CDI spec dirs
+as root on the host by a crashing task: warn); AppArmor (ok when the
+kernel has it enabled, securityfs is mounted and apparmor_parser is
+installed: tasks then run under nsn-run-default; warn otherwise, tasks run
+without a profile); the CDI spec dirs
 (root-owned, not writable by others) and their specs; NVIDIA GPUs; the
 version of the NVIDIA hooks the CDI specs run (fatal before 1.17.8:
 CVE-2025-23266, CVE-2025-23267).

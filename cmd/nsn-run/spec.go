@@ -86,7 +86,7 @@ cgroup path and output directory). Pipe it to 'nsn-run audit -' to check it.`,
 			if err != nil {
 				return err
 			}
-			o := spec.Options{OutputDir: outDir, CDI: gpus}
+			o := spec.Options{OutputDir: outDir, CDI: gpus, AppArmorProfile: containerd.AppArmorProfile()}
 			userns, err := runtime.ParseUserNSMode(g.userns)
 			if err != nil {
 				return err

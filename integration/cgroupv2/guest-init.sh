@@ -13,6 +13,9 @@ mkdir -p /dev/pts /dev/shm && mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /run
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
+# AppArmor's interface: the kernel has it enabled, apparmor_parser loads
+# nsn-run's profile through it.
+mount -t securityfs securityfs /sys/kernel/security
 echo "+cpu +cpuset +memory +pids +io" > /sys/fs/cgroup/cgroup.subtree_control
 mkdir -p /results && mount /dev/vdb /results
 ip link set lo up
@@ -48,7 +51,7 @@ TOML
   /nsn/nsn-run --address "$dir/containerd.sock" doctor >> "$out" 2>&1
   echo "DOCTOR-EXIT $?" >> "$out"
   PATH=$prefix$PATH NSN_TEST_ADDRESS="$dir/containerd.sock" NSN_TEST_CONTAINERD_BIN="$bin" \
-    NSN_TEST_BIN_DIR=/nsn NSN_REQUIRE_INTEGRATION=1 \
+    NSN_TEST_BIN_DIR=/nsn NSN_REQUIRE_INTEGRATION=1 NSN_REQUIRE_APPARMOR=1 \
     /nsn/integration.test -test.v -test.count=1 -test.timeout 40m \
     -test.run "$(cat /nsn/tests.txt)" >> "$out" 2>&1
   echo "TESTS-EXIT $?" >> "$out"

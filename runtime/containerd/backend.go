@@ -59,7 +59,8 @@ type Config struct {
 	LogLimits logs.Limits
 	// AuditPolicy is the operator's side of the audit every spec passes
 	// before it runs: maxima and the OOM score. The backend fills in its
-	// namespace, the task's state dir and the GPU injector.
+	// namespace, the task's state dir, the GPU injector and the AppArmor
+	// profile (AppArmorProfile: nsn-run's where the host has AppArmor).
 	AuditPolicy audit.Policy
 	// CDI injects the GPUs the Manager granted a task (the cdi package's
 	// Injector) and lets the audit replay them; nil refuses GPU tasks.
@@ -122,6 +123,12 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 	}
 	if _, err := os.Stat(cfg.LoggerBinary); err != nil {
 		return nil, fmt.Errorf("%w: logger binary: %w", errdefs.ErrInvalidArgument, err)
+	}
+	// Where the host has AppArmor, every task runs under nsn-run's
+	// profile, and the audit requires it; elsewhere no spec may name one.
+	cfg.AuditPolicy.AppArmorProfile = AppArmorProfile()
+	if err := loadAppArmorProfile(cfg.AuditPolicy.AppArmorProfile); err != nil {
+		return nil, err
 	}
 	c, err := Dial(ctx, cfg.Address, cfg.Namespace)
 	if err != nil {
@@ -469,7 +476,7 @@ func mountDestinations(s *specs.Spec) []string {
 // operator's options and the shim group, and audits the result: a spec
 // with findings never reaches runc.
 func (b *Backend) generate(ctx context.Context, t task.Task, img ocispec.ImageConfig, req runtime.StartRequest) (*specs.Spec, error) {
-	o := spec.Options{OutputDir: req.OutputDir, GPUDevices: req.GPUDevices, OOMScoreAdj: b.cfg.AuditPolicy.OOMScoreAdj, CDI: b.cfg.CDI, UserNS: req.UserNS}
+	o := spec.Options{OutputDir: req.OutputDir, GPUDevices: req.GPUDevices, OOMScoreAdj: b.cfg.AuditPolicy.OOMScoreAdj, AppArmorProfile: b.cfg.AuditPolicy.AppArmorProfile, CDI: b.cfg.CDI, UserNS: req.UserNS}
 	opts, err := spec.Opts(t, img, o)
 	if err != nil {
 		return nil, err

@@ -93,6 +93,10 @@ type Policy struct {
 	// of its own: tasks run with host ids (the operator turned user
 	// namespaces off). By default a spec must have one.
 	HostIdentity bool
+	// AppArmorProfile is the AppArmor profile every task runs under
+	// (spec.DefaultAppArmorProfile where the host supports AppArmor); a
+	// spec must name exactly it. Empty requires a spec without one.
+	AppArmorProfile string
 }
 
 func (p Policy) span() idmap.Span {
@@ -271,7 +275,7 @@ func (a *auditor) knobs(s *specs.Spec) (t task.Task, o spec.Options, ok bool) {
 		OpenFiles: "process.rlimits", Tmp: "mounts[/tmp].options",
 	})...)
 
-	o = spec.Options{OutputDir: a.policy.OutputDir(id), OOMScoreAdj: a.policy.OOMScoreAdj}
+	o = spec.Options{OutputDir: a.policy.OutputDir(id), OOMScoreAdj: a.policy.OOMScoreAdj, AppArmorProfile: a.policy.AppArmorProfile}
 	if !a.policy.HostIdentity {
 		o.UserNS = a.userNSRange(s)
 	}

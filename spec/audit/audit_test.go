@@ -176,6 +176,8 @@ var mutations = []mutation{
 	{name: "rlimit-missing", rule: audit.RuleProcessLimits, mutate: func(s *specs.Spec) { s.Process.Rlimits = slices.Delete(s.Process.Rlimits, 1, 2) }},
 	{name: "oom-score-lowered", rule: audit.RuleProcessLimits, mutate: func(s *specs.Spec) { s.Process.OOMScoreAdj = new(int) }},
 	{name: "apparmor-unconfined", rule: audit.RuleLSM, mutate: func(s *specs.Spec) { s.Process.ApparmorProfile = "unconfined" }},
+	{name: "apparmor-missing", rule: audit.RuleLSM, policy: &audit.Policy{AppArmorProfile: spec.DefaultAppArmorProfile}, mutate: func(*specs.Spec) {}},
+	{name: "apparmor-other-profile", rule: audit.RuleLSM, mutate: func(s *specs.Spec) { s.Process.ApparmorProfile = "docker-default" }},
 	{name: "selinux-spc", rule: audit.RuleLSM, mutate: func(s *specs.Spec) { s.Process.SelinuxLabel = "system_u:system_r:spc_t:s0" }},
 	{name: "sched-fifo", rule: audit.RuleScheduling, mutate: func(s *specs.Spec) { s.Process.Scheduler = &specs.Scheduler{Policy: specs.SchedFIFO, Priority: 99} }},
 	{name: "terminal", rule: audit.RuleTerminal, mutate: func(s *specs.Spec) { s.Process.Terminal = true }},
