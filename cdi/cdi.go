@@ -322,6 +322,18 @@ func (in *Injector) lock() (unlock func(), err error) {
 // restart (Recover needs nothing more; gc releases those of dead tasks).
 // Without an AllocDir it only resolves.
 func (in *Injector) Allocate(id string, req task.GPURequest) ([]string, error) {
+	return in.grant(id, req, true)
+}
+
+// Preview returns the devices Allocate(id, req) would grant now, or its
+// error, and takes nothing: what `nsn-run spec` shows.
+func (in *Injector) Preview(id string, req task.GPURequest) ([]string, error) {
+	return in.grant(id, req, false)
+}
+
+// grant resolves req against what is free under the allocation lock and,
+// with take, records the devices as task id's.
+func (in *Injector) grant(id string, req task.GPURequest, take bool) ([]string, error) {
 	if in.opts.AllocDir == "" {
 		return in.Resolve(req)
 	}
@@ -346,6 +358,9 @@ func (in *Injector) Allocate(id string, req task.GPURequest) ([]string, error) {
 		case !req.Shared && len(sharers) > 0:
 			return nil, fmt.Errorf("%w: GPU %s is shared by tasks %s (it can only be shared: --gpu-shared)", errdefs.ErrResourceExhausted, n, strings.Join(sharers, ", "))
 		}
+	}
+	if !take {
+		return names, nil
 	}
 	var taken []string
 	for _, n := range physical {

@@ -276,6 +276,18 @@ func (a *Allocator) path(index uint32) string {
 // already, or the lowest free one. All ranges held is
 // errdefs.ErrResourceExhausted.
 func (a *Allocator) Allocate(id string) (task.IDRange, error) {
+	return a.grant(id, true)
+}
+
+// Preview returns the range Allocate(id) would grant now, and takes
+// nothing: what `nsn-run spec` shows.
+func (a *Allocator) Preview(id string) (task.IDRange, error) {
+	return a.grant(id, false)
+}
+
+// grant finds task id's range (the one it holds, else the first free one)
+// under the lock, and with take records it as id's.
+func (a *Allocator) grant(id string, take bool) (task.IDRange, error) {
 	unlock, err := a.lock()
 	if err != nil {
 		return task.IDRange{}, err
@@ -298,6 +310,9 @@ func (a *Allocator) Allocate(id string) (task.IDRange, error) {
 	for i := range a.span.Count {
 		if _, taken := held[i]; taken {
 			continue
+		}
+		if !take {
+			return a.span.RangeAt(i), nil
 		}
 		if err := os.WriteFile(a.path(i)+".tmp", record, 0o600); err != nil {
 			return task.IDRange{}, fmt.Errorf("allocate id range: %w", err)

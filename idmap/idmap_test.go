@@ -201,3 +201,30 @@ func TestOwnersShareTheNode(t *testing.T) {
 		}
 	}
 }
+
+// TestPreviewTakesNothing: Preview names the range Allocate would grant
+// next (or the one the task holds), records nothing, and reports
+// exhaustion as Allocate does.
+func TestPreviewTakesNothing(t *testing.T) {
+	a := newAllocator(t, t.TempDir(), 2)
+	p, err := a.Preview("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := a.Preview("b"); again != p {
+		t.Errorf("a second preview for another task gave %v, want the same free %v: the first took it", again, p)
+	}
+	r, err := a.Allocate("a")
+	if err != nil || r != p {
+		t.Fatalf("Allocate gave %v (%v), the preview said %v", r, err, p)
+	}
+	if held, _ := a.Preview("a"); held != r {
+		t.Errorf("preview for a task holding %v gave %v", r, held)
+	}
+	if _, err := a.Allocate("b"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Preview("c"); !errdefs.IsResourceExhausted(err) {
+		t.Errorf("preview with every range held: %v", err)
+	}
+}

@@ -371,7 +371,7 @@ func TestConformanceRemoveRightAfterSpawn(t *testing.T) {
 			if err := m.Remove(ctx, id, true); err != nil {
 				t.Fatalf("remove right after spawn: %v", err)
 			}
-			if _, err := os.Stat(m.TaskDir(id)); !os.IsNotExist(err) {
+			if _, err := os.Stat(taskDir(m, id)); !os.IsNotExist(err) {
 				t.Fatalf("state dir of %s after remove: %v", id, err)
 			}
 		}

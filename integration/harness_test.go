@@ -271,6 +271,11 @@ func runCLIWith(t *testing.T, env []string, stdin []byte, args ...string) cliRes
 	return cliResult{stdout: stdout.String(), stderr: stderr.String(), code: code}
 }
 
+// taskDir is task id's private directory under m's state dir.
+func taskDir(m *runtime.Manager, id string) string {
+	return filepath.Join(m.StateDir(), "tasks", id)
+}
+
 // uniqueID returns a task id no other test run uses.
 func uniqueID(prefix string) string {
 	b := make([]byte, 4)

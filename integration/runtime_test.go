@@ -85,7 +85,7 @@ func TestSeedRun(t *testing.T) {
 	if l := leftovers(t, c); l != "" {
 		t.Errorf("left behind: %s", l)
 	}
-	if _, err := os.Stat(m.TaskDir(id)); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(taskDir(m, id)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("state dir left behind: %v", err)
 	}
 }
@@ -138,7 +138,7 @@ func TestSpawnFailuresLeaveNothing(t *testing.T) {
 	if l := leftovers(t, c); l != "" {
 		t.Errorf("left behind: %s", l)
 	}
-	if entries, _ := os.ReadDir(filepath.Dir(m.TaskDir("x"))); len(entries) != 0 {
+	if entries, _ := os.ReadDir(filepath.Dir(taskDir(m, "x"))); len(entries) != 0 {
 		t.Errorf("state dirs left behind: %v", entries)
 	}
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/nsn-run/nsn-run/internal/imagebuild"
 
+	"github.com/nsn-run/nsn-run/logs"
 	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/task"
 )
@@ -146,7 +147,7 @@ func waitForLine(t *testing.T, m *runtime.Manager, id string, limit time.Duratio
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
-	stdout, _ := m.LogPaths(id)
+	stdout := filepath.Join(taskDir(m, id), logs.StdoutFile)
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {

@@ -32,6 +32,10 @@ const (
 type Backend interface {
 	// Name is the backend's name ("containerd", "docker").
 	Name() string
+	// Preview returns what Start would send for req, through the same
+	// generation and audit, as JSON: the OCI runtime spec (containerd) or
+	// the Engine create request (docker). It creates nothing.
+	Preview(ctx context.Context, req StartRequest) ([]byte, error)
 	// Start creates the task's container from req and starts it, with the
 	// exit wait registered before the start so no exit is missed. On error
 	// it leaves nothing behind.
@@ -89,6 +93,8 @@ type GPUAllocator interface {
 	// Allocate grants task id the GPUs req asks for and returns their
 	// CDI device names.
 	Allocate(id string, req task.GPURequest) ([]string, error)
+	// Preview returns what Allocate would grant now, taking nothing.
+	Preview(id string, req task.GPURequest) ([]string, error)
 	// Release frees what task id holds; releasing nothing is no error.
 	Release(id string) error
 	// ReleaseExcept frees what every task not in keep holds (gc).

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -96,6 +97,8 @@ func ParseUserNSMode(s string) (UserNSMode, error) {
 // IDAllocator grants each task a host id range of its own (idmap.Allocator).
 type IDAllocator interface {
 	Allocate(id string) (task.IDRange, error)
+	// Preview returns the range Allocate would grant now, taking nothing.
+	Preview(id string) (task.IDRange, error)
 	Release(id string) error
 	ReleaseExcept(keep map[string]bool) error
 }
@@ -176,15 +179,30 @@ func New(cfg Config) (*Manager, error) {
 // AllowedRuntimes are the runtimes this Manager lets a task ask for.
 func (m *Manager) AllowedRuntimes() []string { return slices.Clone(m.allowedRuntimes) }
 
-// Backend returns the manager's backend.
-func (m *Manager) Backend() Backend { return m.backend }
+// BackendName is the name of the backend tasks run on ("containerd",
+// "docker").
+func (m *Manager) BackendName() string { return m.backend.Name() }
 
-// TaskDir is the task's private host directory.
-func (m *Manager) TaskDir(id string) string { return filepath.Join(m.stateDir, "tasks", id) }
+// Close releases the Manager's connection to its backend (when the backend
+// holds one); running tasks keep running, and a later Manager over the same
+// state dir picks them up.
+func (m *Manager) Close() error {
+	if c, ok := m.backend.(io.Closer); ok {
+		return c.Close()
+	}
+	return nil
+}
 
-// LogPaths are the files the task's stdout and stderr are captured in.
-func (m *Manager) LogPaths(id string) (stdout, stderr string) {
-	dir := m.TaskDir(id)
+// StateDir is the Manager's state directory (absolute): tasks/ID under it
+// is each task's private directory.
+func (m *Manager) StateDir() string { return m.stateDir }
+
+// taskDir is the task's private host directory.
+func (m *Manager) taskDir(id string) string { return filepath.Join(m.stateDir, "tasks", id) }
+
+// logPaths are the files the task's stdout and stderr are captured in.
+func (m *Manager) logPaths(id string) (stdout, stderr string) {
+	dir := m.taskDir(id)
 	return filepath.Join(dir, logs.StdoutFile), filepath.Join(dir, logs.StderrFile)
 }
 
@@ -223,7 +241,7 @@ func (m *Manager) writeRecord(rec record) error {
 	if err != nil {
 		return err
 	}
-	path := filepath.Join(m.TaskDir(rec.Task.ID), recordFile)
+	path := filepath.Join(m.taskDir(rec.Task.ID), recordFile)
 	if err := os.WriteFile(path+".tmp", b, 0o600); err != nil {
 		return fmt.Errorf("write task record: %w", err)
 	}
@@ -234,7 +252,7 @@ func (m *Manager) readRecord(id string) (record, error) {
 	if err := task.ValidateID(id); err != nil {
 		return record{}, err
 	}
-	b, err := os.ReadFile(filepath.Join(m.TaskDir(id), recordFile))
+	b, err := os.ReadFile(filepath.Join(m.taskDir(id), recordFile))
 	if errors.Is(err, fs.ErrNotExist) {
 		return record{}, fmt.Errorf("task %s: %w", id, errdefs.ErrNotFound)
 	}
@@ -252,15 +270,11 @@ func (m *Manager) readRecord(id string) (record, error) {
 // backend. Bad input, a duplicate id, a missing image or a failing daemon
 // leave nothing behind. t's zero limits take the defaults.
 func (m *Manager) Spawn(ctx context.Context, t task.Task) (Handle, error) {
-	t = t.WithDefaults()
-	if err := t.Validate(); err != nil {
+	t, err := m.admit(t)
+	if err != nil {
 		return Handle{}, err
 	}
-	if !slices.Contains(m.allowedRuntimes, t.Runtime) {
-		return Handle{}, fmt.Errorf("%w: runtime %q is not allowed on this node (allowed: %s)",
-			errdefs.ErrInvalidArgument, t.Runtime, strings.Join(m.allowedRuntimes, ", "))
-	}
-	dir := m.TaskDir(t.ID)
+	dir := m.taskDir(t.ID)
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return Handle{}, fmt.Errorf("task %s already exists (remove it with nsn-run rm %s): %w", t.ID, t.ID, errdefs.ErrAlreadyExists)
@@ -273,6 +287,40 @@ func (m *Manager) Spawn(ctx context.Context, t task.Task) (Handle, error) {
 		return Handle{}, err
 	}
 	return h, nil
+}
+
+// admit completes t with the defaults and refuses what this node does not
+// run: invalid input, a runtime the operator does not allow.
+func (m *Manager) admit(t task.Task) (task.Task, error) {
+	t = t.WithDefaults()
+	if err := t.Validate(); err != nil {
+		return t, err
+	}
+	if !slices.Contains(m.allowedRuntimes, t.Runtime) {
+		return t, fmt.Errorf("%w: runtime %q is not allowed on this node (allowed: %s)",
+			errdefs.ErrInvalidArgument, t.Runtime, strings.Join(m.allowedRuntimes, ", "))
+	}
+	return t, nil
+}
+
+// Preview returns what Start would send the backend for t, without
+// creating or allocating anything: the OCI runtime spec (containerd) or
+// the Engine create request (docker), as JSON, through the same
+// generation and audit as Spawn. The GPUs and host id range in it are
+// those the node would grant t now; a task spawned later may get others.
+func (m *Manager) Preview(ctx context.Context, t task.Task) ([]byte, error) {
+	t, err := m.admit(t)
+	if err != nil {
+		return nil, err
+	}
+	dir := m.taskDir(t.ID)
+	req := StartRequest{Task: t, StateDir: dir, OutputDir: filepath.Join(dir, outputDir)}
+	g, err := m.grant(ctx, t, false)
+	if err != nil {
+		return nil, err
+	}
+	req.GPUDevices, req.UserNS = g.GPUs, g.Identity.Range
+	return m.backend.Preview(ctx, req)
 }
 
 func (m *Manager) start(ctx context.Context, t task.Task, dir string) (Handle, error) {
@@ -318,13 +366,22 @@ func (m *Manager) start(ctx context.Context, t task.Task, dir string) (Handle, e
 // its own, where the backend can and the policy wants one) and its GPUs.
 // On error the caller releases whatever was taken.
 func (m *Manager) allocate(ctx context.Context, t task.Task) (Grant, error) {
+	return m.grant(ctx, t, true)
+}
+
+// grant works out what t would hold node-wide and, with take, takes it.
+func (m *Manager) grant(ctx context.Context, t task.Task, take bool) (Grant, error) {
 	identity, err := m.Identity(ctx)
 	if err != nil {
 		return Grant{}, err
 	}
 	g := Grant{Identity: task.Identity{Level: identity}}
 	if identity != task.IdentityShared {
-		r, err := m.ids.Allocate(t.ID)
+		allocate := m.ids.Allocate
+		if !take {
+			allocate = m.ids.Preview
+		}
+		r, err := allocate(t.ID)
 		if err != nil {
 			return Grant{}, fmt.Errorf("allocate a host id range for task %s: %w", t.ID, err)
 		}
@@ -337,7 +394,11 @@ func (m *Manager) allocate(ctx context.Context, t task.Task) (Grant, error) {
 	if m.gpus == nil {
 		return Grant{}, fmt.Errorf("%w: task asks for GPUs %q but this node has no GPU allocator (CDI specs)", errdefs.ErrFailedPrecondition, t.GPUs)
 	}
-	if g.GPUs, err = m.gpus.Allocate(t.ID, req); err != nil {
+	allocate := m.gpus.Allocate
+	if !take {
+		allocate = m.gpus.Preview
+	}
+	if g.GPUs, err = allocate(t.ID, req); err != nil {
 		return Grant{}, err
 	}
 	return g, nil
@@ -598,7 +659,7 @@ func (m *Manager) Cleanup(ctx context.Context, id string) error {
 
 // removeState unmounts the task's output tmpfs and removes its state dir.
 func (m *Manager) removeState(id string) error {
-	dir := m.TaskDir(id)
+	dir := m.taskDir(id)
 	if err := unmountAll(dir); err != nil {
 		return fmt.Errorf("remove state of task %s: %w", id, err)
 	}
@@ -616,7 +677,7 @@ func (m *Manager) Remove(ctx context.Context, id string, force bool) error {
 	st, err := m.backend.Inspect(ctx, id)
 	switch {
 	case errdefs.IsNotFound(err):
-		if _, serr := os.Stat(m.TaskDir(id)); serr != nil {
+		if _, serr := os.Stat(m.taskDir(id)); serr != nil {
 			return fmt.Errorf("task %s: %w", id, errdefs.ErrNotFound)
 		}
 	case err != nil:
@@ -773,6 +834,10 @@ type RunOptions struct {
 	// OutputDir receives copies of the files the task wrote to /output;
 	// empty lists and hashes them without copying.
 	OutputDir string
+	// Stdout and Stderr, when set, receive the task's streams while it
+	// runs (as `nsn-run run` prints them), complete by the time Run
+	// returns. The Result carries them either way.
+	Stdout, Stderr io.Writer
 }
 
 // Run runs t from start to finish: Spawn, Wait, CollectOutput, Cleanup. It
@@ -783,7 +848,17 @@ func (m *Manager) Run(ctx context.Context, t task.Task, opts RunOptions) (task.R
 	}
 	cleanupCtx := context.WithoutCancel(ctx)
 	sw := NewStopwatch(ctx)
+	var streamed *logFollower
+	if opts.Stdout != nil || opts.Stderr != nil {
+		streamed = m.followLogs(t.ID, opts.Stdout, opts.Stderr)
+	}
 	res, err := m.Wait(ctx, t.ID)
+	if streamed != nil {
+		// Wait released the task: its logs are complete.
+		if serr := streamed.stop(); err == nil && serr != nil {
+			err = fmt.Errorf("stream the logs of task %s: %w", t.ID, serr)
+		}
+	}
 	sw.Lap("wait")
 	if err == nil {
 		err = m.CollectOutput(cleanupCtx, t.ID, opts.OutputDir, &res)

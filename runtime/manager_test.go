@@ -18,6 +18,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/nsn-run/nsn-run/cgroups"
+	"github.com/nsn-run/nsn-run/logs"
 	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/task"
 )
@@ -38,6 +39,8 @@ type fakeBackend struct {
 	cpu       float64
 	gpuMemory uint64              // reported by every sample
 	gpus      map[string][]string // the GPUDevices each Start was given
+	stdout    string              // what each task "writes" to stdout at start
+	started   chan string         // if set, gets each task's id once it runs
 }
 
 func newFake() *fakeBackend {
@@ -45,6 +48,11 @@ func newFake() *fakeBackend {
 }
 
 func (f *fakeBackend) Name() string { return "fake" }
+
+// Preview is the request itself, as JSON.
+func (f *fakeBackend) Preview(_ context.Context, req runtime.StartRequest) ([]byte, error) {
+	return json.Marshal(req)
+}
 
 func (f *fakeBackend) Start(_ context.Context, req runtime.StartRequest) (runtime.Handle, error) {
 	f.mu.Lock()
@@ -59,8 +67,16 @@ func (f *fakeBackend) Start(_ context.Context, req runtime.StartRequest) (runtim
 		f.gpus = map[string][]string{}
 	}
 	f.gpus[req.Task.ID] = req.GPUDevices
+	if f.stdout != "" {
+		if err := os.WriteFile(filepath.Join(req.StateDir, logs.StdoutFile), []byte(f.stdout), 0o600); err != nil {
+			return runtime.Handle{}, err
+		}
+	}
 	f.running[req.Task.ID] = true
 	f.exits[req.Task.ID] = make(chan runtime.ExitStatus, 1)
+	if f.started != nil {
+		f.started <- req.Task.ID
+	}
 	return runtime.Handle{Version: runtime.HandleVersion, Backend: "fake", ID: req.Task.ID, Image: req.Task.Image, StartedAt: time.Now()}, nil
 }
 
@@ -178,7 +194,7 @@ func TestSpawnFailureRemovesStateDir(t *testing.T) {
 	if !errdefs.IsNotFound(err) {
 		t.Fatalf("Spawn = %v, want the backend's NotFound", err)
 	}
-	if _, err := os.Stat(m.TaskDir("a")); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(runtime.TaskDir(m, "a")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("state dir left after a failed spawn: %v", err)
 	}
 }
@@ -242,7 +258,7 @@ func TestSpawnRefusesRuntimesNotAllowed(t *testing.T) {
 			if len(f.running) != 0 {
 				t.Errorf("the backend started %v", f.running)
 			}
-			if _, err := os.Stat(m.TaskDir("rt")); !errors.Is(err, os.ErrNotExist) {
+			if _, err := os.Stat(runtime.TaskDir(m, "rt")); !errors.Is(err, os.ErrNotExist) {
 				t.Errorf("state dir created for a refused task: %v", err)
 			}
 		})
@@ -309,7 +325,7 @@ func TestRunCleansUpWhenWaitFails(t *testing.T) {
 	if !slices.Contains(f.destroyed, "w") {
 		t.Error("backend objects not destroyed")
 	}
-	if _, err := os.Stat(m.TaskDir("w")); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(runtime.TaskDir(m, "w")); !errors.Is(err, os.ErrNotExist) {
 		t.Error("state dir not removed")
 	}
 }
@@ -323,7 +339,7 @@ func TestCleanupOrphans(t *testing.T) {
 		}
 	}
 	f.exit("dead", 0)
-	if err := os.Mkdir(m.TaskDir("stray"), 0o700); err != nil {
+	if err := os.Mkdir(runtime.TaskDir(m, "stray"), 0o700); err != nil {
 		t.Fatal(err)
 	}
 	removed, err := m.CleanupOrphans(context.Background(), false)
@@ -337,7 +353,7 @@ func TestCleanupOrphans(t *testing.T) {
 	if st, err := m.Inspect(context.Background(), "live"); err != nil || st.State != runtime.StateRunning {
 		t.Errorf("running task touched: %+v %v", st, err)
 	}
-	if _, err := os.Stat(m.TaskDir("live")); err != nil {
+	if _, err := os.Stat(runtime.TaskDir(m, "live")); err != nil {
 		t.Errorf("running task's state removed: %v", err)
 	}
 }
@@ -528,7 +544,7 @@ func TestRecoverWithoutHandle(t *testing.T) {
 	if _, err := first.Spawn(context.Background(), job("early")); err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(first.TaskDir("early"), "task.json")
+	path := filepath.Join(runtime.TaskDir(first, "early"), "task.json")
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -565,7 +581,7 @@ func TestCollectOutputSkipsUnsafeNames(t *testing.T) {
 	if _, err := m.Spawn(context.Background(), job("names")); err != nil {
 		t.Fatal(err)
 	}
-	out := filepath.Join(m.TaskDir("names"), "output")
+	out := filepath.Join(runtime.TaskDir(m, "names"), "output")
 	for p, data := range map[string]string{"answer": "42", "\x1b]52;c;cHduZWQ=\x07": "x", "d\xff/f": "y"} {
 		if err := os.MkdirAll(filepath.Dir(filepath.Join(out, p)), 0o755); err != nil {
 			t.Fatal(err)
@@ -607,6 +623,14 @@ type fakeGPUs struct {
 }
 
 func (g *fakeGPUs) Allocate(id string, req task.GPURequest) ([]string, error) {
+	return g.grant(id, req, true)
+}
+
+func (g *fakeGPUs) Preview(id string, req task.GPURequest) ([]string, error) {
+	return g.grant(id, req, false)
+}
+
+func (g *fakeGPUs) grant(id string, req task.GPURequest, take bool) ([]string, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.holder == nil {
@@ -620,6 +644,9 @@ func (g *fakeGPUs) Allocate(id string, req task.GPURequest) ([]string, error) {
 	}
 	if len(got) < req.Count {
 		return nil, fmt.Errorf("%w: no free GPU", errdefs.ErrResourceExhausted)
+	}
+	if !take {
+		return got, nil
 	}
 	for _, n := range got {
 		g.holder[n] = id
@@ -708,5 +735,87 @@ func TestManagerAllocatesGPUs(t *testing.T) {
 	noAlloc := newManager(t, newFake())
 	if _, err := noAlloc.Spawn(ctx, withGPU("g4")); !errdefs.IsFailedPrecondition(err) {
 		t.Errorf("GPU task without an allocator: %v", err)
+	}
+}
+
+// TestPreviewTakesNothing: Preview hands the backend the request Spawn
+// would (the task completed with defaults, its state and output dirs, the
+// GPUs free now) and takes nothing: no GPU, no task directory, and what it
+// refuses Spawn refuses too.
+func TestPreviewTakesNothing(t *testing.T) {
+	needRoot(t)
+	ctx := context.Background()
+	f := newFake()
+	gpus := &fakeGPUs{}
+	m, err := runtime.New(runtime.Config{Backend: f, StateDir: t.TempDir(), GPUs: gpus})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = m.CleanupOrphans(context.Background(), true) })
+	withGPU := func(id string) task.Task { tk := job(id); tk.GPUs = "1"; return tk }
+	preview := func(id string) runtime.StartRequest {
+		t.Helper()
+		data, err := m.Preview(ctx, withGPU(id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var req runtime.StartRequest
+		if err := json.Unmarshal(data, &req); err != nil {
+			t.Fatal(err)
+		}
+		return req
+	}
+
+	req := preview("p1")
+	if !slices.Equal(req.GPUDevices, []string{"gpu=0"}) || req.Task.Limits.MemoryBytes == 0 ||
+		req.StateDir != runtime.TaskDir(m, "p1") || req.OutputDir != filepath.Join(runtime.TaskDir(m, "p1"), "output") {
+		t.Errorf("preview request: %+v", req)
+	}
+	if got := gpus.held(); len(got) != 0 {
+		t.Errorf("Preview allocated: %v", got)
+	}
+	if _, err := os.Stat(runtime.TaskDir(m, "p1")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Preview created the task dir: %v", err)
+	}
+	// Another task holds gpu=0: the preview shows the one Spawn would get.
+	if _, err := m.Spawn(ctx, withGPU("holder")); err != nil {
+		t.Fatal(err)
+	}
+	if req := preview("p1"); !slices.Equal(req.GPUDevices, []string{"gpu=1"}) {
+		t.Errorf("with gpu=0 held, preview shows %v, want [gpu=1]", req.GPUDevices)
+	}
+	bad := job("p2")
+	bad.Runtime = "io.containerd.kata.v2"
+	if _, err := m.Preview(ctx, bad); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("preview of a runtime the node does not allow: %v", err)
+	}
+}
+
+// TestRunStreamsLogs: RunOptions.Stdout receives what the task wrote, and
+// Logs prints it again until Cleanup; Logs of an unknown task is NotFound.
+func TestRunStreamsLogs(t *testing.T) {
+	f := newFake()
+	f.stdout = "hello from the task\n"
+	f.started = make(chan string, 1)
+	m := newManager(t, f)
+	ctx := context.Background()
+	go func() {
+		<-f.started
+		var logged strings.Builder
+		if err := m.Logs(ctx, "s1", runtime.LogOptions{Stdout: &logged}); err != nil || logged.String() != f.stdout {
+			t.Errorf("Logs while running: %q, %v", logged.String(), err)
+		}
+		f.exit("s1", 0)
+	}()
+	var streamed strings.Builder
+	res, err := m.Run(ctx, job("s1"), runtime.RunOptions{Stdout: &streamed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if streamed.String() != f.stdout || res.Stdout != f.stdout {
+		t.Errorf("streamed %q, Result stdout %q, want %q", streamed.String(), res.Stdout, f.stdout)
+	}
+	if err := m.Logs(ctx, "s1", runtime.LogOptions{Stdout: &streamed}); !errdefs.IsNotFound(err) {
+		t.Errorf("Logs after cleanup: %v, want NotFound", err)
 	}
 }

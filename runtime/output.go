@@ -49,7 +49,7 @@ func (m *Manager) CollectOutput(ctx context.Context, id, dest string, res *task.
 	if err != nil {
 		return err
 	}
-	stdoutPath, stderrPath := m.LogPaths(id)
+	stdoutPath, stderrPath := m.logPaths(id)
 	stdout, err := logs.Read(stdoutPath)
 	if err != nil {
 		return err
@@ -63,7 +63,7 @@ func (m *Manager) CollectOutput(ctx context.Context, id, dest string, res *task.
 
 	l := rec.Task.WithDefaults().Limits
 	c := &collector{ctx: ctx, caps: outputCaps{files: l.OutputFiles, bytes: l.OutputBytes, depth: maxOutputDepth}, files: []task.OutputFile{}}
-	if err := c.collect(filepath.Join(m.TaskDir(id), outputDir), dest); err != nil {
+	if err := c.collect(filepath.Join(m.taskDir(id), outputDir), dest); err != nil {
 		return fmt.Errorf("collect output of task %s: %w", id, err)
 	}
 	res.OutputFiles, res.OutputSkipped = c.files, c.skipped

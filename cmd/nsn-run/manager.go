@@ -3,10 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/containerd/errdefs"
@@ -105,40 +103,6 @@ func newShimLoggerCommand() *cobra.Command {
 		RunE: func(_ *cobra.Command, args []string) error {
 			return logs.RunShimLogger(args[0])
 		},
-	}
-}
-
-// follow copies what is appended to path into w until stop is closed, then
-// copies the rest. The shim logger appends to the file as the task writes.
-func follow(path string, w io.Writer, stop <-chan struct{}, poll time.Duration) error {
-	var offset int64
-	pump := func() error {
-		f, err := os.Open(path)
-		if os.IsNotExist(err) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if _, err := f.Seek(offset, io.SeekStart); err != nil {
-			return err
-		}
-		n, err := io.Copy(w, f)
-		offset += n
-		return err
-	}
-	ticker := time.NewTicker(poll)
-	defer ticker.Stop()
-	for {
-		if err := pump(); err != nil {
-			return err
-		}
-		select {
-		case <-stop:
-			return pump()
-		case <-ticker.C:
-		}
 	}
 }
 

@@ -5,18 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sync"
-	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/task"
 )
-
-// logPoll is how often a foreground run copies new log output to the
-// terminal.
-const logPoll = 50 * time.Millisecond
 
 func newRunCommand(g *globalOptions) *cobra.Command {
 	f := &taskFlags{}
@@ -74,14 +68,14 @@ output_skipped.
 				return taskExit(res)
 			}
 
+			if !detach {
+				return runForeground(ctx, cmd, m, t, f.outputDir, raw)
+			}
 			if _, err := m.Spawn(ctx, t); err != nil {
 				return err
 			}
-			if detach {
-				fmt.Fprintln(cmd.OutOrStdout(), t.ID)
-				return nil
-			}
-			return runForeground(ctx, cmd, m, t.ID, f.outputDir, raw)
+			fmt.Fprintln(cmd.OutOrStdout(), t.ID)
+			return nil
 		},
 	}
 	cmd.Flags().SetInterspersed(false)
@@ -93,36 +87,18 @@ output_skipped.
 	return cmd
 }
 
-// runForeground streams the task's logs while waiting for it, then collects
-// its output and cleans up, whatever happened.
-// Unless raw, a stream that goes to a terminal is escaped (taskOutput).
-func runForeground(ctx context.Context, cmd *cobra.Command, m *runtime.Manager, id, outputDir string, raw bool) error {
-	stdoutPath, stderrPath := m.LogPaths(id)
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	followErrs := make([]error, 2)
+// runForeground runs the task with its streams printed as it writes them,
+// then collects its output and cleans up, whatever happened. Unless raw, a
+// stream that goes to a terminal is escaped (taskOutput).
+func runForeground(ctx context.Context, cmd *cobra.Command, m *runtime.Manager, t task.Task, outputDir string, raw bool) error {
 	stdout, flushOut := taskOutput(cmd.OutOrStdout(), raw)
 	stderr, flushErr := taskOutput(cmd.ErrOrStderr(), raw)
-	wg.Go(func() { followErrs[0] = errors.Join(follow(stdoutPath, stdout, stop, logPoll), flushOut()) })
-	wg.Go(func() { followErrs[1] = errors.Join(follow(stderrPath, stderr, stop, logPoll), flushErr()) })
-
-	cleanupCtx := context.WithoutCancel(ctx)
-	res, err := m.Wait(ctx, id)
-	close(stop) // Wait released the task: its logs are complete
-	wg.Wait()
-	if err == nil {
-		err = m.CollectOutput(cleanupCtx, id, outputDir, &res)
-	}
-	if cerr := m.Cleanup(cleanupCtx, id); err == nil {
-		err = cerr
+	res, err := m.Run(ctx, t, runtime.RunOptions{OutputDir: outputDir, Stdout: stdout, Stderr: stderr})
+	if ferr := errors.Join(flushOut(), flushErr()); err == nil {
+		err = ferr
 	}
 	if err != nil {
 		return err
-	}
-	for _, ferr := range followErrs {
-		if ferr != nil {
-			return ferr
-		}
 	}
 	return taskExit(res)
 }

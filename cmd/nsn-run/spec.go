@@ -1,23 +1,7 @@
 package main
 
 import (
-	"encoding/json"
-	"fmt"
-	"slices"
-	"strings"
-
-	"github.com/containerd/containerd/v2/pkg/namespaces"
-	"github.com/containerd/errdefs"
 	"github.com/spf13/cobra"
-
-	"github.com/nsn-run/nsn-run/cdi"
-	"github.com/nsn-run/nsn-run/idmap"
-	"github.com/nsn-run/nsn-run/runtime"
-	"github.com/nsn-run/nsn-run/runtime/containerd"
-	"github.com/nsn-run/nsn-run/runtime/docker"
-	"github.com/nsn-run/nsn-run/snapshots"
-	"github.com/nsn-run/nsn-run/spec"
-	"github.com/nsn-run/nsn-run/task"
 )
 
 func newSpecCommand(g *globalOptions) *cobra.Command {
@@ -34,10 +18,13 @@ With --backend docker it prints the Docker Engine API create request
 (container Config and HostConfig) instead, for an image present in dockerd
 (DOCKER_HOST).
 
-The task runs in its own user namespace (unless --user-namespaces off):
-run allots it a free host id range of 65536 ids; the preview maps the first
-range of the span (host ids 1048576-1114111). Where containerd idmaps the
-image (2.x) that happens in the snapshot's mounts, not in the spec.
+It is what run would send now, through the same code and the same audit,
+with nothing created or allocated: the GPUs and the host id range are
+those the node would grant the task at this moment (a task run later may
+get others). The task runs in its own user namespace (unless
+--user-namespaces off) over a free range of 65536 host ids; where containerd
+idmaps the image (2.x) that happens in the snapshot's mounts, not in the
+spec.
 
 The spec is deterministic: the same flags, image and --id give identical
 bytes (without --id a random id is generated, and it names the hostname,
@@ -50,62 +37,14 @@ cgroup path and output directory). Pipe it to 'nsn-run audit -' to check it.`,
 			if err != nil {
 				return err
 			}
-			// As run would: a runtime the node does not allow is refused.
-			if err := checkRuntimeAllowed(g, t); err != nil {
-				return err
-			}
-			outDir, err := taskOutputDir(g.stateDir, t.ID)
+			m, closeFn, err := openManager(cmd.Context(), g)
 			if err != nil {
 				return err
 			}
-			switch g.backend {
-			case "containerd":
-			case "docker":
-				return printDockerRequest(cmd, g, t, outDir)
-			default:
-				return fmt.Errorf("%w: backend %q: want containerd or docker", errdefs.ErrInvalidArgument, g.backend)
-			}
-			// The namespace names the cgroup path in the spec, as it will
-			// when the backend creates the container there.
-			ctx := namespaces.WithNamespace(cmd.Context(), g.namespace)
-			c, err := containerd.Dial(ctx, g.address, g.namespace)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			img, err := snapshots.Resolve(ctx, c, t.Image)
-			if err != nil {
-				return err
-			}
-			// GPUs are resolved as run would, but not allocated.
-			gpus, err := cdi.New(cdi.Options{SpecDirs: g.cdiSpecDirs})
-			if err != nil {
-				return err
-			}
-			req, err := t.GPURequest()
-			if err != nil {
-				return err
-			}
-			o := spec.Options{OutputDir: outDir, CDI: gpus, AppArmorProfile: containerd.AppArmorProfile()}
-			userns, err := runtime.ParseUserNSMode(g.userns)
-			if err != nil {
-				return err
-			}
-			if userns != runtime.UserNSOff {
-				// run allots a free range; the preview shows the first.
-				first := idmap.DefaultSpan.RangeAt(0)
-				o.UserNS = &first
-			}
-			if !req.Empty() {
-				if o.GPUDevices, err = gpus.Resolve(req); err != nil {
-					return err
-				}
-			}
-			s, err := spec.Generate(ctx, t, img.Config, o)
-			if err != nil {
-				return err
-			}
-			b, err := spec.Marshal(s)
+			defer closeFn()
+			// The Manager's own preview: the request Start would send,
+			// through the same generation and audit, allocating nothing.
+			b, err := m.Preview(cmd.Context(), t)
 			if err != nil {
 				return err
 			}
@@ -116,48 +55,4 @@ cgroup path and output directory). Pipe it to 'nsn-run audit -' to check it.`,
 	cmd.Flags().SetInterspersed(false)
 	f.register(cmd.Flags())
 	return cmd
-}
-
-func printDockerRequest(cmd *cobra.Command, g *globalOptions, t task.Task, outDir string) error {
-	c, err := docker.Dial(cmd.Context(), dockerHost())
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	img, err := docker.ImageConfig(cmd.Context(), c, t.Image)
-	if err != nil {
-		return err
-	}
-	gpus, err := cdi.New(cdi.Options{SpecDirs: g.cdiSpecDirs})
-	if err != nil {
-		return err
-	}
-	req, err := t.GPURequest()
-	if err != nil {
-		return err
-	}
-	names, err := gpus.Resolve(req)
-	if err != nil {
-		return err
-	}
-	r, err := docker.CreateRequest(t, img, docker.RequestOptions{OutputDir: outDir, GPUs: names})
-	if err != nil {
-		return err
-	}
-	enc := json.NewEncoder(cmd.OutOrStdout())
-	enc.SetIndent("", "  ")
-	return enc.Encode(r)
-}
-
-// checkRuntimeAllowed refuses a task naming a runtime outside the allowed
-// ones, as the Manager does for run.
-func checkRuntimeAllowed(g *globalOptions, t task.Task) error {
-	allowed := g.allowedRuntimes
-	if len(allowed) == 0 {
-		allowed = runtime.DefaultAllowedRuntimes
-	}
-	if rt := t.WithDefaults().Runtime; !slices.Contains(allowed, rt) {
-		return fmt.Errorf("%w: runtime %q is not allowed on this node (allowed: %s)", errdefs.ErrInvalidArgument, rt, strings.Join(allowed, ", "))
-	}
-	return nil
 }

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -76,25 +75,10 @@ stream is capped (head and tail kept, a marker where bytes were dropped).
 			}
 			defer closeFn()
 			id := args[0]
-			if _, err := os.Stat(m.TaskDir(id)); err != nil {
-				return fmt.Errorf("task %s: %w", id, errdefs.ErrNotFound)
-			}
-			stop := make(chan struct{})
-			done := make(chan error, 2)
-			stdoutPath, stderrPath := m.LogPaths(id)
 			stdout, flushOut := taskOutput(cmd.OutOrStdout(), raw)
 			stderr, flushErr := taskOutput(cmd.ErrOrStderr(), raw)
-			go func() { done <- errors.Join(follow(stdoutPath, stdout, stop, logPoll), flushOut()) }()
-			go func() { done <- errors.Join(follow(stderrPath, stderr, stop, logPoll), flushErr()) }()
-			if followFlag {
-				// Wait for the task's exit, not a guess at it.
-				if _, err := m.Backend().Wait(ctx, id); err != nil && !errdefs.IsNotFound(err) && !errors.Is(err, ctx.Err()) {
-					close(stop)
-					return err
-				}
-			}
-			close(stop)
-			return errors.Join(<-done, <-done)
+			err = m.Logs(ctx, id, runtime.LogOptions{Stdout: stdout, Stderr: stderr, Follow: followFlag})
+			return errors.Join(err, flushOut(), flushErr())
 		},
 	}
 	cmd.Flags().BoolVarP(&followFlag, "follow", "f", false, "keep printing until the task stops")

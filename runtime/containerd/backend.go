@@ -268,12 +268,7 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (h runtim
 	}
 
 	sw.Lap("start/check-id")
-	img, err := images.Resolve(ctx, b.client, t.Image)
-	if err != nil {
-		return h, err
-	}
-	sw.Lap("start/resolve-image")
-	s, err := b.generate(ctx, t, img.Config, req)
+	img, s, err := b.spec(ctx, req)
 	if err != nil {
 		return h, err
 	}
@@ -475,6 +470,32 @@ func mountDestinations(s *specs.Spec) []string {
 // generate builds the task's spec with its granted GPUs, applies the
 // operator's options and the shim group, and audits the result: a spec
 // with findings never reaches runc.
+// Preview implements runtime.Backend: the OCI runtime spec Start would
+// create req's container with, audited, as `nsn-run spec` prints it.
+// Nothing is created.
+func (b *Backend) Preview(ctx context.Context, req runtime.StartRequest) ([]byte, error) {
+	_, s, err := b.spec(b.ns(ctx), req)
+	if err != nil {
+		return nil, err
+	}
+	return spec.Marshal(s)
+}
+
+// spec resolves req's image and generates and audits its spec: the one
+// path both Start and Preview take, so what `nsn-run spec` prints is what
+// runs.
+func (b *Backend) spec(ctx context.Context, req runtime.StartRequest) (images.Image, *specs.Spec, error) {
+	img, err := images.Resolve(ctx, b.client, req.Task.Image)
+	if err != nil {
+		return images.Image{}, nil, err
+	}
+	s, err := b.generate(ctx, req.Task, img.Config, req)
+	if err != nil {
+		return images.Image{}, nil, err
+	}
+	return img, s, nil
+}
+
 func (b *Backend) generate(ctx context.Context, t task.Task, img ocispec.ImageConfig, req runtime.StartRequest) (*specs.Spec, error) {
 	o := spec.Options{OutputDir: req.OutputDir, GPUDevices: req.GPUDevices, OOMScoreAdj: b.cfg.AuditPolicy.OOMScoreAdj, AppArmorProfile: b.cfg.AuditPolicy.AppArmorProfile, CDI: b.cfg.CDI, UserNS: req.UserNS}
 	opts, err := spec.Opts(t, img, o)

@@ -162,26 +162,8 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (runtime.
 	} else if !errdefs.IsNotFound(err) {
 		return runtime.Handle{}, fmt.Errorf("look up container %s: %w", t.ID, err)
 	}
-	imgCfg, err := ImageConfig(ctx, b.client, t.Image)
+	r, err := b.request(ctx, req)
 	if err != nil {
-		return runtime.Handle{}, err
-	}
-	if len(req.GPUDevices) > 0 {
-		if b.cfg.CDI == nil {
-			return runtime.Handle{}, fmt.Errorf("%w: task was granted GPUs but no CDI specs are configured", errdefs.ErrFailedPrecondition)
-		}
-		// Never a fallback to the legacy NVIDIA hook (CVE-2024-0132):
-		// dockerd must take CDI device requests.
-		if v := b.client.ClientVersion(); versionLess(v, minCDIAPIVersion) {
-			return runtime.Handle{}, fmt.Errorf("%w: dockerd speaks API %s; CDI device requests need %s (Docker 25+ with CDI enabled), and nsn-run does not use the legacy NVIDIA hook", errdefs.ErrFailedPrecondition, v, minCDIAPIVersion)
-		}
-	}
-	r, err := CreateRequest(t, imgCfg, RequestOptions{OutputDir: req.OutputDir, GPUs: req.GPUDevices, OOMScoreAdj: b.cfg.AuditPolicy.OOMScoreAdj})
-	if err != nil {
-		return runtime.Handle{}, err
-	}
-	r.Config.Labels[labelStateDir] = req.StateDir
-	if err := b.audit(ctx, r, req); err != nil {
 		return runtime.Handle{}, err
 	}
 	uid, gid, err := userIDs(r.Config.User)
@@ -218,6 +200,49 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (runtime.
 		}
 	}
 	return h, nil
+}
+
+// Preview implements runtime.Backend: the Engine create request Start
+// would send for req, audited, as indented JSON. Nothing is created.
+func (b *Backend) Preview(ctx context.Context, req runtime.StartRequest) ([]byte, error) {
+	r, err := b.request(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	data, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(data, '\n'), nil
+}
+
+// request builds and audits the create request for req: the one path both
+// Start and Preview take, so what `nsn-run spec` prints is what is sent.
+func (b *Backend) request(ctx context.Context, req runtime.StartRequest) (Request, error) {
+	t := req.Task
+	imgCfg, err := ImageConfig(ctx, b.client, t.Image)
+	if err != nil {
+		return Request{}, err
+	}
+	if len(req.GPUDevices) > 0 {
+		if b.cfg.CDI == nil {
+			return Request{}, fmt.Errorf("%w: task was granted GPUs but no CDI specs are configured", errdefs.ErrFailedPrecondition)
+		}
+		// Never a fallback to the legacy NVIDIA hook (CVE-2024-0132):
+		// dockerd must take CDI device requests.
+		if v := b.client.ClientVersion(); versionLess(v, minCDIAPIVersion) {
+			return Request{}, fmt.Errorf("%w: dockerd speaks API %s; CDI device requests need %s (Docker 25+ with CDI enabled), and nsn-run does not use the legacy NVIDIA hook", errdefs.ErrFailedPrecondition, v, minCDIAPIVersion)
+		}
+	}
+	r, err := CreateRequest(t, imgCfg, RequestOptions{OutputDir: req.OutputDir, GPUs: req.GPUDevices, OOMScoreAdj: b.cfg.AuditPolicy.OOMScoreAdj})
+	if err != nil {
+		return Request{}, err
+	}
+	r.Config.Labels[labelStateDir] = req.StateDir
+	if err := b.audit(ctx, r, req); err != nil {
+		return Request{}, err
+	}
+	return r, nil
 }
 
 // audit refuses a request that AuditRequest finds more in than nsn-run
