@@ -31,10 +31,14 @@ test-cgroupv2:
 bench:
 	bash scripts/bench.sh
 
+# gofmt, vet, and what links where: the library a node agent links builds
+# with CGO_ENABLED=0 and only the GPU packages that need the driver link
+# NVIDIA's code (internal/deps).
 lint:
 	@fmt=$$(gofmt -l .); \
 	if [ -n "$$fmt" ]; then echo "gofmt needed:"; echo "$$fmt"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) test -count=1 ./internal/deps
 
 clean:
 	rm -rf bin

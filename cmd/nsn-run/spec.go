@@ -10,12 +10,12 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/spf13/cobra"
 
-	"github.com/nsn-run/nsn-run/cdi"
+	"github.com/nsn-run/nsn-run/gpu"
 	"github.com/nsn-run/nsn-run/idmap"
 	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/runtime/containerd"
+	"github.com/nsn-run/nsn-run/runtime/containerd/images"
 	"github.com/nsn-run/nsn-run/runtime/docker"
-	"github.com/nsn-run/nsn-run/snapshots"
 	"github.com/nsn-run/nsn-run/spec"
 	"github.com/nsn-run/nsn-run/task"
 )
@@ -73,12 +73,12 @@ cgroup path and output directory). Pipe it to 'nsn-run audit -' to check it.`,
 				return err
 			}
 			defer c.Close()
-			img, err := snapshots.Resolve(ctx, c, t.Image)
+			img, err := images.Resolve(ctx, c, t.Image)
 			if err != nil {
 				return err
 			}
 			// GPUs are resolved as run would, but not allocated.
-			gpus, err := cdi.New(cdi.Options{SpecDirs: g.cdiSpecDirs})
+			gpus, err := gpu.New(gpu.Options{SpecDirs: g.cdiSpecDirs})
 			if err != nil {
 				return err
 			}
@@ -128,7 +128,7 @@ func printDockerRequest(cmd *cobra.Command, g *globalOptions, t task.Task, outDi
 	if err != nil {
 		return err
 	}
-	gpus, err := cdi.New(cdi.Options{SpecDirs: g.cdiSpecDirs})
+	gpus, err := gpu.New(gpu.Options{SpecDirs: g.cdiSpecDirs})
 	if err != nil {
 		return err
 	}
