@@ -446,7 +446,13 @@ func (in *Injector) InjectSpecOpt(names []string, shared bool) (oci.SpecOpts, er
 			return fmt.Errorf("%w: inject GPUs %s: %w", errdefs.ErrFailedPrecondition, strings.Join(names, ", "), err)
 		}
 		if s.Hooks != nil {
-			for _, stage := range []*[]specs.Hook{&s.Hooks.CreateRuntime, &s.Hooks.CreateContainer, &s.Hooks.StartContainer, &s.Hooks.Poststart, &s.Hooks.Poststop, &s.Hooks.Prestart} { //nolint:staticcheck
+			stages := []*[]specs.Hook{&s.Hooks.CreateRuntime, &s.Hooks.CreateContainer, &s.Hooks.StartContainer, &s.Hooks.Poststart, &s.Hooks.Poststop}
+			// Prestart is deprecated, but runc still runs its hooks as
+			// root on the host, and a CDI spec can still add them: the
+			// allowlist and the minimal env must hold for them too.
+			//lint:ignore SA1019 an allowlist must cover every stage runc runs
+			stages = append(stages, &s.Hooks.Prestart)
+			for _, stage := range stages {
 				for i := range *stage {
 					h := &(*stage)[i]
 					if !slices.Contains(in.opts.HookPaths, h.Path) {

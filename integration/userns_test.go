@@ -76,7 +76,15 @@ func TestTasksHaveOwnHostIDs(t *testing.T) {
 			uidMap := strings.Fields(res.Stdout)
 			t.Logf("host uids %v; uid_map %v; identity %+v", uids, uidMap, res.Identity)
 			if mode == runtime.UserNSOff {
-				uidMap = uidMap[:3]
+				// No user namespace of its own: the task sees the map of
+				// the test's (the host's) user namespace.
+				host, err := os.ReadFile("/proc/self/uid_map")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if hostMap := strings.Fields(string(host)); len(uidMap) < len(hostMap) || !slices.Equal(uidMap[:len(hostMap)], hostMap) {
+					t.Errorf("without user namespaces: uid_map %v, want the host's %v", uidMap, hostMap)
+				}
 				if uids[0] != task.NobodyID || uids[1] != task.NobodyID {
 					t.Errorf("without user namespaces: host uids %v, want both 65534", uids)
 				}

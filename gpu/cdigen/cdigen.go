@@ -93,7 +93,7 @@ func Generate(o GenerateOptions) (*cdispec.Spec, error) {
 		}
 		opts = append(opts, nvcdi.WithNVIDIACDIHookPath(hook))
 		if !o.EnableCUDACompat {
-			opts = append(opts, nvcdi.WithDisabledHook(nvcdi.EnableCudaCompatHook))
+			opts = append(opts, nvcdi.WithDisabledHooks(nvcdi.EnableCudaCompatHook))
 		}
 	}
 	if len(o.LibrarySearchPaths) > 0 {

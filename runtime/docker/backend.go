@@ -110,7 +110,9 @@ func Dial(ctx context.Context, host string) (*client.Client, error) {
 			return nil, fmt.Errorf("%w: dockerd is not running: no socket at %s (set DOCKER_HOST)", errdefs.ErrUnavailable, path)
 		}
 	}
-	c, err := client.New(client.WithHost(host), client.WithAPIVersionNegotiation())
+	// The client negotiates the API version with the daemon by default
+	// (the ping below settles it), so dockerd 20.10's 1.41 is spoken.
+	c, err := client.New(client.WithHost(host))
 	if err != nil {
 		return nil, fmt.Errorf("%w: connect to dockerd at %s: %w", errdefs.ErrUnavailable, host, err)
 	}
