@@ -251,6 +251,7 @@ func TestCLIIdentity(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || r.code != 0 {
 		t.Fatalf("run --json: exit %d %v %s", r.code, err, r.stderr)
 	}
+	checkResultSchema(t, r.stdout) // identity with a range
 	if res.Identity == nil || (res.Identity.Level != task.IdentityUserNS && res.Identity.Level != task.IdentityIDMapped) || res.Identity.Range == nil || res.Identity.Range.Size != task.IDRangeSize {
 		t.Errorf("Result identity %+v", res.Identity)
 	}
@@ -284,6 +285,7 @@ func TestCLIIdentity(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || res.Identity == nil || res.Identity.Level != task.IdentityShared {
 		t.Errorf("--user-namespaces off: %+v %v %s", res.Identity, err, r.stderr)
 	}
+	checkResultSchema(t, r.stdout) // identity shared, no range
 
 	loadDockerImages(t, dockerClient(t))
 	env := append(os.Environ(), "NSN_BACKEND=docker", "DOCKER_HOST="+os.Getenv(envDockerHost), "NSN_STATE_DIR="+t.TempDir(), "NSN_USER_NAMESPACES=required")
