@@ -20,8 +20,8 @@ import (
 
 	"golang.org/x/mod/semver"
 
-	"github.com/nsn-run/nsn-run/cdi"
 	"github.com/nsn-run/nsn-run/cgroups"
+	"github.com/nsn-run/nsn-run/gpu"
 	"github.com/nsn-run/nsn-run/runtime/containerd"
 	"github.com/nsn-run/nsn-run/spec"
 )
@@ -446,7 +446,7 @@ var toolkitVersionLine = regexp.MustCompile(`(?m)\bversion v?(\d+\.\d+\.\d+\S*)`
 // CVE-2025-23267's.
 func checkNVIDIAToolkit(ctx context.Context, run Runner, cdiDirs []string) Check {
 	const name = "NVIDIA toolkit"
-	in, err := cdi.New(cdi.Options{SpecDirs: cdiDirs})
+	in, err := gpu.New(gpu.Options{SpecDirs: cdiDirs})
 	if err != nil {
 		return Check{Name: name, Status: Warn, Detail: err.Error()}
 	}
@@ -534,7 +534,7 @@ func CheckCDIDir(dir string) Check {
 // a CDI spec must define them, and every hook it runs must exist.
 func checkGPUs(root string, cdiDirs []string) Check {
 	nodes, _ := filepath.Glob(filepath.Join(root, "/dev/nvidia[0-9]*"))
-	in, err := cdi.New(cdi.Options{SpecDirs: cdiDirs})
+	in, err := gpu.New(gpu.Options{SpecDirs: cdiDirs})
 	if err != nil {
 		return Check{Name: "GPUs", Status: Warn, Detail: err.Error()}
 	}

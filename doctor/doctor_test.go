@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nsn-run/nsn-run/cdi/cditest"
+	"github.com/nsn-run/nsn-run/gpu/gputest"
 )
 
 // fakeExec answers commands from a table, keyed by the command line;
@@ -242,11 +242,11 @@ func TestHostChecksOnFakeRoot(t *testing.T) {
 	if c := checkGPUs(root, []string{noSpecs}); c.Status != Warn || !strings.Contains(c.Detail, "cdi-generate") {
 		t.Errorf("GPU nodes without a CDI spec: %+v", c)
 	}
-	specDir, _, err := cditest.WriteStandInSpec(t.TempDir())
+	specDir, _, err := gputest.WriteStandInSpec(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c := checkGPUs(root, []string{specDir}); c.Status != OK || !strings.Contains(c.Detail, "1 NVIDIA") || !strings.Contains(c.Detail, "nvidia.com/gpu="+cditest.UUID0) {
+	if c := checkGPUs(root, []string{specDir}); c.Status != OK || !strings.Contains(c.Detail, "1 NVIDIA") || !strings.Contains(c.Detail, "nvidia.com/gpu="+gputest.UUID0) {
 		t.Errorf("gpus: %+v", c)
 	}
 	// A spec whose hook binary is missing here: every GPU task would fail.

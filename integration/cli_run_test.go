@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nsn-run/nsn-run/docs"
 	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/task"
 )
@@ -28,6 +29,16 @@ func cli(t *testing.T, global []string, args ...string) cliResult {
 	return runCLI(t, nil, slices.Concat(args[:1], global, args[1:])...)
 }
 
+// checkResultSchema fails the test unless out, what `nsn-run run --json`
+// printed, is valid against docs/result.schema.json (embedded in package
+// docs): the contract callers in other languages rely on.
+func checkResultSchema(t *testing.T, out string) {
+	t.Helper()
+	if err := docs.ValidateResult([]byte(out)); err != nil {
+		t.Errorf("run --json output: %v\n%s", err, out)
+	}
+}
+
 // TestCLISeed: `nsn-run run --json alpine:latest -- echo hello` gives exit
 // code 0, reason "exited", stdout "hello\n", and leaves no container.
 func TestCLISeed(t *testing.T) {
@@ -41,6 +52,7 @@ func TestCLISeed(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
 		t.Fatalf("stdout is not a Result: %v\n%s", err, r.stdout)
 	}
+	checkResultSchema(t, r.stdout)
 	if res.ExitCode != 0 || res.Reason != task.ReasonExited || res.Stdout != "hello\n" || res.Image != alpineRef {
 		t.Errorf("result = %+v", res)
 	}

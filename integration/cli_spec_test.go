@@ -10,7 +10,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/nsn-run/nsn-run/cdi/cditest"
+	"github.com/nsn-run/nsn-run/gpu/gputest"
 	"github.com/nsn-run/nsn-run/task"
 )
 
@@ -162,7 +162,7 @@ func TestCLISpecAuditEveryFlag(t *testing.T) {
 		{"--gpus", "1"},
 		{"--gpus", "device=1"},
 		{"--gpus", "0,1"},
-		{"--gpus", cditest.UUID0},
+		{"--gpus", gputest.UUID0},
 		{"--gpus", "device=0", "--gpu-shared"},
 		{"-e", "A=1", "-e", "B=two words"},
 		{"-w", "/srv"},

@@ -100,6 +100,7 @@ func TestDockerCLI(t *testing.T) {
 	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &res) != nil || res.ExitCode != 0 || res.Stdout != "hello\n" {
 		t.Errorf("run --json: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
 	}
+	checkResultSchema(t, r.stdout) // identity shared, from the Docker backend
 	s := runCLIEnv(t, env, "spec", "--backend", "docker", "--id", "spec1", "--memory", "256m", "busybox", "--", "true")
 	if s.code != 0 || !strings.Contains(s.stdout, `"NetworkMode": "none"`) || !strings.Contains(s.stdout, `"ReadonlyRootfs": true`) ||
 		!strings.Contains(s.stdout, `"Memory": 268435456`) {

@@ -12,8 +12,8 @@ import (
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/nsn-run/nsn-run/cdi"
-	"github.com/nsn-run/nsn-run/cdi/cditest"
+	"github.com/nsn-run/nsn-run/gpu"
+	"github.com/nsn-run/nsn-run/gpu/gputest"
 	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/runtime/containerd"
 	"github.com/nsn-run/nsn-run/runtime/docker"
@@ -31,7 +31,7 @@ func gpuManager(t *testing.T) (*runtime.Manager, string) {
 		t.Fatal(err)
 	}
 	state := t.TempDir()
-	gpus, err := cdi.New(cdi.Options{SpecDirs: []string{specDir}, AllocDir: filepath.Join(state, "gpus")})
+	gpus, err := gpu.New(gpu.Options{SpecDirs: []string{specDir}, AllocDir: filepath.Join(state, "gpus")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +65,7 @@ func TestGPUsThroughCDI(t *testing.T) {
 	}{
 		{"device=1", []string{"nvidia-standin1 ", "gpu1 refuses writes", "driver", "env=1"}},
 		{"all", []string{"nvidia-standin0 nvidia-standin1 ", "gpu0 reads 00000000", "gpu1 refuses writes", "driver", "env=1"}},
-		{cditest.UUID0, []string{"nvidia-standin0 ", "gpu0 reads 00000000", "driver", "env=1"}},
+		{gputest.UUID0, []string{"nvidia-standin0 ", "gpu0 reads 00000000", "driver", "env=1"}},
 		{"", []string{"", "env="}},
 	}
 	for _, tc := range cases {
@@ -172,7 +172,7 @@ func TestCLISpecGPU(t *testing.T) {
 		t.Fatal(err)
 	}
 	g = append(g, "--cdi-spec-dir", specDir)
-	r := cli(t, g, "spec", "--gpus", cditest.UUID0, "busybox", "--", "true")
+	r := cli(t, g, "spec", "--gpus", gputest.UUID0, "busybox", "--", "true")
 	if r.code != 0 {
 		t.Fatalf("spec: exit %d stderr %q", r.code, r.stderr)
 	}
@@ -205,8 +205,8 @@ func TestCLISpecGPU(t *testing.T) {
 		t.Fatalf("run -d --gpus device=1: exit %d %s", r.code, r.stderr)
 	}
 	want := "GPU  NAMES                                     HELD BY\n" +
-		"0    " + cditest.UUID0 + "  -\n" +
-		"1    " + cditest.UUID1 + "  " + holder + "\n"
+		"0    " + gputest.UUID0 + "  -\n" +
+		"1    " + gputest.UUID1 + "  " + holder + "\n"
 	if r := cli(t, g, "gpu", "ls"); r.code != 0 || r.stdout != want {
 		t.Errorf("gpu ls: exit %d\n%s\nwant\n%s%s", r.code, r.stdout, want, r.stderr)
 	}
@@ -239,7 +239,7 @@ func TestDockerGPURefusedWithoutCDI(t *testing.T) {
 		t.Fatal(err)
 	}
 	state := t.TempDir()
-	gpus, err := cdi.New(cdi.Options{SpecDirs: []string{specDir}, AllocDir: filepath.Join(state, "gpus")})
+	gpus, err := gpu.New(gpu.Options{SpecDirs: []string{specDir}, AllocDir: filepath.Join(state, "gpus")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,16 +270,16 @@ func TestDockerGPURefusedWithoutCDI(t *testing.T) {
 }
 
 // standInGPUs writes the stand-in CDI spec with its GPU nodes at the same
-// path on the host as in the task (cditest.CreateHostNodes), as NVIDIA's
+// path on the host as in the task (gputest.CreateHostNodes), as NVIDIA's
 // specs have them: inside a task's user namespace runc bind-mounts device
 // nodes from the host's same path.
 func standInGPUs(t *testing.T) (specDir, driver string, err error) {
 	t.Helper()
 	needRoot(t)
-	remove, err := cditest.CreateHostNodes()
+	remove, err := gputest.CreateHostNodes()
 	if err != nil {
 		return "", "", err
 	}
 	t.Cleanup(remove)
-	return cditest.WriteStandInSpecAt(t.TempDir(), true)
+	return gputest.WriteStandInSpecAt(t.TempDir(), true)
 }

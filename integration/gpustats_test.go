@@ -12,10 +12,11 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock"
 
-	"github.com/nsn-run/nsn-run/cgroups"
+	"github.com/nsn-run/nsn-run/gpu/nvmlusage"
 	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/runtime/containerd"
 	"github.com/nsn-run/nsn-run/runtime/docker"
+	"github.com/nsn-run/nsn-run/stats"
 	"github.com/nsn-run/nsn-run/task"
 )
 
@@ -70,7 +71,7 @@ func TestGPUStatsByHostPid(t *testing.T) {
 		"containerd": func(t *testing.T) *runtime.Manager {
 			c, addr := containerdClient(t)
 			importBusybox(t, c, addr)
-			b, err := containerd.New(context.Background(), containerd.Config{Address: addr, Namespace: testNamespace, LoggerBinary: nsnLogger(t), NVML: hostNVML()})
+			b, err := containerd.New(context.Background(), containerd.Config{Address: addr, Namespace: testNamespace, LoggerBinary: nsnLogger(t), GPUUsage: nvmlusage.New(hostNVML())})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -78,7 +79,7 @@ func TestGPUStatsByHostPid(t *testing.T) {
 		},
 		"docker": func(t *testing.T) *runtime.Manager {
 			loadDockerImages(t, dockerClient(t))
-			b, err := docker.New(context.Background(), docker.Config{Host: os.Getenv(envDockerHost), NVML: hostNVML()})
+			b, err := docker.New(context.Background(), docker.Config{Host: os.Getenv(envDockerHost), GPUUsage: nvmlusage.New(hostNVML())})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -101,7 +102,7 @@ func TestGPUStatsByHostPid(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var last cgroups.Sample
+			var last stats.Sample
 			for last = range samples {
 				if last.GPUMemoryBytes >= 2*gpuPerTaskProcess {
 					break

@@ -14,8 +14,8 @@ import (
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 
-	"github.com/nsn-run/nsn-run/cgroups"
 	"github.com/nsn-run/nsn-run/runtime"
+	"github.com/nsn-run/nsn-run/stats"
 	"github.com/nsn-run/nsn-run/task"
 )
 
@@ -246,7 +246,7 @@ func TestCLIStats(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("stats: exit %d stderr %q", r.code, r.stderr)
 	}
-	var s cgroups.Sample
+	var s stats.Sample
 	if err := json.Unmarshal([]byte(r.stdout), &s); err != nil {
 		t.Fatalf("stats --json: %v: %q", err, r.stdout)
 	}

@@ -16,7 +16,7 @@ import (
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 
-	"github.com/nsn-run/nsn-run/snapshots"
+	nsnimages "github.com/nsn-run/nsn-run/runtime/containerd/images"
 	"github.com/nsn-run/nsn-run/task"
 )
 
@@ -90,7 +90,7 @@ func TestImagePull(t *testing.T) {
 	if _, err := c.ImageService().Create(ctx, images.Image{Name: ref, Target: src.Target}); err != nil {
 		t.Fatal(err)
 	}
-	if err := snapshots.Push(ctx, c, ref); err != nil {
+	if err := nsnimages.Push(ctx, c, ref); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.ImageService().Delete(ctx, ref); err != nil {

@@ -77,7 +77,15 @@ func TestTasksHaveOwnHostIDs(t *testing.T) {
 			uidMap := strings.Fields(res.Stdout)
 			t.Logf("host uids %v; uid_map %v; identity %+v", uids, uidMap, res.Identity)
 			if mode == runtime.UserNSOff {
-				uidMap = uidMap[:3]
+				// No user namespace of its own: the task sees the map of
+				// the test's (the host's) user namespace.
+				host, err := os.ReadFile("/proc/self/uid_map")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if hostMap := strings.Fields(string(host)); len(uidMap) < len(hostMap) || !slices.Equal(uidMap[:len(hostMap)], hostMap) {
+					t.Errorf("without user namespaces: uid_map %v, want the host's %v", uidMap, hostMap)
+				}
 				if uids[0] != task.NobodyID || uids[1] != task.NobodyID {
 					t.Errorf("without user namespaces: host uids %v, want both 65534", uids)
 				}
@@ -244,6 +252,7 @@ func TestCLIIdentity(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || r.code != 0 {
 		t.Fatalf("run --json: exit %d %v %s", r.code, err, r.stderr)
 	}
+	checkResultSchema(t, r.stdout) // identity with a range
 	if res.Identity == nil || (res.Identity.Level != task.IdentityUserNS && res.Identity.Level != task.IdentityIDMapped) || res.Identity.Range == nil || res.Identity.Range.Size != task.IDRangeSize {
 		t.Errorf("Result identity %+v", res.Identity)
 	}
@@ -277,6 +286,7 @@ func TestCLIIdentity(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || res.Identity == nil || res.Identity.Level != task.IdentityShared {
 		t.Errorf("--user-namespaces off: %+v %v %s", res.Identity, err, r.stderr)
 	}
+	checkResultSchema(t, r.stdout) // identity shared, no range
 
 	loadDockerImages(t, dockerClient(t))
 	env := append(os.Environ(), "NSN_BACKEND=docker", "DOCKER_HOST="+os.Getenv(envDockerHost), "NSN_STATE_DIR="+t.TempDir(), "NSN_USER_NAMESPACES=required")

@@ -12,7 +12,7 @@ import (
 
 	"github.com/containerd/errdefs"
 
-	"github.com/nsn-run/nsn-run/cgroups"
+	"github.com/nsn-run/nsn-run/stats"
 	"github.com/nsn-run/nsn-run/task"
 )
 
@@ -54,7 +54,7 @@ type Backend interface {
 	// List reports every task this manager created on the backend.
 	List(ctx context.Context) ([]Status, error)
 	// Stats samples the task's cgroup.
-	Stats(ctx context.Context, id string) (cgroups.Sample, error)
+	Stats(ctx context.Context, id string) (stats.Sample, error)
 	// Recover reattaches to a task after the manager restarted.
 	Recover(ctx context.Context, h Handle) error
 }
@@ -85,7 +85,7 @@ type StartRequest struct {
 	UserNS *task.IDRange
 }
 
-// GPUAllocator grants GPUs node-wide and exclusively (the cdi package's
+// GPUAllocator grants GPUs node-wide and exclusively (the gpu package's
 // Injector, over an allocation dir that `nsn-run gpu ls` and gc see too).
 // The Manager allocates before Backend.Start and releases in Cleanup, so
 // every backend gets the same allocation and release.
@@ -99,6 +99,16 @@ type GPUAllocator interface {
 	Release(id string) error
 	// ReleaseExcept frees what every task not in keep holds (gc).
 	ReleaseExcept(keep map[string]bool) error
+}
+
+// GPUUsageSampler measures what a set of host processes use of the node's
+// GPUs (gpu/nvmlusage over NVML). A backend given one adds it to Stats, and
+// the Manager enforces Limits.GPUMemoryBytes from those samples. It is an
+// interface so that the backends link no NVML: whoever has the driver (the
+// CLI) wires one in.
+type GPUUsageSampler interface {
+	// Usage is what the processes pids (host pids) hold and use.
+	Usage(ctx context.Context, pids []uint32) (stats.GPUUsage, error)
 }
 
 // HandleVersion is the version of Handle's stored form.

@@ -16,9 +16,9 @@ import (
 
 	"github.com/containerd/errdefs"
 
-	"github.com/nsn-run/nsn-run/cgroups"
 	"github.com/nsn-run/nsn-run/idmap"
 	"github.com/nsn-run/nsn-run/logs"
+	"github.com/nsn-run/nsn-run/stats"
 	"github.com/nsn-run/nsn-run/task"
 )
 
@@ -481,7 +481,7 @@ func (m *Manager) Wait(ctx context.Context, id string) (task.Result, error) {
 	defer deadline.Stop()
 	sampler := time.NewTicker(m.sampleInterval)
 	defer sampler.Stop()
-	var peaks cgroups.Peaks
+	var peaks stats.Peaks
 	var w *waitResult
 	for w == nil {
 		var r waitResult
@@ -586,9 +586,9 @@ func (m *Manager) killAll(ctx context.Context, id string, exited <-chan waitResu
 }
 
 // Stats samples the task's cgroup once.
-func (m *Manager) Stats(ctx context.Context, id string) (cgroups.Sample, error) {
+func (m *Manager) Stats(ctx context.Context, id string) (stats.Sample, error) {
 	if err := task.ValidateID(id); err != nil {
-		return cgroups.Sample{}, err
+		return stats.Sample{}, err
 	}
 	return m.backend.Stats(ctx, id)
 }
@@ -597,7 +597,7 @@ func (m *Manager) Stats(ctx context.Context, id string) (cgroups.Sample, error) 
 // with CPUPercent against the one before, until the task is gone or ctx
 // ends; then it closes the channel. A slow reader delays sampling rather
 // than losing samples.
-func (m *Manager) Monitor(ctx context.Context, id string, interval time.Duration) (<-chan cgroups.Sample, error) {
+func (m *Manager) Monitor(ctx context.Context, id string, interval time.Duration) (<-chan stats.Sample, error) {
 	if interval <= 0 {
 		return nil, fmt.Errorf("%w: monitor interval %s", errdefs.ErrInvalidArgument, interval)
 	}
@@ -605,7 +605,7 @@ func (m *Manager) Monitor(ctx context.Context, id string, interval time.Duration
 	if err != nil {
 		return nil, err
 	}
-	out := make(chan cgroups.Sample, 1)
+	out := make(chan stats.Sample, 1)
 	out <- first
 	go func() {
 		defer close(out)

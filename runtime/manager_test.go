@@ -17,9 +17,9 @@ import (
 
 	"github.com/containerd/errdefs"
 
-	"github.com/nsn-run/nsn-run/cgroups"
 	"github.com/nsn-run/nsn-run/logs"
 	"github.com/nsn-run/nsn-run/runtime"
+	"github.com/nsn-run/nsn-run/stats"
 	"github.com/nsn-run/nsn-run/task"
 )
 
@@ -158,14 +158,14 @@ func (f *fakeBackend) List(ctx context.Context) ([]runtime.Status, error) {
 	return out, nil
 }
 
-func (f *fakeBackend) Stats(_ context.Context, id string) (cgroups.Sample, error) {
+func (f *fakeBackend) Stats(_ context.Context, id string) (stats.Sample, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.running[id] || f.stopped[id] {
 		f.cpu += 0.5 // every sample sees half a CPU second more
-		return cgroups.Sample{Time: time.Now(), MemoryCurrentBytes: 1 << 20, CPUUsageSeconds: f.cpu, PidsCurrent: 3, GPUMemoryBytes: f.gpuMemory}, nil
+		return stats.Sample{Time: time.Now(), MemoryCurrentBytes: 1 << 20, CPUUsageSeconds: f.cpu, PidsCurrent: 3, GPUMemoryBytes: f.gpuMemory}, nil
 	}
-	return cgroups.Sample{}, fmt.Errorf("task %s: %w", id, errdefs.ErrNotFound)
+	return stats.Sample{}, fmt.Errorf("task %s: %w", id, errdefs.ErrNotFound)
 }
 
 func (f *fakeBackend) Recover(context.Context, runtime.Handle) error { return nil }

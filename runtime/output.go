@@ -20,9 +20,6 @@ import (
 	"github.com/nsn-run/nsn-run/task"
 )
 
-// noFollow makes an open fail on a symlink instead of following it.
-const noFollow = syscall.O_NOFOLLOW
-
 // maxOutputDepth bounds how deep collection descends into /output.
 const maxOutputDepth = 32
 

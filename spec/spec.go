@@ -72,7 +72,7 @@ const (
 )
 
 // DeviceInjector injects CDI devices that were already granted to a task
-// (the cdi package implements it over its private spec cache). It must be
+// (the gpu package implements it over its private spec cache). It must be
 // pure: the same names give the same edits, so the auditor can rebuild a
 // task's spec and compare. Allocation happens before, elsewhere.
 type DeviceInjector interface {

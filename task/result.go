@@ -18,6 +18,10 @@ const (
 )
 
 // Result is what a finished task gives back; `nsn-run run --json` prints it.
+// Its JSON is a contract for callers in other languages,
+// docs/result.schema.json: add fields, never rename or remove one. A new
+// field goes into the schema too (TestSchemaCoversResult fails until it
+// does); one that may be empty is omitempty and not required there.
 type Result struct {
 	ID              string       `json:"id"`
 	Image           string       `json:"image"`
@@ -62,6 +66,6 @@ type Stats struct {
 	PidsPeak        uint64  `json:"pids_peak"`
 	OOMKills        uint64  `json:"oom_kills"`
 	// PeakGPUMemoryBytes is the most GPU memory the task's processes held
-	// in any sample (an addition to design.md's Result; 0 without GPUs).
+	// in any sample (left out without GPUs or GPU sampling).
 	PeakGPUMemoryBytes uint64 `json:"peak_gpu_memory_bytes,omitempty"`
 }

@@ -9,7 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/nsn-run/nsn-run/cdi"
+	"github.com/nsn-run/nsn-run/gpu"
 	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/runtime/containerd"
 	"github.com/nsn-run/nsn-run/runtime/docker"
@@ -120,7 +120,7 @@ Exit status: 0 no findings, 1 findings, 2 unreadable input.`,
 // namespace and state dir name the cgroup path and output dir, the CDI
 // specs replay GPU edits, and bind sources are resolved on this host.
 func auditPolicy(g *globalOptions) (audit.Policy, error) {
-	gpus, err := cdi.New(cdi.Options{SpecDirs: g.cdiSpecDirs})
+	gpus, err := gpu.New(gpu.Options{SpecDirs: g.cdiSpecDirs})
 	if err != nil {
 		return audit.Policy{}, err
 	}

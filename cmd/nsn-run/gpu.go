@@ -10,7 +10,8 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/spf13/cobra"
 
-	"github.com/nsn-run/nsn-run/cdi"
+	"github.com/nsn-run/nsn-run/gpu"
+	"github.com/nsn-run/nsn-run/gpu/cdigen"
 )
 
 func newGPUCommand(g *globalOptions) *cobra.Command {
@@ -37,14 +38,14 @@ all hooks out: tasks get the device nodes and driver files, and their images
 must find the libraries themselves (LD_LIBRARY_PATH).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			s, err := cdi.Generate(cdi.GenerateOptions{
+			s, err := cdigen.Generate(cdigen.GenerateOptions{
 				Nvml: nvml.New(), DriverRoot: driverRoot, EnableCUDACompat: cudaCompat,
 				NoHooks: noHooks, HookPath: hookPath, LibrarySearchPaths: libDirs,
 			})
 			if err != nil {
 				return err
 			}
-			path, err := cdi.WriteSpec(s, outDir)
+			path, err := cdigen.WriteSpec(s, outDir)
 			if err != nil {
 				return err
 			}
@@ -74,7 +75,7 @@ sharing it (--gpu-shared). Allocations of tasks that are gone are freed by
 'nsn-run gc'.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			gpus, err := cdi.New(cdi.Options{SpecDirs: g.cdiSpecDirs, AllocDir: filepath.Join(g.stateDir, "gpus")})
+			gpus, err := gpu.New(gpu.Options{SpecDirs: g.cdiSpecDirs, AllocDir: filepath.Join(g.stateDir, "gpus")})
 			if err != nil {
 				return err
 			}
@@ -82,7 +83,7 @@ sharing it (--gpu-shared). Allocations of tasks that are gone are freed by
 			out := cmd.OutOrStdout()
 			if asJSON {
 				if devices == nil {
-					devices = []cdi.Device{}
+					devices = []gpu.Device{}
 				}
 				enc := json.NewEncoder(out)
 				enc.SetIndent("", "  ")
@@ -100,9 +101,9 @@ sharing it (--gpu-shared). Allocations of tasks that are gone are freed by
 				}
 				var names []string
 				for _, n := range d.Names[1:] {
-					names = append(names, strings.TrimPrefix(n, cdi.Kind+"="))
+					names = append(names, strings.TrimPrefix(n, gpu.Kind+"="))
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\n", strings.TrimPrefix(d.Names[0], cdi.Kind+"="), strings.Join(names, ","), held)
+				fmt.Fprintf(w, "%s\t%s\t%s\n", strings.TrimPrefix(d.Names[0], gpu.Kind+"="), strings.Join(names, ","), held)
 			}
 			return w.Flush()
 		},

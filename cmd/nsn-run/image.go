@@ -8,10 +8,9 @@ import (
 	"github.com/containerd/platforms"
 	"github.com/docker/go-units"
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"github.com/nsn-run/nsn-run/runtime/containerd"
-	"github.com/nsn-run/nsn-run/snapshots"
+	"github.com/nsn-run/nsn-run/runtime/containerd/images"
 )
 
 func newImageCommand(g *globalOptions) *cobra.Command {
@@ -42,7 +41,7 @@ func newImageCommand(g *globalOptions) *cobra.Command {
 				return err
 			}
 			defer c.Close()
-			names, err := snapshots.Import(cmd.Context(), c, r)
+			names, err := images.Import(cmd.Context(), c, r)
 			if err != nil {
 				return err
 			}
@@ -67,16 +66,14 @@ localhost/127.0.0.1 are reached over plain HTTP, all others over HTTPS.`,
 			}
 			defer c.Close()
 			errOut := cmd.ErrOrStderr()
-			tty := false
-			if f, ok := errOut.(*os.File); ok {
-				tty = term.IsTerminal(int(f.Fd()))
-			}
-			img, err := snapshots.Pull(cmd.Context(), c, args[0], snapshots.PullOptions{
-				Snapshotter: containerd.DefaultSnapshotter, Progress: errOut, Terminal: tty,
+			progress := newPullPrinter(errOut, isTerminal(errOut))
+			img, err := images.Pull(cmd.Context(), c, args[0], images.PullOptions{
+				Snapshotter: containerd.DefaultSnapshotter, Progress: progress.report,
 			})
 			if err != nil {
 				return err
 			}
+			fmt.Fprintf(errOut, "pulled %s\n", img.Name)
 			fmt.Fprintln(cmd.OutOrStdout(), img.Name+"@"+img.Digest)
 			return nil
 		},
@@ -90,7 +87,7 @@ localhost/127.0.0.1 are reached over plain HTTP, all others over HTTPS.`,
 				return err
 			}
 			defer c.Close()
-			imgs, err := snapshots.List(cmd.Context(), c)
+			imgs, err := images.List(cmd.Context(), c)
 			if err != nil {
 				return err
 			}

@@ -6,11 +6,11 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/containerd/errdefs"
 	"github.com/spf13/cobra"
 
-	"github.com/nsn-run/nsn-run/cdi"
+	"github.com/nsn-run/nsn-run/gpu"
+	"github.com/nsn-run/nsn-run/gpu/nvmlusage"
 	"github.com/nsn-run/nsn-run/logs"
 	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/runtime/containerd"
@@ -26,43 +26,51 @@ func openManager(ctx context.Context, g *globalOptions) (*runtime.Manager, func(
 	}
 	// One injector over the node's allocation dir: the Manager allocates
 	// with it, the backend injects, gc and `gpu ls` see the same grants.
-	gpus, err := cdi.New(cdi.Options{SpecDirs: g.cdiSpecDirs, AllocDir: filepath.Join(g.stateDir, "gpus")})
+	gpus, err := gpu.New(gpu.Options{SpecDirs: g.cdiSpecDirs, AllocDir: filepath.Join(g.stateDir, "gpus")})
 	if err != nil {
 		return nil, nil, err
 	}
+	usage, closeUsage := gpuUsage(gpus)
 	switch g.backend {
 	case "containerd":
-		cb, err := openContainerd(ctx, g, gpus)
+		cb, err := openContainerd(ctx, g, gpus, usage)
 		if err != nil {
+			closeUsage()
 			return nil, nil, err
 		}
 		b = cb
 	case "docker":
-		db, err := docker.New(ctx, docker.Config{Host: dockerHost(), CDI: gpus, NVML: gpuNVML(gpus)})
+		db, err := docker.New(ctx, docker.Config{Host: dockerHost(), CDI: gpus, GPUUsage: usage})
 		if err != nil {
+			closeUsage()
 			return nil, nil, err
 		}
 		b = db
 	default:
+		closeUsage()
 		return nil, nil, fmt.Errorf("%w: backend %q: want containerd or docker", errdefs.ErrInvalidArgument, g.backend)
+	}
+	closeAll := func() {
+		b.Close()
+		closeUsage()
 	}
 	userns, err := runtime.ParseUserNSMode(g.userns)
 	if err != nil {
-		b.Close()
+		closeAll()
 		return nil, nil, err
 	}
 	m, err := runtime.New(runtime.Config{Backend: b, StateDir: g.stateDir, AllowedRuntimes: g.allowedRuntimes, GPUs: gpus, UserNamespaces: userns})
 	if err != nil {
-		b.Close()
+		closeAll()
 		return nil, nil, err
 	}
-	return m, func() { b.Close() }, nil
+	return m, closeAll, nil
 }
 
 // dockerHost is dockerd's address: DOCKER_HOST, as the docker CLI has it.
 func dockerHost() string { return envOr("DOCKER_HOST", docker.DefaultHost) }
 
-func openContainerd(ctx context.Context, g *globalOptions, gpus *cdi.Injector) (*containerd.Backend, error) {
+func openContainerd(ctx context.Context, g *globalOptions, gpus *gpu.Injector, usage runtime.GPUUsageSampler) (*containerd.Backend, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("find own binary for the shim logger: %w", err)
@@ -76,21 +84,23 @@ func openContainerd(ctx context.Context, g *globalOptions, gpus *cdi.Injector) (
 	if small := filepath.Join(filepath.Dir(self), "nsn-logger"); isExecutable(small) {
 		logger = small
 	}
-	cfg := containerd.Config{Address: g.address, Namespace: g.namespace, LoggerBinary: logger, CDI: gpus, NVML: gpuNVML(gpus)}
+	cfg := containerd.Config{Address: g.address, Namespace: g.namespace, LoggerBinary: logger, CDI: gpus, GPUUsage: usage}
 	return containerd.New(ctx, cfg)
 }
 
-// gpuNVML is NVML, initialised, where the CDI specs define GPUs: it samples
-// their memory for stats and --gpu-memory. Without GPUs or a driver it is
-// nil, and GPU stats are simply left out.
-func gpuNVML(gpus *cdi.Injector) nvml.Interface {
+// gpuUsage is the GPU usage sampler over NVML where the CDI specs define
+// GPUs: it samples their memory for stats and --gpu-memory. Without GPUs or
+// a driver it is nil, and GPU stats are simply left out. The CLI is where
+// NVML is linked and wired in; the backends only know the interface.
+func gpuUsage(gpus *gpu.Injector) (runtime.GPUUsageSampler, func()) {
 	if len(gpus.GPUs()) == 0 {
-		return nil
+		return nil, func() {}
 	}
-	if lib := nvml.New(); lib.Init() == nvml.SUCCESS {
-		return lib
+	s, err := nvmlusage.Open()
+	if err != nil {
+		return nil, func() {}
 	}
-	return nil
+	return s, func() { _ = s.Close() }
 }
 
 // newShimLoggerCommand is the logger process containerd's shim runs for a

@@ -28,9 +28,11 @@ if it was killed for memory, 125 if nsn-run itself failed (bad input,
 unknown image, daemon down, duplicate id) — then nothing is left behind.
 Interrupting nsn-run stops the task (SIGTERM, then SIGKILL after --grace).
 
---json prints the Result object instead of streaming. -d starts the task
-and prints its id; follow it with nsn-run ps, logs, kill and rm. A detached
-task's --timeout is enforced only while an nsn-run process waits on it.
+--json prints the Result object instead of streaming; its contract is
+docs/result.schema.json in nsn-run's source (fields are added, never renamed
+or removed: ignore those you do not know). -d starts the task and prints
+its id; follow it with nsn-run ps, logs, kill and rm. A detached task's
+--timeout is enforced only while an nsn-run process waits on it.
 
 Files the task writes to /output are copied to --output-dir after it exits;
 links, fifos, devices and names with control characters, bytes that are

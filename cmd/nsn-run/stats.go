@@ -10,7 +10,7 @@ import (
 	"github.com/docker/go-units"
 	"github.com/spf13/cobra"
 
-	"github.com/nsn-run/nsn-run/cgroups"
+	"github.com/nsn-run/nsn-run/stats"
 )
 
 func newStatsCommand(g *globalOptions) *cobra.Command {
@@ -66,11 +66,11 @@ sample every --interval until the task ends.`,
 	return cmd
 }
 
-func printStatsJSON(w io.Writer, s cgroups.Sample) error {
+func printStatsJSON(w io.Writer, s stats.Sample) error {
 	return json.NewEncoder(w).Encode(s)
 }
 
-func printStatsLine(w io.Writer, s cgroups.Sample) error {
+func printStatsLine(w io.Writer, s stats.Sample) error {
 	_, err := fmt.Fprintf(w, "%-15s %-9s %-9s %-8.1f %-12.3f %-10d %d/%-6d %d\n",
 		units.BytesSize(float64(s.MemoryCurrentBytes)), units.BytesSize(float64(s.MemoryPeakBytes)),
 		units.BytesSize(float64(s.MemoryLimitBytes)), s.CPUPercent, s.CPUUsageSeconds,

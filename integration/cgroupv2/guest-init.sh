@@ -61,6 +61,9 @@ TOML
 log "SUITE cgroups: the cgroups package's tests"
 (cd /nsn/cgroups && ./cgroups.test -test.v -test.count=1) >> "$out" 2>&1
 echo "TESTS-EXIT $?" >> "$out"
+log "SUITE docker-hostpids: the Docker backend's host pid reader"
+(cd /nsn/docker && ./docker.test -test.v -test.count=1 -test.run '^TestPidsInCgroupOf') >> "$out" 2>&1
+echo "TESTS-EXIT $?" >> "$out"
 suite debian /usr/bin/containerd ""
 suite v2 /nsn/containerd2/containerd /nsn/containerd2:
 log "DONE"

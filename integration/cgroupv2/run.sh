@@ -47,10 +47,13 @@ log "building the test payload"
 mkdir -p "$work/payload/containerd2"
 go test -c -o "$work/payload/integration.test" ./integration
 # The cgroups package's own tests (run from a copy of the package dir, for
-# its testdata): the v2 paths of its host-side readers.
-mkdir -p "$work/payload/cgroups"
+# its testdata): the v2 paths of its host-side readers. And the Docker
+# backend's reader of a container's host pids, which reads the host's cgroup
+# files itself (runtime/docker/hostpids.go).
+mkdir -p "$work/payload/cgroups" "$work/payload/docker"
 go test -c -o "$work/payload/cgroups/cgroups.test" ./cgroups
 cp -r cgroups/testdata "$work/payload/cgroups/"
+go test -c -o "$work/payload/docker/docker.test" ./runtime/docker
 go build -o "$work/payload/nsn-run" ./cmd/nsn-run
 go build -o "$work/payload/nsn-logger" ./cmd/nsn-logger
 CGO_ENABLED=0 go build -o "$work/payload/nsn-probe" ./integration/probe

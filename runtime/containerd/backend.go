@@ -11,7 +11,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	apievents "github.com/containerd/containerd/api/events"
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
@@ -27,13 +26,13 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	nvcdi "github.com/nsn-run/nsn-run/cdi"
 	"github.com/nsn-run/nsn-run/cgroups"
 	"github.com/nsn-run/nsn-run/logs"
 	"github.com/nsn-run/nsn-run/runtime"
-	images "github.com/nsn-run/nsn-run/snapshots"
+	"github.com/nsn-run/nsn-run/runtime/containerd/images"
 	"github.com/nsn-run/nsn-run/spec"
 	"github.com/nsn-run/nsn-run/spec/audit"
+	"github.com/nsn-run/nsn-run/stats"
 	"github.com/nsn-run/nsn-run/task"
 )
 
@@ -62,16 +61,17 @@ type Config struct {
 	// namespace, the task's state dir, the GPU injector and the AppArmor
 	// profile (AppArmorProfile: nsn-run's where the host has AppArmor).
 	AuditPolicy audit.Policy
-	// CDI injects the GPUs the Manager granted a task (the cdi package's
+	// CDI injects the GPUs the Manager granted a task (the gpu package's
 	// Injector) and lets the audit replay them; nil refuses GPU tasks.
 	CDI spec.DeviceInjector
 	// SpecOpts are the operator's own spec options, applied after
 	// nsn-run's. Whatever they change is audited like the rest: a spec
 	// nsn-run would not generate is refused.
 	SpecOpts []oci.SpecOpts
-	// NVML, initialised, adds GPU memory and utilisation to Stats; nil
-	// leaves them out (and a GPU memory limit cannot be enforced).
-	NVML nvml.Interface
+	// GPUUsage adds the GPU memory and utilisation of the task's
+	// processes to Stats (gpu/nvmlusage over NVML); nil leaves them out,
+	// and a GPU memory limit cannot be enforced.
+	GPUUsage runtime.GPUUsageSampler
 	// ShimGroup, if set, makes tasks share runc shims: containers whose
 	// spec carries the same group annotation are served by one shim
 	// process. It saves a shim start and ~15 MiB per concurrent task, at
@@ -795,18 +795,18 @@ func (b *Backend) List(ctx context.Context) ([]runtime.Status, error) {
 }
 
 // Stats implements runtime.Backend from the task's cgroup metrics.
-func (b *Backend) Stats(ctx context.Context, id string) (cgroups.Sample, error) {
+func (b *Backend) Stats(ctx context.Context, id string) (stats.Sample, error) {
 	tk, err := b.loadTask(ctx, id)
 	if err != nil {
-		return cgroups.Sample{}, err
+		return stats.Sample{}, err
 	}
 	m, err := tk.Metrics(b.ns(ctx))
 	if err != nil {
-		return cgroups.Sample{}, fmt.Errorf("metrics of task %s: %w", id, err)
+		return stats.Sample{}, fmt.Errorf("metrics of task %s: %w", id, err)
 	}
 	data, err := typeurl.UnmarshalAny(m.Data)
 	if err != nil {
-		return cgroups.Sample{}, fmt.Errorf("decode metrics of task %s: %w", id, err)
+		return stats.Sample{}, fmt.Errorf("decode metrics of task %s: %w", id, err)
 	}
 	at := time.Now()
 	if m.Timestamp != nil {
@@ -820,7 +820,7 @@ func (b *Backend) Stats(ctx context.Context, id string) (cgroups.Sample, error) 
 		// The spec's cgroup path is /<namespace>/<id> (containerd's default).
 		s = cgroups.AddV2Peaks(s, cgroups.V2Root, "/"+b.cfg.Namespace+"/"+id)
 	}
-	if b.cfg.NVML == nil {
+	if b.cfg.GPUUsage == nil {
 		return s, nil
 	}
 	procs, err := tk.Pids(b.ns(ctx))
@@ -831,12 +831,11 @@ func (b *Backend) Stats(ctx context.Context, id string) (cgroups.Sample, error) 
 	for i, p := range procs {
 		pids[i] = p.Pid
 	}
-	u, err := nvcdi.UsageOf(b.cfg.NVML, pids)
+	u, err := b.cfg.GPUUsage.Usage(ctx, pids)
 	if err != nil {
-		return s, err
+		return s, fmt.Errorf("GPU usage of task %s: %w", id, err)
 	}
-	s.GPUMemoryBytes, s.GPUUtilizationPercent = u.MemoryBytes, u.UtilizationPercent
-	return s, nil
+	return s.WithGPU(u), nil
 }
 
 // Recover implements runtime.Backend: reattach the exit wait of a task

@@ -11,8 +11,8 @@ import (
 	"github.com/moby/moby/api/types/mount"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	nvcdi "github.com/nsn-run/nsn-run/cdi"
-	"github.com/nsn-run/nsn-run/cdi/cditest"
+	"github.com/nsn-run/nsn-run/gpu"
+	"github.com/nsn-run/nsn-run/gpu/gputest"
 	"github.com/nsn-run/nsn-run/spec/audit"
 	"github.com/nsn-run/nsn-run/task"
 )
@@ -94,13 +94,13 @@ func TestAuditRequestOwnRequestIsClean(t *testing.T) {
 	}
 }
 
-func standInCDI(t *testing.T) *nvcdi.Injector {
+func standInCDI(t *testing.T) *gpu.Injector {
 	t.Helper()
-	dir, _, err := cditest.WriteStandInSpec(t.TempDir())
+	dir, _, err := gputest.WriteStandInSpec(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	in, err := nvcdi.New(nvcdi.Options{SpecDirs: []string{dir}})
+	in, err := gpu.New(gpu.Options{SpecDirs: []string{dir}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,19 +14,17 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/containerd/errdefs"
 	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	nvcdi "github.com/nsn-run/nsn-run/cdi"
-	"github.com/nsn-run/nsn-run/cgroups"
 	"github.com/nsn-run/nsn-run/logs"
 	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/spec"
 	"github.com/nsn-run/nsn-run/spec/audit"
+	"github.com/nsn-run/nsn-run/stats"
 	"github.com/nsn-run/nsn-run/task"
 )
 
@@ -46,13 +44,14 @@ type Config struct {
 	// LogLimits cap each stream; logs.DefaultLimits if zero.
 	LogLimits logs.Limits
 	// CDI lets the audit replay the GPUs the Manager granted a task (the
-	// cdi package's Injector); nil refuses GPU tasks. dockerd injects them
+	// gpu package's Injector); nil refuses GPU tasks. dockerd injects them
 	// itself, from a CDI device request.
 	CDI spec.DeviceInjector
-	// NVML, initialised, adds GPU memory and utilisation to Stats; nil
-	// leaves them out. dockerd must be local (as /output requires): the
-	// container's host pids come from its cgroup.
-	NVML nvml.Interface
+	// GPUUsage adds the GPU memory and utilisation of the task's
+	// processes to Stats (gpu/nvmlusage over NVML); nil leaves them out,
+	// and a GPU memory limit cannot be enforced. dockerd must be local (as
+	// /output requires): the container's host pids come from its cgroup.
+	GPUUsage runtime.GPUUsageSampler
 	// AuditPolicy is the operator's side of the audit every create request
 	// passes before it is sent (AuditRequest): maxima, and the OOM score
 	// tasks get (0: spec.DefaultOOMScoreAdj; the operator may set
@@ -111,7 +110,9 @@ func Dial(ctx context.Context, host string) (*client.Client, error) {
 			return nil, fmt.Errorf("%w: dockerd is not running: no socket at %s (set DOCKER_HOST)", errdefs.ErrUnavailable, path)
 		}
 	}
-	c, err := client.New(client.WithHost(host), client.WithAPIVersionNegotiation())
+	// The client negotiates the API version with the daemon by default
+	// (the ping below settles it), so dockerd 20.10's 1.41 is spoken.
+	c, err := client.New(client.WithHost(host))
 	if err != nil {
 		return nil, fmt.Errorf("%w: connect to dockerd at %s: %w", errdefs.ErrUnavailable, host, err)
 	}
@@ -532,30 +533,29 @@ func (b *Backend) List(ctx context.Context) ([]runtime.Status, error) {
 
 // Stats implements runtime.Backend from one stats sample of the Engine API,
 // which reports cgroup v1 and v2 in one shape.
-func (b *Backend) Stats(ctx context.Context, id string) (cgroups.Sample, error) {
+func (b *Backend) Stats(ctx context.Context, id string) (stats.Sample, error) {
 	res, err := b.client.ContainerStats(ctx, id, client.ContainerStatsOptions{})
 	if err != nil {
-		return cgroups.Sample{}, fmt.Errorf("stats of task %s: %w", id, err)
+		return stats.Sample{}, fmt.Errorf("stats of task %s: %w", id, err)
 	}
 	defer res.Body.Close()
 	var s container.StatsResponse
 	if err := json.NewDecoder(io.LimitReader(res.Body, 1<<20)).Decode(&s); err != nil {
-		return cgroups.Sample{}, fmt.Errorf("decode stats of task %s: %w", id, err)
+		return stats.Sample{}, fmt.Errorf("decode stats of task %s: %w", id, err)
 	}
 	sample := sampleFromStats(s)
-	if b.cfg.NVML == nil {
+	if b.cfg.GPUUsage == nil {
 		return sample, nil
 	}
 	pids, err := b.hostPids(ctx, id)
 	if err != nil {
 		return sample, err
 	}
-	u, err := nvcdi.UsageOf(b.cfg.NVML, pids)
+	u, err := b.cfg.GPUUsage.Usage(ctx, pids)
 	if err != nil {
-		return sample, err
+		return sample, fmt.Errorf("GPU usage of task %s: %w", id, err)
 	}
-	sample.GPUMemoryBytes, sample.GPUUtilizationPercent = u.MemoryBytes, u.UtilizationPercent
-	return sample, nil
+	return sample.WithGPU(u), nil
 }
 
 // hostPids lists the host pids of task id's processes: those in the cgroup
@@ -568,17 +568,17 @@ func (b *Backend) hostPids(ctx context.Context, id string) ([]uint32, error) {
 	if res.Container.State == nil || res.Container.State.Pid == 0 {
 		return nil, nil // not running: no processes hold GPU memory
 	}
-	return cgroups.PidsInCgroupOf(res.Container.State.Pid)
+	return pidsInCgroupOf(hostProc, res.Container.State.Pid)
 }
 
 // sampleFromStats maps the Engine API's stats to a Sample. A stopped
 // container reports zeros; its peaks come from earlier samples.
-func sampleFromStats(s container.StatsResponse) cgroups.Sample {
+func sampleFromStats(s container.StatsResponse) stats.Sample {
 	version := 1
 	if _, ok := s.MemoryStats.Stats["anon"]; ok { // a cgroup v2 memory.stat key
 		version = 2
 	}
-	return cgroups.Sample{
+	return stats.Sample{
 		Time:                s.Read,
 		Version:             version,
 		MemoryCurrentBytes:  s.MemoryStats.Usage,

@@ -44,7 +44,7 @@ func (f Finding) String() string {
 }
 
 // Spec annotations nsn-run writes: the CDI devices granted to the task, and
-// whether it shares them. (The cdi package writes them; the auditor reads
+// whether it shares them. (The gpu package writes them; the auditor reads
 // them to replay the same CDI edits.)
 const (
 	AnnotationGPUs       = "nsn.gpus"

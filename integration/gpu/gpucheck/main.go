@@ -1,7 +1,7 @@
 // Command gpucheck proves, on a machine with real NVIDIA GPUs, that a task
 // given one GPU sees exactly that GPU: it generates the node's CDI spec
-// with nsn-run's cdi package (nvcdi over NVML), builds a minimal rootfs,
-// and for each request (by index, by UUID, "all", none) generates the
+// with nsn-run's gpu/cdigen package (nvcdi over NVML), builds a minimal
+// rootfs, and for each request (by index, by UUID, "all", none) generates the
 // task's OCI spec with nsn-run's spec package, audits it, runs it with runc
 // and compares the GPUs `nvidia-smi -L` lists inside with NVML's answer on
 // the host.
@@ -37,15 +37,16 @@ import (
 	"sigs.k8s.io/yaml"
 	cdispec "tags.cncf.io/container-device-interface/specs-go"
 
-	"github.com/nsn-run/nsn-run/cdi"
+	"github.com/nsn-run/nsn-run/gpu"
+	"github.com/nsn-run/nsn-run/gpu/cdigen"
 	"github.com/nsn-run/nsn-run/internal/imagebuild"
 	"github.com/nsn-run/nsn-run/spec"
 	"github.com/nsn-run/nsn-run/spec/audit"
 	"github.com/nsn-run/nsn-run/task"
 )
 
-// gpu is one device the host has, as NVML (or the stand-in spec) names it.
-type gpu struct {
+// hostGPU is one device the host has, as NVML (or the stand-in spec) names it.
+type hostGPU struct {
 	index string
 	uuid  string
 }
@@ -59,7 +60,7 @@ type check struct {
 
 type options struct {
 	specDir    string
-	gpus       []gpu
+	gpus       []hostGPU
 	runc       string
 	work       string
 	driverRoot string
@@ -76,7 +77,7 @@ func main() {
 		if !ok {
 			return errors.New("want INDEX=UUID")
 		}
-		o.gpus = append(o.gpus, gpu{index, uuid})
+		o.gpus = append(o.gpus, hostGPU{index, uuid})
 		return nil
 	})
 	flag.StringVar(&o.runc, "runc", "", "runc binary (default: runc beside this binary, else on PATH)")
@@ -121,7 +122,7 @@ func run(ctx context.Context, o options) (passed, failed int, err error) {
 			return 0, 0, err
 		}
 		specDir = filepath.Join(o.work, "cdi")
-		if _, err := cdi.WriteSpec(s, specDir); err != nil {
+		if _, err := cdigen.WriteSpec(s, specDir); err != nil {
 			return 0, 0, err
 		}
 	} else if s, err = readSpec(specDir); err != nil {
@@ -142,7 +143,7 @@ func run(ctx context.Context, o options) (passed, failed int, err error) {
 		return 0, 0, errors.New("no GPU found")
 	}
 
-	in, err := cdi.New(cdi.Options{SpecDirs: []string{specDir}, AllocDir: filepath.Join(o.work, "alloc")})
+	in, err := gpu.New(gpu.Options{SpecDirs: []string{specDir}, AllocDir: filepath.Join(o.work, "alloc")})
 	if err != nil {
 		return 0, 0, err
 	}
@@ -176,7 +177,7 @@ func run(ctx context.Context, o options) (passed, failed int, err error) {
 }
 
 // nvidiaSpec generates the host's CDI spec through NVML and lists its GPUs.
-func nvidiaSpec(o options) (*cdispec.Spec, []gpu, error) {
+func nvidiaSpec(o options) (*cdispec.Spec, []hostGPU, error) {
 	lib := nvml.New()
 	if r := lib.Init(); r != nvml.SUCCESS {
 		return nil, nil, fmt.Errorf("NVML: %s", lib.ErrorString(r))
@@ -189,7 +190,7 @@ func nvidiaSpec(o options) (*cdispec.Spec, []gpu, error) {
 	if r != nvml.SUCCESS {
 		return nil, nil, fmt.Errorf("NVML device count: %s", lib.ErrorString(r))
 	}
-	var gpus []gpu
+	var gpus []hostGPU
 	for i := range n {
 		d, r := lib.DeviceGetHandleByIndex(i)
 		if r != nvml.SUCCESS {
@@ -199,17 +200,17 @@ func nvidiaSpec(o options) (*cdispec.Spec, []gpu, error) {
 		if r != nvml.SUCCESS {
 			return nil, nil, fmt.Errorf("NVML device %d UUID: %s", i, lib.ErrorString(r))
 		}
-		gpus = append(gpus, gpu{fmt.Sprint(i), uuid})
+		gpus = append(gpus, hostGPU{fmt.Sprint(i), uuid})
 	}
 	noHooks := o.hooks == "off"
 	if o.hooks == "auto" {
-		noHooks = !slices.ContainsFunc(cdi.DefaultHookPaths, func(p string) bool {
+		noHooks = !slices.ContainsFunc(gpu.DefaultHookPaths, func(p string) bool {
 			_, err := os.Stat(p)
 			return filepath.Base(p) == "nvidia-cdi-hook" && err == nil
 		})
 	}
 	fmt.Printf("CDI spec: hooks %v\n", map[bool]string{true: "off", false: "on"}[noHooks])
-	s, err := cdi.Generate(cdi.GenerateOptions{Nvml: lib, DriverRoot: o.driverRoot, NoHooks: noHooks, LibrarySearchPaths: o.libDirs})
+	s, err := cdigen.Generate(cdigen.GenerateOptions{Nvml: lib, DriverRoot: o.driverRoot, NoHooks: noHooks, LibrarySearchPaths: o.libDirs})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -378,7 +379,7 @@ func copyFile(src, dst string) error {
 
 // runCheck runs lister in a task given gpus, exactly as nsn-run builds the
 // task's spec, and returns the GPU UUIDs the task listed.
-func runCheck(ctx context.Context, o options, in *cdi.Injector, id, gpus string, lister, env []string) ([]string, string, error) {
+func runCheck(ctx context.Context, o options, in *gpu.Injector, id, gpus string, lister, env []string) ([]string, string, error) {
 	defer in.Release(id)
 	bundle := filepath.Join(o.work, "bundle")
 	tasksDir := filepath.Join(o.work, "tasks")

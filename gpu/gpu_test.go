@@ -1,4 +1,4 @@
-package cdi
+package gpu
 
 import (
 	"context"
@@ -15,18 +15,18 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/nsn-run/nsn-run/cdi/cditest"
+	"github.com/nsn-run/nsn-run/gpu/gputest"
 	"github.com/nsn-run/nsn-run/spec"
 	"github.com/nsn-run/nsn-run/spec/audit"
 	"github.com/nsn-run/nsn-run/task"
 )
 
-const uuid0 = cditest.UUID0
+const uuid0 = gputest.UUID0
 
-// StandInSpec writes the stand-in GPUs' CDI spec (see cditest).
+// StandInSpec writes the stand-in GPUs' CDI spec (see gputest).
 func StandInSpec(t *testing.T) (dir, driver string) {
 	t.Helper()
-	dir, driver, err := cditest.WriteStandInSpec(t.TempDir())
+	dir, driver, err := gputest.WriteStandInSpec(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +206,7 @@ func TestDevices(t *testing.T) {
 	got := in.Devices()
 	want := []Device{
 		{Names: []string{"nvidia.com/gpu=0", "nvidia.com/gpu=" + uuid0}, Nodes: "/dev/zero", Sharers: []string{"b", "c"}},
-		{Names: []string{"nvidia.com/gpu=1", "nvidia.com/gpu=" + cditest.UUID1}, Nodes: "/dev/full", Exclusive: "a"},
+		{Names: []string{"nvidia.com/gpu=1", "nvidia.com/gpu=" + gputest.UUID1}, Nodes: "/dev/full", Exclusive: "a"},
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("devices\n got %+v\nwant %+v", got, want)
@@ -293,8 +293,8 @@ devices:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(s.Hooks.CreateContainer) != 1 || !slices.Equal(s.Hooks.CreateContainer[0].Env, hookEnv) {
-		t.Errorf("hook env = %v, want only %v", s.Hooks.CreateContainer, hookEnv)
+	if len(s.Hooks.CreateContainer) != 1 || !slices.Equal(s.Hooks.CreateContainer[0].Env, HookEnv()) {
+		t.Errorf("hook env = %v, want only %v", s.Hooks.CreateContainer, HookEnv())
 	}
 	if f := audit.Check(context.Background(), s, audit.Policy{CDI: in, HostIdentity: true}); len(f) != 0 {
 		t.Errorf("allowlisted hook with minimal env: %v", f)

@@ -1,11 +1,15 @@
-// Package cdi gives tasks GPUs through the Container Device Interface, and
-// only the ones they were granted: it turns a GPU request into CDI device
-// names (nvidia.com/gpu=...), resolves them with the CDI library over the
-// spec dirs, allocates them exclusively on the node, injects their edits as
-// an oci.SpecOpt (spec.DeviceInjector) that the auditor can replay from the
-// spec's annotation. The legacy nvidia-container-cli hook path is never
-// used.
-package cdi
+// Package gpu is the node's GPUs as CDI devices: it gives tasks GPUs
+// through the Container Device Interface, and only the ones they were
+// granted. It turns a GPU request into CDI device names (nvidia.com/gpu=...),
+// resolves them with the CDI library over the spec dirs, allocates them
+// exclusively on the node, and injects their edits as an oci.SpecOpt
+// (spec.DeviceInjector) that the auditor can replay from the spec's
+// annotation. The legacy nvidia-container-cli hook path is never used.
+//
+// It links no NVIDIA code and needs no cgo: writing the node's CDI spec with
+// NVIDIA's nvcdi is gpu/cdigen, sampling GPU usage over NVML is
+// gpu/nvmlusage, each linked only by what needs it.
+package gpu
 
 import (
 	"context"
@@ -41,9 +45,13 @@ var DefaultHookPaths = []string{
 	"/usr/bin/nvidia-ctk", "/usr/local/bin/nvidia-ctk",
 }
 
-// hookEnv is the explicit, minimal environment every injected hook runs
-// with: nothing inherited, so no LD_PRELOAD from anywhere (CVE-2025-23266).
-var hookEnv = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+// HookEnv is the explicit, minimal environment every hook of a GPU's CDI
+// edits runs with: nothing inherited, so no LD_PRELOAD from anywhere
+// (CVE-2025-23266). The injector enforces it and gpu/cdigen writes it; a
+// fresh slice each call, so no caller can change it for the others.
+func HookEnv() []string {
+	return []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+}
 
 // Options configure an Injector.
 type Options struct {
@@ -453,14 +461,20 @@ func (in *Injector) InjectSpecOpt(names []string, shared bool) (oci.SpecOpts, er
 			return fmt.Errorf("%w: inject GPUs %s: %w", errdefs.ErrFailedPrecondition, strings.Join(names, ", "), err)
 		}
 		if s.Hooks != nil {
-			for _, stage := range []*[]specs.Hook{&s.Hooks.CreateRuntime, &s.Hooks.CreateContainer, &s.Hooks.StartContainer, &s.Hooks.Poststart, &s.Hooks.Poststop, &s.Hooks.Prestart} { //nolint:staticcheck
+			stages := []*[]specs.Hook{&s.Hooks.CreateRuntime, &s.Hooks.CreateContainer, &s.Hooks.StartContainer, &s.Hooks.Poststart, &s.Hooks.Poststop}
+			// Prestart is deprecated, but runc still runs its hooks as
+			// root on the host, and a CDI spec can still add them: the
+			// allowlist and the minimal env must hold for them too.
+			//lint:ignore SA1019 an allowlist must cover every stage runc runs
+			stages = append(stages, &s.Hooks.Prestart)
+			for _, stage := range stages {
 				for i := range *stage {
 					h := &(*stage)[i]
 					if !slices.Contains(in.opts.HookPaths, h.Path) {
 						return fmt.Errorf("%w: the CDI edits of %s run hook %s, which is not an allowed hook (%s)",
 							errdefs.ErrFailedPrecondition, strings.Join(names, ", "), h.Path, strings.Join(in.opts.HookPaths, ", "))
 					}
-					h.Env = slices.Clone(hookEnv)
+					h.Env = HookEnv()
 				}
 			}
 		}

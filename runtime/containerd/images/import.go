@@ -1,4 +1,4 @@
-package snapshots
+package images
 
 import (
 	"context"
@@ -8,7 +8,7 @@ import (
 	"strings"
 
 	"github.com/containerd/containerd/v2/client"
-	"github.com/containerd/containerd/v2/core/images"
+	ctrimages "github.com/containerd/containerd/v2/core/images"
 )
 
 // Import reads an OCI image layout or `docker save` tarball into c's
@@ -29,11 +29,11 @@ func Import(ctx context.Context, c *client.Client, r io.Reader) ([]string, error
 }
 
 // List returns the images in c's default namespace, sorted by name.
-func List(ctx context.Context, c *client.Client) ([]images.Image, error) {
+func List(ctx context.Context, c *client.Client) ([]ctrimages.Image, error) {
 	imgs, err := c.ImageService().List(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list images: %w", err)
 	}
-	slices.SortFunc(imgs, func(a, b images.Image) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(imgs, func(a, b ctrimages.Image) int { return strings.Compare(a.Name, b.Name) })
 	return imgs, nil
 }

@@ -1,11 +1,14 @@
-package cdi
+// Package cdigen writes the CDI spec of the node's NVIDIA GPUs with NVIDIA's
+// nvcdi over NVML. It is the one package of nsn-run that links NVIDIA's
+// toolkit (and, through NVML, cgo): only `nsn-run gpu cdi-generate` and the
+// GPU check import it, so neither backend nor the Manager carries it.
+package cdigen
 
 import (
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
@@ -14,6 +17,8 @@ import (
 	"github.com/containerd/errdefs"
 	"sigs.k8s.io/yaml"
 	cdispec "tags.cncf.io/container-device-interface/specs-go"
+
+	"github.com/nsn-run/nsn-run/gpu"
 )
 
 // GenerateOptions configure Generate.
@@ -33,7 +38,7 @@ type GenerateOptions struct {
 	// driver libraries themselves (LD_LIBRARY_PATH).
 	NoHooks bool
 	// HookPath is the nvidia-cdi-hook the spec's hooks run; the first of
-	// DefaultHookPaths that exists if empty. Generation fails when hooks
+	// gpu.DefaultHookPaths that exists if empty. Generation fails when hooks
 	// are wanted and it does not exist: every GPU task would fail to start.
 	HookPath string
 	// LibrarySearchPaths are searched for the driver libraries besides the
@@ -43,7 +48,8 @@ type GenerateOptions struct {
 
 // Generate builds the CDI spec of the node's NVIDIA GPUs (full GPUs and MIG
 // devices, named by index and UUID) with NVIDIA's nvcdi over NVML. Every hook
-// in it is given the same explicit minimal env the injector enforces.
+// in it is given the same explicit minimal env the injector enforces
+// (gpu.HookEnv).
 func Generate(o GenerateOptions) (*cdispec.Spec, error) {
 	if o.Nvml == nil {
 		return nil, fmt.Errorf("%w: no NVML library", errdefs.ErrInvalidArgument)
@@ -87,7 +93,7 @@ func Generate(o GenerateOptions) (*cdispec.Spec, error) {
 		}
 		opts = append(opts, nvcdi.WithNVIDIACDIHookPath(hook))
 		if !o.EnableCUDACompat {
-			opts = append(opts, nvcdi.WithDisabledHook(nvcdi.EnableCudaCompatHook))
+			opts = append(opts, nvcdi.WithDisabledHooks(nvcdi.EnableCudaCompatHook))
 		}
 	}
 	if len(o.LibrarySearchPaths) > 0 {
@@ -113,12 +119,12 @@ func Generate(o GenerateOptions) (*cdispec.Spec, error) {
 }
 
 // hookPath is the nvidia-cdi-hook binary the spec will name: path, or the
-// first of DefaultHookPaths's nvidia-cdi-hook entries present.
+// first of gpu.DefaultHookPaths's nvidia-cdi-hook entries present.
 func hookPath(path string) (string, error) {
 	candidates := []string{path}
 	if path == "" {
 		candidates = nil
-		for _, p := range DefaultHookPaths {
+		for _, p := range gpu.DefaultHookPaths {
 			if filepath.Base(p) == "nvidia-cdi-hook" {
 				candidates = append(candidates, p)
 			}
@@ -136,7 +142,7 @@ func hookPath(path string) (string, error) {
 func minimalHookEnv(e *cdispec.ContainerEdits) {
 	for _, h := range e.Hooks {
 		if h != nil {
-			h.Env = slices.Clone(hookEnv)
+			h.Env = gpu.HookEnv()
 		}
 	}
 }

@@ -12,7 +12,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/nsn-run/nsn-run/task"
+	"github.com/nsn-run/nsn-run/stats"
 )
 
 // loadFixture reads metrics in containerd's protobuf JSON form.
@@ -39,7 +39,7 @@ func TestFromMetricsV1Fixture(t *testing.T) {
 		t.Fatal(err)
 	}
 	u := m.GetMemory().GetUsage()
-	want := Sample{
+	want := stats.Sample{
 		Time: at, Version: 1,
 		MemoryCurrentBytes: u.GetUsage(), MemoryPeakBytes: u.GetMax(), MemoryLimitBytes: 64 << 20,
 		CPUUsageSeconds:     float64(m.GetCPU().GetUsage().GetTotal()) / 1e9,
@@ -64,7 +64,7 @@ func TestFromMetricsV2Fixture(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Sample{
+	want := stats.Sample{
 		Time: at, Version: 2,
 		MemoryCurrentBytes: 35651584, MemoryPeakBytes: 41943040, MemoryLimitBytes: 67108864,
 		CPUUsageSeconds: 2.013456, CPUThrottledPeriods: 38, CPUThrottledSeconds: 1.901234,
@@ -87,40 +87,6 @@ func TestFromMetricsEmptyAndUnknown(t *testing.T) {
 	}
 }
 
-func TestCPUPercent(t *testing.T) {
-	t0 := time.Unix(100, 0)
-	prev := Sample{Time: t0, CPUUsageSeconds: 10}
-	cases := []struct {
-		name string
-		cur  Sample
-		prev Sample
-		want float64
-	}{
-		{"half a CPU", Sample{Time: t0.Add(2 * time.Second), CPUUsageSeconds: 11}, prev, 50},
-		{"two CPUs", Sample{Time: t0.Add(time.Second), CPUUsageSeconds: 12}, prev, 200},
-		{"idle", Sample{Time: t0.Add(time.Second), CPUUsageSeconds: 10}, prev, 0},
-		{"first sample", Sample{Time: t0, CPUUsageSeconds: 10}, Sample{}, 0},
-		{"counter reset", Sample{Time: t0.Add(time.Second), CPUUsageSeconds: 1}, prev, 0},
-		{"same instant", Sample{Time: t0, CPUUsageSeconds: 11}, prev, 0},
-	}
-	for _, c := range cases {
-		if got := c.cur.WithCPUPercent(c.prev).CPUPercent; got != c.want {
-			t.Errorf("%s: %v, want %v", c.name, got, c.want)
-		}
-	}
-}
-
-func TestPeaks(t *testing.T) {
-	var p Peaks
-	p.Add(Sample{MemoryCurrentBytes: 10, MemoryPeakBytes: 50, PidsCurrent: 4, CPUUsageSeconds: 1})
-	p.Add(Sample{MemoryCurrentBytes: 60, PidsCurrent: 9, CPUUsageSeconds: 2, OOMKills: 1})
-	p.Add(Sample{MemoryCurrentBytes: 5, MemoryPeakBytes: 55, PidsCurrent: 2, CPUUsageSeconds: 3})
-	want := task.Stats{PeakMemoryBytes: 60, CPUUsageSeconds: 3, PidsPeak: 9, OOMKills: 1}
-	if got := p.Stats(); got != want {
-		t.Errorf("peaks %+v, want %+v", got, want)
-	}
-}
-
 func TestAddV2Peaks(t *testing.T) {
 	root := t.TempDir()
 	group := filepath.Join(root, "nsn", "job")
@@ -133,16 +99,16 @@ func TestAddV2Peaks(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(group, "pids.peak"), []byte("32\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	got := AddV2Peaks(Sample{MemoryPeakBytes: 1 << 20, PidsCurrent: 3}, root, "/nsn/job")
+	got := AddV2Peaks(stats.Sample{MemoryPeakBytes: 1 << 20, PidsCurrent: 3}, root, "/nsn/job")
 	if got.MemoryPeakBytes != 41943040 || got.PidsPeak != 32 {
 		t.Errorf("peaks %d %d, want the kernel's 40 MiB and 32", got.MemoryPeakBytes, got.PidsPeak)
 	}
 	// A kernel without the files (or a group already gone) keeps the sample.
-	same := AddV2Peaks(Sample{MemoryPeakBytes: 7, PidsPeak: 2}, root, "/nsn/other")
+	same := AddV2Peaks(stats.Sample{MemoryPeakBytes: 7, PidsPeak: 2}, root, "/nsn/other")
 	if same.MemoryPeakBytes != 7 || same.PidsPeak != 2 {
 		t.Errorf("missing files changed the sample: %+v", same)
 	}
-	var p Peaks
+	var p stats.Peaks
 	p.Add(got)
 	if p.Stats().PidsPeak != 32 {
 		t.Errorf("Peaks ignored the kernel's pids peak: %+v", p.Stats())

@@ -1,9 +1,9 @@
-// Package cditest writes a CDI spec of stand-in GPUs for tests on hosts
+// Package gputest writes a CDI spec of stand-in GPUs for tests on hosts
 // without one: nvidia.com/gpu=0 (also named by UUID0) is the host's
 // /dev/zero and nvidia.com/gpu=1 its /dev/full, at /dev/nvidia-standinN in
 // the container, with a common driver-file mount and env var, as NVIDIA's
 // generated specs have.
-package cditest
+package gputest
 
 import (
 	"fmt"

@@ -1,7 +1,10 @@
-// Package snapshots owns images and the filesystems made from them: resolving
-// a reference to a local image and reading its config (and, as the backend
-// grows, import, pull, unpack and the container's snapshot).
-package snapshots
+// Package images holds the containerd backend's images and what the task
+// filesystems made from them must satisfy: resolving a reference to a local
+// image and reading its config, unpacking it, import, pull (reporting
+// progress to a callback; drawing it is the CLI's) and push, listing, and
+// the checks of mount points in a task's root filesystem. It talks to
+// containerd only, which is why it lives under the containerd backend.
+package images
 
 import (
 	"context"

@@ -1,11 +1,14 @@
-package cdi
+package nvmlusage
 
 import (
+	"context"
 	"testing"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock"
 	"github.com/containerd/errdefs"
+
+	"github.com/nsn-run/nsn-run/stats"
 )
 
 // fakeNVML has two GPUs: GPU 0 runs the task's pids 100 and 101 and a
@@ -32,21 +35,27 @@ func fakeNVML() *mock.Interface {
 	}
 }
 
-func TestUsageOf(t *testing.T) {
-	u, err := UsageOf(fakeNVML(), []uint32{100, 101, 102})
+func TestUsage(t *testing.T) {
+	ctx := context.Background()
+	u, err := New(fakeNVML()).Usage(ctx, []uint32{100, 101, 102})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if u.MemoryBytes != 1<<30+512<<20 || u.UtilizationPercent != 73 {
 		t.Errorf("usage %+v: want the task's 1.5 GiB on GPU 0 and GPU 0's 73%%, nothing of the stranger's", u)
 	}
-	none, err := UsageOf(fakeNVML(), []uint32{999})
-	if err != nil || none != (Usage{}) {
+	none, err := New(fakeNVML()).Usage(ctx, []uint32{999})
+	if err != nil || none != (stats.GPUUsage{}) {
 		t.Errorf("a task on no GPU: %+v %v", none, err)
 	}
 	broken := fakeNVML()
 	broken.DeviceGetCountFunc = func() (int, nvml.Return) { return 0, nvml.ERROR_UNKNOWN }
-	if _, err := UsageOf(broken, []uint32{100}); !errdefs.IsUnavailable(err) {
+	if _, err := New(broken).Usage(ctx, []uint32{100}); !errdefs.IsUnavailable(err) {
 		t.Errorf("NVML failure: %v", err)
+	}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := New(fakeNVML()).Usage(cancelled, []uint32{100}); err == nil {
+		t.Error("a sample with its context ended went ahead")
 	}
 }

@@ -1,4 +1,4 @@
-package cdi
+package cdigen
 
 import (
 	"fmt"
@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 	cdispec "tags.cncf.io/container-device-interface/specs-go"
 
+	"github.com/nsn-run/nsn-run/gpu"
 	"github.com/nsn-run/nsn-run/task"
 )
 
@@ -74,8 +75,8 @@ func TestGenerateDGXA100(t *testing.T) {
 			if slices.Contains(h.Args, "enable-cuda-compat") {
 				t.Errorf("enable-cuda-compat hook present: %v", h.Args)
 			}
-			if !slices.Equal(h.Env, hookEnv) {
-				t.Errorf("hook %v env %v, want only %v", h.Args, h.Env, hookEnv)
+			if !slices.Equal(h.Env, gpu.HookEnv()) {
+				t.Errorf("hook %v env %v, want only %v", h.Args, h.Env, gpu.HookEnv())
 			}
 		}
 	}
@@ -96,11 +97,11 @@ func TestGenerateDGXA100(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	in, err := New(Options{SpecDirs: []string{dir}})
+	in, err := gpu.New(gpu.Options{SpecDirs: []string{dir}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := len(in.distinct(in.GPUs())); got != 8 {
+	if got := len(in.Devices()); got != 8 {
 		t.Errorf("the written spec %s loads as %d distinct GPUs, want 8", path, got)
 	}
 }
@@ -314,11 +315,11 @@ func TestGenerateMIG(t *testing.T) {
 	if _, err := WriteSpec(s, dir); err != nil {
 		t.Fatal(err)
 	}
-	in, err := New(Options{SpecDirs: []string{dir}, AllocDir: t.TempDir()})
+	in, err := gpu.New(gpu.Options{SpecDirs: []string{dir}, AllocDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := len(in.distinct(in.GPUs())); got != 6+len(migs) {
+	if got := len(in.Devices()); got != 6+len(migs) {
 		t.Errorf("%d distinct devices, want 6 GPUs + %d MIG devices", got, len(migs))
 	}
 	// Two slices of GPU 0 go to two tasks; the same slice by index and by

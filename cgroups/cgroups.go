@@ -1,0 +1,104 @@
+// Package cgroups turns the cgroup metrics containerd reports for a task,
+// cgroup v1 or v2, into nsn-run's one stats.Sample, adds the peaks only the
+// host's cgroup v2 files hold, and says the host's cgroup layout. It links
+// containerd's cgroups library; the backend-neutral Sample and the peaks of
+// a series live in package stats, which the Docker backend uses without it.
+package cgroups
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/containerd/cgroups/v3"
+	v1 "github.com/containerd/cgroups/v3/cgroup1/stats"
+	v2 "github.com/containerd/cgroups/v3/cgroup2/stats"
+	"github.com/containerd/errdefs"
+
+	"github.com/nsn-run/nsn-run/stats"
+)
+
+// Mode reports the host's cgroup layout (containerd/cgroups' detection):
+// "legacy" (v1), "hybrid" (v1 controllers, v2 mounted beside) or "unified".
+func Mode() string {
+	switch cgroups.Mode() {
+	case cgroups.Legacy:
+		return "legacy"
+	case cgroups.Hybrid:
+		return "hybrid"
+	case cgroups.Unified:
+		return "unified"
+	}
+	return "unavailable"
+}
+
+// FromMetrics decodes a task's metrics (the value containerd's
+// Task.Metrics returns, after typeurl.UnmarshalAny) taken at time at.
+//
+// cgroup v1: memory peak is memory.max_usage_in_bytes, OOM kills are
+// memory.oom_control's oom_kill (Linux 4.13+), CPU is cpuacct.usage in ns.
+// cgroup v2: memory peak is memory.peak (Linux 5.19+), OOM kills are
+// memory.events' oom_kill, CPU is cpu.stat's usage_usec.
+func FromMetrics(m any, at time.Time) (stats.Sample, error) {
+	switch m := m.(type) {
+	case *v1.Metrics:
+		s := stats.Sample{Time: at, Version: 1}
+		if u := m.GetMemory().GetUsage(); u != nil {
+			s.MemoryCurrentBytes, s.MemoryPeakBytes, s.MemoryLimitBytes = u.GetUsage(), u.GetMax(), u.GetLimit()
+		}
+		s.CPUUsageSeconds = float64(m.GetCPU().GetUsage().GetTotal()) / 1e9
+		if th := m.GetCPU().GetThrottling(); th != nil {
+			s.CPUThrottledPeriods, s.CPUThrottledSeconds = th.GetThrottledPeriods(), float64(th.GetThrottledTime())/1e9
+		}
+		s.PidsCurrent, s.PidsLimit = m.GetPids().GetCurrent(), m.GetPids().GetLimit()
+		s.OOMKills = m.GetMemoryOomControl().GetOomKill()
+		return s, nil
+	case *v2.Metrics:
+		mem := m.GetMemory()
+		cpu := m.GetCPU()
+		return stats.Sample{
+			Time:                at,
+			Version:             2,
+			MemoryCurrentBytes:  mem.GetUsage(),
+			MemoryPeakBytes:     mem.GetMaxUsage(),
+			MemoryLimitBytes:    mem.GetUsageLimit(),
+			CPUUsageSeconds:     float64(cpu.GetUsageUsec()) / 1e6,
+			CPUThrottledPeriods: cpu.GetNrThrottled(),
+			CPUThrottledSeconds: float64(cpu.GetThrottledUsec()) / 1e6,
+			PidsCurrent:         m.GetPids().GetCurrent(),
+			PidsLimit:           m.GetPids().GetLimit(),
+			OOMKills:            m.GetMemoryEvents().GetOomKill(),
+		}, nil
+	default:
+		return stats.Sample{}, fmt.Errorf("%w: metrics of type %T are not cgroup v1 or v2 metrics", errdefs.ErrNotImplemented, m)
+	}
+}
+
+// V2Root is where the unified hierarchy is mounted.
+const V2Root = "/sys/fs/cgroup"
+
+// AddV2Peaks fills in the kernel's own high-water marks of a cgroup v2
+// group (memory.peak, Linux 5.19+; pids.peak, Linux 6.1+), which
+// containerd's metrics do not carry: with them a peak is exact, not as good
+// as the sampling interval. root is V2Root (a fixture dir in tests), group
+// the cgroup path ("/nsn/ID"). Files the kernel lacks are skipped.
+func AddV2Peaks(s stats.Sample, root, group string) stats.Sample {
+	read := func(name string) (uint64, bool) {
+		b, err := os.ReadFile(filepath.Join(root, filepath.Clean("/"+group), name))
+		if err != nil {
+			return 0, false
+		}
+		n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+		return n, err == nil
+	}
+	if n, ok := read("memory.peak"); ok {
+		s.MemoryPeakBytes = max(s.MemoryPeakBytes, n)
+	}
+	if n, ok := read("pids.peak"); ok {
+		s.PidsPeak = max(s.PidsPeak, n)
+	}
+	return s
+}

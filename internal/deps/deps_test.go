@@ -1,0 +1,105 @@
+package deps
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/nsn-run/nsn-run"
+
+// nvidiaLinkers are the only packages that may link NVIDIA's code (NVML
+// through cgo, nvcdi): the two that need the driver, and the programs and
+// tests that wire them in.
+var nvidiaLinkers = []string{
+	module + "/gpu/cdigen",    // nsn-run gpu cdi-generate: nvcdi over NVML
+	module + "/gpu/nvmlusage", // GPU stats over NVML, wired in by the CLI
+	module + "/cmd/nsn-run",
+	module + "/integration",
+	module + "/integration/gpu/gpucheck",
+}
+
+// cgoFree is the library a node agent links: it must build with
+// CGO_ENABLED=0.
+var cgoFree = []string{"./runtime/...", "./spec/...", "./task/..."}
+
+// goCmd runs the go command in the module root with extra environment.
+func goCmd(t *testing.T, env []string, args ...string) []byte {
+	t.Helper()
+	cmd := exec.Command("go", args...)
+	cmd.Dir = moduleRoot(t)
+	cmd.Env = append(os.Environ(), env...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, stderr.Bytes())
+	}
+	return out
+}
+
+func moduleRoot(t *testing.T) string {
+	t.Helper()
+	dir, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "go.mod")); err != nil {
+		t.Fatalf("module root: %v", err)
+	}
+	return dir
+}
+
+// TestOnlyGPUPackagesLinkNVIDIA: every package of the module, with its
+// dependencies (not its tests'), links no github.com/NVIDIA package unless
+// it is one of nvidiaLinkers. So `go list -deps ./runtime/docker` (or
+// ./runtime/containerd) names none.
+func TestOnlyGPUPackagesLinkNVIDIA(t *testing.T) {
+	out := goCmd(t, nil, "list", "-f", `{{.ImportPath}}{{range .Deps}} {{.}}{{end}}`, "./...")
+	checked := 0
+	for line := range strings.Lines(string(out)) {
+		fields := strings.Fields(line)
+		if len(fields) == 0 {
+			continue
+		}
+		pkg, deps := fields[0], fields[1:]
+		if slices.Contains(nvidiaLinkers, pkg) {
+			continue
+		}
+		checked++
+		var nvidia []string
+		for _, d := range deps {
+			if strings.HasPrefix(d, "github.com/NVIDIA/") {
+				nvidia = append(nvidia, d)
+			}
+		}
+		if len(nvidia) > 0 {
+			t.Errorf("%s links NVIDIA's %s: only %s may (move what needs NVML behind an interface the CLI wires in)",
+				pkg, strings.Join(nvidia, ", "), strings.Join(nvidiaLinkers, ", "))
+		}
+	}
+	for _, must := range []string{"runtime", "runtime/docker", "runtime/containerd", "gpu", "spec", "task"} {
+		if !strings.Contains(string(out), module+"/"+must+" ") {
+			t.Errorf("package %s was not listed", must)
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no package checked")
+	}
+}
+
+// TestLibraryBuildsWithoutCgo: CGO_ENABLED=0 go build of the library a node
+// agent links succeeds, and none of its non-standard dependencies has cgo
+// files (one with an optional cgo part would build, but link C where cgo
+// is on).
+func TestLibraryBuildsWithoutCgo(t *testing.T) {
+	goCmd(t, []string{"CGO_ENABLED=0"}, append([]string{"build"}, cgoFree...)...)
+	out := goCmd(t, []string{"CGO_ENABLED=1"}, append([]string{"list", "-deps", "-f", `{{if not .Standard}}{{if .CgoFiles}}{{.ImportPath}}{{end}}{{end}}`}, cgoFree...)...)
+	if cgo := strings.Fields(string(out)); len(cgo) > 0 {
+		t.Errorf("the library links packages with cgo files: %s", strings.Join(cgo, ", "))
+	}
+}
