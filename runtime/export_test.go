@@ -1,5 +1,15 @@
 package runtime
 
+import "github.com/nsn-run/nsn-run/task"
+
 // TaskDir is the task's private host directory, for the tests' checks of
 // what a step left.
 var TaskDir = (*Manager).taskDir
+
+// DirOutput is an OutputFS that leaves the output dir a plain directory:
+// the Manager's policy tests run without root (and so without mounts).
+// Only collection's caps bound what a task leaves there.
+type DirOutput struct{}
+
+func (DirOutput) Prepare(string, task.Limits) error { return nil }
+func (DirOutput) Release(string) error              { return nil }

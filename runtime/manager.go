@@ -62,8 +62,11 @@ type Config struct {
 	UserNamespaces UserNSMode
 	// IDs grants host id ranges; nil means an idmap.Allocator over the
 	// node-wide idmap.DefaultDir with the default span, owned by this
-	// state dir.
+	// state dir, when the backend can give user namespaces at all.
 	IDs IDAllocator
+	// OutputFS provides each task's output directory; TmpfsOutput (a
+	// size-capped tmpfs per task, which needs root) if nil.
+	OutputFS OutputFS
 }
 
 // UserNSMode is the operator's policy on per-task user namespaces.
@@ -128,6 +131,7 @@ type Manager struct {
 	gpus            GPUAllocator
 	userns          UserNSMode
 	ids             IDAllocator
+	output          OutputFS
 }
 
 // New returns a Manager, creating its state directory (mode 0700: task
@@ -165,15 +169,20 @@ func New(cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	ids := cfg.IDs
-	if ids == nil && cfg.UserNamespaces != UserNSOff {
+	_, namespacer := cfg.Backend.(UserNamespacer)
+	if ids == nil && namespacer && cfg.UserNamespaces != UserNSOff {
 		a, err := idmap.New(idmap.Config{Owner: abs})
 		if err != nil {
 			return nil, err
 		}
 		ids = a
 	}
+	output := cfg.OutputFS
+	if output == nil {
+		output = TmpfsOutput{}
+	}
 	return &Manager{backend: cfg.Backend, stateDir: abs, sampleInterval: cfg.SampleInterval, allowedRuntimes: allowed,
-		gpus: cfg.GPUs, userns: cfg.UserNamespaces, ids: ids}, nil
+		gpus: cfg.GPUs, userns: cfg.UserNamespaces, ids: ids, output: output}, nil
 }
 
 // AllowedRuntimes are the runtimes this Manager lets a task ask for.
@@ -329,7 +338,7 @@ func (m *Manager) start(ctx context.Context, t task.Task, dir string) (Handle, e
 	if err := os.Mkdir(out, 0o700); err != nil {
 		return Handle{}, fmt.Errorf("create output dir: %w", err)
 	}
-	if err := mountOutput(out, t.Limits); err != nil {
+	if err := m.output.Prepare(out, t.Limits); err != nil {
 		return Handle{}, err
 	}
 	grant, err := m.allocate(ctx, t)
@@ -657,10 +666,10 @@ func (m *Manager) Cleanup(ctx context.Context, id string) error {
 	return m.removeState(id)
 }
 
-// removeState unmounts the task's output tmpfs and removes its state dir.
+// removeState releases the task's output dir and removes its state dir.
 func (m *Manager) removeState(id string) error {
 	dir := m.taskDir(id)
-	if err := unmountAll(dir); err != nil {
+	if err := m.output.Release(filepath.Join(dir, outputDir)); err != nil {
 		return fmt.Errorf("remove state of task %s: %w", id, err)
 	}
 	if err := os.RemoveAll(dir); err != nil {

@@ -172,12 +172,10 @@ func (f *fakeBackend) Recover(context.Context, runtime.Handle) error { return ni
 
 func newManager(t *testing.T, f *fakeBackend) *runtime.Manager {
 	t.Helper()
-	needRoot(t)
-	m, err := runtime.New(runtime.Config{Backend: f, StateDir: t.TempDir()})
+	m, err := runtime.New(runtime.Config{Backend: f, StateDir: t.TempDir(), OutputFS: runtime.DirOutput{}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Unmount every task's output tmpfs before TempDir is removed.
 	t.Cleanup(func() { _, _ = m.CleanupOrphans(context.Background(), true) })
 	return m
 }
@@ -236,9 +234,8 @@ func TestSpawnRefusesRuntimesNotAllowed(t *testing.T) {
 		{"default not in the operator's list", []string{runsc}, "", false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			needRoot(t)
 			f := newFake()
-			m, err := runtime.New(runtime.Config{Backend: f, StateDir: t.TempDir(), AllowedRuntimes: c.allowed})
+			m, err := runtime.New(runtime.Config{Backend: f, StateDir: t.TempDir(), OutputFS: runtime.DirOutput{}, AllowedRuntimes: c.allowed})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -359,9 +356,8 @@ func TestCleanupOrphans(t *testing.T) {
 }
 
 func TestCPUTimeLimitKillsAtOnce(t *testing.T) {
-	needRoot(t)
 	f := newFake()
-	m, err := runtime.New(runtime.Config{Backend: f, StateDir: t.TempDir(), SampleInterval: time.Millisecond})
+	m, err := runtime.New(runtime.Config{Backend: f, StateDir: t.TempDir(), OutputFS: runtime.DirOutput{}, SampleInterval: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -410,12 +406,12 @@ func TestMonitorStreamsUntilTaskIsGone(t *testing.T) {
 	}
 }
 
-// needRoot skips where the Manager cannot mount a task's output tmpfs.
-// CI runs as root, so these tests always run there.
+// needRoot skips where a test mounts (TmpfsOutput). CI runs as root, so
+// these tests always run there; the Manager's own tests use DirOutput.
 func needRoot(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("the Manager mounts a tmpfs per task: needs root")
+		t.Skip("mounts a tmpfs: needs root")
 	}
 }
 
@@ -440,7 +436,7 @@ func TestCleanupOrphansForce(t *testing.T) {
 func TestRecover(t *testing.T) {
 	f := newFake()
 	dir := t.TempDir()
-	first, err := runtime.New(runtime.Config{Backend: f, StateDir: dir})
+	first, err := runtime.New(runtime.Config{Backend: f, StateDir: dir, OutputFS: runtime.DirOutput{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -451,7 +447,7 @@ func TestRecover(t *testing.T) {
 	}
 	f.exit("exited", 3)
 	// The first manager is gone; a new one over the same state and backend.
-	second, err := runtime.New(runtime.Config{Backend: f, StateDir: dir})
+	second, err := runtime.New(runtime.Config{Backend: f, StateDir: dir, OutputFS: runtime.DirOutput{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -483,10 +479,9 @@ func TestRecover(t *testing.T) {
 }
 
 func TestGPUMemoryLimitKills(t *testing.T) {
-	needRoot(t)
 	f := newFake()
 	f.gpuMemory = 3 << 30
-	m, err := runtime.New(runtime.Config{Backend: f, StateDir: t.TempDir(), SampleInterval: time.Millisecond})
+	m, err := runtime.New(runtime.Config{Backend: f, StateDir: t.TempDir(), OutputFS: runtime.DirOutput{}, SampleInterval: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -536,7 +531,7 @@ func TestGPUMemoryLimitKills(t *testing.T) {
 func TestRecoverWithoutHandle(t *testing.T) {
 	f := newFake()
 	dir := t.TempDir()
-	first, err := runtime.New(runtime.Config{Backend: f, StateDir: dir})
+	first, err := runtime.New(runtime.Config{Backend: f, StateDir: dir, OutputFS: runtime.DirOutput{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -558,7 +553,7 @@ func TestRecoverWithoutHandle(t *testing.T) {
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	second, err := runtime.New(runtime.Config{Backend: f, StateDir: dir})
+	second, err := runtime.New(runtime.Config{Backend: f, StateDir: dir, OutputFS: runtime.DirOutput{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -680,11 +675,10 @@ func (g *fakeGPUs) held() map[string]string {
 // Cleanup, on a failed start, and in CleanupOrphans for a task that is
 // gone; a task asking for GPUs without an allocator is refused.
 func TestManagerAllocatesGPUs(t *testing.T) {
-	needRoot(t)
 	ctx := context.Background()
 	f := newFake()
 	gpus := &fakeGPUs{}
-	m, err := runtime.New(runtime.Config{Backend: f, StateDir: t.TempDir(), GPUs: gpus})
+	m, err := runtime.New(runtime.Config{Backend: f, StateDir: t.TempDir(), OutputFS: runtime.DirOutput{}, GPUs: gpus})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -743,11 +737,10 @@ func TestManagerAllocatesGPUs(t *testing.T) {
 // GPUs free now) and takes nothing: no GPU, no task directory, and what it
 // refuses Spawn refuses too.
 func TestPreviewTakesNothing(t *testing.T) {
-	needRoot(t)
 	ctx := context.Background()
 	f := newFake()
 	gpus := &fakeGPUs{}
-	m, err := runtime.New(runtime.Config{Backend: f, StateDir: t.TempDir(), GPUs: gpus})
+	m, err := runtime.New(runtime.Config{Backend: f, StateDir: t.TempDir(), OutputFS: runtime.DirOutput{}, GPUs: gpus})
 	if err != nil {
 		t.Fatal(err)
 	}

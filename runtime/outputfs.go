@@ -11,11 +11,26 @@ import (
 	"github.com/nsn-run/nsn-run/task"
 )
 
-// mountOutput mounts a tmpfs at dir sized by the task's output limits, so
-// the kernel stops a task that writes too much (ENOSPC) before the host's
-// disk is touched at all. The task's writes are charged to its memory
-// cgroup. nsuid, nodev, noexec: nothing in it is trusted.
-func mountOutput(dir string, l task.Limits) error {
+// OutputFS provides each task's output directory on the host, the one host
+// path its container binds (at /output).
+type OutputFS interface {
+	// Prepare readies dir (it exists and is empty) to receive at most
+	// the task's output limits.
+	Prepare(dir string, l task.Limits) error
+	// Release undoes Prepare. When it returns nil nothing of dir's is
+	// mounted any more; releasing what was never prepared is no error.
+	Release(dir string) error
+}
+
+// TmpfsOutput is the default OutputFS: a tmpfs per task, sized by its
+// output limits, so the kernel stops a task that writes too much (ENOSPC)
+// before the host's disk is touched at all. The task's writes are charged
+// to its memory cgroup. nosuid, nodev, noexec: nothing in it is trusted.
+// It needs CAP_SYS_ADMIN (root).
+type TmpfsOutput struct{}
+
+// Prepare mounts the tmpfs at dir.
+func (TmpfsOutput) Prepare(dir string, l task.Limits) error {
 	data := fmt.Sprintf("size=%d,nr_inodes=%d,mode=0700", l.OutputBytes, l.OutputFiles+1) // +1: the root dir
 	if err := unix.Mount("nsn-output", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, data); err != nil {
 		return fmt.Errorf("mount output tmpfs at %s: %w", dir, err)
@@ -23,33 +38,50 @@ func mountOutput(dir string, l task.Limits) error {
 	return nil
 }
 
-// unmountAll detaches every mount at or below dir, deepest first. Not
-// being mounted is not an error.
-func unmountAll(dir string) error {
-	points, err := mountsUnder(dir)
+// Release unmounts dir itself, by its known path, until nothing is
+// mounted there, then anything else the mount table lists below it. The
+// known path comes first: it does not depend on a read of the mount table
+// while dozens of other tasks mount and unmount (kernels before 5.8 could
+// skip entries in such a read).
+func (TmpfsOutput) Release(dir string) error {
+	if err := unmountAt(dir); err != nil {
+		return err
+	}
+	return unmountBelow(dir)
+}
+
+// maxStacked bounds how many mounts unmountAt peels off one point.
+const maxStacked = 16
+
+// unmountAt detaches every mount stacked at dir: EINVAL says dir is no
+// longer a mount point, ENOENT that it does not exist.
+func unmountAt(dir string) error {
+	for range maxStacked {
+		err := unix.Unmount(dir, unix.MNT_DETACH)
+		switch {
+		case errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOENT):
+			return nil
+		case err != nil:
+			return fmt.Errorf("unmount %s: %w", dir, err)
+		}
+	}
+	return fmt.Errorf("unmount %s: still a mount point after %d unmounts", dir, maxStacked)
+}
+
+// unmountBelow detaches every mount strictly below dir, deepest first,
+// as the mount table lists them.
+func unmountBelow(dir string) error {
+	mounts, err := mountinfo.Read(mountinfo.Self)
 	if err != nil {
 		return err
 	}
 	var errs []error
-	for i := len(points) - 1; i >= 0; i-- {
-		if err := unix.Unmount(points[i], unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-			errs = append(errs, fmt.Errorf("unmount %s: %w", points[i], err))
+	for i := len(mounts) - 1; i >= 0; i-- {
+		if p := mounts[i].MountPoint; strings.HasPrefix(p, dir+"/") {
+			if err := unmountAt(p); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// mountsUnder lists the mount points at or below dir, in mount order.
-func mountsUnder(dir string) ([]string, error) {
-	mounts, err := mountinfo.Read(mountinfo.Self)
-	if err != nil {
-		return nil, err
-	}
-	var points []string
-	for _, m := range mounts {
-		if m.MountPoint == dir || strings.HasPrefix(m.MountPoint, dir+"/") {
-			points = append(points, m.MountPoint)
-		}
-	}
-	return points, nil
 }

@@ -45,8 +45,9 @@ start_containerd() {
   mkdir -p "$dir"
   # runc sets up each task's root from inside the task's own user
   # namespace, so the path to containerd's state must be searchable by
-  # others, as /run is (our callers' mktemp dirs are 0700).
-  chmod 0711 "$dir" "$(dirname "$dir")"
+  # others, as /run is (our callers' mktemp dirs are 0700). Only the
+  # search bit is added: a parent such as /tmp keeps its mode and sticky bit.
+  chmod go+x "$dir" "$(dirname "$dir")"
   cat >"$dir/config.toml" <<TOML
 version = 2
 root = "$dir/root"

@@ -4,14 +4,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
 
-	"github.com/nsn-run/nsn-run/gpu"
+	"github.com/nsn-run/nsn-run/node"
 	"github.com/nsn-run/nsn-run/runtime"
-	"github.com/nsn-run/nsn-run/runtime/containerd"
 	"github.com/nsn-run/nsn-run/runtime/docker"
 	"github.com/nsn-run/nsn-run/spec/audit"
 )
@@ -116,32 +114,18 @@ Exit status: 0 no findings, 1 findings, 2 unreadable input.`,
 	return cmd
 }
 
-// auditPolicy is the policy run applies, from the global flags: the
-// namespace and state dir name the cgroup path and output dir, the CDI
-// specs replay GPU edits, and bind sources are resolved on this host.
+// auditPolicy is the policy run applies, from the global flags
+// (node.AuditPolicy): the namespace and state dir name the cgroup path and
+// output dir, the CDI specs replay GPU edits, and bind sources are resolved
+// on this host.
 func auditPolicy(g *globalOptions) (audit.Policy, error) {
-	gpus, err := gpu.New(gpu.Options{SpecDirs: g.cdiSpecDirs})
-	if err != nil {
-		return audit.Policy{}, err
-	}
-	tasks, err := taskOutputDir(g.stateDir, "x")
-	if err != nil {
-		return audit.Policy{}, err
-	}
 	userns, err := runtime.ParseUserNSMode(g.userns)
 	if err != nil {
 		return audit.Policy{}, err
 	}
-	return audit.Policy{
-		Namespace:     g.namespace,
-		TasksDir:      filepath.Dir(filepath.Dir(tasks)),
-		CDI:           gpus,
-		ResolveSource: filepath.EvalSymlinks,
-		HostIdentity:  userns == runtime.UserNSOff,
-		// As run applies it: nsn-run's profile where this host has
-		// AppArmor, none where it does not.
-		AppArmorProfile: containerd.AppArmorProfile(),
-	}, nil
+	o := g.nodeOptions()
+	o.UserNamespaces = userns
+	return node.AuditPolicy(o)
 }
 
 func readInput(stdin io.Reader, name string) ([]byte, error) {

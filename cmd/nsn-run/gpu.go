@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 
@@ -12,6 +11,7 @@ import (
 
 	"github.com/nsn-run/nsn-run/gpu"
 	"github.com/nsn-run/nsn-run/gpu/cdigen"
+	"github.com/nsn-run/nsn-run/node"
 )
 
 func newGPUCommand(g *globalOptions) *cobra.Command {
@@ -75,7 +75,7 @@ sharing it (--gpu-shared). Allocations of tasks that are gone are freed by
 'nsn-run gc'.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			gpus, err := gpu.New(gpu.Options{SpecDirs: g.cdiSpecDirs, AllocDir: filepath.Join(g.stateDir, "gpus")})
+			gpus, err := node.GPUs(g.nodeOptions())
 			if err != nil {
 				return err
 			}

@@ -6,86 +6,71 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/containerd/errdefs"
 	"github.com/spf13/cobra"
 
 	"github.com/nsn-run/nsn-run/gpu"
 	"github.com/nsn-run/nsn-run/gpu/nvmlusage"
 	"github.com/nsn-run/nsn-run/logs"
+	"github.com/nsn-run/nsn-run/node"
 	"github.com/nsn-run/nsn-run/runtime"
-	"github.com/nsn-run/nsn-run/runtime/containerd"
 	"github.com/nsn-run/nsn-run/runtime/docker"
 )
 
-// openManager connects the backend the global flags select and returns a
-// Manager over it, and a func to release the connection.
-func openManager(ctx context.Context, g *globalOptions) (*runtime.Manager, func(), error) {
-	var b interface {
-		runtime.Backend
-		Close() error
+// nodeOptions are the global flags as node.Options: the CLI opens its
+// Manager exactly as a node agent does.
+func (g *globalOptions) nodeOptions() node.Options {
+	return node.Options{
+		Backend: g.backend, Address: g.address, Namespace: g.namespace, DockerHost: dockerHost(),
+		StateDir: g.stateDir, CDISpecDirs: g.cdiSpecDirs,
+		UserNamespaces: runtime.UserNSMode(g.userns), AllowedRuntimes: g.allowedRuntimes,
 	}
-	// One injector over the node's allocation dir: the Manager allocates
-	// with it, the backend injects, gc and `gpu ls` see the same grants.
-	gpus, err := gpu.New(gpu.Options{SpecDirs: g.cdiSpecDirs, AllocDir: filepath.Join(g.stateDir, "gpus")})
+}
+
+// openManager opens the node's Manager over the backend the global flags
+// select (node.Open), and returns a func that closes it.
+func openManager(ctx context.Context, g *globalOptions) (*runtime.Manager, func(), error) {
+	userns, err := runtime.ParseUserNSMode(g.userns)
+	if err != nil {
+		return nil, nil, err
+	}
+	o := g.nodeOptions()
+	o.UserNamespaces = userns
+	if o.LoggerBinary, err = shimLogger(); err != nil {
+		return nil, nil, err
+	}
+	gpus, err := node.GPUs(o)
 	if err != nil {
 		return nil, nil, err
 	}
 	usage, closeUsage := gpuUsage(gpus)
-	switch g.backend {
-	case "containerd":
-		cb, err := openContainerd(ctx, g, gpus, usage)
-		if err != nil {
-			closeUsage()
-			return nil, nil, err
-		}
-		b = cb
-	case "docker":
-		db, err := docker.New(ctx, docker.Config{Host: dockerHost(), CDI: gpus, GPUUsage: usage})
-		if err != nil {
-			closeUsage()
-			return nil, nil, err
-		}
-		b = db
-	default:
-		closeUsage()
-		return nil, nil, fmt.Errorf("%w: backend %q: want containerd or docker", errdefs.ErrInvalidArgument, g.backend)
-	}
-	closeAll := func() {
-		b.Close()
-		closeUsage()
-	}
-	userns, err := runtime.ParseUserNSMode(g.userns)
+	o.GPUUsage = usage
+	m, err := node.Open(ctx, o)
 	if err != nil {
-		closeAll()
+		closeUsage()
 		return nil, nil, err
 	}
-	m, err := runtime.New(runtime.Config{Backend: b, StateDir: g.stateDir, AllowedRuntimes: g.allowedRuntimes, GPUs: gpus, UserNamespaces: userns})
-	if err != nil {
-		closeAll()
-		return nil, nil, err
-	}
-	return m, closeAll, nil
+	return m, func() { _ = m.Close(); closeUsage() }, nil
 }
 
 // dockerHost is dockerd's address: DOCKER_HOST, as the docker CLI has it.
 func dockerHost() string { return envOr("DOCKER_HOST", docker.DefaultHost) }
 
-func openContainerd(ctx context.Context, g *globalOptions, gpus *gpu.Injector, usage runtime.GPUUsageSampler) (*containerd.Backend, error) {
+// shimLogger is the logger containerd's shim runs for each task: the small
+// nsn-logger beside this binary (it costs each running task a few MiB less
+// than nsn-run itself), else nsn-run itself (its hidden shim-logger
+// command).
+func shimLogger() (string, error) {
 	self, err := os.Executable()
 	if err != nil {
-		return nil, fmt.Errorf("find own binary for the shim logger: %w", err)
+		return "", fmt.Errorf("find own binary for the shim logger: %w", err)
 	}
 	if self, err = filepath.EvalSymlinks(self); err != nil {
-		return nil, fmt.Errorf("find own binary for the shim logger: %w", err)
+		return "", fmt.Errorf("find own binary for the shim logger: %w", err)
 	}
-	// The small nsn-logger beside this binary costs each running task a
-	// few MiB less than nsn-run itself as the logger; either works.
-	logger := self
-	if small := filepath.Join(filepath.Dir(self), "nsn-logger"); isExecutable(small) {
-		logger = small
+	if small := filepath.Join(filepath.Dir(self), node.LoggerName); isExecutable(small) {
+		return small, nil
 	}
-	cfg := containerd.Config{Address: g.address, Namespace: g.namespace, LoggerBinary: logger, CDI: gpus, GPUUsage: usage}
-	return containerd.New(ctx, cfg)
+	return self, nil
 }
 
 // gpuUsage is the GPU usage sampler over NVML where the CDI specs define

@@ -163,6 +163,12 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (runtime.
 	} else if !errdefs.IsNotFound(err) {
 		return runtime.Handle{}, fmt.Errorf("look up container %s: %w", t.ID, err)
 	}
+	// Never a fallback to the legacy NVIDIA hook (CVE-2024-0132): dockerd
+	// must take CDI device requests. (Preview still shows the request: it
+	// is what a dockerd that can would be sent.)
+	if v := b.client.ClientVersion(); len(req.GPUDevices) > 0 && versionLess(v, minCDIAPIVersion) {
+		return runtime.Handle{}, fmt.Errorf("%w: dockerd speaks API %s; CDI device requests need %s (Docker 25+ with CDI enabled), and nsn-run does not use the legacy NVIDIA hook", errdefs.ErrFailedPrecondition, v, minCDIAPIVersion)
+	}
 	r, err := b.request(ctx, req)
 	if err != nil {
 		return runtime.Handle{}, err
@@ -225,15 +231,8 @@ func (b *Backend) request(ctx context.Context, req runtime.StartRequest) (Reques
 	if err != nil {
 		return Request{}, err
 	}
-	if len(req.GPUDevices) > 0 {
-		if b.cfg.CDI == nil {
-			return Request{}, fmt.Errorf("%w: task was granted GPUs but no CDI specs are configured", errdefs.ErrFailedPrecondition)
-		}
-		// Never a fallback to the legacy NVIDIA hook (CVE-2024-0132):
-		// dockerd must take CDI device requests.
-		if v := b.client.ClientVersion(); versionLess(v, minCDIAPIVersion) {
-			return Request{}, fmt.Errorf("%w: dockerd speaks API %s; CDI device requests need %s (Docker 25+ with CDI enabled), and nsn-run does not use the legacy NVIDIA hook", errdefs.ErrFailedPrecondition, v, minCDIAPIVersion)
-		}
+	if len(req.GPUDevices) > 0 && b.cfg.CDI == nil {
+		return Request{}, fmt.Errorf("%w: task was granted GPUs but no CDI specs are configured", errdefs.ErrFailedPrecondition)
 	}
 	r, err := CreateRequest(t, imgCfg, RequestOptions{OutputDir: req.OutputDir, GPUs: req.GPUDevices, OOMScoreAdj: b.cfg.AuditPolicy.OOMScoreAdj})
 	if err != nil {

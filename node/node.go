@@ -1,0 +1,225 @@
+// Package node is the one way in for a node agent: Open returns a
+// runtime.Manager wired for this node exactly as the nsn-run CLI wires it:
+// the backend, the GPU allocator over the state dir's allocation
+// directory, the node-wide host id ranges, the audit policy. An agent that
+// links it and an operator's nsn-run on the same host see the same tasks,
+// GPU grants and id ranges: `nsn-run ps`, `logs`, `gpu ls` and `gc` work
+// on what the agent started, and the other way round.
+//
+// It links no NVIDIA code and needs no cgo: GPU usage sampling (NVML) is
+// wired in by the caller through Options.GPUUsage (gpu/nvmlusage).
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/nsn-run/nsn-run/gpu"
+	"github.com/nsn-run/nsn-run/runtime"
+	"github.com/nsn-run/nsn-run/runtime/containerd"
+	"github.com/nsn-run/nsn-run/runtime/docker"
+	"github.com/nsn-run/nsn-run/spec"
+	"github.com/nsn-run/nsn-run/spec/audit"
+)
+
+// Backends.
+const (
+	BackendContainerd = "containerd"
+	BackendDocker     = "docker"
+)
+
+// Defaults, the CLI's as well.
+const (
+	DefaultAddress  = "/run/containerd/containerd.sock"
+	DefaultStateDir = "/var/lib/nsn-run"
+	// LoggerName is the small shim logger binary (cmd/nsn-logger) Open
+	// looks for when Options.LoggerBinary is empty.
+	LoggerName = "nsn-logger"
+)
+
+// Options say which backend to reach and where the node keeps its state.
+// The zero value is the CLI's defaults: containerd at DefaultAddress,
+// namespace "nsn", state in DefaultStateDir, CDI specs in /etc/cdi and
+// /var/run/cdi, per-task user namespaces where the backend can.
+type Options struct {
+	// Backend is BackendContainerd (the default) or BackendDocker.
+	Backend string
+	// Address is containerd's socket; DefaultAddress if empty.
+	Address string
+	// Namespace is the containerd namespace tasks live in;
+	// spec.DefaultNamespace if empty. It names their cgroups too.
+	Namespace string
+	// DockerHost is dockerd's address (DOCKER_HOST form);
+	// docker.DefaultHost if empty.
+	DockerHost string
+	// StateDir holds each task's private directory and the node's GPU
+	// allocations; DefaultStateDir if empty.
+	StateDir string
+	// CDISpecDirs hold the CDI specs of the node's GPUs;
+	// gpu.DefaultSpecDirs if empty.
+	CDISpecDirs []string
+	// LoggerBinary is the program containerd's shim runs to capture a
+	// task's logs (nsn-logger, or nsn-run itself). Empty: nsn-logger
+	// beside the running program, else on PATH.
+	LoggerBinary string
+	// UserNamespaces is the per-task host identity policy
+	// (runtime.UserNSPreferred by default).
+	UserNamespaces runtime.UserNSMode
+	// AllowedRuntimes are the runtimes a task may name;
+	// runtime.DefaultAllowedRuntimes if empty.
+	AllowedRuntimes []string
+	// GPUUsage samples the GPU memory of a task's processes for its
+	// stats and its GPU memory limit (gpu/nvmlusage over NVML); nil
+	// leaves GPU usage out. The caller closes it after the Manager.
+	GPUUsage runtime.GPUUsageSampler
+	// SampleInterval is how often a waiting Manager samples a task;
+	// runtime.DefaultSampleInterval if zero.
+	SampleInterval time.Duration
+}
+
+func (o Options) withDefaults() Options {
+	if o.Backend == "" {
+		o.Backend = BackendContainerd
+	}
+	if o.Address == "" {
+		o.Address = DefaultAddress
+	}
+	if o.Namespace == "" {
+		o.Namespace = spec.DefaultNamespace
+	}
+	if o.DockerHost == "" {
+		o.DockerHost = docker.DefaultHost
+	}
+	if o.StateDir == "" {
+		o.StateDir = DefaultStateDir
+	}
+	return o
+}
+
+// tasksDir is where the Manager keeps each task's directory.
+func (o Options) tasksDir() (string, error) {
+	abs, err := filepath.Abs(o.StateDir)
+	if err != nil {
+		return "", fmt.Errorf("%w: state dir %q: %w", errdefs.ErrInvalidArgument, o.StateDir, err)
+	}
+	return filepath.Join(abs, "tasks"), nil
+}
+
+// GPUs returns the node's GPU allocator as Open wires it: the CDI specs
+// under CDISpecDirs, allocations under the state dir (what `nsn-run gpu
+// ls` shows).
+func GPUs(o Options) (*gpu.Injector, error) {
+	o = o.withDefaults()
+	return gpu.New(gpu.Options{SpecDirs: o.CDISpecDirs, AllocDir: filepath.Join(o.StateDir, "gpus")})
+}
+
+// AuditPolicy is the policy the backend's Start applies to every task of
+// this node, for auditing a spec or an Engine create request elsewhere
+// (`nsn-run audit`): the namespace, the tasks dir, the GPUs' CDI edits,
+// bind sources resolved on this host, the user-namespace policy and the
+// AppArmor profile this host applies.
+func AuditPolicy(o Options) (audit.Policy, error) {
+	o = o.withDefaults()
+	tasks, err := o.tasksDir()
+	if err != nil {
+		return audit.Policy{}, err
+	}
+	if _, err := runtime.ParseUserNSMode(string(o.UserNamespaces)); err != nil {
+		return audit.Policy{}, err
+	}
+	gpus, err := gpu.New(gpu.Options{SpecDirs: o.CDISpecDirs})
+	if err != nil {
+		return audit.Policy{}, err
+	}
+	p := audit.Policy{
+		Namespace:     o.Namespace,
+		TasksDir:      tasks,
+		CDI:           gpus,
+		ResolveSource: filepath.EvalSymlinks,
+		HostIdentity:  o.UserNamespaces == runtime.UserNSOff,
+	}
+	if o.Backend == BackendContainerd {
+		p.AppArmorProfile = containerd.AppArmorProfile()
+	}
+	return p, nil
+}
+
+// Open connects the backend o names and returns a Manager over it, with
+// the node's GPU allocator and host id ranges. Close the Manager to
+// release the connection; running tasks keep running.
+func Open(ctx context.Context, o Options) (*runtime.Manager, error) {
+	o = o.withDefaults()
+	if _, err := runtime.ParseUserNSMode(string(o.UserNamespaces)); err != nil {
+		return nil, err
+	}
+	// One allocator over the node's allocation dir: the Manager
+	// allocates with it, the backend injects, gc and `gpu ls` see the
+	// same grants.
+	gpus, err := GPUs(o)
+	if err != nil {
+		return nil, err
+	}
+	var b runtime.Backend
+	switch o.Backend {
+	case BackendContainerd:
+		logger, err := loggerBinary(o.LoggerBinary)
+		if err != nil {
+			return nil, err
+		}
+		b, err = containerd.New(ctx, containerd.Config{Address: o.Address, Namespace: o.Namespace, LoggerBinary: logger, CDI: gpus, GPUUsage: o.GPUUsage})
+		if err != nil {
+			return nil, err
+		}
+	case BackendDocker:
+		b, err = docker.New(ctx, docker.Config{Host: o.DockerHost, CDI: gpus, GPUUsage: o.GPUUsage})
+		if err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("%w: backend %q: want %s or %s", errdefs.ErrInvalidArgument, o.Backend, BackendContainerd, BackendDocker)
+	}
+	m, err := runtime.New(runtime.Config{Backend: b, StateDir: o.StateDir, AllowedRuntimes: o.AllowedRuntimes,
+		GPUs: gpus, UserNamespaces: o.UserNamespaces, SampleInterval: o.SampleInterval})
+	if err != nil {
+		if c, ok := b.(interface{ Close() error }); ok {
+			_ = c.Close()
+		}
+		return nil, err
+	}
+	return m, nil
+}
+
+// loggerBinary is the shim logger Open gives containerd: the one named,
+// else nsn-logger beside the running program, else on PATH.
+func loggerBinary(named string) (string, error) {
+	if named != "" {
+		return named, nil
+	}
+	if self, err := os.Executable(); err == nil {
+		if self, err = filepath.EvalSymlinks(self); err == nil {
+			if beside := filepath.Join(filepath.Dir(self), LoggerName); isExecutable(beside) {
+				return beside, nil
+			}
+		}
+	}
+	p, err := exec.LookPath(LoggerName)
+	if err == nil {
+		return filepath.Abs(p)
+	}
+	if errors.Is(err, exec.ErrNotFound) {
+		return "", fmt.Errorf("%w: the containerd backend needs %s to capture task logs: install it beside this program or on PATH (go build ./cmd/nsn-logger), or set Options.LoggerBinary", errdefs.ErrFailedPrecondition, LoggerName)
+	}
+	return "", fmt.Errorf("find %s: %w", LoggerName, err)
+}
+
+func isExecutable(path string) bool {
+	info, err := os.Stat(path)
+	return err == nil && info.Mode().IsRegular() && info.Mode().Perm()&0o111 != 0
+}

@@ -1,0 +1,134 @@
+package runtime_test
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+
+	"github.com/nsn-run/nsn-run/internal/mountinfo"
+	"github.com/nsn-run/nsn-run/runtime"
+	"github.com/nsn-run/nsn-run/task"
+)
+
+// mountsBelow counts the mounts at or below dir.
+func mountsBelow(t *testing.T, dir string) int {
+	t.Helper()
+	mounts, err := mountinfo.Read(mountinfo.Self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, m := range mounts {
+		if m.MountPoint == dir || strings.HasPrefix(m.MountPoint, dir+"/") {
+			n++
+		}
+	}
+	return n
+}
+
+// TestTmpfsOutputCapsAndReleases: the output tmpfs refuses writes past the
+// task's byte limit (ENOSPC) and files past its file limit, and Release
+// leaves nothing mounted, twice over.
+func TestTmpfsOutputCapsAndReleases(t *testing.T) {
+	needRoot(t)
+	dir := filepath.Join(t.TempDir(), "output")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	fs := runtime.TmpfsOutput{}
+	if err := fs.Prepare(dir, task.Limits{OutputBytes: 64 << 10, OutputFiles: 2}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = fs.Release(dir) })
+	err := os.WriteFile(filepath.Join(dir, "big"), make([]byte, 128<<10), 0o600)
+	if !errors.Is(err, syscall.ENOSPC) {
+		t.Errorf("128 KiB into a 64 KiB output: %v, want ENOSPC", err)
+	}
+	_ = os.Remove(filepath.Join(dir, "big"))
+	var created int
+	for i := range 4 {
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprint(i)), nil, 0o600); err != nil {
+			break
+		}
+		created++
+	}
+	if created != 2 {
+		t.Errorf("created %d files under a limit of 2", created)
+	}
+	for range 2 {
+		if err := fs.Release(dir); err != nil {
+			t.Fatal(err)
+		}
+		if n := mountsBelow(t, dir); n != 0 {
+			t.Fatalf("%d mounts left after Release", n)
+		}
+	}
+}
+
+// TestTmpfsOutputReleaseUnderChurn: 64 tasks' output dirs prepared and
+// released at once, over and over, beside a long mount table that changes
+// under every read of it. Nothing may stay mounted, and every state dir
+// must be removable.
+func TestTmpfsOutputReleaseUnderChurn(t *testing.T) {
+	needRoot(t)
+	base := t.TempDir()
+	const workers, rounds = 64, 20
+	fs := runtime.TmpfsOutput{}
+	// A host running 64 tasks has a long mount table (each task's root
+	// overlay, its shm, its output): reads of it take many pages, and an
+	// entry can be missed between two of them.
+	ballast := filepath.Join(base, "ballast")
+	for i := range 256 {
+		dir := filepath.Join(ballast, fmt.Sprint(i))
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := fs.Prepare(dir, task.Limits{OutputBytes: 4096, OutputFiles: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		for i := range 256 {
+			_ = fs.Release(filepath.Join(ballast, fmt.Sprint(i)))
+		}
+	})
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := range workers {
+		wg.Go(func() {
+			for r := range rounds {
+				dir := filepath.Join(base, fmt.Sprintf("t%d-%d", w, r), "output")
+				if err := os.MkdirAll(dir, 0o700); err != nil {
+					errs <- err
+					return
+				}
+				if err := fs.Prepare(dir, task.Limits{OutputBytes: 1 << 20, OutputFiles: 16}); err != nil {
+					errs <- err
+					return
+				}
+				if err := fs.Release(dir); err != nil {
+					errs <- err
+					return
+				}
+				// The state dir's removal is what a leftover mount breaks.
+				if err := os.RemoveAll(filepath.Dir(dir)); err != nil {
+					errs <- fmt.Errorf("remove after release: %w", err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if n := mountsBelow(t, base) - mountsBelow(t, ballast); n != 0 {
+		t.Errorf("%d output mounts left after %d prepare/release cycles", n, workers*rounds)
+	}
+}
