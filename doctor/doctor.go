@@ -23,6 +23,7 @@ import (
 	"github.com/nsn-run/nsn-run/cgroups"
 	"github.com/nsn-run/nsn-run/gpu"
 	"github.com/nsn-run/nsn-run/runtime/containerd"
+	"github.com/nsn-run/nsn-run/runtime/docker"
 	"github.com/nsn-run/nsn-run/spec"
 )
 
@@ -48,10 +49,14 @@ type Check struct {
 
 // Options say where to look; zero values take the defaults.
 type Options struct {
-	Address   string   // containerd socket
-	Namespace string   // containerd namespace
-	Runc      string   // runc binary; "runc" on PATH if empty
-	CDIDirs   []string // CDI spec dirs; /etc/cdi and /var/run/cdi if empty
+	// Backend is the backend to check: "containerd" (the default) or
+	// "docker", whose daemon checks replace containerd's.
+	Backend    string
+	Address    string   // containerd socket
+	Namespace  string   // containerd namespace
+	DockerHost string   // dockerd's address; docker.DefaultHost if empty
+	Runc       string   // runc binary; "runc" on PATH if empty
+	CDIDirs    []string // CDI spec dirs; /etc/cdi and /var/run/cdi if empty
 	// Root prefixes the host paths read (/proc, /sys, /dev), for tests.
 	Root string
 	// Exec runs the host commands the checks ask (runc --version,
@@ -78,14 +83,30 @@ func Run(ctx context.Context, o Options) []Check {
 	if o.Exec == nil {
 		o.Exec = execOutput
 	}
-	checks := []Check{checkContainerd(ctx, o)}
-	checks = append(checks, checkSocket(o.Address))
+	var checks []Check
+	idmapped := false
+	if o.Backend == "docker" {
+		if o.DockerHost == "" {
+			o.DockerHost = docker.DefaultHost
+		}
+		checks = dockerChecks(ctx, o.DockerHost)
+	} else {
+		checks = []Check{checkContainerd(ctx, o), checkSocket(o.Address)}
+		idmapped = snapshotsIDMapped(ctx, o)
+	}
 	checks = append(checks, checkRunc(ctx, o.Exec, o.Runc)...)
 	checks = append(checks,
 		checkCgroups(),
 		checkSeccomp(o.Root),
 		checkOverlay(o.Root),
-		checkUserNamespaces(o.Root, snapshotsIDMapped(ctx, o)),
+	)
+	if o.Backend == "docker" {
+		checks = append(checks, Check{Name: "user namespaces", Status: Info,
+			Detail: "docker tasks share host ids (their Result says identity shared); the containerd backend gives each task its own user namespace and host id range"})
+	} else {
+		checks = append(checks, checkUserNamespaces(o.Root, idmapped))
+	}
+	checks = append(checks,
 		checkCorePattern(o.Root),
 		checkAppArmor(o.Root),
 	)

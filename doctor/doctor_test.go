@@ -388,3 +388,24 @@ func TestAppArmor(t *testing.T) {
 	write("/sbin/apparmor_parser", "")
 	want("supported", OK, "runs every task under it")
 }
+
+func TestDockerRuntimesAndCDI(t *testing.T) {
+	for _, c := range []struct {
+		def    string
+		names  []string
+		status Status
+	}{
+		{"runc", []string{"io.containerd.runc.v2", "runc"}, OK},
+		{"nvidia", []string{"nvidia", "runc"}, Info},
+		{"nvidia", []string{"nvidia"}, Fatal},
+	} {
+		if got := checkDockerRuntimes(c.def, c.names); got.Status != c.status || (c.status == Fatal && got.Fix == "") {
+			t.Errorf("default %s of %v: %+v, want %s", c.def, c.names, got, c.status)
+		}
+	}
+	for api, status := range map[string]Status{"1.41": Warn, "1.43": Warn, "1.44": OK, "1.51": OK} {
+		if got := checkDockerCDI(api); got.Status != status {
+			t.Errorf("API %s: %+v, want %s", api, got, status)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/moby/moby/client"
 
+	"github.com/nsn-run/nsn-run/internal/imagebuild"
 	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/runtime/docker"
 	"github.com/nsn-run/nsn-run/spec/audit"
@@ -138,5 +140,47 @@ func TestDockerStartAudits(t *testing.T) {
 	res, err := m.Run(ctx, tk, runtime.RunOptions{})
 	if err != nil || res.ExitCode != 0 {
 		t.Errorf("within the policy: %+v %v", res, err)
+	}
+}
+
+// TestDockerImageCommands: `image import` and `image ls` follow --backend:
+// with docker, the tarball goes into dockerd (docker load) and ls lists
+// dockerd's images, where before both went to containerd whatever the flag.
+func TestDockerImageCommands(t *testing.T) {
+	c := dockerClient(t)
+	nsnRun(t)
+	name := "nsn-image-cmd-" + strings.ToLower(uniqueID("i")) + ":v1"
+	rootfs := filepath.Join(t.TempDir(), "rootfs")
+	if err := imagebuild.BusyboxRootfs(rootfs, busyboxPath(t)); err != nil {
+		t.Fatal(err)
+	}
+	tarball := filepath.Join(t.TempDir(), "image.tar")
+	f, err := os.Create(tarball)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := imagebuild.WriteOCILayout(f, imagebuild.Image{Name: name, RootfsDir: rootfs}); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	t.Cleanup(func() { _, _ = c.ImageRemove(context.Background(), name, client.ImageRemoveOptions{Force: true}) })
+	env := append(os.Environ(), "DOCKER_HOST="+os.Getenv(envDockerHost), "NSN_STATE_DIR="+t.TempDir())
+
+	imp := runCLIEnv(t, env, "--backend", "docker", "image", "import", tarball)
+	if want := "docker.io/library/" + name + "\n"; imp.code != 0 || imp.stdout != want {
+		t.Fatalf("image import: exit %d stdout %q (want %q) stderr %q", imp.code, imp.stdout, want, imp.stderr)
+	}
+	if _, err := c.ImageInspect(context.Background(), name); err != nil {
+		t.Errorf("dockerd does not have the imported image: %v", err)
+	}
+	ls := runCLIEnv(t, env, "--backend", "docker", "image", "ls")
+	if ls.code != 0 || !strings.Contains(ls.stdout, "docker.io/library/"+name+"  ") {
+		t.Errorf("image ls: exit %d stdout %q stderr %q", ls.code, ls.stdout, ls.stderr)
+	}
+	// And containerd's store was not touched: its ls does not list it.
+	_, addr := containerdClient(t)
+	ctr := runCLIEnv(t, env, "--address", addr, "--namespace", testNamespace, "image", "ls")
+	if ctr.code != 0 || strings.Contains(ctr.stdout, name) {
+		t.Errorf("containerd's image ls: exit %d, lists the docker import: %q %s", ctr.code, ctr.stdout, ctr.stderr)
 	}
 }

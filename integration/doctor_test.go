@@ -1,15 +1,20 @@
 package integration
 
 import (
+	"context"
 	"encoding/json"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 
+	"github.com/moby/moby/client"
+
 	"github.com/nsn-run/nsn-run/cgroups"
 	"github.com/nsn-run/nsn-run/doctor"
+	"github.com/nsn-run/nsn-run/runtime/docker"
 )
 
 // TestDoctor: `nsn-run doctor` on this host reports the containerd it
@@ -57,5 +62,45 @@ func TestDoctor(t *testing.T) {
 	down := runCLI(t, nil, "doctor", "--address", filepath.Join(t.TempDir(), "none.sock"))
 	if down.code != 1 || !regexp.MustCompile(`(?m)^fatal\s+containerd`).MatchString(down.stdout) {
 		t.Errorf("doctor without containerd: exit %d stdout %q", down.code, down.stdout)
+	}
+}
+
+// TestDoctorDocker: with --backend docker, doctor checks dockerd instead
+// of containerd: reachable with its API version, runc among its runtimes,
+// and whether it takes CDI device requests (judged from that version).
+func TestDoctorDocker(t *testing.T) {
+	c := dockerClient(t)
+	v, err := c.ServerVersion(context.Background(), client.ServerVersionOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := append(os.Environ(), "DOCKER_HOST="+os.Getenv(envDockerHost))
+	r := runCLIEnv(t, env, "--backend", "docker", "doctor", "--json")
+	if r.code != 0 && r.code != 1 {
+		t.Fatalf("doctor: exit %d stderr %q", r.code, r.stderr)
+	}
+	var checks []doctor.Check
+	if err := json.Unmarshal([]byte(r.stdout), &checks); err != nil {
+		t.Fatalf("doctor --json: %v\n%s", err, r.stdout)
+	}
+	byName := map[string]doctor.Check{}
+	for _, c := range checks {
+		byName[c.Name] = c
+	}
+	if _, ok := byName["containerd"]; ok {
+		t.Error("doctor --backend docker checked containerd")
+	}
+	if c := byName["dockerd"]; c.Status != doctor.OK || !strings.Contains(c.Detail, "API "+v.APIVersion) {
+		t.Errorf("dockerd check = %+v (API %s)", c, v.APIVersion)
+	}
+	if c := byName["dockerd runtimes"]; c.Status == doctor.Fatal || c.Status == "" {
+		t.Errorf("dockerd runtimes check = %+v", c)
+	}
+	wantCDI := doctor.Warn
+	if docker.SupportsCDI(v.APIVersion) {
+		wantCDI = doctor.OK
+	}
+	if c := byName["dockerd CDI"]; c.Status != wantCDI {
+		t.Errorf("dockerd CDI check = %+v, want %s for API %s", c, wantCDI, v.APIVersion)
 	}
 }

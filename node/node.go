@@ -84,7 +84,14 @@ type Options struct {
 	SampleInterval time.Duration
 }
 
-func (o Options) withDefaults() Options {
+// withDefaults fills in the defaults and reads UserNamespaces in the
+// CLI's spellings too ("preferred").
+func (o Options) withDefaults() (Options, error) {
+	mode, err := runtime.ParseUserNSMode(string(o.UserNamespaces))
+	if err != nil {
+		return o, err
+	}
+	o.UserNamespaces = mode
 	if o.Backend == "" {
 		o.Backend = BackendContainerd
 	}
@@ -100,7 +107,7 @@ func (o Options) withDefaults() Options {
 	if o.StateDir == "" {
 		o.StateDir = DefaultStateDir
 	}
-	return o
+	return o, nil
 }
 
 // tasksDir is where the Manager keeps each task's directory.
@@ -116,7 +123,10 @@ func (o Options) tasksDir() (string, error) {
 // under CDISpecDirs, allocations under the state dir (what `nsn-run gpu
 // ls` shows).
 func GPUs(o Options) (*gpu.Injector, error) {
-	o = o.withDefaults()
+	o, err := o.withDefaults()
+	if err != nil {
+		return nil, err
+	}
 	return gpu.New(gpu.Options{SpecDirs: o.CDISpecDirs, AllocDir: filepath.Join(o.StateDir, "gpus")})
 }
 
@@ -126,12 +136,12 @@ func GPUs(o Options) (*gpu.Injector, error) {
 // bind sources resolved on this host, the user-namespace policy and the
 // AppArmor profile this host applies.
 func AuditPolicy(o Options) (audit.Policy, error) {
-	o = o.withDefaults()
-	tasks, err := o.tasksDir()
+	o, err := o.withDefaults()
 	if err != nil {
 		return audit.Policy{}, err
 	}
-	if _, err := runtime.ParseUserNSMode(string(o.UserNamespaces)); err != nil {
+	tasks, err := o.tasksDir()
+	if err != nil {
 		return audit.Policy{}, err
 	}
 	gpus, err := gpu.New(gpu.Options{SpecDirs: o.CDISpecDirs})
@@ -155,8 +165,8 @@ func AuditPolicy(o Options) (audit.Policy, error) {
 // the node's GPU allocator and host id ranges. Close the Manager to
 // release the connection; running tasks keep running.
 func Open(ctx context.Context, o Options) (*runtime.Manager, error) {
-	o = o.withDefaults()
-	if _, err := runtime.ParseUserNSMode(string(o.UserNamespaces)); err != nil {
+	o, err := o.withDefaults()
+	if err != nil {
 		return nil, err
 	}
 	// One allocator over the node's allocation dir: the Manager
@@ -222,4 +232,32 @@ func loggerBinary(named string) (string, error) {
 func isExecutable(path string) bool {
 	info, err := os.Stat(path)
 	return err == nil && info.Mode().IsRegular() && info.Mode().Perm()&0o111 != 0
+}
+
+// ErrUnreadable marks input Audit cannot read as either kind of request:
+// `nsn-run audit` exits 2 for it rather than 1 (findings).
+var ErrUnreadable = errors.New("unreadable")
+
+// Audit judges data, an OCI runtime spec or a Docker Engine create request
+// (told apart by their shape), against the policy this node's Start
+// applies (AuditPolicy): strict decoding findings (unknown, case-variant
+// and duplicate keys) first, then the allowlist's. Input that is neither
+// is an error wrapping ErrUnreadable.
+func Audit(ctx context.Context, o Options, data []byte) ([]audit.Finding, error) {
+	policy, err := AuditPolicy(o)
+	if err != nil {
+		return nil, err
+	}
+	if docker.IsCreateRequest(data) {
+		r, strict, err := docker.DecodeRequest(data)
+		if err != nil {
+			return nil, fmt.Errorf("%w: not a Docker Engine create request: %w", ErrUnreadable, err)
+		}
+		return append(strict, docker.AuditRequest(ctx, r, policy)...), nil
+	}
+	s, strict, err := audit.DecodeSpec(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: not an OCI runtime spec: %w", ErrUnreadable, err)
+	}
+	return append(strict, audit.Check(ctx, s, policy)...), nil
 }

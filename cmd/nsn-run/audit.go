@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -9,7 +10,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/nsn-run/nsn-run/node"
-	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/runtime/docker"
 	"github.com/nsn-run/nsn-run/spec/audit"
 )
@@ -79,23 +79,14 @@ Exit status: 0 no findings, 1 findings, 2 unreadable input.`,
 			if err != nil {
 				return &exitError{code: auditUnreadable, msg: err.Error()}
 			}
-			policy, err := auditPolicy(g)
+			// The policy run applies (node.AuditPolicy), from the global
+			// flags; bind sources are resolved on this host.
+			findings, err := node.Audit(cmd.Context(), g.nodeOptions(), b)
+			if errors.Is(err, node.ErrUnreadable) {
+				return &exitError{code: auditUnreadable, msg: fmt.Sprintf("%s: %v", name, strings.TrimPrefix(err.Error(), node.ErrUnreadable.Error()+": "))}
+			}
 			if err != nil {
 				return err
-			}
-			var findings []audit.Finding
-			if docker.IsCreateRequest(b) {
-				r, strict, err := docker.DecodeRequest(b)
-				if err != nil {
-					return &exitError{code: auditUnreadable, msg: fmt.Sprintf("%s: not a Docker Engine create request: %v", name, err)}
-				}
-				findings = append(strict, docker.AuditRequest(cmd.Context(), r, policy)...)
-			} else {
-				s, strict, err := audit.DecodeSpec(b)
-				if err != nil {
-					return &exitError{code: auditUnreadable, msg: fmt.Sprintf("%s: not an OCI runtime spec: %v", name, err)}
-				}
-				findings = append(strict, audit.Check(cmd.Context(), s, policy)...)
 			}
 			for _, f := range findings {
 				fmt.Fprintln(out, f)
@@ -112,20 +103,6 @@ Exit status: 0 no findings, 1 findings, 2 unreadable input.`,
 		return &exitError{code: auditUnreadable, msg: err.Error()}
 	})
 	return cmd
-}
-
-// auditPolicy is the policy run applies, from the global flags
-// (node.AuditPolicy): the namespace and state dir name the cgroup path and
-// output dir, the CDI specs replay GPU edits, and bind sources are resolved
-// on this host.
-func auditPolicy(g *globalOptions) (audit.Policy, error) {
-	userns, err := runtime.ParseUserNSMode(g.userns)
-	if err != nil {
-		return audit.Policy{}, err
-	}
-	o := g.nodeOptions()
-	o.UserNamespaces = userns
-	return node.AuditPolicy(o)
 }
 
 func readInput(stdin io.Reader, name string) ([]byte, error) {

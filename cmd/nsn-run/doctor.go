@@ -31,11 +31,16 @@ without a profile); the CDI spec dirs
 version of the NVIDIA hooks the CDI specs run (fatal before 1.17.8:
 CVE-2025-23266, CVE-2025-23267).
 
+With --backend docker the daemon checks are dockerd's instead: reachable
+and its API version; its socket; runc among its runtimes (every request
+pins it; fatal without it); CDI device requests (API 1.44, Docker 25:
+without them GPU tasks are refused, warn); userns-remap.
+
 Each line: STATUS CHECK DETAIL, and what to do for warn and fatal.
 Exit status 1 when a check is fatal.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			checks := doctor.Run(cmd.Context(), doctor.Options{Address: g.address, Namespace: g.namespace, Runc: runc, CDIDirs: g.cdiSpecDirs})
+			checks := doctor.Run(cmd.Context(), doctor.Options{Backend: g.backend, Address: g.address, Namespace: g.namespace, DockerHost: dockerHost(), Runc: runc, CDIDirs: g.cdiSpecDirs})
 			out := cmd.OutOrStdout()
 			if asJSON {
 				enc := json.NewEncoder(out)

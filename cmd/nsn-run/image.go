@@ -5,12 +5,8 @@ import (
 	"os"
 	"text/tabwriter"
 
-	"github.com/containerd/platforms"
 	"github.com/docker/go-units"
 	"github.com/spf13/cobra"
-
-	"github.com/nsn-run/nsn-run/runtime/containerd"
-	"github.com/nsn-run/nsn-run/runtime/containerd/images"
 )
 
 func newImageCommand(g *globalOptions) *cobra.Command {
@@ -21,8 +17,9 @@ func newImageCommand(g *globalOptions) *cobra.Command {
 	cmd.AddCommand(&cobra.Command{
 		Use:   "import FILE|-",
 		Short: "Import an OCI image layout or docker-save tarball",
-		Long: `Import an OCI image layout tarball or a 'docker save' tarball into containerd
-(namespace --namespace) and print the names of the images it holds.`,
+		Long: `Import an OCI image layout tarball or a 'docker save' tarball into the
+backend's image store (containerd's namespace --namespace, or with
+--backend docker dockerd's) and print the names of the images it holds.`,
 		Example: `  nsn-run image import busybox.tar
   docker save alpine:latest | nsn-run image import -`,
 		Args: cobra.ExactArgs(1),
@@ -36,12 +33,12 @@ func newImageCommand(g *globalOptions) *cobra.Command {
 				defer f.Close()
 				r = f
 			}
-			c, err := containerd.Dial(cmd.Context(), g.address, g.namespace)
+			m, closeFn, err := openManager(cmd.Context(), g)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			names, err := images.Import(cmd.Context(), c, r)
+			defer closeFn()
+			names, err := m.ImportImage(cmd.Context(), r)
 			if err != nil {
 				return err
 			}
@@ -55,21 +52,21 @@ func newImageCommand(g *globalOptions) *cobra.Command {
 		Short: "Pull an image from a registry and unpack it",
 		Long: `Pull REF from its registry for this platform and unpack it, showing progress
 (one redrawn line on a terminal, a line per blob otherwise). Registries on
-localhost/127.0.0.1 are reached over plain HTTP, all others over HTTPS.`,
+localhost/127.0.0.1 are reached over plain HTTP, all others over HTTPS.
+With --backend docker, dockerd pulls (its own registry settings apply) and
+the progress is its per-layer report.`,
 		Example: `  nsn-run image pull alpine:latest
   nsn-run image pull 127.0.0.1:5000/team/model-runner:v3`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := containerd.Dial(cmd.Context(), g.address, g.namespace)
+			m, closeFn, err := openManager(cmd.Context(), g)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
+			defer closeFn()
 			errOut := cmd.ErrOrStderr()
 			progress := newPullPrinter(errOut, isTerminal(errOut))
-			img, err := images.Pull(cmd.Context(), c, args[0], images.PullOptions{
-				Snapshotter: containerd.DefaultSnapshotter, Progress: progress.report,
-			})
+			img, err := m.PullImage(cmd.Context(), args[0], progress.report)
 			if err != nil {
 				return err
 			}
@@ -79,15 +76,15 @@ localhost/127.0.0.1 are reached over plain HTTP, all others over HTTPS.`,
 		},
 	}, &cobra.Command{
 		Use:   "ls",
-		Short: "List local images",
+		Short: "List local images (the backend's: containerd's namespace, or dockerd's)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := containerd.Dial(cmd.Context(), g.address, g.namespace)
+			m, closeFn, err := openManager(cmd.Context(), g)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			imgs, err := images.List(cmd.Context(), c)
+			defer closeFn()
+			imgs, err := m.ListImages(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -95,10 +92,10 @@ localhost/127.0.0.1 are reached over plain HTTP, all others over HTTPS.`,
 			fmt.Fprintln(w, "NAME\tDIGEST\tSIZE")
 			for _, img := range imgs {
 				size := "-" // content for this platform is not all present
-				if n, err := img.Size(cmd.Context(), c.ContentStore(), platforms.Default()); err == nil {
-					size = units.HumanSize(float64(n))
+				if img.Size >= 0 {
+					size = units.HumanSize(float64(img.Size))
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\n", img.Name, img.Target.Digest, size)
+				fmt.Fprintf(w, "%s\t%s\t%s\n", img.Name, img.Digest, size)
 			}
 			return w.Flush()
 		},

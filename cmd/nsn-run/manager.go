@@ -29,12 +29,8 @@ func (g *globalOptions) nodeOptions() node.Options {
 // openManager opens the node's Manager over the backend the global flags
 // select (node.Open), and returns a func that closes it.
 func openManager(ctx context.Context, g *globalOptions) (*runtime.Manager, func(), error) {
-	userns, err := runtime.ParseUserNSMode(g.userns)
-	if err != nil {
-		return nil, nil, err
-	}
 	o := g.nodeOptions()
-	o.UserNamespaces = userns
+	var err error
 	if o.LoggerBinary, err = shimLogger(); err != nil {
 		return nil, nil, err
 	}

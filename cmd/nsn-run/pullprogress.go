@@ -3,11 +3,11 @@ package main
 import (
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/docker/go-units"
-	"github.com/opencontainers/go-digest"
 
-	"github.com/nsn-run/nsn-run/runtime/containerd/images"
+	"github.com/nsn-run/nsn-run/runtime"
 )
 
 // pullPrinter shows a pull's progress reports (images.PullOptions.Progress)
@@ -17,19 +17,19 @@ import (
 type pullPrinter struct {
 	w        io.Writer
 	terminal bool
-	reported map[digest.Digest]bool
+	reported map[string]bool
 }
 
 func newPullPrinter(w io.Writer, terminal bool) *pullPrinter {
-	return &pullPrinter{w: w, terminal: terminal, reported: map[digest.Digest]bool{}}
+	return &pullPrinter{w: w, terminal: terminal, reported: map[string]bool{}}
 }
 
-func (p *pullPrinter) report(pr images.PullProgress) {
+func (p *pullPrinter) report(pr runtime.PullProgress) {
 	if !p.terminal {
 		for _, b := range pr.Blobs {
-			if b.Complete && !p.reported[b.Digest] {
-				p.reported[b.Digest] = true
-				fmt.Fprintf(p.w, "fetched %s (%s)\n", shortDigest(b.Digest), units.HumanSize(float64(b.Size)))
+			if b.Complete && !p.reported[b.ID] {
+				p.reported[b.ID] = true
+				fmt.Fprintf(p.w, "fetched %s (%s)\n", shortDigest(b.ID), units.HumanSize(float64(b.Size)))
 			}
 		}
 		return
@@ -43,9 +43,13 @@ func (p *pullPrinter) report(pr images.PullProgress) {
 	}
 }
 
-// shortDigest is the first 12 hex digits of d, as docker shows layers.
-func shortDigest(d digest.Digest) string {
-	e := d.Encoded()
+// shortDigest is the first 12 hex digits of a digest, as docker shows
+// layers (dockerd's layer ids are that already).
+func shortDigest(d string) string {
+	_, e, ok := strings.Cut(d, ":")
+	if !ok {
+		e = d
+	}
 	if len(e) > 12 {
 		e = e[:12]
 	}

@@ -6,7 +6,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/nsn-run/nsn-run/runtime/containerd/images"
+	"github.com/nsn-run/nsn-run/runtime"
 )
 
 func TestBar(t *testing.T) {
@@ -29,19 +29,19 @@ func TestBar(t *testing.T) {
 // TestPullPrinter: off a terminal, one line per blob when it completes and
 // never twice; on a terminal, one redrawn line, ended by the last report.
 func TestPullPrinter(t *testing.T) {
-	a := digest.FromString("a")
-	b := digest.FromString("b")
-	reports := []images.PullProgress{
-		{Name: "docker.io/library/busybox:latest", Blobs: []images.BlobProgress{{Digest: a, Size: 2048, Fetched: 1024}}},
-		{Name: "docker.io/library/busybox:latest", Blobs: []images.BlobProgress{{Digest: a, Size: 2048, Fetched: 2048, Complete: true}, {Digest: b, Size: 10}}},
-		{Name: "docker.io/library/busybox:latest", Blobs: []images.BlobProgress{{Digest: a, Size: 2048, Fetched: 2048, Complete: true}, {Digest: b, Size: 10, Fetched: 10, Complete: true}}, Done: true},
+	da, db := digest.FromString("a"), digest.FromString("b")
+	a, b := da.String(), db.String()
+	reports := []runtime.PullProgress{
+		{Name: "docker.io/library/busybox:latest", Blobs: []runtime.BlobProgress{{ID: a, Size: 2048, Fetched: 1024}}},
+		{Name: "docker.io/library/busybox:latest", Blobs: []runtime.BlobProgress{{ID: a, Size: 2048, Fetched: 2048, Complete: true}, {ID: b, Size: 10}}},
+		{Name: "docker.io/library/busybox:latest", Blobs: []runtime.BlobProgress{{ID: a, Size: 2048, Fetched: 2048, Complete: true}, {ID: b, Size: 10, Fetched: 10, Complete: true}}, Done: true},
 	}
 	var plain strings.Builder
 	p := newPullPrinter(&plain, false)
 	for _, r := range reports {
 		p.report(r)
 	}
-	want := "fetched " + a.Encoded()[:12] + " (2.048kB)\nfetched " + b.Encoded()[:12] + " (10B)\n"
+	want := "fetched " + da.Encoded()[:12] + " (2.048kB)\nfetched " + db.Encoded()[:12] + " (10B)\n"
 	if plain.String() != want {
 		t.Errorf("off a terminal:\n%q\nwant\n%q", plain.String(), want)
 	}

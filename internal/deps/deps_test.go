@@ -25,7 +25,7 @@ var nvidiaLinkers = []string{
 
 // cgoFree is the library a node agent links: it must build with
 // CGO_ENABLED=0.
-var cgoFree = []string{"./runtime/...", "./spec/...", "./task/..."}
+var cgoFree = []string{"./runtime/...", "./spec/...", "./task/...", "./node/...", "./examples/..."}
 
 // goCmd runs the go command in the module root with extra environment.
 func goCmd(t *testing.T, env []string, args ...string) []byte {

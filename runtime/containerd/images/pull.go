@@ -15,6 +15,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/task"
 )
 
@@ -29,40 +30,7 @@ type PullOptions struct {
 	// runs and once more, with Done set, when it has ended (Pull's error
 	// says how). Calls come one at a time, from a goroutine of Pull's;
 	// how to show them (a redrawn bar, a line per blob) is the caller's.
-	Progress func(PullProgress)
-}
-
-// PullProgress is where a pull stands.
-type PullProgress struct {
-	// Name is the normalised reference being pulled.
-	Name string
-	// Blobs are the blobs the pull needs so far (it learns of more as it
-	// reads manifests), sorted by digest.
-	Blobs []BlobProgress
-	// Done is set on the last report, after the pull ended.
-	Done bool
-}
-
-// BlobProgress is one blob of a pull.
-type BlobProgress struct {
-	Digest digest.Digest
-	// Size is the blob's size; Fetched how much of it is in the content
-	// store, or being written there.
-	Size, Fetched int64
-	// Complete is set once the blob is in the content store.
-	Complete bool
-}
-
-// Totals sums the blobs: bytes fetched, bytes needed, blobs complete.
-func (p PullProgress) Totals() (fetched, total int64, complete int) {
-	for _, b := range p.Blobs {
-		fetched += b.Fetched
-		total += b.Size
-		if b.Complete {
-			complete++
-		}
-	}
-	return fetched, total, complete
+	Progress func(runtime.PullProgress)
 }
 
 // resolver talks HTTPS to registries, except loopback ones (a local test
@@ -126,7 +94,7 @@ func (p *pullProgress) track(_ context.Context, desc ocispec.Descriptor) ([]ocis
 
 // start reports to report every ProgressInterval until the returned stop
 // is called, which reports once more with Done set.
-func (p *pullProgress) start(ctx context.Context, report func(PullProgress)) (stop func()) {
+func (p *pullProgress) start(ctx context.Context, report func(runtime.PullProgress)) (stop func()) {
 	if report == nil {
 		return func() {}
 	}
@@ -156,7 +124,7 @@ func (p *pullProgress) start(ctx context.Context, report func(PullProgress)) (st
 }
 
 // read takes a reading of the pull from containerd's content store.
-func (p *pullProgress) read(ctx context.Context) PullProgress {
+func (p *pullProgress) read(ctx context.Context) runtime.PullProgress {
 	active := map[digest.Digest]int64{}
 	if statuses, err := p.c.ContentStore().ListStatuses(ctx); err == nil {
 		for _, s := range statuses {
@@ -168,9 +136,9 @@ func (p *pullProgress) read(ctx context.Context) PullProgress {
 	p.mu.Lock()
 	sizes := maps.Clone(p.blobs)
 	p.mu.Unlock()
-	out := PullProgress{Name: p.name, Blobs: make([]BlobProgress, 0, len(sizes))}
+	out := runtime.PullProgress{Name: p.name, Blobs: make([]runtime.BlobProgress, 0, len(sizes))}
 	for d, size := range sizes {
-		b := BlobProgress{Digest: d, Size: size}
+		b := runtime.BlobProgress{ID: d.String(), Size: size}
 		if off, ok := active[d]; ok {
 			b.Fetched = off
 		} else if _, err := p.c.ContentStore().Info(ctx, d); err == nil {
@@ -178,6 +146,6 @@ func (p *pullProgress) read(ctx context.Context) PullProgress {
 		}
 		out.Blobs = append(out.Blobs, b)
 	}
-	slices.SortFunc(out.Blobs, func(a, b BlobProgress) int { return cmp.Compare(a.Digest, b.Digest) })
+	slices.SortFunc(out.Blobs, func(a, b runtime.BlobProgress) int { return cmp.Compare(a.ID, b.ID) })
 	return out
 }

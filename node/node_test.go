@@ -1,0 +1,68 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/errdefs"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/nsn-run/nsn-run/spec"
+	"github.com/nsn-run/nsn-run/task"
+)
+
+func TestOpenRefusesBadOptions(t *testing.T) {
+	ctx := context.Background()
+	state := t.TempDir()
+	for name, o := range map[string]Options{
+		"backend":         {Backend: "podman", StateDir: state, CDISpecDirs: []string{t.TempDir()}},
+		"user namespaces": {UserNamespaces: "sometimes", StateDir: state, CDISpecDirs: []string{t.TempDir()}},
+	} {
+		if _, err := Open(ctx, o); !errdefs.IsInvalidArgument(err) {
+			t.Errorf("%s: %v, want InvalidArgument", name, err)
+		}
+	}
+}
+
+func TestLoggerBinary(t *testing.T) {
+	if got, err := loggerBinary("/opt/nsn/nsn-logger"); err != nil || got != "/opt/nsn/nsn-logger" {
+		t.Errorf("a named logger: %q %v", got, err)
+	}
+	t.Setenv("PATH", t.TempDir()) // no nsn-logger there, nor beside the test binary
+	if _, err := loggerBinary(""); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("no logger anywhere: %v, want FailedPrecondition", err)
+	}
+}
+
+// TestAuditPolicyAndAudit: the policy follows the options (tasks dir under
+// the state dir, host identity with user namespaces off); a spec nsn-run
+// generates for this node passes Audit, garbage is ErrUnreadable.
+func TestAuditPolicyAndAudit(t *testing.T) {
+	state := t.TempDir()
+	o := Options{StateDir: state, CDISpecDirs: []string{t.TempDir()}, UserNamespaces: "off", Namespace: "agent"}
+	p, err := AuditPolicy(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.TasksDir != filepath.Join(state, "tasks") || !p.HostIdentity || p.Namespace != "agent" || p.ResolveSource == nil {
+		t.Errorf("policy %+v", p)
+	}
+	tk := task.Task{ID: "a1", Image: "busybox", Command: []string{"true"}}.WithDefaults()
+	s, err := spec.Generate(namespaces.WithNamespace(context.Background(), "agent"), tk, ocispec.ImageConfig{}, spec.Options{OutputDir: p.OutputDir("a1"), AppArmorProfile: p.AppArmorProfile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := spec.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f, err := Audit(context.Background(), o, data); err != nil || len(f) != 0 {
+		t.Errorf("the node's own spec: %v %v", f, err)
+	}
+	if _, err := Audit(context.Background(), o, []byte("not json")); !errors.Is(err, ErrUnreadable) {
+		t.Errorf("garbage: %v, want ErrUnreadable", err)
+	}
+}

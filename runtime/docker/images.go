@@ -1,0 +1,152 @@
+package docker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+
+	"github.com/moby/moby/api/types/jsonstream"
+	"github.com/moby/moby/client"
+
+	"github.com/nsn-run/nsn-run/runtime"
+	"github.com/nsn-run/nsn-run/task"
+)
+
+var _ runtime.ImageStore = (*Backend)(nil)
+
+// ImportImage implements runtime.ImageStore: `docker load` of a `docker
+// save` tarball (or an OCI layout, where dockerd takes one), returning the
+// names dockerd reports loading.
+func (b *Backend) ImportImage(ctx context.Context, r io.Reader) ([]string, error) {
+	res, err := b.client.ImageLoad(ctx, r)
+	if err != nil {
+		return nil, fmt.Errorf("import image: %w", err)
+	}
+	defer res.Close()
+	return loadedNames(res)
+}
+
+// loadedNames reads an image load's message stream: "Loaded image: NAME"
+// lines name what was loaded; an error message fails the load.
+func loadedNames(r io.Reader) ([]string, error) {
+	var names []string
+	dec := json.NewDecoder(r)
+	for {
+		var m jsonstream.Message
+		if err := dec.Decode(&m); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			return nil, fmt.Errorf("import image: read dockerd's answer: %w", err)
+		}
+		if m.Error != nil {
+			return nil, fmt.Errorf("import image: %s", m.Error.Message)
+		}
+		if name, ok := strings.CutPrefix(strings.TrimSpace(m.Stream), "Loaded image: "); ok {
+			if n, err := task.NormalizeImage(name); err == nil {
+				name = n
+			}
+			names = append(names, name)
+		}
+	}
+	if len(names) == 0 {
+		return nil, errors.New("import image: dockerd loaded no named image")
+	}
+	return names, nil
+}
+
+// PullImage implements runtime.ImageStore: dockerd pulls; its progress
+// messages (one per layer id) become the report.
+func (b *Backend) PullImage(ctx context.Context, ref string, progress func(runtime.PullProgress)) (runtime.Image, error) {
+	name, err := task.NormalizeImage(ref)
+	if err != nil {
+		return runtime.Image{}, err
+	}
+	res, err := b.client.ImagePull(ctx, name, client.ImagePullOptions{})
+	if err != nil {
+		return runtime.Image{}, fmt.Errorf("pull %s: %w", name, err)
+	}
+	p := runtime.PullProgress{Name: name}
+	var pullErr error
+	for m, err := range res.JSONMessages(ctx) {
+		if err != nil {
+			pullErr = err
+			break
+		}
+		if m.Error != nil {
+			pullErr = errors.New(m.Error.Message)
+			break
+		}
+		if progress != nil && applyPullMessage(&p, m) {
+			progress(p)
+		}
+	}
+	if progress != nil {
+		p.Done = true
+		progress(p)
+	}
+	if pullErr != nil {
+		return runtime.Image{}, fmt.Errorf("pull %s: %w", name, pullErr)
+	}
+	info, err := b.client.ImageInspect(ctx, name)
+	if err != nil {
+		return runtime.Image{}, fmt.Errorf("pull %s: %w", name, err)
+	}
+	return runtime.Image{Name: name, Digest: info.ID, Size: info.Size}, nil
+}
+
+// layerStatuses are the statuses dockerd reports a layer with.
+var layerStatuses = map[string]bool{
+	"Pulling fs layer": true, "Waiting": true, "Downloading": true, "Verifying Checksum": true,
+	"Download complete": true, "Extracting": true, "Pull complete": true, "Already exists": true,
+}
+
+// applyPullMessage folds one of dockerd's per-layer messages into p and
+// says whether it changed.
+func applyPullMessage(p *runtime.PullProgress, m jsonstream.Message) bool {
+	if m.ID == "" || !layerStatuses[m.Status] { // "Pulling from library/busybox", "Digest: ..."
+		return false
+	}
+	i := slices.IndexFunc(p.Blobs, func(b runtime.BlobProgress) bool { return b.ID == m.ID })
+	if i < 0 {
+		p.Blobs = append(p.Blobs, runtime.BlobProgress{ID: m.ID})
+		i = len(p.Blobs) - 1
+	}
+	b := &p.Blobs[i]
+	switch m.Status {
+	case "Downloading":
+		if m.Progress != nil {
+			b.Size, b.Fetched = m.Progress.Total, m.Progress.Current
+		}
+	case "Download complete", "Pull complete", "Already exists":
+		b.Fetched, b.Complete = max(b.Fetched, b.Size), true
+	}
+	return true
+}
+
+// ListImages implements runtime.ImageStore: one entry per tag, with the
+// image id as digest.
+func (b *Backend) ListImages(ctx context.Context) ([]runtime.Image, error) {
+	res, err := b.client.ImageList(ctx, client.ImageListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list images: %w", err)
+	}
+	var out []runtime.Image
+	for _, s := range res.Items {
+		for _, tag := range s.RepoTags {
+			if tag == "<none>:<none>" {
+				continue
+			}
+			name := tag
+			if n, err := task.NormalizeImage(tag); err == nil {
+				name = n
+			}
+			out = append(out, runtime.Image{Name: name, Digest: s.ID, Size: s.Size})
+		}
+	}
+	slices.SortFunc(out, func(a, b runtime.Image) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
