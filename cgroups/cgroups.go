@@ -80,6 +80,37 @@ func FromMetrics(m any, at time.Time) (stats.Sample, error) {
 // V2Root is where the unified hierarchy is mounted.
 const V2Root = "/sys/fs/cgroup"
 
+// V1PidsRoot is where the cgroup v1 pids hierarchy is mounted.
+const V1PidsRoot = "/sys/fs/cgroup/pids"
+
+// AddPidsEvents fills in how many forks the group's pids limit refused:
+// the "max" count of pids.events (v1 and v2 alike), which containerd's
+// metrics do not carry. root is V2Root or V1PidsRoot (a fixture dir in
+// tests), group the cgroup path ("/nsn/ID"). A missing file is skipped.
+func AddPidsEvents(s stats.Sample, root, group string) stats.Sample {
+	b, err := os.ReadFile(filepath.Join(root, filepath.Clean("/"+group), "pids.events"))
+	if err != nil {
+		return s
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "max "); ok {
+			if n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64); err == nil {
+				s.PidsLimitHits = max(s.PidsLimitHits, n)
+			}
+		}
+	}
+	return s
+}
+
+// PidsRoot is the mount of the hierarchy that holds pids.events on this
+// host: the unified one, or v1's pids controller.
+func PidsRoot() string {
+	if Mode() == "unified" {
+		return V2Root
+	}
+	return V1PidsRoot
+}
+
 // AddV2Peaks fills in the kernel's own high-water marks of a cgroup v2
 // group (memory.peak, Linux 5.19+; pids.peak, Linux 6.1+), which
 // containerd's metrics do not carry: with them a peak is exact, not as good

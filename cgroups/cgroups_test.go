@@ -114,3 +114,27 @@ func TestAddV2Peaks(t *testing.T) {
 		t.Errorf("Peaks ignored the kernel's pids peak: %+v", p.Stats())
 	}
 }
+
+func TestAddPidsEvents(t *testing.T) {
+	root := t.TempDir()
+	group := filepath.Join(root, "nsn", "job")
+	if err := os.MkdirAll(group, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(group, "pids.events"), []byte("max 17\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got := AddPidsEvents(stats.Sample{PidsCurrent: 3}, root, "/nsn/job")
+	if got.PidsLimitHits != 17 {
+		t.Errorf("pids limit hits %d, want 17", got.PidsLimitHits)
+	}
+	if same := AddPidsEvents(stats.Sample{PidsLimitHits: 2}, root, "/nsn/gone"); same.PidsLimitHits != 2 {
+		t.Errorf("a missing file changed the sample: %+v", same)
+	}
+	var p stats.Peaks
+	p.Add(got)
+	p.Add(stats.Sample{}) // a later sample of a group already gone
+	if p.Stats().PidsLimitHits != 17 {
+		t.Errorf("Peaks lost the hits: %+v", p.Stats())
+	}
+}

@@ -28,6 +28,10 @@ const (
 	ExitOOMKilled = 137
 )
 
+// finalSampleWait bounds the last sample, taken after the exit: a daemon
+// that does not answer costs the Result its final counters, not its exit.
+const finalSampleWait = 2 * time.Second
+
 // killWait bounds how long the Manager waits for a task to die after
 // SIGKILL to every process in its cgroup.
 const killWait = 30 * time.Second
@@ -283,6 +287,13 @@ func (m *Manager) Spawn(ctx context.Context, t task.Task) (Handle, error) {
 	if err != nil {
 		return Handle{}, err
 	}
+	// gc and CleanupOrphans, in this process or another, leave a spawn in
+	// flight alone: until it is done, what it made looks orphaned.
+	unlock, err := m.lockSpawn(t.ID)
+	if err != nil {
+		return Handle{}, err
+	}
+	defer unlock()
 	dir := m.taskDir(t.ID)
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		if errors.Is(err, fs.ErrExist) {
@@ -488,8 +499,17 @@ func (m *Manager) Wait(ctx context.Context, id string) (task.Result, error) {
 
 	deadline := time.NewTimer(time.Until(rec.Handle.StartedAt.Add(limits.Timeout)))
 	defer deadline.Stop()
-	sampler := time.NewTicker(m.sampleInterval)
-	defer sampler.Stop()
+	// Samples come from a goroutine of their own: a backend slow to
+	// answer (dockerd takes up to a second) never delays the deadline,
+	// the CPU-time limit or cancellation.
+	samplerCtx, stopSampling := context.WithCancel(waitCtx)
+	samples := make(chan stats.Sample)
+	sampling := make(chan struct{})
+	go func() {
+		defer close(sampling)
+		m.sample(samplerCtx, id, samples)
+	}()
+	defer func() { stopSampling(); <-sampling }()
 	var peaks stats.Peaks
 	var w *waitResult
 	for w == nil {
@@ -502,11 +522,7 @@ func (m *Manager) Wait(ctx context.Context, id string) (task.Result, error) {
 		case <-ctx.Done():
 			res.Reason = task.ReasonKilled
 			r = m.terminate(waitCtx, id, limits.Grace, exited)
-		case <-sampler.C:
-			s, err := m.backend.Stats(waitCtx, id)
-			if err != nil {
-				continue // the task may be exiting; its exit decides
-			}
+		case s := <-samples:
 			peaks.Add(s)
 			switch {
 			case limits.GPUMemoryBytes > 0 && s.GPUMemoryBytes > uint64(limits.GPUMemoryBytes):
@@ -520,6 +536,8 @@ func (m *Manager) Wait(ctx context.Context, id string) (task.Result, error) {
 		}
 		w = &r
 	}
+	stopSampling()
+	<-sampling
 	if w.err != nil {
 		return task.Result{}, w.err
 	}
@@ -533,10 +551,18 @@ func (m *Manager) Wait(ctx context.Context, id string) (task.Result, error) {
 
 	// The cgroup outlives the process until the container is released: its
 	// counters now hold the final CPU time, memory peak and OOM kills.
-	if s, err := m.backend.Stats(waitCtx, id); err == nil {
+	finalCtx, cancelFinal := context.WithTimeout(waitCtx, finalSampleWait)
+	if s, err := m.backend.Stats(finalCtx, id); err == nil {
 		peaks.Add(s)
 	}
+	cancelFinal()
 	res.Stats = peaks.Stats()
+	if res.Stats.PidsPeak == 0 {
+		// The task ran, so its own process was there: a task that forked
+		// and exited between two samples on cgroup v1 (no pids.peak)
+		// would read 0. pids_limit_hits says whether forks failed.
+		res.Stats.PidsPeak = 1
+	}
 	sw.Lap("wait/final-stats")
 	switch {
 	case res.Reason == task.ReasonTimedOut || res.Reason == task.ReasonCPUTimeExceeded:
@@ -555,6 +581,30 @@ func (m *Manager) Wait(ctx context.Context, id string) (task.Result, error) {
 		return task.Result{}, err
 	}
 	return res, nil
+}
+
+// sample sends task id's samples to out until ctx ends: the first at once
+// (a task that forks to its limit and exits within one interval still
+// shows its pids), then one every SampleInterval, or as fast as the backend
+// answers when it is slower. A failed sample is skipped: the task may be
+// exiting, and its exit decides.
+func (m *Manager) sample(ctx context.Context, id string, out chan<- stats.Sample) {
+	tick := time.NewTicker(m.sampleInterval)
+	defer tick.Stop()
+	for {
+		if s, err := m.backend.Stats(ctx, id); err == nil {
+			select {
+			case out <- s:
+			case <-ctx.Done():
+				return
+			}
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 type waitResult struct {
@@ -728,18 +778,29 @@ func (m *Manager) Inspect(ctx context.Context, id string) (Status, error) {
 // CleanupOrphans removes what earlier runs left behind: nsn-run's
 // containers that are not running, with their tasks, snapshots and output
 // mounts; leases and snapshots of spawns that never got a container; and
-// state directories no container belongs to. With force it also stops and
-// removes running tasks. It returns what it removed, one line each. Do not
-// run it while this namespace has spawns in flight: a spawn's lease and
-// snapshot look orphaned until its container exists.
+// state directories no container belongs to. Spawns in flight over the
+// same state dir (in any process) are left alone: it is safe to run on a
+// timer while tasks start. With force it also stops and removes running
+// tasks and spawns in flight. It returns what it removed, one line each.
 func (m *Manager) CleanupOrphans(ctx context.Context, force bool) ([]string, error) {
+	// Spawns in flight first: a spawn that finishes after this read is
+	// listed below with its container running.
+	live, err := m.spawnsInFlight()
+	if err != nil {
+		return nil, err
+	}
+	if force {
+		live = map[string]bool{}
+	}
 	statuses, err := m.backend.List(ctx)
 	if err != nil {
 		return nil, err
 	}
 	var removed []string
-	live := map[string]bool{}
 	for _, st := range statuses {
+		if live[st.ID] {
+			continue
+		}
 		if !force && (st.State == StateRunning || st.State == StatePaused) {
 			live[st.ID] = true
 			continue

@@ -41,6 +41,8 @@ type fakeBackend struct {
 	gpus      map[string][]string // the GPUDevices each Start was given
 	stdout    string              // what each task "writes" to stdout at start
 	started   chan string         // if set, gets each task's id once it runs
+	statsHang chan struct{}       // if set, Stats announces itself there and never answers
+	startGate chan string         // if set, Start announces itself there and waits for a second send
 }
 
 func newFake() *fakeBackend {
@@ -55,6 +57,10 @@ func (f *fakeBackend) Preview(_ context.Context, req runtime.StartRequest) ([]by
 }
 
 func (f *fakeBackend) Start(_ context.Context, req runtime.StartRequest) (runtime.Handle, error) {
+	if f.startGate != nil {
+		f.startGate <- req.Task.ID // in Start
+		<-f.startGate              // until the test lets it go on
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.startErr != nil {
@@ -158,7 +164,16 @@ func (f *fakeBackend) List(ctx context.Context) ([]runtime.Status, error) {
 	return out, nil
 }
 
-func (f *fakeBackend) Stats(_ context.Context, id string) (stats.Sample, error) {
+func (f *fakeBackend) Stats(ctx context.Context, id string) (stats.Sample, error) {
+	if f.statsHang != nil {
+		// A daemon that does not answer: only the caller giving up ends it.
+		select {
+		case f.statsHang <- struct{}{}:
+		default: // announced already
+		}
+		<-ctx.Done()
+		return stats.Sample{}, ctx.Err()
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.running[id] || f.stopped[id] {
@@ -290,6 +305,53 @@ func TestWaitTimeoutTermsThenKillsAll(t *testing.T) {
 	again, err := m.Wait(context.Background(), "slow")
 	if err != nil || again.Reason != res.Reason || again.ExitCode != res.ExitCode {
 		t.Errorf("second Wait = %+v, %v; want the recorded result", again, err)
+	}
+}
+
+// TestSlowSamplesNeverDelayEnforcement: a backend whose stats call never
+// answers (dockerd takes up to a second) must not hold up the deadline or
+// cancellation. Before samples came from their own goroutine, Wait sat in
+// the stats call and the task outlived its deadline.
+func TestSlowSamplesNeverDelayEnforcement(t *testing.T) {
+	for _, cancel := range []bool{false, true} {
+		f := newFake() // the task ignores SIGTERM
+		f.statsHang = make(chan struct{}, 1)
+		m := newManager(t, f)
+		tk := job(fmt.Sprintf("hang-%v", cancel))
+		tk.Limits.Timeout = time.Hour
+		if !cancel {
+			tk.Limits.Timeout = time.Second // the shortest a task may have
+		}
+		tk.Limits.Grace = time.Millisecond
+		if _, err := m.Spawn(context.Background(), tk); err != nil {
+			t.Fatal(err)
+		}
+		ctx, stop := context.WithCancel(context.Background())
+		done := make(chan task.Result, 1)
+		go func() {
+			res, err := m.Wait(ctx, tk.ID)
+			if err != nil {
+				t.Error(err)
+			}
+			done <- res
+		}()
+		<-f.statsHang // Wait is inside a stats call that will not return
+		if cancel {
+			stop()
+		}
+		select {
+		case res := <-done:
+			want := task.ReasonTimedOut
+			if cancel {
+				want = task.ReasonKilled
+			}
+			if res.Reason != want {
+				t.Errorf("reason %s, want %s", res.Reason, want)
+			}
+		case <-time.After(time.Minute): // a hang guard, not a timing check
+			t.Fatalf("cancel=%v: Wait is stuck behind a stats call", cancel)
+		}
+		stop()
 	}
 }
 
@@ -810,5 +872,67 @@ func TestRunStreamsLogs(t *testing.T) {
 	}
 	if err := m.Logs(ctx, "s1", runtime.LogOptions{Stdout: &streamed}); !errdefs.IsNotFound(err) {
 		t.Errorf("Logs after cleanup: %v, want NotFound", err)
+	}
+}
+
+// TestCleanupOrphansLeavesSpawnsInFlight: gc from another Manager over the
+// same state dir (as `nsn-run gc` beside a node agent) while a spawn sits
+// in the backend's Start: its state dir and GPU grant stay, and the spawn
+// succeeds. A spawn lock whose process died is swept; force takes a spawn
+// in flight too.
+func TestCleanupOrphansLeavesSpawnsInFlight(t *testing.T) {
+	ctx := context.Background()
+	f := newFake()
+	f.startGate = make(chan string)
+	gpus := &fakeGPUs{}
+	state := t.TempDir()
+	agent, err := runtime.New(runtime.Config{Backend: f, StateDir: state, OutputFS: runtime.DirOutput{}, GPUs: gpus})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gc, err := runtime.New(runtime.Config{Backend: f, StateDir: state, OutputFS: runtime.DirOutput{}, GPUs: gpus})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk := job("inflight")
+	tk.GPUs = "1"
+	spawned := make(chan error, 1)
+	go func() {
+		_, err := agent.Spawn(ctx, tk)
+		spawned <- err
+	}()
+	<-f.startGate // the spawn is inside Start: dir, record and grant exist, no container yet
+	removed, err := gc.CleanupOrphans(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(removed) != 0 {
+		t.Errorf("gc removed %v from a spawn in flight", removed)
+	}
+	if _, err := os.Stat(runtime.TaskDir(agent, "inflight")); err != nil {
+		t.Errorf("the spawn's state dir: %v", err)
+	}
+	if got := gpus.held(); got["gpu=0"] != "inflight" {
+		t.Errorf("the spawn's GPU grant: %v", got)
+	}
+	f.startGate <- "" // let Start finish
+	if err := <-spawned; err != nil {
+		t.Fatalf("the spawn gc ran beside: %v", err)
+	}
+
+	// A lock file nobody holds is a spawn that died: swept.
+	stale := filepath.Join(state, "spawning", "dead")
+	if err := os.WriteFile(stale, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gc.CleanupOrphans(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a dead spawn's lock file: %v", err)
+	}
+	f.startGate = nil
+	if err := agent.Remove(ctx, "inflight", true); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -37,6 +37,10 @@ type Sample struct {
 	// highest sampled PidsCurrent.
 	PidsPeak  uint64 `json:"pids_peak"`
 	PidsLimit uint64 `json:"pids_limit"`
+	// PidsLimitHits counts the forks and clones the pids limit refused
+	// (the "max" count of the group's pids.events): a task that hit it
+	// lost processes or threads it tried to start.
+	PidsLimitHits uint64 `json:"pids_limit_hits"`
 
 	OOMKills uint64 `json:"oom_kills"`
 
@@ -81,7 +85,7 @@ type GPUUsage struct {
 // (pids on v1) the highest sampled value stands in, and is only as good as
 // the sampling interval.
 type Peaks struct {
-	memory, pids, oomKills, gpuMemory uint64
+	memory, pids, pidsHits, oomKills, gpuMemory uint64
 	cpuSeconds                        float64
 }
 
@@ -89,6 +93,7 @@ type Peaks struct {
 func (p *Peaks) Add(s Sample) {
 	p.memory = max(p.memory, s.MemoryPeakBytes, s.MemoryCurrentBytes)
 	p.pids = max(p.pids, s.PidsPeak, s.PidsCurrent)
+	p.pidsHits = max(p.pidsHits, s.PidsLimitHits)
 	p.oomKills = max(p.oomKills, s.OOMKills)
 	p.cpuSeconds = max(p.cpuSeconds, s.CPUUsageSeconds)
 	p.gpuMemory = max(p.gpuMemory, s.GPUMemoryBytes)
@@ -96,5 +101,5 @@ func (p *Peaks) Add(s Sample) {
 
 // Stats are the peaks as the Result reports them.
 func (p *Peaks) Stats() task.Stats {
-	return task.Stats{PeakMemoryBytes: p.memory, CPUUsageSeconds: p.cpuSeconds, PidsPeak: p.pids, OOMKills: p.oomKills, PeakGPUMemoryBytes: p.gpuMemory}
+	return task.Stats{PeakMemoryBytes: p.memory, CPUUsageSeconds: p.cpuSeconds, PidsPeak: p.pids, PidsLimitHits: p.pidsHits, OOMKills: p.oomKills, PeakGPUMemoryBytes: p.gpuMemory}
 }

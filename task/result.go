@@ -64,6 +64,9 @@ type Stats struct {
 	PeakMemoryBytes uint64  `json:"peak_memory_bytes"`
 	CPUUsageSeconds float64 `json:"cpu_usage_seconds"`
 	PidsPeak        uint64  `json:"pids_peak"`
+	// PidsLimitHits counts the forks and clones the pids limit refused;
+	// non-zero means the task lost processes or threads it tried to start.
+	PidsLimitHits uint64 `json:"pids_limit_hits,omitempty"`
 	OOMKills        uint64  `json:"oom_kills"`
 	// PeakGPUMemoryBytes is the most GPU memory the task's processes held
 	// in any sample (left out without GPUs or GPU sampling).
