@@ -86,7 +86,7 @@ type GPUUsage struct {
 // the sampling interval.
 type Peaks struct {
 	memory, pids, pidsHits, oomKills, gpuMemory uint64
-	cpuSeconds                        float64
+	cpuSeconds                                  float64
 }
 
 // Add folds a sample into the peaks.

@@ -67,7 +67,7 @@ type Stats struct {
 	// PidsLimitHits counts the forks and clones the pids limit refused;
 	// non-zero means the task lost processes or threads it tried to start.
 	PidsLimitHits uint64 `json:"pids_limit_hits,omitempty"`
-	OOMKills        uint64  `json:"oom_kills"`
+	OOMKills      uint64 `json:"oom_kills"`
 	// PeakGPUMemoryBytes is the most GPU memory the task's processes held
 	// in any sample (left out without GPUs or GPU sampling).
 	PeakGPUMemoryBytes uint64 `json:"peak_gpu_memory_bytes,omitempty"`
