@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path"
+	"path/filepath"
 	goruntime "runtime"
 	"slices"
 	"strconv"
@@ -99,6 +100,10 @@ type Options struct {
 	// uids and gids 0..Size-1 are host ids HostID.. (the range the Manager
 	// granted it). The process user inside is unchanged.
 	UserNS *task.IDRange
+	// InitBinary is the host path of nsn-init (cmd/nsn-init), bound
+	// read-only at InitPath to run as pid 1 of a task that asks for an
+	// init (Task.Init); such a task is refused without one.
+	InitBinary string
 	// AppArmorProfile is the AppArmor profile the task runs under
 	// (process.apparmorProfile): DefaultAppArmorProfile where the host
 	// supports AppArmor, empty where it does not (runc refuses a profile
@@ -178,6 +183,15 @@ func Opts(t task.Task, img ocispec.ImageConfig, o Options) ([]oci.SpecOpts, erro
 		return nil, fmt.Errorf("%w: task was granted GPUs but no CDI device injector is configured", errdefs.ErrFailedPrecondition)
 	}
 	l := t.Limits
+	args := proc.args
+	mounts := []specs.Mount{tmpMount(l, proc.uid, proc.gid), outputMount(o.OutputDir)}
+	if t.Init {
+		if !filepath.IsAbs(o.InitBinary) || filepath.Clean(o.InitBinary) != o.InitBinary {
+			return nil, fmt.Errorf("%w: the task asks for an init, and this node has no nsn-init binary (an absolute, clean path) to give it", errdefs.ErrFailedPrecondition)
+		}
+		args = append([]string{InitPath, "--"}, args...)
+		mounts = append(mounts, initMount(o.InitBinary))
+	}
 
 	opts := []oci.SpecOpts{
 		oci.WithRootFSPath(RootfsPath),
@@ -188,7 +202,7 @@ func Opts(t task.Task, img ocispec.ImageConfig, o Options) ([]oci.SpecOpts, erro
 
 		oci.WithDefaultPathEnv,
 		oci.WithEnv(proc.env),
-		oci.WithProcessArgs(proc.args...),
+		oci.WithProcessArgs(args...),
 		oci.WithProcessCwd(proc.cwd),
 		oci.WithUIDGID(proc.uid, proc.gid),
 		oci.WithUmask(defaultUmask),
@@ -199,7 +213,7 @@ func Opts(t task.Task, img ocispec.ImageConfig, o Options) ([]oci.SpecOpts, erro
 
 		oci.WithDefaultUnixDevices,
 		withoutConsole,
-		oci.WithMounts([]specs.Mount{tmpMount(l, proc.uid, proc.gid), outputMount(o.OutputDir)}),
+		oci.WithMounts(mounts),
 		withShmOwner(proc.uid, proc.gid),
 		withMaskedPaths(requiredMaskedPaths),
 		withReadonlyPaths(requiredReadonlyPaths),
@@ -311,6 +325,21 @@ func withShmOwner(uid, gid uint32) oci.SpecOpts {
 // outputMount binds the task's host output directory at /output. "bind"
 // (not "rbind") so no host submount under it becomes visible; rprivate so no
 // mount event propagates either way.
+// InitPath is where a task that asks for an init finds nsn-init, which
+// runs as its pid 1 with the task's command as its child.
+const InitPath = "/sbin/nsn-init"
+
+// initMount binds the host's nsn-init read-only, executable, without
+// setuid or devices.
+func initMount(hostBinary string) specs.Mount {
+	return specs.Mount{
+		Destination: InitPath,
+		Type:        "bind",
+		Source:      hostBinary,
+		Options:     []string{"bind", "ro", "nosuid", "nodev", "rprivate"},
+	}
+}
+
 func outputMount(hostDir string) specs.Mount {
 	return specs.Mount{
 		Destination: OutputPath,

@@ -467,3 +467,32 @@ func TestImageNVIDIADeviceVarsDropped(t *testing.T) {
 		t.Errorf("granted GPU: env %v, want the edits' NVIDIA_VISIBLE_DEVICES=void and not the image's", s.Process.Env)
 	}
 }
+
+// TestInit: a task with Init runs nsn-init as pid 1 (the command after
+// "--"), bound read-only from the node's binary; without a binary to give
+// it the task is refused, and a task without Init gets neither.
+func TestInit(t *testing.T) {
+	tk := baseTask()
+	tk.Init = true
+	s, err := spec.Generate(context.Background(), tk, ocispec.ImageConfig{}, spec.Options{OutputDir: outputDir, InitBinary: "/usr/local/lib/nsn-run/nsn-init"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := append([]string{spec.InitPath, "--"}, tk.Command...); !slices.Equal(s.Process.Args, want) {
+		t.Errorf("args %q, want %q", s.Process.Args, want)
+	}
+	i := slices.IndexFunc(s.Mounts, func(m specs.Mount) bool { return m.Destination == spec.InitPath })
+	if i < 0 || s.Mounts[i].Source != "/usr/local/lib/nsn-run/nsn-init" || !slices.Contains(s.Mounts[i].Options, "ro") || !slices.Contains(s.Mounts[i].Options, "nosuid") {
+		t.Errorf("init mount: %+v", s.Mounts)
+	}
+	if _, err := spec.Generate(context.Background(), tk, ocispec.ImageConfig{}, spec.Options{OutputDir: outputDir}); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("init without a binary: %v, want FailedPrecondition", err)
+	}
+	plain, err := spec.Generate(context.Background(), baseTask(), ocispec.ImageConfig{}, spec.Options{OutputDir: outputDir, InitBinary: "/usr/local/lib/nsn-run/nsn-init"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plain.Process.Args[0] == spec.InitPath || slices.ContainsFunc(plain.Mounts, func(m specs.Mount) bool { return m.Destination == spec.InitPath }) {
+		t.Errorf("a task without Init got nsn-init: %q", plain.Process.Args)
+	}
+}

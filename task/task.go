@@ -41,6 +41,10 @@ type Task struct {
 	// trusted or cooperative jobs. MIG devices are the isolated way to
 	// split a GPU.
 	GPUShared bool `json:"gpu_shared,omitempty"`
+	// Init runs nsn-init as the task's pid 1, with Command as its child:
+	// it forwards signals (so the deadline's SIGTERM ends a command with
+	// no handler of its own) and reaps zombies. Docker's --init.
+	Init bool `json:"init,omitempty"`
 	// Runtime is the containerd runtime name; empty means DefaultRuntime.
 	Runtime string `json:"runtime,omitempty"`
 }

@@ -32,6 +32,7 @@ type taskFlags struct {
 	gpuMemory   string
 	gpus        string
 	gpuShared   bool
+	init        bool
 	env         []string
 	workdir     string
 	user        string
@@ -54,6 +55,7 @@ func (f *taskFlags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&f.cpuTime, "cpu-time", 0, "limit on CPU time of all the task's processes together; over it they are killed (default: none)")
 	fs.StringVar(&f.gpuMemory, "gpu-memory", "", "limit on GPU memory the task's processes hold together, e.g. 8g; over it they are killed (checked every 100 ms)")
 	fs.StringVar(&f.gpus, "gpus", "", "GPUs: all, a count N, or device=ID[,ID] / ID,ID (indices, MIG indices GPU:MIG, GPU-/MIG- UUIDs)")
+	fs.BoolVar(&f.init, "init", false, "run nsn-init as the task's pid 1: it forwards signals to the command (so the deadline's SIGTERM ends a command without a handler of its own) and reaps zombies")
 	fs.BoolVar(&f.gpuShared, "gpu-shared", false, "let other --gpu-shared tasks use the same GPUs at once (no isolation between them; default: the GPUs are this task's alone)")
 	fs.StringArrayVarP(&f.env, "env", "e", nil, "environment variable KEY=VALUE (repeatable)")
 	fs.StringVarP(&f.workdir, "workdir", "w", "", "working directory inside the container (default: the image's, else /)")
@@ -80,6 +82,7 @@ func (f *taskFlags) task(args []string) (task.Task, error) {
 		User:       f.user,
 		GPUs:       f.gpus,
 		GPUShared:  f.gpuShared,
+		Init:       f.init,
 		Runtime:    f.runtime,
 		Limits: task.Limits{
 			CPUs:        f.cpus,

@@ -97,6 +97,10 @@ type Policy struct {
 	// (spec.DefaultAppArmorProfile where the host supports AppArmor); a
 	// spec must name exactly it. Empty requires a spec without one.
 	AppArmorProfile string
+	// InitBinary is the host path of nsn-init, the only source a task's
+	// InitPath may be bound from (spec.Options.InitBinary); empty allows
+	// no task an init.
+	InitBinary string
 }
 
 func (p Policy) span() idmap.Span {
@@ -235,6 +239,14 @@ func (a *auditor) knobs(s *specs.Spec) (t task.Task, o spec.Options, ok bool) {
 		return t, o, false
 	}
 	t = task.Task{ID: id, Image: "audit.invalid/task", Command: s.Process.Args}
+	if len(t.Command) > 2 && t.Command[0] == spec.InitPath && t.Command[1] == "--" {
+		// nsn-init as pid 1, the task's command its child.
+		t.Init, t.Command = true, t.Command[2:]
+		if a.policy.InitBinary == "" {
+			a.add(RuleProcess, "process.args", "runs %s as pid 1, and this policy allows no init binary", spec.InitPath)
+			t.Init = false // judge the rest: the init mount shows as extra
+		}
+	}
 	if len(t.Command) == 0 {
 		a.add(RuleProcess, "process.args", "no command: nsn-run never generates a spec without one")
 		t.Command = []string{"/missing-command"}
@@ -275,7 +287,7 @@ func (a *auditor) knobs(s *specs.Spec) (t task.Task, o spec.Options, ok bool) {
 		OpenFiles: "process.rlimits", Tmp: "mounts[/tmp].options",
 	})...)
 
-	o = spec.Options{OutputDir: a.policy.OutputDir(id), OOMScoreAdj: a.policy.OOMScoreAdj, AppArmorProfile: a.policy.AppArmorProfile}
+	o = spec.Options{OutputDir: a.policy.OutputDir(id), OOMScoreAdj: a.policy.OOMScoreAdj, AppArmorProfile: a.policy.AppArmorProfile, InitBinary: a.policy.InitBinary}
 	if !a.policy.HostIdentity {
 		o.UserNS = a.userNSRange(s)
 	}

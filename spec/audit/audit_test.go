@@ -56,15 +56,21 @@ func (fakeCDI) InjectSpecOpt(names []string, shared bool) (oci.SpecOpts, error) 
 	}, nil
 }
 
-var policy = audit.Policy{CDI: fakeCDI{}}
+// initBinary is where the tests' node keeps nsn-init.
+const initBinary = "/usr/local/lib/nsn-run/nsn-init"
+
+var policy = audit.Policy{CDI: fakeCDI{}, InitBinary: initBinary}
 
 // generated is the spec nsn-run generates for a plain task (with GPU 0 when
 // gpu is set), round-tripped through JSON as `nsn-run audit` reads it.
-func generated(t *testing.T, gpu bool) *specs.Spec {
+func generated(t *testing.T, gpu bool, init ...bool) *specs.Spec {
 	t.Helper()
 	tk := task.Task{ID: taskID, Image: "busybox", Command: []string{"sh", "-c", "true"}, Env: []string{"A=1"}}
 	r := idmap.DefaultSpan.RangeAt(3)
 	o := spec.Options{OutputDir: policy.OutputDir(taskID), UserNS: &r}
+	if len(init) > 0 && init[0] {
+		tk.Init, o.InitBinary = true, initBinary
+	}
 	if gpu {
 		tk.GPUs = "device=0"
 		o.GPUDevices, o.CDI = []string{fakeGPU}, fakeCDI{}
@@ -87,6 +93,9 @@ func generated(t *testing.T, gpu bool) *specs.Spec {
 func TestGeneratedSpecIsClean(t *testing.T) {
 	for _, gpu := range []bool{false, true} {
 		if f := audit.Check(context.Background(), generated(t, gpu), policy); len(f) != 0 {
+			t.Errorf("gpu=%v: %v", gpu, f)
+		}
+		if f := audit.Check(context.Background(), generated(t, gpu, true), policy); len(f) != 0 {
 			t.Errorf("gpu=%v: findings on nsn-run's own spec: %v", gpu, f)
 		}
 	}
@@ -141,6 +150,7 @@ type mutation struct {
 	name   string
 	rule   string
 	gpu    bool // start from the spec with GPU 0
+	init   bool // start from the spec of a task with --init
 	policy *audit.Policy
 	mutate func(*specs.Spec)
 }
@@ -181,6 +191,21 @@ var mutations = []mutation{
 	{name: "selinux-spc", rule: audit.RuleLSM, mutate: func(s *specs.Spec) { s.Process.SelinuxLabel = "system_u:system_r:spc_t:s0" }},
 	{name: "sched-fifo", rule: audit.RuleScheduling, mutate: func(s *specs.Spec) { s.Process.Scheduler = &specs.Scheduler{Policy: specs.SchedFIFO, Priority: 99} }},
 	{name: "terminal", rule: audit.RuleTerminal, mutate: func(s *specs.Spec) { s.Process.Terminal = true }},
+	{name: "init-not-allowed", rule: audit.RuleProcess, init: true, policy: &audit.Policy{}, mutate: func(*specs.Spec) {}},
+	{name: "init-other-binary", rule: audit.RuleMounts, init: true, mutate: func(s *specs.Spec) {
+		for i := range s.Mounts {
+			if s.Mounts[i].Destination == spec.InitPath {
+				s.Mounts[i].Source = "/tmp/evil-init"
+			}
+		}
+	}},
+	{name: "init-writable", rule: audit.RuleMounts, init: true, mutate: func(s *specs.Spec) {
+		for i := range s.Mounts {
+			if s.Mounts[i].Destination == spec.InitPath {
+				s.Mounts[i].Options = []string{"bind", "rw", "rprivate"}
+			}
+		}
+	}},
 	{name: "process-user-name", rule: audit.RuleProcess, mutate: func(s *specs.Spec) { s.Process.CommandLine = "cmd.exe" }},
 	{name: "args-empty", rule: audit.RuleProcess, mutate: func(s *specs.Spec) { s.Process.Args = nil }},
 	{name: "nvidia-visible-devices", rule: audit.RuleEnv, mutate: func(s *specs.Spec) {
@@ -286,7 +311,7 @@ var mutations = []mutation{
 func TestMutations(t *testing.T) {
 	for _, m := range mutations {
 		t.Run(m.name, func(t *testing.T) {
-			s := generated(t, m.gpu)
+			s := generated(t, m.gpu, m.init)
 			m.mutate(s)
 			p := policy
 			if m.policy != nil {
@@ -302,6 +327,9 @@ func TestMutations(t *testing.T) {
 			case "annotation-unknown-gpu":
 				// The edits of a device nobody was granted show too.
 				wantOnly = append(wantOnly, audit.RuleDevices, audit.RuleMounts, audit.RuleHooks)
+			case "init-not-allowed":
+				// The init's mount shows too: nothing else may bind it.
+				wantOnly = append(wantOnly, audit.RuleMounts)
 			case "uid-0":
 				// /tmp and /dev/shm belong to the task's user: root's
 				// are not the stand-in user's either.
