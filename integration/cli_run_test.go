@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -8,6 +9,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/containerd/containerd/v2/pkg/namespaces"
 
 	"github.com/nsn-run/nsn-run/docs"
 	"github.com/nsn-run/nsn-run/runtime"
@@ -119,7 +123,9 @@ func TestCLIDetachedLifecycle(t *testing.T) {
 	if r := cli(t, g, "rm", long); r.code != 0 || r.stdout != long+"\n" {
 		t.Errorf("rm: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
 	}
-	if r := cli(t, g, "gc"); r.code != 0 || !strings.Contains(r.stdout, "removed task "+short+" (stopped)") {
+	// Its supervisor released the container when it ended: gc removes
+	// its state (or the container, if the supervisor is not done yet).
+	if r := cli(t, g, "gc"); r.code != 0 || !(strings.Contains(r.stdout, "removed state "+short) || strings.Contains(r.stdout, "removed task "+short+" (stopped)")) {
 		t.Errorf("gc: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
 	}
 	if states := psStates(t, g); len(states) != 0 {
@@ -178,6 +184,58 @@ func TestCLIRunFailures(t *testing.T) {
 	down := runCLI(t, nil, "run", "--address", filepath.Join(t.TempDir(), "no.sock"), "busybox", "--", "true")
 	if down.code != 125 || !strings.Contains(down.stderr, "containerd is not running") {
 		t.Errorf("daemon down: exit %d stderr %q", down.code, down.stderr)
+	}
+	if l := leftovers(t, c); l != "" {
+		t.Errorf("left behind: %s", l)
+	}
+}
+
+// TestCLIDetachedTimeoutWithoutWaiter: run -d --timeout 2s of a task that
+// would sleep 300 s, and nobody waits on it: its supervisor ends it at the
+// deadline, and inspect and wait show the Result (timed_out, 124). Before
+// the supervisor, a detached task's timeout held only while an nsn-run
+// process waited on it.
+func TestCLIDetachedTimeoutWithoutWaiter(t *testing.T) {
+	g := cliEnv(t)
+	c, _ := containerdClient(t)
+	id := uniqueID("det")
+	if r := cli(t, g, "run", "-d", "--id", id, "--timeout", "2s", "--grace", "1s", "busybox", "--", "sleep", "300"); r.code != 0 {
+		t.Fatalf("run -d: exit %d stderr %q", r.code, r.stderr)
+	}
+	// Watch the exit through containerd itself: no nsn-run process waits.
+	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), testNamespace), 2*time.Minute)
+	defer cancel()
+	if ctr, err := c.LoadContainer(ctx, id); err == nil {
+		if tk, err := ctr.Task(ctx, nil); err == nil {
+			if exited, err := tk.Wait(ctx); err == nil {
+				select {
+				case <-exited:
+				case <-ctx.Done(): // a hang guard: the task would sleep 300 s
+					t.Fatal("the detached task outlived its deadline by two minutes: nothing enforced it")
+				}
+			}
+		}
+	} // else: already ended and released by its supervisor
+	var st runtime.Status
+	for st.Result == nil && ctx.Err() == nil { // the supervisor records the Result right after the exit
+		r := cli(t, g, "inspect", id)
+		if r.code != 0 {
+			t.Fatalf("inspect: exit %d stderr %q", r.code, r.stderr)
+		}
+		if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
+			t.Fatalf("inspect: %v: %s", err, r.stdout)
+		}
+	}
+	if st.Result == nil || st.Result.Reason != task.ReasonTimedOut || st.Result.ExitCode != runtime.ExitTimedOut || st.State != runtime.StateStopped {
+		t.Fatalf("inspect after the deadline: %+v (result %+v)", st, st.Result)
+	}
+	w := cli(t, g, "wait", id)
+	var res task.Result
+	if w.code != runtime.ExitTimedOut || json.Unmarshal([]byte(w.stdout), &res) != nil || res.Reason != task.ReasonTimedOut {
+		t.Errorf("wait: exit %d stdout %q stderr %q", w.code, w.stdout, w.stderr)
+	}
+	if r := cli(t, g, "rm", id); r.code != 0 {
+		t.Errorf("rm: exit %d stderr %q", r.code, r.stderr)
 	}
 	if l := leftovers(t, c); l != "" {
 		t.Errorf("left behind: %s", l)

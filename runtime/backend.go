@@ -162,6 +162,10 @@ type Status struct {
 	// Identity is the task's host identity, from the Manager's record
 	// (backends leave it empty).
 	Identity *task.Identity `json:"identity,omitempty"`
+	// Result is the task's Result once a Wait recorded it (without its
+	// logs and output files: CollectOutput adds those). A task whose
+	// container was released after it exited is listed from it.
+	Result *task.Result `json:"result,omitempty"`
 }
 
 // Exit codes for a task whose command could not be run, as a shell (and

@@ -747,30 +747,71 @@ func (m *Manager) Remove(ctx context.Context, id string, force bool) error {
 	return m.Cleanup(ctx, id)
 }
 
-// List reports the tasks this manager created on the backend.
+// List reports the tasks this manager created on the backend, and the
+// finished ones whose containers are released but whose state is kept
+// (a detached task its supervisor waited on), until Remove or gc.
 func (m *Manager) List(ctx context.Context) ([]Status, error) {
 	sts, err := m.backend.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
 	for i := range sts {
-		m.addIdentity(&sts[i])
+		seen[sts[i].ID] = true
+		m.addRecorded(&sts[i])
 	}
-	return sts, err
+	entries, err := os.ReadDir(filepath.Join(m.stateDir, "tasks"))
+	if err != nil {
+		return sts, fmt.Errorf("read state dir: %w", err)
+	}
+	for _, e := range entries {
+		if seen[e.Name()] {
+			continue
+		}
+		if st, ok := m.finished(e.Name()); ok {
+			sts = append(sts, st)
+		}
+	}
+	return sts, nil
 }
 
-// addIdentity fills in st's host identity from the task's record.
-func (m *Manager) addIdentity(st *Status) {
-	if rec, err := m.readRecord(st.ID); err == nil {
-		st.Identity = rec.Grant.identity()
+// addRecorded adds what the Manager's record knows of a task: its host
+// identity, and its Result once recorded.
+func (m *Manager) addRecorded(st *Status) {
+	rec, err := m.readRecord(st.ID)
+	if err != nil {
+		return
 	}
+	st.Identity = rec.Grant.identity()
+	st.Result = rec.Result
 }
 
-// Inspect reports one task's state.
+// finished is the status of a task whose container is gone but whose
+// record holds its Result.
+func (m *Manager) finished(id string) (Status, bool) {
+	rec, err := m.readRecord(id)
+	if err != nil || rec.Result == nil {
+		return Status{}, false
+	}
+	r := rec.Result
+	return Status{ID: id, Image: r.Image, State: StateStopped, ExitCode: r.ExitCode, CreatedAt: r.StartedAt,
+		ExitedAt: r.FinishedAt, Identity: rec.Grant.identity(), Result: r}, true
+}
+
+// Inspect reports one task's state: from the backend while its container
+// exists, from its recorded Result after.
 func (m *Manager) Inspect(ctx context.Context, id string) (Status, error) {
 	if err := task.ValidateID(id); err != nil {
 		return Status{}, err
 	}
 	st, err := m.backend.Inspect(ctx, id)
+	if errdefs.IsNotFound(err) {
+		if fin, ok := m.finished(id); ok {
+			return fin, nil
+		}
+	}
 	if err == nil {
-		m.addIdentity(&st)
+		m.addRecorded(&st)
 	}
 	return st, err
 }

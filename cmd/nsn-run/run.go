@@ -76,6 +76,11 @@ output_skipped.
 			if _, err := m.Spawn(ctx, t); err != nil {
 				return err
 			}
+			if err := startSupervisor(g, t.ID); err != nil {
+				// The task runs, but nothing would enforce its deadline.
+				_ = m.Remove(context.WithoutCancel(ctx), t.ID, true)
+				return err
+			}
 			fmt.Fprintln(cmd.OutOrStdout(), t.ID)
 			return nil
 		},
