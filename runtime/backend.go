@@ -7,6 +7,7 @@ package runtime
 import (
 	"context"
 	"fmt"
+	"strings"
 	"syscall"
 	"time"
 
@@ -24,6 +25,12 @@ const (
 	// ManagerName is the value of LabelManager.
 	ManagerName = "nsn-run"
 )
+
+// Labels are the labels a backend puts on what it creates for task id: its
+// container, and whatever else the task holds (a lease, a snapshot).
+func Labels(id string) map[string]string {
+	return map[string]string{LabelTaskID: id, LabelManager: ManagerName}
+}
 
 // Backend runs containers. It is shaped like Nomad's task driver (Start,
 // Wait, Stop, Destroy, Inspect, Stats, Recover) with a context on every
@@ -129,6 +136,15 @@ type Handle struct {
 	Identity string `json:"identity,omitempty"`
 }
 
+// CheckBackend refuses a handle that backend did not give: a Backend's
+// Recover checks it before it reattaches to the task.
+func (h Handle) CheckBackend(backend string) error {
+	if h.Backend != backend {
+		return fmt.Errorf("%w: handle of task %s is for backend %q", errdefs.ErrInvalidArgument, h.ID, h.Backend)
+	}
+	return nil
+}
+
 // ExitStatus is how a task's process ended.
 type ExitStatus struct {
 	Code     int
@@ -196,6 +212,30 @@ func (e *CommandError) Unwrap() error {
 		return errdefs.ErrNotFound
 	}
 	return errdefs.ErrPermissionDenied
+}
+
+// ParseCommandError recognises, in a start error, the OCI runtime's
+// failure to exec the task's command, and returns it as a CommandError
+// (nil for any other error). runc reports it only as text, through the shim
+// and through dockerd alike (moby matches the same strings), so text is all
+// there is to go on. runc says `exec: "cmd": ...` when looking the command
+// up failed (on PATH, or the path's stat), and `exec /path: ...` when the
+// execve of the path itself failed; anything else (a mount that failed with
+// "permission denied", say) is nsn-run's failure, not the command's.
+func ParseCommandError(err error, command, image string) *CommandError {
+	msg := err.Error()
+	if !strings.Contains(msg, "exec: ") && !strings.Contains(msg, "exec "+command+": ") {
+		return nil
+	}
+	switch {
+	case strings.Contains(msg, "executable file not found"), strings.Contains(msg, "no such file or directory"):
+		return &CommandError{Command: command, Image: image, NotFound: true}
+	case strings.Contains(msg, "permission denied"), strings.Contains(msg, "is a directory"):
+		// runc 1.1 (Go's LookPath before 1.22) calls a directory
+		// "permission denied"; runc 1.5 says "is a directory".
+		return &CommandError{Command: command, Image: image}
+	}
+	return nil
 }
 
 // ExitCode is the exit status the CLI reports for the failure.

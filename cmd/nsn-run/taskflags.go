@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"path/filepath"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -138,13 +137,4 @@ func newTaskID() string {
 	b := make([]byte, 6)
 	_, _ = rand.Read(b) // crypto/rand.Read never fails on Linux
 	return "t-" + hex.EncodeToString(b)
-}
-
-// taskOutputDir is the host directory a task's /output is bound to.
-func taskOutputDir(stateDir, id string) (string, error) {
-	abs, err := filepath.Abs(stateDir)
-	if err != nil {
-		return "", fmt.Errorf("%w: --state-dir %q: %w", errdefs.ErrInvalidArgument, stateDir, err)
-	}
-	return filepath.Join(abs, "tasks", id, "output"), nil
 }

@@ -37,10 +37,6 @@ type Request struct {
 	HostConfig *container.HostConfig `json:"host_config"`
 }
 
-func labelsFor(id string) map[string]string {
-	return map[string]string{runtime.LabelTaskID: id, runtime.LabelManager: runtime.ManagerName}
-}
-
 // RequestOptions are what CreateRequest needs from the host side of a task.
 type RequestOptions struct {
 	// OutputDir is the task's host output directory, bound at /output: an
@@ -145,7 +141,7 @@ func CreateRequest(t task.Task, img ocispec.ImageConfig, o RequestOptions) (Requ
 		Cmd:        p.Args[1:],
 		WorkingDir: p.Cwd,
 		Image:      t.Image,
-		Labels:     labelsFor(t.ID),
+		Labels:     runtime.Labels(t.ID),
 		// No network, so nothing to expose, and no stdin.
 		NetworkDisabled: true,
 	}

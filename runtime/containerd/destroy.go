@@ -1,0 +1,142 @@
+package containerd
+
+import (
+	"context"
+	"fmt"
+	"syscall"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/leases"
+	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/errdefs"
+
+	"github.com/nsn-run/nsn-run/runtime"
+)
+
+// Stop implements runtime.Backend.
+func (b *Backend) Stop(ctx context.Context, id string, sig syscall.Signal, all bool) error {
+	tk, err := b.loadTask(ctx, id)
+	if err != nil {
+		return err
+	}
+	var opts []client.KillOpts
+	if all {
+		opts = append(opts, client.WithKillAll)
+	}
+	if err := tk.Kill(b.ns(ctx), sig, opts...); err != nil {
+		return fmt.Errorf("signal task %s: %w", id, err)
+	}
+	return nil
+}
+
+// Destroy implements runtime.Backend: kill and delete the task (the shim then
+// stops its logger), delete the container and its snapshot, and close the
+// task's handle. Idempotent.
+func (b *Backend) Destroy(ctx context.Context, id string) error {
+	ctx = b.ns(ctx)
+	defer b.tasks.Remove(id)
+	c, err := b.client.LoadContainer(ctx, id)
+	if errdefs.IsNotFound(err) {
+		if err := b.removeSnapshot(ctx, id); err != nil {
+			return err
+		}
+		return b.removeLeases(ctx, id)
+	}
+	if err != nil {
+		return fmt.Errorf("load container %s: %w", id, err)
+	}
+	if tk, err := c.Task(ctx, nil); err == nil {
+		st, err := tk.Delete(ctx, client.WithProcessKill)
+		if err != nil && !errdefs.IsNotFound(err) {
+			return fmt.Errorf("delete task %s: %w", id, err)
+		}
+		if h := b.tasks.Get(id); h != nil && st != nil {
+			// The exit a Wait still waiting gets, before the handle
+			// closes under it.
+			h.Exit(exitStatus(h, *st), nil)
+		}
+	} else if !errdefs.IsNotFound(err) {
+		return fmt.Errorf("load task %s: %w", id, err)
+	}
+	if err := c.Delete(ctx, client.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("delete container %s: %w", id, err)
+	}
+	if err := b.removeSnapshot(ctx, id); err != nil {
+		return err
+	}
+	return b.removeLeases(ctx, id)
+}
+
+// removeLeases deletes the spawn lease of a task whose manager died before
+// releasing it.
+func (b *Backend) removeLeases(ctx context.Context, id string) error {
+	ls := b.client.LeasesService()
+	found, err := ls.List(ctx, fmt.Sprintf("labels.%q==%s", runtime.LabelTaskID, id))
+	if err != nil {
+		return fmt.Errorf("list leases of task %s: %w", id, err)
+	}
+	for _, l := range found {
+		if err := ls.Delete(ctx, l); err != nil && !errdefs.IsNotFound(err) {
+			return fmt.Errorf("delete lease %s: %w", l.ID, err)
+		}
+	}
+	return nil
+}
+
+// removeSnapshot removes a task snapshot that outlived its container (a
+// crash between prepare and create).
+func (b *Backend) removeSnapshot(ctx context.Context, id string) error {
+	err := b.client.SnapshotService(b.cfg.Snapshotter).Remove(ctx, id)
+	if err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("remove snapshot %s: %w", id, err)
+	}
+	return nil
+}
+
+var _ runtime.OrphanSweeper = (*Backend)(nil)
+
+// SweepOrphans implements runtime.OrphanSweeper: nsn-run's leases and task
+// snapshots whose task is neither in keep nor has a container.
+func (b *Backend) SweepOrphans(ctx context.Context, keep map[string]bool) ([]string, error) {
+	ctx = b.ns(ctx)
+	orphan := func(id string) bool {
+		if id == "" || keep[id] {
+			return false
+		}
+		_, err := b.client.LoadContainer(ctx, id)
+		return errdefs.IsNotFound(err)
+	}
+	var removed []string
+	ls := b.client.LeasesService()
+	all, err := ls.List(ctx, fmt.Sprintf("labels.%q==%s", runtime.LabelManager, runtime.ManagerName))
+	if err != nil {
+		return nil, fmt.Errorf("list leases: %w", err)
+	}
+	for _, l := range all {
+		if !orphan(l.Labels[runtime.LabelTaskID]) {
+			continue
+		}
+		if err := ls.Delete(ctx, l, leases.SynchronousDelete); err != nil && !errdefs.IsNotFound(err) {
+			return removed, fmt.Errorf("delete lease %s: %w", l.ID, err)
+		}
+		removed = append(removed, "lease "+l.ID)
+	}
+	sn := b.client.SnapshotService(b.cfg.Snapshotter)
+	var names []string
+	err = sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
+		if info.Labels[runtime.LabelManager] == runtime.ManagerName && orphan(info.Labels[runtime.LabelTaskID]) {
+			names = append(names, info.Name)
+		}
+		return nil
+	}, fmt.Sprintf("labels.%q==%s", runtime.LabelManager, runtime.ManagerName))
+	if err != nil {
+		return removed, fmt.Errorf("list snapshots: %w", err)
+	}
+	for _, name := range names {
+		if err := sn.Remove(ctx, name); err != nil && !errdefs.IsNotFound(err) {
+			return removed, fmt.Errorf("remove snapshot %s: %w", name, err)
+		}
+		removed = append(removed, "snapshot "+name)
+	}
+	return removed, nil
+}

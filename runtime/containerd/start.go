@@ -1,0 +1,307 @@
+package containerd
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/core/leases"
+	"github.com/containerd/containerd/v2/core/mount"
+	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/nsn-run/nsn-run/logs"
+	"github.com/nsn-run/nsn-run/runtime"
+	"github.com/nsn-run/nsn-run/runtime/containerd/images"
+	"github.com/nsn-run/nsn-run/spec"
+	"github.com/nsn-run/nsn-run/spec/audit"
+	"github.com/nsn-run/nsn-run/task"
+)
+
+// spawnLeaseExpiry bounds how long what a crashed spawn created survives:
+// everything is created under a lease that expires, so containerd's garbage
+// collector reclaims it if the spawn never finishes.
+const spawnLeaseExpiry = 15 * time.Minute
+
+// Start implements runtime.Backend: resolve and unpack the image, build and
+// audit the spec, prepare the snapshot, create the container and its task
+// with the shim logger, register the exit wait, start. Everything is created
+// under an expiring lease, and undone on error.
+func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (h runtime.Handle, retErr error) {
+	ctx = b.ns(ctx)
+	t := req.Task
+	sw := runtime.NewStopwatch(ctx)
+	if _, err := b.client.LoadContainer(ctx, t.ID); err == nil {
+		return h, fmt.Errorf("task %s already exists (remove it with nsn-run rm %s): %w", t.ID, t.ID, errdefs.ErrAlreadyExists)
+	} else if !errdefs.IsNotFound(err) {
+		return h, fmt.Errorf("look up container %s: %w", t.ID, err)
+	}
+
+	sw.Lap("start/check-id")
+	img, s, err := b.spec(ctx, req)
+	if err != nil {
+		return h, err
+	}
+	// The task writes /output as its own user (its host ids, in its own
+	// user namespace); nothing else on the host can reach the directory
+	// (the state dir above it is private to root).
+	uid, gid := s.Process.User.UID, s.Process.User.GID
+	if r := req.UserNS; r != nil {
+		uid, gid = r.HostID+uid, r.HostID+gid // spec.Opts checked both lie in the range
+	}
+	if err := os.Chown(req.OutputDir, int(uid), int(gid)); err != nil {
+		return h, fmt.Errorf("prepare output dir: %w", err)
+	}
+	sw.Lap("start/spec-audit")
+
+	ctx, releaseLease, err := b.client.WithLease(ctx,
+		leases.WithRandomID(), leases.WithExpiration(spawnLeaseExpiry), leases.WithLabels(runtime.Labels(t.ID)))
+	if err != nil {
+		return h, fmt.Errorf("create lease: %w", err)
+	}
+	defer func() {
+		// Once the container exists it references the snapshot, so the
+		// lease is no longer needed; on failure the rollback below removed
+		// what it protected.
+		_ = releaseLease(context.WithoutCancel(ctx))
+	}()
+
+	sw.Lap("start/lease")
+	parent, err := images.Unpack(ctx, img.Image, b.cfg.Snapshotter)
+	if err != nil {
+		return h, err
+	}
+	sw.Lap("start/unpack-check")
+	sn := b.client.SnapshotService(b.cfg.Snapshotter)
+	undo := []func(context.Context){func(ctx context.Context) { _ = sn.Remove(ctx, t.ID) }}
+	defer func() {
+		if retErr == nil {
+			return
+		}
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i](cctx)
+		}
+	}()
+	identity, err := b.prepareRoot(ctx, t.ID, parent, req.UserNS, s)
+	if err != nil {
+		return h, err
+	}
+	sw.Lap("start/prepare-snapshot")
+
+	sw.Lap("start/check-rootfs")
+	container, err := b.client.NewContainer(ctx, t.ID,
+		client.WithSpec(s),
+		client.WithSnapshotter(b.cfg.Snapshotter),
+		client.WithSnapshot(t.ID),
+		client.WithImageName(img.Name),
+		client.WithContainerLabels(runtime.Labels(t.ID)),
+		client.WithRuntime(t.Runtime, nil),
+	)
+	if err != nil {
+		if errdefs.IsAlreadyExists(err) {
+			undo = nil // the snapshot is the other task's
+			return h, fmt.Errorf("task %s already exists: %w", t.ID, errdefs.ErrAlreadyExists)
+		}
+		return h, fmt.Errorf("create container %s: %w", t.ID, err)
+	}
+	undo = append(undo, func(ctx context.Context) { _ = container.Delete(ctx) })
+	sw.Lap("start/create-container")
+
+	tk, err := container.NewTask(ctx, cio.BinaryIO(b.cfg.LoggerBinary, logs.ShimLoggerArgs(req.StateDir, b.cfg.LogLimits)))
+	if err != nil {
+		if cerr := runtime.ParseCommandError(err, s.Process.Args[0], img.Name); cerr != nil {
+			return h, cerr
+		}
+		return h, fmt.Errorf("create task %s: %w", t.ID, err)
+	}
+	undo = append(undo, func(ctx context.Context) { _, _ = tk.Delete(ctx, client.WithProcessKill) })
+	sw.Lap("start/create-task")
+	if req.UserNS != nil {
+		if err := limitUserNS(ctx, tk.Pid()); err != nil {
+			return h, err
+		}
+		sw.Lap("start/userns-limits")
+	}
+
+	// A new handle: one an earlier task of this id left (its OOM flag)
+	// is not this task's.
+	th := b.tasks.Add(t.ID)
+	undo = append(undo, func(context.Context) { b.tasks.Remove(t.ID) })
+	if err := b.watchExit(th, tk); err != nil {
+		return h, err
+	}
+	if err := tk.Start(ctx); err != nil {
+		if cerr := runtime.ParseCommandError(err, s.Process.Args[0], img.Name); cerr != nil {
+			return h, cerr
+		}
+		return h, fmt.Errorf("start task %s: %w", t.ID, err)
+	}
+	sw.Lap("start/start-task")
+	return runtime.Handle{
+		Version: runtime.HandleVersion, Backend: b.Name(), ID: t.ID, Image: img.Name,
+		Pid: tk.Pid(), StartedAt: time.Now().UTC(), Identity: identity,
+	}, nil
+}
+
+// prepareRoot prepares the task's writable snapshot and inspects it: the
+// image is attacker input, so one whose mount points are symlinks is
+// refused before the runtime resolves them on the host. With a user
+// namespace (ids) the snapshot is idmapped into the task's range where the
+// snapshotter can; where the idmapped mount then fails on this host (a
+// kernel or filesystem that refuses it, although the snapshotter claimed
+// it could), the snapshot is prepared again plainly and the backend stops
+// trying. It returns the identity level the task gets ("" without ids).
+func (b *Backend) prepareRoot(ctx context.Context, id, parent string, ids *task.IDRange, s *specs.Spec) (string, error) {
+	sn := b.client.SnapshotService(b.cfg.Snapshotter)
+	idmapped := false
+	if ids != nil {
+		var err error
+		if idmapped, err = b.idmapSnapshots(ctx); err != nil {
+			return "", err
+		}
+	}
+	for {
+		opts := []snapshots.Opt{snapshots.WithLabels(runtime.Labels(id))}
+		if idmapped {
+			m := []specs.LinuxIDMapping{{ContainerID: 0, HostID: ids.HostID, Size: ids.Size}}
+			opts = append(opts, client.WithUserNSRemapperLabels(m, m))
+		}
+		// An active (writable) snapshot, not a view: runc must be able to
+		// create mount points (/tmp, /output) the image lacks. The task
+		// still sees a read-only root: runc remounts it read-only.
+		mounts, err := sn.Prepare(ctx, id, parent, opts...)
+		if err != nil {
+			return "", fmt.Errorf("prepare snapshot for task %s: %w", id, err)
+		}
+		var refused error
+		err = mount.WithTempMount(ctx, mounts, func(root string) error {
+			if refused = images.CheckMountPoints(root, mountDestinations(s)); refused != nil {
+				return refused
+			}
+			// In its own user namespace runc cannot create mount points
+			// in the image's directories (they are host root's): make
+			// them here. Idmapped, they are the task's root's, and runc
+			// can.
+			if ids != nil && !idmapped {
+				return images.CreateMountPoints(root, mountPoints(s))
+			}
+			return nil
+		})
+		switch {
+		case refused != nil:
+			return "", refused
+		case err != nil && idmapped:
+			// The same mount code runs in the shim: it would fail there.
+			log.G(ctx).WithError(err).Warn("idmapped task snapshots fail on this host; tasks get plain user namespaces")
+			b.mu.Lock()
+			no := false
+			b.remapIDs = &no
+			b.mu.Unlock()
+			if rerr := sn.Remove(ctx, id); rerr != nil {
+				return "", fmt.Errorf("remove snapshot of task %s: %w", id, rerr)
+			}
+			idmapped = false
+			continue
+		case err != nil:
+			return "", fmt.Errorf("inspect root filesystem of task %s: %w", id, err)
+		}
+		switch {
+		case ids == nil:
+			return "", nil
+		case idmapped:
+			return task.IdentityIDMapped, nil
+		}
+		return task.IdentityUserNS, nil
+	}
+}
+
+// mountPoints are s's mount destinations, binds of host files as files.
+func mountPoints(s *specs.Spec) []images.MountPoint {
+	points := make([]images.MountPoint, 0, len(s.Mounts))
+	for _, m := range s.Mounts {
+		file := false
+		if m.Type == "bind" || slices.Contains(m.Options, "bind") || slices.Contains(m.Options, "rbind") {
+			if info, err := os.Stat(m.Source); err == nil && !info.IsDir() {
+				file = true
+			}
+		}
+		points = append(points, images.MountPoint{Dest: m.Destination, File: file})
+	}
+	return points
+}
+
+func mountDestinations(s *specs.Spec) []string {
+	dests := make([]string, 0, len(s.Mounts))
+	for _, m := range s.Mounts {
+		dests = append(dests, m.Destination)
+	}
+	return dests
+}
+
+// Preview implements runtime.Backend: the OCI runtime spec Start would
+// create req's container with, audited, as `nsn-run spec` prints it.
+// Nothing is created.
+func (b *Backend) Preview(ctx context.Context, req runtime.StartRequest) ([]byte, error) {
+	_, s, err := b.spec(b.ns(ctx), req)
+	if err != nil {
+		return nil, err
+	}
+	return spec.Marshal(s)
+}
+
+// spec resolves req's image and generates and audits its spec: the one
+// path both Start and Preview take, so what `nsn-run spec` prints is what
+// runs.
+func (b *Backend) spec(ctx context.Context, req runtime.StartRequest) (images.Image, *specs.Spec, error) {
+	img, err := images.Resolve(ctx, b.client, req.Task.Image)
+	if err != nil {
+		return images.Image{}, nil, err
+	}
+	s, err := b.generate(ctx, req.Task, img.Config, req)
+	if err != nil {
+		return images.Image{}, nil, err
+	}
+	return img, s, nil
+}
+
+// generate builds the task's spec with its granted GPUs, applies the
+// operator's options and the shim group, and audits the result: a spec
+// with findings never reaches runc.
+func (b *Backend) generate(ctx context.Context, t task.Task, img ocispec.ImageConfig, req runtime.StartRequest) (*specs.Spec, error) {
+	o := spec.Options{OutputDir: req.OutputDir, GPUDevices: req.GPUDevices, OOMScoreAdj: b.cfg.AuditPolicy.OOMScoreAdj, AppArmorProfile: b.cfg.AuditPolicy.AppArmorProfile, CDI: b.cfg.CDI, UserNS: req.UserNS}
+	opts, err := spec.Opts(t, img, o)
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, b.cfg.SpecOpts...)
+	if b.cfg.ShimGroup != "" {
+		opts = append(opts, oci.WithAnnotations(map[string]string{audit.AnnotationShimGroup: b.cfg.ShimGroup}))
+	}
+	s, err := oci.GenerateSpec(ctx, nil, &containers.Container{ID: t.ID}, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("generate spec for task %s: %w", t.ID, err)
+	}
+	p := b.cfg.AuditPolicy
+	p.Namespace = b.cfg.Namespace
+	p.TasksDir = filepath.Dir(req.StateDir)
+	p.ResolveSource = filepath.EvalSymlinks
+	p.CDI = b.cfg.CDI
+	p.HostIdentity = req.UserNS == nil
+	p.ShimGroup = b.cfg.ShimGroup
+	if findings := audit.Check(ctx, s, p); len(findings) > 0 {
+		return nil, fmt.Errorf("%w: spec for task %s fails the audit (%d findings), first: %s", errdefs.ErrFailedPrecondition, t.ID, len(findings), findings[0])
+	}
+	return s, nil
+}
