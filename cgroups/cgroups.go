@@ -88,16 +88,8 @@ const V1PidsRoot = "/sys/fs/cgroup/pids"
 // metrics do not carry. root is V2Root or V1PidsRoot (a fixture dir in
 // tests), group the cgroup path ("/nsn/ID"). A missing file is skipped.
 func AddPidsEvents(s stats.Sample, root, group string) stats.Sample {
-	b, err := os.ReadFile(filepath.Join(root, filepath.Clean("/"+group), "pids.events"))
-	if err != nil {
-		return s
-	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "max "); ok {
-			if n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64); err == nil {
-				s.PidsLimitHits = max(s.PidsLimitHits, n)
-			}
-		}
+	if n, ok := stats.PidsLimitHits(filepath.Join(root, filepath.Clean("/"+group))); ok {
+		s.PidsLimitHits = max(s.PidsLimitHits, n)
 	}
 	return s
 }

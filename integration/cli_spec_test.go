@@ -169,6 +169,7 @@ func TestCLISpecAuditEveryFlag(t *testing.T) {
 		{"--user", "4242"},
 		{"--user", "4242:4343"},
 		{"--runtime", task.DefaultRuntime},
+		{"--init"},
 		{"--output-dir", t.TempDir()},
 	}
 	var all []string

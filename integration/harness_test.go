@@ -182,6 +182,7 @@ var (
 	nsnRunBin    builtBinary
 	nsnLoggerBin builtBinary
 	probeBin     builtBinary
+	nsnInitBin   builtBinary
 )
 
 // envBinDir names a directory of prebuilt nsn-run, nsn-logger and
@@ -205,6 +206,12 @@ func (b *builtBinary) get(t *testing.T, pkg, name string, static bool) string {
 			b.err = err
 			return
 		}
+		// Searchable by others: tasks in their own user namespaces run
+		// nsn-init from here as their own ids.
+		if err := os.Chmod(dir, 0o755); err != nil {
+			b.err = err
+			return
+		}
 		b.path = filepath.Join(dir, name)
 		build := exec.Command("go", "build", "-o", b.path, "github.com/nsn-run/nsn-run/"+pkg)
 		if static {
@@ -220,8 +227,22 @@ func (b *builtBinary) get(t *testing.T, pkg, name string, static bool) string {
 	return b.path
 }
 
-// nsnRun is the nsn-run binary.
-func nsnRun(t *testing.T) string { return nsnRunBin.get(t, "cmd/nsn-run", "nsn-run", false) }
+// nsnRun is the nsn-run binary, with nsn-init beside it, where run --init
+// finds it.
+func nsnRun(t *testing.T) string {
+	t.Helper()
+	p := nsnRunBin.get(t, "cmd/nsn-run", "nsn-run", false)
+	beside := filepath.Join(filepath.Dir(p), "nsn-init")
+	if _, err := os.Stat(beside); err != nil {
+		if err := os.Link(nsnInit(t), beside); err != nil && !os.IsExist(err) {
+			t.Fatal(err)
+		}
+	}
+	return p
+}
+
+// nsnInit is the static init a task with --init runs as pid 1.
+func nsnInit(t *testing.T) string { return nsnInitBin.get(t, "cmd/nsn-init", "nsn-init", true) }
 
 // nsnLogger is the small shim logger.
 func nsnLogger(t *testing.T) string {
@@ -297,7 +318,7 @@ func testManagerUserNS(t *testing.T, userns runtime.UserNSMode) (*runtime.Manage
 	importBusybox(t, c, addr)
 	// The Go API path uses the small nsn-logger as the shim logger; the
 	// CLI tests use nsn-run itself: both loggers are exercised.
-	b, err := containerd.New(context.Background(), containerd.Config{Address: addr, Namespace: testNamespace, LoggerBinary: nsnLogger(t)})
+	b, err := containerd.New(context.Background(), containerd.Config{Address: addr, Namespace: testNamespace, LoggerBinary: nsnLogger(t), InitBinary: nsnInit(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

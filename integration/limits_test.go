@@ -185,6 +185,9 @@ func TestForkBomb(t *testing.T) {
 	if res.Stats.PidsPeak > 32 || res.Stats.PidsPeak < 30 {
 		t.Errorf("pids_peak = %d, want at the limit of 32", res.Stats.PidsPeak)
 	}
+	if res.Stats.PidsLimitHits == 0 {
+		t.Error("pids_limit_hits = 0: the Result does not say that forks failed")
+	}
 	if res.Stdout != "survived\n" || !strings.Contains(res.Stderr, "can't fork") {
 		t.Errorf("stdout %q stderr %q: want the fork to fail and the task to survive it", res.Stdout, res.Stderr)
 	}

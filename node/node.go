@@ -42,6 +42,9 @@ const (
 	// LoggerName is the small shim logger binary (cmd/nsn-logger) Open
 	// looks for when Options.LoggerBinary is empty.
 	LoggerName = "nsn-logger"
+	// InitName is the init binary (cmd/nsn-init) Open looks for when
+	// Options.InitBinary is empty.
+	InitName = "nsn-init"
 )
 
 // Options say which backend to reach and where the node keeps its state.
@@ -69,6 +72,10 @@ type Options struct {
 	// task's logs (nsn-logger, or nsn-run itself). Empty: nsn-logger
 	// beside the running program, else on PATH.
 	LoggerBinary string
+	// InitBinary is nsn-init, which a task with Init runs as pid 1 (on
+	// containerd; dockerd has its own). Empty: nsn-init beside the
+	// running program, else on PATH, else tasks with Init are refused.
+	InitBinary string
 	// UserNamespaces is the per-task host identity policy
 	// (runtime.UserNSPreferred by default).
 	UserNamespaces runtime.UserNSMode
@@ -106,6 +113,17 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.StateDir == "" {
 		o.StateDir = DefaultStateDir
+	}
+	if o.InitBinary == "" {
+		o.InitBinary = findBinary(InitName)
+	}
+	if o.InitBinary != "" {
+		// The audit refuses a bind source that runs through a symlink.
+		resolved, err := filepath.EvalSymlinks(o.InitBinary)
+		if err != nil {
+			return o, fmt.Errorf("%w: init binary: %w", errdefs.ErrInvalidArgument, err)
+		}
+		o.InitBinary = resolved
 	}
 	return o, nil
 }
@@ -157,6 +175,7 @@ func AuditPolicy(o Options) (audit.Policy, error) {
 	}
 	if o.Backend == BackendContainerd {
 		p.AppArmorProfile = containerd.AppArmorProfile()
+		p.InitBinary = o.InitBinary
 	}
 	return p, nil
 }
@@ -183,7 +202,7 @@ func Open(ctx context.Context, o Options) (*runtime.Manager, error) {
 		if err != nil {
 			return nil, err
 		}
-		b, err = containerd.New(ctx, containerd.Config{Address: o.Address, Namespace: o.Namespace, LoggerBinary: logger, CDI: gpus, GPUUsage: o.GPUUsage})
+		b, err = containerd.New(ctx, containerd.Config{Address: o.Address, Namespace: o.Namespace, LoggerBinary: logger, InitBinary: o.InitBinary, CDI: gpus, GPUUsage: o.GPUUsage})
 		if err != nil {
 			return nil, err
 		}
@@ -212,21 +231,28 @@ func loggerBinary(named string) (string, error) {
 	if named != "" {
 		return named, nil
 	}
+	if p := findBinary(LoggerName); p != "" {
+		return p, nil
+	}
+	return "", fmt.Errorf("%w: the containerd backend needs %s to capture task logs: install it beside this program or on PATH (go build ./cmd/nsn-logger), or set Options.LoggerBinary", errdefs.ErrFailedPrecondition, LoggerName)
+}
+
+// findBinary is the absolute path of name beside the running program,
+// else on PATH; empty where there is none.
+func findBinary(name string) string {
 	if self, err := os.Executable(); err == nil {
 		if self, err = filepath.EvalSymlinks(self); err == nil {
-			if beside := filepath.Join(filepath.Dir(self), LoggerName); isExecutable(beside) {
-				return beside, nil
+			if beside := filepath.Join(filepath.Dir(self), name); isExecutable(beside) {
+				return beside
 			}
 		}
 	}
-	p, err := exec.LookPath(LoggerName)
-	if err == nil {
-		return filepath.Abs(p)
+	if p, err := exec.LookPath(name); err == nil {
+		if abs, err := filepath.Abs(p); err == nil {
+			return abs
+		}
 	}
-	if errors.Is(err, exec.ErrNotFound) {
-		return "", fmt.Errorf("%w: the containerd backend needs %s to capture task logs: install it beside this program or on PATH (go build ./cmd/nsn-logger), or set Options.LoggerBinary", errdefs.ErrFailedPrecondition, LoggerName)
-	}
-	return "", fmt.Errorf("find %s: %w", LoggerName, err)
+	return ""
 }
 
 func isExecutable(path string) bool {

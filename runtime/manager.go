@@ -784,6 +784,11 @@ func (m *Manager) addRecorded(st *Status) {
 	}
 	st.Identity = rec.Grant.identity()
 	st.Result = rec.Result
+	if r := rec.Result; r != nil {
+		// Waited on: the task has ended, whatever its container is
+		// doing while it is released.
+		st.State, st.ExitCode, st.ExitedAt = StateStopped, r.ExitCode, r.FinishedAt
+	}
 }
 
 // finished is the status of a task whose container is gone but whose

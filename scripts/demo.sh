@@ -17,6 +17,7 @@ trap 'stop_containerd; rm -rf "$work"' EXIT
 log "building nsn-run, nsn-imagebuild and the static probe"
 go build -o bin/nsn-run ./cmd/nsn-run
 go build -o bin/nsn-logger ./cmd/nsn-logger
+CGO_ENABLED=0 go build -o bin/nsn-init ./cmd/nsn-init
 go build -o bin/nsn-imagebuild ./cmd/nsn-imagebuild
 CGO_ENABLED=0 go build -o "$work/nsn-probe" ./integration/probe
 

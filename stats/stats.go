@@ -7,6 +7,10 @@
 package stats
 
 import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nsn-run/nsn-run/task"
@@ -102,4 +106,22 @@ func (p *Peaks) Add(s Sample) {
 // Stats are the peaks as the Result reports them.
 func (p *Peaks) Stats() task.Stats {
 	return task.Stats{PeakMemoryBytes: p.memory, CPUUsageSeconds: p.cpuSeconds, PidsPeak: p.pids, PidsLimitHits: p.pidsHits, OOMKills: p.oomKills, PeakGPUMemoryBytes: p.gpuMemory}
+}
+
+// PidsLimitHits reads the "max" count of pids.events in the cgroup
+// directory dir (v1's pids hierarchy or v2): how many forks and clones the
+// group's pids limit refused. ok is false where the file is missing (the
+// group is gone, or the kernel is too old).
+func PidsLimitHits(dir string) (hits uint64, ok bool) {
+	b, err := os.ReadFile(filepath.Join(dir, "pids.events"))
+	if err != nil {
+		return 0, false
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, found := strings.CutPrefix(line, "max "); found {
+			n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+			return n, err == nil
+		}
+	}
+	return 0, false
 }

@@ -34,6 +34,12 @@ type Config struct {
 	// command to write each task's stdout and stderr to the task's state
 	// directory, so no log passes through (or is lost with) the manager.
 	LoggerBinary string
+	// InitBinary is the host path of nsn-init (cmd/nsn-init), bound
+	// read-only into tasks that ask for an init (--init); empty refuses
+	// them. It must be an absolute, clean path with no symlink in it, and
+	// searchable and executable by others (tasks in their own user
+	// namespaces run it as their own ids).
+	InitBinary string
 	// LogLimits cap each stream; logs.DefaultLimits if zero.
 	LogLimits logs.Limits
 	// AuditPolicy is the operator's side of the audit every spec passes
@@ -101,6 +107,7 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 	// Where the host has AppArmor, every task runs under nsn-run's
 	// profile, and the audit requires it; elsewhere no spec may name one.
 	cfg.AuditPolicy.AppArmorProfile = AppArmorProfile()
+	cfg.AuditPolicy.InitBinary = cfg.InitBinary
 	if err := loadAppArmorProfile(cfg.AuditPolicy.AppArmorProfile); err != nil {
 		return nil, err
 	}

@@ -280,7 +280,7 @@ func (b *Backend) spec(ctx context.Context, req runtime.StartRequest) (images.Im
 // operator's options and the shim group, and audits the result: a spec
 // with findings never reaches runc.
 func (b *Backend) generate(ctx context.Context, t task.Task, img ocispec.ImageConfig, req runtime.StartRequest) (*specs.Spec, error) {
-	o := spec.Options{OutputDir: req.OutputDir, GPUDevices: req.GPUDevices, OOMScoreAdj: b.cfg.AuditPolicy.OOMScoreAdj, AppArmorProfile: b.cfg.AuditPolicy.AppArmorProfile, CDI: b.cfg.CDI, UserNS: req.UserNS}
+	o := spec.Options{OutputDir: req.OutputDir, GPUDevices: req.GPUDevices, OOMScoreAdj: b.cfg.AuditPolicy.OOMScoreAdj, AppArmorProfile: b.cfg.AuditPolicy.AppArmorProfile, InitBinary: b.cfg.InitBinary, CDI: b.cfg.CDI, UserNS: req.UserNS}
 	opts, err := spec.Opts(t, img, o)
 	if err != nil {
 		return nil, err

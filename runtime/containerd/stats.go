@@ -33,10 +33,12 @@ func (b *Backend) Stats(ctx context.Context, id string) (stats.Sample, error) {
 	if err != nil {
 		return s, err
 	}
+	// The spec's cgroup path is /<namespace>/<id> (containerd's default).
+	group := "/" + b.cfg.Namespace + "/" + id
 	if s.Version == 2 {
-		// The spec's cgroup path is /<namespace>/<id> (containerd's default).
-		s = cgroups.AddV2Peaks(s, cgroups.V2Root, "/"+b.cfg.Namespace+"/"+id)
+		s = cgroups.AddV2Peaks(s, cgroups.V2Root, group)
 	}
+	s = cgroups.AddPidsEvents(s, cgroups.PidsRoot(), group)
 	if b.cfg.GPUUsage == nil {
 		return s, nil
 	}

@@ -172,6 +172,7 @@ func (a *requestAuditor) knobs(ctx context.Context, id string, r Request) (task.
 	if uid, gid, err := task.ParseUser(c.User); err == nil {
 		t.User = fmt.Sprintf("%d:%d", uid, gid)
 	} // else: the default user, and the comparison reports the request's.
+	t.Init = h.Init != nil && *h.Init
 	if err := task.ValidateWorkingDir(c.WorkingDir); err != nil {
 		a.add(audit.RuleProcess, "config.WorkingDir", "%v", err)
 	}

@@ -44,7 +44,7 @@ func auditTask() task.Task {
 // policy's CDI specs.
 func TestAuditRequestOwnRequestIsClean(t *testing.T) {
 	ctx := context.Background()
-	for _, tk := range []task.Task{auditTask(), {ID: "d", Image: "busybox", Command: []string{"true"}}} {
+	for _, tk := range []task.Task{auditTask(), {ID: "d", Image: "busybox", Command: []string{"true"}}, {ID: "i", Image: "busybox", Command: []string{"sleep", "1"}, Init: true}} {
 		r := auditedRequest(t, tk, auditPolicy, nil)
 		if f := AuditRequest(ctx, r, auditPolicy); len(f) != 0 {
 			t.Errorf("task %s: findings on nsn-run's own request: %v", tk.ID, f)
@@ -197,7 +197,7 @@ func TestAuditRequestMutations(t *testing.T) {
 		{"state-dir-label-elsewhere", cfg(func(c *container.Config) { c.Labels[labelStateDir] = "/etc" }), audit.RuleAnnotations},
 		{"label-added", cfg(func(c *container.Config) { c.Labels["com.example"] = "x" }), audit.RuleAnnotations},
 		{"healthcheck", cfg(func(c *container.Config) { c.Healthcheck = &container.HealthConfig{Test: []string{"CMD", "x"}} }), audit.RuleProcess},
-		{"init", hc(func(h *container.HostConfig) { yes := true; h.Init = &yes }), audit.RuleProcess},
+		{"init-explicit-false", hc(func(h *container.HostConfig) { no := false; h.Init = &no }), audit.RuleProcess},
 		{"log-driver", hc(func(h *container.HostConfig) { h.LogConfig.Type = "syslog" }), audit.RuleSpecOther},
 	}
 	ctx := context.Background()

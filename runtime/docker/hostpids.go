@@ -29,9 +29,19 @@ const hostProc = "/proc"
 // that library is the containerd backend's, and the Docker backend links
 // none of it for this one lookup.
 func pidsInCgroupOf(proc string, pid int) ([]uint32, error) {
+	dir, err := pidsGroup(proc, pid)
+	if err != nil {
+		return nil, err
+	}
+	return procsBelow(dir)
+}
+
+// pidsGroup is the directory of process pid's group in the hierarchy that
+// holds its pids controller (v1's pids hierarchy, else cgroup v2).
+func pidsGroup(proc string, pid int) (string, error) {
 	b, err := os.ReadFile(filepath.Join(proc, strconv.Itoa(pid), "cgroup"))
 	if err != nil {
-		return nil, fmt.Errorf("cgroup of pid %d: %w", pid, err)
+		return "", fmt.Errorf("cgroup of pid %d: %w", pid, err)
 	}
 	var v1Path, v2Path string
 	var v1, v2 bool
@@ -52,26 +62,23 @@ func pidsInCgroupOf(proc string, pid int) ([]uint32, error) {
 	}
 	mounts, err := mountinfo.Read(filepath.Join(proc, "self", "mountinfo"))
 	if err != nil {
-		return nil, err
+		return "", err
 	}
-	var dir string
 	switch {
 	case v1:
 		m, ok := cgroupMount(mounts, "cgroup", "pids")
 		if !ok {
-			return nil, fmt.Errorf("pids cgroup of pid %d: the pids hierarchy is not mounted", pid)
+			return "", fmt.Errorf("pids cgroup of pid %d: the pids hierarchy is not mounted", pid)
 		}
-		dir = groupDir(m, v1Path)
+		return groupDir(m, v1Path), nil
 	case v2:
 		m, ok := cgroupMount(mounts, "cgroup2", "")
 		if !ok {
-			return nil, fmt.Errorf("cgroup of pid %d: cgroup2 is not mounted", pid)
+			return "", fmt.Errorf("cgroup of pid %d: cgroup2 is not mounted", pid)
 		}
-		dir = groupDir(m, v2Path)
-	default:
-		return nil, fmt.Errorf("cgroup of pid %d: neither a pids nor a cgroup v2 group in %s", pid, filepath.Join(proc, strconv.Itoa(pid), "cgroup"))
+		return groupDir(m, v2Path), nil
 	}
-	return procsBelow(dir)
+	return "", fmt.Errorf("cgroup of pid %d: neither a pids nor a cgroup v2 group in %s", pid, filepath.Join(proc, strconv.Itoa(pid), "cgroup"))
 }
 
 // procsBelow reads cgroup.procs in dir and every group below it. A group

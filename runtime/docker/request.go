@@ -170,6 +170,8 @@ func CreateRequest(t task.Task, img ocispec.ImageConfig, o RequestOptions) (Requ
 			DeviceRequests: deviceRequests(o.GPUs),
 			Ulimits:        ulimits(l),
 		},
+		// --init: dockerd's own init (docker-init, tini) as pid 1.
+		Init: initFlag(t.Init),
 		Tmpfs: map[string]string{
 			spec.TmpPath: "rw,nosuid,nodev,noexec,mode=1777,size=" + strconv.FormatInt(l.TmpBytes, 10) +
 				",nr_inodes=" + strconv.FormatInt(l.TmpInodes, 10),
@@ -208,4 +210,13 @@ func deviceRequests(gpus []string) []container.DeviceRequest {
 		return nil
 	}
 	return []container.DeviceRequest{{Driver: "cdi", DeviceIDs: gpus}}
+}
+
+// initFlag is HostConfig.Init for a task: set only when it asks for an
+// init, so a request without one says nothing (dockerd's default, none).
+func initFlag(init bool) *bool {
+	if !init {
+		return nil
+	}
+	return &init
 }

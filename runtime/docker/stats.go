@@ -25,10 +25,24 @@ func (b *Backend) Stats(ctx context.Context, id string) (stats.Sample, error) {
 		return stats.Sample{}, fmt.Errorf("decode stats of task %s: %w", id, err)
 	}
 	sample := sampleFromStats(s)
+	pid, err := b.initPid(ctx, id)
+	if err != nil {
+		return sample, err
+	}
+	if pid == 0 {
+		return sample, nil // not running: no forks refused now, no GPU memory held
+	}
+	// The Engine API does not report pids.events: read it from the
+	// container's group (dockerd must be local, as /output requires).
+	if dir, err := pidsGroup(hostProc, pid); err == nil {
+		if n, ok := stats.PidsLimitHits(dir); ok {
+			sample.PidsLimitHits = n
+		}
+	}
 	if b.cfg.GPUUsage == nil {
 		return sample, nil
 	}
-	pids, err := b.hostPids(ctx, id)
+	pids, err := pidsInCgroupOf(hostProc, pid)
 	if err != nil {
 		return sample, err
 	}
@@ -39,17 +53,17 @@ func (b *Backend) Stats(ctx context.Context, id string) (stats.Sample, error) {
 	return sample.WithGPU(u), nil
 }
 
-// hostPids lists the host pids of task id's processes: those in the cgroup
-// of its init process.
-func (b *Backend) hostPids(ctx context.Context, id string) ([]uint32, error) {
+// initPid is the host pid of task id's init process; 0 when it is not
+// running.
+func (b *Backend) initPid(ctx context.Context, id string) (int, error) {
 	res, err := b.client.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
 	if err != nil {
-		return nil, fmt.Errorf("task %s: %w", id, err)
+		return 0, fmt.Errorf("task %s: %w", id, err)
 	}
-	if res.Container.State == nil || res.Container.State.Pid == 0 {
-		return nil, nil // not running: no processes hold GPU memory
+	if res.Container.State == nil {
+		return 0, nil
 	}
-	return pidsInCgroupOf(hostProc, res.Container.State.Pid)
+	return res.Container.State.Pid, nil
 }
 
 // sampleFromStats maps the Engine API's stats to a Sample. A stopped
