@@ -62,7 +62,7 @@ func TestGCDuringSpawns(t *testing.T) {
 	if entries, _ := os.ReadDir(filepath.Join(m.StateDir(), "tasks")); len(entries) != 0 {
 		t.Errorf("state dirs left: %v", entries)
 	}
-	if entries, _ := os.ReadDir(filepath.Join(m.StateDir(), "spawning")); len(entries) != 0 {
-		t.Errorf("spawn locks left: %v", entries)
+	if entries, _ := os.ReadDir(filepath.Join(m.StateDir(), "busy")); len(entries) != 0 {
+		t.Errorf("busy marks left: %v", entries)
 	}
 }

@@ -6,60 +6,67 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 
 	"github.com/nsn-run/nsn-run/task"
 )
 
-// spawningDir holds a lock file per spawn in flight, under the state dir:
-// a spawn holds its file's flock from before its state dir exists until it
-// has started or rolled back, so every process over the same state dir (a
-// node agent, `nsn-run gc`) can tell a spawn in flight (its state dir,
-// container, lease, snapshot, grants all look orphaned until it is done)
-// from one that died (the kernel drops a dead process's flock).
-const spawningDir = "spawning"
+// busyDir holds a lock file per task under the state dir. A process that
+// is spawning a task, waiting on it or running it from start to cleanup
+// holds a shared flock on the task's file, so every process over the same
+// state dir (a node agent, `nsn-run gc`) can tell a task someone is
+// working on (until it is done, what it made can look orphaned: a state
+// dir without a container, a stopped container not yet waited on) from
+// one that was left (the kernel drops a dead process's flock).
+const busyDir = "busy"
 
-// lockSpawn marks task id's spawn as in flight until the returned func is
-// called. A second spawn of the same id in flight is ErrAlreadyExists.
-func (m *Manager) lockSpawn(id string) (unlock func(), err error) {
-	dir := filepath.Join(m.stateDir, spawningDir)
+// maxHoldTries bounds how often hold retries a lock file a sweeper
+// removed under it.
+const maxHoldTries = 16
+
+// hold marks task id as being worked on by this process until the
+// returned func is called. Holds nest: several in one process, or in
+// several processes, are fine.
+func (m *Manager) hold(id string) (release func(), err error) {
+	dir := filepath.Join(m.stateDir, busyDir)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("mark spawn in flight: %w", err)
+		return nil, fmt.Errorf("mark task %s busy: %w", id, err)
 	}
 	path := filepath.Join(dir, id)
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("mark spawn in flight: %w", err)
-	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, fmt.Errorf("task %s is being spawned already: %w", id, errdefs.ErrAlreadyExists)
+	for range maxHoldTries {
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("mark task %s busy: %w", id, err)
 		}
-		return nil, fmt.Errorf("mark spawn in flight: %w", err)
-	}
-	return func() {
-		// Removed while still locked: a sweeper that opened the file
-		// before sees the lock, one after finds no file.
-		_ = removeIfSame(path, f)
-		_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_SH); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("mark task %s busy: %w", id, err)
+		}
+		// A sweeper that found the file unheld removes it while it holds
+		// its exclusive lock: a lock on a removed file marks nothing.
+		if same, err := sameFile(path, f); err == nil && same {
+			return func() {
+				_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
+				f.Close()
+			}, nil
+		}
 		f.Close()
-	}, nil
+	}
+	return nil, fmt.Errorf("mark task %s busy: its lock file keeps being removed", id)
 }
 
-// spawnsInFlight returns the ids of spawns in flight over this state dir,
-// and removes the lock files of spawns that died.
-func (m *Manager) spawnsInFlight() (map[string]bool, error) {
-	dir := filepath.Join(m.stateDir, spawningDir)
+// busyTasks returns the ids of the tasks some process holds over this
+// state dir, and removes the lock files nobody holds.
+func (m *Manager) busyTasks() (map[string]bool, error) {
+	dir := filepath.Join(m.stateDir, busyDir)
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return map[string]bool{}, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read spawns in flight: %w", err)
+		return nil, fmt.Errorf("read busy tasks: %w", err)
 	}
-	inflight := map[string]bool{}
+	busy := map[string]bool{}
 	for _, e := range entries {
 		id := e.Name()
 		if task.ValidateID(id) != nil {
@@ -68,38 +75,48 @@ func (m *Manager) spawnsInFlight() (map[string]bool, error) {
 		path := filepath.Join(dir, id)
 		f, err := os.Open(path)
 		if errors.Is(err, os.ErrNotExist) {
-			continue // finished meanwhile
+			continue // removed meanwhile
 		}
 		if err != nil {
-			return nil, fmt.Errorf("read spawns in flight: %w", err)
+			return nil, fmt.Errorf("read busy tasks: %w", err)
 		}
 		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
 		switch {
 		case errors.Is(err, unix.EWOULDBLOCK):
-			inflight[id] = true
+			busy[id] = true
 		case err == nil:
-			// Nobody holds it: that spawn's process died. Remove the
-			// file, unless it is already another spawn's new one.
-			_ = removeIfSame(path, f)
+			// Nobody holds it: its holders are done or dead.
+			if same, _ := sameFile(path, f); same {
+				_ = os.Remove(path)
+			}
 			_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
 		default:
 			f.Close()
-			return nil, fmt.Errorf("read spawns in flight: %w", err)
+			return nil, fmt.Errorf("read busy tasks: %w", err)
 		}
 		f.Close()
 	}
-	return inflight, nil
+	return busy, nil
 }
 
-// removeIfSame removes path if it still names f's file.
-func removeIfSame(path string, f *os.File) error {
+// removeBusy removes task id's lock file: the task is gone for good.
+func (m *Manager) removeBusy(id string) error {
+	err := os.Remove(filepath.Join(m.stateDir, busyDir, id))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// sameFile reports whether path still names f's file.
+func sameFile(path string, f *os.File) (bool, error) {
 	held, err := f.Stat()
 	if err != nil {
-		return err
+		return false, err
 	}
 	now, err := os.Stat(path)
-	if err != nil || !os.SameFile(held, now) {
-		return err
+	if err != nil {
+		return false, err
 	}
-	return os.Remove(path)
+	return os.SameFile(held, now), nil
 }

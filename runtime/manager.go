@@ -289,11 +289,11 @@ func (m *Manager) Spawn(ctx context.Context, t task.Task) (Handle, error) {
 	}
 	// gc and CleanupOrphans, in this process or another, leave a spawn in
 	// flight alone: until it is done, what it made looks orphaned.
-	unlock, err := m.lockSpawn(t.ID)
+	release, err := m.hold(t.ID)
 	if err != nil {
 		return Handle{}, err
 	}
-	defer unlock()
+	defer release()
 	dir := m.taskDir(t.ID)
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		if errors.Is(err, fs.ErrExist) {
@@ -477,6 +477,11 @@ func (m *Manager) release(id string) error {
 // which completes its logs; the Result is recorded, so a second Wait
 // returns it again.
 func (m *Manager) Wait(ctx context.Context, id string) (task.Result, error) {
+	release, err := m.hold(id)
+	if err != nil {
+		return task.Result{}, err
+	}
+	defer release()
 	rec, err := m.readRecord(id)
 	if err != nil {
 		return task.Result{}, err
@@ -572,14 +577,17 @@ func (m *Manager) Wait(ctx context.Context, id string) (task.Result, error) {
 	case (w.status.OOMKilled || res.Stats.OOMKills > 0) && w.status.Code == ExitOOMKilled:
 		res.Reason = task.ReasonOOMKilled
 	}
-	if err := m.backend.Destroy(waitCtx, id); err != nil {
-		return task.Result{}, fmt.Errorf("release task %s: %w", id, err)
-	}
-	sw.Lap("wait/release")
+	// Recorded first: from here on ps, inspect and a second Wait know the
+	// task ended, while its container is released (Cleanup releases it
+	// again if this fails).
 	rec.Result = &res
 	if err := m.writeRecord(rec); err != nil {
 		return task.Result{}, err
 	}
+	if err := m.backend.Destroy(waitCtx, id); err != nil {
+		return task.Result{}, fmt.Errorf("release task %s: %w", id, err)
+	}
+	sw.Lap("wait/release")
 	return res, nil
 }
 
@@ -725,6 +733,9 @@ func (m *Manager) removeState(id string) error {
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("remove state of task %s: %w", id, err)
 	}
+	if err := m.removeBusy(id); err != nil {
+		return fmt.Errorf("remove state of task %s: %w", id, err)
+	}
 	return nil
 }
 
@@ -829,9 +840,9 @@ func (m *Manager) Inspect(ctx context.Context, id string) (Status, error) {
 // timer while tasks start. With force it also stops and removes running
 // tasks and spawns in flight. It returns what it removed, one line each.
 func (m *Manager) CleanupOrphans(ctx context.Context, force bool) ([]string, error) {
-	// Spawns in flight first: a spawn that finishes after this read is
-	// listed below with its container running.
-	live, err := m.spawnsInFlight()
+	// Busy tasks first (spawning, waited on, run): one that is done after
+	// this read is listed below as it then is.
+	live, err := m.busyTasks()
 	if err != nil {
 		return nil, err
 	}
@@ -959,6 +970,13 @@ type RunOptions struct {
 // Run runs t from start to finish: Spawn, Wait, CollectOutput, Cleanup. It
 // always cleans up, even when ctx ends or a step fails.
 func (m *Manager) Run(ctx context.Context, t task.Task, opts RunOptions) (task.Result, error) {
+	// Held from start to cleanup: gc leaves the task alone between steps
+	// too (a stopped task not yet collected looks left behind).
+	if err := task.ValidateID(t.ID); err == nil {
+		if release, err := m.hold(t.ID); err == nil {
+			defer release()
+		}
+	}
 	if _, err := m.Spawn(ctx, t); err != nil {
 		return task.Result{ID: t.ID, Image: t.Image, Reason: task.ReasonFailed}, err
 	}

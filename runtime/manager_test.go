@@ -921,7 +921,7 @@ func TestCleanupOrphansLeavesSpawnsInFlight(t *testing.T) {
 	}
 
 	// A lock file nobody holds is a spawn that died: swept.
-	stale := filepath.Join(state, "spawning", "dead")
+	stale := filepath.Join(state, "busy", "dead")
 	if err := os.WriteFile(stale, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}

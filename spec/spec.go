@@ -360,9 +360,12 @@ func outputMount(hostDir string) specs.Mount {
 //     memory.
 //
 // With its own user namespace a task's uid is its alone, so RLIMIT_NPROC
-// (which counts processes per uid) is set to the pids limit. Without one it
-// is left out: tasks share host uids, and the pids cgroup limit bounds
-// processes per task.
+// (which counts processes per uid) is set to one above the pids limit: it
+// bounds the uid as the cgroup bounds the task, and the cgroup's limit,
+// checked after it, is the one a fork bomb hits, so pids.events counts the
+// refused forks (pids_limit_hits). Without a user namespace it is left
+// out: tasks share host uids, and the pids cgroup limit bounds processes
+// per task.
 func Rlimits(l task.Limits, ownIDs bool) []specs.POSIXRlimit {
 	fixed := func(typ string, v uint64) specs.POSIXRlimit { return specs.POSIXRlimit{Type: typ, Hard: v, Soft: v} }
 	rl := []specs.POSIXRlimit{
@@ -375,7 +378,7 @@ func Rlimits(l task.Limits, ownIDs bool) []specs.POSIXRlimit {
 		fixed("RLIMIT_SIGPENDING", SigpendingSignals),
 	}
 	if ownIDs {
-		rl = append(rl, fixed("RLIMIT_NPROC", uint64(l.Pids)))
+		rl = append(rl, fixed("RLIMIT_NPROC", uint64(l.Pids)+1))
 	}
 	return rl
 }

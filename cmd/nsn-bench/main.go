@@ -28,6 +28,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/nsn-run/nsn-run/internal/imagebuild"
+	"github.com/nsn-run/nsn-run/internal/mountinfo"
 	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/runtime/containerd"
 	"github.com/nsn-run/nsn-run/spec"
@@ -38,6 +39,7 @@ type options struct {
 	address, dockerHost, nsnRun, namespace, busybox, shimGroup string
 	n, idle                                                    int
 	levels                                                     []int
+	phases                                                     map[string]bool
 	logBytes                                                   int64
 }
 
@@ -54,7 +56,17 @@ func main() {
 	flag.IntVar(&o.idle, "idle", 10, "idle tasks for the memory measurement")
 	flag.StringVar(&levels, "concurrency", "1,4,16,64", "concurrency levels")
 	flag.Int64Var(&o.logBytes, "log-bytes", 1<<30, "stdout bytes for the log throughput run")
+	phases := flag.String("phases", "trivial,concurrency,idle,logs", "which measurements to run, comma-separated")
 	flag.Parse()
+	o.phases = map[string]bool{}
+	for _, p := range strings.Split(*phases, ",") {
+		switch p = strings.TrimSpace(p); p {
+		case "trivial", "concurrency", "idle", "logs":
+			o.phases[p] = true
+		default:
+			fail(fmt.Errorf("-phases: unknown phase %q (trivial, concurrency, idle, logs)", p))
+		}
+	}
 	for _, f := range strings.Split(levels, ",") {
 		n, err := strconv.Atoi(f)
 		if err != nil || n < 1 {
@@ -116,16 +128,25 @@ func run(ctx context.Context, o options) error {
 	}
 	fmt.Println()
 
-	if err := trivial(ctx, o, m, shared, bundle, work); err != nil {
-		return err
+	if o.phases["trivial"] {
+		if err := trivial(ctx, o, m, shared, bundle, work); err != nil {
+			return err
+		}
 	}
-	if err := concurrency(ctx, o, m, b); err != nil {
-		return err
+	if o.phases["concurrency"] {
+		if err := concurrency(ctx, o, m, b); err != nil {
+			return err
+		}
 	}
-	if err := idleMemory(ctx, o, m, b); err != nil {
-		return err
+	if o.phases["idle"] {
+		if err := idleMemory(ctx, o, m, b); err != nil {
+			return err
+		}
 	}
-	return logThroughput(ctx, o, m)
+	if o.phases["logs"] {
+		return logThroughput(ctx, o, m)
+	}
+	return nil
 }
 
 // prepareBundle lays out a runc bundle of the busybox rootfs with the very
@@ -304,9 +325,19 @@ func leftCount(ctx context.Context, namespace string, b *containerd.Backend, m *
 	}); err != nil {
 		return "", err
 	}
-	mountinfo, _ := os.ReadFile("/proc/self/mountinfo")
-	mounts := strings.Count(string(mountinfo), "nsn-output")
-	return fmt.Sprintf("%d containers, %d snapshots, %d mounts", len(list), active, mounts), nil
+	// This Manager's output mounts only: another run's on the host are
+	// not this one's leftovers.
+	mounts, err := mountinfo.Read(mountinfo.Self)
+	if err != nil {
+		return "", err
+	}
+	n := 0
+	for _, mt := range mounts {
+		if mt.Source == "nsn-output" && strings.HasPrefix(mt.MountPoint, m.StateDir()+"/") {
+			n++
+		}
+	}
+	return fmt.Sprintf("%d containers, %d snapshots, %d mounts", len(list), active, n), nil
 }
 
 // idleMemory starts idle tasks and sums the resident memory they cost the

@@ -25,6 +25,9 @@ type Mount struct {
 	MountPoint string
 	// FSType is the filesystem type ("tmpfs", "cgroup", "cgroup2").
 	FSType string
+	// Source is the mount's source ("nsn-output" for a task's output
+	// tmpfs, a device for a disk filesystem).
+	Source string
 	// SuperOptions are the filesystem's own options (for a cgroup v1
 	// hierarchy, its controllers).
 	SuperOptions []string
@@ -56,6 +59,7 @@ func Read(path string) ([]Mount, error) {
 			Root:         Unescape(fields[3]),
 			MountPoint:   Unescape(fields[4]),
 			FSType:       tail[0],
+			Source:       Unescape(tail[1]),
 			SuperOptions: strings.Split(tail[2], ","),
 		})
 	}
