@@ -443,7 +443,7 @@ func checkAppArmor(root string) Check {
 			Detail: "enabled in the kernel, but securityfs is not mounted: tasks run without an AppArmor profile; " + docker,
 			Fix:    "mount -t securityfs securityfs /sys/kernel/security"}
 	}
-	if _, err := os.Stat(filepath.Join(root, "/sbin/apparmor_parser")); err != nil {
+	if _, err := os.Stat(filepath.Join(root, "/sbin/apparmor_parser")); err != nil { // the parser nsn-run runs
 		return Check{Name: name, Status: Warn,
 			Detail: "enabled in the kernel, but apparmor_parser is not installed: tasks run without an AppArmor profile; " + docker,
 			Fix:    "apt-get install apparmor"}

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -233,6 +234,59 @@ func TestCLIDetachedTimeoutWithoutWaiter(t *testing.T) {
 	var res task.Result
 	if w.code != runtime.ExitTimedOut || json.Unmarshal([]byte(w.stdout), &res) != nil || res.Reason != task.ReasonTimedOut {
 		t.Errorf("wait: exit %d stdout %q stderr %q", w.code, w.stdout, w.stderr)
+	}
+	if r := cli(t, g, "rm", id); r.code != 0 {
+		t.Errorf("rm: exit %d stderr %q", r.code, r.stderr)
+	}
+	if l := leftovers(t, c); l != "" {
+		t.Errorf("left behind: %s", l)
+	}
+}
+
+// TestGCEndsOverdueUnwatchedTasks: a detached task whose supervisor was
+// killed (SIGKILL: nothing it can catch) runs past its deadline with
+// nobody waiting; the next gc ends it as its Wait would have (timed_out)
+// and says so.
+func TestGCEndsOverdueUnwatchedTasks(t *testing.T) {
+	g := cliEnv(t)
+	c, _ := containerdClient(t)
+	state := g[slices.Index(g, "--state-dir")+1]
+	id := uniqueID("orphaned")
+	if r := cli(t, g, "run", "-d", "--id", id, "--timeout", "1s", "--grace", "1s", "busybox", "--", "sleep", "300"); r.code != 0 {
+		t.Fatalf("run -d: exit %d stderr %q", r.code, r.stderr)
+	}
+	t.Cleanup(func() { cli(t, g, "rm", "-f", id) }) // whatever happens below
+	killed := 0
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(b), "\x00")
+		if slices.Contains(args, "supervise") && slices.Contains(args, state) {
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+			if syscall.Kill(pid, syscall.SIGKILL) == nil {
+				killed++
+			}
+		}
+	}
+	if killed != 1 {
+		t.Fatalf("killed %d supervisors of state dir %s, want 1", killed, state)
+	}
+	// The scenario needs the deadline and grace to pass with nobody
+	// waiting: 2 s of wall-clock time.
+	time.Sleep(2500 * time.Millisecond)
+	if st := psStates(t, g)[id]; st != "running" {
+		t.Fatalf("before gc the unwatched task is %q, want still running", st)
+	}
+	r := cli(t, g, "gc")
+	if r.code != 0 || !strings.Contains(r.stdout, "ended task "+id+": past its deadline") {
+		t.Fatalf("gc: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+	}
+	var st runtime.Status
+	if r := cli(t, g, "inspect", id); r.code != 0 || json.Unmarshal([]byte(r.stdout), &st) != nil || st.Result == nil || st.Result.Reason != task.ReasonTimedOut {
+		t.Errorf("inspect after gc: exit %d %q", r.code, r.stdout)
 	}
 	if r := cli(t, g, "rm", id); r.code != 0 {
 		t.Errorf("rm: exit %d stderr %q", r.code, r.stderr)

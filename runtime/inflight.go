@@ -24,15 +24,48 @@ const busyDir = "busy"
 // removed under it.
 const maxHoldTries = 16
 
+// sweepLock is the state dir's lock between sweeps and new holds: a sweep
+// (CleanupOrphans) holds it exclusively from its first look to its last
+// removal, and hold takes it shared while it registers a task busy. So a
+// task is either busy before a sweep looks, and kept, or registers after
+// the sweep is done: a sweep never removes what a spawn that began during
+// it made, nor frees its grants.
+const sweepLock = "sweep.lock"
+
+// lockState takes the state dir's sweep lock: shared for a hold,
+// exclusive for a sweep.
+func (m *Manager) lockState(how int) (unlock func(), err error) {
+	dir := filepath.Join(m.stateDir, busyDir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(filepath.Join(dir, sweepLock), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(f.Fd()), how); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
+		f.Close()
+	}, nil
+}
+
 // hold marks task id as being worked on by this process until the
 // returned func is called. Holds nest: several in one process, or in
 // several processes, are fine.
 func (m *Manager) hold(id string) (release func(), err error) {
-	dir := filepath.Join(m.stateDir, busyDir)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := task.ValidateID(id); err != nil {
+		return nil, err
+	}
+	unlock, err := m.lockState(unix.LOCK_SH)
+	if err != nil {
 		return nil, fmt.Errorf("mark task %s busy: %w", id, err)
 	}
-	path := filepath.Join(dir, id)
+	defer unlock()
+	path := filepath.Join(m.stateDir, busyDir, id)
 	for range maxHoldTries {
 		f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
 		if err != nil {
@@ -56,7 +89,8 @@ func (m *Manager) hold(id string) (release func(), err error) {
 }
 
 // busyTasks returns the ids of the tasks some process holds over this
-// state dir, and removes the lock files nobody holds.
+// state dir, and removes the lock files nobody holds. Call it with the
+// sweep lock held exclusively.
 func (m *Manager) busyTasks() (map[string]bool, error) {
 	dir := filepath.Join(m.stateDir, busyDir)
 	entries, err := os.ReadDir(dir)
@@ -69,7 +103,7 @@ func (m *Manager) busyTasks() (map[string]bool, error) {
 	busy := map[string]bool{}
 	for _, e := range entries {
 		id := e.Name()
-		if task.ValidateID(id) != nil {
+		if id == sweepLock || task.ValidateID(id) != nil {
 			continue
 		}
 		path := filepath.Join(dir, id)

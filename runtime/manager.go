@@ -11,10 +11,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
 
 	"github.com/nsn-run/nsn-run/idmap"
 	"github.com/nsn-run/nsn-run/logs"
@@ -832,7 +834,9 @@ func (m *Manager) Inspect(ctx context.Context, id string) (Status, error) {
 	return st, err
 }
 
-// CleanupOrphans removes what earlier runs left behind: nsn-run's
+// CleanupOrphans removes what earlier runs left behind, and ends running
+// tasks past their deadline and grace that nobody waits on (a detached
+// task whose supervisor was killed), recording their Result: nsn-run's
 // containers that are not running, with their tasks, snapshots and output
 // mounts; leases and snapshots of spawns that never got a container; and
 // state directories no container belongs to. Spawns in flight over the
@@ -840,30 +844,79 @@ func (m *Manager) Inspect(ctx context.Context, id string) (Status, error) {
 // timer while tasks start. With force it also stops and removes running
 // tasks and spawns in flight. It returns what it removed, one line each.
 func (m *Manager) CleanupOrphans(ctx context.Context, force bool) ([]string, error) {
-	// Busy tasks first (spawning, waited on, run): one that is done after
-	// this read is listed below as it then is.
+	removed, overdue, err := m.sweep(ctx, force)
+	if err != nil {
+		return removed, err
+	}
+	// Past their deadline with nobody waiting (a supervisor killed): end
+	// them now, as their Wait would have, outside the sweep's lock.
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	var errs []error
+	for _, id := range overdue {
+		wg.Go(func() {
+			res, err := m.Wait(ctx, id)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, fmt.Errorf("end overdue task %s: %w", id, err))
+				return
+			}
+			removed = append(removed, fmt.Sprintf("ended task %s: past its deadline with nobody waiting (%s)", id, res.Reason))
+		})
+	}
+	wg.Wait()
+	return removed, errors.Join(errs...)
+}
+
+// overdue reports whether task id's record says it is past its deadline
+// and grace period.
+func (m *Manager) overdue(id string) bool {
+	rec, err := m.readRecord(id)
+	if err != nil || rec.Result != nil || rec.Handle.StartedAt.IsZero() {
+		return false
+	}
+	l := rec.Task.WithDefaults().Limits
+	return time.Now().After(rec.Handle.StartedAt.Add(l.Timeout + l.Grace))
+}
+
+// sweep is CleanupOrphans' removal, under the state dir's sweep lock; it
+// also returns the running tasks nobody holds that are past their
+// deadline and grace.
+func (m *Manager) sweep(ctx context.Context, force bool) (removed, overdue []string, err error) {
+	// No task registers busy while this sweep runs (they wait for it), so
+	// the busy set read now holds to the end: every spawn, wait or run in
+	// flight is in it, and none begins until the sweep is done.
+	unlock, err := m.lockState(unix.LOCK_EX)
+	if err != nil {
+		return nil, nil, fmt.Errorf("lock the state dir for a sweep: %w", err)
+	}
+	defer unlock()
 	live, err := m.busyTasks()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if force {
 		live = map[string]bool{}
 	}
 	statuses, err := m.backend.List(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var removed []string
 	for _, st := range statuses {
 		if live[st.ID] {
 			continue
 		}
 		if !force && (st.State == StateRunning || st.State == StatePaused) {
+			// (Not busy: the check above passed over busy ones.)
+			if m.overdue(st.ID) {
+				overdue = append(overdue, st.ID)
+			}
 			live[st.ID] = true
 			continue
 		}
 		if err := m.Cleanup(ctx, st.ID); err != nil {
-			return removed, err
+			return removed, nil, err
 		}
 		removed = append(removed, fmt.Sprintf("task %s (%s)", st.ID, st.State))
 	}
@@ -871,19 +924,19 @@ func (m *Manager) CleanupOrphans(ctx context.Context, force bool) ([]string, err
 		swept, err := sw.SweepOrphans(ctx, live)
 		removed = append(removed, swept...)
 		if err != nil {
-			return removed, err
+			return removed, nil, err
 		}
 	}
 	entries, err := os.ReadDir(filepath.Join(m.stateDir, "tasks"))
 	if err != nil {
-		return removed, fmt.Errorf("read state dir: %w", err)
+		return removed, nil, fmt.Errorf("read state dir: %w", err)
 	}
 	for _, e := range entries {
 		if live[e.Name()] || task.ValidateID(e.Name()) != nil {
 			continue
 		}
 		if err := m.removeState(e.Name()); err != nil {
-			return removed, err
+			return removed, nil, err
 		}
 		removed = append(removed, "state "+e.Name())
 	}
@@ -891,15 +944,15 @@ func (m *Manager) CleanupOrphans(ctx context.Context, force bool) ([]string, err
 	// and recording, or before Cleanup).
 	if m.gpus != nil {
 		if err := m.gpus.ReleaseExcept(live); err != nil {
-			return removed, fmt.Errorf("release GPUs of finished tasks: %w", err)
+			return removed, nil, fmt.Errorf("release GPUs of finished tasks: %w", err)
 		}
 	}
 	if m.ids != nil {
 		if err := m.ids.ReleaseExcept(live); err != nil {
-			return removed, fmt.Errorf("release host id ranges of finished tasks: %w", err)
+			return removed, nil, fmt.Errorf("release host id ranges of finished tasks: %w", err)
 		}
 	}
-	return removed, nil
+	return removed, overdue, nil
 }
 
 // Recover picks up the tasks an earlier manager process started and did not
@@ -954,6 +1007,28 @@ func (m *Manager) Recover(ctx context.Context) ([]Handle, error) {
 		recovered = append(recovered, rec.Handle)
 	}
 	return recovered, nil
+}
+
+// Supervise spawns t and waits on it as Run does (deadline, CPU time, GPU
+// memory; the Result recorded, the container released), but tells started
+// the Spawn's outcome as soon as it is known, and neither collects the
+// task's output nor cleans it up: its Result, logs and output stay for a
+// later Wait (which returns the recorded Result), Logs, CollectOutput and
+// Cleanup. The task is held busy from before its spawn to its Result, so
+// gc never takes it in between. `nsn-run run -d` runs it in a supervisor
+// process, so a detached task's limits hold with nobody waiting.
+func (m *Manager) Supervise(ctx context.Context, t task.Task, started func(Handle, error)) (task.Result, error) {
+	if err := task.ValidateID(t.ID); err == nil {
+		if release, err := m.hold(t.ID); err == nil {
+			defer release()
+		}
+	}
+	h, err := m.Spawn(ctx, t)
+	started(h, err)
+	if err != nil {
+		return task.Result{ID: t.ID, Image: t.Image, Reason: task.ReasonFailed}, err
+	}
+	return m.Wait(ctx, t.ID)
 }
 
 // RunOptions are the options of Run.

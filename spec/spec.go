@@ -326,8 +326,11 @@ func withShmOwner(uid, gid uint32) oci.SpecOpts {
 // (not "rbind") so no host submount under it becomes visible; rprivate so no
 // mount event propagates either way.
 // InitPath is where a task that asks for an init finds nsn-init, which
-// runs as its pid 1 with the task's command as its child.
-const InitPath = "/sbin/nsn-init"
+// runs as its pid 1 with the task's command as its child. Under /dev, the
+// tmpfs runc makes for each container, so no image directory is involved:
+// /sbin is a symlink to usr/sbin in usr-merged images, and a mount point
+// that is a symlink is refused.
+const InitPath = "/dev/nsn-init"
 
 // initMount binds the host's nsn-init read-only, executable, without
 // setuid or devices.

@@ -1,6 +1,6 @@
 // Command nsn-init is pid 1 of a task started with --init (task.Task.Init):
-// nsn-run bind-mounts it read-only at /sbin/nsn-init and runs
-// `/sbin/nsn-init -- CMD ARG...`.
+// nsn-run bind-mounts it read-only at /dev/nsn-init and runs
+// `/dev/nsn-init -- CMD ARG...`.
 //
 // A task's own command as pid 1 of its pid namespace gets no default
 // signal actions: without a handler it ignores the SIGTERM the deadline

@@ -116,11 +116,6 @@ func exitCode(err error) int {
 	if err == nil {
 		return 0
 	}
-	var ce *runtime.CommandError
-	if errors.As(err, &ce) {
-		fmt.Fprintln(os.Stderr, "nsn-run: "+err.Error())
-		return ce.ExitCode()
-	}
 	var ee *exitError
 	if errors.As(err, &ee) {
 		if ee.msg != "" {
@@ -129,5 +124,19 @@ func exitCode(err error) int {
 		return ee.code
 	}
 	fmt.Fprintln(os.Stderr, "nsn-run: "+err.Error())
+	return exitCodeOf(err)
+}
+
+// exitCodeOf is the exit status nsn-run gives err: a missing or
+// unrunnable command's 127 or 126, an exitError's own, else 125.
+func exitCodeOf(err error) int {
+	var ce *runtime.CommandError
+	if errors.As(err, &ce) {
+		return ce.ExitCode()
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
 	return exitFailure
 }

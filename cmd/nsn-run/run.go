@@ -31,8 +31,18 @@ Interrupting nsn-run stops the task (SIGTERM, then SIGKILL after --grace).
 --json prints the Result object instead of streaming; its contract is
 docs/result.schema.json in nsn-run's source (fields are added, never renamed
 or removed: ignore those you do not know). -d starts the task and prints
-its id; follow it with nsn-run ps, logs, kill and rm. A detached task's
---timeout is enforced only while an nsn-run process waits on it.
+its id; follow it with nsn-run ps, logs, wait, inspect, kill and rm. A
+detached task is spawned and watched by a supervisor process (nsn-run
+supervise, in a session of its own): its --timeout and limits hold with
+nobody waiting; it records the Result (wait and inspect show it) and
+releases the container; logs and Result stay until rm or gc. Killing the
+supervisor (SIGKILL, or killing the caller's cgroup) leaves the task
+unwatched until something waits on it again.
+
+--init runs nsn-init as the task's pid 1 (on containerd; dockerd's own
+docker-init with --backend docker): it forwards signals to the command, so
+the deadline's SIGTERM ends a command without a handler of its own, and
+reaps zombies.
 
 Files the task writes to /output are copied to --output-dir after it exits;
 links, fifos, devices and names with control characters, bytes that are
@@ -73,12 +83,9 @@ output_skipped.
 			if !detach {
 				return runForeground(ctx, cmd, m, t, f.outputDir, raw)
 			}
-			if _, err := m.Spawn(ctx, t); err != nil {
-				return err
-			}
-			if err := startSupervisor(g, t.ID); err != nil {
-				// The task runs, but nothing would enforce its deadline.
-				_ = m.Remove(context.WithoutCancel(ctx), t.ID, true)
+			// The supervisor spawns the task itself and keeps waiting on
+			// it: there is no moment with nobody holding it.
+			if err := startSupervised(g, t); err != nil {
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), t.ID)

@@ -159,8 +159,12 @@ nsn-run's containers that are not running, with their tasks, snapshots and
 output mounts; leases and snapshots of spawns that died before their
 container existed; state directories no container belongs to. Print one line
 per object removed. Running tasks are left alone unless --force, which stops
-and removes them too. Safe to run twice; do not run it while spawns are in
-flight in the namespace.`,
+and removes them too. Safe to run twice, and on a timer while tasks start:
+a task some process is spawning, waiting on or running (over the same
+--state-dir) is left alone unless --force. A running task past its
+deadline and grace that nobody waits on (its supervisor was killed) is
+ended as its wait would have ended it ("ended task ID: ..."), its Result
+recorded.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			m, closeFn, err := openManager(cmd.Context(), g)
@@ -170,6 +174,10 @@ flight in the namespace.`,
 			defer closeFn()
 			removed, err := m.CleanupOrphans(cmd.Context(), force)
 			for _, r := range removed {
+				if strings.HasPrefix(r, "ended ") {
+					fmt.Fprintln(cmd.OutOrStdout(), r) // a task gc ended, not removed
+					continue
+				}
 				fmt.Fprintln(cmd.OutOrStdout(), "removed", r)
 			}
 			return err

@@ -1,13 +1,18 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/nsn-run/nsn-run/runtime"
+	"github.com/nsn-run/nsn-run/task"
 )
 
 func newWaitCommand(g *globalOptions) *cobra.Command {
@@ -68,36 +73,67 @@ stats).`,
 	}
 }
 
-// superviseCommand is the hidden command run -d leaves behind: it waits on
-// the task as run would have, so its deadline and limits hold with nobody
-// waiting, records its Result and releases its container, then exits.
+// superviseCommand is the hidden command run -d starts: it spawns the task
+// and waits on it as run would (Manager.Supervise), so its deadline and
+// limits hold with nobody waiting; it records its Result and releases its
+// container, then exits.
 const superviseCommand = "supervise"
+
+// supervisorReport is what the supervisor tells run -d on fd 3 once the
+// spawn is done: nothing wrong, or the error and the exit code run would
+// have given.
+type supervisorReport struct {
+	Error    string `json:"error,omitempty"`
+	ExitCode int    `json:"exit_code,omitempty"`
+}
 
 func newSuperviseCommand(g *globalOptions) *cobra.Command {
 	return &cobra.Command{
-		Use:    superviseCommand + " ID",
+		Use:    superviseCommand,
 		Hidden: true,
-		Args:   cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			report := os.NewFile(3, "report")
+			var t task.Task
+			if err := json.NewDecoder(io.LimitReader(cmd.InOrStdin(), 1<<20)).Decode(&t); err != nil {
+				return sendReport(report, fmt.Errorf("read the task: %w", err))
+			}
 			m, closeFn, err := openManager(cmd.Context(), g)
 			if err != nil {
-				return err
+				return sendReport(report, err)
 			}
 			defer closeFn()
-			_, err = m.Wait(cmd.Context(), args[0])
+			_, err = m.Supervise(cmd.Context(), t, func(_ runtime.Handle, err error) { _ = sendReport(report, err) })
 			return err
 		},
 	}
 }
 
-// startSupervisor starts `nsn-run supervise ID` detached from this process
+// sendReport writes the spawn's outcome to run -d and closes the pipe.
+func sendReport(w *os.File, spawnErr error) error {
+	defer w.Close()
+	r := supervisorReport{}
+	if spawnErr != nil {
+		r.Error, r.ExitCode = spawnErr.Error(), exitCodeOf(spawnErr)
+	}
+	if err := json.NewEncoder(w).Encode(r); err != nil {
+		return err
+	}
+	return spawnErr
+}
+
+// startSupervised starts `nsn-run supervise` detached from this process
 // (its own session, no terminal, no inherited output), with the same
-// global flags, so a detached task's deadline is enforced after run -d
-// returns.
-func startSupervisor(g *globalOptions, id string) error {
+// global flags and the task on its stdin, and returns once it has spawned
+// the task: the spawn's error, as run would report it, or nil.
+func startSupervised(g *globalOptions, t task.Task) error {
 	self, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("start the task's supervisor: %w", err)
+	}
+	taskJSON, err := json.Marshal(t)
+	if err != nil {
+		return err
 	}
 	args := []string{"--address", g.address, "--namespace", g.namespace, "--backend", g.backend,
 		"--state-dir", g.stateDir, "--user-namespaces", g.userns}
@@ -112,11 +148,31 @@ func startSupervisor(g *globalOptions, id string) error {
 		return fmt.Errorf("start the task's supervisor: %w", err)
 	}
 	defer null.Close()
-	c := exec.Command(self, append(args, superviseCommand, id)...)
-	c.Stdin, c.Stdout, c.Stderr = null, null, null
-	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := c.Start(); err != nil {
+	reports, report, err := os.Pipe()
+	if err != nil {
 		return fmt.Errorf("start the task's supervisor: %w", err)
 	}
-	return c.Process.Release()
+	defer reports.Close()
+	c := exec.Command(self, append(args, superviseCommand)...)
+	c.Stdin, c.Stdout, c.Stderr = bytes.NewReader(taskJSON), null, null
+	c.ExtraFiles = []*os.File{report} // fd 3
+	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	err = c.Start()
+	report.Close()
+	if err != nil {
+		return fmt.Errorf("start the task's supervisor: %w", err)
+	}
+	var r supervisorReport
+	if err := json.NewDecoder(reports).Decode(&r); err != nil {
+		_ = c.Process.Kill()
+		_ = c.Wait()
+		return fmt.Errorf("the task's supervisor ended before it started the task: %w", err)
+	}
+	if err := c.Process.Release(); err != nil {
+		return err
+	}
+	if r.Error != "" {
+		return &exitError{code: r.ExitCode, msg: r.Error}
+	}
+	return nil
 }

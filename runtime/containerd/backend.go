@@ -83,6 +83,29 @@ type Backend struct {
 	// remapIDs caches whether the snapshotter idmaps snapshots (nil: not
 	// asked yet).
 	remapIDs *bool
+	// appArmorLoaded is set once this backend has loaded its AppArmor
+	// profile: the first Start does, so a failing parser refuses tasks
+	// but leaves ps, logs, rm and gc working.
+	appArmorLoaded bool
+}
+
+// ensureAppArmor loads the tasks' AppArmor profile once per backend,
+// before the first task that needs it.
+func (b *Backend) ensureAppArmor() error {
+	name := b.cfg.AuditPolicy.AppArmorProfile
+	if name == "" {
+		return nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.appArmorLoaded {
+		return nil
+	}
+	if err := loadAppArmorProfile(name); err != nil {
+		return err
+	}
+	b.appArmorLoaded = true
+	return nil
 }
 
 var _ runtime.Backend = (*Backend)(nil)
@@ -108,9 +131,6 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 	// profile, and the audit requires it; elsewhere no spec may name one.
 	cfg.AuditPolicy.AppArmorProfile = AppArmorProfile()
 	cfg.AuditPolicy.InitBinary = cfg.InitBinary
-	if err := loadAppArmorProfile(cfg.AuditPolicy.AppArmorProfile); err != nil {
-		return nil, err
-	}
 	c, err := Dial(ctx, cfg.Address, cfg.Namespace)
 	if err != nil {
 		return nil, err

@@ -52,6 +52,9 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (h runtim
 	if err != nil {
 		return h, err
 	}
+	if err := b.ensureAppArmor(); err != nil {
+		return h, err
+	}
 	// The task writes /output as its own user (its host ids, in its own
 	// user namespace); nothing else on the host can reach the directory
 	// (the state dir above it is private to root).
