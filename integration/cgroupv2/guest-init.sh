@@ -51,7 +51,7 @@ TOML
   /nsn/nsn-run --address "$dir/containerd.sock" doctor >> "$out" 2>&1
   echo "DOCTOR-EXIT $?" >> "$out"
   PATH=$prefix$PATH NSN_TEST_ADDRESS="$dir/containerd.sock" NSN_TEST_CONTAINERD_BIN="$bin" \
-    NSN_TEST_BIN_DIR=/nsn NSN_REQUIRE_INTEGRATION=1 NSN_REQUIRE_APPARMOR=1 \
+    NSN_TEST_BIN_DIR=/nsn NSN_REQUIRE_INTEGRATION=1 NSN_REQUIRE_APPARMOR=1 NSN_REQUIRE_I386=1 \
     /nsn/integration.test -test.v -test.count=1 -test.timeout 40m \
     -test.run "$(cat /nsn/tests.txt)" >> "$out" 2>&1
   echo "TESTS-EXIT $?" >> "$out"
