@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"text/tabwriter"
 
@@ -43,9 +42,7 @@ Exit status 1 when a check is fatal.`,
 			checks := doctor.Run(cmd.Context(), doctor.Options{Backend: g.backend, Address: g.address, Namespace: g.namespace, DockerHost: dockerHost(), Runc: runc, CDIDirs: g.cdiSpecDirs})
 			out := cmd.OutOrStdout()
 			if asJSON {
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				if err := enc.Encode(checks); err != nil {
+				if err := printJSON(out, checks); err != nil {
 					return err
 				}
 			} else {

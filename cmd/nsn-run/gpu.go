@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -85,9 +84,7 @@ sharing it (--gpu-shared). Allocations of tasks that are gone are freed by
 				if devices == nil {
 					devices = []gpu.Device{}
 				}
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(devices)
+				return printJSON(out, devices)
 			}
 			w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "GPU\tNAMES\tHELD BY")

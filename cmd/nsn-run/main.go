@@ -5,8 +5,10 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"strings"
@@ -139,4 +141,11 @@ func exitCodeOf(err error) int {
 		return ee.code
 	}
 	return exitFailure
+}
+
+// printJSON writes v to w as indented JSON, as every --json output is.
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }

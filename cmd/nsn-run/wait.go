@@ -38,9 +38,7 @@ stays until nsn-run rm.`,
 			if err := m.CollectOutput(cmd.Context(), args[0], "", &res); err != nil {
 				return err
 			}
-			enc := json.NewEncoder(cmd.OutOrStdout())
-			enc.SetIndent("", "  ")
-			if err := enc.Encode(res); err != nil {
+			if err := printJSON(cmd.OutOrStdout(), res); err != nil {
 				return err
 			}
 			return taskExit(res)
@@ -66,9 +64,7 @@ stats).`,
 			if err != nil {
 				return err
 			}
-			enc := json.NewEncoder(cmd.OutOrStdout())
-			enc.SetIndent("", "  ")
-			return enc.Encode(st)
+			return printJSON(cmd.OutOrStdout(), st)
 		},
 	}
 }
