@@ -4,6 +4,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -144,8 +145,35 @@ func exitCodeOf(err error) int {
 }
 
 // printJSON writes v to w as indented JSON, as every --json output is.
+// C1 control characters (U+0080-U+009F, which encoding/json leaves as
+// UTF-8) are written as \u escapes: the same JSON string, and a terminal
+// that shows the output sees no 8-bit CSI from a task's stdout.
 func printJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
 	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+	if err := enc.Encode(v); err != nil {
+		return err
+	}
+	_, err := w.Write(escapeC1(b.Bytes()))
+	return err
+}
+
+// escapeC1 rewrites the UTF-8 encodings of U+0080-U+009F (0xC2 0x80-0x9F)
+// in JSON text as \u0080-\u009F. They only occur inside strings: JSON's
+// own syntax is ASCII.
+func escapeC1(js []byte) []byte {
+	if !bytes.Contains(js, []byte{0xC2}) {
+		return js
+	}
+	out := make([]byte, 0, len(js)+16)
+	for i := 0; i < len(js); i++ {
+		if js[i] == 0xC2 && i+1 < len(js) && js[i+1] >= 0x80 && js[i+1] <= 0x9F {
+			out = fmt.Appendf(out, `\u%04x`, js[i+1])
+			i++
+			continue
+		}
+		out = append(out, js[i])
+	}
+	return out
 }

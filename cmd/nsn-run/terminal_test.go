@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"io"
 	"os"
 	"strings"
@@ -53,5 +54,22 @@ func TestRawFlagOnRunAndLogs(t *testing.T) {
 		if !strings.Contains(cmd.Long, "--raw") || !strings.Contains(cmd.Long, `\x1b`) {
 			t.Errorf("%s --help does not explain the escaping", name)
 		}
+	}
+}
+
+// TestPrintJSONEscapesC1: a task's 8-bit CSI (U+009B) in a Result's stdout
+// is printed as \u009b, and the JSON still decodes to the same string.
+func TestPrintJSONEscapesC1(t *testing.T) {
+	in := map[string]string{"stdout": "a\u009b31mb\u0085 é ok"}
+	var out bytes.Buffer
+	if err := printJSON(&out, in); err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(out.Bytes(), []byte{0xC2, 0x9B}) || !strings.Contains(out.String(), `\u009b31mb\u0085 é ok`) {
+		t.Errorf("printed %q", out.String())
+	}
+	var back map[string]string
+	if err := json.Unmarshal(out.Bytes(), &back); err != nil || back["stdout"] != in["stdout"] {
+		t.Errorf("decodes to %q, %v", back["stdout"], err)
 	}
 }
