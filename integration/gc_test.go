@@ -62,10 +62,13 @@ func TestGCDuringSpawns(t *testing.T) {
 	if entries, _ := os.ReadDir(filepath.Join(m.StateDir(), "tasks")); len(entries) != 0 {
 		t.Errorf("state dirs left: %v", entries)
 	}
-	entries, _ := os.ReadDir(filepath.Join(m.StateDir(), "busy"))
-	for _, e := range entries {
-		if e.Name() != "sweep.lock" {
-			t.Errorf("busy mark left: %s", e.Name())
+	// The marks of finished tasks are swept by the next gc.
+	if r := cli(t, global, "gc"); r.code != 0 {
+		t.Errorf("last gc: exit %d stderr %q", r.code, r.stderr)
+	}
+	for _, dir := range []string{"busy", "spawning", "waiting"} {
+		if entries, _ := os.ReadDir(filepath.Join(m.StateDir(), dir)); len(entries) != 0 {
+			t.Errorf("%s marks left after a gc: %v", dir, entries)
 		}
 	}
 }

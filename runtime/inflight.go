@@ -30,16 +30,23 @@ const maxHoldTries = 16
 // task is either busy before a sweep looks, and kept, or registers after
 // the sweep is done: a sweep never removes what a spawn that began during
 // it made, nor frees its grants.
-const sweepLock = "sweep.lock"
+const sweepLock = "sweep.lock" // in the state dir itself, never removed
+
+// spawningDir holds a lock file per spawn in flight, held exclusively by
+// the spawning process: even a forced sweep leaves a spawn alone (what it
+// made before it is done would look orphaned, and removing half of it
+// leaves a running task without its record or id range).
+const spawningDir = "spawning"
+
+// waitingDir holds a lock file per task that serialises its waiters
+// across processes: one enforces the deadline and records the Result, the
+// others then read it.
+const waitingDir = "waiting"
 
 // lockState takes the state dir's sweep lock: shared for a hold,
 // exclusive for a sweep.
 func (m *Manager) lockState(how int) (unlock func(), err error) {
-	dir := filepath.Join(m.stateDir, busyDir)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
-	}
-	f, err := os.OpenFile(filepath.Join(dir, sweepLock), os.O_CREATE|os.O_RDWR, 0o600)
+	f, err := os.OpenFile(filepath.Join(m.stateDir, sweepLock), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, err
 	}
@@ -57,21 +64,45 @@ func (m *Manager) lockState(how int) (unlock func(), err error) {
 // returned func is called. Holds nest: several in one process, or in
 // several processes, are fine.
 func (m *Manager) hold(id string) (release func(), err error) {
+	return m.lockTask(busyDir, id, unix.LOCK_SH, true)
+}
+
+// holdSpawn marks task id's spawn in flight until release: exclusive, so
+// a second spawn of the id waits, and every sweep, forced or not, skips it.
+func (m *Manager) holdSpawn(id string) (release func(), err error) {
+	return m.lockTask(spawningDir, id, unix.LOCK_EX, true)
+}
+
+// lockWaiter serialises task id's waiters across processes.
+func (m *Manager) lockWaiter(id string) (release func(), err error) {
+	return m.lockTask(waitingDir, id, unix.LOCK_EX, false)
+}
+
+// lockTask takes how (LOCK_SH or LOCK_EX) on dir/id under the state dir;
+// registered ones take the sweep lock shared meanwhile, so no sweep is
+// between its look and its removals while the lock appears.
+func (m *Manager) lockTask(sub, id string, how int, registered bool) (release func(), err error) {
 	if err := task.ValidateID(id); err != nil {
 		return nil, err
 	}
-	unlock, err := m.lockState(unix.LOCK_SH)
-	if err != nil {
+	if registered {
+		unlock, err := m.lockState(unix.LOCK_SH)
+		if err != nil {
+			return nil, fmt.Errorf("mark task %s busy: %w", id, err)
+		}
+		defer unlock()
+	}
+	dir := filepath.Join(m.stateDir, sub)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("mark task %s busy: %w", id, err)
 	}
-	defer unlock()
-	path := filepath.Join(m.stateDir, busyDir, id)
+	path := filepath.Join(dir, id)
 	for range maxHoldTries {
 		f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
 		if err != nil {
 			return nil, fmt.Errorf("mark task %s busy: %w", id, err)
 		}
-		if err := unix.Flock(int(f.Fd()), unix.LOCK_SH); err != nil {
+		if err := unix.Flock(int(f.Fd()), how); err != nil {
 			f.Close()
 			return nil, fmt.Errorf("mark task %s busy: %w", id, err)
 		}
@@ -91,8 +122,16 @@ func (m *Manager) hold(id string) (release func(), err error) {
 // busyTasks returns the ids of the tasks some process holds over this
 // state dir, and removes the lock files nobody holds. Call it with the
 // sweep lock held exclusively.
-func (m *Manager) busyTasks() (map[string]bool, error) {
-	dir := filepath.Join(m.stateDir, busyDir)
+func (m *Manager) busyTasks() (map[string]bool, error) { return m.heldTasks(busyDir) }
+
+// spawningTasks are the spawns in flight (the same, of spawningDir).
+func (m *Manager) spawningTasks() (map[string]bool, error) { return m.heldTasks(spawningDir) }
+
+// heldTasks returns the ids whose lock file under sub some process holds,
+// and removes the unheld ones. Call it with the sweep lock held
+// exclusively.
+func (m *Manager) heldTasks(sub string) (map[string]bool, error) {
+	dir := filepath.Join(m.stateDir, sub)
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return map[string]bool{}, nil
@@ -103,7 +142,7 @@ func (m *Manager) busyTasks() (map[string]bool, error) {
 	busy := map[string]bool{}
 	for _, e := range entries {
 		id := e.Name()
-		if id == sweepLock || task.ValidateID(id) != nil {
+		if task.ValidateID(id) != nil {
 			continue
 		}
 		path := filepath.Join(dir, id)
@@ -133,15 +172,6 @@ func (m *Manager) busyTasks() (map[string]bool, error) {
 	return busy, nil
 }
 
-// removeBusy removes task id's lock file: the task is gone for good.
-func (m *Manager) removeBusy(id string) error {
-	err := os.Remove(filepath.Join(m.stateDir, busyDir, id))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	return err
-}
-
 // sameFile reports whether path still names f's file.
 func sameFile(path string, f *os.File) (bool, error) {
 	held, err := f.Stat()
@@ -153,4 +183,18 @@ func sameFile(path string, f *os.File) (bool, error) {
 		return false, err
 	}
 	return os.SameFile(held, now), nil
+}
+
+// spawning reports whether task id's spawn is in flight in some process.
+func (m *Manager) spawning(id string) bool {
+	f, err := os.Open(filepath.Join(m.stateDir, spawningDir, id))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); err != nil {
+		return errors.Is(err, unix.EWOULDBLOCK)
+	}
+	_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
+	return false
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -256,11 +257,23 @@ func (m *Manager) writeRecord(rec record) error {
 	if err != nil {
 		return err
 	}
-	path := filepath.Join(m.taskDir(rec.Task.ID), recordFile)
-	if err := os.WriteFile(path+".tmp", b, 0o600); err != nil {
+	dir := m.taskDir(rec.Task.ID)
+	tmp, err := os.CreateTemp(dir, recordFile+".*.tmp")
+	if err != nil {
 		return fmt.Errorf("write task record: %w", err)
 	}
-	return os.Rename(path+".tmp", path)
+	_, werr := tmp.Write(b)
+	if cerr := tmp.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr == nil {
+		werr = os.Rename(tmp.Name(), filepath.Join(dir, recordFile))
+	}
+	if werr != nil {
+		_ = os.Remove(tmp.Name())
+		return fmt.Errorf("write task record: %w", werr)
+	}
+	return nil
 }
 
 func (m *Manager) readRecord(id string) (record, error) {
@@ -296,6 +309,12 @@ func (m *Manager) Spawn(ctx context.Context, t task.Task) (Handle, error) {
 		return Handle{}, err
 	}
 	defer release()
+	// Marked spawning too: even a forced sweep leaves it alone.
+	releaseSpawn, err := m.holdSpawn(t.ID)
+	if err != nil {
+		return Handle{}, err
+	}
+	defer releaseSpawn()
 	dir := m.taskDir(t.ID)
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		if errors.Is(err, fs.ErrExist) {
@@ -484,6 +503,14 @@ func (m *Manager) Wait(ctx context.Context, id string) (task.Result, error) {
 		return task.Result{}, err
 	}
 	defer release()
+	// One waiter at a time, in any process (a supervisor and `nsn-run
+	// wait`): the first enforces the limits and records the Result, the
+	// next reads it.
+	unlockWaiter, err := m.lockWaiter(id)
+	if err != nil {
+		return task.Result{}, err
+	}
+	defer unlockWaiter()
 	rec, err := m.readRecord(id)
 	if err != nil {
 		return task.Result{}, err
@@ -735,9 +762,6 @@ func (m *Manager) removeState(id string) error {
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("remove state of task %s: %w", id, err)
 	}
-	if err := m.removeBusy(id); err != nil {
-		return fmt.Errorf("remove state of task %s: %w", id, err)
-	}
 	return nil
 }
 
@@ -745,6 +769,9 @@ func (m *Manager) removeState(id string) error {
 func (m *Manager) Remove(ctx context.Context, id string, force bool) error {
 	if err := task.ValidateID(id); err != nil {
 		return err
+	}
+	if !force && m.spawning(id) {
+		return fmt.Errorf("task %s is being started: wait for it or use rm -f: %w", id, errdefs.ErrFailedPrecondition)
 	}
 	st, err := m.backend.Inspect(ctx, id)
 	switch {
@@ -870,14 +897,23 @@ func (m *Manager) CleanupOrphans(ctx context.Context, force bool) ([]string, err
 }
 
 // overdue reports whether task id's record says it is past its deadline
-// and grace period.
-func (m *Manager) overdue(id string) bool {
+// and grace period (created is its container's creation time).
+func (m *Manager) overdue(id string, created time.Time) bool {
 	rec, err := m.readRecord(id)
-	if err != nil || rec.Result != nil || rec.Handle.StartedAt.IsZero() {
+	if err != nil || rec.Result != nil {
+		return false
+	}
+	started := rec.Handle.StartedAt
+	if started.IsZero() {
+		// Its spawner died before recording the handle: the container's
+		// creation stands in, as Recover has it.
+		started = created
+	}
+	if started.IsZero() {
 		return false
 	}
 	l := rec.Task.WithDefaults().Limits
-	return time.Now().After(rec.Handle.StartedAt.Add(l.Timeout + l.Grace))
+	return time.Now().After(started.Add(l.Timeout + l.Grace))
 }
 
 // sweep is CleanupOrphans' removal, under the state dir's sweep lock; it
@@ -896,9 +932,21 @@ func (m *Manager) sweep(ctx context.Context, force bool) (removed, overdue []str
 	if err != nil {
 		return nil, nil, err
 	}
-	if force {
-		live = map[string]bool{}
+	spawning, err := m.spawningTasks()
+	if err != nil {
+		return nil, nil, err
 	}
+	// Waiter locks nobody holds are only litter.
+	if _, err := m.heldTasks(waitingDir); err != nil {
+		return nil, nil, err
+	}
+	if force {
+		// Forced: running and waited-on tasks go too, but never a spawn
+		// in flight (half of it removed would leave a running task
+		// without its record or id range).
+		live = spawning
+	}
+	maps.Copy(live, spawning)
 	statuses, err := m.backend.List(ctx)
 	if err != nil {
 		return nil, nil, err
@@ -909,7 +957,7 @@ func (m *Manager) sweep(ctx context.Context, force bool) (removed, overdue []str
 		}
 		if !force && (st.State == StateRunning || st.State == StatePaused) {
 			// (Not busy: the check above passed over busy ones.)
-			if m.overdue(st.ID) {
+			if m.overdue(st.ID, st.CreatedAt) {
 				overdue = append(overdue, st.ID)
 			}
 			live[st.ID] = true

@@ -936,3 +936,42 @@ func TestCleanupOrphansLeavesSpawnsInFlight(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestConcurrentWaitersTakeTurns: a supervisor and `nsn-run wait` (two
+// Managers over one state dir) wait on the same task: one enforces and
+// records, the other reads the Result; the container is released once.
+func TestConcurrentWaitersTakeTurns(t *testing.T) {
+	f := newFake()
+	state := t.TempDir()
+	a, err := runtime.New(runtime.Config{Backend: f, StateDir: state, OutputFS: runtime.DirOutput{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := runtime.New(runtime.Config{Backend: f, StateDir: state, OutputFS: runtime.DirOutput{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Spawn(context.Background(), job("two")); err != nil {
+		t.Fatal(err)
+	}
+	results := make(chan task.Result, 2)
+	for _, m := range []*runtime.Manager{a, b} {
+		go func() {
+			res, err := m.Wait(context.Background(), "two")
+			if err != nil {
+				t.Error(err)
+			}
+			results <- res
+		}()
+	}
+	f.exit("two", 3)
+	r1, r2 := <-results, <-results
+	if r1.ExitCode != 3 || r2.ExitCode != 3 || !r1.FinishedAt.Equal(r2.FinishedAt) {
+		t.Errorf("the waiters disagree: %+v / %+v", r1, r2)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if n := len(slices.DeleteFunc(slices.Clone(f.destroyed), func(id string) bool { return id != "two" })); n != 1 {
+		t.Errorf("released %d times, want once", n)
+	}
+}

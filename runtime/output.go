@@ -42,6 +42,12 @@ type outputCaps struct {
 // So are names an operator's tools cannot take safely (see badName); a
 // directory with such a name is skipped with everything under it.
 func (m *Manager) CollectOutput(ctx context.Context, id, dest string, res *task.Result) error {
+	// gc leaves the task alone while its output is read.
+	release, err := m.hold(id)
+	if err != nil {
+		return err
+	}
+	defer release()
 	rec, err := m.readRecord(id)
 	if err != nil {
 		return err

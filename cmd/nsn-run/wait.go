@@ -22,8 +22,9 @@ func newWaitCommand(g *globalOptions) *cobra.Command {
 		Long: `Wait for the task to end (enforcing its deadline and limits meanwhile, as
 run does) and print its Result as JSON, with its logs and output files
 listed. nsn-run exits with the task's exit code. A task that has already
-ended (a detached task its supervisor waited on) answers at once. The task
-stays until nsn-run rm.`,
+ended (a detached task its supervisor waited on) answers at once; waiters
+in several processes take turns, and the later ones read the Result the
+first recorded. The task stays until nsn-run rm or gc.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			m, closeFn, err := openManager(cmd.Context(), g)
