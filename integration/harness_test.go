@@ -314,6 +314,12 @@ func testManager(t *testing.T) (*runtime.Manager, *client.Client) {
 // testManagerUserNS is testManager with the given user namespace policy.
 func testManagerUserNS(t *testing.T, userns runtime.UserNSMode) (*runtime.Manager, *client.Client) {
 	t.Helper()
+	return testManagerWith(t, func(cfg *runtime.Config) { cfg.UserNamespaces = userns })
+}
+
+// testManagerWith is testManager with its Config changed by configure.
+func testManagerWith(t *testing.T, configure func(*runtime.Config)) (*runtime.Manager, *client.Client) {
+	t.Helper()
 	c, addr := containerdClient(t)
 	importBusybox(t, c, addr)
 	// The Go API path uses the small nsn-logger as the shim logger; the
@@ -329,7 +335,9 @@ func testManagerUserNS(t *testing.T, userns runtime.UserNSMode) (*runtime.Manage
 	if rt := os.Getenv(envRuntime); rt != "" {
 		allowed = append(allowed, rt)
 	}
-	m, err := runtime.New(runtime.Config{Backend: b, StateDir: t.TempDir(), AllowedRuntimes: allowed, UserNamespaces: userns})
+	cfg := runtime.Config{Backend: b, StateDir: t.TempDir(), AllowedRuntimes: allowed}
+	configure(&cfg)
+	m, err := runtime.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

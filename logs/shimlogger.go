@@ -3,13 +3,16 @@ package logs
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // ShimLoggerCommand is the (hidden) nsn-run subcommand the containerd shim
@@ -35,11 +38,21 @@ const (
 	shimReadyFD  = 5
 )
 
+// LoggerPIDFile, in the task's state directory, names the running shim
+// logger's pid, for FinishShimLogger.
+const LoggerPIDFile = "logger.pid"
+
 // RunShimLogger is the logger process containerd's runc shim starts for a
 // task: the task's stdout on fd 3, stderr on fd 4, and fd 5 to close once
 // ready. It captures both streams into dir until EOF. It ignores SIGTERM:
 // the shim closes the pipes and then sends SIGTERM when the task is deleted,
 // and what is still in the pipes must reach the files.
+//
+// SIGUSR1 (FinishShimLogger) ends the capture early: the task has exited,
+// so nothing writes to the pipes any more (the shim holds their write ends
+// until the task is deleted, so no EOF comes); the logger reads what the
+// pipes still buffer, completes both files and exits. The manager then has
+// complete logs without waiting for the task's release.
 func RunShimLogger(config string) error {
 	v, err := url.ParseQuery(config)
 	if err != nil {
@@ -57,6 +70,10 @@ func RunShimLogger(config string) error {
 		return fmt.Errorf("shim logger config: tail: %w", err)
 	}
 	signal.Ignore(syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGPIPE)
+	// Before the pid file exists: a SIGUSR1 never finds the default
+	// action (which would end the logger with the logs incomplete).
+	finish := make(chan os.Signal, 1)
+	signal.Notify(finish, syscall.SIGUSR1)
 
 	streams := []struct {
 		fd   uintptr
@@ -68,19 +85,83 @@ func RunShimLogger(config string) error {
 			return err
 		}
 	}
+	// Non-blocking pipes go through Go's poller, so a read deadline can
+	// wake a reader when SIGUSR1 asks for the end.
+	var draining atomic.Bool
+	pipes := make([]*os.File, len(streams))
+	for i, s := range streams {
+		if err := syscall.SetNonblock(int(s.fd), true); err != nil {
+			return fmt.Errorf("%s pipe: %w", s.name, err)
+		}
+		pipes[i] = os.NewFile(s.fd, s.name)
+	}
+	if err := writePID(filepath.Join(dir, LoggerPIDFile)); err != nil {
+		return err
+	}
 	if err := os.NewFile(shimReadyFD, "ready").Close(); err != nil {
 		return fmt.Errorf("signal readiness: %w", err)
 	}
+	go func() {
+		<-finish
+		draining.Store(true)
+		for _, p := range pipes {
+			_ = p.SetReadDeadline(time.Now())
+		}
+	}()
 
 	var wg sync.WaitGroup
 	errs := make([]error, len(streams))
-	for i, s := range streams {
+	for i := range streams {
 		wg.Go(func() {
-			pipe := os.NewFile(s.fd, s.name)
-			defer pipe.Close()
-			_, errs[i] = writers[i].CopyFrom(pipe)
+			defer pipes[i].Close()
+			_, errs[i] = writers[i].CopyFrom(drainingReader{pipes[i], &draining})
 		})
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// drainingReader reads a pipe until EOF, or, once draining is set and its
+// deadline has woken it, until the pipe is empty: everything written
+// before the writer went away.
+type drainingReader struct {
+	pipe     *os.File
+	draining *atomic.Bool
+}
+
+func (r drainingReader) Read(p []byte) (int, error) {
+	n, err := r.pipe.Read(p)
+	if !errors.Is(err, os.ErrDeadlineExceeded) || !r.draining.Load() {
+		return n, err
+	}
+	// Past the deadline the poller refuses reads; Control reads the
+	// descriptor directly, without waiting.
+	rc, err := r.pipe.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var rerr error
+	if err := rc.Control(func(fd uintptr) { n, rerr = syscall.Read(int(fd), p) }); err != nil {
+		return 0, err
+	}
+	switch {
+	case n > 0:
+		return n, nil
+	case rerr == nil, errors.Is(rerr, syscall.EAGAIN):
+		return 0, io.EOF
+	default:
+		return 0, rerr
+	}
+}
+
+// writePID writes this process's pid to path, whole or not at all.
+func writePID(path string) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(strconv.Itoa(os.Getpid())), 0o600); err != nil {
+		return fmt.Errorf("logger pid file: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("logger pid file: %w", err)
+	}
+	return nil
 }

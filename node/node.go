@@ -89,6 +89,10 @@ type Options struct {
 	// SampleInterval is how often a waiting Manager samples a task;
 	// runtime.DefaultSampleInterval if zero.
 	SampleInterval time.Duration
+	// ReleaseInBackground lets Run return before the task's container
+	// and snapshot are deleted (runtime.Config.ReleaseInBackground);
+	// Close and Drain wait for those releases.
+	ReleaseInBackground bool
 }
 
 // withDefaults fills in the defaults and reads UserNamespaces in the
@@ -215,7 +219,7 @@ func Open(ctx context.Context, o Options) (*runtime.Manager, error) {
 		return nil, fmt.Errorf("%w: backend %q: want %s or %s", errdefs.ErrInvalidArgument, o.Backend, BackendContainerd, BackendDocker)
 	}
 	m, err := runtime.New(runtime.Config{Backend: b, StateDir: o.StateDir, AllowedRuntimes: o.AllowedRuntimes,
-		GPUs: gpus, UserNamespaces: o.UserNamespaces, SampleInterval: o.SampleInterval})
+		GPUs: gpus, UserNamespaces: o.UserNamespaces, SampleInterval: o.SampleInterval, ReleaseInBackground: o.ReleaseInBackground})
 	if err != nil {
 		if c, ok := b.(interface{ Close() error }); ok {
 			_ = c.Close()

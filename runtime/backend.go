@@ -75,6 +75,15 @@ type OrphanSweeper interface {
 	SweepOrphans(ctx context.Context, keep map[string]bool) ([]string, error)
 }
 
+// LogFinisher is an optional Backend feature: completing the logs of a task
+// that has exited while its container is still in place, so that its
+// release need not come first (Config.ReleaseInBackground). FinishLogs
+// fails when the backend has not seen the task exit; the Manager then
+// releases the task before it returns, as without the feature.
+type LogFinisher interface {
+	FinishLogs(ctx context.Context, id, stateDir string) error
+}
+
 // StartRequest is what a backend needs to start a task.
 type StartRequest struct {
 	// Task has been validated and completed with defaults.

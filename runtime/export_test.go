@@ -13,3 +13,11 @@ type DirOutput struct{}
 
 func (DirOutput) Prepare(string, task.Limits) error { return nil }
 func (DirOutput) Release(string) error              { return nil }
+
+// SetMaxBackgroundReleases changes the bound on releases in flight until
+// the returned func restores it.
+func SetMaxBackgroundReleases(n int) (restore func()) {
+	old := maxBackgroundReleases
+	maxBackgroundReleases = n
+	return func() { maxBackgroundReleases = old }
+}

@@ -74,6 +74,14 @@ type Config struct {
 	// OutputFS provides each task's output directory; TmpfsOutput (a
 	// size-capped tmpfs per task, which needs root) if nil.
 	OutputFS OutputFS
+	// ReleaseInBackground lets Run return once the task has exited, its
+	// logs are complete and its output collected, and release the task
+	// (container, snapshot, output mount, state) in the background,
+	// where the backend can complete logs first (LogFinisher). A
+	// release in flight holds the task busy, so gc leaves it alone,
+	// and a crash leaves it to gc; Cleanup and Spawn of its id, Drain
+	// and Close wait for it. Off, Run returns with nothing left.
+	ReleaseInBackground bool
 }
 
 // UserNSMode is the operator's policy on per-task user namespaces.
@@ -139,6 +147,7 @@ type Manager struct {
 	userns          UserNSMode
 	ids             IDAllocator
 	output          OutputFS
+	releases        *backgroundReleases
 }
 
 // New returns a Manager, creating its state directory (mode 0700: task
@@ -189,7 +198,8 @@ func New(cfg Config) (*Manager, error) {
 		output = TmpfsOutput{}
 	}
 	return &Manager{backend: cfg.Backend, stateDir: abs, sampleInterval: cfg.SampleInterval, allowedRuntimes: allowed,
-		gpus: cfg.GPUs, userns: cfg.UserNamespaces, ids: ids, output: output}, nil
+		gpus: cfg.GPUs, userns: cfg.UserNamespaces, ids: ids, output: output,
+		releases: newBackgroundReleases(cfg.ReleaseInBackground)}, nil
 }
 
 // AllowedRuntimes are the runtimes this Manager lets a task ask for.
@@ -199,14 +209,16 @@ func (m *Manager) AllowedRuntimes() []string { return slices.Clone(m.allowedRunt
 // "docker").
 func (m *Manager) BackendName() string { return m.backend.Name() }
 
-// Close releases the Manager's connection to its backend (when the backend
+// Close waits for the releases in flight (Config.ReleaseInBackground),
+// then releases the Manager's connection to its backend (when the backend
 // holds one); running tasks keep running, and a later Manager over the same
 // state dir picks them up.
 func (m *Manager) Close() error {
+	err := m.Drain(context.Background())
 	if c, ok := m.backend.(io.Closer); ok {
-		return c.Close()
+		err = errors.Join(err, c.Close())
 	}
-	return nil
+	return err
 }
 
 // StateDir is the Manager's state directory (absolute): tasks/ID under it
@@ -300,6 +312,10 @@ func (m *Manager) readRecord(id string) (record, error) {
 func (m *Manager) Spawn(ctx context.Context, t task.Task) (Handle, error) {
 	t, err := m.admit(t)
 	if err != nil {
+		return Handle{}, err
+	}
+	// The id's last task may still be on its way out.
+	if err := m.releases.await(ctx, t.ID); err != nil {
 		return Handle{}, err
 	}
 	// gc and CleanupOrphans, in this process or another, leave a spawn in
@@ -498,9 +514,17 @@ func (m *Manager) release(id string) error {
 // which completes its logs; the Result is recorded, so a second Wait
 // returns it again.
 func (m *Manager) Wait(ctx context.Context, id string) (task.Result, error) {
+	res, _, err := m.wait(ctx, id, false)
+	return res, err
+}
+
+// wait is Wait; with finishLogs, a task whose backend can complete its
+// logs without a release (LogFinisher) is left in place, and released
+// reports whether it was released.
+func (m *Manager) wait(ctx context.Context, id string, finishLogs bool) (res task.Result, released bool, err error) {
 	release, err := m.hold(id)
 	if err != nil {
-		return task.Result{}, err
+		return task.Result{}, false, err
 	}
 	defer release()
 	// One waiter at a time, in any process (a supervisor and `nsn-run
@@ -508,17 +532,17 @@ func (m *Manager) Wait(ctx context.Context, id string) (task.Result, error) {
 	// next reads it.
 	unlockWaiter, err := m.lockWaiter(id)
 	if err != nil {
-		return task.Result{}, err
+		return task.Result{}, false, err
 	}
 	defer unlockWaiter()
 	rec, err := m.readRecord(id)
 	if err != nil {
-		return task.Result{}, err
+		return task.Result{}, false, err
 	}
 	if rec.Result != nil {
-		return *rec.Result, nil
+		return *rec.Result, false, nil
 	}
-	res := task.Result{ID: id, Image: rec.Handle.Image, StartedAt: rec.Handle.StartedAt, Reason: task.ReasonExited, Identity: rec.Grant.identity()}
+	res = task.Result{ID: id, Image: rec.Handle.Image, StartedAt: rec.Handle.StartedAt, Reason: task.ReasonExited, Identity: rec.Grant.identity()}
 	limits := rec.Task.Limits
 
 	// The backend wait runs on a context of its own: when the caller's
@@ -573,7 +597,7 @@ func (m *Manager) Wait(ctx context.Context, id string) (task.Result, error) {
 	stopSampling()
 	<-sampling
 	if w.err != nil {
-		return task.Result{}, w.err
+		return task.Result{}, false, w.err
 	}
 	sw := NewStopwatch(ctx)
 	res.ExitCode = w.status.Code
@@ -611,13 +635,24 @@ func (m *Manager) Wait(ctx context.Context, id string) (task.Result, error) {
 	// again if this fails).
 	rec.Result = &res
 	if err := m.writeRecord(rec); err != nil {
-		return task.Result{}, err
+		return task.Result{}, false, err
+	}
+	if f, ok := m.backend.(LogFinisher); ok && finishLogs {
+		finishCtx, cancelFinish := context.WithTimeout(waitCtx, finishLogsWait)
+		err := f.FinishLogs(finishCtx, id, m.taskDir(id))
+		cancelFinish()
+		if err == nil {
+			sw.Lap("wait/finish-logs")
+			return res, false, nil
+		}
+		// The release completes the logs, as it does without the
+		// feature.
 	}
 	if err := m.backend.Destroy(waitCtx, id); err != nil {
-		return task.Result{}, fmt.Errorf("release task %s: %w", id, err)
+		return task.Result{}, false, fmt.Errorf("release task %s: %w", id, err)
 	}
 	sw.Lap("wait/release")
-	return res, nil
+	return res, true, nil
 }
 
 // sample sends task id's samples to out until ctx ends: the first at once
@@ -739,11 +774,20 @@ func (m *Manager) Kill(ctx context.Context, id string, sig syscall.Signal, all b
 }
 
 // Cleanup removes everything the task left: its container, task and
-// snapshot on the backend, and its state directory. Idempotent.
+// snapshot on the backend, and its state directory. Idempotent. A release
+// of the task running in the background is waited for first: when Cleanup
+// returns nil, nothing of the task is left.
 func (m *Manager) Cleanup(ctx context.Context, id string) error {
 	if err := task.ValidateID(id); err != nil {
 		return err
 	}
+	if err := m.releases.await(ctx, id); err != nil {
+		return err
+	}
+	return m.cleanup(ctx, id)
+}
+
+func (m *Manager) cleanup(ctx context.Context, id string) error {
 	if err := m.backend.Destroy(ctx, id); err != nil {
 		return err
 	}
@@ -1091,7 +1135,9 @@ type RunOptions struct {
 }
 
 // Run runs t from start to finish: Spawn, Wait, CollectOutput, Cleanup. It
-// always cleans up, even when ctx ends or a step fails.
+// always cleans up, even when ctx ends or a step fails. With
+// Config.ReleaseInBackground the cleanup of a task that ran may finish
+// after Run has returned (Drain waits for it).
 func (m *Manager) Run(ctx context.Context, t task.Task, opts RunOptions) (task.Result, error) {
 	// Held from start to cleanup: gc leaves the task alone between steps
 	// too (a stopped task not yet collected looks left behind).
@@ -1109,9 +1155,10 @@ func (m *Manager) Run(ctx context.Context, t task.Task, opts RunOptions) (task.R
 	if opts.Stdout != nil || opts.Stderr != nil {
 		streamed = m.followLogs(t.ID, opts.Stdout, opts.Stderr)
 	}
-	res, err := m.Wait(ctx, t.ID)
+	res, released, err := m.wait(ctx, t.ID, m.releases.enabled)
 	if streamed != nil {
-		// Wait released the task: its logs are complete.
+		// The task was released, or its logs completed without a
+		// release: either way they are whole.
 		if serr := streamed.stop(); err == nil && serr != nil {
 			err = fmt.Errorf("stream the logs of task %s: %w", t.ID, serr)
 		}
@@ -1121,6 +1168,9 @@ func (m *Manager) Run(ctx context.Context, t task.Task, opts RunOptions) (task.R
 		err = m.CollectOutput(cleanupCtx, t.ID, opts.OutputDir, &res)
 	}
 	sw.Lap("collect")
+	if err == nil && !released && m.releaseLater(t.ID) == nil {
+		return res, nil
+	}
 	if cerr := m.Cleanup(cleanupCtx, t.ID); err == nil {
 		err = cerr
 	}

@@ -37,7 +37,8 @@ import (
 
 type options struct {
 	address, dockerHost, nsnRun, namespace, busybox, shimGroup string
-	n, idle                                                    int
+	n, idle, tasks                                             int
+	runners                                                    map[string]bool
 	levels                                                     []int
 	phases                                                     map[string]bool
 	logBytes                                                   int64
@@ -55,6 +56,8 @@ func main() {
 	flag.IntVar(&o.n, "n", 20, "runs of each variant of the trivial task")
 	flag.IntVar(&o.idle, "idle", 10, "idle tasks for the memory measurement")
 	flag.StringVar(&levels, "concurrency", "1,4,16,64", "concurrency levels")
+	flag.IntVar(&o.tasks, "tasks", 0, "tasks per concurrency level (0: four times the level, at least 8)")
+	runners := flag.String("runners", "sync,background,docker", "who runs the concurrency levels: sync (Manager.Run), background (Manager.Run releasing in the background), docker")
 	flag.Int64Var(&o.logBytes, "log-bytes", 1<<30, "stdout bytes for the log throughput run")
 	phases := flag.String("phases", "trivial,concurrency,idle,logs", "which measurements to run, comma-separated")
 	flag.Parse()
@@ -65,6 +68,15 @@ func main() {
 			o.phases[p] = true
 		default:
 			fail(fmt.Errorf("-phases: unknown phase %q (trivial, concurrency, idle, logs)", p))
+		}
+	}
+	o.runners = map[string]bool{}
+	for _, r := range strings.Split(*runners, ",") {
+		switch r = strings.TrimSpace(r); r {
+		case "sync", "background", "docker":
+			o.runners[r] = true
+		default:
+			fail(fmt.Errorf("-runners: unknown runner %q (sync, background, docker)", r))
 		}
 	}
 	for _, f := range strings.Split(levels, ",") {
@@ -117,6 +129,13 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
+	// Release in the background: Run returns once the task has exited and
+	// its logs and output are collected (runtime.Config.ReleaseInBackground).
+	background, err := runtime.New(runtime.Config{Backend: b, StateDir: filepath.Join(work, "state-background"), ReleaseInBackground: true})
+	if err != nil {
+		return err
+	}
+	defer background.Close()
 	bundle, err := prepareBundle(ctx, o, work)
 	if err != nil {
 		return err
@@ -129,12 +148,12 @@ func run(ctx context.Context, o options) error {
 	fmt.Println()
 
 	if o.phases["trivial"] {
-		if err := trivial(ctx, o, m, shared, bundle, work); err != nil {
+		if err := trivial(ctx, o, m, shared, background, bundle, work); err != nil {
 			return err
 		}
 	}
 	if o.phases["concurrency"] {
-		if err := concurrency(ctx, o, m, b); err != nil {
+		if err := concurrency(ctx, o, m, background, b); err != nil {
 			return err
 		}
 	}
@@ -176,39 +195,46 @@ func prepareBundle(ctx context.Context, o options, work string) (string, error) 
 type variant struct {
 	name string
 	run  func(i int) error
+	// settle, if set, runs after the timed run: what the variant left to
+	// finish in the background, so that it does not slow the next one.
+	settle func() error
 }
 
 // trivial runs /bin/true end to end with each variant, interleaved round
 // by round so that drift in the machine's load hits all of them alike.
-func trivial(ctx context.Context, o options, m, shared *runtime.Manager, bundle, work string) error {
+func trivial(ctx context.Context, o options, m, shared, background *runtime.Manager, bundle, work string) error {
 	runcRoot := filepath.Join(work, "runc-root")
 	stateDir := filepath.Join(work, "cli-state")
 	variants := []variant{
 		{"runc run (prepared bundle)", func(i int) error {
 			return command("runc", "--root", runcRoot, "run", "--bundle", bundle, fmt.Sprintf("bench-runc-%d", i))
-		}},
+		}, nil},
 		{"ctr run --rm", func(i int) error {
 			return command("ctr", "-a", o.address, "-n", o.namespace, "run", "--rm", "docker.io/library/busybox:latest", fmt.Sprintf("bench-ctr-%d", i), "/bin/true")
-		}},
+		}, nil},
 	}
 	if o.dockerHost != "" {
 		variants = append(variants, variant{"docker run --rm", func(int) error {
 			return command("docker", "-H", o.dockerHost, "run", "--rm", "--network", "none", "busybox:latest", "/bin/true")
-		}})
+		}, nil})
 	}
 	variants = append(variants,
 		variant{"nsn-run run (CLI)", func(i int) error {
 			return command(o.nsnRun, "--address", o.address, "--namespace", o.namespace, "--state-dir", stateDir,
 				"run", "--id", fmt.Sprintf("bench-cli-%d", i), "busybox:latest", "--", "/bin/true")
-		}},
+		}, nil},
 		variant{"runtime.Manager.Run (in-process)", func(i int) error {
 			_, err := m.Run(ctx, task.Task{ID: fmt.Sprintf("bench-lib-%d", i), Image: "busybox:latest", Command: []string{"/bin/true"}}, runtime.RunOptions{})
 			return err
-		}},
+		}, nil},
 		variant{"runtime.Manager.Run (in-process, user namespaces off)", func(i int) error {
 			_, err := shared.Run(ctx, task.Task{ID: fmt.Sprintf("bench-shared-%d", i), Image: "busybox:latest", Command: []string{"/bin/true"}}, runtime.RunOptions{})
 			return err
-		}},
+		}, nil},
+		variant{"runtime.Manager.Run (in-process, release in background)", func(i int) error {
+			_, err := background.Run(ctx, task.Task{ID: fmt.Sprintf("bench-bg-%d", i), Image: "busybox:latest", Command: []string{"/bin/true"}}, runtime.RunOptions{})
+			return err
+		}, func() error { return background.Drain(ctx) }},
 	)
 	times := make([][]time.Duration, len(variants))
 	for i := -1; i < o.n; i++ { // round -1 warms caches and is not counted
@@ -219,6 +245,11 @@ func trivial(ctx context.Context, o options, m, shared *runtime.Manager, bundle,
 			}
 			if i >= 0 {
 				times[v] = append(times[v], time.Since(start))
+			}
+			if vr.settle != nil {
+				if err := vr.settle(); err != nil {
+					return fmt.Errorf("%s: %w", vr.name, err)
+				}
 			}
 		}
 	}
@@ -259,49 +290,85 @@ func trivial(ctx context.Context, o options, m, shared *runtime.Manager, bundle,
 	return nil
 }
 
-// concurrency runs batches of tasks at each level through one Manager and
-// checks nothing is left behind.
-func concurrency(ctx context.Context, o options, m *runtime.Manager, b *containerd.Backend) error {
-	fmt.Println("## Concurrency (in-process Manager, /bin/true)")
-	fmt.Println()
-	fmt.Println("| concurrent | tasks | tasks/s | p50 | p99 | left behind |")
-	fmt.Println("| --- | --- | --- | --- | --- | --- |")
-	for _, c := range o.levels {
-		total := max(4*c, 8)
-		jobs := make(chan int)
-		var mu sync.Mutex
-		var lat []time.Duration
-		var firstErr error
-		var wg sync.WaitGroup
-		start := time.Now()
-		for range c {
-			wg.Go(func() {
-				for i := range jobs {
-					t0 := time.Now()
-					_, err := m.Run(ctx, task.Task{ID: fmt.Sprintf("bench-c%d-%d", c, i), Image: "busybox:latest", Command: []string{"/bin/true"}}, runtime.RunOptions{})
-					mu.Lock()
-					lat = append(lat, time.Since(t0))
-					if err != nil && firstErr == nil {
-						firstErr = err
-					}
-					mu.Unlock()
-				}
-			})
-		}
-		for i := range total {
-			jobs <- i
-		}
-		close(jobs)
-		wg.Wait()
-		wall := time.Since(start)
-		if firstErr != nil {
-			return fmt.Errorf("concurrency %d: %w", c, firstErr)
-		}
-		left, err := leftCount(ctx, o.namespace, b, m)
-		if err != nil {
+// concurrency runs batches of /bin/true at each level through each
+// runner and checks nothing is left behind. A level's time runs until the
+// last task is gone: for the background-release Manager, until Drain.
+func concurrency(ctx context.Context, o options, m, background *runtime.Manager, b *containerd.Backend) error {
+	type runner struct {
+		name  string
+		run   func(id string) error
+		drain func() error
+		mgr   *runtime.Manager
+	}
+	inProcess := func(mgr *runtime.Manager) func(string) error {
+		return func(id string) error {
+			_, err := mgr.Run(ctx, task.Task{ID: id, Image: "busybox:latest", Command: []string{"/bin/true"}}, runtime.RunOptions{})
 			return err
 		}
-		fmt.Printf("| %d | %d | %.1f | %s | %s | %s |\n", c, total, float64(total)/wall.Seconds(), ms(median(lat)), ms(percentile(lat, 99)), left)
+	}
+	var runners []runner
+	if o.runners["sync"] {
+		runners = append(runners, runner{"Manager.Run", inProcess(m), nil, m})
+	}
+	if o.runners["background"] {
+		runners = append(runners, runner{"Manager.Run, release in background", inProcess(background), func() error { return background.Drain(ctx) }, background})
+	}
+	if o.dockerHost != "" && o.runners["docker"] {
+		runners = append(runners, runner{"docker run --rm", func(string) error {
+			return command("docker", "-H", o.dockerHost, "run", "--rm", "--network", "none", "busybox:latest", "/bin/true")
+		}, nil, nil})
+	}
+	fmt.Println("## Concurrency (/bin/true)")
+	fmt.Println()
+	fmt.Println("| runner | concurrent | tasks | tasks/s | p50 | p99 | left behind |")
+	fmt.Println("| --- | --- | --- | --- | --- | --- | --- |")
+	for _, c := range o.levels {
+		for ri, r := range runners {
+			total := max(4*c, 8)
+			if o.tasks > 0 {
+				total = o.tasks
+			}
+			jobs := make(chan int)
+			var mu sync.Mutex
+			var lat []time.Duration
+			var firstErr error
+			var wg sync.WaitGroup
+			start := time.Now()
+			for range c {
+				wg.Go(func() {
+					for i := range jobs {
+						t0 := time.Now()
+						err := r.run(fmt.Sprintf("bench-c%d-r%d-%d", c, ri, i))
+						mu.Lock()
+						lat = append(lat, time.Since(t0))
+						if err != nil && firstErr == nil {
+							firstErr = err
+						}
+						mu.Unlock()
+					}
+				})
+			}
+			for i := range total {
+				jobs <- i
+			}
+			close(jobs)
+			wg.Wait()
+			if r.drain != nil && firstErr == nil {
+				firstErr = r.drain()
+			}
+			wall := time.Since(start)
+			if firstErr != nil {
+				return fmt.Errorf("%s, concurrency %d: %w", r.name, c, firstErr)
+			}
+			left := "(docker's own)"
+			if r.mgr != nil {
+				var err error
+				if left, err = leftCount(ctx, o.namespace, b, r.mgr); err != nil {
+					return err
+				}
+			}
+			fmt.Printf("| %s | %d | %d | %.1f | %s | %s | %s |\n", r.name, c, total, float64(total)/wall.Seconds(), ms(median(lat)), ms(percentile(lat, 99)), left)
+		}
 	}
 	fmt.Println()
 	return nil

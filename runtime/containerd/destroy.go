@@ -35,6 +35,7 @@ func (b *Backend) Stop(ctx context.Context, id string, sig syscall.Signal, all b
 func (b *Backend) Destroy(ctx context.Context, id string) error {
 	ctx = b.ns(ctx)
 	defer b.tasks.Remove(id)
+	sw := runtime.NewStopwatch(ctx)
 	c, err := b.client.LoadContainer(ctx, id)
 	if errdefs.IsNotFound(err) {
 		if err := b.removeSnapshot(ctx, id); err != nil {
@@ -46,10 +47,18 @@ func (b *Backend) Destroy(ctx context.Context, id string) error {
 		return fmt.Errorf("load container %s: %w", id, err)
 	}
 	if tk, err := c.Task(ctx, nil); err == nil {
-		st, err := tk.Delete(ctx, client.WithProcessKill)
+		var opts []client.ProcessDeleteOpts
+		if h := b.tasks.Get(id); h == nil || !h.HasExited() {
+			// A task whose exit this backend has seen needs no kill:
+			// its pid namespace ended with its init, and a kill of a
+			// stopped task still costs the shim a round of work.
+			opts = append(opts, client.WithProcessKill)
+		}
+		st, err := tk.Delete(ctx, opts...)
 		if err != nil && !errdefs.IsNotFound(err) {
 			return fmt.Errorf("delete task %s: %w", id, err)
 		}
+		sw.Lap("release/delete-task")
 		if h := b.tasks.Get(id); h != nil && st != nil {
 			// The exit a Wait still waiting gets, before the handle
 			// closes under it.
@@ -61,10 +70,13 @@ func (b *Backend) Destroy(ctx context.Context, id string) error {
 	if err := c.Delete(ctx, client.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("delete container %s: %w", id, err)
 	}
+	sw.Lap("release/delete-container")
 	if err := b.removeSnapshot(ctx, id); err != nil {
 		return err
 	}
-	return b.removeLeases(ctx, id)
+	err = b.removeLeases(ctx, id)
+	sw.Lap("release/snapshot-leases")
+	return err
 }
 
 // removeLeases deletes the spawn lease of a task whose manager died before

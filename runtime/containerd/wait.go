@@ -11,6 +11,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/typeurl/v2"
 
+	"github.com/nsn-run/nsn-run/logs"
 	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/runtime/internal/taskhandle"
 )
@@ -171,4 +172,18 @@ func (b *Backend) Recover(ctx context.Context, h runtime.Handle) error {
 		return err
 	}
 	return b.watchExit(b.tasks.Rewatch(h.ID), tk)
+}
+
+var _ runtime.LogFinisher = (*Backend)(nil)
+
+// FinishLogs implements runtime.LogFinisher: once this backend has seen the
+// task exit (so nothing in its pid namespace writes any more), its shim
+// logger drains the pipes and completes the logs, with the task still in
+// place.
+func (b *Backend) FinishLogs(ctx context.Context, id, stateDir string) error {
+	h := b.tasks.Get(id)
+	if h == nil || !h.HasExited() {
+		return fmt.Errorf("finish the logs of task %s: its exit has not been seen: %w", id, errdefs.ErrFailedPrecondition)
+	}
+	return logs.FinishShimLogger(ctx, stateDir)
 }

@@ -117,6 +117,19 @@ func (h *Handle) exitLocked(st runtime.ExitStatus, err error) bool {
 	return true
 }
 
+// HasExited reports whether the task's exit itself was recorded (not an
+// error in its place): its process is known to be gone.
+func (h *Handle) HasExited() bool {
+	select {
+	case <-h.exited:
+	default:
+		return false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.err == nil
+}
+
 // Exited is closed once the task's exit is recorded.
 func (h *Handle) Exited() <-chan struct{} { return h.exited }
 

@@ -26,6 +26,9 @@ func ended(ch <-chan struct{}) bool {
 func TestExitRecordedOnce(t *testing.T) {
 	h := New("t")
 	defer h.Close()
+	if h.HasExited() {
+		t.Error("HasExited before any exit")
+	}
 	first := runtime.ExitStatus{Code: 3, ExitedAt: time.Unix(100, 0)}
 	if !h.Exit(first, nil) {
 		t.Fatal("the first exit was not recorded")
@@ -45,6 +48,18 @@ func TestExitRecordedOnce(t *testing.T) {
 	wg.Wait()
 	if !ended(h.Exited()) {
 		t.Error("Exited is open after the exit was recorded")
+	}
+	if !h.HasExited() {
+		t.Error("HasExited is false after the exit was recorded")
+	}
+}
+
+func TestHasExitedIgnoresErrors(t *testing.T) {
+	h := New("t")
+	defer h.Close()
+	h.Exit(runtime.ExitStatus{}, errors.New("wait stream broke"))
+	if h.HasExited() {
+		t.Error("HasExited is true for an exit recorded as an error: the process may still run")
 	}
 }
 

@@ -1,0 +1,118 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nsn-run/nsn-run/runtime"
+	"github.com/nsn-run/nsn-run/task"
+)
+
+// backgroundManager is a test Manager with Config.ReleaseInBackground.
+func backgroundManager(t *testing.T) (*runtime.Manager, func() string) {
+	t.Helper()
+	m, c := testManagerWith(t, func(cfg *runtime.Config) { cfg.ReleaseInBackground = true })
+	return m, func() string { return leftovers(t, c) }
+}
+
+// runTraced runs tk and returns the phases Run went through.
+func runTraced(t *testing.T, m *runtime.Manager, tk task.Task) (task.Result, map[string]bool) {
+	t.Helper()
+	var mu sync.Mutex
+	phases := map[string]bool{}
+	ctx := runtime.WithPhaseObserver(context.Background(), func(phase string, _ time.Duration) {
+		mu.Lock()
+		phases[phase] = true
+		mu.Unlock()
+	})
+	res, err := m.Run(ctx, tk, runtime.RunOptions{})
+	if err != nil {
+		t.Fatalf("Run %s: %v", tk.ID, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	return res, phases
+}
+
+// TestBackgroundReleaseKeepsLogsWhole: with the release in the background,
+// Run returns once the shim logger has drained the pipes (the task still in
+// place), and the Result has every byte the task wrote, the last ones
+// included; Drain then leaves nothing.
+func TestBackgroundReleaseKeepsLogsWhole(t *testing.T) {
+	m, left := backgroundManager(t)
+	id := uniqueID("bgrel")
+	// 300 000 bytes: several pipe buffers, so the logger is still reading
+	// when the task exits.
+	script := `head -c 300000 /dev/zero | tr '\0' x; echo END; echo err >&2; echo out > /output/f`
+	res, phases := runTraced(t, m, seedTask(id, "sh", "-c", script))
+	if !phases["wait/finish-logs"] || phases["wait/release"] {
+		t.Errorf("phases %v: want the logs finished without a release", phases)
+	}
+	if res.ExitCode != 0 || len(res.Stdout) != 300004 || !strings.HasSuffix(res.Stdout, "xEND\n") || res.Stderr != "err\n" {
+		t.Errorf("result: exit %d, stdout %d bytes ending %q, stderr %q; want 300004 bytes ending \"xEND\\n\", \"err\\n\"",
+			res.ExitCode, len(res.Stdout), res.Stdout[max(0, len(res.Stdout)-8):], res.Stderr)
+	}
+	if len(res.OutputFiles) != 1 || res.OutputFiles[0].Path != "f" {
+		t.Errorf("output files %+v, want f", res.OutputFiles)
+	}
+	if err := m.Drain(context.Background()); err != nil {
+		t.Fatalf("Drain: %v", err)
+	}
+	if l := left(); l != "" {
+		t.Errorf("left behind after Drain: %s", l)
+	}
+	if _, err := os.Stat(taskDir(m, id)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("state dir left after Drain: %v", err)
+	}
+}
+
+// TestBackgroundReleaseWithWritersLeft: a task whose init exits while a
+// child it started in the background is still writing. The child dies
+// with the pid namespace, Run returns with what was written, and the
+// release leaves nothing; likewise a task killed at its deadline.
+func TestBackgroundReleaseWithWritersLeft(t *testing.T) {
+	m, left := backgroundManager(t)
+	spammer := seedTask(uniqueID("bgspam"), "sh", "-c", `(while :; do echo spam; done) & sleep 0.2; echo main >&2`)
+	res, _ := runTraced(t, m, spammer)
+	if res.ExitCode != 0 || res.Stderr != "main\n" || !strings.HasPrefix(res.Stdout, "spam\n") {
+		t.Errorf("spammer: exit %d, stderr %q, stdout starts %q", res.ExitCode, res.Stderr, res.Stdout[:min(len(res.Stdout), 10)])
+	}
+	late := seedTask(uniqueID("bglate"), "sh", "-c", `echo before; exec sleep 60`)
+	late.Limits.Timeout = time.Second
+	late.Limits.Grace = 100 * time.Millisecond
+	res, phases := runTraced(t, m, late)
+	if res.Reason != task.ReasonTimedOut || res.Stdout != "before\n" || !phases["wait/finish-logs"] {
+		t.Errorf("timed-out task: reason %s, stdout %q, phases %v", res.Reason, res.Stdout, phases)
+	}
+	if err := m.Drain(context.Background()); err != nil {
+		t.Fatalf("Drain: %v", err)
+	}
+	if l := left(); l != "" {
+		t.Errorf("left behind after Drain: %s", l)
+	}
+}
+
+// TestBackgroundReleaseIDReuse: the same id run twice in a row: the second
+// Spawn waits for the first task's release instead of failing as a
+// duplicate.
+func TestBackgroundReleaseIDReuse(t *testing.T) {
+	m, left := backgroundManager(t)
+	id := uniqueID("bgreuse")
+	for i := range 3 {
+		res, err := m.Run(context.Background(), seedTask(id, "echo", "again"), runtime.RunOptions{})
+		if err != nil || res.Stdout != "again\n" {
+			t.Fatalf("run %d: %q, %v", i, res.Stdout, err)
+		}
+	}
+	if err := m.Drain(context.Background()); err != nil {
+		t.Fatalf("Drain: %v", err)
+	}
+	if l := left(); l != "" {
+		t.Errorf("left behind after Drain: %s", l)
+	}
+}
