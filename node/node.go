@@ -93,6 +93,12 @@ type Options struct {
 	// and snapshot are deleted (runtime.Config.ReleaseInBackground);
 	// Close and Drain wait for those releases.
 	ReleaseInBackground bool
+	// ShimGroup and ShimGroupSize make the containerd backend's tasks
+	// share a runc shim kept warm by an anchor container
+	// (containerd.Config.ShimGroup): for a long-lived Manager on
+	// containerd 2.x. Empty: a shim per task.
+	ShimGroup     string
+	ShimGroupSize int
 }
 
 // withDefaults fills in the defaults and reads UserNamespaces in the
@@ -206,7 +212,8 @@ func Open(ctx context.Context, o Options) (*runtime.Manager, error) {
 		if err != nil {
 			return nil, err
 		}
-		b, err = containerd.New(ctx, containerd.Config{Address: o.Address, Namespace: o.Namespace, LoggerBinary: logger, InitBinary: o.InitBinary, CDI: gpus, GPUUsage: o.GPUUsage})
+		b, err = containerd.New(ctx, containerd.Config{Address: o.Address, Namespace: o.Namespace, LoggerBinary: logger, InitBinary: o.InitBinary, CDI: gpus, GPUUsage: o.GPUUsage,
+			ShimGroup: o.ShimGroup, ShimGroupSize: o.ShimGroupSize})
 		if err != nil {
 			return nil, err
 		}

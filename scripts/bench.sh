@@ -24,10 +24,23 @@ CGO_ENABLED=0 go build -o bin/nsn-init ./cmd/nsn-init
 go build -o bin/nsn-imagebuild ./cmd/nsn-imagebuild
 go build -o bin/nsn-bench ./cmd/nsn-bench
 
-start_containerd "$work/containerd"
-pids+=("$CONTAINERD_PID")
+# dockerd first, on the PATH it has: Debian's dockerd runs its own
+# containerd 1.6 and runc 1.1.5 from there.
 start_dockerd "$work/dockerd"
 pids+=("$DOCKERD_PID")
+# nsn-run, ctr and raw runc share one containerd and one runc: by default
+# the containerd 2.x and runc the project's second suite runs (shim groups
+# need containerd 2), NSN_BENCH_CONTAINERD=debian for Debian's 1.6.20 and
+# runc 1.1.5.
+if [ "${NSN_BENCH_CONTAINERD:-2}" = debian ]; then
+  start_containerd "$work/containerd"
+else
+  ensure_containerd2
+  ensure_runc2
+  export PATH=$CONTAINERD2_BIN:$RUNC2_BIN:$PATH
+  start_containerd "$work/containerd" "$CONTAINERD2_BIN/containerd"
+fi
+pids+=("$CONTAINERD_PID")
 
 bin/nsn-imagebuild -o "$work/busybox.tar" >/dev/null
 bin/nsn-run --address "$CONTAINERD_ADDRESS" --namespace nsn-bench image import "$work/busybox.tar" >/dev/null

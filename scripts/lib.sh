@@ -86,18 +86,19 @@ stop_containerd() {
 # also runs against; it is built with `go install` (Debian ships 1.6).
 CONTAINERD2_VERSION=${CONTAINERD2_VERSION:-v2.4.2}
 
-# ensure_containerd2 builds containerd and its runc shim at
+# ensure_containerd2 builds containerd, its runc shim and ctr at
 # CONTAINERD2_VERSION into a cache dir once, and sets CONTAINERD2_BIN to it.
 ensure_containerd2() {
   CONTAINERD2_BIN=${NSN_CACHE_DIR:-/var/cache/nsn-run}/containerd-$CONTAINERD2_VERSION/bin
-  if [ -x "$CONTAINERD2_BIN/containerd" ] && [ -x "$CONTAINERD2_BIN/containerd-shim-runc-v2" ]; then
+  if [ -x "$CONTAINERD2_BIN/containerd" ] && [ -x "$CONTAINERD2_BIN/containerd-shim-runc-v2" ] && [ -x "$CONTAINERD2_BIN/ctr" ]; then
     return 0
   fi
   log "building containerd $CONTAINERD2_VERSION with go install (once; cached in $CONTAINERD2_BIN)"
   mkdir -p "$CONTAINERD2_BIN"
   (cd / && GOBIN=$CONTAINERD2_BIN GOFLAGS=-mod=mod go install \
     "github.com/containerd/containerd/v2/cmd/containerd@$CONTAINERD2_VERSION" \
-    "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CONTAINERD2_VERSION")
+    "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CONTAINERD2_VERSION" \
+    "github.com/containerd/containerd/v2/cmd/ctr@$CONTAINERD2_VERSION")
 }
 
 # RUNC2_VERSION is the runc the containerd 2.x suite runs tasks with: a

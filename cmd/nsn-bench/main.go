@@ -25,6 +25,7 @@ import (
 
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/errdefs"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/nsn-run/nsn-run/internal/imagebuild"
@@ -52,12 +53,12 @@ func main() {
 	flag.StringVar(&o.nsnRun, "nsn-run", "bin/nsn-run", "nsn-run binary (the shim logger is nsn-logger beside it, else nsn-run itself)")
 	flag.StringVar(&o.namespace, "namespace", "nsn-bench", "containerd namespace")
 	flag.StringVar(&o.busybox, "busybox", "/bin/busybox", "static busybox for the runc bundle")
-	flag.StringVar(&o.shimGroup, "shim-group", "", "in-process runs share runc shims in this group (containerd.Config.ShimGroup)")
+	flag.StringVar(&o.shimGroup, "shim-group", "bench", "the node-agent configuration's shim group (containerd.Config.ShimGroup; containerd 2.x only)")
 	flag.IntVar(&o.n, "n", 20, "runs of each variant of the trivial task")
 	flag.IntVar(&o.idle, "idle", 10, "idle tasks for the memory measurement")
 	flag.StringVar(&levels, "concurrency", "1,4,16,64", "concurrency levels")
 	flag.IntVar(&o.tasks, "tasks", 0, "tasks per concurrency level (0: four times the level, at least 8)")
-	runners := flag.String("runners", "sync,background,docker", "who runs the concurrency levels: sync (Manager.Run), background (Manager.Run releasing in the background), docker")
+	runners := flag.String("runners", "sync,agent,docker", "who runs the concurrency levels: sync (Manager.Run, defaults), agent (the node-agent configuration: shim group, release in the background), docker")
 	flag.Int64Var(&o.logBytes, "log-bytes", 1<<30, "stdout bytes for the log throughput run")
 	phases := flag.String("phases", "trivial,concurrency,idle,logs", "which measurements to run, comma-separated")
 	flag.Parse()
@@ -73,10 +74,10 @@ func main() {
 	o.runners = map[string]bool{}
 	for _, r := range strings.Split(*runners, ",") {
 		switch r = strings.TrimSpace(r); r {
-		case "sync", "background", "docker":
+		case "sync", "agent", "docker":
 			o.runners[r] = true
 		default:
-			fail(fmt.Errorf("-runners: unknown runner %q (sync, background, docker)", r))
+			fail(fmt.Errorf("-runners: unknown runner %q (sync, agent, docker)", r))
 		}
 	}
 	for _, f := range strings.Split(levels, ",") {
@@ -114,7 +115,12 @@ func run(ctx context.Context, o options) error {
 	if small := filepath.Join(filepath.Dir(o.nsnRun), "nsn-logger"); fileExists(small) {
 		logger = small
 	}
-	b, err := containerd.New(ctx, containerd.Config{Address: o.address, Namespace: o.namespace, LoggerBinary: logger, ShimGroup: o.shimGroup})
+	var initBinary string
+	if bin := filepath.Join(filepath.Dir(o.nsnRun), "nsn-init"); fileExists(bin) {
+		initBinary = bin // the shim group's anchor runs it
+	}
+	cfg := containerd.Config{Address: o.address, Namespace: o.namespace, LoggerBinary: logger, InitBinary: initBinary}
+	b, err := containerd.New(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -129,43 +135,92 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	// Release in the background: Run returns once the task has exited and
-	// its logs and output are collected (runtime.Config.ReleaseInBackground).
+	// Release in the background alone: Run returns once the task has
+	// exited and its logs and output are collected.
 	background, err := runtime.New(runtime.Config{Backend: b, StateDir: filepath.Join(work, "state-background"), ReleaseInBackground: true})
 	if err != nil {
 		return err
 	}
 	defer background.Close()
+	// The node-agent configuration: both levers, a shim group (where
+	// containerd can) and the release in the background.
+	agentName := "node-agent config: shim group, release in background"
+	groupCfg := cfg
+	groupCfg.ShimGroup = o.shimGroup
+	agentBackend, err := containerd.New(ctx, groupCfg)
+	if errdefs.IsNotImplemented(err) || errdefs.IsInvalidArgument(err) {
+		fmt.Printf("no shim group: %v\n", err)
+		agentName = "node-agent config: release in background, no shim group"
+		agentBackend, err = containerd.New(ctx, cfg)
+	}
+	if err != nil {
+		return err
+	}
+	agent, err := runtime.New(runtime.Config{Backend: agentBackend, StateDir: filepath.Join(work, "state-agent"), ReleaseInBackground: true})
+	if err != nil {
+		agentBackend.Close()
+		return err
+	}
+	agentClosed := false
+	defer func() {
+		if !agentClosed {
+			agent.Close()
+		}
+	}()
+	runners := managers{m: m, shared: shared, background: background, agent: agent, agentName: agentName}
 	bundle, err := prepareBundle(ctx, o, work)
 	if err != nil {
 		return err
 	}
 	host, _ := os.Hostname()
 	fmt.Printf("nsn-bench on %s: %d CPUs, %s; %s\n", host, numCPU(), memTotal(), versions(o))
-	if o.shimGroup != "" {
-		fmt.Printf("in-process runs share runc shims (group %q)\n", o.shimGroup)
-	}
 	fmt.Println()
 
 	if o.phases["trivial"] {
-		if err := trivial(ctx, o, m, shared, background, bundle, work); err != nil {
+		if err := trivial(ctx, o, runners, bundle, work); err != nil {
 			return err
 		}
 	}
 	if o.phases["concurrency"] {
-		if err := concurrency(ctx, o, m, background, b); err != nil {
+		if err := concurrency(ctx, o, runners, b); err != nil {
 			return err
 		}
 	}
 	if o.phases["idle"] {
-		if err := idleMemory(ctx, o, m, b); err != nil {
+		if err := idleMemory(ctx, o, runners); err != nil {
 			return err
 		}
 	}
 	if o.phases["logs"] {
-		return logThroughput(ctx, o, m)
+		if err := logThroughput(ctx, o, m); err != nil {
+			return err
+		}
 	}
+	// The agent's Close waits for its releases and removes its shim
+	// group's anchor: after it, nothing of nsn-run's is left.
+	agentClosed = true
+	if err := agent.Close(); err != nil {
+		return fmt.Errorf("close the node-agent manager: %w", err)
+	}
+	left, err := namespaceContainers(ctx, o.namespace, b)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("After every manager's Close: %d containers in namespace %s.\n", left, o.namespace)
 	return nil
+}
+
+// managers are the in-process configurations measured.
+type managers struct {
+	m, shared, background, agent *runtime.Manager
+	agentName                    string
+}
+
+// namespaceContainers counts every container in the namespace: tasks and
+// shim group anchors alike.
+func namespaceContainers(ctx context.Context, namespace string, b *containerd.Backend) (int, error) {
+	cs, err := b.Client().Containers(namespaces.WithNamespace(ctx, namespace))
+	return len(cs), err
 }
 
 // prepareBundle lays out a runc bundle of the busybox rootfs with the very
@@ -202,7 +257,8 @@ type variant struct {
 
 // trivial runs /bin/true end to end with each variant, interleaved round
 // by round so that drift in the machine's load hits all of them alike.
-func trivial(ctx context.Context, o options, m, shared, background *runtime.Manager, bundle, work string) error {
+func trivial(ctx context.Context, o options, mgrs managers, bundle, work string) error {
+	m, shared, background, agent := mgrs.m, mgrs.shared, mgrs.background, mgrs.agent
 	runcRoot := filepath.Join(work, "runc-root")
 	stateDir := filepath.Join(work, "cli-state")
 	variants := []variant{
@@ -235,6 +291,10 @@ func trivial(ctx context.Context, o options, m, shared, background *runtime.Mana
 			_, err := background.Run(ctx, task.Task{ID: fmt.Sprintf("bench-bg-%d", i), Image: "busybox:latest", Command: []string{"/bin/true"}}, runtime.RunOptions{})
 			return err
 		}, func() error { return background.Drain(ctx) }},
+		variant{"runtime.Manager.Run (in-process, " + mgrs.agentName + ")", func(i int) error {
+			_, err := agent.Run(ctx, task.Task{ID: fmt.Sprintf("bench-agent-%d", i), Image: "busybox:latest", Command: []string{"/bin/true"}}, runtime.RunOptions{})
+			return err
+		}, func() error { return agent.Drain(ctx) }},
 	)
 	times := make([][]time.Duration, len(variants))
 	for i := -1; i < o.n; i++ { // round -1 warms caches and is not counted
@@ -292,8 +352,9 @@ func trivial(ctx context.Context, o options, m, shared, background *runtime.Mana
 
 // concurrency runs batches of /bin/true at each level through each
 // runner and checks nothing is left behind. A level's time runs until the
-// last task is gone: for the background-release Manager, until Drain.
-func concurrency(ctx context.Context, o options, m, background *runtime.Manager, b *containerd.Backend) error {
+// last task is gone: for the node-agent Manager, until Drain.
+func concurrency(ctx context.Context, o options, mgrs managers, b *containerd.Backend) error {
+	m, agent := mgrs.m, mgrs.agent
 	type runner struct {
 		name  string
 		run   func(id string) error
@@ -310,8 +371,8 @@ func concurrency(ctx context.Context, o options, m, background *runtime.Manager,
 	if o.runners["sync"] {
 		runners = append(runners, runner{"Manager.Run", inProcess(m), nil, m})
 	}
-	if o.runners["background"] {
-		runners = append(runners, runner{"Manager.Run, release in background", inProcess(background), func() error { return background.Drain(ctx) }, background})
+	if o.runners["agent"] {
+		runners = append(runners, runner{"Manager.Run, " + mgrs.agentName, inProcess(agent), func() error { return agent.Drain(ctx) }, agent})
 	}
 	if o.dockerHost != "" && o.runners["docker"] {
 		runners = append(runners, runner{"docker run --rm", func(string) error {
@@ -408,44 +469,23 @@ func leftCount(ctx context.Context, namespace string, b *containerd.Backend, m *
 }
 
 // idleMemory starts idle tasks and sums the resident memory they cost the
-// host: each task's shim and logger, plus the manager's growth; docker's
-// peer is its shims plus dockerd's and its containerd's growth.
-func idleMemory(ctx context.Context, o options, m *runtime.Manager, b *containerd.Backend) error {
-	before := rss(os.Getpid())
-	var ids []string
-	for i := range o.idle {
-		id := fmt.Sprintf("bench-idle-%d", i)
-		if _, err := m.Spawn(ctx, task.Task{ID: id, Image: "busybox:latest", Command: []string{"sleep", "300"}}); err != nil {
-			return err
-		}
-		ids = append(ids, id)
-	}
-	var shims []int
-	for _, id := range ids {
-		st, err := m.Inspect(ctx, id)
-		if err != nil {
-			return err
-		}
-		shims = append(shims, ppid(int(st.Pid)))
-	}
-	nsnKiB := rss(os.Getpid()) - before
-	for _, shim := range uniq(shims) {
-		nsnKiB += rss(shim)
-		for _, child := range children(shim) {
-			if strings.Contains(cmdline(child), "shim-logger") {
-				nsnKiB += rss(child)
-			}
-		}
-	}
-	for _, id := range ids {
-		if err := m.Remove(ctx, id, true); err != nil {
-			return err
-		}
-	}
+// host: each task's shim and logger (a shim group's shim once, with its
+// anchor), plus the manager's growth; docker's peer is its shims plus
+// dockerd's and its containerd's growth.
+func idleMemory(ctx context.Context, o options, mgrs managers) error {
 	fmt.Printf("## Host memory per idle task (%d tasks running sleep)\n\n", o.idle)
 	fmt.Println("| runner | resident memory per task |")
 	fmt.Println("| --- | --- |")
-	fmt.Printf("| nsn-run (shim + shim logger + manager growth) | %.1f MiB |\n", float64(nsnKiB)/1024/float64(o.idle))
+	for _, r := range []struct {
+		name string
+		m    *runtime.Manager
+	}{{"nsn-run, defaults (shim + shim logger + manager growth)", mgrs.m}, {"nsn-run, " + mgrs.agentName + " (shared shim + anchor + shim loggers + manager growth)", mgrs.agent}} {
+		kib, err := idleKiB(ctx, o, r.m)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("| %s | %.1f MiB |\n", r.name, float64(kib)/1024/float64(o.idle))
+	}
 	if o.dockerHost != "" {
 		dockerKiB, err := dockerIdle(o)
 		if err != nil {
@@ -455,6 +495,41 @@ func idleMemory(ctx context.Context, o options, m *runtime.Manager, b *container
 	}
 	fmt.Println()
 	return nil
+}
+
+func idleKiB(ctx context.Context, o options, m *runtime.Manager) (int, error) {
+	before := rss(os.Getpid())
+	var ids []string
+	defer func() {
+		for _, id := range ids {
+			_ = m.Remove(ctx, id, true)
+		}
+	}()
+	for i := range o.idle {
+		id := fmt.Sprintf("bench-idle-%d", i)
+		if _, err := m.Spawn(ctx, task.Task{ID: id, Image: "busybox:latest", Command: []string{"sleep", "300"}}); err != nil {
+			return 0, err
+		}
+		ids = append(ids, id)
+	}
+	var shims []int
+	for _, id := range ids {
+		st, err := m.Inspect(ctx, id)
+		if err != nil {
+			return 0, err
+		}
+		shims = append(shims, ppid(int(st.Pid)))
+	}
+	kib := rss(os.Getpid()) - before
+	for _, shim := range uniq(shims) {
+		kib += rss(shim)
+		for _, child := range children(shim) {
+			if c := cmdline(child); strings.Contains(c, "shim-logger") || strings.Contains(c, "nsn-init --pause") {
+				kib += rss(child)
+			}
+		}
+	}
+	return kib, nil
 }
 
 func dockerIdle(o options) (int, error) {
@@ -642,7 +717,7 @@ func procMeminfo(key string) string {
 
 func versions(o options) string {
 	var parts []string
-	for _, c := range [][]string{{"runc", "--version"}, {"containerd", "--version"}} {
+	for _, c := range [][]string{{"runc", "--version"}, {"containerd", "--version"}, {"ctr", "--version"}} {
 		out, err := exec.Command(c[0], c[1:]...).Output()
 		if err == nil {
 			parts = append(parts, strings.SplitN(strings.TrimSpace(string(out)), "\n", 2)[0])

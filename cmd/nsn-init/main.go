@@ -30,7 +30,14 @@ const (
 	exitNotFound   = 127
 )
 
+// pauseFlag makes nsn-init hold still until SIGTERM or SIGINT: the idle
+// process of the shim group's anchor container (runtime/containerd).
+const pauseFlag = "--pause"
+
 func run(args []string) int {
+	if len(args) == 1 && args[0] == pauseFlag {
+		return pause()
+	}
 	if len(args) > 0 && args[0] == "--" {
 		args = args[1:]
 	}
@@ -149,4 +156,21 @@ func executable(p string) error {
 		return os.ErrPermission
 	}
 	return nil
+}
+
+// pause waits for SIGTERM or SIGINT, reaping whatever the kernel hands it
+// meanwhile, and exits 0.
+func pause() int {
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGCHLD)
+	if os.Getenv("NSN_INIT_DEBUG") == "1" {
+		fmt.Fprintln(os.Stderr, "nsn-init: paused")
+	}
+	for sig := range sigs {
+		if sig != syscall.SIGCHLD {
+			return 0
+		}
+		reap(-1, false)
+	}
+	return 0
 }

@@ -103,3 +103,27 @@ func TestInit(t *testing.T) {
 		t.Errorf("exit %d", code)
 	}
 }
+
+// TestPause: --pause holds still until SIGTERM, then exits 0.
+func TestPause(t *testing.T) {
+	bin := initBinary(t)
+	p := exec.Command(bin, "--pause")
+	p.Env = append(os.Environ(), "NSN_INIT_DEBUG=1")
+	stderr, err := p.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// It says so once its handler is in place: SIGTERM is then caught.
+	if line, _ := bufio.NewReader(stderr).ReadString('\n'); line != "nsn-init: paused\n" {
+		t.Fatalf("not paused: %q", line)
+	}
+	if err := p.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := exitCode(t, p.Wait()); code != 0 {
+		t.Errorf("after SIGTERM: exit %d, want 0", code)
+	}
+}

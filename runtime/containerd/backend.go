@@ -2,6 +2,7 @@ package containerd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -58,13 +59,21 @@ type Config struct {
 	// processes to Stats (gpu/nvmlusage over NVML); nil leaves them out,
 	// and a GPU memory limit cannot be enforced.
 	GPUUsage runtime.GPUUsageSampler
-	// ShimGroup, if set, makes tasks share runc shims: containers whose
-	// spec carries the same group annotation are served by one shim
-	// process. It saves a shim start and ~15 MiB per concurrent task, at
-	// the price of failure isolation: a shim crash takes every task of its
-	// group. Off by default: docs/performance.md measured it slower here,
-	// and a grouped Debian 1.6 shim stalled under 64 concurrent tasks.
+	// ShimGroup, if set, makes tasks share a runc shim (the runc v2
+	// shim's group annotation) that an idle anchor container keeps
+	// running between tasks, so a task joins a running shim instead of
+	// starting one and ending it: less memory per task (one shim for up
+	// to ShimGroupSize tasks) and less time in create and delete. The
+	// price is failure isolation: a shim crash ends every task of its
+	// group. The group is this Backend's own (the name gets a random
+	// suffix), its anchor removed at Close, or by gc once its process is
+	// gone. Needs containerd 2.0 or later (a grouped Debian 1.6 shim
+	// stalled under 64 concurrent tasks) and InitBinary (the anchor's
+	// idle process). Off if empty.
 	ShimGroup string
+	// ShimGroupSize bounds the tasks in the group at once;
+	// DefaultShimGroupSize if zero. Past it a task gets its own shim.
+	ShimGroupSize int
 }
 
 // Backend runs tasks as containerd containers with runc.
@@ -83,6 +92,10 @@ type Backend struct {
 	// remapIDs caches whether the snapshotter idmaps snapshots (nil: not
 	// asked yet).
 	remapIDs *bool
+	// group is the shim group (Config.ShimGroup); nil without one.
+	group *shimGroup
+	// anchorCtx lives as long as the Backend: the anchor's exit wait.
+	anchorCtx context.Context
 	// appArmorLoaded is set once this backend has loaded its AppArmor
 	// profile: the first Start does, so a failing parser refuses tasks
 	// but leaves ps, logs, rm and gc working.
@@ -136,8 +149,15 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 		return nil, err
 	}
 	b := &Backend{client: c, cfg: cfg, tasks: taskhandle.NewSet(), eventsDone: make(chan struct{})}
+	if cfg.ShimGroup != "" {
+		if b.group, err = newShimGroup(b.ns(ctx), c, cfg); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
 	eventsCtx, stop := context.WithCancel(context.Background())
 	b.stopEvents = stop
+	b.anchorCtx = b.ns(eventsCtx)
 	ready := make(chan struct{})
 	go func() {
 		defer close(b.eventsDone)
@@ -151,10 +171,11 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 // waits), then releases the connection to containerd. Tasks keep running:
 // a later Backend waits on them again (Wait, Recover).
 func (b *Backend) Close() error {
+	err := b.closeGroup()
 	b.stopEvents()
 	<-b.eventsDone
 	b.tasks.Close()
-	return b.client.Close()
+	return errors.Join(err, b.client.Close())
 }
 
 // Client is the underlying containerd client (for image commands).

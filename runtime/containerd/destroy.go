@@ -32,10 +32,15 @@ func (b *Backend) Stop(ctx context.Context, id string, sig syscall.Signal, all b
 // Destroy implements runtime.Backend: kill and delete the task (the shim then
 // stops its logger), delete the container and its snapshot, and close the
 // task's handle. Idempotent.
-func (b *Backend) Destroy(ctx context.Context, id string) error {
+func (b *Backend) Destroy(ctx context.Context, id string) (err error) {
 	ctx = b.ns(ctx)
 	defer b.tasks.Remove(id)
 	sw := runtime.NewStopwatch(ctx)
+	defer func() {
+		if err == nil {
+			b.leaveGroup(id)
+		}
+	}()
 	c, err := b.client.LoadContainer(ctx, id)
 	if errdefs.IsNotFound(err) {
 		if err := b.removeSnapshot(ctx, id); err != nil {
@@ -118,7 +123,10 @@ func (b *Backend) SweepOrphans(ctx context.Context, keep map[string]bool) ([]str
 		_, err := b.client.LoadContainer(ctx, id)
 		return errdefs.IsNotFound(err)
 	}
-	var removed []string
+	removed, err := b.sweepAnchors(ctx)
+	if err != nil {
+		return removed, err
+	}
 	ls := b.client.LeasesService()
 	all, err := ls.List(ctx, fmt.Sprintf("labels.%q==%s", runtime.LabelManager, runtime.ManagerName))
 	if err != nil {

@@ -48,7 +48,16 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (h runtim
 	}
 
 	sw.Lap("start/check-id")
-	img, s, err := b.spec(ctx, req)
+	group, err := b.joinGroup(ctx, t.ID)
+	if err != nil {
+		return h, err
+	}
+	defer func() {
+		if retErr != nil {
+			b.leaveGroup(t.ID)
+		}
+	}()
+	img, s, err := b.spec(ctx, req, group)
 	if err != nil {
 		return h, err
 	}
@@ -257,7 +266,11 @@ func mountDestinations(s *specs.Spec) []string {
 // create req's container with, audited, as `nsn-run spec` prints it.
 // Nothing is created.
 func (b *Backend) Preview(ctx context.Context, req runtime.StartRequest) ([]byte, error) {
-	_, s, err := b.spec(b.ns(ctx), req)
+	var group string
+	if b.group != nil {
+		group = b.group.name // as a task that joins the group
+	}
+	_, s, err := b.spec(b.ns(ctx), req, group)
 	if err != nil {
 		return nil, err
 	}
@@ -267,12 +280,12 @@ func (b *Backend) Preview(ctx context.Context, req runtime.StartRequest) ([]byte
 // spec resolves req's image and generates and audits its spec: the one
 // path both Start and Preview take, so what `nsn-run spec` prints is what
 // runs.
-func (b *Backend) spec(ctx context.Context, req runtime.StartRequest) (images.Image, *specs.Spec, error) {
+func (b *Backend) spec(ctx context.Context, req runtime.StartRequest, group string) (images.Image, *specs.Spec, error) {
 	img, err := images.Resolve(ctx, b.client, req.Task.Image)
 	if err != nil {
 		return images.Image{}, nil, err
 	}
-	s, err := b.generate(ctx, req.Task, img.Config, req)
+	s, err := b.generate(ctx, req.Task, img.Config, req, group)
 	if err != nil {
 		return images.Image{}, nil, err
 	}
@@ -280,17 +293,17 @@ func (b *Backend) spec(ctx context.Context, req runtime.StartRequest) (images.Im
 }
 
 // generate builds the task's spec with its granted GPUs, applies the
-// operator's options and the shim group, and audits the result: a spec
-// with findings never reaches runc.
-func (b *Backend) generate(ctx context.Context, t task.Task, img ocispec.ImageConfig, req runtime.StartRequest) (*specs.Spec, error) {
+// operator's options and the shim group (group, if not empty), and audits
+// the result: a spec with findings never reaches runc.
+func (b *Backend) generate(ctx context.Context, t task.Task, img ocispec.ImageConfig, req runtime.StartRequest, group string) (*specs.Spec, error) {
 	o := spec.Options{OutputDir: req.OutputDir, GPUDevices: req.GPUDevices, OOMScoreAdj: b.cfg.AuditPolicy.OOMScoreAdj, AppArmorProfile: b.cfg.AuditPolicy.AppArmorProfile, InitBinary: b.cfg.InitBinary, CDI: b.cfg.CDI, UserNS: req.UserNS}
 	opts, err := spec.Opts(t, img, o)
 	if err != nil {
 		return nil, err
 	}
 	opts = append(opts, b.cfg.SpecOpts...)
-	if b.cfg.ShimGroup != "" {
-		opts = append(opts, oci.WithAnnotations(map[string]string{audit.AnnotationShimGroup: b.cfg.ShimGroup}))
+	if group != "" {
+		opts = append(opts, oci.WithAnnotations(map[string]string{audit.AnnotationShimGroup: group}))
 	}
 	s, err := oci.GenerateSpec(ctx, nil, &containers.Container{ID: t.ID}, opts...)
 	if err != nil {
@@ -302,7 +315,7 @@ func (b *Backend) generate(ctx context.Context, t task.Task, img ocispec.ImageCo
 	p.ResolveSource = filepath.EvalSymlinks
 	p.CDI = b.cfg.CDI
 	p.HostIdentity = req.UserNS == nil
-	p.ShimGroup = b.cfg.ShimGroup
+	p.ShimGroup = group
 	if findings := audit.Check(ctx, s, p); len(findings) > 0 {
 		return nil, fmt.Errorf("%w: spec for task %s fails the audit (%d findings), first: %s", errdefs.ErrFailedPrecondition, t.ID, len(findings), findings[0])
 	}

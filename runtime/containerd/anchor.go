@@ -1,0 +1,299 @@
+package containerd
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/containerd/containerd/api/services/tasks/v1"
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/mount"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+
+	"github.com/nsn-run/nsn-run/spec"
+	"github.com/nsn-run/nsn-run/spec/audit"
+	"github.com/nsn-run/nsn-run/task"
+)
+
+// DefaultShimGroupSize is how many tasks share a group's shim at most
+// (Config.ShimGroupSize); past it, a task gets a shim of its own.
+const DefaultShimGroupSize = 32
+
+// labelAnchorOwner marks a shim group's anchor container. Its value names
+// the owning process (pid and start time), so gc can tell an anchor whose
+// owner died from one in use; labelAnchorGroup names its group.
+const (
+	labelAnchorOwner = "nsn.anchor-owner"
+	labelAnchorGroup = "nsn.anchor-group"
+)
+
+// anchorStopWait bounds the anchor's removal at Close.
+const anchorStopWait = 10 * time.Second
+
+var shimGroupName = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,31}$`)
+
+// shimGroup is a Backend's shim group (Config.ShimGroup): the runc shim its
+// tasks share, kept running between tasks by an idle anchor container, so
+// a task joins a running shim instead of starting one and ending it.
+//
+// The group's name is unique to the Backend (the configured name and a
+// random suffix): its anchor is its own to remove at Close, and two
+// managers never share a shim. Failure isolation is the price: a shim
+// crash ends every task of its group (each Wait reports the error), and
+// the next task starts a new anchor.
+type shimGroup struct {
+	name  string // the runc shim group annotation
+	size  int
+	owner string
+
+	mu      sync.Mutex
+	members map[string]bool // grouped tasks not yet destroyed
+	anchor  client.Task     // nil until started, and once it has exited
+	// started counts anchors: each has an id of its own, so a new one
+	// never waits for containerd to finish with a dead one.
+	started int
+}
+
+func newShimGroup(ctx context.Context, c *client.Client, cfg Config) (*shimGroup, error) {
+	if !shimGroupName.MatchString(cfg.ShimGroup) {
+		return nil, fmt.Errorf("%w: shim group %q: want 1-32 of a-z, 0-9, '_', '.', '-', starting with a letter or digit", errdefs.ErrInvalidArgument, cfg.ShimGroup)
+	}
+	if cfg.InitBinary == "" {
+		return nil, fmt.Errorf("%w: shim group %q: its anchor runs nsn-init, and no InitBinary is configured", errdefs.ErrInvalidArgument, cfg.ShimGroup)
+	}
+	v, err := c.Version(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("containerd version: %w", err)
+	}
+	if major(v.Version) < 2 {
+		// Measured: tasks sharing a Debian 1.6 shim stalled under 64
+		// concurrent tasks (docs/performance.md).
+		return nil, fmt.Errorf("%w: shim groups need containerd 2.0 or later, this is %s", errdefs.ErrNotImplemented, v.Version)
+	}
+	size := cfg.ShimGroupSize
+	if size == 0 {
+		size = DefaultShimGroupSize
+	}
+	if size < 1 {
+		return nil, fmt.Errorf("%w: shim group size %d", errdefs.ErrInvalidArgument, size)
+	}
+	suffix := make([]byte, 4)
+	if _, err := rand.Read(suffix); err != nil {
+		return nil, err
+	}
+	name := cfg.ShimGroup + "-" + hex.EncodeToString(suffix)
+	owner, err := processToken(os.Getpid())
+	if err != nil {
+		return nil, err
+	}
+	return &shimGroup{name: name, size: size, owner: owner, members: map[string]bool{}}, nil
+}
+
+// major is the major version of a containerd version string ("v2.4.2",
+// "1.6.20~ds1").
+func major(version string) int {
+	n, _ := strconv.Atoi(strings.SplitN(strings.TrimPrefix(version, "v"), ".", 2)[0])
+	return n
+}
+
+// processToken names process pid for as long as it lives: its pid and its
+// start time (which a later process of the same pid does not share).
+func processToken(pid int) (string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return "", err
+	}
+	// The fields after the command (which may hold spaces and parens).
+	i := strings.LastIndexByte(string(b), ')')
+	fields := strings.Fields(string(b[i+1:]))
+	if len(fields) < 20 {
+		return "", fmt.Errorf("/proc/%d/stat: short", pid)
+	}
+	return fmt.Sprintf("%d-%s", pid, fields[19]), nil
+}
+
+// ownerAlive reports whether the process an anchor's owner label names
+// still runs.
+func ownerAlive(label string) bool {
+	pid, _, ok := strings.Cut(label, "-")
+	if !ok {
+		return false
+	}
+	n, err := strconv.Atoi(pid)
+	if err != nil {
+		return false
+	}
+	tok, err := processToken(n)
+	return err == nil && tok == label
+}
+
+// join returns the group a new task id joins (its anchor running), or ""
+// when the group is full and the task gets a shim of its own.
+func (b *Backend) joinGroup(ctx context.Context, id string) (string, error) {
+	g := b.group
+	if g == nil {
+		return "", nil
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.members) >= g.size {
+		return "", nil
+	}
+	if g.anchor == nil {
+		if err := b.startAnchor(ctx); err != nil {
+			return "", err
+		}
+	}
+	g.members[id] = true
+	return g.name, nil
+}
+
+// leaveGroup forgets task id's membership (its container is gone, or its
+// start failed).
+func (b *Backend) leaveGroup(id string) {
+	if g := b.group; g != nil {
+		g.mu.Lock()
+		delete(g.members, id)
+		g.mu.Unlock()
+	}
+}
+
+// startAnchor starts a new anchor for the group. An earlier one (its shim
+// died) is removed where containerd lets it, else at Close. Called with
+// g.mu held.
+func (b *Backend) startAnchor(ctx context.Context) error {
+	g := b.group
+	if err := b.ensureAppArmor(); err != nil {
+		return err
+	}
+	// Best effort: containerd may not yet have noticed that a crashed
+	// shim's anchor is dead ("ttrpc: closed"); Close removes it then.
+	_ = b.removeGroupAnchors(ctx)
+	g.started++
+	id := fmt.Sprintf("nsn-anchor-%s-%d", g.name, g.started)
+	opts, err := spec.AnchorOpts(id, b.cfg.InitBinary, b.cfg.AuditPolicy.AppArmorProfile)
+	if err != nil {
+		return err
+	}
+	opts = append(opts, oci.WithAnnotations(map[string]string{audit.AnnotationShimGroup: g.name}))
+	c, err := b.client.NewContainer(ctx, id,
+		client.WithNewSpec(opts...),
+		client.WithContainerLabels(map[string]string{labelAnchorOwner: g.owner, labelAnchorGroup: g.name}),
+		client.WithRuntime(task.DefaultRuntime, nil),
+	)
+	if err != nil {
+		return fmt.Errorf("shim group %s: create anchor: %w", g.name, err)
+	}
+	// A tmpfs root of its own: runc makes the mount points in it, and
+	// the shim unmounts it at delete, leaving the bundle's rootfs empty
+	// for containerd to remove (an unmounted rootfs dir with runc's mount
+	// points in it would keep the bundle, and block the next anchor).
+	root := []mount.Mount{{Type: "tmpfs", Source: "tmpfs", Options: []string{"size=64k", "mode=0755", "nosuid", "nodev", "noexec"}}}
+	tk, err := c.NewTask(ctx, cio.NullIO, client.WithRootFS(root))
+	if err == nil {
+		var exited <-chan client.ExitStatus
+		if exited, err = tk.Wait(b.anchorCtx); err == nil {
+			if err = tk.Start(ctx); err == nil {
+				g.anchor = tk
+				go func() {
+					// The anchor exits with its shim (a crash) or when
+					// removed: the next task starts a new one.
+					<-exited
+					g.mu.Lock()
+					if g.anchor == tk {
+						g.anchor = nil
+					}
+					g.mu.Unlock()
+				}()
+				return nil
+			}
+		}
+	}
+	_ = b.removeAnchor(ctx, id)
+	return fmt.Errorf("shim group %s: start anchor: %w", g.name, err)
+}
+
+// removeGroupAnchors removes every anchor of this Backend's group.
+func (b *Backend) removeGroupAnchors(ctx context.Context) error {
+	cs, err := b.client.Containers(ctx, fmt.Sprintf("labels.%q==%s", labelAnchorGroup, b.group.name))
+	if err != nil {
+		return fmt.Errorf("list anchors: %w", err)
+	}
+	var errs []error
+	for _, c := range cs {
+		errs = append(errs, b.removeAnchor(ctx, c.ID()))
+	}
+	return errors.Join(errs...)
+}
+
+// removeAnchor kills and deletes anchor container id, if it exists.
+func (b *Backend) removeAnchor(ctx context.Context, id string) error {
+	c, err := b.client.LoadContainer(ctx, id)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("load anchor %s: %w", id, err)
+	}
+	if tk, err := c.Task(ctx, nil); err == nil {
+		// Killed and waited for, then deleted.
+		_, _ = tk.Delete(ctx, client.WithProcessKill)
+	}
+	// Through the task service as well: a task whose shim died cannot
+	// be loaded, and must still be deleted.
+	if _, err := b.client.TaskService().Delete(ctx, &tasks.DeleteTaskRequest{ContainerID: id}); err != nil {
+		if err := errgrpc.ToNative(err); !errdefs.IsNotFound(err) {
+			return fmt.Errorf("delete anchor task %s: %w", id, err)
+		}
+	}
+	if err := c.Delete(ctx); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("delete anchor %s: %w", id, err)
+	}
+	return nil
+}
+
+// closeGroup removes this Backend's anchor: tasks still running in the
+// group keep their shim until they end.
+func (b *Backend) closeGroup() error {
+	g := b.group
+	if g == nil {
+		return nil
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	ctx, cancel := context.WithTimeout(b.ns(context.Background()), anchorStopWait)
+	defer cancel()
+	g.anchor = nil
+	return b.removeGroupAnchors(ctx)
+}
+
+// sweepAnchors removes the anchors whose owner process is gone.
+func (b *Backend) sweepAnchors(ctx context.Context) ([]string, error) {
+	cs, err := b.client.Containers(ctx, fmt.Sprintf("labels.%q", labelAnchorOwner))
+	if err != nil {
+		return nil, fmt.Errorf("list anchors: %w", err)
+	}
+	var removed []string
+	for _, c := range cs {
+		labels, err := c.Labels(ctx)
+		if err != nil || ownerAlive(labels[labelAnchorOwner]) {
+			continue
+		}
+		if err := b.removeAnchor(ctx, c.ID()); err != nil {
+			return removed, err
+		}
+		removed = append(removed, "anchor "+c.ID())
+	}
+	return removed, nil
+}
