@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -16,12 +17,12 @@ import (
 )
 
 // FinishShimLogger completes the logs of a task that has exited, while its
-// container is still in place: it tells the task's shim logger (its pid in
-// dir/logger.pid) to read what its pipes still hold, and waits until the
-// logger has written both streams' meta files and exited. Only for a task
-// known to have exited: a task still writing would lose what it writes
-// next. An error leaves the logs to the usual end, EOF when the task is
-// deleted.
+// container is still in place: it tells the task's shim logger (named in
+// dir/logger.pid by pid and start time) to read what its pipes still hold,
+// and waits until the logger has written both streams' meta files. Only
+// for a task known to have exited: a task still writing would lose what it
+// writes next. An error leaves the logs to the usual end, EOF when the task
+// is deleted.
 func FinishShimLogger(ctx context.Context, dir string) error {
 	if complete(dir) {
 		return nil
@@ -30,24 +31,34 @@ func FinishShimLogger(ctx context.Context, dir string) error {
 	if err != nil {
 		return fmt.Errorf("finish logs: %w", err)
 	}
-	pid, err := strconv.Atoi(string(raw))
-	if err != nil || pid <= 1 {
-		return fmt.Errorf("finish logs: bad logger pid %q", raw)
+	pidField, start, _ := strings.Cut(string(raw), " ")
+	pid, err := strconv.Atoi(pidField)
+	if err != nil || pid <= 1 || start == "" {
+		return fmt.Errorf("finish logs: bad logger pid file %q", raw)
 	}
-	pidfd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
+	// Watching before the signal: no completion is missed.
+	watch, err := watchDir(dir)
+	if err != nil {
+		return fmt.Errorf("finish logs: %w", err)
+	}
+	defer watch.Close()
+	pidfd, err := unix.PidfdOpen(pid, 0)
 	if errors.Is(err, syscall.ESRCH) {
 		return finished(dir)
 	}
 	if err != nil {
 		return fmt.Errorf("finish logs: open logger %d: %w", pid, err)
 	}
-	proc := os.NewFile(uintptr(pidfd), "logger")
-	defer proc.Close()
-	// The pidfd pins the process: once it is open, a check that pid
-	// is still a logger holds for what the signal reaches (a logger
-	// that exited since makes the signal fail with ESRCH).
+	defer unix.Close(pidfd)
+	// The pidfd pins the process it was opened on. That process is the
+	// task's logger if, read after the open, pid's start time is the one
+	// the logger recorded (a process that reused the pid has another);
+	// should the logger have exited in between, the signal fails (ESRCH).
 	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 	if err != nil || !bytes.Contains(cmdline, []byte(ShimLoggerCommand)) {
+		return finished(dir)
+	}
+	if now, err := startTime(pid); err != nil || now != start {
 		return finished(dir)
 	}
 	if err := unix.PidfdSendSignal(pidfd, unix.SIGUSR1, nil, 0); err != nil {
@@ -56,32 +67,56 @@ func FinishShimLogger(ctx context.Context, dir string) error {
 		}
 		return fmt.Errorf("finish logs: signal logger %d: %w", pid, err)
 	}
-	if err := waitExit(ctx, proc); err != nil {
+	if err := waitComplete(ctx, watch, dir); err != nil {
 		return fmt.Errorf("finish logs: logger %d: %w", pid, err)
 	}
-	return finished(dir)
+	return nil
 }
 
-// waitExit waits until the process behind pidfd exits (a pidfd polls
-// readable then), or ctx ends.
-func waitExit(ctx context.Context, pidfd *os.File) error {
-	rc, err := pidfd.SyscallConn()
+// watchDir returns an inotify descriptor (through Go's poller) that reads
+// an event for each file created or renamed into dir.
+func watchDir(dir string) (*os.File, error) {
+	fd, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("inotify: %w", err)
 	}
-	stop := context.AfterFunc(ctx, func() { _ = pidfd.SetReadDeadline(time.Now()) })
+	if _, err := unix.InotifyAddWatch(fd, dir, unix.IN_CREATE|unix.IN_MOVED_TO); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("watch %s: %w", dir, err)
+	}
+	return os.NewFile(uintptr(fd), "inotify"), nil
+}
+
+// waitComplete waits until both meta files exist in dir, or ctx ends.
+func waitComplete(ctx context.Context, watch *os.File, dir string) error {
+	stop := context.AfterFunc(ctx, func() { _ = watch.SetReadDeadline(time.Now()) })
 	defer stop()
-	polled := false
-	err = rc.Read(func(uintptr) bool {
-		// The first call only asks the poller to wait for readable.
-		done := polled
-		polled = true
-		return done
-	})
-	if err != nil && ctx.Err() != nil {
-		return ctx.Err()
+	buf := make([]byte, 4096)
+	for !complete(dir) {
+		if _, err := watch.Read(buf); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return err
+		}
 	}
-	return err
+	return nil
+}
+
+// startTime is process pid's start time in clock ticks since boot
+// (/proc/PID/stat field 22): with the pid, it names the process for as
+// long as it lives.
+func startTime(pid int) (string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return "", err
+	}
+	// The fields after the command, which may hold spaces and parens.
+	fields := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(fields) < 20 {
+		return "", fmt.Errorf("/proc/%d/stat: too short", pid)
+	}
+	return fields[19], nil
 }
 
 // complete reports whether both streams' captures have ended.

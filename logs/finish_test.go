@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -88,10 +89,6 @@ func TestFinishShimLoggerCompletesWhilePipesStayOpen(t *testing.T) {
 	if err := FinishShimLogger(ctx, dir); err != nil {
 		t.Fatalf("FinishShimLogger: %v", err)
 	}
-	// The logger is gone although the shim still holds the write ends.
-	if err := cmd.Wait(); err != nil {
-		t.Errorf("logger exit: %v", err)
-	}
 	out, err := Read(filepath.Join(dir, StdoutFile))
 	if err != nil {
 		t.Fatal(err)
@@ -106,9 +103,49 @@ func TestFinishShimLoggerCompletesWhilePipesStayOpen(t *testing.T) {
 	if !errs.Complete || errs.Data != "oops\n" {
 		t.Errorf("stderr: %+v, want complete %q", errs, "oops\n")
 	}
-	// Again, with the logger gone: the logs are complete, nothing to do.
+	// Again: the logs are complete, nothing to do.
 	if err := FinishShimLogger(ctx, dir); err != nil {
 		t.Errorf("second FinishShimLogger: %v", err)
+	}
+	// The logger waits for the shim's SIGTERM at the task's delete, and
+	// ends cleanly then.
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("logger exit after SIGTERM: %v", err)
+	}
+}
+
+// TestFinishShimLoggerChecksStartTime: a pid file whose pid is another
+// task's logger, with a start time that is not that process's (the pid was
+// reused), signals nothing: the other logger keeps capturing.
+func TestFinishShimLoggerChecksStartTime(t *testing.T) {
+	other := t.TempDir()
+	_, stdout, _ := shimLogger(t, other)
+	raw, err := os.ReadFile(filepath.Join(other, LoggerPIDFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, _, _ := strings.Cut(string(raw), " ")
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, LoggerPIDFile), []byte(pid+" 1"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := FinishShimLogger(ctx, dir); err == nil {
+		t.Error("FinishShimLogger with a stale pid = nil, want an incomplete-logs error")
+	}
+	// Had it been signalled, the other logger would have stopped reading.
+	if _, err := stdout.Write([]byte("still captured\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := FinishShimLogger(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	if out, _ := Read(filepath.Join(other, StdoutFile)); out.Data != "still captured\n" {
+		t.Errorf("other logger's stdout = %q, want the line written after the stale finish", out.Data)
 	}
 }
 
@@ -133,10 +170,14 @@ func TestFinishShimLoggerRefusesWhatIsNotALogger(t *testing.T) {
 	dir := t.TempDir()
 	// A pid file naming some other process (this test): no signal is
 	// sent to it, and the logs are reported incomplete.
-	if err := os.WriteFile(filepath.Join(dir, LoggerPIDFile), fmt.Appendf(nil, "%d", os.Getpid()), 0o600); err != nil {
+	start, err := startTime(os.Getpid())
+	if err != nil {
 		t.Fatal(err)
 	}
-	err := FinishShimLogger(context.Background(), dir)
+	if err := os.WriteFile(filepath.Join(dir, LoggerPIDFile), fmt.Appendf(nil, "%d %s", os.Getpid(), start), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err = FinishShimLogger(context.Background(), dir)
 	if err == nil || !strings.Contains(err.Error(), "without completing") {
 		t.Errorf("FinishShimLogger = %v, want an incomplete-logs error", err)
 	}

@@ -39,7 +39,7 @@ const (
 )
 
 // LoggerPIDFile, in the task's state directory, names the running shim
-// logger's pid, for FinishShimLogger.
+// logger: its pid and start time, for FinishShimLogger.
 const LoggerPIDFile = "logger.pid"
 
 // RunShimLogger is the logger process containerd's runc shim starts for a
@@ -51,8 +51,11 @@ const LoggerPIDFile = "logger.pid"
 // SIGUSR1 (FinishShimLogger) ends the capture early: the task has exited,
 // so nothing writes to the pipes any more (the shim holds their write ends
 // until the task is deleted, so no EOF comes); the logger reads what the
-// pipes still buffer, completes both files and exits. The manager then has
-// complete logs without waiting for the task's release.
+// pipes still buffer and completes both files. The manager then has
+// complete logs without waiting for the task's release. The logger itself
+// stays until the shim's SIGTERM at the task's delete, as it would
+// without SIGUSR1: a shim that signals its logger by pid then never
+// reaches a process that reused it.
 func RunShimLogger(config string) error {
 	v, err := url.ParseQuery(config)
 	if err != nil {
@@ -118,6 +121,12 @@ func RunShimLogger(config string) error {
 		})
 	}
 	wg.Wait()
+	if draining.Load() {
+		// Complete: now wait for the shim's SIGTERM.
+		term := make(chan os.Signal, 1)
+		signal.Notify(term, syscall.SIGTERM)
+		<-term
+	}
 	return errors.Join(errs...)
 }
 
@@ -154,10 +163,15 @@ func (r drainingReader) Read(p []byte) (int, error) {
 	}
 }
 
-// writePID writes this process's pid to path, whole or not at all.
+// writePID writes this process's pid and start time to path, whole or not
+// at all.
 func writePID(path string) error {
+	start, err := startTime(os.Getpid())
+	if err != nil {
+		return fmt.Errorf("logger pid file: %w", err)
+	}
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(strconv.Itoa(os.Getpid())), 0o600); err != nil {
+	if err := os.WriteFile(tmp, fmt.Appendf(nil, "%d %s", os.Getpid(), start), 0o600); err != nil {
 		return fmt.Errorf("logger pid file: %w", err)
 	}
 	if err := os.Rename(tmp, path); err != nil {

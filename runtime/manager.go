@@ -485,11 +485,19 @@ func (m *Manager) Identity(ctx context.Context) (string, error) {
 }
 
 // release frees what task id was granted. Idempotent.
-func (m *Manager) release(id string) error {
+// releaseGPUs frees the GPUs granted to task id. Idempotent.
+func (m *Manager) releaseGPUs(id string) error {
 	if m.gpus != nil {
 		if err := m.gpus.Release(id); err != nil {
 			return fmt.Errorf("release GPUs of task %s: %w", id, err)
 		}
+	}
+	return nil
+}
+
+func (m *Manager) release(id string) error {
+	if err := m.releaseGPUs(id); err != nil {
+		return err
 	}
 	if m.ids != nil {
 		if err := m.ids.Release(id); err != nil {
@@ -1012,12 +1020,13 @@ func (m *Manager) sweep(ctx context.Context, force bool) (removed, overdue []str
 		}
 		removed = append(removed, fmt.Sprintf("task %s (%s)", st.ID, st.State))
 	}
+	// What the backend's sweep could not remove yet is reported at the
+	// end: it does not keep the rest of the sweep from running.
+	var sweepErr error
 	if sw, ok := m.backend.(OrphanSweeper); ok {
 		swept, err := sw.SweepOrphans(ctx, live)
 		removed = append(removed, swept...)
-		if err != nil {
-			return removed, nil, err
-		}
+		sweepErr = err
 	}
 	entries, err := os.ReadDir(filepath.Join(m.stateDir, "tasks"))
 	if err != nil {
@@ -1044,7 +1053,7 @@ func (m *Manager) sweep(ctx context.Context, force bool) (removed, overdue []str
 			return removed, nil, fmt.Errorf("release host id ranges of finished tasks: %w", err)
 		}
 	}
-	return removed, overdue, nil
+	return removed, overdue, sweepErr
 }
 
 // Recover picks up the tasks an earlier manager process started and did not
@@ -1168,8 +1177,13 @@ func (m *Manager) Run(ctx context.Context, t task.Task, opts RunOptions) (task.R
 		err = m.CollectOutput(cleanupCtx, t.ID, opts.OutputDir, &res)
 	}
 	sw.Lap("collect")
-	if err == nil && !released && m.releaseLater(t.ID) == nil {
-		return res, nil
+	if err == nil && !released {
+		// Every process of the task is gone: its GPUs are free for the
+		// next task now, not only once the release is done.
+		err = m.releaseGPUs(t.ID)
+		if err == nil && m.releaseLater(t.ID) == nil {
+			return res, nil
+		}
 	}
 	if cerr := m.Cleanup(cleanupCtx, t.ID); err == nil {
 		err = cerr

@@ -14,6 +14,11 @@ import (
 // releasing the task first.
 const finishLogsWait = 5 * time.Second
 
+// backgroundReleaseWait bounds one background release: a daemon that
+// hangs cannot hold Close (nor the task's busy lock) forever; what it
+// left, gc removes.
+const backgroundReleaseWait = 2 * time.Minute
+
 // maxBackgroundReleases bounds the releases in flight per Manager: past it,
 // Run releases its task itself before it returns, so that a busy node's
 // releases cannot pile up behind its new tasks (back-pressure), and memory
@@ -76,7 +81,9 @@ func (m *Manager) releaseLater(id string) error {
 	go func() {
 		// A context of its own: the caller's ends when Run returns,
 		// and its phase observer expects no calls after that.
-		err := m.cleanup(context.Background(), id)
+		ctx, cancel := context.WithTimeout(context.Background(), backgroundReleaseWait)
+		err := m.cleanup(ctx, id)
+		cancel()
 		unhold()
 		r.mu.Lock()
 		delete(r.running, id)
@@ -95,25 +102,25 @@ func (m *Manager) releaseLater(id string) error {
 // removes). Once it returns nil, the tasks Run returned have left nothing
 // behind.
 func (m *Manager) Drain(ctx context.Context) error {
+	// The releases in flight now: ones that later Runs start do not keep
+	// a busy Manager's Drain from returning.
 	r := m.releases
-	for {
-		r.mu.Lock()
-		var done chan struct{}
-		for _, ch := range r.running {
-			done = ch
-			break
-		}
-		if done == nil {
-			err := errors.Join(r.failed...)
-			r.failed = nil
-			r.mu.Unlock()
-			return err
-		}
-		r.mu.Unlock()
+	r.mu.Lock()
+	pending := make([]chan struct{}, 0, len(r.running))
+	for _, ch := range r.running {
+		pending = append(pending, ch)
+	}
+	r.mu.Unlock()
+	for _, done := range pending {
 		select {
 		case <-done:
 		case <-ctx.Done():
 			return fmt.Errorf("wait for background releases: %w", ctx.Err())
 		}
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	err := errors.Join(r.failed...)
+	r.failed = nil
+	return err
 }

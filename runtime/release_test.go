@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/nsn-run/nsn-run/runtime"
+	"github.com/nsn-run/nsn-run/task"
 )
 
 // finishingFake is a fakeBackend that can complete a task's logs without
@@ -193,6 +194,44 @@ func TestBackgroundReleasesAreBounded(t *testing.T) {
 	}
 	if _, err := os.Stat(runtime.TaskDir(m, "second")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("second task's state left when its Run returned: %v", err)
+	}
+	f.destroyGate <- "first"
+	if err := m.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestBackgroundReleaseFreesGPUsFirst: the GPUs of a task whose release
+// runs in the background are free when Run returns: the next task gets
+// them while the first is still being released.
+func TestBackgroundReleaseFreesGPUsFirst(t *testing.T) {
+	f := &finishingFake{fakeBackend: newFake(), destroyGate: make(chan string), gateOnly: "first"}
+	gpus := &fakeGPUs{}
+	m, err := runtime.New(runtime.Config{Backend: f, StateDir: t.TempDir(), OutputFS: runtime.DirOutput{}, GPUs: gpus, ReleaseInBackground: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.started = make(chan string)
+	go func() {
+		for id := range f.started {
+			f.exit(id, 0)
+		}
+	}()
+	t.Cleanup(func() { close(f.started) })
+	ctx := context.Background()
+	withGPU := func(id string) task.Task { tk := job(id); tk.GPUs = "1"; return tk }
+	if _, err := m.Run(ctx, withGPU("first"), runtime.RunOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	<-f.destroyGate // the first task's release is in flight, held
+	if got := gpus.held(); len(got) != 0 {
+		t.Errorf("GPUs held %v after Run returned, want none", got)
+	}
+	// Both of the node's two GPUs, the first task's included.
+	second := withGPU("second")
+	second.GPUs = "2"
+	if _, err := m.Run(ctx, second, runtime.RunOptions{}); err != nil {
+		t.Errorf("the next task, on both GPUs: %v", err)
 	}
 	f.destroyGate <- "first"
 	if err := m.Drain(ctx); err != nil {

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/containerd/containerd/api/services/tasks/v1"
@@ -63,6 +64,8 @@ type shimGroup struct {
 	// started counts anchors: each has an id of its own, so a new one
 	// never waits for containerd to finish with a dead one.
 	started int
+	// closed is set by Close: later tasks get shims of their own.
+	closed bool
 }
 
 func newShimGroup(ctx context.Context, c *client.Client, cfg Config) (*shimGroup, error) {
@@ -107,8 +110,10 @@ func major(version string) int {
 	return n
 }
 
-// processToken names process pid for as long as it lives: its pid and its
-// start time (which a later process of the same pid does not share).
+// processToken names process pid for as long as it lives, as this process
+// sees it: "PID.START.PIDNS.BOOT", its pid and start time (which a later
+// process of the same pid does not share), the pid namespace both are
+// numbers in, and the boot they belong to.
 func processToken(pid int) (string, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
@@ -120,17 +125,45 @@ func processToken(pid int) (string, error) {
 	if len(fields) < 20 {
 		return "", fmt.Errorf("/proc/%d/stat: short", pid)
 	}
-	return fmt.Sprintf("%d-%s", pid, fields[19]), nil
+	pidns, boot, err := pidNamespaceAndBoot()
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%d.%s.%s.%s", pid, fields[19], pidns, boot), nil
 }
 
-// ownerAlive reports whether the process an anchor's owner label names
-// still runs.
+// pidNamespaceAndBoot identify this process's pid namespace (its inode)
+// and the current boot.
+func pidNamespaceAndBoot() (pidns, boot string, err error) {
+	var st syscall.Stat_t
+	if err := syscall.Stat("/proc/self/ns/pid", &st); err != nil {
+		return "", "", fmt.Errorf("pid namespace: %w", err)
+	}
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return "", "", fmt.Errorf("boot id: %w", err)
+	}
+	return strconv.FormatUint(st.Ino, 10), strings.TrimSpace(string(b)), nil
+}
+
+// ownerAlive reports whether the process an anchor's owner label names may
+// still run: it does, or it lives in another pid namespace (where this
+// process cannot tell) of this boot.
 func ownerAlive(label string) bool {
-	pid, _, ok := strings.Cut(label, "-")
-	if !ok {
+	parts := strings.Split(label, ".")
+	if len(parts) != 4 {
 		return false
 	}
-	n, err := strconv.Atoi(pid)
+	pidns, boot, err := pidNamespaceAndBoot()
+	switch {
+	case err != nil:
+		return true // cannot tell: keep it
+	case parts[3] != boot:
+		return false // from an earlier boot
+	case parts[2] != pidns:
+		return true
+	}
+	n, err := strconv.Atoi(parts[0])
 	if err != nil {
 		return false
 	}
@@ -147,7 +180,7 @@ func (b *Backend) joinGroup(ctx context.Context, id string) (string, error) {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if len(g.members) >= g.size {
+	if g.closed || len(g.members) >= g.size {
 		return "", nil
 	}
 	if g.anchor == nil {
@@ -181,7 +214,9 @@ func (b *Backend) startAnchor(ctx context.Context) error {
 	// shim's anchor is dead ("ttrpc: closed"); Close removes it then.
 	_ = b.removeGroupAnchors(ctx)
 	g.started++
-	id := fmt.Sprintf("nsn-anchor-%s-%d", g.name, g.started)
+	// Upper case: no task id can name an anchor (task.ValidateID), so
+	// rm, kill and a task's own id never reach one.
+	id := fmt.Sprintf("NSN-anchor-%s-%d", g.name, g.started)
 	opts, err := spec.AnchorOpts(id, b.cfg.InitBinary, b.cfg.AuditPolicy.AppArmorProfile)
 	if err != nil {
 		return err
@@ -275,6 +310,7 @@ func (b *Backend) closeGroup() error {
 	ctx, cancel := context.WithTimeout(b.ns(context.Background()), anchorStopWait)
 	defer cancel()
 	g.anchor = nil
+	g.closed = true
 	return b.removeGroupAnchors(ctx)
 }
 
@@ -285,15 +321,19 @@ func (b *Backend) sweepAnchors(ctx context.Context) ([]string, error) {
 		return nil, fmt.Errorf("list anchors: %w", err)
 	}
 	var removed []string
+	var errs []error
 	for _, c := range cs {
 		labels, err := c.Labels(ctx)
 		if err != nil || ownerAlive(labels[labelAnchorOwner]) {
 			continue
 		}
+		// One that cannot go yet (containerd still cleaning up after
+		// its dead shim) does not stop the rest of the sweep.
 		if err := b.removeAnchor(ctx, c.ID()); err != nil {
-			return removed, err
+			errs = append(errs, err)
+			continue
 		}
 		removed = append(removed, "anchor "+c.ID())
 	}
-	return removed, nil
+	return removed, errors.Join(errs...)
 }

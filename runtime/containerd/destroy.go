@@ -32,15 +32,14 @@ func (b *Backend) Stop(ctx context.Context, id string, sig syscall.Signal, all b
 // Destroy implements runtime.Backend: kill and delete the task (the shim then
 // stops its logger), delete the container and its snapshot, and close the
 // task's handle. Idempotent.
-func (b *Backend) Destroy(ctx context.Context, id string) (err error) {
+func (b *Backend) Destroy(ctx context.Context, id string) error {
 	ctx = b.ns(ctx)
 	defer b.tasks.Remove(id)
 	sw := runtime.NewStopwatch(ctx)
-	defer func() {
-		if err == nil {
-			b.leaveGroup(id)
-		}
-	}()
+	// Out of the group's count even when the release fails: whoever
+	// finishes it (a later Destroy, gc in another process) may not be
+	// this Backend.
+	defer b.leaveGroup(id)
 	c, err := b.client.LoadContainer(ctx, id)
 	if errdefs.IsNotFound(err) {
 		if err := b.removeSnapshot(ctx, id); err != nil {
@@ -123,10 +122,7 @@ func (b *Backend) SweepOrphans(ctx context.Context, keep map[string]bool) ([]str
 		_, err := b.client.LoadContainer(ctx, id)
 		return errdefs.IsNotFound(err)
 	}
-	removed, err := b.sweepAnchors(ctx)
-	if err != nil {
-		return removed, err
-	}
+	removed, anchorErr := b.sweepAnchors(ctx)
 	ls := b.client.LeasesService()
 	all, err := ls.List(ctx, fmt.Sprintf("labels.%q==%s", runtime.LabelManager, runtime.ManagerName))
 	if err != nil {
@@ -158,5 +154,5 @@ func (b *Backend) SweepOrphans(ctx context.Context, keep map[string]bool) ([]str
 		}
 		removed = append(removed, "snapshot "+name)
 	}
-	return removed, nil
+	return removed, anchorErr
 }
