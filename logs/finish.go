@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nsn-run/nsn-run/internal/procstat"
 )
 
 // FinishShimLogger completes the logs of a task that has exited, while its
@@ -58,7 +60,7 @@ func FinishShimLogger(ctx context.Context, dir string) error {
 	if err != nil || !bytes.Contains(cmdline, []byte(ShimLoggerCommand)) {
 		return finished(dir)
 	}
-	if now, err := startTime(pid); err != nil || now != start {
+	if now, err := procstat.StartTime(pid); err != nil || now != start {
 		return finished(dir)
 	}
 	if err := unix.PidfdSendSignal(pidfd, unix.SIGUSR1, nil, 0); err != nil {
@@ -101,22 +103,6 @@ func waitComplete(ctx context.Context, watch *os.File, dir string) error {
 		}
 	}
 	return nil
-}
-
-// startTime is process pid's start time in clock ticks since boot
-// (/proc/PID/stat field 22): with the pid, it names the process for as
-// long as it lives.
-func startTime(pid int) (string, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return "", err
-	}
-	// The fields after the command, which may hold spaces and parens.
-	fields := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-	if len(fields) < 20 {
-		return "", fmt.Errorf("/proc/%d/stat: too short", pid)
-	}
-	return fields[19], nil
 }
 
 // complete reports whether both streams' captures have ended.

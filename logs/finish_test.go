@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nsn-run/nsn-run/internal/procstat"
 )
 
 // The test binary doubles as the shim logger: the shim runs
@@ -170,7 +172,7 @@ func TestFinishShimLoggerRefusesWhatIsNotALogger(t *testing.T) {
 	dir := t.TempDir()
 	// A pid file naming some other process (this test): no signal is
 	// sent to it, and the logs are reported incomplete.
-	start, err := startTime(os.Getpid())
+	start, err := procstat.StartTime(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
 	}

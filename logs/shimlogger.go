@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/nsn-run/nsn-run/internal/procstat"
 )
 
 // ShimLoggerCommand is the (hidden) nsn-run subcommand the containerd shim
@@ -166,7 +168,7 @@ func (r drainingReader) Read(p []byte) (int, error) {
 // writePID writes this process's pid and start time to path, whole or not
 // at all.
 func writePID(path string) error {
-	start, err := startTime(os.Getpid())
+	start, err := procstat.StartTime(os.Getpid())
 	if err != nil {
 		return fmt.Errorf("logger pid file: %w", err)
 	}

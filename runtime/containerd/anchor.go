@@ -22,6 +22,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 
+	"github.com/nsn-run/nsn-run/internal/procstat"
 	"github.com/nsn-run/nsn-run/spec"
 	"github.com/nsn-run/nsn-run/spec/audit"
 	"github.com/nsn-run/nsn-run/task"
@@ -115,21 +116,15 @@ func major(version string) int {
 // process of the same pid does not share), the pid namespace both are
 // numbers in, and the boot they belong to.
 func processToken(pid int) (string, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	start, err := procstat.StartTime(pid)
 	if err != nil {
 		return "", err
-	}
-	// The fields after the command (which may hold spaces and parens).
-	i := strings.LastIndexByte(string(b), ')')
-	fields := strings.Fields(string(b[i+1:]))
-	if len(fields) < 20 {
-		return "", fmt.Errorf("/proc/%d/stat: short", pid)
 	}
 	pidns, boot, err := pidNamespaceAndBoot()
 	if err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("%d.%s.%s.%s", pid, fields[19], pidns, boot), nil
+	return fmt.Sprintf("%d.%s.%s.%s", pid, start, pidns, boot), nil
 }
 
 // pidNamespaceAndBoot identify this process's pid namespace (its inode)
