@@ -30,7 +30,7 @@ import (
 
 // DefaultShimGroupSize is how many tasks share a group's shim at most
 // (Config.ShimGroupSize); past it, a task gets a shim of its own.
-const DefaultShimGroupSize = 32
+const DefaultShimGroupSize = 8
 
 // labelAnchorOwner marks a shim group's anchor container. Its value names
 // the owning process (pid and start time), so gc can tell an anchor whose

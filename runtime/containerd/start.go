@@ -6,7 +6,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
+
+	"github.com/containerd/containerd/api/services/tasks/v1"
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
@@ -131,7 +134,18 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (h runtim
 	undo = append(undo, func(ctx context.Context) { _ = container.Delete(ctx) })
 	sw.Lap("start/create-container")
 
-	tk, err := container.NewTask(ctx, cio.BinaryIO(b.cfg.LoggerBinary, logs.ShimLoggerArgs(req.StateDir, b.cfg.LogLimits)))
+	newTask := func() (client.Task, error) {
+		return container.NewTask(ctx, cio.BinaryIO(b.cfg.LoggerBinary, logs.ShimLoggerArgs(req.StateDir, b.cfg.LogLimits)))
+	}
+	tk, err := newTask()
+	if err != nil && group != "" && strings.Contains(err.Error(), "ttrpc: closed") {
+		// Seen with containerd 2.4.2 under 64 concurrent tasks in one
+		// group: the connection containerd opened to the group's
+		// (running) shim for this task closed during its create. Once
+		// more, after containerd's record of the failed one is gone.
+		_, _ = b.client.TaskService().Delete(ctx, &tasks.DeleteTaskRequest{ContainerID: t.ID})
+		tk, err = newTask()
+	}
 	if err != nil {
 		if cerr := runtime.ParseCommandError(err, s.Process.Args[0], img.Name); cerr != nil {
 			return h, cerr
