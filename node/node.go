@@ -96,7 +96,8 @@ type Options struct {
 	// ShimGroup and ShimGroupSize make the containerd backend's tasks
 	// share a runc shim kept warm by an anchor container
 	// (containerd.Config.ShimGroup): for a long-lived Manager on
-	// containerd 2.x. Empty: a shim per task.
+	// containerd 2.x. Experimental (docs/performance.md). Empty: a shim
+	// per task.
 	ShimGroup     string
 	ShimGroupSize int
 }

@@ -58,7 +58,7 @@ func main() {
 	flag.IntVar(&o.idle, "idle", 10, "idle tasks for the memory measurement")
 	flag.StringVar(&levels, "concurrency", "1,4,16,64", "concurrency levels")
 	flag.IntVar(&o.tasks, "tasks", 0, "tasks per concurrency level (0: four times the level, at least 8)")
-	runners := flag.String("runners", "sync,agent,docker", "who runs the concurrency levels: sync (Manager.Run, defaults), agent (the node-agent configuration: shim group, release in the background), docker")
+	runners := flag.String("runners", "sync,agent,docker", "who runs the concurrency levels: sync (Manager.Run, defaults), background (release in the background alone), agent (the node-agent configuration: shim group, release in the background), docker")
 	flag.Int64Var(&o.logBytes, "log-bytes", 1<<30, "stdout bytes for the log throughput run")
 	phases := flag.String("phases", "trivial,concurrency,idle,logs", "which measurements to run, comma-separated")
 	flag.Parse()
@@ -74,10 +74,10 @@ func main() {
 	o.runners = map[string]bool{}
 	for _, r := range strings.Split(*runners, ",") {
 		switch r = strings.TrimSpace(r); r {
-		case "sync", "agent", "docker":
+		case "sync", "background", "agent", "docker":
 			o.runners[r] = true
 		default:
-			fail(fmt.Errorf("-runners: unknown runner %q (sync, agent, docker)", r))
+			fail(fmt.Errorf("-runners: unknown runner %q (sync, background, agent, docker)", r))
 		}
 	}
 	for _, f := range strings.Split(levels, ",") {
@@ -365,7 +365,7 @@ func trivial(ctx context.Context, o options, mgrs managers, bundle, work string)
 // runner and checks nothing is left behind. A level's time runs until the
 // last task is gone: for the node-agent Manager, until Drain.
 func concurrency(ctx context.Context, o options, mgrs managers, b *containerd.Backend) error {
-	m, agent := mgrs.m, mgrs.agent
+	m, agent, background := mgrs.m, mgrs.agent, mgrs.background
 	type runner struct {
 		name  string
 		run   func(id string) error
@@ -381,6 +381,9 @@ func concurrency(ctx context.Context, o options, mgrs managers, b *containerd.Ba
 	var runners []runner
 	if o.runners["sync"] {
 		runners = append(runners, runner{"Manager.Run", inProcess(m), nil, m})
+	}
+	if o.runners["background"] {
+		runners = append(runners, runner{"Manager.Run, release in background", inProcess(background), func() error { return background.Drain(ctx) }, background})
 	}
 	if o.runners["agent"] {
 		runners = append(runners, runner{"Manager.Run, " + mgrs.agentName, inProcess(agent), func() error { return agent.Drain(ctx) }, agent})

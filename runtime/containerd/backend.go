@@ -59,7 +59,7 @@ type Config struct {
 	// processes to Stats (gpu/nvmlusage over NVML); nil leaves them out,
 	// and a GPU memory limit cannot be enforced.
 	GPUUsage runtime.GPUUsageSampler
-	// ShimGroup, if set, makes tasks share a runc shim (the runc v2
+	// ShimGroup (experimental), if set, makes tasks share a runc shim (the runc v2
 	// shim's group annotation) that an idle anchor container keeps
 	// running between tasks, so a task joins a running shim instead of
 	// starting one and ending it: less memory per task (one shim for up
@@ -69,7 +69,9 @@ type Config struct {
 	// suffix), its anchor removed at Close, or by gc once its process is
 	// gone. Needs containerd 2.0 or later (a grouped Debian 1.6 shim
 	// stalled under 64 concurrent tasks) and InitBinary (the anchor's
-	// idle process). Off if empty.
+	// idle process). Off if empty. Experimental: under sustained load
+	// (1,000 tasks at 32 concurrent on 2 CPUs) containerd 2.4.2 failed a
+	// grouped create (docs/performance.md).
 	ShimGroup string
 	// ShimGroupSize bounds the tasks in the group at once;
 	// DefaultShimGroupSize if zero. Past it a task gets its own shim.
