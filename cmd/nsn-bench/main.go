@@ -62,24 +62,8 @@ func main() {
 	flag.Int64Var(&o.logBytes, "log-bytes", 1<<30, "stdout bytes for the log throughput run")
 	phases := flag.String("phases", "trivial,concurrency,idle,logs", "which measurements to run, comma-separated")
 	flag.Parse()
-	o.phases = map[string]bool{}
-	for _, p := range strings.Split(*phases, ",") {
-		switch p = strings.TrimSpace(p); p {
-		case "trivial", "concurrency", "idle", "logs":
-			o.phases[p] = true
-		default:
-			fail(fmt.Errorf("-phases: unknown phase %q (trivial, concurrency, idle, logs)", p))
-		}
-	}
-	o.runners = map[string]bool{}
-	for _, r := range strings.Split(*runners, ",") {
-		switch r = strings.TrimSpace(r); r {
-		case "sync", "background", "agent", "docker":
-			o.runners[r] = true
-		default:
-			fail(fmt.Errorf("-runners: unknown runner %q (sync, background, agent, docker)", r))
-		}
-	}
+	o.phases = choices("-phases", *phases, "trivial", "concurrency", "idle", "logs")
+	o.runners = choices("-runners", *runners, "sync", "background", "agent", "docker")
 	for _, f := range strings.Split(levels, ",") {
 		n, err := strconv.Atoi(f)
 		if err != nil || n < 1 {
@@ -98,6 +82,20 @@ func main() {
 	if err := run(context.Background(), o); err != nil {
 		fail(err)
 	}
+}
+
+// choices reads a comma-separated flag value whose items must be among
+// allowed; an unknown one ends the program.
+func choices(flagName, value string, allowed ...string) map[string]bool {
+	set := map[string]bool{}
+	for _, item := range strings.Split(value, ",") {
+		item = strings.TrimSpace(item)
+		if !slices.Contains(allowed, item) {
+			fail(fmt.Errorf("%s: unknown %q (%s)", flagName, item, strings.Join(allowed, ", ")))
+		}
+		set[item] = true
+	}
+	return set
 }
 
 func fail(err error) {
