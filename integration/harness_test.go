@@ -183,6 +183,7 @@ var (
 	nsnLoggerBin builtBinary
 	probeBin     builtBinary
 	nsnInitBin   builtBinary
+	nsnShimBin   builtBinary
 )
 
 // envBinDir names a directory of prebuilt nsn-run, nsn-logger and
@@ -248,6 +249,9 @@ func nsnInit(t *testing.T) string { return nsnInitBin.get(t, "cmd/nsn-init", "ns
 func nsnLogger(t *testing.T) string {
 	return nsnLoggerBin.get(t, "cmd/nsn-logger", "nsn-logger", false)
 }
+
+// nsnShim is the shim groups' runc shim.
+func nsnShim(t *testing.T) string { return nsnShimBin.get(t, "cmd/nsn-shim", "nsn-shim", false) }
 
 // buildProbe is the static attack probe.
 func buildProbe(t *testing.T) string { return probeBin.get(t, "integration/probe", "nsn-probe", true) }

@@ -47,7 +47,7 @@ func groupedManager(t *testing.T, size int) (*runtime.Manager, *containerd.Backe
 	c, addr := containerdClient(t)
 	importBusybox(t, c, addr)
 	b, err := containerd.New(context.Background(), containerd.Config{Address: addr, Namespace: testNamespace,
-		LoggerBinary: nsnLogger(t), InitBinary: nsnInit(t), ShimGroup: "test", ShimGroupSize: size})
+		LoggerBinary: nsnLogger(t), InitBinary: nsnInit(t), ShimGroup: "test", ShimGroupSize: size, ShimBinary: nsnShim(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,9 +103,25 @@ func TestShimGroupRefusedOnContainerd1(t *testing.T) {
 		t.Skip("containerd 2.x runs shim groups: TestShimGroupSharesOneShim")
 	}
 	_, err := containerd.New(context.Background(), containerd.Config{Address: addr, Namespace: testNamespace,
-		LoggerBinary: nsnLogger(t), InitBinary: nsnInit(t), ShimGroup: "test"})
+		LoggerBinary: nsnLogger(t), InitBinary: nsnInit(t), ShimGroup: "test", ShimBinary: nsnShim(t)})
 	if !cerrdefs.IsNotImplemented(err) || !strings.Contains(err.Error(), "containerd 2.0 or later") {
 		t.Errorf("New with a shim group on containerd 1.x = %v, want a not-implemented error", err)
+	}
+}
+
+// TestShimGroupNeedsShimBinary: a shim group runs its tasks with nsn-shim
+// only; without it (or with a relative or missing path) New refuses.
+func TestShimGroupNeedsShimBinary(t *testing.T) {
+	_, addr := containerdClient(t)
+	for name, shim := range map[string]string{"none": "", "relative": "bin/nsn-shim", "missing": "/nonexistent/nsn-shim"} {
+		b, err := containerd.New(context.Background(), containerd.Config{Address: addr, Namespace: testNamespace,
+			LoggerBinary: nsnLogger(t), InitBinary: nsnInit(t), ShimGroup: "test", ShimBinary: shim})
+		if err == nil {
+			b.Close()
+		}
+		if !cerrdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "shim") {
+			t.Errorf("%s shim binary: %v, want an invalid-argument error naming it", name, err)
+		}
 	}
 }
 
@@ -147,6 +163,11 @@ func TestShimGroupSharesOneShim(t *testing.T) {
 		t.Fatalf("anchor not running: %v", as)
 	}
 	checkAnchorConfined(t, c)
+	// The group's shim is nsn-shim, whose start joins a running group
+	// shim that is slow to answer instead of starting a second one.
+	if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", anchorShim)); err != nil || exe != nsnShim(t) {
+		t.Errorf("the group's shim runs %q (%v), want %s", exe, err, nsnShim(t))
+	}
 	if s0, s1, s2 := shimOf(ids[0]), shimOf(ids[1]), shimOf(ids[2]); s0 != anchorShim || s1 != anchorShim || s2 == anchorShim {
 		t.Errorf("shims %d %d %d, anchor's %d: want the first two in the anchor's shim, the third (past size 2) in its own", s0, s1, s2, anchorShim)
 	}

@@ -45,6 +45,9 @@ const (
 	// InitName is the init binary (cmd/nsn-init) Open looks for when
 	// Options.InitBinary is empty.
 	InitName = "nsn-init"
+	// ShimName is the shim groups' runc shim (cmd/nsn-shim) Open looks
+	// for when Options.ShimGroup is set and Options.ShimBinary is empty.
+	ShimName = "nsn-shim"
 )
 
 // Options say which backend to reach and where the node keeps its state.
@@ -100,6 +103,11 @@ type Options struct {
 	// per task.
 	ShimGroup     string
 	ShimGroupSize int
+	// ShimBinary is nsn-shim (cmd/nsn-shim), which a shim group's tasks
+	// run with (containerd.Config.ShimBinary); Open looks for ShimName
+	// beside this program, then on PATH, when it is empty and ShimGroup
+	// is set.
+	ShimBinary string
 }
 
 // withDefaults fills in the defaults and reads UserNamespaces in the
@@ -213,8 +221,12 @@ func Open(ctx context.Context, o Options) (*runtime.Manager, error) {
 		if err != nil {
 			return nil, err
 		}
+		shimBinary, err := shimBinary(o)
+		if err != nil {
+			return nil, err
+		}
 		b, err = containerd.New(ctx, containerd.Config{Address: o.Address, Namespace: o.Namespace, LoggerBinary: logger, InitBinary: o.InitBinary, CDI: gpus, GPUUsage: o.GPUUsage,
-			ShimGroup: o.ShimGroup, ShimGroupSize: o.ShimGroupSize})
+			ShimGroup: o.ShimGroup, ShimGroupSize: o.ShimGroupSize, ShimBinary: shimBinary})
 		if err != nil {
 			return nil, err
 		}
@@ -251,6 +263,19 @@ func loggerBinary(named string) (string, error) {
 
 // findBinary is the absolute path of name beside the running program,
 // else on PATH; empty where there is none.
+// shimBinary is the nsn-shim a shim group's tasks run with: the one
+// named, else nsn-shim beside the running program, else on PATH; "" when
+// o names no shim group.
+func shimBinary(o Options) (string, error) {
+	if o.ShimGroup == "" || o.ShimBinary != "" {
+		return o.ShimBinary, nil
+	}
+	if p := findBinary(ShimName); p != "" {
+		return p, nil
+	}
+	return "", fmt.Errorf("%w: shim group %q needs %s: install it beside this program or on PATH (go build ./cmd/nsn-shim), or set Options.ShimBinary", errdefs.ErrFailedPrecondition, o.ShimGroup, ShimName)
+}
+
 func findBinary(name string) string {
 	if self, err := os.Executable(); err == nil {
 		if self, err = filepath.EvalSymlinks(self); err == nil {

@@ -37,6 +37,19 @@ func TestLoggerBinary(t *testing.T) {
 	}
 }
 
+func TestShimBinary(t *testing.T) {
+	if got, err := shimBinary(Options{}); err != nil || got != "" {
+		t.Errorf("no shim group: %q %v, want none", got, err)
+	}
+	if got, err := shimBinary(Options{ShimGroup: "g", ShimBinary: "/opt/nsn/nsn-shim"}); err != nil || got != "/opt/nsn/nsn-shim" {
+		t.Errorf("a named shim: %q %v", got, err)
+	}
+	t.Setenv("PATH", t.TempDir()) // no nsn-shim there, nor beside the test binary
+	if _, err := shimBinary(Options{ShimGroup: "g"}); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("a shim group and no nsn-shim anywhere: %v, want FailedPrecondition", err)
+	}
+}
+
 // TestAuditPolicyAndAudit: the policy follows the options (tasks dir under
 // the state dir, host identity with user namespaces off); a spec nsn-run
 // generates for this node passes Audit, garbage is ErrUnreadable.

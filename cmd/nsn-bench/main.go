@@ -38,7 +38,7 @@ import (
 
 type options struct {
 	address, dockerHost, nsnRun, namespace, busybox, shimGroup string
-	n, idle, tasks                                             int
+	n, idle, tasks, shimGroupSize                              int
 	runners                                                    map[string]bool
 	levels                                                     []int
 	phases                                                     map[string]bool
@@ -50,10 +50,11 @@ func main() {
 	var levels string
 	flag.StringVar(&o.address, "address", "", "containerd socket (required)")
 	flag.StringVar(&o.dockerHost, "docker-host", "", "dockerd address for the docker peer (empty: skip docker)")
-	flag.StringVar(&o.nsnRun, "nsn-run", "bin/nsn-run", "nsn-run binary (the shim logger is nsn-logger beside it, else nsn-run itself)")
+	flag.StringVar(&o.nsnRun, "nsn-run", "bin/nsn-run", "nsn-run binary (the shim logger is nsn-logger beside it, else nsn-run itself; nsn-init and nsn-shim beside it serve the shim group)")
 	flag.StringVar(&o.namespace, "namespace", "nsn-bench", "containerd namespace")
 	flag.StringVar(&o.busybox, "busybox", "/bin/busybox", "static busybox for the runc bundle")
 	flag.StringVar(&o.shimGroup, "shim-group", "bench", "the node-agent configuration's shim group (containerd.Config.ShimGroup; containerd 2.x only)")
+	flag.IntVar(&o.shimGroupSize, "shim-group-size", 0, "tasks per shim group at most (containerd.Config.ShimGroupSize; 0: the default)")
 	flag.IntVar(&o.n, "n", 20, "runs of each variant of the trivial task")
 	flag.IntVar(&o.idle, "idle", 10, "idle tasks for the memory measurement")
 	flag.StringVar(&levels, "concurrency", "1,4,16,64", "concurrency levels")
@@ -145,6 +146,8 @@ func run(ctx context.Context, o options) error {
 	agentName := "node-agent config: shim group, release in background"
 	groupCfg := cfg
 	groupCfg.ShimGroup = o.shimGroup
+	groupCfg.ShimGroupSize = o.shimGroupSize
+	groupCfg.ShimBinary, _ = filepath.Abs(filepath.Join(filepath.Dir(o.nsnRun), "nsn-shim"))
 	agentBackend, err := containerd.New(ctx, groupCfg)
 	if errdefs.IsNotImplemented(err) || errdefs.IsInvalidArgument(err) {
 		fmt.Printf("no shim group: %v\n", err)

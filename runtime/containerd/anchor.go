@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -75,6 +76,12 @@ func newShimGroup(ctx context.Context, c *client.Client, cfg Config) (*shimGroup
 	}
 	if cfg.InitBinary == "" {
 		return nil, fmt.Errorf("%w: shim group %q: its anchor runs nsn-init, and no InitBinary is configured", errdefs.ErrInvalidArgument, cfg.ShimGroup)
+	}
+	if !filepath.IsAbs(cfg.ShimBinary) {
+		return nil, fmt.Errorf("%w: shim group %q: its tasks run with nsn-shim, and ShimBinary %q is not an absolute path", errdefs.ErrInvalidArgument, cfg.ShimGroup, cfg.ShimBinary)
+	}
+	if _, err := os.Stat(cfg.ShimBinary); err != nil {
+		return nil, fmt.Errorf("%w: shim group %q: shim binary: %w", errdefs.ErrInvalidArgument, cfg.ShimGroup, err)
 	}
 	v, err := c.Version(ctx)
 	if err != nil {
@@ -166,13 +173,15 @@ func ownerAlive(label string) bool {
 	return err == nil && tok == label
 }
 
-// join returns the group a new task id joins (its anchor running), or ""
-// when the group is full and the task gets a shim of its own.
-func (b *Backend) joinGroup(ctx context.Context, id string) (string, error) {
+// joinGroup returns the group a new task joins (its anchor running), or
+// "" when the group is full, or the task asks for another runtime than
+// runc's, and the task gets a shim of its own.
+func (b *Backend) joinGroup(ctx context.Context, t task.Task) (string, error) {
 	g := b.group
-	if g == nil {
+	if g == nil || t.Runtime != task.DefaultRuntime {
 		return "", nil
 	}
+	id := t.ID
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.closed || len(g.members) >= g.size {
@@ -220,7 +229,7 @@ func (b *Backend) startAnchor(ctx context.Context) error {
 	c, err := b.client.NewContainer(ctx, id,
 		client.WithNewSpec(opts...),
 		client.WithContainerLabels(map[string]string{labelAnchorOwner: g.owner, labelAnchorGroup: g.name}),
-		client.WithRuntime(task.DefaultRuntime, nil),
+		client.WithRuntime(b.cfg.ShimBinary, nil),
 	)
 	if err != nil {
 		return fmt.Errorf("shim group %s: create anchor: %w", g.name, err)

@@ -68,14 +68,19 @@ type Config struct {
 	// group. The group is this Backend's own (the name gets a random
 	// suffix), its anchor removed at Close, or by gc once its process is
 	// gone. Needs containerd 2.0 or later (a grouped Debian 1.6 shim
-	// stalled under 64 concurrent tasks) and InitBinary (the anchor's
-	// idle process). Off if empty. Experimental: under sustained load
-	// (1,000 tasks at 32 concurrent on 2 CPUs) containerd 2.4.2 failed a
-	// grouped create (docs/performance.md).
+	// stalled under 64 concurrent tasks), InitBinary (the anchor's idle
+	// process) and ShimBinary. Off if empty. Only tasks of the runc
+	// runtime (task.DefaultRuntime) join the group.
 	ShimGroup string
 	// ShimGroupSize bounds the tasks in the group at once;
 	// DefaultShimGroupSize if zero. Past it a task gets its own shim.
 	ShimGroupSize int
+	// ShimBinary is the absolute path of nsn-shim (cmd/nsn-shim), the
+	// runtime a shim group's tasks and anchor run with: containerd's runc
+	// shim, except that its start does not take a live group shim that is
+	// slow to answer for a dead one (containerd's does, under CPU load,
+	// and starts a second shim for the group). Needed with ShimGroup.
+	ShimBinary string
 }
 
 // Backend runs tasks as containerd containers with runc.

@@ -6,10 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"time"
-
-	"github.com/containerd/containerd/api/services/tasks/v1"
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
@@ -51,7 +48,7 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (h runtim
 	}
 
 	sw.Lap("start/check-id")
-	group, err := b.joinGroup(ctx, t.ID)
+	group, err := b.joinGroup(ctx, t)
 	if err != nil {
 		return h, err
 	}
@@ -122,7 +119,7 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (h runtim
 		client.WithSnapshot(t.ID),
 		client.WithImageName(img.Name),
 		client.WithContainerLabels(runtime.Labels(t.ID)),
-		client.WithRuntime(t.Runtime, nil),
+		client.WithRuntime(runtimeOf(t, group, b.cfg.ShimBinary), nil),
 	)
 	if err != nil {
 		if errdefs.IsAlreadyExists(err) {
@@ -134,18 +131,7 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (h runtim
 	undo = append(undo, func(ctx context.Context) { _ = container.Delete(ctx) })
 	sw.Lap("start/create-container")
 
-	newTask := func() (client.Task, error) {
-		return container.NewTask(ctx, cio.BinaryIO(b.cfg.LoggerBinary, logs.ShimLoggerArgs(req.StateDir, b.cfg.LogLimits)))
-	}
-	tk, err := newTask()
-	if err != nil && group != "" && strings.Contains(err.Error(), "ttrpc: closed") {
-		// Seen with containerd 2.4.2 under 64 concurrent tasks in one
-		// group: the connection containerd opened to the group's
-		// (running) shim for this task closed during its create. Once
-		// more, after containerd's record of the failed one is gone.
-		_, _ = b.client.TaskService().Delete(ctx, &tasks.DeleteTaskRequest{ContainerID: t.ID})
-		tk, err = newTask()
-	}
+	tk, err := container.NewTask(ctx, cio.BinaryIO(b.cfg.LoggerBinary, logs.ShimLoggerArgs(req.StateDir, b.cfg.LogLimits)))
 	if err != nil {
 		if cerr := runtime.ParseCommandError(err, s.Process.Args[0], img.Name); cerr != nil {
 			return h, cerr
@@ -276,12 +262,22 @@ func mountDestinations(s *specs.Spec) []string {
 	return dests
 }
 
+// runtimeOf is the runtime task t's container runs with: nsn-shim (a
+// path, which containerd runs as the shim) for a task in a shim group,
+// else the runtime the task names.
+func runtimeOf(t task.Task, group, shimBinary string) string {
+	if group != "" {
+		return shimBinary
+	}
+	return t.Runtime
+}
+
 // Preview implements runtime.Backend: the OCI runtime spec Start would
 // create req's container with, audited, as `nsn-run spec` prints it.
 // Nothing is created.
 func (b *Backend) Preview(ctx context.Context, req runtime.StartRequest) ([]byte, error) {
 	var group string
-	if b.group != nil {
+	if b.group != nil && req.Task.Runtime == task.DefaultRuntime {
 		group = b.group.name // as a task that joins the group
 	}
 	_, s, err := b.spec(b.ns(ctx), req, group)

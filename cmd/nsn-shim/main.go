@@ -1,0 +1,30 @@
+// Command nsn-shim is containerd's runc v2 shim (containerd-shim-runc-v2,
+// the same code, linked from the containerd module nsn-run builds with)
+// with one change: how `start` decides that a shim group's running shim is
+// gone. nsn-run's shim groups (containerd.Config.ShimGroup) run their
+// tasks and anchors with it; every other task keeps containerd's own shim.
+//
+// Why: containerd's `start` for a grouped task finds the group's socket in
+// use and dials it with a 100 ms timeout. Under CPU load the dial can time
+// out although the shim is alive (11 of 1,000 such dials from new processes
+// on a loaded 2-CPU host, docs/performance.md); `start` then removes the
+// live shim's socket and starts a second shim for the group. That shim has
+// no anchor: it exits when its own tasks end, racing tasks that joined it
+// meanwhile ("ttrpc: closed", "connect: connection refused"), and two
+// starts that both judged the shim dead race to bind ("bind: address
+// already in use"). nsn-shim asks first, patiently, and only a refused
+// connection (nobody listens) or a missing socket counts as gone; then
+// containerd's own start runs as before and starts a new shim.
+package main
+
+import (
+	"context"
+
+	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/manager"
+	_ "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/task/plugin"
+	"github.com/containerd/containerd/v2/pkg/shim"
+)
+
+func main() {
+	shim.RunShim(context.Background(), &patientShim{Shim: manager.NewShimManager("io.containerd.runc.v2")})
+}
