@@ -104,7 +104,7 @@ func TestShimGroupRefusedOnContainerd1(t *testing.T) {
 	}
 	_, err := containerd.New(context.Background(), containerd.Config{Address: addr, Namespace: testNamespace,
 		LoggerBinary: nsnLogger(t), InitBinary: nsnInit(t), ShimGroup: "test", ShimBinary: nsnShim(t)})
-	if !cerrdefs.IsNotImplemented(err) || !strings.Contains(err.Error(), "containerd 2.0 or later") {
+	if !cerrdefs.IsNotImplemented(err) || !strings.Contains(err.Error(), "containerd 2.3 or later") {
 		t.Errorf("New with a shim group on containerd 1.x = %v, want a not-implemented error", err)
 	}
 }

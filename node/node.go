@@ -261,8 +261,6 @@ func loggerBinary(named string) (string, error) {
 	return "", fmt.Errorf("%w: the containerd backend needs %s to capture task logs: install it beside this program or on PATH (go build ./cmd/nsn-logger), or set Options.LoggerBinary", errdefs.ErrFailedPrecondition, LoggerName)
 }
 
-// findBinary is the absolute path of name beside the running program,
-// else on PATH; empty where there is none.
 // shimBinary is the nsn-shim a shim group's tasks run with: the one
 // named, else nsn-shim beside the running program, else on PATH; "" when
 // o names no shim group.
@@ -273,9 +271,11 @@ func shimBinary(o Options) (string, error) {
 	if p := findBinary(ShimName); p != "" {
 		return p, nil
 	}
-	return "", fmt.Errorf("%w: shim group %q needs %s: install it beside this program or on PATH (go build ./cmd/nsn-shim), or set Options.ShimBinary", errdefs.ErrFailedPrecondition, o.ShimGroup, ShimName)
+	return "", fmt.Errorf("%w: shim group %q needs %s: install it, root's and written by root only, beside this program or on PATH (go build ./cmd/nsn-shim), or set Options.ShimBinary", errdefs.ErrFailedPrecondition, o.ShimGroup, ShimName)
 }
 
+// findBinary is the absolute path of name beside the running program,
+// else on PATH; empty where there is none.
 func findBinary(name string) string {
 	if self, err := os.Executable(); err == nil {
 		if self, err = filepath.EvalSymlinks(self); err == nil {

@@ -53,7 +53,7 @@ func main() {
 	flag.StringVar(&o.nsnRun, "nsn-run", "bin/nsn-run", "nsn-run binary (the shim logger is nsn-logger beside it, else nsn-run itself; nsn-init and nsn-shim beside it serve the shim group)")
 	flag.StringVar(&o.namespace, "namespace", "nsn-bench", "containerd namespace")
 	flag.StringVar(&o.busybox, "busybox", "/bin/busybox", "static busybox for the runc bundle")
-	flag.StringVar(&o.shimGroup, "shim-group", "bench", "the node-agent configuration's shim group (containerd.Config.ShimGroup; containerd 2.x only)")
+	flag.StringVar(&o.shimGroup, "shim-group", "bench", "the node-agent configuration's shim group (containerd.Config.ShimGroup; containerd 2.3 or later)")
 	flag.IntVar(&o.shimGroupSize, "shim-group-size", 0, "tasks per shim group at most (containerd.Config.ShimGroupSize; 0: the default)")
 	flag.IntVar(&o.n, "n", 20, "runs of each variant of the trivial task")
 	flag.IntVar(&o.idle, "idle", 10, "idle tasks for the memory measurement")
@@ -147,7 +147,7 @@ func run(ctx context.Context, o options) error {
 	groupCfg := cfg
 	groupCfg.ShimGroup = o.shimGroup
 	groupCfg.ShimGroupSize = o.shimGroupSize
-	groupCfg.ShimBinary, _ = filepath.Abs(filepath.Join(filepath.Dir(o.nsnRun), "nsn-shim"))
+	groupCfg.ShimBinary = filepath.Join(filepath.Dir(o.nsnRun), "nsn-shim") // o.nsnRun is absolute
 	agentBackend, err := containerd.New(ctx, groupCfg)
 	if errdefs.IsNotImplemented(err) || errdefs.IsInvalidArgument(err) {
 		fmt.Printf("no shim group: %v\n", err)

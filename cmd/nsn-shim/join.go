@@ -70,23 +70,32 @@ func groupSocket(ctx context.Context, params *bootapi.BootstrapParams, specPath 
 	return shim.CreateSocketAddress(ctx, dir, params.GetContainerdGrpcAddress(), group, false)
 }
 
-// listening reports whether a process listens on the unix socket at addr
-// ("unix://PATH"). Only a refusal or a missing file is an answer of no: a
-// dial that times out (this process starved of CPU) or finds the listen
-// queue full (the shim busy accepting) reached a live listener.
+// listening reports whether a process may listen on the unix socket at
+// addr ("unix://PATH"). Only a refusal or a missing file is an answer of
+// no. A dial that finds the listen queue full reached a live listener; one
+// that timed out (this process starved of CPU, perhaps before it even
+// called connect) is tried once more, with a fresh deadline. Any other
+// error is not taken for a dead shim either: containerd's connect will
+// meet it too, and fail this one task, where taking a live shim for dead
+// would start a second one for the whole group.
 func listening(addr string, patience time.Duration) bool {
 	path, ok := strings.CutPrefix(addr, "unix://")
 	if !ok {
 		return false // an abstract socket: containerd's start decides
 	}
-	c, err := net.DialTimeout("unix", path, patience)
-	if err == nil {
-		c.Close()
+	for try := 0; ; try++ {
+		c, err := net.DialTimeout("unix", path, patience)
+		if err == nil {
+			c.Close()
+			return true
+		}
+		if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, fs.ErrNotExist) {
+			return false
+		}
+		var ne net.Error
+		if try == 0 && errors.As(err, &ne) && ne.Timeout() {
+			continue
+		}
 		return true
 	}
-	if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, fs.ErrNotExist) {
-		return false
-	}
-	var ne net.Error
-	return errors.Is(err, syscall.EAGAIN) || (errors.As(err, &ne) && ne.Timeout())
 }

@@ -5,13 +5,16 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	bootapi "github.com/containerd/containerd/api/runtime/bootstrap/v1"
+	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/manager"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/shim"
+	"google.golang.org/protobuf/proto"
 )
 
 // busyListener is a unix socket that listens but never accepts, with a
@@ -123,5 +126,50 @@ func TestGroupSocket(t *testing.T) {
 	}
 	if _, err := groupSocket(ctx, params, filepath.Join(dir, "absent.json")); err == nil {
 		t.Error("no spec: no error")
+	}
+}
+
+// TestStartJoinsLikeContainerd: where a group's shim answers, nsn-shim's
+// start returns what containerd's own start returns on finding it (so
+// containerd cannot tell them apart). TestListening covers the busy
+// shim, which containerd's check would take for dead.
+func TestStartJoinsLikeContainerd(t *testing.T) {
+	// Short: the socket path (dir + 64 hex digits) must fit a sockaddr.
+	sockDir, err := os.MkdirTemp("/tmp", "nss")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(sockDir)
+	bundle := t.TempDir()
+	if err := os.WriteFile(filepath.Join(bundle, "config.json"), []byte(`{"ociVersion":"1.2.0","annotations":{"io.containerd.runc.v2.group":"g1"}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(bundle) // containerd starts `start` in the bundle
+	ctx := namespaces.WithNamespace(context.Background(), "ns1")
+	params := &bootapi.BootstrapParams{InstanceID: "task1", Namespace: "ns1", ContainerdGrpcAddress: "/run/containerd/containerd.sock", SocketDir: &sockDir}
+	addr, err := shim.CreateSocketAddress(ctx, sockDir, params.ContainerdGrpcAddress, "g1", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("unix", strings.TrimPrefix(addr, "unix://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+
+	upstream := manager.NewShimManager("io.containerd.runc.v2")
+	want, err := upstream.Start(ctx, params)
+	if err != nil {
+		t.Fatalf("containerd's start: %v", err)
+	}
+	got, err := (&patientShim{Shim: upstream}).Start(ctx, params)
+	if err != nil {
+		t.Fatalf("nsn-shim's start: %v", err)
+	}
+	if !proto.Equal(got, want) {
+		t.Errorf("nsn-shim's start = %v, containerd's = %v", got, want)
+	}
+	if got.GetAddress() != addr {
+		t.Errorf("joined %q, want the group's socket %q", got.GetAddress(), addr)
 	}
 }

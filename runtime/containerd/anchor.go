@@ -80,17 +80,19 @@ func newShimGroup(ctx context.Context, c *client.Client, cfg Config) (*shimGroup
 	if !filepath.IsAbs(cfg.ShimBinary) {
 		return nil, fmt.Errorf("%w: shim group %q: its tasks run with nsn-shim, and ShimBinary %q is not an absolute path", errdefs.ErrInvalidArgument, cfg.ShimGroup, cfg.ShimBinary)
 	}
-	if _, err := os.Stat(cfg.ShimBinary); err != nil {
+	if err := checkShimBinary(cfg.ShimBinary); err != nil {
 		return nil, fmt.Errorf("%w: shim group %q: shim binary: %w", errdefs.ErrInvalidArgument, cfg.ShimGroup, err)
 	}
 	v, err := c.Version(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("containerd version: %w", err)
 	}
-	if major(v.Version) < 2 {
-		// Measured: tasks sharing a Debian 1.6 shim stalled under 64
-		// concurrent tasks (docs/performance.md).
-		return nil, fmt.Errorf("%w: shim groups need containerd 2.0 or later, this is %s", errdefs.ErrNotImplemented, v.Version)
+	if !atLeast(v.Version, 2, 3) {
+		// nsn-shim is containerd 2.4's runc shim, whose start takes its
+		// settings only in the bootstrap protocol of containerd 2.3 and
+		// later (and a grouped Debian 1.6 shim stalled under 64
+		// concurrent tasks, docs/performance.md).
+		return nil, fmt.Errorf("%w: shim groups need containerd 2.3 or later, this is %s", errdefs.ErrNotImplemented, v.Version)
 	}
 	size := cfg.ShimGroupSize
 	if size == 0 {
@@ -111,11 +113,35 @@ func newShimGroup(ctx context.Context, c *client.Client, cfg Config) (*shimGroup
 	return &shimGroup{name: name, size: size, owner: owner, members: map[string]bool{}}, nil
 }
 
-// major is the major version of a containerd version string ("v2.4.2",
-// "1.6.20~ds1").
-func major(version string) int {
-	n, _ := strconv.Atoi(strings.SplitN(strings.TrimPrefix(version, "v"), ".", 2)[0])
-	return n
+// checkShimBinary refuses a shim binary that someone other than root
+// could have written: containerd runs it as root, as the shim of tasks.
+func checkShimBinary(path string) error {
+	info, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	st, ok := info.Sys().(*syscall.Stat_t)
+	switch {
+	case !info.Mode().IsRegular():
+		return fmt.Errorf("%s is not a regular file", path)
+	case !ok || st.Uid != 0:
+		return fmt.Errorf("%s is not owned by root", path)
+	case info.Mode().Perm()&0o022 != 0:
+		return fmt.Errorf("%s is writable by group or others (%v)", path, info.Mode().Perm())
+	}
+	return nil
+}
+
+// atLeast reports whether a containerd version string ("v2.4.2",
+// "1.6.20~ds1") is major.minor or later.
+func atLeast(version string, major, minor int) bool {
+	parts := strings.SplitN(strings.TrimPrefix(version, "v"), ".", 3)
+	maj, _ := strconv.Atoi(parts[0])
+	var mnr int
+	if len(parts) > 1 {
+		mnr, _ = strconv.Atoi(strings.TrimLeftFunc(parts[1], func(r rune) bool { return r < '0' || r > '9' }))
+	}
+	return maj > major || (maj == major && mnr >= minor)
 }
 
 // processToken names process pid for as long as it lives, as this process

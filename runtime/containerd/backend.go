@@ -67,9 +67,9 @@ type Config struct {
 	// price is failure isolation: a shim crash ends every task of its
 	// group. The group is this Backend's own (the name gets a random
 	// suffix), its anchor removed at Close, or by gc once its process is
-	// gone. Needs containerd 2.0 or later (a grouped Debian 1.6 shim
-	// stalled under 64 concurrent tasks), InitBinary (the anchor's idle
-	// process) and ShimBinary. Off if empty. Only tasks of the runc
+	// gone. Needs containerd 2.3 or later (nsn-shim speaks its shim
+	// bootstrap protocol), InitBinary (the anchor's idle process) and
+	// ShimBinary. Off if empty. Only tasks of the runc
 	// runtime (task.DefaultRuntime) join the group.
 	ShimGroup string
 	// ShimGroupSize bounds the tasks in the group at once;
@@ -79,7 +79,9 @@ type Config struct {
 	// runtime a shim group's tasks and anchor run with: containerd's runc
 	// shim, except that its start does not take a live group shim that is
 	// slow to answer for a dead one (containerd's does, under CPU load,
-	// and starts a second shim for the group). Needed with ShimGroup.
+	// and starts a second shim for the group). Needed with ShimGroup;
+	// root's, and writable by root only. containerd records the path with
+	// each grouped task: it must stay in place while they run.
 	ShimBinary string
 }
 
