@@ -36,6 +36,12 @@ import (
 	"github.com/nsn-run/nsn-run/task"
 )
 
+// benchID starts every task and container id of this run: a run's ids
+// are its own, so what a failed earlier run left behind outside the
+// daemon's state (runc keeps its state under /run/containerd/runc) cannot
+// collide with them.
+var benchID = fmt.Sprintf("bench-%06x-", time.Now().UnixNano()&0xffffff)
+
 type options struct {
 	address, dockerHost, nsnRun, namespace, busybox, shimGroup string
 	n, idle, tasks, shimGroupSize                              int
@@ -236,7 +242,7 @@ func prepareBundle(ctx context.Context, o options, work string) (string, error) 
 		return "", err
 	}
 	s, err := spec.Generate(namespaces.WithNamespace(ctx, o.namespace),
-		task.Task{ID: "bench-runc", Image: "busybox", Command: []string{"/bin/true"}},
+		task.Task{ID: benchID + "runc", Image: "busybox", Command: []string{"/bin/true"}},
 		ocispec.ImageConfig{Env: []string{"PATH=/bin"}}, spec.Options{OutputDir: out})
 	if err != nil {
 		return "", err
@@ -264,10 +270,10 @@ func trivial(ctx context.Context, o options, mgrs managers, bundle, work string)
 	stateDir := filepath.Join(work, "cli-state")
 	variants := []variant{
 		{"runc run (prepared bundle)", func(i int) error {
-			return command("runc", "--root", runcRoot, "run", "--bundle", bundle, fmt.Sprintf("bench-runc-%d", i))
+			return command("runc", "--root", runcRoot, "run", "--bundle", bundle, fmt.Sprintf(benchID+"runc-%d", i))
 		}, nil},
 		{"ctr run --rm", func(i int) error {
-			return command("ctr", "-a", o.address, "-n", o.namespace, "run", "--rm", "docker.io/library/busybox:latest", fmt.Sprintf("bench-ctr-%d", i), "/bin/true")
+			return command("ctr", "-a", o.address, "-n", o.namespace, "run", "--rm", "docker.io/library/busybox:latest", fmt.Sprintf(benchID+"ctr-%d", i), "/bin/true")
 		}, nil},
 	}
 	if o.dockerHost != "" {
@@ -278,22 +284,22 @@ func trivial(ctx context.Context, o options, mgrs managers, bundle, work string)
 	variants = append(variants,
 		variant{"nsn-run run (CLI)", func(i int) error {
 			return command(o.nsnRun, "--address", o.address, "--namespace", o.namespace, "--state-dir", stateDir,
-				"run", "--id", fmt.Sprintf("bench-cli-%d", i), "busybox:latest", "--", "/bin/true")
+				"run", "--id", fmt.Sprintf(benchID+"cli-%d", i), "busybox:latest", "--", "/bin/true")
 		}, nil},
 		variant{"runtime.Manager.Run (in-process)", func(i int) error {
-			_, err := m.Run(ctx, task.Task{ID: fmt.Sprintf("bench-lib-%d", i), Image: "busybox:latest", Command: []string{"/bin/true"}}, runtime.RunOptions{})
+			_, err := m.Run(ctx, task.Task{ID: fmt.Sprintf(benchID+"lib-%d", i), Image: "busybox:latest", Command: []string{"/bin/true"}}, runtime.RunOptions{})
 			return err
 		}, nil},
 		variant{"runtime.Manager.Run (in-process, user namespaces off)", func(i int) error {
-			_, err := shared.Run(ctx, task.Task{ID: fmt.Sprintf("bench-shared-%d", i), Image: "busybox:latest", Command: []string{"/bin/true"}}, runtime.RunOptions{})
+			_, err := shared.Run(ctx, task.Task{ID: fmt.Sprintf(benchID+"shared-%d", i), Image: "busybox:latest", Command: []string{"/bin/true"}}, runtime.RunOptions{})
 			return err
 		}, nil},
 		variant{"runtime.Manager.Run (in-process, release in background)", func(i int) error {
-			_, err := background.Run(ctx, task.Task{ID: fmt.Sprintf("bench-bg-%d", i), Image: "busybox:latest", Command: []string{"/bin/true"}}, runtime.RunOptions{})
+			_, err := background.Run(ctx, task.Task{ID: fmt.Sprintf(benchID+"bg-%d", i), Image: "busybox:latest", Command: []string{"/bin/true"}}, runtime.RunOptions{})
 			return err
 		}, func() error { return background.Drain(ctx) }},
 		variant{"runtime.Manager.Run (in-process, " + mgrs.agentName + ")", func(i int) error {
-			_, err := agent.Run(ctx, task.Task{ID: fmt.Sprintf("bench-agent-%d", i), Image: "busybox:latest", Command: []string{"/bin/true"}}, runtime.RunOptions{})
+			_, err := agent.Run(ctx, task.Task{ID: fmt.Sprintf(benchID+"agent-%d", i), Image: "busybox:latest", Command: []string{"/bin/true"}}, runtime.RunOptions{})
 			return err
 		}, func() error { return agent.Drain(ctx) }},
 	)
@@ -337,7 +343,7 @@ func trivial(ctx context.Context, o options, mgrs managers, bundle, work string)
 			mu.Unlock()
 		})
 		for i := range o.n {
-			if _, err := traced.m.Run(pctx, task.Task{ID: fmt.Sprintf("bench-trace-%d", i), Image: "busybox:latest", Command: []string{"/bin/true"}}, runtime.RunOptions{}); err != nil {
+			if _, err := traced.m.Run(pctx, task.Task{ID: fmt.Sprintf(benchID+"trace-%d", i), Image: "busybox:latest", Command: []string{"/bin/true"}}, runtime.RunOptions{}); err != nil {
 				return err
 			}
 			if err := traced.m.Drain(ctx); err != nil {
@@ -414,7 +420,7 @@ func concurrency(ctx context.Context, o options, mgrs managers, b *containerd.Ba
 				wg.Go(func() {
 					for i := range jobs {
 						t0 := time.Now()
-						err := r.run(fmt.Sprintf("bench-c%d-r%d-%d", c, ri, i))
+						err := r.run(fmt.Sprintf(benchID+"c%d-r%d-%d", c, ri, i))
 						mu.Lock()
 						lat = append(lat, time.Since(t0))
 						if err != nil && firstErr == nil {
@@ -521,7 +527,7 @@ func idleKiB(ctx context.Context, o options, m *runtime.Manager) (int, error) {
 		}
 	}()
 	for i := range o.idle {
-		id := fmt.Sprintf("bench-idle-%d", i)
+		id := fmt.Sprintf(benchID+"idle-%d", i)
 		if _, err := m.Spawn(ctx, task.Task{ID: id, Image: "busybox:latest", Command: []string{"sleep", "300"}}); err != nil {
 			return 0, err
 		}
@@ -588,7 +594,7 @@ func dockerIdle(o options) (int, error) {
 func logThroughput(ctx context.Context, o options, m *runtime.Manager) error {
 	script := fmt.Sprintf("head -c %d /dev/zero", o.logBytes)
 	start := time.Now()
-	res, err := m.Run(ctx, task.Task{ID: "bench-logs", Image: "busybox:latest", Command: []string{"sh", "-c", script},
+	res, err := m.Run(ctx, task.Task{ID: benchID + "logs", Image: "busybox:latest", Command: []string{"sh", "-c", script},
 		Limits: task.Limits{Timeout: 10 * time.Minute}}, runtime.RunOptions{})
 	if err != nil {
 		return err
