@@ -2,13 +2,18 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
+	"os/exec"
+	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/nsn-run/nsn-run/idmap"
 	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/task"
 )
@@ -114,5 +119,60 @@ func TestBackgroundReleaseIDReuse(t *testing.T) {
 	}
 	if l := left(); l != "" {
 		t.Errorf("left behind after Drain: %s", l)
+	}
+}
+
+// TestBackgroundReleaseKilled: the manager process dies (SIGKILL) as soon
+// as Run has returned, its release in flight. Its task's container is still
+// there; a plain gc by a new manager over the same state removes it and
+// everything else the task had: snapshot, lease, mounts, host id range.
+func TestBackgroundReleaseKilled(t *testing.T) {
+	c, addr := containerdClient(t)
+	importBusybox(t, c, addr)
+	stateDir := t.TempDir()
+	id := uniqueID("bgkill")
+	helper := exec.Command(os.Args[0], "-test.run=^$")
+	helper.Env = append(os.Environ(), envHelper+"="+helperReleaseThenDie, "NSN_HELPER_ADDRESS="+addr,
+		"NSN_HELPER_STATE="+stateDir, "NSN_HELPER_ID="+id, "NSN_HELPER_LOGGER="+nsnLogger(t))
+	var stderr strings.Builder
+	helper.Stderr = &stderr
+	out, err := helper.Output()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("helper: %v, stderr %q; want it killed by SIGKILL after Run", err, stderr.String())
+	}
+	var res task.Result
+	if err := json.Unmarshal(out, &res); err != nil || res.ExitCode != 0 || res.Stdout != "ok\n" {
+		t.Fatalf("the helper's Result: %q (%v), want exit 0 and ok", out, err)
+	}
+	// The release needs a round trip to the shim and its task delete,
+	// which the kill cut short: the container is still there.
+	if l := leftovers(t, c); !strings.Contains(l, "container "+id) {
+		t.Fatalf("after the kill the release should have been cut short, found: %q", l)
+	}
+	ids, err := idmap.New(idmap.Config{Owner: stateDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if held, _ := ids.Held(); len(held) != 1 {
+		t.Errorf("id ranges held after the kill: %v, want the task's", held)
+	}
+
+	m, _ := testManagerWith(t, func(cfg *runtime.Config) { cfg.StateDir = stateDir })
+	removed, err := m.CleanupOrphans(context.Background(), false)
+	if err != nil {
+		t.Fatalf("gc: %v", err)
+	}
+	if !slices.ContainsFunc(removed, func(r string) bool { return strings.Contains(r, id) }) {
+		t.Errorf("gc removed %v, want task %s", removed, id)
+	}
+	if l := leftovers(t, c); l != "" {
+		t.Errorf("left behind after gc: %s", l)
+	}
+	if held, _ := ids.Held(); len(held) != 0 {
+		t.Errorf("id ranges held after gc: %v", held)
+	}
+	if b, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(b), stateDir) {
+		t.Errorf("mounts left under %s", stateDir)
 	}
 }
