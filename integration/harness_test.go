@@ -229,14 +229,16 @@ func (b *builtBinary) get(t *testing.T, pkg, name string, static bool) string {
 }
 
 // nsnRun is the nsn-run binary, with nsn-init beside it, where run --init
-// finds it.
+// finds it, and nsn-shim, which its tasks run with on containerd 2.3+.
 func nsnRun(t *testing.T) string {
 	t.Helper()
 	p := nsnRunBin.get(t, "cmd/nsn-run", "nsn-run", false)
-	beside := filepath.Join(filepath.Dir(p), "nsn-init")
-	if _, err := os.Stat(beside); err != nil {
-		if err := os.Link(nsnInit(t), beside); err != nil && !os.IsExist(err) {
-			t.Fatal(err)
+	for name, bin := range map[string]func(*testing.T) string{"nsn-init": nsnInit, "nsn-shim": nsnShim} {
+		beside := filepath.Join(filepath.Dir(p), name)
+		if _, err := os.Stat(beside); err != nil {
+			if err := os.Link(bin(t), beside); err != nil && !os.IsExist(err) {
+				t.Fatal(err)
+			}
 		}
 	}
 	return p
@@ -328,7 +330,9 @@ func testManagerWith(t *testing.T, configure func(*runtime.Config)) (*runtime.Ma
 	importBusybox(t, c, addr)
 	// The Go API path uses the small nsn-logger as the shim logger; the
 	// CLI tests use nsn-run itself: both loggers are exercised.
-	b, err := containerd.New(context.Background(), containerd.Config{Address: addr, Namespace: testNamespace, LoggerBinary: nsnLogger(t), InitBinary: nsnInit(t)})
+	// nsn-shim as node.Open finds it (beside nsn-run): tasks run with it
+	// on containerd 2.3 and later, with containerd's shim on older ones.
+	b, err := containerd.New(context.Background(), containerd.Config{Address: addr, Namespace: testNamespace, LoggerBinary: nsnLogger(t), InitBinary: nsnInit(t), ShimBinary: nsnShim(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,10 +10,12 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	cerrdefs "github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
 
 	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/runtime/containerd"
@@ -29,6 +31,88 @@ func daemonMajor(t *testing.T, c *client.Client) int {
 	}
 	n, _ := strconv.Atoi(strings.SplitN(strings.TrimPrefix(v.Version, "v"), ".", 2)[0])
 	return n
+}
+
+// daemonAtLeast reports whether the containerd under test is major.minor
+// or later.
+func daemonAtLeast(t *testing.T, c *client.Client, major, minor int) bool {
+	t.Helper()
+	v, err := c.Version(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts := strings.SplitN(strings.TrimPrefix(v.Version, "v"), ".", 3)
+	maj, _ := strconv.Atoi(parts[0])
+	var mnr int
+	if len(parts) > 1 {
+		mnr, _ = strconv.Atoi(parts[1])
+	}
+	return maj > major || maj == major && mnr >= minor
+}
+
+// TestTasksRunWithNsnShim: with ShimBinary, a task of the runc runtime
+// runs in a shim of its own that is nsn-shim on containerd 2.3 and later
+// (whose delete skips the runc exec that would do nothing, cmd/nsn-shim
+// TestStopAsContainerd), containerd's own shim on older ones; its
+// removal leaves nothing, its shim gone.
+func TestTasksRunWithNsnShim(t *testing.T) {
+	m, c := testManager(t)
+	ctx := context.Background()
+	id := uniqueID("shimexe")
+	if _, err := m.Spawn(ctx, task.Task{ID: id, Image: "busybox:latest", Command: []string{"sleep", "300"}}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := m.Inspect(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shim := ppid(t, int(st.Pid))
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", shim))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := nsnShim(t); daemonAtLeast(t, c, 2, 3) && exe != want {
+		t.Errorf("the task's shim runs %s, want %s", exe, want)
+	} else if !daemonAtLeast(t, c, 2, 3) && !strings.HasSuffix(exe, "/containerd-shim-runc-v2") {
+		t.Errorf("the task's shim runs %s, want containerd's containerd-shim-runc-v2 (nsn-shim needs containerd 2.3+)", exe)
+	}
+	if err := m.Remove(ctx, id, true); err != nil {
+		t.Fatal(err)
+	}
+	if l := leftovers(t, c); l != "" {
+		t.Errorf("left behind: %s", l)
+	}
+	if err := waitExit(shim, time.Minute); err != nil {
+		t.Errorf("the task's shim: %v", err)
+	}
+}
+
+// waitExit waits for process pid to exit (its pidfd turns readable), at
+// most limit: a shim exits just after containerd has seen its connection
+// close.
+func waitExit(pid int, limit time.Duration) error {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if errors.Is(err, unix.ESRCH) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("pidfd of %d: %w", pid, err)
+	}
+	defer unix.Close(fd)
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	for {
+		n, err := unix.Poll(fds, int(limit.Milliseconds()))
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("wait for %d: %w", pid, err)
+		}
+		if n == 0 {
+			return fmt.Errorf("process %d still runs after %s", pid, limit)
+		}
+		return nil
+	}
 }
 
 // skipBeforeContainerd2 skips a shim group test on containerd 1.x, where

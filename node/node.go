@@ -45,8 +45,8 @@ const (
 	// InitName is the init binary (cmd/nsn-init) Open looks for when
 	// Options.InitBinary is empty.
 	InitName = "nsn-init"
-	// ShimName is the shim groups' runc shim (cmd/nsn-shim) Open looks
-	// for when Options.ShimGroup is set and Options.ShimBinary is empty.
+	// ShimName is nsn-run's runc shim (cmd/nsn-shim) Open looks for when
+	// Options.ShimBinary is empty.
 	ShimName = "nsn-shim"
 )
 
@@ -103,10 +103,11 @@ type Options struct {
 	// per task.
 	ShimGroup     string
 	ShimGroupSize int
-	// ShimBinary is nsn-shim (cmd/nsn-shim), which a shim group's tasks
-	// run with (containerd.Config.ShimBinary); Open looks for ShimName
-	// beside this program, then on PATH, when it is empty and ShimGroup
-	// is set.
+	// ShimBinary is nsn-shim (cmd/nsn-shim), which tasks of the runc
+	// runtime run with on containerd 2.3 and later
+	// (containerd.Config.ShimBinary). Open looks for ShimName beside this
+	// program, then on PATH, when it is empty: without one, tasks run
+	// with containerd's own shim, and a shim group is refused.
 	ShimBinary string
 }
 
@@ -261,14 +262,14 @@ func loggerBinary(named string) (string, error) {
 	return "", fmt.Errorf("%w: the containerd backend needs %s to capture task logs: install it beside this program or on PATH (go build ./cmd/nsn-logger), or set Options.LoggerBinary", errdefs.ErrFailedPrecondition, LoggerName)
 }
 
-// shimBinary is the nsn-shim a shim group's tasks run with: the one
-// named, else nsn-shim beside the running program, else on PATH; "" when
-// o names no shim group.
+// shimBinary is the nsn-shim tasks run with: the one named, else
+// nsn-shim beside the running program, else on PATH; "" where there is
+// none (containerd's own shim then), an error if o names a shim group.
 func shimBinary(o Options) (string, error) {
-	if o.ShimGroup == "" || o.ShimBinary != "" {
+	if o.ShimBinary != "" {
 		return o.ShimBinary, nil
 	}
-	if p := findBinary(ShimName); p != "" {
+	if p := findBinary(ShimName); p != "" || o.ShimGroup == "" {
 		return p, nil
 	}
 	return "", fmt.Errorf("%w: shim group %q needs %s: install it, root's and written by root only, beside this program or on PATH (go build ./cmd/nsn-shim), or set Options.ShimBinary", errdefs.ErrFailedPrecondition, o.ShimGroup, ShimName)

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -38,15 +39,23 @@ func TestLoggerBinary(t *testing.T) {
 }
 
 func TestShimBinary(t *testing.T) {
-	if got, err := shimBinary(Options{}); err != nil || got != "" {
-		t.Errorf("no shim group: %q %v, want none", got, err)
-	}
 	if got, err := shimBinary(Options{ShimGroup: "g", ShimBinary: "/opt/nsn/nsn-shim"}); err != nil || got != "/opt/nsn/nsn-shim" {
 		t.Errorf("a named shim: %q %v", got, err)
 	}
-	t.Setenv("PATH", t.TempDir()) // no nsn-shim there, nor beside the test binary
+	path := t.TempDir()
+	t.Setenv("PATH", path) // no nsn-shim there, nor beside the test binary
+	if got, err := shimBinary(Options{}); err != nil || got != "" {
+		t.Errorf("no nsn-shim anywhere, no shim group: %q %v, want none (containerd's shim)", got, err)
+	}
 	if _, err := shimBinary(Options{ShimGroup: "g"}); !errdefs.IsFailedPrecondition(err) {
 		t.Errorf("a shim group and no nsn-shim anywhere: %v, want FailedPrecondition", err)
+	}
+	onPath := filepath.Join(path, ShimName)
+	if err := os.WriteFile(onPath, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := shimBinary(Options{}); err != nil || got != onPath {
+		t.Errorf("nsn-shim on PATH, no shim group: %q %v, want %s", got, err, onPath)
 	}
 }
 

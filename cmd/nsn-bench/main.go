@@ -124,7 +124,13 @@ func run(ctx context.Context, o options) error {
 	if bin := filepath.Join(filepath.Dir(o.nsnRun), "nsn-init"); fileExists(bin) {
 		initBinary = bin // the shim group's anchor runs it
 	}
-	cfg := containerd.Config{Address: o.address, Namespace: o.namespace, LoggerBinary: logger, InitBinary: initBinary}
+	// nsn-shim beside nsn-run, as node.Open finds it: the defaults' tasks
+	// run with it where containerd is 2.3 or later.
+	var shimBinary string
+	if bin := filepath.Join(filepath.Dir(o.nsnRun), "nsn-shim"); fileExists(bin) {
+		shimBinary = bin
+	}
+	cfg := containerd.Config{Address: o.address, Namespace: o.namespace, LoggerBinary: logger, InitBinary: initBinary, ShimBinary: shimBinary}
 	b, err := containerd.New(ctx, cfg)
 	if err != nil {
 		return err
@@ -153,7 +159,6 @@ func run(ctx context.Context, o options) error {
 	groupCfg := cfg
 	groupCfg.ShimGroup = o.shimGroup
 	groupCfg.ShimGroupSize = o.shimGroupSize
-	groupCfg.ShimBinary = filepath.Join(filepath.Dir(o.nsnRun), "nsn-shim") // o.nsnRun is absolute
 	agentBackend, err := containerd.New(ctx, groupCfg)
 	if errdefs.IsNotImplemented(err) || errdefs.IsInvalidArgument(err) {
 		fmt.Printf("no shim group: %v\n", err)

@@ -1,10 +1,11 @@
 // Command nsn-shim is containerd's runc v2 shim (containerd-shim-runc-v2,
 // the same code, linked from the containerd module nsn-run builds with)
-// with one change: how `start` decides that a shim group's running shim is
-// gone. nsn-run's shim groups (containerd.Config.ShimGroup) run their
-// tasks and anchors with it; every other task keeps containerd's own shim.
+// with two changes. On containerd 2.3 and later nsn-run runs its runc tasks
+// and shim group anchors with it (containerd.Config.ShimBinary); without
+// it, or on older containerd, tasks keep containerd's own shim.
 //
-// Why: containerd's `start` for a grouped task finds the group's socket in
+// First, how `start` decides that a shim group's running shim is gone.
+// containerd's `start` for a grouped task finds the group's socket in
 // use and dials it with a 100 ms timeout. Under CPU load the dial can time
 // out although the shim is alive (11 of 1,000 such dials from new processes
 // on a loaded 2-CPU host, docs/performance.md); `start` then removes the
@@ -15,6 +16,10 @@
 // already in use"). nsn-shim asks first, patiently, and only a refused
 // connection (nobody listens) or a missing socket counts as gone; then
 // containerd's own start runs as before and starts a new shim.
+//
+// Second, `delete` (Stop) skips the `runc delete --force` exec that does
+// nothing after a clean task delete (stop.go): a process start off every
+// task's release.
 package main
 
 import (

@@ -70,29 +70,22 @@ type shimGroup struct {
 	closed bool
 }
 
-func newShimGroup(ctx context.Context, c *client.Client, cfg Config) (*shimGroup, error) {
+func newShimGroup(cfg Config, shim string) (*shimGroup, error) {
 	if !shimGroupName.MatchString(cfg.ShimGroup) {
 		return nil, fmt.Errorf("%w: shim group %q: want 1-32 of a-z, 0-9, '_', '.', '-', starting with a letter or digit", errdefs.ErrInvalidArgument, cfg.ShimGroup)
 	}
 	if cfg.InitBinary == "" {
 		return nil, fmt.Errorf("%w: shim group %q: its anchor runs nsn-init, and no InitBinary is configured", errdefs.ErrInvalidArgument, cfg.ShimGroup)
 	}
-	if !filepath.IsAbs(cfg.ShimBinary) {
-		return nil, fmt.Errorf("%w: shim group %q: its tasks run with nsn-shim, and ShimBinary %q is not an absolute path", errdefs.ErrInvalidArgument, cfg.ShimGroup, cfg.ShimBinary)
+	if cfg.ShimBinary == "" {
+		return nil, fmt.Errorf("%w: shim group %q: its tasks run with nsn-shim, and no ShimBinary is configured", errdefs.ErrInvalidArgument, cfg.ShimGroup)
 	}
-	if err := checkShimBinary(cfg.ShimBinary); err != nil {
-		return nil, fmt.Errorf("%w: shim group %q: shim binary: %w", errdefs.ErrInvalidArgument, cfg.ShimGroup, err)
-	}
-	v, err := c.Version(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("containerd version: %w", err)
-	}
-	if !atLeast(v.Version, 2, 3) {
+	if shim == "" {
 		// nsn-shim is containerd 2.4's runc shim, whose start takes its
 		// settings only in the bootstrap protocol of containerd 2.3 and
 		// later (and a grouped Debian 1.6 shim stalled under 64
 		// concurrent tasks, docs/performance.md).
-		return nil, fmt.Errorf("%w: shim groups need containerd 2.3 or later, this is %s", errdefs.ErrNotImplemented, v.Version)
+		return nil, fmt.Errorf("%w: shim groups need containerd 2.3 or later", errdefs.ErrNotImplemented)
 	}
 	size := cfg.ShimGroupSize
 	if size == 0 {
@@ -111,6 +104,29 @@ func newShimGroup(ctx context.Context, c *client.Client, cfg Config) (*shimGroup
 		return nil, err
 	}
 	return &shimGroup{name: name, size: size, owner: owner, members: map[string]bool{}}, nil
+}
+
+// shimRuntime is the runtime runc-runtime tasks run with (Backend.shim):
+// cfg.ShimBinary, checked, where containerd is 2.3 or later; "" without
+// one, or on an older containerd, which cannot run nsn-shim.
+func shimRuntime(ctx context.Context, c *client.Client, cfg Config) (string, error) {
+	if cfg.ShimBinary == "" {
+		return "", nil
+	}
+	if !filepath.IsAbs(cfg.ShimBinary) {
+		return "", fmt.Errorf("%w: shim binary %q is not an absolute path", errdefs.ErrInvalidArgument, cfg.ShimBinary)
+	}
+	if err := checkShimBinary(cfg.ShimBinary); err != nil {
+		return "", fmt.Errorf("%w: shim binary: %w", errdefs.ErrInvalidArgument, err)
+	}
+	v, err := c.Version(ctx)
+	if err != nil {
+		return "", fmt.Errorf("containerd version: %w", err)
+	}
+	if !atLeast(v.Version, 2, 3) {
+		return "", nil
+	}
+	return cfg.ShimBinary, nil
 }
 
 // checkShimBinary refuses a shim binary that someone other than root
@@ -255,7 +271,7 @@ func (b *Backend) startAnchor(ctx context.Context) error {
 	c, err := b.client.NewContainer(ctx, id,
 		client.WithNewSpec(opts...),
 		client.WithContainerLabels(map[string]string{labelAnchorOwner: g.owner, labelAnchorGroup: g.name}),
-		client.WithRuntime(b.cfg.ShimBinary, nil),
+		client.WithRuntime(b.shim, nil),
 	)
 	if err != nil {
 		return fmt.Errorf("shim group %s: create anchor: %w", g.name, err)

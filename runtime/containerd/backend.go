@@ -75,13 +75,19 @@ type Config struct {
 	// ShimGroupSize bounds the tasks in the group at once;
 	// DefaultShimGroupSize if zero. Past it a task gets its own shim.
 	ShimGroupSize int
-	// ShimBinary is the absolute path of nsn-shim (cmd/nsn-shim), the
-	// runtime a shim group's tasks and anchor run with: containerd's runc
-	// shim, except that its start does not take a live group shim that is
-	// slow to answer for a dead one (containerd's does, under CPU load,
-	// and starts a second shim for the group). Needed with ShimGroup;
-	// root's, and writable by root only. containerd records the path with
-	// each grouped task: it must stay in place while they run.
+	// ShimBinary is the absolute path of nsn-shim (cmd/nsn-shim): on
+	// containerd 2.3 and later, every task of the runc runtime
+	// (task.DefaultRuntime) and every shim group anchor runs with it.
+	// It is containerd's runc shim with two changes (cmd/nsn-shim): its
+	// start does not take a live group shim that is slow to answer for a
+	// dead one (containerd's does, under CPU load, and starts a second
+	// shim for the group), and its delete does not exec runc when runc
+	// has already forgotten the container (containerd's does, after every
+	// task: a process start on each release). On older containerd it is
+	// not used (nsn-shim speaks the 2.3 bootstrap protocol) and tasks
+	// keep io.containerd.runc.v2. Needed with ShimGroup; root's, and
+	// writable by root only. containerd records the path with each task:
+	// it must stay in place while they run.
 	ShimBinary string
 }
 
@@ -103,6 +109,10 @@ type Backend struct {
 	remapIDs *bool
 	// group is the shim group (Config.ShimGroup); nil without one.
 	group *shimGroup
+	// shim is the runtime runc-runtime tasks run with: Config.ShimBinary
+	// where containerd can run it (2.3 and later), else "" (the task's
+	// own runtime, io.containerd.runc.v2).
+	shim string
 	// anchorCtx lives as long as the Backend: the anchor's exit wait.
 	anchorCtx context.Context
 	// appArmorLoaded is set once this backend has loaded its AppArmor
@@ -158,8 +168,12 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 		return nil, err
 	}
 	b := &Backend{client: c, cfg: cfg, tasks: taskhandle.NewSet(), eventsDone: make(chan struct{})}
+	if b.shim, err = shimRuntime(ctx, c, cfg); err != nil {
+		c.Close()
+		return nil, err
+	}
 	if cfg.ShimGroup != "" {
-		if b.group, err = newShimGroup(b.ns(ctx), c, cfg); err != nil {
+		if b.group, err = newShimGroup(cfg, b.shim); err != nil {
 			c.Close()
 			return nil, err
 		}

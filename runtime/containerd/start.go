@@ -119,7 +119,7 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (h runtim
 		client.WithSnapshot(t.ID),
 		client.WithImageName(img.Name),
 		client.WithContainerLabels(runtime.Labels(t.ID)),
-		client.WithRuntime(runtimeOf(t, group, b.cfg.ShimBinary), nil),
+		client.WithRuntime(runtimeOf(t, b.shim), nil),
 	)
 	if err != nil {
 		if errdefs.IsAlreadyExists(err) {
@@ -262,12 +262,13 @@ func mountDestinations(s *specs.Spec) []string {
 	return dests
 }
 
-// runtimeOf is the runtime task t's container runs with: nsn-shim (a
-// path, which containerd runs as the shim) for a task in a shim group,
+// runtimeOf is the runtime task t's container runs with: nsn-shim (shim,
+// a path, which containerd runs as the shim) for a task of the runc
+// runtime where the Backend has it (a task in a shim group always does),
 // else the runtime the task names.
-func runtimeOf(t task.Task, group, shimBinary string) string {
-	if group != "" {
-		return shimBinary
+func runtimeOf(t task.Task, shim string) string {
+	if shim != "" && t.Runtime == task.DefaultRuntime {
+		return shim
 	}
 	return t.Runtime
 }
