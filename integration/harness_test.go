@@ -253,7 +253,7 @@ func nsnLogger(t *testing.T) string {
 }
 
 // nsnShim is the shim groups' runc shim.
-func nsnShim(t *testing.T) string { return nsnShimBin.get(t, "cmd/nsn-shim", "nsn-shim", false) }
+func nsnShim(t *testing.T) string { return nsnShimBin.get(t, "cmd/nsn-shim", "nsn-shim", true) }
 
 // buildProbe is the static attack probe.
 func buildProbe(t *testing.T) string { return probeBin.get(t, "integration/probe", "nsn-probe", true) }

@@ -272,7 +272,7 @@ func shimBinary(o Options) (string, error) {
 	if p := findBinary(ShimName); p != "" || o.ShimGroup == "" {
 		return p, nil
 	}
-	return "", fmt.Errorf("%w: shim group %q needs %s: install it, root's and written by root only, beside this program or on PATH (go build ./cmd/nsn-shim), or set Options.ShimBinary", errdefs.ErrFailedPrecondition, o.ShimGroup, ShimName)
+	return "", fmt.Errorf("%w: shim group %q needs %s: install it, root's and written by root only, beside this program or on PATH (CGO_ENABLED=0 go build ./cmd/nsn-shim), or set Options.ShimBinary", errdefs.ErrFailedPrecondition, o.ShimGroup, ShimName)
 }
 
 // findBinary is the absolute path of name beside the running program,
