@@ -329,9 +329,22 @@ func TestAdversarialHostServer(t *testing.T) {
 // TestHostileImages: images whose /proc, /dev, /dev/null or
 // /etc/resolv.conf are symlinks to host paths, and image configs with
 // WORKDIR /proc/self/fd/7 or USER 0, are refused or contained, and a host
-// marker stays untouched.
+// marker stays untouched. Twice: as a backend's first tasks, and after a
+// task has run (where idmapped snapshots work, the backend then inspects
+// a root through a plain mount instead of an idmapped one).
 func TestHostileImages(t *testing.T) {
+	t.Run("first-tasks", func(t *testing.T) { hostileImages(t, false) })
+	t.Run("after-a-task", func(t *testing.T) { hostileImages(t, true) })
+}
+
+func hostileImages(t *testing.T, afterATask bool) {
 	m, c := testManager(t)
+	if afterATask {
+		res, err := m.Run(context.Background(), task.Task{ID: uniqueID("imgfirst"), Image: "busybox:latest", Command: []string{"true"}}, runtime.RunOptions{})
+		if err != nil || res.ExitCode != 0 {
+			t.Fatalf("a first task: %+v, %v", res, err)
+		}
+	}
 	markerDir := t.TempDir()
 	marker := filepath.Join(markerDir, "marker")
 	if err := os.WriteFile(marker, []byte("untouched\n"), 0o644); err != nil {

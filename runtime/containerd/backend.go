@@ -107,6 +107,10 @@ type Backend struct {
 	// remapIDs caches whether the snapshotter idmaps snapshots (nil: not
 	// asked yet).
 	remapIDs *bool
+	// idmapMountWorks is set once an idmapped snapshot has mounted in
+	// this process: from then on the root filesystem is inspected
+	// through a plain mount (prepareRoot).
+	idmapMountWorks bool
 	// group is the shim group (Config.ShimGroup); nil without one.
 	group *shimGroup
 	// shim is the runtime runc-runtime tasks run with: Config.ShimBinary

@@ -197,8 +197,19 @@ func (b *Backend) prepareRoot(ctx context.Context, id, parent string, ids *task.
 		if err != nil {
 			return "", fmt.Errorf("prepare snapshot for task %s: %w", id, err)
 		}
+		// The inspection mounts the snapshot as the shim will. An
+		// idmapped mount costs a user namespace (a process fork) and a
+		// mapped mount of each layer, about 10 ms here, and changes no
+		// file's type: once one has worked on this host (the probe the
+		// fallback below relies on), the inspection mounts plainly.
+		inspect := mounts
+		b.mu.Lock()
+		if idmapped && b.idmapMountWorks {
+			inspect = mount.RemoveIDMapOption(mounts)
+		}
+		b.mu.Unlock()
 		var refused error
-		err = mount.WithTempMount(ctx, mounts, func(root string) error {
+		err = mount.WithTempMount(ctx, inspect, func(root string) error {
 			if refused = images.CheckMountPoints(root, mountDestinations(s)); refused != nil {
 				return refused
 			}
@@ -233,6 +244,9 @@ func (b *Backend) prepareRoot(ctx context.Context, id, parent string, ids *task.
 		case ids == nil:
 			return "", nil
 		case idmapped:
+			b.mu.Lock()
+			b.idmapMountWorks = true
+			b.mu.Unlock()
 			return task.IdentityIDMapped, nil
 		}
 		return task.IdentityUserNS, nil
