@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -84,6 +85,31 @@ func TestTasksRunWithNsnShim(t *testing.T) {
 	}
 	if err := waitExit(shim, time.Minute); err != nil {
 		t.Errorf("the task's shim: %v", err)
+	}
+}
+
+// TestUnsafeShimBinary: containerd runs nsn-shim as root, so New refuses
+// one that is not root's where containerd would run it (2.3 and later);
+// on an older containerd, which never runs it, it stops nothing.
+func TestUnsafeShimBinary(t *testing.T) {
+	c, addr := containerdClient(t)
+	unsafe := filepath.Join(t.TempDir(), "nsn-shim")
+	if err := os.WriteFile(unsafe, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(unsafe, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	b, err := containerd.New(context.Background(), containerd.Config{Address: addr, Namespace: testNamespace, LoggerBinary: nsnLogger(t), ShimBinary: unsafe})
+	if err == nil {
+		b.Close()
+	}
+	if daemonAtLeast(t, c, 2, 3) {
+		if !cerrdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "not owned by root") {
+			t.Errorf("New with a shim binary nobody owns: %v, want an invalid-argument error saying so", err)
+		}
+	} else if err != nil {
+		t.Errorf("New on containerd before 2.3, which never runs nsn-shim: %v", err)
 	}
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,35 +17,44 @@ import (
 )
 
 // stopBundle lays out what the shim's `delete` action finds: a bundle
-// named after the task, whose runtime is a stand-in runc that writes its
-// arguments to the returned file, and whose options put runc's root in
-// the returned dir. It leaves the test in the bundle (containerd runs
-// `delete` in one).
-func stopBundle(t *testing.T, id string) (calls, runcRoot string) {
+// named after the task, whose runtime is a stand-in named runtime (runc,
+// or another) that appends its arguments to the returned file. With
+// ownRoot, the bundle's options put runc's root in the returned dir;
+// without, there are no options and the root is runcRoot. It leaves the
+// test in the bundle (containerd runs `delete` in one).
+func stopBundle(t *testing.T, id, runtime string, ownRoot bool) (calls, root string) {
 	t.Helper()
 	dir := t.TempDir()
 	bundle := filepath.Join(dir, "bundles", id)
-	runcRoot = filepath.Join(dir, "runc")
-	calls = filepath.Join(dir, "runc-calls")
-	fakeRunc := filepath.Join(dir, "fake-runc")
-	if err := os.WriteFile(fakeRunc, []byte("#!/bin/sh\necho \"$@\" >> "+calls+"\n"), 0o755); err != nil {
+	root = filepath.Join(dir, "runc")
+	calls = filepath.Join(dir, "runtime-calls")
+	standIn := filepath.Join(dir, "bin", runtime)
+	if err := os.MkdirAll(filepath.Dir(standIn), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(standIn, []byte("#!/bin/sh\necho \"$@\" >> "+calls+"\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.MkdirAll(filepath.Join(bundle, "rootfs"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(bundle, "runtime"), []byte(fakeRunc), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(bundle, "runtime"), []byte(standIn), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := runc.WriteOptions(bundle, &options.Options{Root: runcRoot}); err != nil {
-		t.Fatal(err)
+	if ownRoot {
+		if err := runc.WriteOptions(bundle, &options.Options{Root: root}); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		root = runcRoot
 	}
 	t.Chdir(bundle)
-	return calls, runcRoot
+	return calls, root
 }
 
-// runcCalls returns what the stand-in runc was called with, and forgets it.
-func runcCalls(t *testing.T, calls string) string {
+// runtimeCalls returns what the stand-in runtime was called with, and
+// forgets it.
+func runtimeCalls(t *testing.T, calls string) string {
 	t.Helper()
 	b, err := os.ReadFile(calls)
 	if err != nil && !os.IsNotExist(err) {
@@ -56,40 +66,47 @@ func runcCalls(t *testing.T, calls string) string {
 
 // TestStopAsContainerd: after a clean delete (runc keeps no state for the
 // container) nsn-shim's `delete` action reports what containerd's reports,
-// without running runc; when runc still knows the container, it runs
-// containerd's, runc's forced delete included.
+// without running runc; when runc may still know the container, or the
+// runtime is not runc, it runs containerd's, the forced delete included.
 func TestStopAsContainerd(t *testing.T) {
 	ctx := namespaces.WithNamespace(context.Background(), "ns1")
 	upstream := manager.NewShimManager("io.containerd.runc.v2")
 	ours := &patientShim{Shim: upstream}
+	// The default root (no options) is containerd's; this test's own
+	// stands in for it, so that no real runc state is read.
+	runcRoot = t.TempDir()
+	t.Cleanup(func() { runcRoot = "/run/containerd/runc" })
 
-	t.Run("recorded exit", func(t *testing.T) {
-		calls, _ := stopBundle(t, "task1")
-		exitedAt := time.Date(2026, 11, 30, 5, 0, 0, 0, time.UTC)
-		if err := runc.WriteExitStatus(".", runcC.Exit{Pid: 42, Status: 3, Timestamp: exitedAt}); err != nil {
-			t.Fatal(err)
-		}
-		want, err := upstream.Stop(ctx, "task1")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if c := runcCalls(t, calls); !strings.Contains(c, "delete --force task1") {
-			t.Fatalf("containerd's Stop ran runc with %q; the stand-in runc no longer sees what it does", c)
-		}
-		got, err := ours.Stop(ctx, "task1")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if c := runcCalls(t, calls); c != "" {
-			t.Errorf("runc has no state for the container, and nsn-shim's Stop still ran it: %q", c)
-		}
-		if got != want || got.Pid != 42 || got.ExitStatus != 3 || !got.ExitedAt.Equal(exitedAt) {
-			t.Errorf("nsn-shim's Stop = %+v, containerd's = %+v, recorded pid 42 status 3 at %s", got, want, exitedAt)
-		}
-	})
+	for _, ownRoot := range []bool{true, false} {
+		name := map[bool]string{true: "options root", false: "default root"}[ownRoot]
+		t.Run(name+"/recorded exit", func(t *testing.T) {
+			calls, _ := stopBundle(t, "task1", "runc", ownRoot)
+			exitedAt := time.Date(2026, 11, 30, 5, 0, 0, 0, time.UTC)
+			if err := runc.WriteExitStatus(".", runcC.Exit{Pid: 42, Status: 3, Timestamp: exitedAt}); err != nil {
+				t.Fatal(err)
+			}
+			want, err := upstream.Stop(ctx, "task1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c := runtimeCalls(t, calls); !strings.Contains(c, "delete --force task1") {
+				t.Fatalf("containerd's Stop ran runc with %q; the stand-in runc no longer sees what it does", c)
+			}
+			got, err := ours.Stop(ctx, "task1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c := runtimeCalls(t, calls); c != "" {
+				t.Errorf("runc has no state for the container, and nsn-shim's Stop still ran it: %q", c)
+			}
+			if got != want || got.Pid != 42 || got.ExitStatus != 3 || !got.ExitedAt.Equal(exitedAt) {
+				t.Errorf("nsn-shim's Stop = %+v, containerd's = %+v, recorded pid 42 status 3 at %s", got, want, exitedAt)
+			}
+		})
+	}
 
 	t.Run("no exit recorded", func(t *testing.T) {
-		calls, _ := stopBundle(t, "task2")
+		calls, _ := stopBundle(t, "task2", "runc", true)
 		if err := os.WriteFile("init.pid", []byte("77"), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -97,12 +114,12 @@ func TestStopAsContainerd(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		runcCalls(t, calls)
+		runtimeCalls(t, calls)
 		got, err := ours.Stop(ctx, "task2")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if c := runcCalls(t, calls); c != "" {
+		if c := runtimeCalls(t, calls); c != "" {
 			t.Errorf("nsn-shim's Stop ran runc: %q", c)
 		}
 		if got.Pid != want.Pid || got.ExitStatus != want.ExitStatus || got.Pid != 77 || got.ExitStatus != 137 {
@@ -110,16 +127,62 @@ func TestStopAsContainerd(t *testing.T) {
 		}
 	})
 
-	t.Run("runc knows the container", func(t *testing.T) {
-		calls, runcRoot := stopBundle(t, "task3")
-		if err := os.MkdirAll(filepath.Join(runcRoot, "ns1", "task3"), 0o700); err != nil {
-			t.Fatal(err)
+	// Every way of not being certain that runc forgot the container runs
+	// the forced delete.
+	for name, c := range map[string]struct {
+		runtime string
+		prepare func(t *testing.T, root string)
+	}{
+		"runc knows the container": {"runc", func(t *testing.T, root string) {
+			if err := os.MkdirAll(filepath.Join(root, "ns1", "task3"), 0o700); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		"state path unreadable": {"runc", func(t *testing.T, root string) {
+			// <root>/ns1 a file: lstat of the state dir says ENOTDIR.
+			if err := os.MkdirAll(root, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(root, "ns1"), nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		"another runtime": {"runsc", func(*testing.T, string) {}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			calls, root := stopBundle(t, "task3", c.runtime, true)
+			c.prepare(t, root)
+			if _, err := ours.Stop(ctx, "task3"); err != nil {
+				t.Fatal(err)
+			}
+			if got := runtimeCalls(t, calls); !strings.Contains(got, "delete --force task3") {
+				t.Errorf("nsn-shim's Stop did not force the runtime's delete: calls %q", got)
+			}
+		})
+	}
+}
+
+// TestRuncForgetsUnknownContainer: what Stop's shortcut relies on, with
+// the real runc: its forced delete of a container it has no state dir for
+// succeeds and leaves its root as it was.
+func TestRuncForgetsUnknownContainer(t *testing.T) {
+	bin, err := exec.LookPath("runc")
+	if err != nil {
+		if os.Getenv("NSN_REQUIRE_INTEGRATION") != "" {
+			t.Fatalf("runc: %v", err)
 		}
-		if _, err := ours.Stop(ctx, "task3"); err != nil {
-			t.Fatal(err)
-		}
-		if c := runcCalls(t, calls); !strings.Contains(c, "delete --force task3") {
-			t.Errorf("runc still has state for the container, and nsn-shim's Stop did not force its delete: runc calls %q", c)
-		}
-	})
+		t.Skip("no runc on PATH")
+	}
+	root := t.TempDir()
+	if err := os.WriteFile(filepath.Join(root, "witness"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(bin, "--root", root, "delete", "--force", "task1").CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s delete --force of an unknown container: %v: %s", bin, err, out)
+	}
+	entries, err := os.ReadDir(root)
+	if err != nil || len(entries) != 1 || entries[0].Name() != "witness" {
+		t.Errorf("runc's root after the delete: %v %v, want only the witness", entries, err)
+	}
 }

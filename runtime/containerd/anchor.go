@@ -113,17 +113,25 @@ func shimRuntime(ctx context.Context, c *client.Client, cfg Config) (string, err
 	if cfg.ShimBinary == "" {
 		return "", nil
 	}
+	v, err := c.Version(ctx)
+	if err != nil {
+		return "", fmt.Errorf("containerd version: %w", err)
+	}
+	usable := atLeast(v.Version, 2, 3)
+	// A shim group needs nsn-shim, so a bad one is the group's
+	// configuration error on any containerd. Otherwise nsn-shim is
+	// checked only where containerd would run it: one found beside the
+	// program on a host with an older containerd stops no task.
+	if !usable && cfg.ShimGroup == "" {
+		return "", nil
+	}
 	if !filepath.IsAbs(cfg.ShimBinary) {
 		return "", fmt.Errorf("%w: shim binary %q is not an absolute path", errdefs.ErrInvalidArgument, cfg.ShimBinary)
 	}
 	if err := checkShimBinary(cfg.ShimBinary); err != nil {
 		return "", fmt.Errorf("%w: shim binary: %w", errdefs.ErrInvalidArgument, err)
 	}
-	v, err := c.Version(ctx)
-	if err != nil {
-		return "", fmt.Errorf("containerd version: %w", err)
-	}
-	if !atLeast(v.Version, 2, 3) {
+	if !usable {
 		return "", nil
 	}
 	return cfg.ShimBinary, nil
