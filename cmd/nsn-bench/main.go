@@ -415,7 +415,10 @@ func concurrency(ctx context.Context, o options, mgrs managers, b *containerd.Ba
 	fmt.Println()
 	fmt.Println("| runner | concurrent | tasks | tasks/s | p50 | p99 | left behind |")
 	fmt.Println("| --- | --- | --- | --- | --- | --- | --- |")
+	// rates[level][runner]: tasks/s, for the ratios to docker's below.
+	rates := map[int][]float64{}
 	for _, c := range o.levels {
+		rates[c] = make([]float64, len(runners))
 		for ri, r := range runners {
 			total := max(4*c, 8)
 			if o.tasks > 0 {
@@ -460,10 +463,23 @@ func concurrency(ctx context.Context, o options, mgrs managers, b *containerd.Ba
 					return err
 				}
 			}
-			fmt.Printf("| %s | %d | %d | %.1f | %s | %s | %s |\n", r.name, c, total, float64(total)/wall.Seconds(), ms(median(lat)), ms(percentile(lat, 99)), left)
+			rates[c][ri] = float64(total) / wall.Seconds()
+			fmt.Printf("| %s | %d | %d | %.2f | %s | %s | %s |\n", r.name, c, total, rates[c][ri], ms(median(lat)), ms(percentile(lat, 99)), left)
 		}
 	}
 	fmt.Println()
+	if last := len(runners) - 1; last > 0 && runners[last].mgr == nil { // docker ran: the peer
+		fmt.Println("Throughput / docker's, same level, same run:")
+		fmt.Println()
+		fmt.Println("| runner | concurrent | / docker |")
+		fmt.Println("| --- | --- | --- |")
+		for _, c := range o.levels {
+			for ri, r := range runners[:last] {
+				fmt.Printf("| %s | %d | %.2fx |\n", r.name, c, rates[c][ri]/rates[c][last])
+			}
+		}
+		fmt.Println()
+	}
 	return nil
 }
 
