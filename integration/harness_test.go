@@ -252,7 +252,7 @@ func nsnLogger(t *testing.T) string {
 	return nsnLoggerBin.get(t, "cmd/nsn-logger", "nsn-logger", false)
 }
 
-// nsnShim is the shim groups' runc shim.
+// nsnShim is nsn-run's runc shim, which tasks run with on containerd 2.3+.
 func nsnShim(t *testing.T) string { return nsnShimBin.get(t, "cmd/nsn-shim", "nsn-shim", true) }
 
 // buildProbe is the static attack probe.

@@ -23,17 +23,6 @@ import (
 	"github.com/nsn-run/nsn-run/task"
 )
 
-// daemonMajor is the major version of the containerd under test.
-func daemonMajor(t *testing.T, c *client.Client) int {
-	t.Helper()
-	v, err := c.Version(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, _ := strconv.Atoi(strings.SplitN(strings.TrimPrefix(v.Version, "v"), ".", 2)[0])
-	return n
-}
-
 // daemonAtLeast reports whether the containerd under test is major.minor
 // or later.
 func daemonAtLeast(t *testing.T, c *client.Client, major, minor int) bool {
@@ -72,7 +61,11 @@ func TestTasksRunWithNsnShim(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := nsnShim(t); daemonAtLeast(t, c, 2, 3) && exe != want {
+	want, err := filepath.EvalSymlinks(nsnShim(t)) // exe is the resolved path
+	if err != nil {
+		t.Fatal(err)
+	}
+	if daemonAtLeast(t, c, 2, 3) && exe != want {
 		t.Errorf("the task's shim runs %s, want %s", exe, want)
 	} else if !daemonAtLeast(t, c, 2, 3) && !strings.HasSuffix(exe, "/containerd-shim-runc-v2") {
 		t.Errorf("the task's shim runs %s, want containerd's containerd-shim-runc-v2 (nsn-shim needs containerd 2.3+)", exe)
@@ -145,7 +138,7 @@ func waitExit(pid int, limit time.Duration) error {
 // TestShimGroupRefusedOnContainerd1 runs instead.
 func skipBeforeContainerd2(t *testing.T) {
 	t.Helper()
-	if c, _ := containerdClient(t); daemonMajor(t, c) < 2 {
+	if c, _ := containerdClient(t); !daemonAtLeast(t, c, 2, 0) {
 		t.Skip("shim groups need containerd 2.x: TestShimGroupRefusedOnContainerd1")
 	}
 }
@@ -209,7 +202,7 @@ func ppid(t *testing.T, pid int) int {
 // versions where it holds.
 func TestShimGroupRefusedOnContainerd1(t *testing.T) {
 	c, addr := containerdClient(t)
-	if daemonMajor(t, c) >= 2 {
+	if daemonAtLeast(t, c, 2, 0) {
 		t.Skip("containerd 2.x runs shim groups: TestShimGroupSharesOneShim")
 	}
 	_, err := containerd.New(context.Background(), containerd.Config{Address: addr, Namespace: testNamespace,
@@ -275,8 +268,12 @@ func TestShimGroupSharesOneShim(t *testing.T) {
 	checkAnchorConfined(t, c)
 	// The group's shim is nsn-shim, whose start joins a running group
 	// shim that is slow to answer instead of starting a second one.
-	if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", anchorShim)); err != nil || exe != nsnShim(t) {
-		t.Errorf("the group's shim runs %q (%v), want %s", exe, err, nsnShim(t))
+	want, err := filepath.EvalSymlinks(nsnShim(t)) // exe is the resolved path
+	if err != nil {
+		t.Fatal(err)
+	}
+	if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", anchorShim)); err != nil || exe != want {
+		t.Errorf("the group's shim runs %q (%v), want %s", exe, err, want)
 	}
 	if s0, s1, s2 := shimOf(ids[0]), shimOf(ids[1]), shimOf(ids[2]); s0 != anchorShim || s1 != anchorShim || s2 == anchorShim {
 		t.Errorf("shims %d %d %d, anchor's %d: want the first two in the anchor's shim, the third (past size 2) in its own", s0, s1, s2, anchorShim)

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
 
 	"github.com/nsn-run/nsn-run/gpu"
 	"github.com/nsn-run/nsn-run/runtime"
@@ -222,7 +223,7 @@ func Open(ctx context.Context, o Options) (*runtime.Manager, error) {
 		if err != nil {
 			return nil, err
 		}
-		shimBinary, err := shimBinary(o)
+		shimBinary, err := shimBinary(ctx, o)
 		if err != nil {
 			return nil, err
 		}
@@ -265,11 +266,21 @@ func loggerBinary(named string) (string, error) {
 // shimBinary is the nsn-shim tasks run with: the one named, else
 // nsn-shim beside the running program, else on PATH; "" where there is
 // none (containerd's own shim then), an error if o names a shim group.
-func shimBinary(o Options) (string, error) {
+// One found that containerd must not run as root (CheckShimBinary: a
+// build of someone else's, say) is passed over with a warning, unless a
+// shim group needs it: the backend then says why.
+func shimBinary(ctx context.Context, o Options) (string, error) {
 	if o.ShimBinary != "" {
 		return o.ShimBinary, nil
 	}
-	if p := findBinary(ShimName); p != "" || o.ShimGroup == "" {
+	p := findBinary(ShimName)
+	if p != "" && o.ShimGroup == "" {
+		if _, err := containerd.CheckShimBinary(p); err != nil {
+			log.G(ctx).WithError(err).Warnf("not running tasks with %s: containerd's own shim instead", p)
+			return "", nil
+		}
+	}
+	if p != "" || o.ShimGroup == "" {
 		return p, nil
 	}
 	return "", fmt.Errorf("%w: shim group %q needs %s: install it, root's and written by root only, beside this program or on PATH (CGO_ENABLED=0 go build ./cmd/nsn-shim), or set Options.ShimBinary", errdefs.ErrFailedPrecondition, o.ShimGroup, ShimName)

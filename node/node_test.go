@@ -39,23 +39,37 @@ func TestLoggerBinary(t *testing.T) {
 }
 
 func TestShimBinary(t *testing.T) {
-	if got, err := shimBinary(Options{ShimGroup: "g", ShimBinary: "/opt/nsn/nsn-shim"}); err != nil || got != "/opt/nsn/nsn-shim" {
+	if got, err := shimBinary(context.Background(), Options{ShimGroup: "g", ShimBinary: "/opt/nsn/nsn-shim"}); err != nil || got != "/opt/nsn/nsn-shim" {
 		t.Errorf("a named shim: %q %v", got, err)
 	}
 	path := t.TempDir()
 	t.Setenv("PATH", path) // no nsn-shim there, nor beside the test binary
-	if got, err := shimBinary(Options{}); err != nil || got != "" {
+	if got, err := shimBinary(context.Background(), Options{}); err != nil || got != "" {
 		t.Errorf("no nsn-shim anywhere, no shim group: %q %v, want none (containerd's shim)", got, err)
 	}
-	if _, err := shimBinary(Options{ShimGroup: "g"}); !errdefs.IsFailedPrecondition(err) {
+	if _, err := shimBinary(context.Background(), Options{ShimGroup: "g"}); !errdefs.IsFailedPrecondition(err) {
 		t.Errorf("a shim group and no nsn-shim anywhere: %v, want FailedPrecondition", err)
 	}
 	onPath := filepath.Join(path, ShimName)
 	if err := os.WriteFile(onPath, []byte("#!/bin/sh\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := shimBinary(Options{}); err != nil || got != onPath {
+	if os.Geteuid() != 0 {
+		return // the rest needs root's files
+	}
+	if got, err := shimBinary(context.Background(), Options{}); err != nil || got != onPath {
 		t.Errorf("nsn-shim on PATH, no shim group: %q %v, want %s", got, err, onPath)
+	}
+	// One that containerd must not run as root is passed over, unless a
+	// shim group needs it (the backend then refuses it, saying why).
+	if err := os.Chown(onPath, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := shimBinary(context.Background(), Options{}); err != nil || got != "" {
+		t.Errorf("nobody's nsn-shim on PATH, no shim group: %q %v, want none (containerd's shim)", got, err)
+	}
+	if got, err := shimBinary(context.Background(), Options{ShimGroup: "g"}); err != nil || got != onPath {
+		t.Errorf("nobody's nsn-shim on PATH, a shim group: %q %v, want it (for the backend to refuse)", got, err)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -49,6 +50,8 @@ type options struct {
 	levels                                                     []int
 	phases                                                     map[string]bool
 	logBytes                                                   int64
+	// seed orders the trivial variants in each round.
+	seed uint64
 }
 
 func main() {
@@ -67,6 +70,7 @@ func main() {
 	flag.IntVar(&o.tasks, "tasks", 0, "tasks per concurrency level (0: four times the level, at least 8)")
 	runners := flag.String("runners", "sync,agent,docker", "who runs the concurrency levels: sync (Manager.Run, defaults), background (release in the background alone), agent (the node-agent configuration: shim group, release in the background), docker")
 	flag.Int64Var(&o.logBytes, "log-bytes", 1<<30, "stdout bytes for the log throughput run")
+	flag.Uint64Var(&o.seed, "seed", uint64(time.Now().UnixNano()), "seed of the trivial variants' order in each round (printed, to repeat a run's order)")
 	phases := flag.String("phases", "trivial,concurrency,idle,logs", "which measurements to run, comma-separated")
 	flag.Parse()
 	o.phases = choices("-phases", *phases, "trivial", "concurrency", "idle", "logs")
@@ -309,13 +313,13 @@ func trivial(ctx context.Context, o options, mgrs managers, bundle, work string)
 		}, func() error { return agent.Drain(ctx) }},
 	)
 	times := make([][]time.Duration, len(variants))
+	// Each round runs the variants in an order of its own, drawn at
+	// random, so that no variant mostly follows the same one: what a
+	// variant leaves running after it returns (docker's removal of its
+	// container, say) slows each of the others alike.
+	order := rand.New(rand.NewPCG(o.seed, 0))
 	for i := -1; i < o.n; i++ { // round -1 warms caches and is not counted
-		// Each round starts one variant later, so that no variant always
-		// follows the same one: what a variant leaves running after it
-		// returns (docker's removal of its container, say) slows each
-		// of the others alike.
-		for k := range variants {
-			v := (k + i + 1) % len(variants)
+		for _, v := range order.Perm(len(variants)) {
 			vr := variants[v]
 			start := time.Now()
 			if err := vr.run(i + 1); err != nil {
@@ -332,7 +336,7 @@ func trivial(ctx context.Context, o options, mgrs managers, bundle, work string)
 		}
 	}
 	base := median(times[0])
-	fmt.Printf("## Trivial task (/bin/true), %d runs each, interleaved\n\n", o.n)
+	fmt.Printf("## Trivial task (/bin/true), %d runs each, interleaved\n\nEach round in its own random order (-seed %d).\n\n", o.n, o.seed)
 	fmt.Println("| variant | median | p99 | median / runc |")
 	fmt.Println("| --- | --- | --- | --- |")
 	for v, vr := range variants {

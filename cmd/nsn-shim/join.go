@@ -27,13 +27,15 @@ const groupAnnotation = "io.containerd.runc.v2.group"
 // live shim look dead, short against containerd's own wait for `start`.
 const joinPatience = 5 * time.Second
 
-// patientShim is containerd's runc shim manager with a start that joins a
-// group's running shim whenever one listens on the group's socket.
-type patientShim struct {
+// nsnShim is containerd's runc shim manager with nsn-shim's two changes:
+// a start that joins a group's running shim whenever one listens on the
+// group's socket (Start, here), and a delete that skips runc when runc has
+// already forgotten the container (Stop, stop.go).
+type nsnShim struct {
 	shim.Shim
 }
 
-func (p *patientShim) Start(ctx context.Context, params *bootapi.BootstrapParams) (*bootapi.BootstrapResult, error) {
+func (p *nsnShim) Start(ctx context.Context, params *bootapi.BootstrapParams) (*bootapi.BootstrapResult, error) {
 	addr, err := groupSocket(ctx, params, "config.json")
 	if err != nil {
 		return nil, err

@@ -162,7 +162,7 @@ func TestStartJoinsLikeContainerd(t *testing.T) {
 	if err != nil {
 		t.Fatalf("containerd's start: %v", err)
 	}
-	got, err := (&patientShim{Shim: upstream}).Start(ctx, params)
+	got, err := (&nsnShim{Shim: upstream}).Start(ctx, params)
 	if err != nil {
 		t.Fatalf("nsn-shim's start: %v", err)
 	}

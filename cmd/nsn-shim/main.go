@@ -31,5 +31,5 @@ import (
 )
 
 func main() {
-	shim.RunShim(context.Background(), &patientShim{Shim: manager.NewShimManager("io.containerd.runc.v2")})
+	shim.RunShim(context.Background(), &nsnShim{Shim: manager.NewShimManager("io.containerd.runc.v2")})
 }

@@ -31,7 +31,7 @@ import (
 // missing, Stop does the rest of containerd's Stop without it; otherwise
 // (a shim that died with its container, another runtime whose state lives
 // elsewhere, any doubt) containerd's Stop runs as is.
-func (p *patientShim) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
+func (p *nsnShim) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 	bundle, ok := runcForgot(ctx, id)
 	if !ok {
 		return p.Shim.Stop(ctx, id)
@@ -79,7 +79,8 @@ func runcForgot(ctx context.Context, id string) (string, bool) {
 
 // stopForgotten is containerd's Stop (2.4.2) after its runc delete: unmount
 // the rootfs, and report the exit the shim recorded, else SIGKILL with the
-// init pid. TestStopAsContainerd holds the two together.
+// init pid. TestStopAsContainerd holds the two together, and
+// TestStopCopiesThisContainerd fails when containerd's version changes.
 func stopForgotten(ctx context.Context, bundle string) shim.StopStatus {
 	fallbackExitedAt := time.Now()
 	if err := mount.UnmountRecursive(filepath.Join(bundle, "rootfs"), 0); err != nil {

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -71,11 +72,12 @@ func runtimeCalls(t *testing.T, calls string) string {
 func TestStopAsContainerd(t *testing.T) {
 	ctx := namespaces.WithNamespace(context.Background(), "ns1")
 	upstream := manager.NewShimManager("io.containerd.runc.v2")
-	ours := &patientShim{Shim: upstream}
+	ours := &nsnShim{Shim: upstream}
 	// The default root (no options) is containerd's; this test's own
 	// stands in for it, so that no real runc state is read.
+	defaultRoot := runcRoot
 	runcRoot = t.TempDir()
-	t.Cleanup(func() { runcRoot = "/run/containerd/runc" })
+	t.Cleanup(func() { runcRoot = defaultRoot })
 
 	for _, ownRoot := range []bool{true, false} {
 		name := map[bool]string{true: "options root", false: "default root"}[ownRoot]
@@ -185,4 +187,25 @@ func TestRuncForgetsUnknownContainer(t *testing.T) {
 	if err != nil || len(entries) != 1 || entries[0].Name() != "witness" {
 		t.Errorf("runc's root after the delete: %v %v, want only the witness", entries, err)
 	}
+}
+
+// TestStopCopiesThisContainerd: stopForgotten is the tail of containerd's
+// own Stop as of the containerd module this binary links. Another version
+// may have changed it: read its manager.Stop again, bring stopForgotten
+// and TestStopAsContainerd in line, then change the version here.
+func TestStopCopiesThisContainerd(t *testing.T) {
+	const copied = "v2.4.2"
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		t.Fatal("no build info")
+	}
+	for _, m := range info.Deps {
+		if m.Path == "github.com/containerd/containerd/v2" {
+			if v := m.Version; m.Replace == nil && v != copied {
+				t.Fatalf("nsn-shim links containerd %s; stopForgotten copies containerd %s's Stop", v, copied)
+			}
+			return
+		}
+	}
+	t.Fatal("the containerd module is not among the dependencies")
 }

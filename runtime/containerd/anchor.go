@@ -70,7 +70,7 @@ type shimGroup struct {
 	closed bool
 }
 
-func newShimGroup(cfg Config, shim string) (*shimGroup, error) {
+func newShimGroup(cfg Config, shim, version string) (*shimGroup, error) {
 	if !shimGroupName.MatchString(cfg.ShimGroup) {
 		return nil, fmt.Errorf("%w: shim group %q: want 1-32 of a-z, 0-9, '_', '.', '-', starting with a letter or digit", errdefs.ErrInvalidArgument, cfg.ShimGroup)
 	}
@@ -85,7 +85,7 @@ func newShimGroup(cfg Config, shim string) (*shimGroup, error) {
 		// settings only in the bootstrap protocol of containerd 2.3 and
 		// later (and a grouped Debian 1.6 shim stalled under 64
 		// concurrent tasks, docs/performance.md).
-		return nil, fmt.Errorf("%w: shim groups need containerd 2.3 or later", errdefs.ErrNotImplemented)
+		return nil, fmt.Errorf("%w: shim groups need containerd 2.3 or later, this is %s", errdefs.ErrNotImplemented, version)
 	}
 	size := cfg.ShimGroupSize
 	if size == 0 {
@@ -107,15 +107,16 @@ func newShimGroup(cfg Config, shim string) (*shimGroup, error) {
 }
 
 // shimRuntime is the runtime runc-runtime tasks run with (Backend.shim):
-// cfg.ShimBinary, checked, where containerd is 2.3 or later; "" without
-// one, or on an older containerd, which cannot run nsn-shim.
-func shimRuntime(ctx context.Context, c *client.Client, cfg Config) (string, error) {
+// cfg.ShimBinary, checked and resolved (CheckShimBinary), where
+// containerd is 2.3 or later; "" without one, or on an older containerd,
+// which cannot run nsn-shim. It also returns containerd's version.
+func shimRuntime(ctx context.Context, c *client.Client, cfg Config) (shim, version string, err error) {
 	if cfg.ShimBinary == "" {
-		return "", nil
+		return "", "", nil
 	}
 	v, err := c.Version(ctx)
 	if err != nil {
-		return "", fmt.Errorf("containerd version: %w", err)
+		return "", "", fmt.Errorf("containerd version: %w", err)
 	}
 	usable := atLeast(v.Version, 2, 3)
 	// A shim group needs nsn-shim, so a bad one is the group's
@@ -123,34 +124,69 @@ func shimRuntime(ctx context.Context, c *client.Client, cfg Config) (string, err
 	// checked only where containerd would run it: one found beside the
 	// program on a host with an older containerd stops no task.
 	if !usable && cfg.ShimGroup == "" {
-		return "", nil
+		return "", v.Version, nil
 	}
 	if !filepath.IsAbs(cfg.ShimBinary) {
-		return "", fmt.Errorf("%w: shim binary %q is not an absolute path", errdefs.ErrInvalidArgument, cfg.ShimBinary)
+		return "", "", fmt.Errorf("%w: shim binary %q is not an absolute path", errdefs.ErrInvalidArgument, cfg.ShimBinary)
 	}
-	if err := checkShimBinary(cfg.ShimBinary); err != nil {
-		return "", fmt.Errorf("%w: shim binary: %w", errdefs.ErrInvalidArgument, err)
+	resolved, err := CheckShimBinary(cfg.ShimBinary)
+	if err != nil {
+		return "", "", fmt.Errorf("%w: shim binary: %w", errdefs.ErrInvalidArgument, err)
 	}
 	if !usable {
-		return "", nil
+		return "", v.Version, nil
 	}
-	return cfg.ShimBinary, nil
+	return resolved, v.Version, nil
 }
 
-// checkShimBinary refuses a shim binary that someone other than root
-// could have written: containerd runs it as root, as the shim of tasks.
-func checkShimBinary(path string) error {
-	info, err := os.Stat(path)
+// CheckShimBinary refuses a shim binary that someone other than root
+// could have written or could replace: containerd runs it as root, as the
+// shim of tasks. It returns the path with its symlinks resolved (what
+// containerd should run: a link could be swapped later), which must be a
+// regular file of root's that group and others cannot write, in
+// directories of root's that group and others cannot write to, or only
+// with the sticky bit (/tmp), where they cannot rename or remove root's
+// entries.
+func CheckShimBinary(path string) (string, error) {
+	resolved, err := filepath.EvalSymlinks(path)
 	if err != nil {
-		return err
+		return "", err
 	}
+	if resolved, err = filepath.Abs(resolved); err != nil {
+		return "", err
+	}
+	info, err := os.Stat(resolved)
+	if err != nil {
+		return "", err
+	}
+	if !info.Mode().IsRegular() {
+		return "", fmt.Errorf("%s is not a regular file", resolved)
+	}
+	if err := rootOnly(resolved, info, false); err != nil {
+		return "", err
+	}
+	for dir := filepath.Dir(resolved); ; dir = filepath.Dir(dir) {
+		info, err := os.Stat(dir)
+		if err != nil {
+			return "", err
+		}
+		if err := rootOnly(dir, info, true); err != nil {
+			return "", err
+		}
+		if dir == "/" {
+			return resolved, nil
+		}
+	}
+}
+
+// rootOnly refuses what is not root's, or what group or others may write
+// (for a directory, unless it is sticky).
+func rootOnly(path string, info os.FileInfo, dir bool) error {
 	st, ok := info.Sys().(*syscall.Stat_t)
 	switch {
-	case !info.Mode().IsRegular():
-		return fmt.Errorf("%s is not a regular file", path)
 	case !ok || st.Uid != 0:
 		return fmt.Errorf("%s is not owned by root", path)
-	case info.Mode().Perm()&0o022 != 0:
+	case info.Mode().Perm()&0o022 != 0 && !(dir && info.Mode()&os.ModeSticky != 0):
 		return fmt.Errorf("%s is writable by group or others (%v)", path, info.Mode().Perm())
 	}
 	return nil

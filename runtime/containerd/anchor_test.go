@@ -3,6 +3,7 @@ package containerd
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -21,38 +22,63 @@ func TestCheckShimBinary(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: the files must be root's")
 	}
-	dir := t.TempDir()
-	good := filepath.Join(dir, "nsn-shim")
-	if err := os.WriteFile(good, []byte("x"), 0o755); err != nil {
+	dir := t.TempDir() // root's 0700, under /tmp (root's, sticky)
+	file := func(name string, mode os.FileMode) string {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("x"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := file("nsn-shim", 0o755)
+	if got, err := CheckShimBinary(good); err != nil || got != good {
+		t.Errorf("root's 0755 file in root's directories: %q %v", got, err)
+	}
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink(good, link); err != nil {
 		t.Fatal(err)
 	}
-	if err := checkShimBinary(good); err != nil {
-		t.Errorf("root's 0755 file: %v", err)
+	if got, err := CheckShimBinary(link); err != nil || got != good {
+		t.Errorf("a link to a good shim: %q %v, want the file it names, %s", got, err, good)
 	}
-	writable := filepath.Join(dir, "writable")
-	if err := os.WriteFile(writable, []byte("x"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(writable, 0o757); err != nil {
-		t.Fatal(err)
-	}
-	if err := checkShimBinary(writable); err == nil {
+	if _, err := CheckShimBinary(file("writable", 0o757)); err == nil {
 		t.Error("a world-writable shim: accepted")
 	}
-	other := filepath.Join(dir, "other")
-	if err := os.WriteFile(other, []byte("x"), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	other := file("other", 0o755)
 	if err := os.Chown(other, 65534, 65534); err != nil {
 		t.Fatal(err)
 	}
-	if err := checkShimBinary(other); err == nil {
+	if _, err := CheckShimBinary(other); err == nil {
 		t.Error("a shim owned by nobody: accepted")
 	}
-	if err := checkShimBinary(dir); err == nil {
+	// Root's file, but in a directory others may write to (not sticky):
+	// they could replace it.
+	open := file("open/nsn-shim", 0o755)
+	if err := os.Chmod(filepath.Dir(open), 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := CheckShimBinary(open); err == nil || !strings.Contains(err.Error(), "writable by group or others") {
+		t.Errorf("a shim in a world-writable directory: %v, want refused", err)
+	}
+	// ... or in a directory nobody owns.
+	owned := file("owned/nsn-shim", 0o755)
+	if err := os.Chown(filepath.Dir(owned), 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := CheckShimBinary(owned); err == nil || !strings.Contains(err.Error(), "not owned by root") {
+		t.Errorf("a shim in nobody's directory: %v, want refused", err)
+	}
+	if _, err := CheckShimBinary(dir); err == nil {
 		t.Error("a directory: accepted")
 	}
-	if err := checkShimBinary(filepath.Join(dir, "missing")); err == nil {
+	if _, err := CheckShimBinary(filepath.Join(dir, "missing")); err == nil {
 		t.Error("a missing file: accepted")
 	}
 }

@@ -85,9 +85,10 @@ type Config struct {
 	// has already forgotten the container (containerd's does, after every
 	// task: a process start on each release). On older containerd it is
 	// not used (nsn-shim speaks the 2.3 bootstrap protocol) and tasks
-	// keep io.containerd.runc.v2. Needed with ShimGroup; root's, and
-	// writable by root only. containerd records the path with each task:
-	// it must stay in place while they run.
+	// keep io.containerd.runc.v2. Needed with ShimGroup. It must pass
+	// CheckShimBinary (root's, in root's directories, writable by root
+	// only); tasks run it by its resolved path, which containerd records
+	// with each task: it must stay in place while they run.
 	ShimBinary string
 }
 
@@ -107,8 +108,8 @@ type Backend struct {
 	// remapIDs caches whether the snapshotter idmaps snapshots (nil: not
 	// asked yet).
 	remapIDs *bool
-	// idmapMountWorks is set once an idmapped snapshot has mounted in
-	// this process: from then on the root filesystem is inspected
+	// idmapMountWorks is set once an idmapped snapshot has mounted for
+	// this Backend: from then on the root filesystem is inspected
 	// through a plain mount (prepareRoot).
 	idmapMountWorks bool
 	// group is the shim group (Config.ShimGroup); nil without one.
@@ -172,12 +173,13 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 		return nil, err
 	}
 	b := &Backend{client: c, cfg: cfg, tasks: taskhandle.NewSet(), eventsDone: make(chan struct{})}
-	if b.shim, err = shimRuntime(ctx, c, cfg); err != nil {
+	var version string
+	if b.shim, version, err = shimRuntime(ctx, c, cfg); err != nil {
 		c.Close()
 		return nil, err
 	}
 	if cfg.ShimGroup != "" {
-		if b.group, err = newShimGroup(cfg, b.shim); err != nil {
+		if b.group, err = newShimGroup(cfg, b.shim, version); err != nil {
 			c.Close()
 			return nil, err
 		}

@@ -174,7 +174,9 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (h runtim
 // snapshotter can; where the idmapped mount then fails on this host (a
 // kernel or filesystem that refuses it, although the snapshotter claimed
 // it could), the snapshot is prepared again plainly and the backend stops
-// trying. It returns the identity level the task gets ("" without ids).
+// trying. Only a Backend's idmapped mounts until the first that works
+// probe for that; later inspections mount plainly. It returns the
+// identity level the task gets ("" without ids).
 func (b *Backend) prepareRoot(ctx context.Context, id, parent string, ids *task.IDRange, s *specs.Spec) (string, error) {
 	sn := b.client.SnapshotService(b.cfg.Snapshotter)
 	idmapped := false
@@ -197,17 +199,19 @@ func (b *Backend) prepareRoot(ctx context.Context, id, parent string, ids *task.
 		if err != nil {
 			return "", fmt.Errorf("prepare snapshot for task %s: %w", id, err)
 		}
-		// The inspection mounts the snapshot as the shim will. An
-		// idmapped mount costs a user namespace (a process fork) and a
-		// mapped mount of each layer, about 10 ms here, and changes no
-		// file's type: once one has worked on this host (the probe the
-		// fallback below relies on), the inspection mounts plainly.
+		// The inspection mounts the snapshot as the shim will, so that
+		// an idmapped mount this host refuses shows here (probe, and
+		// the fallback below). An idmapped mount costs a user namespace
+		// (a process fork) and a mapped mount of each layer, about 10 ms
+		// here, and changes no file's type: once one has worked for this
+		// Backend, the inspection mounts plainly.
 		inspect := mounts
 		b.mu.Lock()
-		if idmapped && b.idmapMountWorks {
+		probe := idmapped && !b.idmapMountWorks
+		b.mu.Unlock()
+		if idmapped && !probe {
 			inspect = mount.RemoveIDMapOption(mounts)
 		}
-		b.mu.Unlock()
 		var refused error
 		err = mount.WithTempMount(ctx, inspect, func(root string) error {
 			if refused = images.CheckMountPoints(root, mountDestinations(s)); refused != nil {
@@ -225,8 +229,8 @@ func (b *Backend) prepareRoot(ctx context.Context, id, parent string, ids *task.
 		switch {
 		case refused != nil:
 			return "", refused
-		case err != nil && idmapped:
-			// The same mount code runs in the shim: it would fail there.
+		case err != nil && probe:
+			// The shim mounts the same way: it would fail there.
 			log.G(ctx).WithError(err).Warn("idmapped task snapshots fail on this host; tasks get plain user namespaces")
 			b.mu.Lock()
 			no := false
@@ -244,9 +248,11 @@ func (b *Backend) prepareRoot(ctx context.Context, id, parent string, ids *task.
 		case ids == nil:
 			return "", nil
 		case idmapped:
-			b.mu.Lock()
-			b.idmapMountWorks = true
-			b.mu.Unlock()
+			if probe {
+				b.mu.Lock()
+				b.idmapMountWorks = true
+				b.mu.Unlock()
+			}
 			return task.IdentityIDMapped, nil
 		}
 		return task.IdentityUserNS, nil

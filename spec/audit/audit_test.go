@@ -469,6 +469,26 @@ func TestCompare(t *testing.T) {
 	if _, err := audit.Compare(func() {}, 1, audit.CompareOptions{}); err == nil || errors.Is(err, nil) {
 		t.Error("an unmarshalable value compared")
 	}
+
+	// The same document on both sides: no difference but a keyed
+	// list's key twice, which a generated document must not have either.
+	same := doc{A: []map[string]any{{"k": "x", "v": 1}, {"k": "y", "v": 2}}, B: []string{"ro"}}
+	if diffs, err := audit.Compare(same, same, audit.CompareOptions{KeyedLists: map[string]string{"a": "k"}}); err != nil || len(diffs) != 0 {
+		t.Errorf("a document against itself: %v %v", diffs, err)
+	}
+	twice := doc{A: []map[string]any{{"k": "x", "v": 1}, {"k": "x", "v": 2}}, C: map[string]any{"l": []any{map[string]any{"k": "y"}, map[string]any{"k": "y"}}}}
+	diffs, err = audit.Compare(twice, twice, audit.CompareOptions{KeyedLists: map[string]string{"a": "k", "c.l": "k"}})
+	lines = nil
+	for _, d := range diffs {
+		lines = append(lines, d.Path+" "+d.Shape+" "+d.Message())
+	}
+	wantLines = []string{
+		`a[x] a[] not allowed: nsn-run generates nothing here, the spec has {"k":"x","v":2}`,
+		`c.l[y] c.l[] not allowed: nsn-run generates nothing here, the spec has {"k":"y"}`,
+	}
+	if err != nil || !slices.Equal(lines, wantLines) {
+		t.Errorf("a document with keys twice against itself: %v\n%s\nwant:\n%s", err, strings.Join(lines, "\n"), strings.Join(wantLines, "\n"))
+	}
 }
 
 // TestRulesDocumented: docs/security-model.md lists every rule with the
