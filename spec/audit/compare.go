@@ -254,14 +254,13 @@ func keyOf(v any, key string) string {
 }
 
 func (c *comparer) keyedList(path, shape, key string, g, w []any) {
-	keyOf := func(v any) string { return keyOf(v, key) }
 	wantBy := map[string]any{}
 	for _, wv := range w {
-		wantBy[keyOf(wv)] = wv
+		wantBy[keyOf(wv, key)] = wv
 	}
 	seen := map[string]bool{}
 	for _, gv := range g {
-		k := keyOf(gv)
+		k := keyOf(gv, key)
 		at := path + "[" + k + "]"
 		if seen[k] {
 			c.add(at, shape+"[]", gv, nil, true, false)
@@ -272,7 +271,7 @@ func (c *comparer) keyedList(path, shape, key string, g, w []any) {
 		c.walk(at, shape+"[]", gv, wv, true, ok)
 	}
 	for _, wv := range w {
-		if k := keyOf(wv); !seen[k] {
+		if k := keyOf(wv, key); !seen[k] {
 			c.add(path+"["+k+"]", shape+"[]", nil, wv, false, true)
 		}
 	}
@@ -281,12 +280,12 @@ func (c *comparer) keyedList(path, shape, key string, g, w []any) {
 	// cover it (a /dev tmpfs mounted last hides /dev/pts and /dev/shm).
 	var gotOrder, wantOrder []string
 	for _, gv := range g {
-		if k := keyOf(gv); wantBy[k] != nil && !slices.Contains(gotOrder, k) {
+		if k := keyOf(gv, key); wantBy[k] != nil && !slices.Contains(gotOrder, k) {
 			gotOrder = append(gotOrder, k)
 		}
 	}
 	for _, wv := range w {
-		if k := keyOf(wv); seen[k] {
+		if k := keyOf(wv, key); seen[k] {
 			wantOrder = append(wantOrder, k)
 		}
 	}
