@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -72,6 +73,7 @@ func main() {
 	flag.Int64Var(&o.logBytes, "log-bytes", 1<<30, "stdout bytes for the log throughput run")
 	flag.Uint64Var(&o.seed, "seed", uint64(time.Now().UnixNano()), "seed of the trivial variants' order in each round (printed, to repeat a run's order)")
 	phases := flag.String("phases", "trivial,concurrency,idle,logs", "which measurements to run, comma-separated")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of this process (the in-process manager's share) to this file")
 	flag.Parse()
 	o.phases = choices("-phases", *phases, "trivial", "concurrency", "idle", "logs")
 	o.runners = choices("-runners", *runners, "sync", "background", "agent", "docker")
@@ -90,9 +92,35 @@ func main() {
 		fail(err)
 	}
 	o.nsnRun = abs
+	if *cpuProfile != "" {
+		stop, err := startCPUProfile(*cpuProfile)
+		if err != nil {
+			fail(err)
+		}
+		defer stop()
+	}
 	if err := run(context.Background(), o); err != nil {
 		fail(err)
 	}
+}
+
+// startCPUProfile profiles this process until the returned stop is
+// called: where the manager's own CPU goes under load.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			fmt.Fprintln(os.Stderr, "nsn-bench: cpu profile:", err)
+		}
+	}, nil
 }
 
 // choices reads a comma-separated flag value whose items must be among
