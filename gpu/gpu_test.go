@@ -321,7 +321,7 @@ func TestInjectionInUserNamespace(t *testing.T) {
 		t.Fatal(err)
 	}
 	ids := task.IDRange{HostID: 1 << 20, Size: task.IDRangeSize}
-	s, err := spec.Generate(context.Background(), tk, ocispec.ImageConfig{}, spec.Options{OutputDir: "/var/lib/nsn-run/tasks/userns-gpu/output", GPUDevices: names, CDI: in, UserNS: &ids})
+	s, err := spec.Generate(context.Background(), tk, ocispec.ImageConfig{}, spec.Options{OutputDir: "/var/lib/nsn-run/tasks/userns-gpu/output", GPUDevices: names, CDI: in, UserNS: &ids, UserNSSysctls: true})
 	if err != nil {
 		t.Fatal(err)
 	}

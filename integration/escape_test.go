@@ -1,9 +1,13 @@
 package integration
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +25,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/nsn-run/nsn-run/idmap"
 	"github.com/nsn-run/nsn-run/internal/imagebuild"
 	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/runtime/containerd"
@@ -40,6 +45,9 @@ import (
 type bundle struct {
 	dir, tasksDir, outDir, id string
 	spec                      *specs.Spec
+	// userNS is set once the spec has a user namespace of its own (the
+	// policy then wants one).
+	userNS bool
 }
 
 // newBundle generates nsn-run's spec for `sh -c script` over a busybox
@@ -75,12 +83,11 @@ func newBundle(t *testing.T, script string) *bundle {
 }
 
 func (b *bundle) policy() audit.Policy {
-	return audit.Policy{Namespace: testNamespace, TasksDir: b.tasksDir, ResolveSource: filepath.EvalSymlinks, HostIdentity: true}
+	return audit.Policy{Namespace: testNamespace, TasksDir: b.tasksDir, ResolveSource: filepath.EvalSymlinks, HostIdentity: !b.userNS}
 }
 
-// run runs s (nsn-run's spec, or a mutated copy) with runc directly and
-// returns what the task printed.
-func (b *bundle) run(t *testing.T, s *specs.Spec) (stdout, stderr string, err error) {
+// write makes s the bundle's config.json.
+func (b *bundle) write(t *testing.T, s *specs.Spec) {
 	t.Helper()
 	data, err := spec.Marshal(s)
 	if err != nil {
@@ -89,6 +96,13 @@ func (b *bundle) run(t *testing.T, s *specs.Spec) (stdout, stderr string, err er
 	if err := os.WriteFile(filepath.Join(b.dir, "config.json"), data, 0o600); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// run runs s (nsn-run's spec, or a mutated copy) with runc directly and
+// returns what the task printed.
+func (b *bundle) run(t *testing.T, s *specs.Spec) (stdout, stderr string, err error) {
+	t.Helper()
+	b.write(t, s)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	runc := runcPath(t)
@@ -362,4 +376,128 @@ func TestEscapeSeccompCloneIndex(t *testing.T) {
 		t.Errorf("nsn-run's own spec: %s; want clone refused with EPERM", out)
 	}
 	refused(t, b, audit.RuleSeccomp, mutate)
+}
+
+// TestEscapeUserNSLimits: a task in a user namespace of its own without
+// that namespace's per-user limits spends host root's inotify instances.
+// runc creates the namespace as host root, so the kernel charges every
+// instance the task creates to host root in the initial namespace too (128
+// by default), and host root's daemons get EMFILE while the task holds
+// them. nsn-run's spec carries the limits in linux.sysctl (runc 1.4 and
+// later sets them before the task runs): the task stops at 16 and may not
+// nest a namespace. An older runc refuses them, and nsn-run sets them
+// itself (TestInotifyPerTask covers that path through the Manager).
+func TestEscapeUserNSLimits(t *testing.T) {
+	gcc, err := exec.LookPath("gcc")
+	need(t, err == nil, "gcc is needed to build the static inotify helper: %v", err)
+	b := newBundle(t, "cat /proc/sys/user/max_user_namespaces; exec /bin/inotifyhold")
+	helper := filepath.Join(b.dir, spec.RootfsPath, "bin", "inotifyhold")
+	if out, err := exec.Command(gcc, "-static", "-O2", "-o", helper, filepath.Join("testdata", "inotifyhold.c")).CombinedOutput(); err != nil {
+		t.Fatalf("build the inotify helper: %v\n%s", err, out)
+	}
+	ids := idmap.DefaultSpan.RangeAt(idmap.DefaultCount - 2)
+	tk := task.Task{ID: b.id, Image: busyboxRef, Command: b.spec.Process.Args}
+	s, err := spec.Generate(namespaces.WithNamespace(context.Background(), testNamespace), tk, ocispec.ImageConfig{Env: []string{"PATH=/bin"}},
+		spec.Options{OutputDir: b.outDir, UserNS: &ids, UserNSSysctls: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.spec, b.userNS = s, true
+	if s.Linux.Sysctl["user.max_inotify_instances"] != "16" || s.Linux.Sysctl["user.max_user_namespaces"] != "0" {
+		t.Fatalf("nsn-run's spec lacks the limits: %v", s.Linux.Sysctl)
+	}
+
+	// The bypass: the same spec without the limits.
+	without := b.mutated(t, func(s *specs.Spec) { s.Linux.Sysctl = nil })
+	out, hostErr, err := holdInotify(t, b, without)
+	if err != nil || !strings.Contains(out, "errno=EMFILE") || strings.HasPrefix(out, "0\n") || hostErr == nil {
+		t.Fatalf("bypass: %v; host root's inotify_init1 while the task held its instances: %v\n%s", err, hostErr, out)
+	}
+	t.Logf("bypass: the task printed %q; host root's inotify_init1 while it held them: %v", out, hostErr)
+
+	// nsn-run's spec, with the limits.
+	out, hostErr, err = holdInotify(t, b, b.spec)
+	if err != nil {
+		// runc before 1.4 refuses user.* sysctls: nsn-run's backend
+		// must recognise that refusal and set the limits itself.
+		if !containerd.RefusesUserNSSysctls(err, s.Linux.Sysctl) {
+			t.Fatalf("runc run of nsn-run's spec: %v", err)
+		}
+		v, _ := exec.Command(runcPath(t), "--version").Output()
+		var major, minor int
+		if _, perr := fmt.Sscanf(string(v), "runc version %d.%d", &major, &minor); perr != nil || major != 1 || minor >= 4 {
+			t.Fatalf("runc %q refuses the limits: %v", v, err)
+		}
+		t.Logf("this runc (%d.%d) refuses user.* sysctls, as nsn-run's backend recognises: %v", major, minor, err)
+	} else {
+		if out != "0\ninstances=16 errno=EMFILE\n" || hostErr != nil {
+			t.Errorf("nsn-run's spec: the task printed %q, host root's inotify_init1: %v; want max_user_namespaces 0, 16 instances, and root unhurt", out, hostErr)
+		}
+		t.Logf("nsn-run's spec: the task printed %q; host root's inotify_init1 worked", out)
+	}
+	refused(t, b, audit.RuleSysctls, func(s *specs.Spec) {
+		if s.Linux.Sysctl == nil {
+			s.Linux.Sysctl = map[string]string{}
+		}
+		s.Linux.Sysctl["user.max_inotify_instances"] = "128"
+	})
+}
+
+// holdInotify runs s with runc directly: the task creates inotify
+// instances until refused and holds them while this process tries to
+// create one as host root. It returns what the task printed, the host's
+// inotify_init1 error, and runc's error (with its stderr).
+func holdInotify(t *testing.T, b *bundle, s *specs.Spec) (out string, hostErr, runErr error) {
+	t.Helper()
+	b.write(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	runc, state, id := runcPath(t), t.TempDir(), uniqueID(b.id)
+	// runc's errors as JSON log lines: their msg is runc's own message,
+	// as the shim hands it to containerd.
+	cmd := exec.CommandContext(ctx, runc, "--root", state, "--log-format", "json", "run", "--bundle", b.dir, id)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = exec.Command(runc, "--root", state, "delete", "--force", id).Run() }()
+	r := bufio.NewReader(stdout)
+	var lines strings.Builder
+	for !strings.Contains(lines.String(), "instances=") {
+		line, err := r.ReadString('\n')
+		lines.WriteString(line)
+		if err != nil {
+			break // the task ended early: runc's error says why
+		}
+	}
+	if strings.Contains(lines.String(), "instances=") {
+		if fd, err := unix.InotifyInit1(unix.IN_CLOEXEC); err != nil {
+			hostErr = err
+		} else {
+			unix.Close(fd)
+		}
+	}
+	stdin.Close()
+	rest, _ := io.ReadAll(r)
+	lines.Write(rest)
+	if err := cmd.Wait(); err != nil {
+		var msgs []string
+		for line := range strings.Lines(stderr.String()) {
+			var entry struct{ Msg string }
+			if json.Unmarshal([]byte(line), &entry) == nil && entry.Msg != "" {
+				msgs = append(msgs, entry.Msg)
+			}
+		}
+		return lines.String(), hostErr, fmt.Errorf("runc run: %w: %s", err, strings.Join(msgs, "; "))
+	}
+	return lines.String(), hostErr, nil
 }

@@ -326,13 +326,22 @@ func testManagerUserNS(t *testing.T, userns runtime.UserNSMode) (*runtime.Manage
 // testManagerWith is testManager with its Config changed by configure.
 func testManagerWith(t *testing.T, configure func(*runtime.Config)) (*runtime.Manager, *client.Client) {
 	t.Helper()
+	return testManagerBackend(t, func(*containerd.Config) {}, configure)
+}
+
+// testManagerBackend is testManagerWith with the backend's Config changed
+// by backend too.
+func testManagerBackend(t *testing.T, backend func(*containerd.Config), configure func(*runtime.Config)) (*runtime.Manager, *client.Client) {
+	t.Helper()
 	c, addr := containerdClient(t)
 	importBusybox(t, c, addr)
 	// The Go API path uses the small nsn-logger as the shim logger; the
 	// CLI tests use nsn-run itself: both loggers are exercised.
 	// nsn-shim as node.Open finds it (beside nsn-run): tasks run with it
 	// on containerd 2.3 and later, with containerd's shim on older ones.
-	b, err := containerd.New(context.Background(), containerd.Config{Address: addr, Namespace: testNamespace, LoggerBinary: nsnLogger(t), InitBinary: nsnInit(t), ShimBinary: nsnShim(t)})
+	bc := containerd.Config{Address: addr, Namespace: testNamespace, LoggerBinary: nsnLogger(t), InitBinary: nsnInit(t), ShimBinary: nsnShim(t)}
+	backend(&bc)
+	b, err := containerd.New(context.Background(), bc)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,12 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sys/unix"
@@ -21,6 +23,7 @@ import (
 
 	"github.com/nsn-run/nsn-run/logs"
 	"github.com/nsn-run/nsn-run/runtime"
+	"github.com/nsn-run/nsn-run/runtime/containerd"
 	"github.com/nsn-run/nsn-run/task"
 )
 
@@ -146,6 +149,52 @@ func TestInotifyPerTask(t *testing.T) {
 				unix.Close(fd)
 			}
 		})
+	}
+}
+
+// TestUserNSLimitsWithOlderRunc: with a runc older than 1.4 (Debian's
+// 1.1.5, as Config.RuncBinary) the spec cannot carry the user namespace's
+// limits. On containerd 2.3 and later the backend first puts them in the
+// spec; runc refuses the create, the backend recognises the refusal, starts
+// the task again without them and sets them itself (there, the first task
+// starts only through that path). Either way the task
+// stops at 16 inotify instances, and the spec containerd keeps for it has
+// no sysctls.
+func TestUserNSLimitsWithOlderRunc(t *testing.T) {
+	const debianRunc = "/usr/sbin/runc"
+	out, err := exec.Command(debianRunc, "--version").Output()
+	need(t, err == nil, "Debian's runc at %s: %v", debianRunc, err)
+	var major, minor int
+	_, err = fmt.Sscanf(string(out), "runc version %d.%d", &major, &minor)
+	need(t, err == nil && major == 1 && minor < 4, "%s is %q, not a runc older than 1.4", debianRunc, out)
+	ctx := context.Background()
+	m, c := testManagerBackend(t, func(b *containerd.Config) { b.RuncBinary = debianRunc }, func(*runtime.Config) {})
+	for i := range 2 { // the second task finds the backend switched already
+		hog := uniqueID("hog")
+		if _, err := m.Spawn(ctx, task.Task{ID: hog, Image: probeRef, Command: []string{"nsn-probe", "inotify-hold"}}); err != nil {
+			t.Fatalf("task %d: %v", i, err)
+		}
+		held := waitForLine(t, m, hog, 30*time.Second)
+		ctr, err := c.LoadContainer(namespaces.WithNamespace(ctx, testNamespace), hog)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := ctr.Spec(namespaces.WithNamespace(ctx, testNamespace))
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := ctr.Info(namespaces.WithNamespace(ctx, testNamespace))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = m.Remove(ctx, hog, true)
+		if !strings.HasPrefix(held, "holding 16 ") {
+			t.Errorf("task %d: %s; want it held at its namespace's limit of 16", i, held)
+		}
+		if len(s.Linux.Sysctl) != 0 {
+			t.Errorf("task %d ran with sysctls %v: runc %d.%d cannot", i, s.Linux.Sysctl, major, minor)
+		}
+		t.Logf("task %d: %s; runtime %s; sysctls %v", i, held, info.Runtime.Name, s.Linux.Sysctl)
 	}
 }
 

@@ -172,9 +172,11 @@ func GPUs(o Options) (*gpu.Injector, error) {
 // AuditPolicy is the policy the backend's Start applies to every task of
 // this node, for auditing a spec or an Engine create request elsewhere
 // (`nsn-run audit`): the namespace, the tasks dir, the GPUs' CDI edits,
-// bind sources resolved on this host, the user-namespace policy and the
-// AppArmor profile this host applies.
-func AuditPolicy(o Options) (audit.Policy, error) {
+// bind sources resolved on this host, the user-namespace policy, the
+// AppArmor profile this host applies, and whether a spec must carry its
+// user namespace's per-user limits (unless the runc on PATH says it is
+// older than 1.4: this runs its `runc --version`).
+func AuditPolicy(ctx context.Context, o Options) (audit.Policy, error) {
 	o, err := o.withDefaults()
 	if err != nil {
 		return audit.Policy{}, err
@@ -197,8 +199,37 @@ func AuditPolicy(o Options) (audit.Policy, error) {
 	if o.Backend == BackendContainerd {
 		p.AppArmorProfile = containerd.AppArmorProfile()
 		p.InitBinary = o.InitBinary
+		// A spec is judged as the runc on this host's PATH would run it:
+		// it must carry the per-user limits, unless that runc is one that
+		// refuses them (before 1.4), where nsn-run sets them itself.
+		p.UserNSLimitsOutside = runcRefusesUserNSSysctls(ctx)
 	}
 	return p, nil
+}
+
+// runcVersionTimeout bounds `runc --version`.
+const runcVersionTimeout = 5 * time.Second
+
+// runcRefusesUserNSSysctls reports whether the runc on PATH says it is
+// older than 1.4, which refuses user.* sysctls. Anything else (1.4 and
+// later, no runc, a version that does not read) is false: the audit then
+// requires the limits in the spec.
+func runcRefusesUserNSSysctls(ctx context.Context) bool {
+	path, err := exec.LookPath("runc")
+	if err != nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, runcVersionTimeout)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, path, "--version").Output()
+	if err != nil {
+		return false
+	}
+	var major, minor int
+	if _, err := fmt.Sscanf(string(out), "runc version %d.%d", &major, &minor); err != nil {
+		return false
+	}
+	return major < 1 || (major == 1 && minor < 4)
 }
 
 // Open connects the backend o names and returns a Manager over it, with
@@ -319,7 +350,7 @@ var ErrUnreadable = errors.New("unreadable")
 // and duplicate keys) first, then the allowlist's. Input that is neither
 // is an error wrapping ErrUnreadable.
 func Audit(ctx context.Context, o Options, data []byte) ([]audit.Finding, error) {
-	policy, err := AuditPolicy(o)
+	policy, err := AuditPolicy(ctx, o)
 	if err != nil {
 		return nil, err
 	}

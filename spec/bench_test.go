@@ -18,7 +18,7 @@ func BenchmarkGenerateAndAudit(b *testing.B) {
 	img := ocispec.ImageConfig{Env: []string{"PATH=/bin"}, User: "1000"}
 	ids := task.IDRange{HostID: 1 << 20, Size: task.IDRangeSize}
 	for b.Loop() {
-		s, err := spec.Generate(ctx, baseTask(), img, spec.Options{OutputDir: outputDir, UserNS: &ids})
+		s, err := spec.Generate(ctx, baseTask(), img, spec.Options{OutputDir: outputDir, UserNS: &ids, UserNSSysctls: true})
 		if err != nil {
 			b.Fatal(err)
 		}

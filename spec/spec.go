@@ -109,6 +109,12 @@ type Options struct {
 	// supports AppArmor, empty where it does not (runc refuses a profile
 	// on a host without AppArmor). Loading it is the backend's job.
 	AppArmorProfile string
+	// UserNSSysctls, with UserNS, puts UserNSLimits in linux.sysctl
+	// (UserNSSysctls): runc 1.4 and later sets them in the task's user
+	// namespace before anything of the task runs. Without it the spec
+	// has no sysctls and the backend sets the limits itself between
+	// create and start (older runc refuses user.* sysctls).
+	UserNSSysctls bool
 }
 
 // checkUserNS refuses a range that reaches host root or does not hold the
@@ -238,11 +244,12 @@ func Opts(t task.Task, img ocispec.ImageConfig, o Options) ([]oci.SpecOpts, erro
 		m := []specs.LinuxIDMapping{{ContainerID: 0, HostID: r.HostID, Size: r.Size}}
 		opts = append(opts, oci.WithUserNamespace(m, m))
 	}
-	opts = append(opts,
-		withNoCapabilities,
-		withSeccompProfile,
-		withoutSysctls,
-	)
+	opts = append(opts, withNoCapabilities, withSeccompProfile)
+	if o.UserNS != nil && o.UserNSSysctls {
+		opts = append(opts, withUserNSLimits)
+	} else {
+		opts = append(opts, withoutSysctls)
+	}
 	return opts, nil
 }
 
@@ -487,7 +494,8 @@ func withNoCapabilities(_ context.Context, _ oci.Client, _ *containers.Container
 }
 
 // withoutSysctls drops any kernel parameter setting: even namespaced sysctls
-// widen what the task can tune, and none is needed to run a job. (The default
+// widen what the task can tune, and none is needed to run a job (the user
+// namespace's limits, withUserNSLimits, are the one kind a task gets). (The default
 // spec has no hooks; only a GPU injector adds them, and the auditor checks
 // those against its allowlist.)
 func withoutSysctls(_ context.Context, _ oci.Client, _ *containers.Container, s *specs.Spec) error {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"flag"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -494,5 +495,45 @@ func TestInit(t *testing.T) {
 	}
 	if plain.Process.Args[0] == spec.InitPath || slices.ContainsFunc(plain.Mounts, func(m specs.Mount) bool { return m.Destination == spec.InitPath }) {
 		t.Errorf("a task without Init got nsn-init: %q", plain.Process.Args)
+	}
+}
+
+// TestUserNSSysctls: with a user namespace and UserNSSysctls the spec's only
+// sysctls are the per-user limits this kernel has, at UserNSLimits' values;
+// without either there are none. Each spec has a map of its own.
+func TestUserNSSysctls(t *testing.T) {
+	tk := task.Task{ID: "limits", Image: "busybox", Command: []string{"true"}}
+	r := task.IDRange{HostID: 1 << 20, Size: task.IDRangeSize}
+	gen := func(o spec.Options) *specs.Spec {
+		t.Helper()
+		o.OutputDir = "/var/lib/nsn-run/tasks/limits/output"
+		s, err := spec.Generate(context.Background(), tk, ocispec.ImageConfig{}, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	want := map[string]string{}
+	for _, l := range spec.UserNSLimits {
+		if _, err := os.Stat("/proc/sys/user/" + l.Name); err == nil {
+			want["user."+l.Name] = strconv.Itoa(l.Value)
+		}
+	}
+	if want["user.max_user_namespaces"] != "0" || want["user.max_inotify_instances"] != "16" {
+		t.Fatalf("this kernel's limits as sysctls: %v; want at least max_user_namespaces 0 and max_inotify_instances 16", want)
+	}
+	s := gen(spec.Options{UserNS: &r, UserNSSysctls: true})
+	if !maps.Equal(s.Linux.Sysctl, want) {
+		t.Errorf("sysctls %v, want %v", s.Linux.Sysctl, want)
+	}
+	s.Linux.Sysctl["user.max_inotify_instances"] = "128"
+	if again := gen(spec.Options{UserNS: &r, UserNSSysctls: true}); again.Linux.Sysctl["user.max_inotify_instances"] != "16" {
+		t.Errorf("a change to one spec's sysctls reached the next spec: %v", again.Linux.Sysctl)
+	}
+	if s := gen(spec.Options{UserNS: &r}); s.Linux.Sysctl != nil {
+		t.Errorf("without UserNSSysctls: sysctls %v, want none", s.Linux.Sysctl)
+	}
+	if s := gen(spec.Options{UserNSSysctls: true}); s.Linux.Sysctl != nil {
+		t.Errorf("without a user namespace: sysctls %v, want none (runc refuses user.* there)", s.Linux.Sysctl)
 	}
 }

@@ -40,7 +40,11 @@ that task on this host (--namespace names the cgroup path, --state-dir the
 only host path a task may have bound: STATE/tasks/ID/output; --cdi-spec-dir
 the CDI specs whose edits the "nsn.gpus" annotation's devices may add), and
 compares the two. Every other difference is a finding, so "no findings" means
-no more than nsn-run itself would grant. A create request is judged the same
+no more than nsn-run itself would grant. A spec with a user namespace must
+carry that namespace's per-user limits (linux.sysctl "user.max_*": 16 inotify
+instances, no nested namespaces, ...), exactly, unless the runc on PATH says
+it is older than 1.4: such a runc refuses them, nsn-run then sets them itself
+between create and start, and a spec without them passes too. A create request is judged the same
 way against the request nsn-run would send (runtime, seccomp profile,
 privileges, devices, binds, namespaces, resources, ulimits). The JSON is read strictly: unknown
 fields, keys that differ only in case, and duplicate keys are findings, since

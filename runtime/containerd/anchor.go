@@ -108,35 +108,31 @@ func newShimGroup(cfg Config, shim, version string) (*shimGroup, error) {
 
 // shimRuntime is the runtime runc-runtime tasks run with (Backend.shim):
 // cfg.ShimBinary, checked and resolved (CheckShimBinary), where
-// containerd is 2.3 or later; "" without one, or on an older containerd,
-// which cannot run nsn-shim. It also returns containerd's version.
-func shimRuntime(ctx context.Context, c *client.Client, cfg Config) (shim, version string, err error) {
+// containerd (of version) is 2.3 or later; "" without one, or on an older
+// containerd, which cannot run nsn-shim.
+func shimRuntime(cfg Config, version string) (string, error) {
 	if cfg.ShimBinary == "" {
-		return "", "", nil
+		return "", nil
 	}
-	v, err := c.Version(ctx)
-	if err != nil {
-		return "", "", fmt.Errorf("containerd version: %w", err)
-	}
-	usable := atLeast(v.Version, 2, 3)
+	usable := atLeast(version, 2, 3)
 	// A shim group needs nsn-shim, so a bad one is the group's
 	// configuration error on any containerd. Otherwise nsn-shim is
 	// checked only where containerd would run it: one found beside the
 	// program on a host with an older containerd stops no task.
 	if !usable && cfg.ShimGroup == "" {
-		return "", v.Version, nil
+		return "", nil
 	}
 	if !filepath.IsAbs(cfg.ShimBinary) {
-		return "", "", fmt.Errorf("%w: shim binary %q is not an absolute path", errdefs.ErrInvalidArgument, cfg.ShimBinary)
+		return "", fmt.Errorf("%w: shim binary %q is not an absolute path", errdefs.ErrInvalidArgument, cfg.ShimBinary)
 	}
 	resolved, err := CheckShimBinary(cfg.ShimBinary)
 	if err != nil {
-		return "", "", fmt.Errorf("%w: shim binary: %w", errdefs.ErrInvalidArgument, err)
+		return "", fmt.Errorf("%w: shim binary: %w", errdefs.ErrInvalidArgument, err)
 	}
 	if !usable {
-		return "", v.Version, nil
+		return "", nil
 	}
-	return resolved, v.Version, nil
+	return resolved, nil
 }
 
 // CheckShimBinary refuses a shim binary that someone other than root
@@ -315,7 +311,7 @@ func (b *Backend) startAnchor(ctx context.Context) error {
 	c, err := b.client.NewContainer(ctx, id,
 		client.WithNewSpec(opts...),
 		client.WithContainerLabels(map[string]string{labelAnchorOwner: g.owner, labelAnchorGroup: g.name}),
-		client.WithRuntime(b.shim, nil),
+		client.WithRuntime(b.shim, b.runtimeOptions(task.DefaultRuntime)),
 	)
 	if err != nil {
 		return fmt.Errorf("shim group %s: create anchor: %w", g.name, err)

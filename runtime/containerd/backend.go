@@ -8,7 +8,9 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 
+	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/oci"
@@ -90,6 +92,11 @@ type Config struct {
 	// only); tasks run it by its resolved path, which containerd records
 	// with each task: it must stay in place while they run.
 	ShimBinary string
+	// RuncBinary is the runc the runc shim runs for tasks of the runc
+	// runtime and shim group anchors (the shim options' BinaryName): an
+	// absolute path that passes CheckShimBinary, run by its resolved
+	// path. Empty: the runc on containerd's PATH.
+	RuncBinary string
 }
 
 // Backend runs tasks as containerd containers with runc.
@@ -120,10 +127,25 @@ type Backend struct {
 	shim string
 	// anchorCtx lives as long as the Backend: the anchor's exit wait.
 	anchorCtx context.Context
+	// userNSSysctls is set while runc-runtime tasks get their user
+	// namespace's per-user limits in the spec (spec.Options.UserNSSysctls):
+	// from containerd 2.3, until the runtime refuses them once (runc
+	// before 1.4; Start); otherwise limitUserNS sets them.
+	userNSSysctls atomic.Bool
 	// appArmorLoaded is set once this backend has loaded its AppArmor
 	// profile: the first Start does, so a failing parser refuses tasks
 	// but leaves ps, logs, rm and gc working.
 	appArmorLoaded bool
+}
+
+// runtimeOptions are the shim options a container of runtime rt is
+// created with: the runc binary (Config.RuncBinary) for the runc runtime,
+// nil (the shim's defaults) otherwise.
+func (b *Backend) runtimeOptions(rt string) any {
+	if b.cfg.RuncBinary == "" || rt != task.DefaultRuntime {
+		return nil
+	}
+	return &options.Options{BinaryName: b.cfg.RuncBinary}
 }
 
 // ensureAppArmor loads the tasks' AppArmor profile once per backend,
@@ -168,16 +190,29 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 	// profile, and the audit requires it; elsewhere no spec may name one.
 	cfg.AuditPolicy.AppArmorProfile = AppArmorProfile()
 	cfg.AuditPolicy.InitBinary = cfg.InitBinary
-	c, err := Dial(ctx, cfg.Address, cfg.Namespace)
+	if cfg.RuncBinary != "" {
+		if !filepath.IsAbs(cfg.RuncBinary) {
+			return nil, fmt.Errorf("%w: runc binary %q is not an absolute path", errdefs.ErrInvalidArgument, cfg.RuncBinary)
+		}
+		resolved, err := CheckShimBinary(cfg.RuncBinary)
+		if err != nil {
+			return nil, fmt.Errorf("%w: runc binary: %w", errdefs.ErrInvalidArgument, err)
+		}
+		cfg.RuncBinary = resolved
+	}
+	c, version, err := dial(ctx, cfg.Address, cfg.Namespace)
 	if err != nil {
 		return nil, err
 	}
 	b := &Backend{client: c, cfg: cfg, tasks: taskhandle.NewSet(), eventsDone: make(chan struct{})}
-	var version string
-	if b.shim, version, err = shimRuntime(ctx, c, cfg); err != nil {
+	if b.shim, err = shimRuntime(cfg, version); err != nil {
 		c.Close()
 		return nil, err
 	}
+	// containerd's releases before 2.3 come with a runc older than 1.4
+	// (2.0 with 1.2, 2.1 and 2.2 with 1.3, Debian's 1.6 with 1.1.5): no
+	// refused first task in every process there.
+	b.userNSSysctls.Store(atLeast(version, 2, 3))
 	if cfg.ShimGroup != "" {
 		if b.group, err = newShimGroup(cfg, b.shim, version); err != nil {
 			c.Close()

@@ -22,21 +22,28 @@ const pingTimeout = 5 * time.Second
 // the containerd client connects lazily, and a dead socket would otherwise
 // surface only at the first real request.
 func Dial(ctx context.Context, address, namespace string) (*client.Client, error) {
+	c, _, err := dial(ctx, address, namespace)
+	return c, err
+}
+
+// dial is Dial that also returns the daemon's version ("v2.4.2").
+func dial(ctx context.Context, address, namespace string) (*client.Client, string, error) {
 	if _, err := os.Stat(address); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("%w: containerd is not running: no socket at %s (set --address or NSN_ADDRESS)", errdefs.ErrUnavailable, address)
+			return nil, "", fmt.Errorf("%w: containerd is not running: no socket at %s (set --address or NSN_ADDRESS)", errdefs.ErrUnavailable, address)
 		}
-		return nil, fmt.Errorf("%w: containerd socket %s: %w", errdefs.ErrUnavailable, address, err)
+		return nil, "", fmt.Errorf("%w: containerd socket %s: %w", errdefs.ErrUnavailable, address, err)
 	}
 	c, err := client.New(address, client.WithDefaultNamespace(namespace), client.WithTimeout(pingTimeout))
 	if err != nil {
-		return nil, fmt.Errorf("%w: connect to containerd at %s: %w", errdefs.ErrUnavailable, address, err)
+		return nil, "", fmt.Errorf("%w: connect to containerd at %s: %w", errdefs.ErrUnavailable, address, err)
 	}
 	pingCtx, cancel := context.WithTimeout(ctx, pingTimeout)
 	defer cancel()
-	if _, err := c.Version(pingCtx); err != nil {
+	v, err := c.Version(pingCtx)
+	if err != nil {
 		c.Close()
-		return nil, fmt.Errorf("%w: containerd at %s does not answer: %w", errdefs.ErrUnavailable, address, err)
+		return nil, "", fmt.Errorf("%w: containerd at %s does not answer: %w", errdefs.ErrUnavailable, address, err)
 	}
-	return c, nil
+	return c, v.Version, nil
 }

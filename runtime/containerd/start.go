@@ -2,9 +2,11 @@ package containerd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"time"
 
@@ -37,7 +39,55 @@ const spawnLeaseExpiry = 15 * time.Minute
 // audit the spec, prepare the snapshot, create the container and its task
 // with the shim logger, register the exit wait, start. Everything is created
 // under an expiring lease, and undone on error.
-func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (h runtime.Handle, retErr error) {
+//
+// A runtime that refuses the per-user limits in the spec (runc before 1.4)
+// makes this Backend set them itself from then on (limitUserNS), and the
+// task is started again that way.
+func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (runtime.Handle, error) {
+	h, err := b.start(ctx, req)
+	if errors.Is(err, errUserNSSysctlsRefused) {
+		if b.userNSSysctls.Swap(false) {
+			log.G(ctx).WithError(err).Warn("the runtime refuses user.* sysctls (runc before 1.4): nsn-run sets each task's per-user limits itself from now on")
+		}
+		return b.start(ctx, req)
+	}
+	return h, err
+}
+
+// errUserNSSysctlsRefused marks a task create that failed because the
+// runtime refused the spec's user.* sysctls.
+var errUserNSSysctlsRefused = errors.New("the runtime refuses user.* sysctls")
+
+// runcFailed is the start of runc's own error line ("runc create failed:
+// ", "runc run failed: "): whatever follows its first occurrence in a
+// create error is runc's message, before any text of the task's (its
+// command, its working dir) that runc quotes later on.
+var runcFailed = regexp.MustCompile(`runc [a-z]+ failed: `)
+
+// sysctlRefusal is runc's refusal of a user.* sysctl before 1.4, as its
+// whole message: `sysctl "user.max_inotify_instances" is not in a separate
+// kernel namespace`.
+var sysctlRefusal = regexp.MustCompile(`^sysctl "(user\.max_[a-z_]+)" is not in a separate kernel namespace`)
+
+// RefusesUserNSSysctls reports whether err is runc's refusal of one of the
+// user.* sysctls in sysctls (runc before 1.4). Only runc's own message
+// counts: a task whose command spells the refusal cannot make the backend
+// stop putting the limits in the spec.
+func RefusesUserNSSysctls(err error, sysctls map[string]string) bool {
+	msg := err.Error()
+	at := runcFailed.FindStringIndex(msg)
+	if at == nil {
+		return false
+	}
+	m := sysctlRefusal.FindStringSubmatch(msg[at[1]:])
+	if m == nil {
+		return false
+	}
+	_, ours := sysctls[m[1]]
+	return ours
+}
+
+func (b *Backend) start(ctx context.Context, req runtime.StartRequest) (h runtime.Handle, retErr error) {
 	ctx = b.ns(ctx)
 	t := req.Task
 	sw := runtime.NewStopwatch(ctx)
@@ -119,7 +169,7 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (h runtim
 		client.WithSnapshot(t.ID),
 		client.WithImageName(img.Name),
 		client.WithContainerLabels(runtime.Labels(t.ID)),
-		client.WithRuntime(runtimeOf(t, b.shim), nil),
+		client.WithRuntime(runtimeOf(t, b.shim), b.runtimeOptions(t.Runtime)),
 	)
 	if err != nil {
 		if errdefs.IsAlreadyExists(err) {
@@ -133,6 +183,9 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (h runtim
 
 	tk, err := container.NewTask(ctx, cio.BinaryIO(b.cfg.LoggerBinary, logs.ShimLoggerArgs(req.StateDir, b.cfg.LogLimits)))
 	if err != nil {
+		if len(s.Linux.Sysctl) > 0 && RefusesUserNSSysctls(err, s.Linux.Sysctl) {
+			return h, fmt.Errorf("create task %s: %w: %w", t.ID, errUserNSSysctlsRefused, err)
+		}
 		if cerr := runtime.ParseCommandError(err, s.Process.Args[0], img.Name); cerr != nil {
 			return h, cerr
 		}
@@ -140,7 +193,9 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (h runtim
 	}
 	undo = append(undo, func(ctx context.Context) { _, _ = tk.Delete(ctx, client.WithProcessKill) })
 	sw.Lap("start/create-task")
-	if req.UserNS != nil {
+	if req.UserNS != nil && len(s.Linux.Sysctl) == 0 {
+		// The spec does not carry the namespace's limits (the audit
+		// allowed that only because this backend sets them): set them now.
 		if err := limitUserNS(ctx, tk.Pid()); err != nil {
 			return h, err
 		}
@@ -310,7 +365,8 @@ func (b *Backend) Preview(ctx context.Context, req runtime.StartRequest) ([]byte
 
 // spec resolves req's image and generates and audits its spec: the one
 // path both Start and Preview take, so what `nsn-run spec` prints is what
-// runs.
+// runs (but for the per-user limits of a Backend that has not yet seen
+// runc refuse them, Start).
 func (b *Backend) spec(ctx context.Context, req runtime.StartRequest, group string) (images.Image, *specs.Spec, error) {
 	img, err := images.Resolve(ctx, b.client, req.Task.Image)
 	if err != nil {
@@ -327,7 +383,8 @@ func (b *Backend) spec(ctx context.Context, req runtime.StartRequest, group stri
 // operator's options and the shim group (group, if not empty), and audits
 // the result: a spec with findings never reaches runc.
 func (b *Backend) generate(ctx context.Context, t task.Task, img ocispec.ImageConfig, req runtime.StartRequest, group string) (*specs.Spec, error) {
-	o := spec.Options{OutputDir: req.OutputDir, GPUDevices: req.GPUDevices, OOMScoreAdj: b.cfg.AuditPolicy.OOMScoreAdj, AppArmorProfile: b.cfg.AuditPolicy.AppArmorProfile, InitBinary: b.cfg.InitBinary, CDI: b.cfg.CDI, UserNS: req.UserNS}
+	o := spec.Options{OutputDir: req.OutputDir, GPUDevices: req.GPUDevices, OOMScoreAdj: b.cfg.AuditPolicy.OOMScoreAdj, AppArmorProfile: b.cfg.AuditPolicy.AppArmorProfile, InitBinary: b.cfg.InitBinary, CDI: b.cfg.CDI, UserNS: req.UserNS,
+		UserNSSysctls: t.Runtime == task.DefaultRuntime && b.userNSSysctls.Load()}
 	opts, err := spec.Opts(t, img, o)
 	if err != nil {
 		return nil, err
@@ -346,6 +403,7 @@ func (b *Backend) generate(ctx context.Context, t task.Task, img ocispec.ImageCo
 	p.ResolveSource = filepath.EvalSymlinks
 	p.CDI = b.cfg.CDI
 	p.HostIdentity = req.UserNS == nil
+	p.UserNSLimitsOutside = !o.UserNSSysctls // Start sets them (limitUserNS)
 	p.ShimGroup = group
 	if findings := audit.Check(ctx, s, p); len(findings) > 0 {
 		return nil, fmt.Errorf("%w: spec for task %s fails the audit (%d findings), first: %s", errdefs.ErrFailedPrecondition, t.ID, len(findings), findings[0])

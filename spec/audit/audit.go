@@ -101,6 +101,12 @@ type Policy struct {
 	// InitPath may be bound from (spec.Options.InitBinary); empty allows
 	// no task an init.
 	InitBinary string
+	// UserNSLimitsOutside allows a spec with a user namespace but without
+	// the namespace's per-user limits in linux.sysctl (spec.UserNSSysctls):
+	// whoever runs it sets them itself, as nsn-run does where runc is older
+	// than 1.4 and refuses user.* sysctls. By default a spec with a user
+	// namespace must carry them, exactly.
+	UserNSLimitsOutside bool
 }
 
 func (p Policy) span() idmap.Span {
@@ -290,6 +296,10 @@ func (a *auditor) knobs(s *specs.Spec) (t task.Task, o spec.Options, ok bool) {
 	o = spec.Options{OutputDir: a.policy.OutputDir(id), OOMScoreAdj: a.policy.OOMScoreAdj, AppArmorProfile: a.policy.AppArmorProfile, InitBinary: a.policy.InitBinary}
 	if !a.policy.HostIdentity {
 		o.UserNS = a.userNSRange(s)
+		// The namespace's per-user limits are in the spec exactly as
+		// nsn-run writes them (spec.UserNSSysctls), or, where the policy
+		// lets whoever runs it set them, not at all.
+		o.UserNSSysctls = o.UserNS != nil && (len(s.Linux.Sysctl) > 0 || !a.policy.UserNSLimitsOutside)
 	}
 	if names := s.Annotations[AnnotationGPUs]; names != "" {
 		if a.policy.CDI == nil {

@@ -63,12 +63,21 @@ var policy = audit.Policy{CDI: fakeCDI{}, InitBinary: initBinary}
 
 // generated is the spec nsn-run generates for a plain task (with GPU 0 when
 // gpu is set), round-tripped through JSON as `nsn-run audit` reads it.
+// Its user namespace's per-user limits are in linux.sysctl, as for runc
+// 1.4 and later.
 func generated(t *testing.T, gpu bool, init ...bool) *specs.Spec {
+	t.Helper()
+	return generatedWith(t, gpu, len(init) > 0 && init[0], true)
+}
+
+// generatedWith is generated, with the per-user limits in the spec only
+// if sysctls is set (spec.Options.UserNSSysctls).
+func generatedWith(t *testing.T, gpu, init, sysctls bool) *specs.Spec {
 	t.Helper()
 	tk := task.Task{ID: taskID, Image: "busybox", Command: []string{"sh", "-c", "true"}, Env: []string{"A=1"}}
 	r := idmap.DefaultSpan.RangeAt(3)
-	o := spec.Options{OutputDir: policy.OutputDir(taskID), UserNS: &r}
-	if len(init) > 0 && init[0] {
+	o := spec.Options{OutputDir: policy.OutputDir(taskID), UserNS: &r, UserNSSysctls: sysctls}
+	if init {
 		tk.Init, o.InitBinary = true, initBinary
 	}
 	if gpu {
@@ -92,11 +101,15 @@ func generated(t *testing.T, gpu bool, init ...bool) *specs.Spec {
 
 func TestGeneratedSpecIsClean(t *testing.T) {
 	for _, gpu := range []bool{false, true} {
-		if f := audit.Check(context.Background(), generated(t, gpu), policy); len(f) != 0 {
-			t.Errorf("gpu=%v: %v", gpu, f)
-		}
-		if f := audit.Check(context.Background(), generated(t, gpu, true), policy); len(f) != 0 {
-			t.Errorf("gpu=%v: findings on nsn-run's own spec: %v", gpu, f)
+		for _, sysctls := range []bool{false, true} {
+			p := policy
+			p.UserNSLimitsOutside = !sysctls // nsn-run sets them itself
+			if f := audit.Check(context.Background(), generatedWith(t, gpu, false, sysctls), p); len(f) != 0 {
+				t.Errorf("gpu=%v sysctls=%v: %v", gpu, sysctls, f)
+			}
+			if f := audit.Check(context.Background(), generatedWith(t, gpu, true, sysctls), p); len(f) != 0 {
+				t.Errorf("gpu=%v sysctls=%v: findings on nsn-run's own spec with an init: %v", gpu, sysctls, f)
+			}
 		}
 	}
 }
@@ -108,7 +121,7 @@ func TestKnobsAreFree(t *testing.T) {
 		WorkingDir: "/srv", User: "4242:4343",
 		Limits: task.Limits{MemoryBytes: 300 * task.MiB, CPUs: 2.5, Pids: 77, OpenFiles: 4096, TmpBytes: 3 * task.MiB, TmpInodes: 99}}
 	r := idmap.DefaultSpan.RangeAt(idmap.DefaultCount - 1)
-	s, err := spec.Generate(context.Background(), tk, ocispec.ImageConfig{}, spec.Options{OutputDir: policy.OutputDir(tk.ID), OOMScoreAdj: 700, UserNS: &r})
+	s, err := spec.Generate(context.Background(), tk, ocispec.ImageConfig{}, spec.Options{OutputDir: policy.OutputDir(tk.ID), OOMScoreAdj: 700, UserNS: &r, UserNSSysctls: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,6 +299,16 @@ var mutations = []mutation{
 	{name: "swap-unlimited", rule: audit.RuleResources, mutate: func(s *specs.Spec) { s.Linux.Resources.Memory.Swap = i64(-1) }},
 	{name: "cgroups-path-host", rule: audit.RuleCgroups, mutate: func(s *specs.Spec) { s.Linux.CgroupsPath = "/system.slice" }},
 	{name: "sysctl", rule: audit.RuleSysctls, mutate: func(s *specs.Spec) { s.Linux.Sysctl = map[string]string{"net.ipv4.ip_forward": "1"} }},
+	{name: "sysctl-beside-limits", rule: audit.RuleSysctls, mutate: func(s *specs.Spec) { s.Linux.Sysctl["net.ipv4.ip_forward"] = "1" }},
+	{name: "userns-limit-raised", rule: audit.RuleSysctls, mutate: func(s *specs.Spec) { s.Linux.Sysctl["user.max_inotify_instances"] = "128" }},
+	{name: "userns-limit-dropped", rule: audit.RuleSysctls, mutate: func(s *specs.Spec) { delete(s.Linux.Sysctl, "user.max_user_namespaces") }},
+	{name: "userns-limits-missing", rule: audit.RuleSysctls, mutate: func(s *specs.Spec) { s.Linux.Sysctl = nil }},
+	{name: "userns-limit-alone", rule: audit.RuleSysctls, policy: &audit.Policy{UserNSLimitsOutside: true}, mutate: func(s *specs.Spec) {
+		// One limit of the set, where the policy lets the runner set
+		// them: the spec claims to carry them, so nsn-run would not set
+		// the others.
+		s.Linux.Sysctl = map[string]string{"user.max_inotify_instances": "16"}
+	}},
 	{name: "net-device", rule: audit.RuleNetDevices, mutate: func(s *specs.Spec) { s.Linux.NetDevices = map[string]specs.LinuxNetDevice{"eth0": {}} }},
 	{name: "hook-added", rule: audit.RuleHooks, mutate: func(s *specs.Spec) {
 		s.Hooks = &specs.Hooks{CreateRuntime: []specs.Hook{{Path: "/usr/bin/nvidia-cdi-hook", Args: []string{"nvidia-cdi-hook", "create-symlinks"}}}}
@@ -330,6 +353,10 @@ func TestMutations(t *testing.T) {
 			case "init-not-allowed":
 				// The init's mount shows too: nothing else may bind it.
 				wantOnly = append(wantOnly, audit.RuleMounts)
+			case "userns-where-host-identity":
+				// The namespace's limits show too: no sysctl is allowed
+				// without a user namespace.
+				wantOnly = append(wantOnly, audit.RuleSysctls)
 			case "uid-0":
 				// /tmp and /dev/shm belong to the task's user: root's
 				// are not the stand-in user's either.

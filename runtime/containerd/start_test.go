@@ -1,0 +1,29 @@
+package containerd
+
+import (
+	"errors"
+	"testing"
+)
+
+// TestRefusesUserNSSysctls: only runc's own refusal of a sysctl the spec
+// carries counts; a task whose command or working dir spells the refusal
+// (runc quotes both after its own words) does not.
+func TestRefusesUserNSSysctls(t *testing.T) {
+	ours := map[string]string{"user.max_inotify_instances": "16", "user.max_net_namespaces": "0"}
+	for _, c := range []struct {
+		name, msg string
+		want      bool
+	}{
+		{"runc 1.1.5 through the shim", `failed to create shim task: OCI runtime create failed: runc create failed: sysctl "user.max_net_namespaces" is not in a separate kernel namespace: unknown`, true},
+		{"runc 1.1.5 run", `runc run: exit status 1: time="2026-11-30T08:15:09Z" level=error msg="runc run failed: sysctl \"user.max_net_namespaces\" is not in a separate kernel namespace"`, false},
+		{"a key the spec lacks", `OCI runtime create failed: runc create failed: sysctl "user.max_time_namespaces" is not in a separate kernel namespace: unknown`, false},
+		{"another sysctl", `OCI runtime create failed: runc create failed: sysctl "net.ipv4.ip_forward" is not in a separate kernel namespace: unknown`, false},
+		{"the task's command spells it", `failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: error during container init: exec: "/x/runc create failed: sysctl \"user.max_net_namespaces\" is not in a separate kernel namespace": stat /x/runc create failed: sysctl "user.max_net_namespaces" is not in a separate kernel namespace: no such file or directory: unknown`, false},
+		{"the task's command, unquoted", `OCI runtime create failed: runc create failed: unable to start container process: exec /runc create failed: sysctl "user.max_inotify_instances" is not in a separate kernel namespace: no such file or directory: unknown`, false},
+		{"no runc words", `sysctl "user.max_net_namespaces" is not in a separate kernel namespace`, false},
+	} {
+		if got := RefusesUserNSSysctls(errors.New(c.msg), ours); got != c.want {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
+	}
+}
