@@ -1,11 +1,13 @@
-// Package cgroups turns the cgroup metrics containerd reports for a task,
-// cgroup v1 or v2, into nsn-run's one stats.Sample, adds the peaks only the
+// Package cgroups turns a task's cgroup metrics, cgroup v1 or v2, as
+// containerd reports them or as it reads them itself (Read, with
+// containerd's library), into nsn-run's one stats.Sample, adds the peaks only the
 // host's cgroup v2 files hold, and says the host's cgroup layout. It links
 // containerd's cgroups library; the backend-neutral Sample and the peaks of
 // a series live in package stats, which the Docker backend uses without it.
 package cgroups
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,7 +16,9 @@ import (
 	"time"
 
 	"github.com/containerd/cgroups/v3"
+	"github.com/containerd/cgroups/v3/cgroup1"
 	v1 "github.com/containerd/cgroups/v3/cgroup1/stats"
+	"github.com/containerd/cgroups/v3/cgroup2"
 	v2 "github.com/containerd/cgroups/v3/cgroup2/stats"
 	"github.com/containerd/errdefs"
 
@@ -75,6 +79,42 @@ func FromMetrics(m any, at time.Time) (stats.Sample, error) {
 	default:
 		return stats.Sample{}, fmt.Errorf("%w: metrics of type %T are not cgroup v1 or v2 metrics", errdefs.ErrNotImplemented, m)
 	}
+}
+
+// Read takes the metrics of cgroup group ("/nsn/ID") from this host's
+// cgroup filesystem with containerd's cgroups library, as the runc shim's
+// Stats does (v2 where the hierarchy is unified, v1 otherwise), without a
+// round trip through containerd and the shim. A group that does not exist
+// here is an ErrNotFound.
+func Read(group string) (stats.Sample, error) {
+	group = filepath.Clean("/" + group)
+	at := time.Now()
+	if cgroups.Mode() == cgroups.Unified {
+		if _, err := os.Stat(filepath.Join(V2Root, group)); err != nil {
+			return stats.Sample{}, fmt.Errorf("%w: cgroup %s: %w", errdefs.ErrNotFound, group, err)
+		}
+		m, err := cgroup2.Load(group)
+		if err != nil {
+			return stats.Sample{}, fmt.Errorf("load cgroup %s: %w", group, err)
+		}
+		st, err := m.Stat()
+		if err != nil {
+			return stats.Sample{}, fmt.Errorf("read cgroup %s: %w", group, err)
+		}
+		return FromMetrics(st, at)
+	}
+	cg, err := cgroup1.Load(cgroup1.StaticPath(group))
+	if errors.Is(err, cgroup1.ErrCgroupDeleted) {
+		return stats.Sample{}, fmt.Errorf("%w: cgroup %s: %w", errdefs.ErrNotFound, group, err)
+	}
+	if err != nil {
+		return stats.Sample{}, fmt.Errorf("load cgroup %s: %w", group, err)
+	}
+	st, err := cg.Stat(cgroup1.IgnoreNotExist)
+	if err != nil {
+		return stats.Sample{}, fmt.Errorf("read cgroup %s: %w", group, err)
+	}
+	return FromMetrics(st, at)
 }
 
 // V2Root is where the unified hierarchy is mounted.

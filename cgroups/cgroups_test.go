@@ -1,14 +1,18 @@
 package cgroups
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/containerd/cgroups/v3/cgroup1"
 	v1 "github.com/containerd/cgroups/v3/cgroup1/stats"
+	"github.com/containerd/cgroups/v3/cgroup2"
 	v2 "github.com/containerd/cgroups/v3/cgroup2/stats"
 	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
@@ -138,3 +142,43 @@ func TestAddPidsEvents(t *testing.T) {
 		t.Errorf("Peaks lost the hits: %+v", p.Stats())
 	}
 }
+
+// TestRead: a cgroup made here with a memory and a pids limit reads back
+// with them, in the host's cgroup version; a group that does not exist is
+// ErrNotFound.
+func TestRead(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("making a cgroup needs root")
+	}
+	group := fmt.Sprintf("/nsn-run-test-%d", os.Getpid())
+	const memory, pids = 64 << 20, 77
+	wantVersion := 1
+	if Mode() == "unified" {
+		wantVersion = 2
+		m, err := cgroup2.NewManager(V2Root, group, &cgroup2.Resources{
+			Memory: &cgroup2.Memory{Max: ptr(int64(memory))}, Pids: &cgroup2.Pids{Max: pids}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = m.Delete() })
+	} else {
+		cg, err := cgroup1.New(cgroup1.StaticPath(group), &specs.LinuxResources{
+			Memory: &specs.LinuxMemory{Limit: ptr(int64(memory))}, Pids: &specs.LinuxPids{Limit: ptr(int64(pids))}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cg.Delete() })
+	}
+	s, err := Read(group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Version != wantVersion || s.MemoryLimitBytes != memory || s.PidsLimit != pids || s.Time.IsZero() {
+		t.Errorf("read %+v; want version %d, memory limit %d, pids limit %d", s, wantVersion, memory, pids)
+	}
+	if _, err := Read(group + "-missing"); !errdefs.IsNotFound(err) {
+		t.Errorf("a missing group: %v, want ErrNotFound", err)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

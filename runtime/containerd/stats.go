@@ -11,8 +11,47 @@ import (
 	"github.com/nsn-run/nsn-run/stats"
 )
 
-// Stats implements runtime.Backend from the task's cgroup metrics.
+// Stats implements runtime.Backend from the task's cgroup metrics, read
+// from this host's cgroup filesystem (cgroups.Read): the spec's cgroup
+// path is /<namespace>/<id> (audited). Where that read fails (a manager
+// that does not see the host's cgroups, a task not created yet or gone),
+// the task's shim reports them through containerd, as before.
 func (b *Backend) Stats(ctx context.Context, id string) (stats.Sample, error) {
+	group := "/" + b.cfg.Namespace + "/" + id
+	s, err := cgroups.Read(group)
+	if err != nil {
+		if s, err = b.shimStats(ctx, id); err != nil {
+			return s, err
+		}
+	}
+	if s.Version == 2 {
+		s = cgroups.AddV2Peaks(s, cgroups.V2Root, group)
+	}
+	s = cgroups.AddPidsEvents(s, cgroups.PidsRoot(), group)
+	if b.cfg.GPUUsage == nil {
+		return s, nil
+	}
+	tk, err := b.loadTask(ctx, id)
+	if err != nil {
+		return s, err
+	}
+	procs, err := tk.Pids(b.ns(ctx))
+	if err != nil {
+		return s, fmt.Errorf("processes of task %s: %w", id, err)
+	}
+	pids := make([]uint32, len(procs))
+	for i, p := range procs {
+		pids[i] = p.Pid
+	}
+	u, err := b.cfg.GPUUsage.Usage(ctx, pids)
+	if err != nil {
+		return s, fmt.Errorf("GPU usage of task %s: %w", id, err)
+	}
+	return s.WithGPU(u), nil
+}
+
+// shimStats asks the task's shim for its cgroup metrics.
+func (b *Backend) shimStats(ctx context.Context, id string) (stats.Sample, error) {
 	tk, err := b.loadTask(ctx, id)
 	if err != nil {
 		return stats.Sample{}, err
@@ -29,30 +68,5 @@ func (b *Backend) Stats(ctx context.Context, id string) (stats.Sample, error) {
 	if m.Timestamp != nil {
 		at = m.Timestamp.AsTime()
 	}
-	s, err := cgroups.FromMetrics(data, at)
-	if err != nil {
-		return s, err
-	}
-	// The spec's cgroup path is /<namespace>/<id> (containerd's default).
-	group := "/" + b.cfg.Namespace + "/" + id
-	if s.Version == 2 {
-		s = cgroups.AddV2Peaks(s, cgroups.V2Root, group)
-	}
-	s = cgroups.AddPidsEvents(s, cgroups.PidsRoot(), group)
-	if b.cfg.GPUUsage == nil {
-		return s, nil
-	}
-	procs, err := tk.Pids(b.ns(ctx))
-	if err != nil {
-		return s, fmt.Errorf("processes of task %s: %w", id, err)
-	}
-	pids := make([]uint32, len(procs))
-	for i, p := range procs {
-		pids[i] = p.Pid
-	}
-	u, err := b.cfg.GPUUsage.Usage(ctx, pids)
-	if err != nil {
-		return s, fmt.Errorf("GPU usage of task %s: %w", id, err)
-	}
-	return s.WithGPU(u), nil
+	return cgroups.FromMetrics(data, at)
 }
