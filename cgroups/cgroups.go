@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/containerd/cgroups/v3"
@@ -85,37 +86,48 @@ func FromMetrics(m any, at time.Time) (stats.Sample, error) {
 // cgroup filesystem with containerd's cgroups library, as the runc shim's
 // Stats does (v2 where the hierarchy is unified, v1 otherwise), without a
 // round trip through containerd and the shim. A group that does not exist
-// here is an ErrNotFound.
+// here, before or after the read (the library reads a file that went
+// away as zero), is an ErrNotFound.
 func Read(group string) (stats.Sample, error) {
 	group = filepath.Clean("/" + group)
 	at := time.Now()
+	var m any
+	var dir string // a directory of the group that lives as long as it
 	if cgroups.Mode() == cgroups.Unified {
-		if _, err := os.Stat(filepath.Join(V2Root, group)); err != nil {
+		dir = filepath.Join(V2Root, group)
+		if _, err := os.Stat(dir); err != nil {
 			return stats.Sample{}, fmt.Errorf("%w: cgroup %s: %w", errdefs.ErrNotFound, group, err)
 		}
-		m, err := cgroup2.Load(group)
+		cg, err := cgroup2.Load(group)
 		if err != nil {
 			return stats.Sample{}, fmt.Errorf("load cgroup %s: %w", group, err)
 		}
-		st, err := m.Stat()
-		if err != nil {
+		// What FromMetrics reads, not the io, rdma and hugetlb files.
+		if m, err = cg.StatFiltered(cgroup2.StatPids | cgroup2.StatCPU | cgroup2.StatMemory | cgroup2.StatMemoryEvents); err != nil {
 			return stats.Sample{}, fmt.Errorf("read cgroup %s: %w", group, err)
 		}
-		return FromMetrics(st, at)
+	} else {
+		dir = filepath.Join(V1PidsRoot, group)
+		cg, err := cgroup1.Load(cgroup1.StaticPath(group), cgroup1.WithHierarchy(v1Hierarchy))
+		if errors.Is(err, cgroup1.ErrCgroupDeleted) {
+			return stats.Sample{}, fmt.Errorf("%w: cgroup %s: %w", errdefs.ErrNotFound, group, err)
+		}
+		if err != nil {
+			return stats.Sample{}, fmt.Errorf("load cgroup %s: %w", group, err)
+		}
+		if m, err = cg.Stat(cgroup1.IgnoreNotExist); err != nil {
+			return stats.Sample{}, fmt.Errorf("read cgroup %s: %w", group, err)
+		}
 	}
-	cg, err := cgroup1.Load(cgroup1.StaticPath(group))
-	if errors.Is(err, cgroup1.ErrCgroupDeleted) {
-		return stats.Sample{}, fmt.Errorf("%w: cgroup %s: %w", errdefs.ErrNotFound, group, err)
+	if _, err := os.Stat(dir); err != nil {
+		return stats.Sample{}, fmt.Errorf("%w: cgroup %s went away while read: %w", errdefs.ErrNotFound, group, err)
 	}
-	if err != nil {
-		return stats.Sample{}, fmt.Errorf("load cgroup %s: %w", group, err)
-	}
-	st, err := cg.Stat(cgroup1.IgnoreNotExist)
-	if err != nil {
-		return stats.Sample{}, fmt.Errorf("read cgroup %s: %w", group, err)
-	}
-	return FromMetrics(st, at)
+	return FromMetrics(m, at)
 }
+
+// v1Hierarchy is the host's cgroup v1 controllers, found once (the library
+// otherwise reads the mount table on every load).
+var v1Hierarchy = sync.OnceValues(cgroup1.Default)
 
 // V2Root is where the unified hierarchy is mounted.
 const V2Root = "/sys/fs/cgroup"

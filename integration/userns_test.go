@@ -159,7 +159,7 @@ func TestInotifyPerTask(t *testing.T) {
 // the task again without them and sets them itself (there, the first task
 // starts only through that path). Either way the task
 // stops at 16 inotify instances, and the spec containerd keeps for it has
-// no sysctls.
+// no sysctls; and the first task's result has its own output, complete.
 func TestUserNSLimitsWithOlderRunc(t *testing.T) {
 	const debianRunc = "/usr/sbin/runc"
 	out, err := exec.Command(debianRunc, "--version").Output()
@@ -168,13 +168,34 @@ func TestUserNSLimitsWithOlderRunc(t *testing.T) {
 	_, err = fmt.Sscanf(string(out), "runc version %d.%d", &major, &minor)
 	need(t, err == nil && major == 1 && minor < 4, "%s is %q, not a runc older than 1.4", debianRunc, out)
 	ctx := context.Background()
-	m, c := testManagerBackend(t, func(b *containerd.Config) { b.RuncBinary = debianRunc }, func(*runtime.Config) {})
+	older := func(b *containerd.Config) { b.RuncBinary = debianRunc }
+
+	// A Backend's first task, with the release in the background: the
+	// result waits for the logger of the task that ran, not for the one
+	// of the refused create.
+	bg, _ := testManagerBackend(t, older, func(cfg *runtime.Config) { cfg.ReleaseInBackground = true })
+	res, err := bg.Run(ctx, seedTask(uniqueID("retried"), "sh", "-c", "echo out; echo err >&2"), runtime.RunOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.ExitCode != 0 || res.Stdout != "out\n" || res.Stderr != "err\n" || res.StdoutTruncated || res.StderrTruncated {
+		t.Errorf("the retried task's result: exit %d, stdout %q, stderr %q", res.ExitCode, res.Stdout, res.Stderr)
+	}
+
+	m, c := testManagerBackend(t, older, func(*runtime.Config) {})
 	for i := range 2 { // the second task finds the backend switched already
 		hog := uniqueID("hog")
 		if _, err := m.Spawn(ctx, task.Task{ID: hog, Image: probeRef, Command: []string{"nsn-probe", "inotify-hold"}}); err != nil {
 			t.Fatalf("task %d: %v", i, err)
 		}
 		held := waitForLine(t, m, hog, 30*time.Second)
+		// The refused create's logger finished its (empty) capture: its
+		// meta file must not stand for the running task's.
+		for _, name := range []string{logs.StdoutFile, logs.StderrFile} {
+			if _, err := os.Stat(filepath.Join(taskDir(m, hog), name+".meta")); err == nil {
+				t.Errorf("task %d: %s.meta exists while the task runs", i, name)
+			}
+		}
 		ctr, err := c.LoadContainer(namespaces.WithNamespace(ctx, testNamespace), hog)
 		if err != nil {
 			t.Fatal(err)

@@ -53,6 +53,11 @@ func Capture(r io.Reader, path string, lim Limits) (Meta, error) {
 // Create opens path for a capture; CopyFrom then fills it. Opening first lets
 // the shim logger report readiness only once both files exist.
 func Create(path string, lim Limits) (*Writer, error) {
+	// A meta file left by an earlier capture of this path (a create the
+	// backend retried) would say the new one is complete.
+	if err := os.Remove(path + metaSuffix); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, err

@@ -93,3 +93,34 @@ func TestShimLoggerArgsHaveOneKey(t *testing.T) {
 		t.Error("the logger created files before validating its config")
 	}
 }
+
+// TestCreateForgetsAnEarlierCapture: a capture of a path an earlier one
+// finished (a task create the backend retried) is not complete until it
+// has finished itself: the earlier meta goes when it starts.
+func TestCreateForgetsAnEarlierCapture(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{StdoutFile, StderrFile} {
+		if _, err := Capture(strings.NewReader("first attempt\n"), filepath.Join(dir, name), DefaultLimits); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !complete(dir) {
+		t.Fatal("the first captures are not complete")
+	}
+	w, err := Create(filepath.Join(dir, StdoutFile), DefaultLimits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if complete(dir) {
+		t.Error("a new capture counts as complete by the earlier one's meta")
+	}
+	if s, err := Read(filepath.Join(dir, StdoutFile)); err != nil || s.Complete || s.Data != "" {
+		t.Errorf("the new capture reads %+v, %v; want empty and not complete", s, err)
+	}
+	if _, err := w.CopyFrom(strings.NewReader("second\n")); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := Read(filepath.Join(dir, StdoutFile)); err != nil || !s.Complete || s.Data != "second\n" {
+		t.Errorf("after it finished: %+v, %v", s, err)
+	}
+}

@@ -175,7 +175,8 @@ func GPUs(o Options) (*gpu.Injector, error) {
 // bind sources resolved on this host, the user-namespace policy, the
 // AppArmor profile this host applies, and whether a spec must carry its
 // user namespace's per-user limits (unless the runc on PATH says it is
-// older than 1.4: this runs its `runc --version`).
+// older than 1.4, or this node's containerd is older than 2.3: this runs
+// `runc --version` and asks containerd its version if it answers).
 func AuditPolicy(ctx context.Context, o Options) (audit.Policy, error) {
 	o, err := o.withDefaults()
 	if err != nil {
@@ -199,12 +200,21 @@ func AuditPolicy(ctx context.Context, o Options) (audit.Policy, error) {
 	if o.Backend == BackendContainerd {
 		p.AppArmorProfile = containerd.AppArmorProfile()
 		p.InitBinary = o.InitBinary
-		// A spec is judged as the runc on this host's PATH would run it:
-		// it must carry the per-user limits, unless that runc is one that
-		// refuses them (before 1.4), where nsn-run sets them itself.
-		p.UserNSLimitsOutside = runcRefusesUserNSSysctls(ctx)
+		// A spec must carry the per-user limits, unless nsn-run sets them
+		// itself here: the runc on PATH refuses them (before 1.4), or this
+		// node's containerd is one the backend does not put them in the
+		// spec for (before 2.3).
+		p.UserNSLimitsOutside = runcRefusesUserNSSysctls(ctx) || !limitsInSpecOn(ctx, o.Address)
 	}
 	return p, nil
+}
+
+// limitsInSpecOn reports whether the backend on the containerd at address
+// puts the per-user limits in the spec (containerd.UserNSLimitsInSpec);
+// true where that containerd does not answer.
+func limitsInSpecOn(ctx context.Context, address string) bool {
+	v, err := containerd.ServerVersion(ctx, address)
+	return err != nil || containerd.UserNSLimitsInSpec(v)
 }
 
 // runcVersionTimeout bounds `runc --version`.

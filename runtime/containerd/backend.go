@@ -132,6 +132,11 @@ type Backend struct {
 	// from containerd 2.3, until the runtime refuses them once (runc
 	// before 1.4; Start); otherwise limitUserNS sets them.
 	userNSSysctls atomic.Bool
+	// hostStats holds the ids of the tasks this Backend started with the
+	// runc runtime: Stats reads their cgroup in-process. Another runtime
+	// (gVisor, Kata) may keep its sandbox in the same cgroup, whose
+	// numbers are then not the task's: its shim reports those.
+	hostStats sync.Map
 	// appArmorLoaded is set once this backend has loaded its AppArmor
 	// profile: the first Start does, so a failing parser refuses tasks
 	// but leaves ps, logs, rm and gc working.
@@ -212,7 +217,7 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 	// containerd's releases before 2.3 come with a runc older than 1.4
 	// (2.0 with 1.2, 2.1 and 2.2 with 1.3, Debian's 1.6 with 1.1.5): no
 	// refused first task in every process there.
-	b.userNSSysctls.Store(atLeast(version, 2, 3))
+	b.userNSSysctls.Store(UserNSLimitsInSpec(version))
 	if cfg.ShimGroup != "" {
 		if b.group, err = newShimGroup(cfg, b.shim, version); err != nil {
 			c.Close()

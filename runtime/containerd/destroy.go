@@ -35,6 +35,7 @@ func (b *Backend) Stop(ctx context.Context, id string, sig syscall.Signal, all b
 func (b *Backend) Destroy(ctx context.Context, id string) error {
 	ctx = b.ns(ctx)
 	defer b.tasks.Remove(id)
+	defer b.hostStats.Delete(id)
 	sw := runtime.NewStopwatch(ctx)
 	// Out of the group's count even when the release fails: whoever
 	// finishes it (a later Destroy, gc in another process) may not be

@@ -12,6 +12,8 @@ import (
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/errdefs"
+
+	"github.com/nsn-run/nsn-run/spec"
 )
 
 // pingTimeout bounds the version call Dial makes to prove the daemon answers.
@@ -47,3 +49,19 @@ func dial(ctx context.Context, address, namespace string) (*client.Client, strin
 	}
 	return c, v.Version, nil
 }
+
+// ServerVersion returns the version of the containerd at address ("v2.4.2").
+func ServerVersion(ctx context.Context, address string) (string, error) {
+	c, v, err := dial(ctx, address, spec.DefaultNamespace)
+	if err != nil {
+		return "", err
+	}
+	c.Close()
+	return v, nil
+}
+
+// UserNSLimitsInSpec reports whether a Backend on containerd of version
+// starts by putting each task's user namespace limits in its spec (2.3 and
+// later: their releases come with runc 1.4 or later, which sets them);
+// before, it sets them itself between create and start.
+func UserNSLimitsInSpec(version string) bool { return atLeast(version, 2, 3) }

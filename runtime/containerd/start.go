@@ -206,6 +206,10 @@ func (b *Backend) start(ctx context.Context, req runtime.StartRequest) (h runtim
 	// is not this task's.
 	th := b.tasks.Add(t.ID)
 	undo = append(undo, func(context.Context) { b.tasks.Remove(t.ID) })
+	if t.Runtime == task.DefaultRuntime {
+		b.hostStats.Store(t.ID, true)
+		undo = append(undo, func(context.Context) { b.hostStats.Delete(t.ID) })
+	}
 	if err := b.watchExit(th, tk); err != nil {
 		return h, err
 	}

@@ -2,6 +2,7 @@ package containerd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -11,14 +12,19 @@ import (
 	"github.com/nsn-run/nsn-run/stats"
 )
 
-// Stats implements runtime.Backend from the task's cgroup metrics, read
-// from this host's cgroup filesystem (cgroups.Read): the spec's cgroup
-// path is /<namespace>/<id> (audited). Where that read fails (a manager
-// that does not see the host's cgroups, a task not created yet or gone),
-// the task's shim reports them through containerd, as before.
+// Stats implements runtime.Backend from the task's cgroup metrics. A runc
+// task this Backend started has them read from this host's cgroup
+// filesystem (cgroups.Read; the spec's cgroup path is /<namespace>/<id>,
+// audited); the task's shim reports them through containerd for any other
+// task, and where that read fails (a manager that does not see the host's
+// cgroups, a task gone).
 func (b *Backend) Stats(ctx context.Context, id string) (stats.Sample, error) {
 	group := "/" + b.cfg.Namespace + "/" + id
-	s, err := cgroups.Read(group)
+	var s stats.Sample
+	err := errNotRead
+	if _, ok := b.hostStats.Load(id); ok {
+		s, err = cgroups.Read(group)
+	}
 	if err != nil {
 		if s, err = b.shimStats(ctx, id); err != nil {
 			return s, err
@@ -49,6 +55,9 @@ func (b *Backend) Stats(ctx context.Context, id string) (stats.Sample, error) {
 	}
 	return s.WithGPU(u), nil
 }
+
+// errNotRead marks stats Stats did not read in-process.
+var errNotRead = errors.New("not read in-process")
 
 // shimStats asks the task's shim for its cgroup metrics.
 func (b *Backend) shimStats(ctx context.Context, id string) (stats.Sample, error) {
