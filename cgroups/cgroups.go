@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -91,43 +92,86 @@ func FromMetrics(m any, at time.Time) (stats.Sample, error) {
 func Read(group string) (stats.Sample, error) {
 	group = filepath.Clean("/" + group)
 	at := time.Now()
-	var m any
-	var dir string // a directory of the group that lives as long as it
-	if cgroups.Mode() == cgroups.Unified {
-		dir = filepath.Join(V2Root, group)
-		if _, err := os.Stat(dir); err != nil {
-			return stats.Sample{}, fmt.Errorf("%w: cgroup %s: %w", errdefs.ErrNotFound, group, err)
-		}
-		cg, err := cgroup2.Load(group)
-		if err != nil {
-			return stats.Sample{}, fmt.Errorf("load cgroup %s: %w", group, err)
-		}
-		// What FromMetrics reads, not the io, rdma and hugetlb files.
-		if m, err = cg.StatFiltered(cgroup2.StatPids | cgroup2.StatCPU | cgroup2.StatMemory | cgroup2.StatMemoryEvents); err != nil {
-			return stats.Sample{}, fmt.Errorf("read cgroup %s: %w", group, err)
-		}
-	} else {
-		dir = filepath.Join(V1PidsRoot, group)
-		cg, err := cgroup1.Load(cgroup1.StaticPath(group), cgroup1.WithHierarchy(v1Hierarchy))
-		if errors.Is(err, cgroup1.ErrCgroupDeleted) {
-			return stats.Sample{}, fmt.Errorf("%w: cgroup %s: %w", errdefs.ErrNotFound, group, err)
-		}
-		if err != nil {
-			return stats.Sample{}, fmt.Errorf("load cgroup %s: %w", group, err)
-		}
-		if m, err = cg.Stat(cgroup1.IgnoreNotExist); err != nil {
-			return stats.Sample{}, fmt.Errorf("read cgroup %s: %w", group, err)
-		}
+	if cgroups.Mode() != cgroups.Unified {
+		return readV1(group, at)
 	}
+	dir := filepath.Join(V2Root, group)
+	if _, err := os.Stat(dir); err != nil {
+		return stats.Sample{}, fmt.Errorf("%w: cgroup %s: %w", errdefs.ErrNotFound, group, err)
+	}
+	cg, err := cgroup2.Load(group)
+	if err != nil {
+		return stats.Sample{}, fmt.Errorf("load cgroup %s: %w", group, err)
+	}
+	// What FromMetrics reads, not the io, rdma and hugetlb files.
+	m, err := cg.StatFiltered(cgroup2.StatPids | cgroup2.StatCPU | cgroup2.StatMemory | cgroup2.StatMemoryEvents)
+	if err != nil {
+		return stats.Sample{}, fmt.Errorf("read cgroup %s: %w", group, err)
+	}
+	// A v2 group goes in one rmdir.
 	if _, err := os.Stat(dir); err != nil {
 		return stats.Sample{}, fmt.Errorf("%w: cgroup %s went away while read: %w", errdefs.ErrNotFound, group, err)
 	}
 	return FromMetrics(m, at)
 }
 
-// v1Hierarchy is the host's cgroup v1 controllers, found once (the library
-// otherwise reads the mount table on every load).
-var v1Hierarchy = sync.OnceValues(cgroup1.Default)
+// v1Read are the v1 controllers FromMetrics reads.
+var v1Read = []cgroup1.Name{cgroup1.Memory, cgroup1.Cpuacct, cgroup1.Pids}
+
+// readV1 is Read on a v1 host. runc removes a v1 group controller by
+// controller, and the library skips (and reads as zero) one that is gone:
+// a group that lacks any controller FromMetrics reads, after the read, is
+// being deleted.
+func readV1(group string, at time.Time) (stats.Sample, error) {
+	subsystems, err := v1Hierarchy()
+	if err != nil {
+		return stats.Sample{}, fmt.Errorf("cgroup v1 controllers: %w", err)
+	}
+	hierarchy := func() ([]cgroup1.Subsystem, error) { return subsystems, nil }
+	cg, err := cgroup1.Load(cgroup1.StaticPath(group), cgroup1.WithHierarchy(hierarchy))
+	if errors.Is(err, cgroup1.ErrCgroupDeleted) {
+		return stats.Sample{}, fmt.Errorf("%w: cgroup %s: %w", errdefs.ErrNotFound, group, err)
+	}
+	if err != nil {
+		return stats.Sample{}, fmt.Errorf("load cgroup %s: %w", group, err)
+	}
+	m, err := cg.Stat(cgroup1.IgnoreNotExist)
+	if err != nil {
+		return stats.Sample{}, fmt.Errorf("read cgroup %s: %w", group, err)
+	}
+	for _, s := range subsystems {
+		p, ok := s.(interface{ Path(string) string })
+		if !ok || !slices.Contains(v1Read, s.Name()) {
+			continue
+		}
+		if _, err := os.Lstat(p.Path(group)); err != nil {
+			return stats.Sample{}, fmt.Errorf("%w: cgroup %s: no %s controller after the read: %w", errdefs.ErrNotFound, group, s.Name(), err)
+		}
+	}
+	return FromMetrics(m, at)
+}
+
+// v1Subsystems caches the host's cgroup v1 controllers once found (the
+// library otherwise reads the mount table on every load); a failure is
+// not cached.
+var (
+	v1Mu         sync.Mutex
+	v1Subsystems []cgroup1.Subsystem
+)
+
+func v1Hierarchy() ([]cgroup1.Subsystem, error) {
+	v1Mu.Lock()
+	defer v1Mu.Unlock()
+	if v1Subsystems != nil {
+		return v1Subsystems, nil
+	}
+	subsystems, err := cgroup1.Default()
+	if err != nil {
+		return nil, err
+	}
+	v1Subsystems = subsystems
+	return subsystems, nil
+}
 
 // V2Root is where the unified hierarchy is mounted.
 const V2Root = "/sys/fs/cgroup"

@@ -179,6 +179,17 @@ func TestRead(t *testing.T) {
 	if _, err := Read(group + "-missing"); !errdefs.IsNotFound(err) {
 		t.Errorf("a missing group: %v, want ErrNotFound", err)
 	}
+	if wantVersion == 1 {
+		// runc removes a v1 group controller by controller: a group
+		// without its memory controller is one being deleted, not one
+		// that uses no memory.
+		if err := os.Remove(filepath.Join("/sys/fs/cgroup/memory", group)); err != nil {
+			t.Fatal(err)
+		}
+		if s, err := Read(group); !errdefs.IsNotFound(err) {
+			t.Errorf("a group half removed: %+v, %v; want ErrNotFound", s, err)
+		}
+	}
 }
 
 func ptr[T any](v T) *T { return &v }

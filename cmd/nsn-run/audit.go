@@ -44,8 +44,9 @@ no more than nsn-run itself would grant. A spec with a user namespace must
 carry that namespace's per-user limits (linux.sysctl "user.max_*": 16 inotify
 instances, no nested namespaces, ...), exactly, unless the runc on PATH says
 it is older than 1.4 (such a runc refuses them) or the node's containerd, if
-it answers, is older than 2.3: nsn-run then sets them itself between create
-and start, and a spec without them passes too. A create request is judged the same
+it answers, is older than 2.3: there a spec without them passes too, as
+nsn-run's own are then (it sets the limits between create and start; see
+docs/security-model.md). A create request is judged the same
 way against the request nsn-run would send (runtime, seccomp profile,
 privileges, devices, binds, namespaces, resources, ulimits). The JSON is read strictly: unknown
 fields, keys that differ only in case, and duplicate keys are findings, since

@@ -206,10 +206,14 @@ func (b *Backend) start(ctx context.Context, req runtime.StartRequest) (h runtim
 	// is not this task's.
 	th := b.tasks.Add(t.ID)
 	undo = append(undo, func(context.Context) { b.tasks.Remove(t.ID) })
+	// As the handle: an entry an earlier task of this id left (removed by
+	// another process) is not this task's.
 	if t.Runtime == task.DefaultRuntime {
 		b.hostStats.Store(t.ID, true)
-		undo = append(undo, func(context.Context) { b.hostStats.Delete(t.ID) })
+	} else {
+		b.hostStats.Delete(t.ID)
 	}
+	undo = append(undo, func(context.Context) { b.hostStats.Delete(t.ID) })
 	if err := b.watchExit(th, tk); err != nil {
 		return h, err
 	}
