@@ -244,7 +244,12 @@ func TestCLIStats(t *testing.T) {
 	if r := cli(t, g, "run", "-d", "--id", id, "busybox", "--", "sleep", "60"); r.code != 0 {
 		t.Fatalf("run -d: %d %q", r.code, r.stderr)
 	}
-	defer cli(t, g, "rm", "-f", id)
+	defer func() {
+		// A failed rm leaves the task's output tmpfs mounted: say why.
+		if r := cli(t, g, "rm", "-f", id); r.code != 0 {
+			t.Errorf("rm -f: exit %d: %s", r.code, r.stderr)
+		}
+	}()
 	r := cli(t, g, "stats", "--json", "--interval", "200ms", id)
 	if r.code != 0 {
 		t.Fatalf("stats: exit %d stderr %q", r.code, r.stderr)

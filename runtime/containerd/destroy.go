@@ -60,7 +60,7 @@ func (b *Backend) Destroy(ctx context.Context, id string) error {
 			opts = append(opts, client.WithProcessKill)
 		}
 		st, err := tk.Delete(ctx, opts...)
-		if err != nil && !errdefs.IsNotFound(err) {
+		if err != nil && !errdefs.IsNotFound(err) && !b.taskGone(ctx, c) {
 			return fmt.Errorf("delete task %s: %w", id, err)
 		}
 		sw.Lap("release/delete-task")
@@ -72,7 +72,7 @@ func (b *Backend) Destroy(ctx context.Context, id string) error {
 	} else if !errdefs.IsNotFound(err) {
 		return fmt.Errorf("load task %s: %w", id, err)
 	}
-	if err := c.Delete(ctx, client.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+	if err := c.Delete(ctx, client.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) && !b.containerGone(ctx, id) {
 		return fmt.Errorf("delete container %s: %w", id, err)
 	}
 	sw.Lap("release/delete-container")
@@ -82,6 +82,23 @@ func (b *Backend) Destroy(ctx context.Context, id string) error {
 	err = b.removeLeases(ctx, id)
 	sw.Lap("release/snapshot-leases")
 	return err
+}
+
+// taskGone reports whether container c has no task any more: another
+// process's Destroy of the same task (`nsn-run rm -f` while the task's
+// supervisor releases it) may have deleted it while this one's delete was
+// under way, which fails with something else than NotFound (the shim
+// shutting down under it).
+func (b *Backend) taskGone(ctx context.Context, c client.Container) bool {
+	_, err := c.Task(ctx, nil)
+	return errdefs.IsNotFound(err)
+}
+
+// containerGone reports whether container id no longer exists (taskGone's
+// reason, for the container).
+func (b *Backend) containerGone(ctx context.Context, id string) bool {
+	_, err := b.client.LoadContainer(ctx, id)
+	return errdefs.IsNotFound(err)
 }
 
 // removeLeases deletes the spawn lease of a task whose manager died before
