@@ -15,6 +15,7 @@ import (
 
 	"github.com/nsn-run/nsn-run/idmap"
 	"github.com/nsn-run/nsn-run/runtime"
+	"github.com/nsn-run/nsn-run/runtime/containerd"
 	"github.com/nsn-run/nsn-run/task"
 )
 
@@ -174,5 +175,50 @@ func TestBackgroundReleaseKilled(t *testing.T) {
 	}
 	if b, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(b), stateDir) {
 		t.Errorf("mounts left under %s", stateDir)
+	}
+}
+
+// TestConcurrentDestroy: two processes release the same running task at
+// once (`nsn-run rm -f` while the task's supervisor, seeing it killed,
+// releases it too). Both Destroys succeed, whichever delete lands second,
+// and nothing is left: a Destroy that failed there returned before the
+// caller unmounted the task's output. Before Destroy re-checked, the
+// second delete failed within 20 rounds here ("failed to delete task:
+// ttrpc: closed", round 19).
+func TestConcurrentDestroy(t *testing.T) {
+	ctx := context.Background()
+	m, c := testManager(t)
+	_, addr := containerdClient(t)
+	backends := make([]*containerd.Backend, 2)
+	for i := range backends {
+		b, err := containerd.New(ctx, containerd.Config{Address: addr, Namespace: testNamespace, LoggerBinary: nsnLogger(t), ShimBinary: nsnShim(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		backends[i] = b
+	}
+	for round := range 20 {
+		id := uniqueID("twice")
+		if _, err := m.Spawn(ctx, task.Task{ID: id, Image: busyboxRef, Command: []string{"sleep", "60"}}); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		errs := make([]error, len(backends))
+		for i, b := range backends {
+			wg.Go(func() { errs[i] = b.Destroy(ctx, id) })
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Errorf("round %d: Destroy %d: %v", round, i, err)
+			}
+		}
+		if err := m.Remove(ctx, id, true); err != nil {
+			t.Errorf("round %d: Remove after both: %v", round, err)
+		}
+	}
+	if l := leftovers(t, c); l != "" {
+		t.Errorf("left behind: %s", l)
 	}
 }
