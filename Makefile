@@ -9,6 +9,7 @@ build:
 	$(GO) build -o $(BIN) ./cmd/nsn-run
 	$(GO) build -o bin/nsn-logger ./cmd/nsn-logger
 	CGO_ENABLED=0 $(GO) build -o bin/nsn-shim ./cmd/nsn-shim
+	CGO_ENABLED=0 $(GO) build -o bin/nsn-shimd ./cmd/nsn-shimd
 	CGO_ENABLED=0 $(GO) build -o bin/nsn-init ./cmd/nsn-init
 
 # Unit tests, plus integration tests where daemons are configured (they skip

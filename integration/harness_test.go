@@ -184,6 +184,7 @@ var (
 	probeBin     builtBinary
 	nsnInitBin   builtBinary
 	nsnShimBin   builtBinary
+	nsnShimdBin  builtBinary
 )
 
 // envBinDir names a directory of prebuilt nsn-run, nsn-logger and
@@ -196,16 +197,25 @@ const envBinDir = "NSN_TEST_BIN_DIR"
 // test images).
 func (b *builtBinary) get(t *testing.T, pkg, name string, static bool) string {
 	t.Helper()
+	return b.getInto(t, "", pkg, name, static)
+}
+
+// getInto is get into the directory into ("": a new temp dir).
+func (b *builtBinary) getInto(t *testing.T, into, pkg, name string, static bool) string {
+	t.Helper()
 	b.once.Do(func() {
 		if dir := os.Getenv(envBinDir); dir != "" {
 			b.path = filepath.Join(dir, name)
 			_, b.err = os.Stat(b.path)
 			return
 		}
-		dir, err := os.MkdirTemp("", name+"-bin-")
-		if err != nil {
-			b.err = err
-			return
+		dir := into
+		if dir == "" {
+			var err error
+			if dir, err = os.MkdirTemp("", name+"-bin-"); err != nil {
+				b.err = err
+				return
+			}
 		}
 		// Searchable by others: tasks in their own user namespaces run
 		// nsn-init from here as their own ids.
@@ -229,11 +239,12 @@ func (b *builtBinary) get(t *testing.T, pkg, name string, static bool) string {
 }
 
 // nsnRun is the nsn-run binary, with nsn-init beside it, where run --init
-// finds it, and nsn-shim, which its tasks run with on containerd 2.3+.
+// finds it, and nsn-shim (and nsn-shimd), which its tasks run with on
+// containerd 2.3+.
 func nsnRun(t *testing.T) string {
 	t.Helper()
 	p := nsnRunBin.get(t, "cmd/nsn-run", "nsn-run", false)
-	for name, bin := range map[string]func(*testing.T) string{"nsn-init": nsnInit, "nsn-shim": nsnShim} {
+	for name, bin := range map[string]func(*testing.T) string{"nsn-init": nsnInit, "nsn-shim": nsnShim, "nsn-shimd": nsnShimd} {
 		beside := filepath.Join(filepath.Dir(p), name)
 		if _, err := os.Stat(beside); err != nil {
 			if err := os.Link(bin(t), beside); err != nil && !os.IsExist(err) {
@@ -252,8 +263,20 @@ func nsnLogger(t *testing.T) string {
 	return nsnLoggerBin.get(t, "cmd/nsn-logger", "nsn-logger", false)
 }
 
-// nsnShim is nsn-run's runc shim, which tasks run with on containerd 2.3+.
-func nsnShim(t *testing.T) string { return nsnShimBin.get(t, "cmd/nsn-shim", "nsn-shim", true) }
+// nsnShim is nsn-run's runc shim, which tasks run with on containerd 2.3+:
+// the front, nsn-shim, with nsn-shimd beside it.
+func nsnShim(t *testing.T) string {
+	t.Helper()
+	p := nsnShimBin.get(t, "cmd/nsn-shim", "nsn-shim", true)
+	nsnShimdBin.getInto(t, filepath.Dir(p), "cmd/nsn-shimd", "nsn-shimd", true)
+	return p
+}
+
+// nsnShimd is the full shim that serves the tasks (beside nsnShim).
+func nsnShimd(t *testing.T) string {
+	t.Helper()
+	return filepath.Join(filepath.Dir(nsnShim(t)), "nsn-shimd")
+}
 
 // buildProbe is the static attack probe.
 func buildProbe(t *testing.T) string { return probeBin.get(t, "integration/probe", "nsn-probe", true) }

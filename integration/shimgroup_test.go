@@ -61,7 +61,8 @@ func TestTasksRunWithNsnShim(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, err := filepath.EvalSymlinks(nsnShim(t)) // exe is the resolved path
+	// nsn-shim, the front containerd runs, starts nsn-shimd as the shim.
+	want, err := filepath.EvalSymlinks(nsnShimd(t)) // exe is the resolved path
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,9 +267,10 @@ func TestShimGroupSharesOneShim(t *testing.T) {
 		t.Fatalf("anchor not running: %v", as)
 	}
 	checkAnchorConfined(t, c)
-	// The group's shim is nsn-shim, whose start joins a running group
-	// shim that is slow to answer instead of starting a second one.
-	want, err := filepath.EvalSymlinks(nsnShim(t)) // exe is the resolved path
+	// The group's shim is nsn-shimd, started by nsn-shim, whose start
+	// joins a running group shim that is slow to answer instead of
+	// starting a second one.
+	want, err := filepath.EvalSymlinks(nsnShimd(t)) // exe is the resolved path
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -104,11 +104,11 @@ type Options struct {
 	// per task.
 	ShimGroup     string
 	ShimGroupSize int
-	// ShimBinary is nsn-shim (cmd/nsn-shim), which tasks of the runc
-	// runtime run with on containerd 2.3 and later
-	// (containerd.Config.ShimBinary). Open looks for ShimName beside this
-	// program, then on PATH, when it is empty: without one, tasks run
-	// with containerd's own shim, and a shim group is refused.
+	// ShimBinary is nsn-shim (cmd/nsn-shim, with cmd/nsn-shimd beside
+	// it), which tasks of the runc runtime run with on containerd 2.3 and
+	// later (containerd.Config.ShimBinary). Open looks for ShimName
+	// beside this program, then on PATH, when it is empty: without one,
+	// tasks run with containerd's own shim, and a shim group is refused.
 	ShimBinary string
 }
 
@@ -307,16 +307,17 @@ func loggerBinary(named string) (string, error) {
 // shimBinary is the nsn-shim tasks run with: the one named, else
 // nsn-shim beside the running program, else on PATH; "" where there is
 // none (containerd's own shim then), an error if o names a shim group.
-// One found that containerd must not run as root (CheckShimBinary: a
-// build of someone else's, say) is passed over with a warning, unless a
-// shim group needs it: the backend then says why.
+// One found that containerd must not run as root, or without nsn-shimd
+// beside it (CheckShim: a build of someone else's, an old install, say),
+// is passed over with a warning, unless a shim group needs it: the
+// backend then says why.
 func shimBinary(ctx context.Context, o Options) (string, error) {
 	if o.ShimBinary != "" {
 		return o.ShimBinary, nil
 	}
 	p := findBinary(ShimName)
 	if p != "" && o.ShimGroup == "" {
-		if _, err := containerd.CheckShimBinary(p); err != nil {
+		if _, err := containerd.CheckShim(p); err != nil {
 			log.G(ctx).WithError(err).Warnf("not running tasks with %s: containerd's own shim instead", p)
 			return "", nil
 		}
@@ -324,7 +325,7 @@ func shimBinary(ctx context.Context, o Options) (string, error) {
 	if p != "" || o.ShimGroup == "" {
 		return p, nil
 	}
-	return "", fmt.Errorf("%w: shim group %q needs %s: install it, root's and written by root only, beside this program or on PATH (CGO_ENABLED=0 go build ./cmd/nsn-shim), or set Options.ShimBinary", errdefs.ErrFailedPrecondition, o.ShimGroup, ShimName)
+	return "", fmt.Errorf("%w: shim group %q needs %s: install it, root's and written by root only, beside this program or on PATH with nsn-shimd beside it (make build), or set Options.ShimBinary", errdefs.ErrFailedPrecondition, o.ShimGroup, ShimName)
 }
 
 // findBinary is the absolute path of name beside the running program,

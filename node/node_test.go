@@ -58,6 +58,13 @@ func TestShimBinary(t *testing.T) {
 	if os.Geteuid() != 0 {
 		return // the rest needs root's files
 	}
+	// Without the nsn-shimd it runs beside it, it is passed over.
+	if got, err := shimBinary(context.Background(), Options{}); err != nil || got != "" {
+		t.Errorf("nsn-shim on PATH without nsn-shimd: %q %v, want none (containerd's shim)", got, err)
+	}
+	if err := os.WriteFile(filepath.Join(path, "nsn-shimd"), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	if got, err := shimBinary(context.Background(), Options{}); err != nil || got != onPath {
 		t.Errorf("nsn-shim on PATH, no shim group: %q %v, want %s", got, err, onPath)
 	}

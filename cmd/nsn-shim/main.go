@@ -1,35 +1,258 @@
-// Command nsn-shim is containerd's runc v2 shim (containerd-shim-runc-v2,
-// the same code, linked from the containerd module nsn-run builds with)
-// with two changes. On containerd 2.3 and later nsn-run runs its runc tasks
-// and shim group anchors with it (containerd.Config.ShimBinary); without
-// it, or on older containerd, tasks keep containerd's own shim.
+// Command nsn-shim is the shim program containerd 2.3+ runs for nsn-run's
+// runc tasks and shim group anchors (containerd.Config.ShimBinary): a
+// small front to nsn-shimd, containerd's runc shim with nsn-run's changes
+// (cmd/nsn-shimd), which must lie beside it.
 //
-// First, how `start` decides that a shim group's running shim is gone.
-// containerd's `start` for a grouped task finds the group's socket in
-// use and dials it with a 100 ms timeout. Under CPU load the dial can time
-// out although the shim is alive (11 of 1,000 such dials from new processes
-// on a loaded 2-CPU host, docs/performance.md); `start` then removes the
-// live shim's socket and starts a second shim for the group. That shim has
-// no anchor: it exits when its own tasks end, racing tasks that joined it
-// meanwhile ("ttrpc: closed", "connect: connection refused"), and two
-// starts that both judged the shim dead race to bind ("bind: address
-// already in use"). nsn-shim asks first, patiently, and only a refused
-// connection (nobody listens) or a missing socket counts as gone; then
-// containerd's own start runs as before and starts a new shim.
-//
-// Second, `delete` (Stop) skips the `runc delete --force` exec that does
-// nothing after a clean task delete (stop.go): a process start off every
-// task's release.
+// containerd runs the shim program once per task to start or find the
+// shim that will serve it (`start`), and once after each shim disconnect
+// (`delete`); both are on the task's path, and each is a process start.
+// nsn-shimd, like containerd's shim, is a 21 MB Go program whose start
+// alone costs ~29 ms on a 2-CPU host, against ~12 ms for this one, which
+// links nothing of containerd (internal/deps). So nsn-shim does the usual
+// cases of both actions itself (internal/shimfront, each piece held to
+// containerd's code by its tests): a start that joins a running group
+// shim or starts nsn-shimd as a new one, and a delete after a clean task
+// delete. Everything else it hands over, by exec, to nsn-shimd with the
+// same arguments and input: serving tasks, -v, -info, a start that asks
+// for debug logging, a shim cgroup or SCHED_CORE, a delete where runc may
+// still know the container or a FUSE mount is left, and any input this
+// front does not fully understand.
 package main
 
 import (
-	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
 
-	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/manager"
-	_ "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/task/plugin"
-	"github.com/containerd/containerd/v2/pkg/shim"
+	"golang.org/x/sys/unix"
+
+	"github.com/nsn-run/nsn-run/internal/shimfront"
 )
 
+// daemonName is the full shim, beside this program.
+const daemonName = "nsn-shimd"
+
+// shimName is how containerd's shim names itself in its errors.
+const shimName = "io.containerd.runc.v2"
+
+// joinPatience bounds the dial that decides whether a group's shim still
+// runs (shimfront.Listening), as nsn-shimd's start does.
+const joinPatience = 5 * time.Second
+
+// flags are the shim's command line, as containerd's pkg/shim parses it.
+type flags struct {
+	debug, version, info               bool
+	namespace, id, socket, debugSocket string
+	bundle, address, publishBinary     string
+	action                             string
+}
+
+func parseFlags(args []string) (flags, error) {
+	var f flags
+	fs := flag.NewFlagSet("nsn-shim", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.BoolVar(&f.debug, "debug", false, "")
+	fs.BoolVar(&f.version, "v", false, "")
+	fs.BoolVar(&f.version, "version", false, "")
+	fs.BoolVar(&f.info, "info", false, "")
+	fs.StringVar(&f.namespace, "namespace", "", "")
+	fs.StringVar(&f.id, "id", "", "")
+	fs.StringVar(&f.socket, "socket", "", "")
+	fs.StringVar(&f.debugSocket, "debug-socket", "", "")
+	fs.StringVar(&f.bundle, "bundle", "", "")
+	fs.StringVar(&f.address, "address", "", "")
+	fs.StringVar(&f.publishBinary, "publish-binary", "", "")
+	if err := fs.Parse(args); err != nil {
+		return f, err
+	}
+	f.action = fs.Arg(0)
+	return f, nil
+}
+
 func main() {
-	shim.RunShim(context.Background(), &nsnShim{Shim: manager.NewShimManager("io.containerd.runc.v2")})
+	daemon, err := daemonPath()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %s", shimName, err)
+		os.Exit(1)
+	}
+	f, err := parseFlags(os.Args[1:])
+	if err != nil || f.version || f.info || f.namespace == "" || f.id == "" {
+		handOver(daemon, nil)
+	}
+	switch f.action {
+	case "start":
+		input, err := io.ReadAll(io.LimitReader(os.Stdin, 10<<20))
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "%s: failed to read stdin: %s", shimName, err)
+			os.Exit(1)
+		}
+		result, err := start(f, input, daemon)
+		if errors.Is(err, errHandOver) {
+			handOver(daemon, input)
+		}
+		if err == nil {
+			_, err = os.Stdout.Write(result)
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "%s: %s", shimName, err)
+			os.Exit(1)
+		}
+	case "delete":
+		if _, err := os.Stdout.Write(deleteForgotten(f, daemon)); err != nil {
+			fmt.Fprintf(os.Stderr, "%s: %s", shimName, err)
+			os.Exit(1)
+		}
+	default:
+		handOver(daemon, nil)
+	}
+}
+
+// errHandOver: nsn-shimd should do this start from the beginning.
+var errHandOver = errors.New("hand over to " + daemonName)
+
+// start is containerd's `start` action (pkg/shim's run, the runc shim's
+// manager.Start, nsn-shimd's join of a live group shim) for the usual
+// case; errHandOver for anything else, before anything lasting is done.
+func start(f flags, input []byte, daemon string) ([]byte, error) {
+	p, err := shimfront.ParseParams(input)
+	if err != nil || p.InstanceID != f.id || p.Namespace != f.namespace ||
+		p.LogLevel <= shimfront.LogLevelDebug || p.ShimCgroup != "" || os.Getenv("SCHED_CORE") != "" {
+		return nil, errHandOver
+	}
+	if p.SocketDir != "" {
+		// For the shim's cleanup, which gets no parameters: a link "s"
+		// in the bundle (writeSocketDir).
+		if err := os.Remove("s"); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, errHandOver
+		}
+		if err := os.Symlink(p.SocketDir, "s"); err != nil {
+			return nil, errHandOver
+		}
+	}
+	grouping, grouped, err := shimfront.Grouping("config.json", p.InstanceID)
+	if err != nil {
+		return nil, errHandOver
+	}
+	dir := p.SocketDir
+	if dir == "" {
+		dir = shimfront.DefaultSocketDir
+	}
+	addr := shimfront.SocketAddress(dir, p.GRPCAddress, f.namespace, grouping)
+	if grouped && shimfront.Listening(addr, joinPatience) {
+		return shimfront.Result(addr), nil
+	}
+	sock, err := shimfront.Listen(addr)
+	if errors.Is(err, shimfront.ErrInUse) {
+		return shimfront.Result(addr), nil
+	}
+	if err != nil {
+		return nil, errHandOver
+	}
+	defer sock.Close()
+	cwd, err := os.Getwd()
+	if err != nil {
+		removeSocket(addr)
+		return nil, errHandOver
+	}
+	// containerd's newCommand, with nsn-shimd for the program.
+	cmd := exec.Command(daemon, "-namespace", f.namespace, "-id", p.InstanceID, "-address", p.GRPCAddress)
+	cmd.Dir = cwd
+	cmd.Env = append(os.Environ(), "GOMAXPROCS=4", "OTEL_SERVICE_NAME=containerd-shim-"+p.InstanceID)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.ExtraFiles = []*os.File{sock}
+	if err := cmd.Start(); err != nil {
+		removeSocket(addr)
+		return nil, err
+	}
+	if err := shimfront.AdjustOOMScore(cmd.Process.Pid); err != nil {
+		_ = cmd.Process.Kill()
+		removeSocket(addr)
+		return nil, fmt.Errorf("failed to adjust OOM score for shim: %w", err)
+	}
+	return shimfront.Result(addr), nil
+}
+
+func removeSocket(addr string) {
+	if path, ok := shimfront.SocketPath(addr); ok {
+		_ = os.Remove(path)
+	}
+}
+
+// deleteForgotten is containerd's `delete` action where runc has
+// forgotten the container (the usual case: after a clean task delete),
+// else it hands over; it returns the DeleteResponse to print.
+func deleteForgotten(f flags, daemon string) []byte {
+	cwd, err := os.Getwd()
+	if err != nil {
+		handOver(daemon, nil)
+	}
+	// The bundle containerd's Stop works on.
+	bundle := filepath.Join(filepath.Dir(cwd), f.id)
+	if !shimfront.RuncForgot(bundle, f.namespace, f.id, shimfront.RuncRoot) || shimfront.HasFUSE(bundle) {
+		handOver(daemon, nil)
+	}
+	s := shimfront.StopForgotten(bundle, func(msg string, err error) {
+		fmt.Fprintf(os.Stderr, "time=%q level=warning msg=%q error=%q\n", time.Now().Format(time.RFC3339Nano), msg, err.Error())
+	})
+	return shimfront.DeleteResponse(s)
+}
+
+// daemonPath is nsn-shimd beside this program (its resolved path). As
+// containerd runs this program as root, so this one runs nsn-shimd: it
+// must be the owner's (root's) and writable by nobody else.
+func daemonPath() (string, error) {
+	self, err := os.Executable()
+	if err == nil {
+		self, err = filepath.EvalSymlinks(self)
+	}
+	if err != nil {
+		return "", fmt.Errorf("find %s: %w", daemonName, err)
+	}
+	p := filepath.Join(filepath.Dir(self), daemonName)
+	info, err := os.Stat(p)
+	if err != nil {
+		return "", fmt.Errorf("%s must be installed beside %s: %w", daemonName, self, err)
+	}
+	st, ok := info.Sys().(*syscall.Stat_t)
+	if !info.Mode().IsRegular() || !ok || int(st.Uid) != os.Geteuid() && st.Uid != 0 || info.Mode().Perm()&0o022 != 0 {
+		return "", fmt.Errorf("%s is not a regular file of root's (or this user's) that only its owner may write", p)
+	}
+	return p, nil
+}
+
+// handOver execs nsn-shimd with this program's arguments, and input on its
+// stdin when this program has read its own (start's parameters).
+func handOver(daemon string, input []byte) {
+	if input != nil {
+		if err := refeedStdin(input); err != nil {
+			fmt.Fprintf(os.Stderr, "%s: hand over to %s: %s", shimName, daemonName, err)
+			os.Exit(1)
+		}
+	}
+	err := unix.Exec(daemon, append([]string{daemon}, os.Args[1:]...), os.Environ())
+	fmt.Fprintf(os.Stderr, "%s: exec %s: %s", shimName, daemon, err)
+	os.Exit(1)
+}
+
+// refeedStdin makes fd 0 a memory file holding input, read from its start.
+func refeedStdin(input []byte) error {
+	fd, err := unix.MemfdCreate("nsn-shim-stdin", 0)
+	if err != nil {
+		return err
+	}
+	f := os.NewFile(uintptr(fd), "stdin")
+	defer f.Close()
+	if _, err := f.Write(input); err != nil {
+		return err
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	return unix.Dup3(fd, 0, 0)
 }

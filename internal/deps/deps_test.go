@@ -103,3 +103,26 @@ func TestLibraryBuildsWithoutCgo(t *testing.T) {
 		t.Errorf("the library links packages with cgo files: %s", strings.Join(cgo, ", "))
 	}
 }
+
+// TestShimFrontLinksLittle: nsn-shim, the front containerd runs for every
+// task's start and delete, exists to start fast (cmd/nsn-shim): it links
+// nothing of containerd, gRPC or protobuf's reflection and registries,
+// whose package initialisation is what makes the full shim slow to start.
+func TestShimFrontLinksLittle(t *testing.T) {
+	out := goCmd(t, []string{"CGO_ENABLED=0"}, "list", "-deps", "./cmd/nsn-shim")
+	var heavy []string
+	for dep := range strings.Lines(string(out)) {
+		dep = strings.TrimSpace(dep)
+		for _, prefix := range []string{"github.com/containerd/", "google.golang.org/grpc", "google.golang.org/protobuf/proto", "google.golang.org/protobuf/reflect", "google.golang.org/protobuf/types", "github.com/sirupsen/logrus"} {
+			if strings.HasPrefix(dep, prefix) {
+				heavy = append(heavy, dep)
+			}
+		}
+	}
+	if !strings.Contains(string(out), module+"/internal/shimfront") {
+		t.Fatalf("nsn-shim does not link internal/shimfront: the list is not what this test thinks")
+	}
+	if len(heavy) > 0 {
+		t.Errorf("nsn-shim links %s", strings.Join(heavy, ", "))
+	}
+}

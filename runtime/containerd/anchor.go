@@ -125,12 +125,29 @@ func shimRuntime(cfg Config, version string) (string, error) {
 	if !filepath.IsAbs(cfg.ShimBinary) {
 		return "", fmt.Errorf("%w: shim binary %q is not an absolute path", errdefs.ErrInvalidArgument, cfg.ShimBinary)
 	}
-	resolved, err := CheckShimBinary(cfg.ShimBinary)
+	resolved, err := CheckShim(cfg.ShimBinary)
 	if err != nil {
 		return "", fmt.Errorf("%w: shim binary: %w", errdefs.ErrInvalidArgument, err)
 	}
 	if !usable {
 		return "", nil
+	}
+	return resolved, nil
+}
+
+// ShimDaemonName is the full shim that nsn-shim (the front containerd
+// runs, cmd/nsn-shim) execs from beside itself: cmd/nsn-shimd.
+const ShimDaemonName = "nsn-shimd"
+
+// CheckShim is CheckShimBinary for nsn-shim, and for the nsn-shimd it
+// runs, as root too, from beside it. It returns nsn-shim's resolved path.
+func CheckShim(path string) (string, error) {
+	resolved, err := CheckShimBinary(path)
+	if err != nil {
+		return "", err
+	}
+	if _, err := CheckShimBinary(filepath.Join(filepath.Dir(resolved), ShimDaemonName)); err != nil {
+		return "", fmt.Errorf("%s, which %s runs: %w", ShimDaemonName, filepath.Base(resolved), err)
 	}
 	return resolved, nil
 }

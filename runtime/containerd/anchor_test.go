@@ -81,4 +81,19 @@ func TestCheckShimBinary(t *testing.T) {
 	if _, err := CheckShimBinary(filepath.Join(dir, "missing")); err == nil {
 		t.Error("a missing file: accepted")
 	}
+
+	// CheckShim: nsn-shim, and the nsn-shimd it runs from beside it.
+	if _, err := CheckShim(good); err == nil || !strings.Contains(err.Error(), "nsn-shimd") {
+		t.Errorf("nsn-shim without nsn-shimd beside it: %v, want refused, naming nsn-shimd", err)
+	}
+	daemon := file(ShimDaemonName, 0o757)
+	if _, err := CheckShim(good); err == nil || !strings.Contains(err.Error(), "writable by group or others") {
+		t.Errorf("nsn-shim beside a world-writable nsn-shimd: %v, want refused", err)
+	}
+	if err := os.Chmod(daemon, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := CheckShim(link); err != nil || got != good {
+		t.Errorf("a link to nsn-shim with nsn-shimd beside it: %q %v, want %s", got, err, good)
+	}
 }

@@ -80,17 +80,22 @@ type Config struct {
 	// ShimBinary is the absolute path of nsn-shim (cmd/nsn-shim): on
 	// containerd 2.3 and later, every task of the runc runtime
 	// (task.DefaultRuntime) and every shim group anchor runs with it.
-	// It is containerd's runc shim with two changes (cmd/nsn-shim): its
-	// start does not take a live group shim that is slow to answer for a
-	// dead one (containerd's does, under CPU load, and starts a second
-	// shim for the group), and its delete does not exec runc when runc
-	// has already forgotten the container (containerd's does, after every
-	// task: a process start on each release). On older containerd it is
-	// not used (nsn-shim speaks the 2.3 bootstrap protocol) and tasks
-	// keep io.containerd.runc.v2. Needed with ShimGroup. It must pass
-	// CheckShimBinary (root's, in root's directories, writable by root
-	// only); tasks run it by its resolved path, which containerd records
-	// with each task: it must stay in place while they run.
+	// nsn-shim is a small front that does containerd's `start` and
+	// `delete` actions in their usual cases without loading the full
+	// shim, and execs nsn-shimd (cmd/nsn-shimd), which must lie beside
+	// it, for everything else: nsn-shimd is containerd's runc shim with
+	// two changes. Its start does not take a live group shim that is
+	// slow to answer for a dead one (containerd's does, under CPU load,
+	// and starts a second shim for the group), and its delete does not
+	// exec runc when runc has already forgotten the container
+	// (containerd's does, after every task: a process start on each
+	// release); the front does both the same way. On older containerd
+	// it is not used (nsn-shim speaks the 2.3 bootstrap protocol) and
+	// tasks keep io.containerd.runc.v2. Needed with ShimGroup. Both
+	// must pass CheckShim (root's, in root's directories, writable by
+	// root only); tasks run nsn-shim by its resolved path, which
+	// containerd records with each task: both must stay in place while
+	// they run.
 	ShimBinary string
 	// RuncBinary is the runc the runc shim runs for tasks of the runc
 	// runtime and shim group anchors (the shim options' BinaryName): an

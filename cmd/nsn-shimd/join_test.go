@@ -6,9 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	bootapi "github.com/containerd/containerd/api/runtime/bootstrap/v1"
 	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/manager"
@@ -16,76 +14,6 @@ import (
 	"github.com/containerd/containerd/v2/pkg/shim"
 	"google.golang.org/protobuf/proto"
 )
-
-// busyListener is a unix socket that listens but never accepts, with a
-// listen queue of one that a first connection fills: the state of a shim
-// too busy to take the next connection (or starved of CPU) yet alive.
-func busyListener(t *testing.T, path string) {
-	t.Helper()
-	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { syscall.Close(fd) })
-	if err := syscall.Bind(fd, &syscall.SockaddrUnix{Name: path}); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Listen(fd, 0); err != nil {
-		t.Fatal(err)
-	}
-	c, err := net.Dial("unix", path) // fills the queue
-	if err != nil {
-		t.Fatalf("first connection: %v", err)
-	}
-	t.Cleanup(func() { c.Close() })
-}
-
-func TestListening(t *testing.T) {
-	dir := t.TempDir()
-
-	live := filepath.Join(dir, "live")
-	l, err := net.Listen("unix", live)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	if !listening("unix://"+live, time.Second) {
-		t.Error("a listening socket: not listening")
-	}
-
-	busy := filepath.Join(dir, "busy")
-	busyListener(t, busy)
-	// containerd's own check (what its start runs) takes the live,
-	// busy listener for dead: the case that split a group.
-	if shim.CanConnect("unix://" + busy) {
-		t.Fatal("containerd's CanConnect reached a full listen queue; the test no longer shows its failure")
-	}
-	if !listening("unix://"+busy, time.Second) {
-		t.Error("a live listener with a full queue: not listening (would start a second shim for the group)")
-	}
-
-	if listening("unix://"+filepath.Join(dir, "missing"), time.Second) {
-		t.Error("no socket file: listening")
-	}
-
-	// A socket file nobody listens on any more (a shim that died).
-	dead := filepath.Join(dir, "dead")
-	dl, err := net.Listen("unix", dead)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dl.(*net.UnixListener).SetUnlinkOnClose(false)
-	dl.Close()
-	if _, err := os.Stat(dead); err != nil {
-		t.Fatalf("socket file gone: %v", err)
-	}
-	if listening("unix://"+dead, time.Second) {
-		t.Error("a socket file without a listener: listening")
-	}
-	if listening("abstract-name", time.Second) {
-		t.Error("an abstract address: listening (containerd's start must decide)")
-	}
-}
 
 func TestGroupSocket(t *testing.T) {
 	ctx := namespaces.WithNamespace(context.Background(), "ns1")
@@ -129,7 +57,7 @@ func TestGroupSocket(t *testing.T) {
 	}
 }
 
-// TestStartJoinsLikeContainerd: where a group's shim answers, nsn-shim's
+// TestStartJoinsLikeContainerd: where a group's shim answers, nsn-shimd's
 // start returns what containerd's own start returns on finding it (so
 // containerd cannot tell them apart). TestListening covers the busy
 // shim, which containerd's check would take for dead.
@@ -164,10 +92,10 @@ func TestStartJoinsLikeContainerd(t *testing.T) {
 	}
 	got, err := (&nsnShim{Shim: upstream}).Start(ctx, params)
 	if err != nil {
-		t.Fatalf("nsn-shim's start: %v", err)
+		t.Fatalf("nsn-shimd's start: %v", err)
 	}
 	if !proto.Equal(got, want) {
-		t.Errorf("nsn-shim's start = %v, containerd's = %v", got, want)
+		t.Errorf("nsn-shimd's start = %v, containerd's = %v", got, want)
 	}
 	if got.GetAddress() != addr {
 		t.Errorf("joined %q, want the group's socket %q", got.GetAddress(), addr)

@@ -66,7 +66,7 @@ func runtimeCalls(t *testing.T, calls string) string {
 }
 
 // TestStopAsContainerd: after a clean delete (runc keeps no state for the
-// container) nsn-shim's `delete` action reports what containerd's reports,
+// container) nsn-shimd's `delete` action reports what containerd's reports,
 // without running runc; when runc may still know the container, or the
 // runtime is not runc, it runs containerd's, the forced delete included.
 func TestStopAsContainerd(t *testing.T) {
@@ -99,10 +99,10 @@ func TestStopAsContainerd(t *testing.T) {
 				t.Fatal(err)
 			}
 			if c := runtimeCalls(t, calls); c != "" {
-				t.Errorf("runc has no state for the container, and nsn-shim's Stop still ran it: %q", c)
+				t.Errorf("runc has no state for the container, and nsn-shimd's Stop still ran it: %q", c)
 			}
 			if got != want || got.Pid != 42 || got.ExitStatus != 3 || !got.ExitedAt.Equal(exitedAt) {
-				t.Errorf("nsn-shim's Stop = %+v, containerd's = %+v, recorded pid 42 status 3 at %s", got, want, exitedAt)
+				t.Errorf("nsn-shimd's Stop = %+v, containerd's = %+v, recorded pid 42 status 3 at %s", got, want, exitedAt)
 			}
 		})
 	}
@@ -122,10 +122,10 @@ func TestStopAsContainerd(t *testing.T) {
 			t.Fatal(err)
 		}
 		if c := runtimeCalls(t, calls); c != "" {
-			t.Errorf("nsn-shim's Stop ran runc: %q", c)
+			t.Errorf("nsn-shimd's Stop ran runc: %q", c)
 		}
 		if got.Pid != want.Pid || got.ExitStatus != want.ExitStatus || got.Pid != 77 || got.ExitStatus != 137 {
-			t.Errorf("nsn-shim's Stop = %+v, containerd's = %+v, want pid 77 status 137", got, want)
+			t.Errorf("nsn-shimd's Stop = %+v, containerd's = %+v, want pid 77 status 137", got, want)
 		}
 	})
 
@@ -158,7 +158,7 @@ func TestStopAsContainerd(t *testing.T) {
 				t.Fatal(err)
 			}
 			if got := runtimeCalls(t, calls); !strings.Contains(got, "delete --force task3") {
-				t.Errorf("nsn-shim's Stop did not force the runtime's delete: calls %q", got)
+				t.Errorf("nsn-shimd's Stop did not force the runtime's delete: calls %q", got)
 			}
 		})
 	}
@@ -189,11 +189,13 @@ func TestRuncForgetsUnknownContainer(t *testing.T) {
 	}
 }
 
-// TestStopCopiesThisContainerd: stopForgotten is the tail of containerd's
-// own Stop as of the containerd module this binary links. Another version
-// may have changed it: read its manager.Stop again, bring stopForgotten
-// and TestStopAsContainerd in line, then change the version here.
-func TestStopCopiesThisContainerd(t *testing.T) {
+// TestCopiesThisContainerd: internal/shimfront (and this program's Stop)
+// copy pieces of containerd's shim as of the containerd module nsn-run
+// links; their tests compare them with that code. Another version may
+// have changed them: read its manager.Start and Stop, pkg/shim's run and
+// util_unix.go again, bring shimfront and TestStopAsContainerd in line,
+// then change the version here.
+func TestCopiesThisContainerd(t *testing.T) {
 	const copied = "v2.4.2"
 	info, ok := debug.ReadBuildInfo()
 	if !ok {
@@ -202,7 +204,7 @@ func TestStopCopiesThisContainerd(t *testing.T) {
 	for _, m := range info.Deps {
 		if m.Path == "github.com/containerd/containerd/v2" {
 			if v := m.Version; m.Replace == nil && v != copied {
-				t.Fatalf("nsn-shim links containerd %s; stopForgotten copies containerd %s's Stop", v, copied)
+				t.Fatalf("nsn-run links containerd %s; shimfront copies containerd %s's shim", v, copied)
 			}
 			return
 		}

@@ -1,0 +1,39 @@
+// Command nsn-shimd is containerd's runc v2 shim (containerd-shim-runc-v2,
+// the same code, linked from the containerd module nsn-run builds with)
+// with two changes. On containerd 2.3 and later nsn-run runs its runc tasks
+// and shim group anchors with nsn-shim (cmd/nsn-shim: the program
+// containerd runs, containerd.Config.ShimBinary), a small front that does
+// the usual `start` and `delete` itself, the same way, and runs this
+// program, from beside itself, as the shim that serves the tasks, and for
+// every other action. Without them, or on older containerd, tasks keep
+// containerd's own shim.
+//
+// First, how `start` decides that a shim group's running shim is gone.
+// containerd's `start` for a grouped task finds the group's socket in
+// use and dials it with a 100 ms timeout. Under CPU load the dial can time
+// out although the shim is alive (11 of 1,000 such dials from new processes
+// on a loaded 2-CPU host, docs/performance.md); `start` then removes the
+// live shim's socket and starts a second shim for the group. That shim has
+// no anchor: it exits when its own tasks end, racing tasks that joined it
+// meanwhile ("ttrpc: closed", "connect: connection refused"), and two
+// starts that both judged the shim dead race to bind ("bind: address
+// already in use"). nsn-shimd asks first, patiently, and only a refused
+// connection (nobody listens) or a missing socket counts as gone; then
+// containerd's own start runs as before and starts a new shim.
+//
+// Second, `delete` (Stop) skips the `runc delete --force` exec that does
+// nothing after a clean task delete (stop.go): a process start off every
+// task's release.
+package main
+
+import (
+	"context"
+
+	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/manager"
+	_ "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/task/plugin"
+	"github.com/containerd/containerd/v2/pkg/shim"
+)
+
+func main() {
+	shim.RunShim(context.Background(), &nsnShim{Shim: manager.NewShimManager("io.containerd.runc.v2")})
+}
