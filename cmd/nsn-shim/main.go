@@ -82,7 +82,7 @@ func main() {
 		os.Exit(1)
 	}
 	f, err := parseFlags(os.Args[1:])
-	if err != nil || f.version || f.info || f.namespace == "" || f.id == "" {
+	if err != nil || f.version || f.info || !shimfront.ValidNamespace(f.namespace) || f.id == "" {
 		handOver(daemon, nil)
 	}
 	switch f.action {
@@ -197,8 +197,9 @@ func deleteForgotten(f flags, daemon string) []byte {
 	if !shimfront.RuncForgot(bundle, f.namespace, f.id, shimfront.RuncRoot) || shimfront.HasFUSE(bundle) {
 		handOver(daemon, nil)
 	}
-	s := shimfront.StopForgotten(bundle, func(msg string, err error) {
-		fmt.Fprintf(os.Stderr, "time=%q level=warning msg=%q error=%q\n", time.Now().Format(time.RFC3339Nano), msg, err.Error())
+	s := shimfront.StopForgotten(bundle, shimfront.UnmountRecursive, func(msg string, err error) {
+		// As the shim's logger writes it to the stderr containerd logs.
+		fmt.Fprintf(os.Stderr, "time=%q level=warning msg=%q error=%q runtime=%s\n", time.Now().Format(time.RFC3339Nano), msg, err.Error(), shimName)
 	})
 	return shimfront.DeleteResponse(s)
 }
@@ -235,18 +236,28 @@ func handOver(daemon string, input []byte) {
 			os.Exit(1)
 		}
 	}
-	err := unix.Exec(daemon, append([]string{daemon}, os.Args[1:]...), os.Environ())
+	// argv[0] stays this program's: the shim names itself by it (-v).
+	err := unix.Exec(daemon, os.Args, os.Environ())
 	fmt.Fprintf(os.Stderr, "%s: exec %s: %s", shimName, daemon, err)
 	os.Exit(1)
 }
 
-// refeedStdin makes fd 0 a memory file holding input, read from its start.
+// refeedStdin makes fd 0 a file holding input, read from its start: a
+// memory file, else (memfd_create refused: vm.memfd_noexec on some
+// kernels, a seccomp filter) an unlinked temporary file.
 func refeedStdin(input []byte) error {
-	fd, err := unix.MemfdCreate("nsn-shim-stdin", 0)
-	if err != nil {
-		return err
+	var f *os.File
+	if fd, err := unix.MemfdCreate("nsn-shim-stdin", unix.MFD_CLOEXEC); err == nil {
+		f = os.NewFile(uintptr(fd), "stdin")
+	} else {
+		if f, err = os.CreateTemp("", "nsn-shim-stdin-"); err != nil {
+			return err
+		}
+		if err := os.Remove(f.Name()); err != nil {
+			f.Close()
+			return err
+		}
 	}
-	f := os.NewFile(uintptr(fd), "stdin")
 	defer f.Close()
 	if _, err := f.Write(input); err != nil {
 		return err
@@ -254,5 +265,6 @@ func refeedStdin(input []byte) error {
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return err
 	}
-	return unix.Dup3(fd, 0, 0)
+	// dup3 without O_CLOEXEC: fd 0 survives the exec, f does not.
+	return unix.Dup3(int(f.Fd()), 0, 0)
 }

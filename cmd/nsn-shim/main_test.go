@@ -97,9 +97,15 @@ func newFront(t *testing.T) frontEnv {
 // run runs the front in cwd with args and stdin; it returns its stdout.
 func (f frontEnv) run(t *testing.T, cwd string, stdin []byte, args ...string) []byte {
 	t.Helper()
+	return f.runEnv(t, nil, cwd, stdin, args...)
+}
+
+// runEnv is run with env added to the environment.
+func (f frontEnv) runEnv(t *testing.T, env []string, cwd string, stdin []byte, args ...string) []byte {
+	t.Helper()
 	cmd := exec.Command(f.front, args...)
 	cmd.Dir = cwd
-	cmd.Env = append(os.Environ(), "NSN_SHIM_FRONT_TEST=1", "NSN_STANDIN_DIR="+f.dir)
+	cmd.Env = append(append(os.Environ(), "NSN_SHIM_FRONT_TEST=1", "NSN_STANDIN_DIR="+f.dir), env...)
 	cmd.Stdin = bytes.NewReader(stdin)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -155,32 +161,46 @@ var startArgs = []string{"-namespace", "ns1", "-address", "/run/c.sock", "-publi
 
 // TestFrontHandsOver: what the front does not do itself reaches nsn-shimd
 // with the same arguments, and a start's parameters on its stdin byte for
-// byte although the front has read them.
+// byte although the front has read them, with nothing made before.
 func TestFrontHandsOver(t *testing.T) {
 	f := newFront(t)
 	bundle := bundleWith(t, `{}`)
+	socketDir := shortDir(t)
 	f.run(t, bundle, nil, "-v")
 	shimCgroup, err := anypb.New(&options.Options{ShimCgroup: "/shims"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, p := range map[string]*bootapi.BootstrapParams{
-		"debug logging": {InstanceID: "task1", Namespace: "ns1", LogLevel: bootapi.LogLevel_LOG_LEVEL_DEBUG, ContainerdGrpcAddress: "/run/c.sock"},
-		"a shim cgroup": {InstanceID: "task1", Namespace: "ns1", ContainerdGrpcAddress: "/run/c.sock", Extensions: []*bootapi.Extension{{Value: shimCgroup}}},
-		"another id":    {InstanceID: "task2", Namespace: "ns1", ContainerdGrpcAddress: "/run/c.sock"},
+	plain := params(t, &bootapi.BootstrapParams{InstanceID: "task1", Namespace: "ns1", ContainerdGrpcAddress: "/run/c.sock", SocketDir: &socketDir})
+	for name, c := range map[string]struct {
+		in  []byte
+		env []string
+	}{
+		"debug logging": {in: params(t, &bootapi.BootstrapParams{InstanceID: "task1", Namespace: "ns1", LogLevel: bootapi.LogLevel_LOG_LEVEL_DEBUG, ContainerdGrpcAddress: "/run/c.sock", SocketDir: &socketDir})},
+		"a shim cgroup": {in: params(t, &bootapi.BootstrapParams{InstanceID: "task1", Namespace: "ns1", ContainerdGrpcAddress: "/run/c.sock", SocketDir: &socketDir, Extensions: []*bootapi.Extension{{Value: shimCgroup}}})},
+		"another id":    {in: params(t, &bootapi.BootstrapParams{InstanceID: "task2", Namespace: "ns1", ContainerdGrpcAddress: "/run/c.sock", SocketDir: &socketDir})},
+		"SCHED_CORE":    {in: plain, env: []string{"SCHED_CORE=1"}},
+		"not protobuf":  {in: []byte{0xff, 0x00, 0x01}},
 	} {
-		in := params(t, p)
-		if out := f.run(t, bundle, in, startArgs...); len(out) != 0 {
+		if out := f.runEnv(t, c.env, bundle, c.in, startArgs...); len(out) != 0 {
 			t.Errorf("%s: the front answered %q itself", name, out)
 		}
 		got, err := os.ReadFile(filepath.Join(f.dir, "stdin"))
-		if err != nil || !bytes.Equal(got, in) {
-			t.Errorf("%s: nsn-shimd's stdin % x (%v), want the parameters % x", name, got, err, in)
+		if err != nil || !bytes.Equal(got, c.in) {
+			t.Errorf("%s: nsn-shimd's stdin % x (%v), want the parameters % x", name, got, err, c.in)
 		}
 		os.Remove(filepath.Join(f.dir, "stdin"))
+		if _, err := os.Lstat(filepath.Join(bundle, "s")); err == nil {
+			t.Errorf("%s: the front made the socket dir link before handing over", name)
+		}
+		if entries, _ := os.ReadDir(socketDir); len(entries) != 0 {
+			t.Errorf("%s: the front made %v in the socket dir before handing over", name, entries)
+		}
 	}
 	f.run(t, bundle, nil, "-namespace", "ns1", "-id", "task1", "-address", "/run/c.sock")
-	want := "-v\n" + strings.Repeat(strings.Join(startArgs, " ")+"\n", 3) + "-namespace ns1 -id task1 -address /run/c.sock\n"
+	f.run(t, bundle, nil, "-namespace", "bad/ns", "-id", "task1", "-bundle", bundle, "delete")
+	want := "-v\n" + strings.Repeat(strings.Join(startArgs, " ")+"\n", 5) + "-namespace ns1 -id task1 -address /run/c.sock\n" +
+		"-namespace bad/ns -id task1 -bundle " + bundle + " delete\n"
 	if got := f.calls(t); got != want {
 		t.Errorf("nsn-shimd ran with\n%s\nwant\n%s", got, want)
 	}

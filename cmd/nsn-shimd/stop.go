@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/shim"
 	"github.com/containerd/log"
@@ -32,7 +33,8 @@ func (p *nsnShim) Stop(ctx context.Context, id string) (shim.StopStatus, error) 
 	if !ok {
 		return p.Shim.Stop(ctx, id)
 	}
-	s := shimfront.StopForgotten(bundle, func(msg string, err error) { log.G(ctx).WithError(err).Warn(msg) })
+	unmount := func(target string) error { return mount.UnmountRecursive(target, 0) }
+	s := shimfront.StopForgotten(bundle, unmount, func(msg string, err error) { log.G(ctx).WithError(err).Warn(msg) })
 	return shim.StopStatus{Pid: s.Pid, ExitStatus: s.ExitStatus, ExitedAt: s.ExitedAt}, nil
 }
 

@@ -87,7 +87,8 @@ func shimCgroup(ext []byte) (cgroup string, isRunc bool, err error) {
 		if typ != protowire.BytesType {
 			return fmt.Errorf("extension value has wire type %d", typ)
 		}
-		typeURL, value = "", nil // a repeated message field merges; the last scalar wins
+		// A message field that occurs again merges into the first:
+		// each of the Any's scalars keeps its last occurrence.
 		return eachField(v, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
 			var err error
 			switch {
@@ -108,15 +109,18 @@ func shimCgroup(ext []byte) (cgroup string, isRunc bool, err error) {
 	if name != runcOptions {
 		return "", false, nil
 	}
+	// containerd's start decodes the whole message (FindExtension): every
+	// length-delimited field of runc's options is a string, which must be
+	// UTF-8. A field of another wire type than its own is kept as unknown
+	// by protobuf, and so passed over here.
 	err = eachField(value, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
-		if num != 3 {
+		if typ != protowire.BytesType {
 			return nil
 		}
-		if typ != protowire.BytesType {
-			return fmt.Errorf("shim_cgroup has wire type %d", typ)
+		s, err := str(v)
+		if num == 3 {
+			cgroup = s
 		}
-		var err error
-		cgroup, err = str(v)
 		return err
 	})
 	return cgroup, err == nil, err
@@ -129,6 +133,9 @@ func eachField(b []byte, f func(protowire.Number, protowire.Type, []byte, uint64
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
 			return protowire.ParseError(n)
+		}
+		if !num.IsValid() {
+			return fmt.Errorf("invalid field number %d", num)
 		}
 		b = b[n:]
 		var v []byte

@@ -9,6 +9,7 @@ import (
 	"github.com/containerd/containerd/api/types"
 	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/v2/pkg/protobuf"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 )
@@ -76,6 +77,71 @@ func TestParseParams(t *testing.T) {
 			if err := proto.Unmarshal(in, &bootapi.BootstrapParams{}); err == nil {
 				t.Errorf("%s: protobuf decodes it; the test input is no bad input", name)
 			}
+		}
+	}
+}
+
+// TestParseParamsAsProtobuf: input protobuf's decoder accepts in a way a
+// hand decoder may miss gives what containerd's start finds, and what its
+// FindExtension refuses is refused.
+func TestParseParamsAsProtobuf(t *testing.T) {
+	runcURL := "type.googleapis.com/containerd.runc.v1.Options"
+	cg, err := proto.Marshal(&options.Options{ShimCgroup: "/cg"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, err := proto.Marshal(&bootapi.BootstrapParams{InstanceID: "t", Namespace: "n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ext := func(anyBody []byte) []byte {
+		e := protowire.AppendTag(nil, 1, protowire.BytesType)
+		e = protowire.AppendBytes(e, anyBody)
+		b := protowire.AppendTag(nil, 8, protowire.BytesType)
+		return protowire.AppendBytes(b, e)
+	}
+	anyField := func(num protowire.Number, v []byte) []byte {
+		return protowire.AppendBytes(protowire.AppendTag(nil, num, protowire.BytesType), v)
+	}
+	// One Extension whose Any comes in two pieces: protobuf merges them.
+	e := protowire.AppendTag(nil, 1, protowire.BytesType)
+	e = protowire.AppendBytes(e, anyField(1, []byte(runcURL)))
+	e = protowire.AppendTag(e, 1, protowire.BytesType)
+	e = protowire.AppendBytes(e, anyField(2, cg))
+	merged := append(append([]byte{}, head...), protowire.AppendBytes(protowire.AppendTag(nil, 8, protowire.BytesType), e)...)
+
+	badName := protowire.AppendBytes(protowire.AppendTag(nil, 6, protowire.BytesType), []byte{0xff})
+	badOptions := append(append([]byte{}, head...), ext(append(anyField(1, []byte(runcURL)), anyField(2, badName)...))...)
+
+	bigField := append(append([]byte{}, head...), protowire.AppendVarint(protowire.AppendTag(nil, protowire.MaxValidNumber+1, protowire.VarintType), 1)...)
+
+	for name, c := range map[string]struct {
+		in     []byte
+		cgroup string
+		bad    bool
+	}{
+		"merged any":                {in: merged, cgroup: "/cg"},
+		"runc options, bad utf-8":   {in: badOptions, bad: true},
+		"field number out of range": {in: bigField, bad: true},
+	} {
+		var want bootapi.BootstrapParams
+		err := proto.Unmarshal(c.in, &want)
+		if err == nil {
+			var o options.Options
+			_, err = want.FindExtension(&o)
+			if err == nil && o.ShimCgroup != c.cgroup {
+				t.Fatalf("%s: containerd finds shim cgroup %q; the test expects %q", name, o.ShimCgroup, c.cgroup)
+			}
+		}
+		if (err != nil) != c.bad {
+			t.Fatalf("%s: containerd's decoding: %v; the test expects bad=%v", name, err, c.bad)
+		}
+		got, err := ParseParams(c.in)
+		if c.bad && err == nil {
+			t.Errorf("%s: no error, where containerd's start fails", name)
+		}
+		if !c.bad && (err != nil || got.ShimCgroup != c.cgroup) {
+			t.Errorf("%s: shim cgroup %q (%v), containerd's %q", name, got.ShimCgroup, err, c.cgroup)
 		}
 	}
 }

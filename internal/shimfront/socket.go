@@ -66,8 +66,8 @@ func SocketPath(address string) (string, bool) {
 }
 
 // Listening reports whether a process may listen on the unix socket at
-// addr ("unix://PATH"). Only a refusal or a missing file is an answer of
-// no. A dial that finds the listen queue full reached a live listener; one
+// addr ("unix://PATH"). Only a refusal, a missing file or a path where no
+// socket can be is an answer of no. A dial that finds the listen queue full reached a live listener; one
 // that timed out (this process starved of CPU, perhaps before it even
 // called connect) is tried once more, with a fresh deadline. Any other
 // error is not taken for a dead shim either: containerd's connect will
@@ -88,7 +88,11 @@ func Listening(addr string, patience time.Duration) bool {
 			c.Close()
 			return true
 		}
-		if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, fs.ErrNotExist) {
+		if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, fs.ErrNotExist) ||
+			errors.Is(err, syscall.ENOTDIR) || errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENAMETOOLONG) {
+			// Nobody listens, or no socket can be at that path (a path too
+			// long for a sockaddr is EINVAL): the bind that follows fails
+			// it in its own words.
 			return false
 		}
 		var ne net.Error

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/moby/sys/mountinfo"
@@ -44,11 +43,7 @@ func RuncForgot(bundle, ns, id, defaultRoot string) bool {
 	case err != nil:
 		return false
 	default:
-		// runc's options, as the shim writes them (encoding/json of
-		// options.Options: "root", omitted when empty).
-		var opts struct {
-			Root string `json:"root"`
-		}
+		var opts runcOptionsJSON
 		if err := json.Unmarshal(b, &opts); err != nil {
 			return false
 		}
@@ -60,11 +55,38 @@ func RuncForgot(bundle, ns, id, defaultRoot string) bool {
 	return errors.Is(err, fs.ErrNotExist)
 }
 
-// HasFUSE reports whether anything under the bundle's rootfs is a FUSE
-// mount (or whether that cannot be read), which containerd's unmount
-// hands to fusermount: StopForgotten leaves that case to containerd.
+// runcOptionsJSON is runc's options (options.Options) as the shim writes
+// them to options.json (encoding/json: its JSON names and Go types), so
+// that what containerd's ReadOptions refuses (a field of the wrong type)
+// is refused here too.
+type runcOptionsJSON struct {
+	NoPivotRoot    bool   `json:"no_pivot_root,omitempty"`
+	NoNewKeyring   bool   `json:"no_new_keyring,omitempty"`
+	ShimCgroup     string `json:"shim_cgroup,omitempty"`
+	IoUID          uint32 `json:"io_uid,omitempty"`
+	IoGID          uint32 `json:"io_gid,omitempty"`
+	BinaryName     string `json:"binary_name,omitempty"`
+	Root           string `json:"root,omitempty"`
+	SystemdCgroup  bool   `json:"systemd_cgroup,omitempty"`
+	CriuImagePath  string `json:"criu_image_path,omitempty"`
+	CriuWorkPath   string `json:"criu_work_path,omitempty"`
+	TaskAPIAddress string `json:"task_api_address,omitempty"`
+	TaskAPIVersion uint32 `json:"task_api_version,omitempty"`
+}
+
+// fuseSuperMagic is statfs's f_type of a FUSE file system.
+const fuseSuperMagic = 0x65735546
+
+// HasFUSE reports whether a mount at or under the bundle's rootfs is a
+// FUSE file system, as containerd's unmount asks it (statfs), which hands
+// those to fusermount (or whether that cannot be read): the front leaves
+// that case to nsn-shimd, which unmounts with containerd's own code.
 func HasFUSE(bundle string) bool {
-	target, err := canonical(filepath.Join(bundle, "rootfs"))
+	return hasMountOfType(filepath.Join(bundle, "rootfs"), fuseSuperMagic)
+}
+
+func hasMountOfType(target string, magic int64) bool {
+	target, err := canonical(target)
 	if errors.Is(err, fs.ErrNotExist) {
 		return false
 	}
@@ -76,21 +98,50 @@ func HasFUSE(bundle string) bool {
 		return true
 	}
 	for _, m := range mounts {
-		if m.FSType == "fuse" || strings.HasPrefix(m.FSType, "fuse.") || m.FSType == "fuseblk" {
+		var st unix.Statfs_t
+		if err := unix.Statfs(m.Mountpoint, &st); err == nil && int64(st.Type) == magic {
 			return true
 		}
 	}
 	return false
 }
 
+// ValidNamespace reports whether ns is a containerd identifier
+// (identifiers.Validate: alphanumeric runs joined by single '.', '_' or
+// '-', at most 76 characters), as containerd's shim requires of its
+// namespace before it joins it into paths.
+func ValidNamespace(ns string) bool {
+	if ns == "" || len(ns) > 76 {
+		return false
+	}
+	run := 0
+	for i := 0; i < len(ns); i++ {
+		c := ns[i]
+		switch {
+		case c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9':
+			run++
+		case c == '.' || c == '_' || c == '-':
+			if run == 0 {
+				return false
+			}
+			run = 0
+		default:
+			return false
+		}
+	}
+	return run > 0
+}
+
 // StopForgotten is the rest of containerd's Stop (the `delete` action,
 // manager.Stop, 2.4.2) after its `runc delete --force`, for a bundle
 // runc has forgotten (RuncForgot): unmount the rootfs, and report the exit
 // the shim recorded (exit.json), else SIGKILL's 137 with the init pid.
-// Each warning goes to warn, where containerd's Stop logs it.
-func StopForgotten(bundle string, warn func(msg string, err error)) StopStatus {
+// unmount is the recursive unmount to use (UnmountRecursive, or
+// containerd's own); each warning goes to warn, where containerd's Stop
+// logs it.
+func StopForgotten(bundle string, unmount func(target string) error, warn func(msg string, err error)) StopStatus {
 	fallbackExitedAt := time.Now()
-	if err := UnmountRecursive(filepath.Join(bundle, "rootfs")); err != nil {
+	if err := unmount(filepath.Join(bundle, "rootfs")); err != nil {
 		warn("failed to cleanup rootfs mount", err)
 	}
 	if exit, err := readExitStatus(bundle); err == nil {

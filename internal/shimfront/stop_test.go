@@ -11,6 +11,10 @@ import (
 	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/process"
 	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/runc"
+	cmount "github.com/containerd/containerd/v2/core/mount"
+	"github.com/containerd/containerd/v2/defaults"
+	"github.com/containerd/containerd/v2/pkg/identifiers"
+	"github.com/containerd/containerd/v2/pkg/shim"
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 )
@@ -64,14 +68,30 @@ func TestRuncForgot(t *testing.T) {
 			t.Errorf("runtime %s: %v, want %v", rt, got, want)
 		}
 	}
-	if err := os.WriteFile(filepath.Join(bundle, "options.json"), []byte("{"), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	if err := runc.WriteRuntime(bundle, "runc"); err != nil {
 		t.Fatal(err)
 	}
-	if RuncForgot(bundle, "ns1", "task1", defRoot) {
-		t.Error("unreadable options: forgotten")
+	// Options containerd's ReadOptions refuses are no certainty either
+	// (its Stop then fails as containerd's does).
+	for _, bad := range []string{"{", `{"io_uid":"x"}`, `{"root":7}`, `{"systemd_cgroup":"yes"}`} {
+		if err := os.WriteFile(filepath.Join(bundle, "options.json"), []byte(bad), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := runc.ReadOptions(bundle); err == nil {
+			t.Fatalf("containerd reads options %s; the test expects it to refuse them", bad)
+		}
+		if RuncForgot(bundle, "ns1", "task1", defRoot) {
+			t.Errorf("options %s: forgotten", bad)
+		}
+	}
+}
+
+// TestValidNamespace: containerd's identifier rules.
+func TestValidNamespace(t *testing.T) {
+	for _, ns := range []string{"nsn", "nsn-it", "a.b_c-d", "A1", "-a", "a-", "a--b", "a/b", "", "a b", "ä", strings.Repeat("a", 76), strings.Repeat("a", 77), "k8s.io", "1"} {
+		if got, want := ValidNamespace(ns), identifiers.Validate(ns) == nil; got != want {
+			t.Errorf("%q: %v, containerd's %v", ns, got, want)
+		}
 	}
 }
 
@@ -114,11 +134,28 @@ func TestUnmountRecursive(t *testing.T) {
 	if HasFUSE(filepath.Dir(rootfs)) {
 		t.Error("tmpfs mounts: HasFUSE")
 	}
+	// The same statfs check that finds FUSE finds these tmpfs mounts.
+	if !hasMountOfType(rootfs, unix.TMPFS_MAGIC) || hasMountOfType(filepath.Join(t.TempDir(), "x"), unix.TMPFS_MAGIC) {
+		t.Error("hasMountOfType does not tell a tmpfs mount from none")
+	}
 	if err := UnmountRecursive(rootfs); err != nil {
 		t.Fatal(err)
 	}
 	if m := mountsUnder(t, rootfs); len(m) != 0 {
 		t.Errorf("left mounted: %v", m)
+	}
+	// containerd's own leaves the same from the same stack.
+	mount(rootfs)
+	mount(rootfs)
+	if err := os.MkdirAll(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	mount(sub)
+	if err := cmount.UnmountRecursive(rootfs, 0); err != nil {
+		t.Fatal(err)
+	}
+	if m := mountsUnder(t, rootfs); len(m) != 0 {
+		t.Errorf("containerd's left mounted: %v", m)
 	}
 	if err := UnmountRecursive(filepath.Join(rootfs, "missing")); err != nil {
 		t.Errorf("a missing target: %v", err)
@@ -131,11 +168,19 @@ func TestUnmountRecursive(t *testing.T) {
 // TestAdjustOOMScore: the new process gets this one's parent's score plus
 // one, as containerd's shim.AdjustOOMScore gives it.
 func TestAdjustOOMScore(t *testing.T) {
-	cmd := exec.Command("sleep", "60")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: a score may be lowered only with CAP_SYS_RESOURCE")
 	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	sleeper := func() *exec.Cmd {
+		t.Helper()
+		cmd := exec.Command("sleep", "60")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		return cmd
+	}
+	cmd, theirs := sleeper(), sleeper()
 	read := func(pid int) int {
 		t.Helper()
 		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/oom_score_adj")
@@ -151,8 +196,18 @@ func TestAdjustOOMScore(t *testing.T) {
 	if err := AdjustOOMScore(cmd.Process.Pid); err != nil {
 		t.Fatal(err)
 	}
+	if err := shim.AdjustOOMScore(theirs.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
 	want := min(read(os.Getppid())+1, 1000)
-	if got := read(cmd.Process.Pid); got != want && os.Geteuid() == 0 {
-		t.Errorf("score %d, want the parent's + 1 = %d", got, want)
+	if got, c := read(cmd.Process.Pid), read(theirs.Process.Pid); got != want || got != c {
+		t.Errorf("score %d, containerd's %d, want the parent's + 1 = %d", got, c, want)
+	}
+}
+
+// TestDefaults: the paths containerd's shim uses by default.
+func TestDefaults(t *testing.T) {
+	if want := filepath.Join(defaults.DefaultStateDir, "s"); DefaultSocketDir != want {
+		t.Errorf("DefaultSocketDir %q, containerd's %q", DefaultSocketDir, want)
 	}
 }
