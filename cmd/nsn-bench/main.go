@@ -548,37 +548,52 @@ func leftCount(ctx context.Context, namespace string, b *containerd.Backend, m *
 	return fmt.Sprintf("%d containers, %d snapshots, %d mounts", len(list), active, n), nil
 }
 
-// idleMemory starts idle tasks and sums the resident memory they cost the
-// host: each task's shim and logger (a shim group's shim once, with its
+// idleMemory starts idle tasks and sums the memory they cost the host:
+// each task's shim and logger (a shim group's shim once, with its
 // anchor), plus the manager's growth; docker's peer is its shims plus
-// dockerd's and its containerd's growth.
+// dockerd's and its containerd's growth. Two measures: resident memory
+// (RSS: pages a process maps, counted in full in each, pages of a binary
+// shared by every shim that runs it too), the goal's measure, and the
+// proportional share (PSS: each shared page divided among the processes
+// that map it), what the host pays for the tasks beside what it already
+// paid.
 func idleMemory(ctx context.Context, o options, mgrs managers) error {
 	fmt.Printf("## Host memory per idle task (%d tasks running sleep)\n\n", o.idle)
-	fmt.Println("| runner | resident memory per task |")
-	fmt.Println("| --- | --- |")
+	fmt.Println("| runner | resident memory per task (RSS) | proportional share per task (PSS) |")
+	fmt.Println("| --- | --- | --- |")
+	perTask := func(kib int) float64 { return float64(kib) / 1024 / float64(o.idle) }
 	for _, r := range []struct {
 		name string
 		m    *runtime.Manager
 	}{{"nsn-run, defaults (shim + shim logger + manager growth)", mgrs.m}, {"nsn-run, " + mgrs.agentName + " (shared shim + anchor + shim loggers + manager growth)", mgrs.agent}} {
-		kib, err := idleKiB(ctx, o, r.m)
+		mem, err := idleKiB(ctx, o, r.m)
 		if err != nil {
 			return err
 		}
-		fmt.Printf("| %s | %.1f MiB |\n", r.name, float64(kib)/1024/float64(o.idle))
+		fmt.Printf("| %s | %.1f MiB | %.1f MiB |\n", r.name, perTask(mem.rss), perTask(mem.pss))
 	}
 	if o.dockerHost != "" {
-		dockerKiB, err := dockerIdle(o)
+		mem, err := dockerIdle(o)
 		if err != nil {
 			return err
 		}
-		fmt.Printf("| docker (shim + dockerd and its containerd growth) | %.1f MiB |\n", float64(dockerKiB)/1024/float64(o.idle))
+		fmt.Printf("| docker (shim + dockerd and its containerd growth) | %.1f MiB | %.1f MiB |\n", perTask(mem.rss), perTask(mem.pss))
 	}
 	fmt.Println()
 	return nil
 }
 
-func idleKiB(ctx context.Context, o options, m *runtime.Manager) (int, error) {
-	before := rss(os.Getpid())
+// memKiB is memory in KiB, resident and proportional.
+type memKiB struct{ rss, pss int }
+
+func (m memKiB) plus(n memKiB) memKiB  { return memKiB{m.rss + n.rss, m.pss + n.pss} }
+func (m memKiB) minus(n memKiB) memKiB { return memKiB{m.rss - n.rss, m.pss - n.pss} }
+
+// memOf is a process's resident and proportional memory.
+func memOf(pid int) memKiB { return memKiB{rss(pid), pss(pid)} }
+
+func idleKiB(ctx context.Context, o options, m *runtime.Manager) (memKiB, error) {
+	before := memOf(os.Getpid())
 	var ids []string
 	defer func() {
 		for _, id := range ids {
@@ -588,7 +603,7 @@ func idleKiB(ctx context.Context, o options, m *runtime.Manager) (int, error) {
 	for i := range o.idle {
 		id := fmt.Sprintf(benchID+"idle-%d", i)
 		if _, err := m.Spawn(ctx, task.Task{ID: id, Image: "busybox:latest", Command: []string{"sleep", "300"}}); err != nil {
-			return 0, err
+			return memKiB{}, err
 		}
 		ids = append(ids, id)
 	}
@@ -596,56 +611,56 @@ func idleKiB(ctx context.Context, o options, m *runtime.Manager) (int, error) {
 	for _, id := range ids {
 		st, err := m.Inspect(ctx, id)
 		if err != nil {
-			return 0, err
+			return memKiB{}, err
 		}
 		shims = append(shims, ppid(int(st.Pid)))
 	}
-	kib := rss(os.Getpid()) - before
+	mem := memOf(os.Getpid()).minus(before)
 	for _, shim := range uniq(shims) {
-		kib += rss(shim)
+		mem = mem.plus(memOf(shim))
 		for _, child := range children(shim) {
 			if c := cmdline(child); strings.Contains(c, "shim-logger") || strings.Contains(c, "nsn-init --pause") {
-				kib += rss(child)
+				mem = mem.plus(memOf(child))
 			}
 		}
 	}
-	return kib, nil
+	return mem, nil
 }
 
-func dockerIdle(o options) (int, error) {
+func dockerIdle(o options) (memKiB, error) {
 	daemons := pidsNamed("dockerd", "containerd")
-	before := 0
+	var before memKiB
 	for _, p := range daemons {
-		before += rss(p)
+		before = before.plus(memOf(p))
 	}
 	var ids []string
 	for range o.idle {
 		out, err := exec.Command("docker", "-H", o.dockerHost, "run", "-d", "--network", "none", "busybox:latest", "sleep", "300").Output()
 		if err != nil {
-			return 0, fmt.Errorf("docker run -d: %w", err)
+			return memKiB{}, fmt.Errorf("docker run -d: %w", err)
 		}
 		ids = append(ids, strings.TrimSpace(string(out)))
 	}
-	total := 0
+	var total memKiB
 	for _, p := range daemons {
-		total += rss(p)
+		total = total.plus(memOf(p))
 	}
-	total -= before
+	total = total.minus(before)
 	var shims []int
 	for _, id := range ids {
 		out, err := exec.Command("docker", "-H", o.dockerHost, "inspect", "-f", "{{.State.Pid}}", id).Output()
 		if err != nil {
-			return 0, err
+			return memKiB{}, err
 		}
 		pid, _ := strconv.Atoi(strings.TrimSpace(string(out)))
 		shims = append(shims, ppid(pid))
 	}
 	for _, s := range uniq(shims) {
-		total += rss(s)
+		total = total.plus(memOf(s))
 	}
 	args := append([]string{"-H", o.dockerHost, "rm", "-f"}, ids...)
 	if err := exec.Command("docker", args...).Run(); err != nil {
-		return 0, err
+		return memKiB{}, err
 	}
 	return total, nil
 }
@@ -722,6 +737,22 @@ func procField(pid int, key string) string {
 func rss(pid int) int {
 	n, _ := strconv.Atoi(strings.TrimSuffix(procField(pid, "VmRSS"), " kB"))
 	return n
+}
+
+// pss is a process's proportional set size in KiB (smaps_rollup): each
+// page it maps counted as its share among the processes that map it.
+func pss(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "Pss:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+			return n
+		}
+	}
+	return 0
 }
 
 func ppid(pid int) int {
