@@ -1,10 +1,12 @@
 package runtime
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -43,14 +45,42 @@ const spawningDir = "spawning"
 // others then read it.
 const waitingDir = "waiting"
 
+// maxLockPoll bounds the pause between two tries of a lock another
+// process holds (flockContext).
+const maxLockPoll = 50 * time.Millisecond
+
+// flockContext takes how (LOCK_SH or LOCK_EX) on f, waiting while another
+// holds it, until ctx ends (ctx.Err()). A free lock is taken even when ctx
+// has ended. It tries without blocking and polls: a blocking flock cannot
+// be interrupted (Go restarts the call after a signal), so a waiter given
+// up on (`nsn-run wait` interrupted while a supervisor waits on the task)
+// would stay blocked, and take the lock later behind its caller's back.
+func flockContext(ctx context.Context, f *os.File, how int) error {
+	pause := time.Millisecond
+	for {
+		err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			return err
+		}
+		timer := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return ctx.Err()
+		case <-timer.C:
+		}
+		pause = min(2*pause, maxLockPoll)
+	}
+}
+
 // lockState takes the state dir's sweep lock: shared for a hold,
 // exclusive for a sweep.
-func (m *Manager) lockState(how int) (unlock func(), err error) {
+func (m *Manager) lockState(ctx context.Context, how int) (unlock func(), err error) {
 	f, err := os.OpenFile(filepath.Join(m.stateDir, sweepLock), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, err
 	}
-	if err := unix.Flock(int(f.Fd()), how); err != nil {
+	if err := flockContext(ctx, f, how); err != nil {
 		f.Close()
 		return nil, err
 	}
@@ -63,30 +93,33 @@ func (m *Manager) lockState(how int) (unlock func(), err error) {
 // hold marks task id as being worked on by this process until the
 // returned func is called. Holds nest: several in one process, or in
 // several processes, are fine.
-func (m *Manager) hold(id string) (release func(), err error) {
-	return m.lockTask(busyDir, id, unix.LOCK_SH, true)
+func (m *Manager) hold(ctx context.Context, id string) (release func(), err error) {
+	return m.lockTask(ctx, busyDir, id, unix.LOCK_SH, true)
 }
 
 // holdSpawn marks task id's spawn in flight until release: exclusive, so
 // a second spawn of the id waits, and every sweep, forced or not, skips it.
-func (m *Manager) holdSpawn(id string) (release func(), err error) {
-	return m.lockTask(spawningDir, id, unix.LOCK_EX, true)
+func (m *Manager) holdSpawn(ctx context.Context, id string) (release func(), err error) {
+	return m.lockTask(ctx, spawningDir, id, unix.LOCK_EX, true)
 }
 
-// lockWaiter serialises task id's waiters across processes.
-func (m *Manager) lockWaiter(id string) (release func(), err error) {
-	return m.lockTask(waitingDir, id, unix.LOCK_EX, false)
+// lockWaiter serialises task id's waiters across processes. A waiter can
+// wait here for as long as the task runs (a supervisor is the first), so
+// ctx ending ends the wait.
+func (m *Manager) lockWaiter(ctx context.Context, id string) (release func(), err error) {
+	return m.lockTask(ctx, waitingDir, id, unix.LOCK_EX, false)
 }
 
-// lockTask takes how (LOCK_SH or LOCK_EX) on dir/id under the state dir;
-// registered ones take the sweep lock shared meanwhile, so no sweep is
-// between its look and its removals while the lock appears.
-func (m *Manager) lockTask(sub, id string, how int, registered bool) (release func(), err error) {
+// lockTask takes how (LOCK_SH or LOCK_EX) on dir/id under the state dir,
+// waiting until ctx ends; registered ones take the sweep lock shared
+// meanwhile, so no sweep is between its look and its removals while the
+// lock appears.
+func (m *Manager) lockTask(ctx context.Context, sub, id string, how int, registered bool) (release func(), err error) {
 	if err := task.ValidateID(id); err != nil {
 		return nil, err
 	}
 	if registered {
-		unlock, err := m.lockState(unix.LOCK_SH)
+		unlock, err := m.lockState(ctx, unix.LOCK_SH)
 		if err != nil {
 			return nil, fmt.Errorf("mark task %s busy: %w", id, err)
 		}
@@ -102,8 +135,11 @@ func (m *Manager) lockTask(sub, id string, how int, registered bool) (release fu
 		if err != nil {
 			return nil, fmt.Errorf("mark task %s busy: %w", id, err)
 		}
-		if err := unix.Flock(int(f.Fd()), how); err != nil {
+		if err := flockContext(ctx, f, how); err != nil {
 			f.Close()
+			if sub == waitingDir && ctx.Err() != nil {
+				return nil, fmt.Errorf("wait on task %s: gave up while another waiter (its supervisor, or another nsn-run wait) has it: %w", id, err)
+			}
 			return nil, fmt.Errorf("mark task %s busy: %w", id, err)
 		}
 		// A sweeper that found the file unheld removes it while it holds

@@ -320,13 +320,13 @@ func (m *Manager) Spawn(ctx context.Context, t task.Task) (Handle, error) {
 	}
 	// gc and CleanupOrphans, in this process or another, leave a spawn in
 	// flight alone: until it is done, what it made looks orphaned.
-	release, err := m.hold(t.ID)
+	release, err := m.hold(ctx, t.ID)
 	if err != nil {
 		return Handle{}, err
 	}
 	defer release()
 	// Marked spawning too: even a forced sweep leaves it alone.
-	releaseSpawn, err := m.holdSpawn(t.ID)
+	releaseSpawn, err := m.holdSpawn(ctx, t.ID)
 	if err != nil {
 		return Handle{}, err
 	}
@@ -530,7 +530,7 @@ func (m *Manager) Wait(ctx context.Context, id string) (task.Result, error) {
 // logs without a release (LogFinisher) is left in place, and released
 // reports whether it was released.
 func (m *Manager) wait(ctx context.Context, id string, finishLogs bool) (res task.Result, released bool, err error) {
-	release, err := m.hold(id)
+	release, err := m.hold(ctx, id)
 	if err != nil {
 		return task.Result{}, false, err
 	}
@@ -538,7 +538,7 @@ func (m *Manager) wait(ctx context.Context, id string, finishLogs bool) (res tas
 	// One waiter at a time, in any process (a supervisor and `nsn-run
 	// wait`): the first enforces the limits and records the Result, the
 	// next reads it.
-	unlockWaiter, err := m.lockWaiter(id)
+	unlockWaiter, err := m.lockWaiter(ctx, id)
 	if err != nil {
 		return task.Result{}, false, err
 	}
@@ -975,7 +975,7 @@ func (m *Manager) sweep(ctx context.Context, force bool) (removed, overdue []str
 	// No task registers busy while this sweep runs (they wait for it), so
 	// the busy set read now holds to the end: every spawn, wait or run in
 	// flight is in it, and none begins until the sweep is done.
-	unlock, err := m.lockState(unix.LOCK_EX)
+	unlock, err := m.lockState(ctx, unix.LOCK_EX)
 	if err != nil {
 		return nil, nil, fmt.Errorf("lock the state dir for a sweep: %w", err)
 	}
@@ -1120,7 +1120,7 @@ func (m *Manager) Recover(ctx context.Context) ([]Handle, error) {
 // process, so a detached task's limits hold with nobody waiting.
 func (m *Manager) Supervise(ctx context.Context, t task.Task, started func(Handle, error)) (task.Result, error) {
 	if err := task.ValidateID(t.ID); err == nil {
-		if release, err := m.hold(t.ID); err == nil {
+		if release, err := m.hold(ctx, t.ID); err == nil {
 			defer release()
 		}
 	}
@@ -1151,7 +1151,7 @@ func (m *Manager) Run(ctx context.Context, t task.Task, opts RunOptions) (task.R
 	// Held from start to cleanup: gc leaves the task alone between steps
 	// too (a stopped task not yet collected looks left behind).
 	if err := task.ValidateID(t.ID); err == nil {
-		if release, err := m.hold(t.ID); err == nil {
+		if release, err := m.hold(ctx, t.ID); err == nil {
 			defer release()
 		}
 	}

@@ -975,3 +975,74 @@ func TestConcurrentWaitersTakeTurns(t *testing.T) {
 		t.Errorf("released %d times, want once", n)
 	}
 }
+
+// TestWaitGivesUpItsTurn: a waiter whose turn has not come (another
+// process holds the task's waiter lock: a supervisor waiting on it) ends
+// when its context does, and neither stops the task nor takes the lock
+// later; the waiter whose turn it is then finishes as usual.
+func TestWaitGivesUpItsTurn(t *testing.T) {
+	f := newFake()
+	state := t.TempDir()
+	a, err := runtime.New(runtime.Config{Backend: f, StateDir: state, OutputFS: runtime.DirOutput{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Spawn(context.Background(), job("turn")); err != nil {
+		t.Fatal(err)
+	}
+	// The other process's waiter, as it holds its turn.
+	if err := os.MkdirAll(filepath.Join(state, "waiting"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	other, err := os.OpenFile(filepath.Join(state, "waiting", "turn"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if err := syscall.Flock(int(other.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	gaveUp := make(chan error, 1)
+	go func() {
+		_, err := a.Wait(ctx, "turn")
+		gaveUp <- err
+	}()
+	cancel()
+	if err := <-gaveUp; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Wait = %v, want context.Canceled", err)
+	}
+	f.mu.Lock()
+	running, signals := f.running["turn"], slices.Clone(f.signals)
+	f.mu.Unlock()
+	if !running || len(signals) != 0 {
+		t.Fatalf("the waiter that gave up touched the task: running %v, signals %v", running, signals)
+	}
+	// Its lock attempt is over: the turn passes straight to the next.
+	if err := syscall.Flock(int(other.Fd()), syscall.LOCK_UN); err != nil {
+		t.Fatal(err)
+	}
+	again, err := os.Open(filepath.Join(state, "waiting", "turn"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	if err := syscall.Flock(int(again.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		t.Fatalf("the waiter lock is still taken after the waiter gave up: %v", err)
+	}
+	if err := syscall.Flock(int(again.Fd()), syscall.LOCK_UN); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan task.Result, 1)
+	go func() {
+		res, err := a.Wait(context.Background(), "turn")
+		if err != nil {
+			t.Error(err)
+		}
+		done <- res
+	}()
+	f.exit("turn", 4)
+	if res := <-done; res.ExitCode != 4 || res.Reason != task.ReasonExited {
+		t.Errorf("the next waiter's Result = %+v, want exit 4", res)
+	}
+}

@@ -43,7 +43,7 @@ type outputCaps struct {
 // directory with such a name is skipped with everything under it.
 func (m *Manager) CollectOutput(ctx context.Context, id, dest string, res *task.Result) error {
 	// gc leaves the task alone while its output is read.
-	release, err := m.hold(id)
+	release, err := m.hold(ctx, id)
 	if err != nil {
 		return err
 	}

@@ -70,7 +70,9 @@ func (m *Manager) releaseLater(id string) error {
 	}
 	r.running[id] = done
 	r.mu.Unlock()
-	unhold, err := m.hold(id)
+	// Not the caller's context: the release must not give up on the
+	// hold (a sweep in another process holds the state dir a moment).
+	unhold, err := m.hold(context.Background(), id)
 	if err != nil {
 		r.mu.Lock()
 		delete(r.running, id)

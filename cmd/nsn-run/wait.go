@@ -24,7 +24,10 @@ run does) and print its Result as JSON, with its logs and output files
 listed. nsn-run exits with the task's exit code. A task that has already
 ended (a detached task its supervisor waited on) answers at once; waiters
 in several processes take turns, and the later ones read the Result the
-first recorded. The task stays until nsn-run rm or gc.`,
+first recorded. Interrupting a wait whose turn has not come (the task's
+supervisor is waiting on it) leaves the task running (exit 125);
+interrupting the waiter that enforces the limits stops the task, as
+interrupting run does. The task stays until nsn-run rm or gc.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			m, closeFn, err := openManager(cmd.Context(), g)
