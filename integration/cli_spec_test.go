@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/nsn-run/nsn-run/gpu/gputest"
+	"github.com/nsn-run/nsn-run/runtime/containerd"
 	"github.com/nsn-run/nsn-run/task"
 )
 
@@ -194,5 +196,66 @@ func TestCLISpecAuditEveryFlag(t *testing.T) {
 				t.Errorf("%s: audit exit %d:\n%s%s", name, a.code, a.stdout, a.stderr)
 			}
 		}
+	}
+}
+
+// TestCLIAuditNodeRunc: whether `nsn-run audit` lets a spec with a user
+// namespace go without that namespace's per-user limits is the node's to
+// say (its containerd, and the runc containerd's shim runs), never the
+// runc on the auditor's own PATH. An outside review passed a spec stripped
+// of the limits with Debian's runc 1.1.5 first on the auditor's PATH while
+// the node ran runc 1.5.3; under runc that spec let a task hold 40 inotify
+// instances where nsn-run's own stops it at 16 (TestEscapeUserNSLimits
+// runs that attack).
+func TestCLIAuditNodeRunc(t *testing.T) {
+	c, addr := containerdClient(t)
+	importBusybox(t, c, addr)
+	global := []string{"--address", addr, "--namespace", testNamespace, "--state-dir", "/var/lib/nsn-run"}
+	res := runCLI(t, nil, slices.Concat([]string{"spec"}, global, []string{"--id", "cli-node-runc", "busybox:latest", "--", "true"})...)
+	if res.code != 0 {
+		t.Fatalf("nsn-run spec: exit %d, stderr %q", res.code, res.stderr)
+	}
+	var s specs.Spec
+	if err := json.Unmarshal([]byte(res.stdout), &s); err != nil {
+		t.Fatalf("spec output is not JSON: %v", err)
+	}
+	// An auditor's PATH whose runc says it is older than 1.4.
+	fake := t.TempDir()
+	if err := os.WriteFile(filepath.Join(fake, "runc"), []byte("#!/bin/sh\necho 'runc version 1.1.5'\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	env := append(slices.DeleteFunc(os.Environ(), func(e string) bool { return strings.HasPrefix(e, "PATH=") }),
+		"PATH="+fake+string(os.PathListSeparator)+os.Getenv("PATH"))
+	auditArgs := slices.Concat(global, []string{"audit", "-"})
+
+	v, err := c.Version(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !containerd.UserNSLimitsInSpec(v.Version) {
+		// Before 2.3 nsn-run sets the limits itself between create and
+		// start: its spec has none, and passes.
+		if len(s.Linux.Sysctl) != 0 {
+			t.Errorf("containerd %s: the spec has sysctls %v", v.Version, s.Linux.Sysctl)
+		}
+		if a := runCLIWith(t, env, []byte(res.stdout), auditArgs...); a.code != 0 {
+			t.Errorf("containerd %s: audit of nsn-run's own spec: exit %d\n%s%s", v.Version, a.code, a.stdout, a.stderr)
+		}
+		return
+	}
+	if len(s.Linux.Sysctl) == 0 {
+		t.Fatalf("containerd %s: the spec has no user.max_* sysctls", v.Version)
+	}
+	if a := runCLIWith(t, env, []byte(res.stdout), auditArgs...); a.code != 0 {
+		t.Fatalf("audit of nsn-run's own spec: exit %d\n%s%s", a.code, a.stdout, a.stderr)
+	}
+	s.Linux.Sysctl = nil
+	stripped, err := json.Marshal(&s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := runCLIWith(t, env, stripped, auditArgs...)
+	if a.code != 1 || !strings.Contains(a.stdout, "sysctls linux.sysctl: missing: nsn-run generates {\"user.max_") {
+		t.Errorf("audit of the spec without its limits, an old runc on the auditor's PATH: exit %d, want 1 and the missing limits\n%s%s", a.code, a.stdout, a.stderr)
 	}
 }

@@ -174,9 +174,9 @@ func GPUs(o Options) (*gpu.Injector, error) {
 // (`nsn-run audit`): the namespace, the tasks dir, the GPUs' CDI edits,
 // bind sources resolved on this host, the user-namespace policy, the
 // AppArmor profile this host applies, and whether a spec must carry its
-// user namespace's per-user limits (unless the runc on PATH says it is
-// older than 1.4, or this node's containerd is older than 2.3: this runs
-// `runc --version` and asks containerd its version if it answers).
+// user namespace's per-user limits (unless this node's containerd, where
+// it answers, is older than 2.3, or its runtime info says the runc its
+// shim runs is older than 1.4: containerd.UserNSLimitsInSpecAt).
 func AuditPolicy(ctx context.Context, o Options) (audit.Policy, error) {
 	o, err := o.withDefaults()
 	if err != nil {
@@ -201,45 +201,13 @@ func AuditPolicy(ctx context.Context, o Options) (audit.Policy, error) {
 		p.AppArmorProfile = containerd.AppArmorProfile()
 		p.InitBinary = o.InitBinary
 		// A spec must carry the per-user limits, unless nsn-run sets them
-		// itself here: the runc on PATH refuses them (before 1.4), or this
-		// node's containerd is one the backend does not put them in the
-		// spec for (before 2.3).
-		p.UserNSLimitsOutside = runcRefusesUserNSSysctls(ctx) || !limitsInSpecOn(ctx, o.Address)
+		// itself on this node: its containerd is one the backend does not
+		// put them in the spec for (before 2.3), or the runc its shim runs
+		// refuses them (before 1.4). Never the runc on the auditor's own
+		// PATH: that need not be the node's.
+		p.UserNSLimitsOutside = !containerd.UserNSLimitsInSpecAt(ctx, o.Address)
 	}
 	return p, nil
-}
-
-// limitsInSpecOn reports whether the backend on the containerd at address
-// puts the per-user limits in the spec (containerd.UserNSLimitsInSpec);
-// true where that containerd does not answer.
-func limitsInSpecOn(ctx context.Context, address string) bool {
-	v, err := containerd.ServerVersion(ctx, address)
-	return err != nil || containerd.UserNSLimitsInSpec(v)
-}
-
-// runcVersionTimeout bounds `runc --version`.
-const runcVersionTimeout = 5 * time.Second
-
-// runcRefusesUserNSSysctls reports whether the runc on PATH says it is
-// older than 1.4, which refuses user.* sysctls. Anything else (1.4 and
-// later, no runc, a version that does not read) is false: the audit then
-// requires the limits in the spec.
-func runcRefusesUserNSSysctls(ctx context.Context) bool {
-	path, err := exec.LookPath("runc")
-	if err != nil {
-		return false
-	}
-	ctx, cancel := context.WithTimeout(ctx, runcVersionTimeout)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, path, "--version").Output()
-	if err != nil {
-		return false
-	}
-	var major, minor int
-	if _, err := fmt.Sscanf(string(out), "runc version %d.%d", &major, &minor); err != nil {
-		return false
-	}
-	return major < 1 || (major == 1 && minor < 4)
 }
 
 // Open connects the backend o names and returns a Manager over it, with

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/containerd/containerd/v2/pkg/namespaces"
@@ -108,35 +107,5 @@ func TestAuditPolicyAndAudit(t *testing.T) {
 	}
 	if _, err := Audit(context.Background(), o, []byte("not json")); !errors.Is(err, ErrUnreadable) {
 		t.Errorf("garbage: %v, want ErrUnreadable", err)
-	}
-}
-
-// TestRuncRefusesUserNSSysctls: the audit lets a spec go without its user
-// namespace's per-user limits only where the runc on PATH says it is older
-// than 1.4.
-func TestRuncRefusesUserNSSysctls(t *testing.T) {
-	for _, c := range []struct {
-		version string // "": no runc on PATH
-		want    bool
-	}{
-		{"runc version 1.1.5+ds1\ncommit: 1.1.5+ds1-1\nspec: 1.0.2-dev\n", true},
-		{"runc version 1.3.9\n", true},
-		{"runc version 1.4.0\n", false},
-		{"runc version 1.5.3\ncommit: v1.5.3-0\n", false},
-		{"runc version 2.0.0\n", false},
-		{"something else\n", false},
-		{"", false},
-	} {
-		dir := t.TempDir()
-		if c.version != "" {
-			script := "#!/bin/sh\nprintf '" + strings.ReplaceAll(c.version, "\n", `\n`) + "'\n"
-			if err := os.WriteFile(filepath.Join(dir, "runc"), []byte(script), 0o755); err != nil {
-				t.Fatal(err)
-			}
-		}
-		t.Setenv("PATH", dir)
-		if got := runcRefusesUserNSSysctls(context.Background()); got != c.want {
-			t.Errorf("%q: %v, want %v", c.version, got, c.want)
-		}
 	}
 }

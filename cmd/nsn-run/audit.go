@@ -42,11 +42,12 @@ the CDI specs whose edits the "nsn.gpus" annotation's devices may add), and
 compares the two. Every other difference is a finding, so "no findings" means
 no more than nsn-run itself would grant. A spec with a user namespace must
 carry that namespace's per-user limits (linux.sysctl "user.max_*": 16 inotify
-instances, no nested namespaces, ...), exactly, unless the runc on PATH says
-it is older than 1.4 (such a runc refuses them) or the node's containerd, if
-it answers, is older than 2.3: there a spec without them passes too, as
-nsn-run's own are then (it sets the limits between create and start; see
-docs/security-model.md). A create request is judged the same
+instances, no nested namespaces, ...), exactly, unless the node's containerd
+(--address), where it answers, is older than 2.3, or reports (its runtime
+info: runc features) that the runc its shim runs is older than 1.4, which
+refuses them: there a spec without them passes too, as nsn-run's own are
+then (it sets the limits between create and start; see
+docs/security-model.md). The runc on this shell's PATH plays no part. A create request is judged the same
 way against the request nsn-run would send (runtime, seccomp profile,
 privileges, devices, binds, namespaces, resources, ulimits). The JSON is read strictly: unknown
 fields, keys that differ only in case, and duplicate keys are findings, since

@@ -12,8 +12,10 @@ import (
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/errdefs"
+	"github.com/opencontainers/runtime-spec/specs-go/features"
 
 	"github.com/nsn-run/nsn-run/spec"
+	"github.com/nsn-run/nsn-run/task"
 )
 
 // pingTimeout bounds the version call Dial makes to prove the daemon answers.
@@ -65,3 +67,47 @@ func ServerVersion(ctx context.Context, address string) (string, error) {
 // later: their releases come with runc 1.4 or later, which sets them);
 // before, it sets them itself between create and start.
 func UserNSLimitsInSpec(version string) bool { return atLeast(version, 2, 3) }
+
+// runcVersionAnnotation is where `runc features` gives runc's version.
+const runcVersionAnnotation = "org.opencontainers.runc.version"
+
+// UserNSLimitsInSpecAt reports whether a Backend on the containerd at
+// address keeps each task's user namespace limits in its spec: containerd
+// 2.3 or later (UserNSLimitsInSpec) whose runc shim runs a runc that takes
+// them, 1.4 or later (an older one refuses them, and the Backend then sets
+// them itself between create and start). The runc is the one the node's
+// shim runs, as containerd's runtime info reports it (`runc features`),
+// not one on the caller's PATH. It is true where containerd does not
+// answer or does not say: the auditor then requires the limits.
+func UserNSLimitsInSpecAt(ctx context.Context, address string) bool {
+	c, version, err := dial(ctx, address, spec.DefaultNamespace)
+	if err != nil {
+		return true
+	}
+	defer c.Close()
+	if !UserNSLimitsInSpec(version) {
+		return false
+	}
+	infoCtx, cancel := context.WithTimeout(ctx, pingTimeout)
+	defer cancel()
+	info, err := c.RuntimeInfo(infoCtx, task.DefaultRuntime, nil)
+	if err != nil {
+		return true
+	}
+	f, ok := info.Features.(*features.Features)
+	if !ok || f == nil {
+		return true
+	}
+	return RuncTakesUserNSSysctls(f.Annotations[runcVersionAnnotation])
+}
+
+// RuncTakesUserNSSysctls reports whether runc of version ("1.5.3",
+// "1.1.5+ds1") sets user.* sysctls in a task's user namespace: 1.4 and
+// later. An unreadable version counts as one that does.
+func RuncTakesUserNSSysctls(version string) bool {
+	var major, minor int
+	if _, err := fmt.Sscanf(version, "%d.%d", &major, &minor); err != nil {
+		return true
+	}
+	return major > 1 || (major == 1 && minor >= 4)
+}

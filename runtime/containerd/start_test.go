@@ -27,3 +27,26 @@ func TestRefusesUserNSSysctls(t *testing.T) {
 		}
 	}
 }
+
+// TestRuncTakesUserNSSysctls: the versions `runc features` reports, as
+// the node's runc tells the auditor whether a spec may go without its user
+// namespace's limits.
+func TestRuncTakesUserNSSysctls(t *testing.T) {
+	for _, c := range []struct {
+		version string
+		want    bool
+	}{
+		{"1.1.5+ds1", false}, // Debian bookworm's
+		{"1.3.9", false},
+		{"1.4.0-rc.1", true},
+		{"1.4.0", true},
+		{"1.5.3", true},
+		{"2.0.0", true},
+		{"", true}, // says nothing: the limits are required
+		{"garbage", true},
+	} {
+		if got := RuncTakesUserNSSysctls(c.version); got != c.want {
+			t.Errorf("%q: %v, want %v", c.version, got, c.want)
+		}
+	}
+}
