@@ -33,7 +33,7 @@ import (
 )
 
 // Kind is the CDI device kind of NVIDIA GPUs.
-const Kind = "nvidia.com/gpu"
+const Kind = spec.GPUKind
 
 // DefaultSpecDirs are where CDI specs live by convention.
 var DefaultSpecDirs = []string{"/etc/cdi", "/var/run/cdi"}

@@ -26,6 +26,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/nsn-run/nsn-run/gpu"
 	"github.com/nsn-run/nsn-run/idmap"
 	"github.com/nsn-run/nsn-run/internal/imagebuild"
 	"github.com/nsn-run/nsn-run/runtime"
@@ -515,4 +516,71 @@ func holdInotify(t *testing.T, b *bundle, s *specs.Spec) (out string, hostErr, r
 		return lines.String(), hostErr, fmt.Errorf("runc run: %w: %s", err, strings.Join(msgs, "; "))
 	}
 	return lines.String(), hostErr, nil
+}
+
+// TestEscapeNonGPUCDIDevice: the host's CDI specs define other devices
+// than GPUs (IMEX channels, NICs, another vendor's), each with its own
+// host mounts and device nodes. A spec whose GPU annotation names one,
+// with that device's edits, once passed the auditor, which replayed any
+// device the CDI specs knew (an outside review found it): the task then
+// reads and writes a host directory. nsn-run grants GPUs only.
+func TestEscapeNonGPUCDIDevice(t *testing.T) {
+	host := t.TempDir()
+	if err := os.Chmod(host, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(host, "secret"), []byte("host-secret\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cdiDir := t.TempDir()
+	nic := fmt.Sprintf(`cdiVersion: "0.6.0"
+kind: example.com/nic
+devices:
+- name: hostdir
+  containerEdits:
+    mounts: [{hostPath: %s, containerPath: /hostdir, options: [rw, bind]}]
+`, host)
+	if err := os.WriteFile(filepath.Join(cdiDir, "nic.yaml"), []byte(nic), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cdi, err := gpu.New(gpu.Options{SpecDirs: []string{cdiDir}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const device = "example.com/nic=hostdir"
+	inject, err := cdi.InjectSpecOpt([]string{device}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newBundle(t, "cat /hostdir/secret; echo task > /hostdir/written")
+	mutate := func(s *specs.Spec) {
+		if err := inject(context.Background(), nil, nil, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, errOut, err := b.run(t, b.mutated(t, mutate))
+	written, _ := os.ReadFile(filepath.Join(host, "written"))
+	if err != nil || !strings.Contains(out, "host-secret") || string(written) != "task\n" {
+		t.Fatalf("bypass: the task neither read nor wrote the host directory: %v\nstdout: %s\nstderr: %s", err, out, errOut)
+	}
+	t.Logf("bypass: the task read %q from the host and wrote %s", strings.TrimSpace(out), filepath.Join(host, "written"))
+
+	p := b.policy()
+	p.CDI = cdi
+	if f := audit.Check(context.Background(), b.spec, p); len(f) != 0 {
+		t.Fatalf("nsn-run's own spec has findings: %v", f)
+	}
+	findings := audit.Check(context.Background(), b.mutated(t, mutate), p)
+	hit := slices.IndexFunc(findings, func(f audit.Finding) bool {
+		return f.Rule == audit.RuleAnnotations && strings.Contains(f.Message, "not a GPU")
+	})
+	if hit < 0 {
+		t.Fatalf("audit with the node's CDI specs: no finding that %s is not a GPU: %v", device, findings)
+	}
+	t.Logf("audit: %s", findings[hit])
+	if _, err := spec.Generate(context.Background(), task.Task{ID: b.id, Image: busyboxRef, Command: []string{"true"}, GPUs: "all"},
+		ocispec.ImageConfig{}, spec.Options{OutputDir: b.outDir, GPUDevices: []string{device}, CDI: cdi}); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("spec.Generate granted %s: %v", device, err)
+	}
+	startRefuses(t, audit.RuleAnnotations, mutate)
 }

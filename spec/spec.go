@@ -83,6 +83,23 @@ type DeviceInjector interface {
 	InjectSpecOpt(names []string, shared bool) (oci.SpecOpts, error)
 }
 
+// GPUKind is the CDI device kind of NVIDIA GPUs: the only kind a task is
+// granted devices of.
+const GPUKind = "nvidia.com/gpu"
+
+// CheckGPUDevice refuses a CDI device name that is not a GPU's
+// (GPUKind=NAME). The CDI specs on a host name other devices too (IMEX
+// channels, NICs, another vendor's), each with device nodes, host mounts
+// and hooks of its own; nsn-run grants tasks GPUs only, so a spec, or an
+// annotation the auditor replays, naming any other device is refused.
+func CheckGPUDevice(name string) error {
+	kind, id, ok := strings.Cut(name, "=")
+	if !ok || kind != GPUKind || id == "" {
+		return fmt.Errorf("%w: CDI device %q is not a GPU (%s=NAME): tasks are granted GPUs only", errdefs.ErrInvalidArgument, name, GPUKind)
+	}
+	return nil
+}
+
 // Options carry what the spec needs from the host side of the task.
 type Options struct {
 	// OutputDir is the host directory bind-mounted read-write at /output.
@@ -187,6 +204,11 @@ func Opts(t task.Task, img ocispec.ImageConfig, o Options) ([]oci.SpecOpts, erro
 		return nil, fmt.Errorf("%w: GPUs %s granted to a task that asks for none", errdefs.ErrInvalidArgument, strings.Join(o.GPUDevices, ","))
 	case len(o.GPUDevices) > 0 && o.CDI == nil:
 		return nil, fmt.Errorf("%w: task was granted GPUs but no CDI device injector is configured", errdefs.ErrFailedPrecondition)
+	}
+	for _, name := range o.GPUDevices {
+		if err := CheckGPUDevice(name); err != nil {
+			return nil, err
+		}
 	}
 	l := t.Limits
 	args := proc.args

@@ -3,6 +3,8 @@ package docker
 import (
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -79,6 +81,16 @@ func TestAuditRequestOwnRequestIsClean(t *testing.T) {
 	if f := rulesOf(AuditRequest(ctx, r, auditPolicy)); !slices.Equal(f, []string{audit.RuleDevices}) {
 		t.Errorf("GPU task under a policy without CDI: rules %v, want devices", f)
 	}
+	// A device of another kind the host's CDI specs define (an outside
+	// review passed this: dockerd would inject the host's /dev/kmsg).
+	other := r
+	other.HostConfig = new(*r.HostConfig)
+	other.HostConfig.DeviceRequests = []container.DeviceRequest{{Driver: "cdi", DeviceIDs: []string{"example.com/nic=kmsg"}}}
+	withNIC := gpuPolicy
+	withNIC.CDI = standInCDIWith(t, nicSpec)
+	if f := rulesOf(AuditRequest(ctx, other, withNIC)); !slices.Equal(f, []string{audit.RuleDevices}) {
+		t.Errorf("a CDI device that is not a GPU: rules %v, want devices", f)
+	}
 	unknown := auditedRequest(t, tk, gpuPolicy, []string{"nvidia.com/gpu=7"})
 	if f := rulesOf(AuditRequest(ctx, unknown, gpuPolicy)); len(f) == 0 || !allAre(f, audit.RuleDevices) {
 		t.Errorf("a CDI device the specs do not define: rules %v, want devices", f)
@@ -96,9 +108,31 @@ func TestAuditRequestOwnRequestIsClean(t *testing.T) {
 
 func standInCDI(t *testing.T) *gpu.Injector {
 	t.Helper()
+	return standInCDIWith(t, "")
+}
+
+// nicSpec is a CDI spec of another kind than GPUs: a NIC stand-in that
+// gives the host's /dev/kmsg.
+const nicSpec = `cdiVersion: "0.6.0"
+kind: example.com/nic
+devices:
+- name: kmsg
+  containerEdits:
+    deviceNodes: [{path: /dev/kmsg}]
+`
+
+// standInCDIWith is standInCDI with another CDI spec beside the stand-in
+// GPUs' ("" for none).
+func standInCDIWith(t *testing.T, other string) *gpu.Injector {
+	t.Helper()
 	dir, _, err := gputest.WriteStandInSpec(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
+	}
+	if other != "" {
+		if err := os.WriteFile(filepath.Join(dir, "other.yaml"), []byte(other), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	in, err := gpu.New(gpu.Options{SpecDirs: []string{dir}})
 	if err != nil {

@@ -30,9 +30,25 @@ type fakeCDI struct{}
 
 const fakeGPU = "nvidia.com/gpu=0"
 
+// fakeNIC is a device of another kind the host's CDI specs define: the
+// host's /dev/kmsg and a bind of a host directory.
+const fakeNIC = "example.com/nic=kmsg"
+
+// addNIC adds fakeNIC's edits to s.
+func addNIC(s *specs.Spec) {
+	var major, minor int64 = 1, 11
+	s.Linux.Devices = append(s.Linux.Devices, specs.LinuxDevice{Path: "/dev/kmsg", Type: "c", Major: major, Minor: minor})
+	s.Linux.Resources.Devices = append(s.Linux.Resources.Devices, specs.LinuxDeviceCgroup{Allow: true, Type: "c", Major: &major, Minor: &minor, Access: "rwm"})
+	s.Mounts = append(s.Mounts, specs.Mount{Destination: "/hostdir", Type: "bind", Source: "/srv/hostdir", Options: []string{"rw", "bind"}})
+}
+
 func (fakeCDI) InjectSpecOpt(names []string, shared bool) (oci.SpecOpts, error) {
 	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *specs.Spec) error {
 		for _, n := range names {
+			if n == fakeNIC {
+				addNIC(s)
+				continue
+			}
 			if n != fakeGPU {
 				return fmt.Errorf("unresolvable CDI device %s", n)
 			}
@@ -327,6 +343,14 @@ var mutations = []mutation{
 		// edits are then no granted device's.
 		s.Annotations[audit.AnnotationGPUs] = "nvidia.com/gpu=7"
 	}},
+	{name: "annotation-non-gpu-device", rule: audit.RuleAnnotations, mutate: func(s *specs.Spec) {
+		// A device the host's CDI specs define, of another kind than a
+		// GPU, with its edits, as the injector would add them (an
+		// outside review passed this: the task then had the host's
+		// /dev/kmsg and a writable host directory).
+		addNIC(s)
+		s.Annotations = map[string]string{audit.AnnotationGPUs: fakeNIC}
+	}},
 	{name: "personality", rule: audit.RuleLinuxOther, mutate: func(s *specs.Spec) { s.Linux.Personality = &specs.LinuxPersonality{Domain: specs.PerLinux32} }},
 	{name: "domainname", rule: audit.RuleSpecOther, mutate: func(s *specs.Spec) { s.Domainname = "corp" }},
 }
@@ -347,7 +371,7 @@ func TestMutations(t *testing.T) {
 			}
 			wantOnly := []string{m.rule}
 			switch m.name {
-			case "annotation-unknown-gpu":
+			case "annotation-unknown-gpu", "annotation-non-gpu-device":
 				// The edits of a device nobody was granted show too.
 				wantOnly = append(wantOnly, audit.RuleDevices, audit.RuleMounts, audit.RuleHooks)
 			case "init-not-allowed":
