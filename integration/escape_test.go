@@ -584,3 +584,36 @@ devices:
 	}
 	startRefuses(t, audit.RuleAnnotations, mutate)
 }
+
+// TestEscapeAIOContexts: Linux AIO contexts count against one host-wide
+// limit (fs.aio-max-nr) that no cgroup and no user namespace bounds; an
+// outside review took all 65536 from one task, and host root's own
+// io_setup then failed with EAGAIN. containerd's default profile allows
+// io_setup; nsn-run's refuses it. The bypass takes 4096 contexts and shows
+// the host-wide count holding them.
+func TestEscapeAIOContexts(t *testing.T) {
+	gcc, err := exec.LookPath("gcc")
+	need(t, err == nil, "gcc is needed to build the static AIO helper: %v", err)
+	b := newBundle(t, "/bin/aiosetup")
+	helper := filepath.Join(b.dir, spec.RootfsPath, "bin", "aiosetup")
+	if out, err := exec.Command(gcc, "-static", "-O2", "-o", helper, filepath.Join("testdata", "aiosetup.c")).CombinedOutput(); err != nil {
+		t.Fatalf("build the AIO helper: %v\n%s", err, out)
+	}
+	mutate := func(s *specs.Spec) {
+		for i, r := range s.Linux.Seccomp.Syscalls {
+			if r.Action == specs.ActAllow && slices.Contains(r.Names, "ioctl") {
+				s.Linux.Seccomp.Syscalls[i].Names = append(s.Linux.Seccomp.Syscalls[i].Names, "io_setup")
+			}
+		}
+	}
+	out, errOut, err := b.run(t, b.mutated(t, mutate))
+	var held int
+	if _, serr := fmt.Sscanf(out, "io_setup: ok; host aio-nr %d", &held); err != nil || serr != nil || held < 4096 {
+		t.Fatalf("bypass: no AIO contexts held: %v\nstdout: %s\nstderr: %s", err, out, errOut)
+	}
+	t.Logf("bypass: %s", strings.TrimSpace(out))
+	if out, _, _ := b.run(t, b.spec); !strings.Contains(out, "io_setup: Operation not permitted") {
+		t.Errorf("nsn-run's own spec: %q; want io_setup refused with EPERM", out)
+	}
+	refused(t, b, audit.RuleSeccomp, mutate)
+}

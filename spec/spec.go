@@ -473,8 +473,22 @@ func SeccompProfile() *specs.LinuxSeccomp {
 	empty := &specs.Spec{Process: &specs.Process{Capabilities: &specs.LinuxCapabilities{}}}
 	p := seccomp.DefaultProfile(empty)
 	p.Architectures = nativeArchitectures()
+	for i := range p.Syscalls {
+		p.Syscalls[i].Names = slices.DeleteFunc(p.Syscalls[i].Names, func(n string) bool { return slices.Contains(deniedSyscalls, n) })
+	}
+	p.Syscalls = slices.DeleteFunc(p.Syscalls, func(r specs.LinuxSyscall) bool { return len(r.Names) == 0 })
 	return p
 }
+
+// deniedSyscalls are refused beyond containerd's default profile. Linux
+// AIO contexts (io_setup; io_submit uses one) count against one host-wide
+// limit, fs.aio-max-nr (65536 by default), which no cgroup and no user
+// namespace bounds: one task holding them all (about 5 MiB of memory)
+// leaves every other task and the host's own AIO users (databases, qemu)
+// with EAGAIN. An outside review did it; TestEscapeAIOContexts shows it
+// with runc. POSIX AIO (glibc's aio_*) runs on threads and is unaffected;
+// io_uring was never allowed.
+var deniedSyscalls = []string{"io_setup", "io_submit"}
 
 // nativeArchitectures is the seccomp architecture of the build: tasks run
 // binaries of the host's own ABI only.
