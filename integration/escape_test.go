@@ -617,3 +617,36 @@ func TestEscapeAIOContexts(t *testing.T) {
 	}
 	refused(t, b, audit.RuleSeccomp, mutate)
 }
+
+// TestEscapePtys: every /dev/pts instance but the host's draws on one
+// host-wide count of pseudo-terminals (kernel.pty.max less
+// kernel.pty.reserve), whose kernel memory no cgroup is charged for; an
+// outside review took 3066 from one task, and every other container's
+// openpty failed with ENOSPC. containerd's /dev/pts has no bound; nsn-run's
+// has max=spec.PtyMax.
+func TestEscapePtys(t *testing.T) {
+	gcc, err := exec.LookPath("gcc")
+	need(t, err == nil, "gcc is needed to build the static pty helper: %v", err)
+	b := newBundle(t, "/bin/ptyhold")
+	helper := filepath.Join(b.dir, spec.RootfsPath, "bin", "ptyhold")
+	if out, err := exec.Command(gcc, "-static", "-O2", "-o", helper, filepath.Join("testdata", "ptyhold.c")).CombinedOutput(); err != nil {
+		t.Fatalf("build the pty helper: %v\n%s", err, out)
+	}
+	mutate := func(s *specs.Spec) {
+		for i := range s.Mounts {
+			if s.Mounts[i].Destination == "/dev/pts" {
+				s.Mounts[i].Options = slices.DeleteFunc(s.Mounts[i].Options, func(o string) bool { return strings.HasPrefix(o, "max=") })
+			}
+		}
+	}
+	out, errOut, err := b.run(t, b.mutated(t, mutate))
+	if err != nil || !strings.HasPrefix(out, "ptys: 64 (cap)") {
+		t.Fatalf("bypass: the task did not hold 64 ptys: %v\nstdout: %s\nstderr: %s", err, out, errOut)
+	}
+	t.Logf("bypass: %s", strings.TrimSpace(out))
+	want := fmt.Sprintf("ptys: %d (No space left on device)", spec.PtyMax)
+	if out, errOut, _ := b.run(t, b.spec); !strings.HasPrefix(out, want) {
+		t.Errorf("nsn-run's own spec: %q %q; want %q", out, errOut, want)
+	}
+	refused(t, b, audit.RuleMounts, mutate)
+}

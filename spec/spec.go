@@ -243,6 +243,7 @@ func Opts(t task.Task, img ocispec.ImageConfig, o Options) ([]oci.SpecOpts, erro
 		withoutConsole,
 		oci.WithMounts(mounts),
 		withShmOwner(proc.uid, proc.gid),
+		withPtyMax,
 		withMaskedPaths(requiredMaskedPaths),
 		withReadonlyPaths(requiredReadonlyPaths),
 
@@ -349,6 +350,25 @@ func withShmOwner(uid, gid uint32) oci.SpecOpts {
 		}
 		return nil
 	}
+}
+
+// PtyMax bounds the pseudo-terminals a task may open in its own /dev/pts
+// instance (devpts "max="). Every instance but the host's draws on one
+// host-wide count (kernel.pty.max less kernel.pty.reserve: 3072 by
+// default), whose kernel memory no cgroup is charged for: without a bound
+// one task took 3066 and every other container's openpty failed with
+// ENOSPC (an outside review; TestEscapePtys shows it with runc). Tasks get
+// no terminal; a few ptys serve programs that want one (script, expect).
+const PtyMax = 16
+
+// withPtyMax bounds containerd's /dev/pts instance to PtyMax.
+func withPtyMax(_ context.Context, _ oci.Client, _ *containers.Container, s *specs.Spec) error {
+	for i := range s.Mounts {
+		if s.Mounts[i].Destination == "/dev/pts" && s.Mounts[i].Type == "devpts" {
+			s.Mounts[i].Options = append(s.Mounts[i].Options, "max="+strconv.Itoa(PtyMax))
+		}
+	}
+	return nil
 }
 
 // outputMount binds the task's host output directory at /output. "bind"
