@@ -1135,7 +1135,8 @@ func (m *Manager) Supervise(ctx context.Context, t task.Task, started func(Handl
 // RunOptions are the options of Run.
 type RunOptions struct {
 	// OutputDir receives copies of the files the task wrote to /output;
-	// empty lists and hashes them without copying.
+	// empty lists and hashes them without copying. It must not exist or
+	// be empty (CheckOutputDest), and Run checks before the task starts.
 	OutputDir string
 	// Stdout and Stderr, when set, receive the task's streams while it
 	// runs (as `nsn-run run` prints them), complete by the time Run
@@ -1154,6 +1155,11 @@ func (m *Manager) Run(ctx context.Context, t task.Task, opts RunOptions) (task.R
 		if release, err := m.hold(ctx, t.ID); err == nil {
 			defer release()
 		}
+	}
+	// Checked before anything starts: refused after the task ran, its
+	// output would go with its cleanup.
+	if err := CheckOutputDest(opts.OutputDir); err != nil {
+		return task.Result{ID: t.ID, Image: t.Image, Reason: task.ReasonFailed}, err
 	}
 	if _, err := m.Spawn(ctx, t); err != nil {
 		return task.Result{ID: t.ID, Image: t.Image, Reason: task.ReasonFailed}, err

@@ -1046,3 +1046,64 @@ func TestWaitGivesUpItsTurn(t *testing.T) {
 		t.Errorf("the next waiter's Result = %+v, want exit 4", res)
 	}
 }
+
+// TestOutputDestMustBeNewOrEmpty: the task names its output files, so they
+// never land beside the operator's own files (an outside review had a
+// task's file replace an executable git hook in a project checkout): a
+// destination that holds anything is refused, by Run before the task
+// starts, and by CollectOutput, which copies nothing then and leaves the
+// output in place for another destination.
+func TestOutputDestMustBeNewOrEmpty(t *testing.T) {
+	ctx := context.Background()
+	f := newFake()
+	m := newManager(t, f)
+	project := t.TempDir()
+	hook := filepath.Join(project, "pre-commit")
+	if err := os.WriteFile(hook, []byte("#!/bin/sh\necho original\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// A context already ended: Run must refuse the destination before it
+	// looks at anything else (a Run that started the task would wait on
+	// it, and the fake's task never ends by itself).
+	ended, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := m.Run(ended, job("late"), runtime.RunOptions{OutputDir: project}); !errdefs.IsInvalidArgument(err) {
+		t.Fatalf("Run into a directory that holds a file: %v, want InvalidArgument", err)
+	}
+	f.mu.Lock()
+	running := maps.Clone(f.running)
+	f.mu.Unlock()
+	if len(running) != 0 {
+		t.Errorf("Run started %v before refusing the output dir", running)
+	}
+	if _, err := os.Stat(runtime.TaskDir(m, "late")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Run left the task's state dir: %v", err)
+	}
+
+	if _, err := m.Spawn(ctx, job("hook")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(runtime.TaskDir(m, "hook"), "output", "pre-commit"), []byte("#!/bin/sh\necho task\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f.exit("hook", 0)
+	res, err := m.Wait(ctx, "hook")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.CollectOutput(ctx, "hook", project, &res); !errdefs.IsInvalidArgument(err) {
+		t.Fatalf("CollectOutput into a directory that holds a file: %v, want InvalidArgument", err)
+	}
+	if b, err := os.ReadFile(hook); err != nil || string(b) != "#!/bin/sh\necho original\n" {
+		t.Errorf("the operator's hook is now %q (%v)", b, err)
+	}
+	for _, dest := range []string{filepath.Join(t.TempDir(), "new"), t.TempDir()} {
+		res := task.Result{}
+		if err := m.CollectOutput(ctx, "hook", dest, &res); err != nil {
+			t.Fatalf("CollectOutput into %s: %v", dest, err)
+		}
+		if b, err := os.ReadFile(filepath.Join(dest, "pre-commit")); err != nil || string(b) != "#!/bin/sh\necho task\n" {
+			t.Errorf("%s/pre-commit: %q (%v)", dest, b, err)
+		}
+	}
+}

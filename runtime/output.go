@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"unicode/utf8"
 
+	"github.com/containerd/errdefs"
+
 	"github.com/nsn-run/nsn-run/logs"
 	"github.com/nsn-run/nsn-run/task"
 )
@@ -30,10 +32,34 @@ type outputCaps struct {
 	depth        int
 }
 
+// CheckOutputDest refuses a destination for a task's output files that
+// exists and is not an empty directory ("" is none, and fine). The task
+// chose the names: a file of its beside the operator's own is code the
+// operator may run later without looking (a git hook, a Makefile, a
+// conftest.py, a .bashrc), and one of the same name would replace theirs.
+// An outside review had a task's file replace an executable git hook.
+func CheckOutputDest(dest string) error {
+	if dest == "" {
+		return nil
+	}
+	entries, err := os.ReadDir(dest)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("%w: output dir %s: %w", errdefs.ErrInvalidArgument, dest, err)
+	case len(entries) > 0:
+		return fmt.Errorf("%w: output dir %s is not empty: give a new or empty directory (a task's files are never mixed with others)", errdefs.ErrInvalidArgument, dest)
+	}
+	return nil
+}
+
 // CollectOutput fills res with the task's stdout and stderr and the regular
 // files it wrote to /output, each with size and sha256; with dest set it
-// also copies them there. Run it after Wait: the task has stopped, so
-// nothing in the output directory changes underneath.
+// also copies them there: dest must not exist or be empty
+// (CheckOutputDest), and a file that appears there meanwhile is never
+// replaced (listed in res.OutputSkipped instead). Run it after Wait: the
+// task has stopped, so nothing in the output directory changes underneath.
 //
 // The output directory is walked through an os.Root, which cannot resolve a
 // path outside it. Only regular files and directories are taken: symlinks,
@@ -50,6 +76,9 @@ func (m *Manager) CollectOutput(ctx context.Context, id, dest string, res *task.
 	defer release()
 	rec, err := m.readRecord(id)
 	if err != nil {
+		return err
+	}
+	if err := CheckOutputDest(dest); err != nil {
 		return err
 	}
 	stdoutPath, stderrPath := m.logPaths(id)
@@ -164,6 +193,10 @@ func (c *collector) collect(srcDir, dest string) error {
 			c.skip(p, "over the byte cap of "+strconv.FormatInt(c.caps.bytes, 10))
 			return nil
 		}
+		if errors.Is(err, fs.ErrExist) {
+			c.skip(p, "a file of that name appeared in the output dir meanwhile: not replaced")
+			return nil
+		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", p, err)
 		}
@@ -240,7 +273,8 @@ func copyFile(src, dst *os.Root, p string, room int64) (task.OutputFile, error) 
 	w := io.Writer(h)
 	var out *os.File
 	if dst != nil {
-		if out, err = dst.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NOFOLLOW, 0o644); err != nil {
+		// O_EXCL: never replace a file someone else put there.
+		if out, err = dst.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o644); err != nil {
 			return task.OutputFile{}, err
 		}
 		defer out.Close()

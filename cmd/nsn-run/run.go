@@ -43,7 +43,10 @@ docker-init with --backend docker): it forwards signals to the command, so
 the deadline's SIGTERM ends a command without a handler of its own, and
 reaps zombies.
 
-Files the task writes to /output are copied to --output-dir after it exits;
+Files the task writes to /output are copied to --output-dir after it exits
+(a directory that does not exist or is empty: nsn-run refuses one that
+holds anything, so a task's files never land beside, or replace, yours;
+not with -d);
 links, fifos, devices and names with control characters, bytes that are
 not UTF-8 or a leading '-' are not, and are listed in the Result's
 output_skipped.
@@ -95,6 +98,9 @@ output_skipped.
 	cmd.Flags().BoolVarP(&detach, "detach", "d", false, "start the task and print its id")
 	cmd.Flags().BoolVar(&raw, "raw", false, rawHelp)
 	cmd.MarkFlagsMutuallyExclusive("json", "detach")
+	// A detached task's output stays in the state dir (its supervisor
+	// does not collect it): --output-dir would silently do nothing.
+	cmd.MarkFlagsMutuallyExclusive("output-dir", "detach")
 	return cmd
 }
 
