@@ -184,3 +184,36 @@ func TestDockerImageCommands(t *testing.T) {
 		t.Errorf("containerd's image ls: exit %d, lists the docker import: %q %s", ctr.code, ctr.stdout, ctr.stderr)
 	}
 }
+
+// TestDockerImportRefusesReplace: dockerd's load moves a tag to the
+// loaded image whatever it named before; without --replace the docker
+// backend moves it back and refuses the import (TestImportRefusesReplace
+// is the containerd backend's).
+func TestDockerImportRefusesReplace(t *testing.T) {
+	c := dockerClient(t)
+	nsnRun(t)
+	name := "docker.io/library/" + strings.ToLower(uniqueID("nsn-docker-replace")) + ":v1"
+	t.Cleanup(func() { _, _ = c.ImageRemove(context.Background(), name, client.ImageRemoveOptions{Force: true}) })
+	env := append(os.Environ(), "DOCKER_HOST="+os.Getenv(envDockerHost), "NSN_STATE_DIR="+t.TempDir())
+	original, hostile := markerImage(t, name, "original"), markerImage(t, name, "hostile")
+	if r := runCLIEnv(t, env, "--backend", "docker", "image", "import", original); r.code != 0 {
+		t.Fatalf("import: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+	}
+	before, err := c.ImageInspect(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := runCLIEnv(t, env, "--backend", "docker", "image", "import", hostile)
+	if r.code != 125 || !strings.Contains(r.stderr, "exists") {
+		t.Errorf("import of other content under the name: exit %d stderr %q, want 125 and the refusal", r.code, r.stderr)
+	}
+	if now, err := c.ImageInspect(context.Background(), name); err != nil || now.ID != before.ID {
+		t.Errorf("the name is now %s (%v), was %s", now.ID, err, before.ID)
+	}
+	if r := runCLIEnv(t, env, "--backend", "docker", "image", "import", "--replace", hostile); r.code != 0 {
+		t.Fatalf("import --replace: exit %d stderr %q", r.code, r.stderr)
+	}
+	if now, err := c.ImageInspect(context.Background(), name); err != nil || now.ID == before.ID {
+		t.Errorf("after --replace the name is still %s (%v)", now.ID, err)
+	}
+}

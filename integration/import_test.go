@@ -5,11 +5,16 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/containerd/containerd/v2/core/images/archive"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/nsn-run/nsn-run/internal/imagebuild"
 )
 
 // TestImportDockerSave imports a `docker save` style tarball (manifest.json
@@ -72,4 +77,80 @@ func TestImportDockerSave(t *testing.T) {
 		t.Errorf("import of garbage: exit %d stderr %q", bad.code, bad.stderr)
 	}
 	_ = c.ImageService().Delete(ctx, name)
+}
+
+// markerImage writes an OCI layout tarball of an image named name whose
+// rootfs is busybox plus /marker holding marker, and returns its path.
+func markerImage(t *testing.T, name, marker string) string {
+	t.Helper()
+	rootfs := filepath.Join(t.TempDir(), "rootfs")
+	if err := imagebuild.BusyboxRootfs(rootfs, busyboxPath(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(rootfs, "marker"), []byte(marker), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tarball := filepath.Join(t.TempDir(), "image.tar")
+	f, err := os.Create(tarball)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := imagebuild.WriteOCILayout(f, imagebuild.Image{Name: name, RootfsDir: rootfs, Config: ocispec.ImageConfig{Env: []string{"PATH=/bin"}}}); err != nil {
+		t.Fatal(err)
+	}
+	return tarball
+}
+
+// TestImportRefusesReplace: an archive names its images itself. An outside
+// review imported one that named an image other tasks ran from, and
+// their next tasks ran the archive's filesystem; another named an image
+// with escape sequences, which image import and image ls printed to the
+// terminal raw. Now an image of the same name with other content is
+// refused unless --replace (the image stays as it was, and tasks still
+// run it), and a name that is not a valid reference is refused.
+func TestImportRefusesReplace(t *testing.T) {
+	g := cliEnv(t)
+	c, _ := containerdClient(t)
+	ctx := namespaces.WithNamespace(context.Background(), testNamespace)
+	name := "docker.io/library/" + uniqueID("nsn-replace") + ":v1"
+	t.Cleanup(func() { _ = c.ImageService().Delete(ctx, name) })
+	original, hostile := markerImage(t, name, "original"), markerImage(t, name, "hostile")
+
+	if r := cli(t, g, "image", "import", original); r.code != 0 || r.stdout != name+"\n" {
+		t.Fatalf("import: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+	}
+	if r := cli(t, g, "image", "import", original); r.code != 0 {
+		t.Errorf("the same image again: exit %d stderr %q", r.code, r.stderr)
+	}
+	before, err := c.ImageService().Get(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := cli(t, g, "image", "import", hostile)
+	if r.code != 125 || !strings.Contains(r.stderr, "exists") || !strings.Contains(r.stderr, "--replace") {
+		t.Errorf("import of other content under the name: exit %d stderr %q, want 125 and the refusal", r.code, r.stderr)
+	}
+	if now, err := c.ImageService().Get(ctx, name); err != nil || now.Target.Digest != before.Target.Digest {
+		t.Errorf("the image is now %v (%v), was %s", now.Target.Digest, err, before.Target.Digest)
+	}
+	if run := cli(t, g, "run", name, "--", "cat", "/marker"); run.stdout != "original" {
+		t.Errorf("a task of the image reads %q (exit %d %s), want original", run.stdout, run.code, run.stderr)
+	}
+	if r := cli(t, g, "image", "import", "--replace", hostile); r.code != 0 {
+		t.Fatalf("import --replace: exit %d stderr %q", r.code, r.stderr)
+	}
+	if run := cli(t, g, "run", name, "--", "cat", "/marker"); run.stdout != "hostile" {
+		t.Errorf("after --replace a task reads %q (exit %d %s), want hostile", run.stdout, run.code, run.stderr)
+	}
+
+	bad := "docker.io/library/rev\x1b]0;PWNED\x07x:latest"
+	r = cli(t, g, "image", "import", markerImage(t, bad, "x"))
+	if r.code != 125 || !strings.Contains(r.stderr, "not a valid image reference") || strings.ContainsRune(r.stderr, 0x1b) {
+		t.Errorf("import of an image named with escape sequences: exit %d stderr %q", r.code, r.stderr)
+	}
+	if _, err := c.ImageService().Get(ctx, bad); err == nil {
+		t.Error("the image with escape sequences in its name was created")
+		_ = c.ImageService().Delete(ctx, bad)
+	}
 }

@@ -13,13 +13,24 @@ import (
 // refuses image operations on a backend without it.
 type ImageStore interface {
 	// ImportImage loads an OCI image layout or `docker save` tarball and
-	// returns the names of the images it held.
-	ImportImage(ctx context.Context, r io.Reader) ([]string, error)
+	// returns the names of the images it held. An image of one of those
+	// names already there with other content is refused
+	// (errdefs.ErrAlreadyExists) unless opts.Replace.
+	ImportImage(ctx context.Context, r io.Reader, opts ImportOptions) ([]string, error)
 	// PullImage fetches ref from its registry, ready to run, reporting
 	// progress (if set) while it runs and once more when done.
 	PullImage(ctx context.Context, ref string, progress func(PullProgress)) (Image, error)
 	// ListImages lists the local images, sorted by name.
 	ListImages(ctx context.Context) ([]Image, error)
+}
+
+// ImportOptions are the options of ImportImage.
+type ImportOptions struct {
+	// Replace lets the archive's images replace local images of the same
+	// names with other content. Without it such an import is refused:
+	// the archive chooses its names, and an archive from a task's author
+	// must not take over the image other tasks run from.
+	Replace bool
 }
 
 // Image is a local image.
@@ -78,13 +89,15 @@ func (m *Manager) images() (ImageStore, error) {
 }
 
 // ImportImage loads an OCI image layout or `docker save` tarball into the
-// backend's image store and returns the names of the images it held.
-func (m *Manager) ImportImage(ctx context.Context, r io.Reader) ([]string, error) {
+// backend's image store and returns the names of the images it held. It
+// replaces no local image with other content unless opts.Replace
+// (ImageStore).
+func (m *Manager) ImportImage(ctx context.Context, r io.Reader, opts ImportOptions) ([]string, error) {
 	s, err := m.images()
 	if err != nil {
 		return nil, err
 	}
-	return s.ImportImage(ctx, r)
+	return s.ImportImage(ctx, r, opts)
 }
 
 // PullImage fetches ref from its registry into the backend's image store,

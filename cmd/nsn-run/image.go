@@ -3,10 +3,15 @@ package main
 import (
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"text/tabwriter"
+	"unicode/utf8"
 
 	"github.com/docker/go-units"
 	"github.com/spf13/cobra"
+
+	"github.com/nsn-run/nsn-run/runtime"
 )
 
 func newImageCommand(g *globalOptions) *cobra.Command {
@@ -14,12 +19,19 @@ func newImageCommand(g *globalOptions) *cobra.Command {
 		Use:   "image",
 		Short: "Manage the images tasks run from",
 	}
-	cmd.AddCommand(&cobra.Command{
+	var replace bool
+	importCmd := &cobra.Command{
 		Use:   "import FILE|-",
 		Short: "Import an OCI image layout or docker-save tarball",
 		Long: `Import an OCI image layout tarball or a 'docker save' tarball into the
 backend's image store (containerd's namespace --namespace, or with
---backend docker dockerd's) and print the names of the images it holds.`,
+--backend docker dockerd's) and print the names of the images it holds.
+
+The archive names its images itself. An image of one of those names that is
+already here with other content is not replaced (exit 125) unless
+--replace: an archive a task's author hands you must not take over the
+image other tasks run from. A name that is not a valid image reference is
+refused.`,
 		Example: `  nsn-run image import busybox.tar
   docker save alpine:latest | nsn-run image import -`,
 		Args: cobra.ExactArgs(1),
@@ -38,16 +50,18 @@ backend's image store (containerd's namespace --namespace, or with
 				return err
 			}
 			defer closeFn()
-			names, err := m.ImportImage(cmd.Context(), r)
+			names, err := m.ImportImage(cmd.Context(), r, runtime.ImportOptions{Replace: replace})
 			if err != nil {
 				return err
 			}
 			for _, n := range names {
-				fmt.Fprintln(cmd.OutOrStdout(), n)
+				fmt.Fprintln(cmd.OutOrStdout(), printableName(n))
 			}
 			return nil
 		},
-	}, &cobra.Command{
+	}
+	importCmd.Flags().BoolVar(&replace, "replace", false, "let the archive's images replace local images of the same names with other content")
+	cmd.AddCommand(importCmd, &cobra.Command{
 		Use:   "pull REF",
 		Short: "Pull an image from a registry and unpack it",
 		Long: `Pull REF from its registry for this platform and unpack it, showing progress
@@ -95,10 +109,21 @@ the progress is its per-layer report.`,
 				if img.Size >= 0 {
 					size = units.HumanSize(float64(img.Size))
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\n", img.Name, img.Digest, size)
+				fmt.Fprintf(w, "%s\t%s\t%s\n", printableName(img.Name), img.Digest, size)
 			}
 			return w.Flush()
 		},
 	})
 	return cmd
+}
+
+// printableName is an image name as the CLI prints it: quoted, with its
+// control characters and bytes that are not UTF-8 escaped, where it has
+// any. nsn-run refuses such names on import, but an image another tool
+// created can carry one to the operator's terminal.
+func printableName(name string) string {
+	if !utf8.ValidString(name) || strings.ContainsFunc(name, func(r rune) bool { return r < 0x20 || r == 0x7f || (r >= 0x80 && r <= 0x9f) }) {
+		return strconv.QuoteToASCII(name)
+	}
+	return name
 }

@@ -14,8 +14,8 @@ var _ runtime.ImageStore = (*Backend)(nil)
 
 // ImportImage implements runtime.ImageStore: an OCI layout or `docker
 // save` tarball into the backend's namespace.
-func (b *Backend) ImportImage(ctx context.Context, r io.Reader) ([]string, error) {
-	return images.Import(b.ns(ctx), b.client, r)
+func (b *Backend) ImportImage(ctx context.Context, r io.Reader, opts runtime.ImportOptions) ([]string, error) {
+	return images.Import(b.ns(ctx), b.client, r, opts.Replace)
 }
 
 // PullImage implements runtime.ImageStore: pulled and unpacked with the

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/jsonstream"
 	"github.com/moby/moby/client"
 
@@ -20,14 +21,58 @@ var _ runtime.ImageStore = (*Backend)(nil)
 
 // ImportImage implements runtime.ImageStore: `docker load` of a `docker
 // save` tarball (or an OCI layout, where dockerd takes one), returning the
-// names dockerd reports loading.
-func (b *Backend) ImportImage(ctx context.Context, r io.Reader) ([]string, error) {
+// names dockerd reports loading. dockerd's load moves a tag to the new
+// image whatever it named before, and offers no way to refuse: without
+// opts.Replace, a name that named another image before the load is moved
+// back to it at once, and the import fails with ErrAlreadyExists. Between
+// the load and the move back the name is the archive's (the containerd
+// backend refuses before anything is created).
+func (b *Backend) ImportImage(ctx context.Context, r io.Reader, opts runtime.ImportOptions) ([]string, error) {
+	before := map[string]string{}
+	if !opts.Replace {
+		list, err := b.client.ImageList(ctx, client.ImageListOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("import image: %w", err)
+		}
+		for _, s := range list.Items {
+			for _, tag := range s.RepoTags {
+				if name, err := task.NormalizeImage(tag); err == nil {
+					before[name] = s.ID
+				}
+			}
+		}
+	}
 	res, err := b.client.ImageLoad(ctx, r)
 	if err != nil {
 		return nil, fmt.Errorf("import image: %w", err)
 	}
 	defer res.Close()
-	return loadedNames(res)
+	names, err := loadedNames(res)
+	if err != nil || opts.Replace {
+		return names, err
+	}
+	var refused []error
+	for _, name := range names {
+		old, had := before[name]
+		if !had {
+			continue
+		}
+		info, err := b.client.ImageInspect(ctx, name)
+		if err != nil {
+			return names, fmt.Errorf("import image: %w", err)
+		}
+		if info.ID == old {
+			continue
+		}
+		if _, err := b.client.ImageTag(ctx, client.ImageTagOptions{Source: old, Target: name}); err != nil {
+			return names, fmt.Errorf("import image: %s replaced %s and could not be moved back: %w", name, old, err)
+		}
+		refused = append(refused, fmt.Errorf("image %s exists (%s) and the archive's is other content (%s): importing would replace it; remove it first, or import with --replace", name, old, info.ID))
+	}
+	if len(refused) > 0 {
+		return names, fmt.Errorf("import image: %w: %w", errdefs.ErrAlreadyExists, errors.Join(refused...))
+	}
+	return names, nil
 }
 
 // loadedNames reads an image load's message stream: "Loaded image: NAME"

@@ -9,14 +9,35 @@ import (
 
 	"github.com/containerd/containerd/v2/client"
 	ctrimages "github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/errdefs"
+	"github.com/distribution/reference"
+	"google.golang.org/grpc"
 )
 
 // Import reads an OCI image layout or `docker save` tarball into c's
-// content store and creates (or replaces) the images it names, returning
-// their names. Content is written under a lease, so an interrupted import
-// leaves nothing that containerd's garbage collector keeps.
-func Import(ctx context.Context, c *client.Client, r io.Reader) ([]string, error) {
-	imgs, err := c.Import(ctx, r)
+// content store and creates the images it names, returning their names.
+// Content is written under a lease, so an interrupted import leaves
+// nothing that containerd's garbage collector keeps.
+//
+// The archive names its images itself, any names, as many as it likes:
+// an image of that name already there with other content is refused
+// unless replace is set (a task author's archive must not take over the
+// image other tasks run from), and so is a name that is not a valid image
+// reference (control characters would reach the operator's terminal
+// through image ls). An archive refused part way keeps the images created
+// before the refusal; none of them replaced one.
+func Import(ctx context.Context, c *client.Client, r io.Reader, replace bool) ([]string, error) {
+	conn, ok := c.Conn().(*grpc.ClientConn)
+	if !ok {
+		return nil, fmt.Errorf("import image archive: %w: no connection to containerd", errdefs.ErrUnavailable)
+	}
+	// containerd's own import, with its image store guarded. The client
+	// shares c's connection: it must not be closed.
+	guarded, err := client.NewWithConn(conn, client.WithServices(client.WithImageStore(&importGuard{Store: c.ImageService(), replace: replace})))
+	if err != nil {
+		return nil, fmt.Errorf("import image archive: %w", err)
+	}
+	imgs, err := guarded.Import(ctx, r)
 	if err != nil {
 		return nil, fmt.Errorf("import image archive: %w", err)
 	}
@@ -26,6 +47,47 @@ func Import(ctx context.Context, c *client.Client, r io.Reader) ([]string, error
 	}
 	slices.Sort(names)
 	return names, nil
+}
+
+// importGuard is the image store an import writes through: it checks each
+// image the archive names before it is created or updated.
+type importGuard struct {
+	ctrimages.Store
+	replace bool
+}
+
+func (g *importGuard) check(ctx context.Context, img ctrimages.Image) error {
+	if _, err := reference.ParseNormalizedNamed(img.Name); err != nil {
+		// Not err itself: it repeats the name unquoted.
+		return fmt.Errorf("%w: the archive names an image %q, which is not a valid image reference", errdefs.ErrInvalidArgument, img.Name)
+	}
+	if g.replace {
+		return nil
+	}
+	old, err := g.Store.Get(ctx, img.Name)
+	switch {
+	case errdefs.IsNotFound(err):
+		return nil
+	case err != nil:
+		return err
+	case old.Target.Digest != img.Target.Digest:
+		return fmt.Errorf("%w: image %s exists (%s) and the archive's is other content (%s): importing would replace it; remove it first, or import with --replace", errdefs.ErrAlreadyExists, img.Name, old.Target.Digest, img.Target.Digest)
+	}
+	return nil
+}
+
+func (g *importGuard) Create(ctx context.Context, img ctrimages.Image) (ctrimages.Image, error) {
+	if err := g.check(ctx, img); err != nil {
+		return ctrimages.Image{}, err
+	}
+	return g.Store.Create(ctx, img)
+}
+
+func (g *importGuard) Update(ctx context.Context, img ctrimages.Image, fieldpaths ...string) (ctrimages.Image, error) {
+	if err := g.check(ctx, img); err != nil {
+		return ctrimages.Image{}, err
+	}
+	return g.Store.Update(ctx, img, fieldpaths...)
 }
 
 // List returns the images in c's default namespace, sorted by name.
