@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/containerd/errdefs"
@@ -220,13 +221,18 @@ var errOverCap = errors.New("over the byte cap")
 //     (ESC sequences, OSC 52 to the clipboard);
 //   - bytes that are not UTF-8 cannot be a JSON string: the Result's path
 //     would silently become U+FFFD and name a file that does not exist;
-//   - a leading '-' turns `cp out/* ...` or `rm *` into options.
+//   - a leading '-' turns `cp out/* ...` or `rm *` into options;
+//   - a formatting character (Unicode Cf: bidirectional overrides and
+//     isolates, zero-width characters) shows the name as another: with
+//     U+202E "report\u202Efdp.sh" lists as "reporths.pdf".
 func badName(name string) string {
 	switch {
 	case !utf8.ValidString(name):
 		return "name is not valid UTF-8 (path shown Go-quoted)"
 	case strings.ContainsFunc(name, isControl):
 		return "name has a control character (path shown Go-quoted)"
+	case strings.ContainsFunc(name, isFormat):
+		return "name has an invisible or bidirectional formatting character (path shown Go-quoted)"
 	case strings.HasPrefix(name, "-"):
 		return "name starts with '-'"
 	}
@@ -237,13 +243,17 @@ func badName(name string) string {
 // some terminals also act on, e.g. U+009B as CSI).
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f || (r >= 0x80 && r <= 0x9f) }
 
+// isFormat: Unicode's format characters (category Cf), which change how
+// text around them shows without showing themselves.
+func isFormat(r rune) bool { return unicode.Is(unicode.Cf, r) }
+
 // reportedPath is p as the Result lists a skipped entry. A path with bytes
 // that are not UTF-8 or a control character is quoted the way
 // strconv.QuoteToASCII quotes (the quotes included; \xff, \x1b, \u0085), so
 // the Result carries printable ASCII that is valid in JSON, harmless on a
 // terminal, and still names the file exactly. Other paths are kept as is.
 func reportedPath(p string) string {
-	if !utf8.ValidString(p) || strings.ContainsFunc(p, isControl) {
+	if !utf8.ValidString(p) || strings.ContainsFunc(p, isControl) || strings.ContainsFunc(p, isFormat) {
 		return strconv.QuoteToASCII(p)
 	}
 	return p

@@ -148,6 +148,10 @@ func TestBadName(t *testing.T) {
 	for name, bad := range map[string]bool{
 		"ok": false, "a-b": false, "x.tar.gz": false, "日本語": false, "\uFFFD": false, "\u00a0nbsp": false,
 		"-": true, "-x": true, "a\x00": true, "a\x1f": true, "\x7f": true, "\u0080": true, "\u009f": true, "\xc3": true, "\xc3\x28": true,
+		// Formatting characters: a right-to-left override makes
+		// "report\u202Efdp.sh" show as "reporths.pdf"; zero-width ones
+		// make two names look the same.
+		"report\u202Efdp.sh": true, "a\u200Bb": true, "\uFEFFbom": true, "x\u2066y": true, "soft\u00ADhyphen": true,
 	} {
 		if got := badName(name) != ""; got != bad {
 			t.Errorf("badName(%q) = %q, want bad=%v", name, badName(name), bad)

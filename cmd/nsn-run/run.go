@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -117,7 +119,30 @@ func runForeground(ctx context.Context, cmd *cobra.Command, m *runtime.Manager, 
 	if err != nil {
 		return err
 	}
+	reportSkipped(cmd.ErrOrStderr(), res.OutputSkipped)
 	return taskExit(res)
+}
+
+// maxSkippedShown bounds the entries reportSkipped names.
+const maxSkippedShown = 5
+
+// reportSkipped tells a foreground run's operator, on one line, what of
+// /output was not collected (--json has the whole list). The paths are as
+// the Result lists them: quoted where the task gave them characters a
+// terminal would act on.
+func reportSkipped(w io.Writer, skipped []task.SkippedFile) {
+	if len(skipped) == 0 {
+		return
+	}
+	shown := make([]string, 0, maxSkippedShown)
+	for _, s := range skipped[:min(len(skipped), maxSkippedShown)] {
+		shown = append(shown, s.Path+" ("+s.Reason+")")
+	}
+	more := ""
+	if n := len(skipped) - len(shown); n > 0 {
+		more = fmt.Sprintf(" and %d more (--json lists them)", n)
+	}
+	fmt.Fprintf(w, "nsn-run: %d entries of /output not collected: %s%s\n", len(skipped), strings.Join(shown, ", "), more)
 }
 
 // taskExit passes the task's exit code through as nsn-run's.

@@ -3,12 +3,14 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"strings"
 	"testing"
 
 	"github.com/nsn-run/nsn-run/internal/termesc"
+	"github.com/nsn-run/nsn-run/task"
 )
 
 // TestTaskOutputEscapesOnlyATerminal: a terminal gets the escaping writer
@@ -71,5 +73,24 @@ func TestPrintJSONEscapesC1(t *testing.T) {
 	var back map[string]string
 	if err := json.Unmarshal(out.Bytes(), &back); err != nil || back["stdout"] != in["stdout"] {
 		t.Errorf("decodes to %q, %v", back["stdout"], err)
+	}
+}
+
+// TestReportSkipped: a foreground run names what of /output it did not
+// collect, on one line, at most five entries.
+func TestReportSkipped(t *testing.T) {
+	var b strings.Builder
+	reportSkipped(&b, nil)
+	if b.Len() != 0 {
+		t.Errorf("nothing skipped printed %q", b.String())
+	}
+	var skipped []task.SkippedFile
+	for i := range 7 {
+		skipped = append(skipped, task.SkippedFile{Path: fmt.Sprintf("f%d", i), Reason: "symlink"})
+	}
+	reportSkipped(&b, skipped)
+	want := "nsn-run: 7 entries of /output not collected: f0 (symlink), f1 (symlink), f2 (symlink), f3 (symlink), f4 (symlink) and 2 more (--json lists them)\n"
+	if b.String() != want {
+		t.Errorf("printed %q, want %q", b.String(), want)
 	}
 }
