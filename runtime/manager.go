@@ -303,6 +303,9 @@ func (m *Manager) readRecord(id string) (record, error) {
 	if err := json.Unmarshal(b, &rec); err != nil {
 		return record{}, fmt.Errorf("task record of %s: %w", id, err)
 	}
+	if rec.Result != nil && rec.Result.OutputFiles == nil {
+		rec.Result.OutputFiles = []task.OutputFile{} // recorded before it was [] (null)
+	}
 	return rec, nil
 }
 
@@ -550,7 +553,9 @@ func (m *Manager) wait(ctx context.Context, id string, finishLogs bool) (res tas
 	if rec.Result != nil {
 		return *rec.Result, false, nil
 	}
-	res = task.Result{ID: id, Image: rec.Handle.Image, StartedAt: rec.Handle.StartedAt, Reason: task.ReasonExited, Identity: rec.Grant.identity()}
+	// output_files is [] until CollectOutput fills it, never null: the
+	// schema's contract, and the recorded Result is what inspect prints.
+	res = task.Result{ID: id, Image: rec.Handle.Image, StartedAt: rec.Handle.StartedAt, Reason: task.ReasonExited, Identity: rec.Grant.identity(), OutputFiles: []task.OutputFile{}}
 	limits := rec.Task.Limits
 
 	// The backend wait runs on a context of its own: when the caller's

@@ -1107,3 +1107,47 @@ func TestOutputDestMustBeNewOrEmpty(t *testing.T) {
 		}
 	}
 }
+
+// TestRecordedResultListsNoOutputAsEmpty: the Result Wait records, before
+// CollectOutput, is what inspect prints: output_files is [] there as the
+// schema says (an outside review found null), also for a record written
+// with null by an older nsn-run.
+func TestRecordedResultListsNoOutputAsEmpty(t *testing.T) {
+	ctx := context.Background()
+	f := newFake()
+	m := newManager(t, f)
+	if _, err := m.Spawn(ctx, job("rec")); err != nil {
+		t.Fatal(err)
+	}
+	f.exit("rec", 0)
+	if _, err := m.Wait(ctx, "rec"); err != nil {
+		t.Fatal(err)
+	}
+	check := func(when string) {
+		st, err := m.Inspect(ctx, "rec")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := json.Marshal(st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(b), `"output_files":[]`) {
+			t.Errorf("%s: inspect prints %s, want output_files []", when, b)
+		}
+	}
+	check("recorded by Wait")
+	path := filepath.Join(runtime.TaskDir(m, "rec"), "task.json")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := strings.Replace(string(b), `"output_files": []`, `"output_files": null`, 1)
+	if old == string(b) {
+		t.Fatalf("the record has no output_files []: %s", b)
+	}
+	if err := os.WriteFile(path, []byte(old), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	check("recorded with null")
+}

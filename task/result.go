@@ -1,9 +1,6 @@
 package task
 
-import (
-	"encoding/json"
-	"time"
-)
+import "time"
 
 // Reason says why a task ended. The values are part of the CLI contract
 // (design.md): scripts match on them.
@@ -74,16 +71,4 @@ type Stats struct {
 	// PeakGPUMemoryBytes is the most GPU memory the task's processes held
 	// in any sample (left out without GPUs or GPU sampling).
 	PeakGPUMemoryBytes uint64 `json:"peak_gpu_memory_bytes,omitempty"`
-}
-
-// MarshalJSON writes Result with output_files [] where it has none, as
-// docs/result.schema.json requires: a Result recorded before its output was
-// collected (Wait's, as inspect shows it) has a nil list.
-func (r Result) MarshalJSON() ([]byte, error) {
-	type plain Result // without this method
-	p := plain(r)
-	if p.OutputFiles == nil {
-		p.OutputFiles = []OutputFile{}
-	}
-	return json.Marshal(p)
 }

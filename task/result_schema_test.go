@@ -72,11 +72,6 @@ func resultShapes() map[string]task.Result {
 	bare.Identity = nil
 	shapes["no identity"] = bare
 
-	// As Wait records it, before its output is collected: inspect and
-	// wait print it so (an outside review found null there).
-	uncollected := base("uncollected", 0, task.ReasonExited)
-	uncollected.OutputFiles = nil
-	shapes["output not collected"] = uncollected
 	return shapes
 }
 
