@@ -163,6 +163,10 @@ func psStates(t *testing.T, g []string) map[string]string {
 func TestCLIRunFailures(t *testing.T) {
 	g := cliEnv(t)
 	c, _ := containerdClient(t)
+	full := t.TempDir()
+	if err := os.WriteFile(filepath.Join(full, "mine"), []byte("operator's\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -174,6 +178,8 @@ func TestCLIRunFailures(t *testing.T) {
 		{"not executable", []string{"run", "busybox", "--", "/etc"}, 126, "is not executable"},
 		{"bad input", []string{"run", "--cpus", "-1", "busybox", "--", "true"}, 125, "cpus"},
 		{"bad env", []string{"run", "-e", "1X=y", "busybox", "--", "true"}, 125, "env key"},
+		{"output dir not empty", []string{"run", "--output-dir", full, "busybox", "--", "sh", "-c", "echo task > /output/mine"}, 125, "is not empty"},
+		{"output dir detached", []string{"run", "-d", "--output-dir", t.TempDir(), "busybox", "--", "true"}, 125, "output-dir"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := cli(t, g, tc.args...)
@@ -181,6 +187,9 @@ func TestCLIRunFailures(t *testing.T) {
 				t.Errorf("exit %d stderr %q; want %d and one line with %q", r.code, r.stderr, tc.code, tc.want)
 			}
 		})
+	}
+	if b, err := os.ReadFile(filepath.Join(full, "mine")); err != nil || string(b) != "operator's\n" {
+		t.Errorf("the operator's file in the output dir is now %q (%v)", b, err)
 	}
 	down := runCLI(t, nil, "run", "--address", filepath.Join(t.TempDir(), "no.sock"), "busybox", "--", "true")
 	if down.code != 125 || !strings.Contains(down.stderr, "containerd is not running") {
