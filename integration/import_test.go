@@ -144,6 +144,28 @@ func TestImportRefusesReplace(t *testing.T) {
 		t.Errorf("after --replace a task reads %q (exit %d %s), want hostile", run.stdout, run.code, run.stderr)
 	}
 
+	// A name that pins a digest, with other content (an outside review
+	// took over busybox@sha256:<busybox's> so), and a name that is not a
+	// full reference.
+	pinned := "docker.io/library/" + uniqueID("nsn-pinned") + "@" + before.Target.Digest.String()
+	r = cli(t, g, "image", "import", markerImage(t, pinned, "hostile"))
+	if r.code != 125 || !strings.Contains(r.stderr, "not the digest its name pins") {
+		t.Errorf("import of other content under a name pinning %s: exit %d stderr %q", before.Target.Digest, r.code, r.stderr)
+	}
+	if _, err := c.ImageService().Get(ctx, pinned); err == nil {
+		t.Errorf("%s was created", pinned)
+		_ = c.ImageService().Delete(ctx, pinned)
+	}
+	short := uniqueID("nsn-short")
+	r = cli(t, g, "image", "import", markerImage(t, short, "x"))
+	if r.code != 125 || !strings.Contains(r.stderr, "not a full reference") {
+		t.Errorf("import of an image named %q: exit %d stderr %q", short, r.code, r.stderr)
+	}
+	if _, err := c.ImageService().Get(ctx, short); err == nil {
+		t.Errorf("%s was created", short)
+		_ = c.ImageService().Delete(ctx, short)
+	}
+
 	bad := "docker.io/library/rev\x1b]0;PWNED\x07x:latest"
 	r = cli(t, g, "image", "import", markerImage(t, bad, "x"))
 	if r.code != 125 || !strings.Contains(r.stderr, "not a valid image reference") || strings.ContainsRune(r.stderr, 0x1b) {

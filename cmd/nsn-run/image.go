@@ -30,8 +30,9 @@ backend's image store (containerd's namespace --namespace, or with
 The archive names its images itself. An image of one of those names that is
 already here with other content is not replaced (exit 125) unless
 --replace: an archive a task's author hands you must not take over the
-image other tasks run from. A name that is not a valid image reference is
-refused.`,
+image other tasks run from. A name that is not a full, valid image
+reference (docker.io/library/busybox:latest, not busybox), or that pins a
+digest (NAME@sha256:...) other than its content's, is refused.`,
 		Example: `  nsn-run image import busybox.tar
   docker save alpine:latest | nsn-run image import -`,
 		Args: cobra.ExactArgs(1),

@@ -57,9 +57,21 @@ type importGuard struct {
 }
 
 func (g *importGuard) check(ctx context.Context, img ctrimages.Image) error {
-	if _, err := reference.ParseNormalizedNamed(img.Name); err != nil {
+	ref, err := reference.ParseNormalizedNamed(img.Name)
+	if err != nil {
 		// Not err itself: it repeats the name unquoted.
 		return fmt.Errorf("%w: the archive names an image %q, which is not a valid image reference", errdefs.ErrInvalidArgument, img.Name)
+	}
+	// Only full names: "busybox" beside docker.io/library/busybox:latest
+	// would list as another image that no task can run (run normalises).
+	if ref.String() != img.Name {
+		return fmt.Errorf("%w: the archive names an image %q, not a full reference (%s)", errdefs.ErrInvalidArgument, img.Name, ref.String())
+	}
+	// A name that pins a digest is a promise of that content: an outside
+	// review imported docker.io/library/busybox@sha256:<busybox's> with
+	// other content, and a task pinned to busybox's digest ran it.
+	if d, ok := ref.(reference.Digested); ok && d.Digest() != img.Target.Digest {
+		return fmt.Errorf("%w: the archive names an image %s whose content is %s, not the digest its name pins", errdefs.ErrInvalidArgument, img.Name, img.Target.Digest)
 	}
 	if g.replace {
 		return nil
