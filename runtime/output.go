@@ -222,17 +222,18 @@ var errOverCap = errors.New("over the byte cap")
 //   - bytes that are not UTF-8 cannot be a JSON string: the Result's path
 //     would silently become U+FFFD and name a file that does not exist;
 //   - a leading '-' turns `cp out/* ...` or `rm *` into options;
-//   - a formatting character (Unicode Cf: bidirectional overrides and
-//     isolates, zero-width characters) shows the name as another: with
-//     U+202E "report\u202Efdp.sh" lists as "reporths.pdf".
+//   - a character that does not show as itself makes the name look like
+//     another: with U+202E "report\u202Efdp.sh" lists as "reporths.pdf";
+//     blanks other than the space (U+3164, U+2800, NBSP) and line
+//     separators hide or split it (isHidden).
 func badName(name string) string {
 	switch {
 	case !utf8.ValidString(name):
 		return "name is not valid UTF-8 (path shown Go-quoted)"
 	case strings.ContainsFunc(name, isControl):
 		return "name has a control character (path shown Go-quoted)"
-	case strings.ContainsFunc(name, isFormat):
-		return "name has an invisible or bidirectional formatting character (path shown Go-quoted)"
+	case strings.ContainsFunc(name, isHidden):
+		return "name has an invisible, blank or bidirectional formatting character (path shown Go-quoted)"
 	case strings.HasPrefix(name, "-"):
 		return "name starts with '-'"
 	}
@@ -243,9 +244,28 @@ func badName(name string) string {
 // some terminals also act on, e.g. U+009B as CSI).
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f || (r >= 0x80 && r <= 0x9f) }
 
-// isFormat: Unicode's format characters (category Cf), which change how
-// text around them shows without showing themselves.
-func isFormat(r rune) bool { return unicode.Is(unicode.Cf, r) }
+// blankSymbols show as blank space although Unicode calls them symbols
+// and not default-ignorable: the braille pattern blank. (The Hangul
+// fillers are in Other_Default_Ignorable_Code_Point.)
+var blankSymbols = []rune{0x2800}
+
+// isHidden: a character that does not show as itself. Anything but a
+// graphic character (format characters such as bidirectional overrides and
+// zero-width spaces, line and paragraph separators, unassigned and private
+// use code points), a space other than the ASCII one, the code points
+// Unicode says to show as nothing (Hangul fillers, variation selectors),
+// and blank symbols. An outside review named files with each kind.
+func isHidden(r rune) bool {
+	switch {
+	case r == ' ':
+		return false
+	case !unicode.IsGraphic(r), unicode.Is(unicode.Zs, r):
+		return true
+	case unicode.Is(unicode.Other_Default_Ignorable_Code_Point, r), unicode.Is(unicode.Variation_Selector, r):
+		return true
+	}
+	return slices.Contains(blankSymbols, r)
+}
 
 // reportedPath is p as the Result lists a skipped entry. A path with bytes
 // that are not UTF-8 or a control character is quoted the way
@@ -253,7 +273,7 @@ func isFormat(r rune) bool { return unicode.Is(unicode.Cf, r) }
 // the Result carries printable ASCII that is valid in JSON, harmless on a
 // terminal, and still names the file exactly. Other paths are kept as is.
 func reportedPath(p string) string {
-	if !utf8.ValidString(p) || strings.ContainsFunc(p, isControl) || strings.ContainsFunc(p, isFormat) {
+	if !utf8.ValidString(p) || strings.ContainsFunc(p, isControl) || strings.ContainsFunc(p, isHidden) {
 		return strconv.QuoteToASCII(p)
 	}
 	return p

@@ -146,12 +146,19 @@ func TestCollectSkipsUnsafeNames(t *testing.T) {
 
 func TestBadName(t *testing.T) {
 	for name, bad := range map[string]bool{
-		"ok": false, "a-b": false, "x.tar.gz": false, "日本語": false, "\uFFFD": false, "\u00a0nbsp": false,
+		"ok": false, "a-b": false, "x.tar.gz": false, "日本語": false, "\uFFFD": false, "a b": false,
+		"e\u0301t\u00e9": false, "한국어": false, "עברית": false, "emoji😀": false,
 		"-": true, "-x": true, "a\x00": true, "a\x1f": true, "\x7f": true, "\u0080": true, "\u009f": true, "\xc3": true, "\xc3\x28": true,
 		// Formatting characters: a right-to-left override makes
 		// "report\u202Efdp.sh" show as "reporths.pdf"; zero-width ones
 		// make two names look the same.
 		"report\u202Efdp.sh": true, "a\u200Bb": true, "\uFEFFbom": true, "x\u2066y": true, "soft\u00ADhyphen": true,
+		// Blank or invisible, though not format characters (the outside
+		// review's second round): line and paragraph separators, NBSP,
+		// the Hangul filler, braille blank, a variation selector, an
+		// unassigned and a private-use code point.
+		"ls\u2028rm": true, "p\u2029q": true, "\u00a0nbsp": true, "invoice\u3164\u3164.sh": true,
+		"b\u2800": true, "heart\uFE0F": true, "x\u2065": true, "pua\uE000": true,
 	} {
 		if got := badName(name) != ""; got != bad {
 			t.Errorf("badName(%q) = %q, want bad=%v", name, badName(name), bad)
