@@ -1080,6 +1080,19 @@ func TestOutputDestMustBeNewOrEmpty(t *testing.T) {
 		t.Errorf("Run left the task's state dir: %v", err)
 	}
 
+	// Nor one the copy could not create: found only after the task ran,
+	// its output would go with its cleanup.
+	dangling := filepath.Join(t.TempDir(), "dangling")
+	if err := os.Symlink(filepath.Join(t.TempDir(), "gone"), dangling); err != nil {
+		t.Fatal(err)
+	}
+	underFile := filepath.Join(hook, "out")
+	for _, dest := range []string{dangling, underFile, filepath.Join(underFile, "deeper")} {
+		if _, err := m.Run(ended, job("late"), runtime.RunOptions{OutputDir: dest}); !errdefs.IsInvalidArgument(err) {
+			t.Errorf("Run into %s: %v, want InvalidArgument", dest, err)
+		}
+	}
+
 	if _, err := m.Spawn(ctx, job("hook")); err != nil {
 		t.Fatal(err)
 	}

@@ -46,13 +46,39 @@ func CheckOutputDest(dest string) error {
 	entries, err := os.ReadDir(dest)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return nil
+		// The copy creates it, and its missing parents: what is there
+		// must let it (a dangling symlink, or a file where a directory
+		// goes, would fail only after the task ran, and its output went
+		// with its cleanup: an outside review's find).
+		return checkCreatable(dest)
 	case err != nil:
 		return fmt.Errorf("%w: output dir %s: %w", errdefs.ErrInvalidArgument, dest, err)
 	case len(entries) > 0:
 		return fmt.Errorf("%w: output dir %s is not empty: give a new or empty directory (a task's files are never mixed with others)", errdefs.ErrInvalidArgument, dest)
 	}
 	return nil
+}
+
+// checkCreatable checks that MkdirAll(dest) can work: dest is not there at
+// all (not even as a dangling symlink), and its nearest ancestor that is
+// there is a directory.
+func checkCreatable(dest string) error {
+	if _, err := os.Lstat(dest); err == nil {
+		return fmt.Errorf("%w: output dir %s is a symlink to nothing", errdefs.ErrInvalidArgument, dest)
+	}
+	for p := filepath.Dir(filepath.Clean(dest)); ; p = filepath.Dir(p) {
+		info, err := os.Stat(p)
+		switch {
+		case err == nil && info.IsDir():
+			return nil
+		case err == nil:
+			return fmt.Errorf("%w: output dir %s: %s is not a directory", errdefs.ErrInvalidArgument, dest, p)
+		case !errors.Is(err, fs.ErrNotExist):
+			return fmt.Errorf("%w: output dir %s: %w", errdefs.ErrInvalidArgument, dest, err)
+		case p == filepath.Dir(p):
+			return nil
+		}
+	}
 }
 
 // CollectOutput fills res with the task's stdout and stderr and the regular

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
@@ -77,15 +78,17 @@ const runcVersionAnnotation = "org.opencontainers.runc.version"
 // them, 1.4 or later (an older one refuses them, and the Backend then sets
 // them itself between create and start). The runc is the one the node's
 // shim runs, as containerd's runtime info reports it (`runc features`),
-// not one on the caller's PATH. It is true where containerd does not
-// answer or does not say: the auditor then requires the limits.
+// not one on the caller's PATH (nor a library Config.RuncBinary: the CLI
+// has none). It is true where containerd does not answer, or answers with
+// a version or runtime info that does not say: the auditor then requires
+// the limits.
 func UserNSLimitsInSpecAt(ctx context.Context, address string) bool {
 	c, version, err := dial(ctx, address, spec.DefaultNamespace)
 	if err != nil {
 		return true
 	}
 	defer c.Close()
-	if !UserNSLimitsInSpec(version) {
+	if knownVersion(version) && !UserNSLimitsInSpec(version) {
 		return false
 	}
 	infoCtx, cancel := context.WithTimeout(ctx, pingTimeout)
@@ -99,6 +102,15 @@ func UserNSLimitsInSpecAt(ctx context.Context, address string) bool {
 		return true
 	}
 	return RuncTakesUserNSSysctls(f.Annotations[runcVersionAnnotation])
+}
+
+// knownVersion reports whether a daemon's version reads as MAJOR.MINOR
+// ("v2.4.2", "1.6.20~ds1"): one that does not ("devel", "") says nothing
+// about where the limits go, and the auditor stays strict.
+func knownVersion(version string) bool {
+	var major, minor int
+	_, err := fmt.Sscanf(strings.TrimPrefix(version, "v"), "%d.%d", &major, &minor)
+	return err == nil
 }
 
 // RuncTakesUserNSSysctls reports whether runc of version ("1.5.3",
