@@ -303,15 +303,19 @@ func runcSemver(version string) (string, bool) {
 
 var oldRC = regexp.MustCompile(`-rc(\d+)`)
 
+// v1SocketMemory is what cgroup v1 does not limit: runc ignores the
+// spec's kernelTCP, and Linux 6.12 deprecated v1's TCP accounting.
+const v1SocketMemory = "socket buffers are not charged to a task's memory limit (an outside review queued 634 MiB in loopback TCP buffers from a 512 MiB task): prefer cgroup v2"
+
 func checkCgroups() Check {
 	mode := cgroups.Mode()
 	switch mode {
 	case "unified":
 		return Check{Name: "cgroups", Status: OK, Detail: "unified (cgroup v2)"}
 	case "hybrid":
-		return Check{Name: "cgroups", Status: OK, Detail: "hybrid (cgroup v1 controllers, v2 mounted beside them): v1 stats, no kernel pids peak"}
+		return Check{Name: "cgroups", Status: OK, Detail: "hybrid (cgroup v1 controllers, v2 mounted beside them): v1 stats, no kernel pids peak; " + v1SocketMemory}
 	case "legacy":
-		return Check{Name: "cgroups", Status: OK, Detail: "legacy (cgroup v1)"}
+		return Check{Name: "cgroups", Status: OK, Detail: "legacy (cgroup v1): " + v1SocketMemory}
 	}
 	return Check{Name: "cgroups", Status: Fatal, Detail: "no cgroup hierarchy found", Fix: "mount cgroup2 on /sys/fs/cgroup"}
 }
