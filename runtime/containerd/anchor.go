@@ -212,7 +212,13 @@ func atLeast(version string, major, minor int) bool {
 	maj, _ := strconv.Atoi(parts[0])
 	var mnr int
 	if len(parts) > 1 {
-		mnr, _ = strconv.Atoi(strings.TrimLeftFunc(parts[1], func(r rune) bool { return r < '0' || r > '9' }))
+		// The minor's leading digits: "4-rc.1" is 4 (Atoi of it all was 0).
+		minor := strings.TrimLeftFunc(parts[1], func(r rune) bool { return r < '0' || r > '9' })
+		end := strings.IndexFunc(minor, func(r rune) bool { return r < '0' || r > '9' })
+		if end >= 0 {
+			minor = minor[:end]
+		}
+		mnr, _ = strconv.Atoi(minor)
 	}
 	return maj > major || (maj == major && mnr >= minor)
 }

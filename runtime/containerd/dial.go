@@ -8,7 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"strings"
+	"regexp"
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
@@ -107,11 +107,11 @@ func UserNSLimitsInSpecAt(ctx context.Context, address string) bool {
 // knownVersion reports whether a daemon's version reads as MAJOR.MINOR
 // ("v2.4.2", "1.6.20~ds1"): one that does not ("devel", "") says nothing
 // about where the limits go, and the auditor stays strict.
-func knownVersion(version string) bool {
-	var major, minor int
-	_, err := fmt.Sscanf(strings.TrimPrefix(version, "v"), "%d.%d", &major, &minor)
-	return err == nil
-}
+func knownVersion(version string) bool { return versionPattern.MatchString(version) }
+
+// versionPattern is a release's version as containerd gives it: "v2.4.2",
+// "2.4.0-rc.1", "1.6.20~ds1", "2.4.2+unknown".
+var versionPattern = regexp.MustCompile(`^v?[0-9]+\.[0-9]+(\.[0-9]+)?([-+~][0-9A-Za-z.+~-]*)?$`)
 
 // RuncTakesUserNSSysctls reports whether runc of version ("1.5.3",
 // "1.1.5+ds1") sets user.* sysctls in a task's user namespace: 1.4 and

@@ -55,9 +55,19 @@ func TestRuncTakesUserNSSysctls(t *testing.T) {
 // socket answering "devel", an outside review's) does not relax the
 // auditor.
 func TestKnownVersion(t *testing.T) {
-	for v, want := range map[string]bool{"v2.4.2": true, "1.6.20~ds1": true, "v2.2.0": true, "devel": false, "": false, "v": false} {
+	for v, want := range map[string]bool{
+		"v2.4.2": true, "1.6.20~ds1": true, "v2.2.0": true, "2.4.0-rc.1": true, "2.4.2+unknown": true,
+		// The review's second round: each of these read as older than 2.3.
+		"devel": false, "": false, "v": false, "2.3beta": false, "2.1e1": false, " 2.4": false, "v 2.4": false,
+	} {
 		if got := knownVersion(v); got != want {
 			t.Errorf("knownVersion(%q) = %v, want %v", v, got, want)
+		}
+	}
+	// A known version is read as it says: 2.4-rc.1 is 2.4, not 2.0.
+	for v, want := range map[string]bool{"2.4-rc.1": true, "v2.3.0": true, "v2.2.9": false, "1.7.0": false} {
+		if got := UserNSLimitsInSpec(v); got != want {
+			t.Errorf("UserNSLimitsInSpec(%q) = %v, want %v", v, got, want)
 		}
 	}
 }

@@ -11,7 +11,10 @@ import (
 	ctrimages "github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/errdefs"
 	"github.com/distribution/reference"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"google.golang.org/grpc"
+
+	"github.com/nsn-run/nsn-run/task"
 )
 
 // Import reads an OCI image layout or `docker save` tarball into c's
@@ -62,10 +65,23 @@ func (g *importGuard) check(ctx context.Context, img ctrimages.Image) error {
 		// Not err itself: it repeats the name unquoted.
 		return fmt.Errorf("%w: the archive names an image %q, which is not a valid image reference", errdefs.ErrInvalidArgument, img.Name)
 	}
-	// Only full names: "busybox" beside docker.io/library/busybox:latest
-	// would list as another image that no task can run (run normalises).
-	if ref.String() != img.Name {
-		return fmt.Errorf("%w: the archive names an image %q, not a full reference (%s)", errdefs.ErrInvalidArgument, img.Name, ref.String())
+	// Only names as run looks them up (task.NormalizeImage: a tag or a
+	// digest, the domain in lower case): "busybox" or
+	// "Docker.io/library/busybox:latest" beside the real one would list as
+	// another image, one no task runs or one that sorts first.
+	full, err := task.NormalizeImage(img.Name)
+	if err != nil || full != img.Name || reference.Domain(ref) != strings.ToLower(reference.Domain(ref)) {
+		return fmt.Errorf("%w: the archive names an image %q, not a full reference as run uses it (%s)", errdefs.ErrInvalidArgument, img.Name, full)
+	}
+	// The target is the archive's word too: a digest that does not
+	// parse, or a media type that is no image's, would be stored as it
+	// is (an outside review's had escape sequences, which errors then
+	// printed) and break every task of the name.
+	if err := img.Target.Digest.Validate(); err != nil {
+		return fmt.Errorf("%w: the archive's image %s has a digest %q that is not one", errdefs.ErrInvalidArgument, img.Name, img.Target.Digest)
+	}
+	if !slices.Contains(imageMediaTypes, img.Target.MediaType) {
+		return fmt.Errorf("%w: the archive's image %s is of media type %q, not an image manifest or index", errdefs.ErrInvalidArgument, img.Name, img.Target.MediaType)
 	}
 	// A name that pins a digest is a promise of that content: an outside
 	// review imported docker.io/library/busybox@sha256:<busybox's> with
@@ -82,11 +98,17 @@ func (g *importGuard) check(ctx context.Context, img ctrimages.Image) error {
 		return nil
 	case err != nil:
 		return err
-	case old.Target.Digest != img.Target.Digest:
-		return fmt.Errorf("%w: image %s exists (%s) and the archive's is other content (%s): importing would replace it; remove it first, or import with --replace", errdefs.ErrAlreadyExists, img.Name, old.Target.Digest, img.Target.Digest)
+	case old.Target.Digest != img.Target.Digest || old.Target.MediaType != img.Target.MediaType || old.Target.Size != img.Target.Size:
+		// The whole target: the same digest with another media type or
+		// size breaks the image as surely as other content.
+		return fmt.Errorf("%w: image %s exists (%s, %s) and the archive's is other content (%s, %s): importing would replace it; remove it first, or import with --replace",
+			errdefs.ErrAlreadyExists, img.Name, old.Target.Digest, old.Target.MediaType, img.Target.Digest, img.Target.MediaType)
 	}
 	return nil
 }
+
+// imageMediaTypes are what an image's target may be.
+var imageMediaTypes = []string{ocispec.MediaTypeImageManifest, ocispec.MediaTypeImageIndex, ctrimages.MediaTypeDockerSchema2Manifest, ctrimages.MediaTypeDockerSchema2ManifestList}
 
 func (g *importGuard) Create(ctx context.Context, img ctrimages.Image) (ctrimages.Image, error) {
 	if err := g.check(ctx, img); err != nil {
