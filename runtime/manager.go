@@ -1170,6 +1170,18 @@ func (m *Manager) Run(ctx context.Context, t task.Task, opts RunOptions) (task.R
 		return task.Result{ID: t.ID, Image: t.Image, Reason: task.ReasonFailed}, err
 	}
 	cleanupCtx := context.WithoutCancel(ctx)
+	// Made now, not when the task is done: a directory that cannot be
+	// made (a read-only filesystem) stops the task before it has done
+	// work whose output would be lost.
+	if opts.OutputDir != "" {
+		if err := os.MkdirAll(opts.OutputDir, 0o755); err != nil {
+			err = fmt.Errorf("%w: output dir: %w", errdefs.ErrInvalidArgument, err)
+			if cerr := m.Cleanup(cleanupCtx, t.ID); cerr != nil {
+				err = errors.Join(err, cerr)
+			}
+			return task.Result{ID: t.ID, Image: t.Image, Reason: task.ReasonFailed}, err
+		}
+	}
 	sw := NewStopwatch(ctx)
 	var streamed *logFollower
 	if opts.Stdout != nil || opts.Stderr != nil {
@@ -1185,7 +1197,7 @@ func (m *Manager) Run(ctx context.Context, t task.Task, opts RunOptions) (task.R
 	}
 	sw.Lap("wait")
 	if err == nil {
-		err = m.CollectOutput(cleanupCtx, t.ID, opts.OutputDir, &res)
+		err = m.collectOutput(cleanupCtx, t.ID, opts.OutputDir, &res)
 	}
 	sw.Lap("collect")
 	if err == nil && !released {

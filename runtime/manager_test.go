@@ -1087,10 +1087,25 @@ func TestOutputDestMustBeNewOrEmpty(t *testing.T) {
 		t.Fatal(err)
 	}
 	underFile := filepath.Join(hook, "out")
-	for _, dest := range []string{dangling, underFile, filepath.Join(underFile, "deeper")} {
+	for _, dest := range []string{dangling, filepath.Join(dangling, "out"), underFile, filepath.Join(underFile, "deeper")} {
 		if _, err := m.Run(ended, job("late"), runtime.RunOptions{OutputDir: dest}); !errdefs.IsInvalidArgument(err) {
 			t.Errorf("Run into %s: %v, want InvalidArgument", dest, err)
 		}
+	}
+
+	// One the kernel will not let anyone make (procfs): found as the task
+	// starts, which stops it and leaves nothing.
+	if _, err := m.Run(ctx, job("proc"), runtime.RunOptions{OutputDir: "/proc/nsn-run-test-output"}); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("Run into /proc: %v, want InvalidArgument", err)
+	}
+	f.mu.Lock()
+	running = maps.Clone(f.running)
+	f.mu.Unlock()
+	if len(running) != 0 {
+		t.Errorf("after the refused output dir the backend still runs %v", running)
+	}
+	if _, err := os.Stat(runtime.TaskDir(m, "proc")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the refused run left its state dir: %v", err)
 	}
 
 	if _, err := m.Spawn(ctx, job("hook")); err != nil {

@@ -59,25 +59,31 @@ func CheckOutputDest(dest string) error {
 	return nil
 }
 
-// checkCreatable checks that MkdirAll(dest) can work: dest is not there at
-// all (not even as a dangling symlink), and its nearest ancestor that is
-// there is a directory.
+// checkCreatable checks what it can of MkdirAll(dest) before anything
+// runs: no entry along the path is a dangling symlink or anything but a
+// directory. (A filesystem that refuses the mkdir, /proc say, shows when
+// Run makes the directory right after the spawn.)
 func checkCreatable(dest string) error {
-	if _, err := os.Lstat(dest); err == nil {
-		return fmt.Errorf("%w: output dir %s is a symlink to nothing", errdefs.ErrInvalidArgument, dest)
-	}
-	for p := filepath.Dir(filepath.Clean(dest)); ; p = filepath.Dir(p) {
-		info, err := os.Stat(p)
-		switch {
-		case err == nil && info.IsDir():
-			return nil
-		case err == nil:
-			return fmt.Errorf("%w: output dir %s: %s is not a directory", errdefs.ErrInvalidArgument, dest, p)
-		case !errors.Is(err, fs.ErrNotExist):
-			return fmt.Errorf("%w: output dir %s: %w", errdefs.ErrInvalidArgument, dest, err)
-		case p == filepath.Dir(p):
-			return nil
+	for p := filepath.Clean(dest); ; p = filepath.Dir(p) {
+		if _, err := os.Lstat(p); err != nil {
+			if !errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("%w: output dir %s: %w", errdefs.ErrInvalidArgument, dest, err)
+			}
+			if p == filepath.Dir(p) {
+				return nil
+			}
+			continue
 		}
+		info, err := os.Stat(p) // through a symlink, as MkdirAll goes
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return fmt.Errorf("%w: output dir %s: %s is a symlink to nothing", errdefs.ErrInvalidArgument, dest, p)
+		case err != nil:
+			return fmt.Errorf("%w: output dir %s: %w", errdefs.ErrInvalidArgument, dest, err)
+		case !info.IsDir():
+			return fmt.Errorf("%w: output dir %s: %s is not a directory", errdefs.ErrInvalidArgument, dest, p)
+		}
+		return nil
 	}
 }
 
@@ -95,6 +101,16 @@ func checkCreatable(dest string) error {
 // So are names an operator's tools cannot take safely (see badName); a
 // directory with such a name is skipped with everything under it.
 func (m *Manager) CollectOutput(ctx context.Context, id, dest string, res *task.Result) error {
+	if err := CheckOutputDest(dest); err != nil {
+		return err
+	}
+	return m.collectOutput(ctx, id, dest, res)
+}
+
+// collectOutput is CollectOutput without the check of dest: Run checked
+// it and made it before the task ran, and what appeared there since (a
+// second run given the same directory) is never replaced.
+func (m *Manager) collectOutput(ctx context.Context, id, dest string, res *task.Result) error {
 	// gc leaves the task alone while its output is read.
 	release, err := m.hold(ctx, id)
 	if err != nil {
@@ -103,9 +119,6 @@ func (m *Manager) CollectOutput(ctx context.Context, id, dest string, res *task.
 	defer release()
 	rec, err := m.readRecord(id)
 	if err != nil {
-		return err
-	}
-	if err := CheckOutputDest(dest); err != nil {
 		return err
 	}
 	stdoutPath, stderrPath := m.logPaths(id)
@@ -248,6 +261,8 @@ var errOverCap = errors.New("over the byte cap")
 //   - bytes that are not UTF-8 cannot be a JSON string: the Result's path
 //     would silently become U+FFFD and name a file that does not exist;
 //   - a leading '-' turns `cp out/* ...` or `rm *` into options;
+//   - a leading or trailing space shows as another name;
+//   - a version-control directory (.git) is config a tool obeys;
 //   - a character that does not show as itself makes the name look like
 //     another: with U+202E "report\u202Efdp.sh" lists as "reporths.pdf";
 //     blanks other than the space (U+3164, U+2800, NBSP) and line
@@ -260,11 +275,21 @@ func badName(name string) string {
 		return "name has a control character (path shown Go-quoted)"
 	case strings.ContainsFunc(name, isHidden):
 		return "name has an invisible, blank or bidirectional formatting character (path shown Go-quoted)"
+	case strings.TrimSpace(name) != name:
+		return "name starts or ends with a space (shows as another name)"
+	case slices.ContainsFunc(repositoryNames, func(r string) bool { return strings.EqualFold(r, name) }):
+		return "a version-control directory name: its config runs commands in tools that find it (git's core.fsmonitor in a shell prompt)"
 	case strings.HasPrefix(name, "-"):
 		return "name starts with '-'"
 	}
 	return ""
 }
+
+// repositoryNames are the directories version-control tools look for in
+// the current directory and above, and whose config they obey: an outside
+// review collected a .git whose core.fsmonitor ran a command at the
+// operator's next `git status` (a git-aware shell prompt runs one on cd).
+var repositoryNames = []string{".git", ".hg", ".svn", ".bzr", ".jj", "_darcs"}
 
 // isControl: C0 controls, DEL, and the C1 controls U+0080-U+009F (which
 // some terminals also act on, e.g. U+009B as CSI).

@@ -159,6 +159,9 @@ func TestBadName(t *testing.T) {
 		// unassigned and a private-use code point.
 		"ls\u2028rm": true, "p\u2029q": true, "\u00a0nbsp": true, "invoice\u3164\u3164.sh": true,
 		"b\u2800": true, "heart\uFE0F": true, "x\u2065": true, "pua\uE000": true,
+		// The third round: spaces that hide, and repository config.
+		"   ": true, "report.pdf ": true, " report.pdf": true, ".git": true, ".GIT": true, ".hg": true,
+		".gitignore": false, "a.git": false, ".github": false,
 	} {
 		if got := badName(name) != ""; got != bad {
 			t.Errorf("badName(%q) = %q, want bad=%v", name, badName(name), bad)
