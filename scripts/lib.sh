@@ -6,6 +6,13 @@
 # the compiler's notes about them out of the logs.
 export CGO_CFLAGS="${CGO_CFLAGS:--O2 -g -Wno-deprecated-declarations}"
 
+# Go's own install puts it in /usr/local/go: found there whatever PATH the
+# caller has (a fresh root shell has no /usr/local/go/bin).
+case ":$PATH:" in
+*:/usr/local/go/bin:*) ;;
+*) export PATH=$PATH:/usr/local/go/bin ;;
+esac
+
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
