@@ -21,3 +21,7 @@ func SetMaxBackgroundReleases(n int) (restore func()) {
 	maxBackgroundReleases = n
 	return func() { maxBackgroundReleases = old }
 }
+
+// TakeOutputDest is Run's hold of its output directory, for the test of
+// two runs given the same one.
+var TakeOutputDest = takeOutputDest

@@ -1170,17 +1170,19 @@ func (m *Manager) Run(ctx context.Context, t task.Task, opts RunOptions) (task.R
 		return task.Result{ID: t.ID, Image: t.Image, Reason: task.ReasonFailed}, err
 	}
 	cleanupCtx := context.WithoutCancel(ctx)
-	// Made now, not when the task is done: a directory that cannot be
-	// made (a read-only filesystem) stops the task before it has done
-	// work whose output would be lost.
+	// Made and taken now, not when the task is done: a directory that
+	// cannot be made (a read-only filesystem), or that another run has
+	// taken, stops the task before it has done work whose output would
+	// be lost.
 	if opts.OutputDir != "" {
-		if err := os.MkdirAll(opts.OutputDir, 0o755); err != nil {
-			err = fmt.Errorf("%w: output dir: %w", errdefs.ErrInvalidArgument, err)
+		release, err := takeOutputDest(opts.OutputDir)
+		if err != nil {
 			if cerr := m.Cleanup(cleanupCtx, t.ID); cerr != nil {
 				err = errors.Join(err, cerr)
 			}
 			return task.Result{ID: t.ID, Image: t.Image, Reason: task.ReasonFailed}, err
 		}
+		defer release()
 	}
 	sw := NewStopwatch(ctx)
 	var streamed *logFollower

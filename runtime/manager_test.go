@@ -1179,3 +1179,36 @@ func TestRecordedResultListsNoOutputAsEmpty(t *testing.T) {
 	}
 	check("recorded with null")
 }
+
+// TestOutputDestIsOneRunsAlone: a second run given the directory another
+// run holds is refused as its task starts, and stopped (an outside review
+// had two runs collect into one directory, the second's files under the
+// first's names); once the first is done, the directory is anyone's again.
+func TestOutputDestIsOneRunsAlone(t *testing.T) {
+	ctx := context.Background()
+	f := newFake()
+	m := newManager(t, f)
+	dest := filepath.Join(t.TempDir(), "shared")
+	release, err := runtime.TakeOutputDest(dest) // the first run's, as it runs
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Run(ctx, job("second"), runtime.RunOptions{OutputDir: dest}); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "another run's") {
+		t.Fatalf("a second run into the held directory: %v, want InvalidArgument, another run's", err)
+	}
+	f.mu.Lock()
+	running := maps.Clone(f.running)
+	f.mu.Unlock()
+	if len(running) != 0 {
+		t.Errorf("the refused run's task still runs: %v", running)
+	}
+	if _, err := os.Stat(runtime.TaskDir(m, "second")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the refused run left its state dir: %v", err)
+	}
+	release()
+	again, err := runtime.TakeOutputDest(dest)
+	if err != nil {
+		t.Fatalf("the directory once released: %v", err)
+	}
+	again()
+}

@@ -18,6 +18,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/containerd/errdefs"
+	"golang.org/x/text/unicode/norm"
 
 	"github.com/nsn-run/nsn-run/logs"
 	"github.com/nsn-run/nsn-run/task"
@@ -87,6 +88,33 @@ func checkCreatable(dest string) error {
 	}
 }
 
+// takeOutputDest makes dest and takes it for one Run until release: an
+// exclusive flock on the directory itself, which a second Run given the
+// same directory finds held (an outside review had two runs collect into
+// one directory, the second's files under the first's names), then the
+// check that it is still empty.
+func takeOutputDest(dest string) (release func(), err error) {
+	if err := os.MkdirAll(dest, 0o755); err != nil {
+		return nil, fmt.Errorf("%w: output dir: %w", errdefs.ErrInvalidArgument, err)
+	}
+	dir, err := os.Open(dest)
+	if err != nil {
+		return nil, fmt.Errorf("%w: output dir: %w", errdefs.ErrInvalidArgument, err)
+	}
+	if err := syscall.Flock(int(dir.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		dir.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w: output dir %s is another run's", errdefs.ErrInvalidArgument, dest)
+		}
+		return nil, fmt.Errorf("%w: output dir %s: %w", errdefs.ErrInvalidArgument, dest, err)
+	}
+	if err := CheckOutputDest(dest); err != nil {
+		dir.Close()
+		return nil, err
+	}
+	return func() { dir.Close() }, nil
+}
+
 // CollectOutput fills res with the task's stdout and stderr and the regular
 // files it wrote to /output, each with size and sha256; with dest set it
 // also copies them there: dest must not exist or be empty
@@ -108,8 +136,8 @@ func (m *Manager) CollectOutput(ctx context.Context, id, dest string, res *task.
 }
 
 // collectOutput is CollectOutput without the check of dest: Run checked
-// it and made it before the task ran, and what appeared there since (a
-// second run given the same directory) is never replaced.
+// it, made it and holds it (takeOutputDest); whatever appeared there since
+// is never replaced.
 func (m *Manager) collectOutput(ctx context.Context, id, dest string, res *task.Result) error {
 	// gc leaves the task alone while its output is read.
 	release, err := m.hold(ctx, id)
@@ -277,6 +305,12 @@ func badName(name string) string {
 		return "name has an invisible, blank or bidirectional formatting character (path shown Go-quoted)"
 	case strings.TrimSpace(name) != name:
 		return "name starts or ends with a space (shows as another name)"
+	case !norm.NFC.IsNormalString(name):
+		// "cafe\u0301.sh" beside "caf\u00e9.sh": two files that show the
+		// same (an outside review's), and one on macOS.
+		return "name is not in Unicode normal form C (shows as another name; path shown Go-quoted)"
+	case unicode.Is(unicode.M, []rune(name)[0]):
+		return "name starts with a combining mark (shows as nothing, or on what precedes it; path shown Go-quoted)"
 	case slices.ContainsFunc(repositoryNames, func(r string) bool { return strings.EqualFold(r, name) }):
 		return "a version-control directory name: its config runs commands in tools that find it (git's core.fsmonitor in a shell prompt)"
 	case strings.HasPrefix(name, "-"):
@@ -324,7 +358,7 @@ func isHidden(r rune) bool {
 // the Result carries printable ASCII that is valid in JSON, harmless on a
 // terminal, and still names the file exactly. Other paths are kept as is.
 func reportedPath(p string) string {
-	if !utf8.ValidString(p) || strings.ContainsFunc(p, isControl) || strings.ContainsFunc(p, isHidden) {
+	if !utf8.ValidString(p) || strings.ContainsFunc(p, isControl) || strings.ContainsFunc(p, isHidden) || !norm.NFC.IsNormalString(p) || strings.ContainsFunc(p, func(r rune) bool { return unicode.Is(unicode.M, r) }) {
 		return strconv.QuoteToASCII(p)
 	}
 	return p

@@ -2,12 +2,14 @@ package images
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"slices"
 	"strings"
 
 	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/content"
 	ctrimages "github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/errdefs"
 	"github.com/distribution/reference"
@@ -36,7 +38,7 @@ func Import(ctx context.Context, c *client.Client, r io.Reader, replace bool) ([
 	}
 	// containerd's own import, with its image store guarded. The client
 	// shares c's connection: it must not be closed.
-	guarded, err := client.NewWithConn(conn, client.WithServices(client.WithImageStore(&importGuard{Store: c.ImageService(), replace: replace})))
+	guarded, err := client.NewWithConn(conn, client.WithServices(client.WithImageStore(&importGuard{Store: c.ImageService(), content: c.ContentStore(), replace: replace})))
 	if err != nil {
 		return nil, fmt.Errorf("import image archive: %w", err)
 	}
@@ -56,8 +58,15 @@ func Import(ctx context.Context, c *client.Client, r io.Reader, replace bool) ([
 // image the archive names before it is created or updated.
 type importGuard struct {
 	ctrimages.Store
+	// content is where the import put the archive's blobs.
+	content content.Store
 	replace bool
 }
+
+// maxManifestSize bounds the target an image name may point at: an image
+// manifest or index is a few KiB; a name pointing at a layer would have
+// the guard read the layer.
+const maxManifestSize = 4 << 20
 
 func (g *importGuard) check(ctx context.Context, img ctrimages.Image) error {
 	ref, err := reference.ParseNormalizedNamed(img.Name)
@@ -83,6 +92,14 @@ func (g *importGuard) check(ctx context.Context, img ctrimages.Image) error {
 	if !slices.Contains(imageMediaTypes, img.Target.MediaType) {
 		return fmt.Errorf("%w: the archive's image %s is of media type %q, not an image manifest or index", errdefs.ErrInvalidArgument, img.Name, img.Target.MediaType)
 	}
+	// And the target must be what the archive holds: containerd names an
+	// image after every entry of the archive's index, also one for
+	// another platform whose blob it never reads (an outside review
+	// named busybox's pinned digest with an index's media type so, and
+	// every task of the name failed).
+	if err := g.checkContent(ctx, img); err != nil {
+		return err
+	}
 	// A name that pins a digest is a promise of that content: an outside
 	// review imported docker.io/library/busybox@sha256:<busybox's> with
 	// other content, and a task pinned to busybox's digest ran it.
@@ -103,6 +120,40 @@ func (g *importGuard) check(ctx context.Context, img ctrimages.Image) error {
 		// size breaks the image as surely as other content.
 		return fmt.Errorf("%w: image %s exists (%s, %s) and the archive's is other content (%s, %s): importing would replace it; remove it first, or import with --replace",
 			errdefs.ErrAlreadyExists, img.Name, old.Target.Digest, old.Target.MediaType, img.Target.Digest, img.Target.MediaType)
+	}
+	return nil
+}
+
+// checkContent checks that the content store holds img's target, of the
+// size it says, and that the blob is the kind of document its media type
+// says (a manifest, or an index).
+func (g *importGuard) checkContent(ctx context.Context, img ctrimages.Image) error {
+	info, err := g.content.Info(ctx, img.Target.Digest)
+	if err != nil {
+		return fmt.Errorf("%w: the archive's image %s points at content %s it does not hold: %w", errdefs.ErrInvalidArgument, img.Name, img.Target.Digest, err)
+	}
+	if info.Size != img.Target.Size || info.Size > maxManifestSize {
+		return fmt.Errorf("%w: the archive's image %s says its content is %d bytes; it is %d", errdefs.ErrInvalidArgument, img.Name, img.Target.Size, info.Size)
+	}
+	b, err := content.ReadBlob(ctx, g.content, img.Target)
+	if err != nil {
+		return fmt.Errorf("%w: the archive's image %s: %w", errdefs.ErrInvalidArgument, img.Name, err)
+	}
+	// As containerd's own check when it reads a manifest (images'
+	// validateMediaType, unexported): a document of the other kind.
+	var doc struct {
+		MediaType string          `json:"mediaType,omitempty"`
+		Config    json.RawMessage `json:"config,omitempty"`
+		Layers    json.RawMessage `json:"layers,omitempty"`
+		Manifests json.RawMessage `json:"manifests,omitempty"`
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		return fmt.Errorf("%w: the archive's image %s: its content is not an image manifest or index", errdefs.ErrInvalidArgument, img.Name)
+	}
+	mt := img.Target.MediaType
+	if ctrimages.IsManifestType(mt) && (len(doc.Manifests) != 0 || ctrimages.IsIndexType(doc.MediaType)) ||
+		ctrimages.IsIndexType(mt) && (len(doc.Config) != 0 || len(doc.Layers) != 0 || ctrimages.IsManifestType(doc.MediaType)) {
+		return fmt.Errorf("%w: the archive's image %s says its content is %s, and it is not", errdefs.ErrInvalidArgument, img.Name, mt)
 	}
 	return nil
 }
