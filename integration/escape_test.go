@@ -84,6 +84,20 @@ func newBundle(t *testing.T, script string) *bundle {
 	return b
 }
 
+// newBundleWithHelper is newBundle with the static C helper
+// testdata/NAME.c built into the rootfs as /bin/NAME.
+func newBundleWithHelper(t *testing.T, script, name string) *bundle {
+	t.Helper()
+	gcc, err := exec.LookPath("gcc")
+	need(t, err == nil, "gcc is needed to build the static helper %s: %v", name, err)
+	b := newBundle(t, script)
+	helper := filepath.Join(b.dir, spec.RootfsPath, "bin", name)
+	if out, err := exec.Command(gcc, "-static", "-O2", "-o", helper, filepath.Join("testdata", name+".c")).CombinedOutput(); err != nil {
+		t.Fatalf("build the helper %s: %v\n%s", name, err, out)
+	}
+	return b
+}
+
 func (b *bundle) policy() audit.Policy {
 	return audit.Policy{Namespace: testNamespace, TasksDir: b.tasksDir, ResolveSource: filepath.EvalSymlinks, HostIdentity: !b.userNS}
 }
@@ -355,13 +369,7 @@ func TestEscapeUIDMapToHostRoot(t *testing.T) {
 // clone(CLONE_NEWUSER) gets through, and the child holds every capability
 // in its new user namespace (the first step of most kernel exploits).
 func TestEscapeSeccompCloneIndex(t *testing.T) {
-	gcc, err := exec.LookPath("gcc")
-	need(t, err == nil, "gcc is needed to build the static clone helper: %v", err)
-	b := newBundle(t, "/bin/clonens")
-	helper := filepath.Join(b.dir, spec.RootfsPath, "bin", "clonens")
-	if out, err := exec.Command(gcc, "-static", "-O2", "-o", helper, filepath.Join("testdata", "clonens.c")).CombinedOutput(); err != nil {
-		t.Fatalf("build the clone helper: %v\n%s", err, out)
-	}
+	b := newBundleWithHelper(t, "/bin/clonens", "clonens")
 	mutate := func(s *specs.Spec) {
 		for i, r := range s.Linux.Seccomp.Syscalls {
 			if slices.Contains(r.Names, "clone") && len(r.Args) > 0 {
@@ -390,13 +398,7 @@ func TestEscapeSeccompCloneIndex(t *testing.T) {
 // nest a namespace. An older runc refuses them, and nsn-run sets them
 // itself (TestInotifyPerTask covers that path through the Manager).
 func TestEscapeUserNSLimits(t *testing.T) {
-	gcc, err := exec.LookPath("gcc")
-	need(t, err == nil, "gcc is needed to build the static inotify helper: %v", err)
-	b := newBundle(t, "cat /proc/sys/user/max_user_namespaces; exec /bin/inotifyhold")
-	helper := filepath.Join(b.dir, spec.RootfsPath, "bin", "inotifyhold")
-	if out, err := exec.Command(gcc, "-static", "-O2", "-o", helper, filepath.Join("testdata", "inotifyhold.c")).CombinedOutput(); err != nil {
-		t.Fatalf("build the inotify helper: %v\n%s", err, out)
-	}
+	b := newBundleWithHelper(t, "cat /proc/sys/user/max_user_namespaces; exec /bin/inotifyhold", "inotifyhold")
 	ids := idmap.DefaultSpan.RangeAt(idmap.DefaultCount - 2)
 	tk := task.Task{ID: b.id, Image: busyboxRef, Command: b.spec.Process.Args}
 	s, err := spec.Generate(namespaces.WithNamespace(context.Background(), testNamespace), tk, ocispec.ImageConfig{Env: []string{"PATH=/bin"}},
@@ -592,13 +594,7 @@ devices:
 // io_setup; nsn-run's refuses it. The bypass takes 4096 contexts and shows
 // the host-wide count holding them.
 func TestEscapeAIOContexts(t *testing.T) {
-	gcc, err := exec.LookPath("gcc")
-	need(t, err == nil, "gcc is needed to build the static AIO helper: %v", err)
-	b := newBundle(t, "/bin/aiosetup")
-	helper := filepath.Join(b.dir, spec.RootfsPath, "bin", "aiosetup")
-	if out, err := exec.Command(gcc, "-static", "-O2", "-o", helper, filepath.Join("testdata", "aiosetup.c")).CombinedOutput(); err != nil {
-		t.Fatalf("build the AIO helper: %v\n%s", err, out)
-	}
+	b := newBundleWithHelper(t, "/bin/aiosetup", "aiosetup")
 	mutate := func(s *specs.Spec) {
 		for i, r := range s.Linux.Seccomp.Syscalls {
 			if r.Action == specs.ActAllow && slices.Contains(r.Names, "ioctl") {
@@ -625,13 +621,7 @@ func TestEscapeAIOContexts(t *testing.T) {
 // openpty failed with ENOSPC. containerd's /dev/pts has no bound; nsn-run's
 // has max=spec.PtyMax.
 func TestEscapePtys(t *testing.T) {
-	gcc, err := exec.LookPath("gcc")
-	need(t, err == nil, "gcc is needed to build the static pty helper: %v", err)
-	b := newBundle(t, "/bin/ptyhold")
-	helper := filepath.Join(b.dir, spec.RootfsPath, "bin", "ptyhold")
-	if out, err := exec.Command(gcc, "-static", "-O2", "-o", helper, filepath.Join("testdata", "ptyhold.c")).CombinedOutput(); err != nil {
-		t.Fatalf("build the pty helper: %v\n%s", err, out)
-	}
+	b := newBundleWithHelper(t, "/bin/ptyhold", "ptyhold")
 	mutate := func(s *specs.Spec) {
 		for i := range s.Mounts {
 			if s.Mounts[i].Destination == "/dev/pts" {

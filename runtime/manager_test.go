@@ -1070,15 +1070,7 @@ func TestOutputDestMustBeNewOrEmpty(t *testing.T) {
 	if _, err := m.Run(ended, job("late"), runtime.RunOptions{OutputDir: project}); !errdefs.IsInvalidArgument(err) {
 		t.Fatalf("Run into a directory that holds a file: %v, want InvalidArgument", err)
 	}
-	f.mu.Lock()
-	running := maps.Clone(f.running)
-	f.mu.Unlock()
-	if len(running) != 0 {
-		t.Errorf("Run started %v before refusing the output dir", running)
-	}
-	if _, err := os.Stat(runtime.TaskDir(m, "late")); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("Run left the task's state dir: %v", err)
-	}
+	refusedLeftNothing(t, f, m, "late")
 
 	// Nor one the copy could not create: found only after the task ran,
 	// its output would go with its cleanup.
@@ -1098,15 +1090,7 @@ func TestOutputDestMustBeNewOrEmpty(t *testing.T) {
 	if _, err := m.Run(ctx, job("proc"), runtime.RunOptions{OutputDir: "/proc/nsn-run-test-output"}); !errdefs.IsInvalidArgument(err) {
 		t.Errorf("Run into /proc: %v, want InvalidArgument", err)
 	}
-	f.mu.Lock()
-	running = maps.Clone(f.running)
-	f.mu.Unlock()
-	if len(running) != 0 {
-		t.Errorf("after the refused output dir the backend still runs %v", running)
-	}
-	if _, err := os.Stat(runtime.TaskDir(m, "proc")); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("the refused run left its state dir: %v", err)
-	}
+	refusedLeftNothing(t, f, m, "proc")
 
 	if _, err := m.Spawn(ctx, job("hook")); err != nil {
 		t.Fatal(err)
@@ -1196,19 +1180,26 @@ func TestOutputDestIsOneRunsAlone(t *testing.T) {
 	if _, err := m.Run(ctx, job("second"), runtime.RunOptions{OutputDir: dest}); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "another run's") {
 		t.Fatalf("a second run into the held directory: %v, want InvalidArgument, another run's", err)
 	}
-	f.mu.Lock()
-	running := maps.Clone(f.running)
-	f.mu.Unlock()
-	if len(running) != 0 {
-		t.Errorf("the refused run's task still runs: %v", running)
-	}
-	if _, err := os.Stat(runtime.TaskDir(m, "second")); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("the refused run left its state dir: %v", err)
-	}
+	refusedLeftNothing(t, f, m, "second")
 	release()
 	again, err := runtime.TakeOutputDest(dest)
 	if err != nil {
 		t.Fatalf("the directory once released: %v", err)
 	}
 	again()
+}
+
+// refusedLeftNothing checks that a Run refused over its output dir left
+// no task running on the backend and no state dir.
+func refusedLeftNothing(t *testing.T, f *fakeBackend, m *runtime.Manager, id string) {
+	t.Helper()
+	f.mu.Lock()
+	running := maps.Clone(f.running)
+	f.mu.Unlock()
+	if len(running) != 0 {
+		t.Errorf("after the refused run of %s the backend runs %v", id, running)
+	}
+	if _, err := os.Stat(runtime.TaskDir(m, id)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the refused run of %s left its state dir: %v", id, err)
+	}
 }

@@ -31,8 +31,9 @@ The archive names its images itself. An image of one of those names that is
 already here with other content is not replaced (exit 125) unless
 --replace: an archive a task's author hands you must not take over the
 image other tasks run from. A name that is not a full, valid image
-reference (docker.io/library/busybox:latest, not busybox), or that pins a
-digest (NAME@sha256:...) other than its content's, is refused.`,
+reference (docker.io/library/busybox:latest, not busybox), that pins a
+digest (NAME@sha256:...) other than its content's, or whose target is not
+an image manifest or index the archive holds, is refused.`,
 		Example: `  nsn-run image import busybox.tar
   docker save alpine:latest | nsn-run image import -`,
 		Args: cobra.ExactArgs(1),
