@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -302,5 +303,55 @@ func TestGCEndsOverdueUnwatchedTasks(t *testing.T) {
 	}
 	if l := leftovers(t, c); l != "" {
 		t.Errorf("left behind: %s", l)
+	}
+}
+
+// TestCLINamespacesShareStateDir: two containerd namespaces on one state
+// dir (the CLI's default for both). An outside review ran `rm`, `rm -f` and
+// `gc --force` in the second namespace on the first's running task: its
+// state dir went, and its host id range and GPU went to the next task
+// while it ran. Now each is refused or passed over, naming the task's
+// namespace, and the task keeps its record and host ids.
+func TestCLINamespacesShareStateDir(t *testing.T) {
+	a := cliEnv(t)
+	b := slices.Clone(a)
+	b[slices.Index(b, "--namespace")+1] = testNamespace + "-b"
+	id := uniqueID("scope")
+	if r := cli(t, a, "run", "-d", "--id", id, "busybox", "--", "sleep", "60"); r.code != 0 {
+		t.Fatalf("run -d: exit %d stderr %q", r.code, r.stderr)
+	}
+	t.Cleanup(func() { cli(t, a, "rm", "-f", id) })
+	hostIDs := func() string {
+		r := cli(t, a, "ps", "--json")
+		var sts []struct {
+			ID       string         `json:"id"`
+			State    string         `json:"state"`
+			Identity *task.Identity `json:"identity"`
+		}
+		if err := json.Unmarshal([]byte(r.stdout), &sts); err != nil {
+			t.Fatalf("ps --json: %v: %s", err, r.stdout)
+		}
+		for _, st := range sts {
+			if st.ID == id && st.Identity != nil && st.Identity.Range != nil {
+				return fmt.Sprintf("%s %d", st.State, st.Identity.Range.HostID)
+			}
+		}
+		return "absent"
+	}
+	before := hostIDs()
+	want := `belongs to containerd namespace "` + testNamespace + `"`
+	for _, args := range [][]string{{"rm", id}, {"rm", "-f", id}, {"run", "--id", id, "busybox", "--", "true"}, {"logs", id}} {
+		if r := cli(t, b, args...); r.code != 125 || !strings.Contains(r.stderr, want) {
+			t.Errorf("%v in the other namespace: exit %d stderr %q; want 125 naming the task's namespace", args, r.code, r.stderr)
+		}
+	}
+	if r := cli(t, b, "gc", "--force"); r.code != 0 || strings.Contains(r.stdout, id) {
+		t.Errorf("gc --force in the other namespace: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+	}
+	if after := hostIDs(); !strings.HasPrefix(before, "running ") || after != before {
+		t.Errorf("the task in its own namespace: %q before, %q after; want running with the same host ids", before, after)
+	}
+	if r := cli(t, a, "rm", "-f", id); r.code != 0 {
+		t.Errorf("rm -f in its own namespace: exit %d stderr %q", r.code, r.stderr)
 	}
 }

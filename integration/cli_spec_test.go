@@ -12,6 +12,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/nsn-run/nsn-run/gpu/gputest"
+	"github.com/nsn-run/nsn-run/gpu/nvmlusage"
 	"github.com/nsn-run/nsn-run/runtime/containerd"
 	"github.com/nsn-run/nsn-run/task"
 )
@@ -159,7 +160,6 @@ func TestCLISpecAuditEveryFlag(t *testing.T) {
 		{"--output-files", "10"},
 		{"--timeout", "5s", "--grace", "1s"},
 		{"--cpu-time", "3s"},
-		{"--gpu-memory", "1g", "--gpus", "device=0"},
 		{"--gpus", "all"},
 		{"--gpus", "1"},
 		{"--gpus", "device=1"},
@@ -181,6 +181,23 @@ func TestCLISpecAuditEveryFlag(t *testing.T) {
 		}
 	}
 	flags = append(flags, slices.Concat(all, []string{"--gpus", "device=1", "--gpu-shared"}))
+	// --gpu-memory is enforced from NVML's samples: where NVML does not
+	// load (no driver: these GPUs are stand-ins), the CLI has no sampler
+	// and a task with the limit is refused, spec included, rather than
+	// run with a limit nothing checks.
+	gpuMemory := []string{"--gpu-memory", "1g", "--gpus", "device=0"}
+	if s, err := nvmlusage.Open(); err == nil {
+		_ = s.Close()
+		flags = append(flags, gpuMemory)
+	} else {
+		for _, backend := range []string{"containerd", "docker"} {
+			env := append(os.Environ(), "NSN_BACKEND="+backend, "DOCKER_HOST="+os.Getenv(envDockerHost))
+			r := runCLIWith(t, env, nil, slices.Concat([]string{"spec"}, global, gpuMemory, []string{"busybox:latest", "--", "true"})...)
+			if r.code != 125 || !strings.Contains(r.stderr, "GPU memory limit cannot be enforced") || r.stdout != "" {
+				t.Errorf("%s: spec %v without NVML (%v): exit %d stdout %q stderr %q; want 125 and the reason", backend, gpuMemory, err, r.code, r.stdout, r.stderr)
+			}
+		}
+	}
 	for _, backend := range []string{"containerd", "docker"} {
 		env := append(os.Environ(), "NSN_BACKEND="+backend, "DOCKER_HOST="+os.Getenv(envDockerHost))
 		for _, f := range flags {

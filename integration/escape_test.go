@@ -595,13 +595,7 @@ devices:
 // the host-wide count holding them.
 func TestEscapeAIOContexts(t *testing.T) {
 	b := newBundleWithHelper(t, "/bin/aiosetup", "aiosetup")
-	mutate := func(s *specs.Spec) {
-		for i, r := range s.Linux.Seccomp.Syscalls {
-			if r.Action == specs.ActAllow && slices.Contains(r.Names, "ioctl") {
-				s.Linux.Seccomp.Syscalls[i].Names = append(s.Linux.Seccomp.Syscalls[i].Names, "io_setup")
-			}
-		}
-	}
+	mutate := allowSyscall("io_setup")
 	out, errOut, err := b.run(t, b.mutated(t, mutate))
 	var held int
 	if _, serr := fmt.Sscanf(out, "io_setup: ok; host aio-nr %d", &held); err != nil || serr != nil || held < 4096 {
@@ -610,6 +604,39 @@ func TestEscapeAIOContexts(t *testing.T) {
 	t.Logf("bypass: %s", strings.TrimSpace(out))
 	if out, _, _ := b.run(t, b.spec); !strings.Contains(out, "io_setup: Operation not permitted") {
 		t.Errorf("nsn-run's own spec: %q; want io_setup refused with EPERM", out)
+	}
+	refused(t, b, audit.RuleSeccomp, mutate)
+}
+
+// allowSyscall is a mutation that allows syscall again: it joins the
+// profile's main allow rule (the one with ioctl), as containerd's has it.
+func allowSyscall(syscall string) func(*specs.Spec) {
+	return func(s *specs.Spec) {
+		for i, r := range s.Linux.Seccomp.Syscalls {
+			if r.Action == specs.ActAllow && slices.Contains(r.Names, "ioctl") {
+				s.Linux.Seccomp.Syscalls[i].Names = append(s.Linux.Seccomp.Syscalls[i].Names, syscall)
+			}
+		}
+	}
+}
+
+// TestEscapeSecretMemory: memfd_secret, which containerd's profile allows,
+// removes the pages it maps from the kernel's direct map and splits the
+// huge pages that held them for good (see spec's deniedSyscalls). Under
+// runc with it allowed, the task maps and touches 64 KiB of secret memory;
+// nsn-run's spec refuses the call (EPERM), and the audit refuses a spec
+// that allows it again.
+func TestEscapeSecretMemory(t *testing.T) {
+	b := newBundleWithHelper(t, "/bin/secretmem", "secretmem")
+	mutate := allowSyscall("memfd_secret")
+	out, errOut, err := b.run(t, b.mutated(t, mutate))
+	need(t, !strings.Contains(out, "memfd_secret: Function not implemented"), "this kernel has no secret memory (memfd_secret: ENOSYS): %s", out)
+	if err != nil || !strings.HasPrefix(out, "memfd_secret: ok") {
+		t.Fatalf("bypass: no secret memory mapped: %v\nstdout: %s\nstderr: %s", err, out, errOut)
+	}
+	t.Logf("bypass: %s", strings.TrimSpace(out))
+	if out, _, _ := b.run(t, b.spec); !strings.Contains(out, "memfd_secret: Operation not permitted") {
+		t.Errorf("nsn-run's own spec: %q; want memfd_secret refused with EPERM", out)
 	}
 	refused(t, b, audit.RuleSeccomp, mutate)
 }

@@ -84,6 +84,26 @@ type LogFinisher interface {
 	FinishLogs(ctx context.Context, id, stateDir string) error
 }
 
+// Scoper is an optional Backend feature: naming where its tasks live (a
+// containerd namespace at an address, a dockerd). Several Managers may
+// share a state dir (the CLI's default, /var/lib/nsn-run, whatever its
+// --namespace), but a task's container exists in one scope only: the
+// Manager records the scope with each task and leaves another scope's
+// tasks alone (remove, gc, wait, ps), their host id ranges and GPUs
+// included.
+type Scoper interface {
+	Scope() string
+}
+
+// GPUUsageSampling is an optional Backend feature: sampling the GPU usage
+// of a task's processes (a backend given a GPUUsageSampler). The Manager
+// enforces Limits.GPUMemoryBytes only from those samples, so it refuses a
+// task with that limit where the backend has none: a limit nobody checks
+// would pass for one that holds.
+type GPUUsageSampling interface {
+	SamplesGPUUsage() bool
+}
+
 // StartRequest is what a backend needs to start a task.
 type StartRequest struct {
 	// Task has been validated and completed with defaults.

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+
+	"github.com/nsn-run/nsn-run/task"
 )
 
 // logPoll is how often a follower copies what a task appended to its logs.
@@ -31,6 +33,12 @@ type LogOptions struct {
 // Follow it waits for the task's exit, not a guess at it, so nothing the
 // task wrote before exiting is missed.
 func (m *Manager) Logs(ctx context.Context, id string, o LogOptions) error {
+	if err := task.ValidateID(id); err != nil {
+		return err
+	}
+	if _, err := m.readRecord(id); errdefs.IsFailedPrecondition(err) {
+		return err // another scope's task
+	}
 	if _, err := os.Stat(m.taskDir(id)); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("task %s: %w", id, errdefs.ErrNotFound)

@@ -148,6 +148,8 @@ type Manager struct {
 	ids             IDAllocator
 	output          OutputFS
 	releases        *backgroundReleases
+	// scope is the backend's (Scoper); "" if it names none.
+	scope string
 }
 
 // New returns a Manager, creating its state directory (mode 0700: task
@@ -197,9 +199,13 @@ func New(cfg Config) (*Manager, error) {
 	if output == nil {
 		output = TmpfsOutput{}
 	}
-	return &Manager{backend: cfg.Backend, stateDir: abs, sampleInterval: cfg.SampleInterval, allowedRuntimes: allowed,
+	m := &Manager{backend: cfg.Backend, stateDir: abs, sampleInterval: cfg.SampleInterval, allowedRuntimes: allowed,
 		gpus: cfg.GPUs, userns: cfg.UserNamespaces, ids: ids, output: output,
-		releases: newBackgroundReleases(cfg.ReleaseInBackground)}, nil
+		releases: newBackgroundReleases(cfg.ReleaseInBackground)}
+	if s, ok := cfg.Backend.(Scoper); ok {
+		m.scope = s.Scope()
+	}
+	return m, nil
 }
 
 // AllowedRuntimes are the runtimes this Manager lets a task ask for.
@@ -243,6 +249,10 @@ type record struct {
 	Grant  Grant        `json:"grant"`
 	Handle Handle       `json:"handle"`
 	Result *task.Result `json:"result,omitempty"`
+	// Scope is the scope of the backend the task was started on
+	// (Scoper); empty in a record written before scopes were recorded,
+	// which every Manager takes as its own.
+	Scope string `json:"scope,omitempty"`
 }
 
 // identity is the Result's copy of the grant's identity; nil for a record
@@ -288,6 +298,24 @@ func (m *Manager) writeRecord(rec record) error {
 	return nil
 }
 
+// checkScope refuses task id, recorded in scope, where that is another
+// backend scope's than this Manager's: the task runs there, and its state
+// dir, id range and GPUs are that scope's to release.
+func (m *Manager) checkScope(id, scope string) error {
+	if scope == "" || m.scope == "" || scope == m.scope {
+		return nil
+	}
+	return fmt.Errorf("%w: task %s belongs to %s, not this nsn-run's %s (they share the state dir %s): use that scope for it, or a state dir of its own for each",
+		errdefs.ErrFailedPrecondition, id, scope, m.scope, m.stateDir)
+}
+
+// foreign reports whether task id's record names another backend scope
+// than this Manager's (checkScope).
+func (m *Manager) foreign(id string) bool {
+	_, err := m.readRecord(id)
+	return errdefs.IsFailedPrecondition(err)
+}
+
 func (m *Manager) readRecord(id string) (record, error) {
 	if err := task.ValidateID(id); err != nil {
 		return record{}, err
@@ -302,6 +330,9 @@ func (m *Manager) readRecord(id string) (record, error) {
 	var rec record
 	if err := json.Unmarshal(b, &rec); err != nil {
 		return record{}, fmt.Errorf("task record of %s: %w", id, err)
+	}
+	if err := m.checkScope(id, rec.Scope); err != nil {
+		return record{}, err
 	}
 	if rec.Result != nil && rec.Result.OutputFiles == nil {
 		rec.Result.OutputFiles = []task.OutputFile{} // recorded before it was [] (null)
@@ -337,6 +368,9 @@ func (m *Manager) Spawn(ctx context.Context, t task.Task) (Handle, error) {
 	dir := m.taskDir(t.ID)
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		if errors.Is(err, fs.ErrExist) {
+			if _, rerr := m.readRecord(t.ID); errdefs.IsFailedPrecondition(rerr) {
+				return Handle{}, fmt.Errorf("task %s already exists: %w: %w", t.ID, errdefs.ErrAlreadyExists, rerr)
+			}
 			return Handle{}, fmt.Errorf("task %s already exists (remove it with nsn-run rm %s): %w", t.ID, t.ID, errdefs.ErrAlreadyExists)
 		}
 		return Handle{}, fmt.Errorf("create task dir: %w", err)
@@ -359,6 +393,12 @@ func (m *Manager) admit(t task.Task) (task.Task, error) {
 	if !slices.Contains(m.allowedRuntimes, t.Runtime) {
 		return t, fmt.Errorf("%w: runtime %q is not allowed on this node (allowed: %s)",
 			errdefs.ErrInvalidArgument, t.Runtime, strings.Join(m.allowedRuntimes, ", "))
+	}
+	if t.Limits.GPUMemoryBytes > 0 {
+		if s, ok := m.backend.(GPUUsageSampling); !ok || !s.SamplesGPUUsage() {
+			return t, fmt.Errorf("%w: task %s: a GPU memory limit cannot be enforced here: the %s backend samples no GPU usage (no GPUs, NVML did not load, or no sampler was wired in)",
+				errdefs.ErrFailedPrecondition, t.ID, m.backend.Name())
+		}
 	}
 	return t, nil
 }
@@ -403,7 +443,7 @@ func (m *Manager) start(ctx context.Context, t task.Task, dir string) (Handle, e
 			m.release(t.ID)
 		}
 	}()
-	if err := m.writeRecord(record{Task: t, Grant: grant}); err != nil {
+	if err := m.writeRecord(record{Task: t, Grant: grant, Scope: m.scope}); err != nil {
 		return Handle{}, err
 	}
 	h, err := m.backend.Start(ctx, StartRequest{Task: t, StateDir: dir, OutputDir: out, GPUDevices: grant.GPUs, UserNS: grant.Identity.Range})
@@ -413,7 +453,7 @@ func (m *Manager) start(ctx context.Context, t task.Task, dir string) (Handle, e
 	if h.Identity != "" && grant.Identity.Level != task.IdentityShared {
 		grant.Identity.Level = h.Identity
 	}
-	if err := m.writeRecord(record{Task: t, Grant: grant, Handle: h}); err != nil {
+	if err := m.writeRecord(record{Task: t, Grant: grant, Handle: h, Scope: m.scope}); err != nil {
 		_ = m.backend.Destroy(context.WithoutCancel(ctx), t.ID)
 		return Handle{}, err
 	}
@@ -794,6 +834,9 @@ func (m *Manager) Cleanup(ctx context.Context, id string) error {
 	if err := task.ValidateID(id); err != nil {
 		return err
 	}
+	if _, err := m.readRecord(id); errdefs.IsFailedPrecondition(err) {
+		return err // another scope's task
+	}
 	if err := m.releases.await(ctx, id); err != nil {
 		return err
 	}
@@ -826,6 +869,9 @@ func (m *Manager) removeState(id string) error {
 func (m *Manager) Remove(ctx context.Context, id string, force bool) error {
 	if err := task.ValidateID(id); err != nil {
 		return err
+	}
+	if _, err := m.readRecord(id); errdefs.IsFailedPrecondition(err) {
+		return err // another scope's task: its own Manager removes it
 	}
 	if !force && m.spawning(id) {
 		return fmt.Errorf("task %s is being started: wait for it or use rm -f: %w", id, errdefs.ErrFailedPrecondition)
@@ -1039,6 +1085,12 @@ func (m *Manager) sweep(ctx context.Context, force bool) (removed, overdue []str
 	}
 	for _, e := range entries {
 		if live[e.Name()] || task.ValidateID(e.Name()) != nil {
+			continue
+		}
+		if m.foreign(e.Name()) {
+			// Another scope's task (its Manager sweeps it): its id
+			// range and GPUs stay too.
+			live[e.Name()] = true
 			continue
 		}
 		if err := m.removeState(e.Name()); err != nil {

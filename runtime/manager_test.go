@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"os"
 	"path/filepath"
@@ -27,22 +28,24 @@ import (
 // the Manager's policy (timeouts, cleanup order, rollback) be tested without
 // a daemon; the real backends have their own integration tests.
 type fakeBackend struct {
-	mu        sync.Mutex
-	startErr  error
-	waitErr   error
-	honorTERM bool
-	running   map[string]bool
-	exits     map[string]chan runtime.ExitStatus // kept after exit: Wait may come later
-	stopped   map[string]bool
-	signals   []string
-	destroyed []string
-	cpu       float64
-	gpuMemory uint64              // reported by every sample
-	gpus      map[string][]string // the GPUDevices each Start was given
-	stdout    string              // what each task "writes" to stdout at start
-	started   chan string         // if set, gets each task's id once it runs
-	statsHang chan struct{}       // if set, Stats announces itself there and never answers
-	startGate chan string         // if set, Start announces itself there and waits for a second send
+	mu         sync.Mutex
+	startErr   error
+	waitErr    error
+	honorTERM  bool
+	running    map[string]bool
+	exits      map[string]chan runtime.ExitStatus // kept after exit: Wait may come later
+	stopped    map[string]bool
+	signals    []string
+	destroyed  []string
+	cpu        float64
+	gpuMemory  uint64              // reported by every sample
+	samplesGPU bool                // SamplesGPUUsage: whether a GPU memory limit is admitted
+	scope      string              // Scope: where its tasks live
+	gpus       map[string][]string // the GPUDevices each Start was given
+	stdout     string              // what each task "writes" to stdout at start
+	started    chan string         // if set, gets each task's id once it runs
+	statsHang  chan struct{}       // if set, Stats announces itself there and never answers
+	startGate  chan string         // if set, Start announces itself there and waits for a second send
 }
 
 func newFake() *fakeBackend {
@@ -50,6 +53,10 @@ func newFake() *fakeBackend {
 }
 
 func (f *fakeBackend) Name() string { return "fake" }
+
+func (f *fakeBackend) SamplesGPUUsage() bool { return f.samplesGPU }
+
+func (f *fakeBackend) Scope() string { return f.scope }
 
 // Preview is the request itself, as JSON.
 func (f *fakeBackend) Preview(_ context.Context, req runtime.StartRequest) ([]byte, error) {
@@ -540,9 +547,45 @@ func TestRecover(t *testing.T) {
 	}
 }
 
+// TestGPUMemoryLimitNeedsSampling: where the backend samples no GPU usage,
+// a task with a GPU memory limit is refused (spawn, run and spec alike)
+// before anything is made for it, rather than run with a limit nobody
+// checks.
+func TestGPUMemoryLimitNeedsSampling(t *testing.T) {
+	f := newFake()
+	dir := t.TempDir()
+	m, err := runtime.New(runtime.Config{Backend: f, StateDir: dir, OutputFS: runtime.DirOutput{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk := job("gpu-unchecked")
+	tk.Limits.GPUMemoryBytes = 2 << 30
+	ctx := context.Background()
+	if _, err := m.Spawn(ctx, tk); !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "GPU memory limit cannot be enforced") {
+		t.Errorf("spawn: %v, want a failed precondition naming the unenforceable limit", err)
+	}
+	if _, err := m.Run(ctx, tk, runtime.RunOptions{}); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("run: %v, want a failed precondition", err)
+	}
+	if _, err := m.Preview(ctx, tk); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("preview: %v, want a failed precondition", err)
+	}
+	if len(f.running) != 0 {
+		t.Errorf("backend started %v", f.running)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(dir, "tasks")); len(entries) != 0 {
+		t.Errorf("state left: %v", entries)
+	}
+	tk.Limits.GPUMemoryBytes = 0 // the same task without the limit starts
+	t.Cleanup(func() { _, _ = m.CleanupOrphans(context.Background(), true) })
+	if _, err := m.Spawn(ctx, tk); err != nil {
+		t.Errorf("without the limit: %v", err)
+	}
+}
+
 func TestGPUMemoryLimitKills(t *testing.T) {
 	f := newFake()
-	f.gpuMemory = 3 << 30
+	f.gpuMemory, f.samplesGPU = 3<<30, true
 	m, err := runtime.New(runtime.Config{Backend: f, StateDir: t.TempDir(), OutputFS: runtime.DirOutput{}, SampleInterval: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -565,7 +608,7 @@ func TestGPUMemoryLimitKills(t *testing.T) {
 	}
 	// Under the limit nothing happens.
 	f2 := newFake()
-	f2.gpuMemory = 1 << 30
+	f2.gpuMemory, f2.samplesGPU = 1<<30, true
 	m2 := newManager(t, f2)
 	tk2 := job("gpu-ok")
 	tk2.Limits.GPUMemoryBytes = 2 << 30
@@ -872,6 +915,100 @@ func TestRunStreamsLogs(t *testing.T) {
 	}
 	if err := m.Logs(ctx, "s1", runtime.LogOptions{Stdout: &streamed}); !errdefs.IsNotFound(err) {
 		t.Errorf("Logs after cleanup: %v, want NotFound", err)
+	}
+}
+
+// TestScopesShareAStateDir: two Managers over one state dir, each with a
+// backend of its own scope (two containerd namespaces, or containerd and
+// dockerd, all on the CLI's default state dir). The second cannot remove,
+// wait on, read or sweep the first's running task, forced or not, and its
+// gc keeps the task's state and GPU: an outside review had `rm` in one
+// namespace delete another's running task's state and free its id range
+// and GPU for the next task. The first Manager still owns it.
+func TestScopesShareAStateDir(t *testing.T) {
+	ctx := context.Background()
+	state := t.TempDir()
+	gpus := &fakeGPUs{}
+	open := func(scope string) (*runtime.Manager, *fakeBackend) {
+		f := newFake()
+		f.scope = scope
+		m, err := runtime.New(runtime.Config{Backend: f, StateDir: state, OutputFS: runtime.DirOutput{}, GPUs: gpus})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m, f
+	}
+	a, fa := open(`containerd namespace "a"`)
+	b, _ := open(`containerd namespace "b"`)
+	tk := job("coll")
+	tk.GPUs = "1"
+	if _, err := a.Spawn(ctx, tk); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Remove(context.Background(), "coll", true) })
+	if got := gpus.held(); got["gpu=0"] != "coll" {
+		t.Fatalf("GPUs of a's task: %v", got)
+	}
+	foreign := func(what string, err error) {
+		t.Helper()
+		if !errdefs.IsFailedPrecondition(err) || !strings.Contains(fmt.Sprint(err), `belongs to containerd namespace "a"`) {
+			t.Errorf("%s from b: %v, want a refusal naming a's scope", what, err)
+		}
+	}
+	_, err := b.Spawn(ctx, job("coll"))
+	foreign("spawn", err)
+	foreign("rm", b.Remove(ctx, "coll", false))
+	foreign("rm -f", b.Remove(ctx, "coll", true))
+	foreign("cleanup", b.Cleanup(ctx, "coll"))
+	_, err = b.Wait(ctx, "coll")
+	foreign("wait", err)
+	foreign("logs", b.Logs(ctx, "coll", runtime.LogOptions{Stdout: io.Discard}))
+	for _, force := range []bool{false, true} {
+		removed, err := b.CleanupOrphans(ctx, force)
+		if err != nil || len(removed) != 0 {
+			t.Errorf("b's gc (force %v): removed %v, %v", force, removed, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(runtime.TaskDir(a, "coll"), "task.json")); err != nil {
+		t.Errorf("a's task record after b's calls: %v", err)
+	}
+	if got := gpus.held(); got["gpu=0"] != "coll" {
+		t.Errorf("a's GPU after b's gc: %v", got)
+	}
+	if sts, err := b.List(ctx); err != nil || len(sts) != 0 {
+		t.Errorf("b lists %v, %v", sts, err)
+	}
+	// a still owns it: it ends and is removed as usual.
+	fa.exit("coll", 0)
+	if res, err := a.Wait(ctx, "coll"); err != nil || res.ExitCode != 0 {
+		t.Errorf("a's wait: %+v, %v", res, err)
+	}
+	if err := a.Remove(ctx, "coll", false); err != nil {
+		t.Errorf("a's rm: %v", err)
+	}
+	if got := gpus.held(); len(got) != 0 {
+		t.Errorf("GPUs after a's rm: %v", got)
+	}
+}
+
+// TestLogsRefusesBadIDs: Logs takes a task id as every other call does, so
+// one that climbs out of the tasks directory reads no file there: here the
+// state dir's own stdout.log, which ".." would name.
+func TestLogsRefusesBadIDs(t *testing.T) {
+	dir := t.TempDir()
+	m, err := runtime.New(runtime.Config{Backend: newFake(), StateDir: dir, OutputFS: runtime.DirOutput{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "stdout.log"), []byte("not a task's\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"..", "../tasks", "", "A"} {
+		var out strings.Builder
+		err := m.Logs(context.Background(), id, runtime.LogOptions{Stdout: &out, Stderr: &out})
+		if !errdefs.IsInvalidArgument(err) || out.Len() > 0 {
+			t.Errorf("Logs(%q): %v, printed %q; want invalid argument, nothing printed", id, err, out.String())
+		}
 	}
 }
 

@@ -1,6 +1,8 @@
 package task
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"math"
 	"path"
@@ -109,6 +111,15 @@ func ValidateRuntime(name string) error {
 		return invalid("runtime %q: must be a runtime name such as %s", name, DefaultRuntime)
 	}
 	return nil
+}
+
+// NewID returns a random task id ("t-" and 12 hex digits) that passes
+// ValidateID, for a caller that has no id of its own (nsn-run run
+// without --id).
+func NewID() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails on Linux
+	return "t-" + hex.EncodeToString(b)
 }
 
 // ValidateID checks a task id: it names directories, containers and cgroups,

@@ -46,6 +46,21 @@ func TestValidateAcceptsGoodTasks(t *testing.T) {
 	}
 }
 
+// TestNewID: generated ids are valid task ids and differ.
+func TestNewID(t *testing.T) {
+	seen := map[string]bool{}
+	for range 100 {
+		id := NewID()
+		if err := ValidateID(id); err != nil || !strings.HasPrefix(id, "t-") || len(id) != 14 {
+			t.Fatalf("NewID() = %q (%v), want t- and 12 hex digits, valid", id, err)
+		}
+		if seen[id] {
+			t.Fatalf("NewID() repeated %q", id)
+		}
+		seen[id] = true
+	}
+}
+
 func TestValidateRejects(t *testing.T) {
 	cases := []struct {
 		name   string

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"time"
 
@@ -52,7 +50,7 @@ func (f *taskFlags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&f.timeout, "timeout", 0, "wall-clock limit; the task is stopped at the deadline (default 1h)")
 	fs.DurationVar(&f.grace, "grace", 0, "time between SIGTERM and SIGKILL at the deadline (default 10s)")
 	fs.DurationVar(&f.cpuTime, "cpu-time", 0, "limit on CPU time of all the task's processes together; over it they are killed (default: none)")
-	fs.StringVar(&f.gpuMemory, "gpu-memory", "", "limit on GPU memory the task's processes hold together, e.g. 8g; over it they are killed (checked every 100 ms)")
+	fs.StringVar(&f.gpuMemory, "gpu-memory", "", "limit on GPU memory the task's processes hold together, e.g. 8g; over it they are killed (checked every 100 ms through NVML; refused where NVML does not load)")
 	fs.StringVar(&f.gpus, "gpus", "", "GPUs: all, a count N, or device=ID[,ID] / ID,ID (indices, MIG indices GPU:MIG, GPU-/MIG- UUIDs)")
 	fs.BoolVar(&f.init, "init", false, "run nsn-init as the task's pid 1: it forwards signals to the command (so the deadline's SIGTERM ends a command without a handler of its own) and reaps zombies")
 	fs.BoolVar(&f.gpuShared, "gpu-shared", false, "let other --gpu-shared tasks use the same GPUs at once (no isolation between them; default: the GPUs are this task's alone)")
@@ -108,7 +106,7 @@ func (f *taskFlags) task(args []string) (task.Task, error) {
 		return task.Task{}, err
 	}
 	if t.ID == "" {
-		t.ID = newTaskID()
+		t.ID = task.NewID()
 	}
 	if err := t.Validate(); err != nil {
 		return task.Task{}, err
@@ -130,11 +128,4 @@ func parseSize(flag, s string) (int64, error) {
 		return 0, fmt.Errorf("%w: --%s %q: must be positive", errdefs.ErrInvalidArgument, flag, s)
 	}
 	return n, nil
-}
-
-// newTaskID returns a random id that satisfies task.ValidateID.
-func newTaskID() string {
-	b := make([]byte, 6)
-	_, _ = rand.Read(b) // crypto/rand.Read never fails on Linux
-	return "t-" + hex.EncodeToString(b)
 }

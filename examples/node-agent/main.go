@@ -37,7 +37,7 @@ func run() int {
 		log.Print(err)
 		return 125
 	}
-	defer m.Close() // running tasks survive it; a later node.Open picks them up
+	defer m.Close() // running tasks survive it; Recover in a later process picks them up
 
 	t := task.Task{
 		ID: *id, Image: "busybox:latest",

@@ -258,6 +258,10 @@ func (b *Backend) Client() *client.Client { return b.client }
 // Name implements runtime.Backend.
 func (b *Backend) Name() string { return "containerd" }
 
+// Scope implements runtime.Scoper: the containerd namespace. (Not the
+// socket: one containerd is reached by several spellings of its path.)
+func (b *Backend) Scope() string { return fmt.Sprintf("containerd namespace %q", b.cfg.Namespace) }
+
 var _ runtime.UserNamespacer = (*Backend)(nil)
 
 // Identity implements runtime.UserNamespacer: a task runs in its own user

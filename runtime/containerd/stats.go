@@ -34,7 +34,7 @@ func (b *Backend) Stats(ctx context.Context, id string) (stats.Sample, error) {
 		s = cgroups.AddV2Peaks(s, cgroups.V2Root, group)
 	}
 	s = cgroups.AddPidsEvents(s, cgroups.PidsRoot(), group)
-	if b.cfg.GPUUsage == nil {
+	if !b.SamplesGPUUsage() {
 		return s, nil
 	}
 	tk, err := b.loadTask(ctx, id)
@@ -79,3 +79,7 @@ func (b *Backend) shimStats(ctx context.Context, id string) (stats.Sample, error
 	}
 	return cgroups.FromMetrics(data, at)
 }
+
+// SamplesGPUUsage implements runtime.GPUUsageSampling: Stats adds GPU usage
+// (and the Manager can enforce a GPU memory limit) with a GPUUsage sampler.
+func (b *Backend) SamplesGPUUsage() bool { return b.cfg.GPUUsage != nil }

@@ -122,6 +122,9 @@ func (b *Backend) Client() *client.Client { return b.client }
 // Name implements runtime.Backend.
 func (b *Backend) Name() string { return "docker" }
 
+// Scope implements runtime.Scoper: the dockerd the tasks live in.
+func (b *Backend) Scope() string { return "dockerd at " + b.cfg.Host }
+
 // ImageConfig reads a local image's config.
 func ImageConfig(ctx context.Context, c *client.Client, ref string) (ocispec.ImageConfig, error) {
 	name, err := task.NormalizeImage(ref)

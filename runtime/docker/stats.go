@@ -39,7 +39,7 @@ func (b *Backend) Stats(ctx context.Context, id string) (stats.Sample, error) {
 			sample.PidsLimitHits = n
 		}
 	}
-	if b.cfg.GPUUsage == nil {
+	if !b.SamplesGPUUsage() {
 		return sample, nil
 	}
 	pids, err := pidsInCgroupOf(hostProc, pid)
@@ -87,3 +87,7 @@ func sampleFromStats(s container.StatsResponse) stats.Sample {
 		OOMKills:            s.MemoryStats.Stats["oom_kill"],
 	}
 }
+
+// SamplesGPUUsage implements runtime.GPUUsageSampling: Stats adds GPU usage
+// (and the Manager can enforce a GPU memory limit) with a GPUUsage sampler.
+func (b *Backend) SamplesGPUUsage() bool { return b.cfg.GPUUsage != nil }
