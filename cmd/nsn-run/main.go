@@ -10,10 +10,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/containerd/log"
 	"github.com/spf13/cobra"
@@ -108,10 +111,36 @@ func main() {
 	// The containerd client logs through logrus at info level (e.g. every
 	// registry 404 while resolving); nsn-run reports errors itself, once.
 	_ = log.SetLevel("error")
+	collectGarbageLater()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := newRootCommand().ExecuteContext(ctx)
 	stop()
 	os.Exit(exitCode(err))
+}
+
+// A CLI process is short-lived: most commands allocate what they need and
+// exit within a second, and a collection then only costs time (a `run` of
+// a trivial task spent 147 ms of CPU with the collector on, 116 ms with it
+// off, at the same peak RSS of 32 MB). So, as the Go compiler does at its
+// start (cmd/compile's AdjustStartingHeap), the collector waits: it is off
+// for the process's first gcOffFor, bounded by gcOffLimit of heap (where
+// it collects again), and then back to the runtime's default. A GOGC or
+// GOMEMLIMIT of the operator's wins.
+const (
+	gcOffFor   = 2 * time.Second
+	gcOffLimit = 128 << 20
+)
+
+func collectGarbageLater() {
+	if os.Getenv("GOGC") != "" || os.Getenv("GOMEMLIMIT") != "" {
+		return
+	}
+	debug.SetMemoryLimit(gcOffLimit)
+	percent := debug.SetGCPercent(-1)
+	time.AfterFunc(gcOffFor, func() {
+		debug.SetGCPercent(percent)
+		debug.SetMemoryLimit(math.MaxInt64)
+	})
 }
 
 // exitCode prints err as one line and maps it to nsn-run's exit status.
