@@ -378,6 +378,12 @@ func hostileImages(t *testing.T, afterATask bool) {
 		{name: "devnull-link", symlink: map[string]string{"dev/null": marker}, script: "echo pwned > /dev/null; echo ran", stdout: "ran\n"},
 		{name: "resolv-link", symlink: map[string]string{"etc/resolv.conf": marker}, script: "echo pwned > /etc/resolv.conf; echo ran", stdout: "ran\n"},
 		{name: "workdir-fd", config: ocispec.ImageConfig{WorkingDir: "/proc/self/fd/7"}, refused: true},
+		// The same places through the image's own symlinks (an outside
+		// review ran WORKDIR /ps/root in /proc/self/root); a link to an
+		// ordinary directory still works.
+		{name: "workdir-proc-link", symlink: map[string]string{"ps": "/proc/self"}, config: ocispec.ImageConfig{WorkingDir: "/ps/root"}, refused: true},
+		{name: "workdir-dev-relative-link", symlink: map[string]string{"dv": "../dev"}, config: ocispec.ImageConfig{WorkingDir: "/dv"}, refused: true},
+		{name: "workdir-plain-link", symlink: map[string]string{"work": "/etc"}, config: ocispec.ImageConfig{WorkingDir: "/work"}, script: "pwd -P", stdout: "/etc\n"},
 		{name: "user-0", config: ocispec.ImageConfig{User: "0"}, script: "id -u", stdout: "65534\n"},
 	}
 	for _, tc := range cases {

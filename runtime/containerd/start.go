@@ -280,6 +280,9 @@ func (b *Backend) prepareRoot(ctx context.Context, id, parent string, ids *task.
 			if refused = images.CheckMountPoints(root, mountDestinations(s)); refused != nil {
 				return refused
 			}
+			if refused = images.CheckWorkingDir(root, s.Process.Cwd); refused != nil {
+				return refused
+			}
 			// In its own user namespace runc cannot create mount points
 			// in the image's directories (they are host root's): make
 			// them here. Idmapped, they are the task's root's, and runc

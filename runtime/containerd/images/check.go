@@ -10,6 +10,9 @@ import (
 	"strings"
 
 	"github.com/containerd/errdefs"
+	securejoin "github.com/cyphar/filepath-securejoin"
+
+	"github.com/nsn-run/nsn-run/task"
 )
 
 // CheckMountPoints refuses a root filesystem in which any component of a
@@ -42,6 +45,30 @@ func CheckMountPoints(root string, dests []string) error {
 				return fmt.Errorf("%w: image has a symlink at %s (to %q) where the container mounts %s: refused", errdefs.ErrInvalidArgument, prefix, target, clean)
 			}
 		}
+	}
+	return nil
+}
+
+// CheckWorkingDir refuses a working dir that leads into /proc, /sys or
+// /dev through the image's own symlinks (WORKDIR /ps/root with
+// /ps -> /proc/self; an outside review ran one): task.ValidateWorkingDir
+// reads the path as written, and on a runc older than 1.1.12 such a
+// directory is the CVE-2024-21626 route to a leaked host fd. dir is
+// resolved as the container would resolve it, inside root (securejoin:
+// symlinks scoped to root, missing components as written), and the result
+// must pass the same check.
+func CheckWorkingDir(root, dir string) error {
+	resolved, err := securejoin.SecureJoin(root, dir)
+	if err != nil {
+		return fmt.Errorf("%w: working dir %q: %w", errdefs.ErrInvalidArgument, dir, err)
+	}
+	rel, err := filepath.Rel(root, resolved)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		return fmt.Errorf("%w: working dir %q resolves outside the image", errdefs.ErrInvalidArgument, dir)
+	}
+	inImage := path.Clean("/" + filepath.ToSlash(rel))
+	if err := task.ValidateWorkingDir(inImage); err != nil {
+		return fmt.Errorf("%w: working dir %q resolves through the image's symlinks to %q: refused", errdefs.ErrInvalidArgument, dir, inImage)
 	}
 	return nil
 }

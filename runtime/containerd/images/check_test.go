@@ -43,3 +43,52 @@ func TestCheckMountPoints(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckWorkingDir: a working dir that reaches /proc, /sys or /dev only
+// through the image's symlinks (an outside review's WORKDIR /ps/root with
+// /ps -> /proc/self ran in /proc/self/root) is refused; one through a
+// symlink to an ordinary directory, or one that does not exist yet, is not.
+func TestCheckWorkingDir(t *testing.T) {
+	root := t.TempDir()
+	for _, d := range []string{"proc", "dev", "sys", "srv/app", "etc"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	links := map[string]string{
+		"ps":       "/proc/self",
+		"dv":       "../dev",
+		"deep":     "srv/../../../../sys/kernel",
+		"fd":       "/proc/self/fd/7",
+		"app":      "/srv/app",
+		"hop":      "app",
+		"loop":     "loop",
+		"etc/back": "../ps",
+	}
+	for name, target := range links {
+		if err := os.Symlink(target, filepath.Join(root, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for dir, ok := range map[string]bool{
+		"/srv/app":       true,
+		"/app":           true,
+		"/hop/sub":       true, // not there yet: runc makes it
+		"/new/dir":       true,
+		"/ps/root":       false,
+		"/ps":            false,
+		"/dv":            false,
+		"/deep":          false,
+		"/fd":            false,
+		"/etc/back/root": false,
+		"/loop":          false,
+	} {
+		err := CheckWorkingDir(root, dir)
+		if ok && err != nil {
+			t.Errorf("%s: %v, want it allowed", dir, err)
+		}
+		if !ok && !errdefs.IsInvalidArgument(err) {
+			t.Errorf("%s: %v, want it refused as invalid", dir, err)
+		}
+	}
+}
