@@ -22,6 +22,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
+	"github.com/moby/moby/client"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -423,7 +424,7 @@ func TestEscapeUserNSLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	without := b.mutated(t, func(s *specs.Spec) { s.Linux.Sysctl = nil })
-	out, hostErr, err := holdInotify(t, b, without)
+	out, hostErr, err := holdInotify(t, b, without, rootInotify)
 	var held int
 	if i := strings.Index(out, "instances="); i >= 0 {
 		_, _ = fmt.Sscanf(out[i:], "instances=%d", &held)
@@ -434,7 +435,7 @@ func TestEscapeUserNSLimits(t *testing.T) {
 	t.Logf("bypass: the task printed %q; host root's inotify_init1 while it held them: %v", out, hostErr)
 
 	// nsn-run's spec, with the limits.
-	out, hostErr, err = holdInotify(t, b, b.spec)
+	out, hostErr, err = holdInotify(t, b, b.spec, rootInotify)
 	if err != nil {
 		// runc before 1.4 refuses user.* sysctls: nsn-run's backend
 		// must recognise that refusal and set the limits itself.
@@ -465,7 +466,16 @@ func TestEscapeUserNSLimits(t *testing.T) {
 // instances until refused and holds them while this process tries to
 // create one as host root. It returns what the task printed, the host's
 // inotify_init1 error, and runc's error (with its stderr).
-func holdInotify(t *testing.T, b *bundle, s *specs.Spec) (out string, hostErr, runErr error) {
+// rootInotify creates and closes an inotify instance as host root.
+func rootInotify() error {
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC)
+	if err == nil {
+		unix.Close(fd)
+	}
+	return err
+}
+
+func holdInotify(t *testing.T, b *bundle, s *specs.Spec, host func() error) (out string, hostErr, runErr error) {
 	t.Helper()
 	b.write(t, s)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -498,11 +508,7 @@ func holdInotify(t *testing.T, b *bundle, s *specs.Spec) (out string, hostErr, r
 		}
 	}
 	if strings.Contains(lines.String(), "instances=") {
-		if fd, err := unix.InotifyInit1(unix.IN_CLOEXEC); err != nil {
-			hostErr = err
-		} else {
-			unix.Close(fd)
-		}
+		hostErr = host()
 	}
 	stdin.Close()
 	rest, _ := io.ReadAll(r)
@@ -518,6 +524,107 @@ func holdInotify(t *testing.T, b *bundle, s *specs.Spec) (out string, hostErr, r
 		return lines.String(), hostErr, fmt.Errorf("runc run: %w: %s", err, strings.Join(msgs, "; "))
 	}
 	return lines.String(), hostErr, nil
+}
+
+// TestEscapeImageHostAccount: a task that shares host ids (user namespaces
+// off, or dockerd's) runs as its image's numeric USER, so an image could
+// pick a host account's uid and spend that account's per-user kernel
+// counts: an outside review's USER 1000 held all of host account 1000's
+// inotify instances. Under runc directly, the spec nsn-run generated for an
+// image with USER 1 (Debian's daemon account) holds the instances and the
+// host's uid 1 gets EMFILE; now such a USER gives nobody (65534) on both
+// backends, while a task with its own user namespace keeps it (mapped).
+func TestEscapeImageHostAccount(t *testing.T) {
+	const account = 1
+	need(t, spec.HostAccount(account), "host uid %d is no account here", account)
+	raw, err := os.ReadFile("/proc/sys/fs/inotify/max_user_instances")
+	if err != nil {
+		t.Fatal(err)
+	}
+	limit, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The task's open files (1024) bound what it can hold.
+	need(t, limit < 1000, "max_user_instances is %d: a task's 1024 open files cannot spend it", limit)
+	b := newBundleWithHelper(t, "exec /bin/inotifyhold", "inotifyhold")
+	helper := filepath.Join(b.dir, spec.RootfsPath, "bin", "inotifyhold")
+	tk := task.Task{ID: b.id, Image: busyboxRef, Command: b.spec.Process.Args}
+	img := ocispec.ImageConfig{Env: []string{"PATH=/bin"}, User: strconv.Itoa(account)}
+	before, err := spec.Generate(namespaces.WithNamespace(context.Background(), testNamespace), tk, img, spec.Options{OutputDir: b.outDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before.Process.User.UID != account {
+		t.Fatalf("the image's USER gave uid %d", before.Process.User.UID)
+	}
+	asAccount := func() error {
+		cmd := exec.Command(helper)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: account, Gid: account}}
+		out, err := cmd.Output() // stdin is /dev/null: it prints and exits
+		if err != nil {
+			return fmt.Errorf("%w: %s", err, out)
+		}
+		if strings.HasPrefix(string(out), "instances=0 errno=EMFILE") {
+			return unix.EMFILE
+		}
+		return nil
+	}
+	out, hostErr, err := holdInotify(t, b, before, asAccount)
+	if err != nil || !errors.Is(hostErr, unix.EMFILE) {
+		t.Fatalf("bypass: host uid %d's inotify_init1 while the task held its instances: %v (run: %v)\n%s", account, hostErr, err, out)
+	}
+	t.Logf("bypass: the task printed %q; host uid %d got %v", strings.TrimSpace(out), account, hostErr)
+
+	shared := spec.SharedIdentityImage(img, spec.HostAccount)
+	now, err := spec.Generate(namespaces.WithNamespace(context.Background(), testNamespace), tk, shared, spec.Options{OutputDir: b.outDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := now.Process.User; u.UID != task.NobodyID || u.GID != task.NobodyID {
+		t.Errorf("nsn-run's spec under shared ids: user %d:%d, want nobody", u.UID, u.GID)
+	}
+	if _, hostErr, err := holdInotify(t, b, now, asAccount); err != nil || hostErr != nil {
+		t.Errorf("nsn-run's spec: host uid %d's inotify_init1: %v (run: %v)", account, hostErr, err)
+	}
+
+	// Through the backends: the image's USER is nobody where ids are
+	// shared, and kept in a task's own user namespace.
+	c, _ := containerdClient(t)
+	ref := "docker.io/library/hostile-host-account:latest"
+	rootfs := filepath.Join(t.TempDir(), "rootfs")
+	if err := imagebuild.BusyboxRootfs(rootfs, busyboxPath(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := importImage(c, imagebuild.Image{Name: ref, RootfsDir: rootfs, Config: img}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		mode runtime.UserNSMode
+		want string
+	}{{runtime.UserNSOff, "65534\n"}, {runtime.UserNSPreferred, strconv.Itoa(account) + "\n"}} {
+		m, _ := testManagerUserNS(t, tc.mode)
+		res, err := m.Run(context.Background(), task.Task{ID: uniqueID("acct"), Image: ref, Command: []string{"id", "-u"}}, runtime.RunOptions{})
+		if err != nil || res.Stdout != tc.want {
+			t.Errorf("containerd, user namespaces %q: %q, %v; want %q", tc.mode, res.Stdout, err, tc.want)
+		}
+	}
+	dc := dockerClient(t)
+	var archive bytes.Buffer
+	if err := imagebuild.WriteOCILayout(&archive, imagebuild.Image{Name: ref, RootfsDir: rootfs, Config: img}); err != nil {
+		t.Fatal(err)
+	}
+	loaded, err := dc.ImageLoad(context.Background(), &archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, loaded)
+	loaded.Close()
+	t.Cleanup(func() { _, _ = dc.ImageRemove(context.Background(), ref, client.ImageRemoveOptions{Force: true}) })
+	res, err := dockerManager(t).Run(context.Background(), task.Task{ID: uniqueID("acct"), Image: ref, Command: []string{"id", "-u"}}, runtime.RunOptions{})
+	if err != nil || res.Stdout != "65534\n" {
+		t.Errorf("docker: %q, %v; want 65534", res.Stdout, err)
+	}
 }
 
 // TestEscapeNonGPUCDIDevice: the host's CDI specs define other devices

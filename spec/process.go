@@ -2,8 +2,11 @@ package spec
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os/user"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/containerd/containerd/v2/core/containers"
@@ -123,6 +126,35 @@ func userFor(taskUser, imageUser string) (uid, gid uint32, err error) {
 		}
 	}
 	return task.NobodyID, task.NobodyID, nil
+}
+
+// SharedIdentityImage returns img as a task that shares host ids (no user
+// namespace of its own: UserNSOff, the Docker backend) may use it. There
+// the image's numeric USER is the task's host uid, so an image could pick
+// a host account's (an outside review's USER 1000 took all of host
+// account 1000's inotify instances): a USER whose uid isAccount says is an
+// account's, nobody's (65534, every such task's) aside, is dropped, and
+// the task runs as nobody, as for a USER that is not numeric.
+func SharedIdentityImage(img ocispec.ImageConfig, isAccount func(uid uint32) bool) ocispec.ImageConfig {
+	if img.User == "" {
+		return img
+	}
+	uid, _, err := task.ParseUser(img.User)
+	if err != nil || uid == task.NobodyID || !isAccount(uid) {
+		return img
+	}
+	img.User = ""
+	return img
+}
+
+// HostAccount reports whether uid is an account's on this host (os/user:
+// /etc/passwd, or NSS where the program links libc). A lookup that fails
+// for another reason than an unknown uid counts as an account: the image
+// then gets nobody, the safe side.
+func HostAccount(uid uint32) bool {
+	_, err := user.LookupId(strconv.FormatUint(uint64(uid), 10))
+	var unknown user.UnknownUserIdError
+	return !errors.As(err, &unknown)
 }
 
 // requiredMaskedPaths is the union of Docker's and containerd's default

@@ -537,3 +537,37 @@ func TestUserNSSysctls(t *testing.T) {
 		t.Errorf("without a user namespace: sysctls %v, want none (runc refuses user.* there)", s.Linux.Sysctl)
 	}
 }
+
+// TestSharedIdentityImage: under shared host ids an image's USER naming a
+// host account (not nobody) is dropped, so the task runs as nobody; any
+// other USER is kept.
+func TestSharedIdentityImage(t *testing.T) {
+	accounts := map[uint32]bool{1: true, 1000: true, 65534: true}
+	isAccount := func(uid uint32) bool { return accounts[uid] }
+	for user, want := range map[string]string{
+		"1000":      "",
+		"1000:2000": "",
+		"1":         "",
+		"65534":     "65534",
+		"4242":      "4242",
+		"4242:1000": "4242:1000", // a group's counts are not per-user
+		"":          "",
+		"daemon":    "daemon", // not numeric: nobody anyway
+	} {
+		got := spec.SharedIdentityImage(ocispec.ImageConfig{User: user, Env: []string{"A=1"}}, isAccount)
+		if got.User != want || len(got.Env) != 1 {
+			t.Errorf("USER %q: %q (env %v), want %q", user, got.User, got.Env, want)
+		}
+		tk := task.Task{ID: "u", Image: "busybox", Command: []string{"true"}}
+		p, err := spec.ProcessFor(tk, got)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want == "" && (p.UID != task.NobodyID || p.GID != task.NobodyID) {
+			t.Errorf("USER %q: runs as %d:%d, want nobody", user, p.UID, p.GID)
+		}
+	}
+	if !spec.HostAccount(0) || spec.HostAccount(4000000000) {
+		t.Errorf("HostAccount: root %v, 4000000000 %v; want true, false", spec.HostAccount(0), spec.HostAccount(4000000000))
+	}
+}

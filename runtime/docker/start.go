@@ -15,6 +15,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/nsn-run/nsn-run/runtime"
+	"github.com/nsn-run/nsn-run/spec"
 	"github.com/nsn-run/nsn-run/task"
 )
 
@@ -102,6 +103,7 @@ func (b *Backend) request(ctx context.Context, req runtime.StartRequest) (Reques
 	if err != nil {
 		return Request{}, err
 	}
+	imgCfg = spec.SharedIdentityImage(imgCfg, spec.HostAccount) // dockerd's tasks share host ids
 	if len(req.GPUDevices) > 0 && b.cfg.CDI == nil {
 		return Request{}, fmt.Errorf("%w: task was granted GPUs but no CDI specs are configured", errdefs.ErrFailedPrecondition)
 	}
