@@ -165,6 +165,11 @@ func New(cfg Config) (*Manager, error) {
 	if err := os.MkdirAll(filepath.Join(abs, "tasks"), 0o700); err != nil {
 		return nil, fmt.Errorf("create state dir: %w", err)
 	}
+	// One state dir, one name: the id ranges record their owner by it, and
+	// the audit refuses output dirs reached through a symlink.
+	if abs, err = filepath.EvalSymlinks(abs); err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
 	if err := os.Chmod(abs, 0o700); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
@@ -305,7 +310,7 @@ func (m *Manager) checkScope(id, scope string) error {
 	if scope == "" || m.scope == "" || scope == m.scope {
 		return nil
 	}
-	return fmt.Errorf("%w: task %s belongs to %s, not this nsn-run's %s (they share the state dir %s): use that scope for it, or a state dir of its own for each",
+	return fmt.Errorf("%w: task %s belongs to %s, not this nsn-run's %s (they share the state dir %s): manage it from there",
 		errdefs.ErrFailedPrecondition, id, scope, m.scope, m.stateDir)
 }
 
@@ -573,6 +578,9 @@ func (m *Manager) Wait(ctx context.Context, id string) (task.Result, error) {
 // logs without a release (LogFinisher) is left in place, and released
 // reports whether it was released.
 func (m *Manager) wait(ctx context.Context, id string, finishLogs bool) (res task.Result, released bool, err error) {
+	if _, err := m.readRecord(id); errdefs.IsFailedPrecondition(err) {
+		return task.Result{}, false, err // another scope's task: refused before waiting for a turn
+	}
 	release, err := m.hold(ctx, id)
 	if err != nil {
 		return task.Result{}, false, err

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
 
 	"github.com/nsn-run/nsn-run/logs"
 	"github.com/nsn-run/nsn-run/runtime"
@@ -960,8 +961,15 @@ func TestScopesShareAStateDir(t *testing.T) {
 	foreign("rm", b.Remove(ctx, "coll", false))
 	foreign("rm -f", b.Remove(ctx, "coll", true))
 	foreign("cleanup", b.Cleanup(ctx, "coll"))
-	_, err = b.Wait(ctx, "coll")
-	foreign("wait", err)
+	// a's waiter holds the task's turn (as its supervisor would): b's wait
+	// is refused at once, not after a's turn.
+	aWaited := make(chan error, 1)
+	go func() { _, err := a.Wait(ctx, "coll"); aWaited <- err }()
+	waitForFlockHeld(t, filepath.Join(state, "waiting", "coll"))
+	waitCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	_, err = b.Wait(waitCtx, "coll")
+	cancel()
+	foreign("wait while a waits", err)
 	foreign("logs", b.Logs(ctx, "coll", runtime.LogOptions{Stdout: io.Discard}))
 	for _, force := range []bool{false, true} {
 		removed, err := b.CleanupOrphans(ctx, force)
@@ -980,8 +988,11 @@ func TestScopesShareAStateDir(t *testing.T) {
 	}
 	// a still owns it: it ends and is removed as usual.
 	fa.exit("coll", 0)
+	if err := <-aWaited; err != nil {
+		t.Errorf("a's wait: %v", err)
+	}
 	if res, err := a.Wait(ctx, "coll"); err != nil || res.ExitCode != 0 {
-		t.Errorf("a's wait: %+v, %v", res, err)
+		t.Errorf("a's recorded result: %+v, %v", res, err)
 	}
 	if err := a.Remove(ctx, "coll", false); err != nil {
 		t.Errorf("a's rm: %v", err)
@@ -989,6 +1000,24 @@ func TestScopesShareAStateDir(t *testing.T) {
 	if got := gpus.held(); len(got) != 0 {
 		t.Errorf("GPUs after a's rm: %v", got)
 	}
+}
+
+// waitForFlockHeld returns once another holder has an exclusive flock on
+// path (polling: flock has no notification).
+func waitForFlockHeld(t *testing.T, path string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if f, err := os.Open(path); err == nil {
+			err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+			f.Close()
+			if errors.Is(err, unix.EWOULDBLOCK) {
+				return
+			}
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatalf("nobody took the lock on %s", path)
 }
 
 // TestLogsRefusesBadIDs: Logs takes a task id as every other call does, so

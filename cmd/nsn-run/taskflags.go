@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -123,6 +124,10 @@ func parseSize(flag, s string) (int64, error) {
 	n, err := units.RAMInBytes(s)
 	if err != nil {
 		return 0, fmt.Errorf("%w: --%s %q: want a size such as 512m or 2g", errdefs.ErrInvalidArgument, flag, s)
+	}
+	if n < 0 && !strings.HasPrefix(strings.TrimSpace(s), "-") {
+		// units.RAMInBytes wraps a size past int64 around.
+		return 0, fmt.Errorf("%w: --%s %q: too large", errdefs.ErrInvalidArgument, flag, s)
 	}
 	if n <= 0 {
 		return 0, fmt.Errorf("%w: --%s %q: must be positive", errdefs.ErrInvalidArgument, flag, s)

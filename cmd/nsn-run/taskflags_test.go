@@ -76,6 +76,11 @@ func TestTaskFlagErrors(t *testing.T) {
 			t.Errorf("%q: error %v, want invalid argument", argv, err)
 		}
 	}
+	// A size past int64 wraps around in go-units: it is too large, not
+	// negative.
+	if _, err := parseTask(t, "--gpu-memory", "9999999999999999999999", "busybox", "true"); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "too large") {
+		t.Errorf("an overflowing size: %v, want too large", err)
+	}
 }
 
 func TestExitCodes(t *testing.T) {

@@ -97,6 +97,11 @@ type Config struct {
 	// containerd records with each task: both must stay in place while
 	// they run.
 	ShimBinary string
+	// MaxUnpackedBytes bounds what an image may unpack to on its first
+	// task (images.CheckUnpackedSize: image layers are attacker input,
+	// and a few kilobytes can claim gigabytes); 0: what the snapshotter's
+	// filesystem has free, less 5% of it (at most 8 GiB).
+	MaxUnpackedBytes int64
 	// RuncBinary is the runc the runc shim runs for tasks of the runc
 	// runtime and shim group anchors (the shim options' BinaryName): an
 	// absolute path that passes CheckShimBinary, run by its resolved
@@ -115,6 +120,9 @@ type Backend struct {
 	// tasks are the handles of the tasks this process started, waits on
 	// or was told of an OOM kill in: their exit waits and OOM flags.
 	tasks *taskhandle.Set
+
+	// serverUUID identifies the containerd (Scope).
+	serverUUID string
 
 	mu sync.Mutex
 	// remapIDs caches whether the snapshotter idmaps snapshots (nil: not
@@ -215,6 +223,14 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 		return nil, err
 	}
 	b := &Backend{client: c, cfg: cfg, tasks: taskhandle.NewSet(), eventsDone: make(chan struct{})}
+	// Which containerd this is, whatever path reaches its socket: its
+	// UUID, kept in its root across restarts (Scope).
+	info, err := c.Server(ctx)
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("%w: containerd at %s: server info: %w", errdefs.ErrUnavailable, cfg.Address, err)
+	}
+	b.serverUUID = info.UUID
 	if b.shim, err = shimRuntime(cfg, version); err != nil {
 		c.Close()
 		return nil, err
@@ -258,9 +274,13 @@ func (b *Backend) Client() *client.Client { return b.client }
 // Name implements runtime.Backend.
 func (b *Backend) Name() string { return "containerd" }
 
-// Scope implements runtime.Scoper: the containerd namespace. (Not the
-// socket: one containerd is reached by several spellings of its path.)
-func (b *Backend) Scope() string { return fmt.Sprintf("containerd namespace %q", b.cfg.Namespace) }
+// Scope implements runtime.Scoper: the containerd namespace, in this
+// containerd (its UUID, not its socket, which several paths reach; an
+// outside review had a second containerd's namespace of the same name
+// remove a task of the first).
+func (b *Backend) Scope() string {
+	return fmt.Sprintf("containerd namespace %q (containerd %s)", b.cfg.Namespace, b.serverUUID)
+}
 
 var _ runtime.UserNamespacer = (*Backend)(nil)
 

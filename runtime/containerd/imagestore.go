@@ -2,9 +2,13 @@ package containerd
 
 import (
 	"context"
+	"fmt"
 	"io"
 
+	"github.com/containerd/containerd/v2/plugins"
+	"github.com/containerd/errdefs"
 	"github.com/containerd/platforms"
+	"golang.org/x/sys/unix"
 
 	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/runtime/containerd/images"
@@ -22,8 +26,14 @@ func (b *Backend) ImportImage(ctx context.Context, r io.Reader, opts runtime.Imp
 // backend's snapshotter, so a task starts from it without unpacking.
 func (b *Backend) PullImage(ctx context.Context, ref string, progress func(runtime.PullProgress)) (runtime.Image, error) {
 	ctx = b.ns(ctx)
-	img, err := images.Pull(ctx, b.client, ref, images.PullOptions{Snapshotter: b.cfg.Snapshotter, Progress: progress})
+	img, err := images.Pull(ctx, b.client, ref, images.PullOptions{Progress: progress})
 	if err != nil {
+		return runtime.Image{}, err
+	}
+	if _, err := images.Unpack(ctx, img.Image, b.cfg.Snapshotter, b.unpackLimit); err != nil {
+		// Refused (or failed): the name goes with it, so that a pull
+		// that failed leaves no image to run.
+		_ = b.client.ImageService().Delete(context.WithoutCancel(ctx), img.Name)
 		return runtime.Image{}, err
 	}
 	out := runtime.Image{Name: img.Name, Digest: img.Digest, Size: -1}
@@ -51,4 +61,42 @@ func (b *Backend) ListImages(ctx context.Context) ([]runtime.Image, error) {
 		out = append(out, runtime.Image{Name: img.Name, Digest: img.Target.Digest.String(), Size: size})
 	}
 	return out, nil
+}
+
+// unpackLimit is what an image not yet unpacked may unpack to:
+// Config.MaxUnpackedBytes, else what the snapshotter's filesystem has
+// free, less a reserve of 5% of it (at most 8 GiB), so that no image can
+// fill the disk under containerd and every task on it.
+func (b *Backend) unpackLimit(ctx context.Context) (int64, error) {
+	if b.cfg.MaxUnpackedBytes > 0 {
+		return b.cfg.MaxUnpackedBytes, nil
+	}
+	root, err := b.snapshotterRoot(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(root, &st); err != nil {
+		return 0, fmt.Errorf("free space of snapshotter %s at %s (set containerd.Config.MaxUnpackedBytes where nsn-run cannot see it): %w", b.cfg.Snapshotter, root, err)
+	}
+	size, free := int64(st.Blocks)*st.Bsize, int64(st.Bavail)*st.Bsize
+	return max(free-min(size/20, maxUnpackReserve), 0), nil
+}
+
+// maxUnpackReserve caps the free space an unpack must leave.
+const maxUnpackReserve = 8 << 30
+
+// snapshotterRoot is the directory the snapshotter keeps its snapshots in,
+// from containerd's plugin introspection (its "root" export).
+func (b *Backend) snapshotterRoot(ctx context.Context) (string, error) {
+	resp, err := b.client.IntrospectionService().Plugins(b.ns(ctx), fmt.Sprintf("type==%s,id==%s", plugins.SnapshotPlugin, b.cfg.Snapshotter))
+	if err != nil {
+		return "", fmt.Errorf("find snapshotter %s: %w", b.cfg.Snapshotter, err)
+	}
+	for _, p := range resp.Plugins {
+		if root := p.Exports["root"]; root != "" {
+			return root, nil
+		}
+	}
+	return "", fmt.Errorf("%w: snapshotter %s exports no root (set containerd.Config.MaxUnpackedBytes)", errdefs.ErrFailedPrecondition, b.cfg.Snapshotter)
 }

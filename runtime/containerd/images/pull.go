@@ -24,8 +24,6 @@ const ProgressInterval = 100 * time.Millisecond
 
 // PullOptions configure Pull.
 type PullOptions struct {
-	// Snapshotter to unpack into.
-	Snapshotter string
 	// Progress, if set, is called every ProgressInterval while the pull
 	// runs and once more, with Done set, when it has ended (Pull's error
 	// says how). Calls come one at a time, from a goroutine of Pull's;
@@ -39,8 +37,9 @@ func resolver() docker.ResolverOptions {
 	return docker.ResolverOptions{Hosts: docker.ConfigureDefaultRegistries(docker.WithPlainHTTP(docker.MatchLocalhost))}
 }
 
-// Pull fetches ref from its registry for this platform, unpacks it and
-// returns the image. Content is written under a lease, so an interrupted
+// Pull fetches ref from its registry for this platform and returns the
+// image; the caller unpacks it (Unpack, whose size check needs the whole
+// image first). Content is written under a lease, so an interrupted
 // pull leaves nothing that garbage collection keeps.
 func Pull(ctx context.Context, c *client.Client, ref string, o PullOptions) (Image, error) {
 	name, err := task.NormalizeImage(ref)
@@ -51,8 +50,6 @@ func Pull(ctx context.Context, c *client.Client, ref string, o PullOptions) (Ima
 	stop := p.start(ctx, o.Progress)
 	_, err = c.Pull(ctx, name,
 		client.WithResolver(docker.NewResolver(resolver())),
-		client.WithPullUnpack,
-		client.WithPullSnapshotter(o.Snapshotter),
 		client.WithImageHandler(ctrimages.HandlerFunc(p.track)),
 	)
 	stop()
