@@ -748,6 +748,31 @@ func TestEscapeSecretMemory(t *testing.T) {
 	refused(t, b, audit.RuleSeccomp, mutate)
 }
 
+// TestEscapeSocketFilters: a classic BPF program attached to a socket
+// (setsockopt SO_ATTACH_FILTER, which containerd's profile allows) is
+// JIT-compiled into executable kernel pages: each splits the host's
+// direct map for good and spends the host-wide bpf_jit_limit (an outside
+// review moved DirectMap4k by 192 MiB with one task). Under runc with
+// setsockopt allowed whole, the task attaches its programs; nsn-run's spec
+// refuses both socket filter options, also with the high bits of the level
+// set (the kernel reads an int), and keeps other options working.
+func TestEscapeSocketFilters(t *testing.T) {
+	b := newBundleWithHelper(t, "/bin/sockfilter", "sockfilter")
+	mutate := allowSyscall("setsockopt")
+	out, errOut, err := b.run(t, b.mutated(t, mutate))
+	if err != nil || !strings.Contains(out, "attach: ok\n") || !strings.Contains(out, "held 64 filters") {
+		t.Fatalf("bypass: the task attached no filters: %v\nstdout: %s\nstderr: %s", err, out, errOut)
+	}
+	t.Logf("bypass:\n%s", out)
+	out, errOut, err = b.run(t, b.spec)
+	for _, want := range []string{"attach: Operation not permitted\n", "attach-high-level: Operation not permitted\n", "reuseport-cbpf: Operation not permitted\n", "rcvbuf: ok\n", "v6only: ok\n", "held 0 filters"} {
+		if err != nil || !strings.Contains(out, want) {
+			t.Errorf("nsn-run's spec: want %q: %v\nstdout: %s\nstderr: %s", want, err, out, errOut)
+		}
+	}
+	refused(t, b, audit.RuleSeccomp, mutate)
+}
+
 // TestEscapePtys: every /dev/pts instance but the host's draws on one
 // host-wide count of pseudo-terminals (kernel.pty.max less
 // kernel.pty.reserve), whose kernel memory no cgroup is charged for; an

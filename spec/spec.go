@@ -497,6 +497,7 @@ func SeccompProfile() *specs.LinuxSeccomp {
 		p.Syscalls[i].Names = slices.DeleteFunc(p.Syscalls[i].Names, func(n string) bool { return slices.Contains(deniedSyscalls, n) })
 	}
 	p.Syscalls = slices.DeleteFunc(p.Syscalls, func(r specs.LinuxSyscall) bool { return len(r.Names) == 0 })
+	p.Syscalls = append(p.Syscalls, setsockoptRules()...)
 	return p
 }
 
@@ -516,7 +517,10 @@ func SeccompProfile() *specs.LinuxSeccomp {
 // caps one mapping, nothing bounds the damage. An outside review moved
 // the host's DirectMap4k from 28 to 178 MiB with two tasks;
 // TestEscapeSecretMemory shows the mechanism with runc.
-var deniedSyscalls = []string{"io_setup", "io_submit", "memfd_secret"}
+//
+// setsockopt is not denied but allowed by its own rules, without the
+// options that load classic BPF programs (setsockoptRules).
+var deniedSyscalls = []string{"io_setup", "io_submit", "memfd_secret", "setsockopt"}
 
 // nativeArchitectures is the seccomp architecture of the build: tasks run
 // binaries of the host's own ABI only.

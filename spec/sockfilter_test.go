@@ -1,0 +1,72 @@
+package spec
+
+import (
+	"math/rand/v2"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// allowed evaluates rules as seccomp does (rules ORed, a rule's
+// comparisons ANDed) for setsockopt's 64-bit level and optname arguments.
+func allowed(rules []specs.LinuxSyscall, level, optname uint64) bool {
+	args := map[uint]uint64{1: level, 2: optname}
+	for _, r := range rules {
+		all := true
+		for _, a := range r.Args {
+			if a.Op != specs.OpMaskedEqual || args[a.Index]&a.Value != a.ValueTwo {
+				all = false
+			}
+		}
+		if all {
+			return true
+		}
+	}
+	return false
+}
+
+// TestSetsockoptRules: the rules refuse exactly the socket filter options
+// at level SOL_SOCKET, as the kernel reads level and optname (the low 32
+// bits: a high bit set does not get one past), and allow everything else:
+// other SOL_SOCKET options, the same numbers at other levels
+// (IPV6_V6ONLY is 26 at IPPROTO_IPV6).
+func TestSetsockoptRules(t *testing.T) {
+	rules := setsockoptRules()
+	refused := [][2]uint64{
+		{unix.SOL_SOCKET, unix.SO_ATTACH_FILTER},
+		{unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_CBPF},
+		{1<<32 | unix.SOL_SOCKET, unix.SO_ATTACH_FILTER},
+		{unix.SOL_SOCKET, 1<<63 | unix.SO_ATTACH_FILTER},
+		{0xffffffff00000000 | unix.SOL_SOCKET, 0xffffffff00000000 | unix.SO_ATTACH_REUSEPORT_CBPF},
+	}
+	for _, c := range refused {
+		if allowed(rules, c[0], c[1]) {
+			t.Errorf("setsockopt(level %#x, optname %#x) is allowed", c[0], c[1])
+		}
+	}
+	for _, c := range [][2]uint64{
+		{unix.SOL_SOCKET, unix.SO_RCVBUF}, {unix.SOL_SOCKET, unix.SO_REUSEADDR}, {unix.SOL_SOCKET, unix.SO_ATTACH_FILTER - 1},
+		{unix.SOL_SOCKET, unix.SO_ATTACH_FILTER + 1}, {unix.SOL_SOCKET, unix.SO_ATTACH_BPF}, {unix.SOL_SOCKET, 0xffffffff},
+		{unix.IPPROTO_IPV6, unix.IPV6_V6ONLY}, {unix.IPPROTO_TCP, unix.SO_ATTACH_FILTER}, {0, 0}, {0xffffffff, unix.SO_ATTACH_FILTER},
+	} {
+		if !allowed(rules, c[0], c[1]) {
+			t.Errorf("setsockopt(level %#x, optname %#x) is refused", c[0], c[1])
+		}
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 100000 {
+		level, opt := uint64(r.Uint32()%64), uint64(r.Uint32()%128)
+		if r.IntN(4) == 0 {
+			level, opt = r.Uint64(), r.Uint64()
+		}
+		refuse := uint32(level) == unix.SOL_SOCKET && (uint32(opt) == unix.SO_ATTACH_FILTER || uint32(opt) == unix.SO_ATTACH_REUSEPORT_CBPF)
+		if allowed(rules, level, opt) == refuse {
+			t.Fatalf("setsockopt(level %#x, optname %#x): allowed %v", level, opt, !refuse)
+		}
+	}
+	if len(rules) > 80 {
+		t.Errorf("%d rules", len(rules))
+	}
+	t.Logf("%d rules", len(rules))
+}
