@@ -40,6 +40,10 @@ const (
 const (
 	DefaultAddress  = "/run/containerd/containerd.sock"
 	DefaultStateDir = "/var/lib/nsn-run"
+	// ProbeDir is where the containerd backend keeps what it learned of
+	// the host for later processes (containerd.Config.ProbeDir): node-wide
+	// and emptied by a reboot, beside the host id ranges.
+	ProbeDir = "/run/nsn-run"
 	// LoggerName is the small shim logger binary (cmd/nsn-logger) Open
 	// looks for when Options.LoggerBinary is empty.
 	LoggerName = "nsn-logger"
@@ -236,7 +240,7 @@ func Open(ctx context.Context, o Options) (*runtime.Manager, error) {
 		if err != nil {
 			return nil, err
 		}
-		b, err = containerd.New(ctx, containerd.Config{Address: o.Address, Namespace: o.Namespace, LoggerBinary: logger, InitBinary: o.InitBinary, CDI: gpus, GPUUsage: o.GPUUsage,
+		b, err = containerd.New(ctx, containerd.Config{Address: o.Address, Namespace: o.Namespace, LoggerBinary: logger, InitBinary: o.InitBinary, CDI: gpus, GPUUsage: o.GPUUsage, ProbeDir: ProbeDir,
 			ShimGroup: o.ShimGroup, ShimGroupSize: o.ShimGroupSize, ShimBinary: shimBinary})
 		if err != nil {
 			return nil, err

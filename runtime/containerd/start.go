@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
@@ -270,7 +271,7 @@ func (b *Backend) prepareRoot(ctx context.Context, id, parent string, ids *task.
 		// Backend, the inspection mounts plainly.
 		inspect := mounts
 		b.mu.Lock()
-		probe := idmapped && !b.idmapMountWorks
+		probe := idmapped && !b.idmapMountWorks && !b.idmapMountWorked()
 		b.mu.Unlock()
 		if idmapped && !probe {
 			inspect = mount.RemoveIDMapOption(mounts)
@@ -318,6 +319,7 @@ func (b *Backend) prepareRoot(ctx context.Context, id, parent string, ids *task.
 				b.mu.Lock()
 				b.idmapMountWorks = true
 				b.mu.Unlock()
+				b.recordIdmapMountWorks(ctx)
 			}
 			return task.IdentityIDMapped, nil
 		}
@@ -423,4 +425,62 @@ func (b *Backend) generate(ctx context.Context, t task.Task, img ocispec.ImageCo
 		return nil, fmt.Errorf("%w: spec for task %s fails the audit (%d findings), first: %s", errdefs.ErrFailedPrecondition, t.ID, len(findings), findings[0])
 	}
 	return s, nil
+}
+
+// idmapMountRecord is the ProbeDir file that says an idmapped snapshot of
+// this containerd's snapshotter has mounted in this boot: its content is
+// the boot's id, so a record from before a reboot (another kernel) counts
+// for nothing, wherever ProbeDir lives.
+func (b *Backend) idmapMountRecord() string {
+	return filepath.Join(b.cfg.ProbeDir, fmt.Sprintf("idmap-mounts-%s-%s", b.serverUUID, b.cfg.Snapshotter))
+}
+
+// bootID is this boot's random id (empty if unreadable).
+func bootID() string {
+	id, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	return strings.TrimSpace(string(id))
+}
+
+// idmapMountWorked reports whether another process of this boot recorded
+// that an idmapped snapshot mounts (recordIdmapMountWorks). Called with
+// b.mu held; on a hit the Backend takes it as its own finding.
+func (b *Backend) idmapMountWorked() bool {
+	if b.cfg.ProbeDir == "" || b.serverUUID == "" {
+		return false
+	}
+	got, err := os.ReadFile(b.idmapMountRecord())
+	if id := bootID(); err != nil || id == "" || strings.TrimSpace(string(got)) != id {
+		return false
+	}
+	b.idmapMountWorks = true
+	return true
+}
+
+// recordIdmapMountWorks writes the record idmapMountWorked reads; a failure
+// only costs later processes the probe.
+func (b *Backend) recordIdmapMountWorks(ctx context.Context) {
+	id := bootID()
+	if b.cfg.ProbeDir == "" || b.serverUUID == "" || id == "" {
+		return
+	}
+	if err := os.MkdirAll(b.cfg.ProbeDir, 0o700); err != nil {
+		log.G(ctx).WithError(err).Debug("record idmapped mounts")
+		return
+	}
+	tmp, err := os.CreateTemp(b.cfg.ProbeDir, ".idmap-mounts-*")
+	if err != nil {
+		log.G(ctx).WithError(err).Debug("record idmapped mounts")
+		return
+	}
+	_, werr := tmp.WriteString(id + "\n")
+	if cerr := tmp.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr == nil {
+		werr = os.Rename(tmp.Name(), b.idmapMountRecord())
+	}
+	if werr != nil {
+		_ = os.Remove(tmp.Name())
+		log.G(ctx).WithError(werr).Debug("record idmapped mounts")
+	}
 }

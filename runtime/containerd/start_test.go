@@ -1,7 +1,9 @@
 package containerd
 
 import (
+	"context"
 	"errors"
+	"os"
 	"testing"
 )
 
@@ -69,5 +71,39 @@ func TestKnownVersion(t *testing.T) {
 		if got := UserNSLimitsInSpec(v); got != want {
 			t.Errorf("UserNSLimitsInSpec(%q) = %v, want %v", v, got, want)
 		}
+	}
+}
+
+// TestIdmapMountRecord: a Backend that saw an idmapped snapshot mount
+// records it for this boot, and another Backend of the same containerd and
+// snapshotter takes it without probing; a record of another boot, another
+// containerd or none at all counts for nothing.
+func TestIdmapMountRecord(t *testing.T) {
+	if bootID() == "" {
+		t.Skip("no boot id")
+	}
+	dir := t.TempDir()
+	newBackend := func(uuid string) *Backend {
+		return &Backend{cfg: Config{ProbeDir: dir, Snapshotter: "overlayfs"}, serverUUID: uuid}
+	}
+	first := newBackend("c1")
+	if first.idmapMountWorked() {
+		t.Fatal("a record before any was written")
+	}
+	first.recordIdmapMountWorks(context.Background())
+	if second := newBackend("c1"); !second.idmapMountWorked() || !second.idmapMountWorks {
+		t.Error("a second Backend of the same containerd did not take the record")
+	}
+	if other := newBackend("c2"); other.idmapMountWorked() {
+		t.Error("another containerd took the record")
+	}
+	if err := os.WriteFile(first.idmapMountRecord(), []byte("another-boot\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if later := newBackend("c1"); later.idmapMountWorked() {
+		t.Error("a record of another boot counted")
+	}
+	if none := (&Backend{cfg: Config{Snapshotter: "overlayfs"}, serverUUID: "c1"}); none.idmapMountWorked() {
+		t.Error("a Backend without a ProbeDir took a record")
 	}
 }
