@@ -78,7 +78,10 @@ type Options struct {
 	CDISpecDirs []string
 	// LoggerBinary is the program containerd's shim runs to capture a
 	// task's logs (nsn-logger, or nsn-run itself). Empty: nsn-logger
-	// beside the running program, else on PATH.
+	// beside the running program, else on PATH. A program that ships no
+	// nsn-logger can be its own, as nsn-run is: name its own absolute
+	// path here, and first thing in main run logs.RunShimLogger(os.Args[2])
+	// and exit when os.Args[1] is logs.ShimLoggerCommand.
 	LoggerBinary string
 	// InitBinary is nsn-init, which a task with Init runs as pid 1 (on
 	// containerd; dockerd has its own). Empty: nsn-init beside the

@@ -568,7 +568,8 @@ func (m *Manager) release(id string) error {
 // event or the cgroup's OOM counter together with a SIGKILL exit, never from
 // the exit code alone. Once the task has exited its container is released,
 // which completes its logs; the Result is recorded, so a second Wait
-// returns it again.
+// returns it again. The Result has no logs and lists no output files:
+// CollectOutput adds them (nsn-run wait calls both).
 func (m *Manager) Wait(ctx context.Context, id string) (task.Result, error) {
 	res, _, err := m.wait(ctx, id, false)
 	return res, err
