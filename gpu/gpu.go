@@ -13,7 +13,12 @@ package gpu
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -53,13 +58,29 @@ func HookEnv() []string {
 	return []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 }
 
+// DefaultAllocDir is the node-wide GPU allocation directory: on /run,
+// which a reboot empties with the tasks that held the GPUs, beside the
+// host id ranges (idmap.DefaultDir). Until 2026-11-30 grants lived in each
+// state dir, and a task of a second state dir was given a GPU a task of
+// the first held (an outside review).
+const DefaultAllocDir = "/run/nsn-run/gpus"
+
 // Options configure an Injector.
 type Options struct {
 	// SpecDirs are searched for CDI specs; DefaultSpecDirs if empty.
 	SpecDirs []string
 	// AllocDir holds the node's GPU allocations, one file per device;
-	// empty means no allocation (for printing specs).
+	// empty means no allocation (for printing specs). Every allocator of
+	// the node must use the same one (DefaultAllocDir).
 	AllocDir string
+	// Owner is whose tasks this Injector allocates for: the state dir of
+	// its Manager, whose tasks dir is Owner/tasks. Task ids are a state
+	// dir's, so in the node-wide AllocDir a grant is (Owner, task);
+	// Release and ReleaseExcept touch only Owner's grants, and a grant
+	// whose task's state dir no longer exists (its state dir removed, a
+	// crash past its cleanup) is free again. Empty: grants are plain task
+	// ids and never stale (an AllocDir of one state dir's own).
+	Owner string
 	// HookPaths allowed in GPU edits; DefaultHookPaths if empty.
 	HookPaths []string
 }
@@ -253,22 +274,75 @@ func (in *Injector) distinct(names []string) []string {
 }
 
 // allocPath is the file that holds name exclusively; a sharing task holds
-// it through allocPath+"@"+its id instead.
+// it through sharePath instead.
 func (in *Injector) allocPath(name string) string {
 	k := strings.NewReplacer("/", "_", "+", ",", "=", "-", "@", "_").Replace(in.key(name))
 	return filepath.Join(in.opts.AllocDir, k)
 }
 
+// sharePath is the file through which task id of this Injector's Owner
+// shares name.
+func (in *Injector) sharePath(name, id string) string {
+	p := in.allocPath(name) + "@" + id
+	if in.opts.Owner != "" {
+		sum := sha256.Sum256([]byte(in.opts.Owner))
+		p += "." + hex.EncodeToString(sum[:6])
+	}
+	return p
+}
+
+// holder is who holds a grant: a task of a state dir (Owner).
+type holder struct {
+	Owner string `json:"owner,omitempty"`
+	Task  string `json:"task"`
+}
+
+// readHolder reads a grant file: a holder as JSON, or (an AllocDir of one
+// state dir's own) a bare task id.
+func readHolder(path string) (holder, bool) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return holder{}, false
+	}
+	var h holder
+	if json.Unmarshal(b, &h) != nil || h.Task == "" {
+		h = holder{Task: strings.TrimSpace(string(b))}
+	}
+	return h, h.Task != ""
+}
+
+// stale reports whether h's task is gone: its owner's tasks dir has no
+// state dir of it (only grants with an owner can tell).
+func stale(h holder) bool {
+	if h.Owner == "" {
+		return false
+	}
+	_, err := os.Lstat(filepath.Join(h.Owner, "tasks", h.Task))
+	return errors.Is(err, fs.ErrNotExist)
+}
+
+// display is how a holder reads in listings and errors: the task id, and
+// its state dir when it is not this Injector's Owner's.
+func (in *Injector) display(h holder) string {
+	if h.Owner == in.opts.Owner || h.Owner == "" {
+		return h.Task
+	}
+	return fmt.Sprintf("%s (state dir %s)", h.Task, h.Owner)
+}
+
 // holders reads who holds name: the task holding it exclusively, if any,
-// and the tasks sharing it.
+// and the tasks sharing it, as display has them. Stale grants (stale) are
+// no one's.
 func (in *Injector) holders(name string) (exclusive string, sharers []string) {
 	p := in.allocPath(name)
-	if b, err := os.ReadFile(p); err == nil {
-		exclusive = strings.TrimSpace(string(b))
+	if h, ok := readHolder(p); ok && !stale(h) {
+		exclusive = in.display(h)
 	}
 	shared, _ := filepath.Glob(p + "@*")
 	for _, f := range shared {
-		sharers = append(sharers, strings.TrimPrefix(f, p+"@"))
+		if h, ok := readHolder(f); ok && !stale(h) {
+			sharers = append(sharers, in.display(h))
+		}
 	}
 	return exclusive, sharers
 }
@@ -374,9 +448,12 @@ func (in *Injector) grant(id string, req task.GPURequest, take bool) ([]string, 
 	for _, n := range physical {
 		p := in.allocPath(n)
 		if req.Shared {
-			p += "@" + id
+			p = in.sharePath(n, id)
 		}
-		if err := writeExclusive(p, id); err != nil {
+		if h, ok := readHolder(p); ok && stale(h) {
+			_ = os.Remove(p) // a gone task's: free
+		}
+		if err := writeExclusive(p, in.holderOf(id)); err != nil {
 			for _, t := range taken {
 				_ = os.Remove(t)
 			}
@@ -385,6 +462,16 @@ func (in *Injector) grant(id string, req task.GPURequest, take bool) ([]string, 
 		taken = append(taken, p)
 	}
 	return names, nil
+}
+
+// holderOf is what a grant file of task id holds: the holder as JSON
+// with an Owner, else the bare id.
+func (in *Injector) holderOf(id string) string {
+	if in.opts.Owner == "" {
+		return id
+	}
+	b, _ := json.Marshal(holder{Owner: in.opts.Owner, Task: id}) // strings only: no error
+	return string(b)
 }
 
 // writeExclusive creates path holding owner, failing if it exists.
@@ -403,18 +490,21 @@ func writeExclusive(path, owner string) error {
 	return werr
 }
 
-// Release frees the GPUs allocated to task id. Idempotent.
+// Release frees the GPUs allocated to task id of this Injector's Owner.
+// Idempotent.
 func (in *Injector) Release(id string) error {
-	return in.releaseIf(func(owner string) bool { return owner == id })
+	return in.releaseIf(func(task string) bool { return task == id })
 }
 
-// ReleaseExcept frees every allocation whose task is not in keep (after a
-// crash: gc).
+// ReleaseExcept frees every allocation of this Injector's Owner whose task
+// is not in keep (after a crash: gc), and every stale one.
 func (in *Injector) ReleaseExcept(keep map[string]bool) error {
-	return in.releaseIf(func(owner string) bool { return !keep[owner] })
+	return in.releaseIf(func(task string) bool { return !keep[task] })
 }
 
-func (in *Injector) releaseIf(match func(owner string) bool) error {
+// releaseIf removes the grants of this Injector's Owner whose task match
+// says, and stale grants of any owner.
+func (in *Injector) releaseIf(match func(task string) bool) error {
 	if in.opts.AllocDir == "" {
 		return nil
 	}
@@ -432,11 +522,11 @@ func (in *Injector) releaseIf(match func(owner string) bool) error {
 			continue
 		}
 		p := filepath.Join(in.opts.AllocDir, e.Name())
-		b, err := os.ReadFile(p)
-		if err != nil {
+		h, ok := readHolder(p)
+		if !ok {
 			continue
 		}
-		if match(strings.TrimSpace(string(b))) {
+		if (h.Owner == in.opts.Owner && match(h.Task)) || stale(h) {
 			if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
 				return fmt.Errorf("release GPU allocation %s: %w", e.Name(), err)
 			}

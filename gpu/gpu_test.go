@@ -348,3 +348,72 @@ func generateWithGPUs(in *Injector, tk task.Task, outDir string) (*specs.Spec, e
 	}
 	return spec.Generate(context.Background(), tk, ocispec.ImageConfig{}, spec.Options{OutputDir: outDir, GPUDevices: names, CDI: in})
 }
+
+// TestStateDirsShareTheNodesGPUs: two allocators over the node-wide
+// allocation dir, each for its own state dir (Owner), as a node agent and
+// the CLI with different state dirs: a GPU the first's task holds is not
+// given to the second's task of the same id (an outside review had GPU 0
+// granted twice when each state dir kept its own grants); neither releases
+// the other's grants, and a grant whose task's state dir is gone is free.
+func TestStateDirsShareTheNodesGPUs(t *testing.T) {
+	specDir, _ := StandInSpec(t)
+	alloc := filepath.Join(t.TempDir(), "gpus")
+	open := func() (*Injector, string) {
+		state := t.TempDir()
+		in, err := New(Options{SpecDirs: []string{specDir}, AllocDir: alloc, Owner: state})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return in, state
+	}
+	agent, agentState := open()
+	cli, _ := open()
+	if err := os.MkdirAll(filepath.Join(agentState, "tasks", "job-1"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := agent.Allocate("job-1", req(t, "device=0")); err != nil {
+		t.Fatal(err)
+	}
+	_, err := cli.Allocate("job-1", req(t, "device=0"))
+	if !errdefs.IsResourceExhausted(err) || !strings.Contains(err.Error(), "job-1 (state dir "+agentState+")") {
+		t.Errorf("the other state dir's task got the held GPU: %v", err)
+	}
+	if err := cli.Release("job-1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := cli.ReleaseExcept(map[string]bool{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := agent.Devices()[0].Exclusive; got != "job-1" {
+		t.Errorf("after the other's release and gc GPU 0 is held by %q, want job-1", got)
+	}
+	if got := cli.Devices()[0].Exclusive; got != "job-1 (state dir "+agentState+")" {
+		t.Errorf("the other allocator lists GPU 0 held by %q", got)
+	}
+	// Shared grants of the same id in both state dirs are two grants, and
+	// one's release leaves the other's.
+	shared := req(t, "device=1")
+	shared.Shared = true
+	if err := os.MkdirAll(filepath.Join(agentState, "tasks", "both"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range []*Injector{agent, cli} {
+		if _, err := in.Allocate("both", shared); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := cli.Release("both"); err != nil {
+		t.Fatal(err)
+	}
+	if got := agent.Devices()[1].Sharers; !slices.Equal(got, []string{"both"}) {
+		t.Errorf("GPU 1's sharers after the other's release: %v, want the agent's both", got)
+	}
+	// The agent's state dir goes (a crash past its cleanup): the grant is
+	// stale, and the GPU free.
+	if err := os.RemoveAll(agentState); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Allocate("job-2", req(t, "device=0")); err != nil {
+		t.Errorf("a stale grant kept GPU 0: %v", err)
+	}
+}

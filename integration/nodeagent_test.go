@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nsn-run/nsn-run/docs"
+	"github.com/nsn-run/nsn-run/gpu"
 	"github.com/nsn-run/nsn-run/task"
 )
 
@@ -66,13 +67,14 @@ func TestREADMENodeAgent(t *testing.T) {
 	if l := leftovers(t, c); l != "" {
 		t.Errorf("left behind: %s", l)
 	}
-	grants, err := os.ReadDir(filepath.Join(state, "gpus"))
+	// The node-wide grants hold nothing of the agent's state dir.
+	grants, err := os.ReadDir(gpu.DefaultAllocDir)
 	if err != nil {
-		t.Fatalf("the agent's GPU allocation dir: %v", err)
+		t.Fatalf("the node's GPU allocation dir: %v", err)
 	}
 	for _, g := range grants {
-		if g.Name() != ".lock" {
-			t.Errorf("GPU grant left: %s", g.Name())
+		if b, _ := os.ReadFile(filepath.Join(gpu.DefaultAllocDir, g.Name())); strings.Contains(string(b), state) {
+			t.Errorf("GPU grant left: %s: %s", g.Name(), b)
 		}
 	}
 }

@@ -166,14 +166,21 @@ func (o Options) tasksDir() (string, error) {
 }
 
 // GPUs returns the node's GPU allocator as Open wires it: the CDI specs
-// under CDISpecDirs, allocations under the state dir (what `nsn-run gpu
-// ls` shows).
+// under CDISpecDirs, allocations node-wide (gpu.DefaultAllocDir), the
+// state dir's tasks' own (what `nsn-run gpu ls` shows).
 func GPUs(o Options) (*gpu.Injector, error) {
 	o, err := o.withDefaults()
 	if err != nil {
 		return nil, err
 	}
-	return gpu.New(gpu.Options{SpecDirs: o.CDISpecDirs, AllocDir: filepath.Join(o.StateDir, "gpus")})
+	owner, err := filepath.Abs(o.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("%w: state dir %q: %w", errdefs.ErrInvalidArgument, o.StateDir, err)
+	}
+	if resolved, err := filepath.EvalSymlinks(owner); err == nil {
+		owner = resolved // as runtime.New names it
+	}
+	return gpu.New(gpu.Options{SpecDirs: o.CDISpecDirs, AllocDir: gpu.DefaultAllocDir, Owner: owner})
 }
 
 // AuditPolicy is the policy the backend's Start applies to every task of
