@@ -2,6 +2,7 @@ package spec
 
 import (
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -9,9 +10,9 @@ import (
 )
 
 // allowed evaluates rules as seccomp does (rules ORed, a rule's
-// comparisons ANDed) for setsockopt's 64-bit level and optname arguments.
-func allowed(rules []specs.LinuxSyscall, level, optname uint64) bool {
-	args := map[uint]uint64{1: level, 2: optname}
+// comparisons ANDed) for a syscall's first three 64-bit arguments.
+func allowed(rules []specs.LinuxSyscall, arg0, arg1, arg2 uint64) bool {
+	args := map[uint]uint64{0: arg0, 1: arg1, 2: arg2}
 	for _, r := range rules {
 		all := true
 		for _, a := range r.Args {
@@ -41,7 +42,7 @@ func TestSetsockoptRules(t *testing.T) {
 		{0xffffffff00000000 | unix.SOL_SOCKET, 0xffffffff00000000 | unix.SO_ATTACH_REUSEPORT_CBPF},
 	}
 	for _, c := range refused {
-		if allowed(rules, c[0], c[1]) {
+		if allowed(rules, 0, c[0], c[1]) {
 			t.Errorf("setsockopt(level %#x, optname %#x) is allowed", c[0], c[1])
 		}
 	}
@@ -50,7 +51,7 @@ func TestSetsockoptRules(t *testing.T) {
 		{unix.SOL_SOCKET, unix.SO_ATTACH_FILTER + 1}, {unix.SOL_SOCKET, unix.SO_ATTACH_BPF}, {unix.SOL_SOCKET, 0xffffffff},
 		{unix.IPPROTO_IPV6, unix.IPV6_V6ONLY}, {unix.IPPROTO_TCP, unix.SO_ATTACH_FILTER}, {0, 0}, {0xffffffff, unix.SO_ATTACH_FILTER},
 	} {
-		if !allowed(rules, c[0], c[1]) {
+		if !allowed(rules, 0, c[0], c[1]) {
 			t.Errorf("setsockopt(level %#x, optname %#x) is refused", c[0], c[1])
 		}
 	}
@@ -61,7 +62,7 @@ func TestSetsockoptRules(t *testing.T) {
 			level, opt = r.Uint64(), r.Uint64()
 		}
 		refuse := uint32(level) == unix.SOL_SOCKET && (uint32(opt) == unix.SO_ATTACH_FILTER || uint32(opt) == unix.SO_ATTACH_REUSEPORT_CBPF)
-		if allowed(rules, level, opt) == refuse {
+		if allowed(rules, 0, level, opt) == refuse {
 			t.Fatalf("setsockopt(level %#x, optname %#x): allowed %v", level, opt, !refuse)
 		}
 	}
@@ -69,4 +70,40 @@ func TestSetsockoptRules(t *testing.T) {
 		t.Errorf("%d rules", len(rules))
 	}
 	t.Logf("%d rules", len(rules))
+}
+
+// TestPrctlRules: prctl is refused for PR_SET_SECCOMP alone, as the
+// kernel reads the option (the low 32 bits), and allowed for every other
+// option; seccomp(2) has no rule at all.
+func TestPrctlRules(t *testing.T) {
+	rules := prctlRules()
+	option := func(v uint64) bool { return allowed(rules, v, 0, 0) }
+	for _, v := range []uint64{unix.PR_SET_SECCOMP, 1<<32 | unix.PR_SET_SECCOMP, 0xffffffff00000000 | unix.PR_SET_SECCOMP} {
+		if option(v) {
+			t.Errorf("prctl(%#x) is allowed", v)
+		}
+	}
+	for _, v := range []uint64{unix.PR_SET_NAME, unix.PR_SET_NO_NEW_PRIVS, unix.PR_GET_SECCOMP, unix.PR_SET_CHILD_SUBREAPER, unix.PR_SET_PDEATHSIG, 0, 0xffffffff} {
+		if !option(v) {
+			t.Errorf("prctl(%#x) is refused", v)
+		}
+	}
+	r := rand.New(rand.NewPCG(3, 4))
+	for range 100000 {
+		v := uint64(r.Uint32() % 64)
+		if r.IntN(4) == 0 {
+			v = r.Uint64()
+		}
+		if option(v) == (uint32(v) == unix.PR_SET_SECCOMP) {
+			t.Fatalf("prctl(%#x): allowed %v", v, option(v))
+		}
+	}
+	for _, rule := range SeccompProfile().Syscalls {
+		if slices.Contains(rule.Names, "seccomp") {
+			t.Errorf("a rule allows seccomp(2): %+v", rule)
+		}
+		if slices.Contains(rule.Names, "prctl") && len(rule.Args) == 0 {
+			t.Errorf("a rule allows prctl whole: %v", rule.Names)
+		}
+	}
 }

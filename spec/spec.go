@@ -498,6 +498,7 @@ func SeccompProfile() *specs.LinuxSeccomp {
 	}
 	p.Syscalls = slices.DeleteFunc(p.Syscalls, func(r specs.LinuxSyscall) bool { return len(r.Names) == 0 })
 	p.Syscalls = append(p.Syscalls, setsockoptRules()...)
+	p.Syscalls = append(p.Syscalls, prctlRules()...)
 	return p
 }
 
@@ -518,9 +519,10 @@ func SeccompProfile() *specs.LinuxSeccomp {
 // the host's DirectMap4k from 28 to 178 MiB with two tasks;
 // TestEscapeSecretMemory shows the mechanism with runc.
 //
-// setsockopt is not denied but allowed by its own rules, without the
-// options that load classic BPF programs (setsockoptRules).
-var deniedSyscalls = []string{"io_setup", "io_submit", "memfd_secret", "setsockopt"}
+// setsockopt and prctl are not denied but allowed by rules of their own,
+// without the options that load classic BPF programs (setsockoptRules,
+// prctlRules); seccomp(2), which only loads them (or asks about them), is.
+var deniedSyscalls = []string{"io_setup", "io_submit", "memfd_secret", "setsockopt", "prctl", "seccomp"}
 
 // nativeArchitectures is the seccomp architecture of the build: tasks run
 // binaries of the host's own ABI only.
