@@ -95,6 +95,9 @@ func (s Span) Validate() error {
 
 func (s Span) end() uint64 { return uint64(s.Base) + uint64(s.Count)*task.IDRangeSize }
 
+// Contains reports whether host id id lies in one of the span's ranges.
+func (s Span) Contains(id uint32) bool { return id >= s.Base && uint64(id) < s.end() }
+
 // Allocator grants ranges. Safe for concurrent use, within a process and
 // across processes (flock).
 type Allocator struct {

@@ -576,7 +576,7 @@ func TestEscapeImageHostAccount(t *testing.T) {
 	}
 	t.Logf("bypass: the task printed %q; host uid %d got %v", strings.TrimSpace(out), account, hostErr)
 
-	shared := spec.SharedIdentityImage(img, spec.HostAccount)
+	shared := spec.SharedIdentityImage(img, spec.HostIdentityTaken)
 	now, err := spec.Generate(namespaces.WithNamespace(context.Background(), testNamespace), tk, shared, spec.Options{OutputDir: b.outDir})
 	if err != nil {
 		t.Fatal(err)
@@ -608,6 +608,17 @@ func TestEscapeImageHostAccount(t *testing.T) {
 		if err != nil || res.Stdout != tc.want {
 			t.Errorf("containerd, user namespaces %q: %q, %v; want %q", tc.mode, res.Stdout, err, tc.want)
 		}
+	}
+	// A uid of the node's per-task ranges (a live task's, under user
+	// namespaces) is no image's to take either: an outside review ran as
+	// another task's host uid 1114110.
+	rangeRef := "docker.io/library/hostile-range-uid:latest"
+	if err := importImage(c, imagebuild.Image{Name: rangeRef, RootfsDir: rootfs, Config: ocispec.ImageConfig{Env: []string{"PATH=/bin"}, User: "1114110"}}); err != nil {
+		t.Fatal(err)
+	}
+	m, _ := testManagerUserNS(t, runtime.UserNSOff)
+	if res, err := m.Run(context.Background(), task.Task{ID: uniqueID("acct"), Image: rangeRef, Command: []string{"id", "-u"}}, runtime.RunOptions{}); err != nil || res.Stdout != "65534\n" {
+		t.Errorf("containerd, user namespaces off, USER 1114110: %q, %v; want 65534", res.Stdout, err)
 	}
 	dc := dockerClient(t)
 	var archive bytes.Buffer

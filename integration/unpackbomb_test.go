@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -112,6 +113,82 @@ func TestImageUnpackBomb(t *testing.T) {
 	}
 	if res, err := run(256 << 20); err != nil || res.ExitCode != 0 {
 		t.Errorf("allowed 256 MiB: %+v, %v", res, err)
+	}
+}
+
+// TestImageUnpackDirectories: entries count, not only file bytes: an
+// outside review's 60,000 empty directories took 243 MB of ext4 (a block
+// each) and 120,126 inodes while counting 0 bytes. Here 5,000 empty
+// directories beside busybox (about 1 MB of file bytes): containerd
+// unpacks every one, and a backend allowed 16 MiB (under 5,000 blocks of
+// 4 KiB) refuses the task, one allowed 64 MiB runs it.
+func TestImageUnpackDirectories(t *testing.T) {
+	const dirs = 5000
+	c, _ := containerdClient(t)
+	ctx := namespaces.WithNamespace(context.Background(), testNamespace)
+	rootfs := filepath.Join(t.TempDir(), "rootfs")
+	if err := imagebuild.BusyboxRootfs(rootfs, busyboxPath(t)); err != nil {
+		t.Fatal(err)
+	}
+	for i := range dirs {
+		if err := os.MkdirAll(filepath.Join(rootfs, "many", strconv.Itoa(i)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ref := "docker.io/library/hostile-unpack-dirs:" + strings.TrimPrefix(uniqueID("t"), "t-")
+	importDirs := func() client.Image {
+		t.Helper()
+		if err := importImage(c, imagebuild.Image{Name: ref, RootfsDir: rootfs, Config: ocispec.ImageConfig{Env: []string{"PATH=/bin"}}}); err != nil {
+			t.Fatal(err)
+		}
+		img, err := c.GetImage(ctx, ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return img
+	}
+	img := importDirs()
+	diffIDs, err := img.RootFS(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain := identity.ChainID(diffIDs).String()
+	sn := c.SnapshotService(containerd.DefaultSnapshotter)
+	removeImage := func() {
+		_ = c.ImageService().Delete(ctx, ref)
+		_ = sn.Remove(ctx, chain)
+	}
+	t.Cleanup(removeImage)
+	if err := img.Unpack(ctx, containerd.DefaultSnapshotter); err != nil {
+		t.Fatal(err)
+	}
+	mounts, err := sn.View(ctx, "view-"+chain, chain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var made int
+	err = mount.WithReadonlyTempMount(ctx, mounts, func(root string) error {
+		entries, err := os.ReadDir(filepath.Join(root, "many"))
+		made = len(entries)
+		return err
+	})
+	_ = sn.Remove(ctx, "view-"+chain)
+	if err != nil || made != dirs {
+		t.Fatalf("unpacked by containerd: %d directories (%v), want %d", made, err, dirs)
+	}
+	t.Logf("unpacked by containerd: %d directories of a %d KB image", made, mustSize(t, img)>>10)
+	removeImage()
+
+	importDirs()
+	run := func(limit int64) (task.Result, error) {
+		m, _ := testManagerBackend(t, func(b *containerd.Config) { b.MaxUnpackedBytes = limit }, func(*runtime.Config) {})
+		return m.Run(context.Background(), task.Task{ID: uniqueID("dirs"), Image: ref, Command: []string{"true"}}, runtime.RunOptions{})
+	}
+	if _, err := run(16 << 20); !errdefs.IsResourceExhausted(err) {
+		t.Errorf("allowed 16 MiB: %v, want the image refused as too large", err)
+	}
+	if res, err := run(64 << 20); err != nil || res.ExitCode != 0 {
+		t.Errorf("allowed 64 MiB: %+v, %v", res, err)
 	}
 }
 

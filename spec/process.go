@@ -15,6 +15,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/nsn-run/nsn-run/idmap"
 	"github.com/nsn-run/nsn-run/task"
 )
 
@@ -130,21 +131,40 @@ func userFor(taskUser, imageUser string) (uid, gid uint32, err error) {
 
 // SharedIdentityImage returns img as a task that shares host ids (no user
 // namespace of its own: UserNSOff, the Docker backend) may use it. There
-// the image's numeric USER is the task's host uid, so an image could pick
-// a host account's (an outside review's USER 1000 took all of host
-// account 1000's inotify instances): a USER whose uid isAccount says is an
-// account's, nobody's (65534, every such task's) aside, is dropped, and
-// the task runs as nobody, as for a USER that is not numeric.
-func SharedIdentityImage(img ocispec.ImageConfig, isAccount func(uid uint32) bool) ocispec.ImageConfig {
+// the image's numeric USER is the task's host uid and gid, so an image
+// could pick a host account's (an outside review's USER 1000 took all of
+// host account 1000's inotify instances) or another task's (a second one
+// ran as a live task's host uid 1114110): a USER whose ids taken says
+// are in use is dropped, and the task runs as nobody, as for a USER that
+// is not numeric.
+func SharedIdentityImage(img ocispec.ImageConfig, taken func(uid, gid uint32) bool) ocispec.ImageConfig {
 	if img.User == "" {
 		return img
 	}
-	uid, _, err := task.ParseUser(img.User)
-	if err != nil || uid == task.NobodyID || !isAccount(uid) {
+	uid, gid, err := task.ParseUser(img.User)
+	if err != nil || !taken(uid, gid) {
 		return img
 	}
 	img.User = ""
 	return img
+}
+
+// HostIdentityTaken reports whether a task sharing host ids must not run
+// as uid:gid: a host account's uid or group's gid (nobody's aside: every
+// such task's), or an id of the node's per-task ranges (idmap.DefaultSpan),
+// which belong to tasks with user namespaces of their own.
+func HostIdentityTaken(uid, gid uint32) bool {
+	span := idmap.DefaultSpan
+	return (uid != task.NobodyID && HostAccount(uid)) || (gid != task.NobodyID && HostGroup(gid)) ||
+		span.Contains(uid) || span.Contains(gid)
+}
+
+// HostGroup reports whether gid is a group's on this host, as HostAccount
+// does for uids.
+func HostGroup(gid uint32) bool {
+	_, err := user.LookupGroupId(strconv.FormatUint(uint64(gid), 10))
+	var unknown user.UnknownGroupIdError
+	return !errors.As(err, &unknown)
 }
 
 // HostAccount reports whether uid is an account's on this host (os/user:

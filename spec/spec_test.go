@@ -538,23 +538,24 @@ func TestUserNSSysctls(t *testing.T) {
 	}
 }
 
-// TestSharedIdentityImage: under shared host ids an image's USER naming a
-// host account (not nobody) is dropped, so the task runs as nobody; any
-// other USER is kept.
+// TestSharedIdentityImage: under shared host ids an image's USER whose
+// uid or gid is taken (a host account's or group's, or in the node's
+// per-task ranges) is dropped, so the task runs as nobody; any other USER
+// is kept.
 func TestSharedIdentityImage(t *testing.T) {
-	accounts := map[uint32]bool{1: true, 1000: true, 65534: true}
-	isAccount := func(uid uint32) bool { return accounts[uid] }
+	accounts := map[uint32]bool{1: true, 1000: true}
+	taken := func(uid, gid uint32) bool { return accounts[uid] || accounts[gid] }
 	for user, want := range map[string]string{
 		"1000":      "",
 		"1000:2000": "",
 		"1":         "",
+		"4242:1000": "",
 		"65534":     "65534",
 		"4242":      "4242",
-		"4242:1000": "4242:1000", // a group's counts are not per-user
 		"":          "",
 		"daemon":    "daemon", // not numeric: nobody anyway
 	} {
-		got := spec.SharedIdentityImage(ocispec.ImageConfig{User: user, Env: []string{"A=1"}}, isAccount)
+		got := spec.SharedIdentityImage(ocispec.ImageConfig{User: user, Env: []string{"A=1"}}, taken)
 		if got.User != want || len(got.Env) != 1 {
 			t.Errorf("USER %q: %q (env %v), want %q", user, got.User, got.Env, want)
 		}
@@ -567,7 +568,22 @@ func TestSharedIdentityImage(t *testing.T) {
 			t.Errorf("USER %q: runs as %d:%d, want nobody", user, p.UID, p.GID)
 		}
 	}
-	if !spec.HostAccount(0) || spec.HostAccount(4000000000) {
-		t.Errorf("HostAccount: root %v, 4000000000 %v; want true, false", spec.HostAccount(0), spec.HostAccount(4000000000))
+	if !spec.HostAccount(0) || spec.HostAccount(4000000000) || !spec.HostGroup(0) {
+		t.Errorf("HostAccount: root %v, 4000000000 %v; HostGroup: root %v", spec.HostAccount(0), spec.HostAccount(4000000000), spec.HostGroup(0))
+	}
+	for _, c := range []struct {
+		uid, gid uint32
+		want     bool
+	}{
+		{task.NobodyID, task.NobodyID, false},
+		{4242, 4343, false},
+		{1 << 20, 4343, true},              // the first per-task range's root
+		{4242, 1<<20 + 65535, true},        // its last id, as a gid
+		{1<<20 + 16384*65536, 4343, false}, // past the span
+		{0, 4343, true},                    // root: an account
+	} {
+		if got := spec.HostIdentityTaken(c.uid, c.gid); got != c.want {
+			t.Errorf("HostIdentityTaken(%d, %d) = %v, want %v", c.uid, c.gid, got, c.want)
+		}
 	}
 }

@@ -65,26 +65,36 @@ func (b *Backend) ListImages(ctx context.Context) ([]runtime.Image, error) {
 
 // unpackLimit is what an image not yet unpacked may unpack to:
 // Config.MaxUnpackedBytes, else what the snapshotter's filesystem has
-// free, less a reserve of 5% of it (at most 8 GiB), so that no image can
-// fill the disk under containerd and every task on it.
-func (b *Backend) unpackLimit(ctx context.Context) (int64, error) {
+// free, less a reserve of 5% of its size (the reserve at most 8 GiB), and
+// its free inodes less 5% of them (at most a million), so that no image
+// can fill the disk or its inode table under containerd and every task on
+// it.
+func (b *Backend) unpackLimit(ctx context.Context) (images.UnpackLimit, error) {
 	if b.cfg.MaxUnpackedBytes > 0 {
-		return b.cfg.MaxUnpackedBytes, nil
+		return images.UnpackLimit{Bytes: b.cfg.MaxUnpackedBytes}, nil
 	}
 	root, err := b.snapshotterRoot(ctx)
 	if err != nil {
-		return 0, err
+		return images.UnpackLimit{}, err
 	}
 	var st unix.Statfs_t
 	if err := unix.Statfs(root, &st); err != nil {
-		return 0, fmt.Errorf("free space of snapshotter %s at %s (set containerd.Config.MaxUnpackedBytes where nsn-run cannot see it): %w", b.cfg.Snapshotter, root, err)
+		return images.UnpackLimit{}, fmt.Errorf("free space of snapshotter %s at %s (set containerd.Config.MaxUnpackedBytes where nsn-run cannot see it): %w", b.cfg.Snapshotter, root, err)
 	}
 	size, free := int64(st.Blocks)*st.Bsize, int64(st.Bavail)*st.Bsize
-	return max(free-min(size/20, maxUnpackReserve), 0), nil
+	limit := images.UnpackLimit{Bytes: max(free-min(size/20, maxUnpackReserve), 0)}
+	if st.Files > 0 { // a filesystem without an inode table (btrfs) says 0
+		limit.Inodes = max(int64(st.Ffree)-min(int64(st.Files)/20, maxUnpackInodeReserve), 1)
+	}
+	return limit, nil
 }
 
-// maxUnpackReserve caps the free space an unpack must leave.
-const maxUnpackReserve = 8 << 30
+// maxUnpackReserve and maxUnpackInodeReserve cap the free space and inodes
+// an unpack must leave.
+const (
+	maxUnpackReserve      = 8 << 30
+	maxUnpackInodeReserve = 1 << 20
+)
 
 // snapshotterRoot is the directory the snapshotter keeps its snapshots in,
 // from containerd's plugin introspection (its "root" export).

@@ -397,7 +397,7 @@ func (b *Backend) spec(ctx context.Context, req runtime.StartRequest, group stri
 // the result: a spec with findings never reaches runc.
 func (b *Backend) generate(ctx context.Context, t task.Task, img ocispec.ImageConfig, req runtime.StartRequest, group string) (*specs.Spec, error) {
 	if req.UserNS == nil {
-		img = spec.SharedIdentityImage(img, spec.HostAccount)
+		img = spec.SharedIdentityImage(img, spec.HostIdentityTaken)
 	}
 	o := spec.Options{OutputDir: req.OutputDir, GPUDevices: req.GPUDevices, OOMScoreAdj: b.cfg.AuditPolicy.OOMScoreAdj, AppArmorProfile: b.cfg.AuditPolicy.AppArmorProfile, InitBinary: b.cfg.InitBinary, CDI: b.cfg.CDI, UserNS: req.UserNS,
 		UserNSSysctls: t.Runtime == task.DefaultRuntime && b.userNSSysctls.Load()}

@@ -103,7 +103,7 @@ func (b *Backend) request(ctx context.Context, req runtime.StartRequest) (Reques
 	if err != nil {
 		return Request{}, err
 	}
-	imgCfg = spec.SharedIdentityImage(imgCfg, spec.HostAccount) // dockerd's tasks share host ids
+	imgCfg = spec.SharedIdentityImage(imgCfg, spec.HostIdentityTaken) // dockerd's tasks share host ids
 	if len(req.GPUDevices) > 0 && b.cfg.CDI == nil {
 		return Request{}, fmt.Errorf("%w: task was granted GPUs but no CDI specs are configured", errdefs.ErrFailedPrecondition)
 	}

@@ -53,17 +53,17 @@ func Resolve(ctx context.Context, c *client.Client, ref string) (Image, error) {
 // the chain ID of its top layer: the parent of every container snapshot.
 // An image not unpacked yet must not unpack to more than limit bytes
 // (limit returns it: CheckUnpackedSize).
-func Unpack(ctx context.Context, img client.Image, snapshotter string, limit func(context.Context) (int64, error)) (string, error) {
+func Unpack(ctx context.Context, img client.Image, snapshotter string, limit func(context.Context) (UnpackLimit, error)) (string, error) {
 	unpacked, err := img.IsUnpacked(ctx, snapshotter)
 	if err != nil {
 		return "", fmt.Errorf("check unpack of image %s: %w", img.Name(), err)
 	}
 	if !unpacked {
-		max, err := limit(ctx)
+		bound, err := limit(ctx)
 		if err != nil {
 			return "", err
 		}
-		if err := CheckUnpackedSize(ctx, img, max); err != nil {
+		if err := CheckUnpackedSize(ctx, img, bound); err != nil {
 			return "", err
 		}
 		if err := img.Unpack(ctx, snapshotter); err != nil {

@@ -1,9 +1,11 @@
 package images
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -54,11 +56,60 @@ func TestUnpackedSizeCountsSparseFiles(t *testing.T) {
 		if err := content.WriteBlob(ctx, store, format, bytes.NewReader(data), desc); err != nil {
 			t.Fatal(err)
 		}
-		if n, err := unpackedSize(ctx, store, desc, 2<<30); err != nil || n < 1<<30 {
-			t.Errorf("%s: a %d-byte layer unpacks to %d (%v), want its 1 GiB", format, len(data), n, err)
+		if n, err := unpackedSize(ctx, store, desc, UnpackLimit{Bytes: 2 << 30}, unpacked{}); err != nil || n.bytes < 1<<30 {
+			t.Errorf("%s: a %d-byte layer unpacks to %d (%v), want its 1 GiB", format, len(data), n.bytes, err)
 		}
-		if _, err := unpackedSize(ctx, store, desc, 64<<20); !errors.Is(err, errTooLarge) {
+		if _, err := unpackedSize(ctx, store, desc, UnpackLimit{Bytes: 64 << 20}, unpacked{}); !errors.Is(err, errTooLarge) {
 			t.Errorf("%s: under a 64 MiB limit: %v, want errTooLarge", format, err)
+		}
+	}
+}
+
+// TestUnpackedSizeCountsEntries: every entry counts a block and an inode,
+// so a layer of empty directories (an outside review's 60,000 took 243 MB
+// of ext4 and counted 0) is bounded by both, and the layers before a layer
+// count too.
+func TestUnpackedSizeCountsEntries(t *testing.T) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for i := range 1000 {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: fmt.Sprintf("d%d/", i), Mode: 0o755}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "one-byte", Size: 1, Mode: 0o644}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tw.Write([]byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	store, err := local.NewStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := buf.Bytes()
+	desc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayer, Digest: digest.FromBytes(data), Size: int64(len(data))}
+	if err := content.WriteBlob(ctx, store, "dirs", bytes.NewReader(data), desc); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unpackedSize(ctx, store, desc, UnpackLimit{Bytes: 1 << 30}, unpacked{})
+	if err != nil || n.inodes != 1001 || n.bytes != 1001*blockSize+blockSize {
+		t.Errorf("1000 directories and a 1-byte file: %+v (%v), want 1001 inodes and %d bytes", n, err, 1002*blockSize)
+	}
+	for _, c := range []struct {
+		limit UnpackLimit
+		base  unpacked
+	}{
+		{UnpackLimit{Bytes: 1 << 30, Inodes: 500}, unpacked{}},
+		{UnpackLimit{Bytes: 2 << 20}, unpacked{}},
+		{UnpackLimit{Bytes: 1 << 30, Inodes: 1500}, unpacked{inodes: 1000}},
+	} {
+		if _, err := unpackedSize(ctx, store, desc, c.limit, c.base); !errors.Is(err, errTooLarge) {
+			t.Errorf("limit %+v after %+v: %v, want errTooLarge", c.limit, c.base, err)
 		}
 	}
 }
