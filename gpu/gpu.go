@@ -77,9 +77,10 @@ type Options struct {
 	// its Manager, whose tasks dir is Owner/tasks. Task ids are a state
 	// dir's, so in the node-wide AllocDir a grant is (Owner, task);
 	// Release and ReleaseExcept touch only Owner's grants, and a grant
-	// whose task's state dir no longer exists (its state dir removed, a
-	// crash past its cleanup) is free again. Empty: grants are plain task
-	// ids and never stale (an AllocDir of one state dir's own).
+	// whose task's state dir no longer exists in its owner's tasks dir (a
+	// crash past its cleanup) is free again; one whose owner's tasks dir
+	// is gone is held (stale). Empty: grants are plain task ids and never
+	// stale (an AllocDir of one state dir's own).
 	Owner string
 	// HookPaths allowed in GPU edits; DefaultHookPaths if empty.
 	HookPaths []string
@@ -311,13 +312,21 @@ func readHolder(path string) (holder, bool) {
 	return h, h.Task != ""
 }
 
-// stale reports whether h's task is gone: its owner's tasks dir has no
-// state dir of it (only grants with an owner can tell).
+// stale reports whether h's task is gone: its owner's tasks dir is there
+// and holds no state dir of it (only grants with an owner can tell). A
+// grant whose owner's tasks dir is missing altogether is held: the state
+// dir may only have moved (an outside review renamed a live task's state
+// dir's parent, and its GPU went to another task), and exclusivity comes
+// first; `gpu ls` shows such a grant with its state dir.
 func stale(h holder) bool {
 	if h.Owner == "" {
 		return false
 	}
-	_, err := os.Lstat(filepath.Join(h.Owner, "tasks", h.Task))
+	tasks := filepath.Join(h.Owner, "tasks")
+	if info, err := os.Lstat(tasks); err != nil || !info.IsDir() {
+		return false
+	}
+	_, err := os.Lstat(filepath.Join(tasks, h.Task))
 	return errors.Is(err, fs.ErrNotExist)
 }
 

@@ -354,7 +354,8 @@ func generateWithGPUs(in *Injector, tk task.Task, outDir string) (*specs.Spec, e
 // the CLI with different state dirs: a GPU the first's task holds is not
 // given to the second's task of the same id (an outside review had GPU 0
 // granted twice when each state dir kept its own grants); neither releases
-// the other's grants, and a grant whose task's state dir is gone is free.
+// the other's grants; a grant whose task's state dir is gone from its
+// owner's tasks dir is free, and one whose owner moved away is not.
 func TestStateDirsShareTheNodesGPUs(t *testing.T) {
 	specDir, _ := StandInSpec(t)
 	alloc := filepath.Join(t.TempDir(), "gpus")
@@ -408,9 +409,21 @@ func TestStateDirsShareTheNodesGPUs(t *testing.T) {
 	if got := agent.Devices()[1].Sharers; !slices.Equal(got, []string{"both"}) {
 		t.Errorf("GPU 1's sharers after the other's release: %v, want the agent's both", got)
 	}
-	// The agent's state dir goes (a crash past its cleanup): the grant is
-	// stale, and the GPU free.
-	if err := os.RemoveAll(agentState); err != nil {
+	// The agent's state dir moves (an outside review renamed its parent
+	// while its task ran): the grant is held, not taken as stale.
+	moved := agentState + ".moved"
+	if err := os.Rename(agentState, moved); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Allocate("job-2", req(t, "device=0")); !errdefs.IsResourceExhausted(err) {
+		t.Errorf("GPU 0 of a task whose state dir moved: %v, want it still held", err)
+	}
+	if err := os.Rename(moved, agentState); err != nil {
+		t.Fatal(err)
+	}
+	// The task's own state dir goes (a crash past its cleanup): the grant
+	// is stale, and the GPU free.
+	if err := os.RemoveAll(filepath.Join(agentState, "tasks", "job-1")); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := cli.Allocate("job-2", req(t, "device=0")); err != nil {

@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/nsn-run/nsn-run/internal/flock"
 	"github.com/nsn-run/nsn-run/task"
 )
 
@@ -45,49 +45,10 @@ const spawningDir = "spawning"
 // others then read it.
 const waitingDir = "waiting"
 
-// maxLockPoll bounds the pause between two tries of a lock another
-// process holds (flockContext).
-const maxLockPoll = 50 * time.Millisecond
-
-// flockContext takes how (LOCK_SH or LOCK_EX) on f, waiting while another
-// holds it, until ctx ends (ctx.Err()). A free lock is taken even when ctx
-// has ended. It tries without blocking and polls: a blocking flock cannot
-// be interrupted (Go restarts the call after a signal), so a waiter given
-// up on (`nsn-run wait` interrupted while a supervisor waits on the task)
-// would stay blocked, and take the lock later behind its caller's back.
-func flockContext(ctx context.Context, f *os.File, how int) error {
-	pause := time.Millisecond
-	for {
-		err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
-		if !errors.Is(err, unix.EWOULDBLOCK) {
-			return err
-		}
-		timer := time.NewTimer(pause)
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-			return ctx.Err()
-		case <-timer.C:
-		}
-		pause = min(2*pause, maxLockPoll)
-	}
-}
-
 // lockState takes the state dir's sweep lock: shared for a hold,
 // exclusive for a sweep.
 func (m *Manager) lockState(ctx context.Context, how int) (unlock func(), err error) {
-	f, err := os.OpenFile(filepath.Join(m.stateDir, sweepLock), os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	if err := flockContext(ctx, f, how); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return func() {
-		_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
-		f.Close()
-	}, nil
+	return flock.Path(ctx, filepath.Join(m.stateDir, sweepLock), how)
 }
 
 // hold marks task id as being worked on by this process until the
@@ -135,7 +96,7 @@ func (m *Manager) lockTask(ctx context.Context, sub, id string, how int, registe
 		if err != nil {
 			return nil, fmt.Errorf("mark task %s busy: %w", id, err)
 		}
-		if err := flockContext(ctx, f, how); err != nil {
+		if err := flock.Context(ctx, f, how); err != nil {
 			f.Close()
 			if sub == waitingDir && ctx.Err() != nil {
 				return nil, fmt.Errorf("wait on task %s: gave up while another waiter (its supervisor, or another nsn-run wait) has it: %w", id, err)

@@ -101,7 +101,9 @@ type Config struct {
 	// reboot empties, as /run/nsn-run) where the backend keeps what it
 	// learned of this host for later processes: that an idmapped task
 	// snapshot mounts here, so that each CLI process need not find out
-	// again with an idmapped inspection mount (about 13 ms a run).
+	// again with an idmapped inspection mount (about 13 ms a run); and
+	// the lock that makes images' first unpacks one at a time on the node
+	// (images.UnpackGuard).
 	ProbeDir string
 	// MaxUnpackedBytes bounds what an image may unpack to on its first
 	// task (images.CheckUnpackedSize: image layers are attacker input,

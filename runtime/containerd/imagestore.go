@@ -4,12 +4,15 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 
 	"github.com/containerd/containerd/v2/plugins"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/platforms"
 	"golang.org/x/sys/unix"
 
+	"github.com/nsn-run/nsn-run/internal/flock"
 	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/runtime/containerd/images"
 )
@@ -30,7 +33,7 @@ func (b *Backend) PullImage(ctx context.Context, ref string, progress func(runti
 	if err != nil {
 		return runtime.Image{}, err
 	}
-	if _, err := images.Unpack(ctx, img.Image, b.cfg.Snapshotter, b.unpackLimit); err != nil {
+	if _, err := images.Unpack(ctx, img.Image, b.cfg.Snapshotter, b.unpackGuard()); err != nil {
 		// Refused (or failed): the name goes with it, so that a pull
 		// that failed leaves no image to run.
 		_ = b.client.ImageService().Delete(context.WithoutCancel(ctx), img.Name)
@@ -61,6 +64,21 @@ func (b *Backend) ListImages(ctx context.Context) ([]runtime.Image, error) {
 		out = append(out, runtime.Image{Name: img.Name, Digest: img.Target.Digest.String(), Size: size})
 	}
 	return out, nil
+}
+
+// unpackGuard is the guard of an image's first unpack: unpackLimit, under
+// a node-wide lock in ProbeDir (none without one).
+func (b *Backend) unpackGuard() images.UnpackGuard {
+	g := images.UnpackGuard{Limit: b.unpackLimit}
+	if b.cfg.ProbeDir != "" {
+		g.Lock = func(ctx context.Context) (func(), error) {
+			if err := os.MkdirAll(b.cfg.ProbeDir, 0o700); err != nil {
+				return nil, err
+			}
+			return flock.Path(ctx, filepath.Join(b.cfg.ProbeDir, "unpack.lock"), unix.LOCK_EX)
+		}
+	}
+	return g
 }
 
 // unpackLimit is what an image not yet unpacked may unpack to:

@@ -140,7 +140,7 @@ func (b *Backend) start(ctx context.Context, req runtime.StartRequest) (h runtim
 	}()
 
 	sw.Lap("start/lease")
-	parent, err := images.Unpack(ctx, img.Image, b.cfg.Snapshotter, b.unpackLimit)
+	parent, err := images.Unpack(ctx, img.Image, b.cfg.Snapshotter, b.unpackGuard())
 	if err != nil {
 		return h, err
 	}

@@ -49,17 +49,40 @@ func Resolve(ctx context.Context, c *client.Client, ref string) (Image, error) {
 	return Image{Name: name, Digest: img.Target().Digest.String(), Config: spec.Config, Image: img}, nil
 }
 
+// UnpackGuard is what an image's first unpack must pass.
+type UnpackGuard struct {
+	// Limit is what the image may unpack to (CheckUnpackedSize), read
+	// once Lock is held.
+	Limit func(context.Context) (UnpackLimit, error)
+	// Lock, if set, is held from the check to the end of the unpack, so
+	// that first unpacks happen one at a time on the node: each checked
+	// against the space the ones before it left (an outside review ran
+	// two at once, each within the bound, and together they filled the
+	// filesystem, reserve and all).
+	Lock func(context.Context) (unlock func(), err error)
+}
+
 // Unpack makes sure img's layers are unpacked into snapshotter and returns
 // the chain ID of its top layer: the parent of every container snapshot.
-// An image not unpacked yet must not unpack to more than limit bytes
-// (limit returns it: CheckUnpackedSize).
-func Unpack(ctx context.Context, img client.Image, snapshotter string, limit func(context.Context) (UnpackLimit, error)) (string, error) {
+// An image not unpacked yet must pass g first.
+func Unpack(ctx context.Context, img client.Image, snapshotter string, g UnpackGuard) (string, error) {
 	unpacked, err := img.IsUnpacked(ctx, snapshotter)
 	if err != nil {
 		return "", fmt.Errorf("check unpack of image %s: %w", img.Name(), err)
 	}
+	if !unpacked && g.Lock != nil {
+		unlock, err := g.Lock(ctx)
+		if err != nil {
+			return "", fmt.Errorf("wait for other images' unpacks: %w", err)
+		}
+		defer unlock()
+		// Another process may have unpacked it meanwhile.
+		if unpacked, err = img.IsUnpacked(ctx, snapshotter); err != nil {
+			return "", fmt.Errorf("check unpack of image %s: %w", img.Name(), err)
+		}
+	}
 	if !unpacked {
-		bound, err := limit(ctx)
+		bound, err := g.Limit(ctx)
 		if err != nil {
 			return "", err
 		}

@@ -4,16 +4,22 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 
+	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/plugins/content/local"
+	"github.com/containerd/platforms"
 	"github.com/opencontainers/go-digest"
+	specsgo "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
@@ -111,5 +117,111 @@ func TestUnpackedSizeCountsEntries(t *testing.T) {
 		if _, err := unpackedSize(ctx, store, desc, c.limit, c.base); !errors.Is(err, errTooLarge) {
 			t.Errorf("limit %+v after %+v: %v, want errTooLarge", c.limit, c.base, err)
 		}
+	}
+}
+
+// guardedImage is a client.Image whose unpack is recorded: enough of one
+// for Unpack and CheckUnpackedSize (its manifest and layer are real, in a
+// local content store).
+type guardedImage struct {
+	client.Image
+	store    content.Store
+	target   ocispec.Descriptor
+	mu       *sync.Mutex
+	events   *[]string
+	name     string
+	unpacked bool
+}
+
+func (g *guardedImage) Name() string                      { return g.name }
+func (g *guardedImage) Target() ocispec.Descriptor        { return g.target }
+func (g *guardedImage) ContentStore() content.Store       { return g.store }
+func (g *guardedImage) Platform() platforms.MatchComparer { return platforms.All }
+func (g *guardedImage) RootFS(context.Context) ([]digest.Digest, error) {
+	return []digest.Digest{digest.FromString(g.name)}, nil
+}
+func (g *guardedImage) IsUnpacked(context.Context, string) (bool, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.unpacked, nil
+}
+func (g *guardedImage) Unpack(context.Context, string, ...client.UnpackOpt) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	*g.events = append(*g.events, "unpack "+g.name)
+	g.unpacked = true
+	return nil
+}
+
+// TestUnpackOneAtATime: the guard's lock is held from the size check to
+// the end of the unpack, so two first unpacks never check against the
+// same free space (an outside review ran two at once, each within the
+// bound, and together they filled the filesystem); an image another
+// process unpacked meanwhile is not unpacked again.
+func TestUnpackOneAtATime(t *testing.T) {
+	ctx := context.Background()
+	store, err := local.NewStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(mediaType string, data []byte) ocispec.Descriptor {
+		d := ocispec.Descriptor{MediaType: mediaType, Digest: digest.FromBytes(data), Size: int64(len(data))}
+		if err := content.WriteBlob(ctx, store, d.Digest.String(), bytes.NewReader(data), d); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	var layer bytes.Buffer
+	tw := tar.NewWriter(&layer)
+	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: "d/", Mode: 0o755}); err != nil {
+		t.Fatal(err)
+	}
+	tw.Close()
+	config := write(ocispec.MediaTypeImageConfig, []byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}`))
+	manifest, err := json.Marshal(ocispec.Manifest{Versioned: specsgo.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest,
+		Config: config, Layers: []ocispec.Descriptor{write(ocispec.MediaTypeImageLayer, layer.Bytes())}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := write(ocispec.MediaTypeImageManifest, manifest)
+
+	var mu sync.Mutex
+	var events []string
+	record := func(e string) { mu.Lock(); events = append(events, e); mu.Unlock() }
+	var lock sync.Mutex
+	guard := UnpackGuard{
+		Limit: func(context.Context) (UnpackLimit, error) { record("check"); return UnpackLimit{Bytes: 1 << 20}, nil },
+		Lock: func(context.Context) (func(), error) {
+			lock.Lock()
+			record("lock")
+			return func() { record("unlock"); lock.Unlock() }, nil
+		},
+	}
+	var wg sync.WaitGroup
+	for _, name := range []string{"a", "b"} {
+		img := &guardedImage{store: store, target: target, mu: &mu, events: &events, name: name}
+		wg.Go(func() {
+			if _, err := Unpack(ctx, img, "overlayfs", guard); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	// Each lock is followed by its own check and unpack before the unlock.
+	for i := 0; i+3 < len(events); i += 4 {
+		if got := events[i : i+4]; got[0] != "lock" || got[1] != "check" || !strings.HasPrefix(got[2], "unpack ") || got[3] != "unlock" {
+			t.Errorf("events %v: a check and an unpack not under one hold of the lock", events)
+		}
+	}
+	if len(events) != 8 {
+		t.Errorf("events %v, want two lock-check-unpack-unlock runs", events)
+	}
+	// Unpacked by another process while this one waited: not again.
+	events = nil
+	done := &guardedImage{store: store, target: target, mu: &mu, events: &events, name: "c"}
+	late := guard
+	late.Lock = func(context.Context) (func(), error) { done.unpacked = true; return func() {}, nil }
+	if _, err := Unpack(ctx, done, "overlayfs", late); err != nil || len(events) != 0 {
+		t.Errorf("an image unpacked meanwhile: %v, events %v", err, events)
 	}
 }
