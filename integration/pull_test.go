@@ -15,7 +15,12 @@ import (
 
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/errdefs"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/nsn-run/nsn-run/internal/imagebuild"
+	"github.com/nsn-run/nsn-run/runtime"
+	"github.com/nsn-run/nsn-run/runtime/containerd"
 	nsnimages "github.com/nsn-run/nsn-run/runtime/containerd/images"
 	"github.com/nsn-run/nsn-run/task"
 )
@@ -121,4 +126,54 @@ func TestImagePull(t *testing.T) {
 		t.Errorf("pull of a missing tag: exit %d stderr %q", missing.code, missing.stderr)
 	}
 	_ = c.ImageService().Delete(ctx, ref)
+}
+
+// TestPullRefusedLeavesTheName: a pulled image that would unpack past the
+// bound is refused, and the name is as it was before the pull: absent if
+// it was, and still the earlier image's if it named one (the pull had
+// moved it to the refused image).
+func TestPullRefusedLeavesTheName(t *testing.T) {
+	c, _ := containerdClient(t)
+	registry := startRegistry(t)
+	ctx := namespaces.WithNamespace(context.Background(), testNamespace)
+	rootfs := filepath.Join(t.TempDir(), "rootfs")
+	if err := imagebuild.BusyboxRootfs(rootfs, busyboxPath(t)); err != nil {
+		t.Fatal(err)
+	}
+	// Content of this run only: never unpacked before.
+	if err := os.WriteFile(filepath.Join(rootfs, "run-id"), []byte(uniqueID("pull")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ref := registry + "/test/fresh:v1"
+	if err := importImage(c, imagebuild.Image{Name: ref, RootfsDir: rootfs, Config: ocispec.ImageConfig{Env: []string{"PATH=/bin"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nsnimages.Push(ctx, c, ref); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ImageService().Delete(ctx, ref); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.ImageService().Delete(ctx, ref) })
+	m, _ := testManagerBackend(t, func(b *containerd.Config) { b.MaxUnpackedBytes = 64 << 10 }, func(*runtime.Config) {})
+
+	if _, err := m.PullImage(context.Background(), ref, nil); !errdefs.IsResourceExhausted(err) {
+		t.Errorf("pull past the bound: %v, want it refused", err)
+	}
+	if _, err := c.ImageService().Get(ctx, ref); !errdefs.IsNotFound(err) {
+		t.Errorf("after a refused pull of a new name, the name: %v, want none", err)
+	}
+	busybox, err := c.ImageService().Get(ctx, busyboxRef)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ImageService().Create(ctx, images.Image{Name: ref, Target: busybox.Target}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.PullImage(context.Background(), ref, nil); !errdefs.IsResourceExhausted(err) {
+		t.Errorf("pull past the bound over a name: %v, want it refused", err)
+	}
+	if img, err := c.ImageService().Get(ctx, ref); err != nil || img.Target.Digest != busybox.Target.Digest {
+		t.Errorf("after a refused pull over busybox's name, it names %v (%v), want busybox's %s", img.Target.Digest, err, busybox.Target.Digest)
+	}
 }

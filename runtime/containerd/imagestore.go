@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
+	ctrimages "github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/plugins"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/platforms"
@@ -15,6 +16,7 @@ import (
 	"github.com/nsn-run/nsn-run/internal/flock"
 	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/runtime/containerd/images"
+	"github.com/nsn-run/nsn-run/task"
 )
 
 var _ runtime.ImageStore = (*Backend)(nil)
@@ -29,14 +31,26 @@ func (b *Backend) ImportImage(ctx context.Context, r io.Reader, opts runtime.Imp
 // backend's snapshotter, so a task starts from it without unpacking.
 func (b *Backend) PullImage(ctx context.Context, ref string, progress func(runtime.PullProgress)) (runtime.Image, error) {
 	ctx = b.ns(ctx)
+	var before *ctrimages.Image // the name's image before the pull, if any
+	if name, err := task.NormalizeImage(ref); err == nil {
+		if prev, err := b.client.ImageService().Get(ctx, name); err == nil {
+			before = &prev
+		}
+	}
 	img, err := images.Pull(ctx, b.client, ref, images.PullOptions{Progress: progress})
 	if err != nil {
 		return runtime.Image{}, err
 	}
 	if _, err := images.Unpack(ctx, img.Image, b.cfg.Snapshotter, b.unpackGuard()); err != nil {
-		// Refused (or failed): the name goes with it, so that a pull
-		// that failed leaves no image to run.
-		_ = b.client.ImageService().Delete(context.WithoutCancel(ctx), img.Name)
+		// Refused (or failed): the name is as it was before the pull,
+		// so that a pull that failed leaves no image to run and takes
+		// none away.
+		restore := context.WithoutCancel(ctx)
+		if before != nil {
+			_, _ = b.client.ImageService().Update(restore, *before)
+		} else {
+			_ = b.client.ImageService().Delete(restore, img.Name)
+		}
 		return runtime.Image{}, err
 	}
 	out := runtime.Image{Name: img.Name, Digest: img.Digest, Size: -1}
