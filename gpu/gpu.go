@@ -292,10 +292,23 @@ func (in *Injector) sharePath(name, id string) string {
 	return p
 }
 
-// holder is who holds a grant: a task of a state dir (Owner).
+// holder is who holds a grant: a task of a state dir (Owner), and that
+// state dir's identity when the grant was made (its device and inode), so
+// that another directory at its path later is not taken for it.
 type holder struct {
 	Owner string `json:"owner,omitempty"`
 	Task  string `json:"task"`
+	Dev   uint64 `json:"dev,omitempty"`
+	Ino   uint64 `json:"ino,omitempty"`
+}
+
+// dirIdentity is the device and inode of directory path.
+func dirIdentity(path string) (dev, ino uint64, ok bool) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return 0, 0, false
+	}
+	return uint64(st.Dev), st.Ino, true
 }
 
 // readHolder reads a grant file: a holder as JSON, or (an AllocDir of one
@@ -318,8 +331,16 @@ func readHolder(path string) (holder, bool) {
 // dir may only have moved (an outside review renamed a live task's state
 // dir's parent, and its GPU went to another task), and exclusivity comes
 // first; `gpu ls` shows such a grant with its state dir.
+//
+// The state dir at the owner's path must also be the one the grant was
+// made in (its device and inode): a fifth review renamed a live task's
+// state dir and let the next nsn-run make a new one, with an empty tasks
+// dir, at its path.
 func stale(h holder) bool {
 	if h.Owner == "" {
+		return false
+	}
+	if dev, ino, ok := dirIdentity(h.Owner); !ok || h.Ino == 0 || dev != h.Dev || ino != h.Ino {
 		return false
 	}
 	tasks := filepath.Join(h.Owner, "tasks")
@@ -479,7 +500,9 @@ func (in *Injector) holderOf(id string) string {
 	if in.opts.Owner == "" {
 		return id
 	}
-	b, _ := json.Marshal(holder{Owner: in.opts.Owner, Task: id}) // strings only: no error
+	h := holder{Owner: in.opts.Owner, Task: id}
+	h.Dev, h.Ino, _ = dirIdentity(in.opts.Owner) // a grant without them is never stale
+	b, _ := json.Marshal(h)                      // strings and numbers only: no error
 	return string(b)
 }
 

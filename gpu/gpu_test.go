@@ -418,6 +418,17 @@ func TestStateDirsShareTheNodesGPUs(t *testing.T) {
 	if _, err := cli.Allocate("job-2", req(t, "device=0")); !errdefs.IsResourceExhausted(err) {
 		t.Errorf("GPU 0 of a task whose state dir moved: %v, want it still held", err)
 	}
+	// ... and another state dir made at its path (by any nsn-run naming
+	// it: a fifth review) is not the grant's either.
+	if err := os.MkdirAll(filepath.Join(agentState, "tasks"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Allocate("job-2", req(t, "device=0")); !errdefs.IsResourceExhausted(err) {
+		t.Errorf("GPU 0 of a task whose state dir moved, a new one at its path: %v, want it still held", err)
+	}
+	if err := os.RemoveAll(agentState); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.Rename(moved, agentState); err != nil {
 		t.Fatal(err)
 	}
