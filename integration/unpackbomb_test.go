@@ -26,6 +26,90 @@ import (
 // about a thousandth of that, beside busybox's megabyte.
 const bombSize = 96 << 20
 
+// hostileImage is an image built from a busybox root the test filled, in
+// the test namespace under a name of this run.
+type hostileImage struct {
+	t      *testing.T
+	c      *client.Client
+	ctx    context.Context
+	ref    string
+	rootfs string
+}
+
+// newHostileImage makes a busybox root for fill to add to; import makes
+// the image of it.
+func newHostileImage(t *testing.T, name string, fill func(rootfs string) error) *hostileImage {
+	c, _ := containerdClient(t)
+	h := &hostileImage{t: t, c: c, ctx: namespaces.WithNamespace(context.Background(), testNamespace),
+		ref: "docker.io/library/" + name + ":" + strings.TrimPrefix(uniqueID("t"), "t-"), rootfs: filepath.Join(t.TempDir(), "rootfs")}
+	if err := imagebuild.BusyboxRootfs(h.rootfs, busyboxPath(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := fill(h.rootfs); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.remove)
+	return h
+}
+
+func (h *hostileImage) importIt() client.Image {
+	h.t.Helper()
+	if err := importImage(h.c, imagebuild.Image{Name: h.ref, RootfsDir: h.rootfs, Config: ocispec.ImageConfig{Env: []string{"PATH=/bin"}}}); err != nil {
+		h.t.Fatal(err)
+	}
+	img, err := h.c.GetImage(h.ctx, h.ref)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return img
+}
+
+// chain is the chain id of img's top layer: its unpacked snapshot.
+func (h *hostileImage) chain(img client.Image) string {
+	h.t.Helper()
+	diffIDs, err := img.RootFS(h.ctx)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return identity.ChainID(diffIDs).String()
+}
+
+// remove deletes the image and its unpacked snapshot, if any.
+func (h *hostileImage) remove() {
+	img, err := h.c.GetImage(h.ctx, h.ref)
+	if err == nil {
+		if diffIDs, err := img.RootFS(h.ctx); err == nil {
+			defer func() {
+				_ = h.c.SnapshotService(containerd.DefaultSnapshotter).Remove(h.ctx, identity.ChainID(diffIDs).String())
+			}()
+		}
+	}
+	_ = h.c.ImageService().Delete(h.ctx, h.ref)
+}
+
+// unpackDirectly unpacks the image with containerd alone, as without
+// nsn-run's check, and calls look with its root mounted read-only.
+func (h *hostileImage) unpackDirectly(img client.Image, look func(root string) error) error {
+	h.t.Helper()
+	if err := img.Unpack(h.ctx, containerd.DefaultSnapshotter); err != nil {
+		h.t.Fatal(err)
+	}
+	sn := h.c.SnapshotService(containerd.DefaultSnapshotter)
+	chain := h.chain(img)
+	mounts, err := sn.View(h.ctx, "view-"+chain, chain)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer func() { _ = sn.Remove(h.ctx, "view-"+chain) }()
+	return mount.WithReadonlyTempMount(h.ctx, mounts, look)
+}
+
+// run runs the image's first task on a backend allowed limit bytes.
+func (h *hostileImage) run(limit int64) (task.Result, error) {
+	m, _ := testManagerBackend(h.t, func(b *containerd.Config) { b.MaxUnpackedBytes = limit }, func(*runtime.Config) {})
+	return m.Run(context.Background(), task.Task{ID: uniqueID("unpack"), Image: h.ref, Command: []string{"true"}}, runtime.RunOptions{})
+}
+
 // TestImageUnpackBomb: an image's layers are attacker input, and what they
 // unpack to is not what they weigh: an outside review's 1 MB archive (a
 // sparse tar entry) wrote 2 GiB to containerd's root at its first run. Here
@@ -34,84 +118,42 @@ const bombSize = 96 << 20
 // allowed 64 MiB refuses the task before anything is unpacked, and one
 // allowed 256 MiB runs it.
 func TestImageUnpackBomb(t *testing.T) {
-	c, _ := containerdClient(t)
-	ctx := namespaces.WithNamespace(context.Background(), testNamespace)
-	rootfs := filepath.Join(t.TempDir(), "rootfs")
-	if err := imagebuild.BusyboxRootfs(rootfs, busyboxPath(t)); err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Create(filepath.Join(rootfs, "zeros"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Truncate(bombSize); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	ref := "docker.io/library/hostile-unpack-bomb:" + strings.TrimPrefix(uniqueID("t"), "t-")
-	importBomb := func() client.Image {
-		t.Helper()
-		if err := importImage(c, imagebuild.Image{Name: ref, RootfsDir: rootfs, Config: ocispec.ImageConfig{Env: []string{"PATH=/bin"}}}); err != nil {
-			t.Fatal(err)
-		}
-		img, err := c.GetImage(ctx, ref)
+	h := newHostileImage(t, "hostile-unpack-bomb", func(rootfs string) error {
+		f, err := os.Create(filepath.Join(rootfs, "zeros"))
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
-		return img
-	}
-	img := importBomb()
-	if n, err := img.Size(ctx); err != nil || n > bombSize/20 {
-		t.Fatalf("the image weighs %d bytes (%v), want a small part of %d", n, err, bombSize)
-	}
-	diffIDs, err := img.RootFS(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	chain := identity.ChainID(diffIDs).String()
-	sn := c.SnapshotService(containerd.DefaultSnapshotter)
-	removeImage := func() {
-		_ = c.ImageService().Delete(ctx, ref)
-		_ = sn.Remove(ctx, chain)
-	}
-	t.Cleanup(removeImage)
-
-	// Without the check: containerd writes the whole file out.
-	if err := img.Unpack(ctx, containerd.DefaultSnapshotter); err != nil {
-		t.Fatal(err)
-	}
-	mounts, err := sn.View(ctx, "view-"+chain, chain)
-	if err != nil {
-		t.Fatal(err)
+		defer f.Close()
+		return f.Truncate(bombSize)
+	})
+	img := h.importIt()
+	size, err := img.Size(h.ctx)
+	if err != nil || size > bombSize/20 {
+		t.Fatalf("the image weighs %d bytes (%v), want a small part of %d", size, err, bombSize)
 	}
 	var blocks int64
-	err = mount.WithReadonlyTempMount(ctx, mounts, func(root string) error {
+	err = h.unpackDirectly(img, func(root string) error {
 		info, err := os.Stat(filepath.Join(root, "zeros"))
 		if err == nil {
 			blocks = info.Sys().(*syscall.Stat_t).Blocks
 		}
 		return err
 	})
-	_ = sn.Remove(ctx, "view-"+chain)
 	if err != nil || blocks*512 < bombSize {
 		t.Fatalf("unpacked by containerd: %d bytes on disk (%v), want the whole %d", blocks*512, err, bombSize)
 	}
-	t.Logf("unpacked by containerd: the %d KB layer took %d MiB of disk", mustSize(t, img)>>10, blocks*512>>20)
-	removeImage()
+	t.Logf("unpacked by containerd: the %d KB image took %d MiB of disk", size>>10, blocks*512>>20)
+	h.remove()
 
-	img = importBomb()
-	run := func(limit int64) (task.Result, error) {
-		m, _ := testManagerBackend(t, func(b *containerd.Config) { b.MaxUnpackedBytes = limit }, func(*runtime.Config) {})
-		return m.Run(context.Background(), task.Task{ID: uniqueID("bomb"), Image: ref, Command: []string{"true"}}, runtime.RunOptions{})
-	}
-	_, err = run(64 << 20)
+	img = h.importIt()
+	_, err = h.run(64 << 20)
 	if !errdefs.IsResourceExhausted(err) || !strings.Contains(err.Error(), "would unpack to more than") {
 		t.Errorf("allowed 64 MiB: %v, want the image refused as too large", err)
 	}
-	if unpacked, err := img.IsUnpacked(ctx, containerd.DefaultSnapshotter); err != nil || unpacked {
+	if unpacked, err := img.IsUnpacked(h.ctx, containerd.DefaultSnapshotter); err != nil || unpacked {
 		t.Errorf("after the refusal the image is unpacked: %v, %v", unpacked, err)
 	}
-	if res, err := run(256 << 20); err != nil || res.ExitCode != 0 {
+	if res, err := h.run(256 << 20); err != nil || res.ExitCode != 0 {
 		t.Errorf("allowed 256 MiB: %+v, %v", res, err)
 	}
 }
@@ -124,79 +166,32 @@ func TestImageUnpackBomb(t *testing.T) {
 // 4 KiB) refuses the task, one allowed 64 MiB runs it.
 func TestImageUnpackDirectories(t *testing.T) {
 	const dirs = 5000
-	c, _ := containerdClient(t)
-	ctx := namespaces.WithNamespace(context.Background(), testNamespace)
-	rootfs := filepath.Join(t.TempDir(), "rootfs")
-	if err := imagebuild.BusyboxRootfs(rootfs, busyboxPath(t)); err != nil {
-		t.Fatal(err)
-	}
-	for i := range dirs {
-		if err := os.MkdirAll(filepath.Join(rootfs, "many", strconv.Itoa(i)), 0o755); err != nil {
-			t.Fatal(err)
+	h := newHostileImage(t, "hostile-unpack-dirs", func(rootfs string) error {
+		for i := range dirs {
+			if err := os.MkdirAll(filepath.Join(rootfs, "many", strconv.Itoa(i)), 0o755); err != nil {
+				return err
+			}
 		}
-	}
-	ref := "docker.io/library/hostile-unpack-dirs:" + strings.TrimPrefix(uniqueID("t"), "t-")
-	importDirs := func() client.Image {
-		t.Helper()
-		if err := importImage(c, imagebuild.Image{Name: ref, RootfsDir: rootfs, Config: ocispec.ImageConfig{Env: []string{"PATH=/bin"}}}); err != nil {
-			t.Fatal(err)
-		}
-		img, err := c.GetImage(ctx, ref)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return img
-	}
-	img := importDirs()
-	diffIDs, err := img.RootFS(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	chain := identity.ChainID(diffIDs).String()
-	sn := c.SnapshotService(containerd.DefaultSnapshotter)
-	removeImage := func() {
-		_ = c.ImageService().Delete(ctx, ref)
-		_ = sn.Remove(ctx, chain)
-	}
-	t.Cleanup(removeImage)
-	if err := img.Unpack(ctx, containerd.DefaultSnapshotter); err != nil {
-		t.Fatal(err)
-	}
-	mounts, err := sn.View(ctx, "view-"+chain, chain)
-	if err != nil {
-		t.Fatal(err)
-	}
+		return nil
+	})
+	img := h.importIt()
 	var made int
-	err = mount.WithReadonlyTempMount(ctx, mounts, func(root string) error {
+	err := h.unpackDirectly(img, func(root string) error {
 		entries, err := os.ReadDir(filepath.Join(root, "many"))
 		made = len(entries)
 		return err
 	})
-	_ = sn.Remove(ctx, "view-"+chain)
 	if err != nil || made != dirs {
 		t.Fatalf("unpacked by containerd: %d directories (%v), want %d", made, err, dirs)
 	}
-	t.Logf("unpacked by containerd: %d directories of a %d KB image", made, mustSize(t, img)>>10)
-	removeImage()
+	t.Logf("unpacked by containerd: %d directories", made)
+	h.remove()
 
-	importDirs()
-	run := func(limit int64) (task.Result, error) {
-		m, _ := testManagerBackend(t, func(b *containerd.Config) { b.MaxUnpackedBytes = limit }, func(*runtime.Config) {})
-		return m.Run(context.Background(), task.Task{ID: uniqueID("dirs"), Image: ref, Command: []string{"true"}}, runtime.RunOptions{})
-	}
-	if _, err := run(16 << 20); !errdefs.IsResourceExhausted(err) {
+	h.importIt()
+	if _, err := h.run(16 << 20); !errdefs.IsResourceExhausted(err) {
 		t.Errorf("allowed 16 MiB: %v, want the image refused as too large", err)
 	}
-	if res, err := run(64 << 20); err != nil || res.ExitCode != 0 {
+	if res, err := h.run(64 << 20); err != nil || res.ExitCode != 0 {
 		t.Errorf("allowed 64 MiB: %+v, %v", res, err)
 	}
-}
-
-func mustSize(t *testing.T, img client.Image) int64 {
-	t.Helper()
-	n, err := img.Size(namespaces.WithNamespace(context.Background(), testNamespace))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
 }

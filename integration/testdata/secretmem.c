@@ -12,21 +12,11 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "directmap.h"
+
 #ifndef SYS_memfd_secret
 #define SYS_memfd_secret 447
 #endif
-
-static long directmap4k(void) {
-	char line[128];
-	long kb = -1;
-	FILE *f = fopen("/proc/meminfo", "r");
-	while (f && fgets(line, sizeof line, f))
-		if (sscanf(line, "DirectMap4k: %ld kB", &kb) == 1)
-			break;
-	if (f)
-		fclose(f);
-	return kb;
-}
 
 int main(void) {
 	long before = directmap4k();

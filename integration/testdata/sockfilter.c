@@ -15,20 +15,10 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "directmap.h"
+
 #define N 4090
 static struct sock_filter prog[N];
-
-static long directmap4k(void) {
-	char line[128];
-	long kb = -1;
-	FILE *f = fopen("/proc/meminfo", "r");
-	while (f && fgets(line, sizeof line, f))
-		if (sscanf(line, "DirectMap4k: %ld kB", &kb) == 1)
-			break;
-	if (f)
-		fclose(f);
-	return kb;
-}
 
 static void report(const char *what, long r) {
 	printf("%s: %s\n", what, r == 0 ? "ok" : strerror(errno));
