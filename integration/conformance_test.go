@@ -34,17 +34,27 @@ type backendCase struct {
 	// manager returns a Manager over the backend with the test images
 	// loaded and a private state dir.
 	manager func(t *testing.T) *runtime.Manager
+	// reopen returns a new Manager over the backend and stateDir, as
+	// after a restart.
+	reopen func(t *testing.T, stateDir string) *runtime.Manager
 	// leftovers describes what of nsn-run's remains on the backend.
 	leftovers func(t *testing.T) string
 }
 
 func backends() []backendCase {
 	return []backendCase{
-		{"containerd", func(t *testing.T) *runtime.Manager { m, _ := testManager(t); return m }, func(t *testing.T) string {
-			c, _ := containerdClient(t)
-			return leftovers(t, c)
-		}},
-		{"docker", dockerManager, dockerLeftovers},
+		{"containerd", func(t *testing.T) *runtime.Manager { m, _ := testManager(t); return m },
+			func(t *testing.T, dir string) *runtime.Manager {
+				m, _ := testManagerWith(t, func(cfg *runtime.Config) { cfg.StateDir = dir })
+				return m
+			},
+			func(t *testing.T) string {
+				c, _ := containerdClient(t)
+				return leftovers(t, c)
+			}},
+		{"docker", dockerManager, func(t *testing.T, dir string) *runtime.Manager {
+			return dockerManagerAt(t, dir, runtime.UserNSPreferred)
+		}, dockerLeftovers},
 	}
 }
 
@@ -120,6 +130,12 @@ func dockerManager(t *testing.T) *runtime.Manager {
 // dockerManagerUserNS is dockerManager with the given user namespace policy.
 func dockerManagerUserNS(t *testing.T, userns runtime.UserNSMode) *runtime.Manager {
 	t.Helper()
+	return dockerManagerAt(t, t.TempDir(), userns)
+}
+
+// dockerManagerAt is dockerManagerUserNS over stateDir.
+func dockerManagerAt(t *testing.T, stateDir string, userns runtime.UserNSMode) *runtime.Manager {
+	t.Helper()
 	c := dockerClient(t)
 	loadDockerImages(t, c)
 	b, err := docker.New(context.Background(), docker.Config{Host: os.Getenv(envDockerHost)})
@@ -127,7 +143,7 @@ func dockerManagerUserNS(t *testing.T, userns runtime.UserNSMode) *runtime.Manag
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.Close() })
-	m, err := runtime.New(runtime.Config{Backend: b, StateDir: t.TempDir(), UserNamespaces: userns})
+	m, err := runtime.New(runtime.Config{Backend: b, StateDir: stateDir, UserNamespaces: userns})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -323,7 +339,8 @@ func TestConformanceFailures(t *testing.T) {
 
 // TestConformanceOrphans: tasks a crashed manager left (one running, one
 // exited) are found by label and removed by a new manager's
-// CleanupOrphans(force).
+// CleanupOrphans(force) over the same state dir; a manager of another
+// state dir in the same namespace or dockerd removes neither.
 func TestConformanceOrphans(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backendCase, m *runtime.Manager) {
 		ctx := context.Background()
@@ -334,8 +351,12 @@ func TestConformanceOrphans(t *testing.T) {
 		if _, err := m.Spawn(ctx, seedTask(exited, "true")); err != nil {
 			t.Fatal(err)
 		}
-		// A second manager over the same backend, as after a restart.
-		other := b.manager(t)
+		if removed, err := b.manager(t).CleanupOrphans(ctx, true); err != nil || len(removed) != 0 {
+			t.Errorf("another state dir's gc --force: removed %v, %v; want nothing", removed, err)
+		}
+		// A second manager over the same backend and state dir, as after
+		// a restart.
+		other := b.reopen(t, m.StateDir())
 		removed, err := other.CleanupOrphans(ctx, true)
 		if err != nil {
 			t.Fatal(err)

@@ -2,13 +2,22 @@ package integration
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/core/leases"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/errdefs"
 	"github.com/nsn-run/nsn-run/runtime"
+	"github.com/nsn-run/nsn-run/task"
 )
 
 // TestGCDuringSpawns: `nsn-run gc` (without --force), run back to back from
@@ -62,13 +71,144 @@ func TestGCDuringSpawns(t *testing.T) {
 	if entries, _ := os.ReadDir(filepath.Join(m.StateDir(), "tasks")); len(entries) != 0 {
 		t.Errorf("state dirs left: %v", entries)
 	}
-	// The marks of finished tasks are swept by the next gc.
-	if r := cli(t, global, "gc"); r.code != 0 {
-		t.Errorf("last gc: exit %d stderr %q", r.code, r.stderr)
-	}
+	// A finished task's marks go with it, gc or not.
 	for _, dir := range []string{"busy", "spawning", "waiting"} {
 		if entries, _ := os.ReadDir(filepath.Join(m.StateDir(), dir)); len(entries) != 0 {
-			t.Errorf("%s marks left after a gc: %v", dir, entries)
+			t.Errorf("%s marks left by finished tasks: %v", dir, entries)
 		}
+	}
+}
+
+// TestStateDirsShareANamespace: two Managers with state dirs of their own
+// in one containerd namespace (two node agents, or an agent and an
+// operator's CLI with another --state-dir). First the attack, on
+// containers without the state-dir label (as nsn-run made them before it):
+// the second Manager's plain gc removes the first's exited task before
+// anyone waited on it, and its rm -f kills the first's running task. With
+// the label, the
+// second's gc (plain and forced), rm -f and kill leave the first's running
+// and exited tasks alone, as they leave the lease of a spawn of the first's
+// still in flight; the first then waits on its task (exit 3) and its own
+// gc removes everything.
+func TestStateDirsShareANamespace(t *testing.T) {
+	ctx := context.Background()
+	a, c := testManager(t)
+	b, _ := testManager(t)
+	nctx := namespaces.WithNamespace(ctx, testNamespace)
+	exited := func(id string) {
+		t.Helper()
+		if _, err := a.Spawn(ctx, seedTask(id, "sh", "-c", "exit 3")); err != nil {
+			t.Fatal(err)
+		}
+		ctr, err := c.LoadContainer(nctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tk, err := ctr.Task(nctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch, err := tk.Wait(nctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st, err := tk.Status(nctx); err != nil || st.Status != client.Stopped {
+			<-ch
+		}
+	}
+
+	legacy, legacyBusy := uniqueID("legacy"), uniqueID("legacyb")
+	exited(legacy)
+	if _, err := a.Spawn(ctx, seedTask(legacyBusy, "sleep", "60")); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{legacy, legacyBusy} {
+		// As an older nsn-run labelled them: without the state dir.
+		if _, err := c.ContainerService().Update(nctx, containers.Container{ID: id, Labels: runtime.Labels(id, "")}, "labels"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if removed, err := b.CleanupOrphans(ctx, false); err != nil || !slices.Contains(removed, "task "+legacy+" (stopped)") {
+		t.Fatalf("b's gc of an unlabelled exited task of a's: removed %v, %v; want it removed (the attack)", removed, err)
+	}
+	if err := b.Remove(ctx, legacyBusy, true); err != nil {
+		t.Fatalf("b's rm -f of an unlabelled running task of a's: %v; want it killed (the attack)", err)
+	}
+	for _, id := range []string{legacy, legacyBusy} {
+		if _, err := c.LoadContainer(nctx, id); !errdefs.IsNotFound(err) {
+			t.Fatalf("a's unlabelled task %s after b's gc and rm -f: %v; want it gone (the attack)", id, err)
+		}
+		_ = a.Cleanup(ctx, id)
+	}
+
+	busy, done, inFlight := uniqueID("busy"), uniqueID("done"), uniqueID("flight")
+	if _, err := a.Spawn(ctx, seedTask(busy, "sleep", "60")); err != nil {
+		t.Fatal(err)
+	}
+	exited(done)
+	// A spawn of a's in flight holds a lease for its snapshot before its
+	// container exists.
+	lease, err := c.LeasesService().Create(nctx, leases.WithRandomID(), leases.WithLabels(runtime.Labels(inFlight, filepath.Join(a.StateDir(), "tasks", inFlight))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, force := range []bool{false, true} {
+		if removed, err := b.CleanupOrphans(ctx, force); err != nil || len(removed) != 0 {
+			t.Errorf("b's gc (force %v): removed %v, %v", force, removed, err)
+		}
+	}
+	for _, id := range []string{busy, done} {
+		if err := b.Remove(ctx, id, true); !errdefs.IsFailedPrecondition(err) {
+			t.Errorf("b's rm -f %s: %v; want a refusal", id, err)
+		}
+		if err := b.Kill(ctx, id, syscall.SIGKILL, true); !errdefs.IsFailedPrecondition(err) {
+			t.Errorf("b's kill %s: %v; want a refusal", id, err)
+		}
+	}
+	if sts, err := b.List(ctx); err != nil || len(sts) != 0 {
+		t.Errorf("b lists %+v, %v", sts, err)
+	}
+	if st, err := a.Inspect(ctx, busy); err != nil || st.State != runtime.StateRunning {
+		t.Errorf("a's busy task after b's calls: %+v, %v", st, err)
+	}
+	if res, err := a.Wait(ctx, done); err != nil || res.ExitCode != 3 {
+		t.Errorf("a's wait on its exited task: %+v, %v; want exit 3", res, err)
+	}
+	removed, err := a.CleanupOrphans(ctx, true)
+	if err != nil || !slices.Contains(removed, "lease "+lease.ID) || !slices.Contains(removed, fmt.Sprintf("task %s (running)", busy)) {
+		t.Errorf("a's gc --force: removed %v, %v; want its task and its spawn's lease", removed, err)
+	}
+	if l := leftovers(t, c); l != "" {
+		t.Errorf("left behind: %s", l)
+	}
+}
+
+// TestDockerStateDirsShareADaemon: the same on dockerd, whose containers
+// always carried their task's state dir: a second Manager's forced gc,
+// rm -f and kill leave the first's running task alone.
+func TestDockerStateDirsShareADaemon(t *testing.T) {
+	ctx := context.Background()
+	a, b := dockerManager(t), dockerManager(t)
+	id := uniqueID("dbusy")
+	if _, err := a.Spawn(ctx, task.Task{ID: id, Image: "busybox:latest", Command: []string{"sleep", "60"}}); err != nil {
+		t.Fatal(err)
+	}
+	if removed, err := b.CleanupOrphans(ctx, true); err != nil || len(removed) != 0 {
+		t.Errorf("b's gc --force: removed %v, %v", removed, err)
+	}
+	if err := b.Remove(ctx, id, true); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("b's rm -f: %v; want a refusal", err)
+	}
+	if err := b.Kill(ctx, id, syscall.SIGKILL, true); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("b's kill: %v; want a refusal", err)
+	}
+	if st, err := a.Inspect(ctx, id); err != nil || st.State != runtime.StateRunning {
+		t.Errorf("a's task after b's calls: %+v, %v", st, err)
+	}
+	if err := a.Remove(ctx, id, true); err != nil {
+		t.Errorf("a's rm -f: %v", err)
+	}
+	if l := dockerLeftovers(t); l != "" {
+		t.Errorf("left behind: %s", l)
 	}
 }

@@ -7,6 +7,8 @@ package runtime
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -22,14 +24,50 @@ import (
 const (
 	LabelTaskID  = "nsn.task-id"
 	LabelManager = "nsn.manager"
+	// LabelStateDir is the task's own state directory (StartRequest's
+	// StateDir, STATE/tasks/ID): any nsn-run process can find the task's
+	// logs through it, and it names the state dir of the Manager that
+	// started the task. Several state dirs may share a containerd namespace
+	// or a dockerd; each Manager lists, removes, kills and sweeps only what
+	// its own state dir started. Objects without it (made before
+	// 2026-11-30 on containerd) are every Manager's, as they were.
+	LabelStateDir = "nsn.state-dir"
 	// ManagerName is the value of LabelManager.
 	ManagerName = "nsn-run"
 )
 
-// Labels are the labels a backend puts on what it creates for task id: its
-// container, and whatever else the task holds (a lease, a snapshot).
-func Labels(id string) map[string]string {
-	return map[string]string{LabelTaskID: id, LabelManager: ManagerName}
+// Labels are the labels a backend puts on what it creates for task id,
+// whose state directory is taskDir: its container, and whatever else the
+// task holds (a lease, a snapshot).
+func Labels(id, taskDir string) map[string]string {
+	l := map[string]string{LabelTaskID: id, LabelManager: ManagerName}
+	if taskDir != "" {
+		l[LabelStateDir] = taskDir
+	}
+	return l
+}
+
+// OwnedElsewhere reports whether an object labelled with Labels was made
+// for the Manager of another state dir than stateDir, one that exists: its
+// task's state directory lies in another (a second path to the same
+// directory, such as a bind mount, is the same owner). An object without
+// the label, or whose state dir is gone (removed, or moved away), is
+// everyone's: nobody else would ever sweep it.
+func OwnedElsewhere(labels map[string]string, stateDir string) bool {
+	taskDir, ok := labels[LabelStateDir]
+	if !ok {
+		return false
+	}
+	owner := filepath.Dir(filepath.Dir(taskDir))
+	if owner == stateDir {
+		return false
+	}
+	a, err := os.Stat(owner)
+	if err != nil {
+		return false
+	}
+	b, err := os.Stat(stateDir)
+	return err == nil && !os.SameFile(a, b)
 }
 
 // Backend runs containers. It is shaped like Nomad's task driver (Start,
@@ -71,8 +109,9 @@ type Backend interface {
 // before its container existed).
 type OrphanSweeper interface {
 	// SweepOrphans removes nsn-run's leases and snapshots whose task is not
-	// in keep, and returns one line per object removed.
-	SweepOrphans(ctx context.Context, keep map[string]bool) ([]string, error)
+	// in keep, and returns one line per object removed. Those another
+	// state dir's Manager made (OwnedElsewhere) stay.
+	SweepOrphans(ctx context.Context, stateDir string, keep map[string]bool) ([]string, error)
 }
 
 // LogFinisher is an optional Backend feature: completing the logs of a task
@@ -211,6 +250,9 @@ type Status struct {
 	// logs and output files: CollectOutput adds those). A task whose
 	// container was released after it exited is listed from it.
 	Result *task.Result `json:"result,omitempty"`
+	// Labels are the labels of the task's container (Labels; the
+	// Manager leaves out those of other state dirs).
+	Labels map[string]string `json:"-"`
 }
 
 // Exit codes for a task whose command could not be run, as a shell (and

@@ -3,6 +3,8 @@ package runtime_test
 import (
 	"errors"
 	"maps"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/containerd/errdefs"
@@ -72,14 +74,51 @@ func TestParseCommandError(t *testing.T) {
 }
 
 func TestLabels(t *testing.T) {
-	want := map[string]string{"nsn.task-id": "job-1", "nsn.manager": "nsn-run"}
-	if got := runtime.Labels("job-1"); !maps.Equal(got, want) {
+	want := map[string]string{"nsn.task-id": "job-1", "nsn.manager": "nsn-run", "nsn.state-dir": "/s/tasks/job-1"}
+	if got := runtime.Labels("job-1", "/s/tasks/job-1"); !maps.Equal(got, want) {
 		t.Errorf("Labels = %v; want %v", got, want)
 	}
-	a := runtime.Labels("a")
+	if got := runtime.Labels("job-1", ""); len(got) != 2 || got["nsn.state-dir"] != "" {
+		t.Errorf("Labels without a task dir = %v", got)
+	}
+	a := runtime.Labels("a", "")
 	a["x"] = "y"
-	if _, ok := runtime.Labels("a")["x"]; ok {
+	if _, ok := runtime.Labels("a", "")["x"]; ok {
 		t.Error("Labels returns a shared map")
+	}
+}
+
+// TestOwnedElsewhere: an object is another Manager's when its task's
+// state dir lies in another state dir; the same directory under a second
+// name (a symlink here, a bind mount alike) is the same owner; an object
+// without the label (made before it existed), or of a state dir that is
+// gone, is everyone's.
+func TestOwnedElsewhere(t *testing.T) {
+	root := t.TempDir()
+	mine, theirs := filepath.Join(root, "mine"), filepath.Join(root, "theirs")
+	for _, d := range []string{mine, theirs} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	alias := filepath.Join(root, "alias")
+	if err := os.Symlink(mine, alias); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		labels map[string]string
+		want   bool
+	}{
+		{runtime.Labels("x", filepath.Join(mine, "tasks", "x")), false},
+		{runtime.Labels("x", filepath.Join(alias, "tasks", "x")), false},
+		{runtime.Labels("x", filepath.Join(theirs, "tasks", "x")), true},
+		{runtime.Labels("x", filepath.Join(root, "gone", "tasks", "x")), false},
+		{runtime.Labels("x", ""), false},
+		{nil, false},
+	} {
+		if got := runtime.OwnedElsewhere(c.labels, mine); got != c.want {
+			t.Errorf("OwnedElsewhere(%v, %s) = %v; want %v", c.labels, mine, got, c.want)
+		}
 	}
 }
 

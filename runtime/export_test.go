@@ -1,6 +1,10 @@
 package runtime
 
-import "github.com/nsn-run/nsn-run/task"
+import (
+	"context"
+
+	"github.com/nsn-run/nsn-run/task"
+)
 
 // TaskDir is the task's private host directory, for the tests' checks of
 // what a step left.
@@ -25,3 +29,8 @@ func SetMaxBackgroundReleases(n int) (restore func()) {
 // TakeOutputDest is Run's hold of its output directory, for the test of
 // two runs given the same one.
 var TakeOutputDest = takeOutputDest
+
+// Hold is the busy mark a spawn, wait or run holds on its task.
+func Hold(m *Manager, id string) (release func(), err error) {
+	return m.hold(context.Background(), id)
+}

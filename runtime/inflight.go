@@ -106,14 +106,29 @@ func (m *Manager) lockTask(ctx context.Context, sub, id string, how int, registe
 		// A sweeper that found the file unheld removes it while it holds
 		// its exclusive lock: a lock on a removed file marks nothing.
 		if same, err := sameFile(path, f); err == nil && same {
-			return func() {
-				_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
-				f.Close()
-			}, nil
+			return func() { releaseTaskLock(path, f) }, nil
 		}
 		f.Close()
 	}
 	return nil, fmt.Errorf("mark task %s busy: its lock file keeps being removed", id)
+}
+
+// releaseTaskLock releases a lock lockTask took, and removes its file
+// when nobody else holds it, so that a finished task leaves no lock file
+// behind: with the file locked exclusively, whoever opened it meanwhile
+// finds it removed once they have the lock (sameFile) and takes a new one,
+// as after a sweep's removal. Another holder (a nested hold in this
+// process, a waiter in another) keeps the file; the last one removes it.
+func releaseTaskLock(path string, f *os.File) {
+	// A failed conversion may drop this holder's own lock first (flock(2):
+	// not atomic): it is being released anyway.
+	if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil {
+		if same, _ := sameFile(path, f); same {
+			_ = os.Remove(path)
+		}
+	}
+	_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
+	f.Close()
 }
 
 // busyTasks returns the ids of the tasks some process holds over this

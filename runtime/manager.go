@@ -832,6 +832,9 @@ func (m *Manager) Kill(ctx context.Context, id string, sig syscall.Signal, all b
 	if err := task.ValidateID(id); err != nil {
 		return err
 	}
+	if st, err := m.backend.Inspect(ctx, id); err == nil && m.elsewhere(st) {
+		return m.errElsewhere(st)
+	}
 	return m.backend.Stop(ctx, id, sig, all)
 }
 
@@ -846,10 +849,28 @@ func (m *Manager) Cleanup(ctx context.Context, id string) error {
 	if _, err := m.readRecord(id); errdefs.IsFailedPrecondition(err) {
 		return err // another scope's task
 	}
+	if st, err := m.backend.Inspect(ctx, id); err == nil && m.elsewhere(st) {
+		return m.errElsewhere(st)
+	}
+	return m.cleanupOwn(ctx, id)
+}
+
+// cleanupOwn is Cleanup of a task this Manager knows is its own.
+func (m *Manager) cleanupOwn(ctx context.Context, id string) error {
 	if err := m.releases.await(ctx, id); err != nil {
 		return err
 	}
 	return m.cleanup(ctx, id)
+}
+
+// elsewhere reports whether a task on the backend was started by the
+// Manager of another state dir that shares this one's containerd
+// namespace or dockerd: that Manager's to list, remove, kill and sweep.
+func (m *Manager) elsewhere(st Status) bool { return OwnedElsewhere(st.Labels, m.stateDir) }
+
+func (m *Manager) errElsewhere(st Status) error {
+	return fmt.Errorf("task %s belongs to the state dir %s (use nsn-run --state-dir %s): %w",
+		st.ID, filepath.Dir(filepath.Dir(st.Labels[LabelStateDir])), filepath.Dir(filepath.Dir(st.Labels[LabelStateDir])), errdefs.ErrFailedPrecondition)
 }
 
 func (m *Manager) cleanup(ctx context.Context, id string) error {
@@ -893,10 +914,12 @@ func (m *Manager) Remove(ctx context.Context, id string, force bool) error {
 		}
 	case err != nil:
 		return err
+	case m.elsewhere(st):
+		return m.errElsewhere(st)
 	case st.State == StateRunning && !force:
 		return fmt.Errorf("task %s is running: stop it first or use rm -f: %w", id, errdefs.ErrFailedPrecondition)
 	}
-	return m.Cleanup(ctx, id)
+	return m.cleanupOwn(ctx, id)
 }
 
 // List reports the tasks this manager created on the backend, and the
@@ -907,6 +930,7 @@ func (m *Manager) List(ctx context.Context) ([]Status, error) {
 	if err != nil {
 		return nil, err
 	}
+	sts = slices.DeleteFunc(sts, m.elsewhere)
 	seen := map[string]bool{}
 	for i := range sts {
 		seen[sts[i].ID] = true
@@ -966,6 +990,9 @@ func (m *Manager) Inspect(ctx context.Context, id string) (Status, error) {
 		if fin, ok := m.finished(id); ok {
 			return fin, nil
 		}
+	}
+	if err == nil && m.elsewhere(st) {
+		return Status{}, m.errElsewhere(st)
 	}
 	if err == nil {
 		m.addRecorded(&st)
@@ -1064,7 +1091,7 @@ func (m *Manager) sweep(ctx context.Context, force bool) (removed, overdue []str
 		return nil, nil, err
 	}
 	for _, st := range statuses {
-		if live[st.ID] {
+		if live[st.ID] || m.elsewhere(st) {
 			continue
 		}
 		if !force && (st.State == StateRunning || st.State == StatePaused) {
@@ -1075,7 +1102,7 @@ func (m *Manager) sweep(ctx context.Context, force bool) (removed, overdue []str
 			live[st.ID] = true
 			continue
 		}
-		if err := m.Cleanup(ctx, st.ID); err != nil {
+		if err := m.cleanupOwn(ctx, st.ID); err != nil {
 			return removed, nil, err
 		}
 		removed = append(removed, fmt.Sprintf("task %s (%s)", st.ID, st.State))
@@ -1084,7 +1111,7 @@ func (m *Manager) sweep(ctx context.Context, force bool) (removed, overdue []str
 	// end: it does not keep the rest of the sweep from running.
 	var sweepErr error
 	if sw, ok := m.backend.(OrphanSweeper); ok {
-		swept, err := sw.SweepOrphans(ctx, live)
+		swept, err := sw.SweepOrphans(ctx, m.stateDir, live)
 		removed = append(removed, swept...)
 		sweepErr = err
 	}
@@ -1145,6 +1172,9 @@ func (m *Manager) Recover(ctx context.Context) ([]Handle, error) {
 		}
 		if err != nil {
 			return recovered, err
+		}
+		if m.elsewhere(st) {
+			continue // a stale record: the container is another state dir's task
 		}
 		if rec.Handle.ID == "" {
 			// The manager died after the backend started the task but
@@ -1238,7 +1268,7 @@ func (m *Manager) Run(ctx context.Context, t task.Task, opts RunOptions) (task.R
 	if opts.OutputDir != "" {
 		release, err := takeOutputDest(opts.OutputDir)
 		if err != nil {
-			if cerr := m.Cleanup(cleanupCtx, t.ID); cerr != nil {
+			if cerr := m.cleanupOwn(cleanupCtx, t.ID); cerr != nil {
 				err = errors.Join(err, cerr)
 			}
 			return task.Result{ID: t.ID, Image: t.Image, Reason: task.ReasonFailed}, err
@@ -1271,7 +1301,7 @@ func (m *Manager) Run(ctx context.Context, t task.Task, opts RunOptions) (task.R
 			return res, nil
 		}
 	}
-	if cerr := m.Cleanup(cleanupCtx, t.ID); err == nil {
+	if cerr := m.cleanupOwn(cleanupCtx, t.ID); err == nil {
 		err = cerr
 	}
 	sw.Lap("cleanup")

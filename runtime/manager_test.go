@@ -39,18 +39,21 @@ type fakeBackend struct {
 	signals    []string
 	destroyed  []string
 	cpu        float64
-	gpuMemory  uint64              // reported by every sample
-	samplesGPU bool                // SamplesGPUUsage: whether a GPU memory limit is admitted
-	scope      string              // Scope: where its tasks live
-	gpus       map[string][]string // the GPUDevices each Start was given
-	stdout     string              // what each task "writes" to stdout at start
-	started    chan string         // if set, gets each task's id once it runs
-	statsHang  chan struct{}       // if set, Stats announces itself there and never answers
-	startGate  chan string         // if set, Start announces itself there and waits for a second send
+	gpuMemory  uint64                       // reported by every sample
+	samplesGPU bool                         // SamplesGPUUsage: whether a GPU memory limit is admitted
+	scope      string                       // Scope: where its tasks live
+	gpus       map[string][]string          // the GPUDevices each Start was given
+	stdout     string                       // what each task "writes" to stdout at start
+	started    chan string                  // if set, gets each task's id once it runs
+	statsHang  chan struct{}                // if set, Stats announces itself there and never answers
+	startGate  chan string                  // if set, Start announces itself there and waits for a second send
+	labels     map[string]map[string]string // each task's container labels, as Start set them
+	unlabelled bool                         // Start labels as nsn-run did before LabelStateDir
 }
 
 func newFake() *fakeBackend {
-	return &fakeBackend{running: map[string]bool{}, exits: map[string]chan runtime.ExitStatus{}, stopped: map[string]bool{}}
+	return &fakeBackend{running: map[string]bool{}, exits: map[string]chan runtime.ExitStatus{}, stopped: map[string]bool{},
+		labels: map[string]map[string]string{}}
 }
 
 func (f *fakeBackend) Name() string { return "fake" }
@@ -88,6 +91,10 @@ func (f *fakeBackend) Start(_ context.Context, req runtime.StartRequest) (runtim
 	}
 	f.running[req.Task.ID] = true
 	f.exits[req.Task.ID] = make(chan runtime.ExitStatus, 1)
+	f.labels[req.Task.ID] = runtime.Labels(req.Task.ID, req.StateDir)
+	if f.unlabelled {
+		f.labels[req.Task.ID] = runtime.Labels(req.Task.ID, "")
+	}
 	if f.started != nil {
 		f.started <- req.Task.ID
 	}
@@ -110,6 +117,9 @@ func (f *fakeBackend) Wait(ctx context.Context, id string) (runtime.ExitStatus, 
 	f.mu.Unlock()
 	if err != nil {
 		return runtime.ExitStatus{}, err
+	}
+	if ch == nil {
+		return runtime.ExitStatus{}, fmt.Errorf("task %s: %w", id, errdefs.ErrNotFound)
 	}
 	select {
 	case st := <-ch:
@@ -138,6 +148,7 @@ func (f *fakeBackend) Destroy(_ context.Context, id string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	delete(f.stopped, id)
+	delete(f.exits, id)
 	f.destroyed = append(f.destroyed, id)
 	return nil
 }
@@ -147,9 +158,9 @@ func (f *fakeBackend) Inspect(_ context.Context, id string) (runtime.Status, err
 	defer f.mu.Unlock()
 	switch {
 	case f.running[id]:
-		return runtime.Status{ID: id, State: runtime.StateRunning}, nil
+		return runtime.Status{ID: id, State: runtime.StateRunning, Labels: f.labels[id]}, nil
 	case f.stopped[id]:
-		return runtime.Status{ID: id, State: runtime.StateStopped}, nil
+		return runtime.Status{ID: id, State: runtime.StateStopped, Labels: f.labels[id]}, nil
 	}
 	return runtime.Status{}, fmt.Errorf("task %s: %w", id, errdefs.ErrNotFound)
 }
@@ -999,6 +1010,186 @@ func TestScopesShareAStateDir(t *testing.T) {
 	}
 	if got := gpus.held(); len(got) != 0 {
 		t.Errorf("GPUs after a's rm: %v", got)
+	}
+}
+
+// TestStateDirsShareANamespace: two Managers over one backend namespace
+// (one containerd namespace, or one dockerd) with state dirs of their own,
+// as two node agents, or an agent and an operator's CLI with another
+// --state-dir. Without the state-dir label (containers made as before it),
+// the second's plain gc removes the first's exited, not yet waited-on
+// task, and its rm -f kills the first's running one. With it, the second lists, inspects, kills, removes and sweeps
+// neither, forced or not, and the first still owns both.
+func TestStateDirsShareANamespace(t *testing.T) {
+	ctx := context.Background()
+	open := func(f *fakeBackend) *runtime.Manager {
+		m, err := runtime.New(runtime.Config{Backend: f, StateDir: t.TempDir(), OutputFS: runtime.DirOutput{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	spawnBoth := func(a *runtime.Manager, f *fakeBackend) {
+		t.Helper()
+		for _, id := range []string{"busy", "done"} {
+			if _, err := a.Spawn(ctx, job(id)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		f.exit("done", 3) // nobody waits yet: a detached task whose supervisor died
+	}
+
+	t.Run("unlabelled", func(t *testing.T) {
+		f := newFake()
+		f.unlabelled = true
+		a, b := open(f), open(f)
+		spawnBoth(a, f)
+		removed, err := b.CleanupOrphans(ctx, false)
+		if err != nil || !slices.Contains(removed, "task done (stopped)") {
+			t.Fatalf("b's gc removed %v, %v; want a's exited task (the attack)", removed, err)
+		}
+		if err := b.Remove(ctx, "busy", true); err != nil {
+			t.Fatalf("b's rm -f of a's task: %v (the attack)", err)
+		}
+		f.mu.Lock()
+		destroyed := slices.Clone(f.destroyed)
+		f.mu.Unlock()
+		if !slices.Equal(destroyed, []string{"done", "busy"}) {
+			t.Errorf("b destroyed %v; want a's two tasks (the attack)", destroyed)
+		}
+	})
+
+	f := newFake()
+	a, b := open(f), open(f)
+	spawnBoth(a, f)
+	elsewhere := func(what string, err error) {
+		t.Helper()
+		if !errdefs.IsFailedPrecondition(err) || !strings.Contains(fmt.Sprint(err), "belongs to the state dir "+a.StateDir()) {
+			t.Errorf("%s from b: %v, want a refusal naming a's state dir", what, err)
+		}
+	}
+	for _, id := range []string{"busy", "done"} {
+		_, err := b.Inspect(ctx, id)
+		elsewhere("inspect "+id, err)
+		elsewhere("rm -f "+id, b.Remove(ctx, id, true))
+		elsewhere("rm "+id, b.Remove(ctx, id, false))
+		elsewhere("cleanup "+id, b.Cleanup(ctx, id))
+		elsewhere("kill "+id, b.Kill(ctx, id, syscall.SIGKILL, true))
+	}
+	if sts, err := b.List(ctx); err != nil || len(sts) != 0 {
+		t.Errorf("b lists %+v, %v", sts, err)
+	}
+	for _, force := range []bool{false, true} {
+		if removed, err := b.CleanupOrphans(ctx, force); err != nil || len(removed) != 0 {
+			t.Errorf("b's gc (force %v): removed %v, %v", force, removed, err)
+		}
+	}
+	if handles, err := b.Recover(ctx); err != nil || len(handles) != 0 {
+		t.Errorf("b recovered %v, %v", handles, err)
+	}
+	f.mu.Lock()
+	destroyed, signals := slices.Clone(f.destroyed), slices.Clone(f.signals)
+	f.mu.Unlock()
+	if len(destroyed) != 0 || len(signals) != 0 {
+		t.Errorf("b destroyed %v and sent %v", destroyed, signals)
+	}
+	if sts, err := a.List(ctx); err != nil || len(sts) != 2 {
+		t.Errorf("a lists %+v, %v; want its two tasks", sts, err)
+	}
+	if res, err := a.Wait(ctx, "done"); err != nil || res.ExitCode != 3 {
+		t.Errorf("a's wait on its exited task: %+v, %v; want exit 3", res, err)
+	}
+	if removed, err := a.CleanupOrphans(ctx, true); err != nil || len(removed) != 2 {
+		t.Errorf("a's gc --force: removed %v, %v; want its two tasks", removed, err)
+	}
+}
+
+// TestFinishedTasksLeaveNoLockFiles: the lock files that mark a task busy,
+// spawning or waited on go with the last holder, so a run, a refused run
+// and a supervised task followed by wait and rm leave none (before, each
+// task left three empty files until the next gc: a node that ran a
+// million tasks between sweeps held three million). A file another holder
+// still holds stays, and marks the task busy to a sweep.
+func TestFinishedTasksLeaveNoLockFiles(t *testing.T) {
+	ctx := context.Background()
+	f := newFake()
+	f.started = make(chan string, 4)
+	m := newManager(t, f)
+	go func() {
+		for id := range f.started {
+			f.exit(id, 0)
+		}
+	}()
+	locks := func() []string {
+		t.Helper()
+		var left []string
+		for _, dir := range []string{"busy", "spawning", "waiting"} {
+			entries, _ := os.ReadDir(filepath.Join(m.StateDir(), dir))
+			for _, e := range entries {
+				left = append(left, dir+"/"+e.Name())
+			}
+		}
+		return left
+	}
+	if _, err := m.Run(ctx, job("ran"), runtime.RunOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if left := locks(); len(left) != 0 {
+		t.Errorf("after a run: %v", left)
+	}
+	f.mu.Lock()
+	f.startErr = errors.New("the daemon refused it")
+	f.mu.Unlock()
+	if _, err := m.Run(ctx, job("refused"), runtime.RunOptions{}); err == nil {
+		t.Fatal("a refused start ran")
+	}
+	f.mu.Lock()
+	f.startErr = nil
+	f.mu.Unlock()
+	if left := locks(); len(left) != 0 {
+		t.Errorf("after a refused run: %v", left)
+	}
+	if _, err := m.Supervise(ctx, job("detached"), func(runtime.Handle, error) {}); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := m.Wait(ctx, "detached"); err != nil || res.ExitCode != 0 {
+		t.Fatalf("wait after its supervisor: %+v, %v", res, err)
+	}
+	if err := m.Remove(ctx, "detached", false); err != nil {
+		t.Fatal(err)
+	}
+	if left := locks(); len(left) != 0 {
+		t.Errorf("after a supervised task, wait and rm: %v", left)
+	}
+
+	// Two holders: the first to let go leaves the mark to the second.
+	first, err := runtime.Hold(m, "held")
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := runtime.Hold(m, "held")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first()
+	requireLocked(t, filepath.Join(m.StateDir(), "busy", "held"))
+	second()
+	if left := locks(); len(left) != 0 {
+		t.Errorf("after both holders let go: %v", left)
+	}
+}
+
+// requireLocked fails the test unless someone holds a lock on path
+// that an exclusive lock conflicts with.
+func requireLocked(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatalf("the busy mark of a task still held: %v", err)
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); !errors.Is(err, unix.EWOULDBLOCK) {
+		t.Fatalf("the busy mark of a task still held is not locked: %v", err)
 	}
 }
 

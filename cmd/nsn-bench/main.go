@@ -12,8 +12,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -515,8 +517,8 @@ func concurrency(ctx context.Context, o options, mgrs managers, b *containerd.Ba
 	return nil
 }
 
-// leftCount counts containers, snapshots beyond the image's and output
-// mounts that remain.
+// leftCount counts containers, snapshots beyond the image's, output
+// mounts and state dir entries that remain.
 func leftCount(ctx context.Context, namespace string, b *containerd.Backend, m *runtime.Manager) (string, error) {
 	list, err := m.List(ctx)
 	if err != nil {
@@ -545,7 +547,17 @@ func leftCount(ctx context.Context, namespace string, b *containerd.Backend, m *
 			n++
 		}
 	}
-	return fmt.Sprintf("%d containers, %d snapshots, %d mounts", len(list), active, n), nil
+	// Task state and the marks of tasks in flight (busy, spawning,
+	// waiting): a finished task leaves none.
+	files := 0
+	for _, dir := range []string{"tasks", "busy", "spawning", "waiting"} {
+		entries, err := os.ReadDir(filepath.Join(m.StateDir(), dir))
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return "", err
+		}
+		files += len(entries)
+	}
+	return fmt.Sprintf("%d containers, %d snapshots, %d mounts, %d state files", len(list), active, n, files), nil
 }
 
 // idleMemory starts idle tasks and sums the memory they cost the host:

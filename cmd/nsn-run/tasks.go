@@ -161,7 +161,9 @@ a task some process is spawning, waiting on or running (over the same
 --state-dir) is left alone unless --force. A running task past its
 deadline and grace that nobody waits on (its supervisor was killed) is
 ended as its wait would have ended it ("ended task ID: ..."), its Result
-recorded.`,
+recorded. Tasks another --state-dir started in the same namespace (or
+dockerd), and what their spawns hold, are that state dir's: gc passes
+over them, even with --force.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			m, closeFn, err := openManager(cmd.Context(), g)

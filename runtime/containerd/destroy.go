@@ -131,10 +131,11 @@ var _ runtime.OrphanSweeper = (*Backend)(nil)
 
 // SweepOrphans implements runtime.OrphanSweeper: nsn-run's leases and task
 // snapshots whose task is neither in keep nor has a container.
-func (b *Backend) SweepOrphans(ctx context.Context, keep map[string]bool) ([]string, error) {
+func (b *Backend) SweepOrphans(ctx context.Context, stateDir string, keep map[string]bool) ([]string, error) {
 	ctx = b.ns(ctx)
-	orphan := func(id string) bool {
-		if id == "" || keep[id] {
+	orphan := func(labels map[string]string) bool {
+		id := labels[runtime.LabelTaskID]
+		if id == "" || keep[id] || runtime.OwnedElsewhere(labels, stateDir) {
 			return false
 		}
 		_, err := b.client.LoadContainer(ctx, id)
@@ -147,7 +148,7 @@ func (b *Backend) SweepOrphans(ctx context.Context, keep map[string]bool) ([]str
 		return nil, fmt.Errorf("list leases: %w", err)
 	}
 	for _, l := range all {
-		if !orphan(l.Labels[runtime.LabelTaskID]) {
+		if !orphan(l.Labels) {
 			continue
 		}
 		if err := ls.Delete(ctx, l, leases.SynchronousDelete); err != nil && !errdefs.IsNotFound(err) {
@@ -158,7 +159,7 @@ func (b *Backend) SweepOrphans(ctx context.Context, keep map[string]bool) ([]str
 	sn := b.client.SnapshotService(b.cfg.Snapshotter)
 	var names []string
 	err = sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
-		if info.Labels[runtime.LabelManager] == runtime.ManagerName && orphan(info.Labels[runtime.LabelTaskID]) {
+		if info.Labels[runtime.LabelManager] == runtime.ManagerName && orphan(info.Labels) {
 			names = append(names, info.Name)
 		}
 		return nil

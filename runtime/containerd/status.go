@@ -26,7 +26,7 @@ func (b *Backend) Inspect(ctx context.Context, id string) (runtime.Status, error
 }
 
 func (b *Backend) status(ctx context.Context, c client.Container, info containers.Container) (runtime.Status, error) {
-	st := runtime.Status{ID: info.ID, Image: info.Image, State: runtime.StateCreated, CreatedAt: info.CreatedAt}
+	st := runtime.Status{ID: info.ID, Image: info.Image, State: runtime.StateCreated, CreatedAt: info.CreatedAt, Labels: info.Labels}
 	tk, err := c.Task(ctx, nil)
 	if errdefs.IsNotFound(err) {
 		return st, nil

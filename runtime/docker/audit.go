@@ -14,6 +14,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/spec"
 	"github.com/nsn-run/nsn-run/spec/audit"
 	"github.com/nsn-run/nsn-run/task"
@@ -94,8 +95,8 @@ func AuditRequest(ctx context.Context, r Request, p audit.Policy) []audit.Findin
 	want.Config.WorkingDir = r.Config.WorkingDir
 	// The backend records the task's state dir, where it writes the task's
 	// logs, as a label: it must be the policy's.
-	if _, ok := r.Config.Labels[labelStateDir]; ok {
-		want.Config.Labels[labelStateDir] = filepath.Dir(p.OutputDir(id))
+	if _, ok := r.Config.Labels[runtime.LabelStateDir]; ok {
+		want.Config.Labels[runtime.LabelStateDir] = filepath.Dir(p.OutputDir(id))
 	}
 	a.checkSources(r)
 	got.HostConfig = a.securityOpts(r.HostConfig, want.HostConfig.SecurityOpt)

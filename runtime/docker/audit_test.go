@@ -15,6 +15,7 @@ import (
 
 	"github.com/nsn-run/nsn-run/gpu"
 	"github.com/nsn-run/nsn-run/gpu/gputest"
+	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/spec/audit"
 	"github.com/nsn-run/nsn-run/task"
 )
@@ -30,7 +31,7 @@ func auditedRequest(t *testing.T, tk task.Task, p audit.Policy, gpus []string) R
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.Config.Labels[labelStateDir] = "/var/lib/nsn-run/tasks/" + tk.ID
+	r.Config.Labels[runtime.LabelStateDir] = "/var/lib/nsn-run/tasks/" + tk.ID
 	return r
 }
 
@@ -228,7 +229,7 @@ func TestAuditRequestMutations(t *testing.T) {
 		{"hostname", cfg(func(c *container.Config) { c.Hostname = "other" }), audit.RuleShape},
 		{"tty", cfg(func(c *container.Config) { c.Tty = true }), audit.RuleTerminal},
 		{"nvidia-env", cfg(func(c *container.Config) { c.Env = append(c.Env, "NVIDIA_VISIBLE_DEVICES=all") }), audit.RuleEnv},
-		{"state-dir-label-elsewhere", cfg(func(c *container.Config) { c.Labels[labelStateDir] = "/etc" }), audit.RuleAnnotations},
+		{"state-dir-label-elsewhere", cfg(func(c *container.Config) { c.Labels[runtime.LabelStateDir] = "/etc" }), audit.RuleAnnotations},
 		{"label-added", cfg(func(c *container.Config) { c.Labels["com.example"] = "x" }), audit.RuleAnnotations},
 		{"healthcheck", cfg(func(c *container.Config) { c.Healthcheck = &container.HealthConfig{Test: []string{"CMD", "x"}} }), audit.RuleProcess},
 		{"init-explicit-false", hc(func(h *container.HostConfig) { no := false; h.Init = &no }), audit.RuleProcess},

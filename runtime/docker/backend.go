@@ -22,10 +22,6 @@ import (
 // DefaultHost is dockerd's default socket.
 const DefaultHost = "unix:///var/run/docker.sock"
 
-// labelStateDir records a task's state directory on its container, so any
-// nsn-run process can finish the task's logs.
-const labelStateDir = "nsn.state-dir"
-
 const pingTimeout = 5 * time.Second
 
 // Config configures a Backend.

@@ -10,6 +10,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/nsn-run/nsn-run/logs"
+	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/runtime/internal/taskhandle"
 )
 
@@ -62,9 +63,9 @@ func (b *Backend) finishLogs(ctx context.Context, h *taskhandle.Handle) error {
 	if err != nil {
 		return fmt.Errorf("task %s: %w", id, err)
 	}
-	stateDir := info.Container.Config.Labels[labelStateDir]
+	stateDir := info.Container.Config.Labels[runtime.LabelStateDir]
 	if stateDir == "" {
-		return fmt.Errorf("container %s has no %s label", id, labelStateDir)
+		return fmt.Errorf("container %s has no %s label", id, runtime.LabelStateDir)
 	}
 	return b.copyLogs(ctx, id, stateDir, false)
 }

@@ -111,7 +111,7 @@ func (b *Backend) request(ctx context.Context, req runtime.StartRequest) (Reques
 	if err != nil {
 		return Request{}, err
 	}
-	r.Config.Labels[labelStateDir] = req.StateDir
+	r.Config.Labels[runtime.LabelStateDir] = req.StateDir
 	if err := b.audit(ctx, r, req); err != nil {
 		return Request{}, err
 	}

@@ -22,7 +22,7 @@ func (b *Backend) Inspect(ctx context.Context, id string) (runtime.Status, error
 	if c.Config == nil || c.Config.Labels[runtime.LabelManager] != runtime.ManagerName {
 		return runtime.Status{}, fmt.Errorf("task %s: %w", id, errdefs.ErrNotFound)
 	}
-	st := runtime.Status{ID: id, Image: c.Config.Image, State: runtime.StateUnknown}
+	st := runtime.Status{ID: id, Image: c.Config.Image, State: runtime.StateUnknown, Labels: c.Config.Labels}
 	if at, err := time.Parse(time.RFC3339Nano, c.Created); err == nil {
 		st.CreatedAt = at
 	}
