@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -72,9 +73,10 @@ func (p *privateContainerd) stop() {
 	}
 }
 
-// TestContainerdRestart: containerd restarts while a task runs; the task is
-// not killed, and the manager's Wait reconnects and returns its full Result.
-func TestContainerdRestart(t *testing.T) {
+// restartableManager starts a containerd of the test's own, which the test
+// may stop and start again, and returns it with a Manager over it.
+func restartableManager(t *testing.T) (*privateContainerd, *runtime.Manager) {
+	t.Helper()
 	needRoot(t)
 	bin := os.Getenv(envContainerdBin)
 	if bin == "" {
@@ -111,11 +113,17 @@ func TestContainerdRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer b.Close()
+	t.Cleanup(func() { b.Close() })
 	if m, err = runtime.New(runtime.Config{Backend: b, StateDir: filepath.Join(dir, "nsn-state")}); err != nil {
 		t.Fatal(err)
 	}
+	return p, m
+}
 
+// TestContainerdRestart: containerd restarts while a task runs; the task is
+// not killed, and the manager's Wait reconnects and returns its full Result.
+func TestContainerdRestart(t *testing.T) {
+	p, m := restartableManager(t)
 	id := uniqueID("restart")
 	if _, err := m.Spawn(context.Background(), seedTask(id, "sh", "-c", "echo before; sleep 3; echo after")); err != nil {
 		t.Fatal(err)
@@ -138,6 +146,61 @@ func TestContainerdRestart(t *testing.T) {
 	}
 	if res.ExitCode != 0 || res.Reason != task.ReasonExited || res.Stdout != "before\nafter\n" {
 		t.Errorf("result across a restart = exit %d reason %s stdout %q", res.ExitCode, res.Reason, res.Stdout)
+	}
+	if err := m.Cleanup(context.Background(), id); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestContainerdDownAtDeadline: containerd is down when a task's deadline
+// comes. An outside review stopped it for 0.3 s then: the stop failed
+// ("connection refused"), run exited 125 and the task ran on with nobody
+// watching it. The attack's condition is checked (a signal failed while
+// containerd was down: the phase "wait/stop-retry"); then containerd
+// comes back, the signals are delivered, and the Result says timed_out,
+// with the task gone.
+func TestContainerdDownAtDeadline(t *testing.T) {
+	p, m := restartableManager(t)
+	retrying := make(chan struct{})
+	var once sync.Once
+	ctx := runtime.WithPhaseObserver(context.Background(), func(phase string, _ time.Duration) {
+		if phase == "wait/stop-retry" {
+			once.Do(func() { close(retrying) })
+		}
+	})
+	id := uniqueID("down")
+	tk := seedTask(id, "sleep", "3600")
+	tk.Limits.Timeout, tk.Limits.Grace = 2*time.Second, time.Second
+	if _, err := m.Spawn(ctx, tk); err != nil {
+		t.Fatal(err)
+	}
+	type waited struct {
+		res task.Result
+		err error
+	}
+	done := make(chan waited, 1)
+	go func() {
+		res, err := m.Wait(ctx, id)
+		done <- waited{res, err}
+	}()
+	p.stop()
+	select {
+	case <-retrying:
+	case w := <-done:
+		t.Fatalf("the wait ended while containerd was down: %+v, %v", w.res, w.err)
+	case <-time.After(time.Minute):
+		t.Fatal("no signal was tried while containerd was down")
+	}
+	startPrivateContainerd(t, p)
+	w := <-done
+	if w.err != nil {
+		t.Fatalf("wait across an outage at the deadline: %v", w.err)
+	}
+	if w.res.Reason != task.ReasonTimedOut || w.res.ExitCode != runtime.ExitTimedOut {
+		t.Errorf("result = %s %d, want timed_out 124", w.res.Reason, w.res.ExitCode)
+	}
+	if st, err := m.Inspect(context.Background(), id); err != nil || st.State == runtime.StateRunning {
+		t.Errorf("the task after its wait: %+v, %v; want it ended", st, err)
 	}
 	if err := m.Cleanup(context.Background(), id); err != nil {
 		t.Fatal(err)

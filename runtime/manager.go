@@ -749,8 +749,8 @@ type waitResult struct {
 // terminate stops a task: SIGTERM to its main process, then after grace
 // SIGKILL to every process in its cgroup, and waits for the exit.
 func (m *Manager) terminate(ctx context.Context, id string, grace time.Duration, exited <-chan waitResult) waitResult {
-	if err := m.backend.Stop(ctx, id, syscall.SIGTERM, false); err != nil && !errdefs.IsNotFound(err) {
-		return waitResult{err: fmt.Errorf("stop task %s: %w", id, err)}
+	if w, done := m.signal(ctx, id, syscall.SIGTERM, false, exited); done {
+		return w
 	}
 	graceTimer := time.NewTimer(grace)
 	defer graceTimer.Stop()
@@ -765,8 +765,8 @@ func (m *Manager) terminate(ctx context.Context, id string, grace time.Duration,
 // killAll sends SIGKILL to every process in the task's cgroup and waits for
 // the exit.
 func (m *Manager) killAll(ctx context.Context, id string, exited <-chan waitResult) waitResult {
-	if err := m.backend.Stop(ctx, id, syscall.SIGKILL, true); err != nil && !errdefs.IsNotFound(err) {
-		return waitResult{err: fmt.Errorf("kill task %s: %w", id, err)}
+	if w, done := m.signal(ctx, id, syscall.SIGKILL, true, exited); done {
+		return w
 	}
 	killTimer := time.NewTimer(killWait)
 	defer killTimer.Stop()
@@ -775,6 +775,42 @@ func (m *Manager) killAll(ctx context.Context, id string, exited <-chan waitResu
 		return w
 	case <-killTimer.C:
 		return waitResult{err: fmt.Errorf("task %s still running %s after SIGKILL: %w", id, killWait, errdefs.ErrUnavailable)}
+	}
+}
+
+// stopRetryFor bounds how long signal keeps trying a daemon it cannot
+// reach.
+var stopRetryFor = 2 * time.Minute
+
+// signal sends sig to the task (with all, to every process in its cgroup).
+// A daemon that cannot be reached (restarting: an outside review stopped
+// containerd for 0.3 s at a task's deadline, and the task ran on with
+// nobody watching it) is tried again, backing off to a second, for up to
+// stopRetryFor, each failed try reported as the phase "wait/stop-retry".
+// done is false once the signal is delivered (or the task is gone); true,
+// with the exit, when the task exited meanwhile, or with the error when
+// the signal could not be sent.
+func (m *Manager) signal(ctx context.Context, id string, sig syscall.Signal, all bool, exited <-chan waitResult) (w waitResult, done bool) {
+	giveUp := time.Now().Add(stopRetryFor)
+	pause := 10 * time.Millisecond
+	for {
+		tried := time.Now()
+		err := m.backend.Stop(ctx, id, sig, all)
+		if err == nil || errdefs.IsNotFound(err) {
+			return waitResult{}, false
+		}
+		if !errdefs.IsUnavailable(err) || time.Now().After(giveUp) {
+			return waitResult{err: fmt.Errorf("send %s to task %s: %w", unix.SignalName(sig), id, err)}, true
+		}
+		ObservePhase(ctx, "wait/stop-retry", tried)
+		timer := time.NewTimer(pause)
+		select {
+		case w := <-exited:
+			timer.Stop()
+			return w, true
+		case <-timer.C:
+		}
+		pause = min(2*pause, time.Second)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -49,6 +50,7 @@ type fakeBackend struct {
 	startGate  chan string                  // if set, Start announces itself there and waits for a second send
 	labels     map[string]map[string]string // each task's container labels, as Start set them
 	unlabelled bool                         // Start labels as nsn-run did before LabelStateDir
+	stopErrs   []error                      // what the next Stops return, one each, before they work
 }
 
 func newFake() *fakeBackend {
@@ -131,6 +133,12 @@ func (f *fakeBackend) Wait(ctx context.Context, id string) (runtime.ExitStatus, 
 
 func (f *fakeBackend) Stop(_ context.Context, id string, sig syscall.Signal, all bool) error {
 	f.mu.Lock()
+	if len(f.stopErrs) > 0 {
+		err := f.stopErrs[0]
+		f.stopErrs = f.stopErrs[1:]
+		f.mu.Unlock()
+		return err
+	}
 	f.signals = append(f.signals, fmt.Sprintf("%s all=%v", sig, all))
 	honor := f.honorTERM
 	f.mu.Unlock()
@@ -325,6 +333,54 @@ func TestWaitTimeoutTermsThenKillsAll(t *testing.T) {
 	if err != nil || again.Reason != res.Reason || again.ExitCode != res.ExitCode {
 		t.Errorf("second Wait = %+v, %v; want the recorded result", again, err)
 	}
+}
+
+// TestDeadlineOutlastsAnUnreachableDaemon: the daemon cannot be reached
+// when the deadline comes (an outside review stopped containerd for 0.3 s
+// then, and the task ran on with nobody watching it, its Run exiting
+// 125): the SIGTERM and the SIGKILL are tried again until they are
+// delivered, and the Result says timed_out. An error a retry cannot cure
+// still ends the wait at once.
+func TestDeadlineOutlastsAnUnreachableDaemon(t *testing.T) {
+	f := newFake() // the task ignores SIGTERM
+	unreachable := fmt.Errorf("connection refused: %w", errdefs.ErrUnavailable)
+	f.stopErrs = []error{unreachable, unreachable, unreachable, unreachable}
+	m := newManager(t, f)
+	tk := job("late")
+	tk.Limits.Timeout = time.Second
+	tk.Limits.Grace = time.Millisecond
+	var retries atomic.Int32
+	ctx := runtime.WithPhaseObserver(context.Background(), func(phase string, _ time.Duration) {
+		if phase == "wait/stop-retry" {
+			retries.Add(1)
+		}
+	})
+	if _, err := m.Spawn(ctx, tk); err != nil {
+		t.Fatal(err)
+	}
+	res, err := m.Wait(ctx, "late")
+	if err != nil {
+		t.Fatalf("wait with the daemon unreachable at the deadline: %v", err)
+	}
+	if res.Reason != task.ReasonTimedOut || res.ExitCode != runtime.ExitTimedOut {
+		t.Errorf("result = %s %d, want timed_out 124", res.Reason, res.ExitCode)
+	}
+	if want := []string{"terminated all=false", "killed all=true"}; !slices.Equal(f.signals, want) {
+		t.Errorf("signals delivered = %v, want %v", f.signals, want)
+	}
+	if n := retries.Load(); n != 4 {
+		t.Errorf("%d retries reported, want 4", n)
+	}
+
+	f.stopErrs = []error{errors.New("the runtime refused the signal")}
+	tk.ID = "refused"
+	if _, err := m.Spawn(ctx, tk); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Wait(ctx, "refused"); err == nil || !strings.Contains(err.Error(), "the runtime refused the signal") {
+		t.Errorf("wait after a signal refused for good: %v", err)
+	}
+	_ = m.Remove(ctx, "refused", true)
 }
 
 // TestSlowSamplesNeverDelayEnforcement: a backend whose stats call never

@@ -20,6 +20,9 @@ func (b *Backend) Stop(ctx context.Context, id string, sig syscall.Signal, _ boo
 		if errdefs.IsConflict(err) { // not running
 			return fmt.Errorf("task %s is not running: %w", id, errdefs.ErrNotFound)
 		}
+		if client.IsErrConnectionFailed(err) { // dockerd restarting: worth another try
+			return fmt.Errorf("signal task %s: %w: %w", id, errdefs.ErrUnavailable, err)
+		}
 		return fmt.Errorf("signal task %s: %w", id, err)
 	}
 	return nil
