@@ -602,6 +602,15 @@ func (m *Manager) wait(ctx context.Context, id string, finishLogs bool) (res tas
 	if rec.Result != nil {
 		return *rec.Result, false, nil
 	}
+	if rec.Handle.ID == "" {
+		st, err := m.backend.Inspect(ctx, id)
+		if err != nil {
+			return task.Result{}, false, err
+		}
+		if err := m.adoptHandle(&rec, st); err != nil {
+			return task.Result{}, false, err
+		}
+	}
 	// output_files is [] until CollectOutput fills it, never null: the
 	// schema's contract, and the recorded Result is what inspect prints.
 	res = task.Result{ID: id, Image: rec.Handle.Image, StartedAt: rec.Handle.StartedAt, Reason: task.ReasonExited, Identity: rec.Grant.identity(), OutputFiles: []task.OutputFile{}}
@@ -1213,15 +1222,7 @@ func (m *Manager) Recover(ctx context.Context) ([]Handle, error) {
 			continue // a stale record: the container is another state dir's task
 		}
 		if rec.Handle.ID == "" {
-			// The manager died after the backend started the task but
-			// before it recorded the handle: rebuild it from the backend.
-			started := st.CreatedAt.UTC()
-			if started.IsZero() {
-				started = time.Now().UTC() // the deadline then counts from now, never from year 1
-			}
-			rec.Handle = Handle{Version: HandleVersion, Backend: m.backend.Name(), ID: rec.Task.ID,
-				Image: st.Image, Pid: st.Pid, StartedAt: started}
-			if err := m.writeRecord(rec); err != nil {
+			if err := m.adoptHandle(&rec, st); err != nil {
 				return recovered, err
 			}
 		}
@@ -1240,6 +1241,21 @@ func (m *Manager) Recover(ctx context.Context) ([]Handle, error) {
 		recovered = append(recovered, rec.Handle)
 	}
 	return recovered, nil
+}
+
+// adoptHandle records the handle of a task whose spawner died after the
+// backend started it but before it recorded the handle, rebuilt from the
+// backend's status: its Result then has the task's image and start time
+// (an outside review's gc recorded "image": "", a start in year 1 and a
+// duration of 292 years).
+func (m *Manager) adoptHandle(rec *record, st Status) error {
+	started := st.CreatedAt.UTC()
+	if started.IsZero() {
+		started = time.Now().UTC() // the deadline then counts from now, never from year 1
+	}
+	rec.Handle = Handle{Version: HandleVersion, Backend: m.backend.Name(), ID: rec.Task.ID,
+		Image: st.Image, Pid: st.Pid, StartedAt: started}
+	return m.writeRecord(*rec)
 }
 
 // Supervise spawns t and waits on it as Run does (deadline, CPU time, GPU

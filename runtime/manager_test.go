@@ -51,11 +51,12 @@ type fakeBackend struct {
 	labels     map[string]map[string]string // each task's container labels, as Start set them
 	unlabelled bool                         // Start labels as nsn-run did before LabelStateDir
 	stopErrs   []error                      // what the next Stops return, one each, before they work
+	created    map[string]time.Time         // when each task's container was made
 }
 
 func newFake() *fakeBackend {
 	return &fakeBackend{running: map[string]bool{}, exits: map[string]chan runtime.ExitStatus{}, stopped: map[string]bool{},
-		labels: map[string]map[string]string{}}
+		labels: map[string]map[string]string{}, created: map[string]time.Time{}}
 }
 
 func (f *fakeBackend) Name() string { return "fake" }
@@ -94,6 +95,7 @@ func (f *fakeBackend) Start(_ context.Context, req runtime.StartRequest) (runtim
 	f.running[req.Task.ID] = true
 	f.exits[req.Task.ID] = make(chan runtime.ExitStatus, 1)
 	f.labels[req.Task.ID] = runtime.Labels(req.Task.ID, req.StateDir)
+	f.created[req.Task.ID] = time.Now()
 	if f.unlabelled {
 		f.labels[req.Task.ID] = runtime.Labels(req.Task.ID, "")
 	}
@@ -166,9 +168,9 @@ func (f *fakeBackend) Inspect(_ context.Context, id string) (runtime.Status, err
 	defer f.mu.Unlock()
 	switch {
 	case f.running[id]:
-		return runtime.Status{ID: id, State: runtime.StateRunning, Labels: f.labels[id]}, nil
+		return runtime.Status{ID: id, Image: "busybox", State: runtime.StateRunning, CreatedAt: f.created[id], Labels: f.labels[id]}, nil
 	case f.stopped[id]:
-		return runtime.Status{ID: id, State: runtime.StateStopped, Labels: f.labels[id]}, nil
+		return runtime.Status{ID: id, Image: "busybox", State: runtime.StateStopped, CreatedAt: f.created[id], Labels: f.labels[id]}, nil
 	}
 	return runtime.Status{}, fmt.Errorf("task %s: %w", id, errdefs.ErrNotFound)
 }
@@ -381,6 +383,47 @@ func TestDeadlineOutlastsAnUnreachableDaemon(t *testing.T) {
 		t.Errorf("wait after a signal refused for good: %v", err)
 	}
 	_ = m.Remove(ctx, "refused", true)
+}
+
+// TestWaitAdoptsAnUnrecordedHandle: the spawner died after the backend
+// started the task but before it recorded the handle; the Wait that ends
+// it (gc's, for an overdue task) records the Result with the task's image
+// and start from the backend. An outside review's gc recorded "image": "",
+// a start in year 1 and a duration of 292 years.
+func TestWaitAdoptsAnUnrecordedHandle(t *testing.T) {
+	ctx := context.Background()
+	f := newFake()
+	m := newManager(t, f)
+	if _, err := m.Spawn(ctx, job("orphan")); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(runtime.TaskDir(m, "orphan"), "task.json")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec map[string]json.RawMessage
+	if err := json.Unmarshal(b, &rec); err != nil {
+		t.Fatal(err)
+	}
+	delete(rec, "handle")
+	if b, err = json.Marshal(rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f.exit("orphan", 0)
+	res, err := m.Wait(ctx, "orphan")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	created := f.created["orphan"]
+	f.mu.Unlock()
+	if res.Image != "busybox" || !res.StartedAt.Equal(created.UTC()) || res.DurationMS < 0 || res.DurationMS > time.Hour.Milliseconds() {
+		t.Errorf("Result of a task without a recorded handle: image %q, started %s (container made %s), %d ms", res.Image, res.StartedAt, created, res.DurationMS)
+	}
 }
 
 // TestSlowSamplesNeverDelayEnforcement: a backend whose stats call never
