@@ -9,6 +9,7 @@ package cgroups
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -220,4 +221,18 @@ func AddV2Peaks(s stats.Sample, root, group string) stats.Sample {
 		s.PidsPeak = max(s.PidsPeak, n)
 	}
 	return s
+}
+
+// Populated reports whether the cgroup group ("/nsn/ID") of the hierarchy
+// at root (PidsRoot(), or a fixture dir in tests) has processes in it. A
+// group that does not exist has none.
+func Populated(root, group string) (bool, error) {
+	b, err := os.ReadFile(filepath.Join(root, filepath.Clean("/"+group), "cgroup.procs"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return len(strings.TrimSpace(string(b))) > 0, nil
 }

@@ -193,3 +193,22 @@ func TestRead(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func TestPopulated(t *testing.T) {
+	root := t.TempDir()
+	for group, procs := range map[string]string{"/nsn/busy": "4242\n4243\n", "/nsn/empty": ""} {
+		dir := filepath.Join(root, group)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(procs), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for group, want := range map[string]bool{"/nsn/busy": true, "/nsn/empty": false, "/nsn/absent": false, "nsn/busy": true} {
+		got, err := Populated(root, group)
+		if err != nil || got != want {
+			t.Errorf("Populated(%s) = %v, %v; want %v", group, got, err, want)
+		}
+	}
+}

@@ -6,11 +6,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/errdefs"
 
 	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/runtime/containerd"
@@ -204,5 +206,52 @@ func TestContainerdDownAtDeadline(t *testing.T) {
 	}
 	if err := m.Cleanup(context.Background(), id); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestTaskIDsAcrossContainerds: two containerds on one host, each with a
+// namespace of the same name (the suite's containerd and one of the
+// test's own). runc's state, under the shim's root, and the task's cgroup
+// are named by namespace and id alone, so they are shared: first the
+// attack, with runc directly, as the second containerd's shim cleans up
+// after a failed create ("container with given ID already exists"): its
+// `runc delete --force` of the id kills the first containerd's task. Then
+// nsn-run on the second containerd refuses the id before anything is
+// created, and the first's task runs on.
+func TestTaskIDsAcrossContainerds(t *testing.T) {
+	ctx := context.Background()
+	first, _ := testManager(t)
+	_, second := restartableManager(t)
+	root := filepath.Join("/run/containerd/runc", testNamespace)
+
+	victim := uniqueID("shared")
+	if _, err := first.Spawn(ctx, seedTask(victim, "sleep", "60")); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(runcPath(t), "--root", root, "delete", "--force", victim).CombinedOutput(); err != nil {
+		t.Fatalf("runc delete --force in the shared root: %v: %s", err, out)
+	}
+	res, err := first.Wait(ctx, victim)
+	if err != nil || res.ExitCode != 137 {
+		t.Fatalf("the first containerd's task after a delete in the shared root: %+v, %v; want it killed (the attack)", res, err)
+	}
+	if err := first.Cleanup(ctx, victim); err != nil {
+		t.Fatal(err)
+	}
+
+	id := uniqueID("shared")
+	if _, err := first.Spawn(ctx, seedTask(id, "sleep", "60")); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = first.Remove(context.Background(), id, true) })
+	_, err = second.Run(ctx, seedTask(id, "true"), runtime.RunOptions{})
+	if !errdefs.IsAlreadyExists(err) || !strings.Contains(err.Error(), "another containerd") {
+		t.Errorf("the second containerd's run of the id: %v; want already exists, naming another containerd", err)
+	}
+	if st, err := first.Inspect(ctx, id); err != nil || st.State != runtime.StateRunning {
+		t.Errorf("the first containerd's task after the second's run: %+v, %v; want it running", st, err)
+	}
+	if sts, err := second.List(ctx); err != nil || len(sts) != 0 {
+		t.Errorf("the second containerd holds %+v, %v", sts, err)
 	}
 }

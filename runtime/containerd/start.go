@@ -23,6 +23,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/nsn-run/nsn-run/cgroups"
 	"github.com/nsn-run/nsn-run/logs"
 	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/runtime/containerd/images"
@@ -98,6 +99,9 @@ func (b *Backend) start(ctx context.Context, req runtime.StartRequest) (h runtim
 		return h, fmt.Errorf("look up container %s: %w", t.ID, err)
 	}
 
+	if err := b.checkHostWideID(t); err != nil {
+		return h, err
+	}
 	sw.Lap("start/check-id")
 	group, err := b.joinGroup(ctx, t)
 	if err != nil {
@@ -489,4 +493,34 @@ func (b *Backend) recordIdmapMountWorks(ctx context.Context) {
 		_ = os.Remove(tmp.Name())
 		log.G(ctx).WithError(werr).Debug("record idmapped mounts")
 	}
+}
+
+// runcRoot is where the runc v2 shim keeps runc's state (the shim's
+// process.RuncRoot; nsn-run does not change it): one directory per
+// containerd namespace, the same for every containerd on the host.
+const runcRoot = "/run/containerd/runc"
+
+// checkHostWideID refuses an id that a task of another containerd on this
+// host holds. runc's state (runcRoot/NAMESPACE/ID) and the task's cgroup
+// (/NAMESPACE/ID) are named by namespace and id alone, so two containerds
+// with a namespace of the same name share them: an outside review's run
+// in a second containerd failed at runc create ("container with given ID
+// already exists"), and the shim's cleanup of "its" container killed the
+// first containerd's running task. Only runc's shim keeps its state there;
+// another runtime's task is not checked.
+func (b *Backend) checkHostWideID(t task.Task) error {
+	if t.Runtime != "" && t.Runtime != task.DefaultRuntime {
+		return nil
+	}
+	state := filepath.Join(runcRoot, b.cfg.Namespace, t.ID)
+	if _, err := os.Lstat(state); err == nil {
+		return fmt.Errorf("task %s already exists on this host, in another containerd with a namespace %q or left by one (runc state %s): %w",
+			t.ID, b.cfg.Namespace, state, errdefs.ErrAlreadyExists)
+	}
+	group := "/" + b.cfg.Namespace + "/" + t.ID
+	if busy, err := cgroups.Populated(cgroups.PidsRoot(), group); err == nil && busy {
+		return fmt.Errorf("task %s already exists on this host: its cgroup %s has processes (another containerd with a namespace %q): %w",
+			t.ID, group, b.cfg.Namespace, errdefs.ErrAlreadyExists)
+	}
+	return nil
 }
