@@ -351,7 +351,7 @@ func TestConformanceOrphans(t *testing.T) {
 		if _, err := m.Spawn(ctx, seedTask(exited, "true")); err != nil {
 			t.Fatal(err)
 		}
-		if removed, err := b.manager(t).CleanupOrphans(ctx, true); err != nil || len(removed) != 0 {
+		if removed, err := b.manager(t).CleanupOrphans(ctx, true); err != nil || mentions(removed, running, exited) {
 			t.Errorf("another state dir's gc --force: removed %v, %v; want nothing", removed, err)
 		}
 		// A second manager over the same backend and state dir, as after

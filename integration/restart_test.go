@@ -98,6 +98,11 @@ func restartableManager(t *testing.T) (*privateContainerd, *runtime.Manager) {
 	startPrivateContainerd(t, p)
 	var m *runtime.Manager
 	t.Cleanup(func() {
+		if p.cmd.ProcessState != nil {
+			// The test stopped it and failed before it started it again:
+			// its tasks still run, and only it can remove them.
+			startPrivateContainerd(t, p)
+		}
 		if m != nil {
 			_, _ = m.CleanupOrphans(context.Background(), true)
 		}

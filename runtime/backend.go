@@ -108,8 +108,9 @@ type Backend interface {
 // run left that belong to no task (a lease or snapshot of a spawn that died
 // before its container existed).
 type OrphanSweeper interface {
-	// SweepOrphans removes nsn-run's leases and snapshots whose task is not
-	// in keep, and returns one line per object removed. Those another
+	// SweepOrphans removes nsn-run's leases and snapshots (and what else
+	// a task can leave on the host, such as an empty cgroup) whose task is
+	// not in keep, and returns one line per object removed. Those another
 	// state dir's Manager made (OwnedElsewhere) stay.
 	SweepOrphans(ctx context.Context, stateDir string, keep map[string]bool) ([]string, error)
 }

@@ -1049,7 +1049,8 @@ func (m *Manager) Inspect(ctx context.Context, id string) (Status, error) {
 // tasks past their deadline and grace that nobody waits on (a detached
 // task whose supervisor was killed), recording their Result: nsn-run's
 // containers that are not running, with their tasks, snapshots and output
-// mounts; leases and snapshots of spawns that never got a container; and
+// mounts; leases and snapshots of spawns that never got a container (and,
+// on containerd, the empty cgroups of creates given up on midway); and
 // state directories no container belongs to. Spawns in flight over the
 // same state dir (in any process) are left alone: it is safe to run on a
 // timer while tasks start. With force it also stops and removes running

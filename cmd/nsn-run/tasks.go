@@ -154,7 +154,8 @@ func newGCCommand(g *globalOptions) *cobra.Command {
 		Long: `Remove what stopped or crashed runs left in the namespace and state dir:
 nsn-run's containers that are not running, with their tasks, snapshots and
 output mounts; leases and snapshots of spawns that died before their
-container existed; state directories no container belongs to. Print one line
+container existed; the empty cgroups of creates given up on midway (no
+container, no runc state); state directories no container belongs to. Print one line
 per object removed. Running tasks are left alone unless --force, which stops
 and removes them too. Safe to run twice, and on a timer while tasks start:
 a task some process is spawning, waiting on or running (over the same
