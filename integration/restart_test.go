@@ -68,6 +68,14 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 	t.Fatalf("private containerd did not answer within 30s:\n%s", b)
 }
 
+// kill ends the containerd as a crash would (SIGKILL).
+func (p *privateContainerd) kill() {
+	if p.cmd != nil && p.cmd.ProcessState == nil {
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+	}
+}
+
 func (p *privateContainerd) stop() {
 	if p.cmd != nil && p.cmd.ProcessState == nil {
 		_ = p.cmd.Process.Signal(os.Interrupt)
@@ -258,5 +266,68 @@ func TestTaskIDsAcrossContainerds(t *testing.T) {
 	}
 	if sts, err := second.List(ctx); err != nil || len(sts) != 0 {
 		t.Errorf("the second containerd holds %+v, %v", sts, err)
+	}
+}
+
+// TestTaskExitsWhileContainerdIsDown: containerd crashes, the task exits
+// while it is down, then containerd comes back. containerd 2.x then finds
+// a shim without processes and removes the task as a leaked shim's, its
+// exit status with it: an outside review's run exited 125 with "no running
+// task found", its logs and output deleted. Now the Wait returns a Result
+// either way: the task's own exit where containerd kept it, or reason
+// failed, 125 and why; and the logs are kept.
+func TestTaskExitsWhileContainerdIsDown(t *testing.T) {
+	p, m := restartableManager(t)
+	ctx := context.Background()
+	id := uniqueID("gone")
+	if _, err := m.Spawn(ctx, seedTask(id, "sh", "-c", "echo bye; echo done > /output/result; sleep 2; exit 7")); err != nil {
+		t.Fatal(err)
+	}
+	st, err := m.Inspect(ctx, id)
+	if err != nil || st.Pid == 0 {
+		t.Fatalf("inspect: %+v, %v", st, err)
+	}
+	type waited struct {
+		res task.Result
+		err error
+	}
+	done := make(chan waited, 1)
+	go func() {
+		res, err := m.Wait(ctx, id)
+		done <- waited{res, err}
+	}()
+	p.kill()
+	// The task exits while containerd is down: poll for its process,
+	// bounded.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", st.Pid)); os.IsNotExist(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the task's process %d did not exit", st.Pid)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	startPrivateContainerd(t, p)
+	w := <-done
+	if w.err != nil {
+		t.Fatalf("wait on a task that exited while containerd was down: %v", w.err)
+	}
+	res := w.res
+	if err := m.CollectOutput(ctx, id, "", &res); err != nil {
+		t.Fatal(err)
+	}
+	kept := res.Reason == task.ReasonExited && res.ExitCode == 7
+	lost := res.Reason == task.ReasonFailed && res.ExitCode == runtime.ExitLost && strings.Contains(res.Error, "exit status was lost")
+	if !kept && !lost {
+		t.Errorf("Result = %s %d error %q; want exited 7, or failed 125 saying the exit status was lost", res.Reason, res.ExitCode, res.Error)
+	}
+	if res.Stdout != "bye\n" || len(res.OutputFiles) != 1 {
+		t.Errorf("logs %q and output %+v; want the task's", res.Stdout, res.OutputFiles)
+	}
+	t.Logf("containerd kept the exit status: %v (%s %d %q)", kept, res.Reason, res.ExitCode, res.Error)
+	if err := m.Cleanup(ctx, id); err != nil {
+		t.Fatal(err)
 	}
 }

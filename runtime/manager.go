@@ -29,6 +29,9 @@ import (
 const (
 	ExitTimedOut  = 124
 	ExitOOMKilled = 137
+	// ExitLost is the exit code of a task whose exit status was lost
+	// (Result reason failed, its error saying why): nsn-run's own 125.
+	ExitLost = 125
 )
 
 // finalSampleWait bounds the last sample, taken after the exit: a daemon
@@ -667,6 +670,14 @@ func (m *Manager) wait(ctx context.Context, id string, finishLogs bool) (res tas
 	}
 	stopSampling()
 	<-sampling
+	if errdefs.IsNotFound(w.err) {
+		// The task is gone and its exit status with it: containerd
+		// 2.x, restarted after the task exited while it was down,
+		// removes it as a leaked shim's (an outside review). The Result
+		// says so, and the logs and output are still collected.
+		res.Reason, res.Error = task.ReasonFailed, fmt.Sprintf("the task's exit status was lost: %v", w.err)
+		w = &waitResult{status: ExitStatus{Code: ExitLost}}
+	}
 	if w.err != nil {
 		return task.Result{}, false, w.err
 	}

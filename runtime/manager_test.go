@@ -426,6 +426,27 @@ func TestWaitAdoptsAnUnrecordedHandle(t *testing.T) {
 	}
 }
 
+// TestWaitReportsALostExit: the backend finds the task gone without its
+// exit status (containerd 2.x, restarted after the task exited while it
+// was down, removes it as a leaked shim's; before, the wait failed with
+// "no running task found", and run exited 125 with the task's logs and
+// output deleted). The Result says failed, 125, and why; the logs are
+// still read.
+func TestWaitReportsALostExit(t *testing.T) {
+	ctx := context.Background()
+	f := newFake()
+	f.stdout = "bye\n"
+	f.waitErr = fmt.Errorf("task lost: no running task found: %w", errdefs.ErrNotFound)
+	m := newManager(t, f)
+	res, err := m.Run(ctx, job("lost"), runtime.RunOptions{})
+	if err != nil {
+		t.Fatalf("run of a task whose exit was lost: %v", err)
+	}
+	if res.Reason != task.ReasonFailed || res.ExitCode != runtime.ExitLost || !strings.Contains(res.Error, "exit status was lost") || res.Stdout != "bye\n" {
+		t.Errorf("Result = %s %d error %q stdout %q; want failed 125, why, and the logs", res.Reason, res.ExitCode, res.Error, res.Stdout)
+	}
+}
+
 // TestSlowSamplesNeverDelayEnforcement: a backend whose stats call never
 // answers (dockerd takes up to a second) must not hold up the deadline or
 // cancellation. Before samples came from their own goroutine, Wait sat in

@@ -44,6 +44,9 @@ type Result struct {
 	// Identity is the task's host identity: its own user namespace and
 	// host id range, or the weaker shared level, and which.
 	Identity *Identity `json:"identity,omitempty"`
+	// Error says why nsn-run cannot tell how the task ended (reason
+	// failed): its exit status was lost, say, its logs and output kept.
+	Error string `json:"error,omitempty"`
 }
 
 // SkippedFile is an entry of /output that was not collected.

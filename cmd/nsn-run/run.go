@@ -151,7 +151,10 @@ func taskExit(res task.Result) error {
 		return nil
 	}
 	msg := ""
-	if res.Reason != task.ReasonExited {
+	switch {
+	case res.Error != "":
+		msg = fmt.Sprintf("task %s: %s: %s", res.ID, res.Reason, res.Error)
+	case res.Reason != task.ReasonExited:
 		msg = fmt.Sprintf("task %s: %s", res.ID, res.Reason)
 	}
 	return &exitError{code: res.ExitCode, msg: msg}
