@@ -105,6 +105,29 @@ func TestOutputCapENOSPC(t *testing.T) {
 	}
 }
 
+// TestOutputDirFull: --output-dir on a filesystem too small for the
+// task's files. An outside review's run exited 125 and left a third of one
+// file and all of another there, with no Result to say the first was cut:
+// a cut-off copy could be taken for the task's file. Now the run fails
+// naming the error, and nothing it copied is left in the directory.
+func TestOutputDirFull(t *testing.T) {
+	m, _ := testManager(t)
+	dest := t.TempDir()
+	if err := unix.Mount("tmpfs", dest, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(dest, 0) })
+	tk := seedTask(uniqueID("full"), "sh", "-c", "echo small > /output/a; mkdir /output/d; dd if=/dev/zero of=/output/d/big bs=1M count=3")
+	_, err := m.Run(context.Background(), tk, runtime.RunOptions{OutputDir: filepath.Join(dest, "out")})
+	if err == nil || !strings.Contains(err.Error(), "no space left on device") || !strings.Contains(err.Error(), "partial copy") {
+		t.Fatalf("run into a full output dir: %v; want the error, saying the partial copy was removed", err)
+	}
+	entries, err := os.ReadDir(filepath.Join(dest, "out"))
+	if err != nil || len(entries) != 0 {
+		t.Errorf("the output dir after the failed copy: %v, %v; want it empty", entries, err)
+	}
+}
+
 // TestLogFlood: 300 MB on stdout: truncated, the Result's stdout bounded,
 // and nsn-run's own memory well under 200 MB.
 func TestLogFlood(t *testing.T) {

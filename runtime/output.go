@@ -176,6 +176,10 @@ type collector struct {
 	bytes   int64
 	files   []task.OutputFile
 	skipped []task.SkippedFile
+	// made lists what the copy created in dest, in order: a collection
+	// that fails midway removes it, so that no cut-off copy is taken for
+	// the task's file.
+	made []string
 }
 
 func (c *collector) skip(p, reason string) {
@@ -203,79 +207,96 @@ func (c *collector) collect(srcDir, dest string) error {
 	}
 
 	err = fs.WalkDir(src.FS(), ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if err := c.ctx.Err(); err != nil {
-			return err
-		}
-		if p == "." {
-			return nil
-		}
-		// Before any other skip: every path reported or copied below has
-		// only names that passed here (WalkDir never enters a skipped dir).
-		if why := badName(d.Name()); why != "" {
-			c.skip(reportedPath(p), why)
-			if d.IsDir() {
-				return fs.SkipDir
-			}
-			return nil
-		}
-		if depth := strings.Count(p, "/") + 1; depth > c.caps.depth {
-			c.skip(p, "deeper than "+strconv.Itoa(c.caps.depth))
-			if d.IsDir() {
-				return fs.SkipDir
-			}
-			return nil
-		}
-		switch t := d.Type(); {
-		case t.IsDir():
-			if dst != nil {
-				if err := dst.Mkdir(p, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
-					return err
-				}
-			}
-			return nil
-		case t&fs.ModeSymlink != 0:
-			c.skip(p, "symlink")
-			return nil
-		case t&fs.ModeNamedPipe != 0:
-			c.skip(p, "fifo")
-			return nil
-		case t&fs.ModeSocket != 0:
-			c.skip(p, "socket")
-			return nil
-		case t&fs.ModeDevice != 0:
-			c.skip(p, "device")
-			return nil
-		case !t.IsRegular():
-			c.skip(p, "not a regular file")
-			return nil
-		}
-		if int64(len(c.files)) >= c.caps.files {
-			c.skip(p, "over the file cap of "+strconv.FormatInt(c.caps.files, 10))
-			return nil
-		}
-		f, err := copyFile(src, dst, p, c.caps.bytes-c.bytes)
-		if errors.Is(err, errOverCap) {
-			c.skip(p, "over the byte cap of "+strconv.FormatInt(c.caps.bytes, 10))
-			return nil
-		}
-		if errors.Is(err, fs.ErrExist) {
-			c.skip(p, "a file of that name appeared in the output dir meanwhile: not replaced")
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("%s: %w", p, err)
-		}
-		c.bytes += f.Size
-		c.files = append(c.files, f)
-		return nil
+		return c.visit(src, dst, p, d, err)
 	})
 	if err != nil {
+		if dst != nil {
+			// An outside review filled the output dir's filesystem: a
+			// third of a file and another were left with no Result to
+			// say so.
+			for i := len(c.made) - 1; i >= 0; i-- {
+				_ = dst.Remove(c.made[i])
+			}
+			return fmt.Errorf("%w (the partial copy in %s was removed)", err, dest)
+		}
 		return err
 	}
 	slices.SortFunc(c.files, func(a, b task.OutputFile) int { return strings.Compare(a.Path, b.Path) })
+	return nil
+}
+
+// visit is collect's step for one entry of the task's output dir.
+func (c *collector) visit(src, dst *os.Root, p string, d fs.DirEntry, err error) error {
+	if err != nil {
+		return err
+	}
+	if err := c.ctx.Err(); err != nil {
+		return err
+	}
+	if p == "." {
+		return nil
+	}
+	// Before any other skip: every path reported or copied below has
+	// only names that passed here (WalkDir never enters a skipped dir).
+	if why := badName(d.Name()); why != "" {
+		c.skip(reportedPath(p), why)
+		if d.IsDir() {
+			return fs.SkipDir
+		}
+		return nil
+	}
+	if depth := strings.Count(p, "/") + 1; depth > c.caps.depth {
+		c.skip(p, "deeper than "+strconv.Itoa(c.caps.depth))
+		if d.IsDir() {
+			return fs.SkipDir
+		}
+		return nil
+	}
+	switch t := d.Type(); {
+	case t.IsDir():
+		if dst != nil {
+			err := dst.Mkdir(p, 0o755)
+			if err == nil {
+				c.made = append(c.made, p)
+			} else if !errors.Is(err, fs.ErrExist) {
+				return err
+			}
+		}
+		return nil
+	case t&fs.ModeSymlink != 0:
+		c.skip(p, "symlink")
+		return nil
+	case t&fs.ModeNamedPipe != 0:
+		c.skip(p, "fifo")
+		return nil
+	case t&fs.ModeSocket != 0:
+		c.skip(p, "socket")
+		return nil
+	case t&fs.ModeDevice != 0:
+		c.skip(p, "device")
+		return nil
+	case !t.IsRegular():
+		c.skip(p, "not a regular file")
+		return nil
+	}
+	if int64(len(c.files)) >= c.caps.files {
+		c.skip(p, "over the file cap of "+strconv.FormatInt(c.caps.files, 10))
+		return nil
+	}
+	f, err := copyFile(src, dst, p, c.caps.bytes-c.bytes, func() { c.made = append(c.made, p) })
+	if errors.Is(err, errOverCap) {
+		c.skip(p, "over the byte cap of "+strconv.FormatInt(c.caps.bytes, 10))
+		return nil
+	}
+	if errors.Is(err, fs.ErrExist) {
+		c.skip(p, "a file of that name appeared in the output dir meanwhile: not replaced")
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", p, err)
+	}
+	c.bytes += f.Size
+	c.files = append(c.files, f)
 	return nil
 }
 
@@ -368,7 +389,7 @@ func reportedPath(p string) string {
 // bytes. It opens the file without following a final symlink (and without
 // blocking, should it be a fifo after all), and checks that what it opened
 // is a regular file.
-func copyFile(src, dst *os.Root, p string, room int64) (task.OutputFile, error) {
+func copyFile(src, dst *os.Root, p string, room int64, created func()) (task.OutputFile, error) {
 	in, err := src.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return task.OutputFile{}, err
@@ -392,6 +413,7 @@ func copyFile(src, dst *os.Root, p string, room int64) (task.OutputFile, error) 
 		if out, err = dst.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o644); err != nil {
 			return task.OutputFile{}, err
 		}
+		created()
 		defer out.Close()
 		w = io.MultiWriter(h, out)
 	}
