@@ -36,9 +36,13 @@ type taskFlags struct {
 	user        string
 	runtime     string
 	outputDir   string
+	// flags is the set register filled, to tell a limit given as 0 from
+	// one left out.
+	flags *pflag.FlagSet
 }
 
 func (f *taskFlags) register(fs *pflag.FlagSet) {
+	f.flags = fs
 	fs.StringVar(&f.id, "id", "", "task id, [a-z0-9][a-z0-9_.-]{0,62} (default: generated)")
 	fs.StringVar(&f.memory, "memory", "", "memory limit, e.g. 512m, 2g; swap is not allowed (default 512m)")
 	fs.Float64Var(&f.cpus, "cpus", 0, "CPU limit as a fraction of one CPU, e.g. 0.5 (default 1)")
@@ -92,6 +96,18 @@ func (f *taskFlags) task(args []string) (task.Task, error) {
 			Grace:       f.grace,
 			CPUTime:     f.cpuTime,
 		},
+	}
+	// A limit of 0 is the library's "default"; given on the command line
+	// it would silently be 1h or 1024 (an outside review ran with
+	// --timeout 0 and got the hour): refused, as sizes of 0 are.
+	for _, l := range []struct {
+		name string
+		zero bool
+	}{{"cpus", f.cpus == 0}, {"pids", f.pids == 0}, {"open-files", f.openFiles == 0}, {"tmpfs-inodes", f.tmpfsInodes == 0},
+		{"output-files", f.outputFiles == 0}, {"timeout", f.timeout == 0}, {"grace", f.grace == 0}, {"cpu-time", f.cpuTime == 0}} {
+		if l.zero && f.flags != nil && f.flags.Changed(l.name) {
+			return task.Task{}, fmt.Errorf("%w: --%s 0: must be positive (leave the flag out for the default)", errdefs.ErrInvalidArgument, l.name)
+		}
 	}
 	var err error
 	if t.Limits.MemoryBytes, err = parseSize("memory", f.memory); err != nil {

@@ -116,3 +116,21 @@ func TestAllowedRuntimeFlag(t *testing.T) {
 		t.Errorf("unset: %q, want none (the Manager's default)", got)
 	}
 }
+
+// TestZeroLimitsRefused: a limit given as 0 is refused, not taken for the
+// default (an outside review's --timeout 0 ran with the default hour).
+func TestZeroLimitsRefused(t *testing.T) {
+	for _, flag := range []string{"--cpus", "--pids", "--open-files", "--tmpfs-inodes", "--output-files", "--timeout", "--grace", "--cpu-time"} {
+		zero := "0"
+		if flag == "--timeout" || flag == "--grace" || flag == "--cpu-time" {
+			zero = "0s"
+		}
+		_, err := parseTask(t, flag, zero, "busybox", "true")
+		if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), flag+" 0: must be positive") {
+			t.Errorf("%s %s: %v; want refused", flag, zero, err)
+		}
+	}
+	if _, err := parseTask(t, "busybox", "true"); err != nil {
+		t.Errorf("no limits given: %v", err)
+	}
+}
