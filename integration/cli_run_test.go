@@ -122,6 +122,10 @@ func TestCLIDetachedLifecycle(t *testing.T) {
 	if st := psStates(t, g)[long]; st != "stopped:137" {
 		t.Errorf("after kill: %s", st)
 	}
+	var killed task.Result
+	if r := cli(t, g, "wait", long); r.code != 137 || json.Unmarshal([]byte(r.stdout), &killed) != nil || killed.Reason != task.ReasonKilled {
+		t.Errorf("wait after kill: exit %d stdout %q; want 137 with reason killed", r.code, r.stdout)
+	}
 	if r := cli(t, g, "rm", long); r.code != 0 || r.stdout != long+"\n" {
 		t.Errorf("rm: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
 	}

@@ -711,6 +711,8 @@ func (m *Manager) wait(ctx context.Context, id string, finishLogs bool) (res tas
 		res.ExitCode = ExitOOMKilled
 	case (w.status.OOMKilled || res.Stats.OOMKills > 0) && w.status.Code == ExitOOMKilled:
 		res.Reason = task.ReasonOOMKilled
+	case res.Reason == task.ReasonExited && w.status.Code == ExitOOMKilled && m.killRequested(id):
+		res.Reason = task.ReasonKilled
 	}
 	// Recorded first: from here on ps, inspect and a second Wait know the
 	// task ended, while its container is released (Cleanup releases it
@@ -798,6 +800,12 @@ func (m *Manager) killAll(ctx context.Context, id string, exited <-chan waitResu
 	}
 }
 
+// killRequested reports whether Kill sent the task SIGKILL.
+func (m *Manager) killRequested(id string) bool {
+	_, err := os.Stat(filepath.Join(m.taskDir(id), killedFile))
+	return err == nil
+}
+
 // stopRetryFor bounds how long signal keeps trying a daemon it cannot
 // reach.
 var stopRetryFor = 2 * time.Minute
@@ -883,13 +891,24 @@ func (m *Manager) Monitor(ctx context.Context, id string, interval time.Duration
 	return out, nil
 }
 
+// killedFile, in a task's dir, marks a task Kill sent SIGKILL.
+const killedFile = "killed"
+
 // Kill sends sig to the task; with all, to every process in its cgroup.
+// A task ended by SIGKILL from here has reason killed in its Result.
 func (m *Manager) Kill(ctx context.Context, id string, sig syscall.Signal, all bool) error {
 	if err := task.ValidateID(id); err != nil {
 		return err
 	}
 	if st, err := m.backend.Inspect(ctx, id); err == nil && m.elsewhere(st) {
 		return m.errElsewhere(st)
+	}
+	if sig == syscall.SIGKILL {
+		// Its waiter, in whatever process, reports the task killed, not
+		// exited 137 as if it had killed itself.
+		if err := os.WriteFile(filepath.Join(m.taskDir(id), killedFile), nil, 0o600); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("kill task %s: %w", id, err)
+		}
 	}
 	return m.backend.Stop(ctx, id, sig, all)
 }

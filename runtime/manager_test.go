@@ -512,6 +512,31 @@ func TestWaitCancelStopsWithinGrace(t *testing.T) {
 	}
 }
 
+// TestKillIsReportedAsKilled: a task ended by Kill's SIGKILL (nsn-run
+// kill) has reason killed; one that ends with 137 on its own (it killed
+// itself) has reason exited. An outside review's `nsn-run kill` was
+// recorded as exited 137.
+func TestKillIsReportedAsKilled(t *testing.T) {
+	ctx := context.Background()
+	f := newFake()
+	m := newManager(t, f)
+	for _, id := range []string{"killed", "self"} {
+		if _, err := m.Spawn(ctx, job(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := m.Kill(ctx, "killed", syscall.SIGKILL, true); err != nil {
+		t.Fatal(err)
+	}
+	f.exit("self", 137)
+	for id, want := range map[string]task.Reason{"killed": task.ReasonKilled, "self": task.ReasonExited} {
+		res, err := m.Wait(ctx, id)
+		if err != nil || res.Reason != want || res.ExitCode != 137 {
+			t.Errorf("%s: %s %d, %v; want %s 137", id, res.Reason, res.ExitCode, err, want)
+		}
+	}
+}
+
 func TestRunCleansUpWhenWaitFails(t *testing.T) {
 	f := newFake()
 	f.waitErr = errors.New("shim died")
