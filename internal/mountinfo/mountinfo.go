@@ -18,6 +18,8 @@ const Self = "/proc/self/mountinfo"
 
 // Mount is one line of a mountinfo file.
 type Mount struct {
+	// ID is the mount's unique id (reused only once it is unmounted).
+	ID int
 	// Root is the directory of the filesystem mounted here (not "/" for a
 	// bind mount, or a cgroup namespace's view of a hierarchy).
 	Root string
@@ -55,7 +57,9 @@ func Read(path string) ([]Mount, error) {
 		if len(fields) < 5 || len(tail) < 3 {
 			continue
 		}
+		id, _ := strconv.Atoi(fields[0])
 		out = append(out, Mount{
+			ID:           id,
 			Root:         Unescape(fields[3]),
 			MountPoint:   Unescape(fields[4]),
 			FSType:       tail[0],

@@ -136,8 +136,9 @@ func (b *Backend) removeSnapshot(ctx context.Context, id string) error {
 var _ runtime.OrphanSweeper = (*Backend)(nil)
 
 // SweepOrphans implements runtime.OrphanSweeper: nsn-run's leases and task
-// snapshots whose task is neither in keep nor has a container, and the
-// empty cgroups of tasks that are gone (sweepCgroups).
+// snapshots whose task is neither in keep nor has a container, the empty
+// cgroups of tasks that are gone (sweepCgroups), and idmapped layer mounts
+// that outlived their overlay (sweepIDMappedMounts).
 func (b *Backend) SweepOrphans(ctx context.Context, stateDir string, keep map[string]bool) ([]string, error) {
 	ctx = b.ns(ctx)
 	orphan := func(labels map[string]string) bool {
@@ -180,7 +181,8 @@ func (b *Backend) SweepOrphans(ctx context.Context, stateDir string, keep map[st
 		}
 		removed = append(removed, "snapshot "+name)
 	}
-	return append(removed, b.sweepCgroups(ctx, keep)...), anchorErr
+	removed = append(removed, b.sweepCgroups(ctx, keep)...)
+	return append(removed, b.sweepIDMappedMounts()...), anchorErr
 }
 
 // cgroupRoot is where the host's cgroup hierarchies are mounted.
