@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -130,7 +131,7 @@ func TestStateDirsShareANamespace(t *testing.T) {
 	}
 	for _, id := range []string{legacy, legacyBusy} {
 		// As an older nsn-run labelled them: without the state dir.
-		if _, err := c.ContainerService().Update(nctx, containers.Container{ID: id, Labels: runtime.Labels(id, "")}, "labels"); err != nil {
+		if _, err := c.ContainerService().Update(nctx, containers.Container{ID: id, Labels: runtime.Labels(id, runtime.Owner{})}, "labels"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -154,7 +155,7 @@ func TestStateDirsShareANamespace(t *testing.T) {
 	exited(done)
 	// A spawn of a's in flight holds a lease for its snapshot before its
 	// container exists.
-	lease, err := c.LeasesService().Create(nctx, leases.WithRandomID(), leases.WithLabels(runtime.Labels(inFlight, filepath.Join(a.StateDir(), "tasks", inFlight))))
+	lease, err := c.LeasesService().Create(nctx, leases.WithRandomID(), leases.WithLabels(runtime.Labels(inFlight, a.Owner())))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -361,5 +362,59 @@ func TestGCDetachesLeakedIDMappedMounts(t *testing.T) {
 	}
 	if mounted(old) || !mounted(fresh) {
 		t.Errorf("after the second gc: %s mounted %v, %s mounted %v; want only the fresh one", old, mounted(old), fresh, mounted(fresh))
+	}
+}
+
+// TestCLIStateDirsInMountNamespaces: two agents, each in a mount namespace
+// of its own with its own directory at the same state-dir path (the CLI's
+// default /var/lib/nsn-run, say), share one containerd namespace. An
+// outside review ran gc --force in the second: it took the first's running
+// task for its own and killed it, as it still does for a container
+// labelled with the path alone (made before the state dir's id: the
+// attack). Labelled with the state dir's id, the task is the first's, and
+// the second's gc --force passes over it.
+func TestCLIStateDirsInMountNamespaces(t *testing.T) {
+	g := cliEnv(t)
+	stateDir := g[slices.Index(g, "--state-dir")+1]
+	other := t.TempDir()
+	c, _ := containerdClient(t)
+	nctx := namespaces.WithNamespace(context.Background(), testNamespace)
+	gcElsewhere := func() cliResult {
+		t.Helper()
+		script := `mount --bind "$2" "$1" && exec "$0" gc --force --address "$3" --namespace "$4" --state-dir "$1"`
+		cmd := exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c", script,
+			nsnRun(t), stateDir, other, g[slices.Index(g, "--address")+1], testNamespace)
+		var stdout, stderr strings.Builder
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		if err != nil {
+			t.Fatalf("gc --force in another mount namespace: %v: %s", err, stderr.String())
+		}
+		return cliResult{stdout: stdout.String(), stderr: stderr.String()}
+	}
+
+	legacy := uniqueID("mntns")
+	if r := cli(t, g, "run", "-d", "--id", legacy, "busybox", "--", "sleep", "60"); r.code != 0 {
+		t.Fatalf("run -d: exit %d stderr %q", r.code, r.stderr)
+	}
+	t.Cleanup(func() { cli(t, g, "rm", "-f", legacy) })
+	pathOnly := runtime.Labels(legacy, runtime.Owner{StateDir: stateDir})
+	if _, err := c.ContainerService().Update(nctx, containers.Container{ID: legacy, Labels: pathOnly}, "labels"); err != nil {
+		t.Fatal(err)
+	}
+	if r := gcElsewhere(); !strings.Contains(r.stdout, "removed task "+legacy+" (running)") {
+		t.Fatalf("the other mount namespace's gc --force: stdout %q; want the path-labelled task removed (the attack)", r.stdout)
+	}
+
+	id := uniqueID("mntns")
+	if r := cli(t, g, "run", "-d", "--id", id, "busybox", "--", "sleep", "60"); r.code != 0 {
+		t.Fatalf("run -d: exit %d stderr %q", r.code, r.stderr)
+	}
+	t.Cleanup(func() { cli(t, g, "rm", "-f", id) })
+	if r := gcElsewhere(); strings.Contains(r.stdout, id) {
+		t.Errorf("the other mount namespace's gc --force: stdout %q; want the task left alone", r.stdout)
+	}
+	if st := psStates(t, g)[id]; st != "running" {
+		t.Errorf("the task after the other's gc --force: %q, want running", st)
 	}
 }

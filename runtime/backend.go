@@ -24,49 +24,67 @@ import (
 const (
 	LabelTaskID  = "nsn.task-id"
 	LabelManager = "nsn.manager"
-	// LabelStateDir is the task's own state directory (StartRequest's
-	// StateDir, STATE/tasks/ID): any nsn-run process can find the task's
-	// logs through it, and it names the state dir of the Manager that
-	// started the task. Several state dirs may share a containerd namespace
-	// or a dockerd; each Manager lists, removes, kills and sweeps only what
-	// its own state dir started. Objects without it (made before
-	// 2026-11-30 on containerd) are every Manager's, as they were.
+	// LabelStateDir is the task's own state directory (STATE/tasks/ID):
+	// any nsn-run process can find the task's logs through it.
 	LabelStateDir = "nsn.state-dir"
+	// LabelStateDirID is the id of the state dir whose Manager started
+	// the task (Owner). Several state dirs may share a containerd
+	// namespace or a dockerd, under different paths, or under one path in
+	// different mount namespaces (agents in containers, each with its own
+	// /var/lib/nsn-run); each Manager lists, removes, kills and sweeps
+	// only what its own state dir started.
+	LabelStateDirID = "nsn.state-dir-id"
 	// ManagerName is the value of LabelManager.
 	ManagerName = "nsn-run"
 )
 
-// Labels are the labels a backend puts on what it creates for task id,
-// whose state directory is taskDir: its container, and whatever else the
-// task holds (a lease, a snapshot).
-func Labels(id, taskDir string) map[string]string {
+// Owner is the state dir of a Manager: its path, and the random id it
+// keeps in it (the file "id", made on its first use), which tells it
+// from another directory that has, or had, the same path.
+type Owner struct {
+	StateDir string
+	ID       string
+}
+
+// Labels are the labels a backend puts on what it creates for task id of
+// owner o: its container, and whatever else the task holds (a lease, a
+// snapshot). A zero Owner adds neither state-dir label.
+func Labels(id string, o Owner) map[string]string {
 	l := map[string]string{LabelTaskID: id, LabelManager: ManagerName}
-	if taskDir != "" {
-		l[LabelStateDir] = taskDir
+	if o.StateDir != "" {
+		l[LabelStateDir] = filepath.Join(o.StateDir, "tasks", id)
+	}
+	if o.ID != "" {
+		l[LabelStateDirID] = o.ID
 	}
 	return l
 }
 
-// OwnedElsewhere reports whether an object labelled with Labels was made
-// for the Manager of another state dir than stateDir, one that exists: its
-// task's state directory lies in another (a second path to the same
-// directory, such as a bind mount, is the same owner). An object without
-// the label, or whose state dir is gone (removed, or moved away), is
-// everyone's: nobody else would ever sweep it.
-func OwnedElsewhere(labels map[string]string, stateDir string) bool {
+// Disowns reports whether an object labelled with Labels was made for
+// another state dir's Manager than o's. With a state-dir id that is
+// another's, it was, whatever its path says (an outside review's agent in
+// a mount namespace of its own, with its own directory at the same path,
+// killed the other's tasks with gc --force). Objects labelled with a path
+// alone (made on 2026-11-30 before the id) are another's when their state
+// dir lies in another directory that exists. Objects without either label
+// (made before) are everyone's.
+func (o Owner) Disowns(labels map[string]string) bool {
+	if id, ok := labels[LabelStateDirID]; ok {
+		return id != o.ID
+	}
 	taskDir, ok := labels[LabelStateDir]
 	if !ok {
 		return false
 	}
 	owner := filepath.Dir(filepath.Dir(taskDir))
-	if owner == stateDir {
+	if owner == o.StateDir {
 		return false
 	}
 	a, err := os.Stat(owner)
 	if err != nil {
 		return false
 	}
-	b, err := os.Stat(stateDir)
+	b, err := os.Stat(o.StateDir)
 	return err == nil && !os.SameFile(a, b)
 }
 
@@ -111,8 +129,8 @@ type OrphanSweeper interface {
 	// SweepOrphans removes nsn-run's leases and snapshots (and what else
 	// a task can leave on the host, such as an empty cgroup) whose task is
 	// not in keep, and returns one line per object removed. Those another
-	// state dir's Manager made (OwnedElsewhere) stay.
-	SweepOrphans(ctx context.Context, stateDir string, keep map[string]bool) ([]string, error)
+	// state dir's Manager made (o.Disowns) stay.
+	SweepOrphans(ctx context.Context, o Owner, keep map[string]bool) ([]string, error)
 }
 
 // LogFinisher is an optional Backend feature: completing the logs of a task
@@ -159,6 +177,8 @@ type StartRequest struct {
 	// namespace; nil runs it with shared host ids. Only a UserNamespacer
 	// backend is given one.
 	UserNS *task.IDRange
+	// Owner is the Manager's state dir, for the labels (Labels).
+	Owner Owner
 }
 
 // GPUAllocator grants GPUs node-wide and exclusively (the gpu package's

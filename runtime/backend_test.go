@@ -74,26 +74,27 @@ func TestParseCommandError(t *testing.T) {
 }
 
 func TestLabels(t *testing.T) {
-	want := map[string]string{"nsn.task-id": "job-1", "nsn.manager": "nsn-run", "nsn.state-dir": "/s/tasks/job-1"}
-	if got := runtime.Labels("job-1", "/s/tasks/job-1"); !maps.Equal(got, want) {
+	o := runtime.Owner{StateDir: "/s", ID: "0123456789abcdef0123456789abcdef"}
+	want := map[string]string{"nsn.task-id": "job-1", "nsn.manager": "nsn-run", "nsn.state-dir": "/s/tasks/job-1", "nsn.state-dir-id": o.ID}
+	if got := runtime.Labels("job-1", o); !maps.Equal(got, want) {
 		t.Errorf("Labels = %v; want %v", got, want)
 	}
-	if got := runtime.Labels("job-1", ""); len(got) != 2 || got["nsn.state-dir"] != "" {
-		t.Errorf("Labels without a task dir = %v", got)
+	if got := runtime.Labels("job-1", runtime.Owner{}); len(got) != 2 {
+		t.Errorf("Labels without an owner = %v", got)
 	}
-	a := runtime.Labels("a", "")
+	a := runtime.Labels("a", o)
 	a["x"] = "y"
-	if _, ok := runtime.Labels("a", "")["x"]; ok {
+	if _, ok := runtime.Labels("a", o)["x"]; ok {
 		t.Error("Labels returns a shared map")
 	}
 }
 
-// TestOwnedElsewhere: an object is another Manager's when its task's
-// state dir lies in another state dir; the same directory under a second
-// name (a symlink here, a bind mount alike) is the same owner; an object
-// without the label (made before it existed), or of a state dir that is
-// gone, is everyone's.
-func TestOwnedElsewhere(t *testing.T) {
+// TestOwnerDisowns: an object is another Manager's when it carries another
+// state dir's id, whatever its path says (the same path in another mount
+// namespace is another directory); labelled with a path alone (made before
+// the id), when that path is another directory that exists (a symlink to
+// mine, as a bind mount, is mine); without either label, everyone's.
+func TestOwnerDisowns(t *testing.T) {
 	root := t.TempDir()
 	mine, theirs := filepath.Join(root, "mine"), filepath.Join(root, "theirs")
 	for _, d := range []string{mine, theirs} {
@@ -105,19 +106,25 @@ func TestOwnedElsewhere(t *testing.T) {
 	if err := os.Symlink(mine, alias); err != nil {
 		t.Fatal(err)
 	}
+	me := runtime.Owner{StateDir: mine, ID: "11111111111111111111111111111111"}
+	pathOnly := func(dir string) map[string]string { return runtime.Labels("x", runtime.Owner{StateDir: dir}) }
 	for _, c := range []struct {
+		name   string
 		labels map[string]string
 		want   bool
 	}{
-		{runtime.Labels("x", filepath.Join(mine, "tasks", "x")), false},
-		{runtime.Labels("x", filepath.Join(alias, "tasks", "x")), false},
-		{runtime.Labels("x", filepath.Join(theirs, "tasks", "x")), true},
-		{runtime.Labels("x", filepath.Join(root, "gone", "tasks", "x")), false},
-		{runtime.Labels("x", ""), false},
-		{nil, false},
+		{"my id", runtime.Labels("x", me), false},
+		{"my path, another id (another mount namespace's directory)", runtime.Labels("x", runtime.Owner{StateDir: mine, ID: "22222222222222222222222222222222"}), true},
+		{"another path, my id (a bind mount's path)", runtime.Labels("x", runtime.Owner{StateDir: filepath.Join(root, "gone"), ID: me.ID}), false},
+		{"path only: mine", pathOnly(mine), false},
+		{"path only: mine through a symlink", pathOnly(alias), false},
+		{"path only: another", pathOnly(theirs), true},
+		{"path only: gone", pathOnly(filepath.Join(root, "gone")), false},
+		{"no state dir labels", runtime.Labels("x", runtime.Owner{}), false},
+		{"no labels", nil, false},
 	} {
-		if got := runtime.OwnedElsewhere(c.labels, mine); got != c.want {
-			t.Errorf("OwnedElsewhere(%v, %s) = %v; want %v", c.labels, mine, got, c.want)
+		if got := me.Disowns(c.labels); got != c.want {
+			t.Errorf("%s: Disowns(%v) = %v; want %v", c.name, c.labels, got, c.want)
 		}
 	}
 }

@@ -2,6 +2,8 @@ package runtime
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -153,6 +155,8 @@ type Manager struct {
 	releases        *backgroundReleases
 	// scope is the backend's (Scoper); "" if it names none.
 	scope string
+	// owner is the state dir and its id, which label the task's objects.
+	owner Owner
 }
 
 // New returns a Manager, creating its state directory (mode 0700: task
@@ -207,7 +211,11 @@ func New(cfg Config) (*Manager, error) {
 	if output == nil {
 		output = TmpfsOutput{}
 	}
-	m := &Manager{backend: cfg.Backend, stateDir: abs, sampleInterval: cfg.SampleInterval, allowedRuntimes: allowed,
+	stateDirID, err := loadStateDirID(abs)
+	if err != nil {
+		return nil, err
+	}
+	m := &Manager{owner: Owner{StateDir: abs, ID: stateDirID}, backend: cfg.Backend, stateDir: abs, sampleInterval: cfg.SampleInterval, allowedRuntimes: allowed,
 		gpus: cfg.GPUs, userns: cfg.UserNamespaces, ids: ids, output: output,
 		releases: newBackgroundReleases(cfg.ReleaseInBackground)}
 	if s, ok := cfg.Backend.(Scoper); ok {
@@ -235,9 +243,62 @@ func (m *Manager) Close() error {
 	return err
 }
 
+// stateDirIDFile, in the state dir, holds its id (Owner.ID).
+const stateDirIDFile = "id"
+
+// loadStateDirID returns the id kept in state dir dir, making one (16
+// random bytes, hex) on its first use.
+func loadStateDirID(dir string) (string, error) {
+	path := filepath.Join(dir, stateDirIDFile)
+	for range 2 {
+		b, err := os.ReadFile(path)
+		if err == nil {
+			id := strings.TrimSpace(string(b))
+			if len(id) != 32 || strings.Trim(id, "0123456789abcdef") != "" {
+				return "", fmt.Errorf("%w: state dir id %s: %q is not 32 hex digits", errdefs.ErrFailedPrecondition, path, id)
+			}
+			return id, nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return "", fmt.Errorf("state dir id: %w", err)
+		}
+		var raw [16]byte
+		if _, err := rand.Read(raw[:]); err != nil {
+			return "", fmt.Errorf("state dir id: %w", err)
+		}
+		// Written whole, then linked into place: a reader never sees
+		// it half written, and of two first uses one link wins.
+		tmp, err := os.CreateTemp(dir, ".id-")
+		if err != nil {
+			return "", fmt.Errorf("state dir id: %w", err)
+		}
+		id := hex.EncodeToString(raw[:])
+		_, err = tmp.WriteString(id + "\n")
+		if cerr := tmp.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil {
+			err = os.Link(tmp.Name(), path)
+		}
+		_ = os.Remove(tmp.Name())
+		if errors.Is(err, fs.ErrExist) {
+			continue // another process made it first: read its
+		}
+		if err != nil {
+			return "", fmt.Errorf("state dir id: %w", err)
+		}
+		return id, nil
+	}
+	return "", fmt.Errorf("state dir id %s: unreadable after it was made", path)
+}
+
 // StateDir is the Manager's state directory (absolute): tasks/ID under it
 // is each task's private directory.
 func (m *Manager) StateDir() string { return m.stateDir }
+
+// Owner is the Manager's state dir and its id: what labels its tasks'
+// objects on the backend (Labels).
+func (m *Manager) Owner() Owner { return m.owner }
 
 // taskDir is the task's private host directory.
 func (m *Manager) taskDir(id string) string { return filepath.Join(m.stateDir, "tasks", id) }
@@ -422,7 +483,7 @@ func (m *Manager) Preview(ctx context.Context, t task.Task) ([]byte, error) {
 		return nil, err
 	}
 	dir := m.taskDir(t.ID)
-	req := StartRequest{Task: t, StateDir: dir, OutputDir: filepath.Join(dir, outputDir)}
+	req := StartRequest{Task: t, StateDir: dir, OutputDir: filepath.Join(dir, outputDir), Owner: m.owner}
 	g, err := m.grant(ctx, t, false)
 	if err != nil {
 		return nil, err
@@ -454,7 +515,7 @@ func (m *Manager) start(ctx context.Context, t task.Task, dir string) (Handle, e
 	if err := m.writeRecord(record{Task: t, Grant: grant, Scope: m.scope}); err != nil {
 		return Handle{}, err
 	}
-	h, err := m.backend.Start(ctx, StartRequest{Task: t, StateDir: dir, OutputDir: out, GPUDevices: grant.GPUs, UserNS: grant.Identity.Range})
+	h, err := m.backend.Start(ctx, StartRequest{Task: t, StateDir: dir, OutputDir: out, GPUDevices: grant.GPUs, UserNS: grant.Identity.Range, Owner: m.owner})
 	if err != nil {
 		return Handle{}, err
 	}
@@ -941,7 +1002,7 @@ func (m *Manager) cleanupOwn(ctx context.Context, id string) error {
 // elsewhere reports whether a task on the backend was started by the
 // Manager of another state dir that shares this one's containerd
 // namespace or dockerd: that Manager's to list, remove, kill and sweep.
-func (m *Manager) elsewhere(st Status) bool { return OwnedElsewhere(st.Labels, m.stateDir) }
+func (m *Manager) elsewhere(st Status) bool { return m.owner.Disowns(st.Labels) }
 
 func (m *Manager) errElsewhere(st Status) error {
 	return fmt.Errorf("task %s belongs to the state dir %s (use nsn-run --state-dir %s): %w",
@@ -1187,7 +1248,7 @@ func (m *Manager) sweep(ctx context.Context, force bool) (removed, overdue []str
 	// end: it does not keep the rest of the sweep from running.
 	var sweepErr error
 	if sw, ok := m.backend.(OrphanSweeper); ok {
-		swept, err := sw.SweepOrphans(ctx, m.stateDir, live)
+		swept, err := sw.SweepOrphans(ctx, m.owner, live)
 		removed = append(removed, swept...)
 		sweepErr = err
 	}

@@ -94,10 +94,10 @@ func (f *fakeBackend) Start(_ context.Context, req runtime.StartRequest) (runtim
 	}
 	f.running[req.Task.ID] = true
 	f.exits[req.Task.ID] = make(chan runtime.ExitStatus, 1)
-	f.labels[req.Task.ID] = runtime.Labels(req.Task.ID, req.StateDir)
+	f.labels[req.Task.ID] = runtime.Labels(req.Task.ID, req.Owner)
 	f.created[req.Task.ID] = time.Now()
 	if f.unlabelled {
-		f.labels[req.Task.ID] = runtime.Labels(req.Task.ID, "")
+		f.labels[req.Task.ID] = runtime.Labels(req.Task.ID, runtime.Owner{})
 	}
 	if f.started != nil {
 		f.started <- req.Task.ID

@@ -139,11 +139,11 @@ var _ runtime.OrphanSweeper = (*Backend)(nil)
 // snapshots whose task is neither in keep nor has a container, the empty
 // cgroups of tasks that are gone (sweepCgroups), and idmapped layer mounts
 // that outlived their overlay (sweepIDMappedMounts).
-func (b *Backend) SweepOrphans(ctx context.Context, stateDir string, keep map[string]bool) ([]string, error) {
+func (b *Backend) SweepOrphans(ctx context.Context, o runtime.Owner, keep map[string]bool) ([]string, error) {
 	ctx = b.ns(ctx)
 	orphan := func(labels map[string]string) bool {
 		id := labels[runtime.LabelTaskID]
-		if id == "" || keep[id] || runtime.OwnedElsewhere(labels, stateDir) {
+		if id == "" || keep[id] || o.Disowns(labels) {
 			return false
 		}
 		_, err := b.client.LoadContainer(ctx, id)

@@ -132,7 +132,7 @@ func (b *Backend) start(ctx context.Context, req runtime.StartRequest) (h runtim
 	sw.Lap("start/spec-audit")
 
 	ctx, releaseLease, err := b.client.WithLease(ctx,
-		leases.WithRandomID(), leases.WithExpiration(spawnLeaseExpiry), leases.WithLabels(runtime.Labels(t.ID, req.StateDir)))
+		leases.WithRandomID(), leases.WithExpiration(spawnLeaseExpiry), leases.WithLabels(runtime.Labels(t.ID, req.Owner)))
 	if err != nil {
 		return h, fmt.Errorf("create lease: %w", err)
 	}
@@ -161,7 +161,7 @@ func (b *Backend) start(ctx context.Context, req runtime.StartRequest) (h runtim
 			undo[i](cctx)
 		}
 	}()
-	identity, err := b.prepareRoot(ctx, t.ID, req.StateDir, parent, req.UserNS, s)
+	identity, err := b.prepareRoot(ctx, t.ID, req.Owner, parent, req.UserNS, s)
 	if errdefs.IsAlreadyExists(err) {
 		// Another spawn of this id, from another state dir sharing the
 		// namespace, prepared it since the check above: its snapshot.
@@ -179,7 +179,7 @@ func (b *Backend) start(ctx context.Context, req runtime.StartRequest) (h runtim
 		client.WithSnapshotter(b.cfg.Snapshotter),
 		client.WithSnapshot(t.ID),
 		client.WithImageName(img.Name),
-		client.WithContainerLabels(runtime.Labels(t.ID, req.StateDir)),
+		client.WithContainerLabels(runtime.Labels(t.ID, req.Owner)),
 		client.WithRuntime(runtimeOf(t, b.shim), b.runtimeOptions(t.Runtime)),
 	)
 	if err != nil {
@@ -251,7 +251,7 @@ func (b *Backend) start(ctx context.Context, req runtime.StartRequest) (h runtim
 // trying. Only a Backend's idmapped mounts until the first that works
 // probe for that; later inspections mount plainly. It returns the
 // identity level the task gets ("" without ids).
-func (b *Backend) prepareRoot(ctx context.Context, id, taskDir, parent string, ids *task.IDRange, s *specs.Spec) (string, error) {
+func (b *Backend) prepareRoot(ctx context.Context, id string, owner runtime.Owner, parent string, ids *task.IDRange, s *specs.Spec) (string, error) {
 	sn := b.client.SnapshotService(b.cfg.Snapshotter)
 	idmapped := false
 	if ids != nil {
@@ -261,7 +261,7 @@ func (b *Backend) prepareRoot(ctx context.Context, id, taskDir, parent string, i
 		}
 	}
 	for {
-		opts := []snapshots.Opt{snapshots.WithLabels(runtime.Labels(id, taskDir))}
+		opts := []snapshots.Opt{snapshots.WithLabels(runtime.Labels(id, owner))}
 		if idmapped {
 			m := []specs.LinuxIDMapping{{ContainerID: 0, HostID: ids.HostID, Size: ids.Size}}
 			opts = append(opts, client.WithUserNSRemapperLabels(m, m))

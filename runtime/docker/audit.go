@@ -98,6 +98,11 @@ func AuditRequest(ctx context.Context, r Request, p audit.Policy) []audit.Findin
 	if _, ok := r.Config.Labels[runtime.LabelStateDir]; ok {
 		want.Config.Labels[runtime.LabelStateDir] = filepath.Dir(p.OutputDir(id))
 	}
+	// And its state dir's id, which says only whose the task is: any
+	// value of that shape.
+	if v, ok := r.Config.Labels[runtime.LabelStateDirID]; ok && len(v) == 32 && strings.Trim(v, "0123456789abcdef") == "" {
+		want.Config.Labels[runtime.LabelStateDirID] = v
+	}
 	a.checkSources(r)
 	got.HostConfig = a.securityOpts(r.HostConfig, want.HostConfig.SecurityOpt)
 	diffs, err := audit.Compare(got, want, requestCompareOptions)

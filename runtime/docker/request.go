@@ -141,7 +141,7 @@ func CreateRequest(t task.Task, img ocispec.ImageConfig, o RequestOptions) (Requ
 		Cmd:        p.Args[1:],
 		WorkingDir: p.Cwd,
 		Image:      t.Image,
-		Labels:     runtime.Labels(t.ID, ""),
+		Labels:     runtime.Labels(t.ID, runtime.Owner{}),
 		// No network, so nothing to expose, and no stdin.
 		NetworkDisabled: true,
 	}

@@ -112,6 +112,9 @@ func (b *Backend) request(ctx context.Context, req runtime.StartRequest) (Reques
 		return Request{}, err
 	}
 	r.Config.Labels[runtime.LabelStateDir] = req.StateDir
+	if req.Owner.ID != "" {
+		r.Config.Labels[runtime.LabelStateDirID] = req.Owner.ID
+	}
 	if err := b.audit(ctx, r, req); err != nil {
 		return Request{}, err
 	}
