@@ -87,6 +87,13 @@ func (p *privateContainerd) stop() {
 // may stop and start again, and returns it with a Manager over it.
 func restartableManager(t *testing.T) (*privateContainerd, *runtime.Manager) {
 	t.Helper()
+	return restartableManagerWith(t, func(*containerd.Config) {})
+}
+
+// restartableManagerWith is restartableManager with the backend's Config
+// changed by configure.
+func restartableManagerWith(t *testing.T, configure func(*containerd.Config)) (*privateContainerd, *runtime.Manager) {
+	t.Helper()
 	needRoot(t)
 	bin := os.Getenv(envContainerdBin)
 	if bin == "" {
@@ -124,7 +131,9 @@ func restartableManager(t *testing.T) (*privateContainerd, *runtime.Manager) {
 	}
 	defer c.Close()
 	importBusybox(t, c, p.address)
-	b, err := containerd.New(context.Background(), containerd.Config{Address: p.address, Namespace: testNamespace, LoggerBinary: nsnRun(t)})
+	bc := containerd.Config{Address: p.address, Namespace: testNamespace, LoggerBinary: nsnRun(t)}
+	configure(&bc)
+	b, err := containerd.New(context.Background(), bc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,8 +242,9 @@ func TestContainerdDownAtDeadline(t *testing.T) {
 // created, and the first's task runs on.
 func TestTaskIDsAcrossContainerds(t *testing.T) {
 	ctx := context.Background()
-	first, _ := testManager(t)
-	_, second := restartableManager(t)
+	probe := t.TempDir() // the node's /run/nsn-run, shared by both
+	first, _ := testManagerBackend(t, func(c *containerd.Config) { c.ProbeDir = probe }, func(*runtime.Config) {})
+	_, second := restartableManagerWith(t, func(c *containerd.Config) { c.ProbeDir = probe })
 	root := filepath.Join("/run/containerd/runc", testNamespace)
 
 	victim := uniqueID("shared")
@@ -266,6 +276,45 @@ func TestTaskIDsAcrossContainerds(t *testing.T) {
 	}
 	if sts, err := second.List(ctx); err != nil || len(sts) != 0 {
 		t.Errorf("the second containerd holds %+v, %v", sts, err)
+	}
+
+	// Both at once: the check alone let both pass it, and one's failed
+	// runc create killed the other's task (a second review: 2 rounds of
+	// 6). The node-wide claim makes one wait for the other's task to
+	// exist, then refuse.
+	for round := range 6 {
+		id := uniqueID(fmt.Sprintf("race%d", round))
+		results := make(chan error, 2)
+		var won sync.Map
+		for name, m := range map[string]*runtime.Manager{"first": first, "second": second} {
+			go func() {
+				res, err := m.Run(ctx, seedTask(id, "sleep", "1"), runtime.RunOptions{})
+				if err == nil {
+					won.Store(name, res)
+				}
+				results <- err
+			}()
+		}
+		var errs []error
+		for range 2 {
+			if err := <-results; err != nil {
+				errs = append(errs, err)
+			}
+		}
+		won.Range(func(name, res any) bool {
+			if r := res.(task.Result); r.ExitCode != 0 || r.Reason != task.ReasonExited {
+				t.Errorf("round %d: %s's task: %s %d; want it to run to its end (exited 0)", round, name, r.Reason, r.ExitCode)
+			}
+			return true
+		})
+		for _, err := range errs {
+			if !errdefs.IsAlreadyExists(err) {
+				t.Errorf("round %d: the other start: %v; want already exists", round, err)
+			}
+		}
+		if len(errs) != 1 {
+			t.Errorf("round %d: %d starts failed (%v); want exactly one", round, len(errs), errs)
+		}
 	}
 }
 

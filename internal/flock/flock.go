@@ -55,3 +55,36 @@ func Path(ctx context.Context, path string, how int) (unlock func(), err error) 
 		f.Close()
 	}, nil
 }
+
+// maxTries bounds how often Exclusive retries a lock file that another
+// holder removed under it.
+const maxTries = 16
+
+// Exclusive takes an exclusive lock on path (creating it), waiting until
+// ctx ends; unlock removes the file and releases the lock, so that a lock
+// nobody holds leaves no file. A holder checks, once it has the lock, that
+// path still names the file it locked (one removed meanwhile locks
+// nothing) and tries again with the new one.
+func Exclusive(ctx context.Context, path string) (unlock func(), err error) {
+	for range maxTries {
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+		if err != nil {
+			return nil, err
+		}
+		if err := Context(ctx, f, unix.LOCK_EX); err != nil {
+			f.Close()
+			return nil, err
+		}
+		held, herr := f.Stat()
+		now, nerr := os.Stat(path)
+		if herr == nil && nerr == nil && os.SameFile(held, now) {
+			return func() {
+				_ = os.Remove(path)
+				_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
+				f.Close()
+			}, nil
+		}
+		f.Close()
+	}
+	return nil, errors.New("lock " + path + ": its file keeps being removed")
+}

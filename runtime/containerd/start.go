@@ -24,6 +24,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/nsn-run/nsn-run/cgroups"
+	"github.com/nsn-run/nsn-run/internal/flock"
 	"github.com/nsn-run/nsn-run/logs"
 	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/runtime/containerd/images"
@@ -99,9 +100,13 @@ func (b *Backend) start(ctx context.Context, req runtime.StartRequest) (h runtim
 		return h, fmt.Errorf("look up container %s: %w", t.ID, err)
 	}
 
-	if err := b.checkHostWideID(t); err != nil {
+	releaseID, err := b.claimHostWideID(ctx, t)
+	if err != nil {
 		return h, err
 	}
+	// Held until the task exists in runc's state (or the start failed):
+	// another containerd's start of the id then finds it there.
+	defer releaseID()
 	sw.Lap("start/check-id")
 	group, err := b.joinGroup(ctx, t)
 	if err != nil {
@@ -509,13 +514,13 @@ const runcRoot = "/run/containerd/runc"
 // first containerd's running task. Only runc's shim keeps its state there;
 // another runtime's task is not checked.
 func (b *Backend) checkHostWideID(t task.Task) error {
-	if t.Runtime != "" && t.Runtime != task.DefaultRuntime {
+	if !runsUnderRuncRoot(t.Runtime) {
 		return nil
 	}
 	state := filepath.Join(runcRoot, b.cfg.Namespace, t.ID)
 	if _, err := os.Lstat(state); err == nil {
-		return fmt.Errorf("task %s already exists on this host, in another containerd with a namespace %q or left by one (runc state %s): %w",
-			t.ID, b.cfg.Namespace, state, errdefs.ErrAlreadyExists)
+		return fmt.Errorf("task %s already exists on this host, in another containerd with a namespace %q or left by one (runc state %s; if no containerd runs it, `runc --root %s delete --force %s` removes it): %w",
+			t.ID, b.cfg.Namespace, state, filepath.Dir(state), t.ID, errdefs.ErrAlreadyExists)
 	}
 	group := "/" + b.cfg.Namespace + "/" + t.ID
 	if busy, err := cgroups.Populated(cgroups.PidsRoot(), group); err == nil && busy {
@@ -523,4 +528,36 @@ func (b *Backend) checkHostWideID(t task.Task) error {
 			t.ID, group, b.cfg.Namespace, errdefs.ErrAlreadyExists)
 	}
 	return nil
+}
+
+// runsUnderRuncRoot reports whether runtime's shim keeps runc's state in
+// runcRoot: runc's v2 shim, and its v1 (an outside review passed the
+// check with io.containerd.runc.v1 and reached runc create).
+func runsUnderRuncRoot(runtime string) bool {
+	return runtime == "" || runtime == task.DefaultRuntime || runtime == "io.containerd.runc.v1"
+}
+
+// claimHostWideID takes the node-wide claim on the task's namespace and id
+// (a lock in ProbeDir, which every nsn-run on the node shares, whatever its
+// containerd), then checks that no other containerd's task holds them
+// (checkHostWideID). Without the claim, two starts of one id in two
+// containerds both passed the check, and one's failed runc create killed
+// the other's task (an outside review, 2 runs of 6). release gives the
+// claim up. Without a ProbeDir there is no claim, only the check.
+func (b *Backend) claimHostWideID(ctx context.Context, t task.Task) (release func(), err error) {
+	release = func() {}
+	if b.cfg.ProbeDir != "" && runsUnderRuncRoot(t.Runtime) {
+		dir := filepath.Join(b.cfg.ProbeDir, "task-ids", b.cfg.Namespace)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("claim task id %s: %w", t.ID, err)
+		}
+		if release, err = flock.Exclusive(ctx, filepath.Join(dir, t.ID)); err != nil {
+			return nil, fmt.Errorf("claim task id %s: %w", t.ID, err)
+		}
+	}
+	if err := b.checkHostWideID(t); err != nil {
+		release()
+		return nil, err
+	}
+	return release, nil
 }
