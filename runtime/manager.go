@@ -169,6 +169,9 @@ func New(cfg Config) (*Manager, error) {
 	if err != nil || cfg.StateDir == "" {
 		return nil, fmt.Errorf("%w: state dir %q", errdefs.ErrInvalidArgument, cfg.StateDir)
 	}
+	if err := refuseNestedStateDir(abs); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(filepath.Join(abs, "tasks"), 0o700); err != nil {
 		return nil, fmt.Errorf("create state dir: %w", err)
 	}
@@ -176,6 +179,9 @@ func New(cfg Config) (*Manager, error) {
 	// the audit refuses output dirs reached through a symlink.
 	if abs, err = filepath.EvalSymlinks(abs); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	if err := refuseNestedStateDir(abs); err != nil {
+		return nil, err
 	}
 	if err := os.Chmod(abs, 0o700); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
@@ -241,6 +247,24 @@ func (m *Manager) Close() error {
 		err = errors.Join(err, c.Close())
 	}
 	return err
+}
+
+// refuseNestedStateDir refuses a state dir inside another: the outer one's
+// gc takes what lies in its tasks directory for its own tasks' state (an
+// outside review's state dir STATE/tasks/y lost its running task's record
+// and logs to a gc of STATE).
+func refuseNestedStateDir(dir string) error {
+	for d := filepath.Dir(dir); ; d = filepath.Dir(d) {
+		_, errTasks := os.Stat(filepath.Join(d, "tasks"))
+		_, errLock := os.Stat(filepath.Join(d, sweepLock))
+		_, errID := os.Stat(filepath.Join(d, stateDirIDFile))
+		if errTasks == nil && (errLock == nil || errID == nil) {
+			return fmt.Errorf("%w: state dir %s lies inside the state dir %s", errdefs.ErrInvalidArgument, dir, d)
+		}
+		if d == filepath.Dir(d) {
+			return nil
+		}
+	}
 }
 
 // stateDirIDFile, in the state dir, holds its id (Owner.ID).
@@ -907,6 +931,9 @@ func (m *Manager) signal(ctx context.Context, id string, sig syscall.Signal, all
 func (m *Manager) Stats(ctx context.Context, id string) (stats.Sample, error) {
 	if err := task.ValidateID(id); err != nil {
 		return stats.Sample{}, err
+	}
+	if st, err := m.backend.Inspect(ctx, id); err == nil && m.elsewhere(st) {
+		return stats.Sample{}, m.errElsewhere(st)
 	}
 	return m.backend.Stats(ctx, id)
 }

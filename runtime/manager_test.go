@@ -447,6 +447,29 @@ func TestWaitReportsALostExit(t *testing.T) {
 	}
 }
 
+// TestNestedStateDirRefused: a state dir inside another's is refused, and
+// not made: the outer one's gc takes what lies in its tasks directory for
+// its own (an outside review's nested state dir lost a running task's
+// record and logs to it). Its id is made once and kept.
+func TestNestedStateDirRefused(t *testing.T) {
+	outer := t.TempDir()
+	m, err := runtime.New(runtime.Config{Backend: newFake(), StateDir: outer, OutputFS: runtime.DirOutput{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inner := filepath.Join(outer, "tasks", "y")
+	if _, err := runtime.New(runtime.Config{Backend: newFake(), StateDir: inner, OutputFS: runtime.DirOutput{}}); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "lies inside the state dir "+outer) {
+		t.Errorf("a state dir inside another: %v; want refused", err)
+	}
+	if _, err := os.Stat(inner); !os.IsNotExist(err) {
+		t.Errorf("the refused state dir was made: %v", err)
+	}
+	again, err := runtime.New(runtime.Config{Backend: newFake(), StateDir: outer, OutputFS: runtime.DirOutput{}})
+	if err != nil || again.Owner() != m.Owner() || len(m.Owner().ID) != 32 {
+		t.Errorf("owner of the state dir opened again: %+v, %v; first %+v", again.Owner(), err, m.Owner())
+	}
+}
+
 // TestSlowSamplesNeverDelayEnforcement: a backend whose stats call never
 // answers (dockerd takes up to a second) must not hold up the deadline or
 // cancellation. Before samples came from their own goroutine, Wait sat in
