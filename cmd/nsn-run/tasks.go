@@ -157,7 +157,9 @@ output mounts; leases and snapshots of spawns that died before their
 container existed; the empty cgroups of creates given up on midway (no
 container, no runc state); containerd's idmapped image-layer mounts
 (/tmp/ovl-idmappedN) that an earlier gc saw over a minute before (they live
-milliseconds; one left by a killed shim pins its image); state directories no container belongs to. Print one line
+milliseconds; one left by a killed shim pins its image); shims of its
+containerd and namespace that serve nothing (their bundle removed, nothing
+but task loggers under them); state directories no container belongs to. Print one line
 per object removed. Running tasks are left alone unless --force, which stops
 and removes them too. Safe to run twice, and on a timer while tasks start:
 a task some process is spawning, waiting on or running (over the same

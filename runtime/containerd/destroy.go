@@ -137,8 +137,9 @@ var _ runtime.OrphanSweeper = (*Backend)(nil)
 
 // SweepOrphans implements runtime.OrphanSweeper: nsn-run's leases and task
 // snapshots whose task is neither in keep nor has a container, the empty
-// cgroups of tasks that are gone (sweepCgroups), and idmapped layer mounts
-// that outlived their overlay (sweepIDMappedMounts).
+// cgroups of tasks that are gone (sweepCgroups), shims that serve nothing
+// (sweepShims), and idmapped layer mounts that outlived their overlay
+// (sweepIDMappedMounts).
 func (b *Backend) SweepOrphans(ctx context.Context, o runtime.Owner, keep map[string]bool) ([]string, error) {
 	ctx = b.ns(ctx)
 	orphan := func(labels map[string]string) bool {
@@ -182,6 +183,7 @@ func (b *Backend) SweepOrphans(ctx context.Context, o runtime.Owner, keep map[st
 		removed = append(removed, "snapshot "+name)
 	}
 	removed = append(removed, b.sweepCgroups(ctx, keep)...)
+	removed = append(removed, b.sweepShims(ctx)...)
 	return append(removed, b.sweepIDMappedMounts()...), anchorErr
 }
 
