@@ -13,6 +13,7 @@ import (
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
 
 	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/runtime/containerd"
@@ -346,17 +347,15 @@ func TestTaskExitsWhileContainerdIsDown(t *testing.T) {
 		done <- waited{res, err}
 	}()
 	p.kill()
-	// The task exits while containerd is down: poll for its process,
-	// bounded.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if _, err := os.Stat(fmt.Sprintf("/proc/%d", st.Pid)); os.IsNotExist(err) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the task's process %d did not exit", st.Pid)
-		}
-		time.Sleep(50 * time.Millisecond)
+	// The task exits while containerd is down: its pidfd becomes
+	// readable when it does.
+	fd, err := unix.PidfdOpen(int(st.Pid), 0)
+	if err != nil {
+		t.Fatalf("pidfd of the task's process %d: %v", st.Pid, err)
+	}
+	defer unix.Close(fd)
+	if n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 30_000); err != nil || n != 1 {
+		t.Fatalf("the task's process %d did not exit: %d, %v", st.Pid, n, err)
 	}
 	startPrivateContainerd(t, p)
 	w := <-done
