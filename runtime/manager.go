@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -169,7 +170,7 @@ func New(cfg Config) (*Manager, error) {
 	if err != nil || cfg.StateDir == "" {
 		return nil, fmt.Errorf("%w: state dir %q", errdefs.ErrInvalidArgument, cfg.StateDir)
 	}
-	if err := refuseNestedStateDir(abs); err != nil {
+	if err := refuseNestedStateDir(resolveExisting(abs)); err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(filepath.Join(abs, "tasks"), 0o700); err != nil {
@@ -249,16 +250,28 @@ func (m *Manager) Close() error {
 	return err
 }
 
+// resolveExisting resolves the symlinks of the longest part of path that
+// exists, and keeps the rest as it is.
+func resolveExisting(path string) string {
+	rest := ""
+	for p := path; ; p = filepath.Dir(p) {
+		if resolved, err := filepath.EvalSymlinks(p); err == nil {
+			return filepath.Join(resolved, rest)
+		}
+		if p == filepath.Dir(p) {
+			return path
+		}
+		rest = filepath.Join(filepath.Base(p), rest)
+	}
+}
+
 // refuseNestedStateDir refuses a state dir inside another: the outer one's
 // gc takes what lies in its tasks directory for its own tasks' state (an
 // outside review's state dir STATE/tasks/y lost its running task's record
 // and logs to a gc of STATE).
 func refuseNestedStateDir(dir string) error {
 	for d := filepath.Dir(dir); ; d = filepath.Dir(d) {
-		_, errTasks := os.Stat(filepath.Join(d, "tasks"))
-		_, errLock := os.Stat(filepath.Join(d, sweepLock))
-		_, errID := os.Stat(filepath.Join(d, stateDirIDFile))
-		if errTasks == nil && (errLock == nil || errID == nil) {
+		if isStateDir(d) {
 			return fmt.Errorf("%w: state dir %s lies inside the state dir %s", errdefs.ErrInvalidArgument, dir, d)
 		}
 		if d == filepath.Dir(d) {
@@ -271,20 +284,33 @@ func refuseNestedStateDir(dir string) error {
 const stateDirIDFile = "id"
 
 // loadStateDirID returns the id kept in state dir dir, making one (16
-// random bytes, hex) on its first use.
+// random bytes, hex) on its first use. The file also names the directory's
+// inode: a copy of a state dir (cp -a of /var/lib/nsn-run, a restored
+// backup, an image with one in it) would otherwise be the same owner as
+// the original, and its gc --force killed the original's tasks (an outside
+// review). A state dir whose records carry an id, or that holds another
+// state dir, gets none made: it has lost its id, or is not a state dir.
 func loadStateDirID(dir string) (string, error) {
 	path := filepath.Join(dir, stateDirIDFile)
+	info, err := os.Stat(dir)
+	if err != nil {
+		return "", fmt.Errorf("state dir: %w", err)
+	}
+	ino := info.Sys().(*syscall.Stat_t).Ino
 	for range 2 {
-		b, err := os.ReadFile(path)
+		id, madeFor, err := readStateDirID(path)
 		if err == nil {
-			id := strings.TrimSpace(string(b))
-			if len(id) != 32 || strings.Trim(id, "0123456789abcdef") != "" {
-				return "", fmt.Errorf("%w: state dir id %s: %q is not 32 hex digits", errdefs.ErrFailedPrecondition, path, id)
+			if madeFor != 0 && madeFor != ino {
+				return "", fmt.Errorf("%w: state dir %s: its id file was made for another directory (inode %d, this one is %d): a copy of a state dir is not that state dir; remove %s to make it one of its own (the tasks its records name stay the original's)",
+					errdefs.ErrFailedPrecondition, dir, madeFor, ino, path)
 			}
 			return id, nil
 		}
 		if !errors.Is(err, fs.ErrNotExist) {
-			return "", fmt.Errorf("state dir id: %w", err)
+			return "", err
+		}
+		if err := checkFreshStateDir(dir); err != nil {
+			return "", err
 		}
 		var raw [16]byte
 		if _, err := rand.Read(raw[:]); err != nil {
@@ -296,8 +322,8 @@ func loadStateDirID(dir string) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("state dir id: %w", err)
 		}
-		id := hex.EncodeToString(raw[:])
-		_, err = tmp.WriteString(id + "\n")
+		id = hex.EncodeToString(raw[:])
+		_, err = fmt.Fprintf(tmp, "%s %d\n", id, ino)
 		if cerr := tmp.Close(); err == nil {
 			err = cerr
 		}
@@ -314,6 +340,78 @@ func loadStateDirID(dir string) (string, error) {
 		return id, nil
 	}
 	return "", fmt.Errorf("state dir id %s: unreadable after it was made", path)
+}
+
+// readStateDirID reads a state dir's id file: "ID INODE" (or "ID", as
+// the first ones were written). It opens only a regular file, without
+// following a link or blocking on a fifo, and reads at most 128 bytes.
+func readStateDirID(path string) (id string, inode uint64, err error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		if errors.Is(err, syscall.ELOOP) {
+			return "", 0, fmt.Errorf("%w: state dir id %s: a symlink", errdefs.ErrFailedPrecondition, path)
+		}
+		if errors.Is(err, fs.ErrNotExist) {
+			return "", 0, err
+		}
+		return "", 0, fmt.Errorf("state dir id: %w", err)
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		return "", 0, fmt.Errorf("%w: state dir id %s: not a regular file", errdefs.ErrFailedPrecondition, path)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 128))
+	if err != nil {
+		return "", 0, fmt.Errorf("state dir id: %w", err)
+	}
+	fields := strings.Fields(string(b))
+	if len(fields) == 0 || len(fields) > 2 || len(fields[0]) != 32 || strings.Trim(fields[0], "0123456789abcdef") != "" {
+		return "", 0, fmt.Errorf("%w: state dir id %s: %q is not 32 hex digits and an inode", errdefs.ErrFailedPrecondition, path, b)
+	}
+	if len(fields) == 2 {
+		if inode, err = strconv.ParseUint(fields[1], 10, 64); err != nil {
+			return "", 0, fmt.Errorf("%w: state dir id %s: inode %q", errdefs.ErrFailedPrecondition, path, fields[1])
+		}
+	}
+	return fields[0], inode, nil
+}
+
+// checkFreshStateDir refuses to make an id for a state dir that has lost
+// its own (its records name the id their tasks were started with: without
+// it they would be another's, out of reach) or that holds a state dir in
+// its tasks directory (its gc would take that for a task's state: an
+// outside review's outer state dir deleted an inner one's records and
+// logs, and stranded its running task).
+func checkFreshStateDir(dir string) error {
+	entries, err := os.ReadDir(filepath.Join(dir, "tasks"))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	for _, e := range entries {
+		taskDir := filepath.Join(dir, "tasks", e.Name())
+		if isStateDir(taskDir) {
+			return fmt.Errorf("%w: %s holds the state dir %s: a state dir cannot hold another", errdefs.ErrInvalidArgument, dir, taskDir)
+		}
+		b, err := os.ReadFile(filepath.Join(taskDir, recordFile))
+		if err != nil {
+			continue
+		}
+		var rec record
+		if json.Unmarshal(b, &rec) == nil && rec.StateDirID != "" {
+			return fmt.Errorf("%w: state dir %s has lost its id file, and its tasks were started with id %s: write that to %s to manage them again",
+				errdefs.ErrFailedPrecondition, dir, rec.StateDirID, filepath.Join(dir, stateDirIDFile))
+		}
+	}
+	return nil
+}
+
+// isStateDir reports whether dir looks like a state dir: a tasks
+// directory, and its id file or sweep lock.
+func isStateDir(dir string) bool {
+	_, errTasks := os.Stat(filepath.Join(dir, "tasks"))
+	_, errLock := os.Stat(filepath.Join(dir, sweepLock))
+	_, errID := os.Lstat(filepath.Join(dir, stateDirIDFile))
+	return errTasks == nil && (errLock == nil || errID == nil)
 }
 
 // StateDir is the Manager's state directory (absolute): tasks/ID under it
@@ -346,6 +444,10 @@ type record struct {
 	// (Scoper); empty in a record written before scopes were recorded,
 	// which every Manager takes as its own.
 	Scope string `json:"scope,omitempty"`
+	// StateDirID is the id of the state dir that started the task
+	// (Owner.ID): a state dir that has lost its id file is told from a
+	// new one by its records.
+	StateDirID string `json:"state_dir_id,omitempty"`
 }
 
 // identity is the Result's copy of the grant's identity; nil for a record
@@ -536,7 +638,7 @@ func (m *Manager) start(ctx context.Context, t task.Task, dir string) (Handle, e
 			m.release(t.ID)
 		}
 	}()
-	if err := m.writeRecord(record{Task: t, Grant: grant, Scope: m.scope}); err != nil {
+	if err := m.writeRecord(record{Task: t, Grant: grant, Scope: m.scope, StateDirID: m.owner.ID}); err != nil {
 		return Handle{}, err
 	}
 	h, err := m.backend.Start(ctx, StartRequest{Task: t, StateDir: dir, OutputDir: out, GPUDevices: grant.GPUs, UserNS: grant.Identity.Range, Owner: m.owner})
@@ -546,7 +648,7 @@ func (m *Manager) start(ctx context.Context, t task.Task, dir string) (Handle, e
 	if h.Identity != "" && grant.Identity.Level != task.IdentityShared {
 		grant.Identity.Level = h.Identity
 	}
-	if err := m.writeRecord(record{Task: t, Grant: grant, Handle: h, Scope: m.scope}); err != nil {
+	if err := m.writeRecord(record{Task: t, Grant: grant, Handle: h, Scope: m.scope, StateDirID: m.owner.ID}); err != nil {
 		_ = m.backend.Destroy(context.WithoutCancel(ctx), t.ID)
 		return Handle{}, err
 	}
@@ -1286,6 +1388,9 @@ func (m *Manager) sweep(ctx context.Context, force bool) (removed, overdue []str
 	for _, e := range entries {
 		if live[e.Name()] || task.ValidateID(e.Name()) != nil {
 			continue
+		}
+		if isStateDir(filepath.Join(m.stateDir, "tasks", e.Name())) {
+			continue // not a task's: a state dir of its own, which New now refuses to nest
 		}
 		if m.foreign(e.Name()) {
 			// Another scope's task (its Manager sweeps it): its id

@@ -1,6 +1,7 @@
 package runtime_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"io"
 	"maps"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -467,6 +469,79 @@ func TestNestedStateDirRefused(t *testing.T) {
 	again, err := runtime.New(runtime.Config{Backend: newFake(), StateDir: outer, OutputFS: runtime.DirOutput{}})
 	if err != nil || again.Owner() != m.Owner() || len(m.Owner().ID) != 32 {
 		t.Errorf("owner of the state dir opened again: %+v, %v; first %+v", again.Owner(), err, m.Owner())
+	}
+}
+
+// TestStateDirIdentity: an outside review's third round on the state
+// dir's id. A copy of a state dir (cp -a) is refused until its id file is
+// removed (it had been the original's owner, and its gc --force killed the
+// original's task); a state dir that lost its id file, whose records carry
+// the id, is refused with the id to restore (it had been silently given a
+// new one, and its running task was out of its reach); an outer state dir
+// made around an existing one is refused (its gc deleted the inner one's
+// records); and the id file is read only as a small regular file (a fifo
+// there hung the CLI, /dev/zero grew it to 1.6 GB, a symlink adopted
+// another's id).
+func TestStateDirIdentity(t *testing.T) {
+	ctx := context.Background()
+	open := func(dir string) (*runtime.Manager, error) {
+		return runtime.New(runtime.Config{Backend: newFake(), StateDir: dir, OutputFS: runtime.DirOutput{}})
+	}
+	root := t.TempDir()
+	orig := filepath.Join(root, "orig")
+	m, err := open(orig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Spawn(ctx, job("kept")); err != nil {
+		t.Fatal(err)
+	}
+
+	cp := filepath.Join(root, "copy")
+	if out, err := exec.Command("cp", "-a", orig, cp).CombinedOutput(); err != nil {
+		t.Fatalf("cp -a: %v: %s", err, out)
+	}
+	if _, err := open(cp); !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "made for another directory") {
+		t.Errorf("a copy of a state dir: %v; want refused as a copy", err)
+	}
+
+	lost := filepath.Join(root, "lost")
+	if err := os.Rename(cp, lost); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(lost, "id")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := open(lost); !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "lost its id file") || !strings.Contains(err.Error(), m.Owner().ID) {
+		t.Errorf("a state dir without its id file, with records: %v; want refused naming the id %s", err, m.Owner().ID)
+	}
+	if _, err := os.Stat(filepath.Join(lost, "id")); !os.IsNotExist(err) {
+		t.Errorf("an id was made for the state dir that lost its own: %v", err)
+	}
+
+	outer := filepath.Join(root, "outer")
+	if _, err := open(filepath.Join(outer, "tasks", "inner")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := open(outer); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "holds the state dir") {
+		t.Errorf("a state dir around an existing one: %v; want refused", err)
+	}
+
+	for name, mk := range map[string]func(path string) error{
+		"fifo":    func(p string) error { return unix.Mkfifo(p, 0o600) },
+		"symlink": func(p string) error { return os.Symlink(filepath.Join(orig, "id"), p) },
+		"huge":    func(p string) error { return os.WriteFile(p, bytes.Repeat([]byte("a"), 1<<20), 0o600) },
+	} {
+		dir := filepath.Join(root, name)
+		if err := os.MkdirAll(filepath.Join(dir, "tasks"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := mk(filepath.Join(dir, "id")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := open(dir); !errdefs.IsFailedPrecondition(err) {
+			t.Errorf("an id file that is a %s: %v; want refused", name, err)
+		}
 	}
 }
 
