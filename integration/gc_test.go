@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -434,10 +435,10 @@ func TestGCEndsIdleShims(t *testing.T) {
 	_, addr := containerdClient(t)
 	dir := t.TempDir()
 	idle, busy := filepath.Join(dir, "idle-shim"), filepath.Join(dir, "busy-shim")
-	if err := os.WriteFile(idle, []byte("#!/bin/sh\nread x\n"), 0o755); err != nil {
+	if err := os.WriteFile(idle, []byte("#!/bin/sh\necho started\nread x\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(busy, []byte("#!/bin/sh\nsleep 600 &\nread x\n"), 0o755); err != nil {
+	if err := os.WriteFile(busy, []byte("#!/bin/sh\nsleep 600 &\necho started\nread x\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	type shim struct {
@@ -459,8 +460,16 @@ func TestGCEndsIdleShims(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
+		}
+		// Once it says so, its sleep (if any) runs under it.
+		if line, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || line != "started\n" {
+			t.Fatalf("stand-in shim: %q, %v", line, err)
 		}
 		s := shim{id: id, pid: cmd.Process.Pid, exited: make(chan struct{})}
 		go func() { _ = cmd.Wait(); close(s.exited) }()
