@@ -177,6 +177,22 @@ func TestContainerdRestart(t *testing.T) {
 	}
 }
 
+// waited is a Wait's outcome.
+type waited struct {
+	res task.Result
+	err error
+}
+
+// waitInBackground runs m.Wait on task id and sends its outcome.
+func waitInBackground(ctx context.Context, m *runtime.Manager, id string) <-chan waited {
+	done := make(chan waited, 1)
+	go func() {
+		res, err := m.Wait(ctx, id)
+		done <- waited{res, err}
+	}()
+	return done
+}
+
 // TestContainerdDownAtDeadline: containerd is down when a task's deadline
 // comes. An outside review stopped it for 0.3 s then: the stop failed
 // ("connection refused"), run exited 125 and the task ran on with nobody
@@ -199,15 +215,7 @@ func TestContainerdDownAtDeadline(t *testing.T) {
 	if _, err := m.Spawn(ctx, tk); err != nil {
 		t.Fatal(err)
 	}
-	type waited struct {
-		res task.Result
-		err error
-	}
-	done := make(chan waited, 1)
-	go func() {
-		res, err := m.Wait(ctx, id)
-		done <- waited{res, err}
-	}()
+	done := waitInBackground(ctx, m, id)
 	p.stop()
 	select {
 	case <-retrying:
@@ -337,15 +345,7 @@ func TestTaskExitsWhileContainerdIsDown(t *testing.T) {
 	if err != nil || st.Pid == 0 {
 		t.Fatalf("inspect: %+v, %v", st, err)
 	}
-	type waited struct {
-		res task.Result
-		err error
-	}
-	done := make(chan waited, 1)
-	go func() {
-		res, err := m.Wait(ctx, id)
-		done <- waited{res, err}
-	}()
+	done := waitInBackground(ctx, m, id)
 	p.kill()
 	// The task exits while containerd is down: its pidfd becomes
 	// readable when it does.

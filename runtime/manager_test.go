@@ -387,19 +387,12 @@ func TestDeadlineOutlastsAnUnreachableDaemon(t *testing.T) {
 	_ = m.Remove(ctx, "refused", true)
 }
 
-// TestWaitAdoptsAnUnrecordedHandle: the spawner died after the backend
-// started the task but before it recorded the handle; the Wait that ends
-// it (gc's, for an overdue task) records the Result with the task's image
-// and start from the backend. An outside review's gc recorded "image": "",
-// a start in year 1 and a duration of 292 years.
-func TestWaitAdoptsAnUnrecordedHandle(t *testing.T) {
-	ctx := context.Background()
-	f := newFake()
-	m := newManager(t, f)
-	if _, err := m.Spawn(ctx, job("orphan")); err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(runtime.TaskDir(m, "orphan"), "task.json")
+// dropRecordedHandle rewrites task id's record as it was written before
+// the backend's Start returned: without its handle (a spawner that died
+// in between).
+func dropRecordedHandle(t *testing.T, m *runtime.Manager, id string) {
+	t.Helper()
+	path := filepath.Join(runtime.TaskDir(m, id), "task.json")
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -415,6 +408,21 @@ func TestWaitAdoptsAnUnrecordedHandle(t *testing.T) {
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestWaitAdoptsAnUnrecordedHandle: the spawner died after the backend
+// started the task but before it recorded the handle; the Wait that ends
+// it (gc's, for an overdue task) records the Result with the task's image
+// and start from the backend. An outside review's gc recorded "image": "",
+// a start in year 1 and a duration of 292 years.
+func TestWaitAdoptsAnUnrecordedHandle(t *testing.T) {
+	ctx := context.Background()
+	f := newFake()
+	m := newManager(t, f)
+	if _, err := m.Spawn(ctx, job("orphan")); err != nil {
+		t.Fatal(err)
+	}
+	dropRecordedHandle(t, m, "orphan")
 	f.exit("orphan", 0)
 	res, err := m.Wait(ctx, "orphan")
 	if err != nil {
@@ -899,20 +907,7 @@ func TestRecoverWithoutHandle(t *testing.T) {
 	if _, err := first.Spawn(context.Background(), job("early")); err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(runtime.TaskDir(first, "early"), "task.json")
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rec map[string]json.RawMessage
-	if err := json.Unmarshal(b, &rec); err != nil {
-		t.Fatal(err)
-	}
-	delete(rec, "handle") // as written before the backend's Start returned
-	b, _ = json.Marshal(rec)
-	if err := os.WriteFile(path, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	dropRecordedHandle(t, first, "early")
 	second, err := runtime.New(runtime.Config{Backend: f, StateDir: dir, OutputFS: runtime.DirOutput{}})
 	if err != nil {
 		t.Fatal(err)
