@@ -24,6 +24,7 @@ import (
 	"github.com/containerd/cgroups/v3/cgroup2"
 	v2 "github.com/containerd/cgroups/v3/cgroup2/stats"
 	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
 
 	"github.com/nsn-run/nsn-run/stats"
 )
@@ -235,4 +236,66 @@ func Populated(root, group string) (bool, error) {
 		return false, err
 	}
 	return len(strings.TrimSpace(string(b))) > 0, nil
+}
+
+// Kill sends SIGKILL to every process in the cgroup group ("/nsn/ID"),
+// without a runtime: what a deadline falls back to when the daemon that
+// would signal the task cannot be reached. On cgroup v2 it writes
+// cgroup.kill (Linux 5.14+; the library freezes and signals each process
+// on older kernels); on v1 it freezes the group in the freezer hierarchy,
+// signals each of its processes and thaws it, as runc's kill --all does: a
+// frozen process can neither exit nor fork, so no pid read from the group
+// can be reused by a process outside it before it is signalled. A group
+// that does not exist is an ErrNotFound.
+func Kill(group string) error {
+	group = filepath.Clean("/" + group)
+	if cgroups.Mode() == cgroups.Unified {
+		if _, err := os.Stat(filepath.Join(V2Root, group)); err != nil {
+			return fmt.Errorf("%w: cgroup %s: %w", errdefs.ErrNotFound, group, err)
+		}
+		cg, err := cgroup2.Load(group)
+		if err != nil {
+			return fmt.Errorf("load cgroup %s: %w", group, err)
+		}
+		if err := cg.Kill(); err != nil {
+			return fmt.Errorf("kill cgroup %s: %w", group, err)
+		}
+		return nil
+	}
+	subsystems, err := v1Hierarchy()
+	if err != nil {
+		return fmt.Errorf("cgroup v1 controllers: %w", err)
+	}
+	var freezer []cgroup1.Subsystem
+	for _, s := range subsystems {
+		if s.Name() == cgroup1.Freezer {
+			freezer = append(freezer, s)
+		}
+	}
+	if len(freezer) == 0 {
+		return fmt.Errorf("kill cgroup %s: %w", group, cgroup1.ErrFreezerNotSupported)
+	}
+	cg, err := cgroup1.Load(cgroup1.StaticPath(group), cgroup1.WithHierarchy(func() ([]cgroup1.Subsystem, error) { return freezer, nil }))
+	if errors.Is(err, cgroup1.ErrCgroupDeleted) {
+		return fmt.Errorf("%w: cgroup %s: %w", errdefs.ErrNotFound, group, err)
+	}
+	if err != nil {
+		return fmt.Errorf("load cgroup %s: %w", group, err)
+	}
+	if err := cg.Freeze(); err != nil {
+		return fmt.Errorf("freeze cgroup %s: %w", group, err)
+	}
+	procs, err := cg.Processes(cgroup1.Freezer, true)
+	for _, p := range procs {
+		if kerr := unix.Kill(p.Pid, unix.SIGKILL); kerr != nil && !errors.Is(kerr, unix.ESRCH) {
+			err = errors.Join(err, fmt.Errorf("kill pid %d: %w", p.Pid, kerr))
+		}
+	}
+	if terr := cg.Thaw(); terr != nil {
+		err = errors.Join(err, fmt.Errorf("thaw: %w", terr))
+	}
+	if err != nil {
+		return fmt.Errorf("kill cgroup %s: %w", group, err)
+	}
+	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 
+	"github.com/nsn-run/nsn-run/cgroups"
 	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/runtime/containerd"
 	"github.com/nsn-run/nsn-run/task"
@@ -211,7 +213,11 @@ func TestContainerdDownAtDeadline(t *testing.T) {
 	})
 	id := uniqueID("down")
 	tk := seedTask(id, "sleep", "3600")
-	tk.Limits.Timeout, tk.Limits.Grace = 2*time.Second, time.Second
+	// A grace that outlasts a try of the SIGTERM with containerd down
+	// (its client's dial timeout, 3 s), so that it is tried again
+	// through containerd once it is back. With a shorter one, SIGKILL
+	// goes to the task's cgroup (TestDeadlineHoldsWhileContainerdIsDown).
+	tk.Limits.Timeout, tk.Limits.Grace = 2*time.Second, 8*time.Second
 	if _, err := m.Spawn(ctx, tk); err != nil {
 		t.Fatal(err)
 	}
@@ -224,6 +230,19 @@ func TestContainerdDownAtDeadline(t *testing.T) {
 	case <-time.After(time.Minute):
 		t.Fatal("no signal was tried while containerd was down")
 	}
+	restartForTimedOut(t, p, done)
+	if st, err := m.Inspect(context.Background(), id); err != nil || st.State == runtime.StateRunning {
+		t.Errorf("the task after its wait: %+v, %v; want it ended", st, err)
+	}
+	if err := m.Cleanup(context.Background(), id); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// restartForTimedOut starts the test's containerd again and checks that
+// the wait in the background, across the outage, says timed_out.
+func restartForTimedOut(t *testing.T, p *privateContainerd, done <-chan waited) {
+	t.Helper()
 	startPrivateContainerd(t, p)
 	w := <-done
 	if w.err != nil {
@@ -232,11 +251,85 @@ func TestContainerdDownAtDeadline(t *testing.T) {
 	if w.res.Reason != task.ReasonTimedOut || w.res.ExitCode != runtime.ExitTimedOut {
 		t.Errorf("result = %s %d, want timed_out 124", w.res.Reason, w.res.ExitCode)
 	}
-	if st, err := m.Inspect(context.Background(), id); err != nil || st.State == runtime.StateRunning {
-		t.Errorf("the task after its wait: %+v, %v; want it ended", st, err)
-	}
-	if err := m.Cleanup(context.Background(), id); err != nil {
+}
+
+// TestDeadlineHoldsWhileContainerdIsDown: containerd goes down before a
+// task's deadline and stays down past it. An outside review saw the
+// retries of the stop give up after two minutes and run exit 125 with the
+// task running on, its deadline enforced by nobody. First the attack's
+// condition: with containerd down a signal through it fails, and the
+// task's processes (a shell that ignores SIGTERM as pid 1, and its child)
+// live on. Then, containerd still down, the deadline's SIGKILL goes to the
+// task's cgroup directly: every process is gone. Once containerd is back
+// the wait gets the exit from the shim, and the Result says timed_out.
+func TestDeadlineHoldsWhileContainerdIsDown(t *testing.T) {
+	p, m := restartableManager(t)
+	ctx := context.Background()
+	id := uniqueID("deadline")
+	tk := seedTask(id, "sh", "-c", "sleep 3600 & wait")
+	tk.Limits.Timeout, tk.Limits.Grace = 4*time.Second, time.Second
+	if _, err := m.Spawn(ctx, tk); err != nil {
 		t.Fatal(err)
+	}
+	procs := filepath.Join(cgroups.PidsRoot(), testNamespace, id, "cgroup.procs")
+	pids := waitForPids(t, procs, 2)
+	done := waitInBackground(ctx, m, id)
+	p.stop()
+
+	if err := m.Kill(ctx, id, unix.SIGTERM, false); !errdefs.IsUnavailable(err) {
+		t.Fatalf("SIGTERM through containerd while it is down: %v; want unavailable", err)
+	}
+	for _, pid := range pids {
+		if err := unix.Kill(pid, 0); err != nil {
+			t.Fatalf("task process %d after a signal containerd could not take: %v; want it alive (the attack's condition)", pid, err)
+		}
+	}
+
+	// The deadline comes at 4 s, SIGKILL a second later.
+	gone := time.Now().Add(time.Minute)
+	for time.Now().Before(gone) {
+		if b, err := os.ReadFile(procs); err == nil && len(strings.TrimSpace(string(b))) == 0 {
+			break
+		}
+		select {
+		case w := <-done:
+			t.Fatalf("the wait ended while containerd was down: %+v, %v", w.res, w.err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if b, err := os.ReadFile(procs); err != nil || len(strings.TrimSpace(string(b))) != 0 {
+		t.Fatalf("the task's cgroup a minute after its deadline, containerd down: %q, %v; want no processes", b, err)
+	}
+	if p.cmd.ProcessState == nil {
+		t.Fatal("containerd was running when the task's processes went")
+	}
+
+	restartForTimedOut(t, p, done)
+	if err := m.Cleanup(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitForPids polls a cgroup.procs file until it lists n processes
+// (bounded), and returns them.
+func waitForPids(t *testing.T, procs string, n int) []int {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		b, _ := os.ReadFile(procs)
+		var pids []int
+		for _, f := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				pids = append(pids, pid)
+			}
+		}
+		if len(pids) >= n {
+			return pids
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s lists %v after 30 s; want %d processes", procs, pids, n)
+		}
+		time.Sleep(50 * time.Millisecond) // polling a kernel file: nothing to wait on
 	}
 }
 

@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	"time"
 
 	"github.com/nsn-run/nsn-run/task"
 )
@@ -33,4 +34,12 @@ var TakeOutputDest = takeOutputDest
 // Hold is the busy mark a spawn, wait or run holds on its task.
 func Hold(m *Manager, id string) (release func(), err error) {
 	return m.hold(context.Background(), id)
+}
+
+// SetStopRetryFor changes how long a signal the daemon cannot take is
+// tried again, until the returned func restores it.
+func SetStopRetryFor(d time.Duration) (restore func()) {
+	old := stopRetryFor
+	stopRetryFor = d
+	return func() { stopRetryFor = old }
 }

@@ -861,8 +861,14 @@ func (m *Manager) wait(ctx context.Context, id string, finishLogs bool) (res tas
 		// The task is gone and its exit status with it: containerd
 		// 2.x, restarted after the task exited while it was down,
 		// removes it as a leaked shim's (an outside review). The Result
-		// says so, and the logs and output are still collected.
-		res.Reason, res.Error = task.ReasonFailed, fmt.Sprintf("the task's exit status was lost: %v", w.err)
+		// says so, and the logs and output are still collected. A task
+		// stopped here (its deadline, a limit: killed through its
+		// cgroup while containerd was down) keeps its reason, whose exit
+		// code does not depend on the status.
+		if res.Reason == task.ReasonExited {
+			res.Reason = task.ReasonFailed
+		}
+		res.Error = fmt.Sprintf("the task's exit status was lost: %v", w.err)
 		w = &waitResult{status: ExitStatus{Code: ExitLost}}
 	}
 	if w.err != nil {
@@ -957,11 +963,20 @@ type waitResult struct {
 
 // terminate stops a task: SIGTERM to its main process, then after grace
 // SIGKILL to every process in its cgroup, and waits for the exit.
+//
+// The grace starts with the first try of SIGTERM, delivered or not: a
+// daemon that cannot take it is tried again until the grace ends, and then
+// SIGKILL goes, which a backend can deliver without its daemon (the
+// containerd backend kills the task's cgroup). Until 2026-11-30 a SIGTERM
+// that could not be delivered was tried for up to stopRetryFor before the
+// grace began: with containerd down, the deadline moved by two minutes.
 func (m *Manager) terminate(ctx context.Context, id string, grace time.Duration, exited <-chan waitResult) waitResult {
-	if w, done := m.signal(ctx, id, syscall.SIGTERM, false, exited); done {
+	graceEnds := time.Now().Add(grace)
+	w, done := m.signal(ctx, id, syscall.SIGTERM, false, exited, graceEnds)
+	if done && !errdefs.IsUnavailable(w.err) {
 		return w
 	}
-	graceTimer := time.NewTimer(grace)
+	graceTimer := time.NewTimer(time.Until(graceEnds))
 	defer graceTimer.Stop()
 	select {
 	case w := <-exited:
@@ -974,7 +989,7 @@ func (m *Manager) terminate(ctx context.Context, id string, grace time.Duration,
 // killAll sends SIGKILL to every process in the task's cgroup and waits for
 // the exit.
 func (m *Manager) killAll(ctx context.Context, id string, exited <-chan waitResult) waitResult {
-	if w, done := m.signal(ctx, id, syscall.SIGKILL, true, exited); done {
+	if w, done := m.signal(ctx, id, syscall.SIGKILL, true, exited, time.Now().Add(stopRetryFor)); done {
 		return w
 	}
 	killTimer := time.NewTimer(killWait)
@@ -983,7 +998,7 @@ func (m *Manager) killAll(ctx context.Context, id string, exited <-chan waitResu
 	case w := <-exited:
 		return w
 	case <-killTimer.C:
-		return waitResult{err: fmt.Errorf("task %s still running %s after SIGKILL: %w", id, killWait, errdefs.ErrUnavailable)}
+		return waitResult{err: fmt.Errorf("task %s: no exit seen %s after SIGKILL to all its processes (a later wait or gc records its Result): %w", id, killWait, errdefs.ErrUnavailable)}
 	}
 }
 
@@ -1001,16 +1016,23 @@ var stopRetryFor = 2 * time.Minute
 // A daemon that cannot be reached (restarting: an outside review stopped
 // containerd for 0.3 s at a task's deadline, and the task ran on with
 // nobody watching it) is tried again, backing off to a second, for up to
-// stopRetryFor, each failed try reported as the phase "wait/stop-retry".
+// giveUp, each failed try reported as the phase "wait/stop-retry".
 // done is false once the signal is delivered (or the task is gone); true,
 // with the exit, when the task exited meanwhile, or with the error when
 // the signal could not be sent.
-func (m *Manager) signal(ctx context.Context, id string, sig syscall.Signal, all bool, exited <-chan waitResult) (w waitResult, done bool) {
-	giveUp := time.Now().Add(stopRetryFor)
+func (m *Manager) signal(ctx context.Context, id string, sig syscall.Signal, all bool, exited <-chan waitResult, giveUp time.Time) (w waitResult, done bool) {
 	pause := 10 * time.Millisecond
 	for {
 		tried := time.Now()
-		err := m.backend.Stop(ctx, id, sig, all)
+		// A try ends at giveUp: containerd's client spends up to its dial
+		// timeout (seconds) on a daemon that is down, longer than a
+		// short grace.
+		tryCtx, cancelTry := context.WithDeadline(ctx, giveUp)
+		err := m.backend.Stop(tryCtx, id, sig, all)
+		if err != nil && tryCtx.Err() != nil && ctx.Err() == nil {
+			err = fmt.Errorf("%w: no answer by the end of the grace: %w", errdefs.ErrUnavailable, err)
+		}
+		cancelTry()
 		if err == nil || errdefs.IsNotFound(err) {
 			return waitResult{}, false
 		}
@@ -1018,7 +1040,7 @@ func (m *Manager) signal(ctx context.Context, id string, sig syscall.Signal, all
 			return waitResult{err: fmt.Errorf("send %s to task %s: %w", unix.SignalName(sig), id, err)}, true
 		}
 		ObservePhase(ctx, "wait/stop-retry", tried)
-		timer := time.NewTimer(pause)
+		timer := time.NewTimer(min(pause, max(time.Until(giveUp), 0)))
 		select {
 		case w := <-exited:
 			timer.Stop()

@@ -53,6 +53,8 @@ type fakeBackend struct {
 	labels     map[string]map[string]string // each task's container labels, as Start set them
 	unlabelled bool                         // Start labels as nsn-run did before LabelStateDir
 	stopErrs   []error                      // what the next Stops return, one each, before they work
+	termErr    error                        // if set, what every SIGTERM returns
+	termTries  int                          // SIGTERMs tried
 	created    map[string]time.Time         // when each task's container was made
 }
 
@@ -137,6 +139,13 @@ func (f *fakeBackend) Wait(ctx context.Context, id string) (runtime.ExitStatus, 
 
 func (f *fakeBackend) Stop(_ context.Context, id string, sig syscall.Signal, all bool) error {
 	f.mu.Lock()
+	if sig == syscall.SIGTERM {
+		f.termTries++
+		if f.termErr != nil {
+			f.mu.Unlock()
+			return f.termErr
+		}
+	}
 	if len(f.stopErrs) > 0 {
 		err := f.stopErrs[0]
 		f.stopErrs = f.stopErrs[1:]
@@ -351,8 +360,9 @@ func TestDeadlineOutlastsAnUnreachableDaemon(t *testing.T) {
 	f.stopErrs = []error{unreachable, unreachable, unreachable, unreachable}
 	m := newManager(t, f)
 	tk := job("late")
-	tk.Limits.Timeout = time.Second
-	tk.Limits.Grace = time.Millisecond
+	// The four retries (10, 20, 40 and 80 ms apart) fit in the grace,
+	// which starts with the first try.
+	tk.Limits.Timeout, tk.Limits.Grace = time.Second, time.Second
 	var retries atomic.Int32
 	ctx := runtime.WithPhaseObserver(context.Background(), func(phase string, _ time.Duration) {
 		if phase == "wait/stop-retry" {
@@ -385,6 +395,53 @@ func TestDeadlineOutlastsAnUnreachableDaemon(t *testing.T) {
 		t.Errorf("wait after a signal refused for good: %v", err)
 	}
 	_ = m.Remove(ctx, "refused", true)
+}
+
+// TestGraceHoldsWithTheDaemonDown: the daemon cannot take the deadline's
+// SIGTERM (down for longer than the task has left). The grace starts with
+// the first try, and SIGKILL, which the containerd backend delivers
+// through the task's cgroup without its daemon, goes when it ends. Until
+// 2026-11-30 the SIGTERM was tried for stopRetryFor (two minutes) before
+// the grace began: here an hour, which the test's bound catches.
+func TestGraceHoldsWithTheDaemonDown(t *testing.T) {
+	defer runtime.SetStopRetryFor(time.Hour)()
+	f := newFake() // the task ignores SIGTERM
+	f.termErr = fmt.Errorf("connection refused: %w", errdefs.ErrUnavailable)
+	m := newManager(t, f)
+	tk := job("down")
+	tk.Limits.Timeout, tk.Limits.Grace = time.Second, 50*time.Millisecond
+	ctx := context.Background()
+	if _, err := m.Spawn(ctx, tk); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	var res task.Result
+	go func() {
+		var err error
+		res, err = m.Wait(ctx, "down")
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("wait: %v", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("no SIGKILL a minute after the deadline: the SIGTERM's retries held it back")
+	}
+	if res.Reason != task.ReasonTimedOut || res.ExitCode != runtime.ExitTimedOut {
+		t.Errorf("result = %s %d, want timed_out 124", res.Reason, res.ExitCode)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if want := []string{"killed all=true"}; !slices.Equal(f.signals, want) {
+		t.Errorf("signals delivered = %v, want %v", f.signals, want)
+	}
+	// Tried at 0, 10, 30 and 50 ms of a 50 ms grace at most; a loaded
+	// machine tries fewer times, never more.
+	if f.termTries < 1 || f.termTries > 4 {
+		t.Errorf("SIGTERM tried %d times in a 50 ms grace, want 1 to 4", f.termTries)
+	}
 }
 
 // dropRecordedHandle rewrites task id's record as it was written before

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"syscall"
+	"time"
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/leases"
@@ -19,18 +20,51 @@ import (
 	"github.com/nsn-run/nsn-run/task"
 )
 
-// Stop implements runtime.Backend.
+// Stop implements runtime.Backend. A SIGKILL to every process that
+// containerd cannot take, because it is down or restarting, goes to the
+// task's cgroup directly (killCgroup): a deadline holds whether or not the
+// daemon answers.
 func (b *Backend) Stop(ctx context.Context, id string, sig syscall.Signal, all bool) error {
-	tk, err := b.loadTask(ctx, id)
-	if err != nil {
-		return err
+	killAll := all && sig == syscall.SIGKILL
+	daemonCtx := ctx
+	if killAll {
+		// containerd's client spends up to its dial timeout on a daemon
+		// that is down; a kill does not wait that long for it.
+		var cancel context.CancelFunc
+		daemonCtx, cancel = context.WithTimeout(ctx, killDaemonWait)
+		defer cancel()
 	}
-	var opts []client.KillOpts
-	if all {
-		opts = append(opts, client.WithKillAll)
+	tk, err := b.loadTask(daemonCtx, id)
+	if err == nil {
+		var opts []client.KillOpts
+		if all {
+			opts = append(opts, client.WithKillAll)
+		}
+		if err = tk.Kill(b.ns(daemonCtx), sig, opts...); err != nil {
+			err = fmt.Errorf("signal task %s: %w", id, err)
+		}
 	}
-	if err := tk.Kill(b.ns(ctx), sig, opts...); err != nil {
-		return fmt.Errorf("signal task %s: %w", id, err)
+	if err != nil && killAll && ctx.Err() == nil && (errdefs.IsUnavailable(err) || daemonCtx.Err() != nil) {
+		return b.killCgroup(id, err)
+	}
+	return err
+}
+
+// killDaemonWait bounds how long Stop waits for containerd to take a
+// SIGKILL to every process before it kills the task's cgroup itself.
+const killDaemonWait = time.Second
+
+// killCgroup sends SIGKILL to every process in task id's cgroup without
+// containerd, whose error unreachable was. An outside review stopped
+// containerd for longer than a task had left: its deadline passed, the
+// signals failed, and the task ran on. The cgroup, /NAMESPACE/ID, is the
+// task's alone while it has processes: a start refuses an id whose cgroup
+// is populated, in any containerd on the host (checkHostWideID). The
+// shim, still running, reports the exit once containerd is back. A group
+// that is gone is the task gone (ErrNotFound), as containerd would say.
+func (b *Backend) killCgroup(id string, unreachable error) error {
+	if err := cgroups.Kill("/" + b.cfg.Namespace + "/" + id); err != nil {
+		return fmt.Errorf("%w; and killing its cgroup directly: %w", unreachable, err)
 	}
 	return nil
 }

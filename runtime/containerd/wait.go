@@ -105,15 +105,15 @@ func exitStatus(h *taskhandle.Handle, st client.ExitStatus) runtime.ExitStatus {
 	return runtime.ExitStatus{Code: int(st.ExitCode()), ExitedAt: st.ExitTime(), OOMKilled: h.OOMKilled()}
 }
 
-// reconnectWindow bounds how long a broken exit wait tries to reach
-// containerd again before giving up.
-const reconnectWindow = 2 * time.Minute
-
-// rewait subscribes to the exit of a task whose earlier wait broke.
+// rewait subscribes to the exit of a task whose earlier wait broke, trying
+// again every oomResubscribe for as long as containerd cannot be reached
+// and the handle is open. It has no window of its own: until 2026-11-30 it
+// gave up after two minutes, and a task whose containerd was down longer
+// ran on with nobody enforcing its deadline. The waiter bounds it: at the
+// deadline it kills the task, through its cgroup if containerd is still
+// down (Stop), and stops waiting a while later (runtime's killWait).
 func (b *Backend) rewait(ctx context.Context, id string) (<-chan client.ExitStatus, error) {
-	deadline := time.Now().Add(reconnectWindow)
-	var lastErr error
-	for time.Now().Before(deadline) {
+	for {
 		pctx, cancel := context.WithTimeout(b.ns(ctx), pingTimeout)
 		tk, err := b.loadTask(pctx, id)
 		cancel()
@@ -125,9 +125,7 @@ func (b *Backend) rewait(ctx context.Context, id string) (<-chan client.ExitStat
 			if werr == nil {
 				return ch, nil
 			}
-			err = werr
 		}
-		lastErr = err
 		// containerd is down: retry after a pause, unless the handle
 		// closes.
 		select {
@@ -136,7 +134,6 @@ func (b *Backend) rewait(ctx context.Context, id string) (<-chan client.ExitStat
 		case <-time.After(oomResubscribe):
 		}
 	}
-	return nil, fmt.Errorf("wait on task %s: containerd unreachable for %s: %w", id, reconnectWindow, lastErr)
 }
 
 // Wait implements runtime.Backend. Without a wait in place (another
