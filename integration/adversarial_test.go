@@ -61,7 +61,8 @@ func runProbeTask(t *testing.T, m *runtime.Manager, args ...string) (probeReport
 
 // TestAdversarialBothBackends runs the attacks on what the issue that
 // hardened seccomp and the OOM score added (namespaces through a raw clone,
-// the compat ABIs, the OOM score) on the Docker backend too: it sends
+// the compat ABIs, the OOM score), and later hugetlb pages, on the Docker
+// backend too: it sends
 // nsn-run's own seccomp profile and score, so it must refuse the same way.
 func TestAdversarialBothBackends(t *testing.T) {
 	pinned := haveCapability(t, unix.CAP_SYS_RESOURCE)
@@ -76,6 +77,10 @@ func TestAdversarialBothBackends(t *testing.T) {
 			{"x32-getpid", x32Refusals()},
 			// RLIMIT_MSGQUEUE 0: queue bytes are charged to host root too
 			{"mq-open", []string{"EMFILE"}},
+			// seccomp: hugetlb pages are charged to no memory cgroup
+			// (without a pool, an allowed call would fail with ENOMEM)
+			{"mmap-hugetlb", []string{"EPERM"}},
+			{"memfd-hugetlb", []string{"EPERM"}},
 		} {
 			r, _ := runProbeTask(t, m, "nsn-probe", tc.attack)
 			refusal := r.Errno
@@ -150,6 +155,10 @@ func TestAdversarial(t *testing.T) {
 		{[]string{"nsn-probe", "init-module"}, permOrNosys},
 		{[]string{"nsn-probe", "kexec-load"}, permOrNosys},
 		{[]string{"nsn-probe", "acct"}, permOrNosys},
+		// hugetlb pages, charged to no memory cgroup: the seccomp filter's
+		// EPERM (without a reserved pool an allowed call gets ENOMEM)
+		{[]string{"nsn-probe", "mmap-hugetlb"}, []string{"EPERM"}},
+		{[]string{"nsn-probe", "memfd-hugetlb"}, []string{"EPERM"}},
 		// compat ABIs (i386 int $0x80, x32): the filter lists the native one only
 		{[]string{"nsn-probe", "socketcall-32"}, socketcallRefusals(t)},
 		{[]string{"nsn-probe", "x32-getpid"}, x32Refusals()},

@@ -808,6 +808,64 @@ func TestEscapeSeccompFilters(t *testing.T) {
 	refused(t, b, audit.RuleSeccomp, mutate)
 }
 
+// TestEscapeHugeTLB: hugetlb pages come from the host's reserved pool (or,
+// with vm.nr_overcommit_hugepages, from its free memory) and no memory
+// cgroup is charged for them (see spec's hugetlbRules). An outside review
+// took the host's whole pool from a task limited to 8 MiB, so that host
+// root's own mapping failed. The test reserves 8 pages, and names the
+// task's host group as vm.hugetlb_shm_group (as an operator lets a group
+// of users have hugetlb shared memory; the kernel refuses SHM_HUGETLB to
+// everyone else without CAP_IPC_LOCK). Under runc with mmap, memfd_create
+// and shmget allowed whole, the task takes pages all three ways; nsn-run's
+// spec refuses all three flags with EPERM and keeps the calls without
+// them working.
+func TestEscapeHugeTLB(t *testing.T) {
+	needRoot(t)
+	b := newBundleWithHelper(t, "/bin/hugetlb", "hugetlb")
+	for file, value := range map[string]string{"nr_hugepages": "8", "hugetlb_shm_group": strconv.Itoa(int(hostGID(b.spec)))} {
+		path := filepath.Join("/proc/sys/vm", file)
+		old, err := os.ReadFile(path)
+		need(t, err == nil, "this kernel has no hugetlb pages: %v", err)
+		if err := os.WriteFile(path, []byte(value), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = os.WriteFile(path, old, 0o644) })
+	}
+	allowWhole := func(s *specs.Spec) {
+		for _, name := range []string{"mmap", "memfd_create", "shmget"} {
+			allowSyscall(name)(s)
+		}
+	}
+	out, errOut, err := b.run(t, b.mutated(t, allowWhole))
+	need(t, !strings.Contains(out, "hugepages free: 0 before"), "the kernel reserved no hugetlb pages: %s", out)
+	for _, want := range []string{"mmap-hugetlb: ok\n", "mmap-hugetlb-high: ok\n", "memfd-hugetlb: ok\n", "shm-hugetlb: ok\n", "hugepages free: 8 before, 4 held\n"} {
+		if err != nil || !strings.Contains(out, want) {
+			t.Fatalf("bypass: want %q: %v\nstdout: %s\nstderr: %s", want, err, out, errOut)
+		}
+	}
+	t.Logf("bypass:\n%s", out)
+	out, errOut, err = b.run(t, b.spec)
+	for _, want := range []string{"mmap-hugetlb: Operation not permitted\n", "mmap-hugetlb-high: Operation not permitted\n", "memfd-hugetlb: Operation not permitted\n",
+		"shm-hugetlb: Operation not permitted\n", "mmap: ok\n", "memfd: ok\n", "shm: ok\n", "hugepages free: 8 before, 8 held\n"} {
+		if err != nil || !strings.Contains(out, want) {
+			t.Errorf("nsn-run's spec: want %q: %v\nstdout: %s\nstderr: %s", want, err, out, errOut)
+		}
+	}
+	refused(t, b, audit.RuleSeccomp, allowWhole)
+}
+
+// hostGID is the host group of s's process: its gid through the spec's
+// gid map, where it has one.
+func hostGID(s *specs.Spec) uint32 {
+	gid := s.Process.User.GID
+	for _, m := range s.Linux.GIDMappings {
+		if gid >= m.ContainerID && gid-m.ContainerID < m.Size {
+			return m.HostID + gid - m.ContainerID
+		}
+	}
+	return gid
+}
+
 // TestEscapePtys: every /dev/pts instance but the host's draws on one
 // host-wide count of pseudo-terminals (kernel.pty.max less
 // kernel.pty.reserve), whose kernel memory no cgroup is charged for; an

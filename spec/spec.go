@@ -499,6 +499,7 @@ func SeccompProfile() *specs.LinuxSeccomp {
 	p.Syscalls = slices.DeleteFunc(p.Syscalls, func(r specs.LinuxSyscall) bool { return len(r.Names) == 0 })
 	p.Syscalls = append(p.Syscalls, setsockoptRules()...)
 	p.Syscalls = append(p.Syscalls, prctlRules()...)
+	p.Syscalls = append(p.Syscalls, hugetlbRules()...)
 	return p
 }
 
@@ -522,7 +523,9 @@ func SeccompProfile() *specs.LinuxSeccomp {
 // setsockopt and prctl are not denied but allowed by rules of their own,
 // without the options that load classic BPF programs (setsockoptRules,
 // prctlRules); seccomp(2), which only loads them (or asks about them), is.
-var deniedSyscalls = []string{"io_setup", "io_submit", "memfd_secret", "setsockopt", "prctl", "seccomp"}
+// mmap, memfd_create and shmget are allowed without their hugetlb flags
+// (hugetlbRules).
+var deniedSyscalls = []string{"io_setup", "io_submit", "memfd_secret", "setsockopt", "prctl", "seccomp", "mmap", "memfd_create", "shmget"}
 
 // nativeArchitectures is the seccomp architecture of the build: tasks run
 // binaries of the host's own ABI only.

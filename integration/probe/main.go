@@ -67,6 +67,8 @@ var attacks = map[string]attack{
 	"perf-event-open":   {"perf_event_open", noArg(perfEventOpen)},
 	"userfaultfd":       {"userfaultfd", noArg(func() Report { return sysReport(unix.SYS_USERFAULTFD, 0, 0, 0) })},
 	"io-uring-setup":    {"io_uring_setup", noArg(ioUringSetup)},
+	"mmap-hugetlb":      {"mmap a hugetlb page (MAP_HUGETLB: no memory cgroup is charged for it)", noArg(mmapHugeTLB)},
+	"memfd-hugetlb":     {"memfd_create(MFD_HUGETLB)", noArg(memfdHugeTLB)},
 	"open-by-handle-at": {"open_by_handle_at", noArg(func() Report { return sysReport(unix.SYS_OPEN_BY_HANDLE_AT, negOne(100), 0, 0) })},
 	"init-module":       {"init_module", noArg(func() Report { return sysReport(unix.SYS_INIT_MODULE, 0, 0, 0) })},
 	"kexec-load":        {"kexec_load", noArg(func() Report { return sysReport(unix.SYS_KEXEC_LOAD, 0, 0, 0) })},
@@ -628,4 +630,26 @@ func workload(name, arg string) {
 		}
 		fmt.Printf("spun %d s\n", n)
 	}
+}
+
+// mmapHugeTLB maps one 2 MiB hugetlb page. Without a reserved pool the
+// kernel answers ENOMEM; nsn-run's seccomp filter answers EPERM first.
+func mmapHugeTLB() Report {
+	b, err := unix.Mmap(-1, 0, 2<<20, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_HUGETLB)
+	if err != nil {
+		return errnoReport(err)
+	}
+	_ = unix.Munmap(b)
+	return Report{Blocked: false, Detail: "mapped a hugetlb page"}
+}
+
+// memfdHugeTLB creates a hugetlb-backed memfd (its pages come when it is
+// sized and touched).
+func memfdHugeTLB() Report {
+	fd, err := unix.MemfdCreate("nsn-probe", unix.MFD_HUGETLB|unix.MFD_CLOEXEC)
+	if err != nil {
+		return errnoReport(err)
+	}
+	_ = unix.Close(fd)
+	return Report{Blocked: false, Detail: "created a hugetlb memfd"}
 }
