@@ -380,3 +380,35 @@ func (a *Allocator) Held() (map[string]task.IDRange, error) {
 	}
 	return out, nil
 }
+
+// Holder is who holds a range: the Manager that allocated it (its state
+// dir) and the task.
+type Holder struct {
+	StateDir, Task string
+}
+
+// HolderOf reports who holds range r of span in the node's allocation dir
+// (DefaultDir if empty), reading the one file without taking the lock or
+// creating anything: a snapshot, for the auditor's check that a spec's
+// range is its own task's. A range that is not one of span's is no one's.
+func HolderOf(dir string, span Span, r task.IDRange) (Holder, bool, error) {
+	if dir == "" {
+		dir = DefaultDir
+	}
+	i, ok := span.IndexOf(r)
+	if !ok {
+		return Holder{}, false, nil
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "r"+strconv.FormatUint(uint64(i), 10)))
+	if errors.Is(err, fs.ErrNotExist) {
+		return Holder{}, false, nil
+	}
+	if err != nil {
+		return Holder{}, false, fmt.Errorf("read the holder of host ids %d..%d: %w", r.HostID, r.HostID+r.Size-1, err)
+	}
+	var h holder
+	if json.Unmarshal(b, &h) != nil {
+		return Holder{Task: "?"}, true, nil // as the allocator: held by someone
+	}
+	return Holder{StateDir: h.Owner, Task: h.Task}, true, nil
+}

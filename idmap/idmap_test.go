@@ -228,3 +228,32 @@ func TestPreviewTakesNothing(t *testing.T) {
 		t.Errorf("preview with every range held: %v", err)
 	}
 }
+
+// TestHolderOf: the auditor's snapshot of who holds a range: the task and
+// state dir that allocated it, no one for a free range or one outside the
+// span, and someone ("?") for an allocation file it cannot parse, as the
+// allocator itself never reuses one.
+func TestHolderOf(t *testing.T) {
+	dir := t.TempDir()
+	a := newOwnedAllocator(t, dir, 3, "/srv/agent")
+	r, err := a.Allocate("job-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, held, err := HolderOf(dir, a.Span(), r); err != nil || !held || h != (Holder{StateDir: "/srv/agent", Task: "job-1"}) {
+		t.Errorf("holder of an allocated range: %+v %v %v", h, held, err)
+	}
+	free := a.Span().RangeAt(2)
+	if h, held, err := HolderOf(dir, a.Span(), free); err != nil || held {
+		t.Errorf("holder of a free range: %+v %v %v", h, held, err)
+	}
+	if _, held, err := HolderOf(dir, a.Span(), task.IDRange{HostID: 100000, Size: task.IDRangeSize}); err != nil || held {
+		t.Errorf("holder of a range outside the span: %v %v", held, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "r2"), []byte("garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if h, held, err := HolderOf(dir, a.Span(), free); err != nil || !held || h.Task != "?" {
+		t.Errorf("holder of an unreadable allocation: %+v %v %v", h, held, err)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -17,13 +18,16 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/nsn-run/nsn-run/idmap"
 	"github.com/nsn-run/nsn-run/internal/imagebuild"
-
 	"github.com/nsn-run/nsn-run/logs"
 	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/runtime/containerd"
+	"github.com/nsn-run/nsn-run/spec"
+	"github.com/nsn-run/nsn-run/spec/audit"
 	"github.com/nsn-run/nsn-run/task"
 )
 
@@ -434,4 +438,88 @@ func TestScratchOwnedByTask(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestAuditRangeOfALiveTask: a spec whose host id range is another live
+// task's passed the audit (a thirteenth review), and under runc its task
+// ran as that task's host identity, beside it. First the attack, with runc
+// directly: a bundle's task, its mapping moved to a running task's range,
+// runs as the running task's host uid. Then `nsn-run audit` (the node's
+// allocations) finds the spec, while the spec `nsn-run spec` gave passes,
+// and Start refuses a SpecOpt that moves the mapping off the granted range.
+func TestAuditRangeOfALiveTask(t *testing.T) {
+	ctx := context.Background()
+	m, _ := testManagerUserNS(t, runtime.UserNSPreferred)
+	victim := uniqueID("victim")
+	h, err := m.Spawn(ctx, seedTask(victim, "sleep", "60"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Remove(context.Background(), victim, true) })
+	st, err := m.Inspect(ctx, victim)
+	if err != nil || st.Identity == nil || st.Identity.Range == nil {
+		t.Fatalf("the running task's identity: %+v, %v", st, err)
+	}
+	held := *st.Identity.Range
+	victimUID := hostUID(t, h.Pid)
+	toVictim := func(s *specs.Spec) {
+		m := []specs.LinuxIDMapping{{ContainerID: 0, HostID: held.HostID, Size: held.Size}}
+		s.Linux.UIDMappings, s.Linux.GIDMappings = m, m
+	}
+
+	b := newBundle(t, "cat /proc/self/uid_map; id -u")
+	free := idmap.DefaultSpan.RangeAt(idmap.DefaultCount - 3)
+	s, err := spec.Generate(namespaces.WithNamespace(ctx, testNamespace), task.Task{ID: b.id, Image: busyboxRef, Command: b.spec.Process.Args},
+		ocispec.ImageConfig{Env: []string{"PATH=/bin"}}, spec.Options{OutputDir: b.outDir, UserNS: &free, UserNSSysctls: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.spec, b.userNS = s, true
+	without := b.mutated(t, func(s *specs.Spec) { toVictim(s); s.Linux.Sysctl = nil }) // runc before 1.4 refuses user.* sysctls
+	out, errOut, err := b.run(t, without)
+	f := strings.Fields(out)
+	if err != nil || len(f) != 4 || f[1] != strconv.FormatUint(uint64(held.HostID), 10) {
+		t.Fatalf("bypass: %v\nstdout: %s\nstderr: %s", err, out, errOut)
+	}
+	inside, _ := strconv.ParseUint(f[3], 10, 32)
+	if uint32(inside)+held.HostID != victimUID {
+		t.Fatalf("bypass: the bundle's task ran as host uid %d, the running task as %d; want the same (the attack)", uint32(inside)+held.HostID, victimUID)
+	}
+	t.Logf("bypass: the bundle's task and task %s both ran as host uid %d", victim, victimUID)
+
+	// The spec the CLI shows for a new task passes; moved onto the
+	// running task's range, it is found.
+	g := cliEnv(t)
+	r := cli(t, g, "spec", "--id", uniqueID("attacker"), "busybox:latest", "--", "true")
+	if r.code != 0 {
+		t.Fatalf("nsn-run spec: exit %d: %s", r.code, r.stderr)
+	}
+	if a := runCLI(t, []byte(r.stdout), slices.Concat([]string{"audit"}, g, []string{"-"})...); a.code != 0 {
+		t.Fatalf("nsn-run audit of nsn-run's own spec: exit %d: %s%s", a.code, a.stdout, a.stderr)
+	}
+	var shown specs.Spec
+	if err := json.Unmarshal([]byte(r.stdout), &shown); err != nil {
+		t.Fatal(err)
+	}
+	toVictim(&shown)
+	moved, err := spec.Marshal(&shown)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := runCLI(t, moved, slices.Concat([]string{"audit"}, g, []string{"-"})...)
+	if a.code != 1 || !strings.Contains(a.stdout+a.stderr, "held by live task "+victim) {
+		t.Errorf("nsn-run audit of a spec on task %s's range: exit %d: %s%s; want a finding naming it", victim, a.code, a.stdout, a.stderr)
+	}
+	// Start audits what it sends against the range it was granted: a
+	// SpecOpt that moves the mapping to another range is refused
+	// (startRefuses checks nothing is left: the running task goes first,
+	// and its range may then be the one granted, so another is used).
+	if err := m.Remove(ctx, victim, true); err != nil {
+		t.Fatal(err)
+	}
+	other := idmap.DefaultSpan.RangeAt(idmap.DefaultCount - 4)
+	startRefuses(t, audit.RuleUserNamespace, func(s *specs.Spec) {
+		m := []specs.LinuxIDMapping{{ContainerID: 0, HostID: other.HostID, Size: other.Size}}
+		s.Linux.UIDMappings, s.Linux.GIDMappings = m, m
+	})
 }

@@ -23,11 +23,13 @@ import (
 	"github.com/containerd/log"
 
 	"github.com/nsn-run/nsn-run/gpu"
+	"github.com/nsn-run/nsn-run/idmap"
 	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/runtime/containerd"
 	"github.com/nsn-run/nsn-run/runtime/docker"
 	"github.com/nsn-run/nsn-run/spec"
 	"github.com/nsn-run/nsn-run/spec/audit"
+	"github.com/nsn-run/nsn-run/task"
 )
 
 // Backends.
@@ -210,6 +212,13 @@ func AuditPolicy(ctx context.Context, o Options) (audit.Policy, error) {
 		CDI:           gpus,
 		ResolveSource: filepath.EvalSymlinks,
 		HostIdentity:  o.UserNamespaces == runtime.UserNSOff,
+	}
+	if !p.HostIdentity {
+		// A spec's host id range must be no other live task's: the
+		// node's allocations say whose it is.
+		p.RangeHolder = func(r task.IDRange) (idmap.Holder, bool, error) {
+			return idmap.HolderOf(idmap.DefaultDir, idmap.DefaultSpan, r)
+		}
 	}
 	if o.Backend == BackendContainerd {
 		p.AppArmorProfile = containerd.AppArmorProfile()

@@ -107,6 +107,19 @@ type Policy struct {
 	// than 1.4 and refuses user.* sysctls. By default a spec with a user
 	// namespace must carry them, exactly.
 	UserNSLimitsOutside bool
+	// UserNS is the host id range the task was granted; a spec that maps
+	// another is a finding. Backend Start sets it: an operator's SpecOpt
+	// that moved the mapping to another valid range would otherwise pass,
+	// and the task would share another's host identity.
+	UserNS *task.IDRange
+	// RangeHolder, if set, says who holds a host id range on this node
+	// (held false: no one): a spec whose range another live task holds (a
+	// task of another id, or of another state dir) is a finding. It would
+	// run as that task's host identity beside it: an outside review ran
+	// such a spec with runc, two containers as host uid 1114110.
+	// node.AuditPolicy reads the node's allocations (idmap.HolderOf); a
+	// range no one holds passes (a spec shown before its task starts).
+	RangeHolder func(r task.IDRange) (h idmap.Holder, held bool, err error)
 }
 
 func (p Policy) span() idmap.Span {
@@ -431,6 +444,7 @@ func (a *auditor) userNSRange(s *specs.Spec) *task.IDRange {
 	if len(u) == 1 && len(g) == 1 && u[0] == g[0] && u[0].ContainerID == 0 {
 		r := task.IDRange{HostID: u[0].HostID, Size: u[0].Size}
 		if _, ok := span.IndexOf(r); ok {
+			a.rangeOwnedBy(r, s.Hostname)
 			return &r
 		}
 	}
@@ -438,4 +452,40 @@ func (a *auditor) userNSRange(s *specs.Spec) *task.IDRange {
 		task.IDRangeSize, span.Base, uint64(span.Base)+uint64(span.Count)*task.IDRangeSize-1, encode(u), encode(g))
 	first := span.RangeAt(0)
 	return &first
+}
+
+// rangeOwnedBy adds a finding where host id range r is not task id's: not
+// the range the policy says it was granted, or one another live task on
+// this node holds.
+func (a *auditor) rangeOwnedBy(r task.IDRange, id string) {
+	last := uint64(r.HostID) + uint64(r.Size) - 1
+	if g := a.policy.UserNS; g != nil && *g != r {
+		a.add(RuleUserNamespace, "linux.uidMappings", "maps host ids %d..%d, but task %s was granted %d..%d: only its own range keeps it apart from other tasks' host identities", r.HostID, last, id, g.HostID, uint64(g.HostID)+uint64(g.Size)-1)
+		return
+	}
+	if a.policy.RangeHolder == nil {
+		return
+	}
+	h, held, err := a.policy.RangeHolder(r)
+	switch {
+	case err != nil:
+		a.add(RuleUserNamespace, "linux.uidMappings", "cannot tell which task holds host ids %d..%d on this node: %v", r.HostID, last, err)
+	case held && (h.Task != id || !a.sameStateDir(h.StateDir)):
+		a.add(RuleUserNamespace, "linux.uidMappings", "host ids %d..%d are held by live task %s of state dir %s on this node: task %s would share its host identity", r.HostID, last, h.Task, h.StateDir, id)
+	}
+}
+
+// sameStateDir reports whether dir is the policy's state dir (the one
+// above TasksDir), each resolved as ResolveSource resolves paths.
+func (a *auditor) sameStateDir(dir string) bool {
+	mine := filepath.Dir(a.policy.tasksDir())
+	if resolve := a.policy.ResolveSource; resolve != nil {
+		if r, err := resolve(mine); err == nil {
+			mine = r
+		}
+		if r, err := resolve(dir); err == nil {
+			dir = r
+		}
+	}
+	return filepath.Clean(dir) == filepath.Clean(mine)
 }

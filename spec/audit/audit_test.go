@@ -91,7 +91,7 @@ func generated(t *testing.T, gpu bool, init ...bool) *specs.Spec {
 func generatedWith(t *testing.T, gpu, init, sysctls bool) *specs.Spec {
 	t.Helper()
 	tk := task.Task{ID: taskID, Image: "busybox", Command: []string{"sh", "-c", "true"}, Env: []string{"A=1"}}
-	r := idmap.DefaultSpan.RangeAt(3)
+	r := grantedRange
 	o := spec.Options{OutputDir: policy.OutputDir(taskID), UserNS: &r, UserNSSysctls: sysctls}
 	if init {
 		tk.Init, o.InitBinary = true, initBinary
@@ -267,6 +267,12 @@ var mutations = []mutation{
 		s.Linux.UIDMappings, s.Linux.GIDMappings = nil, nil
 	}},
 	{name: "userns-where-host-identity", rule: audit.RuleUserNamespace, policy: &audit.Policy{HostIdentity: true}, mutate: func(*specs.Spec) {}},
+	{name: "userns-range-not-granted", rule: audit.RuleUserNamespace, policy: &audit.Policy{UserNS: &grantedRange}, mutate: func(s *specs.Spec) {
+		m := []specs.LinuxIDMapping{{ContainerID: 0, HostID: idmap.DefaultSpan.RangeAt(4).HostID, Size: 65536}}
+		s.Linux.UIDMappings, s.Linux.GIDMappings = m, m
+	}},
+	{name: "userns-range-held-by-another-task", rule: audit.RuleUserNamespace, policy: &audit.Policy{RangeHolder: heldBy(idmap.Holder{StateDir: "/var/lib/nsn-run", Task: "victim"})}, mutate: func(*specs.Spec) {}},
+	{name: "userns-range-of-another-state-dir", rule: audit.RuleUserNamespace, policy: &audit.Policy{RangeHolder: heldBy(idmap.Holder{StateDir: "/srv/agent-b", Task: taskID})}, mutate: func(*specs.Spec) {}},
 	{name: "devtmpfs", rule: audit.RuleMounts, mutate: func(s *specs.Spec) {
 		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/hostdev", Type: "devtmpfs", Source: "devtmpfs"})
 	}},
@@ -353,6 +359,40 @@ var mutations = []mutation{
 	}},
 	{name: "personality", rule: audit.RuleLinuxOther, mutate: func(s *specs.Spec) { s.Linux.Personality = &specs.LinuxPersonality{Domain: specs.PerLinux32} }},
 	{name: "domainname", rule: audit.RuleSpecOther, mutate: func(s *specs.Spec) { s.Domainname = "corp" }},
+}
+
+// grantedRange is the host id range generated specs map.
+var grantedRange = idmap.DefaultSpan.RangeAt(3)
+
+// heldBy is a RangeHolder that says h holds every range.
+func heldBy(h idmap.Holder) func(task.IDRange) (idmap.Holder, bool, error) {
+	return func(task.IDRange) (idmap.Holder, bool, error) { return h, true, nil }
+}
+
+// TestRangeHolder: a spec's host id range passes where no task on the node
+// holds it (a spec shown before its task starts) and where its own task,
+// of the policy's state dir, holds it; a holder that cannot be read is a
+// finding. The mutations userns-range-* are the ranges that fail.
+func TestRangeHolder(t *testing.T) {
+	s := generated(t, false)
+	for name, holder := range map[string]func(task.IDRange) (idmap.Holder, bool, error){
+		"no one":   func(task.IDRange) (idmap.Holder, bool, error) { return idmap.Holder{}, false, nil },
+		"its task": heldBy(idmap.Holder{StateDir: "/var/lib/nsn-run/", Task: taskID}),
+		"unreadable": func(task.IDRange) (idmap.Holder, bool, error) {
+			return idmap.Holder{}, false, errors.New("permission denied")
+		},
+	} {
+		p := policy
+		p.RangeHolder = holder
+		p.UserNS = &grantedRange
+		findings := audit.Check(context.Background(), s, p)
+		switch {
+		case name == "unreadable" && (len(findings) != 1 || findings[0].Rule != audit.RuleUserNamespace || !strings.Contains(findings[0].Message, "permission denied")):
+			t.Errorf("range holder %s: %v; want one user-namespace finding naming the error", name, findings)
+		case name != "unreadable" && len(findings) != 0:
+			t.Errorf("range held by %s: %v; want no findings", name, findings)
+		}
+	}
 }
 
 func TestMutations(t *testing.T) {
