@@ -270,6 +270,26 @@ func TestConformanceOOM(t *testing.T) {
 	})
 }
 
+// TestConformanceChildOOM: a child of the task's command is killed for
+// memory and the command exits 0. The Result says exited 0, and counts the
+// OOM kill on both backends: the Engine API's stats carry no count, and a
+// thirteenth review saw oom_kills 0 on the Docker backend where dockerd
+// itself had seen the kill (its State.OOMKilled, set by any OOM event in
+// the container).
+func TestConformanceChildOOM(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backendCase, m *runtime.Manager) {
+		tk := seedTask(uniqueID("childoom"), "sh", "-c", `sh -c "head -c 100m /dev/zero | tail > /dev/null"; echo child-status=$?`)
+		tk.Limits.MemoryBytes = 32 * task.MiB
+		res, err := m.Run(context.Background(), tk, runtime.RunOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Reason != task.ReasonExited || res.ExitCode != 0 || res.Stdout != "child-status=137\n" || res.Stats.OOMKills < 1 {
+			t.Errorf("result = reason %s exit %d stdout %q oom_kills %d; want exited 0, the child killed (137), oom_kills at least 1", res.Reason, res.ExitCode, res.Stdout, res.Stats.OOMKills)
+		}
+	})
+}
+
 func TestConformanceTimeout(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backendCase, m *runtime.Manager) {
 		tk := seedTask(uniqueID("tmo"), "sh", "-c", `trap "" TERM; (trap "" TERM; sleep 300) & echo started; sleep 300`)

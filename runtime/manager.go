@@ -890,6 +890,14 @@ func (m *Manager) wait(ctx context.Context, id string, finishLogs bool) (res tas
 	}
 	cancelFinal()
 	res.Stats = peaks.Stats()
+	if w.status.OOMKilled && res.Stats.OOMKills == 0 {
+		// The backend saw an OOM kill in the task's cgroup that no
+		// sample counted: dockerd's State.OOMKilled is set by any OOM
+		// event in the container, its stats carry no count, and a child
+		// killed just before the task exits is in no sample (a review
+		// saw oom_kills 0 for such a child on the Docker backend).
+		res.Stats.OOMKills = 1
+	}
 	if res.Stats.PidsPeak == 0 {
 		// The task ran, so its own process was there: a task that forked
 		// and exited between two samples on cgroup v1 (no pids.peak)
