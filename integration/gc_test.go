@@ -310,33 +310,51 @@ func mentions(removed []string, ids ...string) bool {
 // during the create). gc detaches one that an earlier gc saw at least a
 // minute before (the record's time is moved back here rather than waited
 // for), and leaves one it sees for the first time, which may be a mount in
-// progress.
+// progress. It leaves a mount at such a path that is not idmapped, and one
+// that was recorded but has another mount stacked on it since (a review
+// stacked a mount there and had gc detach the newer one): the path's
+// topmost mount is not the one seen.
 func TestGCDetachesLeakedIDMappedMounts(t *testing.T) {
 	ctx := context.Background()
 	probe := t.TempDir()
 	m, _ := testManagerBackend(t, func(c *containerd.Config) { c.ProbeDir = probe }, func(*runtime.Config) {})
-	leak := func() string {
+	userns := userNamespaceFD(t)
+	mountAt := func(idmapped bool) string {
 		t.Helper()
 		dir, err := os.MkdirTemp(os.TempDir(), "ovl-idmapped")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := unix.Mount(t.TempDir(), dir, "", unix.MS_BIND, ""); err != nil {
-			t.Fatal(err)
+		t.Cleanup(func() {
+			for unix.Unmount(dir, unix.MNT_DETACH) == nil {
+			}
+			_ = os.Remove(dir)
+		})
+		if !idmapped {
+			if err := unix.Mount(t.TempDir(), dir, "", unix.MS_BIND, ""); err != nil {
+				t.Fatal(err)
+			}
+			return dir
 		}
-		t.Cleanup(func() { _ = unix.Unmount(dir, unix.MNT_DETACH); _ = os.Remove(dir) })
+		idmappedMount(t, t.TempDir(), dir, userns)
 		return dir
 	}
-	mounted := func(dir string) bool {
+	mounted := func(dir string) int {
 		mounts, err := mountinfo.Read(mountinfo.Self)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return slices.ContainsFunc(mounts, func(mt mountinfo.Mount) bool { return mt.MountPoint == dir })
+		n := 0
+		for _, mt := range mounts {
+			if mt.MountPoint == dir {
+				n++
+			}
+		}
+		return n
 	}
-	old := leak()
+	old, plain, stacked := mountAt(true), mountAt(false), mountAt(true)
 	if removed, err := m.CleanupOrphans(ctx, false); err != nil || mentions(removed, old) {
-		t.Fatalf("first gc: removed %v, %v; want the mount only recorded", removed, err)
+		t.Fatalf("first gc: removed %v, %v; want the mounts only recorded", removed, err)
 	}
 	// As if that gc had run two minutes ago.
 	seenPath := filepath.Join(probe, "idmapped-layer-mounts.json")
@@ -348,6 +366,9 @@ func TestGCDetachesLeakedIDMappedMounts(t *testing.T) {
 	if err := json.Unmarshal(data, &seen); err != nil {
 		t.Fatal(err)
 	}
+	if len(seen) != 2 {
+		t.Errorf("the first gc recorded %v; want the two idmapped mounts only", seen)
+	}
 	for k := range seen {
 		seen[k] -= 120
 	}
@@ -357,13 +378,59 @@ func TestGCDetachesLeakedIDMappedMounts(t *testing.T) {
 	if err := os.WriteFile(seenPath, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	fresh := leak()
-	removed, err := m.CleanupOrphans(ctx, false)
-	if err != nil || !mentions(removed, old) || mentions(removed, fresh) {
-		t.Errorf("second gc: removed %v, %v; want %s and not %s", removed, err, old, fresh)
+	if err := unix.Mount(t.TempDir(), stacked, "", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
 	}
-	if mounted(old) || !mounted(fresh) {
-		t.Errorf("after the second gc: %s mounted %v, %s mounted %v; want only the fresh one", old, mounted(old), fresh, mounted(fresh))
+	fresh := mountAt(true)
+	removed, err := m.CleanupOrphans(ctx, false)
+	if err != nil || !mentions(removed, old) || mentions(removed, fresh) || mentions(removed, plain) || mentions(removed, stacked) {
+		t.Errorf("second gc: removed %v, %v; want %s and not %s, %s or %s", removed, err, old, fresh, plain, stacked)
+	}
+	for dir, want := range map[string]int{old: 0, fresh: 1, plain: 1, stacked: 2} {
+		if n := mounted(dir); n != want {
+			t.Errorf("after the second gc: %d mounts at %s, want %d", n, dir, want)
+		}
+	}
+}
+
+// userNamespaceFD opens the user namespace of a child made for the test
+// (container ids 0..65535 onto host 100000..): what an idmapped mount maps
+// its owners through.
+func userNamespaceFD(t *testing.T) int {
+	t.Helper()
+	cmd := exec.Command("sleep", "3600")
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Cloneflags:  syscall.CLONE_NEWUSER,
+		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 100000, Size: 65536}},
+		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 100000, Size: 65536}},
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	fd, err := unix.Open(fmt.Sprintf("/proc/%d/ns/user", cmd.Process.Pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Close(fd) })
+	return fd
+}
+
+// idmappedMount mounts a copy of src's mount at dst with its owners
+// mapped through the user namespace userns, as containerd mounts an
+// image layer for an idmapped overlay.
+func idmappedMount(t *testing.T, src, dst string, userns int) {
+	t.Helper()
+	tree, err := unix.OpenTree(unix.AT_FDCWD, src, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(tree)
+	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP, Userns_fd: uint64(userns)}
+	err = unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH, &attr)
+	need(t, err == nil, "idmapped mounts of %s: %v", src, err)
+	if err := unix.MoveMount(tree, "", unix.AT_FDCWD, dst, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		t.Fatal(err)
 	}
 }
 

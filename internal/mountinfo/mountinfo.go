@@ -30,6 +30,9 @@ type Mount struct {
 	// Source is the mount's source ("nsn-output" for a task's output
 	// tmpfs, a device for a disk filesystem).
 	Source string
+	// Options are the mount's own options ("ro", "nosuid", "idmapped"
+	// for a mount with an id mapping of its own).
+	Options []string
 	// SuperOptions are the filesystem's own options (for a cgroup v1
 	// hierarchy, its controllers).
 	SuperOptions []string
@@ -54,7 +57,7 @@ func Read(path string) ([]Mount, error) {
 			continue
 		}
 		fields, tail := strings.Fields(pre), strings.Fields(post)
-		if len(fields) < 5 || len(tail) < 3 {
+		if len(fields) < 6 || len(tail) < 3 {
 			continue
 		}
 		id, _ := strconv.Atoi(fields[0])
@@ -64,6 +67,7 @@ func Read(path string) ([]Mount, error) {
 			MountPoint:   Unescape(fields[4]),
 			FSType:       tail[0],
 			Source:       Unescape(tail[1]),
+			Options:      strings.Split(fields[5], ","),
 			SuperOptions: strings.Split(tail[2], ","),
 		})
 	}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"time"
 
@@ -32,10 +33,10 @@ const leakedMountAge = time.Minute
 // mount: {"MOUNTID PATH": unix seconds}.
 const idmappedSeenFile = "idmapped-layer-mounts.json"
 
-// sweepIDMappedMounts detaches the idmapped layer mounts that an earlier
-// gc saw at least leakedMountAge ago (the same mount id at the same
-// path), and removes their directories; it records the others for the
-// next gc. Without a ProbeDir nothing is remembered, and nothing is
+// sweepIDMappedMounts detaches the idmapped layer mounts (idmapped by their
+// mount options) that an earlier gc saw at least leakedMountAge ago (the
+// same mount id at the same path, still the topmost mount there), and
+// removes their directories; it records the others for the next gc. Without a ProbeDir nothing is remembered, and nothing is
 // swept.
 func (b *Backend) sweepIDMappedMounts() []string {
 	if b.cfg.ProbeDir == "" {
@@ -54,7 +55,7 @@ func (b *Backend) sweepIDMappedMounts() []string {
 	still := map[string]int64{}
 	var removed []string
 	for _, m := range mounts {
-		if !idmappedLayerMount.MatchString(m.MountPoint) {
+		if !idmappedLayerMount.MatchString(m.MountPoint) || !slices.Contains(m.Options, "idmapped") {
 			continue
 		}
 		key := strconv.Itoa(m.ID) + " " + m.MountPoint
@@ -63,6 +64,11 @@ func (b *Backend) sweepIDMappedMounts() []string {
 			first = now.Unix()
 		}
 		if !ok || now.Sub(time.Unix(first, 0)) < leakedMountAge {
+			still[key] = first
+			continue
+		}
+		if !topmostAt(m) {
+			// Another mount was stacked on it since: not the one seen.
 			still[key] = first
 			continue
 		}
@@ -79,4 +85,17 @@ func (b *Backend) sweepIDMappedMounts() []string {
 		}
 	}
 	return removed
+}
+
+// topmostAt reports whether m is the mount its path resolves to now (the
+// mount id statx gives for the path): a mount stacked on it since, or one
+// made at the path after m went and its id was reused for another, is not
+// m, and an unmount of the path would detach that one instead. An outside
+// review stacked a new mount at a recorded path and had gc detach it.
+func topmostAt(m mountinfo.Mount) bool {
+	var st unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, m.MountPoint, unix.AT_SYMLINK_NOFOLLOW|unix.AT_NO_AUTOMOUNT, unix.STATX_MNT_ID, &st); err != nil {
+		return false
+	}
+	return st.Mask&unix.STATX_MNT_ID != 0 && st.Mnt_id == uint64(m.ID)
 }
