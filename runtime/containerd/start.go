@@ -434,7 +434,7 @@ func (b *Backend) generate(ctx context.Context, t task.Task, img ocispec.ImageCo
 	p.ResolveSource = filepath.EvalSymlinks
 	p.CDI = b.cfg.CDI
 	p.HostIdentity = req.UserNS == nil
-	p.UserNS = req.UserNS // an operator's SpecOpt may not move the mapping
+	p.UserNS = req.UserNS                    // an operator's SpecOpt may not move the mapping
 	p.UserNSLimitsOutside = !o.UserNSSysctls // Start sets them (limitUserNS)
 	p.ShimGroup = group
 	if findings := audit.Check(ctx, s, p); len(findings) > 0 {
