@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
@@ -411,4 +412,102 @@ func HolderOf(dir string, span Span, r task.IDRange) (Holder, bool, error) {
 		return Holder{Task: "?"}, true, nil // as the allocator: held by someone
 	}
 	return Holder{StateDir: h.Owner, Task: h.Task}, true, nil
+}
+
+// AbandonedAge is how long an allocation must have stood before
+// ReclaimAbandoned may free it: far longer than a spawn takes between
+// allocating a range and its task's first process running in it.
+const AbandonedAge = 10 * time.Minute
+
+// ReclaimAbandoned frees the ranges, of any owner, that nobody will
+// release: the owner's state dir does not exist (removed while its tasks
+// were in flight or not yet collected: their ranges stayed held until
+// reboot), the allocation is at least minAge old, and no process on the
+// host (proc, the host's /proc) holds a uid or gid in the range. A state
+// dir that exists only in another mount namespace looks removed from
+// here; its ranges go only when no process runs in them and no spawn can
+// be between allocating and starting, so no two live tasks share one. It
+// returns what it freed, one line each.
+func (a *Allocator) ReclaimAbandoned(proc string, minAge time.Duration) ([]string, error) {
+	unlock, err := a.lock()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	held, err := a.holders()
+	if err != nil {
+		return nil, err
+	}
+	var inUse map[uint32]bool // read once, and only if a range may go
+	var freed []string
+	for i, h := range held {
+		if h.Owner == "" {
+			continue // unreadable: held by someone, never reused
+		}
+		if _, err := os.Stat(h.Owner); !errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		info, err := os.Stat(a.path(i))
+		if err != nil || time.Since(info.ModTime()) < minAge {
+			continue
+		}
+		if inUse == nil {
+			if inUse, err = idsInUse(proc, a.span); err != nil {
+				return freed, err
+			}
+		}
+		r := a.span.RangeAt(i)
+		if anyIn(inUse, r) {
+			continue
+		}
+		if err := os.Remove(a.path(i)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return freed, fmt.Errorf("free id range %d: %w", i, err)
+		}
+		freed = append(freed, fmt.Sprintf("host id range %d..%d of task %s of removed state dir %s", r.HostID, uint64(r.HostID)+uint64(r.Size)-1, h.Task, h.Owner))
+	}
+	return freed, nil
+}
+
+// idsInUse reads every process's real, effective, saved and filesystem
+// uids and gids from proc, keeping those inside span.
+func idsInUse(proc string, span Span) (map[uint32]bool, error) {
+	entries, err := os.ReadDir(proc)
+	if err != nil {
+		return nil, fmt.Errorf("list processes: %w", err)
+	}
+	ids := map[uint32]bool{}
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(proc, e.Name(), "status"))
+		if err != nil {
+			continue // exited meanwhile
+		}
+		for line := range strings.Lines(string(b)) {
+			rest, ok := strings.CutPrefix(line, "Uid:")
+			if !ok {
+				rest, ok = strings.CutPrefix(line, "Gid:")
+			}
+			if !ok {
+				continue
+			}
+			for _, f := range strings.Fields(rest) {
+				if n, err := strconv.ParseUint(f, 10, 32); err == nil && span.Contains(uint32(n)) {
+					ids[uint32(n)] = true
+				}
+			}
+		}
+	}
+	return ids, nil
+}
+
+// anyIn reports whether one of ids lies in r.
+func anyIn(ids map[uint32]bool, r task.IDRange) bool {
+	for id := range ids {
+		if id >= r.HostID && id-r.HostID < r.Size {
+			return true
+		}
+	}
+	return false
 }

@@ -4,9 +4,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/containerd/errdefs"
 
@@ -255,5 +257,65 @@ func TestHolderOf(t *testing.T) {
 	}
 	if h, held, err := HolderOf(dir, a.Span(), free); err != nil || !held || h.Task != "?" {
 		t.Errorf("holder of an unreadable allocation: %+v %v %v", h, held, err)
+	}
+}
+
+// TestReclaimAbandoned: gc frees a range whose state dir is gone, that was
+// allocated long enough ago, and in which no process runs; it keeps one
+// whose state dir exists, one allocated a moment ago (a spawn may be
+// between allocating and starting), and one a process still runs in.
+func TestReclaimAbandoned(t *testing.T) {
+	dir := t.TempDir()
+	gone := filepath.Join(t.TempDir(), "removed-state-dir")
+	kept := t.TempDir()
+	old := time.Now().Add(-time.Hour)
+	alloc := func(owner, id string, at time.Time) task.IDRange {
+		t.Helper()
+		a := newOwnedAllocator(t, dir, 8, owner)
+		r, err := a.Allocate(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		i, _ := a.Span().IndexOf(r)
+		if err := os.Chtimes(a.path(i), at, at); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	alloc(gone, "abandoned", old)
+	alloc(kept, "live-dir", old)
+	alloc(gone, "just-allocated", time.Now())
+	running := alloc(gone, "still-running", old)
+
+	proc := t.TempDir()
+	status := fmt.Sprintf("Name:\tsleep\nUid:\t%d\t%d\t%d\t%d\nGid:\t%d\t%d\t%d\t%d\n",
+		running.HostID+65534, running.HostID+65534, running.HostID+65534, running.HostID+65534,
+		running.HostID+65534, running.HostID+65534, running.HostID+65534, running.HostID+65534)
+	if err := os.MkdirAll(filepath.Join(proc, "4242"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(proc, "4242", "status"), []byte(status), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	a := newOwnedAllocator(t, dir, 8, kept)
+	freed, err := a.ReclaimAbandoned(proc, AbandonedAge)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(freed) != 1 || !strings.Contains(freed[0], "task abandoned of removed state dir "+gone) {
+		t.Errorf("freed %q; want the abandoned task's range alone", freed)
+	}
+	held, err := a.holders()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tasks []string
+	for _, h := range held {
+		tasks = append(tasks, h.Task)
+	}
+	slices.Sort(tasks)
+	if want := []string{"just-allocated", "live-dir", "still-running"}; !slices.Equal(tasks, want) {
+		t.Errorf("still held: %v; want %v", tasks, want)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nsn-run/nsn-run/cgroups"
+	"github.com/nsn-run/nsn-run/internal/mountinfo"
 	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/runtime/containerd"
 	"github.com/nsn-run/nsn-run/task"
@@ -124,7 +125,14 @@ func restartableManagerWith(t *testing.T, configure func(*containerd.Config)) (*
 		if m != nil {
 			_, _ = m.CleanupOrphans(context.Background(), true)
 		}
+		// A test that failed with a Wait still in flight (containerd
+		// down) holds its task, and gc passes over a task in flight:
+		// remove what is left through containerd itself, then the
+		// mounts under dir, so that no task, shim or mount outlives
+		// the test (three failed runs here left theirs running).
+		removeAllContainers(p.address)
 		p.stop()
+		unmountUnder(dir)
 		_ = os.RemoveAll(dir)
 	})
 
@@ -145,6 +153,38 @@ func restartableManagerWith(t *testing.T, configure func(*containerd.Config)) (*
 		t.Fatal(err)
 	}
 	return p, m
+}
+
+// removeAllContainers kills and deletes every task and container of the
+// test namespace in the containerd at address, with their snapshots.
+func removeAllContainers(address string) {
+	c, err := client.New(address, client.WithDefaultNamespace(testNamespace))
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	containers, _ := c.Containers(ctx)
+	for _, cont := range containers {
+		if tk, err := cont.Task(ctx, nil); err == nil {
+			_, _ = tk.Delete(ctx, client.WithProcessKill)
+		}
+		_ = cont.Delete(ctx, client.WithSnapshotCleanup)
+	}
+}
+
+// unmountUnder detaches every mount at or below dir, deepest first.
+func unmountUnder(dir string) {
+	mounts, err := mountinfo.Read(mountinfo.Self)
+	if err != nil {
+		return
+	}
+	for i := len(mounts) - 1; i >= 0; i-- {
+		if mp := mounts[i].MountPoint; mp == dir || strings.HasPrefix(mp, dir+"/") {
+			_ = unix.Unmount(mp, unix.MNT_DETACH)
+		}
+	}
 }
 
 // TestContainerdRestart: containerd restarts while a task runs; the task is

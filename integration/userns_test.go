@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -522,4 +523,92 @@ func TestAuditRangeOfALiveTask(t *testing.T) {
 		m := []specs.LinuxIDMapping{{ContainerID: 0, HostID: other.HostID, Size: other.Size}}
 		s.Linux.UIDMappings, s.Linux.GIDMappings = m, m
 	})
+}
+
+// TestGCFreesRangesOfRemovedStateDirs: a state dir removed while its task
+// ran (rm -rf, a container's volume gone) left the task's host id range
+// held until reboot: its Manager, the only one that releases it, is gone.
+// First the leak: the state dir is removed and its task then removed with
+// containerd's client, and the range is still held. Another state dir's gc
+// keeps it while a process runs in it, and while the allocation is young
+// (a spawn may be between allocating and starting); then frees it.
+func TestGCFreesRangesOfRemovedStateDirs(t *testing.T) {
+	ctx := context.Background()
+	stateDir := filepath.Join(t.TempDir(), "removed")
+	first, c := testManagerWith(t, func(cfg *runtime.Config) { cfg.StateDir = stateDir })
+	second, _ := testManagerUserNS(t, runtime.UserNSPreferred)
+	id := uniqueID("orphan")
+	h, err := first.Spawn(ctx, seedTask(id, "sleep", "60"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := first.Inspect(ctx, id)
+	if err != nil || st.Identity == nil || st.Identity.Range == nil {
+		t.Fatalf("the task's identity: %+v, %v", st, err)
+	}
+	r := *st.Identity.Range
+	// The task's output tmpfs is mounted in it.
+	_ = unix.Unmount(filepath.Join(stateDir, "tasks", id, "output"), unix.MNT_DETACH)
+	if err := os.RemoveAll(stateDir); err != nil {
+		t.Fatal(err)
+	}
+	holder := func() (idmap.Holder, bool) {
+		t.Helper()
+		hd, held, err := idmap.HolderOf(idmap.DefaultDir, idmap.DefaultSpan, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return hd, held
+	}
+	age := func() {
+		t.Helper()
+		i, _ := idmap.DefaultSpan.IndexOf(r)
+		at := time.Now().Add(-time.Hour)
+		if err := os.Chtimes(filepath.Join(idmap.DefaultDir, fmt.Sprintf("r%d", i)), at, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	age()
+	if _, err := second.CleanupOrphans(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if hd, held := holder(); !held || hd.Task != id {
+		t.Fatalf("range of the running task of a removed state dir after gc: %+v %v; want it kept (a process runs in it, host uid %d)", hd, held, hostUID(t, h.Pid))
+	}
+
+	nc := namespaces.WithNamespace(ctx, testNamespace)
+	cont, err := c.LoadContainer(nc, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tk, err := cont.Task(nc, nil); err == nil {
+		if _, err := tk.Delete(nc, client.WithProcessKill); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := cont.Delete(nc, client.WithSnapshotCleanup); err != nil {
+		t.Fatal(err)
+	}
+	if hd, held := holder(); !held || hd.Task != id {
+		t.Fatalf("after its task was removed: %+v %v; want the range still held (the leak)", hd, held)
+	}
+	i, _ := idmap.DefaultSpan.IndexOf(r)
+	now := time.Now()
+	if err := os.Chtimes(filepath.Join(idmap.DefaultDir, fmt.Sprintf("r%d", i)), now, now); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := second.CleanupOrphans(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, held := holder(); !held {
+		t.Fatal("a young allocation of a removed state dir was freed: a spawn may be between allocating and starting")
+	}
+	age()
+	removed, err := second.CleanupOrphans(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, held := holder(); held || !mentions(removed, "task "+id+" of removed state dir") {
+		t.Errorf("gc of another state dir: removed %v; the range held %v; want it freed", removed, held)
+	}
 }

@@ -127,6 +127,15 @@ type IDAllocator interface {
 	ReleaseExcept(keep map[string]bool) error
 }
 
+// abandonedReclaimer is an optional IDAllocator feature (idmap's): gc
+// frees the ranges of removed state dirs that no process holds.
+type abandonedReclaimer interface {
+	ReclaimAbandoned(proc string, minAge time.Duration) ([]string, error)
+}
+
+// hostProc is the host's /proc, where gc looks for processes in a range.
+const hostProc = "/proc"
+
 // UserNamespacer is an optional Backend feature: running a task in its own
 // user namespace over the host id range in StartRequest.UserNS. Identity
 // says at which level (task.IdentityUserNS or task.IdentityIDMapped).
@@ -1443,6 +1452,15 @@ func (m *Manager) sweep(ctx context.Context, force bool) (removed, overdue []str
 	if m.ids != nil {
 		if err := m.ids.ReleaseExcept(live); err != nil {
 			return removed, nil, fmt.Errorf("release host id ranges of finished tasks: %w", err)
+		}
+		// Ranges of state dirs removed with tasks in them: nobody else
+		// would ever release them.
+		if r, ok := m.ids.(abandonedReclaimer); ok {
+			freed, err := r.ReclaimAbandoned(hostProc, idmap.AbandonedAge)
+			removed = append(removed, freed...)
+			if err != nil {
+				return removed, nil, fmt.Errorf("free host id ranges of removed state dirs: %w", err)
+			}
 		}
 	}
 	return removed, overdue, sweepErr
