@@ -279,6 +279,63 @@ func TestContainerdDownAtDeadline(t *testing.T) {
 	}
 }
 
+// TestRunWithContainerdHung: containerd hangs (SIGSTOP: its socket
+// accepts and nothing answers) before a task's deadline. An outside review
+// saw run kill the task on time and then block until containerd was
+// resumed, and remove the task and its record with it: the Result was
+// lost. Run now returns unavailable 30 s after the SIGKILL, the task's
+// processes gone and its record kept, and once containerd answers a Wait
+// records the Result: timed_out 124.
+func TestRunWithContainerdHung(t *testing.T) {
+	p, m := restartableManager(t)
+	ctx := context.Background()
+	id := uniqueID("hung")
+	tk := seedTask(id, "sh", "-c", "sleep 3600 & wait")
+	tk.Limits.Timeout, tk.Limits.Grace = 4*time.Second, time.Second
+	type ran struct {
+		res task.Result
+		err error
+	}
+	done := make(chan ran, 1)
+	go func() {
+		res, err := m.Run(ctx, tk, runtime.RunOptions{})
+		done <- ran{res, err}
+	}()
+	procs := filepath.Join(cgroups.PidsRoot(), testNamespace, id, "cgroup.procs")
+	waitForPids(t, procs, 2)
+	if err := p.cmd.Process.Signal(unix.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	resume := func() {
+		if !resumed {
+			_ = p.cmd.Process.Signal(unix.SIGCONT)
+			resumed = true
+		}
+	}
+	defer resume()
+	var r ran
+	select {
+	case r = <-done:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("run still running two minutes after its deadline, containerd hung")
+	}
+	if !errdefs.IsUnavailable(r.err) || r.res.Reason != task.ReasonFailed {
+		t.Errorf("run with containerd hung: %+v, %v; want failed, unavailable", r.res, r.err)
+	}
+	if b, err := os.ReadFile(procs); err != nil || len(strings.TrimSpace(string(b))) != 0 {
+		t.Errorf("the task's cgroup after run returned: %q, %v; want no processes", b, err)
+	}
+	resume()
+	res, err := m.Wait(ctx, id)
+	if err != nil || res.Reason != task.ReasonTimedOut || res.ExitCode != runtime.ExitTimedOut {
+		t.Errorf("wait once containerd answers: %+v, %v; want timed_out 124, recorded", res, err)
+	}
+	if err := m.Cleanup(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // restartForTimedOut starts the test's containerd again and checks that
 // the wait in the background, across the outage, says timed_out.
 func restartForTimedOut(t *testing.T, p *privateContainerd, done <-chan waited) {

@@ -884,6 +884,12 @@ func (m *Manager) wait(ctx context.Context, id string, finishLogs bool) (res tas
 		return task.Result{}, false, w.err
 	}
 	sw := NewStopwatch(ctx)
+	if res.Reason == task.ReasonTimedOut && !w.status.ExitedAt.IsZero() && w.status.ExitedAt.Before(rec.Handle.StartedAt.Add(limits.Timeout)) {
+		// It exited on its own before its deadline, which came while
+		// the daemon could not say so (an outside review: exit 0 at 3 s,
+		// containerd down until 14 s, reported timed_out 124).
+		res.Reason = task.ReasonExited
+	}
 	res.ExitCode = w.status.Code
 	res.FinishedAt = w.status.ExitedAt.UTC()
 	if res.FinishedAt.IsZero() || res.FinishedAt.Before(res.StartedAt) {
@@ -1015,7 +1021,7 @@ func (m *Manager) killAll(ctx context.Context, id string, exited <-chan waitResu
 	case w := <-exited:
 		return w
 	case <-killTimer.C:
-		return waitResult{err: fmt.Errorf("task %s: no exit seen %s after SIGKILL to all its processes (a later wait or gc records its Result): %w", id, killWait, errdefs.ErrUnavailable)}
+		return waitResult{err: fmt.Errorf("task %s: no exit seen %s after SIGKILL to all its processes (nsn-run wait %s records its Result once the daemon answers): %w", id, killWait, id, errdefs.ErrUnavailable)}
 	}
 }
 
@@ -1613,6 +1619,16 @@ func (m *Manager) Run(ctx context.Context, t task.Task, opts RunOptions) (task.R
 		}
 	}
 	sw.Lap("wait")
+	if errdefs.IsUnavailable(err) {
+		// The daemon cannot be reached (down, or hung: its socket
+		// accepting and never answering). The task, stopped at its
+		// deadline through its cgroup or still running, and its record
+		// stay for a later Wait, which records its Result once the daemon
+		// answers: a cleanup now would block on the daemon, then remove
+		// both (an outside review: containerd stopped with SIGSTOP, run
+		// returned only once it was resumed, with task and Result gone).
+		return task.Result{ID: t.ID, Image: t.Image, Reason: task.ReasonFailed}, err
+	}
 	if err == nil {
 		err = m.collectOutput(cleanupCtx, t.ID, opts.OutputDir, &res)
 	}

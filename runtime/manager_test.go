@@ -55,6 +55,7 @@ type fakeBackend struct {
 	stopErrs   []error                      // what the next Stops return, one each, before they work
 	termErr    error                        // if set, what every SIGTERM returns
 	termTries  int                          // SIGTERMs tried
+	exitEarly  time.Duration                // if set, SIGKILL's exit says the task exited this long after its start
 	created    map[string]time.Time         // when each task's container was made
 }
 
@@ -155,7 +156,16 @@ func (f *fakeBackend) Stop(_ context.Context, id string, sig syscall.Signal, all
 	f.signals = append(f.signals, fmt.Sprintf("%s all=%v", sig, all))
 	honor := f.honorTERM
 	f.mu.Unlock()
+	early := f.exitEarly
 	switch {
+	case sig == syscall.SIGKILL && all && early > 0:
+		f.mu.Lock()
+		if f.running[id] {
+			f.exits[id] <- runtime.ExitStatus{Code: 0, ExitedAt: f.created[id].Add(early)}
+			delete(f.running, id)
+			f.stopped[id] = true
+		}
+		f.mu.Unlock()
 	case sig == syscall.SIGKILL && all:
 		f.exit(id, 137)
 	case sig == syscall.SIGTERM && honor:
@@ -441,6 +451,26 @@ func TestGraceHoldsWithTheDaemonDown(t *testing.T) {
 	// machine tries fewer times, never more.
 	if f.termTries < 1 || f.termTries > 4 {
 		t.Errorf("SIGTERM tried %d times in a 50 ms grace, want 1 to 4", f.termTries)
+	}
+}
+
+// TestExitBeforeTheDeadlineIsNotATimeout: the task exited 0 before its
+// deadline, but the daemon, down, could not say so until after it: the
+// deadline's kill finds it gone, and the exit that then comes says when it
+// exited. An outside review saw such a task reported timed_out 124.
+func TestExitBeforeTheDeadlineIsNotATimeout(t *testing.T) {
+	f := newFake() // the task ignores SIGTERM
+	f.exitEarly = 100 * time.Millisecond
+	m := newManager(t, f)
+	tk := job("early")
+	tk.Limits.Timeout, tk.Limits.Grace = time.Second, 10*time.Millisecond
+	ctx := context.Background()
+	if _, err := m.Spawn(ctx, tk); err != nil {
+		t.Fatal(err)
+	}
+	res, err := m.Wait(ctx, "early")
+	if err != nil || res.Reason != task.ReasonExited || res.ExitCode != 0 {
+		t.Errorf("wait: %s %d, %v; want exited 0", res.Reason, res.ExitCode, err)
 	}
 }
 

@@ -128,6 +128,7 @@ func (b *Backend) rewait(ctx context.Context, id string) (<-chan client.ExitStat
 		}
 		// containerd is down: retry after a pause, unless the handle
 		// closes.
+		b.reconnectNow()
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
