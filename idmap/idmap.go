@@ -129,9 +129,33 @@ func New(cfg Config) (*Allocator, error) {
 	if err := span.Validate(); err != nil {
 		return nil, err
 	}
+	if err := checkHostFiles(span, cfg.SubUIDFile, cfg.SubGIDFile, cfg.PasswdFile, cfg.GroupFile); err != nil {
+		return nil, err
+	}
+	if cfg.Dir == "" {
+		cfg.Dir = DefaultDir
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("id allocation dir: %w", err)
+	}
+	return &Allocator{dir: cfg.Dir, owner: cfg.Owner, span: span}, nil
+}
+
+// CheckHostIDs refuses ids of span that the host gives others: a
+// subordinate id range (/etc/subuid, /etc/subgid) or an account's id
+// (/etc/passwd, /etc/group). New checks its whole span; the auditor
+// checks a spec's range (a review passed a spec mapped onto a range the
+// reviewer had added to /etc/subuid).
+func CheckHostIDs(span Span) error {
+	return checkHostFiles(span, "", "", "", "")
+}
+
+// checkHostFiles is CheckHostIDs over the files named (the system's where
+// empty).
+func checkHostFiles(span Span, subuid, subgid, passwd, group string) error {
 	files := []struct{ path, def string }{
-		{cfg.SubUIDFile, "/etc/subuid"}, {cfg.SubGIDFile, "/etc/subgid"},
-		{cfg.PasswdFile, "/etc/passwd"}, {cfg.GroupFile, "/etc/group"},
+		{subuid, "/etc/subuid"}, {subgid, "/etc/subgid"},
+		{passwd, "/etc/passwd"}, {group, "/etc/group"},
 	}
 	for i, f := range files {
 		p := f.path
@@ -145,16 +169,10 @@ func New(cfg Config) (*Allocator, error) {
 			err = checkAccounts(p, span)
 		}
 		if err != nil {
-			return nil, err
+			return err
 		}
 	}
-	if cfg.Dir == "" {
-		cfg.Dir = DefaultDir
-	}
-	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
-		return nil, fmt.Errorf("id allocation dir: %w", err)
-	}
-	return &Allocator{dir: cfg.Dir, owner: cfg.Owner, span: span}, nil
+	return nil
 }
 
 // Span is the allocator's span.

@@ -81,6 +81,7 @@ func TestAdversarialBothBackends(t *testing.T) {
 			// (without a pool, an allowed call would fail with ENOMEM)
 			{"mmap-hugetlb", []string{"EPERM"}},
 			{"memfd-hugetlb", []string{"EPERM"}},
+			{"netlink-usersock", []string{"EPERM"}},
 		} {
 			r, _ := runProbeTask(t, m, "nsn-probe", tc.attack)
 			refusal := r.Errno
@@ -159,6 +160,8 @@ func TestAdversarial(t *testing.T) {
 		// EPERM (without a reserved pool an allowed call gets ENOMEM)
 		{[]string{"nsn-probe", "mmap-hugetlb"}, []string{"EPERM"}},
 		{[]string{"nsn-probe", "memfd-hugetlb"}, []string{"EPERM"}},
+		// netlink messages between a task's sockets: charged to no cgroup
+		{[]string{"nsn-probe", "netlink-usersock"}, []string{"EPERM"}},
 		// compat ABIs (i386 int $0x80, x32): the filter lists the native one only
 		{[]string{"nsn-probe", "socketcall-32"}, socketcallRefusals(t)},
 		{[]string{"nsn-probe", "x32-getpid"}, x32Refusals()},

@@ -276,3 +276,25 @@ func TestCLIAuditNodeRunc(t *testing.T) {
 		t.Errorf("audit of the spec without its limits, an old runc on the auditor's PATH: exit %d, want 1 and the missing limits\n%s%s", a.code, a.stdout, a.stderr)
 	}
 }
+
+// TestCLISpecAuditThroughSymlink: a state dir given through a symlink.
+// `spec` shows the resolved path (the Manager resolves it); `audit` with
+// the same flags refused it, the /output source differing (an outside
+// review), and must pass it.
+func TestCLISpecAuditThroughSymlink(t *testing.T) {
+	c, addr := containerdClient(t)
+	importBusybox(t, c, addr)
+	real := t.TempDir()
+	link := filepath.Join(t.TempDir(), "state-link")
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	global := []string{"--address", addr, "--namespace", testNamespace, "--state-dir", link}
+	res := runCLI(t, nil, slices.Concat([]string{"spec"}, global, []string{"--id", uniqueID("link"), "busybox:latest", "--", "true"})...)
+	if res.code != 0 {
+		t.Fatalf("nsn-run spec: exit %d, stderr %q", res.code, res.stderr)
+	}
+	if a := runCLI(t, []byte(res.stdout), slices.Concat([]string{"audit"}, global, []string{"-"})...); a.code != 0 {
+		t.Errorf("nsn-run audit through the same symlink: exit %d: %s%s", a.code, a.stdout, a.stderr)
+	}
+}

@@ -866,6 +866,37 @@ func hostGID(s *specs.Spec) uint32 {
 	return gid
 }
 
+// TestEscapeNetlinkUserSock: netlink messages queued on a socket are
+// kernel memory no memory cgroup is charged for, and NETLINK_USERSOCK is
+// the one netlink protocol whose sockets an unprivileged process may send
+// to each other (see spec's socketRules): an outside review queued 2 GB
+// from a task limited to 16 MiB, on both backends. Under runc with socket
+// allowed whole and a 16 MiB memory limit, the task queues more than its
+// limit in 200 sockets and exits 0, unkilled; nsn-run's spec refuses the
+// socket (EPERM), and the audit refuses the whole allow.
+func TestEscapeNetlinkUserSock(t *testing.T) {
+	b := newBundleWithHelper(t, "/bin/nlqueue", "nlqueue")
+	limit := func(s *specs.Spec) {
+		l := int64(16 << 20)
+		s.Linux.Resources.Memory.Limit, s.Linux.Resources.Memory.Swap = &l, &l
+	}
+	allowWhole := allowSyscall("socket")
+	out, errOut, err := b.run(t, b.mutated(t, func(s *specs.Spec) { allowWhole(s); limit(s) }))
+	var queued int64
+	if i := strings.Index(out, "queued "); i >= 0 {
+		_, _ = fmt.Sscanf(out[i:], "queued %d", &queued)
+	}
+	if err != nil || queued <= 16<<20 {
+		t.Fatalf("bypass: %v; queued %d bytes, want more than the 16 MiB limit\nstdout: %s\nstderr: %s", err, queued, out, errOut)
+	}
+	t.Logf("bypass: %s", strings.TrimSpace(out))
+	out, errOut, err = b.run(t, b.mutated(t, limit))
+	if err != nil || !strings.Contains(out, "netlink-usersock: Operation not permitted") {
+		t.Errorf("nsn-run's spec: %v\nstdout: %s\nstderr: %s; want the socket refused with EPERM", err, out, errOut)
+	}
+	refused(t, b, audit.RuleSeccomp, allowWhole)
+}
+
 // TestEscapePtys: every /dev/pts instance but the host's draws on one
 // host-wide count of pseudo-terminals (kernel.pty.max less
 // kernel.pty.reserve), whose kernel memory no cgroup is charged for; an

@@ -164,6 +164,12 @@ func (o Options) tasksDir() (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("%w: state dir %q: %w", errdefs.ErrInvalidArgument, o.StateDir, err)
 	}
+	// As the Manager resolves it, so that a state dir given through a
+	// symlink audits what `spec` shows (an outside review's
+	// `--state-dir LINK spec | --state-dir LINK audit -` was refused).
+	if resolved, err := filepath.EvalSymlinks(abs); err == nil {
+		abs = resolved
+	}
 	return filepath.Join(abs, "tasks"), nil
 }
 
@@ -218,6 +224,9 @@ func AuditPolicy(ctx context.Context, o Options) (audit.Policy, error) {
 		// node's allocations say whose it is.
 		p.RangeHolder = func(r task.IDRange) (idmap.Holder, bool, error) {
 			return idmap.HolderOf(idmap.DefaultDir, idmap.DefaultSpan, r)
+		}
+		p.CheckRange = func(r task.IDRange) error {
+			return idmap.CheckHostIDs(idmap.Span{Base: r.HostID, Count: 1})
 		}
 	}
 	if o.Backend == BackendContainerd {

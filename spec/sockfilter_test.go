@@ -107,3 +107,37 @@ func TestPrctlRules(t *testing.T) {
 		}
 	}
 }
+
+// TestSocketRules: socket is refused for AF_NETLINK with NETLINK_USERSOCK
+// alone, as the kernel reads family and protocol (the low 32 bits), and
+// allowed for every other family and netlink protocol.
+func TestSocketRules(t *testing.T) {
+	rules := socketRules()
+	for _, c := range [][2]uint64{
+		{unix.AF_NETLINK, unix.NETLINK_USERSOCK}, {1<<32 | unix.AF_NETLINK, unix.NETLINK_USERSOCK}, {unix.AF_NETLINK, 1<<63 | unix.NETLINK_USERSOCK},
+	} {
+		if allowed(rules, c[0], unix.SOCK_RAW, c[1]) {
+			t.Errorf("socket(%#x, SOCK_RAW, %#x) is allowed", c[0], c[1])
+		}
+	}
+	for _, c := range [][2]uint64{
+		{unix.AF_NETLINK, unix.NETLINK_ROUTE}, {unix.AF_NETLINK, unix.NETLINK_GENERIC}, {unix.AF_NETLINK, unix.NETLINK_SOCK_DIAG},
+		{unix.AF_INET, 0}, {unix.AF_INET6, unix.IPPROTO_UDP}, {unix.AF_UNIX, 0}, {unix.AF_INET, unix.NETLINK_USERSOCK},
+	} {
+		if !allowed(rules, c[0], unix.SOCK_DGRAM, c[1]) {
+			t.Errorf("socket(%#x, SOCK_DGRAM, %#x) is refused", c[0], c[1])
+		}
+	}
+	r := rand.New(rand.NewPCG(5, 6))
+	for range 100000 {
+		family, protocol := uint64(r.Uint32()%48), uint64(r.Uint32()%32)
+		if r.IntN(4) == 0 {
+			family, protocol = r.Uint64(), r.Uint64()
+		}
+		refuse := uint32(family) == unix.AF_NETLINK && uint32(protocol) == unix.NETLINK_USERSOCK
+		if allowed(rules, family, unix.SOCK_RAW, protocol) == refuse {
+			t.Fatalf("socket(%#x, SOCK_RAW, %#x): allowed %v", family, protocol, !refuse)
+		}
+	}
+	t.Logf("%d rules", len(rules))
+}

@@ -500,6 +500,7 @@ func SeccompProfile() *specs.LinuxSeccomp {
 	p.Syscalls = append(p.Syscalls, setsockoptRules()...)
 	p.Syscalls = append(p.Syscalls, prctlRules()...)
 	p.Syscalls = append(p.Syscalls, hugetlbRules()...)
+	p.Syscalls = append(p.Syscalls, socketRules()...)
 	return p
 }
 
@@ -524,8 +525,8 @@ func SeccompProfile() *specs.LinuxSeccomp {
 // without the options that load classic BPF programs (setsockoptRules,
 // prctlRules); seccomp(2), which only loads them (or asks about them), is.
 // mmap, memfd_create and shmget are allowed without their hugetlb flags
-// (hugetlbRules).
-var deniedSyscalls = []string{"io_setup", "io_submit", "memfd_secret", "setsockopt", "prctl", "seccomp", "mmap", "memfd_create", "shmget"}
+// (hugetlbRules), socket without NETLINK_USERSOCK (socketRules).
+var deniedSyscalls = []string{"io_setup", "io_submit", "memfd_secret", "setsockopt", "prctl", "seccomp", "mmap", "memfd_create", "shmget", "socket"}
 
 // nativeArchitectures is the seccomp architecture of the build: tasks run
 // binaries of the host's own ABI only.

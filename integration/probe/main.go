@@ -69,6 +69,7 @@ var attacks = map[string]attack{
 	"io-uring-setup":    {"io_uring_setup", noArg(ioUringSetup)},
 	"mmap-hugetlb":      {"mmap a hugetlb page (MAP_HUGETLB: no memory cgroup is charged for it)", noArg(mmapHugeTLB)},
 	"memfd-hugetlb":     {"memfd_create(MFD_HUGETLB)", noArg(memfdHugeTLB)},
+	"netlink-usersock":  {"socket(AF_NETLINK, NETLINK_USERSOCK): messages between its sockets are charged to no memory cgroup", noArg(netlinkUserSock)},
 	"open-by-handle-at": {"open_by_handle_at", noArg(func() Report { return sysReport(unix.SYS_OPEN_BY_HANDLE_AT, negOne(100), 0, 0) })},
 	"init-module":       {"init_module", noArg(func() Report { return sysReport(unix.SYS_INIT_MODULE, 0, 0, 0) })},
 	"kexec-load":        {"kexec_load", noArg(func() Report { return sysReport(unix.SYS_KEXEC_LOAD, 0, 0, 0) })},
@@ -652,4 +653,14 @@ func memfdHugeTLB() Report {
 	}
 	_ = unix.Close(fd)
 	return Report{Blocked: false, Detail: "created a hugetlb memfd"}
+}
+
+// netlinkUserSock creates a NETLINK_USERSOCK socket.
+func netlinkUserSock() Report {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_USERSOCK)
+	if err != nil {
+		return errnoReport(err)
+	}
+	_ = unix.Close(fd)
+	return Report{Blocked: false, Detail: "created a NETLINK_USERSOCK socket"}
 }

@@ -120,6 +120,10 @@ type Policy struct {
 	// node.AuditPolicy reads the node's allocations (idmap.HolderOf); a
 	// range no one holds passes (a spec shown before its task starts).
 	RangeHolder func(r task.IDRange) (h idmap.Holder, held bool, err error)
+	// CheckRange, if set, refuses a host id range the host gives others
+	// (idmap.CheckHostIDs: /etc/subuid, /etc/subgid, accounts), as the
+	// node's allocator refuses a span that holds one.
+	CheckRange func(r task.IDRange) error
 }
 
 func (p Policy) span() idmap.Span {
@@ -462,6 +466,11 @@ func (a *auditor) rangeOwnedBy(r task.IDRange, id string) {
 	if g := a.policy.UserNS; g != nil && *g != r {
 		a.add(RuleUserNamespace, "linux.uidMappings", "maps host ids %d..%d, but task %s was granted %d..%d: only its own range keeps it apart from other tasks' host identities", r.HostID, last, id, g.HostID, uint64(g.HostID)+uint64(g.Size)-1)
 		return
+	}
+	if a.policy.CheckRange != nil {
+		if err := a.policy.CheckRange(r); err != nil {
+			a.add(RuleUserNamespace, "linux.uidMappings", "host ids %d..%d: %v", r.HostID, last, err)
+		}
 	}
 	if a.policy.RangeHolder == nil {
 		return
