@@ -46,6 +46,10 @@ type Config struct {
 	// ReleaseExcept touch only its own tasks' ranges, so one Manager's gc
 	// never frees another's.
 	Owner string
+	// Namespace is the containerd namespace its tasks run in, recorded
+	// with each range: the auditor refuses a spec for another namespace
+	// on a range held here (HolderOf).
+	Namespace string
 	// Base is the first host id of the first range; DefaultBase if zero.
 	Base uint32
 	// Count is how many ranges there are; DefaultCount if zero.
@@ -102,16 +106,18 @@ func (s Span) Contains(id uint32) bool { return id >= s.Base && uint64(id) < s.e
 // Allocator grants ranges. Safe for concurrent use, within a process and
 // across processes (flock).
 type Allocator struct {
-	dir   string
-	owner string
+	dir       string
+	owner     string
+	namespace string
 	span  Span
 	mu    sync.Mutex
 }
 
 // holder is what an allocation file records.
 type holder struct {
-	Owner string `json:"owner"`
-	Task  string `json:"task"`
+	Owner     string `json:"owner"`
+	Task      string `json:"task"`
+	Namespace string `json:"namespace,omitempty"`
 }
 
 // New checks the span against the host's id files and returns an Allocator
@@ -138,7 +144,7 @@ func New(cfg Config) (*Allocator, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("id allocation dir: %w", err)
 	}
-	return &Allocator{dir: cfg.Dir, owner: cfg.Owner, span: span}, nil
+	return &Allocator{dir: cfg.Dir, owner: cfg.Owner, namespace: cfg.Namespace, span: span}, nil
 }
 
 // CheckHostIDs refuses ids of span that the host gives others: a
@@ -319,9 +325,9 @@ func (a *Allocator) grant(id string, take bool) (task.IDRange, error) {
 	if err != nil {
 		return task.IDRange{}, err
 	}
-	me := holder{Owner: a.owner, Task: id}
+	me := holder{Owner: a.owner, Task: id, Namespace: a.namespace}
 	for i, h := range held {
-		if h == me {
+		if h.Owner == me.Owner && h.Task == me.Task {
 			return a.span.RangeAt(i), nil
 		}
 	}
@@ -401,9 +407,10 @@ func (a *Allocator) Held() (map[string]task.IDRange, error) {
 }
 
 // Holder is who holds a range: the Manager that allocated it (its state
-// dir) and the task.
+// dir), the task, and the containerd namespace it runs in (empty in
+// records made before 2026-11-30's namespace field).
 type Holder struct {
-	StateDir, Task string
+	StateDir, Task, Namespace string
 }
 
 // HolderOf reports who holds range r of span in the node's allocation dir
@@ -429,7 +436,7 @@ func HolderOf(dir string, span Span, r task.IDRange) (Holder, bool, error) {
 	if json.Unmarshal(b, &h) != nil {
 		return Holder{Task: "?"}, true, nil // as the allocator: held by someone
 	}
-	return Holder{StateDir: h.Owner, Task: h.Task}, true, nil
+	return Holder{StateDir: h.Owner, Task: h.Task, Namespace: h.Namespace}, true, nil
 }
 
 // AbandonedAge is how long an allocation must have stood before

@@ -511,6 +511,36 @@ func TestAuditRangeOfALiveTask(t *testing.T) {
 	if a.code != 1 || !strings.Contains(a.stdout+a.stderr, "held by live task "+victim) {
 		t.Errorf("nsn-run audit of a spec on task %s's range: exit %d: %s%s; want a finding naming it", victim, a.code, a.stdout, a.stderr)
 	}
+	// A live task's own spec passes; the same spec for another namespace
+	// is a second copy of it (a fourteenth review ran one with runc and
+	// wrote into the task's /output as its host uid).
+	twin := uniqueID("twin")
+	if r := cli(t, g, "run", "-d", "--id", twin, "busybox:latest", "--", "sleep", "60"); r.code != 0 {
+		t.Fatalf("nsn-run run -d: exit %d: %s", r.code, r.stderr)
+	}
+	t.Cleanup(func() { runCLI(t, nil, slices.Concat([]string{"rm"}, g, []string{"-f", twin})...) })
+	own := cli(t, g, "spec", "--id", twin, "busybox:latest", "--", "sleep", "60")
+	if own.code != 0 {
+		t.Fatalf("nsn-run spec of the live task: exit %d: %s", own.code, own.stderr)
+	}
+	if a := runCLI(t, []byte(own.stdout), slices.Concat([]string{"audit"}, g, []string{"-"})...); a.code != 0 {
+		t.Errorf("nsn-run audit of a live task's own spec: exit %d: %s%s", a.code, a.stdout, a.stderr)
+	}
+	var copied specs.Spec
+	if err := json.Unmarshal([]byte(own.stdout), &copied); err != nil {
+		t.Fatal(err)
+	}
+	copied.Linux.CgroupsPath = "/other-ns/" + twin
+	other, err := spec.Marshal(&copied)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherNS := slices.Clone(g)
+	otherNS[slices.Index(otherNS, "--namespace")+1] = "other-ns"
+	if a := runCLI(t, other, slices.Concat([]string{"audit"}, otherNS, []string{"-"})...); a.code != 1 || !strings.Contains(a.stdout+a.stderr, "held by live task "+twin+" in containerd namespace") {
+		t.Errorf("nsn-run audit of the live task's spec for another namespace: exit %d: %s%s; want a finding naming its namespace", a.code, a.stdout, a.stderr)
+	}
+
 	// Start audits what it sends against the range it was granted: a
 	// SpecOpt that moves the mapping to another range is refused
 	// (startRefuses checks nothing is left: the running task goes first,
@@ -518,9 +548,12 @@ func TestAuditRangeOfALiveTask(t *testing.T) {
 	if err := m.Remove(ctx, victim, true); err != nil {
 		t.Fatal(err)
 	}
-	other := idmap.DefaultSpan.RangeAt(idmap.DefaultCount - 4)
+	if r := cli(t, g, "rm", "-f", twin); r.code != 0 {
+		t.Fatalf("nsn-run rm -f: exit %d: %s", r.code, r.stderr)
+	}
+	far := idmap.DefaultSpan.RangeAt(idmap.DefaultCount - 4)
 	startRefuses(t, audit.RuleUserNamespace, func(s *specs.Spec) {
-		m := []specs.LinuxIDMapping{{ContainerID: 0, HostID: other.HostID, Size: other.Size}}
+		m := []specs.LinuxIDMapping{{ContainerID: 0, HostID: far.HostID, Size: far.Size}}
 		s.Linux.UIDMappings, s.Linux.GIDMappings = m, m
 	})
 }

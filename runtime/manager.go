@@ -217,7 +217,11 @@ func New(cfg Config) (*Manager, error) {
 	ids := cfg.IDs
 	_, namespacer := cfg.Backend.(UserNamespacer)
 	if ids == nil && namespacer && cfg.UserNamespaces != UserNSOff {
-		a, err := idmap.New(idmap.Config{Owner: abs})
+		var namespace string
+		if n, ok := cfg.Backend.(interface{ Namespace() string }); ok {
+			namespace = n.Namespace()
+		}
+		a, err := idmap.New(idmap.Config{Owner: abs, Namespace: namespace})
 		if err != nil {
 			return nil, err
 		}

@@ -290,6 +290,10 @@ func (b *Backend) Scope() string {
 	return fmt.Sprintf("containerd namespace %q (containerd %s)", b.cfg.Namespace, b.serverUUID)
 }
 
+// Namespace is the containerd namespace the backend's tasks run in (the
+// Manager records it with each task's host id range).
+func (b *Backend) Namespace() string { return b.cfg.Namespace }
+
 var _ runtime.UserNamespacer = (*Backend)(nil)
 
 // Identity implements runtime.UserNamespacer: a task runs in its own user

@@ -481,6 +481,11 @@ func (a *auditor) rangeOwnedBy(r task.IDRange, id string) {
 		a.add(RuleUserNamespace, "linux.uidMappings", "cannot tell which task holds host ids %d..%d on this node: %v", r.HostID, last, err)
 	case held && (h.Task != id || !a.sameStateDir(h.StateDir)):
 		a.add(RuleUserNamespace, "linux.uidMappings", "host ids %d..%d are held by live task %s of state dir %s on this node: task %s would share its host identity", r.HostID, last, h.Task, h.StateDir, id)
+	case held && h.Namespace != "" && h.Namespace != a.policy.namespace():
+		// The same task's spec for another namespace: a second copy of
+		// the live task, beside it (a fourteenth review ran one with runc
+		// and wrote into the task's /output as its host uid).
+		a.add(RuleUserNamespace, "linux.uidMappings", "host ids %d..%d are held by live task %s in containerd namespace %q: a spec of it for namespace %q would run a second copy as its host identity", r.HostID, last, h.Task, h.Namespace, a.policy.namespace())
 	}
 }
 

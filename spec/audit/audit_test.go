@@ -273,6 +273,7 @@ var mutations = []mutation{
 	}},
 	{name: "userns-range-held-by-another-task", rule: audit.RuleUserNamespace, policy: &audit.Policy{RangeHolder: heldBy(idmap.Holder{StateDir: "/var/lib/nsn-run", Task: "victim"})}, mutate: func(*specs.Spec) {}},
 	{name: "userns-range-of-another-state-dir", rule: audit.RuleUserNamespace, policy: &audit.Policy{RangeHolder: heldBy(idmap.Holder{StateDir: "/srv/agent-b", Task: taskID})}, mutate: func(*specs.Spec) {}},
+	{name: "userns-range-of-another-namespace", rule: audit.RuleUserNamespace, policy: &audit.Policy{RangeHolder: heldBy(idmap.Holder{StateDir: "/var/lib/nsn-run", Task: taskID, Namespace: "tenant-b"})}, mutate: func(*specs.Spec) {}},
 	{name: "userns-range-host-subordinate-ids", rule: audit.RuleUserNamespace, policy: &audit.Policy{CheckRange: func(task.IDRange) error {
 		return errors.New("overlaps /etc/subuid entry rvtest:66584576:65536")
 	}}, mutate: func(*specs.Spec) {}},
@@ -380,7 +381,7 @@ func TestRangeHolder(t *testing.T) {
 	s := generated(t, false)
 	for name, holder := range map[string]func(task.IDRange) (idmap.Holder, bool, error){
 		"no one":   func(task.IDRange) (idmap.Holder, bool, error) { return idmap.Holder{}, false, nil },
-		"its task": heldBy(idmap.Holder{StateDir: "/var/lib/nsn-run/", Task: taskID}),
+		"its task": heldBy(idmap.Holder{StateDir: "/var/lib/nsn-run/", Task: taskID, Namespace: spec.DefaultNamespace}),
 		"unreadable": func(task.IDRange) (idmap.Holder, bool, error) {
 			return idmap.Holder{}, false, errors.New("permission denied")
 		},
