@@ -109,8 +109,8 @@ type Allocator struct {
 	dir       string
 	owner     string
 	namespace string
-	span  Span
-	mu    sync.Mutex
+	span      Span
+	mu        sync.Mutex
 }
 
 // holder is what an allocation file records.
