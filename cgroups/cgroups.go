@@ -246,12 +246,13 @@ func Populated(root, group string) (bool, error) {
 // signals each of its processes and thaws it, as runc's kill --all does: a
 // frozen process can neither exit nor fork, so no pid read from the group
 // can be reused by a process outside it before it is signalled. A group
-// that does not exist is an ErrNotFound.
+// that does not exist, or has no process left to kill, is an ErrNotFound:
+// the task had exited.
 func Kill(group string) error {
 	group = filepath.Clean("/" + group)
 	if cgroups.Mode() == cgroups.Unified {
-		if _, err := os.Stat(filepath.Join(V2Root, group)); err != nil {
-			return fmt.Errorf("%w: cgroup %s: %w", errdefs.ErrNotFound, group, err)
+		if busy, err := Populated(V2Root, group); err != nil || !busy {
+			return fmt.Errorf("%w: cgroup %s has no process (%v)", errdefs.ErrNotFound, group, err)
 		}
 		cg, err := cgroup2.Load(group)
 		if err != nil {
@@ -262,40 +263,55 @@ func Kill(group string) error {
 		}
 		return nil
 	}
-	subsystems, err := v1Hierarchy()
+	dir, err := v1FreezerDir(group)
 	if err != nil {
-		return fmt.Errorf("cgroup v1 controllers: %w", err)
+		return err
 	}
-	var freezer []cgroup1.Subsystem
-	for _, s := range subsystems {
-		if s.Name() == cgroup1.Freezer {
-			freezer = append(freezer, s)
+	if busy, err := Populated(strings.TrimSuffix(dir, group), group); err != nil || !busy {
+		return fmt.Errorf("%w: cgroup %s has no process (%v)", errdefs.ErrNotFound, group, err)
+	}
+	// The library waits for FROZEN without end, and a group can stay
+	// FREEZING (a process in an uninterruptible wait): the kill goes
+	// after freezeWait either way, a reused pid then only a remote risk.
+	state := filepath.Join(dir, "freezer.state")
+	_ = os.WriteFile(state, []byte("FROZEN"), 0)
+	for deadline := time.Now().Add(freezeWait); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if b, err := os.ReadFile(state); err != nil || strings.TrimSpace(string(b)) == "FROZEN" {
+			break
 		}
 	}
-	if len(freezer) == 0 {
-		return fmt.Errorf("kill cgroup %s: %w", group, cgroup1.ErrFreezerNotSupported)
-	}
-	cg, err := cgroup1.Load(cgroup1.StaticPath(group), cgroup1.WithHierarchy(func() ([]cgroup1.Subsystem, error) { return freezer, nil }))
-	if errors.Is(err, cgroup1.ErrCgroupDeleted) {
-		return fmt.Errorf("%w: cgroup %s: %w", errdefs.ErrNotFound, group, err)
-	}
-	if err != nil {
-		return fmt.Errorf("load cgroup %s: %w", group, err)
-	}
-	if err := cg.Freeze(); err != nil {
-		return fmt.Errorf("freeze cgroup %s: %w", group, err)
-	}
-	procs, err := cg.Processes(cgroup1.Freezer, true)
-	for _, p := range procs {
-		if kerr := unix.Kill(p.Pid, unix.SIGKILL); kerr != nil && !errors.Is(kerr, unix.ESRCH) {
-			err = errors.Join(err, fmt.Errorf("kill pid %d: %w", p.Pid, kerr))
+	b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	for _, f := range strings.Fields(string(b)) {
+		pid, perr := strconv.Atoi(f)
+		if perr != nil {
+			continue
+		}
+		if kerr := unix.Kill(pid, unix.SIGKILL); kerr != nil && !errors.Is(kerr, unix.ESRCH) {
+			err = errors.Join(err, fmt.Errorf("kill pid %d: %w", pid, kerr))
 		}
 	}
-	if terr := cg.Thaw(); terr != nil {
+	if terr := os.WriteFile(state, []byte("THAWED"), 0); terr != nil && !errors.Is(terr, fs.ErrNotExist) {
 		err = errors.Join(err, fmt.Errorf("thaw: %w", terr))
 	}
 	if err != nil {
 		return fmt.Errorf("kill cgroup %s: %w", group, err)
 	}
 	return nil
+}
+
+// freezeWait bounds how long Kill waits for a v1 group to freeze.
+const freezeWait = time.Second
+
+// v1FreezerDir is group's directory in the v1 freezer hierarchy.
+func v1FreezerDir(group string) (string, error) {
+	subsystems, err := v1Hierarchy()
+	if err != nil {
+		return "", fmt.Errorf("cgroup v1 controllers: %w", err)
+	}
+	for _, s := range subsystems {
+		if p, ok := s.(interface{ Path(string) string }); ok && s.Name() == cgroup1.Freezer {
+			return p.Path(group), nil
+		}
+	}
+	return "", fmt.Errorf("kill cgroup %s: %w", group, cgroup1.ErrFreezerNotSupported)
 }

@@ -109,6 +109,7 @@ func Run(ctx context.Context, o Options) []Check {
 	checks = append(checks,
 		checkCorePattern(o.Root),
 		checkAppArmor(o.Root),
+		checkSocketBuffers(o.Root),
 	)
 	for _, dir := range o.CDIDirs {
 		checks = append(checks, CheckCDIDir(dir))
@@ -425,6 +426,40 @@ func checkCorePattern(root string) Check {
 	return Check{Name: "core dumps", Status: Warn,
 		Detail: fmt.Sprintf("core_pattern pipes core dumps to %s: a task that crashes makes the kernel start it as root on the host, fed by the task (tasks' RLIMIT_CORE 0 does not stop pipe helpers)", helper),
 		Fix:    "set kernel.core_pattern to a file name (sysctl kernel.core_pattern=core; the tasks' RLIMIT_CORE 0 then stops their dumps), or keep " + helper + " patched: it parses dumps from untrusted tasks"}
+}
+
+// defaultSocketBuffer is Linux's default net.core.rmem_max and wmem_max.
+const defaultSocketBuffer = 212992
+
+// checkSocketBuffers says how much kernel memory a task can hold, charged
+// to no memory cgroup, per netlink socket: the kernel answers a netlink
+// request it refuses with an error that copies the request, and the
+// answers queue in the socket's receive buffer, up to about twice
+// net.core.rmem_max (a fifteenth review held 808 MB from a task limited
+// to 16 MiB with 100 route sockets, rmem_max 4 MiB). A task holds as many
+// sockets as its open files times its processes. Raised limits are a
+// warning: they multiply the bound.
+func checkSocketBuffers(root string) Check {
+	const name = "socket buffers"
+	var most int
+	for _, f := range []string{"/proc/sys/net/core/rmem_max", "/proc/sys/net/core/wmem_max"} {
+		b, err := readHost(root, f)
+		if err != nil {
+			return Check{Name: name, Status: Info, Detail: "cannot read " + f + ": " + err.Error()}
+		}
+		v, err := strconv.Atoi(strings.TrimSpace(b))
+		if err != nil {
+			return Check{Name: name, Status: Info, Detail: fmt.Sprintf("cannot read %s: %q", f, b)}
+		}
+		most = max(most, v)
+	}
+	detail := fmt.Sprintf("a task's netlink sockets can each hold about %d KiB of kernel memory that no memory cgroup is charged for (netlink's error answers queue copies of the task's requests), as many sockets as its --open-files times its --pids", 2*most/1024)
+	if most <= defaultSocketBuffer {
+		return Check{Name: name, Status: Info, Detail: detail + " (net.core.rmem_max and wmem_max at Linux's default)"}
+	}
+	return Check{Name: name, Status: Warn,
+		Detail: detail + fmt.Sprintf(": net.core.rmem_max or wmem_max is %d, above Linux's default %d, which raises that bound", most, defaultSocketBuffer),
+		Fix:    fmt.Sprintf("sysctl -w net.core.rmem_max=%d net.core.wmem_max=%d (and persist it in /etc/sysctl.d), or lower --open-files and --pids for untrusted tasks", defaultSocketBuffer, defaultSocketBuffer)}
 }
 
 // checkAppArmor says whether tasks run under nsn-run's AppArmor profile:

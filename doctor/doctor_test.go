@@ -356,6 +356,36 @@ func TestCorePattern(t *testing.T) {
 	}
 }
 
+func TestSocketBuffers(t *testing.T) {
+	root := t.TempDir()
+	if c := checkSocketBuffers(root); c.Status != Info {
+		t.Errorf("unreadable limits: %+v", c)
+	}
+	dir := filepath.Join(root, "/proc/sys/net/core")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		rmem, wmem string
+		status     Status
+		want       string
+	}{
+		{"212992\n", "212992\n", Info, "about 416 KiB"},
+		{"4194304\n", "212992\n", Warn, "about 8192 KiB"},
+		{"212992\n", "16777216\n", Warn, "wmem_max is 16777216"},
+	} {
+		for f, v := range map[string]string{"rmem_max": c.rmem, "wmem_max": c.wmem} {
+			if err := os.WriteFile(filepath.Join(dir, f), []byte(v), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got := checkSocketBuffers(root)
+		if got.Name != "socket buffers" || got.Status != c.status || !strings.Contains(got.Detail, c.want) || (c.status == Warn) != (got.Fix != "") {
+			t.Errorf("rmem_max %q wmem_max %q: %+v, want %s with %q", c.rmem, c.wmem, got, c.status, c.want)
+		}
+	}
+}
+
 func TestAppArmor(t *testing.T) {
 	root := t.TempDir()
 	write := func(path, value string) {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	goruntime "runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -318,7 +319,10 @@ func TestRunWithContainerdHung(t *testing.T) {
 	select {
 	case r = <-done:
 	case <-time.After(2 * time.Minute):
-		t.Fatal("run still running two minutes after its deadline, containerd hung")
+		buf := make([]byte, 4<<20)
+		dump := filepath.Join(os.TempDir(), id+"-goroutines.txt")
+		_ = os.WriteFile(dump, buf[:goruntime.Stack(buf, true)], 0o644)
+		t.Fatalf("run still running two minutes after its deadline, containerd hung (goroutines: %s)", dump)
 	}
 	if !errdefs.IsUnavailable(r.err) || r.res.Reason != task.ReasonFailed {
 		t.Errorf("run with containerd hung: %+v, %v; want failed, unavailable", r.res, r.err)
@@ -332,6 +336,52 @@ func TestRunWithContainerdHung(t *testing.T) {
 		t.Errorf("wait once containerd answers: %+v, %v; want timed_out 124, recorded", res, err)
 	}
 	if err := m.Cleanup(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestExitBeforeTheDeadlineWhileContainerdIsDown: the task exits 7 on its
+// own, before its deadline, while containerd is down, and containerd comes
+// back only after the deadline's SIGKILL (through the cgroup: phase
+// wait/kill-cgroup) found no process. A review saw it reported timed_out
+// 124. containerd 1.6 keeps the exit: exited 7; 2.x loses it (its
+// leaked-shim cleanup): failed 125, the status lost. Never timed_out.
+func TestExitBeforeTheDeadlineWhileContainerdIsDown(t *testing.T) {
+	p, m := restartableManager(t)
+	killed := make(chan struct{})
+	var once sync.Once
+	ctx := runtime.WithPhaseObserver(context.Background(), func(phase string, _ time.Duration) {
+		if phase == "wait/kill-cgroup" {
+			once.Do(func() { close(killed) })
+		}
+	})
+	id := uniqueID("early")
+	tk := seedTask(id, "sh", "-c", "sleep 2; exit 7")
+	tk.Limits.Timeout, tk.Limits.Grace = 5*time.Second, time.Second
+	if _, err := m.Spawn(ctx, tk); err != nil {
+		t.Fatal(err)
+	}
+	done := waitInBackground(ctx, m, id)
+	p.stop()
+	select {
+	case <-killed:
+	case w := <-done:
+		t.Fatalf("the wait ended while containerd was down: %+v, %v", w.res, w.err)
+	case <-time.After(time.Minute):
+		t.Fatal("no kill through the cgroup a minute after the deadline")
+	}
+	startPrivateContainerd(t, p)
+	w := <-done
+	switch {
+	case w.err != nil:
+		t.Errorf("wait across the outage: %v", w.err)
+	case w.res.Reason == task.ReasonExited && w.res.ExitCode == 7:
+	case w.res.Reason == task.ReasonFailed && w.res.ExitCode == runtime.ExitLost && strings.Contains(w.res.Error, "exit status was lost"):
+	default:
+		t.Errorf("result = %s %d %q; want exited 7 (the status kept) or failed 125 (lost), never timed out", w.res.Reason, w.res.ExitCode, w.res.Error)
+	}
+	t.Logf("result: %s %d %q", w.res.Reason, w.res.ExitCode, w.res.Error)
+	if err := m.Cleanup(context.Background(), id); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -35,7 +35,49 @@ const (
 	// ExitLost is the exit code of a task whose exit status was lost
 	// (Result reason failed, its error saying why): nsn-run's own 125.
 	ExitLost = 125
+	// ExitFailed is the exit code of a Run or Supervise that failed
+	// before its task had a Result of its own: bad input, an unknown
+	// image, a daemon that cannot be reached (as `nsn-run run` exits).
+	ExitFailed = 125
 )
+
+type leaveRunningKey struct{}
+
+// LeaveRunningOnCancel returns a context whose end makes Wait, Run and
+// Supervise stop waiting and return its error, leaving the task running
+// with its record, instead of stopping it (SIGTERM, grace, SIGKILL) as
+// they do when a plain context ends. A node agent that shuts down for an
+// upgrade passes it, and its next process takes the tasks up (Recover,
+// then Wait). Until the next Wait nobody enforces the task's deadline and
+// limits but gc, which ends a task past its deadline and grace.
+func LeaveRunningOnCancel(ctx context.Context) context.Context {
+	return context.WithValue(ctx, leaveRunningKey{}, true)
+}
+
+func leavesRunning(ctx context.Context) bool {
+	leave, _ := ctx.Value(leaveRunningKey{}).(bool)
+	return leave
+}
+
+// ExitCode is the exit status err stands for, as `nsn-run run` exits with
+// it: a missing or unrunnable command's 127 or 126 (*CommandError), else
+// ExitFailed.
+func ExitCode(err error) int {
+	var ce *CommandError
+	if errors.As(err, &ce) {
+		return ce.ExitCode()
+	}
+	return ExitFailed
+}
+
+// failedResult is the Result of a Run or Supervise of t that failed with
+// err before the task had one of its own: reason failed, the exit code err
+// stands for (ExitCode), and the error. Until 2026-11-30 its exit code was
+// 0: an agent that read it without the error took the failure for a
+// success (a node-core review).
+func failedResult(t task.Task, err error) task.Result {
+	return task.Result{ID: t.ID, Image: t.Image, Reason: task.ReasonFailed, ExitCode: ExitCode(err), Error: err.Error(), OutputFiles: []task.OutputFile{}}
+}
 
 // finalSampleWait bounds the last sample, taken after the exit: a daemon
 // that does not answer costs the Result its final counters, not its exit.
@@ -826,7 +868,7 @@ func (m *Manager) wait(ctx context.Context, id string, finishLogs bool) (res tas
 	exited := make(chan waitResult, 1)
 	go func() {
 		st, err := m.backend.Wait(waitCtx, id)
-		exited <- waitResult{st, err}
+		exited <- waitResult{status: st, err: err}
 	}()
 
 	deadline := time.NewTimer(time.Until(rec.Handle.StartedAt.Add(limits.Timeout)))
@@ -852,6 +894,9 @@ func (m *Manager) wait(ctx context.Context, id string, finishLogs bool) (res tas
 			res.Reason = task.ReasonTimedOut
 			r = m.terminate(waitCtx, id, limits.Grace, exited)
 		case <-ctx.Done():
+			if leavesRunning(ctx) {
+				return task.Result{}, false, fmt.Errorf("stopped waiting on task %s, left running: %w", id, ctx.Err())
+			}
 			res.Reason = task.ReasonKilled
 			r = m.terminate(waitCtx, id, limits.Grace, exited)
 		case s := <-samples:
@@ -878,7 +923,11 @@ func (m *Manager) wait(ctx context.Context, id string, finishLogs bool) (res tas
 		// stopped here (its deadline, a limit: killed through its
 		// cgroup while containerd was down) keeps its reason, whose exit
 		// code does not depend on the status.
-		if res.Reason == task.ReasonExited {
+		if res.Reason == task.ReasonExited || w.gone {
+			// Not stopped here: it had exited before the stop
+			// found it (a review: exit 7 at 6 s of a 12 s timeout,
+			// containerd down until after the deadline, reported
+			// timed_out).
 			res.Reason = task.ReasonFailed
 		}
 		res.Error = fmt.Sprintf("the task's exit status was lost: %v", w.err)
@@ -986,6 +1035,10 @@ func (m *Manager) sample(ctx context.Context, id string, out chan<- stats.Sample
 type waitResult struct {
 	status ExitStatus
 	err    error
+	// gone: the stop found no process of the task left (it had exited,
+	// whatever its exit's arrival said): a lost status is then not the
+	// stop's doing.
+	gone bool
 }
 
 // terminate stops a task: SIGTERM to its main process, then after grace
@@ -1003,26 +1056,33 @@ func (m *Manager) terminate(ctx context.Context, id string, grace time.Duration,
 	if done && !errdefs.IsUnavailable(w.err) {
 		return w
 	}
+	gone := w.gone
 	graceTimer := time.NewTimer(time.Until(graceEnds))
 	defer graceTimer.Stop()
 	select {
 	case w := <-exited:
+		w.gone = w.gone || gone
 		return w
 	case <-graceTimer.C:
 	}
-	return m.killAll(ctx, id, exited)
+	w = m.killAll(ctx, id, exited)
+	w.gone = w.gone || gone
+	return w
 }
 
 // killAll sends SIGKILL to every process in the task's cgroup and waits for
 // the exit.
 func (m *Manager) killAll(ctx context.Context, id string, exited <-chan waitResult) waitResult {
-	if w, done := m.signal(ctx, id, syscall.SIGKILL, true, exited, time.Now().Add(stopRetryFor)); done {
+	w, done := m.signal(ctx, id, syscall.SIGKILL, true, exited, time.Now().Add(stopRetryFor))
+	if done {
 		return w
 	}
+	gone := w.gone
 	killTimer := time.NewTimer(killWait)
 	defer killTimer.Stop()
 	select {
 	case w := <-exited:
+		w.gone = gone
 		return w
 	case <-killTimer.C:
 		return waitResult{err: fmt.Errorf("task %s: no exit seen %s after SIGKILL to all its processes (nsn-run wait %s records its Result once the daemon answers): %w", id, killWait, id, errdefs.ErrUnavailable)}
@@ -1044,9 +1104,9 @@ var stopRetryFor = 2 * time.Minute
 // containerd for 0.3 s at a task's deadline, and the task ran on with
 // nobody watching it) is tried again, backing off to a second, for up to
 // giveUp, each failed try reported as the phase "wait/stop-retry".
-// done is false once the signal is delivered (or the task is gone); true,
-// with the exit, when the task exited meanwhile, or with the error when
-// the signal could not be sent.
+// done is false once the signal is delivered (or the task is gone: w.gone
+// says which); true, with the exit, when the task exited meanwhile, or
+// with the error when the signal could not be sent.
 func (m *Manager) signal(ctx context.Context, id string, sig syscall.Signal, all bool, exited <-chan waitResult, giveUp time.Time) (w waitResult, done bool) {
 	pause := 10 * time.Millisecond
 	for {
@@ -1061,7 +1121,7 @@ func (m *Manager) signal(ctx context.Context, id string, sig syscall.Signal, all
 		}
 		cancelTry()
 		if err == nil || errdefs.IsNotFound(err) {
-			return waitResult{}, false
+			return waitResult{gone: err != nil}, false
 		}
 		if !errdefs.IsUnavailable(err) || time.Now().After(giveUp) {
 			return waitResult{err: fmt.Errorf("send %s to task %s: %w", unix.SignalName(sig), id, err)}, true
@@ -1555,9 +1615,11 @@ func (m *Manager) Supervise(ctx context.Context, t task.Task, started func(Handl
 		}
 	}
 	h, err := m.Spawn(ctx, t)
-	started(h, err)
+	if started != nil {
+		started(h, err)
+	}
 	if err != nil {
-		return task.Result{ID: t.ID, Image: t.Image, Reason: task.ReasonFailed}, err
+		return failedResult(t, err), err
 	}
 	return m.Wait(ctx, t.ID)
 }
@@ -1589,10 +1651,10 @@ func (m *Manager) Run(ctx context.Context, t task.Task, opts RunOptions) (task.R
 	// Checked before anything starts: refused after the task ran, its
 	// output would go with its cleanup.
 	if err := CheckOutputDest(opts.OutputDir); err != nil {
-		return task.Result{ID: t.ID, Image: t.Image, Reason: task.ReasonFailed}, err
+		return failedResult(t, err), err
 	}
 	if _, err := m.Spawn(ctx, t); err != nil {
-		return task.Result{ID: t.ID, Image: t.Image, Reason: task.ReasonFailed}, err
+		return failedResult(t, err), err
 	}
 	cleanupCtx := context.WithoutCancel(ctx)
 	// Made and taken now, not when the task is done: a directory that
@@ -1605,7 +1667,7 @@ func (m *Manager) Run(ctx context.Context, t task.Task, opts RunOptions) (task.R
 			if cerr := m.cleanupOwn(cleanupCtx, t.ID); cerr != nil {
 				err = errors.Join(err, cerr)
 			}
-			return task.Result{ID: t.ID, Image: t.Image, Reason: task.ReasonFailed}, err
+			return failedResult(t, err), err
 		}
 		defer release()
 	}
@@ -1623,6 +1685,13 @@ func (m *Manager) Run(ctx context.Context, t task.Task, opts RunOptions) (task.R
 		}
 	}
 	sw.Lap("wait")
+	if leavesRunning(ctx) && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+		// The caller asked to stop waiting and leave the task: its
+		// record stays for a later Wait (after Recover, in another
+		// process too), which collects nothing: call CollectOutput and
+		// Cleanup after it, as after Supervise.
+		return task.Result{ID: t.ID, Image: t.Image}, err
+	}
 	if errdefs.IsUnavailable(err) {
 		// The daemon cannot be reached (down, or hung: its socket
 		// accepting and never answering). The task, stopped at its
@@ -1631,7 +1700,7 @@ func (m *Manager) Run(ctx context.Context, t task.Task, opts RunOptions) (task.R
 		// answers: a cleanup now would block on the daemon, then remove
 		// both (an outside review: containerd stopped with SIGSTOP, run
 		// returned only once it was resumed, with task and Result gone).
-		return task.Result{ID: t.ID, Image: t.Image, Reason: task.ReasonFailed}, err
+		return failedResult(t, err), err
 	}
 	if err == nil {
 		err = m.collectOutput(cleanupCtx, t.ID, opts.OutputDir, &res)
@@ -1650,7 +1719,7 @@ func (m *Manager) Run(ctx context.Context, t task.Task, opts RunOptions) (task.R
 	}
 	sw.Lap("cleanup")
 	if err != nil && res.Reason == "" {
-		res.Reason = task.ReasonFailed
+		res = failedResult(t, err)
 	}
 	return res, err
 }

@@ -262,6 +262,78 @@ func TestSpawnFailureRemovesStateDir(t *testing.T) {
 	}
 }
 
+// TestFailedRunResult: a Run that fails before its task has a Result of
+// its own returns reason failed with the exit code `nsn-run run` exits
+// with (127 for a missing command, 125 for the rest) and the error: with
+// exit code 0, a node agent that read the Result alone took the failure
+// for a success (a node-core review).
+func TestFailedRunResult(t *testing.T) {
+	f := newFake()
+	m := newManager(t, f)
+	ctx := context.Background()
+	for _, c := range []struct {
+		startErr error
+		tk       task.Task
+		code     int
+	}{
+		{&runtime.CommandError{Command: "/missing", Image: "busybox", NotFound: true}, job("missing-command"), 127},
+		{&runtime.CommandError{Command: "/etc/passwd", Image: "busybox"}, job("not-executable"), 126},
+		{fmt.Errorf("image busybox: %w", errdefs.ErrNotFound), job("unknown-image"), runtime.ExitFailed},
+		{nil, task.Task{ID: "../bad", Image: "busybox", Command: []string{"true"}}, runtime.ExitFailed},
+	} {
+		f.startErr = c.startErr
+		res, err := m.Run(ctx, c.tk, runtime.RunOptions{})
+		if err == nil || res.Reason != task.ReasonFailed || res.ExitCode != c.code || res.Error != err.Error() || runtime.ExitCode(err) != c.code {
+			t.Errorf("run %s: %+v, %v; want failed %d with the error", c.tk.ID, res, err, c.code)
+		}
+	}
+	f.startErr = nil
+}
+
+// TestLeaveRunningOnCancel: a Wait or Run whose context ends stops the
+// task, unless the context says to leave it (an agent shutting down for
+// an upgrade, a node-core review: every task was killed): then they
+// return the context's error, the task runs on, and a later Wait gets its
+// Result.
+func TestLeaveRunningOnCancel(t *testing.T) {
+	f := newFake()
+	m := newManager(t, f)
+	if _, err := m.Spawn(context.Background(), job("upgrade")); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(runtime.LeaveRunningOnCancel(context.Background()))
+	cancel()
+	if _, err := m.Wait(ctx, "upgrade"); !errors.Is(err, context.Canceled) {
+		t.Errorf("wait with its context ended: %v; want context.Canceled", err)
+	}
+	runCtx, cancelRun := context.WithCancel(runtime.LeaveRunningOnCancel(context.Background()))
+	started := make(chan string, 1)
+	f.started = started
+	ran := make(chan error, 1)
+	go func() {
+		_, err := m.Run(runCtx, job("upgrade-run"), runtime.RunOptions{})
+		ran <- err
+	}()
+	<-started
+	cancelRun()
+	if err := <-ran; !errors.Is(err, context.Canceled) {
+		t.Errorf("run with its context ended: %v; want context.Canceled", err)
+	}
+	f.mu.Lock()
+	running := f.running["upgrade"] && f.running["upgrade-run"]
+	signals := slices.Clone(f.signals)
+	f.mu.Unlock()
+	if !running || len(signals) != 0 {
+		t.Fatalf("after the waits gave up: both running %v, signals %v; want both running, none signalled", running, signals)
+	}
+	for _, id := range []string{"upgrade", "upgrade-run"} {
+		f.exit(id, 4)
+		if res, err := m.Wait(context.Background(), id); err != nil || res.ExitCode != 4 {
+			t.Errorf("a later wait on %s: %+v, %v; want exit 4", id, res, err)
+		}
+	}
+}
+
 func TestSpawnRejectsBadInputAndDuplicates(t *testing.T) {
 	f := newFake()
 	m := newManager(t, f)

@@ -81,10 +81,14 @@ func hugetlbRules() []specs.LinuxSyscall {
 // no memory cgroup is charged for (netlink keeps no per-protocol memory
 // account). An outside review queued 2 GB of them from a task limited to
 // 16 MiB, on both backends: the host's MemAvailable fell by 1994 MB while
-// the task's cgroup showed 3 MiB. The other netlink protocols (route, for
-// getifaddrs; generic; sock_diag; uevents) stay: in the task's own network
-// namespace, without capabilities, a task cannot make them queue at will.
-// Family and protocol are ints to the kernel: masked to the low 32 bits.
+// the task's cgroup showed 3 MiB. The other netlink protocols stay (route
+// is how getifaddrs lists interfaces, which NCCL's bootstrap needs), and
+// with them what a fifteenth review found next: the kernel answers a
+// request it refuses with an error that copies the request, and the
+// answers queue charged to no one, up to about twice net.core.rmem_max per
+// socket (docs/security-model.md, Not protected; doctor reports the
+// bound). Family and protocol are ints to the kernel: masked to the low
+// 32 bits.
 func socketRules() []specs.LinuxSyscall {
 	rules := allowExcept("socket", 0, []uint32{unix.AF_NETLINK})
 	netlink := maskedArg(0, maskedBlock{mask: 0xffffffff, value: unix.AF_NETLINK})

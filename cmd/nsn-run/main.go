@@ -162,15 +162,11 @@ func exitCode(err error) int {
 // exitCodeOf is the exit status nsn-run gives err: a missing or
 // unrunnable command's 127 or 126, an exitError's own, else 125.
 func exitCodeOf(err error) int {
-	var ce *runtime.CommandError
-	if errors.As(err, &ce) {
-		return ce.ExitCode()
-	}
 	var ee *exitError
 	if errors.As(err, &ee) {
 		return ee.code
 	}
-	return exitFailure
+	return runtime.ExitCode(err)
 }
 
 // printJSON writes v to w as indented JSON, as every --json output is.

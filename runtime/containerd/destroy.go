@@ -49,6 +49,7 @@ func (b *Backend) Stop(ctx context.Context, id string, sig syscall.Signal, all b
 		b.reconnectNow()
 	}
 	if err != nil && killAll && ctx.Err() == nil && (errdefs.IsUnavailable(err) || daemonCtx.Err() != nil) {
+		defer runtime.ObservePhase(ctx, "wait/kill-cgroup", time.Now())
 		return b.killCgroup(id, err)
 	}
 	return err
