@@ -267,6 +267,19 @@ func (a *Allocator) lock() (unlock func(), err error) {
 	}, nil
 }
 
+// lockedHolders takes the node-wide lock and reads the allocations under
+// it; the caller unlocks.
+func (a *Allocator) lockedHolders() (held map[uint32]holder, unlock func(), err error) {
+	if unlock, err = a.lock(); err != nil {
+		return nil, nil, err
+	}
+	if held, err = a.holders(); err != nil {
+		unlock()
+		return nil, nil, err
+	}
+	return held, unlock, nil
+}
+
 // holders reads the allocation files: range index -> holder.
 func (a *Allocator) holders() (map[uint32]holder, error) {
 	entries, err := os.ReadDir(a.dir)
@@ -316,15 +329,11 @@ func (a *Allocator) Preview(id string) (task.IDRange, error) {
 // grant finds task id's range (the one it holds, else the first free one)
 // under the lock, and with take records it as id's.
 func (a *Allocator) grant(id string, take bool) (task.IDRange, error) {
-	unlock, err := a.lock()
+	held, unlock, err := a.lockedHolders()
 	if err != nil {
 		return task.IDRange{}, err
 	}
 	defer unlock()
-	held, err := a.holders()
-	if err != nil {
-		return task.IDRange{}, err
-	}
 	me := holder{Owner: a.owner, Task: id, Namespace: a.namespace}
 	for i, h := range held {
 		if h.Owner == me.Owner && h.Task == me.Task {
@@ -366,15 +375,11 @@ func (a *Allocator) ReleaseExcept(keep map[string]bool) error {
 }
 
 func (a *Allocator) releaseIf(match func(task string) bool) error {
-	unlock, err := a.lock()
+	held, unlock, err := a.lockedHolders()
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	held, err := a.holders()
-	if err != nil {
-		return err
-	}
 	for i, h := range held {
 		if h.Owner != a.owner || !match(h.Task) {
 			continue
@@ -388,15 +393,11 @@ func (a *Allocator) releaseIf(match func(task string) bool) error {
 
 // Held returns each range this owner holds, by task.
 func (a *Allocator) Held() (map[string]task.IDRange, error) {
-	unlock, err := a.lock()
+	held, unlock, err := a.lockedHolders()
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	held, err := a.holders()
-	if err != nil {
-		return nil, err
-	}
 	out := map[string]task.IDRange{}
 	for i, h := range held {
 		if h.Owner == a.owner {
@@ -454,15 +455,11 @@ const AbandonedAge = 10 * time.Minute
 // be between allocating and starting, so no two live tasks share one. It
 // returns what it freed, one line each.
 func (a *Allocator) ReclaimAbandoned(proc string, minAge time.Duration) ([]string, error) {
-	unlock, err := a.lock()
+	held, unlock, err := a.lockedHolders()
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	held, err := a.holders()
-	if err != nil {
-		return nil, err
-	}
 	var inUse map[uint32]bool // read once, and only if a range may go
 	var freed []string
 	for i, h := range held {
