@@ -46,10 +46,11 @@ type Config struct {
 	// ReleaseExcept touch only its own tasks' ranges, so one Manager's gc
 	// never frees another's.
 	Owner string
-	// Namespace is the containerd namespace its tasks run in, recorded
-	// with each range: the auditor refuses a spec for another namespace
-	// on a range held here (HolderOf).
-	Namespace string
+	// Namespace is the containerd namespace its tasks run in, and
+	// Containerd that containerd's UUID, recorded with each range: the
+	// auditor refuses a spec for another namespace, or for another
+	// containerd, on a range held here (HolderOf).
+	Namespace, Containerd string
 	// Base is the first host id of the first range; DefaultBase if zero.
 	Base uint32
 	// Count is how many ranges there are; DefaultCount if zero.
@@ -106,18 +107,20 @@ func (s Span) Contains(id uint32) bool { return id >= s.Base && uint64(id) < s.e
 // Allocator grants ranges. Safe for concurrent use, within a process and
 // across processes (flock).
 type Allocator struct {
-	dir       string
-	owner     string
-	namespace string
-	span      Span
-	mu        sync.Mutex
+	dir        string
+	owner      string
+	namespace  string
+	containerd string
+	span       Span
+	mu         sync.Mutex
 }
 
 // holder is what an allocation file records.
 type holder struct {
-	Owner     string `json:"owner"`
-	Task      string `json:"task"`
-	Namespace string `json:"namespace,omitempty"`
+	Owner      string `json:"owner"`
+	Task       string `json:"task"`
+	Namespace  string `json:"namespace,omitempty"`
+	Containerd string `json:"containerd,omitempty"`
 }
 
 // New checks the span against the host's id files and returns an Allocator
@@ -144,7 +147,7 @@ func New(cfg Config) (*Allocator, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("id allocation dir: %w", err)
 	}
-	return &Allocator{dir: cfg.Dir, owner: cfg.Owner, namespace: cfg.Namespace, span: span}, nil
+	return &Allocator{dir: cfg.Dir, owner: cfg.Owner, namespace: cfg.Namespace, containerd: cfg.Containerd, span: span}, nil
 }
 
 // CheckHostIDs refuses ids of span that the host gives others: a
@@ -334,7 +337,7 @@ func (a *Allocator) grant(id string, take bool) (task.IDRange, error) {
 		return task.IDRange{}, err
 	}
 	defer unlock()
-	me := holder{Owner: a.owner, Task: id, Namespace: a.namespace}
+	me := holder{Owner: a.owner, Task: id, Namespace: a.namespace, Containerd: a.containerd}
 	for i, h := range held {
 		if h.Owner == me.Owner && h.Task == me.Task {
 			return a.span.RangeAt(i), nil
@@ -408,10 +411,10 @@ func (a *Allocator) Held() (map[string]task.IDRange, error) {
 }
 
 // Holder is who holds a range: the Manager that allocated it (its state
-// dir), the task, and the containerd namespace it runs in (empty in
-// records made before 2026-11-30's namespace field).
+// dir), the task, and the containerd namespace and containerd (its UUID)
+// it runs in (empty in records made before 2026-11-30's fields).
 type Holder struct {
-	StateDir, Task, Namespace string
+	StateDir, Task, Namespace, Containerd string
 }
 
 // HolderOf reports who holds range r of span in the node's allocation dir
@@ -437,7 +440,7 @@ func HolderOf(dir string, span Span, r task.IDRange) (Holder, bool, error) {
 	if json.Unmarshal(b, &h) != nil {
 		return Holder{Task: "?"}, true, nil // as the allocator: held by someone
 	}
-	return Holder{StateDir: h.Owner, Task: h.Task, Namespace: h.Namespace}, true, nil
+	return Holder{StateDir: h.Owner, Task: h.Task, Namespace: h.Namespace, Containerd: h.Containerd}, true, nil
 }
 
 // AbandonedAge is how long an allocation must have stood before

@@ -541,6 +541,14 @@ func TestAuditRangeOfALiveTask(t *testing.T) {
 		t.Errorf("nsn-run audit of the live task's spec for another namespace: exit %d: %s%s; want a finding naming its namespace", a.code, a.stdout, a.stderr)
 	}
 
+	// The same spec audited for another containerd (here one that does
+	// not answer): its range's record names the live task's containerd.
+	elsewhere := slices.Clone(g)
+	elsewhere[slices.Index(elsewhere, "--address")+1] = filepath.Join(t.TempDir(), "no-containerd.sock")
+	if a := runCLI(t, []byte(own.stdout), slices.Concat([]string{"audit"}, elsewhere, []string{"-"})...); a.code != 1 || !strings.Contains(a.stdout+a.stderr, "held by live task "+twin+" of containerd") {
+		t.Errorf("nsn-run audit of the live task's spec for another containerd: exit %d: %s%s; want a finding naming its containerd", a.code, a.stdout, a.stderr)
+	}
+
 	// Start audits what it sends against the range it was granted: a
 	// SpecOpt that moves the mapping to another range is refused
 	// (startRefuses checks nothing is left: the running task goes first,

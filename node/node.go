@@ -237,7 +237,8 @@ func AuditPolicy(ctx context.Context, o Options) (audit.Policy, error) {
 		// put them in the spec for (before 2.3), or the runc its shim runs
 		// refuses them (before 1.4). Never the runc on the auditor's own
 		// PATH: that need not be the node's.
-		p.UserNSLimitsOutside = !containerd.UserNSLimitsInSpecAt(ctx, o.Address)
+		limitsInSpec, uuid := containerd.AuditFactsAt(ctx, o.Address)
+		p.UserNSLimitsOutside, p.Containerd = !limitsInSpec, uuid
 	}
 	return p, nil
 }

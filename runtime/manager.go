@@ -259,11 +259,14 @@ func New(cfg Config) (*Manager, error) {
 	ids := cfg.IDs
 	_, namespacer := cfg.Backend.(UserNamespacer)
 	if ids == nil && namespacer && cfg.UserNamespaces != UserNSOff {
-		var namespace string
+		var namespace, containerd string
 		if n, ok := cfg.Backend.(interface{ Namespace() string }); ok {
 			namespace = n.Namespace()
 		}
-		a, err := idmap.New(idmap.Config{Owner: abs, Namespace: namespace})
+		if u, ok := cfg.Backend.(interface{ ServerUUID() string }); ok {
+			containerd = u.ServerUUID()
+		}
+		a, err := idmap.New(idmap.Config{Owner: abs, Namespace: namespace, Containerd: containerd})
 		if err != nil {
 			return nil, err
 		}

@@ -294,6 +294,10 @@ func (b *Backend) Scope() string {
 // Manager records it with each task's host id range).
 func (b *Backend) Namespace() string { return b.cfg.Namespace }
 
+// ServerUUID is the UUID of the backend's containerd, the same across its
+// restarts (the Manager records it with each task's host id range).
+func (b *Backend) ServerUUID() string { return b.serverUUID }
+
 var _ runtime.UserNamespacer = (*Backend)(nil)
 
 // Identity implements runtime.UserNamespacer: a task runs in its own user

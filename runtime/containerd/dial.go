@@ -83,25 +83,37 @@ const runcVersionAnnotation = "org.opencontainers.runc.version"
 // a version or runtime info that does not say: the auditor then requires
 // the limits.
 func UserNSLimitsInSpecAt(ctx context.Context, address string) bool {
+	limits, _ := AuditFactsAt(ctx, address)
+	return limits
+}
+
+// AuditFactsAt is what the auditor asks the containerd at address, in one
+// connection: UserNSLimitsInSpecAt's answer, and the daemon's UUID (empty
+// where it does not answer), which names the containerd a task's host id
+// range was granted in (the Manager records it with the range).
+func AuditFactsAt(ctx context.Context, address string) (userNSLimitsInSpec bool, serverUUID string) {
 	c, version, err := dial(ctx, address, spec.DefaultNamespace)
 	if err != nil {
-		return true
+		return true, ""
 	}
 	defer c.Close()
-	if knownVersion(version) && !UserNSLimitsInSpec(version) {
-		return false
-	}
 	infoCtx, cancel := context.WithTimeout(ctx, pingTimeout)
 	defer cancel()
+	if server, err := c.Server(infoCtx); err == nil {
+		serverUUID = server.UUID
+	}
+	if knownVersion(version) && !UserNSLimitsInSpec(version) {
+		return false, serverUUID
+	}
 	info, err := c.RuntimeInfo(infoCtx, task.DefaultRuntime, nil)
 	if err != nil {
-		return true
+		return true, serverUUID
 	}
 	f, ok := info.Features.(*features.Features)
 	if !ok || f == nil {
-		return true
+		return true, serverUUID
 	}
-	return RuncTakesUserNSSysctls(f.Annotations[runcVersionAnnotation])
+	return RuncTakesUserNSSysctls(f.Annotations[runcVersionAnnotation]), serverUUID
 }
 
 // knownVersion reports whether a daemon's version reads as MAJOR.MINOR

@@ -124,6 +124,12 @@ type Policy struct {
 	// (idmap.CheckHostIDs: /etc/subuid, /etc/subgid, accounts), as the
 	// node's allocator refuses a span that holds one.
 	CheckRange func(r task.IDRange) error
+	// Containerd is the UUID of the containerd the specs are for (empty:
+	// it did not answer). A range held by a task of another containerd,
+	// even in a namespace of the same name, is a finding, as is one whose
+	// containerd cannot be compared (a fifteenth review audited a live
+	// task's spec clean against another containerd's address).
+	Containerd string
 }
 
 func (p Policy) span() idmap.Span {
@@ -486,6 +492,12 @@ func (a *auditor) rangeOwnedBy(r task.IDRange, id string) {
 		// the live task, beside it (a fourteenth review ran one with runc
 		// and wrote into the task's /output as its host uid).
 		a.add(RuleUserNamespace, "linux.uidMappings", "host ids %d..%d are held by live task %s in containerd namespace %q: a spec of it for namespace %q would run a second copy as its host identity", r.HostID, last, h.Task, h.Namespace, a.policy.namespace())
+	case held && h.Containerd != "" && h.Containerd != a.policy.Containerd:
+		this := a.policy.Containerd
+		if this == "" {
+			this = "one that did not answer"
+		}
+		a.add(RuleUserNamespace, "linux.uidMappings", "host ids %d..%d are held by live task %s of containerd %s, and this audit is for %s: a spec of it there would run a second copy as its host identity", r.HostID, last, h.Task, h.Containerd, this)
 	}
 }
 

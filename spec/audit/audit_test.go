@@ -274,6 +274,7 @@ var mutations = []mutation{
 	{name: "userns-range-held-by-another-task", rule: audit.RuleUserNamespace, policy: &audit.Policy{RangeHolder: heldBy(idmap.Holder{StateDir: "/var/lib/nsn-run", Task: "victim"})}, mutate: func(*specs.Spec) {}},
 	{name: "userns-range-of-another-state-dir", rule: audit.RuleUserNamespace, policy: &audit.Policy{RangeHolder: heldBy(idmap.Holder{StateDir: "/srv/agent-b", Task: taskID})}, mutate: func(*specs.Spec) {}},
 	{name: "userns-range-of-another-namespace", rule: audit.RuleUserNamespace, policy: &audit.Policy{RangeHolder: heldBy(idmap.Holder{StateDir: "/var/lib/nsn-run", Task: taskID, Namespace: "tenant-b"})}, mutate: func(*specs.Spec) {}},
+	{name: "userns-range-of-another-containerd", rule: audit.RuleUserNamespace, policy: &audit.Policy{Containerd: "uuid-a", RangeHolder: heldBy(idmap.Holder{StateDir: "/var/lib/nsn-run", Task: taskID, Namespace: spec.DefaultNamespace, Containerd: "uuid-b"})}, mutate: func(*specs.Spec) {}},
 	{name: "userns-range-host-subordinate-ids", rule: audit.RuleUserNamespace, policy: &audit.Policy{CheckRange: func(task.IDRange) error {
 		return errors.New("overlaps /etc/subuid entry rvtest:66584576:65536")
 	}}, mutate: func(*specs.Spec) {}},

@@ -105,7 +105,7 @@ var rules = []Rule{
 		[]string{"host-network", "namespace-path", "no-cgroup-namespace"}},
 	{RuleUserNamespace, "runc: id mappings decide host identity; Kubernetes hostUsers: false", "the task's own user namespace: uids and gids map to one host range of the policy's span (never host 0), the one the task was granted, which no other live task on the node holds and the host gives no one else (subordinate ids, accounts); none where the policy has tasks share host ids",
 		[]string{"linux.uidMappings", "linux.gidMappings"},
-		[]string{"uid-map-host-root", "userns-range-outside-span", "userns-gid-differs", "userns-missing", "userns-where-host-identity", "userns-range-not-granted", "userns-range-held-by-another-task", "userns-range-of-another-state-dir", "userns-range-of-another-namespace", "userns-range-host-subordinate-ids"}},
+		[]string{"uid-map-host-root", "userns-range-outside-span", "userns-gid-differs", "userns-missing", "userns-where-host-identity", "userns-range-not-granted", "userns-range-held-by-another-task", "userns-range-of-another-state-dir", "userns-range-of-another-namespace", "userns-range-of-another-containerd", "userns-range-host-subordinate-ids"}},
 	{RuleMounts, "CIS 5.5, 5.31; PSS baseline hostPath; runc evaluates options in order", "exactly the generated mounts: the task's output dir, the granted GPUs' CDI mounts and (with --init) the policy's nsn-init, read-only, are the only host paths",
 		[]string{"mounts"},
 		[]string{"devtmpfs", "second-procfs", "sys-ro-rw", "bind-host-tmp", "bind-tasks-dir", "overlay-host-lower", "cgroup-mount", "mounts-reordered", "bind-symlink-source", "bind-symlink-parent", "init-other-binary", "init-writable"}},
