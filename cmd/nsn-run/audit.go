@@ -47,7 +47,12 @@ instances, no nested namespaces, ...), exactly, unless the node's containerd
 info: runc features) that the runc its shim runs is older than 1.4, which
 refuses them: there a spec without them passes too, as nsn-run's own are
 then (it sets the limits between create and start; see
-docs/security-model.md). The runc on this shell's PATH plays no part. A create request is judged the same
+docs/security-model.md). The runc on this shell's PATH plays no part. The
+user namespace's host id range must be free on this node or held by the
+spec's own task (same id, state dir, namespace and containerd, as
+/run/nsn-run/ids records them; a held range where --address does not
+answer is a finding), and must not overlap /etc/subuid, /etc/subgid or an
+account's id. A create request is judged the same
 way against the request nsn-run would send (runtime, seccomp profile,
 privileges, devices, binds, namespaces, resources, ulimits). The JSON is read strictly: unknown
 fields, keys that differ only in case, and duplicate keys are findings, since
