@@ -278,8 +278,10 @@ func TestConformanceOOM(t *testing.T) {
 // the container).
 func TestConformanceChildOOM(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backendCase, m *runtime.Manager) {
-		tk := seedTask(uniqueID("childoom"), "sh", "-c", `sh -c "head -c 100m /dev/zero | tail > /dev/null"; echo child-status=$?`)
-		tk.Limits.MemoryBytes = 32 * task.MiB
+		// One large child (a pipeline of two, head and tail, once had
+		// the OOM killer take the shell too).
+		tk := probeTask(uniqueID("childoom"), task.Limits{MemoryBytes: 32 * task.MiB}, "alloc", "200")
+		tk.Command = []string{"sh", "-c", "nsn-probe alloc 200 >/dev/null; echo child-status=$?"}
 		res, err := m.Run(context.Background(), tk, runtime.RunOptions{})
 		if err != nil {
 			t.Fatal(err)
