@@ -4,8 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 
 	"github.com/containerd/errdefs"
+
+	"github.com/nsn-run/nsn-run/task"
 )
 
 // ImageStore is a Backend feature: the images tasks run from, in the
@@ -22,6 +26,21 @@ type ImageStore interface {
 	PullImage(ctx context.Context, ref string, progress func(PullProgress)) (Image, error)
 	// ListImages lists the local images, sorted by name.
 	ListImages(ctx context.Context) ([]Image, error)
+	// RemoveImage removes the image name (normalised) and returns what it
+	// named; the store then frees what no other name, task or lease
+	// holds. A name that is not there is errdefs.ErrNotFound. Without
+	// force a backend may refuse an image its own containers use
+	// (errdefs.ErrFailedPrecondition); the Manager checks its tasks first.
+	RemoveImage(ctx context.Context, name string, force bool) (Image, error)
+}
+
+// RemoveImageOptions are the options of RemoveImage.
+type RemoveImageOptions struct {
+	// Force removes an image that tasks still run from. A running task is
+	// unaffected (its container keeps the snapshot it runs on); a new
+	// task of the name is refused until the image is imported or pulled
+	// again.
+	Force bool
 }
 
 // ImportOptions are the options of ImportImage.
@@ -108,6 +127,43 @@ func (m *Manager) PullImage(ctx context.Context, ref string, progress func(PullP
 		return Image{}, err
 	}
 	return s.PullImage(ctx, ref, progress)
+}
+
+// RemoveImage removes the local image ref names (as image ls lists it,
+// or in any form task.NormalizeImage accepts) from the backend's store,
+// which frees its content and unpacked layers unless another name or a
+// task holds them, and returns what the name pointed at. An image that a
+// task of nsn-run's in the namespace (or dockerd) still runs from, in any
+// state dir and any state, is refused with errdefs.ErrFailedPrecondition
+// unless opts.Force: remove the tasks first. A malformed ref is
+// errdefs.ErrInvalidArgument, one that is not there errdefs.ErrNotFound.
+func (m *Manager) RemoveImage(ctx context.Context, ref string, opts RemoveImageOptions) (Image, error) {
+	s, err := m.images()
+	if err != nil {
+		return Image{}, err
+	}
+	name, err := task.NormalizeImage(ref)
+	if err != nil {
+		return Image{}, err
+	}
+	if !opts.Force {
+		sts, err := m.backend.List(ctx)
+		if err != nil {
+			return Image{}, fmt.Errorf("list the tasks that may use image %s: %w", name, err)
+		}
+		var users []string
+		for _, st := range sts {
+			if st.Image == name {
+				users = append(users, st.ID)
+			}
+		}
+		if len(users) > 0 {
+			slices.Sort(users)
+			return Image{}, fmt.Errorf("%w: image %s is in use by task %s: remove the task first, or force",
+				errdefs.ErrFailedPrecondition, name, strings.Join(users, ", "))
+		}
+	}
+	return s.RemoveImage(ctx, name, opts.Force)
 }
 
 // ListImages lists the images tasks can run from, sorted by name.

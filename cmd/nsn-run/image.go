@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -115,7 +116,52 @@ the progress is its per-layer report.`,
 			}
 			return w.Flush()
 		},
-	})
+	}, newImageRmCommand(g))
+	return cmd
+}
+
+func newImageRmCommand(g *globalOptions) *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:     "rm [--force] REF...",
+		Aliases: []string{"remove"},
+		Short:   "Remove local images",
+		Long: `Remove each image from the backend's store (containerd's namespace, or with
+--backend docker dockerd's) and print its name. The store then frees its
+layers and unpacked snapshots unless another name or a task still holds
+them (containerd collects them before rm returns).
+
+An image that a task of nsn-run's still runs from, in this namespace (or
+dockerd) and any state, is refused (exit 125, naming the tasks): remove
+the tasks first, or --force, which removes the name anyway; a running
+task is unaffected, and a new task of the name is refused until the image
+is imported or pulled again. REF is a name as image ls prints it, or a
+short form (busybox means docker.io/library/busybox:latest).`,
+		Example: `  nsn-run image rm docker.io/library/busybox:latest
+  nsn-run image rm alpine:3.20 team/model-runner:v2`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, closeFn, err := openManager(cmd.Context(), g)
+			if err != nil {
+				return err
+			}
+			defer closeFn()
+			var errs []string
+			for _, ref := range args {
+				img, err := m.RemoveImage(cmd.Context(), ref, runtime.RemoveImageOptions{Force: force})
+				if err != nil {
+					errs = append(errs, err.Error())
+					continue
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), printableName(img.Name))
+			}
+			if len(errs) > 0 {
+				return errors.New(strings.Join(errs, "; "))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVarP(&force, "force", "f", false, "remove images that tasks still run from")
 	return cmd
 }
 

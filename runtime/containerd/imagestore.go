@@ -80,6 +80,30 @@ func (b *Backend) ListImages(ctx context.Context) ([]runtime.Image, error) {
 	return out, nil
 }
 
+// RemoveImage implements runtime.ImageStore: the name goes, and
+// containerd's garbage collector runs before it returns (SynchronousDelete),
+// so the content and unpacked snapshots no other image, container or lease
+// references are gone by then. A container's own snapshot keeps its
+// parents: a task still running from the image runs on. containerd keeps
+// no record of which containers use an image, so force changes nothing
+// here; the Manager refuses an image its tasks use.
+func (b *Backend) RemoveImage(ctx context.Context, name string, _ bool) (runtime.Image, error) {
+	ctx = b.ns(ctx)
+	img, err := b.client.ImageService().Get(ctx, name)
+	if errdefs.IsNotFound(err) {
+		return runtime.Image{}, fmt.Errorf("image %s: %w", name, errdefs.ErrNotFound)
+	}
+	if err != nil {
+		return runtime.Image{}, fmt.Errorf("image %s: %w", name, err)
+	}
+	// Only the image looked at: one imported under the name meanwhile
+	// stays (containerd 2.0 and later check the target; 1.x ignores it).
+	if err := b.client.ImageService().Delete(ctx, name, ctrimages.DeleteTarget(&img.Target), ctrimages.SynchronousDelete()); err != nil {
+		return runtime.Image{}, fmt.Errorf("remove image %s: %w", name, err)
+	}
+	return runtime.Image{Name: img.Name, Digest: img.Target.Digest.String(), Size: -1}, nil
+}
+
 // unpackGuard is the guard of an image's first unpack: unpackLimit, under
 // a node-wide lock in ProbeDir (none without one).
 func (b *Backend) unpackGuard() images.UnpackGuard {

@@ -195,3 +195,30 @@ func (b *Backend) ListImages(ctx context.Context) ([]runtime.Image, error) {
 	slices.SortFunc(out, func(a, b runtime.Image) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
 }
+
+// RemoveImage implements runtime.ImageStore: `docker rmi` of the name
+// (dockerd untags it, and deletes the image and its untagged parents once
+// no other tag names it). Without force dockerd refuses an image one of
+// its containers uses, nsn-run's or not (errdefs.ErrFailedPrecondition);
+// with force it untags it anyway and keeps the layers those containers run
+// on.
+func (b *Backend) RemoveImage(ctx context.Context, name string, force bool) (runtime.Image, error) {
+	insp, err := b.client.ImageInspect(ctx, name)
+	if err != nil {
+		return runtime.Image{}, fmt.Errorf("image %s: %w", name, dockerErr(err))
+	}
+	if _, err := b.client.ImageRemove(ctx, name, client.ImageRemoveOptions{Force: force, PruneChildren: true}); err != nil {
+		return runtime.Image{}, fmt.Errorf("remove image %s: %w", name, dockerErr(err))
+	}
+	return runtime.Image{Name: name, Digest: insp.ID, Size: insp.Size}, nil
+}
+
+// dockerErr keeps an Engine API error's kind as errdefs sees it, with a
+// conflict (an image a container uses) as a failed precondition: the
+// operator's next step is to remove the container.
+func dockerErr(err error) error {
+	if errdefs.IsConflict(err) {
+		return fmt.Errorf("%w: %w", errdefs.ErrFailedPrecondition, err)
+	}
+	return err
+}
