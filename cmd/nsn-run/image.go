@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -146,19 +145,10 @@ short form (busybox means docker.io/library/busybox:latest).`,
 				return err
 			}
 			defer closeFn()
-			var errs []string
-			for _, ref := range args {
+			return eachArg(cmd.OutOrStdout(), args, func(ref string) (string, error) {
 				img, err := m.RemoveImage(cmd.Context(), ref, runtime.RemoveImageOptions{Force: force})
-				if err != nil {
-					errs = append(errs, err.Error())
-					continue
-				}
-				fmt.Fprintln(cmd.OutOrStdout(), printableName(img.Name))
-			}
-			if len(errs) > 0 {
-				return errors.New(strings.Join(errs, "; "))
-			}
-			return nil
+				return printableName(img.Name), err
+			})
 		},
 	}
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "remove images that tasks still run from")

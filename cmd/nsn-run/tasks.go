@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -128,22 +129,32 @@ output). A running task is refused unless -f, which kills it first.`,
 				return err
 			}
 			defer closeFn()
-			var errs []string
-			for _, id := range args {
-				if err := m.Remove(cmd.Context(), id, force); err != nil {
-					errs = append(errs, err.Error())
-					continue
-				}
-				fmt.Fprintln(cmd.OutOrStdout(), id)
-			}
-			if len(errs) > 0 {
-				return errors.New(strings.Join(errs, "; "))
-			}
-			return nil
+			return eachArg(cmd.OutOrStdout(), args, func(id string) (string, error) {
+				return id, m.Remove(cmd.Context(), id, force)
+			})
 		},
 	}
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "kill running tasks first")
 	return cmd
+}
+
+// eachArg runs do for each of args in turn, printing the line each
+// success returns; the errors of the others come back as one error, on
+// one line (so one bad argument neither stops the rest nor hides them).
+func eachArg(out io.Writer, args []string, do func(arg string) (string, error)) error {
+	var errs []string
+	for _, arg := range args {
+		line, err := do(arg)
+		if err != nil {
+			errs = append(errs, err.Error())
+			continue
+		}
+		fmt.Fprintln(out, line)
+	}
+	if len(errs) > 0 {
+		return errors.New(strings.Join(errs, "; "))
+	}
+	return nil
 }
 
 func newGCCommand(g *globalOptions) *cobra.Command {
