@@ -29,7 +29,13 @@ func SetMaxBackgroundReleases(n int) (restore func()) {
 
 // TakeOutputDest is Run's hold of its output directory, for the test of
 // two runs given the same one.
-var TakeOutputDest = takeOutputDest
+func TakeOutputDest(dest string) (release func(), err error) {
+	d, err := takeOutputDest(dest)
+	if err != nil {
+		return nil, err
+	}
+	return d.release, nil
+}
 
 // Hold is the busy mark a spawn, wait or run holds on its task.
 func Hold(m *Manager, id string) (release func(), err error) {

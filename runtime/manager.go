@@ -224,6 +224,9 @@ func New(cfg Config) (*Manager, error) {
 	if err := refuseNestedStateDir(resolveExisting(abs)); err != nil {
 		return nil, err
 	}
+	if err := checkAdoptable(resolveExisting(abs)); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(filepath.Join(abs, "tasks"), 0o700); err != nil {
 		return nil, fmt.Errorf("create state dir: %w", err)
 	}
@@ -326,10 +329,13 @@ func resolveExisting(path string) string {
 // refuseNestedStateDir refuses a state dir inside another: the outer one's
 // gc takes what lies in its tasks directory for its own tasks' state (an
 // outside review's state dir STATE/tasks/y lost its running task's record
-// and logs to a gc of STATE).
+// and logs to a gc of STATE). Only a state dir this process's user made
+// counts (ownStateDir): another user could otherwise lock every state dir
+// under a world-writable /tmp out by planting /tmp/id and /tmp/tasks (a
+// sixteenth review did it under a 1777 directory).
 func refuseNestedStateDir(dir string) error {
 	for d := filepath.Dir(dir); ; d = filepath.Dir(d) {
-		if isStateDir(d) {
+		if ownStateDir(d) {
 			return fmt.Errorf("%w: state dir %s lies inside the state dir %s", errdefs.ErrInvalidArgument, dir, d)
 		}
 		if d == filepath.Dir(d) {
@@ -461,6 +467,59 @@ func checkFreshStateDir(dir string) error {
 		}
 	}
 	return nil
+}
+
+// stateDirEntries are the names New and the Manager create in a state
+// dir itself (besides the id file's temporary .id-*), and gpus, where
+// GPU grants were kept before they became node-wide (and where a
+// gpu.Options.AllocDir may still put them).
+var stateDirEntries = []string{"tasks", stateDirIDFile, sweepLock, busyDir, spawningDir, waitingDir, "gpus"}
+
+// checkAdoptable refuses to make dir a state dir unless it is new, empty,
+// or a state dir already (or one cut short, or one that lost its id file:
+// nothing in it but what a state dir holds), and its owner is this
+// process's user. New makes the directory 0700 and fills it, and gc
+// removes what lies in its tasks directory: a sixteenth review's `nsn-run
+// --state-dir / ps` made the host's / mode 0700 (every non-root lookup
+// on the host then failed) and wrote /id and /tasks, after which every
+// other state dir on the host lay "inside the state dir /".
+func checkAdoptable(dir string) error {
+	info, err := os.Stat(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	if !info.IsDir() {
+		return fmt.Errorf("%w: state dir %s is not a directory", errdefs.ErrInvalidArgument, dir)
+	}
+	if uid := info.Sys().(*syscall.Stat_t).Uid; uid != uint32(os.Geteuid()) {
+		return fmt.Errorf("%w: state dir %s belongs to uid %d, not to this process's user (%d): whoever owns it could change the tasks' records and logs",
+			errdefs.ErrInvalidArgument, dir, uid, os.Geteuid())
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	for _, e := range entries {
+		if !slices.Contains(stateDirEntries, e.Name()) && !strings.HasPrefix(e.Name(), ".id-") {
+			return fmt.Errorf("%w: state dir %s is a directory with other content (%s), not a state dir: give a new or empty directory",
+				errdefs.ErrInvalidArgument, dir, strconv.Quote(e.Name()))
+		}
+	}
+	return nil
+}
+
+// ownStateDir reports whether dir is a state dir (isStateDir) that this
+// process's user made: its own, and writable by nobody else.
+func ownStateDir(dir string) bool {
+	info, err := os.Stat(dir)
+	if err != nil || !isStateDir(dir) {
+		return false
+	}
+	st := info.Sys().(*syscall.Stat_t)
+	return st.Uid == uint32(os.Geteuid()) && info.Mode().Perm()&0o022 == 0
 }
 
 // isStateDir reports whether dir looks like a state dir: a tasks
@@ -1653,7 +1712,7 @@ func (m *Manager) Run(ctx context.Context, t task.Task, opts RunOptions) (task.R
 	}
 	// Checked before anything starts: refused after the task ran, its
 	// output would go with its cleanup.
-	if err := CheckOutputDest(opts.OutputDir); err != nil {
+	if err := m.checkOutputDest(opts.OutputDir); err != nil {
 		return failedResult(t, err), err
 	}
 	if _, err := m.Spawn(ctx, t); err != nil {
@@ -1664,15 +1723,16 @@ func (m *Manager) Run(ctx context.Context, t task.Task, opts RunOptions) (task.R
 	// cannot be made (a read-only filesystem), or that another run has
 	// taken, stops the task before it has done work whose output would
 	// be lost.
+	var dest *outputDest
 	if opts.OutputDir != "" {
-		release, err := takeOutputDest(opts.OutputDir)
-		if err != nil {
+		var err error
+		if dest, err = takeOutputDest(opts.OutputDir); err != nil {
 			if cerr := m.cleanupOwn(cleanupCtx, t.ID); cerr != nil {
 				err = errors.Join(err, cerr)
 			}
 			return failedResult(t, err), err
 		}
-		defer release()
+		defer dest.release()
 	}
 	sw := NewStopwatch(ctx)
 	var streamed *logFollower
@@ -1706,7 +1766,7 @@ func (m *Manager) Run(ctx context.Context, t task.Task, opts RunOptions) (task.R
 		return failedResult(t, err), err
 	}
 	if err == nil {
-		err = m.collectOutput(cleanupCtx, t.ID, opts.OutputDir, &res)
+		err = m.collectOutput(cleanupCtx, t.ID, dest, &res)
 	}
 	sw.Lap("collect")
 	if err == nil && !released {

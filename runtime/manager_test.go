@@ -616,6 +616,91 @@ func TestWaitReportsALostExit(t *testing.T) {
 	}
 }
 
+// TestStateDirAdoptsOnlyWhatIsItsOwn: New makes a new or empty directory a
+// state dir, and refuses, changing nothing, a directory with other
+// content or another user's (a sixteenth review's `--state-dir / ps`
+// made the host's / mode 0700 and wrote /id and /tasks; an operator's
+// project or home is the same mistake).
+func TestStateDirAdoptsOnlyWhatIsItsOwn(t *testing.T) {
+	open := func(dir string) error {
+		_, err := runtime.New(runtime.Config{Backend: newFake(), StateDir: dir, OutputFS: runtime.DirOutput{}})
+		return err
+	}
+	project := t.TempDir()
+	if err := os.Chmod(project, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(project, "notes.txt"), []byte("mine"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := open(project); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), `other content ("notes.txt")`) {
+		t.Errorf("a directory with other content: %v; want refused", err)
+	}
+	if info, err := os.Stat(project); err != nil || info.Mode().Perm() != 0o755 {
+		t.Errorf("the refused directory's mode is now %v (%v), was 0755", info.Mode().Perm(), err)
+	}
+	if entries, _ := os.ReadDir(project); len(entries) != 1 {
+		t.Errorf("the refused directory now holds %v", entries)
+	}
+	if err := open(filepath.Join(project, "notes.txt")); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "not a directory") {
+		t.Errorf("a file: %v; want refused", err)
+	}
+
+	theirs := t.TempDir()
+	if err := os.Chown(theirs, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	if err := open(theirs); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "belongs to uid 65534") {
+		t.Errorf("another user's empty directory: %v; want refused", err)
+	}
+
+	empty := t.TempDir()
+	if err := os.Chmod(empty, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := open(empty); err != nil {
+		t.Fatalf("an empty directory: %v", err)
+	}
+	if info, err := os.Stat(empty); err != nil || info.Mode().Perm() != 0o700 {
+		t.Errorf("the adopted directory's mode is %v (%v), want 0700", info.Mode().Perm(), err)
+	}
+	if err := open(empty); err != nil {
+		t.Errorf("the state dir opened again: %v", err)
+	}
+	if err := open(filepath.Join(t.TempDir(), "new", "state")); err != nil {
+		t.Errorf("a new directory: %v", err)
+	}
+}
+
+// TestPlantedStateDirAboveIsIgnored: a directory another user can write
+// (as /tmp) that they made look like a state dir (id file and tasks
+// directory) does not make the state dirs under it "inside" one: a
+// sixteenth review locked every state dir under a 1777 directory out so.
+func TestPlantedStateDirAboveIsIgnored(t *testing.T) {
+	shared := t.TempDir()
+	if err := os.Chmod(shared, 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(shared, "state")
+	if _, err := runtime.New(runtime.Config{Backend: newFake(), StateDir: state, OutputFS: runtime.DirOutput{}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(shared, "id"), []byte("0123456789abcdef0123456789abcdef 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(shared, "tasks"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"id", "tasks"} {
+		if err := os.Chown(filepath.Join(shared, p), 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := runtime.New(runtime.Config{Backend: newFake(), StateDir: state, OutputFS: runtime.DirOutput{}}); err != nil {
+		t.Errorf("the state dir under a planted one: %v; want it opened", err)
+	}
+}
+
 // TestNestedStateDirRefused: a state dir inside another's is refused, and
 // not made: the outer one's gc takes what lies in its tasks directory for
 // its own (an outside review's nested state dir lost a running task's
@@ -1956,4 +2041,128 @@ func refusedLeftNothing(t *testing.T, f *fakeBackend, m *runtime.Manager, id str
 	if _, err := os.Stat(runtime.TaskDir(m, id)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the refused run of %s left its state dir: %v", id, err)
 	}
+}
+
+// TestOutputDirInTheStateDirRefused: a task's output copied into the state
+// dir would land in another task's /output (a sixteenth review's running
+// task read a tenant's files so) or in a "task" directory gc removes. It
+// is refused before anything starts, also through a symlink.
+func TestOutputDirInTheStateDirRefused(t *testing.T) {
+	f := newFake()
+	m := newManager(t, f)
+	// The fake's tasks run until signalled: without the refusal, Run
+	// would wait for this one until the context ends.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	link := filepath.Join(t.TempDir(), "link")
+	if err := os.Symlink(filepath.Join(m.StateDir(), "tasks"), link); err != nil {
+		t.Fatal(err)
+	}
+	for _, dest := range []string{
+		filepath.Join(m.StateDir(), "tasks", "victim", "output"),
+		filepath.Join(m.StateDir(), "tasks", "new"),
+		m.StateDir(),
+		filepath.Join(link, "new"),
+	} {
+		if _, err := m.Run(ctx, job("out"), runtime.RunOptions{OutputDir: dest}); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "is in the state dir") {
+			t.Errorf("output dir %s: %v, want refused", dest, err)
+		}
+		var res task.Result
+		if err := m.CollectOutput(ctx, "out", dest, &res); !errdefs.IsInvalidArgument(err) {
+			t.Errorf("CollectOutput to %s: %v, want refused", dest, err)
+		}
+	}
+	f.mu.Lock()
+	started := len(f.labels)
+	f.mu.Unlock()
+	if started != 0 {
+		t.Errorf("%d tasks started", started)
+	}
+	if _, err := os.Stat(filepath.Join(m.StateDir(), "tasks", "new")); !os.IsNotExist(err) {
+		t.Errorf("the refused output dir was made: %v", err)
+	}
+}
+
+// TestOutputDirThroughAnotherUsersSymlinkRefused: the directory an
+// operator collects into may lie in a job submitter's tree, and a symlink
+// of theirs there aimed the copy, made as root, at an empty root-owned
+// directory (a sixteenth review's stand-in for /etc/tmpfiles.d). A link of
+// another user on the way is refused before anything starts; root's own
+// links are followed.
+func TestOutputDirThroughAnotherUsersSymlinkRefused(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: the links are another user's")
+	}
+	f := newFake()
+	m := newManager(t, f)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	base := t.TempDir()
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	alice, rootOwned := filepath.Join(base, "alice"), filepath.Join(base, "etc-stand-in")
+	for _, d := range []string{alice, rootOwned} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chown(alice, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(alice, "results")
+	if err := os.Symlink(rootOwned, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Lchown(link, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	for _, dest := range []string{link, filepath.Join(link, "out")} {
+		if _, err := m.Run(ctx, job("planted"), runtime.RunOptions{OutputDir: dest}); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "symlink that uid 65534 owns") {
+			t.Errorf("output dir %s: %v, want refused", dest, err)
+		}
+		var res task.Result
+		if err := m.CollectOutput(ctx, "planted", dest, &res); !errdefs.IsInvalidArgument(err) {
+			t.Errorf("CollectOutput to %s: %v, want refused", dest, err)
+		}
+	}
+	if entries, _ := os.ReadDir(rootOwned); len(entries) != 0 {
+		t.Errorf("the root-owned directory now holds %v", entries)
+	}
+
+	// Root's own link is followed.
+	if err := os.Remove(link); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(rootOwned, link); err != nil {
+		t.Fatal(err)
+	}
+	f.started = make(chan string, 1)
+	go func() { f.exit(<-f.started, 0) }()
+	if _, err := m.Run(ctx, job("root-link"), runtime.RunOptions{OutputDir: link}); err != nil {
+		t.Errorf("output dir through root's own link: %v", err)
+	}
+}
+
+// TestReadOnlyOutputDirRefusedBeforeTheStart: an existing output dir that
+// cannot be written (a read-only filesystem) is refused before the task
+// runs: found only at the copy, a sixteenth review's task was removed
+// with its only copy of the results.
+func TestReadOnlyOutputDirRefusedBeforeTheStart(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: mounts a read-only tmpfs")
+	}
+	f := newFake()
+	m := newManager(t, f)
+	ro := t.TempDir()
+	if err := unix.Mount("tmpfs", ro, "tmpfs", unix.MS_RDONLY, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(ro, unix.MNT_DETACH) })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := m.Run(ctx, job("ro"), runtime.RunOptions{OutputDir: ro}); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "cannot be written") {
+		t.Errorf("a read-only output dir: %v, want refused", err)
+	}
+	refusedLeftNothing(t, f, m, "ro")
 }

@@ -44,6 +44,9 @@ func CheckOutputDest(dest string) error {
 	if dest == "" {
 		return nil
 	}
+	if _, err := resolveTrusted(dest); err != nil {
+		return err
+	}
 	entries, err := os.ReadDir(dest)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -88,31 +91,139 @@ func checkCreatable(dest string) error {
 	}
 }
 
+// outputDest is a destination for a task's output files, made, checked
+// and held (takeOutputDest).
+type outputDest struct {
+	path string
+	dir  *os.File
+}
+
 // takeOutputDest makes dest and takes it for one Run until release: an
 // exclusive flock on the directory itself, which a second Run given the
 // same directory finds held (an outside review had two runs collect into
 // one directory, the second's files under the first's names), then the
-// check that it is still empty.
-func takeOutputDest(dest string) (release func(), err error) {
+// check that it is still empty, is the directory its path names with no
+// other user's symlink on the way (resolveTrusted, checked again once it
+// is open: a link swapped in meanwhile is found), and can be written: a
+// read-only filesystem found only after the task ran cost a sixteenth
+// review the task's only copy of its results. The copy goes into the
+// directory held here (outputDest.root), never to what the path names
+// later.
+func takeOutputDest(dest string) (*outputDest, error) {
+	if _, err := resolveTrusted(dest); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(dest, 0o755); err != nil {
 		return nil, fmt.Errorf("%w: output dir: %w", errdefs.ErrInvalidArgument, err)
 	}
-	dir, err := os.Open(dest)
+	dir, err := os.OpenFile(dest, os.O_RDONLY|syscall.O_DIRECTORY, 0)
 	if err != nil {
 		return nil, fmt.Errorf("%w: output dir: %w", errdefs.ErrInvalidArgument, err)
 	}
-	if err := syscall.Flock(int(dir.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		dir.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("%w: output dir %s is another run's", errdefs.ErrInvalidArgument, dest)
-		}
-		return nil, fmt.Errorf("%w: output dir %s: %w", errdefs.ErrInvalidArgument, dest, err)
-	}
-	if err := CheckOutputDest(dest); err != nil {
+	d := &outputDest{path: dest, dir: dir}
+	if err := d.check(); err != nil {
 		dir.Close()
 		return nil, err
 	}
-	return func() { dir.Close() }, nil
+	return d, nil
+}
+
+func (d *outputDest) check() error {
+	if err := syscall.Flock(int(d.dir.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return fmt.Errorf("%w: output dir %s is another run's", errdefs.ErrInvalidArgument, d.path)
+		}
+		return fmt.Errorf("%w: output dir %s: %w", errdefs.ErrInvalidArgument, d.path, err)
+	}
+	if err := CheckOutputDest(d.path); err != nil {
+		return err
+	}
+	want, err := resolveTrusted(d.path)
+	if err != nil {
+		return err
+	}
+	if held, err := os.Readlink(d.procPath()); err != nil || held != want {
+		return fmt.Errorf("%w: output dir %s changed while it was opened (now %s, opened %s)", errdefs.ErrInvalidArgument, d.path, want, held)
+	}
+	root, err := d.root()
+	if err != nil {
+		return fmt.Errorf("%w: output dir %s: %w", errdefs.ErrInvalidArgument, d.path, err)
+	}
+	defer root.Close()
+	probe := fmt.Sprintf(".nsn-run-probe-%d", os.Getpid())
+	f, err := root.OpenFile(probe, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("%w: output dir %s cannot be written: %w", errdefs.ErrInvalidArgument, d.path, err)
+	}
+	f.Close()
+	if err := root.Remove(probe); err != nil {
+		return fmt.Errorf("%w: output dir %s: %w", errdefs.ErrInvalidArgument, d.path, err)
+	}
+	return nil
+}
+
+// procPath names the held directory itself, whatever its path names now.
+func (d *outputDest) procPath() string { return fmt.Sprintf("/proc/self/fd/%d", d.dir.Fd()) }
+
+// root opens the held directory as an os.Root.
+func (d *outputDest) root() (*os.Root, error) { return os.OpenRoot(d.procPath()) }
+
+func (d *outputDest) release() { d.dir.Close() }
+
+// resolveTrusted resolves path as the kernel would and returns it (the
+// longest part that exists resolved, the rest as given), refusing a
+// symlink on the way that someone other than root or this process's user
+// owns: whoever can place one can aim the copy, made as root, at any
+// directory root can write. A sixteenth review's job submitter linked the
+// directory the operator collected into to an empty root-owned one (the
+// stand-in for /etc/tmpfiles.d, whose files systemd applies as root at
+// boot), and the task's file landed there. fs.protected_symlinks does not
+// help: it covers only sticky world-writable directories, and was 0 there.
+func resolveTrusted(path string) (string, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", fmt.Errorf("%w: output dir %s: %w", errdefs.ErrInvalidArgument, path, err)
+	}
+	rest := strings.Split(abs, "/")
+	cur, links := "/", 0
+	for len(rest) > 0 {
+		c := rest[0]
+		rest = rest[1:]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			cur = filepath.Dir(cur)
+			continue
+		}
+		next := filepath.Join(cur, c)
+		info, err := os.Lstat(next)
+		if errors.Is(err, fs.ErrNotExist) {
+			return filepath.Join(append([]string{next}, rest...)...), nil
+		}
+		if err != nil {
+			return "", fmt.Errorf("%w: output dir %s: %w", errdefs.ErrInvalidArgument, path, err)
+		}
+		if info.Mode()&fs.ModeSymlink == 0 {
+			cur = next
+			continue
+		}
+		if uid := info.Sys().(*syscall.Stat_t).Uid; uid != 0 && uid != uint32(os.Geteuid()) {
+			return "", fmt.Errorf("%w: output dir %s: %s is a symlink that uid %d owns: give a path through root's own links only", errdefs.ErrInvalidArgument, path, next, uid)
+		}
+		if links++; links > 40 {
+			return "", fmt.Errorf("%w: output dir %s: %w", errdefs.ErrInvalidArgument, path, syscall.ELOOP)
+		}
+		target, err := os.Readlink(next)
+		if err != nil {
+			return "", fmt.Errorf("%w: output dir %s: %w", errdefs.ErrInvalidArgument, path, err)
+		}
+		if filepath.IsAbs(target) {
+			cur = "/"
+		}
+		rest = append(strings.Split(target, "/"), rest...)
+	}
+	return cur, nil
 }
 
 // CollectOutput fills res with the task's stdout and stderr and the regular
@@ -129,16 +240,41 @@ func takeOutputDest(dest string) (release func(), err error) {
 // So are names an operator's tools cannot take safely (see badName); a
 // directory with such a name is skipped with everything under it.
 func (m *Manager) CollectOutput(ctx context.Context, id, dest string, res *task.Result) error {
-	if err := CheckOutputDest(dest); err != nil {
+	if err := m.checkOutputDest(dest); err != nil {
 		return err
 	}
-	return m.collectOutput(ctx, id, dest, res)
+	var d *outputDest
+	if dest != "" {
+		var err error
+		if d, err = takeOutputDest(dest); err != nil {
+			return err
+		}
+		defer d.release()
+	}
+	return m.collectOutput(ctx, id, d, res)
 }
 
-// collectOutput is CollectOutput without the check of dest: Run checked
-// it, made it and holds it (takeOutputDest); whatever appeared there since
-// is never replaced.
-func (m *Manager) collectOutput(ctx context.Context, id, dest string, res *task.Result) error {
+// checkOutputDest is CheckOutputDest, and refuses a destination in the
+// state dir: an empty directory there is another task's /output (a
+// sixteenth review copied one tenant's files into another's running
+// task), or becomes a "task" directory that gc removes with the files.
+func (m *Manager) checkOutputDest(dest string) error {
+	if dest == "" {
+		return nil
+	}
+	abs, err := filepath.Abs(dest)
+	if err != nil {
+		return fmt.Errorf("%w: output dir %s: %w", errdefs.ErrInvalidArgument, dest, err)
+	}
+	if rel, err := filepath.Rel(m.stateDir, resolveExisting(abs)); err == nil && (rel == "." || filepath.IsLocal(rel)) {
+		return fmt.Errorf("%w: output dir %s is in the state dir %s: give a directory outside it", errdefs.ErrInvalidArgument, dest, m.stateDir)
+	}
+	return CheckOutputDest(dest)
+}
+
+// collectOutput is CollectOutput into dest as taken (nil: no copy, only
+// the Result's lists); whatever appeared there since is never replaced.
+func (m *Manager) collectOutput(ctx context.Context, id string, dest *outputDest, res *task.Result) error {
 	// gc leaves the task alone while its output is read.
 	release, err := m.hold(ctx, id)
 	if err != nil {
@@ -186,7 +322,7 @@ func (c *collector) skip(p, reason string) {
 	c.skipped = append(c.skipped, task.SkippedFile{Path: p, Reason: reason})
 }
 
-func (c *collector) collect(srcDir, dest string) error {
+func (c *collector) collect(srcDir string, dest *outputDest) error {
 	src, err := os.OpenRoot(srcDir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -196,11 +332,8 @@ func (c *collector) collect(srcDir, dest string) error {
 	}
 	defer src.Close()
 	var dst *os.Root
-	if dest != "" {
-		if err := os.MkdirAll(dest, 0o755); err != nil {
-			return err
-		}
-		if dst, err = os.OpenRoot(dest); err != nil {
+	if dest != nil {
+		if dst, err = dest.root(); err != nil {
 			return err
 		}
 		defer dst.Close()
@@ -217,7 +350,7 @@ func (c *collector) collect(srcDir, dest string) error {
 			for i := len(c.made) - 1; i >= 0; i-- {
 				_ = dst.Remove(c.made[i])
 			}
-			return fmt.Errorf("%w (the partial copy in %s was removed)", err, dest)
+			return fmt.Errorf("%w (the partial copy in %s was removed)", err, dest.path)
 		}
 		return err
 	}

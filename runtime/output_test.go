@@ -63,7 +63,12 @@ func TestCollectSkipsUnsafeNames(t *testing.T) {
 	}
 
 	c := &collector{ctx: context.Background(), caps: outputCaps{files: 100, bytes: 1 << 20, depth: maxOutputDepth}, files: []task.OutputFile{}}
-	if err := c.collect(src, dest); err != nil {
+	d, err := takeOutputDest(dest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.release()
+	if err := c.collect(src, d); err != nil {
 		t.Fatal(err)
 	}
 
@@ -100,7 +105,7 @@ func TestCollectSkipsUnsafeNames(t *testing.T) {
 	}
 
 	// Nothing with a bad name reached dest; the good files did.
-	err := filepath.WalkDir(dest, func(p string, d fs.DirEntry, err error) error {
+	err = filepath.WalkDir(dest, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}

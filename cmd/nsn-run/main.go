@@ -94,7 +94,7 @@ any spec against the isolation policy (nsn-run audit).`,
 	pf.StringVar(&g.namespace, "namespace", envOr("NSN_NAMESPACE", "nsn"), "containerd namespace (env NSN_NAMESPACE)")
 	pf.StringVar(&g.backend, "backend", envOr("NSN_BACKEND", "containerd"), "backend: containerd, or docker (dockerd at DOCKER_HOST) (env NSN_BACKEND)")
 	pf.StringArrayVar(&g.cdiSpecDirs, "cdi-spec-dir", nil, "CDI spec directory (repeatable; default /etc/cdi and /var/run/cdi)")
-	pf.StringVar(&g.stateDir, "state-dir", envOr("NSN_STATE_DIR", "/var/lib/nsn-run"), "directory for per-task state and output (env NSN_STATE_DIR)")
+	pf.StringVar(&g.stateDir, "state-dir", envOr("NSN_STATE_DIR", "/var/lib/nsn-run"), "directory for per-task state and output: new, empty, or one nsn-run made (env NSN_STATE_DIR)")
 	pf.StringArrayVar(&g.allowedRuntimes, "allowed-runtime", envList("NSN_ALLOWED_RUNTIMES"),
 		"containerd runtime a task may name with --runtime (repeatable; default "+task.DefaultRuntime+
 			"; env NSN_ALLOWED_RUNTIMES, comma-separated); a task naming another is refused (exit 125). The docker backend runs runc only, whatever is allowed")
