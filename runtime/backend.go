@@ -22,6 +22,8 @@ import (
 // Labels nsn-run puts on everything it creates, so it can find its own
 // objects (and only those) after a crash.
 const (
+	// LabelPrefix begins every label and annotation key of nsn-run's.
+	LabelPrefix  = "nsn."
 	LabelTaskID  = "nsn.task-id"
 	LabelManager = "nsn.manager"
 	// LabelStateDir is the task's own state directory (STATE/tasks/ID):

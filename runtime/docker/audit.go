@@ -103,6 +103,13 @@ func AuditRequest(ctx context.Context, r Request, p audit.Policy) []audit.Findin
 	if v, ok := r.Config.Labels[runtime.LabelStateDirID]; ok && len(v) == 32 && strings.Trim(v, "0123456789abcdef") == "" {
 		want.Config.Labels[runtime.LabelStateDirID] = v
 	}
+	// The empty read-only tmpfs over each image volume (voidImageVolumes):
+	// it gives the task nothing, wherever it is.
+	for path, opts := range r.HostConfig.Tmpfs {
+		if _, ok := want.HostConfig.Tmpfs[path]; !ok && opts == VoidTmpfs && filepath.IsAbs(path) && filepath.Clean(path) == path && path != "/" {
+			want.HostConfig.Tmpfs[path] = opts
+		}
+	}
 	a.checkSources(r)
 	got.HostConfig = a.securityOpts(r.HostConfig, want.HostConfig.SecurityOpt)
 	diffs, err := audit.Compare(got, want, requestCompareOptions)
@@ -186,7 +193,9 @@ func (a *requestAuditor) knobs(ctx context.Context, id string, r Request) (task.
 		a.add(audit.RuleProcess, "config.Env", "%v", err)
 	}
 	for i, kv := range c.Env {
-		if key, _, _ := strings.Cut(kv, "="); task.IsNVIDIADeviceVar(key) {
+		// Empty, one selects nothing: the request sets an image's so
+		// (voidImageDeviceVars), as dockerd would merge it back.
+		if key, value, _ := strings.Cut(kv, "="); task.IsNVIDIADeviceVar(key) && value != "" {
 			// dockerd's CDI driver applies the granted devices' edits
 			// itself: the request never carries these.
 			a.add(audit.RuleEnv, fmt.Sprintf("config.Env[%d]", i), "%s selects GPUs outside CDI: nsn-run never sends it", key)

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/mount"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -333,4 +334,72 @@ func TestRequestRuleFor(t *testing.T) {
 			t.Errorf("RequestRuleFor(%q) = %s, want %s", shape, got, want)
 		}
 	}
+}
+
+// TestImageMergesVoided: what dockerd merges from an image into the
+// container unless the request sets it (a sixteenth review): each VOLUME
+// becomes an empty read-only tmpfs (not a writable volume on the host's
+// disk), the health check is off and the stop signal SIGTERM, an NVIDIA
+// device variable the image sets is sent empty (not merged back as the
+// image's "all"), and labels in nsn-run's prefix refuse the image. The
+// request passes the audit; more than those void entries does not.
+func TestImageMergesVoided(t *testing.T) {
+	ctx := context.Background()
+	tk := task.Task{ID: "vol-1", Image: "docker.io/library/busybox:latest", Command: []string{"true"}}
+	img := ocispec.ImageConfig{
+		Volumes: map[string]struct{}{"/data": {}, "/tmp": {}, "/output": {}, "/var/lib/db": {}},
+		Env:     []string{"PATH=/bin", "NVIDIA_VISIBLE_DEVICES=all", "NVIDIA_REQUIRE_CUDA=cuda>=12"},
+	}
+	r, err := CreateRequest(tk, img, RequestOptions{OutputDir: auditPolicy.OutputDir(tk.ID)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := r.HostConfig
+	if h.Tmpfs["/data"] != VoidTmpfs || h.Tmpfs["/var/lib/db"] != VoidTmpfs || h.Tmpfs["/tmp"] == VoidTmpfs || h.Tmpfs["/output"] != "" || len(h.Tmpfs) != 3 {
+		t.Errorf("tmpfs %v: want the void tmpfs over /data and /var/lib/db only", h.Tmpfs)
+	}
+	if hc := r.Config.Healthcheck; hc == nil || !slices.Equal(hc.Test, []string{"NONE"}) || r.Config.StopSignal != "SIGTERM" {
+		t.Errorf("health check %+v stop signal %q", hc, r.Config.StopSignal)
+	}
+	if !slices.Contains(r.Config.Env, "NVIDIA_VISIBLE_DEVICES=") || !slices.Contains(r.Config.Env, "NVIDIA_REQUIRE_CUDA=") || slices.Contains(r.Config.Env, "NVIDIA_VISIBLE_DEVICES=all") {
+		t.Errorf("env %v: want the image's NVIDIA variables empty", r.Config.Env)
+	}
+	if f := AuditRequest(ctx, r, auditPolicy); len(f) != 0 {
+		t.Errorf("the request fails its audit: %v", f)
+	}
+
+	// A tmpfs of the task's own, a health check, an NVIDIA variable with a
+	// value: each a finding.
+	bad := r
+	bad.HostConfig = ptrClone(r.HostConfig)
+	bad.HostConfig.Tmpfs = map[string]string{"/tmp": r.HostConfig.Tmpfs["/tmp"], "/data": "rw,size=1g"}
+	if f := AuditRequest(ctx, bad, auditPolicy); len(f) == 0 {
+		t.Error("a writable tmpfs at an image volume passed the audit")
+	}
+	bad = r
+	bad.Config = ptrClone(r.Config)
+	bad.Config.Healthcheck = nil
+	if f := AuditRequest(ctx, bad, auditPolicy); len(f) == 0 {
+		t.Error("a request without the health check off passed the audit")
+	}
+	bad.Config = ptrClone(r.Config)
+	bad.Config.Env = append(slices.Clone(r.Config.Env), "NVIDIA_VISIBLE_DEVICES=all")
+	if f := AuditRequest(ctx, bad, auditPolicy); len(f) == 0 {
+		t.Error("NVIDIA_VISIBLE_DEVICES=all passed the audit")
+	}
+
+	img.Labels = map[string]string{"nsn.gpus": "nvidia.com/gpu=0", "org.example": "x"}
+	if _, err := CreateRequest(tk, img, RequestOptions{OutputDir: auditPolicy.OutputDir(tk.ID)}); !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), `"nsn.gpus"`) {
+		t.Errorf("an image labelled nsn.gpus: %v, want refused", err)
+	}
+	img.Labels = nil
+	img.Volumes = map[string]struct{}{"data": {}}
+	if _, err := CreateRequest(tk, img, RequestOptions{OutputDir: auditPolicy.OutputDir(tk.ID)}); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("a relative image volume: %v, want refused", err)
+	}
+}
+
+func ptrClone[T any](p *T) *T {
+	c := *p
+	return &c
 }

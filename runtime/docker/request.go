@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"maps"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -130,18 +131,27 @@ func CreateRequest(t task.Task, img ocispec.ImageConfig, o RequestOptions) (Requ
 	if err != nil {
 		return Request{}, err
 	}
+	if err := refuseReservedLabels(img); err != nil {
+		return Request{}, err
+	}
 	l := t.Limits
 	pids := l.Pids
 	quota := int64(l.CPUs*cfsPeriod + 0.5)
 	cfg := &container.Config{
-		Hostname:   t.ID,
-		User:       fmt.Sprintf("%d:%d", p.UID, p.GID),
-		Env:        p.Env,
-		Entrypoint: p.Args[:1],
-		Cmd:        p.Args[1:],
-		WorkingDir: p.Cwd,
-		Image:      t.Image,
-		Labels:     runtime.Labels(t.ID, runtime.Owner{}),
+		Hostname: t.ID,
+		User:     fmt.Sprintf("%d:%d", p.UID, p.GID),
+		Env:      append(p.Env, voidImageDeviceVars(img, p.Env)...),
+		// dockerd merges the image's health check and stop signal into
+		// the container unless the request sets them: a review's image
+		// ran a 1 ms check, about nine runc execs a second on the host
+		// for a task capped at 0.1 CPU.
+		Healthcheck: &container.HealthConfig{Test: []string{"NONE"}},
+		StopSignal:  "SIGTERM",
+		Entrypoint:  p.Args[:1],
+		Cmd:         p.Args[1:],
+		WorkingDir:  p.Cwd,
+		Image:       t.Image,
+		Labels:      runtime.Labels(t.ID, runtime.Owner{}),
 		// No network, so nothing to expose, and no stdin.
 		NetworkDisabled: true,
 	}
@@ -183,7 +193,76 @@ func CreateRequest(t task.Task, img ocispec.ImageConfig, o RequestOptions) (Requ
 			BindOptions: &mount.BindOptions{Propagation: mount.PropagationRPrivate, NonRecursive: true},
 		}},
 	}
+	if err := voidImageVolumes(img, host.Tmpfs); err != nil {
+		return Request{}, err
+	}
 	return Request{Name: t.ID, Config: cfg, HostConfig: host}, nil
+}
+
+// VoidTmpfs is the tmpfs a request mounts over each of the image's
+// volumes: empty and read-only. dockerd merges an image's VOLUMEs into the
+// container at create (the request cannot clear them) and makes each an
+// anonymous volume on the host's disk, writable, unbounded by any of the
+// task's limits, its owner and mode the image's: a sixteenth review's task
+// limited to 64 MiB wrote 200 MB to the host's root filesystem so. dockerd
+// makes no volume where the container already has a mount. A containerd
+// task sees those paths as part of its read-only root, with the image's
+// files; a docker task sees them empty.
+const VoidTmpfs = "ro,nosuid,nodev,noexec,size=4k,nr_inodes=2"
+
+// voidImageVolumes puts VoidTmpfs over each of img's volumes that has no
+// mount of nsn-run's already (/tmp, /output), and refuses a volume path
+// that is not absolute and clean.
+func voidImageVolumes(img ocispec.ImageConfig, tmpfs map[string]string) error {
+	for path := range img.Volumes {
+		if !filepath.IsAbs(path) || filepath.Clean(path) != path || path == "/" || strings.ContainsAny(path, ",:\x00") {
+			return fmt.Errorf("%w: image volume %q: the docker backend mounts an empty read-only tmpfs over each image volume, and cannot over this path", errdefs.ErrFailedPrecondition, path)
+		}
+		if path == spec.OutputPath || tmpfs[path] != "" {
+			continue
+		}
+		tmpfs[path] = VoidTmpfs
+	}
+	return nil
+}
+
+// voidImageDeviceVars are the NVIDIA device variables img sets and the
+// task's env (spec.ProcessFor dropped them from the image's) does not,
+// each set empty: dockerd merges every image env key the request lacks
+// back into the container, so a dropped NVIDIA_VISIBLE_DEVICES=all came
+// back (a sixteenth review); empty selects no devices.
+func voidImageDeviceVars(img ocispec.ImageConfig, env []string) []string {
+	have := map[string]bool{}
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		have[k] = true
+	}
+	var out []string
+	for _, kv := range img.Env {
+		if k, _, _ := strings.Cut(kv, "="); task.IsNVIDIADeviceVar(k) && !have[k] {
+			out = append(out, k+"=")
+			have[k] = true
+		}
+	}
+	return out
+}
+
+// refuseReservedLabels refuses an image with labels in nsn-run's own
+// prefix: dockerd merges an image's labels into its container's, where
+// nsn-run keeps what a task's container is (its id, state dir, GPUs).
+func refuseReservedLabels(img ocispec.ImageConfig) error {
+	var reserved []string
+	for k := range img.Labels {
+		if strings.HasPrefix(k, runtime.LabelPrefix) {
+			reserved = append(reserved, strconv.Quote(k))
+		}
+	}
+	if len(reserved) > 0 {
+		slices.Sort(reserved)
+		return fmt.Errorf("%w: the image has labels in nsn-run's own prefix %q (%s), which dockerd would merge into the task's container: refused on the docker backend",
+			errdefs.ErrFailedPrecondition, runtime.LabelPrefix, strings.Join(reserved, ", "))
+	}
+	return nil
 }
 
 // ulimits are spec.Rlimits in dockerd's names (RLIMIT_NOFILE is "nofile"),

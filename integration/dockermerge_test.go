@@ -1,0 +1,140 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/containerd/errdefs"
+	"github.com/moby/moby/api/pkg/stdcopy"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/nsn-run/nsn-run/internal/imagebuild"
+	"github.com/nsn-run/nsn-run/runtime"
+	"github.com/nsn-run/nsn-run/runtime/docker"
+	"github.com/nsn-run/nsn-run/task"
+)
+
+// mergeScript writes 8 MiB to the image's volume, says where /data is
+// mounted from, and prints the NVIDIA variable the image sets.
+const mergeScript = `dd if=/dev/zero of=/data/blob bs=1M count=8 2>/dev/null && echo wrote; ` +
+	`grep " /data " /proc/self/mountinfo | sed 's/.* - //' | cut -d' ' -f1; echo "gpus=$NVIDIA_VISIBLE_DEVICES"`
+
+// TestDockerImageVolumeAndEnvVoided: dockerd merges an image's VOLUMEs and
+// env into the container whatever the create request says (a sixteenth
+// review). First the attack: the request nsn-run sends without the void
+// tmpfs and the empty NVIDIA variable, created on dockerd directly, gives
+// the task a writable volume on the host's disk (8 MiB written past every
+// cap) and NVIDIA_VISIBLE_DEVICES=all. Then nsn-run's: /data is an empty
+// read-only tmpfs, the variable empty, the health check off; and an image
+// labelled in nsn-run's prefix is refused.
+func TestDockerImageVolumeAndEnvVoided(t *testing.T) {
+	c := dockerClient(t)
+	m := dockerManager(t)
+	ctx := context.Background()
+	name := "docker.io/library/" + strings.ToLower(uniqueID("nsn-volimg")) + ":v1"
+	rootfs := filepath.Join(t.TempDir(), "rootfs")
+	if err := imagebuild.BusyboxRootfs(rootfs, busyboxPath(t)); err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(rootfs, "data")
+	if err := os.Mkdir(data, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(data, 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	img := ocispec.ImageConfig{Env: []string{"PATH=/bin", "NVIDIA_VISIBLE_DEVICES=all"}, Volumes: map[string]struct{}{"/data": {}}}
+	var buf bytes.Buffer
+	if err := imagebuild.WriteOCILayout(&buf, imagebuild.Image{Name: name, RootfsDir: rootfs, Config: img}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.ImportImage(ctx, &buf, runtime.ImportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = c.ImageRemove(context.Background(), name, client.ImageRemoveOptions{Force: true}) })
+
+	// The attack, on dockerd directly.
+	id := task.NewID()
+	tk := task.Task{ID: id, Image: name, Command: []string{"sh", "-c", mergeScript}, Limits: task.Limits{MemoryBytes: 16 * task.MiB}}
+	r, err := docker.CreateRequest(tk, img, docker.RequestOptions{OutputDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	delete(r.HostConfig.Tmpfs, "/data")
+	r.Config.Env = slicesWithout(r.Config.Env, "NVIDIA_VISIBLE_DEVICES=")
+	out := runOnDockerd(t, c, r)
+	if !strings.Contains(out, "wrote\n") || strings.Contains(out, "tmpfs") || !strings.Contains(out, "gpus=all") {
+		t.Fatalf("without the controls the task should write 8 MiB to a volume on the host's disk and see gpus=all; it printed %q", out)
+	}
+
+	// nsn-run's.
+	res, err := m.Run(ctx, tk, runtime.RunOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(res.Stdout, "wrote") || !strings.Contains(res.Stdout, "tmpfs\n") || !strings.Contains(res.Stdout, "gpus=\n") {
+		t.Errorf("nsn-run's task: stdout %q stderr %q, want no write, a tmpfs at /data, gpus empty", res.Stdout, res.Stderr)
+	}
+
+	labelled := "docker.io/library/" + strings.ToLower(uniqueID("nsn-labelimg")) + ":v1"
+	buf.Reset()
+	img.Labels = map[string]string{"nsn.gpus": "nvidia.com/gpu=0"}
+	if err := imagebuild.WriteOCILayout(&buf, imagebuild.Image{Name: labelled, RootfsDir: rootfs, Config: img}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.ImportImage(ctx, &buf, runtime.ImportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = c.ImageRemove(context.Background(), labelled, client.ImageRemoveOptions{Force: true}) })
+	if _, err := m.Run(ctx, task.Task{ID: task.NewID(), Image: labelled, Command: []string{"true"}}, runtime.RunOptions{}); !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), `"nsn.gpus"`) {
+		t.Errorf("an image labelled nsn.gpus: %v, want refused", err)
+	}
+}
+
+// runOnDockerd creates, starts and waits for the container r describes on
+// dockerd directly, removes it, and returns its stdout and stderr.
+func runOnDockerd(t *testing.T, c *client.Client, r docker.Request) string {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := c.ContainerCreate(ctx, client.ContainerCreateOptions{Name: r.Name, Config: r.Config, HostConfig: r.HostConfig}); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_, _ = c.ContainerRemove(context.Background(), r.Name, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
+	}()
+	wait := c.ContainerWait(ctx, r.Name, client.ContainerWaitOptions{Condition: container.WaitConditionNextExit})
+	if _, err := c.ContainerStart(ctx, r.Name, client.ContainerStartOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-wait.Result:
+	case err := <-wait.Error:
+		t.Fatal(err)
+	}
+	logs, err := c.ContainerLogs(ctx, r.Name, client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logs.Close()
+	var out bytes.Buffer
+	if _, err := stdcopy.StdCopy(&out, &out, logs); err != nil {
+		t.Fatal(err)
+	}
+	return out.String()
+}
+
+func slicesWithout(s []string, v string) []string {
+	var out []string
+	for _, e := range s {
+		if e != v {
+			out = append(out, e)
+		}
+	}
+	return out
+}
