@@ -207,6 +207,15 @@ func TestDockerImportRefusesReplace(t *testing.T) {
 	if r.code != 125 || !strings.Contains(r.stderr, "exists") {
 		t.Errorf("import of other content under the name: exit %d stderr %q, want 125 and the refusal", r.code, r.stderr)
 	}
+	// All or nothing: the archive's other, new name goes too.
+	other := "docker.io/library/" + strings.ToLower(uniqueID("nsn-docker-other")) + ":v1"
+	t.Cleanup(func() { _, _ = c.ImageRemove(context.Background(), other, client.ImageRemoveOptions{Force: true}) })
+	if r := runCLIEnv(t, env, "--backend", "docker", "image", "import", markerImage(t, name, "hostile2", other)); r.code != 125 {
+		t.Errorf("import of an archive naming %s and %s: exit %d stderr %q, want refused", name, other, r.code, r.stderr)
+	}
+	if _, err := c.ImageInspect(context.Background(), other); err == nil {
+		t.Errorf("the refused archive's other name %s is in dockerd", other)
+	}
 	if now, err := c.ImageInspect(context.Background(), name); err != nil || now.ID != before.ID {
 		t.Errorf("the name is now %s (%v), was %s", now.ID, err, before.ID)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/containerd/containerd/v2/core/images/archive"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/errdefs"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/nsn-run/nsn-run/internal/imagebuild"
@@ -79,9 +80,10 @@ func TestImportDockerSave(t *testing.T) {
 	_ = c.ImageService().Delete(ctx, name)
 }
 
-// markerImage writes an OCI layout tarball of an image named name whose
-// rootfs is busybox plus /marker holding marker, and returns its path.
-func markerImage(t *testing.T, name, marker string) string {
+// markerImage writes an OCI layout tarball of an image named name (and
+// also) whose rootfs is busybox plus /marker holding marker, and returns
+// its path.
+func markerImage(t *testing.T, name, marker string, also ...string) string {
 	t.Helper()
 	rootfs := filepath.Join(t.TempDir(), "rootfs")
 	if err := imagebuild.BusyboxRootfs(rootfs, busyboxPath(t)); err != nil {
@@ -96,7 +98,7 @@ func markerImage(t *testing.T, name, marker string) string {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if err := imagebuild.WriteOCILayout(f, imagebuild.Image{Name: name, RootfsDir: rootfs, Config: ocispec.ImageConfig{Env: []string{"PATH=/bin"}}}); err != nil {
+	if err := imagebuild.WriteOCILayout(f, imagebuild.Image{Name: name, AlsoNamed: also, RootfsDir: rootfs, Config: ocispec.ImageConfig{Env: []string{"PATH=/bin"}}}); err != nil {
 		t.Fatal(err)
 	}
 	return tarball
@@ -130,6 +132,19 @@ func TestImportRefusesReplace(t *testing.T) {
 	r := cli(t, g, "image", "import", hostile)
 	if r.code != 125 || !strings.Contains(r.stderr, "exists") || !strings.Contains(r.stderr, "--replace") {
 		t.Errorf("import of other content under the name: exit %d stderr %q, want 125 and the refusal", r.code, r.stderr)
+	}
+	// All or nothing: an archive that also names a new image is refused
+	// whole (a sixteenth review's left its other name behind).
+	other := "docker.io/library/" + uniqueID("nsn-other") + ":v1"
+	t.Cleanup(func() { _ = c.ImageService().Delete(ctx, other) })
+	for _, names := range [][]string{{name, other}, {other, name}} {
+		r = cli(t, g, "image", "import", markerImage(t, names[0], "hostile", names[1]))
+		if r.code != 125 || !strings.Contains(r.stderr, "--replace") {
+			t.Errorf("import of %v: exit %d stderr %q, want refused", names, r.code, r.stderr)
+		}
+		if _, err := c.ImageService().Get(ctx, other); !errdefs.IsNotFound(err) {
+			t.Errorf("the refused archive's other name %s is there (%v)", other, err)
+		}
 	}
 	if now, err := c.ImageService().Get(ctx, name); err != nil || now.Target.Digest != before.Target.Digest {
 		t.Errorf("the image is now %v (%v), was %s", now.Target.Digest, err, before.Target.Digest)

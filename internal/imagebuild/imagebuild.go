@@ -47,6 +47,9 @@ type Image struct {
 	// Owners sets the owner (uid, gid) of entries of the layer, keyed by
 	// path relative to RootfsDir; every other entry is owned by 0:0.
 	Owners map[string][2]int
+	// AlsoNamed are more names for the same image, in the index and as
+	// more tags in manifest.json (an archive naming several images).
+	AlsoNamed []string
 }
 
 // WriteOCILayout writes img as an OCI image layout tar stream to w.
@@ -74,15 +77,19 @@ func WriteOCILayout(w io.Writer, img Image) error {
 	if err != nil {
 		return fmt.Errorf("marshal manifest: %w", err)
 	}
-	manifestDesc := descriptor(ocispec.MediaTypeImageManifest, manifestJSON)
-	manifestDesc.Annotations = map[string]string{annotationImageName: img.Name}
-	if i := strings.LastIndex(img.Name, ":"); i > strings.LastIndex(img.Name, "/") {
-		manifestDesc.Annotations[ocispec.AnnotationRefName] = img.Name[i+1:]
-	}
 	index := ocispec.Index{
 		Versioned: specs.Versioned{SchemaVersion: 2},
 		MediaType: ocispec.MediaTypeImageIndex,
-		Manifests: []ocispec.Descriptor{manifestDesc},
+	}
+	var tags []string
+	for _, name := range append([]string{img.Name}, img.AlsoNamed...) {
+		manifestDesc := descriptor(ocispec.MediaTypeImageManifest, manifestJSON)
+		manifestDesc.Annotations = map[string]string{annotationImageName: name}
+		if i := strings.LastIndex(name, ":"); i > strings.LastIndex(name, "/") {
+			manifestDesc.Annotations[ocispec.AnnotationRefName] = name[i+1:]
+		}
+		index.Manifests = append(index.Manifests, manifestDesc)
+		tags = append(tags, dockerTag(name))
 	}
 	indexJSON, err := json.Marshal(index)
 	if err != nil {
@@ -93,7 +100,7 @@ func WriteOCILayout(w io.Writer, img Image) error {
 	// (docker-save format), which older dockerd needs.
 	dockerManifest, err := json.Marshal([]map[string]any{{
 		"Config":   blobPath(configJSON),
-		"RepoTags": []string{dockerTag(img.Name)},
+		"RepoTags": tags,
 		"Layers":   []string{blobPath(layer)},
 	}})
 	if err != nil {

@@ -24,9 +24,10 @@ var _ runtime.ImageStore = (*Backend)(nil)
 // names dockerd reports loading. dockerd's load moves a tag to the new
 // image whatever it named before, and offers no way to refuse: without
 // opts.Replace, a name that named another image before the load is moved
-// back to it at once, and the import fails with ErrAlreadyExists. Between
-// the load and the move back the name is the archive's (the containerd
-// backend refuses before anything is created).
+// back to it at once, the names the load made are removed, and the import
+// fails with ErrAlreadyExists. Between the load and the move back the name
+// is the archive's (the containerd backend refuses before the name is
+// changed, and undoes the names it made before the refusal).
 func (b *Backend) ImportImage(ctx context.Context, r io.Reader, opts runtime.ImportOptions) ([]string, error) {
 	before := map[string]string{}
 	if !opts.Replace {
@@ -70,7 +71,17 @@ func (b *Backend) ImportImage(ctx context.Context, r io.Reader, opts runtime.Imp
 		refused = append(refused, fmt.Errorf("image %s exists (%s) and the archive's is other content (%s): importing would replace it; remove it first, or import with --replace", name, old, info.ID))
 	}
 	if len(refused) > 0 {
-		return names, fmt.Errorf("import image: %w: %w", errdefs.ErrAlreadyExists, errors.Join(refused...))
+		// All or nothing: the names the load made go too (a sixteenth
+		// review's refused archive left its other name behind).
+		for _, name := range names {
+			if _, had := before[name]; had {
+				continue
+			}
+			if _, err := b.client.ImageRemove(context.WithoutCancel(ctx), name, client.ImageRemoveOptions{PruneChildren: true}); err != nil && !errdefs.IsNotFound(err) {
+				refused = append(refused, fmt.Errorf("undo the import of %s: %w", name, err))
+			}
+		}
+		return nil, fmt.Errorf("import image: %w: %w", errdefs.ErrAlreadyExists, errors.Join(refused...))
 	}
 	return names, nil
 }

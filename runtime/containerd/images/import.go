@@ -3,10 +3,12 @@ package images
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/content"
@@ -38,13 +40,14 @@ func Import(ctx context.Context, c *client.Client, r io.Reader, replace bool) ([
 	}
 	// containerd's own import, with its image store guarded. The client
 	// shares c's connection: it must not be closed.
-	guarded, err := client.NewWithConn(conn, client.WithServices(client.WithImageStore(&importGuard{Store: c.ImageService(), content: c.ContentStore(), replace: replace})))
+	guard := &importGuard{Store: c.ImageService(), content: c.ContentStore(), replace: replace}
+	guarded, err := client.NewWithConn(conn, client.WithServices(client.WithImageStore(guard)))
 	if err != nil {
 		return nil, fmt.Errorf("import image archive: %w", err)
 	}
 	imgs, err := guarded.Import(ctx, r)
 	if err != nil {
-		return nil, fmt.Errorf("import image archive: %w", err)
+		return nil, errors.Join(fmt.Errorf("import image archive: %w", err), guard.undo(context.WithoutCancel(ctx)))
 	}
 	names := make([]string, 0, len(imgs))
 	for _, img := range imgs {
@@ -55,12 +58,45 @@ func Import(ctx context.Context, c *client.Client, r io.Reader, replace bool) ([
 }
 
 // importGuard is the image store an import writes through: it checks each
-// image the archive names before it is created or updated.
+// image the archive names before it is created or updated, and keeps what
+// it changed, so that an import refused midway changes nothing (undo): a
+// sixteenth review's archive named busybox, refused, and another name,
+// which stayed while the import said it failed.
 type importGuard struct {
 	ctrimages.Store
 	// content is where the import put the archive's blobs.
 	content content.Store
 	replace bool
+	mu      sync.Mutex
+	// done is what the import changed, in order: each name, and what it
+	// named before (nil: nothing).
+	done []importChange
+}
+
+type importChange struct {
+	name   string
+	before *ctrimages.Image
+}
+
+// undo puts back the names the import changed, last first.
+func (g *importGuard) undo(ctx context.Context) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var errs []error
+	for i := len(g.done) - 1; i >= 0; i-- {
+		c := g.done[i]
+		var err error
+		if c.before == nil {
+			err = g.Store.Delete(ctx, c.name)
+		} else {
+			_, err = g.Store.Update(ctx, *c.before)
+		}
+		if err != nil && !errdefs.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("undo the import of %s: %w", c.name, err))
+		}
+	}
+	g.done = nil
+	return errors.Join(errs...)
 }
 
 // maxManifestSize bounds the target an image name may point at: an image
@@ -165,14 +201,30 @@ func (g *importGuard) Create(ctx context.Context, img ctrimages.Image) (ctrimage
 	if err := g.check(ctx, img); err != nil {
 		return ctrimages.Image{}, err
 	}
-	return g.Store.Create(ctx, img)
+	created, err := g.Store.Create(ctx, img)
+	if err == nil {
+		g.mu.Lock()
+		g.done = append(g.done, importChange{name: img.Name})
+		g.mu.Unlock()
+	}
+	return created, err
 }
 
 func (g *importGuard) Update(ctx context.Context, img ctrimages.Image, fieldpaths ...string) (ctrimages.Image, error) {
 	if err := g.check(ctx, img); err != nil {
 		return ctrimages.Image{}, err
 	}
-	return g.Store.Update(ctx, img, fieldpaths...)
+	before, err := g.Store.Get(ctx, img.Name)
+	if err != nil {
+		return ctrimages.Image{}, err
+	}
+	updated, err := g.Store.Update(ctx, img, fieldpaths...)
+	if err == nil {
+		g.mu.Lock()
+		g.done = append(g.done, importChange{name: img.Name, before: &before})
+		g.mu.Unlock()
+	}
+	return updated, err
 }
 
 // List returns the images in c's default namespace, sorted by name.
