@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"path/filepath"
 
 	"github.com/moby/moby/api/pkg/stdcopy"
@@ -40,10 +41,73 @@ func (b *Backend) copyLogs(ctx context.Context, id, stateDir string, follow bool
 		_, _ = stdout.Close()
 		return err
 	}
-	_, cerr := stdcopy.StdCopy(stdout, stderr, rc)
+	out, errOut := &countingWriter{w: stdout}, &countingWriter{w: stderr}
+	_, cerr := stdcopy.StdCopy(out, errOut, rc)
+	if follow && cerr == nil {
+		cerr = b.copyMissed(ctx, id, out, errOut)
+	}
 	_, oerr := stdout.Close()
 	_, eerr := stderr.Close()
 	return errors.Join(cerr, oerr, eerr)
+}
+
+// logRereadMax bounds the log a follow may have delivered for copyMissed
+// to read it again: dockerd keeps jsonLogMax (16 MiB) of a container's
+// log, and below half of that nothing of its start has been dropped, so
+// the bytes the follow delivered are the re-read's first bytes.
+const logRereadMax = 8 << 20
+
+// copyMissed appends what a follow of the container's log ended without.
+// dockerd ends a follow once the container has stopped, and it can end
+// before the container's last, unterminated line reached it: a sixteenth
+// review's `printf AB` task reported empty output in 6 runs of 8 (a line
+// with a newline was never lost). Once the container has stopped, its
+// log is read again, whole, and each stream's bytes past those the follow
+// delivered are appended.
+func (b *Backend) copyMissed(ctx context.Context, id string, out, errOut *countingWriter) error {
+	if out.n+errOut.n > logRereadMax {
+		return nil
+	}
+	info, err := b.client.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
+	if err != nil || info.Container.State == nil || info.Container.State.Running {
+		return nil // not stopped: the follow ended for another reason
+	}
+	rc, err := b.client.ContainerLogs(ctx, id, client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true})
+	if err != nil {
+		return fmt.Errorf("logs of container %s: %w", id, err)
+	}
+	defer rc.Close()
+	_, err = stdcopy.StdCopy(&skipWriter{w: out.w, skip: out.n}, &skipWriter{w: errOut.w, skip: errOut.n}, rc)
+	return err
+}
+
+// countingWriter counts the bytes written through it.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// skipWriter drops the first skip bytes written to it and passes the rest.
+type skipWriter struct {
+	w    io.Writer
+	skip int64
+}
+
+func (s *skipWriter) Write(p []byte) (int, error) {
+	if drop := min(s.skip, int64(len(p))); drop > 0 {
+		s.skip -= drop
+		if _, err := s.w.Write(p[drop:]); err != nil {
+			return 0, err
+		}
+		return len(p), nil
+	}
+	return s.w.Write(p)
 }
 
 // finishLogs makes the logs of an exited task complete in its state dir: it

@@ -26,8 +26,10 @@ import (
 // cfsPeriod is the CFS period in microseconds, as in the OCI spec.
 const cfsPeriod = 100000
 
-// jsonLogMax bounds dockerd's own copy of a task's logs on disk; nsn-run
-// keeps its capped head and tail from the logs API.
+// jsonLogMax bounds dockerd's own copy of a task's logs on disk (its
+// "local" driver, which keeps the bytes as written; json-file stores lines
+// as JSON strings, bytes that are not UTF-8 replaced); nsn-run keeps its
+// capped head and tail from the logs API.
 const jsonLogMax = "16m"
 
 // Request is the container create request the backend sends.
@@ -168,8 +170,8 @@ func CreateRequest(t task.Task, img ocispec.ImageConfig, o RequestOptions) (Requ
 		MaskedPaths:    masked,
 		ReadonlyPaths:  readonly,
 		Sysctls:        maps.Clone(netSysctls),
-		LogConfig: container.LogConfig{Type: "json-file", Config: map[string]string{
-			"max-size": jsonLogMax, "max-file": "1",
+		LogConfig: container.LogConfig{Type: "local", Config: map[string]string{
+			"max-size": jsonLogMax, "max-file": "1", "compress": "false",
 		}},
 		Resources: container.Resources{
 			Memory:         l.MemoryBytes,
