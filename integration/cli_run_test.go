@@ -367,3 +367,34 @@ func TestCLINamespacesShareStateDir(t *testing.T) {
 		t.Errorf("rm -f in its own namespace, through a symlink to the socket: exit %d stderr %q", r.code, r.stderr)
 	}
 }
+
+// TestCLIWaitCollectsOutput: `wait --output-dir` takes a detached task's
+// /output files as run --output-dir does (a sixteenth review found no
+// safe way to: reading STATE/tasks/ID/output as root followed the task's
+// link to /etc/shadow), and inspect's Result carries the logs wait's does.
+func TestCLIWaitCollectsOutput(t *testing.T) {
+	g := cliEnv(t)
+	id := uniqueID("waitout")
+	t.Cleanup(func() { cli(t, g, "rm", "-f", id) })
+	if r := cli(t, g, "run", "-d", "--id", id, "busybox", "--", "sh", "-c", "echo real > /output/data.txt; ln -s /etc/shadow /output/answer.txt; echo OUT"); r.code != 0 {
+		t.Fatalf("run -d: exit %d stderr %q", r.code, r.stderr)
+	}
+	dest := filepath.Join(t.TempDir(), "out")
+	r := cli(t, g, "wait", "--output-dir", dest, id)
+	if r.code != 0 || !strings.Contains(r.stdout, `"stdout": "OUT\n"`) {
+		t.Fatalf("wait --output-dir: exit %d stdout %s stderr %q", r.code, r.stdout, r.stderr)
+	}
+	if b, err := os.ReadFile(filepath.Join(dest, "data.txt")); err != nil || string(b) != "real\n" {
+		t.Errorf("data.txt in the output dir: %q, %v", b, err)
+	}
+	if _, err := os.Lstat(filepath.Join(dest, "answer.txt")); !os.IsNotExist(err) {
+		t.Errorf("the task's symlink reached the output dir: %v", err)
+	}
+	if ins := cli(t, g, "inspect", id); ins.code != 0 || !strings.Contains(ins.stdout, `"stdout": "OUT\n"`) {
+		t.Errorf("inspect: exit %d stdout %s", ins.code, ins.stdout)
+	}
+	again := cli(t, g, "wait", "--output-dir", dest, id)
+	if again.code != 125 || strings.Count(again.stderr, "\n") != 1 || !strings.Contains(again.stderr, "not empty") {
+		t.Errorf("wait into the filled dir: exit %d stderr %q", again.code, again.stderr)
+	}
+}

@@ -16,8 +16,9 @@ import (
 )
 
 func newWaitCommand(g *globalOptions) *cobra.Command {
-	return &cobra.Command{
-		Use:   "wait ID",
+	var outputDir string
+	cmd := &cobra.Command{
+		Use:   "wait [--output-dir DIR] ID",
 		Short: "Wait for a task to end and print its Result",
 		Long: `Wait for the task to end (enforcing its deadline and limits meanwhile, as
 run does) and print its Result as JSON, with its logs and output files
@@ -27,9 +28,22 @@ in several processes take turns, and the later ones read the Result the
 first recorded. Interrupting a wait whose turn has not come (the task's
 supervisor is waiting on it) leaves the task running (exit 125);
 interrupting the waiter that enforces the limits stops the task, as
-interrupting run does. The task stays until nsn-run rm or gc.`,
+interrupting run does. The task stays until nsn-run rm or gc.
+
+With --output-dir the files the task wrote to /output are copied there
+as run --output-dir copies them (a new or empty directory; only regular
+files and directories, never a link followed): the way to take a detached
+task's results. Do not read STATE/tasks/ID/output directly: it is the
+task's own tree, with its links to host paths and its fifos. A copy that
+fails leaves the task and its output in place (exit 125).`,
+		Example: `  nsn-run run -d --id job1 busybox -- sh -c 'echo 42 > /output/answer'
+  nsn-run wait --output-dir ./job1-out job1`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			// Checked before the wait, which may be long.
+			if err := runtime.CheckOutputDest(outputDir); err != nil {
+				return err
+			}
 			m, closeFn, err := openManager(cmd.Context(), g)
 			if err != nil {
 				return err
@@ -39,7 +53,7 @@ interrupting run does. The task stays until nsn-run rm or gc.`,
 			if err != nil {
 				return err
 			}
-			if err := m.CollectOutput(cmd.Context(), args[0], "", &res); err != nil {
+			if err := m.CollectOutput(cmd.Context(), args[0], outputDir, &res); err != nil {
 				return err
 			}
 			if err := printJSON(cmd.OutOrStdout(), res); err != nil {
@@ -48,6 +62,8 @@ interrupting run does. The task stays until nsn-run rm or gc.`,
 			return taskExit(res)
 		},
 	}
+	cmd.Flags().StringVar(&outputDir, "output-dir", "", "host directory to copy the files the task wrote to /output into (new or empty)")
+	return cmd
 }
 
 func newInspectCommand(g *globalOptions) *cobra.Command {
@@ -56,7 +72,7 @@ func newInspectCommand(g *globalOptions) *cobra.Command {
 		Short: "Print a task's state as JSON",
 		Long: `Print the task's state as JSON: running or stopped, its exit code, host
 identity and, once it has been waited on, its Result (reason, times,
-stats).`,
+stats, logs and output files, as wait prints it).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			m, closeFn, err := openManager(cmd.Context(), g)
@@ -67,6 +83,13 @@ stats).`,
 			st, err := m.Inspect(cmd.Context(), args[0])
 			if err != nil {
 				return err
+			}
+			if st.Result != nil {
+				// The record keeps the Result without the logs, which
+				// are in their files: the same Result wait prints.
+				if err := m.CollectOutput(cmd.Context(), args[0], "", st.Result); err != nil {
+					return err
+				}
 			}
 			return printJSON(cmd.OutOrStdout(), st)
 		},
