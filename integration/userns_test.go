@@ -519,10 +519,25 @@ func TestAuditRangeOfALiveTask(t *testing.T) {
 		t.Fatalf("nsn-run run -d: exit %d: %s", r.code, r.stderr)
 	}
 	t.Cleanup(func() { runCLI(t, nil, slices.Concat([]string{"rm"}, g, []string{"-f", twin})...) })
-	own := cli(t, g, "spec", "--id", twin, "busybox:latest", "--", "sleep", "60")
-	if own.code != 0 {
-		t.Fatalf("nsn-run spec of the live task: exit %d: %s", own.code, own.stderr)
+	// `spec --id` of the live task is refused (its spec is its
+	// container's); that one, as containerd keeps it, passes.
+	if r := cli(t, g, "spec", "--id", twin, "busybox:latest", "--", "sleep", "60"); r.code != 125 || !strings.Contains(r.stderr, "exists") {
+		t.Errorf("nsn-run spec of the live task: exit %d: %s; want refused", r.code, r.stderr)
 	}
+	c, _ := containerdClient(t)
+	ctr, err := c.LoadContainer(namespaces.WithNamespace(ctx, testNamespace), twin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, err := ctr.Spec(namespaces.WithNamespace(ctx, testNamespace))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ownSpec, err := spec.Marshal(stored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := cliResult{stdout: string(ownSpec)}
 	if a := runCLI(t, []byte(own.stdout), slices.Concat([]string{"audit"}, g, []string{"-"})...); a.code != 0 {
 		t.Errorf("nsn-run audit of a live task's own spec: exit %d: %s%s", a.code, a.stdout, a.stderr)
 	}
@@ -653,3 +668,73 @@ func TestGCFreesRangesOfRemovedStateDirs(t *testing.T) {
 		t.Errorf("gc of another state dir: removed %v; the range held %v; want it freed", removed, held)
 	}
 }
+
+// TestAuditSpecUnderAnotherTasksID: a spec under a task's own id, host id
+// range and /output, but not that task's spec, is a finding (a sixteenth
+// review's passed the audit: its range was "held by the spec's own
+// task"). First the attack, with runc directly: after the task ended,
+// another command under its identity reads its result and forges it.
+func TestAuditSpecUnderAnotherTasksID(t *testing.T) {
+	g := cliEnv(t)
+	stateDir := g[slices.Index(g, "--state-dir")+1]
+	victim := uniqueID("victim")
+	t.Cleanup(func() { cli(t, g, "rm", "-f", victim) })
+	if r := cli(t, g, "run", "-d", "--id", victim, "busybox:latest", "--", "sh", "-c", "echo genuine > /output/answer"); r.code != 0 {
+		t.Fatalf("run -d: exit %d: %s", r.code, r.stderr)
+	}
+	if r := cli(t, g, "wait", victim); r.code != 0 {
+		t.Fatalf("wait: exit %d: %s", r.code, r.stderr)
+	}
+	ins := cli(t, g, "inspect", victim)
+	var st runtime.Status
+	if err := json.Unmarshal([]byte(ins.stdout), &st); err != nil || st.Identity == nil || st.Identity.Range == nil {
+		t.Fatalf("inspect: %v %s", err, ins.stdout)
+	}
+	held := *st.Identity.Range
+	victimOut := filepath.Join(stateDir, "tasks", victim, "output")
+
+	// A spec nsn-run shows for a new task, moved under the ended task's
+	// id, cgroup, /output and range, with a command of the attacker's.
+	r := cli(t, g, "spec", "--id", uniqueID("intruder"), "busybox:latest", "--", "sh", "-c", "cat /output/answer; echo forged > /output/answer")
+	if r.code != 0 {
+		t.Fatalf("spec: exit %d: %s", r.code, r.stderr)
+	}
+	var intruder specs.Spec
+	if err := json.Unmarshal([]byte(r.stdout), &intruder); err != nil {
+		t.Fatal(err)
+	}
+	intruderID := intruder.Hostname
+	intruder.Hostname = victim
+	intruder.Linux.CgroupsPath = strings.ReplaceAll(intruder.Linux.CgroupsPath, intruderID, victim)
+	for i := range intruder.Mounts {
+		if intruder.Mounts[i].Destination == spec.OutputPath {
+			intruder.Mounts[i].Source = victimOut
+		}
+	}
+	m := []specs.LinuxIDMapping{{ContainerID: 0, HostID: held.HostID, Size: held.Size}}
+	intruder.Linux.UIDMappings, intruder.Linux.GIDMappings = m, m
+
+	b := newBundle(t, "true")
+	run := intruder
+	run.Linux = ptrTo(*intruder.Linux)
+	run.Linux.Sysctl = nil // runc before 1.4 refuses user.* sysctls
+	run.Process = ptrTo(*intruder.Process)
+	run.Process.ApparmorProfile = ""
+	out, errOut, err := b.run(t, &run)
+	answer, _ := os.ReadFile(filepath.Join(victimOut, "answer"))
+	if err != nil || out != "genuine\n" || string(answer) != "forged\n" {
+		t.Fatalf("bypass: %v; stdout %q stderr %q; the task's answer now %q; want its result read and forged", err, out, errOut, answer)
+	}
+	t.Logf("bypass: the intruder read %q from task %s's /output and left %q", out, victim, answer)
+
+	data, err := spec.Marshal(&intruder)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := runCLI(t, data, slices.Concat([]string{"audit"}, g, []string{"-"})...)
+	if a.code != 1 || !strings.Contains(a.stdout+a.stderr, "held by task "+victim) {
+		t.Errorf("audit of the spec under task %s's id: exit %d: %s%s; want a finding", victim, a.code, a.stdout, a.stderr)
+	}
+}
+
+func ptrTo[T any](v T) *T { return &v }

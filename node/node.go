@@ -21,6 +21,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/nsn-run/nsn-run/gpu"
 	"github.com/nsn-run/nsn-run/idmap"
@@ -239,6 +240,13 @@ func AuditPolicy(ctx context.Context, o Options) (audit.Policy, error) {
 		// PATH: that need not be the node's.
 		limitsInSpec, uuid := containerd.AuditFactsAt(ctx, o.Address)
 		p.UserNSLimitsOutside, p.Containerd = !limitsInSpec, uuid
+		if !p.HostIdentity {
+			// A spec whose range its own task holds must be that
+			// task's spec, as containerd keeps it.
+			p.TaskSpec = func(id string) (*specs.Spec, bool, error) {
+				return containerd.TaskSpecAt(ctx, o.Address, o.Namespace, id)
+			}
+		}
 	}
 	return p, nil
 }

@@ -726,6 +726,15 @@ func (m *Manager) Preview(ctx context.Context, t task.Task) ([]byte, error) {
 		return nil, err
 	}
 	dir := m.taskDir(t.ID)
+	// A task of the id exists: its spec is its container's, with its own
+	// host id range; a preview would show another (a sixteenth review:
+	// `spec --id` of a live task answered as if the id were free).
+	if _, err := os.Lstat(dir); err == nil {
+		return nil, fmt.Errorf("%w: task %s exists: its spec is its container's, not a new one's", errdefs.ErrAlreadyExists, t.ID)
+	}
+	if _, err := m.backend.Inspect(ctx, t.ID); err == nil {
+		return nil, fmt.Errorf("%w: a task %s exists on the backend: its spec is its container's, not a new one's", errdefs.ErrAlreadyExists, t.ID)
+	}
 	req := StartRequest{Task: t, StateDir: dir, OutputDir: filepath.Join(dir, outputDir), Owner: m.owner}
 	g, err := m.grant(ctx, t, false)
 	if err != nil {

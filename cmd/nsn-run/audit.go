@@ -51,7 +51,9 @@ docs/security-model.md). The runc on this shell's PATH plays no part. The
 user namespace's host id range must be free on this node or held by the
 spec's own task (same id, state dir, namespace and containerd, as
 /run/nsn-run/ids records them; a held range where --address does not
-answer is a finding), and must not overlap /etc/subuid, /etc/subgid or an
+answer is a finding), and then the spec must be that task's, as its
+container holds it (a task without a container, or another command under
+its id, is a finding), and must not overlap /etc/subuid, /etc/subgid or an
 account's id. A create request is judged the same
 way against the request nsn-run would send (runtime, seccomp profile,
 privileges, devices, binds, namespaces, resources, ulimits). The JSON is read strictly: unknown

@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/opencontainers/runtime-spec/specs-go/features"
 
 	"github.com/nsn-run/nsn-run/spec"
@@ -114,6 +116,31 @@ func AuditFactsAt(ctx context.Context, address string) (userNSLimitsInSpec bool,
 		return true, serverUUID
 	}
 	return RuncTakesUserNSSysctls(f.Annotations[runcVersionAnnotation]), serverUUID
+}
+
+// TaskSpecAt reads the spec of container id in namespace from the
+// containerd at address, as its container holds it (exists false: no such
+// container), for the audit of a spec under a live task's id
+// (audit.Policy.TaskSpec).
+func TaskSpecAt(ctx context.Context, address, namespace, id string) (s *specs.Spec, exists bool, err error) {
+	c, _, err := dial(ctx, address, namespace)
+	if err != nil {
+		return nil, false, err
+	}
+	defer c.Close()
+	ctx = namespaces.WithNamespace(ctx, namespace)
+	container, err := c.LoadContainer(ctx, id)
+	if errdefs.IsNotFound(err) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("container %s: %w", id, err)
+	}
+	s, err = container.Spec(ctx)
+	if err != nil {
+		return nil, false, fmt.Errorf("spec of container %s: %w", id, err)
+	}
+	return s, true, nil
 }
 
 // knownVersion reports whether a daemon's version reads as MAJOR.MINOR

@@ -11,7 +11,9 @@
 package audit
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"path"
 	"path/filepath"
@@ -120,6 +122,15 @@ type Policy struct {
 	// node.AuditPolicy reads the node's allocations (idmap.HolderOf); a
 	// range no one holds passes (a spec shown before its task starts).
 	RangeHolder func(r task.IDRange) (h idmap.Holder, held bool, err error)
+	// TaskSpec, if set, is the spec of the live task id in the policy's
+	// namespace as its container holds it (exists false: no container of
+	// that id). A spec whose range its own task holds must be that spec:
+	// a sixteenth review gave another command and env a stopped task's
+	// id, range and /output, the audit passed it, and run with runc it
+	// read and forged the task's results as its host uid. Set by
+	// node.AuditPolicy, never by a Start (its container does not exist
+	// yet).
+	TaskSpec func(id string) (s *specs.Spec, exists bool, err error)
 	// CheckRange, if set, refuses a host id range the host gives others
 	// (idmap.CheckHostIDs: /etc/subuid, /etc/subgid, accounts), as the
 	// node's allocator refuses a span that holds one.
@@ -454,7 +465,7 @@ func (a *auditor) userNSRange(s *specs.Spec) *task.IDRange {
 	if len(u) == 1 && len(g) == 1 && u[0] == g[0] && u[0].ContainerID == 0 {
 		r := task.IDRange{HostID: u[0].HostID, Size: u[0].Size}
 		if _, ok := span.IndexOf(r); ok {
-			a.rangeOwnedBy(r, s.Hostname)
+			a.rangeOwnedBy(r, s.Hostname, s)
 			return &r
 		}
 	}
@@ -467,7 +478,7 @@ func (a *auditor) userNSRange(s *specs.Spec) *task.IDRange {
 // rangeOwnedBy adds a finding where host id range r is not task id's: not
 // the range the policy says it was granted, or one another live task on
 // this node holds.
-func (a *auditor) rangeOwnedBy(r task.IDRange, id string) {
+func (a *auditor) rangeOwnedBy(r task.IDRange, id string, s *specs.Spec) {
 	last := uint64(r.HostID) + uint64(r.Size) - 1
 	if g := a.policy.UserNS; g != nil && *g != r {
 		a.add(RuleUserNamespace, "linux.uidMappings", "maps host ids %d..%d, but task %s was granted %d..%d: only its own range keeps it apart from other tasks' host identities", r.HostID, last, id, g.HostID, uint64(g.HostID)+uint64(g.Size)-1)
@@ -498,7 +509,24 @@ func (a *auditor) rangeOwnedBy(r task.IDRange, id string) {
 			this = "one that did not answer"
 		}
 		a.add(RuleUserNamespace, "linux.uidMappings", "host ids %d..%d are held by live task %s of containerd %s, and this audit is for %s: a spec of it there would run a second copy as its host identity", r.HostID, last, h.Task, h.Containerd, this)
+	case held && a.policy.TaskSpec != nil:
+		stored, exists, err := a.policy.TaskSpec(id)
+		switch {
+		case err != nil:
+			a.add(RuleUserNamespace, "linux.uidMappings", "host ids %d..%d are held by task %s, whose own spec cannot be read to compare: %v", r.HostID, last, id, err)
+		case !exists:
+			a.add(RuleUserNamespace, "linux.uidMappings", "host ids %d..%d are held by task %s, which has no container: a spec under its id would run as its host identity, with its /output", r.HostID, last, id)
+		case !sameSpec(s, stored):
+			a.add(RuleUserNamespace, "linux.uidMappings", "host ids %d..%d are held by task %s, and this is not its spec (its container's differs): a spec under its id would run as its host identity, with its /output", r.HostID, last, id)
+		}
 	}
+}
+
+// sameSpec reports whether two specs say the same, field for field.
+func sameSpec(a, b *specs.Spec) bool {
+	ja, errA := json.Marshal(a)
+	jb, errB := json.Marshal(b)
+	return errA == nil && errB == nil && bytes.Equal(ja, jb)
 }
 
 // sameStateDir reports whether dir is the policy's state dir (the one
