@@ -1270,6 +1270,11 @@ func (m *Manager) Kill(ctx context.Context, id string, sig syscall.Signal, all b
 	if err := task.ValidateID(id); err != nil {
 		return err
 	}
+	// Linux's signals are 1 to 64: another number would reach runc, whose
+	// error names neither the signal nor the cause (a review's `kill -s 99`).
+	if sig < 1 || sig > 64 {
+		return fmt.Errorf("%w: signal %d: Linux's signals are 1 to 64", errdefs.ErrInvalidArgument, int(sig))
+	}
 	if st, err := m.backend.Inspect(ctx, id); err == nil && m.elsewhere(st) {
 		return m.errElsewhere(st)
 	}

@@ -2166,3 +2166,21 @@ func TestReadOnlyOutputDirRefusedBeforeTheStart(t *testing.T) {
 	}
 	refusedLeftNothing(t, f, m, "ro")
 }
+
+// TestKillRefusesANonSignal: a number that is no Linux signal is refused
+// before anything is sent (a review's `kill -s 99` reached runc, whose
+// error said only "invalid argument").
+func TestKillRefusesANonSignal(t *testing.T) {
+	f := newFake()
+	m := newManager(t, f)
+	for _, sig := range []syscall.Signal{0, -9, 65, 99} {
+		if err := m.Kill(context.Background(), "x", sig, false); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "1 to 64") {
+			t.Errorf("signal %d: %v, want refused", int(sig), err)
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.signals) != 0 {
+		t.Errorf("signals sent: %v", f.signals)
+	}
+}

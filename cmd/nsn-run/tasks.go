@@ -102,13 +102,9 @@ task's cgroup; other signals to its main process.`,
 				return err
 			}
 			defer closeFn()
-			for _, id := range args {
-				if err := m.Kill(cmd.Context(), id, sig, sig == syscall.SIGKILL); err != nil {
-					return err
-				}
-				fmt.Fprintln(cmd.OutOrStdout(), id)
-			}
-			return nil
+			return eachArg(cmd.OutOrStdout(), args, func(id string) (string, error) {
+				return id, m.Kill(cmd.Context(), id, sig, sig == syscall.SIGKILL)
+			})
 		},
 	}
 	cmd.Flags().StringVarP(&sigName, "signal", "s", "KILL", "signal name or number")
