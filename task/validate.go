@@ -301,13 +301,13 @@ func (l Limits) Validate() error {
 	if err := checkRange("output files", l.OutputFiles, 1, MaxOutputFiles); err != nil {
 		return err
 	}
-	if err := checkRange("timeout", int64(l.Timeout), int64(time.Second), int64(MaxTimeout)); err != nil {
+	if err := checkDuration("timeout", l.Timeout, time.Second, MaxTimeout); err != nil {
 		return err
 	}
-	if err := checkRange("grace", int64(l.Grace), int64(time.Millisecond), int64(MaxGrace)); err != nil {
+	if err := checkDuration("grace", l.Grace, time.Millisecond, MaxGrace); err != nil {
 		return err
 	}
-	if err := checkRange("cpu time", int64(l.CPUTime), int64(10*time.Millisecond), int64(MaxTimeout)); err != nil {
+	if err := checkDuration("cpu time", l.CPUTime, 10*time.Millisecond, MaxTimeout); err != nil {
 		return err
 	}
 	return checkRange("gpu memory", l.GPUMemoryBytes, MiB, MaxMemoryBytes)
@@ -322,6 +322,22 @@ func checkRange(name string, v, lo, hi int64) error {
 	}
 	if v < lo || v > hi {
 		return invalid("%s %d: must be between %d and %d", name, v, lo, hi)
+	}
+	return nil
+}
+
+// checkDuration is checkRange for a duration, which it names as one ("1s",
+// not 1000000000: a review read "timeout 1: must be between 1000000000
+// and ...").
+func checkDuration(name string, v, lo, hi time.Duration) error {
+	if v == 0 {
+		return nil
+	}
+	if v < 0 {
+		return invalid("%s %s: must not be negative", name, v)
+	}
+	if v < lo || v > hi {
+		return invalid("%s %s: must be between %s and %s", name, v, lo, hi)
 	}
 	return nil
 }

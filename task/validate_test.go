@@ -93,6 +93,8 @@ func TestValidateRejects(t *testing.T) {
 		{"named user", func(t *Task) { t.User = "nobody" }, "numeric"},
 		{"huge uid", func(t *Task) { t.User = "99999999999" }, "out of range"},
 		{"negative memory", func(t *Task) { t.Limits.MemoryBytes = -1 }, "memory -1: must not be negative"},
+		{"timeout in nanoseconds", func(t *Task) { t.Limits.Timeout = 1 }, "timeout 1ns: must be between 1s and 720h0m0s"},
+		{"negative timeout", func(t *Task) { t.Limits.Timeout = -time.Second }, "timeout -1s: must not be negative"},
 		{"tiny memory", func(t *Task) { t.Limits.MemoryBytes = 1024 }, "memory 1024"},
 		{"absurd memory", func(t *Task) { t.Limits.MemoryBytes = 1 << 50 }, "memory"},
 		{"negative cpus", func(t *Task) { t.Limits.CPUs = -0.5 }, "cpus"},
