@@ -38,6 +38,10 @@ import (
 // collector reclaims it if the spawn never finishes.
 const spawnLeaseExpiry = 15 * time.Minute
 
+// leaseReleaseWait bounds the release of a spawn's lease once its task
+// has started.
+const leaseReleaseWait = 5 * time.Second
+
 // Start implements runtime.Backend: resolve and unpack the image, build and
 // audit the spec, prepare the snapshot, create the container and its task
 // with the shim logger, register the exit wait, start. Everything is created
@@ -144,8 +148,14 @@ func (b *Backend) start(ctx context.Context, req runtime.StartRequest) (h runtim
 	defer func() {
 		// Once the container exists it references the snapshot, so the
 		// lease is no longer needed; on failure the rollback below removed
-		// what it protected.
-		_ = releaseLease(context.WithoutCancel(ctx))
+		// what it protected. Bounded: the task runs already, and a
+		// containerd that hangs now (SIGSTOPped in a test, once in 1 of 2
+		// full runs on containerd 1.6) held Start, and so the task's
+		// deadline, for good. A lease left behind expires
+		// (spawnLeaseExpiry), and the task's release removes it by label.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), leaseReleaseWait)
+		defer cancel()
+		_ = releaseLease(rctx)
 	}()
 
 	sw.Lap("start/lease")
