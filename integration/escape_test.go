@@ -923,3 +923,121 @@ func TestEscapePtys(t *testing.T) {
 	}
 	refused(t, b, audit.RuleMounts, mutate)
 }
+
+// TestEscapeProcSysWrite: /proc/sys is read-only in the task. The
+// adversarial probe's write fails with EACCES for a task that is not root,
+// which says nothing of the mount (an audit of the claims found it would
+// pass without it); here the task is root with CAP_SYS_ADMIN, so only the
+// read-only mount stands between it and the host's kernel knobs. It writes
+// core_pattern's own value back (the host's knob, unchanged): without the
+// read-only path the write goes through, with it EROFS.
+func TestEscapeProcSysWrite(t *testing.T) {
+	b := newBundle(t, `p=$(cat /proc/sys/kernel/core_pattern); if printf '%s\n' "$p" > /proc/sys/kernel/core_pattern; then echo wrote; fi`)
+	asRoot := func(s *specs.Spec) {
+		s.Process.User = specs.User{UID: 0, GID: 0}
+		caps := []string{"CAP_SYS_ADMIN", "CAP_DAC_OVERRIDE"}
+		s.Process.Capabilities = &specs.LinuxCapabilities{Bounding: caps, Effective: caps, Permitted: caps}
+	}
+	writable := func(s *specs.Spec) {
+		asRoot(s)
+		s.Linux.ReadonlyPaths = slices.DeleteFunc(s.Linux.ReadonlyPaths, func(p string) bool { return p == "/proc/sys" })
+	}
+	before, err := os.ReadFile("/proc/sys/kernel/core_pattern")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, err := b.run(t, b.mutated(t, writable))
+	if err != nil || out != "wrote\n" {
+		t.Fatalf("bypass: root with CAP_SYS_ADMIN and /proc/sys writable did not write the host's core_pattern: %v\n%s%s", err, out, errOut)
+	}
+	t.Log("bypass: the task wrote the host's kernel.core_pattern")
+	out, errOut, _ = b.run(t, b.mutated(t, asRoot))
+	if out != "" || !strings.Contains(errOut, "Read-only file system") {
+		t.Errorf("root with CAP_SYS_ADMIN under nsn-run's read-only /proc/sys: stdout %q stderr %q, want EROFS", out, errOut)
+	}
+	if after, err := os.ReadFile("/proc/sys/kernel/core_pattern"); err != nil || string(after) != string(before) {
+		t.Errorf("the host's core_pattern is now %q (%v), was %q", after, err, before)
+	}
+	refused(t, b, audit.RuleMaskedPaths, func(s *specs.Spec) {
+		s.Linux.ReadonlyPaths = slices.DeleteFunc(s.Linux.ReadonlyPaths, func(p string) bool { return p == "/proc/sys" })
+	})
+}
+
+// TestEscapeNoNewPrivs: no_new_privs is what keeps a setuid-root binary of
+// the image from making the task root where the task shares host ids
+// (user namespaces off, and the Docker backend). In a user namespace the
+// kernel already ignores the setuid bit of an unmapped owner, so the
+// adversarial probe's check says nothing of the control (an audit of the
+// claims found it); here the task runs with host ids: with
+// noNewPrivileges false the setuid binary's effective uid is 0, with
+// nsn-run's spec 65534.
+func TestEscapeNoNewPrivs(t *testing.T) {
+	b := newBundle(t, "nsn-probe-suid identity")
+	suid := filepath.Join(b.dir, spec.RootfsPath, "bin", "nsn-probe-suid")
+	data, err := os.ReadFile(buildProbe(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(suid, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(suid, 0o755|os.ModeSetuid); err != nil {
+		t.Fatal(err)
+	}
+	euid := func(out string) string {
+		var r probeReport
+		if err := json.Unmarshal([]byte(strings.SplitN(out, "\n", 2)[0]), &r); err != nil {
+			return "unreadable: " + out
+		}
+		uid, _, _ := strings.Cut(strings.TrimPrefix(r.Detail, "Uid="), " Gid=")
+		if f := strings.Fields(uid); len(f) == 4 {
+			return f[1]
+		}
+		return "unreadable: " + r.Detail
+	}
+	mutate := func(s *specs.Spec) { s.Process.NoNewPrivileges = false }
+	out, errOut, err := b.run(t, b.mutated(t, mutate))
+	if err != nil || euid(out) != "0" {
+		t.Fatalf("bypass: the setuid-root binary without no_new_privs: euid %s (%v)\n%s%s", euid(out), err, out, errOut)
+	}
+	t.Log("bypass: the image's setuid-root binary ran with effective uid 0")
+	if out, errOut, err := b.run(t, b.spec); err != nil || euid(out) != "65534" {
+		t.Errorf("nsn-run's spec: euid %s (%v)\n%s%s", euid(out), err, out, errOut)
+	}
+	refused(t, b, audit.RuleNoNewPrivileges, mutate)
+}
+
+// TestEscapeDeviceCgroup: the device cgroup's deny-all is what keeps a
+// task that can make a device node from using it. The adversarial probe's
+// mknod fails for want of CAP_MKNOD, which says nothing of the cgroup (an
+// audit of the claims found it); here the task is root with CAP_MKNOD and
+// makes the host's /dev/kmsg (c 1:11) in its /dev: with an allow-all
+// device rule it writes into the host's kernel log, under nsn-run's rules
+// the open fails with EPERM.
+func TestEscapeDeviceCgroup(t *testing.T) {
+	marker := uniqueID("nsn-escape-devcg")
+	b := newBundle(t, "mknod /dev/alias c 1 11 && echo "+marker+" > /dev/alias; echo rc=$?")
+	asRoot := func(s *specs.Spec) {
+		s.Process.User = specs.User{UID: 0, GID: 0}
+		caps := []string{"CAP_MKNOD", "CAP_DAC_OVERRIDE"}
+		s.Process.Capabilities = &specs.LinuxCapabilities{Bounding: caps, Effective: caps, Permitted: caps}
+	}
+	allowAll := func(s *specs.Spec) {
+		asRoot(s)
+		s.Linux.Resources.Devices = []specs.LinuxDeviceCgroup{{Allow: true, Access: "rwm"}}
+	}
+	out, errOut, err := b.run(t, b.mutated(t, allowAll))
+	if err != nil || !kmsgContains(t, marker) {
+		t.Fatalf("bypass: root with CAP_MKNOD and an allow-all device cgroup did not write the host's kernel log: %v\n%s%s", err, out, errOut)
+	}
+	t.Logf("bypass: the task made /dev/kmsg and wrote %q into the host's kernel log", marker)
+	marker2 := uniqueID("nsn-escape-devcg")
+	b2 := newBundle(t, "mknod /dev/alias c 1 11 && echo "+marker2+" > /dev/alias; echo rc=$?")
+	out, errOut, _ = b2.run(t, b2.mutated(t, asRoot))
+	if kmsgContains(t, marker2) || !strings.Contains(errOut, "Operation not permitted") {
+		t.Errorf("root with CAP_MKNOD under nsn-run's device cgroup: stdout %q stderr %q, want EPERM and nothing in the kernel log", out, errOut)
+	}
+	refused(t, b, audit.RuleDevices, func(s *specs.Spec) {
+		s.Linux.Resources.Devices = []specs.LinuxDeviceCgroup{{Allow: true, Access: "rwm"}}
+	})
+}
