@@ -933,11 +933,7 @@ func TestEscapePtys(t *testing.T) {
 // read-only path the write goes through, with it EROFS.
 func TestEscapeProcSysWrite(t *testing.T) {
 	b := newBundle(t, `p=$(cat /proc/sys/kernel/core_pattern); if printf '%s\n' "$p" > /proc/sys/kernel/core_pattern; then echo wrote; fi`)
-	asRoot := func(s *specs.Spec) {
-		s.Process.User = specs.User{UID: 0, GID: 0}
-		caps := []string{"CAP_SYS_ADMIN", "CAP_DAC_OVERRIDE"}
-		s.Process.Capabilities = &specs.LinuxCapabilities{Bounding: caps, Effective: caps, Permitted: caps}
-	}
+	asRoot := rootWith("CAP_SYS_ADMIN", "CAP_DAC_OVERRIDE")
 	writable := func(s *specs.Spec) {
 		asRoot(s)
 		s.Linux.ReadonlyPaths = slices.DeleteFunc(s.Linux.ReadonlyPaths, func(p string) bool { return p == "/proc/sys" })
@@ -1017,11 +1013,7 @@ func TestEscapeNoNewPrivs(t *testing.T) {
 func TestEscapeDeviceCgroup(t *testing.T) {
 	marker := uniqueID("nsn-escape-devcg")
 	b := newBundle(t, "mknod /dev/alias c 1 11 && echo "+marker+" > /dev/alias; echo rc=$?")
-	asRoot := func(s *specs.Spec) {
-		s.Process.User = specs.User{UID: 0, GID: 0}
-		caps := []string{"CAP_MKNOD", "CAP_DAC_OVERRIDE"}
-		s.Process.Capabilities = &specs.LinuxCapabilities{Bounding: caps, Effective: caps, Permitted: caps}
-	}
+	asRoot := rootWith("CAP_MKNOD", "CAP_DAC_OVERRIDE")
 	allowAll := func(s *specs.Spec) {
 		asRoot(s)
 		s.Linux.Resources.Devices = []specs.LinuxDeviceCgroup{{Allow: true, Access: "rwm"}}
@@ -1040,4 +1032,14 @@ func TestEscapeDeviceCgroup(t *testing.T) {
 	refused(t, b, audit.RuleDevices, func(s *specs.Spec) {
 		s.Linux.Resources.Devices = []specs.LinuxDeviceCgroup{{Allow: true, Access: "rwm"}}
 	})
+}
+
+// rootWith makes a spec's process uid and gid 0 with caps, so that no
+// permission check or missing capability answers before the control a
+// test is about.
+func rootWith(caps ...string) func(*specs.Spec) {
+	return func(s *specs.Spec) {
+		s.Process.User = specs.User{UID: 0, GID: 0}
+		s.Process.Capabilities = &specs.LinuxCapabilities{Bounding: caps, Effective: caps, Permitted: caps}
+	}
 }

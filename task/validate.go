@@ -314,30 +314,27 @@ func (l Limits) Validate() error {
 }
 
 func checkRange(name string, v, lo, hi int64) error {
-	if v == 0 {
-		return nil
-	}
-	if v < 0 {
-		return invalid("%s %d: must not be negative", name, v)
-	}
-	if v < lo || v > hi {
-		return invalid("%s %d: must be between %d and %d", name, v, lo, hi)
-	}
-	return nil
+	return checkBounds(name, v, lo, hi, func(v int64) string { return strconv.FormatInt(v, 10) })
 }
 
 // checkDuration is checkRange for a duration, which it names as one ("1s",
 // not 1000000000: a review read "timeout 1: must be between 1000000000
 // and ...").
 func checkDuration(name string, v, lo, hi time.Duration) error {
+	return checkBounds(name, v, lo, hi, time.Duration.String)
+}
+
+// checkBounds refuses v outside lo..hi (0 is the default, and fine),
+// written by show.
+func checkBounds[T int64 | time.Duration](name string, v, lo, hi T, show func(T) string) error {
 	if v == 0 {
 		return nil
 	}
 	if v < 0 {
-		return invalid("%s %s: must not be negative", name, v)
+		return invalid("%s %s: must not be negative", name, show(v))
 	}
 	if v < lo || v > hi {
-		return invalid("%s %s: must be between %s and %s", name, v, lo, hi)
+		return invalid("%s %s: must be between %s and %s", name, show(v), show(lo), show(hi))
 	}
 	return nil
 }
