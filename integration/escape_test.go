@@ -969,14 +969,7 @@ func TestEscapeProcSysWrite(t *testing.T) {
 // nsn-run's spec 65534.
 func TestEscapeNoNewPrivs(t *testing.T) {
 	b := newBundle(t, "nsn-probe-suid identity")
-	suid := filepath.Join(b.dir, spec.RootfsPath, "bin", "nsn-probe-suid")
-	data, err := os.ReadFile(buildProbe(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(suid, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	suid := b.addProbe(t, "nsn-probe-suid")
 	if err := os.Chmod(suid, 0o755|os.ModeSetuid); err != nil {
 		t.Fatal(err)
 	}
@@ -1041,5 +1034,64 @@ func rootWith(caps ...string) func(*specs.Spec) {
 	return func(s *specs.Spec) {
 		s.Process.User = specs.User{UID: 0, GID: 0}
 		s.Process.Capabilities = &specs.LinuxCapabilities{Bounding: caps, Effective: caps, Permitted: caps}
+	}
+}
+
+// addProbe copies the probe program into the bundle's rootfs as
+// /bin/name and returns its host path.
+func (b *bundle) addProbe(t *testing.T, name string) string {
+	t.Helper()
+	data, err := os.ReadFile(buildProbe(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(b.dir, spec.RootfsPath, "bin", name)
+	if err := os.WriteFile(path, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestSeccompWithCapabilitiesRestored: the adversarial probe's mount,
+// unshare, setns, bpf and open_by_handle_at get EPERM from a task without
+// capabilities whatever seccomp says, so those cases do not show the
+// filter (an audit of the claims found it). Here the task is root with
+// CAP_SYS_ADMIN and CAP_DAC_READ_SEARCH: without seccomp each call gets
+// past the filter (it succeeds, or the kernel answers with another errno);
+// with nsn-run's filter each is EPERM.
+func TestSeccompWithCapabilitiesRestored(t *testing.T) {
+	// pivot-root last: it succeeds without seccomp, and the shell's next
+	// exec would find no nsn-probe under the new root.
+	attacks := []string{"mount", "umount-masked", "unshare-mount", "unshare-net", "setns", "bpf", "open-by-handle-at", "pivot-root"}
+	b := newBundle(t, "for a in "+strings.Join(attacks, " ")+"; do nsn-probe $a; done")
+	b.addProbe(t, "nsn-probe")
+	caps := rootWith("CAP_SYS_ADMIN", "CAP_DAC_READ_SEARCH")
+	errnos := func(out string) map[string]string {
+		got := map[string]string{}
+		for line := range strings.Lines(out) {
+			var r probeReport
+			if json.Unmarshal([]byte(line), &r) == nil {
+				got[r.Attack] = r.Errno
+				if !r.Blocked && r.Errno == "" {
+					got[r.Attack] = "succeeded"
+				}
+			}
+		}
+		return got
+	}
+	out, errOut, err := b.run(t, b.mutated(t, func(s *specs.Spec) { caps(s); s.Linux.Seccomp = nil }))
+	without := errnos(out)
+	for _, a := range attacks {
+		if e, ok := without[a]; !ok || e == "EPERM" {
+			t.Errorf("bypass: %s without seccomp, as root with CAP_SYS_ADMIN: %q (%v); want past the filter\n%s%s", a, e, err, out, errOut)
+		}
+	}
+	t.Logf("bypass: without seccomp: %v", without)
+	out, errOut, err = b.run(t, b.mutated(t, caps))
+	with := errnos(out)
+	for _, a := range attacks {
+		if with[a] != "EPERM" {
+			t.Errorf("%s under nsn-run's seccomp, as root with CAP_SYS_ADMIN: %q (%v), want EPERM\n%s%s", a, with[a], err, out, errOut)
+		}
 	}
 }
