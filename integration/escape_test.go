@@ -1095,3 +1095,27 @@ func TestSeccompWithCapabilitiesRestored(t *testing.T) {
 		}
 	}
 }
+
+// TestEscapeHook: an OCI hook is a program runc runs on the host, as root,
+// outside every namespace and limit of the task: a spec that carries one
+// runs the spec writer's command on the node. With runc directly a
+// createRuntime hook writes its uid (host root's 0) into a host directory;
+// the audit refuses every hook nsn-run does not generate, and so does Start.
+func TestEscapeHook(t *testing.T) {
+	b := newBundle(t, "true")
+	hostDir := t.TempDir()
+	marker := filepath.Join(hostDir, "hook-ran-as")
+	mutate := func(s *specs.Spec) {
+		if s.Hooks == nil {
+			s.Hooks = &specs.Hooks{}
+		}
+		s.Hooks.CreateRuntime = append(s.Hooks.CreateRuntime, specs.Hook{Path: "/bin/sh", Args: []string{"sh", "-c", "id -u > " + marker}})
+	}
+	out, errOut, err := b.run(t, b.mutated(t, mutate))
+	got, rerr := os.ReadFile(marker)
+	if err != nil || rerr != nil || string(got) != "0\n" {
+		t.Fatalf("bypass: the hook did not run as host root: %v, %q (%v)\n%s%s", err, got, rerr, out, errOut)
+	}
+	t.Logf("bypass: the spec's hook ran on the host as uid %s", strings.TrimSpace(string(got)))
+	refused(t, b, audit.RuleHooks, mutate)
+}
