@@ -1119,3 +1119,45 @@ func TestEscapeHook(t *testing.T) {
 	t.Logf("bypass: the spec's hook ran on the host as uid %s", strings.TrimSpace(string(got)))
 	refused(t, b, audit.RuleHooks, mutate)
 }
+
+// TestEscapeNamespacePath: a namespace given by path joins an existing
+// one: the host's network namespace (here the test's own) gives the task the host's
+// network (its interfaces, its loopback services). With runc directly the
+// task lists the host's interfaces; nsn-run's has only lo; the audit and
+// Start refuse the path.
+func TestEscapeNamespacePath(t *testing.T) {
+	hostIfaces := func(dev string) []string {
+		var names []string
+		for i, line := range strings.Split(dev, "\n") {
+			if name, _, ok := strings.Cut(strings.TrimSpace(line), ":"); ok && i >= 2 && name != "lo" {
+				names = append(names, name)
+			}
+		}
+		return names
+	}
+	// This process's network namespace stands in for host pid 1's (which
+	// a sandboxed test host may not let even root open).
+	host, err := os.ReadFile("/proc/self/net/dev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := hostIfaces(string(host))
+	need(t, len(want) > 0, "the host has no network interface but lo")
+	b := newBundle(t, "cat /proc/net/dev")
+	mutate := func(s *specs.Spec) {
+		for i := range s.Linux.Namespaces {
+			if s.Linux.Namespaces[i].Type == specs.NetworkNamespace {
+				s.Linux.Namespaces[i].Path = fmt.Sprintf("/proc/%d/ns/net", os.Getpid())
+			}
+		}
+	}
+	out, errOut, err := b.run(t, b.mutated(t, mutate))
+	if err != nil || !slices.Contains(hostIfaces(out), want[0]) {
+		t.Fatalf("bypass: the task does not see the host's %s: %v\n%s%s", want[0], err, out, errOut)
+	}
+	t.Logf("bypass: the task sees the host's interfaces %v", hostIfaces(out))
+	if out, _, _ := b.run(t, b.spec); len(hostIfaces(out)) != 0 {
+		t.Errorf("nsn-run's own spec shows interfaces %v", hostIfaces(out))
+	}
+	refused(t, b, audit.RuleNamespaces, mutate)
+}
