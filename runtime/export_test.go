@@ -49,3 +49,11 @@ func SetStopRetryFor(d time.Duration) (restore func()) {
 	stopRetryFor = d
 	return func() { stopRetryFor = old }
 }
+
+// SetOutputDestRaceHook sets the hook makeOutputDest calls at each step
+// (a racing user's moment), until the test ends.
+func SetOutputDestRaceHook(t interface{ Cleanup(func()) }, hook func(step string)) {
+	old := raceHook
+	raceHook = hook
+	t.Cleanup(func() { raceHook = old })
+}

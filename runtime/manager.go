@@ -230,6 +230,9 @@ func New(cfg Config) (*Manager, error) {
 	if err := os.MkdirAll(filepath.Join(abs, "tasks"), 0o700); err != nil {
 		return nil, fmt.Errorf("create state dir: %w", err)
 	}
+	if err := checkOwnEntry(filepath.Join(resolveExisting(abs), "tasks")); err != nil {
+		return nil, err // a link planted since checkAdoptable looked
+	}
 	// One state dir, one name: the id ranges record their owner by it, and
 	// the audit refuses output dirs reached through a symlink.
 	if abs, err = filepath.EvalSymlinks(abs); err != nil {
@@ -498,6 +501,14 @@ func checkAdoptable(dir string) error {
 		return fmt.Errorf("%w: state dir %s belongs to uid %d, not to this process's user (%d): whoever owns it could change the tasks' records and logs",
 			errdefs.ErrInvalidArgument, dir, uid, os.Geteuid())
 	}
+	// Others could put entries in it between this check and their use
+	// (a seventeenth review planted tasks -> another directory in a 1777
+	// one, and gc removed that directory's contents): not made private
+	// behind their backs either.
+	if info.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("%w: state dir %s is writable by others (mode %04o): give a new directory, or one only its owner can write",
+			errdefs.ErrInvalidArgument, dir, info.Mode().Perm())
+	}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return fmt.Errorf("state dir: %w", err)
@@ -507,8 +518,47 @@ func checkAdoptable(dir string) error {
 			return fmt.Errorf("%w: state dir %s is a directory with other content (%s), not a state dir: give a new or empty directory",
 				errdefs.ErrInvalidArgument, dir, strconv.Quote(e.Name()))
 		}
+		if err := checkOwnEntry(filepath.Join(dir, e.Name())); err != nil {
+			return err
+		}
 	}
 	return nil
+}
+
+// checkOwnEntry refuses an entry of a state dir that is not nsn-run's
+// own: another user's, writable by others, or of the wrong kind (a link
+// in place of tasks had gc remove what the link named).
+func checkOwnEntry(path string) error {
+	info, err := os.Lstat(path)
+	if err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	st := info.Sys().(*syscall.Stat_t)
+	name := filepath.Base(path)
+	file := name == stateDirIDFile || name == sweepLock || strings.HasPrefix(name, ".id-")
+	switch {
+	case file && !info.Mode().IsRegular(), !file && !info.IsDir():
+		return fmt.Errorf("%w: state dir entry %s is a %s: not a state dir nsn-run made", errdefs.ErrInvalidArgument, path, fileKind(info.Mode()))
+	case st.Uid != uint32(os.Geteuid()):
+		return fmt.Errorf("%w: state dir entry %s belongs to uid %d, not to this process's user: not a state dir nsn-run made", errdefs.ErrInvalidArgument, path, st.Uid)
+	case info.Mode().Perm()&0o022 != 0:
+		return fmt.Errorf("%w: state dir entry %s is writable by others (mode %04o): not a state dir nsn-run made", errdefs.ErrInvalidArgument, path, info.Mode().Perm())
+	}
+	return nil
+}
+
+// fileKind names a file's type for an error.
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeSymlink != 0:
+		return "symlink"
+	case m.IsDir():
+		return "directory"
+	case m.IsRegular():
+		return "regular file"
+	default:
+		return "special file"
+	}
 }
 
 // ownStateDir reports whether dir is a state dir (isStateDir) that this

@@ -678,7 +678,7 @@ func TestStateDirAdoptsOnlyWhatIsItsOwn(t *testing.T) {
 // sixteenth review locked every state dir under a 1777 directory out so.
 func TestPlantedStateDirAboveIsIgnored(t *testing.T) {
 	shared := t.TempDir()
-	if err := os.Chmod(shared, 0o1777); err != nil {
+	if err := os.Chmod(shared, 0o777|os.ModeSticky); err != nil {
 		t.Fatal(err)
 	}
 	state := filepath.Join(shared, "state")
@@ -791,7 +791,9 @@ func TestStateDirIdentity(t *testing.T) {
 		if err := mk(filepath.Join(dir, "id")); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := open(dir); !errdefs.IsFailedPrecondition(err) {
+		// Refused as not nsn-run's own entry (a fifo or a link is no
+		// id file it makes), or, for the huge one, as no id.
+		if _, err := open(dir); !errdefs.IsFailedPrecondition(err) && !errdefs.IsInvalidArgument(err) {
 			t.Errorf("an id file that is a %s: %v; want refused", name, err)
 		}
 	}
@@ -2182,5 +2184,115 @@ func TestKillRefusesANonSignal(t *testing.T) {
 	defer f.mu.Unlock()
 	if len(f.signals) != 0 {
 		t.Errorf("signals sent: %v", f.signals)
+	}
+}
+
+// TestOutputDirRaceRefused: a user who owns a directory on the output
+// path swaps it for a link of theirs while nsn-run makes the output dir (a
+// seventeenth review won the race in 2 of 85 runs with a
+// RENAME_EXCHANGE loop, and MkdirAll made a root-owned directory where
+// the link pointed). Swapped after the check, before the open, and after
+// a missing directory is made, before it is opened: refused each time,
+// and nothing is made where the link points.
+func TestOutputDirRaceRefused(t *testing.T) {
+	for _, step := range []string{"resolved", "made out"} {
+		t.Run(step, func(t *testing.T) {
+			base := t.TempDir()
+			mid, victim := filepath.Join(base, "mid"), filepath.Join(base, "victim")
+			for _, d := range []string{mid, victim} {
+				if err := os.Mkdir(d, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// The swap: the directory the check saw becomes a link to the
+			// victim (at "made out", the directory just made, itself).
+			swapped := mid
+			if step == "made out" {
+				swapped = filepath.Join(mid, "out")
+			}
+			runtime.SetOutputDestRaceHook(t, func(s string) {
+				if s != step {
+					return
+				}
+				if err := os.Rename(swapped, swapped+".moved"); err != nil {
+					t.Error(err)
+				}
+				if err := os.Symlink(victim, swapped); err != nil {
+					t.Error(err)
+				}
+			})
+			release, err := runtime.TakeOutputDest(filepath.Join(mid, "out"))
+			if err == nil {
+				release()
+				t.Fatal("the output dir was taken through the swapped-in link")
+			}
+			if !errdefs.IsInvalidArgument(err) {
+				t.Errorf("refusal: %v, want invalid argument", err)
+			}
+			if entries, _ := os.ReadDir(victim); len(entries) != 0 {
+				t.Errorf("made where the link points: %v", entries)
+			}
+		})
+	}
+}
+
+// TestStateDirWithPlantedEntriesRefused: a directory others can write to,
+// or holding entries that are not nsn-run's own, is no state dir: a
+// seventeenth review planted tasks -> another directory in a root-owned
+// 1777 one, nsn-run adopted it (and made it 0700), and gc removed every
+// entry of the directory the link named. Each variant is refused, and a
+// gc (run only if New let it) finds nothing to remove in the victim.
+func TestStateDirWithPlantedEntriesRefused(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: the planted entries are another user's")
+	}
+	for _, c := range []struct {
+		name  string
+		mode  os.FileMode
+		plant func(dir, victim string) error
+	}{
+		{"another user's link in a 1777 dir", 0o777 | os.ModeSticky, func(dir, victim string) error {
+			if err := os.Symlink(victim, filepath.Join(dir, "tasks")); err != nil {
+				return err
+			}
+			return os.Lchown(filepath.Join(dir, "tasks"), 65534, 65534)
+		}},
+		{"root's own link", 0o755, func(dir, victim string) error { return os.Symlink(victim, filepath.Join(dir, "tasks")) }},
+		{"another user's tasks dir", 0o755, func(dir, _ string) error {
+			if err := os.Mkdir(filepath.Join(dir, "tasks"), 0o755); err != nil {
+				return err
+			}
+			return os.Chown(filepath.Join(dir, "tasks"), 65534, 65534)
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			base := t.TempDir()
+			dir, victim := filepath.Join(base, "shared"), filepath.Join(base, "victim")
+			if err := os.MkdirAll(filepath.Join(victim, "important"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(dir, c.mode); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.plant(dir, victim); err != nil {
+				t.Fatal(err)
+			}
+			m, err := runtime.New(runtime.Config{Backend: newFake(), StateDir: dir, OutputFS: runtime.DirOutput{}})
+			if err == nil {
+				_, _ = m.CleanupOrphans(context.Background(), false)
+				t.Error("adopted")
+			} else if !errdefs.IsInvalidArgument(err) {
+				t.Errorf("refusal: %v, want invalid argument", err)
+			}
+			if entries, _ := os.ReadDir(victim); len(entries) != 1 {
+				t.Errorf("the victim now holds %v", entries)
+			}
+			if info, err := os.Stat(dir); err != nil || info.Mode()&(os.ModePerm|os.ModeSticky) != c.mode {
+				t.Errorf("the shared dir's mode is now %v (%v), was %v", info.Mode(), err, c.mode)
+			}
+		})
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
 	"golang.org/x/text/unicode/norm"
 
 	"github.com/nsn-run/nsn-run/logs"
@@ -110,15 +111,9 @@ type outputDest struct {
 // directory held here (outputDest.root), never to what the path names
 // later.
 func takeOutputDest(dest string) (*outputDest, error) {
-	if _, err := resolveTrusted(dest); err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(dest, 0o755); err != nil {
-		return nil, fmt.Errorf("%w: output dir: %w", errdefs.ErrInvalidArgument, err)
-	}
-	dir, err := os.OpenFile(dest, os.O_RDONLY|syscall.O_DIRECTORY, 0)
+	dir, err := makeOutputDest(dest)
 	if err != nil {
-		return nil, fmt.Errorf("%w: output dir: %w", errdefs.ErrInvalidArgument, err)
+		return nil, err
 	}
 	d := &outputDest{path: dest, dir: dir}
 	if err := d.check(); err != nil {
@@ -162,6 +157,51 @@ func (d *outputDest) check() error {
 	return nil
 }
 
+// makeOutputDest opens dest, making what of it is missing, without
+// resolving its path twice: the part that exists is opened and must be the
+// directory resolveTrusted found (a component swapped for a link since is
+// found), and each missing directory is made and opened relative to its
+// parent's descriptor, never through a link (a seventeenth review swapped
+// a directory and its own symlink in a loop, and MkdirAll, walking the
+// path again, made a root-owned directory where the link pointed).
+func makeOutputDest(dest string) (*os.File, error) {
+	existing, missing, err := resolveTrustedParts(dest)
+	if err != nil {
+		return nil, err
+	}
+	raceHook("resolved")
+	fd, err := unix.Open(existing, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("%w: output dir %s: %w", errdefs.ErrInvalidArgument, dest, err)
+	}
+	if held, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd)); err != nil || held != existing {
+		unix.Close(fd)
+		return nil, fmt.Errorf("%w: output dir %s changed while it was opened (opened %s, want %s)", errdefs.ErrInvalidArgument, dest, held, existing)
+	}
+	for _, name := range missing {
+		if name == ".." {
+			unix.Close(fd)
+			return nil, fmt.Errorf("%w: output dir %s: \"..\" below a directory that does not exist", errdefs.ErrInvalidArgument, dest)
+		}
+		if err := unix.Mkdirat(fd, name, 0o755); err != nil && !errors.Is(err, unix.EEXIST) {
+			unix.Close(fd)
+			return nil, fmt.Errorf("%w: output dir %s: make %s: %w", errdefs.ErrInvalidArgument, dest, name, err)
+		}
+		raceHook("made " + name)
+		next, err := unix.Openat(fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		unix.Close(fd)
+		if err != nil {
+			return nil, fmt.Errorf("%w: output dir %s: open %s: %w", errdefs.ErrInvalidArgument, dest, name, err)
+		}
+		fd = next
+	}
+	return os.NewFile(uintptr(fd), dest), nil
+}
+
+// raceHook is called at makeOutputDest's steps; tests swap a directory
+// for a link there, as a racing user would.
+var raceHook = func(step string) {}
+
 // procPath names the held directory itself, whatever its path names now.
 func (d *outputDest) procPath() string { return fmt.Sprintf("/proc/self/fd/%d", d.dir.Fd()) }
 
@@ -180,9 +220,19 @@ func (d *outputDest) release() { d.dir.Close() }
 // boot), and the task's file landed there. fs.protected_symlinks does not
 // help: it covers only sticky world-writable directories, and was 0 there.
 func resolveTrusted(path string) (string, error) {
+	existing, missing, err := resolveTrustedParts(path)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(append([]string{existing}, missing...)...), nil
+}
+
+// resolveTrustedParts is resolveTrusted's answer in two parts: the part
+// of path that exists, resolved, and the names below it that do not.
+func resolveTrustedParts(path string) (existing string, missing []string, err error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
-		return "", fmt.Errorf("%w: output dir %s: %w", errdefs.ErrInvalidArgument, path, err)
+		return "", nil, fmt.Errorf("%w: output dir %s: %w", errdefs.ErrInvalidArgument, path, err)
 	}
 	rest := strings.Split(abs, "/")
 	cur, links := "/", 0
@@ -199,31 +249,31 @@ func resolveTrusted(path string) (string, error) {
 		next := filepath.Join(cur, c)
 		info, err := os.Lstat(next)
 		if errors.Is(err, fs.ErrNotExist) {
-			return filepath.Join(append([]string{next}, rest...)...), nil
+			return cur, slices.DeleteFunc(append([]string{c}, rest...), func(n string) bool { return n == "" || n == "." }), nil
 		}
 		if err != nil {
-			return "", fmt.Errorf("%w: output dir %s: %w", errdefs.ErrInvalidArgument, path, err)
+			return "", nil, fmt.Errorf("%w: output dir %s: %w", errdefs.ErrInvalidArgument, path, err)
 		}
 		if info.Mode()&fs.ModeSymlink == 0 {
 			cur = next
 			continue
 		}
 		if uid := info.Sys().(*syscall.Stat_t).Uid; uid != 0 && uid != uint32(os.Geteuid()) {
-			return "", fmt.Errorf("%w: output dir %s: %s is a symlink that uid %d owns: give a path through root's own links only", errdefs.ErrInvalidArgument, path, next, uid)
+			return "", nil, fmt.Errorf("%w: output dir %s: %s is a symlink that uid %d owns: give a path through root's own links only", errdefs.ErrInvalidArgument, path, next, uid)
 		}
 		if links++; links > 40 {
-			return "", fmt.Errorf("%w: output dir %s: %w", errdefs.ErrInvalidArgument, path, syscall.ELOOP)
+			return "", nil, fmt.Errorf("%w: output dir %s: %w", errdefs.ErrInvalidArgument, path, syscall.ELOOP)
 		}
 		target, err := os.Readlink(next)
 		if err != nil {
-			return "", fmt.Errorf("%w: output dir %s: %w", errdefs.ErrInvalidArgument, path, err)
+			return "", nil, fmt.Errorf("%w: output dir %s: %w", errdefs.ErrInvalidArgument, path, err)
 		}
 		if filepath.IsAbs(target) {
 			cur = "/"
 		}
 		rest = append(strings.Split(target, "/"), rest...)
 	}
-	return cur, nil
+	return cur, nil, nil
 }
 
 // CollectOutput fills res with the task's stdout and stderr and the regular
