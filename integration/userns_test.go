@@ -735,6 +735,67 @@ func TestAuditSpecUnderAnotherTasksID(t *testing.T) {
 	if a.code != 1 || !strings.Contains(a.stdout+a.stderr, "held by task "+victim) {
 		t.Errorf("audit of the spec under task %s's id: exit %d: %s%s; want a finding", victim, a.code, a.stdout, a.stderr)
 	}
+
+	// The task's exact spec, as its container holds it, once its process
+	// has exited and before its release (a seventeenth review killed the
+	// supervisor): its root is relative, so run from another bundle it
+	// runs that bundle's /bin/sh as the task's identity, with its /output.
+	ctx := context.Background()
+	mgr, c := testManagerUserNS(t, runtime.UserNSPreferred)
+	stopped := uniqueID("stopped")
+	if _, err := mgr.Spawn(ctx, seedTask(stopped, "sh", "-c", "echo real > /output/result")); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = mgr.Remove(context.Background(), stopped, true) })
+	nctx := namespaces.WithNamespace(ctx, testNamespace)
+	ctr, err := c.LoadContainer(nctx, stopped)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stoppedOut := filepath.Join(mgr.StateDir(), "tasks", stopped, "output", "result")
+	tk, err := ctr.Task(nctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exited, err := tk.Wait(nctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-exited // its process is gone, its container stays: nobody waits on it
+	if got, _ := os.ReadFile(stoppedOut); string(got) != "real\n" {
+		t.Fatalf("the task's result is %q", got)
+	}
+	stored, err := ctr.Spec(nctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dup := newBundle(t, "true")
+	sh := filepath.Join(dup.dir, spec.RootfsPath, "bin", "sh")
+	_ = os.Remove(sh)
+	if err := os.WriteFile(sh, []byte("#!/bin/busybox sh\necho forged > /output/result\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	copyRun := *stored
+	copyRun.Linux = ptrTo(*stored.Linux)
+	copyRun.Linux.Sysctl = nil // runc before 1.4 refuses user.* sysctls
+	copyRun.Process = ptrTo(*stored.Process)
+	copyRun.Process.ApparmorProfile = ""
+	if out, errOut, err := dup.run(t, &copyRun); err != nil {
+		t.Fatalf("bypass: the stopped task's spec from another bundle: %v\n%s%s", err, out, errOut)
+	}
+	if got, _ := os.ReadFile(stoppedOut); string(got) != "forged\n" {
+		t.Fatalf("bypass: the task's result is %q, want forged", got)
+	}
+	t.Logf("bypass: task %s's own spec, run from another bundle, forged its result", stopped)
+	storedJSON, err := spec.Marshal(stored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gm := slices.Clone(g)
+	gm[slices.Index(gm, "--state-dir")+1] = mgr.StateDir()
+	if a := runCLI(t, storedJSON, slices.Concat([]string{"audit"}, gm, []string{"-"})...); a.code != 1 || !strings.Contains(a.stdout+a.stderr, "not running") {
+		t.Errorf("audit of stopped task %s's own spec: exit %d: %s%s; want a finding", stopped, a.code, a.stdout, a.stderr)
+	}
 }
 
 func ptrTo[T any](v T) *T { return &v }

@@ -21,7 +21,6 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/nsn-run/nsn-run/gpu"
 	"github.com/nsn-run/nsn-run/idmap"
@@ -243,7 +242,7 @@ func AuditPolicy(ctx context.Context, o Options) (audit.Policy, error) {
 		if !p.HostIdentity {
 			// A spec whose range its own task holds must be that
 			// task's spec, as containerd keeps it.
-			p.TaskSpec = func(id string) (*specs.Spec, bool, error) {
+			p.TaskSpec = func(id string) (audit.TaskState, bool, error) {
 				return containerd.TaskSpecAt(ctx, o.Address, o.Namespace, id)
 			}
 		}

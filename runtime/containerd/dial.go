@@ -14,10 +14,10 @@ import (
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/opencontainers/runtime-spec/specs-go/features"
 
 	"github.com/nsn-run/nsn-run/spec"
+	"github.com/nsn-run/nsn-run/spec/audit"
 	"github.com/nsn-run/nsn-run/task"
 )
 
@@ -118,29 +118,33 @@ func AuditFactsAt(ctx context.Context, address string) (userNSLimitsInSpec bool,
 	return RuncTakesUserNSSysctls(f.Annotations[runcVersionAnnotation]), serverUUID
 }
 
-// TaskSpecAt reads the spec of container id in namespace from the
-// containerd at address, as its container holds it (exists false: no such
-// container), for the audit of a spec under a live task's id
+// TaskSpecAt reads container id in namespace from the containerd at
+// address: the spec it holds, and whether its task runs (exists false: no
+// such container), for the audit of a spec under a live task's id
 // (audit.Policy.TaskSpec).
-func TaskSpecAt(ctx context.Context, address, namespace, id string) (s *specs.Spec, exists bool, err error) {
+func TaskSpecAt(ctx context.Context, address, namespace, id string) (t audit.TaskState, exists bool, err error) {
 	c, _, err := dial(ctx, address, namespace)
 	if err != nil {
-		return nil, false, err
+		return t, false, err
 	}
 	defer c.Close()
 	ctx = namespaces.WithNamespace(ctx, namespace)
 	container, err := c.LoadContainer(ctx, id)
 	if errdefs.IsNotFound(err) {
-		return nil, false, nil
+		return t, false, nil
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("container %s: %w", id, err)
+		return t, false, fmt.Errorf("container %s: %w", id, err)
 	}
-	s, err = container.Spec(ctx)
-	if err != nil {
-		return nil, false, fmt.Errorf("spec of container %s: %w", id, err)
+	if t.Spec, err = container.Spec(ctx); err != nil {
+		return t, false, fmt.Errorf("spec of container %s: %w", id, err)
 	}
-	return s, true, nil
+	if tk, err := container.Task(ctx, nil); err == nil {
+		if st, err := tk.Status(ctx); err == nil {
+			t.Running = st.Status == client.Running || st.Status == client.Paused || st.Status == client.Pausing
+		}
+	}
+	return t, true, nil
 }
 
 // knownVersion reports whether a daemon's version reads as MAJOR.MINOR

@@ -130,7 +130,12 @@ type Policy struct {
 	// read and forged the task's results as its host uid. Set by
 	// node.AuditPolicy, never by a Start (its container does not exist
 	// yet).
-	TaskSpec func(id string) (s *specs.Spec, exists bool, err error)
+	// A stopped task's own spec is a finding too: run again, from another
+	// bundle whose relative root holds other code, it runs as the task's
+	// host identity with its /output (a seventeenth review forged a
+	// result so); while the task runs, runc refuses a second container in
+	// its cgroup.
+	TaskSpec func(id string) (t TaskState, exists bool, err error)
 	// CheckRange, if set, refuses a host id range the host gives others
 	// (idmap.CheckHostIDs: /etc/subuid, /etc/subgid, accounts), as the
 	// node's allocator refuses a span that holds one.
@@ -510,16 +515,25 @@ func (a *auditor) rangeOwnedBy(r task.IDRange, id string, s *specs.Spec) {
 		}
 		a.add(RuleUserNamespace, "linux.uidMappings", "host ids %d..%d are held by live task %s of containerd %s, and this audit is for %s: a spec of it there would run a second copy as its host identity", r.HostID, last, h.Task, h.Containerd, this)
 	case held && a.policy.TaskSpec != nil:
-		stored, exists, err := a.policy.TaskSpec(id)
+		live, exists, err := a.policy.TaskSpec(id)
 		switch {
 		case err != nil:
 			a.add(RuleUserNamespace, "linux.uidMappings", "host ids %d..%d are held by task %s, whose own spec cannot be read to compare: %v", r.HostID, last, id, err)
 		case !exists:
 			a.add(RuleUserNamespace, "linux.uidMappings", "host ids %d..%d are held by task %s, which has no container: a spec under its id would run as its host identity, with its /output", r.HostID, last, id)
-		case !sameSpec(s, stored):
+		case !sameSpec(s, live.Spec):
 			a.add(RuleUserNamespace, "linux.uidMappings", "host ids %d..%d are held by task %s, and this is not its spec (its container's differs): a spec under its id would run as its host identity, with its /output", r.HostID, last, id)
+		case !live.Running:
+			a.add(RuleUserNamespace, "linux.uidMappings", "host ids %d..%d are held by task %s, which is not running: its spec, run again from another bundle, would run other code as its host identity, with its /output", r.HostID, last, id)
 		}
 	}
+}
+
+// TaskState is a live task as the audit sees it (Policy.TaskSpec): the
+// spec its container holds, and whether its process runs.
+type TaskState struct {
+	Spec    *specs.Spec
+	Running bool
 }
 
 // sameSpec reports whether two specs say the same, field for field.
