@@ -1,6 +1,7 @@
 package docker
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -52,10 +53,14 @@ func (b *Backend) copyLogs(ctx context.Context, id, stateDir string, follow bool
 }
 
 // logRereadMax bounds the log a follow may have delivered for copyMissed
-// to read it again: dockerd keeps jsonLogMax (16 MiB) of a container's
-// log, and below half of that nothing of its start has been dropped, so
-// the bytes the follow delivered are the re-read's first bytes.
-const logRereadMax = 8 << 20
+// to read it again. dockerd keeps one file of jsonLogMax (16 MiB) of a
+// container's log, each line stored with a few dozen bytes of framing, and
+// truncates it when full: below 512 KiB delivered even a log of 2-byte
+// lines (about 32 bytes stored each) has not reached it, so nothing of the
+// start was dropped and the bytes the follow delivered are the re-read's
+// first. (Where the re-read holds less of a stream than the follow
+// delivered, nothing is appended either.)
+const logRereadMax = 512 << 10
 
 // copyMissed appends what a follow of the container's log ended without.
 // dockerd ends a follow once the container has stopped, and it can end
@@ -77,7 +82,18 @@ func (b *Backend) copyMissed(ctx context.Context, id string, out, errOut *counti
 		return fmt.Errorf("logs of container %s: %w", id, err)
 	}
 	defer rc.Close()
-	_, err = stdcopy.StdCopy(&skipWriter{w: out.w, skip: out.n}, &skipWriter{w: errOut.w, skip: errOut.n}, rc)
+	var moreOut, moreErr bytes.Buffer
+	reOut, reErr := &skipWriter{w: &moreOut, skip: out.n}, &skipWriter{w: &moreErr, skip: errOut.n}
+	if _, err := stdcopy.StdCopy(reOut, reErr, rc); err != nil {
+		return fmt.Errorf("logs of container %s: %w", id, err)
+	}
+	if reOut.skip > 0 || reErr.skip > 0 {
+		return nil // less than the follow delivered: dockerd dropped the start
+	}
+	if _, err := out.w.Write(moreOut.Bytes()); err != nil {
+		return err
+	}
+	_, err = errOut.w.Write(moreErr.Bytes())
 	return err
 }
 
