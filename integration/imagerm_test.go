@@ -77,6 +77,9 @@ func TestRemoveImage(t *testing.T) {
 		if _, err := m.RemoveImage(ctx, "bad//ref", runtime.RemoveImageOptions{}); !errdefs.IsInvalidArgument(err) {
 			t.Errorf("a malformed reference: %v, want invalid argument", err)
 		}
+		if _, err := m.RemoveImage(ctx, img.Digest, runtime.RemoveImageOptions{}); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "not its digest or id") {
+			t.Errorf("a digest: %v, want invalid argument naming the mistake", err)
+		}
 		if b.name == "containerd" {
 			// The forced removal's layer outlives the task, until
 			// containerd next collects garbage; a plain removal collects

@@ -142,6 +142,11 @@ func (m *Manager) RemoveImage(ctx context.Context, ref string, opts RemoveImageO
 	if err != nil {
 		return Image{}, err
 	}
+	// A bare digest or image id would read as a name ("sha256" with a
+	// tag) and be "not found" under a name nobody gave.
+	if hex := strings.TrimPrefix(ref, "sha256:"); len(hex) >= 12 && strings.Trim(hex, "0123456789abcdef") == "" {
+		return Image{}, fmt.Errorf("%w: image %q: give the image's name, as image ls prints it, not its digest or id", errdefs.ErrInvalidArgument, ref)
+	}
 	name, err := task.NormalizeImage(ref)
 	if err != nil {
 		return Image{}, err

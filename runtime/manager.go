@@ -221,6 +221,12 @@ func New(cfg Config) (*Manager, error) {
 	if err != nil || cfg.StateDir == "" {
 		return nil, fmt.Errorf("%w: state dir %q", errdefs.ErrInvalidArgument, cfg.StateDir)
 	}
+	// As for an output dir: another user's link on the way would choose
+	// where nsn-run, as root, keeps and removes state (a seventeenth
+	// review's --state-dir went through one).
+	if _, _, err := resolveTrustedParts("state dir", abs); err != nil {
+		return nil, err
+	}
 	if err := refuseNestedStateDir(resolveExisting(abs)); err != nil {
 		return nil, err
 	}

@@ -653,6 +653,20 @@ func TestStateDirAdoptsOnlyWhatIsItsOwn(t *testing.T) {
 	if err := open(theirs); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "belongs to uid 65534") {
 		t.Errorf("another user's empty directory: %v; want refused", err)
 	}
+	// Through another user's link to an empty root-owned directory.
+	target, link := t.TempDir(), filepath.Join(t.TempDir(), "link")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Lchown(link, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	if err := open(link); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "symlink that uid 65534 owns") {
+		t.Errorf("a state dir through another user's link: %v; want refused", err)
+	}
+	if entries, _ := os.ReadDir(target); len(entries) != 0 {
+		t.Errorf("the link's target now holds %v", entries)
+	}
 
 	empty := t.TempDir()
 	if err := os.Chmod(empty, 0o755); err != nil {

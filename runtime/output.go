@@ -165,7 +165,7 @@ func (d *outputDest) check() error {
 // a directory and its own symlink in a loop, and MkdirAll, walking the
 // path again, made a root-owned directory where the link pointed).
 func makeOutputDest(dest string) (*os.File, error) {
-	existing, missing, err := resolveTrustedParts(dest)
+	existing, missing, err := resolveTrustedParts("output dir", dest)
 	if err != nil {
 		return nil, err
 	}
@@ -220,7 +220,7 @@ func (d *outputDest) release() { d.dir.Close() }
 // boot), and the task's file landed there. fs.protected_symlinks does not
 // help: it covers only sticky world-writable directories, and was 0 there.
 func resolveTrusted(path string) (string, error) {
-	existing, missing, err := resolveTrustedParts(path)
+	existing, missing, err := resolveTrustedParts("output dir", path)
 	if err != nil {
 		return "", err
 	}
@@ -228,11 +228,12 @@ func resolveTrusted(path string) (string, error) {
 }
 
 // resolveTrustedParts is resolveTrusted's answer in two parts: the part
-// of path that exists, resolved, and the names below it that do not.
-func resolveTrustedParts(path string) (existing string, missing []string, err error) {
+// of path that exists, resolved, and the names below it that do not;
+// what names the path in errors.
+func resolveTrustedParts(what, path string) (existing string, missing []string, err error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
-		return "", nil, fmt.Errorf("%w: output dir %s: %w", errdefs.ErrInvalidArgument, path, err)
+		return "", nil, fmt.Errorf("%w: %s %s: %w", errdefs.ErrInvalidArgument, what, path, err)
 	}
 	rest := strings.Split(abs, "/")
 	cur, links := "/", 0
@@ -252,21 +253,21 @@ func resolveTrustedParts(path string) (existing string, missing []string, err er
 			return cur, slices.DeleteFunc(append([]string{c}, rest...), func(n string) bool { return n == "" || n == "." }), nil
 		}
 		if err != nil {
-			return "", nil, fmt.Errorf("%w: output dir %s: %w", errdefs.ErrInvalidArgument, path, err)
+			return "", nil, fmt.Errorf("%w: %s %s: %w", errdefs.ErrInvalidArgument, what, path, err)
 		}
 		if info.Mode()&fs.ModeSymlink == 0 {
 			cur = next
 			continue
 		}
 		if uid := info.Sys().(*syscall.Stat_t).Uid; uid != 0 && uid != uint32(os.Geteuid()) {
-			return "", nil, fmt.Errorf("%w: output dir %s: %s is a symlink that uid %d owns: give a path through root's own links only", errdefs.ErrInvalidArgument, path, next, uid)
+			return "", nil, fmt.Errorf("%w: %s %s: %s is a symlink that uid %d owns: give a path through root's own links only", errdefs.ErrInvalidArgument, what, path, next, uid)
 		}
 		if links++; links > 40 {
-			return "", nil, fmt.Errorf("%w: output dir %s: %w", errdefs.ErrInvalidArgument, path, syscall.ELOOP)
+			return "", nil, fmt.Errorf("%w: %s %s: %w", errdefs.ErrInvalidArgument, what, path, syscall.ELOOP)
 		}
 		target, err := os.Readlink(next)
 		if err != nil {
-			return "", nil, fmt.Errorf("%w: output dir %s: %w", errdefs.ErrInvalidArgument, path, err)
+			return "", nil, fmt.Errorf("%w: %s %s: %w", errdefs.ErrInvalidArgument, what, path, err)
 		}
 		if filepath.IsAbs(target) {
 			cur = "/"

@@ -135,7 +135,8 @@ dockerd) and any state, is refused (exit 125, naming the tasks): remove
 the tasks first, or --force, which removes the name anyway; a running
 task is unaffected, and a new task of the name is refused until the image
 is imported or pulled again. REF is a name as image ls prints it, or a
-short form (busybox means docker.io/library/busybox:latest).`,
+short form (busybox means docker.io/library/busybox:latest); a digest or
+image id alone is refused.`,
 		Example: `  nsn-run image rm docker.io/library/busybox:latest
   nsn-run image rm alpine:3.20 team/model-runner:v2`,
 		Args: cobra.MinimumNArgs(1),
