@@ -1395,7 +1395,17 @@ func (m *Manager) removeState(id string) error {
 	if err := m.output.Release(filepath.Join(dir, outputDir)); err != nil {
 		return fmt.Errorf("remove state of task %s: %w", id, err)
 	}
-	if err := os.RemoveAll(dir); err != nil {
+	// A log capture still finishing (another process's, on dockerd: its
+	// follow ends as the container goes) may write its meta files while
+	// the directory is removed: RemoveAll then fails with ENOTEMPTY, and
+	// the next pass takes what it wrote.
+	var err error
+	for range 5 {
+		if err = os.RemoveAll(dir); !errors.Is(err, syscall.ENOTEMPTY) {
+			break
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("remove state of task %s: %w", id, err)
 	}
 	return nil
