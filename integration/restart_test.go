@@ -298,12 +298,29 @@ func TestRunWithContainerdHung(t *testing.T) {
 		err error
 	}
 	done := make(chan ran, 1)
+	// Stopped once the spawn is done (its last RPC answered): a
+	// containerd hung during the spawn's own RPCs holds Run with no
+	// deadline yet (not what this test is about; the session note of
+	// 2026-12-01 has it). Two pids in the cgroup alone came too early on
+	// containerd 1.6, in runc create's own stages, twice in full runs.
+	spawned := make(chan struct{})
+	var once sync.Once
+	ctx = runtime.WithPhaseObserver(ctx, func(phase string, _ time.Duration) {
+		if phase == "spawn" {
+			once.Do(func() { close(spawned) })
+		}
+	})
 	go func() {
 		res, err := m.Run(ctx, tk, runtime.RunOptions{})
 		done <- ran{res, err}
 	}()
 	procs := filepath.Join(cgroups.PidsRoot(), testNamespace, id, "cgroup.procs")
 	waitForPids(t, procs, 2)
+	select {
+	case <-spawned:
+	case r := <-done:
+		t.Fatalf("run ended before its spawn was done: %+v, %v", r.res, r.err)
+	}
 	if err := p.cmd.Process.Signal(unix.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
