@@ -1161,3 +1161,77 @@ func TestEscapeNamespacePath(t *testing.T) {
 	}
 	refused(t, b, audit.RuleNamespaces, mutate)
 }
+
+// TestEscapeRootfsPropagation: with the root's propagation rslave (runc's
+// default, and what a spec without the field gets), a mount the host makes
+// under the task's root after it started appears in the task: host mount
+// events reach it (a host admin's mount of secrets under a shared rootfs,
+// say). nsn-run's spec sets rprivate: the task never sees it. The bundle's
+// rootfs is made a shared mount on the host for both runs; the task says
+// when it runs (a file in /output), then looks for the host's mount.
+func TestEscapeRootfsPropagation(t *testing.T) {
+	const script = `echo up > /output/started; for i in $(seq 1 40); do [ -e /mnt/marker ] && { cat /mnt/marker; exit 0; }; sleep 0.1; done; echo none`
+	run := func(propagation string) string {
+		t.Helper()
+		b := newBundle(t, script)
+		rootfs := filepath.Join(b.dir, spec.RootfsPath)
+		mnt := filepath.Join(rootfs, "mnt")
+		if err := os.MkdirAll(mnt, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Mount(rootfs, rootfs, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = unix.Unmount(rootfs, unix.MNT_DETACH) })
+		if err := unix.Mount("", rootfs, "", unix.MS_SHARED|unix.MS_REC, ""); err != nil {
+			t.Fatal(err)
+		}
+		s := b.mutated(t, func(s *specs.Spec) { s.Linux.RootfsPropagation = propagation })
+		b.write(t, s)
+		runc, state, id := runcPath(t), t.TempDir(), uniqueID(b.id)
+		cmd := exec.Command(runc, "--root", state, "run", "--bundle", b.dir, id)
+		var out, errOut bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errOut
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = exec.Command(runc, "--root", state, "delete", "--force", id).Run() }()
+		waitForFile(t, filepath.Join(b.outDir, "started"))
+		// The host's mount, after the task's mount namespace exists.
+		if err := unix.Mount("tmpfs", mnt, "tmpfs", 0, "size=64k"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = unix.Unmount(mnt, unix.MNT_DETACH) })
+		if err := os.WriteFile(filepath.Join(mnt, "marker"), []byte("host-mount\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("runc run (%s): %v\n%s%s", propagation, err, out.String(), errOut.String())
+		}
+		return out.String()
+	}
+	if out := run("rslave"); out != "host-mount\n" {
+		t.Fatalf("bypass: with rslave the task did not see the host's mount: %q", out)
+	}
+	t.Log("bypass: with rslave the host's mount under the task's root reached the task")
+	if out := run("rprivate"); out != "none\n" {
+		t.Errorf("nsn-run's rprivate: the task printed %q, want none", out)
+	}
+	b := newBundle(t, "true")
+	refused(t, b, audit.RuleMountPropagation, func(s *specs.Spec) { s.Linux.RootfsPropagation = "rslave" })
+}
+
+// waitForFile waits until path exists (a task announces it runs).
+func waitForFile(t *testing.T, path string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never appeared", path)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
