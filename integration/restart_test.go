@@ -236,6 +236,45 @@ func waitInBackground(ctx context.Context, m *runtime.Manager, id string) <-chan
 	return done
 }
 
+// runInBackground runs m.Run on tk and sends its outcome.
+func runInBackground(ctx context.Context, m *runtime.Manager, tk task.Task) <-chan waited {
+	done := make(chan waited, 1)
+	go func() {
+		res, err := m.Run(ctx, tk, runtime.RunOptions{})
+		done <- waited{res, err}
+	}()
+	return done
+}
+
+// awaitRun returns what done sends, or fails the test after limit with a
+// dump of every goroutine (where the Run waits) in a file named after id.
+func awaitRun(t *testing.T, done <-chan waited, limit time.Duration, id, what string) waited {
+	t.Helper()
+	select {
+	case r := <-done:
+		return r
+	case <-time.After(limit):
+		buf := make([]byte, 4<<20)
+		dump := filepath.Join(os.TempDir(), id+"-goroutines.txt")
+		_ = os.WriteFile(dump, buf[:goruntime.Stack(buf, true)], 0o644)
+		t.Fatalf("%s (goroutines: %s)", what, dump)
+		return waited{}
+	}
+}
+
+// hang stops p's containerd (SIGSTOP: its socket accepts and nothing
+// answers) until resume.
+func hang(t *testing.T, p *privateContainerd) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(unix.SIGSTOP); err != nil {
+		t.Error(err)
+	}
+}
+
+// resume lets p's containerd run again after hang; it does nothing to one
+// that runs.
+func resume(p *privateContainerd) { _ = p.cmd.Process.Signal(unix.SIGCONT) }
+
 // TestContainerdDownAtDeadline: containerd is down when a task's deadline
 // comes. An outside review stopped it for 0.3 s then: the stop failed
 // ("connection refused"), run exited 125 and the task ran on with nobody
@@ -293,16 +332,11 @@ func TestRunWithContainerdHung(t *testing.T) {
 	id := uniqueID("hung")
 	tk := seedTask(id, "sh", "-c", "sleep 3600 & wait")
 	tk.Limits.Timeout, tk.Limits.Grace = 4*time.Second, time.Second
-	type ran struct {
-		res task.Result
-		err error
-	}
-	done := make(chan ran, 1)
 	// Stopped once the spawn is done (its last RPC answered): a
-	// containerd hung during the spawn's own RPCs holds Run with no
-	// deadline yet (not what this test is about; the session note of
-	// 2026-12-01 has it). Two pids in the cgroup alone came too early on
-	// containerd 1.6, in runc create's own stages, twice in full runs.
+	// containerd hung during the spawn's own RPCs is
+	// TestStartWithContainerdHung's. Two pids in the cgroup alone came
+	// too early on containerd 1.6, in runc create's own stages, twice in
+	// full runs.
 	spawned := make(chan struct{})
 	var once sync.Once
 	ctx = runtime.WithPhaseObserver(ctx, func(phase string, _ time.Duration) {
@@ -310,10 +344,7 @@ func TestRunWithContainerdHung(t *testing.T) {
 			once.Do(func() { close(spawned) })
 		}
 	})
-	go func() {
-		res, err := m.Run(ctx, tk, runtime.RunOptions{})
-		done <- ran{res, err}
-	}()
+	done := runInBackground(ctx, m, tk)
 	procs := filepath.Join(cgroups.PidsRoot(), testNamespace, id, "cgroup.procs")
 	waitForPids(t, procs, 2)
 	select {
@@ -321,39 +352,89 @@ func TestRunWithContainerdHung(t *testing.T) {
 	case r := <-done:
 		t.Fatalf("run ended before its spawn was done: %+v, %v", r.res, r.err)
 	}
-	if err := p.cmd.Process.Signal(unix.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	resumed := false
-	resume := func() {
-		if !resumed {
-			_ = p.cmd.Process.Signal(unix.SIGCONT)
-			resumed = true
-		}
-	}
-	defer resume()
-	var r ran
-	select {
-	case r = <-done:
-	case <-time.After(2 * time.Minute):
-		buf := make([]byte, 4<<20)
-		dump := filepath.Join(os.TempDir(), id+"-goroutines.txt")
-		_ = os.WriteFile(dump, buf[:goruntime.Stack(buf, true)], 0o644)
-		t.Fatalf("run still running two minutes after its deadline, containerd hung (goroutines: %s)", dump)
-	}
+	hang(t, p)
+	defer resume(p)
+	r := awaitRun(t, done, 2*time.Minute, id, "run still running two minutes after its deadline, containerd hung")
 	if !errdefs.IsUnavailable(r.err) || r.res.Reason != task.ReasonFailed {
 		t.Errorf("run with containerd hung: %+v, %v; want failed, unavailable", r.res, r.err)
 	}
 	if b, err := os.ReadFile(procs); err != nil || len(strings.TrimSpace(string(b))) != 0 {
 		t.Errorf("the task's cgroup after run returned: %q, %v; want no processes", b, err)
 	}
-	resume()
+	resume(p)
 	res, err := m.Wait(ctx, id)
 	if err != nil || res.Reason != task.ReasonTimedOut || res.ExitCode != runtime.ExitTimedOut {
 		t.Errorf("wait once containerd answers: %+v, %v; want timed_out 124, recorded", res, err)
 	}
 	if err := m.Cleanup(ctx, id); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestStartWithContainerdHung: containerd hangs (SIGSTOP) in the middle of
+// a task's start: once its container exists ("create-container": the
+// task's create never answers), or once runc created the task
+// ("create-task": its start never answers, runc's init waiting in the
+// task's cgroup; runc may equally have started the task's own process
+// before containerd hung, and its deadline then ran from the request on).
+// Until 2026-12-01 Run waited for the answer with no bound: the guard below
+// found it still waiting a minute later, and the fresh-clone CI of that day
+// had caught a Run held in the create RPC. Now the start gives up
+// (StartTimeout 5 s here; the start itself at the task's 4 s deadline),
+// kills what is in the task's cgroup and fails unavailable; once containerd
+// answers, gc removes what is left.
+func TestStartWithContainerdHung(t *testing.T) {
+	for _, at := range []string{"start/create-container", "start/create-task"} {
+		t.Run(filepath.Base(at), func(t *testing.T) {
+			p, m := restartableManagerWith(t, func(c *containerd.Config) { c.StartTimeout = 5 * time.Second })
+			id := uniqueID("stuck")
+			procs := filepath.Join(cgroups.PidsRoot(), testNamespace, id, "cgroup.procs")
+			var once sync.Once
+			var inCgroup []byte
+			ctx := runtime.WithPhaseObserver(context.Background(), func(phase string, _ time.Duration) {
+				if phase == at {
+					once.Do(func() {
+						inCgroup, _ = os.ReadFile(procs)
+						hang(t, p)
+					})
+				}
+			})
+			defer resume(p)
+			tk := seedTask(id, "sh", "-c", "sleep 3600")
+			tk.Limits.Timeout, tk.Limits.Grace = 4*time.Second, time.Second
+			r := awaitRun(t, runInBackground(ctx, m, tk), time.Minute, id, "run still waiting on containerd a minute into the start")
+			if !errdefs.IsUnavailable(r.err) || r.res.Reason != task.ReasonFailed || !strings.Contains(r.err.Error(), "did not answer its start") {
+				t.Errorf("run with containerd hung in the start: %+v, %v; want failed, unavailable", r.res, r.err)
+			}
+			if at == "start/create-task" && len(strings.TrimSpace(string(inCgroup))) == 0 {
+				t.Errorf("no process in the task's cgroup once runc created it: the kill below is not shown")
+			}
+			if b, err := os.ReadFile(procs); err == nil && len(strings.TrimSpace(string(b))) != 0 {
+				t.Errorf("the task's cgroup after run gave up: %q; want no process", b)
+			}
+			t.Logf("run: %v", r.err)
+			resume(p)
+			// What containerd made, and what it still makes of the
+			// requests it had queued, goes with gc once it answers.
+			c, err := client.New(p.address, client.WithDefaultNamespace(testNamespace))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			left := ""
+			for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+				if _, err := m.CleanupOrphans(context.Background(), false); err != nil {
+					t.Logf("gc: %v", err)
+					continue
+				}
+				if left = leftovers(t, c); left == "" {
+					break
+				}
+			}
+			if left != "" {
+				t.Errorf("gc once containerd answers left: %s", left)
+			}
+		})
 	}
 }
 

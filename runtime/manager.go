@@ -1572,6 +1572,20 @@ func (m *Manager) overdue(id string, created time.Time) bool {
 	return time.Now().After(started.Add(l.Timeout + l.Grace))
 }
 
+// unrecorded reports whether st, a task on the backend labelled with this
+// state dir's id, has no state here: its record is written before the
+// backend is asked to start it and removed only after the task is
+// destroyed, so nobody can wait on such a task, and even a plain sweep
+// removes it. A start the daemon did not answer in time leaves one where
+// the daemon started it later (dockerd, which nsn-run cannot bypass).
+func (m *Manager) unrecorded(st Status) bool {
+	if st.Labels[LabelStateDirID] != m.owner.ID || m.owner.ID == "" {
+		return false
+	}
+	_, err := os.Lstat(m.taskDir(st.ID))
+	return errors.Is(err, fs.ErrNotExist)
+}
+
 // sweep is CleanupOrphans' removal, under the state dir's sweep lock; it
 // also returns the running tasks nobody holds that are past their
 // deadline and grace.
@@ -1611,7 +1625,7 @@ func (m *Manager) sweep(ctx context.Context, force bool) (removed, overdue []str
 		if live[st.ID] || m.elsewhere(st) {
 			continue
 		}
-		if !force && (st.State == StateRunning || st.State == StatePaused) {
+		if !force && (st.State == StateRunning || st.State == StatePaused) && !m.unrecorded(st) {
 			// (Not busy: the check above passed over busy ones.)
 			if m.overdue(st.ID, st.CreatedAt) {
 				overdue = append(overdue, st.ID)
@@ -1619,10 +1633,14 @@ func (m *Manager) sweep(ctx context.Context, force bool) (removed, overdue []str
 			live[st.ID] = true
 			continue
 		}
+		state := string(st.State)
+		if st.State == StateRunning && m.unrecorded(st) {
+			state += ", no record"
+		}
 		if err := m.cleanupOwn(ctx, st.ID); err != nil {
 			return removed, nil, err
 		}
-		removed = append(removed, fmt.Sprintf("task %s (%s)", st.ID, st.State))
+		removed = append(removed, fmt.Sprintf("task %s (%s)", st.ID, state))
 	}
 	// What the backend's sweep could not remove yet is reported at the
 	// end: it does not keep the rest of the sweep from running.

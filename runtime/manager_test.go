@@ -57,6 +57,7 @@ type fakeBackend struct {
 	termTries  int                          // SIGTERMs tried
 	exitEarly  time.Duration                // if set, SIGKILL's exit says the task exited this long after its start
 	created    map[string]time.Time         // when each task's container was made
+	startLost  bool                         // Start runs the task and fails unavailable: its daemon's answer never came
 }
 
 func newFake() *fakeBackend {
@@ -106,6 +107,9 @@ func (f *fakeBackend) Start(_ context.Context, req runtime.StartRequest) (runtim
 	}
 	if f.started != nil {
 		f.started <- req.Task.ID
+	}
+	if f.startLost {
+		return runtime.Handle{}, fmt.Errorf("%w: the daemon did not answer the start", errdefs.ErrUnavailable)
 	}
 	return runtime.Handle{Version: runtime.HandleVersion, Backend: "fake", ID: req.Task.ID, Image: req.Task.Image, StartedAt: time.Now()}, nil
 }
@@ -944,6 +948,41 @@ func TestCleanupOrphans(t *testing.T) {
 	}
 	if _, err := os.Stat(runtime.TaskDir(m, "live")); err != nil {
 		t.Errorf("running task's state removed: %v", err)
+	}
+}
+
+// TestCleanupOrphansEndsUnrecordedTasks: a start the daemon ran but did
+// not answer in time fails, and its state goes with it; dockerd may then
+// start the task once it answers. Nobody can wait on a task without a
+// record, so even a plain gc ends it; a running task with its record stays.
+func TestCleanupOrphansEndsUnrecordedTasks(t *testing.T) {
+	f := newFake()
+	m := newManager(t, f)
+	if _, err := m.Spawn(context.Background(), job("kept")); err != nil {
+		t.Fatal(err)
+	}
+	f.startLost = true
+	if _, err := m.Spawn(context.Background(), job("lost")); !errdefs.IsUnavailable(err) {
+		t.Fatalf("spawn whose answer was lost: %v", err)
+	}
+	if _, err := os.Stat(runtime.TaskDir(m, "lost")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the failed spawn's state: %v; want it removed", err)
+	}
+	if st, err := m.Inspect(context.Background(), "lost"); err != nil || st.State != runtime.StateRunning {
+		t.Fatalf("the lost start's task on the backend: %+v, %v; want running", st, err)
+	}
+	removed, err := m.CleanupOrphans(context.Background(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"task lost (running, no record)"}; !slices.Equal(removed, want) {
+		t.Errorf("plain gc removed %v, want %v", removed, want)
+	}
+	if !slices.Contains(f.destroyed, "lost") || slices.Contains(f.destroyed, "kept") {
+		t.Errorf("destroyed %v; want lost alone", f.destroyed)
+	}
+	if st, err := m.Inspect(context.Background(), "kept"); err != nil || st.State != runtime.StateRunning {
+		t.Errorf("the recorded running task after gc: %+v, %v", st, err)
 	}
 }
 

@@ -168,7 +168,9 @@ milliseconds; one left by a killed shim pins its image); shims of its
 containerd and namespace that serve nothing (their bundle removed, nothing
 but task loggers under them); state directories no container belongs to. Print one line
 per object removed. Running tasks are left alone unless --force, which stops
-and removes them too. Safe to run twice, and on a timer while tasks start:
+and removes them too; a running task of this state dir that has no record
+(its start failed after the daemon ran it, so nobody can wait on it) is
+removed either way. Safe to run twice, and on a timer while tasks start:
 a task some process is spawning, waiting on or running (over the same
 --state-dir) is left alone unless --force. A running task past its
 deadline and grace that nobody waits on (its supervisor was killed) is

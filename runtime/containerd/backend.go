@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/v2/client"
@@ -115,7 +116,20 @@ type Config struct {
 	// absolute path that passes CheckShimBinary, run by its resolved
 	// path. Empty: the runc on containerd's PATH.
 	RuncBinary string
+	// StartTimeout bounds how long a task's start waits for containerd
+	// once its image is unpacked (snapshot, container, task create and
+	// start); DefaultStartTimeout if zero. The start of the task's
+	// process is bounded by the task's deadline as well. A containerd
+	// that does not answer in time fails the start unavailable, with
+	// every process in the task's cgroup killed: a containerd hung
+	// between runc starting the task and its answer had held Start, and
+	// the task ran with nobody enforcing its deadline.
+	StartTimeout time.Duration
 }
+
+// DefaultStartTimeout is Config.StartTimeout's default, kubelet's default
+// bound on a container runtime request.
+const DefaultStartTimeout = 2 * time.Minute
 
 // Backend runs tasks as containerd containers with runc.
 type Backend struct {
@@ -205,6 +219,12 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 	}
 	if cfg.LogLimits == (logs.Limits{}) {
 		cfg.LogLimits = logs.DefaultLimits
+	}
+	if cfg.StartTimeout < 0 {
+		return nil, fmt.Errorf("%w: start timeout %s", errdefs.ErrInvalidArgument, cfg.StartTimeout)
+	}
+	if cfg.StartTimeout == 0 {
+		cfg.StartTimeout = DefaultStartTimeout
 	}
 	if !filepath.IsAbs(cfg.LoggerBinary) {
 		return nil, fmt.Errorf("%w: logger binary %q must be an absolute path to nsn-run", errdefs.ErrInvalidArgument, cfg.LoggerBinary)

@@ -50,7 +50,10 @@ func (b *Backend) Stop(ctx context.Context, id string, sig syscall.Signal, all b
 	}
 	if err != nil && killAll && ctx.Err() == nil && (errdefs.IsUnavailable(err) || daemonCtx.Err() != nil) {
 		defer runtime.ObservePhase(ctx, "wait/kill-cgroup", time.Now())
-		return b.killCgroup(id, err)
+		if kerr := b.killCgroup(id); kerr != nil {
+			return fmt.Errorf("%w; and killing its cgroup directly: %w", err, kerr)
+		}
+		return nil
 	}
 	return err
 }
@@ -71,18 +74,15 @@ func (b *Backend) reconnectNow() {
 const killDaemonWait = time.Second
 
 // killCgroup sends SIGKILL to every process in task id's cgroup without
-// containerd, whose error unreachable was. An outside review stopped
+// containerd, which did not answer. An outside review stopped
 // containerd for longer than a task had left: its deadline passed, the
 // signals failed, and the task ran on. The cgroup, /NAMESPACE/ID, is the
 // task's alone while it has processes: a start refuses an id whose cgroup
 // is populated, in any containerd on the host (checkHostWideID). The
 // shim, still running, reports the exit once containerd is back. A group
 // that is gone is the task gone (ErrNotFound), as containerd would say.
-func (b *Backend) killCgroup(id string, unreachable error) error {
-	if err := cgroups.Kill("/" + b.cfg.Namespace + "/" + id); err != nil {
-		return fmt.Errorf("%w; and killing its cgroup directly: %w", unreachable, err)
-	}
-	return nil
+func (b *Backend) killCgroup(id string) error {
+	return cgroups.Kill("/" + b.cfg.Namespace + "/" + id)
 }
 
 // Destroy implements runtime.Backend: kill and delete the task (the shim then

@@ -164,13 +164,25 @@ func (b *Backend) start(ctx context.Context, req runtime.StartRequest) (h runtim
 		return h, err
 	}
 	sw.Lap("start/unpack-check")
+	// From here on the start waits on containerd alone: bounded by
+	// StartTimeout, and the start of the task's process by its deadline
+	// too (bound becomes that context then).
+	callerCtx := ctx
+	ctx, cancelDaemon := context.WithTimeout(ctx, b.cfg.StartTimeout)
+	defer cancelDaemon()
+	bound := ctx
 	sn := b.client.SnapshotService(b.cfg.Snapshotter)
 	undo := []func(context.Context){func(ctx context.Context) { _ = sn.Remove(ctx, t.ID) }}
 	defer func() {
 		if retErr == nil {
 			return
 		}
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		wait := undoWait
+		if bound.Err() != nil && callerCtx.Err() == nil {
+			retErr = b.unanswered(t, retErr)
+			wait = unansweredUndoWait
+		}
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), wait)
 		defer cancel()
 		for i := len(undo) - 1; i >= 0; i-- {
 			undo[i](cctx)
@@ -243,7 +255,13 @@ func (b *Backend) start(ctx context.Context, req runtime.StartRequest) (h runtim
 	if err := b.watchExit(th, tk); err != nil {
 		return h, err
 	}
-	if err := tk.Start(ctx); err != nil {
+	// The task's time starts with the request: runc may start its
+	// process before containerd answers.
+	startedAt := time.Now()
+	startCtx, cancelStart := context.WithDeadline(ctx, startedAt.Add(t.Limits.Timeout))
+	defer cancelStart()
+	bound = startCtx
+	if err := tk.Start(startCtx); err != nil {
 		if cerr := runtime.ParseCommandError(err, s.Process.Args[0], img.Name); cerr != nil {
 			return h, cerr
 		}
@@ -252,8 +270,35 @@ func (b *Backend) start(ctx context.Context, req runtime.StartRequest) (h runtim
 	sw.Lap("start/start-task")
 	return runtime.Handle{
 		Version: runtime.HandleVersion, Backend: b.Name(), ID: t.ID, Image: img.Name,
-		Pid: tk.Pid(), StartedAt: time.Now().UTC(), Identity: identity,
+		Pid: tk.Pid(), StartedAt: startedAt.UTC(), Identity: identity,
 	}, nil
+}
+
+// undoWait bounds the rollback of a start that failed; unansweredUndoWait
+// that of a start containerd did not answer (StartTimeout, or the task's
+// deadline during its start), whose rollback would wait on it again: what
+// the rollback cannot remove, gc removes once containerd answers.
+const (
+	undoWait           = time.Minute
+	unansweredUndoWait = 5 * time.Second
+)
+
+// unanswered kills every process in task t's cgroup, whose start
+// containerd did not answer in time (err), and returns the start's error:
+// runc may have created the task (its init waiting for the start) or
+// started it, and nobody would end it. A containerd hung between runc
+// starting a task and its answer had held Start with no bound, and the
+// task ran with nobody enforcing its deadline (the session note of
+// 2026-12-01).
+func (b *Backend) unanswered(t task.Task, err error) error {
+	killed := "every process in its cgroup was killed"
+	if kerr := b.killCgroup(t.ID); errdefs.IsNotFound(kerr) {
+		killed = "its cgroup had no process"
+	} else if kerr != nil {
+		killed = "killing its cgroup failed: " + kerr.Error()
+	}
+	return fmt.Errorf("%w: task %s: containerd did not answer its start within %s or by the task's deadline (timeout %s); %s, and gc removes what is left once containerd answers: %w",
+		errdefs.ErrUnavailable, t.ID, b.cfg.StartTimeout, t.Limits.Timeout, killed, err)
 }
 
 // prepareRoot prepares the task's writable snapshot and inspects it: the

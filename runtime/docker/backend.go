@@ -46,7 +46,15 @@ type Config struct {
 	// backend. The backend fills in the task's state dir, bind source
 	// resolution and the CDI injector.
 	AuditPolicy audit.Policy
+	// StartTimeout bounds how long a task's start waits for dockerd (the
+	// container's create and start); DefaultStartTimeout if zero. The
+	// container's start is bounded by the task's deadline as well.
+	StartTimeout time.Duration
 }
+
+// DefaultStartTimeout is Config.StartTimeout's default, kubelet's default
+// bound on a container runtime request.
+const DefaultStartTimeout = 2 * time.Minute
 
 // minCDIAPIVersion is the Engine API version (Docker 25) from which dockerd
 // takes CDI device requests.
@@ -74,6 +82,12 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 	}
 	if _, err := spec.OOMScoreAdj(cfg.AuditPolicy.OOMScoreAdj); err != nil {
 		return nil, err
+	}
+	if cfg.StartTimeout < 0 {
+		return nil, fmt.Errorf("%w: start timeout %s", errdefs.ErrInvalidArgument, cfg.StartTimeout)
+	}
+	if cfg.StartTimeout == 0 {
+		cfg.StartTimeout = DefaultStartTimeout
 	}
 	c, err := Dial(ctx, cfg.Host)
 	if err != nil {

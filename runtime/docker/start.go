@@ -46,15 +46,33 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (runtime.
 	if err := os.Chown(req.OutputDir, uid, gid); err != nil {
 		return runtime.Handle{}, fmt.Errorf("prepare output dir: %w", err)
 	}
+	// From here on the start waits on dockerd alone: bounded by
+	// StartTimeout, and the container's start by the task's deadline too.
+	callerCtx := ctx
+	ctx, cancelDaemon := context.WithTimeout(ctx, b.cfg.StartTimeout)
+	defer cancelDaemon()
 	if _, err := b.client.ContainerCreate(ctx, client.ContainerCreateOptions{Name: r.Name, Config: r.Config, HostConfig: r.HostConfig}); err != nil {
 		if errdefs.IsConflict(err) || errdefs.IsAlreadyExists(err) {
 			return runtime.Handle{}, fmt.Errorf("task %s already exists: %w", t.ID, errdefs.ErrAlreadyExists)
 		}
-		return runtime.Handle{}, fmt.Errorf("create container %s: %w", t.ID, err)
+		err = fmt.Errorf("create container %s: %w", t.ID, err)
+		if ctx.Err() != nil && callerCtx.Err() == nil {
+			return runtime.Handle{}, b.unanswered(ctx, t, err)
+		}
+		return runtime.Handle{}, err
 	}
-	if _, err := b.client.ContainerStart(ctx, t.ID, client.ContainerStartOptions{}); err != nil {
-		cctx := context.WithoutCancel(ctx)
-		_ = b.Destroy(cctx, t.ID)
+	// The task's time starts with the request: dockerd may start it
+	// before it answers.
+	startedAt := time.Now()
+	startCtx, cancelStart := context.WithDeadline(ctx, startedAt.Add(t.Limits.Timeout))
+	defer cancelStart()
+	if _, err := b.client.ContainerStart(startCtx, t.ID, client.ContainerStartOptions{}); err != nil {
+		if startCtx.Err() != nil && callerCtx.Err() == nil {
+			return runtime.Handle{}, b.unanswered(ctx, t, fmt.Errorf("start container %s: %w", t.ID, err))
+		}
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoWait)
+		_ = b.Destroy(dctx, t.ID)
+		cancel()
 		if cerr := runtime.ParseCommandError(err, r.Config.Entrypoint[0], t.Image); cerr != nil {
 			return runtime.Handle{}, cerr
 		}
@@ -71,7 +89,7 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (runtime.
 		return runtime.Handle{}, fmt.Errorf("wait on container %s: %w", t.ID, err)
 	}
 	b.captureLogs(th, req.StateDir)
-	h := runtime.Handle{Version: runtime.HandleVersion, Backend: b.Name(), ID: t.ID, Image: t.Image, StartedAt: time.Now().UTC()}
+	h := runtime.Handle{Version: runtime.HandleVersion, Backend: b.Name(), ID: t.ID, Image: t.Image, StartedAt: startedAt.UTC()}
 	if info, err := b.client.ContainerInspect(ctx, t.ID, client.ContainerInspectOptions{}); err == nil && info.Container.State != nil {
 		h.Pid = uint32(info.Container.State.Pid)
 		if name, err := task.NormalizeImage(t.Image); err == nil {
@@ -79,6 +97,30 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (runtime.
 		}
 	}
 	return h, nil
+}
+
+// undoWait bounds the removal of a container whose start failed;
+// unansweredUndoWait that of one dockerd did not answer in time.
+const (
+	undoWait           = time.Minute
+	unansweredUndoWait = 5 * time.Second
+)
+
+// unanswered tries to remove task t's container, whose create or start
+// dockerd did not answer in time (err), and returns the start's error.
+// dockerd may still start it once it answers again; without its record
+// nobody waits on it, and gc ends it (a running task of the state dir
+// that has no record). The Docker backend has no cgroup of its own to kill
+// without dockerd.
+func (b *Backend) unanswered(ctx context.Context, t task.Task, err error) error {
+	removed := "its container was removed"
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), unansweredUndoWait)
+	defer cancel()
+	if derr := b.Destroy(dctx, t.ID); derr != nil {
+		removed = "removing its container failed too, and gc removes it once dockerd answers"
+	}
+	return fmt.Errorf("%w: task %s: dockerd did not answer its start within %s or by the task's deadline (timeout %s); %s: %w",
+		errdefs.ErrUnavailable, t.ID, b.cfg.StartTimeout, t.Limits.Timeout, removed, err)
 }
 
 // Preview implements runtime.Backend: the Engine create request Start
