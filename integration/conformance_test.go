@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -231,6 +232,33 @@ func TestConformanceUnterminatedAndBinaryOutput(t *testing.T) {
 			if res.Stdout != "AB\nCD" || res.Stderr != "\xff\xfeerr" {
 				t.Errorf("run %d: stdout %q stderr %q, want %q and %q", i, res.Stdout, res.Stderr, "AB\nCD", "\xff\xfeerr")
 			}
+		}
+	})
+}
+
+// TestConformanceLargeOutput: output larger than dockerd keeps of a log
+// (its local driver's one 16 MiB file, a few dozen bytes of framing for
+// each short line) reaches the Result whole, below the capture's own caps
+// (4 MiB head, 1 MiB tail). A seventeenth review: on the Docker backend
+// seq 1 600000 kept 3,205,894 of its 4,088,895 bytes, stdout_truncated
+// false, as dockerd truncated its file and the follow ended there.
+func TestConformanceLargeOutput(t *testing.T) {
+	seq := func(n int) string {
+		var b strings.Builder
+		for i := 1; i <= n; i++ {
+			fmt.Fprintf(&b, "%d\n", i)
+		}
+		return b.String()
+	}
+	wantOut, wantErr := seq(600000), seq(300000)
+	forEachBackend(t, func(t *testing.T, b backendCase, m *runtime.Manager) {
+		res, err := m.Run(context.Background(), seedTask(uniqueID("large"), "sh", "-c", "seq 1 600000; seq 1 300000 >&2"), runtime.RunOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Stdout != wantOut || res.StdoutTruncated || res.Stderr != wantErr || res.StderrTruncated {
+			t.Errorf("stdout %d bytes (truncated %v), stderr %d (truncated %v); want %d and %d, whole",
+				len(res.Stdout), res.StdoutTruncated, len(res.Stderr), res.StderrTruncated, len(wantOut), len(wantErr))
 		}
 	})
 }

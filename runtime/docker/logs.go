@@ -1,7 +1,6 @@
 package docker
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -16,23 +15,59 @@ import (
 	"github.com/nsn-run/nsn-run/runtime/internal/taskhandle"
 )
 
-// captureLogs follows the container's logs from the logs API into the
-// task's capped log files, as the log stream of its handle: while this
-// process lives, or until the handle closes.
-func (b *Backend) captureLogs(h *taskhandle.Handle, stateDir string) {
-	h.StreamLogs(func(ctx context.Context) {
-		_ = b.copyLogs(ctx, h.ID(), stateDir, true)
-	})
+// attachLogs attaches to the container's stdout and stderr; done before
+// its start, the stream then carries everything the container writes, as
+// written. dockerd's own log (its local driver) keeps one file of
+// jsonLogMax and truncates it when full, and a follow of the logs API
+// ended there: a seventeenth review's seq 1 600000 kept 3,205,894 of
+// 4,088,895 bytes, stdout_truncated false. The log API is read only for a
+// task another process started (finishLogs).
+func (b *Backend) attachLogs(ctx context.Context, id string) (client.HijackedResponse, error) {
+	res, err := b.client.ContainerAttach(ctx, id, client.ContainerAttachOptions{Stream: true, Stdout: true, Stderr: true})
+	if err != nil {
+		return client.HijackedResponse{}, fmt.Errorf("attach to container %s: %w", id, err)
+	}
+	return res.HijackedResponse, nil
 }
 
-// copyLogs reads the container's stdout and stderr, demultiplexed, into
-// the task's capped log files.
-func (b *Backend) copyLogs(ctx context.Context, id, stateDir string, follow bool) error {
-	rc, err := b.client.ContainerLogs(ctx, id, client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true, Follow: follow})
+// captureAttached copies the attached stream into the task's capped log
+// files, as the log stream of its handle: until the container's stdout
+// and stderr close, or the handle closes. It owns att.
+func (b *Backend) captureAttached(h *taskhandle.Handle, att client.HijackedResponse, stateDir string) {
+	if !h.StreamLogs(func(ctx context.Context) {
+		stop := context.AfterFunc(ctx, att.Close)
+		defer stop()
+		defer att.Close()
+		_ = b.writeLogs(stateDir, func(stdout, stderr io.Writer) error {
+			_, err := stdcopy.StdCopy(stdout, stderr, att.Reader)
+			return err
+		})
+	}) {
+		att.Close()
+	}
+}
+
+// copyLogs reads the container's whole log from the logs API,
+// demultiplexed, into the task's capped log files: the logs of a task
+// another process started, once it has stopped. dockerd ends a follow of
+// the logs when the container stops, at times before the last,
+// unterminated line reached it (a sixteenth review: printf AB gave an
+// empty stdout in 6 runs of 8); a read of the stopped container's log has
+// it.
+func (b *Backend) copyLogs(ctx context.Context, id, stateDir string) error {
+	rc, err := b.client.ContainerLogs(ctx, id, client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true})
 	if err != nil {
 		return fmt.Errorf("logs of container %s: %w", id, err)
 	}
 	defer rc.Close()
+	return b.writeLogs(stateDir, func(stdout, stderr io.Writer) error {
+		_, err := stdcopy.StdCopy(stdout, stderr, rc)
+		return err
+	})
+}
+
+// writeLogs runs copyInto with the task's capped stdout and stderr files.
+func (b *Backend) writeLogs(stateDir string, copyInto func(stdout, stderr io.Writer) error) error {
 	stdout, err := logs.Create(filepath.Join(stateDir, logs.StdoutFile), b.cfg.LogLimits)
 	if err != nil {
 		return err
@@ -42,88 +77,10 @@ func (b *Backend) copyLogs(ctx context.Context, id, stateDir string, follow bool
 		_, _ = stdout.Close()
 		return err
 	}
-	out, errOut := &countingWriter{w: stdout}, &countingWriter{w: stderr}
-	_, cerr := stdcopy.StdCopy(out, errOut, rc)
-	if follow && cerr == nil {
-		cerr = b.copyMissed(ctx, id, out, errOut)
-	}
+	cerr := copyInto(stdout, stderr)
 	_, oerr := stdout.Close()
 	_, eerr := stderr.Close()
 	return errors.Join(cerr, oerr, eerr)
-}
-
-// logRereadMax bounds the log a follow may have delivered for copyMissed
-// to read it again. dockerd keeps one file of jsonLogMax (16 MiB) of a
-// container's log, each line stored with a few dozen bytes of framing, and
-// truncates it when full: below 512 KiB delivered even a log of 2-byte
-// lines (about 32 bytes stored each) has not reached it, so nothing of the
-// start was dropped and the bytes the follow delivered are the re-read's
-// first. (Where the re-read holds less of a stream than the follow
-// delivered, nothing is appended either.)
-const logRereadMax = 512 << 10
-
-// copyMissed appends what a follow of the container's log ended without.
-// dockerd ends a follow once the container has stopped, and it can end
-// before the container's last, unterminated line reached it: a sixteenth
-// review's `printf AB` task reported empty output in 6 runs of 8 (a line
-// with a newline was never lost). Once the container has stopped, its
-// log is read again, whole, and each stream's bytes past those the follow
-// delivered are appended.
-func (b *Backend) copyMissed(ctx context.Context, id string, out, errOut *countingWriter) error {
-	if out.n+errOut.n > logRereadMax {
-		return nil
-	}
-	info, err := b.client.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
-	if err != nil || info.Container.State == nil || info.Container.State.Running {
-		return nil // not stopped: the follow ended for another reason
-	}
-	rc, err := b.client.ContainerLogs(ctx, id, client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true})
-	if err != nil {
-		return fmt.Errorf("logs of container %s: %w", id, err)
-	}
-	defer rc.Close()
-	var moreOut, moreErr bytes.Buffer
-	reOut, reErr := &skipWriter{w: &moreOut, skip: out.n}, &skipWriter{w: &moreErr, skip: errOut.n}
-	if _, err := stdcopy.StdCopy(reOut, reErr, rc); err != nil {
-		return fmt.Errorf("logs of container %s: %w", id, err)
-	}
-	if reOut.skip > 0 || reErr.skip > 0 {
-		return nil // less than the follow delivered: dockerd dropped the start
-	}
-	if _, err := out.w.Write(moreOut.Bytes()); err != nil {
-		return err
-	}
-	_, err = errOut.w.Write(moreErr.Bytes())
-	return err
-}
-
-// countingWriter counts the bytes written through it.
-type countingWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
-}
-
-// skipWriter drops the first skip bytes written to it and passes the rest.
-type skipWriter struct {
-	w    io.Writer
-	skip int64
-}
-
-func (s *skipWriter) Write(p []byte) (int, error) {
-	if drop := min(s.skip, int64(len(p))); drop > 0 {
-		s.skip -= drop
-		if _, err := s.w.Write(p[drop:]); err != nil {
-			return 0, err
-		}
-		return len(p), nil
-	}
-	return s.w.Write(p)
 }
 
 // finishLogs makes the logs of an exited task complete in its state dir: it
@@ -147,5 +104,5 @@ func (b *Backend) finishLogs(ctx context.Context, h *taskhandle.Handle) error {
 	if stateDir == "" {
 		return fmt.Errorf("container %s has no %s label", id, runtime.LabelStateDir)
 	}
-	return b.copyLogs(ctx, id, stateDir, false)
+	return b.copyLogs(ctx, id, stateDir)
 }

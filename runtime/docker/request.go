@@ -29,7 +29,8 @@ const cfsPeriod = 100000
 // jsonLogMax bounds dockerd's own copy of a task's logs on disk (its
 // "local" driver, which keeps the bytes as written; json-file stores lines
 // as JSON strings, bytes that are not UTF-8 replaced); nsn-run keeps its
-// capped head and tail from the logs API.
+// capped head and tail from the attach stream, and reads this copy only
+// for a task whose manager died.
 const jsonLogMax = "16m"
 
 // Request is the container create request the backend sends.

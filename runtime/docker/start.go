@@ -20,9 +20,9 @@ import (
 )
 
 // Start implements runtime.Backend: create the container from
-// CreateRequest, register the exit wait, start it, and capture its logs
-// from the logs API.
-func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (runtime.Handle, error) {
+// CreateRequest, attach to its stdout and stderr, start it, register the
+// exit wait, and capture its logs from the attached stream.
+func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (_ runtime.Handle, retErr error) {
 	t := req.Task
 	if _, err := b.client.ContainerInspect(ctx, t.ID, client.ContainerInspectOptions{}); err == nil {
 		return runtime.Handle{}, fmt.Errorf("task %s already exists (remove it with nsn-run rm %s): %w", t.ID, t.ID, errdefs.ErrAlreadyExists)
@@ -47,18 +47,38 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (runtime.
 		return runtime.Handle{}, fmt.Errorf("prepare output dir: %w", err)
 	}
 	// From here on the start waits on dockerd alone: bounded by
-	// StartTimeout, and the container's start by the task's deadline too.
+	// StartTimeout, and the container's start by the task's deadline too
+	// (bound becomes that context then).
 	callerCtx := ctx
 	ctx, cancelDaemon := context.WithTimeout(ctx, b.cfg.StartTimeout)
 	defer cancelDaemon()
+	bound := ctx
+	var att client.HijackedResponse
+	defer func() {
+		if retErr == nil {
+			return
+		}
+		if att.Conn != nil {
+			att.Close()
+		}
+		if errdefs.IsAlreadyExists(retErr) {
+			return // another's container
+		}
+		if bound.Err() != nil && callerCtx.Err() == nil {
+			retErr = b.unanswered(ctx, t, retErr)
+			return
+		}
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoWait)
+		defer cancel()
+		_ = b.Destroy(dctx, t.ID)
+	}()
 	if _, err := b.client.ContainerCreate(ctx, client.ContainerCreateOptions{Name: r.Name, Config: r.Config, HostConfig: r.HostConfig}); err != nil {
 		if errdefs.IsConflict(err) || errdefs.IsAlreadyExists(err) {
 			return runtime.Handle{}, fmt.Errorf("task %s already exists: %w", t.ID, errdefs.ErrAlreadyExists)
 		}
-		err = fmt.Errorf("create container %s: %w", t.ID, err)
-		if ctx.Err() != nil && callerCtx.Err() == nil {
-			return runtime.Handle{}, b.unanswered(ctx, t, err)
-		}
+		return runtime.Handle{}, fmt.Errorf("create container %s: %w", t.ID, err)
+	}
+	if att, err = b.attachLogs(ctx, t.ID); err != nil {
 		return runtime.Handle{}, err
 	}
 	// The task's time starts with the request: dockerd may start it
@@ -66,13 +86,8 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (runtime.
 	startedAt := time.Now()
 	startCtx, cancelStart := context.WithDeadline(ctx, startedAt.Add(t.Limits.Timeout))
 	defer cancelStart()
+	bound = startCtx
 	if _, err := b.client.ContainerStart(startCtx, t.ID, client.ContainerStartOptions{}); err != nil {
-		if startCtx.Err() != nil && callerCtx.Err() == nil {
-			return runtime.Handle{}, b.unanswered(ctx, t, fmt.Errorf("start container %s: %w", t.ID, err))
-		}
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoWait)
-		_ = b.Destroy(dctx, t.ID)
-		cancel()
 		if cerr := runtime.ParseCommandError(err, r.Config.Entrypoint[0], t.Image); cerr != nil {
 			return runtime.Handle{}, cerr
 		}
@@ -85,10 +100,9 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (runtime.
 	th := b.tasks.Add(t.ID)
 	if err := b.watchExit(th, container.WaitConditionNotRunning); err != nil {
 		// The backend is closing: leave nothing behind.
-		_ = b.Destroy(context.WithoutCancel(ctx), t.ID)
 		return runtime.Handle{}, fmt.Errorf("wait on container %s: %w", t.ID, err)
 	}
-	b.captureLogs(th, req.StateDir)
+	b.captureAttached(th, att, req.StateDir)
 	h := runtime.Handle{Version: runtime.HandleVersion, Backend: b.Name(), ID: t.ID, Image: t.Image, StartedAt: startedAt.UTC()}
 	if info, err := b.client.ContainerInspect(ctx, t.ID, client.ContainerInspectOptions{}); err == nil && info.Container.State != nil {
 		h.Pid = uint32(info.Container.State.Pid)

@@ -154,12 +154,13 @@ func (h *Handle) OOMKilled() bool { return h.oom.Load() }
 
 // StreamLogs runs capture, the task's log stream, in a goroutine of the
 // handle; LogStream is closed when it returns. Only the first stream of a
-// handle runs, and none on a closed handle.
-func (h *Handle) StreamLogs(capture func(ctx context.Context)) {
+// handle runs, and none on a closed handle: it reports whether capture
+// runs.
+func (h *Handle) StreamLogs(capture func(ctx context.Context)) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed || h.logs != nil {
-		return
+		return false
 	}
 	done := make(chan struct{})
 	h.logs = done
@@ -167,6 +168,7 @@ func (h *Handle) StreamLogs(capture func(ctx context.Context)) {
 		defer close(done)
 		capture(h.ctx)
 	})
+	return true
 }
 
 // LogStream is closed when the log stream StreamLogs started has ended;
