@@ -49,8 +49,9 @@ type bundle struct {
 	dir, tasksDir, outDir, id string
 	spec                      *specs.Spec
 	// userNS is set once the spec has a user namespace of its own (the
-	// policy then wants one).
-	userNS bool
+	// policy then wants one); limitsOutside once its per-user limits are
+	// not in it (runc before 1.4 refuses them, and the backend sets them).
+	userNS, limitsOutside bool
 }
 
 // newBundle generates nsn-run's spec for `sh -c script` over a busybox
@@ -100,7 +101,7 @@ func newBundleWithHelper(t *testing.T, script, name string) *bundle {
 }
 
 func (b *bundle) policy() audit.Policy {
-	return audit.Policy{Namespace: testNamespace, TasksDir: b.tasksDir, ResolveSource: filepath.EvalSymlinks, HostIdentity: !b.userNS}
+	return audit.Policy{Namespace: testNamespace, TasksDir: b.tasksDir, ResolveSource: filepath.EvalSymlinks, HostIdentity: !b.userNS, UserNSLimitsOutside: b.limitsOutside}
 }
 
 // write makes s the bundle's config.json.
@@ -292,6 +293,93 @@ func TestEscapeSecondProcfs(t *testing.T) {
 	refused(t, b, audit.RuleMounts, mutate)
 }
 
+// TestEscapeMaskedPaths: the masked /proc and /sys paths leak the host's
+// hardware and kernel state to any user: /proc/interrupts (the host's IRQ
+// counters per CPU, a side channel on other tenants' devices) and
+// /sys/firmware (the host's physical memory map) are world-readable. Run
+// with runc directly with maskedPaths emptied, the task (not root) reads
+// them; with nsn-run's spec it reads 0 bytes and an empty directory, and
+// the audit and Start refuse the spec without the masks.
+func TestEscapeMaskedPaths(t *testing.T) {
+	b := newBundle(t, `echo interrupts=$(wc -c </proc/interrupts); echo firmware=$(ls /sys/firmware | wc -l)`)
+	mutate := func(s *specs.Spec) { s.Linux.MaskedPaths = nil }
+	out, errOut, err := b.run(t, b.mutated(t, mutate))
+	if err != nil || !strings.Contains(out, "interrupts=") || strings.Contains(out, "interrupts=0\n") {
+		t.Fatalf("bypass: want /proc/interrupts readable: %v\n%s%s", err, out, errOut)
+	}
+	firmware := !strings.Contains(out, "firmware=0\n")
+	t.Logf("bypass: %s", strings.ReplaceAll(strings.TrimSpace(out), "\n", ", "))
+	out, errOut, err = b.run(t, b.spec)
+	if err != nil || !strings.Contains(out, "interrupts=0\n") || !strings.Contains(out, "firmware=0\n") {
+		t.Errorf("nsn-run's own spec: want both masked: %v\n%s%s", err, out, errOut)
+	}
+	if !firmware {
+		t.Logf("this host's /sys/firmware is empty: only /proc/interrupts shows the mask")
+	}
+	refused(t, b, audit.RuleMaskedPaths, mutate)
+}
+
+// TestEscapeWritableRoot: the task's root filesystem is read-only, so
+// nothing it writes outside its scratch mounts survives in the image's
+// snapshot or changes what its binaries are. Run with runc directly with
+// root.readonly false, the task (not root) writes into a directory the
+// image made world-writable; with nsn-run's spec the write fails with
+// EROFS, and the audit and Start refuse the spec.
+func TestEscapeWritableRoot(t *testing.T) {
+	b := newBundle(t, `echo pwned > /var/drop/x && echo wrote; cat /var/drop/x`)
+	drop := filepath.Join(b.dir, spec.RootfsPath, "var", "drop")
+	if err := os.MkdirAll(drop, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(drop, 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	mutate := func(s *specs.Spec) { s.Root.Readonly = false }
+	out, errOut, err := b.run(t, b.mutated(t, mutate))
+	if err != nil || out != "wrote\npwned\n" {
+		t.Fatalf("bypass: want the write in the root: %v\n%s%s", err, out, errOut)
+	}
+	if err := os.Remove(filepath.Join(drop, "x")); err != nil {
+		t.Fatalf("the bypass's file on the rootfs: %v", err)
+	}
+	t.Logf("bypass: %s", strings.ReplaceAll(strings.TrimSpace(out), "\n", ", "))
+	out, errOut, err = b.run(t, b.spec)
+	if err == nil || !strings.Contains(errOut, "Read-only file system") || strings.Contains(out, "wrote") {
+		t.Errorf("nsn-run's own spec: want EROFS: %v\n%s%s", err, out, errOut)
+	}
+	if _, err := os.Stat(filepath.Join(drop, "x")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("nsn-run's own spec left a file in the rootfs: %v", err)
+	}
+	refused(t, b, audit.RuleRoot, mutate)
+}
+
+// TestEscapeTmpExec: /tmp, /dev/shm and /output are noexec, so a task
+// cannot run code it wrote (a downloaded binary, a payload unpacked at run
+// time) that is not in its image, the image the operator chose. Run with
+// runc directly with noexec dropped from /tmp, the task copies busybox
+// there and runs it; with nsn-run's spec the exec fails with EACCES, and
+// the audit and Start refuse the spec.
+func TestEscapeTmpExec(t *testing.T) {
+	b := newBundle(t, `cp /bin/busybox /tmp/echo && /tmp/echo ran`)
+	mutate := func(s *specs.Spec) {
+		for i := range s.Mounts {
+			if s.Mounts[i].Destination == spec.TmpPath {
+				s.Mounts[i].Options = slices.DeleteFunc(s.Mounts[i].Options, func(o string) bool { return o == "noexec" })
+			}
+		}
+	}
+	out, errOut, err := b.run(t, b.mutated(t, mutate))
+	if err != nil || out != "ran\n" {
+		t.Fatalf("bypass: want the copied binary to run: %v\n%s%s", err, out, errOut)
+	}
+	t.Logf("bypass: %s", strings.TrimSpace(out))
+	out, errOut, err = b.run(t, b.spec)
+	if err == nil || out != "" || !strings.Contains(errOut, "Permission denied") {
+		t.Errorf("nsn-run's own spec: want EACCES: %v\n%s%s", err, out, errOut)
+	}
+	refused(t, b, audit.RuleMounts, mutate)
+}
+
 // TestEscapeSysReadWrite: runc applies mount options in order, so
 // "ro","rw" mounts /sys read-write.
 func TestEscapeSysReadWrite(t *testing.T) {
@@ -424,7 +512,7 @@ func TestEscapeUserNSLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	without := b.mutated(t, func(s *specs.Spec) { s.Linux.Sysctl = nil })
-	out, hostErr, err := holdInotify(t, b, without, rootInotify)
+	out, hostErr, err := hold(t, b, without, "instances=", rootInotify)
 	var held int
 	if i := strings.Index(out, "instances="); i >= 0 {
 		_, _ = fmt.Sscanf(out[i:], "instances=%d", &held)
@@ -435,7 +523,7 @@ func TestEscapeUserNSLimits(t *testing.T) {
 	t.Logf("bypass: the task printed %q; host root's inotify_init1 while it held them: %v", out, hostErr)
 
 	// nsn-run's spec, with the limits.
-	out, hostErr, err = holdInotify(t, b, b.spec, rootInotify)
+	out, hostErr, err = hold(t, b, b.spec, "instances=", rootInotify)
 	if err != nil {
 		// runc before 1.4 refuses user.* sysctls: nsn-run's backend
 		// must recognise that refusal and set the limits itself.
@@ -462,10 +550,80 @@ func TestEscapeUserNSLimits(t *testing.T) {
 	})
 }
 
-// holdInotify runs s with runc directly: the task creates inotify
-// instances until refused and holds them while this process tries to
-// create one as host root. It returns what the task printed, the host's
-// inotify_init1 error, and runc's error (with its stderr).
+// withUserNS gives the bundle nsn-run's spec for a task in a user
+// namespace of its own over a host id range no live task holds, with the
+// namespace's limits in the spec where runc takes them (1.4 and later).
+func (b *bundle) withUserNS(t *testing.T) {
+	t.Helper()
+	ids := idmap.DefaultSpan.RangeAt(idmap.DefaultCount - 2)
+	major, minor := runcVersion(t)
+	inSpec := major > 1 || major == 1 && minor >= 4
+	tk := task.Task{ID: b.id, Image: busyboxRef, Command: b.spec.Process.Args}
+	s, err := spec.Generate(namespaces.WithNamespace(context.Background(), testNamespace), tk, ocispec.ImageConfig{Env: []string{"PATH=/bin"}},
+		spec.Options{OutputDir: b.outDir, UserNS: &ids, UserNSSysctls: inSpec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.spec, b.userNS, b.limitsOutside = s, true, !inSpec
+}
+
+// runcVersion is the major and minor version of the runc the tests run.
+func runcVersion(t *testing.T) (major, minor int) {
+	t.Helper()
+	v, err := exec.Command(runcPath(t), "--version").Output()
+	if err == nil {
+		_, err = fmt.Sscanf(string(v), "runc version %d.%d", &major, &minor)
+	}
+	if err != nil {
+		t.Fatalf("runc --version: %q: %v", v, err)
+	}
+	return major, minor
+}
+
+// TestEscapeSigPending: queued signals count against RLIMIT_SIGPENDING per
+// user, and a task in a user namespace of its own charges them to the
+// namespace's creator too: host root, for runc's tasks, up to root's own
+// limit. Run with runc directly, nsn-run's spec without its
+// RLIMIT_SIGPENDING (runc then leaves the task root's, 96364 on this
+// machine's kind) lets the task queue signals until root has none left:
+// host root's own sigqueue fails with EAGAIN while the task holds them.
+// nsn-run's spec stops the task at 256 and root's sigqueue works; the
+// audit finds the limit gone, and Start refuses the spec.
+func TestEscapeSigPending(t *testing.T) {
+	b := newBundleWithHelper(t, "exec /bin/sigpendhold", "sigpendhold")
+	b.withUserNS(t)
+	helper := filepath.Join(b.dir, spec.RootfsPath, "bin", "sigpendhold")
+	rootQueues := func() error {
+		out, err := exec.Command(helper, "once").CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%s: %w", strings.TrimSpace(string(out)), err)
+		}
+		return nil
+	}
+	if err := rootQueues(); err != nil {
+		t.Fatalf("host root's sigqueue before any task: %v", err)
+	}
+	mutate := func(s *specs.Spec) {
+		s.Process.Rlimits = slices.DeleteFunc(s.Process.Rlimits, func(r specs.POSIXRlimit) bool { return r.Type == "RLIMIT_SIGPENDING" })
+	}
+	out, hostErr, err := hold(t, b, b.mutated(t, mutate), "signals=", rootQueues)
+	var held int
+	if i := strings.Index(out, "signals="); i >= 0 {
+		_, _ = fmt.Sscanf(out[i:], "signals=%d", &held)
+	}
+	if err != nil || held <= spec.SigpendingSignals || hostErr == nil {
+		t.Fatalf("bypass: %v; the task held %d signals; host root's sigqueue while it held them: %v\n%s", err, held, hostErr, out)
+	}
+	t.Logf("bypass: the task printed %q; host root's sigqueue while it held them: %v", strings.TrimSpace(out), hostErr)
+
+	out, hostErr, err = hold(t, b, b.spec, "signals=", rootQueues)
+	if err != nil || out != fmt.Sprintf("signals=%d errno=EAGAIN\n", spec.SigpendingSignals) || hostErr != nil {
+		t.Errorf("nsn-run's spec: %v; the task printed %q, host root's sigqueue: %v; want %d signals and root unhurt", err, out, hostErr, spec.SigpendingSignals)
+	}
+	t.Logf("nsn-run's spec: the task printed %q; host root's sigqueue worked", strings.TrimSpace(out))
+	refused(t, b, audit.RuleProcessLimits, mutate)
+}
+
 // rootInotify creates and closes an inotify instance as host root.
 func rootInotify() error {
 	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC)
@@ -475,7 +633,12 @@ func rootInotify() error {
 	return err
 }
 
-func holdInotify(t *testing.T, b *bundle, s *specs.Spec, host func() error) (out string, hostErr, runErr error) {
+// hold runs s with runc directly: the task takes a kernel resource until
+// refused, prints a line holding marker, and holds what it took (until its
+// standard input closes) while this process runs host, as host root. It
+// returns what the task printed, host's error, and runc's error (with its
+// stderr).
+func hold(t *testing.T, b *bundle, s *specs.Spec, marker string, host func() error) (out string, hostErr, runErr error) {
 	t.Helper()
 	b.write(t, s)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -500,14 +663,14 @@ func holdInotify(t *testing.T, b *bundle, s *specs.Spec, host func() error) (out
 	defer func() { _ = exec.Command(runc, "--root", state, "delete", "--force", id).Run() }()
 	r := bufio.NewReader(stdout)
 	var lines strings.Builder
-	for !strings.Contains(lines.String(), "instances=") {
+	for !strings.Contains(lines.String(), marker) {
 		line, err := r.ReadString('\n')
 		lines.WriteString(line)
 		if err != nil {
 			break // the task ended early: runc's error says why
 		}
 	}
-	if strings.Contains(lines.String(), "instances=") {
+	if strings.Contains(lines.String(), marker) {
 		hostErr = host()
 	}
 	stdin.Close()
@@ -570,7 +733,7 @@ func TestEscapeImageHostAccount(t *testing.T) {
 		}
 		return nil
 	}
-	out, hostErr, err := holdInotify(t, b, before, asAccount)
+	out, hostErr, err := hold(t, b, before, "instances=", asAccount)
 	if err != nil || !errors.Is(hostErr, unix.EMFILE) {
 		t.Fatalf("bypass: host uid %d's inotify_init1 while the task held its instances: %v (run: %v)\n%s", account, hostErr, err, out)
 	}
@@ -584,7 +747,7 @@ func TestEscapeImageHostAccount(t *testing.T) {
 	if u := now.Process.User; u.UID != task.NobodyID || u.GID != task.NobodyID {
 		t.Errorf("nsn-run's spec under shared ids: user %d:%d, want nobody", u.UID, u.GID)
 	}
-	if _, hostErr, err := holdInotify(t, b, now, asAccount); err != nil || hostErr != nil {
+	if _, hostErr, err := hold(t, b, now, "instances=", asAccount); err != nil || hostErr != nil {
 		t.Errorf("nsn-run's spec: host uid %d's inotify_init1: %v (run: %v)", account, hostErr, err)
 	}
 
