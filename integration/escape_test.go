@@ -555,7 +555,13 @@ func TestEscapeUserNSLimits(t *testing.T) {
 // namespace's limits in the spec where runc takes them (1.4 and later).
 func (b *bundle) withUserNS(t *testing.T) {
 	t.Helper()
-	ids := idmap.DefaultSpan.RangeAt(idmap.DefaultCount - 2)
+	b.withUserNSAt(t, idmap.DefaultCount-2)
+}
+
+// withUserNSAt is withUserNS over the index'th range of the default span.
+func (b *bundle) withUserNSAt(t *testing.T, index uint32) {
+	t.Helper()
+	ids := idmap.DefaultSpan.RangeAt(index)
 	major, minor := runcVersion(t)
 	inSpec := major > 1 || major == 1 && minor >= 4
 	tk := task.Task{ID: b.id, Image: busyboxRef, Command: b.spec.Process.Args}
@@ -578,6 +584,96 @@ func runcVersion(t *testing.T) (major, minor int) {
 		t.Fatalf("runc --version: %q: %v", v, err)
 	}
 	return major, minor
+}
+
+// TestEscapeSharedIDsSignal: tasks that share a host uid may signal (and
+// ptrace) each other once one of them reaches the other's processes: an
+// escape from its pid namespace, stood in for here by an attacker spec in
+// the host's pid namespace with the host's procfs (which the audit refuses
+// on its own). Run with runc directly with shared
+// host ids (user namespaces off, dockerd's tasks: both uid 65534), the
+// attacker SIGKILLs the victim's child; with per-task host ranges (each in
+// a user namespace of its own over its own range, nsn-run's default on
+// containerd) the same kill gets EPERM and the victim runs on.
+func TestEscapeSharedIDsSignal(t *testing.T) {
+	attack := func(ownIDs bool) (attackerOut string, victimRan bool) {
+		t.Helper()
+		victim := newBundle(t, "sleep 600 & echo $! > /output/child; wait; echo victim-ended")
+		attacker := newBundle(t, "true")
+		if ownIDs {
+			victim.withUserNSAt(t, idmap.DefaultCount-3)
+			attacker.withUserNSAt(t, idmap.DefaultCount-4)
+		}
+		victim.write(t, victim.spec)
+		runc, state, id := runcPath(t), t.TempDir(), uniqueID(victim.id)
+		cmd := exec.Command(runc, "--root", state, "run", "--bundle", victim.dir, id)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		defer func() {
+			_ = exec.Command(runc, "--root", state, "kill", id, "KILL").Run()
+			<-exited
+			_ = exec.Command(runc, "--root", state, "delete", "--force", id).Run()
+		}()
+		waitForFile(t, filepath.Join(victim.outDir, "child"))
+		raw, err := exec.Command(runc, "--root", state, "state", id).Output()
+		var st struct{ Pid int }
+		if err == nil {
+			err = json.Unmarshal(raw, &st)
+		}
+		if err != nil || st.Pid == 0 {
+			t.Fatalf("runc state of the victim: %v: %s", err, raw)
+		}
+		// The victim's child, as the host sees it.
+		children, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", st.Pid, st.Pid))
+		child := strings.TrimSpace(string(children))
+		if err != nil || child == "" {
+			t.Fatalf("the victim's child: %q, %v", children, err)
+		}
+		s := attacker.mutated(t, func(s *specs.Spec) {
+			// Out of its pid namespace: the host's, with the host's
+			// procfs bound in (a procfs of its own for the host's pid
+			// namespace is refused in a user namespace; runc writes
+			// sysctls through it, so the attacker's namespace limits go
+			// too).
+			s.Linux.Namespaces = slices.DeleteFunc(s.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == specs.PIDNamespace })
+			for i := range s.Mounts {
+				if s.Mounts[i].Destination == "/proc" {
+					s.Mounts[i] = specs.Mount{Destination: "/proc", Type: "bind", Source: "/proc", Options: []string{"rbind", "nosuid", "nodev", "noexec"}}
+				}
+			}
+			s.Linux.Sysctl = nil
+			s.Process.Args = []string{"sh", "-c", "kill -9 " + child + " && echo killed"}
+		})
+		aout, aerr, err := attacker.run(t, s)
+		attackerOut = strings.TrimSpace(aout + aerr)
+		if err == nil && strings.Contains(aout, "killed") {
+			// The victim's wait returns once its child is gone.
+			select {
+			case <-exited:
+				exited <- nil
+				return attackerOut, strings.Contains(out.String(), "victim-ended")
+			case <-time.After(30 * time.Second):
+				t.Fatalf("the attacker killed the victim's child, and the victim did not end: %s", out.String())
+			}
+		}
+		raw, _ = exec.Command(runc, "--root", state, "state", id).Output()
+		return attackerOut, strings.Contains(string(raw), `"status": "running"`)
+	}
+	out, ended := attack(false)
+	if !strings.Contains(out, "killed") || !ended {
+		t.Fatalf("bypass (shared host ids): the attacker printed %q, the victim ended: %v; want its child killed", out, ended)
+	}
+	t.Logf("bypass (shared host ids): the attacker printed %q and the victim's child died", out)
+	out, running := attack(true)
+	if strings.Contains(out, "killed") || !strings.Contains(out, "Operation not permitted") || !running {
+		t.Errorf("per-task host ranges: the attacker printed %q, the victim running: %v; want EPERM and the victim running", out, running)
+	}
+	t.Logf("per-task host ranges: the attacker printed %q; the victim runs on", out)
 }
 
 // TestEscapeSigPending: queued signals count against RLIMIT_SIGPENDING per
