@@ -4,18 +4,23 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/containerd/errdefs"
 	"github.com/moby/moby/client"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/nsn-run/nsn-run/internal/imagebuild"
 	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/runtime/docker"
+	"github.com/nsn-run/nsn-run/spec"
 	"github.com/nsn-run/nsn-run/spec/audit"
 	"github.com/nsn-run/nsn-run/task"
 )
@@ -225,4 +230,150 @@ func TestDockerImportRefusesReplace(t *testing.T) {
 	if now, err := c.ImageInspect(context.Background(), name); err != nil || now.ID == before.ID {
 		t.Errorf("after --replace the name is still %s (%v)", now.ID, err)
 	}
+}
+
+// TestDockerFinalSpec: what dockerd 20.10 makes of the create request, the
+// OCI spec its runc runs (the bundle's config.json under dockerd's exec
+// root), carries the controls docs/security-model.md says are equal to the
+// containerd backend's: nsn-run's seccomp rules exactly (native
+// architecture only, clone3 ENOSYS), no capabilities, no_new_privs, the
+// non-root user, OOM score 1000, nsn-run's rlimits, at least its masked and
+// read-only paths, the six namespaces, a read-only root, a noexec /tmp and
+// the two network sysctls. The request is audited before it is sent; this
+// checks dockerd kept it.
+func TestDockerFinalSpec(t *testing.T) {
+	m := dockerManager(t)
+	ctx := context.Background()
+	id := uniqueID("final")
+	tk := seedTask(id, "sleep", "60")
+	if _, err := m.Spawn(ctx, tk); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = m.Remove(ctx, id, true) }()
+	c := dockerClient(t)
+	info, err := c.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock, ok := strings.CutPrefix(os.Getenv(envDockerHost), "unix://")
+	need(t, ok, "%s is not a unix socket: the bundle is looked for beside it", envDockerHost)
+	var bundle string
+	_ = filepath.WalkDir(filepath.Dir(sock), func(path string, d fs.DirEntry, err error) error {
+		if err == nil && d.Name() == "config.json" && filepath.Base(filepath.Dir(path)) == info.Container.ID {
+			bundle = path
+			return fs.SkipAll
+		}
+		return nil
+	})
+	if bundle == "" {
+		t.Fatalf("no bundle config.json of container %s under %s (dockerd's exec root)", info.Container.ID, filepath.Dir(sock))
+	}
+	raw, err := os.ReadFile(bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s specs.Spec
+	if err := json.Unmarshal(raw, &s); err != nil {
+		t.Fatal(err)
+	}
+
+	if got, want := seccompRules(s.Linux.Seccomp), seccompRules(spec.SeccompProfile()); !maps.EqualFunc(got, want, slices.Equal) {
+		for name, w := range want {
+			if !slices.Equal(got[name], w) {
+				t.Errorf("seccomp %s: dockerd's %v, nsn-run's %v", name, got[name], w)
+			}
+		}
+		for name, g := range got {
+			if _, ok := want[name]; !ok {
+				t.Errorf("seccomp %s: dockerd's %v, not in nsn-run's", name, g)
+			}
+		}
+	}
+	if sc := s.Linux.Seccomp; sc == nil || sc.DefaultAction != specs.ActErrno || !slices.Equal(sc.Architectures, spec.SeccompProfile().Architectures) {
+		t.Errorf("seccomp default action and architectures: %+v", sc)
+	}
+	if !slices.Contains(seccompRules(s.Linux.Seccomp)["clone3"], "SCMP_ACT_ERRNO errno=38 args=null") {
+		t.Errorf("clone3: %v; want ENOSYS", seccompRules(s.Linux.Seccomp)["clone3"])
+	}
+	p := s.Process
+	if caps := p.Capabilities; caps != nil && len(caps.Bounding)+len(caps.Effective)+len(caps.Permitted)+len(caps.Inheritable)+len(caps.Ambient) != 0 {
+		t.Errorf("capabilities: %+v; want none", caps)
+	}
+	if !p.NoNewPrivileges || p.User.UID != 65534 || p.User.GID != 65534 || p.OOMScoreAdj == nil || *p.OOMScoreAdj != spec.DefaultOOMScoreAdj {
+		t.Errorf("process: no_new_privs %v, user %+v, oom score %v", p.NoNewPrivileges, p.User, p.OOMScoreAdj)
+	}
+	limits := tk.WithDefaults().Limits
+	if want := spec.Rlimits(limits, false); !sameElements(p.Rlimits, want) {
+		t.Errorf("rlimits: %+v; want %+v", p.Rlimits, want)
+	}
+	masked, err := spec.MaskedPaths()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range masked {
+		if !slices.Contains(s.Linux.MaskedPaths, path) {
+			t.Errorf("masked path %s missing: %v", path, s.Linux.MaskedPaths)
+		}
+	}
+	for _, path := range spec.RequiredReadonlyPaths() {
+		if !slices.Contains(s.Linux.ReadonlyPaths, path) {
+			t.Errorf("read-only path %s missing: %v", path, s.Linux.ReadonlyPaths)
+		}
+	}
+	for _, ns := range []specs.LinuxNamespaceType{specs.PIDNamespace, specs.IPCNamespace, specs.UTSNamespace, specs.MountNamespace, specs.NetworkNamespace, specs.CgroupNamespace} {
+		if !slices.ContainsFunc(s.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == ns && n.Path == "" }) {
+			t.Errorf("namespace %s: not a new one in %+v", ns, s.Linux.Namespaces)
+		}
+	}
+	if s.Root == nil || !s.Root.Readonly {
+		t.Errorf("root: %+v; want read-only", s.Root)
+	}
+	tmp := slices.IndexFunc(s.Mounts, func(m specs.Mount) bool { return m.Destination == spec.TmpPath })
+	if tmp < 0 || !slices.Contains(s.Mounts[tmp].Options, "noexec") || !slices.Contains(s.Mounts[tmp].Options, "nosuid") || !slices.Contains(s.Mounts[tmp].Options, "nodev") {
+		t.Errorf("/tmp: %+v", s.Mounts)
+	}
+	if want := map[string]string{"net.ipv4.ping_group_range": "1 0", "net.ipv4.ip_unprivileged_port_start": "1024"}; !maps.Equal(s.Linux.Sysctl, want) {
+		t.Errorf("sysctls: %v; want %v", s.Linux.Sysctl, want)
+	}
+}
+
+// seccompRules is a profile's rules by syscall name, each rule as its
+// action, errno and arguments, sorted: two profiles that allow and refuse
+// the same calls the same way compare equal whatever their rule order.
+func seccompRules(p *specs.LinuxSeccomp) map[string][]string {
+	rules := map[string][]string{}
+	if p == nil {
+		return rules
+	}
+	for _, r := range p.Syscalls {
+		args := []byte("null") // no arguments, however spelled
+		if len(r.Args) > 0 {
+			args, _ = json.Marshal(r.Args)
+		}
+		errno := "none"
+		if r.ErrnoRet != nil {
+			errno = strconv.Itoa(int(*r.ErrnoRet))
+		}
+		for _, name := range r.Names {
+			rules[name] = append(rules[name], fmt.Sprintf("%s errno=%s args=%s", r.Action, errno, args))
+		}
+	}
+	for name := range rules {
+		slices.Sort(rules[name])
+	}
+	return rules
+}
+
+// sameElements reports whether a and b hold the same elements, in any
+// order.
+func sameElements[T comparable](a, b []T) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			return false
+		}
+	}
+	return true
 }
