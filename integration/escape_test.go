@@ -985,6 +985,31 @@ func TestEscapeAIOContexts(t *testing.T) {
 	refused(t, b, audit.RuleSeccomp, mutate)
 }
 
+// TestEscapeIOUring: io_uring is a large kernel surface of its own (its
+// own file and page-cache paths, run by kernel workers, and a long line of
+// privilege escalations), which containerd's profile no longer allows
+// and nsn-run's never did. Run with runc directly with io_uring_setup and
+// io_uring_enter allowed, the task sets up a ring and has the kernel run a
+// no-op from it; nsn-run's spec refuses the setup (EPERM), and the audit
+// refuses a spec that allows it.
+func TestEscapeIOUring(t *testing.T) {
+	b := newBundleWithHelper(t, "/bin/iouring", "iouring")
+	mutate := func(s *specs.Spec) {
+		allowSyscall("io_uring_setup")(s)
+		allowSyscall("io_uring_enter")(s)
+	}
+	out, errOut, err := b.run(t, b.mutated(t, mutate))
+	need(t, !strings.Contains(out, "io_uring_setup: Function not implemented"), "this kernel has no io_uring: %s", out)
+	if err != nil || out != "io_uring: ok, 1 submitted\n" {
+		t.Fatalf("bypass: no ring: %v\nstdout: %s\nstderr: %s", err, out, errOut)
+	}
+	t.Logf("bypass: %s", strings.TrimSpace(out))
+	if out, _, _ := b.run(t, b.spec); out != "io_uring_setup: Operation not permitted\n" {
+		t.Errorf("nsn-run's own spec: %q; want io_uring_setup refused with EPERM", out)
+	}
+	refused(t, b, audit.RuleSeccomp, mutate)
+}
+
 // allowSyscall is a mutation that allows syscall again: it joins the
 // profile's main allow rule (the one with ioctl), as containerd's has it.
 func allowSyscall(syscall string) func(*specs.Spec) {
