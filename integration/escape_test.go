@@ -1380,6 +1380,84 @@ func TestSeccompWithCapabilitiesRestored(t *testing.T) {
 	}
 }
 
+// TestEscapeImageMountPointSymlink: an image whose /dev is a symlink to a
+// host directory. runc 1.1 follows it on the host when it sets up the
+// task's /dev: it creates /dev/fd, /dev/stdin, /dev/stdout and /dev/stderr
+// (and /dev/ptmx) inside the host directory the link names. Run with runc
+// directly on such a rootfs (nsn-run's spec, without the backend's image
+// check), the host directory gains them; the containerd backend refuses the
+// image before runc runs (images.Check; TestHostileImages runs it through a
+// Manager) and the directory holds only its marker. runc 1.2 and later
+// resolve the link inside the root: there the attack is shown only as
+// refused.
+func TestEscapeImageMountPointSymlink(t *testing.T) {
+	b := newBundle(t, "true")
+	hostDir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(hostDir, "marker"), []byte("untouched\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dev := filepath.Join(b.dir, spec.RootfsPath, "dev")
+	if err := os.RemoveAll(dev); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(hostDir, dev); err != nil {
+		t.Fatal(err)
+	}
+	hostEntries := func() []string {
+		entries, err := os.ReadDir(hostDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		return names
+	}
+	out, errOut, err := b.run(t, b.spec)
+	got := hostEntries()
+	major, minor := runcVersion(t)
+	if major == 1 && minor < 2 {
+		if !slices.Contains(got, "stdout") || !slices.Contains(got, "fd") {
+			t.Fatalf("bypass with runc %d.%d: the host dir holds %v; want /dev/fd, /dev/stdout and the rest made there: %v\n%s%s", major, minor, got, err, out, errOut)
+		}
+		t.Logf("bypass with runc %d.%d: runc made %v in the host dir the image's /dev names", major, minor, got)
+	} else {
+		t.Logf("runc %d.%d on the linked rootfs: %v; the host dir holds %v", major, minor, err, got)
+	}
+	for _, name := range got {
+		if name != "marker" {
+			_ = os.RemoveAll(filepath.Join(hostDir, name))
+		}
+	}
+
+	c, addr := containerdClient(t)
+	importBusybox(t, c, addr)
+	rootfs := filepath.Join(t.TempDir(), "rootfs")
+	if err := imagebuild.BusyboxRootfs(rootfs, busyboxPath(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(rootfs, "dev")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(hostDir, filepath.Join(rootfs, "dev")); err != nil {
+		t.Fatal(err)
+	}
+	ref := "docker.io/nsn-test/dev-link:" + b.id
+	if err := importImage(c, imagebuild.Image{Name: ref, RootfsDir: rootfs, Config: ocispec.ImageConfig{Env: []string{"PATH=/bin"}}}); err != nil {
+		t.Fatal(err)
+	}
+	m, _ := testManager(t)
+	tk := seedTask(uniqueID("devlink"), "true")
+	tk.Image = ref
+	if _, err := m.Run(context.Background(), tk, runtime.RunOptions{}); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "symlink") {
+		t.Errorf("run of the image whose /dev links to a host dir: %v; want invalid argument naming the symlink", err)
+	}
+	if got := hostEntries(); !slices.Equal(got, []string{"marker"}) {
+		t.Errorf("the host dir after the backend's run: %v; want only its marker", got)
+	}
+}
+
 // TestEscapeHook: an OCI hook is a program runc runs on the host, as root,
 // outside every namespace and limit of the task: a spec that carries one
 // runs the spec writer's command on the node. With runc directly a
