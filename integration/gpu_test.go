@@ -24,14 +24,21 @@ import (
 // host has no GPU): nvidia.com/gpu=0 is /dev/zero, =1 is /dev/full.
 func gpuManager(t *testing.T) (*runtime.Manager, string) {
 	t.Helper()
+	state := t.TempDir()
+	return gpuManagerAt(t, state, filepath.Join(state, "gpus"))
+}
+
+// gpuManagerAt is gpuManager over the state dir state, with its GPU
+// allocations in allocDir.
+func gpuManagerAt(t *testing.T, state, allocDir string) (*runtime.Manager, string) {
+	t.Helper()
 	c, addr := containerdClient(t)
 	importBusybox(t, c, addr)
 	specDir, _, err := standInGPUs(t)
 	if err != nil {
 		t.Fatal(err)
 	}
-	state := t.TempDir()
-	gpus, err := gpu.New(gpu.Options{SpecDirs: []string{specDir}, AllocDir: filepath.Join(state, "gpus")})
+	gpus, err := gpu.New(gpu.Options{SpecDirs: []string{specDir}, AllocDir: allocDir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,6 +130,50 @@ func TestGPUExclusive(t *testing.T) {
 	second.ID = uniqueID("gpu")
 	if _, err := m.Run(ctx, second, runtime.RunOptions{}); err != nil {
 		t.Errorf("2 GPUs after the first task is gone: %v", err)
+	}
+}
+
+// TestGPUStateDirsShareTheNode: GPU grants are node-wide, whatever the
+// state dir: two Managers of two state dirs on one node must not give one
+// GPU to two tasks. With each state dir keeping its own allocations (the
+// layout before 2026-11-30, AllocDir inside the state dir), a second state
+// dir's task got the GPU a first state dir's running task held, and both
+// saw it; with one allocation dir for the node (gpu.DefaultAllocDir, here a
+// test's own) the second is refused.
+func TestGPUStateDirsShareTheNode(t *testing.T) {
+	ctx := context.Background()
+	holdsGPU0 := func(t *testing.T, first, second *runtime.Manager) error {
+		t.Helper()
+		holder := seedTask(uniqueID("gpu"), "sleep", "60")
+		holder.GPUs = "device=0"
+		if _, err := first.Spawn(ctx, holder); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = first.Remove(ctx, holder.ID, true) }()
+		other := seedTask(uniqueID("gpu"), "sh", "-c", "ls /dev | grep nvidia-standin")
+		other.GPUs = "device=0"
+		res, err := second.Run(ctx, other, runtime.RunOptions{})
+		if err == nil && res.Stdout != "nvidia-standin0\n" {
+			t.Fatalf("the second state dir's task: %+v", res)
+		}
+		return err
+	}
+	a, b := t.TempDir(), t.TempDir()
+	first, _ := gpuManagerAt(t, a, filepath.Join(a, "gpus"))
+	second, _ := gpuManagerAt(t, b, filepath.Join(b, "gpus"))
+	if err := holdsGPU0(t, first, second); err != nil {
+		t.Fatalf("bypass (allocations per state dir): the second task was refused: %v", err)
+	}
+	t.Log("bypass (allocations per state dir): the second state dir's task got nvidia-standin0 while the first's held it")
+
+	node := t.TempDir()
+	c, d := t.TempDir(), t.TempDir()
+	first, _ = gpuManagerAt(t, c, node)
+	second, _ = gpuManagerAt(t, d, node)
+	if err := holdsGPU0(t, first, second); !errdefs.IsResourceExhausted(err) {
+		t.Errorf("one allocation dir for the node: the second state dir's task: %v; want resource exhausted", err)
+	} else {
+		t.Logf("one allocation dir for the node: %v", err)
 	}
 }
 
