@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -68,6 +69,68 @@ ln -s /etc dirlink && mkfifo pipe && mkdir sub && ln -s ../../.. sub/up`
 
 // TestOutputCapENOSPC: writing past the output cap fails inside the task
 // with ENOSPC, and the host's disk does not pay for it.
+// TestOutputRepositoryNotCollected: a task's /output holding a .git
+// directory whose config sets core.fsmonitor: git runs that command on the
+// host at the operator's next `git status` in the copy (a git-aware shell
+// prompt runs one on cd). Taken naively (cp -r of the task's output, as an
+// operator would), `git status` in the copy runs the task's command on the
+// host; collected by nsn-run, the .git is listed as skipped, not copied,
+// and `git status` there runs nothing.
+func TestOutputRepositoryNotCollected(t *testing.T) {
+	gitBin, err := exec.LookPath("git")
+	need(t, err == nil, "git is needed to show the attack: %v", err)
+	m, _ := testManager(t)
+	ctx := context.Background()
+	hostDir := t.TempDir()
+	marker := filepath.Join(hostDir, "fsmonitor-ran")
+	id := uniqueID("repo")
+	script := `cd /output && mkdir -p .git/objects .git/refs/heads && echo 'ref: refs/heads/main' > .git/HEAD &&
+printf '[core]\n\trepositoryformatversion = 0\n\tfsmonitor = touch ` + marker + `; false\n' > .git/config && echo data > report.txt`
+	if _, err := m.Spawn(ctx, seedTask(id, "sh", "-c", script)); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = m.Cleanup(ctx, id) }()
+	res, err := m.Wait(ctx, id)
+	if err != nil || res.ExitCode != 0 {
+		t.Fatalf("the task: %+v, %v", res, err)
+	}
+	gitStatus := func(dir string) string {
+		out, _ := exec.Command(gitBin, "-C", dir, "status", "--short").CombinedOutput()
+		return strings.TrimSpace(string(out))
+	}
+
+	naive := filepath.Join(t.TempDir(), "naive")
+	if out, err := exec.Command("cp", "-r", filepath.Join(m.StateDir(), "tasks", id, "output"), naive).CombinedOutput(); err != nil {
+		t.Fatalf("cp -r of the task's output: %v: %s", err, out)
+	}
+	out := gitStatus(naive)
+	if _, err := os.Stat(marker); err != nil {
+		t.Fatalf("bypass: git status in a naive copy ran no command of the task's (%v): %s", err, out)
+	}
+	t.Logf("bypass: git status in a naive copy of the output ran the task's fsmonitor command on the host")
+	if err := os.Remove(marker); err != nil {
+		t.Fatal(err)
+	}
+
+	dest := t.TempDir()
+	if err := m.CollectOutput(ctx, id, dest, &res); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(res.OutputSkipped, func(s task.SkippedFile) bool { return s.Path == ".git" }) {
+		t.Errorf("skipped %+v; want .git listed", res.OutputSkipped)
+	}
+	if !slices.ContainsFunc(res.OutputFiles, func(f task.OutputFile) bool { return f.Path == "report.txt" }) {
+		t.Errorf("collected %+v; want report.txt", res.OutputFiles)
+	}
+	if _, err := os.Stat(filepath.Join(dest, ".git")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the collected output has a .git: %v", err)
+	}
+	out = gitStatus(dest)
+	if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("git status in nsn-run's copy ran the task's command: %s", out)
+	}
+}
+
 func TestOutputCapENOSPC(t *testing.T) {
 	m, _ := testManager(t)
 	var before unix.Statfs_t
