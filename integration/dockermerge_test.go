@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/nsn-run/nsn-run/internal/imagebuild"
 	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/runtime/docker"
+	"github.com/nsn-run/nsn-run/spec"
 	"github.com/nsn-run/nsn-run/task"
 )
 
@@ -137,4 +139,65 @@ func slicesWithout(s []string, v string) []string {
 		}
 	}
 	return out
+}
+
+// TestDockerRequestOverridesDefaults: what dockerd 20.10 gives a container
+// by default, and nsn-run's create request overrides, run attack first.
+// Each case sends nsn-run's request for a probe task to dockerd directly
+// with one of its settings taken out, so that dockerd's default applies:
+// its own seccomp profile (which allows io_uring), its OOM score (0: the
+// task's memory is not the first the kernel reclaims by killing), and its
+// network sysctls (ping_group_range open to every group: ICMP sockets for
+// any user, a raw path into the kernel's ICMP code). Then the same task
+// through the Docker backend: refused, 1000, closed.
+func TestDockerRequestOverridesDefaults(t *testing.T) {
+	c := dockerClient(t)
+	loadDockerImages(t, c)
+	m := dockerManager(t)
+	ctx := context.Background()
+	cases := []struct {
+		name    string
+		args    []string
+		without func(*docker.Request)
+		attack  func(out string) bool // what dockerd's default let the task do
+	}{
+		{"seccomp", []string{"nsn-probe", "io-uring-setup"},
+			func(r *docker.Request) {
+				r.HostConfig.SecurityOpt = slices.DeleteFunc(r.HostConfig.SecurityOpt, func(o string) bool { return strings.HasPrefix(o, "seccomp=") })
+			},
+			func(out string) bool { return strings.Contains(out, `"blocked":false`) }},
+		{"oom-score", []string{"cat", "/proc/self/oom_score_adj"},
+			func(r *docker.Request) { r.HostConfig.OomScoreAdj = 0 },
+			func(out string) bool { return out == "0\n" }},
+		{"sysctls", []string{"cat", "/proc/sys/net/ipv4/ping_group_range"},
+			func(r *docker.Request) { r.HostConfig.Sysctls = nil },
+			func(out string) bool { return out != "1\t0\n" }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tk := task.Task{ID: uniqueID("dflt"), Image: probeRef, Command: tc.args}
+			img, err := docker.ImageConfig(ctx, c, probeRef)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := docker.CreateRequest(tk.WithDefaults(), spec.SharedIdentityImage(img, spec.HostIdentityTaken), docker.RequestOptions{OutputDir: t.TempDir()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.without(&r)
+			out := runOnDockerd(t, c, r)
+			if !tc.attack(out) {
+				t.Fatalf("bypass: with dockerd's default the task printed %q", out)
+			}
+			t.Logf("bypass (dockerd's default): %s", strings.TrimSpace(out))
+			res, err := m.Run(ctx, tk, runtime.RunOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.attack(res.Stdout) {
+				t.Errorf("nsn-run's request: the task printed %q (stderr %q)", res.Stdout, res.Stderr)
+			}
+			t.Logf("nsn-run's request: %s", strings.TrimSpace(res.Stdout))
+		})
+	}
 }
