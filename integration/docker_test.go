@@ -377,3 +377,39 @@ func sameElements[T comparable](a, b []T) bool {
 	}
 	return true
 }
+
+// TestDockerFollowKeepsTheCapture: a second process's `logs -f` of a
+// detached task (here a second Manager over the same state dir) waits for
+// the capture of the process that started the task, and leaves it whole.
+// An outside review's follow had the second process take the logs again
+// from dockerd's copy, over the first's capture: 384,618 of 1,000,003
+// bytes were left, `truncated: false`, in 4 runs of 4.
+func TestDockerFollowKeepsTheCapture(t *testing.T) {
+	state := t.TempDir()
+	supervisor := dockerManagerAt(t, state, runtime.UserNSPreferred)
+	follower := dockerManagerAt(t, state, runtime.UserNSPreferred)
+	ctx := context.Background()
+	id := uniqueID("follow")
+	if _, err := supervisor.Spawn(ctx, seedTask(id, "sh", "-c", "sleep 1; yes '' | head -n 1000000; printf END")); err != nil {
+		t.Fatal(err)
+	}
+	var followed strings.Builder
+	if err := follower.Logs(ctx, id, runtime.LogOptions{Follow: true, Stdout: &followed}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := supervisor.Wait(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := supervisor.CollectOutput(ctx, id, "", &res); err != nil {
+		t.Fatal(err)
+	}
+	const want = 1000003
+	if len(res.Stdout) != want || !strings.HasSuffix(res.Stdout, "\nEND") || res.StdoutTruncated || followed.Len() != want {
+		t.Errorf("after a second process's follow: the Result's stdout %d bytes (truncated %v), the follow %d; want %d, whole, in both",
+			len(res.Stdout), res.StdoutTruncated, followed.Len(), want)
+	}
+	if err := supervisor.Cleanup(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+}

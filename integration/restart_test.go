@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -372,7 +373,8 @@ func TestRunWithContainerdHung(t *testing.T) {
 }
 
 // TestStartWithContainerdHung: containerd hangs (SIGSTOP) in the middle of
-// a task's start: once its container exists ("create-container": the
+// a task's start: before the image's unpack ("check-id": its image lookup
+// never answers), once its container exists ("create-container": the
 // task's create never answers), or once runc created the task
 // ("create-task": its start never answers, runc's init waiting in the
 // task's cgroup; runc may equally have started the task's own process
@@ -381,38 +383,61 @@ func TestRunWithContainerdHung(t *testing.T) {
 // found it still waiting a minute later, and the fresh-clone CI of that day
 // had caught a Run held in the create RPC. Now the start gives up
 // (StartTimeout 5 s here; the start itself at the task's 4 s deadline),
-// kills what is in the task's cgroup and fails unavailable; once containerd
-// answers, gc removes what is left.
+// kills what is in the task's cgroup and fails unavailable. "cancelled":
+// the caller gives up on the hung start (an outside review's SIGINT to run
+// took 65 s to return and left the task's processes running): the
+// cgroup is killed too, and the error is the cancellation's. Once
+// containerd answers, gc removes what is left.
 func TestStartWithContainerdHung(t *testing.T) {
-	for _, at := range []string{"start/create-container", "start/create-task"} {
-		t.Run(filepath.Base(at), func(t *testing.T) {
+	for _, tc := range []struct {
+		name, at string
+		cancel   bool
+	}{
+		{"check-id", "start/check-id", false},
+		{"create-container", "start/create-container", false},
+		{"create-task", "start/create-task", false},
+		{"cancelled", "start/create-task", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
 			p, m := restartableManagerWith(t, func(c *containerd.Config) { c.StartTimeout = 5 * time.Second })
 			id := uniqueID("stuck")
 			procs := filepath.Join(cgroups.PidsRoot(), testNamespace, id, "cgroup.procs")
 			var once sync.Once
 			var inCgroup []byte
-			ctx := runtime.WithPhaseObserver(context.Background(), func(phase string, _ time.Duration) {
-				if phase == at {
+			runCtx, cancelRun := context.WithCancel(context.Background())
+			defer cancelRun()
+			ctx := runtime.WithPhaseObserver(runCtx, func(phase string, _ time.Duration) {
+				if phase == tc.at {
 					once.Do(func() {
 						inCgroup, _ = os.ReadFile(procs)
 						hang(t, p)
+						if tc.cancel {
+							cancelRun()
+						}
 					})
 				}
 			})
 			defer resume(p)
 			tk := seedTask(id, "sh", "-c", "sleep 3600")
 			tk.Limits.Timeout, tk.Limits.Grace = 4*time.Second, time.Second
+			start := time.Now()
 			r := awaitRun(t, runInBackground(ctx, m, tk), time.Minute, id, "run still waiting on containerd a minute into the start")
-			if !errdefs.IsUnavailable(r.err) || r.res.Reason != task.ReasonFailed || !strings.Contains(r.err.Error(), "did not answer its start") {
+			took := time.Since(start)
+			switch {
+			case tc.cancel:
+				if !errors.Is(r.err, context.Canceled) || errdefs.IsUnavailable(r.err) || took > 30*time.Second {
+					t.Errorf("run cancelled while containerd hung in the start: %v after %s; want the cancellation, within 30 s", r.err, took)
+				}
+			case !errdefs.IsUnavailable(r.err) || r.res.Reason != task.ReasonFailed || !strings.Contains(r.err.Error(), "did not answer its start"):
 				t.Errorf("run with containerd hung in the start: %+v, %v; want failed, unavailable", r.res, r.err)
 			}
-			if at == "start/create-task" && len(strings.TrimSpace(string(inCgroup))) == 0 {
+			if tc.at == "start/create-task" && len(strings.TrimSpace(string(inCgroup))) == 0 {
 				t.Errorf("no process in the task's cgroup once runc created it: the kill below is not shown")
 			}
 			if b, err := os.ReadFile(procs); err == nil && len(strings.TrimSpace(string(b))) != 0 {
 				t.Errorf("the task's cgroup after run gave up: %q; want no process", b)
 			}
-			t.Logf("run: %v", r.err)
+			t.Logf("run, after %s: %v", took.Round(time.Millisecond), r.err)
 			resume(p)
 			// What containerd made, and what it still makes of the
 			// requests it had queued, goes with gc once it answers.

@@ -105,6 +105,23 @@ func waitComplete(ctx context.Context, watch *os.File, dir string) error {
 	return nil
 }
 
+// WaitComplete waits until both streams' captures in dir have ended
+// (their meta files written), or ctx ends.
+func WaitComplete(ctx context.Context, dir string) error {
+	if complete(dir) {
+		return nil
+	}
+	watch, err := watchDir(dir)
+	if err != nil {
+		return err
+	}
+	defer watch.Close()
+	return waitComplete(ctx, watch, dir)
+}
+
+// Complete reports whether both streams' captures in dir have ended.
+func Complete(dir string) bool { return complete(dir) }
+
 // complete reports whether both streams' captures have ended.
 func complete(dir string) bool {
 	for _, name := range []string{StdoutFile, StderrFile} {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/nsn-run/nsn-run/logs"
 	"github.com/nsn-run/nsn-run/task"
 )
 
@@ -51,9 +52,26 @@ func (m *Manager) Logs(ctx context.Context, id string, o LogOptions) error {
 			f.stop()
 			return err
 		}
+		// The task has exited; its capture ends once it has read what
+		// the task's pipes still held, and only then writes the tail
+		// past the head (an outside review's follow of a 14 MB log
+		// stopped at the 4 MiB head, with no tail and no marker). A
+		// shim logger reads to the end when told (LogFinisher), or at
+		// the task's release.
+		wctx, cancel := context.WithTimeout(ctx, followCompleteWait)
+		if f, ok := m.backend.(LogFinisher); ok {
+			_ = f.FinishLogs(wctx, id, m.taskDir(id))
+		}
+		_ = logs.WaitComplete(wctx, m.taskDir(id))
+		cancel()
 	}
 	return f.stop()
 }
+
+// followCompleteWait bounds how long a follow waits, once the task has
+// exited, for its log capture to end: a capture whose process died never
+// does.
+const followCompleteWait = 10 * time.Second
 
 // logFollower copies a task's two log files to writers as they grow.
 type logFollower struct {

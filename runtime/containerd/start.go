@@ -95,9 +95,26 @@ func RefusesUserNSSysctls(err error, sysctls map[string]string) bool {
 }
 
 func (b *Backend) start(ctx context.Context, req runtime.StartRequest) (h runtime.Handle, retErr error) {
-	ctx = b.ns(ctx)
+	callerCtx := b.ns(ctx)
 	t := req.Task
-	sw := runtime.NewStopwatch(ctx)
+	sw := runtime.NewStopwatch(callerCtx)
+	// Every call of the start waits on containerd: those before an
+	// image's unpack, and those after it, each bounded by StartTimeout;
+	// the start of the task's process by its deadline as well. A first
+	// unpack, whose time grows with the image, only by the caller's
+	// context. (An outside review held a start on a containerd stopped
+	// before the unpack for 200 s, and on one stopped in the start for
+	// good before these bounds.)
+	bound := runtime.NewStartBound(callerCtx)
+	ctx, cancelDaemon := bound.Within(callerCtx, b.cfg.StartTimeout)
+	defer cancelDaemon()
+	killed := "" // what the rollback did to the task's processes
+	defer func() {
+		if retErr != nil && bound.Expired() {
+			retErr = fmt.Errorf("%w: task %s: containerd did not answer its start within %s or by the task's deadline (timeout %s)%s; gc removes what is left once containerd answers: %w",
+				errdefs.ErrUnavailable, t.ID, b.cfg.StartTimeout, t.Limits.Timeout, killed, retErr)
+		}
+	}()
 	if _, err := b.client.LoadContainer(ctx, t.ID); err == nil {
 		return h, fmt.Errorf("task %s already exists (remove it with nsn-run rm %s): %w", t.ID, t.ID, errdefs.ErrAlreadyExists)
 	} else if !errdefs.IsNotFound(err) {
@@ -159,27 +176,38 @@ func (b *Backend) start(ctx context.Context, req runtime.StartRequest) (h runtim
 	}()
 
 	sw.Lap("start/lease")
-	parent, err := images.Unpack(ctx, img.Image, b.cfg.Snapshotter, b.unpackGuard())
+	leaseID, _ := leases.FromContext(ctx)
+	withLease := func(ctx context.Context) context.Context { return leases.WithLease(ctx, leaseID) }
+	guard := b.unpackGuard()
+	guard.Unbounded = func(context.Context) context.Context {
+		bound.Lift()
+		return withLease(callerCtx)
+	}
+	parent, err := images.Unpack(ctx, img.Image, b.cfg.Snapshotter, guard)
 	if err != nil {
 		return h, err
 	}
 	sw.Lap("start/unpack-check")
-	// From here on the start waits on containerd alone: bounded by
-	// StartTimeout, and the start of the task's process by its deadline
-	// too (bound becomes that context then).
-	callerCtx := ctx
-	ctx, cancelDaemon := context.WithTimeout(ctx, b.cfg.StartTimeout)
-	defer cancelDaemon()
-	bound := ctx
+	ctx, cancelRest := bound.Within(withLease(callerCtx), b.cfg.StartTimeout)
+	defer cancelRest()
 	sn := b.client.SnapshotService(b.cfg.Snapshotter)
 	undo := []func(context.Context){func(ctx context.Context) { _ = sn.Remove(ctx, t.ID) }}
+	created := false // the task's create was sent: runc may have made its processes
 	defer func() {
 		if retErr == nil {
 			return
 		}
 		wait := undoWait
-		if bound.Err() != nil && callerCtx.Err() == nil {
-			retErr = b.unanswered(t, retErr)
+		if bound.Expired() || bound.CallerEnded() {
+			// containerd did not answer in time, or the caller gave up
+			// on a start that may be waiting on it: what runc made of
+			// the task is killed without containerd, and the rollback
+			// waits on it briefly (an outside review's interrupted run
+			// on a hung containerd took 65 s to exit and left the task
+			// running). What it cannot remove, gc removes.
+			if created {
+				killed = b.killTask(t.ID)
+			}
 			wait = unansweredUndoWait
 		}
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), wait)
@@ -219,6 +247,7 @@ func (b *Backend) start(ctx context.Context, req runtime.StartRequest) (h runtim
 	undo = append(undo, func(ctx context.Context) { _ = container.Delete(ctx) })
 	sw.Lap("start/create-container")
 
+	created = true
 	tk, err := container.NewTask(ctx, cio.BinaryIO(b.cfg.LoggerBinary, logs.ShimLoggerArgs(req.StateDir, b.cfg.LogLimits)))
 	if err != nil {
 		if len(s.Linux.Sysctl) > 0 && RefusesUserNSSysctls(err, s.Linux.Sysctl) {
@@ -258,9 +287,8 @@ func (b *Backend) start(ctx context.Context, req runtime.StartRequest) (h runtim
 	// The task's time starts with the request: runc may start its
 	// process before containerd answers.
 	startedAt := time.Now()
-	startCtx, cancelStart := context.WithDeadline(ctx, startedAt.Add(t.Limits.Timeout))
+	startCtx, cancelStart := bound.Until(ctx, startedAt.Add(t.Limits.Timeout))
 	defer cancelStart()
-	bound = startCtx
 	if err := tk.Start(startCtx); err != nil {
 		if cerr := runtime.ParseCommandError(err, s.Process.Args[0], img.Name); cerr != nil {
 			return h, cerr
@@ -283,22 +311,21 @@ const (
 	unansweredUndoWait = 5 * time.Second
 )
 
-// unanswered kills every process in task t's cgroup, whose start
-// containerd did not answer in time (err), and returns the start's error:
-// runc may have created the task (its init waiting for the start) or
-// started it, and nobody would end it. A containerd hung between runc
-// starting a task and its answer had held Start with no bound, and the
-// task ran with nobody enforcing its deadline (the session note of
-// 2026-12-01).
-func (b *Backend) unanswered(t task.Task, err error) error {
-	killed := "every process in its cgroup was killed"
-	if kerr := b.killCgroup(t.ID); errdefs.IsNotFound(kerr) {
-		killed = "its cgroup had no process"
-	} else if kerr != nil {
-		killed = "killing its cgroup failed: " + kerr.Error()
+// killTask kills every process in task id's cgroup without containerd,
+// whose start containerd did not answer in time or its caller gave up on,
+// and says what it did, for the start's error: runc may have created the
+// task (its init waiting for the start) or started it, and nobody would
+// end it. A containerd hung between runc starting a task and its answer
+// had held Start with no bound, and the task ran with nobody enforcing its
+// deadline (the session note of 2026-12-01).
+func (b *Backend) killTask(id string) string {
+	switch err := b.killCgroup(id); {
+	case errdefs.IsNotFound(err):
+		return "; its cgroup had no process"
+	case err != nil:
+		return "; killing its cgroup failed: " + err.Error()
 	}
-	return fmt.Errorf("%w: task %s: containerd did not answer its start within %s or by the task's deadline (timeout %s); %s, and gc removes what is left once containerd answers: %w",
-		errdefs.ErrUnavailable, t.ID, b.cfg.StartTimeout, t.Limits.Timeout, killed, err)
+	return "; every process in its cgroup was killed"
 }
 
 // prepareRoot prepares the task's writable snapshot and inspects it: the

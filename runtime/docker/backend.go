@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -67,6 +68,11 @@ type Backend struct {
 	// tasks are the handles of the tasks this process started or waits
 	// on: their exit waits and log captures.
 	tasks *taskhandle.Set
+	// background runs removals of containers whose start dockerd did not
+	// answer (removeLater) until closing is closed.
+	background sync.WaitGroup
+	closing    chan struct{}
+	closeOnce  sync.Once
 }
 
 var _ runtime.Backend = (*Backend)(nil)
@@ -93,7 +99,7 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Backend{client: c, cfg: cfg, tasks: taskhandle.NewSet()}, nil
+	return &Backend{client: c, cfg: cfg, tasks: taskhandle.NewSet(), closing: make(chan struct{})}, nil
 }
 
 // Dial connects to dockerd at host and pings it.
@@ -122,6 +128,8 @@ func Dial(ctx context.Context, host string) (*client.Client, error) {
 // releases the connection. Tasks keep running: a later Backend waits on
 // them again (Wait, Recover), and reads their logs again from the logs API.
 func (b *Backend) Close() error {
+	b.closeOnce.Do(func() { close(b.closing) })
+	b.background.Wait()
 	b.tasks.Close()
 	return b.client.Close()
 }

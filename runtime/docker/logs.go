@@ -9,7 +9,9 @@ import (
 
 	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/client"
+	"golang.org/x/sys/unix"
 
+	"github.com/nsn-run/nsn-run/internal/flock"
 	"github.com/nsn-run/nsn-run/logs"
 	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/runtime/internal/taskhandle"
@@ -30,11 +32,32 @@ func (b *Backend) attachLogs(ctx context.Context, id string) (client.HijackedRes
 	return res.HijackedResponse, nil
 }
 
+// captureLockFile, in a task's state dir, is locked by the process that
+// captures the task's logs for as long as it does: another process that
+// wants them complete (a `logs -f`, a `wait`) waits for it, and takes
+// them from dockerd's copy only where no capture holds it and none
+// completed. An outside review's `logs -f` of a detached task had
+// rewritten the supervisor's whole capture of 1,000,003 bytes with
+// dockerd's copy (384,618), `truncated: false`.
+const captureLockFile = "capture.lock"
+
+// lockCapture takes the capture lock of the task whose state dir is
+// stateDir, waiting while another process holds it, until ctx ends.
+func lockCapture(ctx context.Context, stateDir string) (unlock func(), err error) {
+	unlock, err = flock.Path(ctx, filepath.Join(stateDir, captureLockFile), unix.LOCK_EX)
+	if err != nil {
+		return nil, fmt.Errorf("lock the log capture in %s: %w", stateDir, err)
+	}
+	return unlock, nil
+}
+
 // captureAttached copies the attached stream into the task's capped log
 // files, as the log stream of its handle: until the container's stdout
-// and stderr close, or the handle closes. It owns att.
-func (b *Backend) captureAttached(h *taskhandle.Handle, att client.HijackedResponse, stateDir string) {
+// and stderr close, or the handle closes. It owns att and the capture
+// lock (unlock).
+func (b *Backend) captureAttached(h *taskhandle.Handle, att client.HijackedResponse, stateDir string, unlock func()) {
 	if !h.StreamLogs(func(ctx context.Context) {
+		defer unlock()
 		stop := context.AfterFunc(ctx, att.Close)
 		defer stop()
 		defer att.Close()
@@ -44,6 +67,7 @@ func (b *Backend) captureAttached(h *taskhandle.Handle, att client.HijackedRespo
 		})
 	}) {
 		att.Close()
+		unlock()
 	}
 }
 
@@ -103,6 +127,14 @@ func (b *Backend) finishLogs(ctx context.Context, h *taskhandle.Handle) error {
 	stateDir := info.Container.Config.Labels[runtime.LabelStateDir]
 	if stateDir == "" {
 		return fmt.Errorf("container %s has no %s label", id, runtime.LabelStateDir)
+	}
+	unlock, err := lockCapture(ctx, stateDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if logs.Complete(stateDir) {
+		return nil // the capture of the process that started it
 	}
 	return b.copyLogs(ctx, id, stateDir)
 }

@@ -24,6 +24,40 @@ import (
 // exit wait, and capture its logs from the attached stream.
 func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (_ runtime.Handle, retErr error) {
 	t := req.Task
+	// Every call of the start waits on dockerd: bounded by StartTimeout,
+	// and the container's start by the task's deadline as well.
+	bound := runtime.NewStartBound(ctx)
+	ctx, cancelDaemon := bound.Within(ctx, b.cfg.StartTimeout)
+	defer cancelDaemon()
+	containerID := "" // dockerd's id for the container, once it made one
+	created := false  // the create was sent: dockerd may have made it
+	var att client.HijackedResponse
+	defer func() {
+		if retErr == nil {
+			return
+		}
+		if att.Conn != nil {
+			att.Close()
+		}
+		switch {
+		case !created && bound.Expired():
+			retErr = b.unanswered(t, "nothing was created", retErr)
+			return
+		case !created || errdefs.IsAlreadyExists(retErr):
+			return // nothing of this start's, or another's container
+		case bound.Expired() || bound.CallerEnded():
+			removed := b.removeUnanswered(ctx, t.ID, containerID)
+			if bound.Expired() {
+				retErr = b.unanswered(t, removed, retErr)
+			} else {
+				retErr = fmt.Errorf("%w (%s)", retErr, removed)
+			}
+			return
+		}
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoWait)
+		defer cancel()
+		_ = b.Destroy(dctx, t.ID)
+	}()
 	if _, err := b.client.ContainerInspect(ctx, t.ID, client.ContainerInspectOptions{}); err == nil {
 		return runtime.Handle{}, fmt.Errorf("task %s already exists (remove it with nsn-run rm %s): %w", t.ID, t.ID, errdefs.ErrAlreadyExists)
 	} else if !errdefs.IsNotFound(err) {
@@ -46,47 +80,33 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (_ runtim
 	if err := os.Chown(req.OutputDir, uid, gid); err != nil {
 		return runtime.Handle{}, fmt.Errorf("prepare output dir: %w", err)
 	}
-	// From here on the start waits on dockerd alone: bounded by
-	// StartTimeout, and the container's start by the task's deadline too
-	// (bound becomes that context then).
-	callerCtx := ctx
-	ctx, cancelDaemon := context.WithTimeout(ctx, b.cfg.StartTimeout)
-	defer cancelDaemon()
-	bound := ctx
-	var att client.HijackedResponse
-	defer func() {
-		if retErr == nil {
-			return
-		}
-		if att.Conn != nil {
-			att.Close()
-		}
-		if errdefs.IsAlreadyExists(retErr) {
-			return // another's container
-		}
-		if bound.Err() != nil && callerCtx.Err() == nil {
-			retErr = b.unanswered(ctx, t, retErr)
-			return
-		}
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoWait)
-		defer cancel()
-		_ = b.Destroy(dctx, t.ID)
-	}()
-	if _, err := b.client.ContainerCreate(ctx, client.ContainerCreateOptions{Name: r.Name, Config: r.Config, HostConfig: r.HostConfig}); err != nil {
+	created = true
+	cr, err := b.client.ContainerCreate(ctx, client.ContainerCreateOptions{Name: r.Name, Config: r.Config, HostConfig: r.HostConfig})
+	if err != nil {
 		if errdefs.IsConflict(err) || errdefs.IsAlreadyExists(err) {
 			return runtime.Handle{}, fmt.Errorf("task %s already exists: %w", t.ID, errdefs.ErrAlreadyExists)
 		}
 		return runtime.Handle{}, fmt.Errorf("create container %s: %w", t.ID, err)
 	}
+	containerID = cr.ID
 	if att, err = b.attachLogs(ctx, t.ID); err != nil {
 		return runtime.Handle{}, err
 	}
+	unlockCapture, err := lockCapture(ctx, req.StateDir)
+	if err != nil {
+		return runtime.Handle{}, err
+	}
+	captured := false
+	defer func() {
+		if !captured {
+			unlockCapture()
+		}
+	}()
 	// The task's time starts with the request: dockerd may start it
 	// before it answers.
 	startedAt := time.Now()
-	startCtx, cancelStart := context.WithDeadline(ctx, startedAt.Add(t.Limits.Timeout))
+	startCtx, cancelStart := bound.Until(ctx, startedAt.Add(t.Limits.Timeout))
 	defer cancelStart()
-	bound = startCtx
 	if _, err := b.client.ContainerStart(startCtx, t.ID, client.ContainerStartOptions{}); err != nil {
 		if cerr := runtime.ParseCommandError(err, r.Config.Entrypoint[0], t.Image); cerr != nil {
 			return runtime.Handle{}, cerr
@@ -102,7 +122,8 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (_ runtim
 		// The backend is closing: leave nothing behind.
 		return runtime.Handle{}, fmt.Errorf("wait on container %s: %w", t.ID, err)
 	}
-	b.captureAttached(th, att, req.StateDir)
+	b.captureAttached(th, att, req.StateDir, unlockCapture)
+	captured = true
 	h := runtime.Handle{Version: runtime.HandleVersion, Backend: b.Name(), ID: t.ID, Image: t.Image, StartedAt: startedAt.UTC()}
 	if info, err := b.client.ContainerInspect(ctx, t.ID, client.ContainerInspectOptions{}); err == nil && info.Container.State != nil {
 		h.Pid = uint32(info.Container.State.Pid)
@@ -120,21 +141,58 @@ const (
 	unansweredUndoWait = 5 * time.Second
 )
 
-// unanswered tries to remove task t's container, whose create or start
-// dockerd did not answer in time (err), and returns the start's error.
-// dockerd may still start it once it answers again; without its record
-// nobody waits on it, and gc ends it (a running task of the state dir
-// that has no record). The Docker backend has no cgroup of its own to kill
-// without dockerd.
-func (b *Backend) unanswered(ctx context.Context, t task.Task, err error) error {
-	removed := "its container was removed"
+// unanswered is the error of task t's start, which dockerd did not answer
+// in time (err), with what was done about its container.
+func (b *Backend) unanswered(t task.Task, done string, err error) error {
+	return fmt.Errorf("%w: task %s: dockerd did not answer its start within %s or by the task's deadline (timeout %s); %s: %w",
+		errdefs.ErrUnavailable, t.ID, b.cfg.StartTimeout, t.Limits.Timeout, done, err)
+}
+
+// removeUnanswered removes task id's container (containerID, or by name
+// where its create was not answered), whose start dockerd did not answer
+// in time or its caller gave up on, and says what it did. A dockerd that
+// is hung still starts the container once it answers (an outside review
+// saw one run for a minute past its deadline, nobody waiting on it): where
+// the removal fails, the Backend tries again in the background, backing
+// off to 10 s, for as long as it lives (a node agent's does; a CLI process
+// exits). The Docker backend has no cgroup of its own to kill without
+// dockerd.
+func (b *Backend) removeUnanswered(ctx context.Context, id, containerID string) string {
+	ref := containerID
+	if ref == "" {
+		ref = id
+	}
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), unansweredUndoWait)
 	defer cancel()
-	if derr := b.Destroy(dctx, t.ID); derr != nil {
-		removed = "removing its container failed too, and gc removes it once dockerd answers"
+	if _, err := b.client.ContainerRemove(dctx, ref, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true}); err != nil && !errdefs.IsNotFound(err) {
+		b.removeLater(ref)
+		return "removing its container failed too: this process tries again until dockerd answers, and gc removes it then"
 	}
-	return fmt.Errorf("%w: task %s: dockerd did not answer its start within %s or by the task's deadline (timeout %s); %s: %w",
-		errdefs.ErrUnavailable, t.ID, b.cfg.StartTimeout, t.Limits.Timeout, removed, err)
+	return "its container was removed"
+}
+
+// removeLater removes container ref once dockerd answers, trying again,
+// backing off from 1 s to 10 s, until it is gone or the Backend closes.
+func (b *Backend) removeLater(ref string) {
+	b.background.Go(func() {
+		pause := time.Second
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), unansweredUndoWait)
+			_, err := b.client.ContainerRemove(ctx, ref, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
+			cancel()
+			if err == nil || errdefs.IsNotFound(err) {
+				return
+			}
+			timer := time.NewTimer(pause)
+			select {
+			case <-b.closing:
+				timer.Stop()
+				return
+			case <-timer.C:
+			}
+			pause = min(2*pause, 10*time.Second)
+		}
+	})
 }
 
 // Preview implements runtime.Backend: the Engine create request Start

@@ -60,6 +60,11 @@ type UnpackGuard struct {
 	// two at once, each within the bound, and together they filled the
 	// filesystem, reserve and all).
 	Lock func(context.Context) (unlock func(), err error)
+	// Unbounded, if set, gives the context an unpack the image needs
+	// runs under, from the wait for Lock to the end (a start bounds its
+	// calls to containerd, but the time an unpack takes grows with the
+	// image); nil keeps the caller's.
+	Unbounded func(context.Context) context.Context
 }
 
 // Unpack makes sure img's layers are unpacked into snapshotter and returns
@@ -69,6 +74,9 @@ func Unpack(ctx context.Context, img client.Image, snapshotter string, g UnpackG
 	unpacked, err := img.IsUnpacked(ctx, snapshotter)
 	if err != nil {
 		return "", fmt.Errorf("check unpack of image %s: %w", img.Name(), err)
+	}
+	if !unpacked && g.Unbounded != nil {
+		ctx = g.Unbounded(ctx)
 	}
 	if !unpacked && g.Lock != nil {
 		unlock, err := g.Lock(ctx)
