@@ -139,7 +139,8 @@ func dockerManagerAt(t *testing.T, stateDir string, userns runtime.UserNSMode) *
 	t.Helper()
 	c := dockerClient(t)
 	loadDockerImages(t, c)
-	b, err := docker.New(context.Background(), docker.Config{Host: os.Getenv(envDockerHost)})
+	// The attach logger, as node.Open and the CLI give it.
+	b, err := docker.New(context.Background(), docker.Config{Host: os.Getenv(envDockerHost), LoggerBinary: nsnLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -413,3 +413,56 @@ func TestDockerFollowKeepsTheCapture(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestDockerLogsOutliveTheirProcess: the process that started a detached
+// Docker task dies (its Backend closes) before the task writes 1,000,003
+// bytes of short lines; another process waits on the task and takes its
+// logs. With the capture in the dead process's own (Config.LoggerBinary
+// empty, as before 2026-12-01) they come from dockerd's copy, which keeps
+// 16 MiB stored and has lost the start: an outside review saw 384,618
+// bytes, `truncated: false`. With the attach logger, a process of its own
+// that the dead one started, they are whole.
+func TestDockerLogsOutliveTheirProcess(t *testing.T) {
+	c := dockerClient(t)
+	loadDockerImages(t, c)
+	ctx := context.Background()
+	const want = 1000003
+	run := func(logger string) task.Result {
+		t.Helper()
+		state := t.TempDir()
+		b, err := docker.New(ctx, docker.Config{Host: os.Getenv(envDockerHost), LoggerBinary: logger})
+		if err != nil {
+			t.Fatal(err)
+		}
+		first, err := runtime.New(runtime.Config{Backend: b, StateDir: state})
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := uniqueID("outlive")
+		if _, err := first.Spawn(ctx, seedTask(id, "sh", "-c", "sleep 1; yes '' | head -n 1000000; printf END")); err != nil {
+			t.Fatal(err)
+		}
+		b.Close() // the process that started it is gone
+		second := dockerManagerAt(t, state, runtime.UserNSPreferred)
+		res, err := second.Wait(ctx, id)
+		if err == nil {
+			err = second.CollectOutput(ctx, id, "", &res)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := second.Cleanup(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	res := run("")
+	if len(res.Stdout) >= want || res.StdoutTruncated {
+		t.Fatalf("bypass (the capture in the dead process): stdout %d bytes (truncated %v); want dockerd's shorter copy, as the review saw", len(res.Stdout), res.StdoutTruncated)
+	}
+	t.Logf("bypass (the capture in the dead process): stdout %d of %d bytes, truncated %v", len(res.Stdout), want, res.StdoutTruncated)
+	res = run(nsnLogger(t))
+	if len(res.Stdout) != want || !strings.HasSuffix(res.Stdout, "\nEND") || res.StdoutTruncated {
+		t.Errorf("with the attach logger: stdout %d bytes (truncated %v); want %d, whole", len(res.Stdout), res.StdoutTruncated, want)
+	}
+}

@@ -109,6 +109,17 @@ func (w *Writer) Close() (Meta, error) {
 	return meta, writeMeta(w.path, meta)
 }
 
+// Abandon ends a capture that did not reach the end of its stream: what it
+// kept is written out, but no meta file, so the capture does not count as
+// complete (Complete) and a later reader may take the logs from elsewhere.
+func (w *Writer) Abandon() error {
+	defer w.file.Close()
+	if _, err := w.finish(); err != nil {
+		return err
+	}
+	return w.file.Close()
+}
+
 // Writer is one stream's capture in progress.
 type Writer struct {
 	path    string

@@ -26,11 +26,7 @@ const ShimLoggerCommand = "shim-logger"
 // followed by its value, in map order; a single key keeps the order fixed, so
 // the shim always runs `BINARY shim-logger CONFIG`.
 func ShimLoggerArgs(dir string, lim Limits) map[string]string {
-	v := url.Values{}
-	v.Set("dir", dir)
-	v.Set("head", strconv.FormatInt(lim.HeadBytes, 10))
-	v.Set("tail", strconv.FormatInt(lim.TailBytes, 10))
-	return map[string]string{ShimLoggerCommand: v.Encode()}
+	return map[string]string{ShimLoggerCommand: loggerConfig(dir, lim)}
 }
 
 // The descriptors the runc shim hands its logger binary.
@@ -59,20 +55,9 @@ const LoggerPIDFile = "logger.pid"
 // without SIGUSR1: a shim that signals its logger by pid then never
 // reaches a process that reused it.
 func RunShimLogger(config string) error {
-	v, err := url.ParseQuery(config)
+	dir, lim, err := parseLoggerConfig(config)
 	if err != nil {
 		return fmt.Errorf("shim logger config: %w", err)
-	}
-	dir := v.Get("dir")
-	if !filepath.IsAbs(dir) {
-		return fmt.Errorf("shim logger config: dir %q is not absolute", dir)
-	}
-	var lim Limits
-	if lim.HeadBytes, err = strconv.ParseInt(v.Get("head"), 10, 64); err != nil {
-		return fmt.Errorf("shim logger config: head: %w", err)
-	}
-	if lim.TailBytes, err = strconv.ParseInt(v.Get("tail"), 10, 64); err != nil {
-		return fmt.Errorf("shim logger config: tail: %w", err)
 	}
 	signal.Ignore(syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGPIPE)
 	// Before the pid file exists: a SIGUSR1 never finds the default
@@ -130,6 +115,35 @@ func RunShimLogger(config string) error {
 		<-term
 	}
 	return errors.Join(errs...)
+}
+
+// parseLoggerConfig reads a logger's config (ShimLoggerArgs,
+// AttachLoggerArgs): the task's state dir and the capture's limits.
+func parseLoggerConfig(config string) (dir string, lim Limits, err error) {
+	v, err := url.ParseQuery(config)
+	if err != nil {
+		return "", lim, err
+	}
+	dir = v.Get("dir")
+	if !filepath.IsAbs(dir) {
+		return "", lim, fmt.Errorf("dir %q is not absolute", dir)
+	}
+	if lim.HeadBytes, err = strconv.ParseInt(v.Get("head"), 10, 64); err != nil {
+		return "", lim, fmt.Errorf("head: %w", err)
+	}
+	if lim.TailBytes, err = strconv.ParseInt(v.Get("tail"), 10, 64); err != nil {
+		return "", lim, fmt.Errorf("tail: %w", err)
+	}
+	return dir, lim, nil
+}
+
+// loggerConfig is the config parseLoggerConfig reads.
+func loggerConfig(dir string, lim Limits) string {
+	v := url.Values{}
+	v.Set("dir", dir)
+	v.Set("head", strconv.FormatInt(lim.HeadBytes, 10))
+	v.Set("tail", strconv.FormatInt(lim.TailBytes, 10))
+	return v.Encode()
 }
 
 // drainingReader reads a pipe until EOF, or, once draining is set and its

@@ -78,12 +78,16 @@ type Options struct {
 	// CDISpecDirs hold the CDI specs of the node's GPUs;
 	// gpu.DefaultSpecDirs if empty.
 	CDISpecDirs []string
-	// LoggerBinary is the program containerd's shim runs to capture a
-	// task's logs (nsn-logger, or nsn-run itself). Empty: nsn-logger
-	// beside the running program, else on PATH. A program that ships no
-	// nsn-logger can be its own, as nsn-run is: name its own absolute
-	// path here, and first thing in main run logs.RunShimLogger(os.Args[2])
-	// and exit when os.Args[1] is logs.ShimLoggerCommand.
+	// LoggerBinary is the program that captures a task's logs in a
+	// process of its own (nsn-logger, or nsn-run itself): containerd's
+	// shim runs it for every task, the Docker backend starts it for every
+	// task (without one, a Docker task's capture runs in the process that
+	// started it). Empty: nsn-logger beside the running program, else on
+	// PATH. A program that ships no nsn-logger can be its own, as nsn-run
+	// is: name its own absolute path here, and first thing in main run
+	// logs.RunShimLogger(os.Args[2]) or logs.RunAttachLogger(os.Args[2])
+	// and exit when os.Args[1] is logs.ShimLoggerCommand or
+	// logs.AttachLoggerCommand.
 	LoggerBinary string
 	// InitBinary is nsn-init, which a task with Init runs as pid 1 (on
 	// containerd; dockerd has its own). Empty: nsn-init beside the
@@ -282,7 +286,10 @@ func Open(ctx context.Context, o Options) (*runtime.Manager, error) {
 			return nil, err
 		}
 	case BackendDocker:
-		b, err = docker.New(ctx, docker.Config{Host: o.DockerHost, CDI: gpus, GPUUsage: o.GPUUsage})
+		// The attach logger where there is one: the capture then
+		// outlives this process. Without one it runs in this process.
+		logger, _ := loggerBinary(o.LoggerBinary)
+		b, err = docker.New(ctx, docker.Config{Host: o.DockerHost, CDI: gpus, GPUUsage: o.GPUUsage, LoggerBinary: logger})
 		if err != nil {
 			return nil, err
 		}

@@ -103,7 +103,7 @@ any spec against the isolation policy (nsn-run audit).`,
 			"docker tasks share host ids and their Result says so), required (refuse a task that cannot have one: exit 125), or off (env NSN_USER_NAMESPACES)")
 
 	root.AddCommand(newRunCommand(g), newSpecCommand(g), newAuditCommand(g), newPsCommand(g), newLogsCommand(g),
-		newStatsCommand(g), newKillCommand(g), newRmCommand(g), newWaitCommand(g), newInspectCommand(g), newSuperviseCommand(g), newGCCommand(g), newImageCommand(g), newDoctorCommand(g), newGPUCommand(g), newShimLoggerCommand())
+		newStatsCommand(g), newKillCommand(g), newRmCommand(g), newWaitCommand(g), newInspectCommand(g), newSuperviseCommand(g), newGCCommand(g), newImageCommand(g), newDoctorCommand(g), newGPUCommand(g), newShimLoggerCommand(), newAttachLoggerCommand())
 	return root
 }
 

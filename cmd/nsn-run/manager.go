@@ -87,13 +87,22 @@ func gpuUsage(gpus *gpu.Injector) (runtime.GPUUsageSampler, func()) {
 // newShimLoggerCommand is the logger process containerd's shim runs for a
 // task (see logs.RunShimLogger). Hidden: people never run it.
 func newShimLoggerCommand() *cobra.Command {
+	return newLoggerCommand(logs.ShimLoggerCommand, logs.RunShimLogger)
+}
+
+// newAttachLoggerCommand is the logger process the Docker backend starts
+// for a task (see logs.RunAttachLogger). Hidden: people never run it.
+func newAttachLoggerCommand() *cobra.Command {
+	return newLoggerCommand(logs.AttachLoggerCommand, logs.RunAttachLogger)
+}
+
+// newLoggerCommand is a hidden logger command: `name CONFIG`, run.
+func newLoggerCommand(name string, run func(config string) error) *cobra.Command {
 	return &cobra.Command{
-		Use:    logs.ShimLoggerCommand + " CONFIG",
+		Use:    name + " CONFIG",
 		Hidden: true,
 		Args:   cobra.ExactArgs(1),
-		RunE: func(_ *cobra.Command, args []string) error {
-			return logs.RunShimLogger(args[0])
-		},
+		RunE:   func(_ *cobra.Command, args []string) error { return run(args[0]) },
 	}
 }
 

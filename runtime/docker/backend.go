@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -47,6 +48,15 @@ type Config struct {
 	// backend. The backend fills in the task's state dir, bind source
 	// resolution and the CDI injector.
 	AuditPolicy audit.Policy
+	// LoggerBinary, if set, is an absolute path to nsn-logger (or
+	// nsn-run): each task's attach stream is then captured by
+	// `LoggerBinary attach-logger CONFIG` (logs.RunAttachLogger), a
+	// process of its own that outlives the manager's, as containerd's
+	// shim logger does. Empty: the capture runs in the process that
+	// started the task, and if that process dies the logs are read again
+	// from dockerd's copy, which keeps 16 MiB stored (a few dozen bytes a
+	// line more than the output) and loses the start of a longer log.
+	LoggerBinary string
 	// StartTimeout bounds how long a task's start waits for dockerd (the
 	// container's create and start); DefaultStartTimeout if zero. The
 	// container's start is bounded by the task's deadline as well.
@@ -88,6 +98,14 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 	}
 	if _, err := spec.OOMScoreAdj(cfg.AuditPolicy.OOMScoreAdj); err != nil {
 		return nil, err
+	}
+	if cfg.LoggerBinary != "" {
+		if !filepath.IsAbs(cfg.LoggerBinary) {
+			return nil, fmt.Errorf("%w: logger binary %q must be an absolute path to nsn-logger or nsn-run", errdefs.ErrInvalidArgument, cfg.LoggerBinary)
+		}
+		if _, err := os.Stat(cfg.LoggerBinary); err != nil {
+			return nil, fmt.Errorf("%w: logger binary: %w", errdefs.ErrInvalidArgument, err)
+		}
 	}
 	if cfg.StartTimeout < 0 {
 		return nil, fmt.Errorf("%w: start timeout %s", errdefs.ErrInvalidArgument, cfg.StartTimeout)

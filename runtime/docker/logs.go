@@ -2,12 +2,12 @@ package docker
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"syscall"
 
-	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/client"
 	"golang.org/x/sys/unix"
 
@@ -42,69 +42,101 @@ func (b *Backend) attachLogs(ctx context.Context, id string) (client.HijackedRes
 const captureLockFile = "capture.lock"
 
 // lockCapture takes the capture lock of the task whose state dir is
-// stateDir, waiting while another process holds it, until ctx ends.
-func lockCapture(ctx context.Context, stateDir string) (unlock func(), err error) {
-	unlock, err = flock.Path(ctx, filepath.Join(stateDir, captureLockFile), unix.LOCK_EX)
+// stateDir, waiting while another process holds it, until ctx ends; the
+// lock is held while the file stays open (in any process it was handed
+// to).
+func lockCapture(ctx context.Context, stateDir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(stateDir, captureLockFile), os.O_CREATE|os.O_RDWR|unix.O_NOFOLLOW, 0o600)
+	if err == nil {
+		if err = flock.Context(ctx, f, unix.LOCK_EX); err != nil {
+			f.Close()
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("lock the log capture in %s: %w", stateDir, err)
 	}
-	return unlock, nil
+	return f, nil
 }
 
-// captureAttached copies the attached stream into the task's capped log
-// files, as the log stream of its handle: until the container's stdout
-// and stderr close, or the handle closes. It owns att and the capture
-// lock (unlock).
-func (b *Backend) captureAttached(h *taskhandle.Handle, att client.HijackedResponse, stateDir string, unlock func()) {
+// captureAttached captures the attached stream into the task's capped log
+// files, as the log stream of its handle. It owns att and the capture
+// lock. With Config.LoggerBinary the capture is an attach logger process
+// of its own (logs.RunAttachLogger), given the stream's socket and the
+// lock, which outlives this process; the log stream then ends when that
+// process does. Otherwise (or where the stream cannot be handed over) it
+// runs here, until the container's stdout and stderr close or the handle
+// closes.
+func (b *Backend) captureAttached(h *taskhandle.Handle, att client.HijackedResponse, stateDir string, lock *os.File) error {
+	if b.cfg.LoggerBinary != "" {
+		if stream, ok := streamFile(att); ok {
+			defer att.Close()
+			defer lock.Close()
+			defer stream.Close()
+			return b.startAttachLogger(h, stream, lock, stateDir)
+		}
+	}
 	if !h.StreamLogs(func(ctx context.Context) {
-		defer unlock()
+		defer lock.Close()
 		stop := context.AfterFunc(ctx, att.Close)
 		defer stop()
 		defer att.Close()
-		_ = b.writeLogs(stateDir, func(stdout, stderr io.Writer) error {
-			_, err := stdcopy.StdCopy(stdout, stderr, att.Reader)
-			return err
-		})
+		_ = logs.CaptureMultiplexed(stateDir, b.cfg.LogLimits, att.Reader)
 	}) {
 		att.Close()
-		unlock()
+		lock.Close()
 	}
+	return nil
+}
+
+// streamFile returns a descriptor of att's socket, for another process:
+// only where nothing of the stream was read into att's buffer yet.
+func streamFile(att client.HijackedResponse) (*os.File, bool) {
+	conn, ok := att.Conn.(interface{ File() (*os.File, error) })
+	if !ok || att.Reader.Buffered() > 0 {
+		return nil, false
+	}
+	f, err := conn.File()
+	return f, err == nil
+}
+
+// startAttachLogger starts the attach logger of task h on stream (fd 3)
+// with the capture lock (fd 4), in a session of its own so that the
+// terminal's signals to this process's group do not reach it.
+func (b *Backend) startAttachLogger(h *taskhandle.Handle, stream, lock *os.File, stateDir string) error {
+	cmd := exec.Command(b.cfg.LoggerBinary, logs.AttachLoggerArgs(stateDir, b.cfg.LogLimits)...)
+	cmd.ExtraFiles = []*os.File{stream, lock}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start the log capture of task %s: %w", h.ID(), err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	h.StreamLogs(func(ctx context.Context) {
+		select {
+		case <-exited:
+		case <-ctx.Done():
+		}
+	})
+	return nil
 }
 
 // copyLogs reads the container's whole log from the logs API,
 // demultiplexed, into the task's capped log files: the logs of a task
-// another process started, once it has stopped. dockerd ends a follow of
-// the logs when the container stops, at times before the last,
-// unterminated line reached it (a sixteenth review: printf AB gave an
-// empty stdout in 6 runs of 8); a read of the stopped container's log has
-// it.
+// whose capture ended without completing them (its process died), once it
+// has stopped. dockerd ends a follow of the logs when the container stops,
+// at times before the last, unterminated line reached it (a sixteenth
+// review: printf AB gave an empty stdout in 6 runs of 8); a read of the
+// stopped container's log has it.
 func (b *Backend) copyLogs(ctx context.Context, id, stateDir string) error {
 	rc, err := b.client.ContainerLogs(ctx, id, client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true})
 	if err != nil {
 		return fmt.Errorf("logs of container %s: %w", id, err)
 	}
 	defer rc.Close()
-	return b.writeLogs(stateDir, func(stdout, stderr io.Writer) error {
-		_, err := stdcopy.StdCopy(stdout, stderr, rc)
-		return err
-	})
-}
-
-// writeLogs runs copyInto with the task's capped stdout and stderr files.
-func (b *Backend) writeLogs(stateDir string, copyInto func(stdout, stderr io.Writer) error) error {
-	stdout, err := logs.Create(filepath.Join(stateDir, logs.StdoutFile), b.cfg.LogLimits)
-	if err != nil {
-		return err
-	}
-	stderr, err := logs.Create(filepath.Join(stateDir, logs.StderrFile), b.cfg.LogLimits)
-	if err != nil {
-		_, _ = stdout.Close()
-		return err
-	}
-	cerr := copyInto(stdout, stderr)
-	_, oerr := stdout.Close()
-	_, eerr := stderr.Close()
-	return errors.Join(cerr, oerr, eerr)
+	return logs.CaptureMultiplexed(stateDir, b.cfg.LogLimits, rc)
 }
 
 // finishLogs makes the logs of an exited task complete in its state dir: it
@@ -128,11 +160,11 @@ func (b *Backend) finishLogs(ctx context.Context, h *taskhandle.Handle) error {
 	if stateDir == "" {
 		return fmt.Errorf("container %s has no %s label", id, runtime.LabelStateDir)
 	}
-	unlock, err := lockCapture(ctx, stateDir)
+	lock, err := lockCapture(ctx, stateDir)
 	if err != nil {
 		return err
 	}
-	defer unlock()
+	defer lock.Close()
 	if logs.Complete(stateDir) {
 		return nil // the capture of the process that started it
 	}

@@ -92,14 +92,14 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (_ runtim
 	if att, err = b.attachLogs(ctx, t.ID); err != nil {
 		return runtime.Handle{}, err
 	}
-	unlockCapture, err := lockCapture(ctx, req.StateDir)
+	captureLock, err := lockCapture(ctx, req.StateDir)
 	if err != nil {
 		return runtime.Handle{}, err
 	}
 	captured := false
 	defer func() {
 		if !captured {
-			unlockCapture()
+			captureLock.Close()
 		}
 	}()
 	// The task's time starts with the request: dockerd may start it
@@ -122,8 +122,11 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (_ runtim
 		// The backend is closing: leave nothing behind.
 		return runtime.Handle{}, fmt.Errorf("wait on container %s: %w", t.ID, err)
 	}
-	b.captureAttached(th, att, req.StateDir, unlockCapture)
 	captured = true
+	if err := b.captureAttached(th, att, req.StateDir, captureLock); err != nil {
+		att = client.HijackedResponse{} // closed
+		return runtime.Handle{}, err
+	}
 	h := runtime.Handle{Version: runtime.HandleVersion, Backend: b.Name(), ID: t.ID, Image: t.Image, StartedAt: startedAt.UTC()}
 	if info, err := b.client.ContainerInspect(ctx, t.ID, client.ContainerInspectOptions{}); err == nil && info.Container.State != nil {
 		h.Pid = uint32(info.Container.State.Pid)
