@@ -1,11 +1,13 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io/fs"
 	"maps"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,8 +18,10 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/moby/moby/client"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/nsn-run/nsn-run/internal/imagebuild"
+	"github.com/nsn-run/nsn-run/logs"
 	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/runtime/docker"
 	"github.com/nsn-run/nsn-run/spec"
@@ -465,4 +469,59 @@ func TestDockerLogsOutliveTheirProcess(t *testing.T) {
 	if len(res.Stdout) != want || !strings.HasSuffix(res.Stdout, "\nEND") || res.StdoutTruncated {
 		t.Errorf("with the attach logger: stdout %d bytes (truncated %v); want %d, whole", len(res.Stdout), res.StdoutTruncated, want)
 	}
+}
+
+// TestDockerLogsWhenTheLoggerDies: the attach logger is killed (the host's
+// OOM killer, an operator) before the task writes, while the process that
+// started the task lives on and waits. The capture never completes, so
+// the logs are taken from dockerd's copy once the container has stopped.
+// An outside review's kill -9 of the logger left the Result's stdout and
+// stderr empty, truncated false, and dockerd's copy gone with the
+// container.
+func TestDockerLogsWhenTheLoggerDies(t *testing.T) {
+	m := dockerManager(t)
+	ctx := context.Background()
+	id := uniqueID("loggerdies")
+	if _, err := m.Spawn(ctx, seedTask(id, "sh", "-c", "sleep 2; echo hello; echo E >&2")); err != nil {
+		t.Fatal(err)
+	}
+	logger := attachLoggerOf(t, filepath.Join(m.StateDir(), "tasks", id))
+	if err := unix.Kill(logger, unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	res, err := m.Wait(ctx, id)
+	if err == nil {
+		err = m.CollectOutput(ctx, id, "", &res)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Stdout != "hello\n" || res.Stderr != "E\n" {
+		t.Errorf("logs after the attach logger was killed: stdout %q stderr %q; want hello and E from dockerd's copy", res.Stdout, res.Stderr)
+	}
+	if err := m.Cleanup(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// attachLoggerOf finds the pid of the attach logger of the task whose
+// state dir is dir (its command line names it).
+func attachLoggerOf(t *testing.T, dir string) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if bytes.Contains(cmdline, []byte(logs.AttachLoggerCommand)) && bytes.Contains(cmdline, []byte(url.QueryEscape(dir))) {
+			return pid
+		}
+	}
+	t.Fatalf("no attach logger for %s", dir)
+	return 0
 }

@@ -7,9 +7,11 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"syscall"
 
 	"github.com/moby/moby/api/pkg/stdcopy"
+	"golang.org/x/sys/unix"
 )
 
 // AttachLoggerCommand is the (hidden) subcommand of nsn-logger and nsn-run
@@ -46,6 +48,13 @@ func RunAttachLogger(config string) error {
 		return fmt.Errorf("attach logger config: %w", err)
 	}
 	signal.Ignore(syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGPIPE)
+	// Nothing but its own descriptors: a caller's inherited ones (a
+	// shell's `flock 9`) would stay open, and held, for the task's whole
+	// life (an outside review's lock stayed held after the supervisor
+	// that passed it on was killed).
+	if err := closeInherited(attachLockFD + 1); err != nil {
+		return fmt.Errorf("attach logger: close inherited descriptors: %w", err)
+	}
 	lock := os.NewFile(attachLockFD, "capture lock")
 	defer lock.Close()
 	stream := os.NewFile(attachStreamFD, "attach stream")
@@ -77,4 +86,25 @@ func CaptureMultiplexed(dir string, lim Limits, stream io.Reader) error {
 	_, oerr := stdout.Close()
 	_, eerr := stderr.Close()
 	return errors.Join(oerr, eerr)
+}
+
+// closeInherited closes this process's descriptors from `from` on that
+// were inherited: those without close-on-exec. Go opens every descriptor
+// of its own (the runtime's poller among them) close-on-exec, so they stay.
+func closeInherited(from int) error {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil || fd < from {
+			continue
+		}
+		flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
+		if err == nil && flags&unix.FD_CLOEXEC == 0 {
+			_ = unix.Close(fd)
+		}
+	}
+	return nil
 }

@@ -6,12 +6,14 @@ import (
 	"errors"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"testing/iotest"
 
 	"github.com/moby/moby/api/pkg/stdcopy"
+	"golang.org/x/sys/unix"
 )
 
 // TestCaptureMultiplexed: a Docker multiplexed stream's frames go to the
@@ -69,5 +71,42 @@ func TestCaptureMultiplexedCutOff(t *testing.T) {
 	}
 	if got, err := os.ReadFile(filepath.Join(dir, StdoutFile)); err != nil || string(got) != "part" {
 		t.Errorf("what the cut-off capture read: %q, %v", got, err)
+	}
+}
+
+// TestCloseInherited: descriptors without close-on-exec (a caller's, such
+// as a shell's `flock 9` lock) are closed; Go's own (close-on-exec) stay.
+// It runs in a child process of its own: the test binary's inherited
+// descriptors are its runner's.
+func TestCloseInherited(t *testing.T) {
+	if os.Getenv("NSN_CLOSE_INHERITED_CHILD") == "1" {
+		closeInheritedChild(t)
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCloseInherited$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "NSN_CLOSE_INHERITED_CHILD=1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+}
+
+func closeInheritedChild(t *testing.T) {
+	inherited, err := unix.Open("/dev/null", unix.O_RDONLY, 0) // no O_CLOEXEC
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, err := os.Open("/dev/null")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer own.Close()
+	if err := closeInherited(3); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := unix.FcntlInt(uintptr(inherited), unix.F_GETFD, 0); !errors.Is(err, unix.EBADF) {
+		t.Errorf("the inherited descriptor %d: %v; want it closed", inherited, err)
+	}
+	if _, err := unix.FcntlInt(own.Fd(), unix.F_GETFD, 0); err != nil {
+		t.Errorf("this process's own descriptor: %v; want it open", err)
 	}
 }

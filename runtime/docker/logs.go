@@ -118,7 +118,22 @@ func (b *Backend) startAttachLogger(h *taskhandle.Handle, stream, lock *os.File,
 		select {
 		case <-exited:
 		case <-ctx.Done():
+			return
 		}
+		if logs.Complete(stateDir) {
+			return
+		}
+		// The logger died before the stream's end (killed: an outside
+		// review's kill -9 left a task's Result with empty logs and
+		// dockerd's copy removed with the container). Take them from
+		// dockerd's copy once the container has stopped, as a process
+		// that finds no completed capture does.
+		select {
+		case <-h.Exited():
+		case <-ctx.Done():
+			return
+		}
+		_ = b.recoverLogs(ctx, h.ID(), stateDir)
 	})
 	return nil
 }
@@ -160,6 +175,13 @@ func (b *Backend) finishLogs(ctx context.Context, h *taskhandle.Handle) error {
 	if stateDir == "" {
 		return fmt.Errorf("container %s has no %s label", id, runtime.LabelStateDir)
 	}
+	return b.recoverLogs(ctx, id, stateDir)
+}
+
+// recoverLogs takes task id's logs from dockerd's copy into stateDir,
+// unless a capture completed them: under the capture lock, so it waits for
+// a capture still running (in any process) and never writes over one.
+func (b *Backend) recoverLogs(ctx context.Context, id, stateDir string) error {
 	lock, err := lockCapture(ctx, stateDir)
 	if err != nil {
 		return err
