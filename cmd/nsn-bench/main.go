@@ -15,6 +15,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"io/fs"
 	"math/rand/v2"
 	"os"
@@ -25,6 +26,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/containerd/v2/core/snapshots"
@@ -72,6 +74,7 @@ func main() {
 	flag.StringVar(&levels, "concurrency", "1,4,16,64", "concurrency levels")
 	flag.IntVar(&o.tasks, "tasks", 0, "tasks per concurrency level (0: four times the level, at least 8)")
 	runners := flag.String("runners", "sync,agent,docker", "who runs the concurrency levels: sync (Manager.Run, defaults), background (release in the background alone), agent (the node-agent configuration: shim group, release in the background), docker")
+	flag.DurationVar(&peerTimeout, "peer-timeout", 2*time.Minute, "bound on each peer command (runc, ctr, docker, the CLI); a docker stage past it is reported as hung and docker's later rows are skipped")
 	flag.Int64Var(&o.logBytes, "log-bytes", 1<<30, "stdout bytes for the log throughput run")
 	flag.Uint64Var(&o.seed, "seed", uint64(time.Now().UnixNano()), "seed of the trivial variants' order in each round (printed, to repeat a run's order)")
 	phases := flag.String("phases", "trivial,concurrency,idle,logs", "which measurements to run, comma-separated")
@@ -454,6 +457,10 @@ func concurrency(ctx context.Context, o options, mgrs managers, b *containerd.Ba
 	for _, c := range o.levels {
 		rates[c] = make([]float64, len(runners))
 		for ri, r := range runners {
+			if r.mgr == nil && dockerHung.Load() {
+				fmt.Printf("| %s | %d | - | skipped: docker hung earlier in this run | | | |\n", r.name, c)
+				continue
+			}
 			total := max(4*c, 8)
 			if o.tasks > 0 {
 				total = o.tasks
@@ -487,6 +494,10 @@ func concurrency(ctx context.Context, o options, mgrs managers, b *containerd.Ba
 				firstErr = r.drain()
 			}
 			wall := time.Since(start)
+			if r.mgr == nil && errors.Is(firstErr, errPeerHung) {
+				fmt.Printf("| %s | %d | %d | hung: %v | | | (docker's own) |\n", r.name, c, total, firstErr)
+				continue
+			}
 			if firstErr != nil {
 				return fmt.Errorf("%s, concurrency %d: %w", r.name, c, firstErr)
 			}
@@ -509,6 +520,10 @@ func concurrency(ctx context.Context, o options, mgrs managers, b *containerd.Ba
 		fmt.Println("| --- | --- | --- |")
 		for _, c := range o.levels {
 			for ri, r := range runners[:last] {
+				if rates[c][last] == 0 {
+					fmt.Printf("| %s | %d | no ratio: docker's runs hung |\n", r.name, c)
+					continue
+				}
 				fmt.Printf("| %s | %d | %.2fx |\n", r.name, c, rates[c][ri]/rates[c][last])
 			}
 		}
@@ -585,11 +600,16 @@ func idleMemory(ctx context.Context, o options, mgrs managers) error {
 		fmt.Printf("| %s | %.1f MiB | %.1f MiB |\n", r.name, perTask(mem.rss), perTask(mem.pss))
 	}
 	if o.dockerHost != "" {
-		mem, err := dockerIdle(o)
-		if err != nil {
+		const name = "docker (shim + dockerd and its containerd growth)"
+		if dockerHung.Load() {
+			fmt.Printf("| %s | skipped: docker hung earlier in this run | |\n", name)
+		} else if mem, err := dockerIdle(o); errors.Is(err, errPeerHung) {
+			fmt.Printf("| %s | hung: %v | |\n", name, err)
+		} else if err != nil {
 			return err
+		} else {
+			fmt.Printf("| %s | %.1f MiB | %.1f MiB |\n", name, perTask(mem.rss), perTask(mem.pss))
 		}
-		fmt.Printf("| docker (shim + dockerd and its containerd growth) | %.1f MiB | %.1f MiB |\n", perTask(mem.rss), perTask(mem.pss))
 	}
 	fmt.Println()
 	return nil
@@ -647,11 +667,11 @@ func dockerIdle(o options) (memKiB, error) {
 	}
 	var ids []string
 	for range o.idle {
-		out, err := exec.Command("docker", "-H", o.dockerHost, "run", "-d", "--network", "none", "busybox:latest", "sleep", "300").Output()
+		out, err := commandOutput("docker", "-H", o.dockerHost, "run", "-d", "--network", "none", "busybox:latest", "sleep", "300")
 		if err != nil {
-			return memKiB{}, fmt.Errorf("docker run -d: %w", err)
+			return memKiB{}, err
 		}
-		ids = append(ids, strings.TrimSpace(string(out)))
+		ids = append(ids, strings.TrimSpace(out))
 	}
 	var total memKiB
 	for _, p := range daemons {
@@ -660,18 +680,18 @@ func dockerIdle(o options) (memKiB, error) {
 	total = total.minus(before)
 	var shims []int
 	for _, id := range ids {
-		out, err := exec.Command("docker", "-H", o.dockerHost, "inspect", "-f", "{{.State.Pid}}", id).Output()
+		out, err := commandOutput("docker", "-H", o.dockerHost, "inspect", "-f", "{{.State.Pid}}", id)
 		if err != nil {
 			return memKiB{}, err
 		}
-		pid, _ := strconv.Atoi(strings.TrimSpace(string(out)))
+		pid, _ := strconv.Atoi(strings.TrimSpace(out))
 		shims = append(shims, ppid(pid))
 	}
 	for _, s := range uniq(shims) {
 		total = total.plus(memOf(s))
 	}
 	args := append([]string{"-H", o.dockerHost, "rm", "-f"}, ids...)
-	if err := exec.Command("docker", args...).Run(); err != nil {
+	if err := command("docker", args...); err != nil {
 		return memKiB{}, err
 	}
 	return total, nil
@@ -692,24 +712,72 @@ func logThroughput(ctx context.Context, o options, m *runtime.Manager) error {
 	fmt.Println("| --- | --- | --- |")
 	fmt.Printf("| nsn-run (shim logger, capped capture; Result stdout %d bytes) | %s | %.0f |\n", len(res.Stdout), ms(nsn), mib/nsn.Seconds())
 	if o.dockerHost != "" {
-		start = time.Now()
-		cmd := exec.Command("docker", "-H", o.dockerHost, "run", "--rm", "--network", "none", "busybox:latest", "sh", "-c", script)
-		cmd.Stdout = nil // discarded: docker's attach stream, read and dropped
-		if err := cmd.Run(); err != nil {
-			return err
+		const name = "docker run (attached stdout, read and discarded)"
+		if dockerHung.Load() {
+			fmt.Printf("| %s | skipped: docker hung earlier in this run | |\n", name)
+			fmt.Println()
+			return nil
 		}
-		d := time.Since(start)
-		fmt.Printf("| docker run (attached stdout, discarded) | %s | %.0f |\n", ms(d), mib/d.Seconds())
+		start = time.Now()
+		err := runPeer(nil, "docker", "-H", o.dockerHost, "run", "--rm", "--network", "none", "busybox:latest", "sh", "-c", script)
+		switch d := time.Since(start); {
+		case errors.Is(err, errPeerHung):
+			fmt.Printf("| %s | hung: %v | |\n", name, err)
+		case err != nil:
+			return err
+		default:
+			fmt.Printf("| %s | %s | %.0f |\n", name, ms(d), mib/d.Seconds())
+		}
 	}
 	fmt.Println()
 	return nil
 }
 
+// errPeerHung is a peer command that ran past -peer-timeout.
+var errPeerHung = errors.New("ran past -peer-timeout")
+
+// dockerHung is set once a docker command of the run hung: dockerd 20.10
+// has been seen to stall every `docker run` at 64 concurrent ones (run 24
+// in docs/performance.md), and a wedged daemon answers nothing after, so
+// docker's later rows are skipped with a note rather than waited on.
+var dockerHung atomic.Bool
+
+// command runs a peer's command line, bounded by the peer timeout (the
+// package's, set from -peer-timeout).
 func command(name string, args ...string) error {
+	return runPeer(nil, name, args...)
+}
+
+// commandOutput is command that returns what the command printed.
+func commandOutput(name string, args ...string) (string, error) {
+	var stdout bytes.Buffer
+	err := runPeer(&stdout, name, args...)
+	return stdout.String(), err
+}
+
+// peerTimeout (-peer-timeout) bounds each command of a peer (runc, ctr,
+// docker, the CLI): a docker that hangs ends its stage with a note, not
+// the run.
+var peerTimeout = 2 * time.Minute
+
+// runPeer runs a peer's command line with its stdout to stdout (nil:
+// discarded), bounded by peerTimeout.
+func runPeer(stdout io.Writer, name string, args ...string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), peerTimeout)
+	defer cancel()
 	var stderr bytes.Buffer
-	cmd := exec.Command(name, args...)
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Stdout, cmd.Stderr = stdout, &stderr
+	// A hung docker CLI's children (none today) must not hold Wait.
+	cmd.WaitDelay = 5 * time.Second
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		if name == "docker" {
+			dockerHung.Store(true)
+		}
+		return fmt.Errorf("%s %s: %w (%s)", name, strings.Join(args, " "), errPeerHung, peerTimeout)
+	}
+	if err != nil {
 		return fmt.Errorf("%s: %w: %s", name, err, strings.TrimSpace(stderr.String()))
 	}
 	return nil
