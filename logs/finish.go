@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -39,11 +38,11 @@ func FinishShimLogger(ctx context.Context, dir string) error {
 		return fmt.Errorf("finish logs: bad logger pid file %q", raw)
 	}
 	// Watching before the signal: no completion is missed.
-	watch, err := watchDir(dir)
+	wake, stop, err := watchDir(dir)
 	if err != nil {
 		return fmt.Errorf("finish logs: %w", err)
 	}
-	defer watch.Close()
+	defer stop()
 	pidfd, err := unix.PidfdOpen(pid, 0)
 	if errors.Is(err, syscall.ESRCH) {
 		return finished(dir)
@@ -69,37 +68,33 @@ func FinishShimLogger(ctx context.Context, dir string) error {
 		}
 		return fmt.Errorf("finish logs: signal logger %d: %w", pid, err)
 	}
-	if err := waitComplete(ctx, watch, dir); err != nil {
+	if err := waitComplete(ctx, wake, dir); err != nil {
 		return fmt.Errorf("finish logs: logger %d: %w", pid, err)
 	}
 	return nil
 }
 
-// watchDir returns an inotify descriptor (through Go's poller) that reads
-// an event for each file created or renamed into dir.
-func watchDir(dir string) (*os.File, error) {
-	fd, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
+// watchDir wakes the returned channel for each file created or renamed
+// into dir, through the process's shared inotify instance (dirWatcher),
+// until stop.
+func watchDir(dir string) (wake <-chan struct{}, stop func(), err error) {
+	w, err := watcher()
 	if err != nil {
-		return nil, fmt.Errorf("inotify: %w", err)
+		return nil, nil, err
 	}
-	if _, err := unix.InotifyAddWatch(fd, dir, unix.IN_CREATE|unix.IN_MOVED_TO); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("watch %s: %w", dir, err)
-	}
-	return os.NewFile(uintptr(fd), "inotify"), nil
+	return w.watch(dir)
 }
 
 // waitComplete waits until both meta files exist in dir, or ctx ends.
-func waitComplete(ctx context.Context, watch *os.File, dir string) error {
-	stop := context.AfterFunc(ctx, func() { _ = watch.SetReadDeadline(time.Now()) })
-	defer stop()
-	buf := make([]byte, 4096)
+func waitComplete(ctx context.Context, wake <-chan struct{}, dir string) error {
 	for !complete(dir) {
-		if _, err := watch.Read(buf); err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
+		select {
+		case _, ok := <-wake:
+			if !ok {
+				return fmt.Errorf("watch %s: the inotify instance failed", dir)
 			}
-			return err
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
 	return nil
@@ -111,12 +106,12 @@ func WaitComplete(ctx context.Context, dir string) error {
 	if complete(dir) {
 		return nil
 	}
-	watch, err := watchDir(dir)
+	wake, stop, err := watchDir(dir)
 	if err != nil {
 		return err
 	}
-	defer watch.Close()
-	return waitComplete(ctx, watch, dir)
+	defer stop()
+	return waitComplete(ctx, wake, dir)
 }
 
 // Complete reports whether both streams' captures in dir have ended.
