@@ -18,11 +18,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
-	"github.com/moby/moby/client"
+	mobyclient "github.com/moby/moby/client"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -890,7 +892,7 @@ func TestEscapeImageHostAccount(t *testing.T) {
 	}
 	_, _ = io.Copy(io.Discard, loaded)
 	loaded.Close()
-	t.Cleanup(func() { _, _ = dc.ImageRemove(context.Background(), ref, client.ImageRemoveOptions{Force: true}) })
+	t.Cleanup(func() { _, _ = dc.ImageRemove(context.Background(), ref, mobyclient.ImageRemoveOptions{Force: true}) })
 	res, err := dockerManager(t).Run(context.Background(), task.Task{ID: uniqueID("acct"), Image: ref, Command: []string{"id", "-u"}}, runtime.RunOptions{})
 	if err != nil || res.Stdout != "65534\n" {
 		t.Errorf("docker: %q, %v; want 65534", res.Stdout, err)
@@ -1595,5 +1597,57 @@ func waitForFile(t *testing.T, path string) {
 			t.Fatalf("%s never appeared", path)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestEscapeRuntimePath: containerd runs whatever a container's runtime
+// names as the task's shim, as root on the host, before any of the task's
+// isolation exists, and takes an absolute path there too (1.6 and 2.x). The
+// attack, with containerd directly: a container whose runtime is a path to
+// a script gets the script run as host root when its task is created. A
+// task's Runtime is a runtime name that the Manager's allowlist holds:
+// nsn-run refuses the path, a name outside the allowlist, and an operator
+// allowlist that names a path, and runs nothing.
+func TestEscapeRuntimePath(t *testing.T) {
+	c, _ := containerdClient(t)
+	ctx := namespaces.WithNamespace(context.Background(), testNamespace)
+	hostDir := t.TempDir()
+	marker := filepath.Join(hostDir, "shim-ran-as")
+	evil := filepath.Join(hostDir, "containerd-shim-evil-v1")
+	if err := os.WriteFile(evil, []byte("#!/bin/sh\nid -u >> "+marker+"\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	id := uniqueID("evil-runtime")
+	ctr, err := c.NewContainer(ctx, id, client.WithRuntime(evil, nil),
+		client.WithSpec(&specs.Spec{Version: specs.Version, Process: &specs.Process{Args: []string{"true"}, Cwd: "/"}, Root: &specs.Root{Path: "rootfs"}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ctr.Delete(ctx) })
+	_, terr := ctr.NewTask(ctx, cio.NullIO)
+	got, rerr := os.ReadFile(marker)
+	if rerr != nil || !strings.HasPrefix(string(got), "0\n") {
+		t.Fatalf("the attack: want the runtime path run as root: marker %q (%v), task create: %v", got, rerr, terr)
+	}
+	t.Logf("the attack: containerd ran the runtime path as host uid 0 (task create: %v)", terr)
+	if err := os.Remove(marker); err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+
+	var cfg runtime.Config
+	m, _ := testManagerWith(t, func(c *runtime.Config) { cfg = *c })
+	for _, r := range []string{evil, "io.containerd.evil.v1"} {
+		_, err := m.Run(context.Background(), task.Task{ID: uniqueID("evil-runtime"), Image: busyboxRef, Command: []string{"true"}, Runtime: r}, runtime.RunOptions{})
+		if err == nil || !(errdefs.IsInvalidArgument(err) || errdefs.IsFailedPrecondition(err) || errdefs.IsPermissionDenied(err)) {
+			t.Errorf("a task with runtime %q: %v; want it refused", r, err)
+		}
+	}
+	cfg.AllowedRuntimes = []string{evil}
+	if _, err := runtime.New(cfg); err == nil || !errdefs.IsInvalidArgument(err) {
+		t.Errorf("a Manager allowing the runtime path %s: %v; want invalid argument", evil, err)
+	}
+	if got, err := os.ReadFile(marker); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("nsn-run ran the runtime: marker %q (%v)", got, err)
 	}
 }
