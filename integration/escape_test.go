@@ -1651,3 +1651,49 @@ func TestEscapeRuntimePath(t *testing.T) {
 		t.Errorf("nsn-run ran the runtime: marker %q (%v)", got, err)
 	}
 }
+
+// TestEscapeOtherTaskOutput: a task's /output is a bind of its own dir in
+// the tasks dir; the same mount with another task's dir as its source (one
+// path element changed) gives it that task's output, which may be its
+// results or secrets it was handed. With runc directly the task reads
+// another task's file and writes into its dir; the audit and Start refuse
+// the source.
+func TestEscapeOtherTaskOutput(t *testing.T) {
+	b := newBundle(t, `cat /output/secret && echo planted > /output/planted`)
+	victim := filepath.Join(b.tasksDir, uniqueID("victim"), "output")
+	if err := os.MkdirAll(victim, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{victim, filepath.Dir(victim)} {
+		if err := os.Chmod(d, 0o777); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(victim, "secret"), []byte("the victim's result\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mutate := func(s *specs.Spec) {
+		for i := range s.Mounts {
+			if s.Mounts[i].Destination == spec.OutputPath {
+				s.Mounts[i].Source = victim
+			}
+		}
+	}
+	out, errOut, err := b.run(t, b.mutated(t, mutate))
+	planted, perr := os.ReadFile(filepath.Join(victim, "planted"))
+	if err != nil || out != "the victim's result\n" || perr != nil {
+		t.Fatalf("bypass: want the other task's file read and one planted in its dir: %v, planted %q (%v)\n%s%s", err, planted, perr, out, errOut)
+	}
+	t.Logf("bypass: read %q from the other task's output and planted %q", strings.TrimSpace(out), strings.TrimSpace(string(planted)))
+	if err := os.Remove(filepath.Join(victim, "planted")); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, err = b.run(t, b.spec)
+	if err == nil || strings.Contains(out, "victim") {
+		t.Errorf("nsn-run's own spec: want no such file: %v\n%s%s", err, out, errOut)
+	}
+	if _, err := os.Stat(filepath.Join(victim, "planted")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("nsn-run's own spec wrote into the other task's dir: %v", err)
+	}
+	refused(t, b, audit.RuleMounts, mutate)
+}
