@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -342,6 +343,42 @@ func TestCLINamespacesShareStateDir(t *testing.T) {
 		}
 		return "absent"
 	}
+	// The attack first, without the control: a record that names no
+	// scope (as records did before 2026-11-30) counts as every scope's,
+	// and the other namespace's rm -f takes a running task's record,
+	// state and id range.
+	legacy := uniqueID("noscope")
+	if r := cli(t, a, "run", "-d", "--id", legacy, "busybox", "--", "sleep", "60"); r.code != 0 {
+		t.Fatalf("run -d: exit %d stderr %q", r.code, r.stderr)
+	}
+	t.Cleanup(func() { cli(t, a, "gc", "--force") }) // its container, once its record is gone
+	recordPath := filepath.Join(a[slices.Index(a, "--state-dir")+1], "tasks", legacy, "task.json")
+	raw, err := os.ReadFile(recordPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec map[string]any
+	if err := json.Unmarshal(raw, &rec); err != nil {
+		t.Fatal(err)
+	}
+	if rec["scope"] == nil {
+		t.Fatalf("the record of %s names no scope: %s", legacy, raw)
+	}
+	delete(rec, "scope")
+	if raw, err = json.Marshal(rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(recordPath, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := cli(t, b, "rm", "-f", legacy); r.code != 0 {
+		t.Fatalf("the attack: rm -f of an unscoped record from the other namespace: exit %d stderr %q; want it removed", r.code, r.stderr)
+	}
+	if _, err := os.Stat(filepath.Dir(recordPath)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the attack: the unscoped task's state after the other namespace's rm -f: %v; want it gone", err)
+	}
+	t.Logf("the attack: the other namespace's rm -f took %s's state while it ran in %s", legacy, testNamespace)
+
 	before := hostIDs()
 	want := `belongs to containerd namespace "` + testNamespace + `"`
 	for _, args := range [][]string{{"rm", id}, {"rm", "-f", id}, {"run", "--id", id, "busybox", "--", "true"}, {"logs", id}} {
