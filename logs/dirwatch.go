@@ -2,6 +2,7 @@ package logs
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -50,9 +51,10 @@ func watcher() (*dirWatcher, error) {
 }
 
 // watch wakes the returned channel (without blocking, so wakes coalesce)
-// after each file created or renamed into dir, and when the watch ends
-// (dir removed); it is closed if the instance fails. stop ends this wait's
-// interest; the last one removes the kernel's watch.
+// after each file created or renamed into dir, and after the shared
+// queue overflowed; it is closed when the watch ends (dir removed) or the
+// instance fails. stop ends this wait's interest; the last one removes the
+// kernel's watch.
 func (w *dirWatcher) watch(dir string) (wake <-chan struct{}, stop func(), err error) {
 	fd, err := w.fd()
 	if err != nil {
@@ -65,6 +67,9 @@ func (w *dirWatcher) watch(dir string) (wake <-chan struct{}, stop func(), err e
 		return nil, nil, w.failed
 	}
 	wd, err := unix.InotifyAddWatch(fd, dir, unix.IN_CREATE|unix.IN_MOVED_TO|unix.IN_ONLYDIR)
+	if errors.Is(err, unix.ENOSPC) {
+		return nil, nil, fmt.Errorf("watch %s: the user's inotify watches are all in use (fs.inotify.max_user_watches): %w", dir, err)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("watch %s: %w", dir, err)
 	}
@@ -77,7 +82,10 @@ func (w *dirWatcher) watch(dir string) (wake <-chan struct{}, stop func(), err e
 func (w *dirWatcher) unwatch(fd int, wd int32, ch chan struct{}) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	rest := w.waiters[wd]
+	rest, ok := w.waiters[wd]
+	if !ok {
+		return // the watch ended already (IN_IGNORED)
+	}
 	for i, c := range rest {
 		if c == ch {
 			rest = append(rest[:i], rest[i+1:]...)
@@ -118,25 +126,52 @@ func (w *dirWatcher) dispatch() {
 			w.fail(fmt.Errorf("inotify read: %w", err))
 			return
 		}
-		// struct inotify_event: wd, mask, cookie, len, then len bytes of
-		// name.
-		for off := 0; off+unix.SizeofInotifyEvent <= n; {
-			wd := int32(binary.NativeEndian.Uint32(buf[off:]))
-			nameLen := binary.NativeEndian.Uint32(buf[off+12:])
-			off += unix.SizeofInotifyEvent + int(nameLen)
-			w.wake(wd)
+		w.handle(buf[:n])
+	}
+}
+
+// handle wakes the waits that events (struct inotify_event records: wd,
+// mask, cookie, len, then len bytes of name) concern.
+func (w *dirWatcher) handle(events []byte) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for off := 0; off+unix.SizeofInotifyEvent <= len(events); {
+		wd := int32(binary.NativeEndian.Uint32(events[off:]))
+		mask := binary.NativeEndian.Uint32(events[off+4:])
+		nameLen := binary.NativeEndian.Uint32(events[off+12:])
+		off += unix.SizeofInotifyEvent + int(nameLen)
+		switch {
+		case mask&unix.IN_Q_OVERFLOW != 0:
+			// The queue, shared by every wait in the process, overflowed
+			// (fs.inotify.max_queued_events) and the kernel dropped
+			// events, perhaps a wait's own: every wait looks again.
+			for _, chs := range w.waiters {
+				for _, ch := range chs {
+					wakeUp(ch)
+				}
+			}
+		case mask&unix.IN_IGNORED != 0:
+			// The watch ended: its directory was removed (a stop's own
+			// removal leaves no waiters behind). Nothing will come: its
+			// waits end, and their stop has nothing left to remove.
+			for _, ch := range w.waiters[wd] {
+				close(ch)
+			}
+			delete(w.waiters, wd)
+		default:
+			for _, ch := range w.waiters[wd] {
+				wakeUp(ch)
+			}
 		}
 	}
 }
 
-func (w *dirWatcher) wake(wd int32) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for _, ch := range w.waiters[wd] {
-		select {
-		case ch <- struct{}{}:
-		default:
-		}
+// wakeUp wakes a wait without blocking: one pending wake is enough, since
+// the wait looks at the directory itself.
+func wakeUp(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
 	}
 }
 

@@ -3,7 +3,10 @@ package logs
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -126,6 +129,16 @@ func TestWaitCompleteSharedDirectory(t *testing.T) {
 	defer stop()
 	stopFirst()
 	stopFirst() // twice: still only its own interest ends
+	// The second wait is still woken by what happens in the directory
+	// (not only by finding the capture complete when it first looks).
+	if err := os.WriteFile(filepath.Join(dir, "x"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-wake:
+	case <-time.After(time.Minute):
+		t.Fatal("the second wait was not woken after the first one's stop")
+	}
 	result := make(chan error, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -186,4 +199,69 @@ func BenchmarkWaitComplete(b *testing.B) {
 			unix.Close(fd)
 		}
 	})
+}
+
+// The kernel drops events when the queue every wait shares overflows
+// (fs.inotify.max_queued_events) and says so with one event of wd -1:
+// every wait is woken to look again, or one whose capture completed
+// among the dropped events would wait out its deadline (an outside
+// review: "context deadline exceeded" after 17,000 files in another
+// directory).
+func TestWaitCompleteQueueOverflow(t *testing.T) {
+	w, err := watcher()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wakes []<-chan struct{}
+	for range 2 {
+		wake, stop, err := watchDir(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer stop()
+		wakes = append(wakes, wake)
+	}
+	overflow := make([]byte, unix.SizeofInotifyEvent)
+	binary.NativeEndian.PutUint32(overflow[0:], ^uint32(0)) // wd -1
+	binary.NativeEndian.PutUint32(overflow[4:], unix.IN_Q_OVERFLOW)
+	w.handle(overflow)
+	for i, wake := range wakes {
+		select {
+		case <-wake:
+		default:
+			t.Errorf("wait %d not woken by the queue's overflow", i)
+		}
+	}
+}
+
+// A wait on a directory that is removed ends at once with an error (the
+// kernel ends the watch: IN_IGNORED), not at its deadline, and leaves no
+// watch behind.
+func TestWaitCompleteDirectoryRemoved(t *testing.T) {
+	before := watchCount(t)
+	dir := filepath.Join(t.TempDir(), "task")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	wake, stop, err := watchDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	result := make(chan error, 1)
+	go func() { result <- waitComplete(context.Background(), wake, dir) }()
+	if err := os.Remove(dir); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-result:
+		if !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("wait on a removed directory: %v; want not-exist", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the wait on a removed directory did not end")
+	}
+	stop()
+	if got := watchCount(t); got != before {
+		t.Errorf("%d directories watched after the wait ended, want %d", got, before)
+	}
 }

@@ -90,8 +90,11 @@ func waitComplete(ctx context.Context, wake <-chan struct{}, dir string) error {
 	for !complete(dir) {
 		select {
 		case _, ok := <-wake:
+			if !ok && !complete(dir) {
+				return fmt.Errorf("watch %s ended (the directory was removed, or inotify failed): %w", dir, fs.ErrNotExist)
+			}
 			if !ok {
-				return fmt.Errorf("watch %s: the inotify instance failed", dir)
+				return nil
 			}
 		case <-ctx.Done():
 			return ctx.Err()
