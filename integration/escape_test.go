@@ -1697,3 +1697,101 @@ func TestEscapeOtherTaskOutput(t *testing.T) {
 	}
 	refused(t, b, audit.RuleMounts, mutate)
 }
+
+// TestEscapeCgroupsPathHost: runc puts the task in the cgroup its spec's
+// cgroupsPath names, creating it or joining it as it finds it, and writes
+// the task's limits there. A path to an existing host cgroup (a system
+// slice, another tenant's) caps every process in it with the task's
+// memory and pids limits. With runc directly, a cgroup the test made for
+// a host process (its marker) gets the task's limits; nsn-run's spec has
+// /NAMESPACE/ID, its own; the audit and Start refuse the path.
+func TestEscapeCgroupsPathHost(t *testing.T) {
+	b := newBundle(t, "true")
+	name := "/" + uniqueID("nsn-host-victim")
+	limits := victimCgroup(t, name)
+	before := limits()
+	mutate := func(s *specs.Spec) { s.Linux.CgroupsPath = name }
+	out, errOut, err := b.run(t, b.mutated(t, mutate))
+	after := limits()
+	memLimit, pidsLimit := *b.spec.Linux.Resources.Memory.Limit, *b.spec.Linux.Resources.Pids.Limit
+	if err != nil || after.memory != memLimit || after.pids != pidsLimit {
+		t.Fatalf("bypass: want the host cgroup %s capped at the task's memory %d and pids %d: %+v before, %+v after: %v\n%s%s", name, memLimit, pidsLimit, before, after, err, out, errOut)
+	}
+	t.Logf("bypass: the host cgroup %s (a host process in it) went from %+v to %+v", name, before, after)
+
+	name2 := "/" + uniqueID("nsn-host-victim")
+	limits2 := victimCgroup(t, name2)
+	before = limits2()
+	out, errOut, err = b.run(t, b.spec)
+	if err != nil {
+		t.Fatalf("nsn-run's own spec: %v\n%s%s", err, out, errOut)
+	}
+	if after := limits2(); after != before {
+		t.Errorf("nsn-run's own spec changed the host cgroup %s: %+v, was %+v", name2, after, before)
+	}
+	refused(t, b, audit.RuleCgroups, mutate)
+}
+
+// cgroupLimits is a cgroup's memory and pids limits (-1: none).
+type cgroupLimits struct{ memory, pids int64 }
+
+// victimCgroup makes the cgroup name (a path under every controller's
+// root, as runc reads cgroupsPath) with a host process in it, and returns
+// a reader of its limits. Cleanup ends the process and removes the cgroup
+// wherever runc made it too.
+func victimCgroup(t *testing.T, name string) func() cgroupLimits {
+	t.Helper()
+	root := "/sys/fs/cgroup"
+	var st unix.Statfs_t
+	if err := unix.Statfs(root, &st); err != nil {
+		t.Fatal(err)
+	}
+	unified := st.Type == unix.CGROUP2_SUPER_MAGIC
+	dirs := []string{filepath.Join(root, name)}
+	if !unified {
+		dirs = []string{filepath.Join(root, "memory", name), filepath.Join(root, "pids", name)}
+	}
+	sleeper := exec.Command("sleep", "300")
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = sleeper.Process.Kill()
+		_ = sleeper.Wait()
+		// runc makes the path under every v1 hierarchy; it removes those
+		// it could once the task is gone, not those holding the marker.
+		matches, _ := filepath.Glob(filepath.Join(root, "*", name))
+		for _, d := range append(matches, filepath.Join(root, name)) {
+			_ = os.Remove(d)
+		}
+	})
+	for _, d := range dirs {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, "cgroup.procs"), []byte(strconv.Itoa(sleeper.Process.Pid)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read := func(dir, file string) int64 {
+		b, err := os.ReadFile(filepath.Join(dir, file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		v := strings.TrimSpace(string(b))
+		if v == "max" {
+			return -1
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			t.Fatalf("%s/%s: %q", dir, file, v)
+		}
+		return n
+	}
+	return func() cgroupLimits {
+		if unified {
+			return cgroupLimits{memory: read(dirs[0], "memory.max"), pids: read(dirs[0], "pids.max")}
+		}
+		return cgroupLimits{memory: read(dirs[0], "memory.limit_in_bytes"), pids: read(dirs[1], "pids.max")}
+	}
+}
