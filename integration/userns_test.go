@@ -676,61 +676,21 @@ func TestGCFreesRangesOfRemovedStateDirs(t *testing.T) {
 // another command under its identity reads its result and forges it.
 func TestAuditSpecUnderAnotherTasksID(t *testing.T) {
 	g := cliEnv(t)
-	stateDir := g[slices.Index(g, "--state-dir")+1]
-	victim := uniqueID("victim")
-	t.Cleanup(func() { cli(t, g, "rm", "-f", victim) })
-	if r := cli(t, g, "run", "-d", "--id", victim, "busybox:latest", "--", "sh", "-c", "echo genuine > /output/answer"); r.code != 0 {
-		t.Fatalf("run -d: exit %d: %s", r.code, r.stderr)
-	}
-	if r := cli(t, g, "wait", victim); r.code != 0 {
-		t.Fatalf("wait: exit %d: %s", r.code, r.stderr)
-	}
+	victim, victimOut := endedTask(t, g)
 	ins := cli(t, g, "inspect", victim)
 	var st runtime.Status
 	if err := json.Unmarshal([]byte(ins.stdout), &st); err != nil || st.Identity == nil || st.Identity.Range == nil {
 		t.Fatalf("inspect: %v %s", err, ins.stdout)
 	}
 	held := *st.Identity.Range
-	victimOut := filepath.Join(stateDir, "tasks", victim, "output")
 
 	// A spec nsn-run shows for a new task, moved under the ended task's
 	// id, cgroup, /output and range, with a command of the attacker's.
-	r := cli(t, g, "spec", "--id", uniqueID("intruder"), "busybox:latest", "--", "sh", "-c", "cat /output/answer; echo forged > /output/answer")
-	if r.code != 0 {
-		t.Fatalf("spec: exit %d: %s", r.code, r.stderr)
-	}
-	var intruder specs.Spec
-	if err := json.Unmarshal([]byte(r.stdout), &intruder); err != nil {
-		t.Fatal(err)
-	}
-	intruderID := intruder.Hostname
-	intruder.Hostname = victim
-	intruder.Linux.CgroupsPath = strings.ReplaceAll(intruder.Linux.CgroupsPath, intruderID, victim)
-	for i := range intruder.Mounts {
-		if intruder.Mounts[i].Destination == spec.OutputPath {
-			intruder.Mounts[i].Source = victimOut
-		}
-	}
+	intruder, _ := intruderSpec(t, g, victim, victimOut)
 	m := []specs.LinuxIDMapping{{ContainerID: 0, HostID: held.HostID, Size: held.Size}}
 	intruder.Linux.UIDMappings, intruder.Linux.GIDMappings = m, m
 
-	b := newBundle(t, "true")
-	run := intruder
-	run.Linux = ptrTo(*intruder.Linux)
-	run.Linux.Sysctl = nil // runc before 1.4 refuses user.* sysctls
-	run.Process = ptrTo(*intruder.Process)
-	run.Process.ApparmorProfile = ""
-	out, errOut, err := b.run(t, &run)
-	answer, _ := os.ReadFile(filepath.Join(victimOut, "answer"))
-	if err != nil || out != "genuine\n" || string(answer) != "forged\n" {
-		t.Fatalf("bypass: %v; stdout %q stderr %q; the task's answer now %q; want its result read and forged", err, out, errOut, answer)
-	}
-	t.Logf("bypass: the intruder read %q from task %s's /output and left %q", out, victim, answer)
-
-	data, err := spec.Marshal(&intruder)
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := forgeWith(t, intruder, victim, victimOut)
 	a := runCLI(t, data, slices.Concat([]string{"audit"}, g, []string{"-"})...)
 	if a.code != 1 || !strings.Contains(a.stdout+a.stderr, "held by task "+victim) {
 		t.Errorf("audit of the spec under task %s's id: exit %d: %s%s; want a finding", victim, a.code, a.stdout, a.stderr)
@@ -799,3 +759,103 @@ func TestAuditSpecUnderAnotherTasksID(t *testing.T) {
 }
 
 func ptrTo[T any](v T) *T { return &v }
+
+// endedTask runs a task that writes "genuine" to /output/answer and
+// waits for it: it ends, and its record and /output stay until rm.
+func endedTask(t *testing.T, g []string) (id, output string) {
+	t.Helper()
+	id = uniqueID("victim")
+	t.Cleanup(func() { cli(t, g, "rm", "-f", id) })
+	if r := cli(t, g, "run", "-d", "--id", id, "busybox:latest", "--", "sh", "-c", "echo genuine > /output/answer"); r.code != 0 {
+		t.Fatalf("run -d: exit %d: %s", r.code, r.stderr)
+	}
+	if r := cli(t, g, "wait", id); r.code != 0 {
+		t.Fatalf("wait: exit %d: %s", r.code, r.stderr)
+	}
+	return id, filepath.Join(g[slices.Index(g, "--state-dir")+1], "tasks", id, "output")
+}
+
+// intruderSpec is the spec nsn-run shows for a new task that reads the
+// answer in /output and forges it, moved under task victim's id, cgroup
+// and /output; also the id it was shown for.
+func intruderSpec(t *testing.T, g []string, victim, victimOut string) (intruder specs.Spec, ownID string) {
+	t.Helper()
+	r := cli(t, g, "spec", "--id", uniqueID("intruder"), "busybox:latest", "--", "sh", "-c", "cat /output/answer; echo forged > /output/answer")
+	if r.code != 0 {
+		t.Fatalf("spec: exit %d: %s", r.code, r.stderr)
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &intruder); err != nil {
+		t.Fatal(err)
+	}
+	ownID = intruder.Hostname
+	intruder.Hostname = victim
+	intruder.Linux.CgroupsPath = strings.ReplaceAll(intruder.Linux.CgroupsPath, ownID, victim)
+	for i := range intruder.Mounts {
+		if intruder.Mounts[i].Destination == spec.OutputPath {
+			intruder.Mounts[i].Source = victimOut
+		}
+	}
+	return intruder, ownID
+}
+
+// forgeWith is the attack: intruder run with runc directly reads task
+// victim's answer and forges it. It returns the spec as JSON, to audit.
+func forgeWith(t *testing.T, intruder specs.Spec, victim, victimOut string) []byte {
+	t.Helper()
+	b := newBundle(t, "true")
+	run := intruder
+	run.Linux = ptrTo(*intruder.Linux)
+	run.Linux.Sysctl = nil // runc before 1.4 refuses user.* sysctls
+	run.Process = ptrTo(*intruder.Process)
+	run.Process.ApparmorProfile = ""
+	out, errOut, err := b.run(t, &run)
+	answer, _ := os.ReadFile(filepath.Join(victimOut, "answer"))
+	if err != nil || out != "genuine\n" || string(answer) != "forged\n" {
+		t.Fatalf("bypass: %v; stdout %q stderr %q; the task's answer now %q; want its result read and forged", err, out, errOut, answer)
+	}
+	t.Logf("bypass: the intruder read %q from task %s's /output and left %q", out, victim, answer)
+	data, err := spec.Marshal(&intruder)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// TestAuditSpecUnderAnotherTasksIDSharedIDs: the same attack with user
+// namespaces off (and so on the Docker backend's shared host ids), where
+// no range is held and none of the range's checks ran: a twentieth review
+// passed the audit with a spec under an ended task's id and /output, and
+// run with runc it read the task's result and forged it (`wait
+// --output-dir` then handed the forgery over). A spec under the id of a
+// task in the state dir is now a finding unless it is that task's own,
+// running, as its container holds it; a Docker request under such an id
+// is always one.
+func TestAuditSpecUnderAnotherTasksIDSharedIDs(t *testing.T) {
+	g := append(cliEnv(t), "--user-namespaces", "off")
+	victim, victimOut := endedTask(t, g)
+	intruder, intruderID := intruderSpec(t, g, victim, victimOut)
+	data := forgeWith(t, intruder, victim, victimOut)
+	want := "task " + victim + " exists in the state dir"
+	if a := runCLI(t, data, slices.Concat([]string{"audit"}, g, []string{"-"})...); a.code != 1 || !strings.Contains(a.stdout, want) {
+		t.Errorf("audit of the spec under task %s's id: exit %d: %s%s; want a finding %q", victim, a.code, a.stdout, a.stderr, want)
+	}
+	// The same spec with the intruder's own id, cgroup and /output passes:
+	// the finding is the id's, not the command's.
+	r := cli(t, g, "spec", "--id", intruderID, "busybox:latest", "--", "sh", "-c", "cat /output/answer; echo forged > /output/answer")
+	if a := runCLI(t, []byte(r.stdout), slices.Concat([]string{"audit"}, g, []string{"-"})...); a.code != 0 {
+		t.Errorf("audit of the intruder's spec under its own id: exit %d: %s%s", a.code, a.stdout, a.stderr)
+	}
+
+	// The Docker backend's create request under the task's id, audited
+	// against the same state dir.
+	dockerManager(t) // loads the images into the test dockerd
+	denv := append(os.Environ(), "DOCKER_HOST="+os.Getenv(envDockerHost))
+	d := runCLIEnv(t, denv, slices.Concat([]string{"spec"}, g, []string{"--backend", "docker", "--id", victim + "x", "busybox:latest", "--", "true"})...)
+	if d.code != 0 {
+		t.Fatalf("spec --backend docker: exit %d: %s", d.code, d.stderr)
+	}
+	moved := strings.ReplaceAll(d.stdout, victim+"x", victim)
+	if a := runCLI(t, []byte(moved), slices.Concat([]string{"audit"}, g, []string{"-"})...); a.code != 1 || !strings.Contains(a.stdout, want) {
+		t.Errorf("audit of a Docker request under task %s's id: exit %d: %s%s; want a finding %q", victim, a.code, a.stdout, a.stderr, want)
+	}
+}

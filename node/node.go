@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -222,6 +223,15 @@ func AuditPolicy(ctx context.Context, o Options) (audit.Policy, error) {
 		CDI:           gpus,
 		ResolveSource: filepath.EvalSymlinks,
 		HostIdentity:  o.UserNamespaces == runtime.UserNSOff,
+		// A spec under the id of a task this state dir holds must be
+		// that task's own, whatever its user namespace.
+		TaskExists: func(id string) (bool, error) {
+			_, err := os.Lstat(filepath.Join(tasks, id))
+			if errors.Is(err, fs.ErrNotExist) {
+				return false, nil
+			}
+			return err == nil, err
+		},
 	}
 	if !p.HostIdentity {
 		// A spec's host id range must be no other live task's: the
@@ -243,12 +253,11 @@ func AuditPolicy(ctx context.Context, o Options) (audit.Policy, error) {
 		// PATH: that need not be the node's.
 		limitsInSpec, uuid := containerd.AuditFactsAt(ctx, o.Address)
 		p.UserNSLimitsOutside, p.Containerd = !limitsInSpec, uuid
-		if !p.HostIdentity {
-			// A spec whose range its own task holds must be that
-			// task's spec, as containerd keeps it.
-			p.TaskSpec = func(id string) (audit.TaskState, bool, error) {
-				return containerd.TaskSpecAt(ctx, o.Address, o.Namespace, id)
-			}
+		// A spec whose range its own task holds, or under the id of a
+		// task in the state dir, must be that task's spec, as
+		// containerd keeps it.
+		p.TaskSpec = func(id string) (audit.TaskState, bool, error) {
+			return containerd.TaskSpecAt(ctx, o.Address, o.Namespace, id)
 		}
 	}
 	return p, nil

@@ -54,7 +54,10 @@ spec's own task (same id, state dir, namespace and containerd, as
 answer is a finding), and then the spec must be that task's, as its
 container holds it (a task without a container, or another command under
 its id, is a finding), and must not overlap /etc/subuid, /etc/subgid or an
-account's id. A create request is judged the same
+account's id. Whatever its user namespace, a spec under the id of a task
+the state dir holds (its record, and its /output until rm) must be that
+task's own, running, as its container holds it; a create request under
+such an id is a finding. A create request is judged the same
 way against the request nsn-run would send (runtime, seccomp profile,
 privileges, devices, binds, namespaces, resources, ulimits). The JSON is read strictly: unknown
 fields, keys that differ only in case, and duplicate keys are findings, since

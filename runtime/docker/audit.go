@@ -111,6 +111,7 @@ func AuditRequest(ctx context.Context, r Request, p audit.Policy) []audit.Findin
 		}
 	}
 	a.checkSources(r)
+	a.addFindings(audit.CheckExistingTask(p, id, "host_config.Mounts["+spec.OutputPath+"].Source")...)
 	got.HostConfig = a.securityOpts(r.HostConfig, want.HostConfig.SecurityOpt)
 	diffs, err := audit.Compare(got, want, requestCompareOptions)
 	if err != nil {

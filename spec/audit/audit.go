@@ -136,6 +136,17 @@ type Policy struct {
 	// result so); while the task runs, runc refuses a second container in
 	// its cgroup.
 	TaskSpec func(id string) (t TaskState, exists bool, err error)
+	// TaskExists, if set, says whether task id has state in the policy's
+	// state dir (its record, and its /output until it is removed). A spec
+	// under that id must then be the task's own, running, as TaskSpec
+	// reads it; without TaskSpec (a Docker request) it is a finding. A
+	// twentieth review gave another command a stopped task's id with
+	// user namespaces off (no range to hold, so none of the checks above
+	// ran): the audit passed it, and run with runc it read the task's
+	// result and forged it, and `wait --output-dir` handed the forgery
+	// over. Set by node.AuditPolicy, never by a Start (the Manager has
+	// made the task's state before its backend starts it).
+	TaskExists func(id string) (bool, error)
 	// CheckRange, if set, refuses a host id range the host gives others
 	// (idmap.CheckHostIDs: /etc/subuid, /etc/subgid, accounts), as the
 	// node's allocator refuses a span that holds one.
@@ -209,6 +220,7 @@ func Check(ctx context.Context, s *specs.Spec, p Policy) []Finding {
 		want.Annotations[AnnotationShimGroup] = g
 	}
 	a.checkSources(s)
+	a.checkExisting(t.ID, s, "mounts["+spec.OutputPath+"].source")
 	diffs, err := Compare(s, want, specCompareOptions)
 	if err != nil {
 		a.add(RuleShape, "", "%v", err)
@@ -255,6 +267,9 @@ var rulesByPath = map[string]string{
 type auditor struct {
 	policy   Policy
 	findings []Finding
+	// liveCompared is set once the spec was compared with its task's
+	// live one (rangeOwnedBy): checkExisting need not again.
+	liveCompared bool
 }
 
 func (a *auditor) add(rule, path, format string, args ...any) {
@@ -515,18 +530,60 @@ func (a *auditor) rangeOwnedBy(r task.IDRange, id string, s *specs.Spec) {
 		}
 		a.add(RuleUserNamespace, "linux.uidMappings", "host ids %d..%d are held by live task %s of containerd %s, and this audit is for %s: a spec of it there would run a second copy as its host identity", r.HostID, last, h.Task, h.Containerd, this)
 	case held && a.policy.TaskSpec != nil:
-		live, exists, err := a.policy.TaskSpec(id)
-		switch {
-		case err != nil:
-			a.add(RuleUserNamespace, "linux.uidMappings", "host ids %d..%d are held by task %s, whose own spec cannot be read to compare: %v", r.HostID, last, id, err)
-		case !exists:
-			a.add(RuleUserNamespace, "linux.uidMappings", "host ids %d..%d are held by task %s, which has no container: a spec under its id would run as its host identity, with its /output", r.HostID, last, id)
-		case !sameSpec(s, live.Spec):
-			a.add(RuleUserNamespace, "linux.uidMappings", "host ids %d..%d are held by task %s, and this is not its spec (its container's differs): a spec under its id would run as its host identity, with its /output", r.HostID, last, id)
-		case !live.Running:
-			a.add(RuleUserNamespace, "linux.uidMappings", "host ids %d..%d are held by task %s, which is not running: its spec, run again from another bundle, would run other code as its host identity, with its /output", r.HostID, last, id)
+		a.liveCompared = true
+		if why := a.notLiveSpec(id, s); why != "" {
+			a.add(RuleUserNamespace, "linux.uidMappings", "host ids %d..%d are held by task %s, %s: a spec under its id would run as its host identity, with its /output", r.HostID, last, id, why)
 		}
 	}
+}
+
+// notLiveSpec says why s is not task id's own running spec as its
+// container holds it (Policy.TaskSpec); "" if it is.
+func (a *auditor) notLiveSpec(id string, s *specs.Spec) string {
+	live, exists, err := a.policy.TaskSpec(id)
+	switch {
+	case err != nil:
+		return fmt.Sprintf("whose own spec cannot be read to compare (%v)", err)
+	case !exists:
+		return "which has no container"
+	case !sameSpec(s, live.Spec):
+		return "and this is not its spec (its container's differs)"
+	case !live.Running:
+		return "which is not running (its spec, run again from another bundle, would run other code)"
+	}
+	return ""
+}
+
+// checkExisting adds a finding where s is under the id of a task the
+// policy's state dir holds and is not that task's own running spec
+// (Policy.TaskExists): it would bind the task's /output and join its
+// cgroup, whatever its user namespace.
+func (a *auditor) checkExisting(id string, s *specs.Spec, path string) {
+	if a.policy.TaskExists == nil || a.liveCompared {
+		return
+	}
+	exists, err := a.policy.TaskExists(id)
+	switch {
+	case err != nil:
+		a.add(RuleMounts, path, "cannot tell whether task %s exists in the state dir: %v", id, err)
+	case !exists:
+	case a.policy.TaskSpec == nil:
+		a.add(RuleMounts, path, "task %s exists in the state dir %s: a spec under its id would bind its /output; its spec is its container's, not a new one's", id, filepath.Dir(a.policy.tasksDir()))
+	default:
+		if why := a.notLiveSpec(id, s); why != "" {
+			a.add(RuleMounts, path, "task %s exists in the state dir %s, %s: a spec under its id would bind its /output", id, filepath.Dir(a.policy.tasksDir()), why)
+		}
+	}
+}
+
+// CheckExistingTask is the existing-task check (Policy.TaskExists) for a
+// request whose live form the audit cannot read (a Docker create
+// request): a task of id in the state dir is a finding at path.
+func CheckExistingTask(p Policy, id, path string) []Finding {
+	p.TaskSpec = nil
+	a := &auditor{policy: p}
+	a.checkExisting(id, nil, path)
+	return a.findings
 }
 
 // TaskState is a live task as the audit sees it (Policy.TaskSpec): the

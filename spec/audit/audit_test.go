@@ -615,3 +615,56 @@ func TestRulesDocumented(t *testing.T) {
 		}
 	}
 }
+
+// TestTaskExists: a spec under the id of a task in the state dir is that
+// task's own running spec or a finding, whatever its user namespace (a
+// twentieth review passed another command under an ended task's id with
+// user namespaces off, where no range is held).
+func TestTaskExists(t *testing.T) {
+	s := generated(t, false)
+	other := generated(t, false)
+	other.Process.Args = []string{"sh", "-c", "echo forged > /output/answer"}
+	exists := func(id string) (bool, error) { return id == taskID, nil }
+	live := func(spec *specs.Spec, running bool) func(string) (audit.TaskState, bool, error) {
+		return func(string) (audit.TaskState, bool, error) {
+			return audit.TaskState{Spec: spec, Running: running}, true, nil
+		}
+	}
+	for _, c := range []struct {
+		name     string
+		spec     *specs.Spec
+		taskSpec func(string) (audit.TaskState, bool, error)
+		want     string // "" no finding
+	}{
+		{"its own running spec", s, live(s, true), ""},
+		{"another command under its id", other, live(s, true), "this is not its spec"},
+		{"its own spec, stopped", s, live(s, false), "not running"},
+		{"no container", s, func(string) (audit.TaskState, bool, error) { return audit.TaskState{}, false, nil }, "no container"},
+		{"no live spec to read (a Docker request)", s, nil, "its spec is its container's"},
+	} {
+		p := policy
+		p.UserNS = &grantedRange
+		p.TaskExists = exists
+		p.TaskSpec = c.taskSpec
+		findings := audit.Check(context.Background(), c.spec, p)
+		var got string
+		for _, f := range findings {
+			if f.Rule == audit.RuleMounts {
+				got = f.Message
+			}
+		}
+		switch {
+		case c.want == "" && len(findings) != 0:
+			t.Errorf("%s: %v; want no findings", c.name, findings)
+		case c.want != "" && !strings.Contains(got, c.want):
+			t.Errorf("%s: %v; want a mounts finding %q", c.name, findings, c.want)
+		}
+	}
+	// A task of another id in the state dir is no one's concern here.
+	p := policy
+	p.UserNS = &grantedRange
+	p.TaskExists = func(string) (bool, error) { return false, nil }
+	if findings := audit.Check(context.Background(), other, p); len(findings) != 0 {
+		t.Errorf("no task of its id in the state dir: %v; want no findings", findings)
+	}
+}
