@@ -494,6 +494,38 @@ func (in *Injector) grant(id string, req task.GPURequest, take bool) ([]string, 
 	return names, nil
 }
 
+// CheckHolds refuses names, the CDI devices a spec or create request of
+// task id names (as the audit reads them), where another task holds one:
+// exclusively, or, unless shared, sharing it. Task id's own grants of
+// this Injector's Owner pass: its own spec names them. Without an
+// AllocDir nothing is held.
+func (in *Injector) CheckHolds(id string, names []string, shared bool) error {
+	if in.opts.AllocDir == "" {
+		return nil
+	}
+	physical := names
+	if slices.Contains(names, Kind+"=all") {
+		physical = in.distinct(in.GPUs())
+	}
+	mine := func(h holder) bool { return h.Task == id && (h.Owner == in.opts.Owner || h.Owner == "") }
+	for _, n := range physical {
+		p := in.allocPath(n)
+		if h, ok := readHolder(p); ok && !stale(h) && !mine(h) {
+			return fmt.Errorf("%w: GPU %s is allocated to task %s", errdefs.ErrResourceExhausted, n, in.display(h))
+		}
+		if shared {
+			continue
+		}
+		files, _ := filepath.Glob(p + "@*")
+		for _, f := range files {
+			if h, ok := readHolder(f); ok && !stale(h) && !mine(h) {
+				return fmt.Errorf("%w: GPU %s is shared by task %s, and this task's use is not shared", errdefs.ErrResourceExhausted, n, in.display(h))
+			}
+		}
+	}
+	return nil
+}
+
 // holderOf is what a grant file of task id holds: the holder as JSON
 // with an Owner, else the bare id.
 func (in *Injector) holderOf(id string) string {

@@ -441,3 +441,47 @@ func TestStateDirsShareTheNodesGPUs(t *testing.T) {
 		t.Errorf("a stale grant kept GPU 0: %v", err)
 	}
 }
+
+// TestCheckHolds: what the audit asks of a spec's GPUs: none another task
+// holds alone; none another task shares, unless the spec's use is shared
+// too; its own task's grants pass.
+func TestCheckHolds(t *testing.T) {
+	in := newInjector(t, true)
+	if _, err := in.Allocate("d", req(t, "device=1")); err != nil {
+		t.Fatal(err)
+	}
+	shared := req(t, "device=0")
+	shared.Shared = true
+	if _, err := in.Allocate("s", shared); err != nil {
+		t.Fatal(err)
+	}
+	gpu0, gpu1, all := []string{"nvidia.com/gpu=0"}, []string{"nvidia.com/gpu=" + gputest.UUID1}, []string{"nvidia.com/gpu=all"}
+	for _, c := range []struct {
+		id     string
+		names  []string
+		shared bool
+		want   string // "" no error
+	}{
+		{"d", gpu1, false, ""},
+		{"x", gpu1, false, "allocated to task d"},
+		{"x", gpu1, true, "allocated to task d"},
+		{"x", gpu0, false, "shared by task s"},
+		{"x", gpu0, true, ""},
+		{"s", gpu0, false, ""},
+		{"x", all, true, "allocated to task d"},
+	} {
+		err := in.CheckHolds(c.id, c.names, c.shared)
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("task %s, %v, shared %v: %v; want no error", c.id, c.names, c.shared, err)
+		case c.want != "" && (!errdefs.IsResourceExhausted(err) || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("task %s, %v, shared %v: %v; want %q", c.id, c.names, c.shared, err, c.want)
+		}
+	}
+	if err := in.Release("d"); err != nil {
+		t.Fatal(err)
+	}
+	if err := in.CheckHolds("x", gpu1, false); err != nil {
+		t.Errorf("GPU 1 once released: %v", err)
+	}
+}

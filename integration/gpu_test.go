@@ -17,6 +17,7 @@ import (
 	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/runtime/containerd"
 	"github.com/nsn-run/nsn-run/runtime/docker"
+	"github.com/nsn-run/nsn-run/spec"
 	"github.com/nsn-run/nsn-run/task"
 )
 
@@ -333,4 +334,74 @@ func standInGPUs(t *testing.T) (specDir, driver string, err error) {
 	}
 	t.Cleanup(remove)
 	return gputest.WriteStandInSpecAt(t.TempDir(), true)
+}
+
+// TestAuditGPUHeldByAnotherTask: a spec naming a GPU another task holds
+// alone is a finding, as `nsn-run spec` and Start refuse it (a
+// twenty-first review passed one through the audit). The attack first:
+// run with runc directly while the holder runs, the spec gives its task
+// the holder's GPU too.
+func TestAuditGPUHeldByAnotherTask(t *testing.T) {
+	g := cliEnv(t)
+	specDir, _, err := standInGPUs(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// User namespaces off: the spec's host id range, which the holder
+	// would take, is no part of this (its own check is
+	// TestAuditRangeOfALiveTask).
+	g = append(g, "--cdi-spec-dir", specDir, "--user-namespaces", "off")
+	// Shown while GPU 0 was free.
+	r := cli(t, g, "spec", "--id", uniqueID("intruder"), "--gpus", "device=0", "busybox", "--", "sh", "-c", "ls /dev | grep nvidia-standin")
+	if r.code != 0 {
+		t.Fatalf("spec: exit %d stderr %q", r.code, r.stderr)
+	}
+	intruder := []byte(r.stdout)
+	holder := uniqueID("holder")
+	if r := cli(t, g, "run", "-d", "--id", holder, "--gpus", "device=0", "busybox", "--", "sleep", "120"); r.code != 0 {
+		t.Fatalf("run -d --gpus device=0: exit %d %s", r.code, r.stderr)
+	}
+	t.Cleanup(func() { cli(t, g, "rm", "-f", holder) })
+
+	var s specs.Spec
+	if err := json.Unmarshal(intruder, &s); err != nil {
+		t.Fatal(err)
+	}
+	b := newBundle(t, "true")
+	run := s
+	run.Process = ptrTo(*s.Process)
+	run.Process.ApparmorProfile = ""
+	run.Linux = ptrTo(*s.Linux)
+	run.Linux.Sysctl = nil // runc before 1.4 refuses user.* sysctls
+	run.Mounts = slices.Clone(s.Mounts)
+	for i := range run.Mounts {
+		if run.Mounts[i].Destination == spec.OutputPath {
+			run.Mounts[i].Source = b.outDir // the intruder's state was never made
+		}
+	}
+	// The CDI edits bind the driver's library: its mount point, which
+	// the image would have, in the bundle's read-only root.
+	lib := filepath.Join(b.dir, spec.RootfsPath, "usr", "lib", "libnvidia-standin.so")
+	if err := os.MkdirAll(filepath.Dir(lib), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(lib, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, err := b.run(t, &run)
+	if err != nil || out != "nvidia-standin0\n" {
+		t.Fatalf("bypass: want the held GPU in the intruder's task: %v\n%s%s", err, out, errOut)
+	}
+	t.Logf("bypass: the intruder's task saw %s while task %s held GPU 0", strings.TrimSpace(out), holder)
+
+	want := "is allocated to task " + holder
+	if a := runCLI(t, intruder, slices.Concat([]string{"audit"}, g, []string{"-"})...); a.code != 1 || !strings.Contains(a.stdout, want) {
+		t.Errorf("audit of a spec naming the held GPU: exit %d: %s%s; want a finding %q", a.code, a.stdout, a.stderr, want)
+	}
+	if r := cli(t, g, "rm", "-f", holder); r.code != 0 {
+		t.Fatalf("rm -f: exit %d %s", r.code, r.stderr)
+	}
+	if a := runCLI(t, intruder, slices.Concat([]string{"audit"}, g, []string{"-"})...); a.code != 0 {
+		t.Errorf("audit of the same spec once the GPU is free: exit %d: %s%s", a.code, a.stdout, a.stderr)
+	}
 }

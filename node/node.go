@@ -233,6 +233,13 @@ func AuditPolicy(ctx context.Context, o Options) (audit.Policy, error) {
 			return err == nil, err
 		},
 	}
+	// A spec's GPUs must be free on this node or its own task's, as the
+	// node's allocator says.
+	holds, err := GPUs(o)
+	if err != nil {
+		return audit.Policy{}, err
+	}
+	p.GPUHolds = holds.CheckHolds
 	if !p.HostIdentity {
 		// A spec's host id range must be no other live task's: the
 		// node's allocations say whose it is.

@@ -57,7 +57,10 @@ its id, is a finding), and must not overlap /etc/subuid, /etc/subgid or an
 account's id. Whatever its user namespace, a spec under the id of a task
 the state dir holds (its record, and its /output until rm) must be that
 task's own, running, as its container holds it; a create request under
-such an id is a finding. A create request is judged the same
+such an id is a finding. The GPUs it names must be free on this node
+(/run/nsn-run/gpus) or its own task's: another task's exclusive GPU, or a
+GPU others share for a spec whose use is not shared, is a finding. A
+create request is judged the same
 way against the request nsn-run would send (runtime, seccomp profile,
 privileges, devices, binds, namespaces, resources, ulimits). The JSON is read strictly: unknown
 fields, keys that differ only in case, and duplicate keys are findings, since

@@ -112,6 +112,13 @@ func AuditRequest(ctx context.Context, r Request, p audit.Policy) []audit.Findin
 	}
 	a.checkSources(r)
 	a.addFindings(audit.CheckExistingTask(p, id, "host_config.Mounts["+spec.OutputPath+"].Source")...)
+	// A create request does not say whether its task shares its GPUs:
+	// judged as shared, so only another task's exclusive hold is refused.
+	if len(gpus) > 0 && p.GPUHolds != nil {
+		if err := p.GPUHolds(id, gpus, true); err != nil {
+			a.add(audit.RuleDevices, "host_config.DeviceRequests", "%v: the request would give task %s a GPU that is not its own", err, id)
+		}
+	}
 	got.HostConfig = a.securityOpts(r.HostConfig, want.HostConfig.SecurityOpt)
 	diffs, err := audit.Compare(got, want, requestCompareOptions)
 	if err != nil {

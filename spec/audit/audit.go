@@ -147,6 +147,14 @@ type Policy struct {
 	// over. Set by node.AuditPolicy, never by a Start (the Manager has
 	// made the task's state before its backend starts it).
 	TaskExists func(id string) (bool, error)
+	// GPUHolds, if set, refuses the GPUs (CDI device names) a spec of task
+	// id names where another task holds one on this node: exclusively,
+	// or, unless the spec's use is shared, sharing it
+	// (gpu.Injector.CheckHolds). A spec naming a GPU another task holds
+	// alone passed the audit until a twenty-first review, while `nsn-run
+	// spec` refused it. Set by node.AuditPolicy, never by a Start (the
+	// Manager has granted the task its GPUs by then).
+	GPUHolds func(id string, devices []string, shared bool) error
 	// CheckRange, if set, refuses a host id range the host gives others
 	// (idmap.CheckHostIDs: /etc/subuid, /etc/subgid, accounts), as the
 	// node's allocator refuses a span that holds one.
@@ -221,6 +229,11 @@ func Check(ctx context.Context, s *specs.Spec, p Policy) []Finding {
 	}
 	a.checkSources(s)
 	a.checkExisting(t.ID, s, "mounts["+spec.OutputPath+"].source")
+	if len(o.GPUDevices) > 0 && p.GPUHolds != nil {
+		if err := p.GPUHolds(t.ID, o.GPUDevices, t.GPUShared); err != nil {
+			a.add(RuleAnnotations, "annotations."+AnnotationGPUs, "%v: the spec would give task %s a GPU that is not its own", err, t.ID)
+		}
+	}
 	diffs, err := Compare(s, want, specCompareOptions)
 	if err != nil {
 		a.add(RuleShape, "", "%v", err)
