@@ -507,7 +507,24 @@ func (in *Injector) CheckHolds(id string, names []string, shared bool) error {
 	if slices.Contains(names, Kind+"=all") {
 		physical = in.distinct(in.GPUs())
 	}
-	mine := func(h holder) bool { return h.Task == id && (h.Owner == in.opts.Owner || h.Owner == "") }
+	// Its own task's grant: the same task id of this same state dir, by
+	// the directory's identity where the grant recorded it, not only its
+	// path (a twenty-second review audited, in a mount namespace where
+	// the path showed another directory, a spec under a running task's
+	// id and GPU: it passed, and run in the host's view it used the GPU
+	// and forged the task's /output).
+	myDev, myIno, _ := dirIdentity(in.opts.Owner)
+	mine := func(h holder) bool {
+		switch {
+		case h.Task != id:
+			return false
+		case h.Owner == "":
+			return in.opts.Owner == ""
+		case h.Owner != in.opts.Owner:
+			return false
+		}
+		return h.Ino == 0 || (h.Dev == myDev && h.Ino == myIno)
+	}
 	for _, n := range physical {
 		p := in.allocPath(n)
 		if h, ok := readHolder(p); ok && !stale(h) && !mine(h) {

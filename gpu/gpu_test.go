@@ -485,3 +485,40 @@ func TestCheckHolds(t *testing.T) {
 		t.Errorf("GPU 1 once released: %v", err)
 	}
 }
+
+// TestCheckHoldsStateDirIdentity: a grant is its own task's only for the
+// state dir it was made in, by the directory's identity, not its path: a
+// state dir moved away and a new one at its path, or another directory
+// at that path in another mount namespace, does not own it.
+func TestCheckHoldsStateDirIdentity(t *testing.T) {
+	dir, _ := StandInSpec(t)
+	alloc := filepath.Join(t.TempDir(), "gpus")
+	state := filepath.Join(t.TempDir(), "state")
+	if err := os.MkdirAll(filepath.Join(state, "tasks", "t"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	first, err := New(Options{SpecDirs: []string{dir}, AllocDir: alloc, Owner: state})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := first.Allocate("t", req(t, "device=1")); err != nil {
+		t.Fatal(err)
+	}
+	gpu1 := []string{"nvidia.com/gpu=1"}
+	if err := first.CheckHolds("t", gpu1, false); err != nil {
+		t.Fatalf("its own grant: %v", err)
+	}
+	if err := os.Rename(state, state+".old"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(state, "tasks", "t"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	second, err := New(Options{SpecDirs: []string{dir}, AllocDir: alloc, Owner: state})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := second.CheckHolds("t", gpu1, false); !errdefs.IsResourceExhausted(err) {
+		t.Errorf("the same path and task id, another directory: %v; want the grant refused", err)
+	}
+}

@@ -223,6 +223,7 @@ func AuditPolicy(ctx context.Context, o Options) (audit.Policy, error) {
 		CDI:           gpus,
 		ResolveSource: filepath.EvalSymlinks,
 		HostIdentity:  o.UserNamespaces == runtime.UserNSOff,
+		StateDirID:    runtime.StateDirID(filepath.Dir(tasks)),
 		// A spec under the id of a task this state dir holds must be
 		// that task's own, whatever its user namespace.
 		TaskExists: func(id string) (bool, error) {

@@ -418,6 +418,21 @@ func loadStateDirID(dir string) (string, error) {
 // readStateDirID reads a state dir's id file: "ID INODE" (or "ID", as
 // the first ones were written). It opens only a regular file, without
 // following a link or blocking on a fifo, and reads at most 128 bytes.
+// StateDirID reads the id of state dir dir (Owner.ID) without making
+// one: "" where it has none, or where its id file was made for another
+// directory (a copy of a state dir is not that state dir).
+func StateDirID(dir string) string {
+	info, err := os.Stat(dir)
+	if err != nil {
+		return ""
+	}
+	id, madeFor, err := readStateDirID(filepath.Join(dir, stateDirIDFile))
+	if err != nil || (madeFor != 0 && madeFor != info.Sys().(*syscall.Stat_t).Ino) {
+		return ""
+	}
+	return id
+}
+
 func readStateDirID(path string) (id string, inode uint64, err error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {

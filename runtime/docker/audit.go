@@ -98,10 +98,16 @@ func AuditRequest(ctx context.Context, r Request, p audit.Policy) []audit.Findin
 	if _, ok := r.Config.Labels[runtime.LabelStateDir]; ok {
 		want.Config.Labels[runtime.LabelStateDir] = filepath.Dir(p.OutputDir(id))
 	}
-	// And its state dir's id, which says only whose the task is: any
-	// value of that shape.
-	if v, ok := r.Config.Labels[runtime.LabelStateDirID]; ok && len(v) == 32 && strings.Trim(v, "0123456789abcdef") == "" {
-		want.Config.Labels[runtime.LabelStateDirID] = v
+	// And its state dir's id, which says whose the task is: the
+	// policy's state dir's where it is known, else any value of that
+	// shape.
+	if v, ok := r.Config.Labels[runtime.LabelStateDirID]; ok {
+		switch {
+		case p.StateDirID != "":
+			want.Config.Labels[runtime.LabelStateDirID] = p.StateDirID
+		case len(v) == 32 && strings.Trim(v, "0123456789abcdef") == "":
+			want.Config.Labels[runtime.LabelStateDirID] = v
+		}
 	}
 	// The empty read-only tmpfs over each image volume (voidImageVolumes):
 	// it gives the task nothing, wherever it is.

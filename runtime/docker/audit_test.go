@@ -403,3 +403,26 @@ func ptrClone[T any](p *T) *T {
 	c := *p
 	return &c
 }
+
+// TestAuditRequestStateDirID: a request's state-dir-id label must be the
+// policy's state dir's id where it is known (the Docker backend takes a
+// container with another state dir's id for that state dir's task); where
+// it is not, any id of that shape.
+func TestAuditRequestStateDirID(t *testing.T) {
+	ctx := context.Background()
+	mine, other := strings.Repeat("a", 32), strings.Repeat("b", 32)
+	p := auditPolicy
+	p.StateDirID = mine
+	r := auditedRequest(t, auditTask(), p, nil)
+	r.Config.Labels[runtime.LabelStateDirID] = mine
+	if f := AuditRequest(ctx, r, p); len(f) != 0 {
+		t.Errorf("the state dir's own id: %v", f)
+	}
+	r.Config.Labels[runtime.LabelStateDirID] = other
+	if f := AuditRequest(ctx, r, p); len(f) != 1 || !strings.Contains(f[0].String(), runtime.LabelStateDirID) {
+		t.Errorf("another state dir's id: %v; want one finding on the label", f)
+	}
+	if f := AuditRequest(ctx, r, auditPolicy); len(f) != 0 {
+		t.Errorf("an id where the policy knows none: %v", f)
+	}
+}

@@ -136,6 +136,12 @@ type Policy struct {
 	// result so); while the task runs, runc refuses a second container in
 	// its cgroup.
 	TaskSpec func(id string) (t TaskState, exists bool, err error)
+	// StateDirID is the id of the policy's state dir (runtime.Owner.ID),
+	// "" if unknown. A Docker create request's state-dir-id label must be
+	// it: the Docker backend takes a container with another state dir's
+	// id for that state dir's task (ps, kill, rm, gc there), which a
+	// twenty-second review gave a request of another state dir.
+	StateDirID string
 	// TaskExists, if set, says whether task id has state in the policy's
 	// state dir (its record, and its /output until it is removed). A spec
 	// under that id must then be the task's own, running, as TaskSpec
