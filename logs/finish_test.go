@@ -187,3 +187,37 @@ func TestFinishShimLoggerRefusesWhatIsNotALogger(t *testing.T) {
 		t.Error("FinishShimLogger without a pid file = nil, want an error")
 	}
 }
+
+// TestShimLoggerKeepsAnEarlySIGTERM: the shim's SIGTERM may come before the
+// logger has got to wait for it (the release starts as soon as
+// FinishShimLogger has seen the meta files). It ends the logger once the
+// logs are complete; ignored until then, it was lost and the logger lived
+// on (a fresh-clone CI run hung ten minutes on the test above).
+func TestShimLoggerKeepsAnEarlySIGTERM(t *testing.T) {
+	dir := t.TempDir()
+	cmd, stdout, _ := shimLogger(t, dir)
+	if _, err := stdout.Write([]byte("before the finish\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := FinishShimLogger(ctx, dir); err != nil {
+		t.Fatalf("FinishShimLogger after an early SIGTERM: %v", err)
+	}
+	if out, err := Read(filepath.Join(dir, StdoutFile)); err != nil || !out.Complete || out.Data != "before the finish\n" {
+		t.Errorf("stdout: %+v %v", out, err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("logger exit: %v", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the logger did not exit: the SIGTERM that came before the finish was lost")
+	}
+}

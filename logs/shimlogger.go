@@ -42,9 +42,9 @@ const LoggerPIDFile = "logger.pid"
 
 // RunShimLogger is the logger process containerd's runc shim starts for a
 // task: the task's stdout on fd 3, stderr on fd 4, and fd 5 to close once
-// ready. It captures both streams into dir until EOF. It ignores SIGTERM:
-// the shim closes the pipes and then sends SIGTERM when the task is deleted,
-// and what is still in the pipes must reach the files.
+// ready. It captures both streams into dir until EOF. SIGTERM does not end
+// a capture: the shim closes the pipes and then sends SIGTERM when the task
+// is deleted, and what is still in the pipes must reach the files.
 //
 // SIGUSR1 (FinishShimLogger) ends the capture early: the task has exited,
 // so nothing writes to the pipes any more (the shim holds their write ends
@@ -59,9 +59,18 @@ func RunShimLogger(config string) error {
 	if err != nil {
 		return fmt.Errorf("shim logger config: %w", err)
 	}
-	signal.Ignore(syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGPIPE)
-	// Before the pid file exists: a SIGUSR1 never finds the default
-	// action (which would end the logger with the logs incomplete).
+	signal.Ignore(syscall.SIGINT, syscall.SIGHUP, syscall.SIGPIPE)
+	// SIGTERM is kept, not acted on, from the start: after a finish it
+	// ends the logger, and the shim's may come at any moment after the
+	// meta files are written, which is when FinishShimLogger returns and
+	// the task's release may begin. Ignored until the logger got to wait
+	// for it, one that came in between was lost, and the logger lived on
+	// until the shim's 12 s kill (a fresh-clone CI run: the test's logger
+	// never exited). Before the pid file exists: a SIGUSR1 never finds
+	// the default action (which would end the logger with the logs
+	// incomplete).
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM)
 	finish := make(chan os.Signal, 1)
 	signal.Notify(finish, syscall.SIGUSR1)
 
@@ -109,9 +118,8 @@ func RunShimLogger(config string) error {
 	}
 	wg.Wait()
 	if draining.Load() {
-		// Complete: now wait for the shim's SIGTERM.
-		term := make(chan os.Signal, 1)
-		signal.Notify(term, syscall.SIGTERM)
+		// Complete: now wait for the shim's SIGTERM (or take the one
+		// that came already).
 		<-term
 	}
 	return errors.Join(errs...)
