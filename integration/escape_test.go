@@ -54,6 +54,9 @@ type bundle struct {
 	// policy then wants one); limitsOutside once its per-user limits are
 	// not in it (runc before 1.4 refuses them, and the backend sets them).
 	userNS, limitsOutside bool
+	// limits are the task's, where a test wants other than the defaults
+	// (withUserNS generates the spec with them).
+	limits task.Limits
 }
 
 // newBundle generates nsn-run's spec for `sh -c script` over a busybox
@@ -134,6 +137,36 @@ func (b *bundle) run(t *testing.T, s *specs.Spec) (stdout, stderr string, err er
 	err = cmd.Run()
 	_ = exec.Command(runc, "--root", state, "delete", "--force", id).Run()
 	return o.String(), e.String(), err
+}
+
+// runcTask is a task started with runc directly and not yet waited for.
+type runcTask struct {
+	runc, state, id string
+	out             bytes.Buffer // stdout and stderr; read once exited
+	exited          chan error   // runc run's end; whoever takes it puts it back
+}
+
+// start runs s with runc directly in the background.
+func (b *bundle) start(t *testing.T, s *specs.Spec) *runcTask {
+	t.Helper()
+	b.write(t, s)
+	r := &runcTask{runc: runcPath(t), state: t.TempDir(), id: uniqueID(b.id), exited: make(chan error, 1)}
+	cmd := exec.Command(r.runc, "--root", r.state, "run", "--bundle", b.dir, r.id)
+	cmd.Stdout, cmd.Stderr = &r.out, &r.out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { r.exited <- cmd.Wait() }()
+	return r
+}
+
+// stop kills the task, waits for runc run to end and deletes the
+// container.
+func (r *runcTask) stop() {
+	_ = exec.Command(r.runc, "--root", r.state, "kill", r.id, "KILL").Run()
+	err := <-r.exited
+	r.exited <- err
+	_ = exec.Command(r.runc, "--root", r.state, "delete", "--force", r.id).Run()
 }
 
 // mutated returns a deep copy of the bundle's spec with mutate applied.
@@ -566,7 +599,7 @@ func (b *bundle) withUserNSAt(t *testing.T, index uint32) {
 	ids := idmap.DefaultSpan.RangeAt(index)
 	major, minor := runcVersion(t)
 	inSpec := major > 1 || major == 1 && minor >= 4
-	tk := task.Task{ID: b.id, Image: busyboxRef, Command: b.spec.Process.Args}
+	tk := task.Task{ID: b.id, Image: busyboxRef, Command: b.spec.Process.Args, Limits: b.limits}
 	s, err := spec.Generate(namespaces.WithNamespace(context.Background(), testNamespace), tk, ocispec.ImageConfig{Env: []string{"PATH=/bin"}},
 		spec.Options{OutputDir: b.outDir, UserNS: &ids, UserNSSysctls: inSpec})
 	if err != nil {
@@ -606,21 +639,9 @@ func TestEscapeSharedIDsSignal(t *testing.T) {
 			victim.withUserNSAt(t, idmap.DefaultCount-3)
 			attacker.withUserNSAt(t, idmap.DefaultCount-4)
 		}
-		victim.write(t, victim.spec)
-		runc, state, id := runcPath(t), t.TempDir(), uniqueID(victim.id)
-		cmd := exec.Command(runc, "--root", state, "run", "--bundle", victim.dir, id)
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		exited := make(chan error, 1)
-		go func() { exited <- cmd.Wait() }()
-		defer func() {
-			_ = exec.Command(runc, "--root", state, "kill", id, "KILL").Run()
-			<-exited
-			_ = exec.Command(runc, "--root", state, "delete", "--force", id).Run()
-		}()
+		v := victim.start(t, victim.spec)
+		defer v.stop()
+		runc, state, id, exited := v.runc, v.state, v.id, v.exited
 		waitForFile(t, filepath.Join(victim.outDir, "child"))
 		raw, err := exec.Command(runc, "--root", state, "state", id).Output()
 		var st struct{ Pid int }
@@ -658,9 +679,9 @@ func TestEscapeSharedIDsSignal(t *testing.T) {
 			select {
 			case <-exited:
 				exited <- nil
-				return attackerOut, strings.Contains(out.String(), "victim-ended")
+				return attackerOut, strings.Contains(v.out.String(), "victim-ended")
 			case <-time.After(30 * time.Second):
-				t.Fatalf("the attacker killed the victim's child, and the victim did not end: %s", out.String())
+				t.Fatalf("the attacker killed the victim's child, and the victim did not end: %s", v.out.String())
 			}
 		}
 		raw, _ = exec.Command(runc, "--root", state, "state", id).Output()

@@ -1,0 +1,231 @@
+package integration
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/nsn-run/nsn-run/spec/audit"
+	"github.com/nsn-run/nsn-run/task"
+)
+
+// The resource controls below bound what a task takes from the host
+// beside its limits: each test runs the bypass with runc directly first,
+// then nsn-run's spec, then checks that the audit and Start refuse it.
+
+// cgroupUnified reports whether the host's cgroups are v2 (unified).
+func cgroupUnified(t *testing.T) bool {
+	t.Helper()
+	var st unix.Statfs_t
+	if err := unix.Statfs("/sys/fs/cgroup", &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Type == unix.CGROUP2_SUPER_MAGIC
+}
+
+// TestEscapeNPROC: RLIMIT_NPROC counts a uid's processes, and a task with
+// a user namespace of its own has a uid of its own, so nsn-run sets it to
+// the pids limit + 1: a second bound on the task's processes behind the
+// pids cgroup's. Where the cgroup's limit does not bind (stood in for by
+// the spec with it raised to 4096: a host without the pids controller, or
+// processes out of the task's cgroup), a task without the rlimit, run with
+// runc directly, forks 200 processes against its limit of 16; with the
+// rlimit its uid stops at 17 processes; nsn-run's spec as generated stops
+// at the cgroup's 16 first (so pids.events counts the refusals). The audit
+// and Start refuse the spec without the rlimit.
+func TestEscapeNPROC(t *testing.T) {
+	const pids = 16
+	b := newBundleWithHelper(t, "exec /bin/forkhold", "forkhold")
+	b.limits = task.Limits{Pids: pids}
+	b.withUserNS(t)
+	forked := func(s *specs.Spec) (int, string) {
+		t.Helper()
+		out, _, err := hold(t, b, s, "forked=", func() error { return nil })
+		var n int
+		if i := strings.Index(out, "forked="); err != nil || i < 0 {
+			t.Fatalf("runc run: %v\n%s", err, out)
+		} else if _, err := fmt.Sscanf(out[i:], "forked=%d", &n); err != nil {
+			t.Fatalf("%q: %v", out, err)
+		}
+		return n, strings.TrimSpace(out)
+	}
+	noCgroupLimit := func(s *specs.Spec) {
+		raised := int64(4096)
+		s.Linux.Resources.Pids.Limit = &raised
+	}
+	withoutNPROC := func(s *specs.Spec) {
+		s.Process.Rlimits = slices.DeleteFunc(s.Process.Rlimits, func(r specs.POSIXRlimit) bool { return r.Type == "RLIMIT_NPROC" })
+	}
+	n, out := forked(b.mutated(t, func(s *specs.Spec) { noCgroupLimit(s); withoutNPROC(s) }))
+	if n <= pids+1 {
+		t.Fatalf("bypass: without the cgroup's limit and the rlimit the task printed %q; want more than %d processes", out, pids+1)
+	}
+	t.Logf("bypass: without the cgroup's limit and RLIMIT_NPROC the task printed %q (its pids limit is %d)", out, pids)
+
+	if n, out := forked(b.mutated(t, noCgroupLimit)); n != pids || !strings.Contains(out, "EAGAIN") {
+		t.Errorf("RLIMIT_NPROC alone: the task printed %q; want %d children (its uid at %d processes), then EAGAIN", out, pids, pids+1)
+	} else {
+		t.Logf("RLIMIT_NPROC alone (the cgroup's limit raised): %q", out)
+	}
+	if n, out := forked(b.spec); n != pids-1 || !strings.Contains(out, "EAGAIN") {
+		t.Errorf("nsn-run's spec: the task printed %q; want the cgroup's limit first: %d children, then EAGAIN", out, pids-1)
+	} else {
+		t.Logf("nsn-run's spec: %q", out)
+	}
+	refused(t, b, audit.RuleUserNamespace, withoutNPROC)
+}
+
+// TestEscapeOOMKillerDisabled: a cgroup v1 memory cgroup with its OOM
+// killer disabled stops a task that reaches its limit instead of killing
+// it: the task sleeps, holding all its memory and processes, until
+// something else ends it, and no OOM kill is counted, so its Result could
+// say timeout but never oom_killed. Run with runc directly, a task that
+// allocates 64 MiB against its 32 is still there, its cgroup under_oom,
+// with no kill counted; nsn-run's spec has the kernel kill it (exit 137).
+// The audit and Start refuse the spec with the OOM killer off.
+func TestEscapeOOMKillerDisabled(t *testing.T) {
+	if cgroupUnified(t) {
+		t.Skip("cgroup v2 has no switch for a cgroup's OOM killer: runc ignores disableOOMKiller there")
+	}
+	b := newBundle(t, "dd if=/dev/zero of=/dev/null bs=64M count=1 && echo allocated")
+	b.limits = task.Limits{MemoryBytes: 32 * task.MiB}
+	b.withUserNS(t)
+	disabled := func(s *specs.Spec) {
+		off := true
+		s.Linux.Resources.Memory.DisableOOMKiller = &off
+	}
+	// The bypass, ended before nsn-run's spec runs: both name the same
+	// cgroup, and runc leaves a setting the spec does not name as it is.
+	func() {
+		r := b.start(t, b.mutated(t, disabled))
+		defer r.stop()
+		control := filepath.Join("/sys/fs/cgroup/memory", b.spec.Linux.CgroupsPath, "memory.oom_control")
+		var oom string
+		deadline := time.After(30 * time.Second)
+		for !strings.Contains(oom, "under_oom 1") {
+			select {
+			case err := <-r.exited:
+				r.exited <- err // for stop's wait
+				t.Fatalf("bypass: the task ended (%v) instead of waiting at its limit: %s", err, r.out.String())
+			case <-deadline:
+				t.Fatalf("bypass: the cgroup was never under OOM: %q", oom)
+			case <-time.After(20 * time.Millisecond):
+			}
+			raw, err := os.ReadFile(control)
+			if err != nil && !errors.Is(err, os.ErrNotExist) {
+				t.Fatal(err)
+			}
+			oom = string(raw)
+		}
+		if !strings.Contains(oom, "oom_kill_disable 1") || !strings.Contains(oom, "oom_kill 0") {
+			t.Fatalf("bypass: %s: %q; want the killer off and no kill", control, oom)
+		}
+		t.Logf("bypass: the task waits at its limit, not killed: %s", strings.ReplaceAll(strings.TrimSpace(oom), "\n", ", "))
+	}()
+
+	stdout, stderr, err := b.run(t, b.spec)
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 137 || strings.Contains(stdout, "allocated") {
+		t.Errorf("nsn-run's spec: %v; want the task OOM-killed (137)\n%s%s", err, stdout, stderr)
+	} else {
+		t.Logf("nsn-run's spec: the kernel killed the task: %v", err)
+	}
+	refused(t, b, audit.RuleResources, disabled)
+}
+
+// TestEscapeCPURealtime: realtime scheduling (SCHED_FIFO) runs a process
+// ahead of every normal process on its CPU. Three controls keep a task
+// from it: no CAP_SYS_NICE, RLIMIT_RTPRIO 0, and, on a kernel with
+// realtime group scheduling (cgroup v1 cpu.rt_runtime_us), no realtime
+// time for the task's cgroup, which the kernel checks whatever the task's
+// capabilities. With CAP_SYS_NICE given (the capabilities control
+// bypassed; shared host ids, where it counts on the host), run with runc
+// directly, a spec giving the task's cgroup realtime time lets the task
+// take SCHED_FIFO; nsn-run's cgroup, with none, refuses it (EPERM) even
+// then. The audit and Start refuse the realtime time.
+func TestEscapeCPURealtime(t *testing.T) {
+	if cgroupUnified(t) {
+		t.Skip("cgroup v2 has no realtime time per cgroup for runc to write")
+	}
+	if _, err := os.Stat("/sys/fs/cgroup/cpu/cpu.rt_runtime_us"); err != nil {
+		t.Skipf("this kernel has no realtime group scheduling (%v): a cgroup cannot be given realtime time", err)
+	}
+	// Shared host ids (user namespaces off, or dockerd): in a user
+	// namespace of its own the task's capabilities are not the host's.
+	b := newBundleWithHelper(t, "exec /bin/rtsched", "rtsched")
+	// A cgroup's realtime time comes out of its parent's: give the
+	// task's parent some, as a host that runs realtime work would have.
+	parent := filepath.Join("/sys/fs/cgroup/cpu", filepath.Dir(b.spec.Linux.CgroupsPath))
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	runtimeFile := filepath.Join(parent, "cpu.rt_runtime_us")
+	was, err := os.ReadFile(runtimeFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(runtimeFile, []byte("100000"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// The parent's time goes back once the task's cgroup, which
+		// holds some of it, is gone.
+		if err := os.Remove(filepath.Join("/sys/fs/cgroup/cpu", b.spec.Linux.CgroupsPath)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("remove the task's cgroup: %v", err)
+		}
+		// A removed cgroup's share is the parent's again only once the
+		// kernel has freed it, a moment after the rmdir.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			err := os.WriteFile(runtimeFile, bytes.TrimSpace(was), 0o644)
+			if err == nil {
+				return
+			}
+			if !errors.Is(err, unix.EINVAL) || time.Now().After(deadline) {
+				t.Errorf("restore %s: %v", runtimeFile, err)
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+	// CAP_SYS_NICE, not a raised RLIMIT_RTPRIO: raising that needs
+	// CAP_SYS_RESOURCE, which a sandboxed host's root may not have.
+	sysNice := func(s *specs.Spec) {
+		c := s.Process.Capabilities
+		if c == nil {
+			c = &specs.LinuxCapabilities{}
+			s.Process.Capabilities = c
+		}
+		for _, set := range []*[]string{&c.Bounding, &c.Effective, &c.Permitted, &c.Inheritable, &c.Ambient} {
+			*set = append(*set, "CAP_SYS_NICE")
+		}
+	}
+	realtime := func(s *specs.Spec) {
+		period, runtime := uint64(1000000), int64(50000)
+		s.Linux.Resources.CPU.RealtimePeriod, s.Linux.Resources.CPU.RealtimeRuntime = &period, &runtime
+	}
+	out, errOut, err := b.run(t, b.mutated(t, func(s *specs.Spec) { sysNice(s); realtime(s) }))
+	if err != nil || out != "policy=SCHED_FIFO\n" {
+		t.Fatalf("bypass: want the task SCHED_FIFO: %v\n%s%s", err, out, errOut)
+	}
+	t.Logf("bypass: with CAP_SYS_NICE and realtime time in its cgroup the task printed %q", strings.TrimSpace(out))
+	for name, s := range map[string]*specs.Spec{"CAP_SYS_NICE, nsn-run's cgroup": b.mutated(t, sysNice), "nsn-run's spec": b.spec} {
+		out, errOut, _ := b.run(t, s)
+		if out != "sched_setscheduler: Operation not permitted\n" {
+			t.Errorf("%s: the task printed %q; want EPERM\n%s", name, out, errOut)
+		} else {
+			t.Logf("%s: %q", name, strings.TrimSpace(out))
+		}
+	}
+	refused(t, b, audit.RuleResources, realtime)
+}
