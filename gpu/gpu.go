@@ -360,19 +360,30 @@ func (in *Injector) display(h holder) string {
 	return fmt.Sprintf("%s (state dir %s)", h.Task, h.Owner)
 }
 
-// holders reads who holds name: the task holding it exclusively, if any,
-// and the tasks sharing it, as display has them. Stale grants (stale) are
-// no one's.
-func (in *Injector) holders(name string) (exclusive string, sharers []string) {
+// liveHolders reads who holds name: the task holding it exclusively, if
+// any, and the tasks sharing it. Stale grants (stale) are no one's.
+func (in *Injector) liveHolders(name string) (exclusive *holder, sharers []holder) {
 	p := in.allocPath(name)
 	if h, ok := readHolder(p); ok && !stale(h) {
-		exclusive = in.display(h)
+		exclusive = &h
 	}
 	shared, _ := filepath.Glob(p + "@*")
 	for _, f := range shared {
 		if h, ok := readHolder(f); ok && !stale(h) {
-			sharers = append(sharers, in.display(h))
+			sharers = append(sharers, h)
 		}
+	}
+	return exclusive, sharers
+}
+
+// holders is liveHolders as display has them.
+func (in *Injector) holders(name string) (exclusive string, sharers []string) {
+	ex, sh := in.liveHolders(name)
+	if ex != nil {
+		exclusive = in.display(*ex)
+	}
+	for _, h := range sh {
+		sharers = append(sharers, in.display(h))
 	}
 	return exclusive, sharers
 }
@@ -526,16 +537,15 @@ func (in *Injector) CheckHolds(id string, names []string, shared bool) error {
 		return h.Ino == 0 || (h.Dev == myDev && h.Ino == myIno)
 	}
 	for _, n := range physical {
-		p := in.allocPath(n)
-		if h, ok := readHolder(p); ok && !stale(h) && !mine(h) {
-			return fmt.Errorf("%w: GPU %s is allocated to task %s", errdefs.ErrResourceExhausted, n, in.display(h))
+		exclusive, sharers := in.liveHolders(n)
+		if exclusive != nil && !mine(*exclusive) {
+			return fmt.Errorf("%w: GPU %s is allocated to task %s", errdefs.ErrResourceExhausted, n, in.display(*exclusive))
 		}
 		if shared {
 			continue
 		}
-		files, _ := filepath.Glob(p + "@*")
-		for _, f := range files {
-			if h, ok := readHolder(f); ok && !stale(h) && !mine(h) {
+		for _, h := range sharers {
+			if !mine(h) {
 				return fmt.Errorf("%w: GPU %s is shared by task %s, and this task's use is not shared", errdefs.ErrResourceExhausted, n, in.display(h))
 			}
 		}
