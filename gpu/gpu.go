@@ -234,8 +234,22 @@ func (in *Injector) Resolve(req task.GPURequest) ([]string, error) {
 }
 
 func (in *Injector) notFound(what string) error {
-	return fmt.Errorf("%w: %s not found in the CDI specs under %s (nsn-run doctor lists them)", errdefs.ErrNotFound, what, strings.Join(in.opts.SpecDirs, ", "))
+	return &NotFoundError{What: what, SpecDirs: in.opts.SpecDirs}
 }
+
+// NotFoundError is a GPU a request names that the CDI specs do not define
+// (Devices lists those they do).
+type NotFoundError struct {
+	What     string   // "GPU ID", or "any GPU"
+	SpecDirs []string // where the specs were read
+}
+
+func (e *NotFoundError) Error() string {
+	return fmt.Sprintf("%s: %s not found in the CDI specs under %s", errdefs.ErrNotFound, e.What, strings.Join(e.SpecDirs, ", "))
+}
+
+// Unwrap types the error for errdefs: NotFound.
+func (e *NotFoundError) Unwrap() error { return errdefs.ErrNotFound }
 
 // key identifies the physical device behind a CDI name: the set of device
 // nodes its own edits add. An index and a UUID naming the same GPU share

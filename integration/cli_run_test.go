@@ -113,8 +113,8 @@ func TestCLIDetachedLifecycle(t *testing.T) {
 	if r := cli(t, g, "rm", long); r.code != 125 || !strings.Contains(r.stderr, "is running") {
 		t.Errorf("rm of a running task: exit %d stderr %q", r.code, r.stderr)
 	}
-	if r := cli(t, g, "run", "-d", "--id", long, "busybox", "--", "true"); r.code != 125 || !strings.Contains(r.stderr, "already exists") {
-		t.Errorf("duplicate id: exit %d stderr %q", r.code, r.stderr)
+	if r := cli(t, g, "run", "-d", "--id", long, "busybox", "--", "true"); r.code != 125 || !strings.Contains(r.stderr, "already exists: remove it first (nsn-run rm "+long+")") {
+		t.Errorf("duplicate id: exit %d stderr %q; want the error and the CLI's command for it", r.code, r.stderr)
 	}
 	if r := cli(t, g, "kill", long); r.code != 0 {
 		t.Errorf("kill: exit %d stderr %q", r.code, r.stderr)
@@ -179,7 +179,7 @@ func TestCLIRunFailures(t *testing.T) {
 		code int
 		want string
 	}{
-		{"unknown image", []string{"run", "nosuchimage:1", "--", "true"}, 125, "not found locally"},
+		{"unknown image", []string{"run", "nosuchimage:1", "--", "true"}, 125, "not found locally: import or pull it first (nsn-run image import|pull)"},
 		{"missing binary", []string{"run", "busybox", "--", "/no/such/bin"}, 127, `command "/no/such/bin" not found`},
 		{"not executable", []string{"run", "busybox", "--", "/etc"}, 126, "is not executable"},
 		{"bad input", []string{"run", "--cpus", "-1", "busybox", "--", "true"}, 125, "cpus"},

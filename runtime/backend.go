@@ -308,6 +308,38 @@ func (e *CommandError) Unwrap() error {
 	return errdefs.ErrPermissionDenied
 }
 
+// TaskExistsError is a start refused because a task with its id exists on
+// this node already (its state dir, or its container): it must be removed
+// first (Manager.Remove).
+type TaskExistsError struct {
+	ID string
+}
+
+func (e *TaskExistsError) Error() string {
+	return fmt.Sprintf("task %s already exists: remove it first", e.ID)
+}
+
+// Unwrap types the error for errdefs: AlreadyExists.
+func (e *TaskExistsError) Unwrap() error { return errdefs.ErrAlreadyExists }
+
+// ImageNotFoundError is a task's image that the backend does not hold: it
+// must be imported or pulled first (the containerd backend's images.Import
+// and images.Pull; docker load for dockerd).
+type ImageNotFoundError struct {
+	Name   string
+	Docker bool // the Docker backend's: dockerd does not hold it
+}
+
+func (e *ImageNotFoundError) Error() string {
+	if e.Docker {
+		return fmt.Sprintf("image %s not found in dockerd: load or pull it first", e.Name)
+	}
+	return fmt.Sprintf("image %s not found locally: import or pull it first", e.Name)
+}
+
+// Unwrap types the error for errdefs: NotFound.
+func (e *ImageNotFoundError) Unwrap() error { return errdefs.ErrNotFound }
+
 // ParseCommandError recognises, in a start error, the OCI runtime's
 // failure to exec the task's command, and returns it as a CommandError
 // (nil for any other error). runc reports it only as text, through the shim

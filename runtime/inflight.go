@@ -99,7 +99,7 @@ func (m *Manager) lockTask(ctx context.Context, sub, id string, how int, registe
 		if err := flock.Context(ctx, f, how); err != nil {
 			f.Close()
 			if sub == waitingDir && ctx.Err() != nil {
-				return nil, fmt.Errorf("wait on task %s: gave up while another waiter (its supervisor, or another nsn-run wait) has it: %w", id, err)
+				return nil, fmt.Errorf("wait on task %s: gave up while another waiter (its supervisor, or another wait on it, in this process or another) has it: %w", id, err)
 			}
 			return nil, fmt.Errorf("mark task %s busy: %w", id, err)
 		}

@@ -754,7 +754,7 @@ func (m *Manager) Spawn(ctx context.Context, t task.Task) (Handle, error) {
 			if _, rerr := m.readRecord(t.ID); errdefs.IsFailedPrecondition(rerr) {
 				return Handle{}, fmt.Errorf("task %s already exists: %w: %w", t.ID, errdefs.ErrAlreadyExists, rerr)
 			}
-			return Handle{}, fmt.Errorf("task %s already exists (remove it with nsn-run rm %s): %w", t.ID, t.ID, errdefs.ErrAlreadyExists)
+			return Handle{}, &TaskExistsError{ID: t.ID}
 		}
 		return Handle{}, fmt.Errorf("create task dir: %w", err)
 	}
@@ -1227,7 +1227,7 @@ func (m *Manager) killAll(ctx context.Context, id string, exited <-chan waitResu
 		w.gone = gone
 		return w
 	case <-killTimer.C:
-		return waitResult{err: fmt.Errorf("task %s: no exit seen %s after SIGKILL to all its processes (nsn-run wait %s records its Result once the daemon answers): %w", id, killWait, id, errdefs.ErrUnavailable)}
+		return waitResult{err: fmt.Errorf("task %s: no exit seen %s after SIGKILL to all its processes (waiting on it again records its Result once the daemon answers): %w", id, killWait, errdefs.ErrUnavailable)}
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/containerd/log"
 	"github.com/spf13/cobra"
 
+	"github.com/nsn-run/nsn-run/gpu"
 	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/task"
 )
@@ -155,8 +156,28 @@ func exitCode(err error) int {
 		}
 		return ee.code
 	}
-	fmt.Fprintln(os.Stderr, "nsn-run: "+err.Error())
+	fmt.Fprintln(os.Stderr, "nsn-run: "+err.Error()+cliHint(err))
 	return exitCodeOf(err)
+}
+
+// cliHint names the command that is the next step after err, where the
+// library's error names one in its own terms (remove the task, import the
+// image): the library says what to do, the CLI says with which command.
+func cliHint(err error) string {
+	var exists *runtime.TaskExistsError
+	var noImage *runtime.ImageNotFoundError
+	var noGPU *gpu.NotFoundError
+	switch {
+	case errors.As(err, &exists):
+		return " (nsn-run rm " + exists.ID + ")"
+	case errors.As(err, &noImage) && noImage.Docker:
+		return " (docker load, or nsn-run --backend docker image import)"
+	case errors.As(err, &noImage):
+		return " (nsn-run image import|pull)"
+	case errors.As(err, &noGPU):
+		return " (nsn-run doctor lists the GPUs they define)"
+	}
+	return ""
 }
 
 // exitCodeOf is the exit status nsn-run gives err: a missing or

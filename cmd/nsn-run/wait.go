@@ -137,7 +137,7 @@ func sendReport(w *os.File, spawnErr error) error {
 	defer w.Close()
 	r := supervisorReport{}
 	if spawnErr != nil {
-		r.Error, r.ExitCode = spawnErr.Error(), exitCodeOf(spawnErr)
+		r.Error, r.ExitCode = spawnErr.Error()+cliHint(spawnErr), exitCodeOf(spawnErr)
 	}
 	if err := json.NewEncoder(w).Encode(r); err != nil {
 		return err

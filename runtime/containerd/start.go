@@ -116,7 +116,7 @@ func (b *Backend) start(ctx context.Context, req runtime.StartRequest) (h runtim
 		}
 	}()
 	if _, err := b.client.LoadContainer(ctx, t.ID); err == nil {
-		return h, fmt.Errorf("task %s already exists (remove it with nsn-run rm %s): %w", t.ID, t.ID, errdefs.ErrAlreadyExists)
+		return h, &runtime.TaskExistsError{ID: t.ID}
 	} else if !errdefs.IsNotFound(err) {
 		return h, fmt.Errorf("look up container %s: %w", t.ID, err)
 	}

@@ -169,7 +169,7 @@ func ImageConfig(ctx context.Context, c *client.Client, ref string) (ocispec.Ima
 	}
 	img, err := c.ImageInspect(ctx, name)
 	if errdefs.IsNotFound(err) {
-		return ocispec.ImageConfig{}, fmt.Errorf("image %s not found in dockerd: load or pull it first (docker load, nsn-run --backend docker image import): %w", name, errdefs.ErrNotFound)
+		return ocispec.ImageConfig{}, &runtime.ImageNotFoundError{Name: name, Docker: true}
 	}
 	if err != nil {
 		return ocispec.ImageConfig{}, fmt.Errorf("inspect image %s: %w", name, err)

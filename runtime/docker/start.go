@@ -59,7 +59,7 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (_ runtim
 		_ = b.Destroy(dctx, t.ID)
 	}()
 	if _, err := b.client.ContainerInspect(ctx, t.ID, client.ContainerInspectOptions{}); err == nil {
-		return runtime.Handle{}, fmt.Errorf("task %s already exists (remove it with nsn-run rm %s): %w", t.ID, t.ID, errdefs.ErrAlreadyExists)
+		return runtime.Handle{}, &runtime.TaskExistsError{ID: t.ID}
 	} else if !errdefs.IsNotFound(err) {
 		return runtime.Handle{}, fmt.Errorf("look up container %s: %w", t.ID, err)
 	}

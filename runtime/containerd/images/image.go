@@ -15,6 +15,7 @@ import (
 	"github.com/opencontainers/image-spec/identity"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/task"
 )
 
@@ -38,7 +39,7 @@ func Resolve(ctx context.Context, c *client.Client, ref string) (Image, error) {
 	img, err := c.GetImage(ctx, name)
 	if err != nil {
 		if errdefs.IsNotFound(err) {
-			return Image{}, fmt.Errorf("image %s not found locally: import or pull it first (nsn-run image import|pull): %w", name, errdefs.ErrNotFound)
+			return Image{}, &runtime.ImageNotFoundError{Name: name}
 		}
 		return Image{}, fmt.Errorf("look up image %s: %w", name, err)
 	}
