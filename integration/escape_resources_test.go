@@ -85,6 +85,30 @@ func TestEscapeNPROC(t *testing.T) {
 	refused(t, b, audit.RuleUserNamespace, withoutNPROC)
 }
 
+// TestEscapeMemoryLimit: the task's memory limit (with swap = memory, no
+// swap) is what stops it from taking the node's memory. Run with runc
+// directly without it, a task with a limit of 32 MiB fills a 64 MiB buffer
+// and ends well; nsn-run's spec has the kernel kill it (exit 137). The
+// audit and Start refuse the spec without the limit.
+func TestEscapeMemoryLimit(t *testing.T) {
+	b := newBundle(t, "dd if=/dev/zero of=/dev/null bs=64M count=1 2>/dev/null && echo allocated")
+	b.limits = task.Limits{MemoryBytes: 32 * task.MiB}
+	b.withUserNS(t)
+	unlimited := func(s *specs.Spec) { s.Linux.Resources.Memory = nil }
+	if out, errOut, err := b.run(t, b.mutated(t, unlimited)); err != nil || out != "allocated\n" {
+		t.Fatalf("bypass: want 64 MiB allocated without the limit: %v\n%s%s", err, out, errOut)
+	}
+	t.Log("bypass: without the memory limit the task held a 64 MiB buffer against its 32 MiB")
+	out, errOut, err := b.run(t, b.spec)
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 137 || out != "" {
+		t.Errorf("nsn-run's spec: %v; want the task OOM-killed (137)\n%s%s", err, out, errOut)
+	} else {
+		t.Logf("nsn-run's spec: the kernel killed the task: %v", err)
+	}
+	refused(t, b, audit.RuleResources, unlimited)
+}
+
 // TestEscapeOOMKillerDisabled: a cgroup v1 memory cgroup with its OOM
 // killer disabled stops a task that reaches its limit instead of killing
 // it: the task sleeps, holding all its memory and processes, until
