@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"slices"
@@ -75,6 +76,12 @@ func TestDockerImageVolumeAndEnvVoided(t *testing.T) {
 		t.Fatalf("without the controls the task should write 8 MiB to a volume on the host's disk and see gpus=all; it printed %q", out)
 	}
 
+	// The audit of that request (a twenty-third review: `nsn-run audit`
+	// passed nsn-run's request with the /data tmpfs dropped, and its task
+	// wrote 100 MiB to dockerd's disk against 16 MiB): the guards are
+	// judged against the image as the node's dockerd holds it.
+	auditDropped(t, name)
+
 	// nsn-run's.
 	res, err := m.Run(ctx, tk, runtime.RunOptions{})
 	if err != nil {
@@ -97,6 +104,53 @@ func TestDockerImageVolumeAndEnvVoided(t *testing.T) {
 	if _, err := m.Run(ctx, task.Task{ID: task.NewID(), Image: labelled, Command: []string{"true"}}, runtime.RunOptions{}); !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), `"nsn.gpus"`) {
 		t.Errorf("an image labelled nsn.gpus: %v, want refused", err)
 	}
+}
+
+// auditDropped audits, with the CLI, nsn-run's create request for a task
+// of image (one with a VOLUME at /data and NVIDIA_VISIBLE_DEVICES=all):
+// as printed it passes; with the tmpfs over /data or the empty NVIDIA
+// variable taken out, and with another image named, each is a finding.
+func auditDropped(t *testing.T, image string) {
+	t.Helper()
+	env := append(os.Environ(), "NSN_BACKEND=docker", "DOCKER_HOST="+os.Getenv(envDockerHost))
+	global := []string{"--state-dir", t.TempDir()}
+	id := uniqueID("merge-audit")
+	request := func(image string) string {
+		t.Helper()
+		res := runCLIWith(t, env, nil, slices.Concat([]string{"spec"}, global, []string{"--id", id, "--memory", "16m", image, "--", "sh", "-c", mergeScript})...)
+		if res.code != 0 {
+			t.Fatalf("spec --backend docker %s: exit %d: %s", image, res.code, res.stderr)
+		}
+		return res.stdout
+	}
+	own, plain := request(image), request("busybox:latest")
+	audit := func(name string, base string, edit func(*docker.Request), want string) {
+		t.Helper()
+		var r docker.Request
+		if err := json.Unmarshal([]byte(base), &r); err != nil {
+			t.Fatal(err)
+		}
+		edit(&r)
+		data, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := runCLIWith(t, env, data, slices.Concat(global, []string{"audit", "-"})...)
+		switch {
+		case want == "" && (a.code != 0 || a.stdout != ""):
+			t.Errorf("%s: audit exit %d, want no findings:\n%s%s", name, a.code, a.stdout, a.stderr)
+		case want != "" && (a.code != 1 || !strings.Contains(a.stdout, want)):
+			t.Errorf("%s: audit exit %d, want 1 and %q:\n%s%s", name, a.code, want, a.stdout, a.stderr)
+		default:
+			t.Logf("audit, %s: exit %d %s", name, a.code, strings.TrimSpace(a.stdout))
+		}
+	}
+	audit("nsn-run's request", own, func(*docker.Request) {}, "")
+	audit("the tmpfs over /data dropped", own, func(r *docker.Request) { delete(r.HostConfig.Tmpfs, "/data") }, "mounts host_config.Tmpfs./data: missing")
+	audit("the empty NVIDIA_VISIBLE_DEVICES dropped", own, func(r *docker.Request) {
+		r.Config.Env = slicesWithout(r.Config.Env, "NVIDIA_VISIBLE_DEVICES=")
+	}, "env config.Env: the image sets NVIDIA_VISIBLE_DEVICES, which")
+	audit("busybox's request naming this image", plain, func(r *docker.Request) { r.Config.Image = image }, "mounts host_config.Tmpfs./data: missing")
 }
 
 // runOnDockerd creates, starts and waits for the container r describes on

@@ -22,6 +22,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/nsn-run/nsn-run/gpu"
 	"github.com/nsn-run/nsn-run/idmap"
@@ -401,6 +402,22 @@ func Audit(ctx context.Context, o Options, data []byte) ([]audit.Finding, error)
 		r, strict, err := docker.DecodeRequest(data)
 		if err != nil {
 			return nil, fmt.Errorf("%w: not a Docker Engine create request: %w", ErrUnreadable, err)
+		}
+		// dockerd merges the image's config into the container: the
+		// request's guards are judged against the image as the node's
+		// dockerd holds it.
+		o, err := o.withDefaults()
+		if err != nil {
+			return nil, err
+		}
+		c, err := docker.Dial(ctx, o.DockerHost)
+		if err != nil {
+			policy.ImageConfig = func(context.Context, string) (ocispec.ImageConfig, error) { return ocispec.ImageConfig{}, err }
+		} else {
+			defer c.Close()
+			policy.ImageConfig = func(ctx context.Context, ref string) (ocispec.ImageConfig, error) {
+				return docker.ImageConfig(ctx, c, ref)
+			}
 		}
 		return append(strict, docker.AuditRequest(ctx, r, policy)...), nil
 	}

@@ -81,8 +81,9 @@ func AuditRequest(ctx context.Context, r Request, p audit.Policy) []audit.Findin
 		return a.findings
 	}
 	t, gpus := a.knobs(ctx, id, r)
+	img, imageKnown := a.image(ctx, t.Image)
 	o := RequestOptions{OutputDir: p.OutputDir(id), GPUs: gpus, OOMScoreAdj: p.OOMScoreAdj}
-	want, err := CreateRequest(t, ocispec.ImageConfig{}, o)
+	want, err := CreateRequest(t, img, o)
 	if err != nil {
 		a.add(audit.RuleShape, "", "cannot rebuild the request nsn-run would send for this task: %v", err)
 		return a.findings
@@ -109,12 +110,26 @@ func AuditRequest(ctx context.Context, r Request, p audit.Policy) []audit.Findin
 			want.Config.Labels[runtime.LabelStateDirID] = v
 		}
 	}
-	// The empty read-only tmpfs over each image volume (voidImageVolumes):
-	// it gives the task nothing, wherever it is.
-	for path, opts := range r.HostConfig.Tmpfs {
-		if _, ok := want.HostConfig.Tmpfs[path]; !ok && opts == VoidTmpfs && filepath.IsAbs(path) && filepath.Clean(path) == path && path != "/" {
-			want.HostConfig.Tmpfs[path] = opts
+	if !imageKnown {
+		// Already a finding: the empty read-only tmpfs entries are then
+		// judged on their own (they give the task nothing, wherever
+		// they are), not as more findings.
+		for path, opts := range r.HostConfig.Tmpfs {
+			if _, ok := want.HostConfig.Tmpfs[path]; !ok && opts == VoidTmpfs && filepath.IsAbs(path) && filepath.Clean(path) == path && path != "/" {
+				want.HostConfig.Tmpfs[path] = opts
+			}
 		}
+	}
+	// The image's NVIDIA device variables, each set empty, which dockerd
+	// would otherwise merge back in (voidImageDeviceVars): the env is the
+	// task's own, but not without them.
+	if missing := voidImageDeviceVars(img, r.Config.Env); len(missing) > 0 {
+		names := make([]string, len(missing))
+		for i, kv := range missing {
+			names[i] = strings.TrimSuffix(kv, "=")
+		}
+		a.add(audit.RuleEnv, "config.Env", "the image sets %s, which dockerd merges into the container unless the request sets it: nsn-run sends %s",
+			strings.Join(names, ", "), strings.Join(missing, " "))
 	}
 	a.checkSources(r)
 	a.addFindings(audit.CheckExistingTask(p, id, "host_config.Mounts["+spec.OutputPath+"].Source")...)
@@ -138,6 +153,24 @@ func AuditRequest(ctx context.Context, r Request, p audit.Policy) []audit.Findin
 		a.add(RequestRuleFor(d.Shape), d.Path, "%s", d.Message())
 	}
 	return a.findings
+}
+
+// image reads the config of the image the request names, through the
+// policy: the request's guards against dockerd's merge of it (a tmpfs
+// over each image volume, the image's NVIDIA variables set empty) are
+// judged against it. Without it the request is a finding, and it is judged
+// as for an image with none (known false).
+func (a *requestAuditor) image(ctx context.Context, ref string) (img ocispec.ImageConfig, known bool) {
+	if a.policy.ImageConfig == nil {
+		a.add(audit.RuleRoot, "config.Image", "the image's config is not known to the audit (no dockerd to read it from): its volumes and env, which dockerd merges into the container, cannot be judged")
+		return ocispec.ImageConfig{}, false
+	}
+	img, err := a.policy.ImageConfig(ctx, ref)
+	if err != nil {
+		a.add(audit.RuleRoot, "config.Image", "read the image's config from dockerd: %v: its volumes and env, which dockerd merges into the container, cannot be judged", err)
+		return ocispec.ImageConfig{}, false
+	}
+	return img, true
 }
 
 var requestCompareOptions = audit.CompareOptions{

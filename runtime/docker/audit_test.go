@@ -3,6 +3,7 @@ package docker
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -21,13 +22,23 @@ import (
 	"github.com/nsn-run/nsn-run/task"
 )
 
-var auditPolicy = audit.Policy{TasksDir: "/var/lib/nsn-run/tasks", Max: task.Limits{MemoryBytes: task.GiB}}
+// testImage is the config of the image the tests' requests name, as the
+// policy's dockerd holds it.
+var testImage = ocispec.ImageConfig{Env: []string{"PATH=/bin"}, Entrypoint: []string{"/entry", "-x"}}
+
+var auditPolicy = withImage(audit.Policy{TasksDir: "/var/lib/nsn-run/tasks", Max: task.Limits{MemoryBytes: task.GiB}}, testImage)
+
+// withImage is p with img as the config of every image a request names.
+func withImage(p audit.Policy, img ocispec.ImageConfig) audit.Policy {
+	p.ImageConfig = func(context.Context, string) (ocispec.ImageConfig, error) { return img, nil }
+	return p
+}
 
 // auditedRequest is the request Backend.Start audits for a task: what
 // CreateRequest builds, with the state-dir label the backend adds.
 func auditedRequest(t *testing.T, tk task.Task, p audit.Policy, gpus []string) Request {
 	t.Helper()
-	r, err := CreateRequest(tk, ocispec.ImageConfig{Env: []string{"PATH=/bin"}, Entrypoint: []string{"/entry", "-x"}},
+	r, err := CreateRequest(tk, testImage,
 		RequestOptions{OutputDir: p.OutputDir(tk.ID), GPUs: gpus, OOMScoreAdj: p.OOMScoreAdj})
 	if err != nil {
 		t.Fatal(err)
@@ -364,7 +375,8 @@ func TestImageMergesVoided(t *testing.T) {
 	if !slices.Contains(r.Config.Env, "NVIDIA_VISIBLE_DEVICES=") || !slices.Contains(r.Config.Env, "NVIDIA_REQUIRE_CUDA=") || slices.Contains(r.Config.Env, "NVIDIA_VISIBLE_DEVICES=all") {
 		t.Errorf("env %v: want the image's NVIDIA variables empty", r.Config.Env)
 	}
-	if f := AuditRequest(ctx, r, auditPolicy); len(f) != 0 {
+	policy := withImage(auditPolicy, img)
+	if f := AuditRequest(ctx, r, policy); len(f) != 0 {
 		t.Errorf("the request fails its audit: %v", f)
 	}
 
@@ -373,20 +385,54 @@ func TestImageMergesVoided(t *testing.T) {
 	bad := r
 	bad.HostConfig = ptrClone(r.HostConfig)
 	bad.HostConfig.Tmpfs = map[string]string{"/tmp": r.HostConfig.Tmpfs["/tmp"], "/data": "rw,size=1g"}
-	if f := AuditRequest(ctx, bad, auditPolicy); len(f) == 0 {
+	if f := AuditRequest(ctx, bad, policy); len(f) == 0 {
 		t.Error("a writable tmpfs at an image volume passed the audit")
 	}
 	bad = r
 	bad.Config = ptrClone(r.Config)
 	bad.Config.Healthcheck = nil
-	if f := AuditRequest(ctx, bad, auditPolicy); len(f) == 0 {
+	if f := AuditRequest(ctx, bad, policy); len(f) == 0 {
 		t.Error("a request without the health check off passed the audit")
 	}
 	bad.Config = ptrClone(r.Config)
 	bad.Config.Env = append(slices.Clone(r.Config.Env), "NVIDIA_VISIBLE_DEVICES=all")
-	if f := AuditRequest(ctx, bad, auditPolicy); len(f) == 0 {
+	if f := AuditRequest(ctx, bad, policy); len(f) == 0 {
 		t.Error("NVIDIA_VISIBLE_DEVICES=all passed the audit")
 	}
+
+	// What dockerd would merge, each guard dropped (a twenty-third
+	// review: the tmpfs over a VOLUME dropped passed, and the task wrote
+	// 100 MiB to dockerd's disk against its 16 MiB), or the image's
+	// volumes judged against another image: each a finding on its own.
+	one := func(name string, f []audit.Finding, rule, path string) {
+		t.Helper()
+		if len(f) != 1 || f[0].Rule != rule || f[0].Path != path {
+			t.Errorf("%s: findings %v, want one %s at %s", name, f, rule, path)
+		}
+	}
+	bad = r
+	bad.HostConfig = ptrClone(r.HostConfig)
+	bad.HostConfig.Tmpfs = maps.Clone(r.HostConfig.Tmpfs)
+	delete(bad.HostConfig.Tmpfs, "/data")
+	one("the tmpfs over an image volume dropped", AuditRequest(ctx, bad, policy), audit.RuleMounts, "host_config.Tmpfs./data")
+	bad.HostConfig.Tmpfs = maps.Clone(r.HostConfig.Tmpfs)
+	bad.HostConfig.Tmpfs["/proc"] = VoidTmpfs
+	one("a void tmpfs over no image volume", AuditRequest(ctx, bad, policy), audit.RuleMounts, "host_config.Tmpfs./proc")
+	bad = r
+	bad.Config = ptrClone(r.Config)
+	bad.Config.Env = slices.DeleteFunc(slices.Clone(r.Config.Env), func(kv string) bool { return kv == "NVIDIA_VISIBLE_DEVICES=" })
+	one("the image's NVIDIA_VISIBLE_DEVICES not set empty", AuditRequest(ctx, bad, policy), audit.RuleEnv, "config.Env")
+	plain := auditedRequest(t, tk, auditPolicy, nil)
+	if f := AuditRequest(ctx, plain, policy); len(f) == 0 {
+		t.Error("a request without the guards of its image's volumes passed the audit")
+	}
+	unknown := auditPolicy
+	unknown.ImageConfig = nil
+	one("no image config to judge by", AuditRequest(ctx, r, unknown), audit.RuleRoot, "config.Image")
+	unknown.ImageConfig = func(context.Context, string) (ocispec.ImageConfig, error) {
+		return ocispec.ImageConfig{}, errdefs.ErrUnavailable
+	}
+	one("the image config unreadable", AuditRequest(ctx, r, unknown), audit.RuleRoot, "config.Image")
 
 	img.Labels = map[string]string{"nsn.gpus": "nvidia.com/gpu=0", "org.example": "x"}
 	if _, err := CreateRequest(tk, img, RequestOptions{OutputDir: auditPolicy.OutputDir(tk.ID)}); !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), `"nsn.gpus"`) {

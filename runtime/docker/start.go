@@ -13,6 +13,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/spec"
@@ -232,7 +233,7 @@ func (b *Backend) request(ctx context.Context, req runtime.StartRequest) (Reques
 	if req.Owner.ID != "" {
 		r.Config.Labels[runtime.LabelStateDirID] = req.Owner.ID
 	}
-	if err := b.audit(ctx, r, req); err != nil {
+	if err := b.audit(ctx, r, req, imgCfg); err != nil {
 		return Request{}, err
 	}
 	return r, nil
@@ -241,11 +242,13 @@ func (b *Backend) request(ctx context.Context, req runtime.StartRequest) (Reques
 // audit refuses a request that AuditRequest finds more in than nsn-run
 // would send for its task: the same allowlist a reviewer runs on
 // `nsn-run spec --backend docker`, here on exactly what goes to dockerd.
-func (b *Backend) audit(ctx context.Context, r Request, req runtime.StartRequest) error {
+func (b *Backend) audit(ctx context.Context, r Request, req runtime.StartRequest, img ocispec.ImageConfig) error {
 	p := b.cfg.AuditPolicy
 	p.TasksDir = filepath.Dir(req.StateDir)
 	p.ResolveSource = filepath.EvalSymlinks
 	p.CDI = b.cfg.CDI
+	// The image config the request was built from, read once for both.
+	p.ImageConfig = func(context.Context, string) (ocispec.ImageConfig, error) { return img, nil }
 	if findings := AuditRequest(ctx, r, p); len(findings) > 0 {
 		return fmt.Errorf("%w: create request for task %s fails the audit (%d findings), first: %s",
 			errdefs.ErrFailedPrecondition, r.Name, len(findings), findings[0])

@@ -165,6 +165,19 @@ type Policy struct {
 	// (idmap.CheckHostIDs: /etc/subuid, /etc/subgid, accounts), as the
 	// node's allocator refuses a span that holds one.
 	CheckRange func(r task.IDRange) error
+	// ImageConfig reads the config of the image a Docker create request
+	// names, as the dockerd the request is for holds it. dockerd merges an
+	// image's volumes, env and labels into its container, so the request
+	// must carry nsn-run's guard against each: an empty read-only tmpfs
+	// over every image volume (else dockerd makes a writable volume on
+	// its own disk, outside the task's limits), and each NVIDIA device
+	// variable the image sets, set empty. Where it is nil or fails, a
+	// request is a finding: the merge cannot be judged. A twenty-third
+	// review dropped the tmpfs over a hostile image's VOLUME from
+	// nsn-run's own request; the audit passed it, and its task, limited
+	// to 16 MiB, wrote 100 MiB to dockerd's disk. The OCI spec audit does
+	// not use it: containerd merges nothing.
+	ImageConfig func(ctx context.Context, ref string) (ocispec.ImageConfig, error)
 	// Containerd is the UUID of the containerd the specs are for (empty:
 	// it did not answer). A range held by a task of another containerd,
 	// even in a namespace of the same name, is a finding, as is one whose
