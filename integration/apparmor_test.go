@@ -3,6 +3,8 @@ package integration
 import (
 	"context"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -115,5 +117,61 @@ func TestAppArmorStopsWhatOtherLayersMiss(t *testing.T) {
 			}
 			t.Logf("under %s: %q", spec.DefaultAppArmorProfile, strings.TrimSpace(stderr))
 		})
+	}
+}
+
+// TestAppArmorProfileReplaced: a profile already loaded under
+// nsn-run-default's name (an older nsn-run's, or an operator's weaker one,
+// say in complain mode, which logs and allows) would confine tasks in its
+// place: runc applies a profile by name. The attack first: such a profile
+// (no deny rules, complain mode), and a spec without the /sys/firmware
+// mask run with runc directly: the task reads the host's firmware memory
+// map. Then the
+// containerd backend starts (as node.Open and the CLI do): it loads its
+// own profile over it (apparmor_parser -r), a task's label reads
+// "nsn-run-default (enforce)", and the same runc run is denied.
+func TestAppArmorProfileReplaced(t *testing.T) {
+	needAppArmor(t)
+	name := spec.DefaultAppArmorProfile
+	// A weaker profile of the same name: no deny rules (those hold even
+	// in complain mode), in complain mode.
+	weak := "profile " + name + " flags=(attach_disconnected,mediate_deleted,complain) {\n  file,\n}\n"
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, []byte(weak), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("/sbin/apparmor_parser", "-K", "-r", path).CombinedOutput(); err != nil {
+		t.Fatalf("load a weaker %s in complain mode: %v: %s", name, err, out)
+	}
+	// Whatever happens below, the next test gets the profile enforcing.
+	t.Cleanup(func() {
+		if err := apparmor.LoadDefaultProfile(name); err != nil {
+			t.Errorf("reload %s: %v", name, err)
+		}
+	})
+	b := newBundle(t, "cat /proc/self/attr/current; cat /sys/firmware/memmap/0/type")
+	unmasked := b.mutated(t, func(s *specs.Spec) {
+		s.Linux.MaskedPaths = slices.DeleteFunc(s.Linux.MaskedPaths, func(p string) bool { return p == "/sys/firmware" })
+		s.Process.ApparmorProfile = name
+	})
+	stdout, stderr, err := b.run(t, unmasked)
+	if stdout != name+" (complain)\nSystem RAM\n" {
+		t.Fatalf("bypass: under %s in complain mode the task printed %q (stderr %q, %v); want the firmware read", name, stdout, stderr, err)
+	}
+	t.Logf("bypass: under the complain-mode profile the task printed %q", stdout)
+
+	m, _ := testManager(t)
+	res, err := m.Run(context.Background(), seedTask(uniqueID("aa-replaced"), "cat", "/proc/self/attr/current"), runtime.RunOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := name + " (enforce)"; strings.TrimSpace(res.Stdout) != want {
+		t.Errorf("after the backend started, the task's label: %q (stderr %q), want %q", res.Stdout, res.Stderr, want)
+	}
+	stdout, stderr, _ = b.run(t, unmasked)
+	if strings.Contains(stdout, "System RAM") || !strings.Contains(stderr, "Permission denied") {
+		t.Errorf("after the backend started: the task printed %q, stderr %q; want the firmware read denied", stdout, stderr)
+	} else {
+		t.Logf("after the backend started: %q, %q", strings.TrimSpace(stdout), strings.TrimSpace(stderr))
 	}
 }

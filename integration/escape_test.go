@@ -92,13 +92,25 @@ func newBundle(t *testing.T, script string) *bundle {
 }
 
 // newBundleWithHelper is newBundle with the static C helper
-// testdata/NAME.c built into the rootfs as /bin/NAME.
+// testdata/NAME.c built into the rootfs as /bin/NAME (or, where there is
+// no toolchain, the cgroup v2 VM, copied from NSN_TEST_BIN_DIR/helpers,
+// where the VM's payload has them built).
 func newBundleWithHelper(t *testing.T, script, name string) *bundle {
 	t.Helper()
-	gcc, err := exec.LookPath("gcc")
-	need(t, err == nil, "gcc is needed to build the static helper %s: %v", name, err)
 	b := newBundle(t, script)
 	helper := filepath.Join(b.dir, spec.RootfsPath, "bin", name)
+	if dir := os.Getenv(envBinDir); dir != "" {
+		data, err := os.ReadFile(filepath.Join(dir, "helpers", name))
+		if err == nil {
+			err = os.WriteFile(helper, data, 0o755)
+		}
+		if err != nil {
+			t.Fatalf("the prebuilt helper %s: %v", name, err)
+		}
+		return b
+	}
+	gcc, err := exec.LookPath("gcc")
+	need(t, err == nil, "gcc is needed to build the static helper %s: %v", name, err)
 	if out, err := exec.Command(gcc, "-static", "-O2", "-o", helper, filepath.Join("testdata", name+".c")).CombinedOutput(); err != nil {
 		t.Fatalf("build the helper %s: %v\n%s", name, err, out)
 	}
