@@ -92,14 +92,22 @@ func TestEscapeNPROC(t *testing.T) {
 // and ends well; nsn-run's spec has the kernel kill it (exit 137). The
 // audit and Start refuse the spec without the limit.
 func TestEscapeMemoryLimit(t *testing.T) {
+	allocPastLimit(t, "without the memory limit", func(s *specs.Spec) { s.Linux.Resources.Memory = nil })
+}
+
+// allocPastLimit runs, with runc directly, a task limited to 32 MiB that
+// fills a 64 MiB buffer: with bypass applied to nsn-run's spec it must end
+// well, with nsn-run's spec be OOM-killed (137); then the audit and Start
+// must refuse bypass.
+func allocPastLimit(t *testing.T, what string, bypass func(*specs.Spec)) {
+	t.Helper()
 	b := newBundle(t, "dd if=/dev/zero of=/dev/null bs=64M count=1 2>/dev/null && echo allocated")
 	b.limits = task.Limits{MemoryBytes: 32 * task.MiB}
 	b.withUserNS(t)
-	unlimited := func(s *specs.Spec) { s.Linux.Resources.Memory = nil }
-	if out, errOut, err := b.run(t, b.mutated(t, unlimited)); err != nil || out != "allocated\n" {
-		t.Fatalf("bypass: want 64 MiB allocated without the limit: %v\n%s%s", err, out, errOut)
+	if out, errOut, err := b.run(t, b.mutated(t, bypass)); err != nil || out != "allocated\n" {
+		t.Fatalf("bypass: want 64 MiB allocated %s: %v\n%s%s", what, err, out, errOut)
 	}
-	t.Log("bypass: without the memory limit the task held a 64 MiB buffer against its 32 MiB")
+	t.Logf("bypass: %s the task held a 64 MiB buffer against its 32 MiB limit", what)
 	out, errOut, err := b.run(t, b.spec)
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.ExitCode() != 137 || out != "" {
@@ -107,7 +115,29 @@ func TestEscapeMemoryLimit(t *testing.T) {
 	} else {
 		t.Logf("nsn-run's spec: the kernel killed the task: %v", err)
 	}
-	refused(t, b, audit.RuleResources, unlimited)
+	refused(t, b, audit.RuleResources, bypass)
+}
+
+// TestEscapeSwap: a task's memory limit with swap = memory (no swap at
+// all) stops it at the limit; with swap left open it runs past the limit
+// in the host's swap, which every other process on the node shares. Run
+// with runc directly with swap unlimited, a task with a limit of 32 MiB
+// fills a 64 MiB buffer (half of it swapped out) and ends well; nsn-run's
+// spec has the kernel kill it (exit 137). The audit and Start refuse the
+// open swap. Only on a host with swap (the cgroup v2 VM turns a swap file
+// on; this build machine has none).
+func TestEscapeSwap(t *testing.T) {
+	swaps, err := os.ReadFile("/proc/swaps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(strings.Split(strings.TrimSpace(string(swaps)), "\n")) < 2 {
+		t.Skip("this host has no swap: a task cannot run past its memory limit in it (the cgroup v2 VM runs this test with a swap file)")
+	}
+	allocPastLimit(t, "with swap unlimited (half of it in swap)", func(s *specs.Spec) {
+		unlimited := int64(-1)
+		s.Linux.Resources.Memory.Swap = &unlimited
+	})
 }
 
 // TestEscapeOOMKillerDisabled: a cgroup v1 memory cgroup with its OOM
