@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -41,26 +42,7 @@ func TestDockerImageVolumeAndEnvVoided(t *testing.T) {
 	m := dockerManager(t)
 	ctx := context.Background()
 	name := "docker.io/library/" + strings.ToLower(uniqueID("nsn-volimg")) + ":v1"
-	rootfs := filepath.Join(t.TempDir(), "rootfs")
-	if err := imagebuild.BusyboxRootfs(rootfs, busyboxPath(t)); err != nil {
-		t.Fatal(err)
-	}
-	data := filepath.Join(rootfs, "data")
-	if err := os.Mkdir(data, 0o777); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(data, 0o1777); err != nil {
-		t.Fatal(err)
-	}
-	img := ocispec.ImageConfig{Env: []string{"PATH=/bin", "NVIDIA_VISIBLE_DEVICES=all"}, Volumes: map[string]struct{}{"/data": {}}}
-	var buf bytes.Buffer
-	if err := imagebuild.WriteOCILayout(&buf, imagebuild.Image{Name: name, RootfsDir: rootfs, Config: img}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := m.ImportImage(ctx, &buf, runtime.ImportOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _, _ = c.ImageRemove(context.Background(), name, client.ImageRemoveOptions{Force: true}) })
+	rootfs, img := mergeImage(t, c, m, name)
 
 	// The attack, on dockerd directly.
 	id := task.NewID()
@@ -92,7 +74,7 @@ func TestDockerImageVolumeAndEnvVoided(t *testing.T) {
 	}
 
 	labelled := "docker.io/library/" + strings.ToLower(uniqueID("nsn-labelimg")) + ":v1"
-	buf.Reset()
+	var buf bytes.Buffer
 	img.Labels = map[string]string{"nsn.gpus": "nvidia.com/gpu=0"}
 	if err := imagebuild.WriteOCILayout(&buf, imagebuild.Image{Name: labelled, RootfsDir: rootfs, Config: img}); err != nil {
 		t.Fatal(err)
@@ -103,6 +85,112 @@ func TestDockerImageVolumeAndEnvVoided(t *testing.T) {
 	t.Cleanup(func() { _, _ = c.ImageRemove(context.Background(), labelled, client.ImageRemoveOptions{Force: true}) })
 	if _, err := m.Run(ctx, task.Task{ID: task.NewID(), Image: labelled, Command: []string{"true"}}, runtime.RunOptions{}); !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), `"nsn.gpus"`) {
 		t.Errorf("an image labelled nsn.gpus: %v, want refused", err)
+	}
+}
+
+// mergeImage imports into dockerd, as name, a busybox image with a VOLUME
+// at /data (world-writable) and NVIDIA_VISIBLE_DEVICES=all, and returns
+// its rootfs and config.
+func mergeImage(t *testing.T, c *client.Client, m *runtime.Manager, name string) (string, ocispec.ImageConfig) {
+	t.Helper()
+	rootfs := filepath.Join(t.TempDir(), "rootfs")
+	if err := imagebuild.BusyboxRootfs(rootfs, busyboxPath(t)); err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(rootfs, "data")
+	if err := os.Mkdir(data, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(data, 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	img := ocispec.ImageConfig{Env: []string{"PATH=/bin", "NVIDIA_VISIBLE_DEVICES=all"}, Volumes: map[string]struct{}{"/data": {}}}
+	var buf bytes.Buffer
+	if err := imagebuild.WriteOCILayout(&buf, imagebuild.Image{Name: name, RootfsDir: rootfs, Config: img}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.ImportImage(context.Background(), &buf, runtime.ImportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = c.ImageRemove(context.Background(), name, client.ImageRemoveOptions{Force: true}) })
+	return rootfs, img
+}
+
+// TestDockerAuditedRequestPinsImage: a clean audit of a create request
+// holds for the image it judged only if the request names that image by
+// ID: dockerd resolves a name again at create time (a twenty-fourth
+// review moved a tag after a clean audit, and the request ran an image
+// with a VOLUME, written on dockerd's disk). The attack first: the request
+// naming its image by name, as nsn-run sent it until 2026-12-01, created
+// after the tag moved to the volume image, writes to a volume; the audit
+// refuses that form. nsn-run's request, audited clean while the tag named
+// busybox, created after the move: busybox runs, no /data, no volume.
+func TestDockerAuditedRequestPinsImage(t *testing.T) {
+	c := dockerClient(t)
+	m := dockerManager(t)
+	ctx := context.Background()
+	volume := "docker.io/library/" + strings.ToLower(uniqueID("nsn-volimg")) + ":v1"
+	mergeImage(t, c, m, volume)
+	tag := "docker.io/library/" + strings.ToLower(uniqueID("nsn-moving")) + ":latest"
+	if _, err := c.ImageTag(ctx, client.ImageTagOptions{Source: busyboxRef, Target: tag}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = c.ImageRemove(context.Background(), tag, client.ImageRemoveOptions{Force: true}) })
+
+	env := append(os.Environ(), "NSN_BACKEND=docker", "DOCKER_HOST="+os.Getenv(envDockerHost))
+	stateDir := t.TempDir()
+	global := []string{"--state-dir", stateDir}
+	id := uniqueID("pin")
+	res := runCLIWith(t, env, nil, slices.Concat([]string{"spec"}, global, []string{"--id", id, "--memory", "16m", tag, "--", "sh", "-c", mergeScript})...)
+	if res.code != 0 {
+		t.Fatalf("spec --backend docker: exit %d: %s", res.code, res.stderr)
+	}
+	var pinned docker.Request
+	if err := json.Unmarshal([]byte(res.stdout), &pinned); err != nil {
+		t.Fatal(err)
+	}
+	if !docker.IsImageID(pinned.Config.Image) || pinned.Config.Labels[runtime.LabelImage] != tag {
+		t.Fatalf("the request names image %q, label %q: want the ID and %s", pinned.Config.Image, pinned.Config.Labels[runtime.LabelImage], tag)
+	}
+	audit := func(r docker.Request) cliResult {
+		t.Helper()
+		data, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return runCLIWith(t, env, data, slices.Concat(global, []string{"audit", "-"})...)
+	}
+	if a := audit(pinned); a.code != 0 {
+		t.Fatalf("audit of nsn-run's request: exit %d\n%s%s", a.code, a.stdout, a.stderr)
+	}
+	unpinned := pinned
+	unpinned.Config = ptrTo(*pinned.Config)
+	unpinned.Config.Labels = maps.Clone(pinned.Config.Labels)
+	unpinned.Config.Image = tag
+	delete(unpinned.Config.Labels, runtime.LabelImage)
+	if a := audit(unpinned); a.code != 1 || !strings.Contains(a.stdout, "config.Image: is \""+tag+"\", nsn-run generates \"sha256:") {
+		t.Errorf("audit of the request naming its image by name: exit %d, want 1 and a config.Image finding\n%s%s", a.code, a.stdout, a.stderr)
+	}
+
+	// The tag moves; the audited requests are created afterwards.
+	if _, err := c.ImageTag(ctx, client.ImageTagOptions{Source: volume, Target: tag}); err != nil {
+		t.Fatal(err)
+	}
+	output := filepath.Join(stateDir, "tasks", id, "output")
+	if err := os.MkdirAll(output, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	unpinned.Name = uniqueID("pin-attack")
+	if out := runOnDockerd(t, c, unpinned); !strings.Contains(out, "wrote\n") || !strings.Contains(out, "gpus=all") {
+		t.Fatalf("the attack: the request by name, created after the tag moved, should write to the new image's volume and see gpus=all; it printed %q", out)
+	} else {
+		t.Logf("the attack: created after the tag moved, the request by name printed %q", out)
+	}
+	pinned.Name = uniqueID("pin-audited")
+	if out := runOnDockerd(t, c, pinned); strings.Contains(out, "wrote") || strings.Contains(out, "gpus=all") {
+		t.Errorf("nsn-run's request, created after the tag moved: it printed %q; want busybox's task (no /data, no gpus)", out)
+	} else {
+		t.Logf("nsn-run's request, created after the tag moved: %q", out)
 	}
 }
 
@@ -230,11 +318,11 @@ func TestDockerRequestOverridesDefaults(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			tk := task.Task{ID: uniqueID("dflt"), Image: probeRef, Command: tc.args}
-			img, err := docker.ImageConfig(ctx, c, probeRef)
+			img, err := docker.InspectImage(ctx, c, probeRef)
 			if err != nil {
 				t.Fatal(err)
 			}
-			r, err := docker.CreateRequest(tk.WithDefaults(), spec.SharedIdentityImage(img, spec.HostIdentityTaken), docker.RequestOptions{OutputDir: t.TempDir()})
+			r, err := docker.CreateRequest(tk.WithDefaults(), spec.SharedIdentityImage(img.Config, spec.HostIdentityTaken), docker.RequestOptions{OutputDir: t.TempDir(), ImageID: img.ID})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -412,11 +412,14 @@ func Audit(ctx context.Context, o Options, data []byte) ([]audit.Finding, error)
 		}
 		c, err := docker.Dial(ctx, o.DockerHost)
 		if err != nil {
-			policy.ImageConfig = func(context.Context, string) (ocispec.ImageConfig, error) { return ocispec.ImageConfig{}, err }
+			policy.ResolveImage = func(context.Context, string) (string, ocispec.ImageConfig, error) {
+				return "", ocispec.ImageConfig{}, err
+			}
 		} else {
 			defer c.Close()
-			policy.ImageConfig = func(ctx context.Context, ref string) (ocispec.ImageConfig, error) {
-				return docker.ImageConfig(ctx, c, ref)
+			policy.ResolveImage = func(ctx context.Context, name string) (string, ocispec.ImageConfig, error) {
+				img, err := docker.InspectImage(ctx, c, name)
+				return img.ID, img.Config, err
 			}
 		}
 		return append(strict, docker.AuditRequest(ctx, r, policy)...), nil

@@ -36,6 +36,11 @@ const (
 	// /var/lib/nsn-run); each Manager lists, removes, kills and sweeps
 	// only what its own state dir started.
 	LabelStateDirID = "nsn.state-dir-id"
+	// LabelImage is a Docker task's image name: its container names the
+	// image by ID (sha256:...), so that dockerd creates it from the image
+	// the request was built and audited for, whatever the name names by
+	// then.
+	LabelImage = "nsn.image"
 	// ManagerName is the value of LabelManager.
 	ManagerName = "nsn-run"
 )

@@ -62,12 +62,13 @@ such an id is a finding. The GPUs it names must be free on this node
 GPU others share for a spec whose use is not shared, is a finding. A
 create request is judged the same
 way against the request nsn-run would send (runtime, seccomp profile,
-privileges, devices, binds, namespaces, resources, ulimits), built with the
-config of the image it names as dockerd (DOCKER_HOST) holds it: dockerd
-merges an image's volumes and env into the container, so the request must
-carry nsn-run's empty read-only tmpfs over each image volume and the
-image's NVIDIA device variables set empty; where dockerd does not answer or
-lacks the image, that is a finding. The JSON is read strictly: unknown
+privileges, devices, binds, namespaces, resources, ulimits), built for the
+image its nsn.image label names as dockerd (DOCKER_HOST) holds it now: the
+request must name that image by its ID (so that a tag moved later does
+not change what runs), and, since dockerd merges an image's volumes and env
+into the container, carry nsn-run's empty read-only tmpfs over each image
+volume and the image's NVIDIA device variables set empty; where dockerd
+does not answer or lacks the image, that is a finding. The JSON is read strictly: unknown
 fields, keys that differ only in case, and duplicate keys are findings, since
 runtimes disagree on what they mean. Bind sources that run through a symlink
 on this host are findings.

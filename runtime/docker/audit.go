@@ -81,8 +81,8 @@ func AuditRequest(ctx context.Context, r Request, p audit.Policy) []audit.Findin
 		return a.findings
 	}
 	t, gpus := a.knobs(ctx, id, r)
-	img, imageKnown := a.image(ctx, t.Image)
-	o := RequestOptions{OutputDir: p.OutputDir(id), GPUs: gpus, OOMScoreAdj: p.OOMScoreAdj}
+	imageID, img, imageKnown := a.image(ctx, t.Image)
+	o := RequestOptions{OutputDir: p.OutputDir(id), GPUs: gpus, OOMScoreAdj: p.OOMScoreAdj, ImageID: imageID}
 	want, err := CreateRequest(t, img, o)
 	if err != nil {
 		a.add(audit.RuleShape, "", "cannot rebuild the request nsn-run would send for this task: %v", err)
@@ -93,6 +93,14 @@ func AuditRequest(ctx context.Context, r Request, p audit.Policy) []audit.Findin
 	want.Config.Env = r.Config.Env
 	want.Config.Entrypoint = r.Config.Entrypoint
 	want.Config.Cmd = r.Config.Cmd
+	// What runs is what the audit read only in nsn-run's shape: the
+	// command's first word alone as the Entrypoint. dockerd runs the
+	// image's entrypoint where the request's is null, and the image's cmd
+	// where both are empty (a twenty-fourth review's null Entrypoint ran
+	// the image's, with the audited command as its arguments).
+	if len(r.Config.Entrypoint) != 1 && !a.reported["config.Entrypoint"] {
+		a.add(audit.RuleProcess, "config.Entrypoint", "is %q: nsn-run sends the command's first word alone (dockerd merges the image's entrypoint into a null one, and its cmd where both are empty)", r.Config.Entrypoint)
+	}
 	want.Config.WorkingDir = r.Config.WorkingDir
 	// The backend records the task's state dir, where it writes the task's
 	// logs, as a label: it must be the policy's.
@@ -111,9 +119,14 @@ func AuditRequest(ctx context.Context, r Request, p audit.Policy) []audit.Findin
 		}
 	}
 	if !imageKnown {
-		// Already a finding: the empty read-only tmpfs entries are then
-		// judged on their own (they give the task nothing, wherever
-		// they are), not as more findings.
+		// Already a finding: the image's ID and name as the request
+		// gives them, and the empty read-only tmpfs entries judged on
+		// their own (they give the task nothing, wherever they are), are
+		// not more findings.
+		want.Config.Image = r.Config.Image
+		if v, ok := r.Config.Labels[runtime.LabelImage]; ok {
+			want.Config.Labels[runtime.LabelImage] = v
+		}
 		for path, opts := range r.HostConfig.Tmpfs {
 			if _, ok := want.HostConfig.Tmpfs[path]; !ok && opts == VoidTmpfs && filepath.IsAbs(path) && filepath.Clean(path) == path && path != "/" {
 				want.HostConfig.Tmpfs[path] = opts
@@ -155,22 +168,23 @@ func AuditRequest(ctx context.Context, r Request, p audit.Policy) []audit.Findin
 	return a.findings
 }
 
-// image reads the config of the image the request names, through the
-// policy: the request's guards against dockerd's merge of it (a tmpfs
-// over each image volume, the image's NVIDIA variables set empty) are
-// judged against it. Without it the request is a finding, and it is judged
-// as for an image with none (known false).
-func (a *requestAuditor) image(ctx context.Context, ref string) (img ocispec.ImageConfig, known bool) {
-	if a.policy.ImageConfig == nil {
-		a.add(audit.RuleRoot, "config.Image", "the image's config is not known to the audit (no dockerd to read it from): its volumes and env, which dockerd merges into the container, cannot be judged")
-		return ocispec.ImageConfig{}, false
+// image reads the image the request names (by the nsn.image label where
+// Config.Image is an ID, else by Config.Image), through the policy: the
+// request must name it by that ID, and its guards against dockerd's merge
+// (a tmpfs over each image volume, the image's NVIDIA variables set empty)
+// are judged against its config. Without it the request is a finding, and
+// it is judged as for an image with no config (known false).
+func (a *requestAuditor) image(ctx context.Context, name string) (id string, img ocispec.ImageConfig, known bool) {
+	if a.policy.ResolveImage == nil {
+		a.add(audit.RuleRoot, "config.Image", "the image is not known to the audit (no dockerd to read it from): which image runs, and its volumes and env, which dockerd merges into the container, cannot be judged")
+		return "", ocispec.ImageConfig{}, false
 	}
-	img, err := a.policy.ImageConfig(ctx, ref)
+	id, img, err := a.policy.ResolveImage(ctx, name)
 	if err != nil {
-		a.add(audit.RuleRoot, "config.Image", "read the image's config from dockerd: %v: its volumes and env, which dockerd merges into the container, cannot be judged", err)
-		return ocispec.ImageConfig{}, false
+		a.add(audit.RuleRoot, "config.Image", "read image %s from dockerd: %v: which image runs, and its volumes and env, which dockerd merges into the container, cannot be judged", name, err)
+		return "", ocispec.ImageConfig{}, false
 	}
-	return img, true
+	return id, img, true
 }
 
 var requestCompareOptions = audit.CompareOptions{
@@ -217,9 +231,14 @@ func (a *requestAuditor) covered(p string) bool {
 // kept, so only the limits rule reports it.
 func (a *requestAuditor) knobs(ctx context.Context, id string, r Request) (task.Task, []string) {
 	c, h := r.Config, r.HostConfig
-	t := task.Task{ID: id, Image: c.Image, Command: append(slices.Clone(c.Entrypoint), c.Cmd...)}
-	if _, err := task.NormalizeImage(c.Image); err != nil {
-		a.add(audit.RuleRoot, "config.Image", "%v", err)
+	// nsn-run names the image by ID, its name in a label (ImageID).
+	name, namedAt := c.Image, "config.Image"
+	if IsImageID(c.Image) {
+		name, namedAt = c.Labels[runtime.LabelImage], "config.Labels."+runtime.LabelImage
+	}
+	t := task.Task{ID: id, Image: name, Command: append(slices.Clone(c.Entrypoint), c.Cmd...)}
+	if _, err := task.NormalizeImage(name); err != nil {
+		a.add(audit.RuleRoot, namedAt, "%v", err)
 		t.Image = "audit.invalid/task"
 	}
 	if len(t.Command) == 0 || t.Command[0] == "" {

@@ -26,11 +26,14 @@ import (
 // policy's dockerd holds it.
 var testImage = ocispec.ImageConfig{Env: []string{"PATH=/bin"}, Entrypoint: []string{"/entry", "-x"}}
 
+// testImageID is the ID of every image the tests' policies resolve.
+const testImageID = "sha256:1111111111111111111111111111111111111111111111111111111111111111"
+
 var auditPolicy = withImage(audit.Policy{TasksDir: "/var/lib/nsn-run/tasks", Max: task.Limits{MemoryBytes: task.GiB}}, testImage)
 
 // withImage is p with img as the config of every image a request names.
 func withImage(p audit.Policy, img ocispec.ImageConfig) audit.Policy {
-	p.ImageConfig = func(context.Context, string) (ocispec.ImageConfig, error) { return img, nil }
+	p.ResolveImage = func(context.Context, string) (string, ocispec.ImageConfig, error) { return testImageID, img, nil }
 	return p
 }
 
@@ -39,7 +42,7 @@ func withImage(p audit.Policy, img ocispec.ImageConfig) audit.Policy {
 func auditedRequest(t *testing.T, tk task.Task, p audit.Policy, gpus []string) Request {
 	t.Helper()
 	r, err := CreateRequest(tk, testImage,
-		RequestOptions{OutputDir: p.OutputDir(tk.ID), GPUs: gpus, OOMScoreAdj: p.OOMScoreAdj})
+		RequestOptions{OutputDir: p.OutputDir(tk.ID), GPUs: gpus, OOMScoreAdj: p.OOMScoreAdj, ImageID: testImageID})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -361,7 +364,7 @@ func TestImageMergesVoided(t *testing.T) {
 		Volumes: map[string]struct{}{"/data": {}, "/tmp": {}, "/output": {}, "/var/lib/db": {}},
 		Env:     []string{"PATH=/bin", "NVIDIA_VISIBLE_DEVICES=all", "NVIDIA_REQUIRE_CUDA=cuda>=12"},
 	}
-	r, err := CreateRequest(tk, img, RequestOptions{OutputDir: auditPolicy.OutputDir(tk.ID)})
+	r, err := CreateRequest(tk, img, RequestOptions{OutputDir: auditPolicy.OutputDir(tk.ID), ImageID: testImageID})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -427,10 +430,10 @@ func TestImageMergesVoided(t *testing.T) {
 		t.Error("a request without the guards of its image's volumes passed the audit")
 	}
 	unknown := auditPolicy
-	unknown.ImageConfig = nil
+	unknown.ResolveImage = nil
 	one("no image config to judge by", AuditRequest(ctx, r, unknown), audit.RuleRoot, "config.Image")
-	unknown.ImageConfig = func(context.Context, string) (ocispec.ImageConfig, error) {
-		return ocispec.ImageConfig{}, errdefs.ErrUnavailable
+	unknown.ResolveImage = func(context.Context, string) (string, ocispec.ImageConfig, error) {
+		return "", ocispec.ImageConfig{}, errdefs.ErrUnavailable
 	}
 	one("the image config unreadable", AuditRequest(ctx, r, unknown), audit.RuleRoot, "config.Image")
 
@@ -471,4 +474,52 @@ func TestAuditRequestStateDirID(t *testing.T) {
 	if f := AuditRequest(ctx, r, auditPolicy); len(f) != 0 {
 		t.Errorf("an id where the policy knows none: %v", f)
 	}
+}
+
+// TestAuditRequestPinsImage: the request names its image by ID, its name
+// in the nsn.image label, so that dockerd creates the container from the
+// image the audit judged whatever the name names by then (a twenty-fourth
+// review moved a tag after a clean audit); and what runs is the command
+// the audit read (a null Entrypoint runs the image's).
+func TestAuditRequestPinsImage(t *testing.T) {
+	ctx := context.Background()
+	r := auditedRequest(t, auditTask(), auditPolicy, nil)
+	if r.Config.Image != testImageID || r.Config.Labels[runtime.LabelImage] != "docker.io/library/busybox:latest" {
+		t.Fatalf("image %q, label %q: want the ID and the name", r.Config.Image, r.Config.Labels[runtime.LabelImage])
+	}
+	if f := AuditRequest(ctx, r, auditPolicy); len(f) != 0 {
+		t.Fatalf("nsn-run's request: %v", f)
+	}
+	one := func(name string, f []audit.Finding, rule, path string) {
+		t.Helper()
+		if len(f) != 1 || f[0].Rule != rule || f[0].Path != path {
+			t.Errorf("%s: findings %v, want one %s at %s", name, f, rule, path)
+		}
+	}
+	edit := func(change func(c *container.Config)) Request {
+		bad := r
+		bad.Config = ptrClone(r.Config)
+		bad.Config.Labels = maps.Clone(r.Config.Labels)
+		change(bad.Config)
+		return bad
+	}
+	unpinned := edit(func(c *container.Config) { c.Image = "busybox:latest"; delete(c.Labels, runtime.LabelImage) })
+	if f := AuditRequest(ctx, unpinned, auditPolicy); len(f) == 0 || f[0].Path != "config.Image" {
+		t.Errorf("the image by name: findings %v, want one at config.Image", f)
+	}
+	one("another image's ID", AuditRequest(ctx, edit(func(c *container.Config) {
+		c.Image = "sha256:2222222222222222222222222222222222222222222222222222222222222222"
+	}), auditPolicy), audit.RuleRoot, "config.Image")
+	if f := AuditRequest(ctx, edit(func(c *container.Config) { c.Image = testImageID[:19] }), auditPolicy); len(f) == 0 || f[0].Path != "config.Image" {
+		t.Errorf("an ID's prefix: findings %v, want one at config.Image first", f)
+	}
+	one("no name label", AuditRequest(ctx, edit(func(c *container.Config) { delete(c.Labels, runtime.LabelImage) }), auditPolicy), audit.RuleRoot, "config.Labels."+runtime.LabelImage)
+	one("a null Entrypoint", AuditRequest(ctx, edit(func(c *container.Config) {
+		c.Cmd = append(slices.Clone(c.Entrypoint), c.Cmd...)
+		c.Entrypoint = nil
+	}), auditPolicy), audit.RuleProcess, "config.Entrypoint")
+	one("an empty Entrypoint", AuditRequest(ctx, edit(func(c *container.Config) {
+		c.Cmd = append(slices.Clone(c.Entrypoint), c.Cmd...)
+		c.Entrypoint = []string{}
+	}), auditPolicy), audit.RuleProcess, "config.Entrypoint")
 }

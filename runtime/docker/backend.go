@@ -161,21 +161,43 @@ func (b *Backend) Name() string { return "docker" }
 // Scope implements runtime.Scoper: the dockerd the tasks live in.
 func (b *Backend) Scope() string { return "dockerd at " + b.cfg.Host }
 
-// ImageConfig reads a local image's config.
-func ImageConfig(ctx context.Context, c *client.Client, ref string) (ocispec.ImageConfig, error) {
-	name, err := task.NormalizeImage(ref)
-	if err != nil {
-		return ocispec.ImageConfig{}, err
+// Image is a local image as dockerd holds it.
+type Image struct {
+	ID     string // the image's ID, "sha256:" and 64 hex digits
+	Config ocispec.ImageConfig
+}
+
+// IsImageID reports whether ref is an image's full ID ("sha256:" and 64
+// lowercase hex digits): the only form in which a create request pins its
+// image (dockerd takes an ID's prefix too, which nsn-run never sends).
+func IsImageID(ref string) bool {
+	hex, ok := strings.CutPrefix(ref, "sha256:")
+	return ok && len(hex) == 64 && strings.Trim(hex, "0123456789abcdef") == ""
+}
+
+// InspectImage reads a local image, by name or by its full ID (IsImageID),
+// as dockerd holds it.
+func InspectImage(ctx context.Context, c *client.Client, ref string) (Image, error) {
+	name := ref
+	if !IsImageID(ref) {
+		var err error
+		if name, err = task.NormalizeImage(ref); err != nil {
+			return Image{}, err
+		}
 	}
 	img, err := c.ImageInspect(ctx, name)
 	if errdefs.IsNotFound(err) {
-		return ocispec.ImageConfig{}, &runtime.ImageNotFoundError{Name: name, Docker: true}
+		return Image{}, &runtime.ImageNotFoundError{Name: name, Docker: true}
 	}
 	if err != nil {
-		return ocispec.ImageConfig{}, fmt.Errorf("inspect image %s: %w", name, err)
+		return Image{}, fmt.Errorf("inspect image %s: %w", name, err)
 	}
-	if img.Config == nil {
-		return ocispec.ImageConfig{}, nil
+	if !IsImageID(img.ID) {
+		return Image{}, fmt.Errorf("%w: image %s: dockerd gives it the id %q, not a sha256 digest", errdefs.ErrFailedPrecondition, name, img.ID)
 	}
-	return img.Config.ImageConfig, nil
+	out := Image{ID: img.ID}
+	if img.Config != nil {
+		out.Config = img.Config.ImageConfig
+	}
+	return out, nil
 }

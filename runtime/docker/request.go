@@ -55,6 +55,13 @@ type RequestOptions struct {
 	// spec.MinOOMScoreAdj..spec.MaxOOMScoreAdj, as for the containerd
 	// backend.
 	OOMScoreAdj int
+	// ImageID is the ID (sha256:...) of the image the request is built
+	// for: Config.Image names it, and the nsn.image label the task's image
+	// name, so that dockerd creates the container from that image whatever
+	// the name names by then (a twenty-fourth review moved a tag between
+	// an audit and the create, and an audited request ran another image,
+	// with a VOLUME on dockerd's disk). Empty: Config.Image is the name.
+	ImageID string
 }
 
 // dockerRuntime is the dockerd runtime every task runs under: runc, named
@@ -157,6 +164,16 @@ func CreateRequest(t task.Task, img ocispec.ImageConfig, o RequestOptions) (Requ
 		Labels:      runtime.Labels(t.ID, runtime.Owner{}),
 		// No network, so nothing to expose, and no stdin.
 		NetworkDisabled: true,
+	}
+	if o.ImageID != "" {
+		if !IsImageID(o.ImageID) {
+			return Request{}, fmt.Errorf("%w: image id %q: want sha256: and 64 hex digits", errdefs.ErrInvalidArgument, o.ImageID)
+		}
+		name, err := task.NormalizeImage(t.Image)
+		if err != nil {
+			return Request{}, err
+		}
+		cfg.Image, cfg.Labels[runtime.LabelImage] = o.ImageID, name
 	}
 	host := &container.HostConfig{
 		Runtime:        runtimeName,

@@ -217,15 +217,15 @@ func (b *Backend) Preview(ctx context.Context, req runtime.StartRequest) ([]byte
 // Start and Preview take, so what `nsn-run spec` prints is what is sent.
 func (b *Backend) request(ctx context.Context, req runtime.StartRequest) (Request, error) {
 	t := req.Task
-	imgCfg, err := ImageConfig(ctx, b.client, t.Image)
+	img, err := InspectImage(ctx, b.client, t.Image)
 	if err != nil {
 		return Request{}, err
 	}
-	imgCfg = spec.SharedIdentityImage(imgCfg, spec.HostIdentityTaken) // dockerd's tasks share host ids
+	imgCfg := spec.SharedIdentityImage(img.Config, spec.HostIdentityTaken) // dockerd's tasks share host ids
 	if len(req.GPUDevices) > 0 && b.cfg.CDI == nil {
 		return Request{}, fmt.Errorf("%w: task was granted GPUs but no CDI specs are configured", errdefs.ErrFailedPrecondition)
 	}
-	r, err := CreateRequest(t, imgCfg, RequestOptions{OutputDir: req.OutputDir, GPUs: req.GPUDevices, OOMScoreAdj: b.cfg.AuditPolicy.OOMScoreAdj})
+	r, err := CreateRequest(t, imgCfg, RequestOptions{OutputDir: req.OutputDir, GPUs: req.GPUDevices, OOMScoreAdj: b.cfg.AuditPolicy.OOMScoreAdj, ImageID: img.ID})
 	if err != nil {
 		return Request{}, err
 	}
@@ -233,7 +233,7 @@ func (b *Backend) request(ctx context.Context, req runtime.StartRequest) (Reques
 	if req.Owner.ID != "" {
 		r.Config.Labels[runtime.LabelStateDirID] = req.Owner.ID
 	}
-	if err := b.audit(ctx, r, req, imgCfg); err != nil {
+	if err := b.audit(ctx, r, req, Image{ID: img.ID, Config: imgCfg}); err != nil {
 		return Request{}, err
 	}
 	return r, nil
@@ -242,13 +242,13 @@ func (b *Backend) request(ctx context.Context, req runtime.StartRequest) (Reques
 // audit refuses a request that AuditRequest finds more in than nsn-run
 // would send for its task: the same allowlist a reviewer runs on
 // `nsn-run spec --backend docker`, here on exactly what goes to dockerd.
-func (b *Backend) audit(ctx context.Context, r Request, req runtime.StartRequest, img ocispec.ImageConfig) error {
+func (b *Backend) audit(ctx context.Context, r Request, req runtime.StartRequest, img Image) error {
 	p := b.cfg.AuditPolicy
 	p.TasksDir = filepath.Dir(req.StateDir)
 	p.ResolveSource = filepath.EvalSymlinks
 	p.CDI = b.cfg.CDI
 	// The image config the request was built from, read once for both.
-	p.ImageConfig = func(context.Context, string) (ocispec.ImageConfig, error) { return img, nil }
+	p.ResolveImage = func(context.Context, string) (string, ocispec.ImageConfig, error) { return img.ID, img.Config, nil }
 	if findings := AuditRequest(ctx, r, p); len(findings) > 0 {
 		return fmt.Errorf("%w: create request for task %s fails the audit (%d findings), first: %s",
 			errdefs.ErrFailedPrecondition, r.Name, len(findings), findings[0])

@@ -23,6 +23,9 @@ func (b *Backend) Inspect(ctx context.Context, id string) (runtime.Status, error
 		return runtime.Status{}, fmt.Errorf("task %s: %w", id, errdefs.ErrNotFound)
 	}
 	st := runtime.Status{ID: id, Image: c.Config.Image, State: runtime.StateUnknown, Labels: c.Config.Labels}
+	if name := c.Config.Labels[runtime.LabelImage]; name != "" {
+		st.Image = name // the container names its image by ID (RequestOptions.ImageID)
+	}
 	if at, err := time.Parse(time.RFC3339Nano, c.Created); err == nil {
 		st.CreatedAt = at
 	}

@@ -165,19 +165,23 @@ type Policy struct {
 	// (idmap.CheckHostIDs: /etc/subuid, /etc/subgid, accounts), as the
 	// node's allocator refuses a span that holds one.
 	CheckRange func(r task.IDRange) error
-	// ImageConfig reads the config of the image a Docker create request
-	// names, as the dockerd the request is for holds it. dockerd merges an
-	// image's volumes, env and labels into its container, so the request
-	// must carry nsn-run's guard against each: an empty read-only tmpfs
-	// over every image volume (else dockerd makes a writable volume on
-	// its own disk, outside the task's limits), and each NVIDIA device
-	// variable the image sets, set empty. Where it is nil or fails, a
-	// request is a finding: the merge cannot be judged. A twenty-third
-	// review dropped the tmpfs over a hostile image's VOLUME from
-	// nsn-run's own request; the audit passed it, and its task, limited
-	// to 16 MiB, wrote 100 MiB to dockerd's disk. The OCI spec audit does
-	// not use it: containerd merges nothing.
-	ImageConfig func(ctx context.Context, ref string) (ocispec.ImageConfig, error)
+	// ResolveImage reads the image a Docker create request names (by its
+	// name, the nsn.image label), as the dockerd the request is for holds
+	// it: its ID and config. The request must name that image by its ID
+	// (Config.Image), so that dockerd creates the container from the
+	// image judged here whatever the name names by then (a twenty-fourth
+	// review moved a tag between a clean audit and the create, and the
+	// request ran another image). dockerd merges an image's volumes, env
+	// and labels into its container, so the request must also carry
+	// nsn-run's guard against each: an empty read-only tmpfs over every
+	// image volume (else dockerd makes a writable volume on its own disk,
+	// outside the task's limits), and each NVIDIA device variable the image
+	// sets, set empty (a twenty-third review dropped the tmpfs from
+	// nsn-run's own request; the audit passed it, and its task, limited to
+	// 16 MiB, wrote 100 MiB to dockerd's disk). Where it is nil or fails, a
+	// request is a finding: the merge cannot be judged. The OCI spec audit
+	// does not use it: containerd merges nothing.
+	ResolveImage func(ctx context.Context, name string) (id string, config ocispec.ImageConfig, err error)
 	// Containerd is the UUID of the containerd the specs are for (empty:
 	// it did not answer). A range held by a task of another containerd,
 	// even in a namespace of the same name, is a finding, as is one whose
