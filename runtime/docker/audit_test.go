@@ -3,6 +3,7 @@ package docker
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
@@ -442,6 +443,17 @@ func TestImageMergesVoided(t *testing.T) {
 		t.Errorf("an image labelled nsn.gpus: %v, want refused", err)
 	}
 	img.Labels = nil
+	img.Volumes = map[string]struct{}{}
+	for i := range MaxImageVolumes + 1 {
+		img.Volumes[fmt.Sprintf("/v%d", i)] = struct{}{}
+	}
+	if _, err := CreateRequest(tk, img, RequestOptions{OutputDir: auditPolicy.OutputDir(tk.ID)}); !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "129 volumes") {
+		t.Errorf("an image with %d volumes: %v, want refused", MaxImageVolumes+1, err)
+	}
+	delete(img.Volumes, "/v0")
+	if _, err := CreateRequest(tk, img, RequestOptions{OutputDir: auditPolicy.OutputDir(tk.ID)}); err != nil {
+		t.Errorf("an image with %d volumes: %v", MaxImageVolumes, err)
+	}
 	img.Volumes = map[string]struct{}{"data": {}}
 	if _, err := CreateRequest(tk, img, RequestOptions{OutputDir: auditPolicy.OutputDir(tk.ID)}); !errdefs.IsFailedPrecondition(err) {
 		t.Errorf("a relative image volume: %v, want refused", err)

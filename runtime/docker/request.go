@@ -230,10 +230,20 @@ func CreateRequest(t task.Task, img ocispec.ImageConfig, o RequestOptions) (Requ
 // files; a docker task sees them empty.
 const VoidTmpfs = "ro,nosuid,nodev,noexec,size=4k,nr_inodes=2"
 
+// MaxImageVolumes bounds the VOLUMEs of a Docker task's image: each gets a
+// tmpfs mount, made before the task's memory limit applies (an outside
+// review's image with 3,000 failed its start past a 16 MiB limit), and
+// dockerd checks each volume against every tmpfs, in time quadratic in
+// their number.
+const MaxImageVolumes = 128
+
 // voidImageVolumes puts VoidTmpfs over each of img's volumes that has no
 // mount of nsn-run's already (/tmp, /output), and refuses a volume path
 // that is not absolute and clean.
 func voidImageVolumes(img ocispec.ImageConfig, tmpfs map[string]string) error {
+	if len(img.Volumes) > MaxImageVolumes {
+		return fmt.Errorf("%w: the image declares %d volumes: the docker backend mounts a tmpfs over each, and takes at most %d", errdefs.ErrFailedPrecondition, len(img.Volumes), MaxImageVolumes)
+	}
 	for path := range img.Volumes {
 		if !filepath.IsAbs(path) || filepath.Clean(path) != path || path == "/" || strings.ContainsAny(path, ",:\x00") {
 			return fmt.Errorf("%w: image volume %q: the docker backend mounts an empty read-only tmpfs over each image volume, and cannot over this path", errdefs.ErrFailedPrecondition, path)
