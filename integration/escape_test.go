@@ -633,6 +633,76 @@ func runcVersion(t *testing.T) (major, minor int) {
 	return major, minor
 }
 
+// sharedIDsKill is TestEscapeSharedIDsSignal's attack with runc directly:
+// a victim task runs a child; an attacker spec in the host's pid namespace
+// with the host's procfs (an escape from its own, which the audit refuses
+// on its own) SIGKILLs the child. ownIDs gives the victim and attacker
+// ranges of their own; as, if set, runs the attacker (sharing host ids) as
+// that host uid and gid. It returns what the attacker printed and whether
+// the victim ended (its child killed) or runs on.
+func sharedIDsKill(t *testing.T, ownIDs bool, as func(victim *bundle) uint32) (attackerOut string, victimRan bool) {
+	t.Helper()
+	victim := newBundle(t, "sleep 600 & echo $! > /output/child; wait; echo victim-ended")
+	attacker := newBundle(t, "true")
+	if ownIDs || as != nil {
+		victim.withUserNSAt(t, idmap.DefaultCount-3)
+	}
+	if ownIDs {
+		attacker.withUserNSAt(t, idmap.DefaultCount-4)
+	}
+	v := victim.start(t, victim.spec)
+	defer v.stop()
+	runc, state, id, exited := v.runc, v.state, v.id, v.exited
+	waitForFile(t, filepath.Join(victim.outDir, "child"))
+	raw, err := exec.Command(runc, "--root", state, "state", id).Output()
+	var st struct{ Pid int }
+	if err == nil {
+		err = json.Unmarshal(raw, &st)
+	}
+	if err != nil || st.Pid == 0 {
+		t.Fatalf("runc state of the victim: %v: %s", err, raw)
+	}
+	// The victim's child, as the host sees it.
+	children, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", st.Pid, st.Pid))
+	child := strings.TrimSpace(string(children))
+	if err != nil || child == "" {
+		t.Fatalf("the victim's child: %q, %v", children, err)
+	}
+	s := attacker.mutated(t, func(s *specs.Spec) {
+		// Out of its pid namespace: the host's, with the host's
+		// procfs bound in (a procfs of its own for the host's pid
+		// namespace is refused in a user namespace; runc writes
+		// sysctls through it, so the attacker's namespace limits go
+		// too).
+		s.Linux.Namespaces = slices.DeleteFunc(s.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == specs.PIDNamespace })
+		for i := range s.Mounts {
+			if s.Mounts[i].Destination == "/proc" {
+				s.Mounts[i] = specs.Mount{Destination: "/proc", Type: "bind", Source: "/proc", Options: []string{"rbind", "nosuid", "nodev", "noexec"}}
+			}
+		}
+		s.Linux.Sysctl = nil
+		s.Process.Args = []string{"sh", "-c", "kill -9 " + child + " && echo killed"}
+		if as != nil {
+			id := as(victim)
+			s.Process.User.UID, s.Process.User.GID = id, id
+		}
+	})
+	aout, aerr, err := attacker.run(t, s)
+	attackerOut = strings.TrimSpace(aout + aerr)
+	if err == nil && strings.Contains(aout, "killed") {
+		// The victim's wait returns once its child is gone.
+		select {
+		case <-exited:
+			exited <- nil
+			return attackerOut, strings.Contains(v.out.String(), "victim-ended")
+		case <-time.After(30 * time.Second):
+			t.Fatalf("the attacker killed the victim's child, and the victim did not end: %s", v.out.String())
+		}
+	}
+	raw, _ = exec.Command(runc, "--root", state, "state", id).Output()
+	return attackerOut, strings.Contains(string(raw), `"status": "running"`)
+}
+
 // TestEscapeSharedIDsSignal: tasks that share a host uid may signal (and
 // ptrace) each other once one of them reaches the other's processes: an
 // escape from its pid namespace, stood in for here by an attacker spec in
@@ -643,61 +713,9 @@ func runcVersion(t *testing.T) (major, minor int) {
 // a user namespace of its own over its own range, nsn-run's default on
 // containerd) the same kill gets EPERM and the victim runs on.
 func TestEscapeSharedIDsSignal(t *testing.T) {
-	attack := func(ownIDs bool) (attackerOut string, victimRan bool) {
+	attack := func(ownIDs bool) (string, bool) {
 		t.Helper()
-		victim := newBundle(t, "sleep 600 & echo $! > /output/child; wait; echo victim-ended")
-		attacker := newBundle(t, "true")
-		if ownIDs {
-			victim.withUserNSAt(t, idmap.DefaultCount-3)
-			attacker.withUserNSAt(t, idmap.DefaultCount-4)
-		}
-		v := victim.start(t, victim.spec)
-		defer v.stop()
-		runc, state, id, exited := v.runc, v.state, v.id, v.exited
-		waitForFile(t, filepath.Join(victim.outDir, "child"))
-		raw, err := exec.Command(runc, "--root", state, "state", id).Output()
-		var st struct{ Pid int }
-		if err == nil {
-			err = json.Unmarshal(raw, &st)
-		}
-		if err != nil || st.Pid == 0 {
-			t.Fatalf("runc state of the victim: %v: %s", err, raw)
-		}
-		// The victim's child, as the host sees it.
-		children, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", st.Pid, st.Pid))
-		child := strings.TrimSpace(string(children))
-		if err != nil || child == "" {
-			t.Fatalf("the victim's child: %q, %v", children, err)
-		}
-		s := attacker.mutated(t, func(s *specs.Spec) {
-			// Out of its pid namespace: the host's, with the host's
-			// procfs bound in (a procfs of its own for the host's pid
-			// namespace is refused in a user namespace; runc writes
-			// sysctls through it, so the attacker's namespace limits go
-			// too).
-			s.Linux.Namespaces = slices.DeleteFunc(s.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == specs.PIDNamespace })
-			for i := range s.Mounts {
-				if s.Mounts[i].Destination == "/proc" {
-					s.Mounts[i] = specs.Mount{Destination: "/proc", Type: "bind", Source: "/proc", Options: []string{"rbind", "nosuid", "nodev", "noexec"}}
-				}
-			}
-			s.Linux.Sysctl = nil
-			s.Process.Args = []string{"sh", "-c", "kill -9 " + child + " && echo killed"}
-		})
-		aout, aerr, err := attacker.run(t, s)
-		attackerOut = strings.TrimSpace(aout + aerr)
-		if err == nil && strings.Contains(aout, "killed") {
-			// The victim's wait returns once its child is gone.
-			select {
-			case <-exited:
-				exited <- nil
-				return attackerOut, strings.Contains(v.out.String(), "victim-ended")
-			case <-time.After(30 * time.Second):
-				t.Fatalf("the attacker killed the victim's child, and the victim did not end: %s", v.out.String())
-			}
-		}
-		raw, _ = exec.Command(runc, "--root", state, "state", id).Output()
-		return attackerOut, strings.Contains(string(raw), `"status": "running"`)
+		return sharedIDsKill(t, ownIDs, nil)
 	}
 	out, ended := attack(false)
 	if !strings.Contains(out, "killed") || !ended {
@@ -709,6 +727,44 @@ func TestEscapeSharedIDsSignal(t *testing.T) {
 		t.Errorf("per-task host ranges: the attacker printed %q, the victim running: %v; want EPERM and the victim running", out, running)
 	}
 	t.Logf("per-task host ranges: the attacker printed %q; the victim runs on", out)
+}
+
+// TestEscapeSharedUserInTaskRange: a task that shares host ids runs as
+// its user's host uid itself, so a user in the node's span of per-task
+// ranges is another task's host identity. Run with runc directly, an
+// attacker sharing host ids as the host uid of a victim's process (its
+// range's base + 65534), out of its pid namespace as in
+// TestEscapeSharedIDsSignal, SIGKILLs the victim's child, though the
+// victim has a user namespace of its own. nsn-run refuses such a user for
+// a task sharing host ids, on both backends (before 2026-12-01 only an
+// image's USER there was replaced by nobody).
+func TestEscapeSharedUserInTaskRange(t *testing.T) {
+	var host uint32
+	out, ended := sharedIDsKill(t, false, func(victim *bundle) uint32 {
+		host = victim.spec.Linux.UIDMappings[0].HostID + victim.spec.Process.User.UID
+		return host
+	})
+	if !strings.Contains(out, "killed") || !ended {
+		t.Fatalf("bypass (the attacker as host uid %d): it printed %q, the victim ended: %v; want its child killed", host, out, ended)
+	}
+	t.Logf("bypass: sharing host ids as uid %d (the victim's process), the attacker printed %q and the victim's child died", host, out)
+
+	user := fmt.Sprintf("%d:%d", host, host)
+	tk := task.Task{ID: uniqueID("in-range"), Image: busyboxRef, Command: []string{"true"}, User: user}
+	_, err := spec.Generate(namespaces.WithNamespace(context.Background(), testNamespace), tk, ocispec.ImageConfig{}, spec.Options{OutputDir: t.TempDir()})
+	if !errdefs.IsInvalidArgument(err) {
+		t.Errorf("a spec sharing host ids with user %s: %v, want invalid argument", user, err)
+	}
+	m, _ := testManagerUserNS(t, runtime.UserNSOff)
+	if _, err := m.Run(context.Background(), tk, runtime.RunOptions{}); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("containerd, user namespaces off, user %s: %v, want invalid argument", user, err)
+	}
+	tk.ID = uniqueID("in-range")
+	if _, err := dockerManager(t).Run(context.Background(), tk, runtime.RunOptions{}); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("docker, user %s: %v, want invalid argument", user, err)
+	} else {
+		t.Logf("docker: %v", err)
+	}
 }
 
 // TestEscapeSigPending: queued signals count against RLIMIT_SIGPENDING per

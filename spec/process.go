@@ -12,6 +12,7 @@ import (
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/errdefs"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -157,6 +158,22 @@ func HostIdentityTaken(uid, gid uint32) bool {
 	span := idmap.DefaultSpan
 	return (uid != task.NobodyID && HostAccount(uid)) || (gid != task.NobodyID && HostGroup(gid)) ||
 		span.Contains(uid) || span.Contains(gid)
+}
+
+// CheckSharedIdentity refuses uid:gid for a task that shares host ids
+// (user namespaces off, or dockerd's) where either is in the node's span of
+// per-task ranges (idmap.DefaultSpan): each id there is a host identity of
+// a task with a user namespace of its own, and the task would share it
+// (after an escape from its namespaces, signal and ptrace its processes).
+// An image's USER there gives nobody instead (SharedIdentityImage); a
+// task's own user, which the task chose, is refused.
+func CheckSharedIdentity(uid, gid uint32) error {
+	span := idmap.DefaultSpan
+	if span.Contains(uid) || span.Contains(gid) {
+		return fmt.Errorf("%w: user %d:%d is in the host ids nsn-run keeps for tasks' own user namespaces (%d and up): a task sharing host ids cannot run as one of them",
+			errdefs.ErrInvalidArgument, uid, gid, span.Base)
+	}
+	return nil
 }
 
 // HostGroup reports whether gid is a group's on this host, as HostAccount

@@ -139,7 +139,7 @@ type Options struct {
 func checkUserNS(r *task.IDRange, uid, gid uint32) error {
 	switch {
 	case r == nil:
-		return nil
+		return CheckSharedIdentity(uid, gid)
 	case r.Size != task.IDRangeSize:
 		return fmt.Errorf("%w: user namespace range %s: must map %d ids", errdefs.ErrInvalidArgument, r, task.IDRangeSize)
 	case r.Contains(0) || uint64(r.HostID)+uint64(r.Size) > 1<<32-1:

@@ -586,4 +586,13 @@ func TestSharedIdentityImage(t *testing.T) {
 			t.Errorf("HostIdentityTaken(%d, %d) = %v, want %v", c.uid, c.gid, got, c.want)
 		}
 	}
+	// A task's own user in the span is refused (an image's gives nobody).
+	for _, c := range []struct {
+		uid, gid uint32
+		refused  bool
+	}{{1 << 20, 4343, true}, {4242, 1<<20 + 65535, true}, {1<<20 + 16384*65536, 4343, false}, {1000, 1000, false}} {
+		if err := spec.CheckSharedIdentity(c.uid, c.gid); (err != nil) != c.refused || (err != nil && !errdefs.IsInvalidArgument(err)) {
+			t.Errorf("CheckSharedIdentity(%d, %d) = %v, want refused %v", c.uid, c.gid, err, c.refused)
+		}
+	}
 }

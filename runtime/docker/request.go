@@ -129,6 +129,9 @@ func CreateRequest(t task.Task, img ocispec.ImageConfig, o RequestOptions) (Requ
 	if err != nil {
 		return Request{}, err
 	}
+	if err := spec.CheckSharedIdentity(p.UID, p.GID); err != nil {
+		return Request{}, err // dockerd's tasks share host ids
+	}
 	seccompOpt, err := seccompSecurityOpt(spec.SeccompProfile())
 	if err != nil {
 		return Request{}, err
