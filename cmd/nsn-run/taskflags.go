@@ -61,7 +61,7 @@ func (f *taskFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.gpuShared, "gpu-shared", false, "let other --gpu-shared tasks use the same GPUs at once (no isolation between them; default: the GPUs are this task's alone)")
 	fs.StringArrayVarP(&f.env, "env", "e", nil, "environment variable KEY=VALUE (repeatable)")
 	fs.StringVarP(&f.workdir, "workdir", "w", "", "working directory inside the container (default: the image's, else /)")
-	fs.StringVar(&f.user, "user", "", "numeric UID[:GID] to run as; 0 is refused (default: the image's numeric non-root user, else 65534:65534)")
+	fs.StringVar(&f.user, "user", "", "numeric UID[:GID] to run as; 0 is refused, and so is an id in the per-task host ranges (1048576 and up) for a task sharing host ids (docker, --user-namespaces off) (default: the image's numeric non-root user, else 65534:65534)")
 	fs.StringVar(&f.runtime, "runtime", "", "containerd runtime name (default "+task.DefaultRuntime+")")
 	fs.StringVar(&f.outputDir, "output-dir", "", "host directory to copy the files the task writes to /output into")
 }
