@@ -16,6 +16,7 @@ import (
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sys/unix"
 
 	"github.com/nsn-run/nsn-run/internal/imagebuild"
 	"github.com/nsn-run/nsn-run/runtime"
@@ -192,6 +193,80 @@ func TestDockerAuditedRequestPinsImage(t *testing.T) {
 	} else {
 		t.Logf("nsn-run's request, created after the tag moved: %q", out)
 	}
+}
+
+// TestDockerAuditedRequestAfterTaskEnded: a request audited clean before
+// its task id was in use, created on dockerd after a task of that id ended
+// (its record and /output kept until rm), binds that task's /output (a
+// twenty-fifth review: it overwrote the task's result, and `wait
+// --output-dir` handed the forgery over). An ended task's output is now
+// sealed read-only by the Manager: the request's write gets EROFS, and
+// `wait --output-dir` gives the task's own result. Then the attack with
+// the seal undone (the tmpfs remounted read-write): the request forges it.
+func TestDockerAuditedRequestAfterTaskEnded(t *testing.T) {
+	dockerManager(t) // loads the images into the test dockerd
+	c := dockerClient(t)
+	env := append(os.Environ(), "NSN_BACKEND=docker", "DOCKER_HOST="+os.Getenv(envDockerHost))
+	stateDir := t.TempDir()
+	global := []string{"--state-dir", stateDir}
+	nsn := func(args ...string) cliResult {
+		t.Helper()
+		return runCLIWith(t, env, nil, slices.Concat(args[:1], global, args[1:])...)
+	}
+	id := uniqueID("ended")
+	t.Cleanup(func() { nsn("rm", "-f", id) })
+	req := nsn("spec", "--id", id, "busybox:latest", "--", "sh", "-c", "echo forged > /output/result")
+	if req.code != 0 {
+		t.Fatalf("spec: exit %d: %s", req.code, req.stderr)
+	}
+	if a := runCLIWith(t, env, []byte(req.stdout), slices.Concat(global, []string{"audit", "-"})...); a.code != 0 {
+		t.Fatalf("audit before the task exists: exit %d: %s%s", a.code, a.stdout, a.stderr)
+	}
+	if r := nsn("run", "-d", "--id", id, "busybox:latest", "--", "sh", "-c", "echo genuine > /output/result"); r.code != 0 {
+		t.Fatalf("run -d: exit %d: %s", r.code, r.stderr)
+	}
+	if r := nsn("wait", id); r.code != 0 {
+		t.Fatalf("wait: exit %d: %s", r.code, r.stderr)
+	}
+	var r docker.Request
+	if err := json.Unmarshal([]byte(req.stdout), &r); err != nil {
+		t.Fatal(err)
+	}
+	output := filepath.Join(stateDir, "tasks", id, "output")
+	result := filepath.Join(output, "result")
+	read := func() string {
+		t.Helper()
+		b, err := os.ReadFile(result)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+
+	// Sealed, as the Manager left the ended task's output.
+	out := runOnDockerd(t, c, r)
+	if got := read(); got != "genuine\n" || !strings.Contains(out, "Read-only file system") {
+		t.Errorf("sealed: the result is %q, the request's task printed %q; want it unchanged and EROFS", got, out)
+	}
+	dest := filepath.Join(t.TempDir(), "out")
+	if w := nsn("wait", "--output-dir", dest, id); w.code != 0 {
+		t.Fatalf("wait --output-dir: exit %d: %s", w.code, w.stderr)
+	}
+	if b, err := os.ReadFile(filepath.Join(dest, "result")); err != nil || string(b) != "genuine\n" {
+		t.Errorf("wait --output-dir handed over %q, %v; want the task's own result", b, err)
+	} else {
+		t.Logf("sealed: the request's task printed %q; wait --output-dir handed over the task's own result", strings.TrimSpace(out))
+	}
+
+	// The attack, with the seal undone.
+	if err := unix.Mount("", output, "", unix.MS_REMOUNT|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		t.Fatal(err)
+	}
+	out = runOnDockerd(t, c, r)
+	if got := read(); got != "forged\n" {
+		t.Fatalf("the attack (output read-write): the task's result is %q after the audited request ran (%q); want it forged", got, out)
+	}
+	t.Log("the attack (output read-write): the audited request, created after the task ended, forged its result")
 }
 
 // auditDropped audits, with the CLI, nsn-run's create request for a task

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
 	"golang.org/x/sys/unix"
 
 	"github.com/nsn-run/nsn-run/idmap"
@@ -1124,6 +1125,15 @@ func (m *Manager) wait(ctx context.Context, id string, finishLogs bool) (res tas
 		res.Reason = task.ReasonOOMKilled
 	case res.Reason == task.ReasonExited && w.status.Code == ExitOOMKilled && m.killRequested(id):
 		res.Reason = task.ReasonKilled
+	}
+	// The task has ended: its output is its result, read-only from now on
+	// (OutputSealer). A failure leaves it writable as before, and is
+	// logged: the Result stands.
+	if s, ok := m.output.(OutputSealer); ok {
+		if err := s.Seal(filepath.Join(m.taskDir(id), outputDir)); err != nil {
+			log.G(ctx).WithError(err).Warnf("task %s: output not sealed", id)
+		}
+		sw.Lap("wait/seal-output")
 	}
 	// Recorded first: from here on ps, inspect and a second Wait know the
 	// task ended, while its container is released (Cleanup releases it

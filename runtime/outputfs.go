@@ -22,6 +22,15 @@ type OutputFS interface {
 	Release(dir string) error
 }
 
+// OutputSealer is an OutputFS that can make a task's output directory
+// read-only for everyone once the task has ended: what the task wrote is
+// then its result, and nothing run later under its id (a spec or create
+// request audited before the task existed, then run with its /output bind)
+// can change it before it is collected or removed.
+type OutputSealer interface {
+	Seal(dir string) error
+}
+
 // TmpfsOutput is the default OutputFS: a tmpfs per task, sized by its
 // output limits, so the kernel stops a task that writes too much (ENOSPC)
 // before the host's disk is touched at all. The task's writes are charged
@@ -34,6 +43,18 @@ func (TmpfsOutput) Prepare(dir string, l task.Limits) error {
 	data := fmt.Sprintf("size=%d,nr_inodes=%d,mode=0700", l.OutputBytes, l.OutputFiles+1) // +1: the root dir
 	if err := unix.Mount("nsn-output", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, data); err != nil {
 		return fmt.Errorf("mount output tmpfs at %s: %w", dir, err)
+	}
+	return nil
+}
+
+// Seal remounts dir's tmpfs read-only: its superblock, so every bind of
+// it, those made later included, refuses writes (EROFS). An outside
+// review created a Docker request audited before a task existed after that
+// task had ended, and it overwrote the task's /output, which `wait
+// --output-dir` then handed over as the task's.
+func (TmpfsOutput) Seal(dir string) error {
+	if err := unix.Mount("", dir, "", unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return fmt.Errorf("seal output tmpfs at %s: %w", dir, err)
 	}
 	return nil
 }

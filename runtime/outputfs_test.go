@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/nsn-run/nsn-run/internal/mountinfo"
+	"golang.org/x/sys/unix"
+
 	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/task"
 )
@@ -29,6 +31,60 @@ func mountsBelow(t *testing.T, dir string) int {
 		}
 	}
 	return n
+}
+
+// TestTmpfsOutputSeal: once sealed, the output tmpfs refuses writes
+// (EROFS) through its own mount and through a read-write bind of it made
+// afterwards (what a container created later under the task's id gets);
+// what it held stays readable, its mount options stay, and Release
+// removes it.
+func TestTmpfsOutputSeal(t *testing.T) {
+	needRoot(t)
+	dir := filepath.Join(t.TempDir(), "output")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	fs := runtime.TmpfsOutput{}
+	if err := fs.Prepare(dir, task.Limits{OutputBytes: 64 << 10, OutputFiles: 4}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = fs.Release(dir) })
+	result := filepath.Join(dir, "result")
+	if err := os.WriteFile(result, []byte("genuine\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := fs.Seal(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(result, []byte("forged\n"), 0o644); !errors.Is(err, syscall.EROFS) {
+		t.Errorf("a write after the seal: %v, want EROFS", err)
+	}
+	bind := filepath.Join(t.TempDir(), "bind")
+	if err := os.Mkdir(bind, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount(dir, bind, "", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(bind, unix.MNT_DETACH) })
+	if err := os.WriteFile(filepath.Join(bind, "result"), []byte("forged\n"), 0o644); !errors.Is(err, syscall.EROFS) {
+		t.Errorf("a write through a read-write bind made after the seal: %v, want EROFS", err)
+	}
+	if got, err := os.ReadFile(result); err != nil || string(got) != "genuine\n" {
+		t.Errorf("after the seal the result reads %q, %v", got, err)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []int64{unix.ST_RDONLY, unix.ST_NOSUID, unix.ST_NODEV, unix.ST_NOEXEC} {
+		if st.Flags&f == 0 {
+			t.Errorf("sealed output's flags %#x lack %#x", st.Flags, f)
+		}
+	}
+	if err := fs.Release(dir); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestTmpfsOutputCapsAndReleases: the output tmpfs refuses writes past the

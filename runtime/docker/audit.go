@@ -237,7 +237,7 @@ func (a *requestAuditor) knobs(ctx context.Context, id string, r Request) (task.
 		name, namedAt = c.Labels[runtime.LabelImage], "config.Labels."+runtime.LabelImage
 	}
 	t := task.Task{ID: id, Image: name, Command: append(slices.Clone(c.Entrypoint), c.Cmd...)}
-	if _, err := task.NormalizeImage(name); err != nil {
+	if _, err := task.NormalizeImage(name); err != nil && !IsImageID(name) {
 		a.add(audit.RuleRoot, namedAt, "%v", err)
 		t.Image = "audit.invalid/task"
 	}

@@ -525,6 +525,11 @@ func TestAuditRequestPinsImage(t *testing.T) {
 	if f := AuditRequest(ctx, edit(func(c *container.Config) { c.Image = testImageID[:19] }), auditPolicy); len(f) == 0 || f[0].Path != "config.Image" {
 		t.Errorf("an ID's prefix: findings %v, want one at config.Image first", f)
 	}
+	byID := auditTask()
+	byID.Image = testImageID
+	if f := AuditRequest(ctx, auditedRequest(t, byID, auditPolicy, nil), auditPolicy); len(f) != 0 {
+		t.Errorf("a task naming its image by ID: %v", f)
+	}
 	one("no name label", AuditRequest(ctx, edit(func(c *container.Config) { delete(c.Labels, runtime.LabelImage) }), auditPolicy), audit.RuleRoot, "config.Labels."+runtime.LabelImage)
 	one("a null Entrypoint", AuditRequest(ctx, edit(func(c *container.Config) {
 		c.Cmd = append(slices.Clone(c.Entrypoint), c.Cmd...)

@@ -172,9 +172,12 @@ func CreateRequest(t task.Task, img ocispec.ImageConfig, o RequestOptions) (Requ
 		if !IsImageID(o.ImageID) {
 			return Request{}, fmt.Errorf("%w: image id %q: want sha256: and 64 hex digits", errdefs.ErrInvalidArgument, o.ImageID)
 		}
-		name, err := task.NormalizeImage(t.Image)
-		if err != nil {
-			return Request{}, err
+		name := t.Image // a task may name its image by ID itself
+		if !IsImageID(name) {
+			var err error
+			if name, err = task.NormalizeImage(t.Image); err != nil {
+				return Request{}, err
+			}
 		}
 		cfg.Image, cfg.Labels[runtime.LabelImage] = o.ImageID, name
 	}
