@@ -218,7 +218,7 @@ func TestDevices(t *testing.T) {
 func TestInjection(t *testing.T) {
 	in := newInjector(t, true)
 	tk := task.Task{ID: "gpu-task", Image: "busybox", Command: []string{"true"}, GPUs: "device=1"}
-	s, err := generateWithGPUs(in, tk, "/var/lib/nsn-run/tasks/gpu-task/output")
+	s, err := generateWithGPUs(in, tk, "/var/lib/nsn-run/tasks/gpu-task/output/"+task.PreviewOutputKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,7 +289,7 @@ devices:
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := generateWithGPUs(in, task.Task{ID: "h", Image: "busybox", Command: []string{"true"}, GPUs: "device=0"}, "/var/lib/nsn-run/tasks/h/output")
+	s, err := generateWithGPUs(in, task.Task{ID: "h", Image: "busybox", Command: []string{"true"}, GPUs: "device=0"}, "/var/lib/nsn-run/tasks/h/output/"+task.PreviewOutputKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,7 +321,7 @@ func TestInjectionInUserNamespace(t *testing.T) {
 		t.Fatal(err)
 	}
 	ids := task.IDRange{HostID: 1 << 20, Size: task.IDRangeSize}
-	s, err := spec.Generate(context.Background(), tk, ocispec.ImageConfig{}, spec.Options{OutputDir: "/var/lib/nsn-run/tasks/userns-gpu/output", GPUDevices: names, CDI: in, UserNS: &ids, UserNSSysctls: true})
+	s, err := spec.Generate(context.Background(), tk, ocispec.ImageConfig{}, spec.Options{OutputDir: "/var/lib/nsn-run/tasks/userns-gpu/output/" + task.PreviewOutputKey, GPUDevices: names, CDI: in, UserNS: &ids, UserNSSysctls: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -100,7 +100,7 @@ printf '[core]\n\trepositoryformatversion = 0\n\tfsmonitor = touch ` + marker + 
 	}
 
 	naive := filepath.Join(t.TempDir(), "naive")
-	if out, err := exec.Command("cp", "-r", filepath.Join(m.StateDir(), "tasks", id, "output"), naive).CombinedOutput(); err != nil {
+	if out, err := exec.Command("cp", "-r", taskOutput(t, m.StateDir(), id), naive).CombinedOutput(); err != nil {
 		t.Fatalf("cp -r of the task's output: %v: %s", err, out)
 	}
 	out := gitStatus(naive)

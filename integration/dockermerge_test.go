@@ -177,7 +177,7 @@ func TestDockerAuditedRequestPinsImage(t *testing.T) {
 	if _, err := c.ImageTag(ctx, client.ImageTagOptions{Source: volume, Target: tag}); err != nil {
 		t.Fatal(err)
 	}
-	output := filepath.Join(stateDir, "tasks", id, "output")
+	output := outputSourceOf(pinned)
 	if err := os.MkdirAll(output, 0o777); err != nil {
 		t.Fatal(err)
 	}
@@ -195,15 +195,20 @@ func TestDockerAuditedRequestPinsImage(t *testing.T) {
 	}
 }
 
-// TestDockerAuditedRequestAfterTaskEnded: a request audited clean before
-// its task id was in use, created on dockerd after a task of that id ended
-// (its record and /output kept until rm), binds that task's /output (a
-// twenty-fifth review: it overwrote the task's result, and `wait
-// --output-dir` handed the forgery over). An ended task's output is now
-// sealed read-only by the Manager: the request's write gets EROFS, and
-// `wait --output-dir` gives the task's own result. Then the attack with
-// the seal undone (the tmpfs remounted read-write): the request forges it.
-func TestDockerAuditedRequestAfterTaskEnded(t *testing.T) {
+// TestDockerRequestAuditedBeforeItsTask: a create request audited clean
+// before its task id was in use, created on dockerd while a task of that
+// id runs or after it ended (its record and /output kept until rm), bound
+// that task's /output: reviews 25 and 26 overwrote the task's result, and
+// `wait --output-dir` handed the forgery over. The container now binds a
+// directory of the output tmpfs named by a key the task draws at its
+// start, which a request audited before cannot name: created while the
+// task runs, or after it ended, dockerd refuses it (its bind source does
+// not exist). The attack, run with the key filled in (as if the path were
+// still predictable): it forges the running task's result. After the task
+// ended, even with the key, the write gets EROFS (the output is sealed)
+// and `wait --output-dir` gives the task's own result; with the seal
+// undone, it forges it.
+func TestDockerRequestAuditedBeforeItsTask(t *testing.T) {
 	dockerManager(t) // loads the images into the test dockerd
 	c := dockerClient(t)
 	env := append(os.Environ(), "NSN_BACKEND=docker", "DOCKER_HOST="+os.Getenv(envDockerHost))
@@ -213,7 +218,7 @@ func TestDockerAuditedRequestAfterTaskEnded(t *testing.T) {
 		t.Helper()
 		return runCLIWith(t, env, nil, slices.Concat(args[:1], global, args[1:])...)
 	}
-	id := uniqueID("ended")
+	id := uniqueID("keyed")
 	t.Cleanup(func() { nsn("rm", "-f", id) })
 	req := nsn("spec", "--id", id, "busybox:latest", "--", "sh", "-c", "echo forged > /output/result")
 	if req.code != 0 {
@@ -222,29 +227,46 @@ func TestDockerAuditedRequestAfterTaskEnded(t *testing.T) {
 	if a := runCLIWith(t, env, []byte(req.stdout), slices.Concat(global, []string{"audit", "-"})...); a.code != 0 {
 		t.Fatalf("audit before the task exists: exit %d: %s%s", a.code, a.stdout, a.stderr)
 	}
-	if r := nsn("run", "-d", "--id", id, "busybox:latest", "--", "sh", "-c", "echo genuine > /output/result"); r.code != 0 {
+	var audited docker.Request
+	if err := json.Unmarshal([]byte(req.stdout), &audited); err != nil {
+		t.Fatal(err)
+	}
+	if r := nsn("run", "-d", "--id", id, "busybox:latest", "--", "sh", "-c", "echo genuine > /output/result; sleep 4"); r.code != 0 {
 		t.Fatalf("run -d: exit %d: %s", r.code, r.stderr)
+	}
+	output := taskOutput(t, stateDir, id)
+	result := filepath.Join(output, "result")
+	waitForFile(t, result)
+	read := func() string { return mustRead(t, result) }
+	keyed := withOutputSource(audited, output)
+
+	// While the task runs.
+	audited.Name = uniqueID("audited")
+	if err := createOnDockerd(c, audited); err == nil || !strings.Contains(err.Error(), outputSourceOf(audited)) {
+		t.Errorf("the audited request, created while the task runs: %v; want its bind source refused as missing", err)
+	} else {
+		t.Logf("the audited request, created while the task runs: %v", err)
+	}
+	keyed.Name = uniqueID("keyed-running")
+	runOnDockerd(t, c, keyed)
+	if got := read(); got != "forged\n" {
+		t.Fatalf("the attack (the key filled in): the running task's result is %q; want it forged", got)
+	}
+	t.Log("the attack (the key filled in): the request forged the running task's result")
+	if err := os.WriteFile(result, []byte("genuine\n"), 0o644); err != nil {
+		t.Fatal(err)
 	}
 	if r := nsn("wait", id); r.code != 0 {
 		t.Fatalf("wait: exit %d: %s", r.code, r.stderr)
 	}
-	var r docker.Request
-	if err := json.Unmarshal([]byte(req.stdout), &r); err != nil {
-		t.Fatal(err)
-	}
-	output := filepath.Join(stateDir, "tasks", id, "output")
-	result := filepath.Join(output, "result")
-	read := func() string {
-		t.Helper()
-		b, err := os.ReadFile(result)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(b)
-	}
 
-	// Sealed, as the Manager left the ended task's output.
-	out := runOnDockerd(t, c, r)
+	// After the task ended.
+	audited.Name = uniqueID("audited")
+	if err := createOnDockerd(c, audited); err == nil {
+		t.Errorf("the audited request, created after the task ended: created; want its bind source refused as missing")
+	}
+	keyed.Name = uniqueID("keyed-ended")
+	out := runOnDockerd(t, c, keyed)
 	if got := read(); got != "genuine\n" || !strings.Contains(out, "Read-only file system") {
 		t.Errorf("sealed: the result is %q, the request's task printed %q; want it unchanged and EROFS", got, out)
 	}
@@ -255,18 +277,52 @@ func TestDockerAuditedRequestAfterTaskEnded(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(dest, "result")); err != nil || string(b) != "genuine\n" {
 		t.Errorf("wait --output-dir handed over %q, %v; want the task's own result", b, err)
 	} else {
-		t.Logf("sealed: the request's task printed %q; wait --output-dir handed over the task's own result", strings.TrimSpace(out))
+		t.Logf("sealed: the keyed request's task printed %q; wait --output-dir handed over the task's own result", strings.TrimSpace(out))
 	}
 
-	// The attack, with the seal undone.
-	if err := unix.Mount("", output, "", unix.MS_REMOUNT|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+	// The seal undone.
+	if err := unix.Mount("", filepath.Dir(output), "", unix.MS_REMOUNT|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 		t.Fatal(err)
 	}
-	out = runOnDockerd(t, c, r)
+	keyed.Name = uniqueID("keyed-unsealed")
+	out = runOnDockerd(t, c, keyed)
 	if got := read(); got != "forged\n" {
-		t.Fatalf("the attack (output read-write): the task's result is %q after the audited request ran (%q); want it forged", got, out)
+		t.Fatalf("the attack (output read-write): the task's result is %q after the keyed request ran (%q); want it forged", got, out)
 	}
-	t.Log("the attack (output read-write): the audited request, created after the task ended, forged its result")
+	t.Log("the attack (output read-write): the keyed request, created after the task ended, forged its result")
+}
+
+// outputSourceOf is the source of r's /output bind.
+func outputSourceOf(r docker.Request) string {
+	for _, m := range r.HostConfig.Mounts {
+		if m.Target == spec.OutputPath {
+			return m.Source
+		}
+	}
+	return ""
+}
+
+// withOutputSource is a copy of r binding source at /output.
+func withOutputSource(r docker.Request, source string) docker.Request {
+	r.HostConfig = ptrTo(*r.HostConfig)
+	r.HostConfig.Mounts = slices.Clone(r.HostConfig.Mounts)
+	for i := range r.HostConfig.Mounts {
+		if r.HostConfig.Mounts[i].Target == spec.OutputPath {
+			r.HostConfig.Mounts[i].Source = source
+		}
+	}
+	return r
+}
+
+// createOnDockerd creates the container r describes on dockerd directly
+// and removes it again; it returns the create's error.
+func createOnDockerd(c *client.Client, r docker.Request) error {
+	ctx := context.Background()
+	_, err := c.ContainerCreate(ctx, client.ContainerCreateOptions{Name: r.Name, Config: r.Config, HostConfig: r.HostConfig})
+	if err == nil {
+		_, _ = c.ContainerRemove(ctx, r.Name, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
+	}
+	return err
 }
 
 // auditDropped audits, with the CLI, nsn-run's create request for a task

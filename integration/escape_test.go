@@ -69,11 +69,11 @@ func newBundle(t *testing.T, script string) *bundle {
 	if err := imagebuild.BusyboxRootfs(filepath.Join(b.dir, spec.RootfsPath), busyboxPath(t)); err != nil {
 		t.Fatal(err)
 	}
-	b.outDir = filepath.Join(b.tasksDir, b.id, "output")
+	b.outDir = filepath.Join(b.tasksDir, b.id, "output", task.NewOutputKey())
 	if err := os.MkdirAll(b.outDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, d := range []string{b.dir, filepath.Dir(b.dir), b.tasksDir, filepath.Dir(b.tasksDir), filepath.Join(b.tasksDir, b.id)} {
+	for _, d := range []string{b.dir, filepath.Dir(b.dir), b.tasksDir, filepath.Dir(b.tasksDir), filepath.Join(b.tasksDir, b.id), filepath.Dir(b.outDir)} {
 		if err := os.Chmod(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -1749,7 +1749,7 @@ func TestEscapeRuntimePath(t *testing.T) {
 // the source.
 func TestEscapeOtherTaskOutput(t *testing.T) {
 	b := newBundle(t, `cat /output/secret && echo planted > /output/planted`)
-	victim := filepath.Join(b.tasksDir, uniqueID("victim"), "output")
+	victim := filepath.Join(b.tasksDir, uniqueID("victim"), "output", task.NewOutputKey())
 	if err := os.MkdirAll(victim, 0o777); err != nil {
 		t.Fatal(err)
 	}

@@ -386,3 +386,24 @@ func testManagerBackend(t *testing.T, backend func(*containerd.Config), configur
 	t.Cleanup(func() { _, _ = m.CleanupOrphans(context.Background(), true) })
 	return m, c
 }
+
+// taskOutput is the directory task id's container binds at /output, in
+// state dir stateDir: STATE/tasks/ID/output/KEY (task.NewOutputKey).
+func taskOutput(t *testing.T, stateDir, id string) string {
+	t.Helper()
+	matches, err := filepath.Glob(filepath.Join(stateDir, "tasks", id, "output", "*"))
+	if err != nil || len(matches) != 1 || !task.IsOutputKey(filepath.Base(matches[0])) {
+		t.Fatalf("task %s's keyed output dir: %v, %v", id, matches, err)
+	}
+	return matches[0]
+}
+
+// mustRead is the contents of the file at path.
+func mustRead(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}

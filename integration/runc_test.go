@@ -50,7 +50,7 @@ func TestRuncAcceptsSpec(t *testing.T) {
 	}
 	id := uniqueID("runc")
 	tasksDir := t.TempDir()
-	outDir := filepath.Join(tasksDir, id, "output")
+	outDir := filepath.Join(tasksDir, id, "output", task.NewOutputKey())
 	if err := os.MkdirAll(outDir, 0o755); err != nil {
 		t.Fatal(err)
 	}

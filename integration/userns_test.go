@@ -712,7 +712,7 @@ func TestAuditSpecUnderAnotherTasksID(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stoppedOut := filepath.Join(mgr.StateDir(), "tasks", stopped, "output", "result")
+	stoppedOut := filepath.Join(taskOutput(t, mgr.StateDir(), stopped), "result")
 	tk, err := ctr.Task(nctx, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -772,7 +772,7 @@ func endedTask(t *testing.T, g []string) (id, output string) {
 	if r := cli(t, g, "wait", id); r.code != 0 {
 		t.Fatalf("wait: exit %d: %s", r.code, r.stderr)
 	}
-	return id, filepath.Join(g[slices.Index(g, "--state-dir")+1], "tasks", id, "output")
+	return id, taskOutput(t, g[slices.Index(g, "--state-dir")+1], id)
 }
 
 // intruderSpec is the spec nsn-run shows for a new task that reads the
@@ -832,6 +832,83 @@ func forgeWith(t *testing.T, intruder specs.Spec, victim, victimOut string) []by
 		t.Fatal(err)
 	}
 	return data
+}
+
+// TestSpecAuditedBeforeItsTask: nsn-run's own spec for a free task id,
+// here for another containerd namespace over the same state dir (so runc's
+// refusal of a second container in the task's cgroup does not apply),
+// audited clean, then run with runc while a task of that id runs, bound
+// that task's /output and forged its result (a twenty-sixth review; the
+// spec's host id range is the one the next task gets). The task's
+// container now binds a directory named by a key the task draws at its
+// start: the audited spec names a directory that does not exist, and
+// runc fails. The attack, run with the key filled in: it forges the running
+// task's result. After the task ended, the seal refuses the write.
+func TestSpecAuditedBeforeItsTask(t *testing.T) {
+	g := cliEnv(t)
+	other := slices.Clone(g)
+	other[slices.Index(other, "--namespace")+1] = testNamespace + "-other"
+	id := uniqueID("keyed")
+	t.Cleanup(func() { cli(t, g, "rm", "-f", id) })
+	r := cli(t, g, "spec", "--id", id, "busybox:latest", "--", "sh", "-c", "echo forged > /output/result")
+	if r.code != 0 {
+		t.Fatalf("spec: exit %d: %s", r.code, r.stderr)
+	}
+	var audited specs.Spec
+	if err := json.Unmarshal([]byte(r.stdout), &audited); err != nil {
+		t.Fatal(err)
+	}
+	// The spec the other namespace's nsn-run gives the task (its cgroup
+	// path names the namespace), audited as that namespace's.
+	audited.Linux.CgroupsPath = "/" + other[slices.Index(other, "--namespace")+1] + "/" + id
+	data, merr := spec.Marshal(&audited)
+	if merr != nil {
+		t.Fatal(merr)
+	}
+	if a := runCLI(t, data, slices.Concat([]string{"audit"}, other, []string{"-"})...); a.code != 0 {
+		t.Fatalf("audit before the task exists: exit %d: %s%s", a.code, a.stdout, a.stderr)
+	}
+	audited.Linux.Sysctl = nil // runc before 1.4 refuses user.* sysctls
+	audited.Process.ApparmorProfile = ""
+	if r := cli(t, g, "run", "-d", "--id", id, "busybox:latest", "--", "sh", "-c", "echo genuine > /output/result; sleep 4"); r.code != 0 {
+		t.Fatalf("run -d: exit %d: %s", r.code, r.stderr)
+	}
+	output := taskOutput(t, g[slices.Index(g, "--state-dir")+1], id)
+	result := filepath.Join(output, "result")
+	waitForFile(t, result)
+	read := func() string { return mustRead(t, result) }
+	b := newBundle(t, "true")
+	keyed := audited
+	keyed.Mounts = slices.Clone(audited.Mounts)
+	for i := range keyed.Mounts {
+		if keyed.Mounts[i].Destination == spec.OutputPath {
+			keyed.Mounts[i].Source = output
+		}
+	}
+
+	// (runc 1.1.5 says only "can't get final child's PID from pipe".)
+	_, errOut, err := b.run(t, &audited)
+	if err == nil || read() != "genuine\n" {
+		t.Errorf("the audited spec, run while the task runs: %v %s; the result %q; want it to fail, its /output source missing", err, errOut, read())
+	} else {
+		t.Logf("the audited spec, run while the task runs: %v (its /output source does not exist)", err)
+	}
+	if _, errOut, err := b.run(t, &keyed); err != nil || read() != "forged\n" {
+		t.Fatalf("the attack (the key filled in): %v %s; the running task's result is %q, want it forged", err, errOut, read())
+	}
+	t.Log("the attack (the key filled in): the spec, run with runc, forged the running task's result")
+	if err := os.WriteFile(result, []byte("genuine\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r := cli(t, g, "wait", id); r.code != 0 {
+		t.Fatalf("wait: exit %d: %s", r.code, r.stderr)
+	}
+	_, errOut, _ = b.run(t, &keyed)
+	if read() != "genuine\n" || !(strings.Contains(errOut, "Read-only file system") || strings.Contains(errOut, "cannot clear locked flags MS_RDONLY")) {
+		t.Errorf("sealed: the result is %q, runc said %q; want it unchanged and the write or the read-write bind refused", read(), errOut)
+	} else {
+		t.Log("sealed: the keyed spec, run after the task ended, could not write its /output")
+	}
 }
 
 // TestAuditSpecUnderAnotherTasksIDSharedIDs: the same attack with user

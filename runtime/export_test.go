@@ -11,6 +11,13 @@ import (
 // what a step left.
 var TaskDir = (*Manager).taskDir
 
+// OutputOf is the directory task id's container binds at /output, as its
+// record names it.
+func OutputOf(m *Manager, id string) string {
+	rec, _ := m.readRecord(id)
+	return m.outputOf(id, rec)
+}
+
 // DirOutput is an OutputFS that leaves the output dir a plain directory:
 // the Manager's policy tests run without root (and so without mounts).
 // Only collection's caps bound what a task leaves there.

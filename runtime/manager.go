@@ -637,6 +637,17 @@ type record struct {
 	// (Owner.ID): a state dir that has lost its id file is told from a
 	// new one by its records.
 	StateDirID string `json:"state_dir_id,omitempty"`
+	// OutputKey names the directory in the task's output tmpfs that its
+	// container binds at /output (task.NewOutputKey); empty in a record
+	// written before keys, whose container binds the tmpfs itself.
+	OutputKey string `json:"output_key,omitempty"`
+}
+
+// outputOf is the host directory task id's container binds at /output:
+// STATE/tasks/ID/output/KEY, or the tmpfs itself for a record without a
+// key.
+func (m *Manager) outputOf(id string, rec record) string {
+	return filepath.Join(m.taskDir(id), outputDir, rec.OutputKey)
 }
 
 // identity is the Result's copy of the grant's identity; nil for a record
@@ -807,7 +818,7 @@ func (m *Manager) Preview(ctx context.Context, t task.Task) ([]byte, error) {
 	if _, err := m.backend.Inspect(ctx, t.ID); err == nil {
 		return nil, fmt.Errorf("%w: a task %s exists on the backend: its spec is its container's, not a new one's", errdefs.ErrAlreadyExists, t.ID)
 	}
-	req := StartRequest{Task: t, StateDir: dir, OutputDir: filepath.Join(dir, outputDir), Owner: m.owner}
+	req := StartRequest{Task: t, StateDir: dir, OutputDir: filepath.Join(dir, outputDir, task.PreviewOutputKey), Owner: m.owner}
 	g, err := m.grant(ctx, t, false)
 	if err != nil {
 		return nil, err
@@ -825,6 +836,14 @@ func (m *Manager) start(ctx context.Context, t task.Task, dir string) (Handle, e
 	if err := m.output.Prepare(out, t.Limits); err != nil {
 		return Handle{}, err
 	}
+	// The container binds a directory of the tmpfs named by a key of the
+	// task's alone (task.NewOutputKey), not the tmpfs: a spec audited for
+	// this id before the task existed names no directory that exists.
+	key := task.NewOutputKey()
+	taskOut := filepath.Join(out, key)
+	if err := os.Mkdir(taskOut, 0o700); err != nil {
+		return Handle{}, fmt.Errorf("create output dir: %w", err)
+	}
 	grant, err := m.allocate(ctx, t)
 	if err != nil {
 		m.release(t.ID)
@@ -836,17 +855,17 @@ func (m *Manager) start(ctx context.Context, t task.Task, dir string) (Handle, e
 			m.release(t.ID)
 		}
 	}()
-	if err := m.writeRecord(record{Task: t, Grant: grant, Scope: m.scope, StateDirID: m.owner.ID}); err != nil {
+	if err := m.writeRecord(record{Task: t, Grant: grant, Scope: m.scope, StateDirID: m.owner.ID, OutputKey: key}); err != nil {
 		return Handle{}, err
 	}
-	h, err := m.backend.Start(ctx, StartRequest{Task: t, StateDir: dir, OutputDir: out, GPUDevices: grant.GPUs, UserNS: grant.Identity.Range, Owner: m.owner})
+	h, err := m.backend.Start(ctx, StartRequest{Task: t, StateDir: dir, OutputDir: taskOut, GPUDevices: grant.GPUs, UserNS: grant.Identity.Range, Owner: m.owner})
 	if err != nil {
 		return Handle{}, err
 	}
 	if h.Identity != "" && grant.Identity.Level != task.IdentityShared {
 		grant.Identity.Level = h.Identity
 	}
-	if err := m.writeRecord(record{Task: t, Grant: grant, Handle: h, Scope: m.scope, StateDirID: m.owner.ID}); err != nil {
+	if err := m.writeRecord(record{Task: t, Grant: grant, Handle: h, Scope: m.scope, StateDirID: m.owner.ID, OutputKey: key}); err != nil {
 		_ = m.backend.Destroy(context.WithoutCancel(ctx), t.ID)
 		return Handle{}, err
 	}

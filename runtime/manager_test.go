@@ -1230,7 +1230,7 @@ func TestCollectOutputSkipsUnsafeNames(t *testing.T) {
 	if _, err := m.Spawn(context.Background(), job("names")); err != nil {
 		t.Fatal(err)
 	}
-	out := filepath.Join(runtime.TaskDir(m, "names"), "output")
+	out := runtime.OutputOf(m, "names")
 	for p, data := range map[string]string{"answer": "42", "\x1b]52;c;cHduZWQ=\x07": "x", "d\xff/f": "y"} {
 		if err := os.MkdirAll(filepath.Dir(filepath.Join(out, p)), 0o755); err != nil {
 			t.Fatal(err)
@@ -1415,7 +1415,7 @@ func TestPreviewTakesNothing(t *testing.T) {
 
 	req := preview("p1")
 	if !slices.Equal(req.GPUDevices, []string{"gpu=0"}) || req.Task.Limits.MemoryBytes == 0 ||
-		req.StateDir != runtime.TaskDir(m, "p1") || req.OutputDir != filepath.Join(runtime.TaskDir(m, "p1"), "output") {
+		req.StateDir != runtime.TaskDir(m, "p1") || req.OutputDir != filepath.Join(runtime.TaskDir(m, "p1"), "output", task.PreviewOutputKey) {
 		t.Errorf("preview request: %+v", req)
 	}
 	if got := gpus.held(); len(got) != 0 {
@@ -1989,7 +1989,7 @@ func TestOutputDestMustBeNewOrEmpty(t *testing.T) {
 	if _, err := m.Spawn(ctx, job("hook")); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(runtime.TaskDir(m, "hook"), "output", "pre-commit"), []byte("#!/bin/sh\necho task\n"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(runtime.OutputOf(m, "hook"), "pre-commit"), []byte("#!/bin/sh\necho task\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	f.exit("hook", 0)

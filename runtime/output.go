@@ -336,6 +336,17 @@ func (m *Manager) collectOutput(ctx context.Context, id string, dest *outputDest
 	if err != nil {
 		return err
 	}
+	// An ended task's output is sealed when its Result is recorded; a
+	// seal that failed then (EBUSY: a file of it open for writing, which
+	// none of the task's own processes can hold any more) is tried again,
+	// and while it fails nothing is handed over as the task's (an outside
+	// review held a file open across the task's end and wrote into the
+	// collected output after it).
+	if s, ok := m.output.(OutputSealer); ok && rec.Result != nil {
+		if err := s.Seal(filepath.Join(m.taskDir(id), outputDir)); err != nil {
+			return fmt.Errorf("%w: output of task %s is not collected while another process may write it: %w", errdefs.ErrFailedPrecondition, id, err)
+		}
+	}
 	stdoutPath, stderrPath := m.logPaths(id)
 	stdout, err := logs.Read(stdoutPath)
 	if err != nil {
@@ -350,7 +361,7 @@ func (m *Manager) collectOutput(ctx context.Context, id string, dest *outputDest
 
 	l := rec.Task.WithDefaults().Limits
 	c := &collector{ctx: ctx, caps: outputCaps{files: l.OutputFiles, bytes: l.OutputBytes, depth: maxOutputDepth}, files: []task.OutputFile{}}
-	if err := c.collect(filepath.Join(m.taskDir(id), outputDir), dest); err != nil {
+	if err := c.collect(m.outputOf(id, rec), dest); err != nil {
 		return fmt.Errorf("collect output of task %s: %w", id, err)
 	}
 	res.OutputFiles, res.OutputSkipped = c.files, c.skipped

@@ -38,9 +38,11 @@ type OutputSealer interface {
 // It needs CAP_SYS_ADMIN (root).
 type TmpfsOutput struct{}
 
-// Prepare mounts the tmpfs at dir.
+// Prepare mounts the tmpfs at dir, for the task's keyed directory in it
+// (task.NewOutputKey) and its files.
 func (TmpfsOutput) Prepare(dir string, l task.Limits) error {
-	data := fmt.Sprintf("size=%d,nr_inodes=%d,mode=0700", l.OutputBytes, l.OutputFiles+1) // +1: the root dir
+	// +2: the root dir, and the task's keyed directory in it.
+	data := fmt.Sprintf("size=%d,nr_inodes=%d,mode=0700", l.OutputBytes, l.OutputFiles+2)
 	if err := unix.Mount("nsn-output", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, data); err != nil {
 		return fmt.Errorf("mount output tmpfs at %s: %w", dir, err)
 	}

@@ -1,8 +1,10 @@
 package runtime_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"github.com/containerd/errdefs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -101,14 +103,20 @@ func TestTmpfsOutputCapsAndReleases(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = fs.Release(dir) })
-	err := os.WriteFile(filepath.Join(dir, "big"), make([]byte, 128<<10), 0o600)
+	// The task's keyed directory, as the Manager makes it: the files
+	// count under it.
+	files := filepath.Join(dir, "key")
+	if err := os.Mkdir(files, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	err := os.WriteFile(filepath.Join(files, "big"), make([]byte, 128<<10), 0o600)
 	if !errors.Is(err, syscall.ENOSPC) {
 		t.Errorf("128 KiB into a 64 KiB output: %v, want ENOSPC", err)
 	}
-	_ = os.Remove(filepath.Join(dir, "big"))
+	_ = os.Remove(filepath.Join(files, "big"))
 	var created int
 	for i := range 4 {
-		if err := os.WriteFile(filepath.Join(dir, fmt.Sprint(i)), nil, 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(files, fmt.Sprint(i)), nil, 0o600); err != nil {
 			break
 		}
 		created++
@@ -186,5 +194,46 @@ func TestTmpfsOutputReleaseUnderChurn(t *testing.T) {
 	}
 	if n := mountsBelow(t, base) - mountsBelow(t, ballast); n != 0 {
 		t.Errorf("%d output mounts left after %d prepare/release cycles", n, workers*rounds)
+	}
+}
+
+// TestCollectRefusesAnUnsealableOutput: a file of an ended task's output
+// held open for writing (by no process of the task's: they are gone)
+// keeps the seal from taking; collection then refuses to hand anything
+// over as the task's, and goes ahead once the writer is gone.
+func TestCollectRefusesAnUnsealableOutput(t *testing.T) {
+	needRoot(t)
+	f := newFake()
+	m, err := runtime.New(runtime.Config{Backend: f, StateDir: t.TempDir(), OutputFS: runtime.TmpfsOutput{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = m.CleanupOrphans(context.Background(), true) })
+	ctx := context.Background()
+	if _, err := m.Spawn(ctx, job("held")); err != nil {
+		t.Fatal(err)
+	}
+	writer, err := os.OpenFile(filepath.Join(runtime.OutputOf(m, "held"), "answer"), os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer writer.Close()
+	f.exit("held", 0)
+	res, err := m.Wait(ctx, "held")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.CollectOutput(ctx, "held", "", &res); !errdefs.IsFailedPrecondition(err) {
+		t.Fatalf("CollectOutput with a writer left: %v, want failed precondition", err)
+	}
+	if _, err := writer.WriteString("late\n"); err != nil {
+		t.Fatal(err)
+	}
+	writer.Close()
+	if err := m.CollectOutput(ctx, "held", "", &res); err != nil || len(res.OutputFiles) != 1 || res.OutputFiles[0].Size != 5 {
+		t.Fatalf("CollectOutput once the writer is gone: %v, %+v", err, res.OutputFiles)
+	}
+	if err := os.WriteFile(filepath.Join(runtime.OutputOf(m, "held"), "answer"), []byte("forged\n"), 0o644); !errors.Is(err, syscall.EROFS) {
+		t.Errorf("a write after the collection: %v, want EROFS", err)
 	}
 }

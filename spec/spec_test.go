@@ -28,7 +28,7 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
-const outputDir = "/var/lib/nsn-run/tasks/job-1/output"
+const outputDir = "/var/lib/nsn-run/tasks/job-1/output/" + task.PreviewOutputKey
 
 func baseTask() task.Task {
 	return task.Task{ID: "job-1", Image: "busybox:latest", Command: []string{"echo", "hi"}}

@@ -37,7 +37,9 @@ the task's own knobs from it (id = hostname, command, env, working dir,
 non-root user, memory, CPU, pids, open files, /tmp size, granted GPUs), checks
 them against the task's bounds, rebuilds the spec nsn-run would generate for
 that task on this host (--namespace names the cgroup path, --state-dir the
-only host path a task may have bound: STATE/tasks/ID/output; --cdi-spec-dir
+only host path a task may have bound: STATE/tasks/ID/output/KEY, KEY the
+random 128-bit key the task drew at its start (a spec shows 000...0);
+--cdi-spec-dir
 the CDI specs whose edits the "nsn.gpus" annotation's devices may add), and
 compares the two. Every other difference is a finding, so "no findings" means
 no more than nsn-run itself would grant. A spec with a user namespace must

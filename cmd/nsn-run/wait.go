@@ -33,7 +33,7 @@ interrupting run does. The task stays until nsn-run rm or gc.
 With --output-dir the files the task wrote to /output are copied there
 as run --output-dir copies them (a new or empty directory; only regular
 files and directories, never a link followed): the way to take a detached
-task's results. Do not read STATE/tasks/ID/output directly: it is the
+task's results. Do not read STATE/tasks/ID/output/KEY directly: it is the
 task's own tree, with its links to host paths and its fifos. A copy that
 fails leaves the task and its output in place (exit 125).`,
 		Example: `  nsn-run run -d --id job1 busybox -- sh -c 'echo 42 > /output/answer'

@@ -82,7 +82,7 @@ func AuditRequest(ctx context.Context, r Request, p audit.Policy) []audit.Findin
 	}
 	t, gpus := a.knobs(ctx, id, r)
 	imageID, img, imageKnown := a.image(ctx, t.Image)
-	o := RequestOptions{OutputDir: p.OutputDir(id), GPUs: gpus, OOMScoreAdj: p.OOMScoreAdj, ImageID: imageID}
+	o := RequestOptions{OutputDir: p.OutputFor(id, outputSource(r)), GPUs: gpus, OOMScoreAdj: p.OOMScoreAdj, ImageID: imageID}
 	want, err := CreateRequest(t, img, o)
 	if err != nil {
 		a.add(audit.RuleShape, "", "cannot rebuild the request nsn-run would send for this task: %v", err)
@@ -105,7 +105,7 @@ func AuditRequest(ctx context.Context, r Request, p audit.Policy) []audit.Findin
 	// The backend records the task's state dir, where it writes the task's
 	// logs, as a label: it must be the policy's.
 	if _, ok := r.Config.Labels[runtime.LabelStateDir]; ok {
-		want.Config.Labels[runtime.LabelStateDir] = filepath.Dir(p.OutputDir(id))
+		want.Config.Labels[runtime.LabelStateDir] = p.TaskDir(id)
 	}
 	// And its state dir's id, which says whose the task is: the
 	// policy's state dir's where it is known, else any value of that
@@ -185,6 +185,16 @@ func (a *requestAuditor) image(ctx context.Context, name string) (id string, img
 		return "", ocispec.ImageConfig{}, false
 	}
 	return id, img, true
+}
+
+// outputSource is the source of r's /output mount, "" if it has none.
+func outputSource(r Request) string {
+	for _, m := range r.HostConfig.Mounts {
+		if m.Target == spec.OutputPath {
+			return m.Source
+		}
+	}
+	return ""
 }
 
 var requestCompareOptions = audit.CompareOptions{

@@ -211,9 +211,38 @@ func (p Policy) namespace() string {
 	return p.Namespace
 }
 
-// OutputDir is the host directory the policy lets task id bind at /output.
+// OutputDir is the host directory a preview of task id's spec binds at
+// /output: TASKSDIR/ID/output/KEY with task.PreviewOutputKey.
 func (p Policy) OutputDir(id string) string {
-	return filepath.Join(p.tasksDir(), id, "output")
+	return filepath.Join(p.tasksDir(), id, "output", task.PreviewOutputKey)
+}
+
+// OutputFor is the host directory the policy lets task id bind at /output,
+// given source, the one a spec or request binds: source itself where it is
+// TASKSDIR/ID/output/KEY for a key of the right shape (the task's key,
+// drawn at random at its start, is known to its record and container
+// alone: task.NewOutputKey), else the preview's (OutputDir), so that the
+// difference names the shape nsn-run generates.
+func (p Policy) OutputFor(id, source string) string {
+	if task.OutputKeyOf(p.tasksDir(), id, source) != "" {
+		return source
+	}
+	return p.OutputDir(id)
+}
+
+// outputSource is the source of s's /output mount, "" if it has none.
+func outputSource(s *specs.Spec) string {
+	for _, m := range s.Mounts {
+		if m.Destination == spec.OutputPath {
+			return m.Source
+		}
+	}
+	return ""
+}
+
+// TaskDir is task id's state directory under the policy's tasks dir.
+func (p Policy) TaskDir(id string) string {
+	return filepath.Join(p.tasksDir(), id)
 }
 
 // Check returns every finding for s under p, rules in table order.
@@ -383,7 +412,7 @@ func (a *auditor) knobs(s *specs.Spec) (t task.Task, o spec.Options, ok bool) {
 		OpenFiles: "process.rlimits", Tmp: "mounts[/tmp].options",
 	})...)
 
-	o = spec.Options{OutputDir: a.policy.OutputDir(id), OOMScoreAdj: a.policy.OOMScoreAdj, AppArmorProfile: a.policy.AppArmorProfile, InitBinary: a.policy.InitBinary}
+	o = spec.Options{OutputDir: a.policy.OutputFor(id, outputSource(s)), OOMScoreAdj: a.policy.OOMScoreAdj, AppArmorProfile: a.policy.AppArmorProfile, InitBinary: a.policy.InitBinary}
 	if !a.policy.HostIdentity {
 		o.UserNS = a.userNSRange(s)
 		// The namespace's per-user limits are in the spec exactly as

@@ -298,7 +298,7 @@ var mutations = []mutation{
 	{name: "mounts-reordered", rule: audit.RuleMounts, mutate: func(s *specs.Spec) { slices.Reverse(s.Mounts) }},
 	{name: "bind-symlink-parent", rule: audit.RuleMounts, policy: &audit.Policy{ResolveSource: func(p string) (string, error) {
 		switch p {
-		case policy.OutputDir(taskID), filepath.Dir(policy.OutputDir(taskID)):
+		case policy.OutputDir(taskID), filepath.Dir(policy.OutputDir(taskID)), filepath.Dir(filepath.Dir(policy.OutputDir(taskID))):
 			return "", os.ErrNotExist // not made yet: audited before run
 		case "/var/lib/nsn-run/tasks":
 			return "/srv/elsewhere", nil
