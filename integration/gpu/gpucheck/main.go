@@ -383,7 +383,7 @@ func runCheck(ctx context.Context, o options, in *gpu.Injector, id, gpus string,
 	defer in.Release(id)
 	bundle := filepath.Join(o.work, "bundle")
 	tasksDir := filepath.Join(o.work, "tasks")
-	outDir := filepath.Join(tasksDir, id, "output")
+	outDir := filepath.Join(tasksDir, id, "output", task.NewOutputKey()) // as the Manager makes it
 	if err := os.MkdirAll(outDir, 0o700); err != nil {
 		return nil, "", err
 	}
