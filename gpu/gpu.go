@@ -251,6 +251,21 @@ func (e *NotFoundError) Error() string {
 // Unwrap types the error for errdefs: NotFound.
 func (e *NotFoundError) Unwrap() error { return errdefs.ErrNotFound }
 
+// SharedOnlyError is a GPU that tasks hold shared, asked for by a request
+// that does not share (Request.Shared): it can only be shared until they
+// end.
+type SharedOnlyError struct {
+	GPU     string
+	Sharers []string // the task IDs holding it
+}
+
+func (e *SharedOnlyError) Error() string {
+	return fmt.Sprintf("%s: GPU %s is shared by tasks %s: it can only be shared", errdefs.ErrResourceExhausted, e.GPU, strings.Join(e.Sharers, ", "))
+}
+
+// Unwrap types the error for errdefs: ResourceExhausted.
+func (e *SharedOnlyError) Unwrap() error { return errdefs.ErrResourceExhausted }
+
 // key identifies the physical device behind a CDI name: the set of device
 // nodes its own edits add. An index and a UUID naming the same GPU share
 // it; two MIG slices of one GPU do not (each has its own capability node).
@@ -493,7 +508,7 @@ func (in *Injector) grant(id string, req task.GPURequest, take bool) ([]string, 
 		case exclusive != "":
 			return nil, fmt.Errorf("%w: GPU %s is allocated to task %s", errdefs.ErrResourceExhausted, n, exclusive)
 		case !req.Shared && len(sharers) > 0:
-			return nil, fmt.Errorf("%w: GPU %s is shared by tasks %s (it can only be shared: --gpu-shared)", errdefs.ErrResourceExhausted, n, strings.Join(sharers, ", "))
+			return nil, &SharedOnlyError{GPU: n, Sharers: sharers}
 		}
 	}
 	if !take {

@@ -2,6 +2,7 @@ package gpu
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -155,7 +156,8 @@ func TestSharing(t *testing.T) {
 			t.Fatalf("%s sharing GPU 0: %v %v", id, names, err)
 		}
 	}
-	if _, err := in.Allocate("c", req(t, uuid0)); !errdefs.IsResourceExhausted(err) || !strings.Contains(err.Error(), "shared by tasks a, b") {
+	var sharedOnly *SharedOnlyError
+	if _, err := in.Allocate("c", req(t, uuid0)); !errdefs.IsResourceExhausted(err) || !errors.As(err, &sharedOnly) || !strings.Contains(err.Error(), "shared by tasks a, b") {
 		t.Errorf("GPU 0 exclusively while shared: %v", err)
 	}
 	if _, err := in.Allocate("d", req(t, "device=1")); err != nil {

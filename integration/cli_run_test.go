@@ -198,7 +198,7 @@ func TestCLIRunFailures(t *testing.T) {
 		t.Errorf("the operator's file in the output dir is now %q (%v)", b, err)
 	}
 	down := runCLI(t, nil, "run", "--address", filepath.Join(t.TempDir(), "no.sock"), "busybox", "--", "true")
-	if down.code != 125 || !strings.Contains(down.stderr, "containerd is not running") {
+	if down.code != 125 || !strings.Contains(down.stderr, "containerd is not running") || !strings.Contains(down.stderr, "NSN_ADDRESS") {
 		t.Errorf("daemon down: exit %d stderr %q", down.code, down.stderr)
 	}
 	if l := leftovers(t, c); l != "" {

@@ -213,7 +213,7 @@ func TestDockerImportRefusesReplace(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := runCLIEnv(t, env, "--backend", "docker", "image", "import", hostile)
-	if r.code != 125 || !strings.Contains(r.stderr, "exists") {
+	if r.code != 125 || !strings.Contains(r.stderr, "exists") || !strings.Contains(r.stderr, "--replace") {
 		t.Errorf("import of other content under the name: exit %d stderr %q, want 125 and the refusal", r.code, r.stderr)
 	}
 	// All or nothing: the archive's other, new name goes too.

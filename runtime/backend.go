@@ -345,6 +345,52 @@ func (e *ImageNotFoundError) Error() string {
 // Unwrap types the error for errdefs: NotFound.
 func (e *ImageNotFoundError) Unwrap() error { return errdefs.ErrNotFound }
 
+// ImageConflictError is an import refused because an image of the
+// archive's name exists with other content: importing would change what
+// every task naming it runs. The caller removes the image first, or imports
+// again with ImportOptions.Replace.
+type ImageConflictError struct {
+	Name    string
+	Have    string // the local image's content (digest, media type)
+	Archive string // the archive's
+}
+
+func (e *ImageConflictError) Error() string {
+	return fmt.Sprintf("%s: image %s exists (%s) and the archive's is other content (%s): importing would replace it; remove it first, or import replacing it", errdefs.ErrAlreadyExists, e.Name, e.Have, e.Archive)
+}
+
+// Unwrap types the error for errdefs: AlreadyExists.
+func (e *ImageConflictError) Unwrap() error { return errdefs.ErrAlreadyExists }
+
+// TaskElsewhereError is a task on the backend that the Manager of another
+// state dir started (sharing this one's containerd namespace or dockerd):
+// that Manager's to list, remove, kill and sweep.
+type TaskElsewhereError struct {
+	ID       string
+	StateDir string // the state dir whose Manager owns it
+}
+
+func (e *TaskElsewhereError) Error() string {
+	return fmt.Sprintf("task %s belongs to the state dir %s: %s", e.ID, e.StateDir, errdefs.ErrFailedPrecondition)
+}
+
+// Unwrap types the error for errdefs: FailedPrecondition.
+func (e *TaskElsewhereError) Unwrap() error { return errdefs.ErrFailedPrecondition }
+
+// DaemonNotRunningError is a backend's daemon with no socket where the
+// caller said it listens: it is not running, or the address is another's.
+type DaemonNotRunningError struct {
+	Daemon string // "containerd" or "dockerd"
+	Socket string
+}
+
+func (e *DaemonNotRunningError) Error() string {
+	return fmt.Sprintf("%s: %s is not running: no socket at %s", errdefs.ErrUnavailable, e.Daemon, e.Socket)
+}
+
+// Unwrap types the error for errdefs: Unavailable.
+func (e *DaemonNotRunningError) Unwrap() error { return errdefs.ErrUnavailable }
+
 // ParseCommandError recognises, in a start error, the OCI runtime's
 // failure to exec the task's command, and returns it as a CommandError
 // (nil for any other error). runc reports it only as text, through the shim

@@ -1419,8 +1419,7 @@ func (m *Manager) cleanupOwn(ctx context.Context, id string) error {
 func (m *Manager) elsewhere(st Status) bool { return m.owner.Disowns(st.Labels) }
 
 func (m *Manager) errElsewhere(st Status) error {
-	return fmt.Errorf("task %s belongs to the state dir %s (use nsn-run --state-dir %s): %w",
-		st.ID, filepath.Dir(filepath.Dir(st.Labels[LabelStateDir])), filepath.Dir(filepath.Dir(st.Labels[LabelStateDir])), errdefs.ErrFailedPrecondition)
+	return &TaskElsewhereError{ID: st.ID, StateDir: filepath.Dir(filepath.Dir(st.Labels[LabelStateDir]))}
 }
 
 func (m *Manager) cleanup(ctx context.Context, id string) error {

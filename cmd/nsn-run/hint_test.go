@@ -8,6 +8,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/nsn-run/nsn-run/gpu"
+	"github.com/nsn-run/nsn-run/gpu/cdigen"
 	"github.com/nsn-run/nsn-run/runtime"
 )
 
@@ -24,6 +25,13 @@ func TestCLIHint(t *testing.T) {
 		{&runtime.ImageNotFoundError{Name: "docker.io/library/x:1"}, errdefs.IsNotFound, " (nsn-run image import|pull)"},
 		{&runtime.ImageNotFoundError{Name: "docker.io/library/x:1", Docker: true}, errdefs.IsNotFound, " (docker load, or nsn-run --backend docker image import)"},
 		{&gpu.NotFoundError{What: "GPU 7", SpecDirs: []string{"/etc/cdi"}}, errdefs.IsNotFound, " (nsn-run doctor lists the GPUs they define)"},
+		{&gpu.SharedOnlyError{GPU: "nvidia.com/gpu=0", Sharers: []string{"a"}}, errdefs.IsResourceExhausted, " (run with --gpu-shared to share it)"},
+		{&cdigen.HookNotFoundError{Paths: []string{"/usr/bin/nvidia-cdi-hook"}}, errdefs.IsNotFound, " (or nsn-run gpu cdi-generate --no-hooks)"},
+		{&runtime.TaskElsewhereError{ID: "job-1", StateDir: "/srv/a"}, errdefs.IsFailedPrecondition, " (nsn-run --state-dir /srv/a)"},
+		{&runtime.ImageConflictError{Name: "docker.io/library/x:1", Have: "sha256:1", Archive: "sha256:2"}, errdefs.IsAlreadyExists, " (nsn-run image rm docker.io/library/x:1, or image import --replace)"},
+		{errors.Join(&runtime.ImageConflictError{Name: "docker.io/library/x:1"}, errors.New("undo")), errdefs.IsAlreadyExists, " (nsn-run image rm docker.io/library/x:1, or image import --replace)"},
+		{&runtime.DaemonNotRunningError{Daemon: "containerd", Socket: "/run/x.sock"}, errdefs.IsUnavailable, " (start it, or point --address / NSN_ADDRESS at its socket)"},
+		{&runtime.DaemonNotRunningError{Daemon: "dockerd", Socket: "/run/d.sock"}, errdefs.IsUnavailable, " (start it, or point DOCKER_HOST at its socket)"},
 		{fmt.Errorf("start: %w", errdefs.ErrAlreadyExists), errdefs.IsAlreadyExists, ""},
 	} {
 		wrapped := fmt.Errorf("run task: %w", c.err)

@@ -22,6 +22,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/nsn-run/nsn-run/gpu"
+	"github.com/nsn-run/nsn-run/gpu/cdigen"
 	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/task"
 )
@@ -167,9 +168,26 @@ func cliHint(err error) string {
 	var exists *runtime.TaskExistsError
 	var noImage *runtime.ImageNotFoundError
 	var noGPU *gpu.NotFoundError
+	var sharedGPU *gpu.SharedOnlyError
+	var elsewhere *runtime.TaskElsewhereError
+	var conflict *runtime.ImageConflictError
+	var down *runtime.DaemonNotRunningError
+	var noHook *cdigen.HookNotFoundError
 	switch {
 	case errors.As(err, &exists):
 		return " (nsn-run rm " + exists.ID + ")"
+	case errors.As(err, &elsewhere):
+		return " (nsn-run --state-dir " + elsewhere.StateDir + ")"
+	case errors.As(err, &conflict):
+		return " (nsn-run image rm " + conflict.Name + ", or image import --replace)"
+	case errors.As(err, &down) && down.Daemon == "dockerd":
+		return " (start it, or point DOCKER_HOST at its socket)"
+	case errors.As(err, &down):
+		return " (start it, or point --address / NSN_ADDRESS at its socket)"
+	case errors.As(err, &sharedGPU):
+		return " (run with --gpu-shared to share it)"
+	case errors.As(err, &noHook):
+		return " (or nsn-run gpu cdi-generate --no-hooks)"
 	case errors.As(err, &noImage) && noImage.Docker:
 		return " (docker load, or nsn-run --backend docker image import)"
 	case errors.As(err, &noImage):

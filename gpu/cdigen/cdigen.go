@@ -135,8 +135,7 @@ func hookPath(path string) (string, error) {
 			return p, nil
 		}
 	}
-	return "", fmt.Errorf("%w: nvidia-cdi-hook not found at %s: install NVIDIA's nvidia-container-toolkit-base, or generate with no hooks (--no-hooks)",
-		errdefs.ErrNotFound, strings.Join(candidates, " or "))
+	return "", &HookNotFoundError{Paths: candidates}
 }
 
 func minimalHookEnv(e *cdispec.ContainerEdits) {
@@ -166,3 +165,17 @@ func WriteSpec(s *cdispec.Spec, dir string) (string, error) {
 	}
 	return path, os.Rename(path+".tmp", path)
 }
+
+// HookNotFoundError is a spec with hooks asked for on a host without
+// nvidia-cdi-hook at any of Paths: install NVIDIA's
+// nvidia-container-toolkit-base, or generate with Options.NoHooks.
+type HookNotFoundError struct {
+	Paths []string
+}
+
+func (e *HookNotFoundError) Error() string {
+	return fmt.Sprintf("%s: nvidia-cdi-hook not found at %s: install NVIDIA's nvidia-container-toolkit-base, or generate with no hooks", errdefs.ErrNotFound, strings.Join(e.Paths, " or "))
+}
+
+// Unwrap types the error for errdefs: NotFound.
+func (e *HookNotFoundError) Unwrap() error { return errdefs.ErrNotFound }

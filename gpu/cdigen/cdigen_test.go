@@ -1,6 +1,7 @@
 package cdigen
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"os"
@@ -35,7 +36,8 @@ func TestGenerateDGXA100(t *testing.T) {
 		// MIG partitions on these GPUs.
 		d.(*mockserver.Device).GetMaxMigDeviceCountFunc = func() (int, nvml.Return) { return 0, nvml.SUCCESS }
 	}
-	if _, err := Generate(GenerateOptions{Nvml: server, DriverRoot: root, HookPath: filepath.Join(root, "missing")}); !errdefs.IsNotFound(err) || !strings.Contains(err.Error(), "--no-hooks") {
+	var noHook *HookNotFoundError
+	if _, err := Generate(GenerateOptions{Nvml: server, DriverRoot: root, HookPath: filepath.Join(root, "missing")}); !errdefs.IsNotFound(err) || !errors.As(err, &noHook) || !strings.Contains(err.Error(), "generate with no hooks") {
 		t.Errorf("hooks without nvidia-cdi-hook: %v", err)
 	}
 	hook := fakeHook(t, root)

@@ -16,6 +16,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/runtime-spec/specs-go/features"
 
+	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/spec"
 	"github.com/nsn-run/nsn-run/spec/audit"
 	"github.com/nsn-run/nsn-run/task"
@@ -37,7 +38,7 @@ func Dial(ctx context.Context, address, namespace string) (*client.Client, error
 func dial(ctx context.Context, address, namespace string) (*client.Client, string, error) {
 	if _, err := os.Stat(address); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, "", fmt.Errorf("%w: containerd is not running: no socket at %s (set --address or NSN_ADDRESS)", errdefs.ErrUnavailable, address)
+			return nil, "", &runtime.DaemonNotRunningError{Daemon: "containerd", Socket: address}
 		}
 		return nil, "", fmt.Errorf("%w: containerd socket %s: %w", errdefs.ErrUnavailable, address, err)
 	}

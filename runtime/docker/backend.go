@@ -124,7 +124,7 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 func Dial(ctx context.Context, host string) (*client.Client, error) {
 	if path, ok := strings.CutPrefix(host, "unix://"); ok {
 		if _, err := os.Stat(path); err != nil {
-			return nil, fmt.Errorf("%w: dockerd is not running: no socket at %s (set DOCKER_HOST)", errdefs.ErrUnavailable, path)
+			return nil, &runtime.DaemonNotRunningError{Daemon: "dockerd", Socket: path}
 		}
 	}
 	// The client negotiates the API version with the daemon by default

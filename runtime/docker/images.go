@@ -68,7 +68,7 @@ func (b *Backend) ImportImage(ctx context.Context, r io.Reader, opts runtime.Imp
 		if _, err := b.client.ImageTag(ctx, client.ImageTagOptions{Source: old, Target: name}); err != nil {
 			return names, fmt.Errorf("import image: %s replaced %s and could not be moved back: %w", name, old, err)
 		}
-		refused = append(refused, fmt.Errorf("image %s exists (%s) and the archive's is other content (%s): importing would replace it; remove it first, or import with --replace", name, old, info.ID))
+		refused = append(refused, &runtime.ImageConflictError{Name: name, Have: old, Archive: info.ID})
 	}
 	if len(refused) > 0 {
 		// All or nothing: the names the load made go too (a sixteenth
@@ -81,7 +81,7 @@ func (b *Backend) ImportImage(ctx context.Context, r io.Reader, opts runtime.Imp
 				refused = append(refused, fmt.Errorf("undo the import of %s: %w", name, err))
 			}
 		}
-		return nil, fmt.Errorf("import image: %w: %w", errdefs.ErrAlreadyExists, errors.Join(refused...))
+		return nil, fmt.Errorf("import image: %w", errors.Join(refused...))
 	}
 	return names, nil
 }

@@ -18,6 +18,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"google.golang.org/grpc"
 
+	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/task"
 )
 
@@ -154,8 +155,9 @@ func (g *importGuard) check(ctx context.Context, img ctrimages.Image) error {
 	case old.Target.Digest != img.Target.Digest || old.Target.MediaType != img.Target.MediaType || old.Target.Size != img.Target.Size:
 		// The whole target: the same digest with another media type or
 		// size breaks the image as surely as other content.
-		return fmt.Errorf("%w: image %s exists (%s, %s) and the archive's is other content (%s, %s): importing would replace it; remove it first, or import with --replace",
-			errdefs.ErrAlreadyExists, img.Name, old.Target.Digest, old.Target.MediaType, img.Target.Digest, img.Target.MediaType)
+		return &runtime.ImageConflictError{Name: img.Name,
+			Have:    fmt.Sprintf("%s, %s", old.Target.Digest, old.Target.MediaType),
+			Archive: fmt.Sprintf("%s, %s", img.Target.Digest, img.Target.MediaType)}
 	}
 	return nil
 }
