@@ -15,7 +15,6 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
-	"github.com/nsn-run/nsn-run/spec"
 	"github.com/nsn-run/nsn-run/spec/audit"
 	"github.com/nsn-run/nsn-run/task"
 )
@@ -300,36 +299,8 @@ func TestEscapeCPURealtime(t *testing.T) {
 // all) refuses the first, and root's works; the audit finds the limit
 // gone, and Start refuses the spec.
 func TestEscapeMsgQueue(t *testing.T) {
-	b := newBundleWithHelper(t, "exec /bin/mqhold", "mqhold")
-	b.withUserNS(t)
-	helper := filepath.Join(b.dir, spec.RootfsPath, "bin", "mqhold")
-	rootQueues := func() error {
-		out, err := exec.Command(helper, "once").CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("%s: %w", strings.TrimSpace(string(out)), err)
-		}
-		return nil
-	}
-	if err := rootQueues(); err != nil {
-		t.Fatalf("host root's mq_open before any task: %v", err)
-	}
-	mutate := func(s *specs.Spec) {
-		s.Process.Rlimits = slices.DeleteFunc(s.Process.Rlimits, func(r specs.POSIXRlimit) bool { return r.Type == "RLIMIT_MSGQUEUE" })
-	}
-	out, hostErr, err := hold(t, b, b.mutated(t, mutate), "queues=", rootQueues)
-	var held int
-	if i := strings.Index(out, "queues="); i >= 0 {
-		_, _ = fmt.Sscanf(out[i:], "queues=%d", &held)
-	}
-	if err != nil || held == 0 || hostErr == nil {
-		t.Fatalf("bypass: %v; the task held %d queues; host root's mq_open while it held them: %v\n%s", err, held, hostErr, out)
-	}
-	t.Logf("bypass: the task printed %q; host root's mq_open while it held them: %v", strings.TrimSpace(out), hostErr)
-
-	out, hostErr, err = hold(t, b, b.spec, "queues=", rootQueues)
-	if err != nil || out != "queues=0 errno=EMFILE\n" || hostErr != nil {
-		t.Errorf("nsn-run's spec: %v; the task printed %q, host root's mq_open: %v; want no queue and root unhurt", err, out, hostErr)
-	}
-	t.Logf("nsn-run's spec: the task printed %q; host root's mq_open worked", strings.TrimSpace(out))
-	refused(t, b, audit.RuleProcessLimits, mutate)
+	escapePerUserLimit(t, perUserLimit{
+		rlimit: "RLIMIT_MSGQUEUE", helper: "mqhold", marker: "queues", hostCall: "mq_open",
+		bypassAbove: 0, want: "queues=0 errno=EMFILE\n",
+	})
 }

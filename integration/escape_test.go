@@ -777,37 +777,65 @@ func TestEscapeSharedUserInTaskRange(t *testing.T) {
 // nsn-run's spec stops the task at 256 and root's sigqueue works; the
 // audit finds the limit gone, and Start refuses the spec.
 func TestEscapeSigPending(t *testing.T) {
-	b := newBundleWithHelper(t, "exec /bin/sigpendhold", "sigpendhold")
+	escapePerUserLimit(t, perUserLimit{
+		rlimit: "RLIMIT_SIGPENDING", helper: "sigpendhold", marker: "signals", hostCall: "sigqueue",
+		bypassAbove: spec.SigpendingSignals, want: fmt.Sprintf("signals=%d errno=EAGAIN\n", spec.SigpendingSignals),
+	})
+}
+
+// perUserLimit is a per-user rlimit whose use a task in its own user
+// namespace also charges to the namespace's creator, host root.
+type perUserLimit struct {
+	rlimit string // the limit nsn-run's spec sets
+	// helper (integration/testdata) takes the resource until refused,
+	// prints "MARKER=N errno=E" and holds what it took until its standard
+	// input closes; "helper once" takes one unit, as host root.
+	helper, marker string
+	hostCall       string // root's call that fails, for the messages
+	bypassAbove    int    // without the limit the task holds more than this
+	want           string // what the task prints under nsn-run's spec
+}
+
+// escapePerUserLimit runs the attack with runc directly: nsn-run's spec
+// without l's rlimit (runc then leaves the task root's) lets the task
+// take the resource until host root has none left, and root's own call
+// fails while the task holds it. Then nsn-run's spec: the task stops at
+// its own limit and root's call works. The audit finds the limit gone,
+// and Start refuses the spec.
+func escapePerUserLimit(t *testing.T, l perUserLimit) {
+	t.Helper()
+	b := newBundleWithHelper(t, "exec /bin/"+l.helper, l.helper)
 	b.withUserNS(t)
-	helper := filepath.Join(b.dir, spec.RootfsPath, "bin", "sigpendhold")
-	rootQueues := func() error {
+	helper := filepath.Join(b.dir, spec.RootfsPath, "bin", l.helper)
+	rootTakes := func() error {
 		out, err := exec.Command(helper, "once").CombinedOutput()
 		if err != nil {
 			return fmt.Errorf("%s: %w", strings.TrimSpace(string(out)), err)
 		}
 		return nil
 	}
-	if err := rootQueues(); err != nil {
-		t.Fatalf("host root's sigqueue before any task: %v", err)
+	if err := rootTakes(); err != nil {
+		t.Fatalf("host root's %s before any task: %v", l.hostCall, err)
 	}
 	mutate := func(s *specs.Spec) {
-		s.Process.Rlimits = slices.DeleteFunc(s.Process.Rlimits, func(r specs.POSIXRlimit) bool { return r.Type == "RLIMIT_SIGPENDING" })
+		s.Process.Rlimits = slices.DeleteFunc(s.Process.Rlimits, func(r specs.POSIXRlimit) bool { return r.Type == l.rlimit })
 	}
-	out, hostErr, err := hold(t, b, b.mutated(t, mutate), "signals=", rootQueues)
+	marker := l.marker + "="
+	out, hostErr, err := hold(t, b, b.mutated(t, mutate), marker, rootTakes)
 	var held int
-	if i := strings.Index(out, "signals="); i >= 0 {
-		_, _ = fmt.Sscanf(out[i:], "signals=%d", &held)
+	if i := strings.Index(out, marker); i >= 0 {
+		_, _ = fmt.Sscanf(out[i+len(marker):], "%d", &held)
 	}
-	if err != nil || held <= spec.SigpendingSignals || hostErr == nil {
-		t.Fatalf("bypass: %v; the task held %d signals; host root's sigqueue while it held them: %v\n%s", err, held, hostErr, out)
+	if err != nil || held <= l.bypassAbove || hostErr == nil {
+		t.Fatalf("bypass: %v; the task held %d %s; host root's %s while it held them: %v\n%s", err, held, l.marker, l.hostCall, hostErr, out)
 	}
-	t.Logf("bypass: the task printed %q; host root's sigqueue while it held them: %v", strings.TrimSpace(out), hostErr)
+	t.Logf("bypass: the task printed %q; host root's %s while it held them: %v", strings.TrimSpace(out), l.hostCall, hostErr)
 
-	out, hostErr, err = hold(t, b, b.spec, "signals=", rootQueues)
-	if err != nil || out != fmt.Sprintf("signals=%d errno=EAGAIN\n", spec.SigpendingSignals) || hostErr != nil {
-		t.Errorf("nsn-run's spec: %v; the task printed %q, host root's sigqueue: %v; want %d signals and root unhurt", err, out, hostErr, spec.SigpendingSignals)
+	out, hostErr, err = hold(t, b, b.spec, marker, rootTakes)
+	if err != nil || out != l.want || hostErr != nil {
+		t.Errorf("nsn-run's spec: %v; the task printed %q, host root's %s: %v; want %q and root unhurt", err, out, l.hostCall, hostErr, l.want)
 	}
-	t.Logf("nsn-run's spec: the task printed %q; host root's sigqueue worked", strings.TrimSpace(out))
+	t.Logf("nsn-run's spec: the task printed %q; host root's %s worked", strings.TrimSpace(out), l.hostCall)
 	refused(t, b, audit.RuleProcessLimits, mutate)
 }
 
