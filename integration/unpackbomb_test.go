@@ -74,17 +74,38 @@ func (h *hostileImage) chain(img client.Image) string {
 	return identity.ChainID(diffIDs).String()
 }
 
-// remove deletes the image and its unpacked snapshot, if any.
+// remove deletes the image and its unpacked snapshot, if any, and fails
+// the test when the snapshot stays: the image imported again would then
+// count as unpacked, and its next run would skip the size check (a run
+// once found a 16 MiB bound not applied, cause unseen).
 func (h *hostileImage) remove() {
+	h.t.Helper()
 	img, err := h.c.GetImage(h.ctx, h.ref)
-	if err == nil {
-		if diffIDs, err := img.RootFS(h.ctx); err == nil {
-			defer func() {
-				_ = h.c.SnapshotService(containerd.DefaultSnapshotter).Remove(h.ctx, identity.ChainID(diffIDs).String())
-			}()
-		}
+	if errdefs.IsNotFound(err) {
+		return
 	}
-	_ = h.c.ImageService().Delete(h.ctx, h.ref)
+	if err != nil {
+		h.t.Errorf("look up %s to remove it: %v", h.ref, err)
+		return
+	}
+	diffIDs, err := img.RootFS(h.ctx)
+	if err != nil {
+		h.t.Errorf("layers of %s: %v", h.ref, err)
+	}
+	if err := h.c.ImageService().Delete(h.ctx, h.ref); err != nil && !errdefs.IsNotFound(err) {
+		h.t.Errorf("remove image %s: %v", h.ref, err)
+	}
+	if diffIDs == nil {
+		return
+	}
+	sn := h.c.SnapshotService(containerd.DefaultSnapshotter)
+	chain := identity.ChainID(diffIDs).String()
+	if err := sn.Remove(h.ctx, chain); err != nil && !errdefs.IsNotFound(err) {
+		h.t.Errorf("remove the unpacked snapshot %s of %s: %v", chain, h.ref, err)
+	}
+	if _, err := sn.Stat(h.ctx, chain); !errdefs.IsNotFound(err) {
+		h.t.Errorf("the unpacked snapshot %s of %s is still there after its removal (%v)", chain, h.ref, err)
+	}
 }
 
 // unpackDirectly unpacks the image with containerd alone, as without
