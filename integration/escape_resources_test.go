@@ -15,6 +15,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/nsn-run/nsn-run/spec"
 	"github.com/nsn-run/nsn-run/spec/audit"
 	"github.com/nsn-run/nsn-run/task"
 )
@@ -303,4 +304,75 @@ func TestEscapeMsgQueue(t *testing.T) {
 		rlimit: "RLIMIT_MSGQUEUE", helper: "mqhold", marker: "queues", hostCall: "mq_open",
 		bypassAbove: 0, want: "queues=0 errno=EMFILE\n",
 	})
+}
+
+// TestEscapeTmpSize: /tmp is a tmpfs sized in bytes and inodes
+// (--tmp-size, --tmp-files; 64 MiB and 16,384 by default), so a task's
+// scratch space is bounded apart from its memory. Run with runc directly,
+// nsn-run's spec with size= and nr_inodes= dropped from /tmp (the kernel's
+// default is half the host's memory) lets the task write 96 MiB there and
+// make 20,000 files; nsn-run's spec stops it at 64 MiB and 16,384 inodes
+// (ENOSPC; the directory and the root take one each). The audit finds the sizes gone, and
+// Start refuses the spec.
+func TestEscapeTmpSize(t *testing.T) {
+	const script = `dd if=/dev/zero of=/tmp/fill bs=1M count=96 2>/dev/null; echo mib=$(( $(stat -c %s /tmp/fill) >> 20 )); rm /tmp/fill
+mkdir /tmp/d; i=0; while [ $i -lt 20000 ] && true > /tmp/d/$i 2>/dev/null; do i=$((i+1)); done; echo files=$i`
+	b := newBundle(t, script)
+	mutate := func(s *specs.Spec) {
+		for i := range s.Mounts {
+			if s.Mounts[i].Destination == spec.TmpPath {
+				s.Mounts[i].Options = slices.DeleteFunc(s.Mounts[i].Options, func(o string) bool {
+					return strings.HasPrefix(o, "size=") || strings.HasPrefix(o, "nr_inodes=")
+				})
+			}
+		}
+	}
+	out, errOut, err := b.run(t, b.mutated(t, mutate))
+	if err != nil || out != "mib=96\nfiles=20000\n" {
+		t.Fatalf("bypass: want 96 MiB and 20,000 files in /tmp: %v\n%s%s", err, out, errOut)
+	}
+	t.Logf("bypass: %q", out)
+	out, errOut, err = b.run(t, b.spec)
+	want := fmt.Sprintf("mib=%d\nfiles=%d\n", task.Defaults.TmpBytes>>20, task.Defaults.TmpInodes-2)
+	if err != nil || out != want {
+		t.Errorf("nsn-run's spec: %v: the task printed %q, want %q\n%s", err, out, want, errOut)
+	}
+	t.Logf("nsn-run's spec: %q", out)
+	refused(t, b, audit.RuleMounts, mutate)
+}
+
+// TestEscapeCPUQuota: a task's CPU time is bounded by a CFS quota
+// (--cpus), so a job cannot take the node's CPUs from the others. Run with
+// runc directly, nsn-run's spec for --cpus 0.25 with its quota dropped
+// lets the task's two spinners take more than twice what the quota allows
+// in their second (on this machine's two CPUs, about 2 CPU seconds);
+// nsn-run's spec holds them to a quarter of it. The audit finds the quota
+// gone, and Start refuses the spec.
+func TestEscapeCPUQuota(t *testing.T) {
+	// times' second line: the children's user and system CPU time (into a
+	// file: in a pipeline times would run in a subshell, with no children).
+	const script = `(while :; do :; done) & a=$!; (while :; do :; done) & b=$!; sleep 1; kill $a $b; wait; times > /tmp/times; awk 'NR==2{split($1,u,/[ms]/); print "cpu=" u[1]*60+u[2]}' /tmp/times`
+	b := newBundleLimits(t, script, task.Limits{CPUs: 0.25})
+	mutate := func(s *specs.Spec) { s.Linux.Resources.CPU.Quota = nil }
+	cpu := func(s *specs.Spec) (float64, string, error) {
+		out, errOut, err := b.run(t, s)
+		var secs float64
+		if _, scanErr := fmt.Sscanf(out, "cpu=%g", &secs); err == nil && scanErr != nil {
+			err = fmt.Errorf("no cpu= line: %w", scanErr)
+		}
+		return secs, out + errOut, err
+	}
+	// 0.25 CPU for the second the spinners run, and a period of burst.
+	const allowed = 0.25*1 + 0.1
+	secs, out, err := cpu(b.mutated(t, mutate))
+	if err != nil || secs < 2*allowed {
+		t.Fatalf("bypass: want more than %.2f CPU seconds in a second: %.2f (%v)\n%s", 2*allowed, secs, err, out)
+	}
+	t.Logf("bypass: the spinners took %.2f CPU seconds in a second", secs)
+	secs, out, err = cpu(b.spec)
+	if err != nil || secs > allowed {
+		t.Errorf("nsn-run's spec: want at most %.2f CPU seconds in a second: %.2f (%v)\n%s", allowed, secs, err, out)
+	}
+	t.Logf("nsn-run's spec: the spinners took %.2f CPU seconds", secs)
+	refused(t, b, audit.RuleResources, mutate)
 }

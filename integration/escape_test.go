@@ -64,6 +64,13 @@ type bundle struct {
 // directories are world-searchable so that mapped ids can reach them.
 func newBundle(t *testing.T, script string) *bundle {
 	t.Helper()
+	return newBundleLimits(t, script, task.Limits{})
+}
+
+// newBundleLimits is newBundle for a task with limits (zero fields: the
+// defaults).
+func newBundleLimits(t *testing.T, script string, limits task.Limits) *bundle {
+	t.Helper()
 	needRoot(t)
 	b := &bundle{dir: t.TempDir(), tasksDir: t.TempDir(), id: uniqueID("esc")}
 	if err := imagebuild.BusyboxRootfs(filepath.Join(b.dir, spec.RootfsPath), busyboxPath(t)); err != nil {
@@ -81,7 +88,7 @@ func newBundle(t *testing.T, script string) *bundle {
 	if err := os.Chmod(b.outDir, 0o777); err != nil {
 		t.Fatal(err)
 	}
-	tk := task.Task{ID: b.id, Image: busyboxRef, Command: []string{"sh", "-c", script}}
+	tk := task.Task{ID: b.id, Image: busyboxRef, Command: []string{"sh", "-c", script}, Limits: limits}
 	ctx := namespaces.WithNamespace(context.Background(), testNamespace)
 	s, err := spec.Generate(ctx, tk, ocispec.ImageConfig{Env: []string{"PATH=/bin"}}, spec.Options{OutputDir: b.outDir})
 	if err != nil {
