@@ -641,6 +641,11 @@ type record struct {
 	// container binds at /output (task.NewOutputKey); empty in a record
 	// written before keys, whose container binds the tmpfs itself.
 	OutputKey string `json:"output_key,omitempty"`
+	// OutputSealError is why the task's output could not be sealed when
+	// it ended (EBUSY: a process outside the task held a file of it open
+	// for writing, a process that could write into it after the end);
+	// such an output is never handed over as the task's.
+	OutputSealError string `json:"output_seal_error,omitempty"`
 }
 
 // outputOf is the host directory task id's container binds at /output:
@@ -1146,11 +1151,12 @@ func (m *Manager) wait(ctx context.Context, id string, finishLogs bool) (res tas
 		res.Reason = task.ReasonKilled
 	}
 	// The task has ended: its output is its result, read-only from now on
-	// (OutputSealer). A failure leaves it writable as before, and is
-	// logged: the Result stands.
+	// (OutputSealer). A failure is recorded: the Result stands, but the
+	// output is not collected as the task's (collectOutput).
 	if s, ok := m.output.(OutputSealer); ok {
 		if err := s.Seal(filepath.Join(m.taskDir(id), outputDir)); err != nil {
 			log.G(ctx).WithError(err).Warnf("task %s: output not sealed", id)
+			rec.OutputSealError = err.Error()
 		}
 		sw.Lap("wait/seal-output")
 	}

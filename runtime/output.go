@@ -336,12 +336,19 @@ func (m *Manager) collectOutput(ctx context.Context, id string, dest *outputDest
 	if err != nil {
 		return err
 	}
-	// An ended task's output is sealed when its Result is recorded; a
+	// An ended task's output is sealed when its Result is recorded. A
 	// seal that failed then (EBUSY: a file of it open for writing, which
-	// none of the task's own processes can hold any more) is tried again,
-	// and while it fails nothing is handed over as the task's (an outside
-	// review held a file open across the task's end and wrote into the
-	// collected output after it).
+	// none of the task's own processes can hold any more) means a process
+	// outside the task could write into it after the end: nothing of it
+	// is handed over as the task's, ever (an outside review held a file
+	// open across the task's end, as a host process sharing the task's
+	// host uid, wrote into it, closed it, and the next collection sealed
+	// and handed over the forged file). A task whose end was never sealed
+	// (its supervisor killed before) is sealed here, and refused while
+	// that fails.
+	if rec.OutputSealError != "" {
+		return fmt.Errorf("%w: output of task %s is not collected: a process outside the task held it open for writing when the task ended (%s), and could have changed it since", errdefs.ErrFailedPrecondition, id, rec.OutputSealError)
+	}
 	if s, ok := m.output.(OutputSealer); ok && rec.Result != nil {
 		if err := s.Seal(filepath.Join(m.taskDir(id), outputDir)); err != nil {
 			return fmt.Errorf("%w: output of task %s is not collected while another process may write it: %w", errdefs.ErrFailedPrecondition, id, err)
