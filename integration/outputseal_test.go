@@ -110,4 +110,8 @@ func outputWriterAcrossTheEnd(t *testing.T, m *runtime.Manager) {
 	if _, err := os.Stat(filepath.Join(dest, "result")); !os.IsNotExist(err) {
 		t.Errorf("the forged result was handed over: %v", err)
 	}
+	// wait and inspect without a copy: the Result, no file, and why.
+	if err := m.CollectOutput(ctx, id, "", &res); err != nil || len(res.OutputFiles) != 0 || len(res.OutputSkipped) != 1 || res.OutputSkipped[0].Path != "." {
+		t.Errorf("the Result's lists: %v, files %+v, skipped %+v", err, res.OutputFiles, res.OutputSkipped)
+	}
 }

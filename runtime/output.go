@@ -283,6 +283,9 @@ func resolveTrustedParts(what, path string) (existing string, missing []string, 
 // (CheckOutputDest), and a file that appears there meanwhile is never
 // replaced (listed in res.OutputSkipped instead). Run it after Wait: the
 // task has stopped, so nothing in the output directory changes underneath.
+// An output that could not be sealed when the task ended (outputRefused)
+// is never handed over: with dest, an ErrFailedPrecondition; without, no
+// file listed and one res.OutputSkipped entry, ".", saying why.
 //
 // The output directory is walked through an os.Root, which cannot resolve a
 // path outside it. Only regular files and directories are taken: symlinks,
@@ -336,24 +339,6 @@ func (m *Manager) collectOutput(ctx context.Context, id string, dest *outputDest
 	if err != nil {
 		return err
 	}
-	// An ended task's output is sealed when its Result is recorded. A
-	// seal that failed then (EBUSY: a file of it open for writing, which
-	// none of the task's own processes can hold any more) means a process
-	// outside the task could write into it after the end: nothing of it
-	// is handed over as the task's, ever (an outside review held a file
-	// open across the task's end, as a host process sharing the task's
-	// host uid, wrote into it, closed it, and the next collection sealed
-	// and handed over the forged file). A task whose end was never sealed
-	// (its supervisor killed before) is sealed here, and refused while
-	// that fails.
-	if rec.OutputSealError != "" {
-		return fmt.Errorf("%w: output of task %s is not collected: a process outside the task held it open for writing when the task ended (%s), and could have changed it since", errdefs.ErrFailedPrecondition, id, rec.OutputSealError)
-	}
-	if s, ok := m.output.(OutputSealer); ok && rec.Result != nil {
-		if err := s.Seal(filepath.Join(m.taskDir(id), outputDir)); err != nil {
-			return fmt.Errorf("%w: output of task %s is not collected while another process may write it: %w", errdefs.ErrFailedPrecondition, id, err)
-		}
-	}
 	stdoutPath, stderrPath := m.logPaths(id)
 	stdout, err := logs.Read(stdoutPath)
 	if err != nil {
@@ -366,12 +351,45 @@ func (m *Manager) collectOutput(ctx context.Context, id string, dest *outputDest
 	res.Stdout, res.StdoutTruncated = stdout.Data, stdout.Truncated
 	res.Stderr, res.StderrTruncated = stderr.Data, stderr.Truncated
 
+	if refused := m.outputRefused(id, rec); refused != nil {
+		if dest != nil {
+			return refused
+		}
+		// Only the Result's lists: none of the output's files is listed
+		// as the task's, and one entry says why (a twenty-eighth review
+		// found the whole Result hidden by the refusal).
+		res.OutputFiles, res.OutputSkipped = []task.OutputFile{}, []task.SkippedFile{{Path: ".", Reason: refused.Error()}}
+		return nil
+	}
+
 	l := rec.Task.WithDefaults().Limits
 	c := &collector{ctx: ctx, caps: outputCaps{files: l.OutputFiles, bytes: l.OutputBytes, depth: maxOutputDepth}, files: []task.OutputFile{}}
 	if err := c.collect(m.outputOf(id, rec), dest); err != nil {
 		return fmt.Errorf("collect output of task %s: %w", id, err)
 	}
 	res.OutputFiles, res.OutputSkipped = c.files, c.skipped
+	return nil
+}
+
+// outputRefused says why task id's output is not handed over as the
+// task's, nil if it is. An ended task's output is sealed when its Result
+// is recorded. A seal that failed then (EBUSY: a file of it open for
+// writing, which none of the task's own processes can hold any more)
+// means a process outside the task could write into it after the end:
+// nothing of it is handed over as the task's, ever (an outside review held
+// a file open across the task's end, as a host process sharing the task's
+// host uid, wrote into it, closed it, and the next collection sealed and
+// handed over the forged file). A task whose end was never sealed (its
+// supervisor killed before) is sealed here, and refused while that fails.
+func (m *Manager) outputRefused(id string, rec record) error {
+	if rec.OutputSealError != "" {
+		return fmt.Errorf("%w: output of task %s is not collected: a process outside the task held it open for writing when the task ended (%s), and could have changed it since", errdefs.ErrFailedPrecondition, id, rec.OutputSealError)
+	}
+	if s, ok := m.output.(OutputSealer); ok && rec.Result != nil {
+		if err := s.Seal(filepath.Join(m.taskDir(id), outputDir)); err != nil {
+			return fmt.Errorf("%w: output of task %s is not collected while another process may write it: %w", errdefs.ErrFailedPrecondition, id, err)
+		}
+	}
 	return nil
 }
 

@@ -217,7 +217,8 @@ func TestCollectRefusesAnUnsealableOutput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := m.CollectOutput(ctx, "held", "", &res); !errdefs.IsFailedPrecondition(err) {
+	dest := func() string { return filepath.Join(t.TempDir(), "out") }
+	if err := m.CollectOutput(ctx, "held", dest(), &res); !errdefs.IsFailedPrecondition(err) {
 		t.Fatalf("CollectOutput with a writer left: %v, want failed precondition", err)
 	}
 	if _, err := writer.WriteString("late\n"); err != nil {
@@ -226,8 +227,15 @@ func TestCollectRefusesAnUnsealableOutput(t *testing.T) {
 	writer.Close()
 	// The writer wrote after the task's end and is gone: the seal would
 	// work now, but what it would seal is not the task's (review 27).
-	if err := m.CollectOutput(ctx, "held", "", &res); !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "when the task ended") {
+	if err := m.CollectOutput(ctx, "held", dest(), &res); !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "when the task ended") {
 		t.Fatalf("CollectOutput once the late writer is gone: %v, %+v, want failed precondition", err, res.OutputFiles)
+	}
+	// The Result's lists only (wait and inspect without a copy): the
+	// Result, no file, and why (review 28).
+	res.OutputFiles = nil
+	if err := m.CollectOutput(ctx, "held", "", &res); err != nil || res.OutputFiles == nil || len(res.OutputFiles) != 0 ||
+		len(res.OutputSkipped) != 1 || res.OutputSkipped[0].Path != "." || !strings.Contains(res.OutputSkipped[0].Reason, "when the task ended") {
+		t.Errorf("the Result's lists of the refused output: %v, files %+v, skipped %+v", err, res.OutputFiles, res.OutputSkipped)
 	}
 	if _, err := m.Inspect(ctx, "held"); err != nil {
 		t.Errorf("Inspect of the refused task: %v", err)

@@ -37,7 +37,9 @@ task's results. Do not read STATE/tasks/ID/output/KEY directly: it is the
 task's own tree, with its links to host paths and its fifos. A copy that
 fails leaves the task and its output in place (exit 125). An output that a
 process outside the task held open for writing when the task ended is
-never handed over as the task's (exit 125, naming the failed seal).`,
+never handed over as the task's (exit 125, naming the failed seal;
+without --output-dir the Result lists no file of it, and says why in
+output_skipped).`,
 		Example: `  nsn-run run -d --id job1 busybox -- sh -c 'echo 42 > /output/answer'
   nsn-run wait --output-dir ./job1-out job1`,
 		Args: cobra.ExactArgs(1),
