@@ -4,6 +4,8 @@
 // host's cgroup v2 files hold, and says the host's cgroup layout. It links
 // containerd's cgroups library; the backend-neutral Sample and the peaks of
 // a series live in package stats, which the Docker backend uses without it.
+// It also keeps the node's one cgroup for every task's logger process
+// (ConfineLogger).
 package cgroups
 
 import (

@@ -28,14 +28,9 @@ func FinishShimLogger(ctx context.Context, dir string) error {
 	if complete(dir) {
 		return nil
 	}
-	raw, err := os.ReadFile(filepath.Join(dir, LoggerPIDFile))
+	pid, start, err := readLoggerPID(dir)
 	if err != nil {
 		return fmt.Errorf("finish logs: %w", err)
-	}
-	pidField, start, _ := strings.Cut(string(raw), " ")
-	pid, err := strconv.Atoi(pidField)
-	if err != nil || pid <= 1 || start == "" {
-		return fmt.Errorf("finish logs: bad logger pid file %q", raw)
 	}
 	// Watching before the signal: no completion is missed.
 	wake, stop, err := watchDir(dir)
@@ -136,4 +131,33 @@ func finished(dir string) error {
 		return nil
 	}
 	return fmt.Errorf("finish logs: the logger ended without completing the logs in %s: %w", dir, fs.ErrNotExist)
+}
+
+// readLoggerPID reads dir's LoggerPIDFile: the shim logger's pid and start
+// time.
+func readLoggerPID(dir string) (pid int, start string, err error) {
+	raw, err := os.ReadFile(filepath.Join(dir, LoggerPIDFile))
+	if err != nil {
+		return 0, "", err
+	}
+	pidField, start, _ := strings.Cut(string(raw), " ")
+	pid, err = strconv.Atoi(pidField)
+	if err != nil || pid <= 1 || start == "" {
+		return 0, "", fmt.Errorf("bad logger pid file %q", raw)
+	}
+	return pid, start, nil
+}
+
+// ShimLoggerPID is the pid of the running shim logger of the task whose
+// state dir is dir (its LoggerPIDFile, checked against the process's
+// start time, so a pid reused since is never returned).
+func ShimLoggerPID(dir string) (int, error) {
+	pid, start, err := readLoggerPID(dir)
+	if err != nil {
+		return 0, err
+	}
+	if now, err := procstat.StartTime(pid); err != nil || now != start {
+		return 0, fmt.Errorf("shim logger %d of %s is gone: %w", pid, dir, fs.ErrNotExist)
+	}
+	return pid, nil
 }

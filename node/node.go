@@ -91,6 +91,9 @@ type Options struct {
 	// and exit when os.Args[1] is logs.ShimLoggerCommand or
 	// logs.AttachLoggerCommand.
 	LoggerBinary string
+	// LoggerCPUs is the CPU quota every task's logger process on the node
+	// shares (cgroups.LoggersGroup); cgroups.DefaultLoggerCPUs if zero.
+	LoggerCPUs float64
 	// InitBinary is nsn-init, which a task with Init runs as pid 1 (on
 	// containerd; dockerd has its own). Empty: nsn-init beside the
 	// running program, else on PATH, else tasks with Init are refused.
@@ -298,7 +301,7 @@ func Open(ctx context.Context, o Options) (*runtime.Manager, error) {
 		if err != nil {
 			return nil, err
 		}
-		b, err = containerd.New(ctx, containerd.Config{Address: o.Address, Namespace: o.Namespace, LoggerBinary: logger, InitBinary: o.InitBinary, CDI: gpus, GPUUsage: o.GPUUsage, ProbeDir: ProbeDir,
+		b, err = containerd.New(ctx, containerd.Config{Address: o.Address, Namespace: o.Namespace, LoggerBinary: logger, LoggerCPUs: o.LoggerCPUs, InitBinary: o.InitBinary, CDI: gpus, GPUUsage: o.GPUUsage, ProbeDir: ProbeDir,
 			ShimGroup: o.ShimGroup, ShimGroupSize: o.ShimGroupSize, ShimBinary: shimBinary})
 		if err != nil {
 			return nil, err
@@ -307,7 +310,7 @@ func Open(ctx context.Context, o Options) (*runtime.Manager, error) {
 		// The attach logger where there is one: the capture then
 		// outlives this process. Without one it runs in this process.
 		logger, _ := loggerBinary(o.LoggerBinary)
-		b, err = docker.New(ctx, docker.Config{Host: o.DockerHost, CDI: gpus, GPUUsage: o.GPUUsage, LoggerBinary: logger})
+		b, err = docker.New(ctx, docker.Config{Host: o.DockerHost, CDI: gpus, GPUUsage: o.GPUUsage, LoggerBinary: logger, LoggerCPUs: o.LoggerCPUs})
 		if err != nil {
 			return nil, err
 		}

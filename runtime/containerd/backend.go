@@ -17,6 +17,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
 
+	"github.com/nsn-run/nsn-run/cgroups"
 	"github.com/nsn-run/nsn-run/logs"
 	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/runtime/internal/taskhandle"
@@ -46,6 +47,11 @@ type Config struct {
 	InitBinary string
 	// LogLimits cap each stream; logs.DefaultLimits if zero.
 	LogLimits logs.Limits
+	// LoggerCPUs is the CPU quota all tasks' loggers on the node share:
+	// each task's shim logger is moved into cgroups.LoggersGroup when its
+	// task is created (cgroups.DefaultLoggerCPUs if zero; node-wide, the
+	// last start's value holds).
+	LoggerCPUs float64
 	// AuditPolicy is the operator's side of the audit every spec passes
 	// before it runs: maxima and the OOM score. The backend fills in its
 	// namespace, the task's state dir, the GPU injector and the AppArmor
@@ -220,6 +226,11 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 	if cfg.LogLimits == (logs.Limits{}) {
 		cfg.LogLimits = logs.DefaultLimits
 	}
+	loggerCPUs, err := cgroups.LoggerCPUs(cfg.LoggerCPUs)
+	if err != nil {
+		return nil, err
+	}
+	cfg.LoggerCPUs = loggerCPUs
 	if cfg.StartTimeout < 0 {
 		return nil, fmt.Errorf("%w: start timeout %s", errdefs.ErrInvalidArgument, cfg.StartTimeout)
 	}

@@ -260,6 +260,17 @@ func (b *Backend) start(ctx context.Context, req runtime.StartRequest) (h runtim
 	}
 	undo = append(undo, func(ctx context.Context) { _, _ = tk.Delete(ctx, client.WithProcessKill) })
 	sw.Lap("start/create-task")
+	// The logger is ready (the shim waited for it) and the task not
+	// started: what it copies from here on counts against the loggers'
+	// quota.
+	pid, err := logs.ShimLoggerPID(req.StateDir)
+	if err == nil {
+		err = cgroups.ConfineLogger(pid, b.cfg.LoggerCPUs)
+	}
+	if err != nil {
+		return h, fmt.Errorf("create task %s: %w", t.ID, err)
+	}
+	sw.Lap("start/confine-logger")
 	if req.UserNS != nil && len(s.Linux.Sysctl) == 0 {
 		// The spec does not carry the namespace's limits (the audit
 		// allowed that only because this backend sets them): set them now.

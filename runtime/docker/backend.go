@@ -13,6 +13,7 @@ import (
 	"github.com/moby/moby/client"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/nsn-run/nsn-run/cgroups"
 	"github.com/nsn-run/nsn-run/logs"
 	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/runtime/internal/taskhandle"
@@ -57,6 +58,12 @@ type Config struct {
 	// from dockerd's copy, which keeps 16 MiB stored (a few dozen bytes a
 	// line more than the output) and loses the start of a longer log.
 	LoggerBinary string
+	// LoggerCPUs is the CPU quota all tasks' loggers on the node share:
+	// each attach logger (LoggerBinary) is moved into
+	// cgroups.LoggersGroup as it starts (cgroups.DefaultLoggerCPUs if
+	// zero; node-wide, the last start's value holds). A capture in the
+	// manager's own process (no LoggerBinary) is not confined.
+	LoggerCPUs float64
 	// StartTimeout bounds how long a task's start waits for dockerd (the
 	// container's create and start); DefaultStartTimeout if zero. The
 	// container's start is bounded by the task's deadline as well.
@@ -96,6 +103,11 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 	if cfg.LogLimits == (logs.Limits{}) {
 		cfg.LogLimits = logs.DefaultLimits
 	}
+	loggerCPUs, err := cgroups.LoggerCPUs(cfg.LoggerCPUs)
+	if err != nil {
+		return nil, err
+	}
+	cfg.LoggerCPUs = loggerCPUs
 	if _, err := spec.OOMScoreAdj(cfg.AuditPolicy.OOMScoreAdj); err != nil {
 		return nil, err
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/moby/moby/client"
 	"golang.org/x/sys/unix"
 
+	"github.com/nsn-run/nsn-run/cgroups"
 	"github.com/nsn-run/nsn-run/internal/flock"
 	"github.com/nsn-run/nsn-run/logs"
 	"github.com/nsn-run/nsn-run/runtime"
@@ -107,6 +108,11 @@ func (b *Backend) startAttachLogger(h *taskhandle.Handle, stream, lock *os.File,
 	cmd.ExtraFiles = []*os.File{stream, lock}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start the log capture of task %s: %w", h.ID(), err)
+	}
+	if err := cgroups.ConfineLogger(cmd.Process.Pid, b.cfg.LoggerCPUs); err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
 		return fmt.Errorf("start the log capture of task %s: %w", h.ID(), err)
 	}
 	exited := make(chan struct{})

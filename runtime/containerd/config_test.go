@@ -1,0 +1,20 @@
+package containerd
+
+import (
+	"context"
+	"math"
+	"testing"
+
+	"github.com/containerd/errdefs"
+)
+
+// TestNewRefusesLoggerCPUs: a loggers' quota that is not a positive
+// number is refused before any daemon is dialled, not at every start.
+func TestNewRefusesLoggerCPUs(t *testing.T) {
+	for _, cpus := range []float64{-1, math.NaN(), math.Inf(1)} {
+		_, err := New(context.Background(), Config{LoggerCPUs: cpus, LoggerBinary: "/bin/sh", Address: "/nonexistent/containerd.sock"})
+		if !errdefs.IsInvalidArgument(err) {
+			t.Errorf("LoggerCPUs %v: %v, want invalid argument", cpus, err)
+		}
+	}
+}
