@@ -8,6 +8,7 @@ import (
 	"github.com/containerd/cgroups/v3/cgroup1"
 	"github.com/containerd/cgroups/v3/cgroup2"
 	"github.com/containerd/errdefs"
+	"github.com/nsn-run/nsn-run/task"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
@@ -24,14 +25,17 @@ const LoggersGroup = "/nsn-run-loggers"
 const DefaultLoggerCPUs = 0.5
 
 // LoggerCPUs is the loggers' quota a backend configured with cpus uses:
-// DefaultLoggerCPUs for zero; anything but a positive finite number is
-// invalid.
+// DefaultLoggerCPUs for zero; otherwise a number of CPUs in the range a
+// task's --cpus takes (task.MinCPUs to task.MaxCPUs). Outside it the
+// kernel refuses the quota at every task's start (an outside review: 0.001
+// and 1e9 passed node.Open, and then every start failed with "write
+// cpu.cfs_quota_us: invalid argument"), so it is refused here, once.
 func LoggerCPUs(cpus float64) (float64, error) {
 	if cpus == 0 {
 		return DefaultLoggerCPUs, nil
 	}
-	if !(cpus > 0) || math.IsInf(cpus, 0) {
-		return 0, fmt.Errorf("%w: logger CPUs %v: want a positive number", errdefs.ErrInvalidArgument, cpus)
+	if !(cpus >= task.MinCPUs && cpus <= task.MaxCPUs) {
+		return 0, fmt.Errorf("%w: logger CPUs %v: must be between %v and %v", errdefs.ErrInvalidArgument, cpus, task.MinCPUs, task.MaxCPUs)
 	}
 	return cpus, nil
 }
@@ -47,7 +51,7 @@ func ConfineLogger(pid int, cpus float64) error {
 	if pid <= 1 {
 		return fmt.Errorf("confine logger: %w: bad pid %d", errdefs.ErrInvalidArgument, pid)
 	}
-	if cpus <= 0 || math.IsNaN(cpus) || math.IsInf(cpus, 0) {
+	if _, err := LoggerCPUs(cpus); err != nil || cpus == 0 {
 		return fmt.Errorf("confine logger %d: %w: bad CPU quota %v", pid, errdefs.ErrInvalidArgument, cpus)
 	}
 	quota := int64(math.Ceil(cpus * float64(cfsPeriod)))
