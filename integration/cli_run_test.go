@@ -1,11 +1,15 @@
 package integration
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -86,6 +90,102 @@ func TestCLIForegroundRun(t *testing.T) {
 	if r := cli(t, g, "run", "--timeout", "1s", "--grace", "100ms", "busybox", "--", "sleep", "30"); r.code != 124 || !strings.Contains(r.stderr, "timed_out") {
 		t.Errorf("timeout: exit %d stderr %q, want 124 and timed_out", r.code, r.stderr)
 	}
+}
+
+// startCLI starts nsn-run with args, its stdout a pipe the test reads and
+// may close, as `| head -1` does; it fails the test if nsn-run is still
+// running two minutes on.
+func startCLI(t *testing.T, args ...string) (*exec.Cmd, *bufio.Reader, io.Closer, *bytes.Buffer) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	cmd := exec.CommandContext(ctx, nsnRun(t), args...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd, bufio.NewReader(stdout), stdout, &stderr
+}
+
+// readLine reads the next line nsn-run wrote, failing the test on anything
+// but want.
+func readLine(t *testing.T, r *bufio.Reader, want string) {
+	t.Helper()
+	if line, err := r.ReadString('\n'); line != want || err != nil {
+		t.Fatalf("nsn-run's first line: %q, %v; want %q", line, err, want)
+	}
+}
+
+// TestCLIReaderGoneStopsTheRun: a foreground run whose output's reader goes
+// away (`nsn-run run IMAGE -- yes | head -1`), or whose terminal hangs up,
+// stops its task and removes it, as an interrupt does; a `logs -f` whose
+// reader goes away ends at once. Before, nsn-run died of the signal (a
+// shell saw 141 for the pipe) and the task ran on with nobody enforcing
+// its --timeout until a gc: `ps` listed it running after the pipe closed.
+func TestCLIReaderGoneStopsTheRun(t *testing.T) {
+	g := cliEnv(t)
+	c, _ := containerdClient(t)
+	gone := func(t *testing.T, id string) {
+		t.Helper()
+		if r := cli(t, g, "ps"); r.code != 0 || strings.Contains(r.stdout, id) {
+			t.Errorf("ps after nsn-run exited: exit %d, %q; want %s gone", r.code, r.stdout, id)
+		}
+		if l := leftovers(t, c); l != "" {
+			t.Errorf("left behind: %s", l)
+		}
+	}
+	t.Run("pipe closed", func(t *testing.T) {
+		id := uniqueID("pipe")
+		cmd, out, closeOut, stderr := startCLI(t, slices.Concat([]string{"run"}, g, []string{"--id", id, "--grace", "1s", "--timeout", "5m", "busybox", "--", "yes"})...)
+		readLine(t, out, "y\n")
+		_ = closeOut.Close()
+		err := cmd.Wait()
+		if code := cmd.ProcessState.ExitCode(); code != 141 || stderr.Len() != 0 {
+			t.Errorf("nsn-run after its stdout's reader went: %v, exit %d, stderr %q; want 141 and nothing said", err, code, stderr)
+		}
+		gone(t, id)
+	})
+	t.Run("hangup", func(t *testing.T) {
+		id := uniqueID("hup")
+		cmd, out, _, stderr := startCLI(t, slices.Concat([]string{"run"}, g, []string{"--id", id, "--grace", "1s", "--timeout", "5m", "busybox", "--", "sh", "-c", "echo up; exec sleep 300"})...)
+		readLine(t, out, "up\n")
+		if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		err := cmd.Wait()
+		// sleep, the task's pid 1, has no SIGTERM handler: SIGKILL after
+		// the grace.
+		if code := cmd.ProcessState.ExitCode(); code != 137 || !strings.Contains(stderr.String(), "killed") {
+			t.Errorf("nsn-run after SIGHUP: %v, exit %d, stderr %q; want 137, killed", err, code, stderr)
+		}
+		gone(t, id)
+	})
+	t.Run("logs -f", func(t *testing.T) {
+		id := uniqueID("follow")
+		if r := cli(t, g, "run", "-d", "--id", id, "busybox", "--", "sh", "-c", "while :; do echo x; sleep 0.1; done"); r.code != 0 {
+			t.Fatalf("run -d: %d %q", r.code, r.stderr)
+		}
+		defer func() {
+			if r := cli(t, g, "rm", "-f", id); r.code != 0 {
+				t.Errorf("rm -f: exit %d: %s", r.code, r.stderr)
+			}
+		}()
+		cmd, out, closeOut, stderr := startCLI(t, slices.Concat([]string{"logs"}, g, []string{"-f", id})...)
+		readLine(t, out, "x\n")
+		_ = closeOut.Close()
+		err := cmd.Wait()
+		if code := cmd.ProcessState.ExitCode(); code != 141 || stderr.Len() != 0 {
+			t.Errorf("logs -f after its stdout's reader went: %v, exit %d, stderr %q; want 141 and nothing said", err, code, stderr)
+		}
+		if r := cli(t, g, "ps"); !strings.Contains(r.stdout, id) || !strings.Contains(r.stdout, "running") {
+			t.Errorf("ps: %q; want %s still running (logs -f ended, the task did not)", r.stdout, id)
+		}
+	})
 }
 
 // TestCLIDetachedLifecycle: run -d, ps, logs, kill, rm, gc.

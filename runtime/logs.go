@@ -48,7 +48,24 @@ func (m *Manager) Logs(ctx context.Context, id string, o LogOptions) error {
 	}
 	f := m.followLogs(id, o.Stdout, o.Stderr)
 	if o.Follow {
-		if _, err := m.backend.Wait(ctx, id); err != nil && !errdefs.IsNotFound(err) && !errors.Is(err, ctx.Err()) {
+		// A writer that fails (the reader of a pipe gone) ends the follow
+		// at once: waiting on for the task's exit would copy nothing more.
+		waitCtx, stopWaiting := context.WithCancel(ctx)
+		go func() {
+			select {
+			case <-f.failed:
+				stopWaiting()
+			case <-waitCtx.Done():
+			}
+		}()
+		_, err := m.backend.Wait(waitCtx, id)
+		stopWaiting()
+		select {
+		case <-f.failed:
+			return f.stop()
+		default:
+		}
+		if err != nil && !errdefs.IsNotFound(err) && !errors.Is(err, ctx.Err()) {
 			f.stop()
 			return err
 		}
@@ -76,14 +93,18 @@ const followCompleteWait = 10 * time.Second
 // logFollower copies a task's two log files to writers as they grow.
 type logFollower struct {
 	done chan struct{}
-	wg   sync.WaitGroup
-	errs [2]error
+	// failed is closed when a copy fails (its writer, or reading the log):
+	// that stream is no longer copied.
+	failed   chan struct{}
+	failOnce sync.Once
+	wg       sync.WaitGroup
+	errs     [2]error
 }
 
 // followLogs starts copying task id's logs to stdout and stderr (nil
 // writers are skipped) until stop.
 func (m *Manager) followLogs(id string, stdout, stderr io.Writer) *logFollower {
-	f := &logFollower{done: make(chan struct{})}
+	f := &logFollower{done: make(chan struct{}), failed: make(chan struct{})}
 	stdoutPath, stderrPath := m.logPaths(id)
 	for i, s := range []struct {
 		path string
@@ -92,7 +113,11 @@ func (m *Manager) followLogs(id string, stdout, stderr io.Writer) *logFollower {
 		if s.w == nil {
 			continue
 		}
-		f.wg.Go(func() { f.errs[i] = follow(s.path, s.w, f.done, logPoll) })
+		f.wg.Go(func() {
+			if f.errs[i] = follow(s.path, s.w, f.done, logPoll); f.errs[i] != nil {
+				f.failOnce.Do(func() { close(f.failed) })
+			}
+		})
 	}
 	return f
 }

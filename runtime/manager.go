@@ -1847,7 +1847,10 @@ type RunOptions struct {
 	OutputDir string
 	// Stdout and Stderr, when set, receive the task's streams while it
 	// runs (as `nsn-run run` prints them), complete by the time Run
-	// returns. The Result carries them either way.
+	// returns. The Result carries them either way. A writer that fails is
+	// not written to again; the task runs on, and Run returns its Result,
+	// output collected and the task cleaned up, with the writer's error.
+	// To stop the task when a writer fails (its reader gone), cancel ctx.
 	Stdout, Stderr io.Writer
 }
 
@@ -1893,11 +1896,15 @@ func (m *Manager) Run(ctx context.Context, t task.Task, opts RunOptions) (task.R
 		streamed = m.followLogs(t.ID, opts.Stdout, opts.Stderr)
 	}
 	res, released, err := m.wait(ctx, t.ID, m.releases.enabled)
+	// A writer that failed stopped being written to; the task ran on
+	// under its limits, and its Result and output are collected as
+	// usual: the writer's error is returned with them, not instead.
+	var streamErr error
 	if streamed != nil {
 		// The task was released, or its logs completed without a
 		// release: either way they are whole.
-		if serr := streamed.stop(); err == nil && serr != nil {
-			err = fmt.Errorf("stream the logs of task %s: %w", t.ID, serr)
+		if serr := streamed.stop(); serr != nil {
+			streamErr = fmt.Errorf("stream the logs of task %s: %w", t.ID, serr)
 		}
 	}
 	sw.Lap("wait")
@@ -1927,13 +1934,16 @@ func (m *Manager) Run(ctx context.Context, t task.Task, opts RunOptions) (task.R
 		// next task now, not only once the release is done.
 		err = m.releaseGPUs(t.ID)
 		if err == nil && m.releaseLater(t.ID) == nil {
-			return res, nil
+			return res, streamErr
 		}
 	}
 	if cerr := m.cleanupOwn(cleanupCtx, t.ID); err == nil {
 		err = cerr
 	}
 	sw.Lap("cleanup")
+	if err == nil {
+		err = streamErr
+	}
 	if err != nil && res.Reason == "" {
 		res = failedResult(t, err)
 	}

@@ -47,6 +47,7 @@ type fakeBackend struct {
 	scope      string                       // Scope: where its tasks live
 	gpus       map[string][]string          // the GPUDevices each Start was given
 	stdout     string                       // what each task "writes" to stdout at start
+	outputFile string                       // if set, each task "writes" this file to /output at start
 	started    chan string                  // if set, gets each task's id once it runs
 	statsHang  chan struct{}                // if set, Stats announces itself there and never answers
 	startGate  chan string                  // if set, Start announces itself there and waits for a second send
@@ -95,6 +96,11 @@ func (f *fakeBackend) Start(_ context.Context, req runtime.StartRequest) (runtim
 	f.gpus[req.Task.ID] = req.GPUDevices
 	if f.stdout != "" {
 		if err := os.WriteFile(filepath.Join(req.StateDir, logs.StdoutFile), []byte(f.stdout), 0o600); err != nil {
+			return runtime.Handle{}, err
+		}
+	}
+	if f.outputFile != "" {
+		if err := os.WriteFile(filepath.Join(req.OutputDir, f.outputFile), []byte("42\n"), 0o644); err != nil {
 			return runtime.Handle{}, err
 		}
 	}
@@ -1464,6 +1470,77 @@ func TestRunStreamsLogs(t *testing.T) {
 	}
 	if err := m.Logs(ctx, "s1", runtime.LogOptions{Stdout: &streamed}); !errdefs.IsNotFound(err) {
 		t.Errorf("Logs after cleanup: %v, want NotFound", err)
+	}
+}
+
+// brokenPipe is a writer whose reader has gone, as nsn-run's stdout is
+// once `| head -1` has read its line.
+type brokenPipe struct{ writes atomic.Int32 }
+
+func (b *brokenPipe) Write([]byte) (int, error) {
+	b.writes.Add(1)
+	return 0, syscall.EPIPE
+}
+
+// TestRunStreamFailureKeepsTheResult: a stream writer that fails is not
+// written to again, and costs the run nothing else: the task runs to its
+// exit, its Result carries its stdout, its /output is collected and it is
+// cleaned up; Run returns the writer's error with them. (Run returned the
+// error before collecting: the task's output files were lost with it.)
+func TestRunStreamFailureKeepsTheResult(t *testing.T) {
+	f := newFake()
+	f.stdout = "hello from the task\n"
+	f.outputFile = "answer"
+	f.started = make(chan string, 1)
+	m := newManager(t, f)
+	go func() { f.exit(<-f.started, 3) }()
+	dest := filepath.Join(t.TempDir(), "out")
+	out := &brokenPipe{}
+	res, err := m.Run(context.Background(), job("pipe"), runtime.RunOptions{OutputDir: dest, Stdout: out})
+	if !errors.Is(err, syscall.EPIPE) {
+		t.Errorf("Run = %v; want the writer's EPIPE", err)
+	}
+	if res.ExitCode != 3 || res.Reason != task.ReasonExited || res.Stdout != f.stdout {
+		t.Errorf("Result = exit %d reason %s stdout %q; want the task's own: exit 3, exited, %q", res.ExitCode, res.Reason, res.Stdout, f.stdout)
+	}
+	if b, err := os.ReadFile(filepath.Join(dest, "answer")); err != nil || string(b) != "42\n" {
+		t.Errorf("the task's /output file in %s: %q, %v", dest, b, err)
+	}
+	if n := out.writes.Load(); n != 1 {
+		t.Errorf("the failed writer was written %d times; want once", n)
+	}
+	if _, err := os.Stat(runtime.TaskDir(m, "pipe")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the task's state dir after Run: %v; want it removed", err)
+	}
+}
+
+// TestLogsFollowEndsWhenItsWriterFails: `logs -f ID | head -1` ends once
+// head has gone, not when the task exits: a follow whose writer fails
+// returns the writer's error while the task still runs.
+func TestLogsFollowEndsWhenItsWriterFails(t *testing.T) {
+	f := newFake()
+	f.stdout = "line one\n"
+	m := newManager(t, f)
+	ctx := context.Background()
+	if _, err := m.Spawn(ctx, job("follow")); err != nil {
+		t.Fatal(err)
+	}
+	defer f.exit("follow", 0)
+	done := make(chan error, 1)
+	go func() { done <- m.Logs(ctx, "follow", runtime.LogOptions{Stdout: &brokenPipe{}, Follow: true}) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, syscall.EPIPE) {
+			t.Errorf("Logs = %v; want the writer's EPIPE", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Logs still follows a running task 30 s after its writer failed")
+	}
+	f.mu.Lock()
+	running := f.running["follow"]
+	f.mu.Unlock()
+	if !running {
+		t.Error("the task is not running: the follow ended for another reason")
 	}
 }
 

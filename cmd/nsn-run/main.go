@@ -114,7 +114,16 @@ func main() {
 	// registry 404 while resolving); nsn-run reports errors itself, once.
 	_ = log.SetLevel("error")
 	collectGarbageLater()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// A closed terminal ends a command as an interrupt does (a foreground
+	// run stops and removes its task): the default, dying at once, left
+	// the task running with nobody enforcing its limits.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	// A write to a closed pipe fails with EPIPE rather than kill nsn-run
+	// (Go's default for stdout and stderr), for the same reason: the
+	// command sees the error and ends in order (exitCode's 141). A
+	// channel, not signal.Ignore: an ignored SIGPIPE would be inherited
+	// by the processes nsn-run starts.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	err := newRootCommand().ExecuteContext(ctx)
 	stop()
 	os.Exit(exitCode(err))
@@ -157,6 +166,11 @@ func exitCode(err error) int {
 		}
 		return ee.code
 	}
+	if errors.Is(err, syscall.EPIPE) {
+		// The reader of nsn-run's output has gone (`| head -1`): say
+		// nothing, and exit as a command killed by SIGPIPE would.
+		return exitBrokenPipe
+	}
 	fmt.Fprintln(os.Stderr, "nsn-run: "+err.Error()+cliHint(err))
 	return exitCodeOf(err)
 }
@@ -197,6 +211,11 @@ func cliHint(err error) string {
 	}
 	return ""
 }
+
+// exitBrokenPipe is 128 + SIGPIPE: what a shell reports for a command
+// killed by SIGPIPE, and what nsn-run exits with when its output's reader
+// has gone.
+const exitBrokenPipe = 141
 
 // exitCodeOf is the exit status nsn-run gives err: a missing or
 // unrunnable command's 127 or 126, an exitError's own, else 125.

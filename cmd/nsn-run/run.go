@@ -27,7 +27,10 @@ In the foreground, the task's stdout and stderr stream to nsn-run's, and
 nsn-run exits with the task's exit code: 124 if it hit its time limit, 137
 if it was killed for memory, 125 if nsn-run itself failed (bad input,
 unknown image, daemon down, duplicate id) — then nothing is left behind.
-Interrupting nsn-run stops the task (SIGTERM, then SIGKILL after --grace).
+Interrupting nsn-run stops the task (SIGTERM, then SIGKILL after --grace);
+so does closing its terminal (SIGHUP), or the reader of its output going
+away (a pipe to head -1): nsn-run then exits 141, as a command killed by
+SIGPIPE, once the task is cleaned up.
 
 --json prints the Result object instead of streaming; its contract is
 docs/result.schema.json in nsn-run's source (fields are added, never renamed
@@ -109,18 +112,45 @@ output_skipped.
 // runForeground runs the task with its streams printed as it writes them,
 // then collects its output and cleans up, whatever happened. Unless raw, a
 // stream that goes to a terminal is escaped (taskOutput).
+//
+// A stream nsn-run can no longer write (the reader of its pipe gone, as
+// after `| head -1`) stops the task as an interrupt does, and nsn-run
+// exits once it is cleaned up: it used to die of SIGPIPE there and leave
+// the task running with nobody enforcing its limits.
 func runForeground(ctx context.Context, cmd *cobra.Command, m *runtime.Manager, t task.Task, outputDir string, raw bool) error {
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
 	stdout, flushOut := taskOutput(cmd.OutOrStdout(), raw)
 	stderr, flushErr := taskOutput(cmd.ErrOrStderr(), raw)
-	res, err := m.Run(ctx, t, runtime.RunOptions{OutputDir: outputDir, Stdout: stdout, Stderr: stderr})
+	res, err := m.Run(ctx, t, runtime.RunOptions{OutputDir: outputDir,
+		Stdout: stopOnWriteError{stdout, stop}, Stderr: stopOnWriteError{stderr, stop}})
 	if ferr := errors.Join(flushOut(), flushErr()); err == nil {
 		err = ferr
+	}
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) && !errors.Is(cause, context.DeadlineExceeded) {
+		// The writer's error, not the stopped task's: that is why.
+		return cause
 	}
 	if err != nil {
 		return err
 	}
 	reportSkipped(cmd.ErrOrStderr(), res.OutputSkipped)
 	return taskExit(res)
+}
+
+// stopOnWriteError is a stream of a foreground run that stops the run when
+// it cannot be written.
+type stopOnWriteError struct {
+	w    io.Writer
+	stop context.CancelCauseFunc
+}
+
+func (s stopOnWriteError) Write(p []byte) (int, error) {
+	n, err := s.w.Write(p)
+	if err != nil {
+		s.stop(fmt.Errorf("write the task's output: %w", err))
+	}
+	return n, err
 }
 
 // maxSkippedShown bounds the entries reportSkipped names.
