@@ -981,10 +981,36 @@ func (m *Manager) release(id string) error {
 // the exit code alone. Once the task has exited its container is released,
 // which completes its logs; the Result is recorded, so a second Wait
 // returns it again. The Result has no logs and lists no output files:
-// CollectOutput adds them (nsn-run wait calls both).
+// CollectOutput adds them (WaitAndCollect does both, as nsn-run wait).
 func (m *Manager) Wait(ctx context.Context, id string) (task.Result, error) {
 	res, _, err := m.wait(ctx, id, false)
 	return res, err
+}
+
+// WaitAndCollect is Wait then CollectOutput, as `nsn-run wait
+// --output-dir` does: the Result with its logs and output files, copied to
+// dest unless dest is empty. dest is checked before the wait, which may be
+// long (CollectOutput's check: a new or empty directory, outside the state
+// dir). The task is held from before the wait until its output is
+// collected, so a gc between the two cannot take its logs and output, as
+// it can between a Wait and a CollectOutput of the caller's.
+func (m *Manager) WaitAndCollect(ctx context.Context, id, dest string) (task.Result, error) {
+	if err := m.checkOutputDest(dest); err != nil {
+		return task.Result{}, err
+	}
+	if _, err := m.readRecord(id); errdefs.IsFailedPrecondition(err) {
+		return task.Result{}, err // another scope's task: refused before anything is held
+	}
+	release, err := m.hold(ctx, id)
+	if err != nil {
+		return task.Result{}, err
+	}
+	defer release()
+	res, err := m.Wait(ctx, id)
+	if err != nil {
+		return res, err
+	}
+	return res, m.CollectOutput(ctx, id, dest, &res)
 }
 
 // wait is Wait; with finishLogs, a task whose backend can complete its

@@ -2215,6 +2215,44 @@ func TestOutputDirInTheStateDirRefused(t *testing.T) {
 	}
 }
 
+// TestWaitAndCollect: a destination in the state dir is refused before the
+// wait, not after the task ends (the CLI's own check of `wait
+// --output-dir` did not know the state dir, and waited the task out
+// first); a task that ends gets its Result with its logs, and its /output
+// copied, as `nsn-run wait --output-dir` prints and copies them.
+func TestWaitAndCollect(t *testing.T) {
+	f := newFake()
+	f.stdout = "done\n"
+	f.outputFile = "answer"
+	m := newManager(t, f)
+	// The fake's task runs until the test ends it: a wait before the
+	// refusal would last until the context ends.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := m.Spawn(ctx, job("wc")); err != nil {
+		t.Fatal(err)
+	}
+	inState := filepath.Join(m.StateDir(), "tasks", "new")
+	if _, err := m.WaitAndCollect(ctx, "wc", inState); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "is in the state dir") {
+		t.Fatalf("WaitAndCollect into the state dir: %v; want refused before the wait", err)
+	}
+	f.mu.Lock()
+	running := f.running["wc"]
+	f.mu.Unlock()
+	if !running {
+		t.Fatal("the task ended: the refusal came after the wait")
+	}
+	f.exit("wc", 7)
+	dest := filepath.Join(t.TempDir(), "out")
+	res, err := m.WaitAndCollect(ctx, "wc", dest)
+	if err != nil || res.ExitCode != 7 || res.Stdout != "done\n" || len(res.OutputFiles) != 1 || res.OutputFiles[0].Path != "answer" {
+		t.Fatalf("WaitAndCollect = exit %d stdout %q files %+v, %v; want 7, done, answer", res.ExitCode, res.Stdout, res.OutputFiles, err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dest, "answer")); err != nil || string(b) != "42\n" {
+		t.Errorf("the copied answer: %q, %v", b, err)
+	}
+}
+
 // TestOutputDirThroughAnotherUsersSymlinkRefused: the directory an
 // operator collects into may lie in a job submitter's tree, and a symlink
 // of theirs there aimed the copy, made as root, at an empty root-owned

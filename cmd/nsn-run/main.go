@@ -23,7 +23,9 @@ import (
 
 	"github.com/nsn-run/nsn-run/gpu"
 	"github.com/nsn-run/nsn-run/gpu/cdigen"
+	"github.com/nsn-run/nsn-run/node"
 	"github.com/nsn-run/nsn-run/runtime"
+	"github.com/nsn-run/nsn-run/spec"
 	"github.com/nsn-run/nsn-run/task"
 )
 
@@ -92,11 +94,11 @@ any spec against the isolation policy (nsn-run audit).`,
 		SilenceErrors: true,
 	}
 	pf := root.PersistentFlags()
-	pf.StringVar(&g.address, "address", envOr("NSN_ADDRESS", "/run/containerd/containerd.sock"), "containerd socket (env NSN_ADDRESS)")
-	pf.StringVar(&g.namespace, "namespace", envOr("NSN_NAMESPACE", "nsn"), "containerd namespace (env NSN_NAMESPACE)")
-	pf.StringVar(&g.backend, "backend", envOr("NSN_BACKEND", "containerd"), "backend: containerd, or docker (dockerd at DOCKER_HOST) (env NSN_BACKEND)")
+	pf.StringVar(&g.address, "address", envOr("NSN_ADDRESS", node.DefaultAddress), "containerd socket (env NSN_ADDRESS)")
+	pf.StringVar(&g.namespace, "namespace", envOr("NSN_NAMESPACE", spec.DefaultNamespace), "containerd namespace (env NSN_NAMESPACE)")
+	pf.StringVar(&g.backend, "backend", envOr("NSN_BACKEND", node.BackendContainerd), "backend: containerd, or docker (dockerd at DOCKER_HOST) (env NSN_BACKEND)")
 	pf.StringArrayVar(&g.cdiSpecDirs, "cdi-spec-dir", nil, "CDI spec directory (repeatable; default /etc/cdi and /var/run/cdi)")
-	pf.StringVar(&g.stateDir, "state-dir", envOr("NSN_STATE_DIR", "/var/lib/nsn-run"), "directory for per-task state and output: new, empty, or one nsn-run made (env NSN_STATE_DIR)")
+	pf.StringVar(&g.stateDir, "state-dir", envOr("NSN_STATE_DIR", node.DefaultStateDir), "directory for per-task state and output: new, empty, or one nsn-run made (env NSN_STATE_DIR)")
 	pf.StringArrayVar(&g.allowedRuntimes, "allowed-runtime", envList("NSN_ALLOWED_RUNTIMES"),
 		"containerd runtime a task may name with --runtime (repeatable; default "+task.DefaultRuntime+
 			"; env NSN_ALLOWED_RUNTIMES, comma-separated); a task naming another is refused (exit 125). The docker backend runs runc only, whatever is allowed")

@@ -44,7 +44,8 @@ output_skipped).`,
   nsn-run wait --output-dir ./job1-out job1`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			// Checked before the wait, which may be long.
+			// Checked before connecting; WaitAndCollect checks again,
+			// with the state dir, before the wait, which may be long.
 			if err := runtime.CheckOutputDest(outputDir); err != nil {
 				return err
 			}
@@ -53,11 +54,8 @@ output_skipped).`,
 				return err
 			}
 			defer closeFn()
-			res, err := m.Wait(cmd.Context(), args[0])
+			res, err := m.WaitAndCollect(cmd.Context(), args[0], outputDir)
 			if err != nil {
-				return err
-			}
-			if err := m.CollectOutput(cmd.Context(), args[0], outputDir, &res); err != nil {
 				return err
 			}
 			if err := printJSON(cmd.OutOrStdout(), res); err != nil {

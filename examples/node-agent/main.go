@@ -53,6 +53,6 @@ func run() int {
 	}
 	enc := json.NewEncoder(os.Stdout)
 	enc.SetIndent("", "  ")
-	_ = enc.Encode(res) // res.Stats: peak memory, CPU seconds, pids, GPU memory
+	_ = enc.Encode(res) // res.Stats: peak memory, CPU seconds, pids (GPU memory too with o.GPUUsage set: gpu/nvmlusage, cgo)
 	return res.ExitCode
 }
