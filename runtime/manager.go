@@ -1404,6 +1404,9 @@ const killedFile = "killed"
 
 // Kill sends sig to the task; with all, to every process in its cgroup.
 // A task ended by SIGKILL from here has reason killed in its Result.
+// `nsn-run kill` sets all for SIGKILL (nothing of the task may outlive
+// it) and sends other signals to the task's main process only, for its
+// own handler to pass on.
 func (m *Manager) Kill(ctx context.Context, id string, sig syscall.Signal, all bool) error {
 	if err := task.ValidateID(id); err != nil {
 		return err

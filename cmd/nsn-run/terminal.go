@@ -6,7 +6,7 @@ import (
 
 	"golang.org/x/term"
 
-	"github.com/nsn-run/nsn-run/internal/termesc"
+	"github.com/nsn-run/nsn-run/logs/termesc"
 )
 
 // rawHelp is the --raw flag's help, the same on run and logs.

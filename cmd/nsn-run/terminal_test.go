@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nsn-run/nsn-run/internal/termesc"
+	"github.com/nsn-run/nsn-run/logs/termesc"
 	"github.com/nsn-run/nsn-run/task"
 )
 
