@@ -165,6 +165,28 @@ func TestCLIReaderGoneStopsTheRun(t *testing.T) {
 		}
 		gone(t, id)
 	})
+	t.Run("disk full", func(t *testing.T) {
+		// Not a reader gone: the stream stops, the task runs to its end
+		// and its output is collected; nsn-run says why it failed.
+		id := uniqueID("full")
+		full, err := os.OpenFile("/dev/full", os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer full.Close()
+		out := filepath.Join(t.TempDir(), "out")
+		cmd := exec.Command(nsnRun(t), slices.Concat([]string{"run"}, g, []string{"--id", id, "--output-dir", out, "busybox", "--", "sh", "-c", "echo hi; echo done > /output/x; exit 3"})...)
+		var stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = full, &stderr
+		err = cmd.Run()
+		if code := cmd.ProcessState.ExitCode(); code != 125 || !strings.Contains(stderr.String(), "no space left on device") {
+			t.Errorf("nsn-run with its stdout on /dev/full: %v, exit %d, stderr %q; want 125 saying why", err, code, stderr.String())
+		}
+		if b, err := os.ReadFile(filepath.Join(out, "x")); err != nil || string(b) != "done\n" {
+			t.Errorf("the task's /output/x: %q, %v; want it collected", b, err)
+		}
+		gone(t, id)
+	})
 	t.Run("logs -f", func(t *testing.T) {
 		id := uniqueID("follow")
 		if r := cli(t, g, "run", "-d", "--id", id, "busybox", "--", "sh", "-c", "while :; do echo x; sleep 0.1; done"); r.code != 0 {

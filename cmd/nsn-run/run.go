@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -113,17 +114,19 @@ output_skipped.
 // then collects its output and cleans up, whatever happened. Unless raw, a
 // stream that goes to a terminal is escaped (taskOutput).
 //
-// A stream nsn-run can no longer write (the reader of its pipe gone, as
-// after `| head -1`) stops the task as an interrupt does, and nsn-run
-// exits once it is cleaned up: it used to die of SIGPIPE there and leave
-// the task running with nobody enforcing its limits.
+// A stream whose reader has gone (EPIPE, as after `| head -1`) stops the
+// task as an interrupt does, and nsn-run exits once it is cleaned up: it
+// used to die of SIGPIPE there and leave the task running with nobody
+// enforcing its limits. Another write error (a full disk under
+// `> file`) only stops that stream: the task runs on, its logs whole in
+// its Result, and nsn-run reports the error once it has ended.
 func runForeground(ctx context.Context, cmd *cobra.Command, m *runtime.Manager, t task.Task, outputDir string, raw bool) error {
 	ctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
 	stdout, flushOut := taskOutput(cmd.OutOrStdout(), raw)
 	stderr, flushErr := taskOutput(cmd.ErrOrStderr(), raw)
 	res, err := m.Run(ctx, t, runtime.RunOptions{OutputDir: outputDir,
-		Stdout: stopOnWriteError{stdout, stop}, Stderr: stopOnWriteError{stderr, stop}})
+		Stdout: stopOnReaderGone{stdout, stop}, Stderr: stopOnReaderGone{stderr, stop}})
 	if ferr := errors.Join(flushOut(), flushErr()); err == nil {
 		err = ferr
 	}
@@ -138,16 +141,16 @@ func runForeground(ctx context.Context, cmd *cobra.Command, m *runtime.Manager, 
 	return taskExit(res)
 }
 
-// stopOnWriteError is a stream of a foreground run that stops the run when
-// it cannot be written.
-type stopOnWriteError struct {
+// stopOnReaderGone is a stream of a foreground run that stops the run
+// when the reader of its pipe has gone.
+type stopOnReaderGone struct {
 	w    io.Writer
 	stop context.CancelCauseFunc
 }
 
-func (s stopOnWriteError) Write(p []byte) (int, error) {
+func (s stopOnReaderGone) Write(p []byte) (int, error) {
 	n, err := s.w.Write(p)
-	if err != nil {
+	if errors.Is(err, syscall.EPIPE) {
 		s.stop(fmt.Errorf("write the task's output: %w", err))
 	}
 	return n, err
