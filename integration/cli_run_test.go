@@ -97,9 +97,15 @@ func TestCLIForegroundRun(t *testing.T) {
 // running two minutes on.
 func startCLI(t *testing.T, args ...string) (*exec.Cmd, *bufio.Reader, io.Closer, *bytes.Buffer) {
 	t.Helper()
+	return startCommand(t, nsnRun(t), args...)
+}
+
+// startCommand is startCLI for any program.
+func startCommand(t *testing.T, name string, args ...string) (*exec.Cmd, *bufio.Reader, io.Closer, *bytes.Buffer) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
-	cmd := exec.CommandContext(ctx, nsnRun(t), args...)
+	cmd := exec.CommandContext(ctx, name, args...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -162,6 +168,24 @@ func TestCLIReaderGoneStopsTheRun(t *testing.T) {
 		// the grace.
 		if code := cmd.ProcessState.ExitCode(); code != 137 || !strings.Contains(stderr.String(), "killed") {
 			t.Errorf("nsn-run after SIGHUP: %v, exit %d, stderr %q; want 137, killed", err, code, stderr)
+		}
+		gone(t, id)
+	})
+	t.Run("nohup", func(t *testing.T) {
+		// Started with SIGHUP ignored, as nohup starts it: the run must
+		// outlive the hang-up (a handler installed for SIGHUP would undo
+		// the ignore, and stop the task).
+		id := uniqueID("nohup")
+		args := slices.Concat([]string{"-c", `trap "" HUP; exec "$0" "$@"`, nsnRun(t), "run"}, g, []string{"--id", id, "--grace", "100ms", "busybox", "--", "sh", "-c", "echo up; sleep 3; echo done"})
+		cmd, out, _, stderr := startCommand(t, "sh", args...)
+		readLine(t, out, "up\n")
+		if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		rest, _ := io.ReadAll(out)
+		err := cmd.Wait()
+		if code := cmd.ProcessState.ExitCode(); code != 0 || string(rest) != "done\n" {
+			t.Errorf("nsn-run started with SIGHUP ignored, after a SIGHUP: %v, exit %d, then %q, stderr %q; want the task's own end: 0, done", err, code, rest, stderr.String())
 		}
 		gone(t, id)
 	})

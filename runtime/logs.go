@@ -25,7 +25,8 @@ type LogOptions struct {
 	// Stdout and Stderr receive the task's streams; nil discards one.
 	Stdout, Stderr io.Writer
 	// Follow keeps copying what the task writes until it exits (or ctx
-	// ends), then copies the rest.
+	// ends), then copies the rest. A writer that fails ends the follow,
+	// of both streams, with its error.
 	Follow bool
 }
 
@@ -49,23 +50,20 @@ func (m *Manager) Logs(ctx context.Context, id string, o LogOptions) error {
 	f := m.followLogs(id, o.Stdout, o.Stderr)
 	if o.Follow {
 		// A writer that fails (the reader of a pipe gone) ends the follow
-		// at once: waiting on for the task's exit would copy nothing more.
-		waitCtx, stopWaiting := context.WithCancel(ctx)
+		// at once, both streams: waiting on, for the task's exit or for
+		// its capture's end, would copy nothing more to it.
+		fctx, stopFollowing := context.WithCancel(ctx)
+		defer stopFollowing()
 		go func() {
 			select {
 			case <-f.failed:
-				stopWaiting()
-			case <-waitCtx.Done():
+				stopFollowing()
+			case <-fctx.Done():
 			}
 		}()
-		_, err := m.backend.Wait(waitCtx, id)
-		stopWaiting()
-		select {
-		case <-f.failed:
+		if _, err := m.backend.Wait(fctx, id); f.hasFailed() {
 			return f.stop()
-		default:
-		}
-		if err != nil && !errdefs.IsNotFound(err) && !errors.Is(err, ctx.Err()) {
+		} else if err != nil && !errdefs.IsNotFound(err) && !errors.Is(err, ctx.Err()) {
 			f.stop()
 			return err
 		}
@@ -75,7 +73,7 @@ func (m *Manager) Logs(ctx context.Context, id string, o LogOptions) error {
 		// stopped at the 4 MiB head, with no tail and no marker). A
 		// shim logger reads to the end when told (LogFinisher), or at
 		// the task's release.
-		wctx, cancel := context.WithTimeout(ctx, followCompleteWait)
+		wctx, cancel := context.WithTimeout(fctx, followCompleteWait)
 		if f, ok := m.backend.(LogFinisher); ok {
 			_ = f.FinishLogs(wctx, id, m.taskDir(id))
 		}
@@ -120,6 +118,16 @@ func (m *Manager) followLogs(id string, stdout, stderr io.Writer) *logFollower {
 		})
 	}
 	return f
+}
+
+// hasFailed reports whether a copy has failed.
+func (f *logFollower) hasFailed() bool {
+	select {
+	case <-f.failed:
+		return true
+	default:
+		return false
+	}
 }
 
 // stop copies what is left and returns the first copy error. Call it once

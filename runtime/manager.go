@@ -989,17 +989,31 @@ func (m *Manager) Wait(ctx context.Context, id string) (task.Result, error) {
 
 // WaitAndCollect is Wait then CollectOutput, as `nsn-run wait
 // --output-dir` does: the Result with its logs and output files, copied to
-// dest unless dest is empty. dest is checked before the wait, which may be
-// long (CollectOutput's check: a new or empty directory, outside the state
-// dir). The task is held from before the wait until its output is
-// collected, so a gc between the two cannot take its logs and output, as
-// it can between a Wait and a CollectOutput of the caller's.
+// dest unless dest is empty. Before the wait, which may be long, dest is
+// checked (CollectOutput's check: a new or empty directory, outside the
+// state dir) and taken, as Run takes its own: made, and refused to a
+// second run or wait meanwhile. The task is held from before the wait
+// until its output is collected, so a gc between the two cannot take its
+// logs and output, as it can between a Wait and a CollectOutput of the
+// caller's. Once the task has a Result, its output is collected even if
+// ctx ends meanwhile (an interrupted wait that stopped the task), as Run
+// collects.
 func (m *Manager) WaitAndCollect(ctx context.Context, id, dest string) (task.Result, error) {
 	if err := m.checkOutputDest(dest); err != nil {
 		return task.Result{}, err
 	}
-	if _, err := m.readRecord(id); errdefs.IsFailedPrecondition(err) {
-		return task.Result{}, err // another scope's task: refused before anything is held
+	// Another scope's task is refused, and a task that does not exist
+	// found, before anything is held or dest is made.
+	if _, err := m.readRecord(id); err != nil {
+		return task.Result{}, err
+	}
+	var d *outputDest
+	if dest != "" {
+		var err error
+		if d, err = takeOutputDest(dest); err != nil {
+			return task.Result{}, err
+		}
+		defer d.release()
 	}
 	release, err := m.hold(ctx, id)
 	if err != nil {
@@ -1010,7 +1024,7 @@ func (m *Manager) WaitAndCollect(ctx context.Context, id, dest string) (task.Res
 	if err != nil {
 		return res, err
 	}
-	return res, m.CollectOutput(ctx, id, dest, &res)
+	return res, m.collectOutput(context.WithoutCancel(ctx), id, d, &res)
 }
 
 // wait is Wait; with finishLogs, a task whose backend can complete its
@@ -1878,7 +1892,8 @@ type RunOptions struct {
 	// runs (as `nsn-run run` prints them), complete by the time Run
 	// returns. The Result carries them either way. A writer that fails is
 	// not written to again; the task runs on, and Run returns its Result,
-	// output collected and the task cleaned up, with the writer's error.
+	// output collected and the task cleaned up, with the writer's error
+	// (unless something else failed: then that error).
 	// To stop the task when a writer fails (its reader gone), cancel ctx.
 	Stdout, Stderr io.Writer
 }

@@ -2251,6 +2251,68 @@ func TestWaitAndCollect(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(dest, "answer")); err != nil || string(b) != "42\n" {
 		t.Errorf("the copied answer: %q, %v", b, err)
 	}
+	nowhere := filepath.Join(t.TempDir(), "nowhere")
+	if _, err := m.WaitAndCollect(ctx, "nosuch", nowhere); !errdefs.IsNotFound(err) {
+		t.Errorf("WaitAndCollect of a task that does not exist: %v; want NotFound", err)
+	}
+	if _, err := os.Stat(nowhere); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the refused wait made its destination: %v", err)
+	}
+}
+
+// TestWaitAndCollectTakesItsDestination: the destination is taken before
+// the wait, as Run takes its own: one another run holds is refused while
+// the task still runs, not once it has ended.
+func TestWaitAndCollectTakesItsDestination(t *testing.T) {
+	f := newFake()
+	m := newManager(t, f)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := m.Spawn(ctx, job("held")); err != nil {
+		t.Fatal(err)
+	}
+	defer f.exit("held", 0)
+	dest := filepath.Join(t.TempDir(), "out")
+	release, err := runtime.TakeOutputDest(dest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	if _, err := m.WaitAndCollect(ctx, "held", dest); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "another run's") {
+		t.Fatalf("WaitAndCollect into a held destination: %v; want refused before the wait", err)
+	}
+}
+
+// TestWaitAndCollectAfterCancel: a wait cancelled while it enforces the
+// task's limits stops the task (reason killed) and still collects its
+// output, as Run does: the task's Result comes with its files, not an
+// error that leaves them in the state dir.
+func TestWaitAndCollectAfterCancel(t *testing.T) {
+	f := newFake()
+	f.honorTERM = true
+	f.outputFile = "answer"
+	f.statsHang = make(chan struct{}, 1)
+	m := newManager(t, f)
+	if _, err := m.Spawn(context.Background(), job("cancelled")); err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	var res task.Result
+	dest := filepath.Join(t.TempDir(), "out")
+	go func() {
+		var err error
+		res, err = m.WaitAndCollect(ctx, "cancelled", dest)
+		done <- err
+	}()
+	<-f.statsHang // the wait is in progress, inside a sample
+	stop()
+	if err := <-done; err != nil || res.Reason != task.ReasonKilled || len(res.OutputFiles) != 1 {
+		t.Fatalf("WaitAndCollect cancelled: reason %s files %+v, %v; want killed, its answer, no error", res.Reason, res.OutputFiles, err)
+	}
+	if _, err := os.Stat(filepath.Join(dest, "answer")); err != nil {
+		t.Errorf("the cancelled wait's copy: %v", err)
+	}
 }
 
 // TestOutputDirThroughAnotherUsersSymlinkRefused: the directory an

@@ -5,17 +5,14 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math"
 	"os"
-	"os/signal"
 	"runtime/debug"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/containerd/log"
@@ -116,17 +113,11 @@ func main() {
 	// registry 404 while resolving); nsn-run reports errors itself, once.
 	_ = log.SetLevel("error")
 	collectGarbageLater()
-	// A closed terminal ends a command as an interrupt does (a foreground
-	// run stops and removes its task): the default, dying at once, left
-	// the task running with nobody enforcing its limits.
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	// A write to a closed pipe fails with EPIPE rather than kill nsn-run
-	// (Go's default for stdout and stderr), for the same reason: the
-	// command sees the error and ends in order (exitCode's 141). A
-	// channel, not signal.Ignore: an ignored SIGPIPE would be inherited
-	// by the processes nsn-run starts.
-	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
-	err := newRootCommand().ExecuteContext(ctx)
+	ctx, stop := stopContext()
+	root := newRootCommand()
+	root.SetOut(stdStream{os.Stdout})
+	root.SetErr(stdStream{os.Stderr})
+	err := root.ExecuteContext(ctx)
 	stop()
 	os.Exit(exitCode(err))
 }
@@ -168,7 +159,7 @@ func exitCode(err error) int {
 		}
 		return ee.code
 	}
-	if errors.Is(err, syscall.EPIPE) {
+	if isReaderGone(err) {
 		// The reader of nsn-run's output has gone (`| head -1`): say
 		// nothing, and exit as a command killed by SIGPIPE would.
 		return exitBrokenPipe

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -29,8 +28,9 @@ nsn-run exits with the task's exit code: 124 if it hit its time limit, 137
 if it was killed for memory, 125 if nsn-run itself failed (bad input,
 unknown image, daemon down, duplicate id) — then nothing is left behind.
 Interrupting nsn-run stops the task (SIGTERM, then SIGKILL after --grace);
-so does closing its terminal (SIGHUP), or the reader of its output going
-away (a pipe to head -1): nsn-run then exits 141, as a command killed by
+so does a hang-up (SIGHUP), unless nsn-run was started under nohup. When
+the reader of its output goes away (a pipe to head -1), the task is
+stopped at its next write and nsn-run exits 141, as a command killed by
 SIGPIPE, once the task is cleaned up.
 
 --json prints the Result object instead of streaming; its contract is
@@ -130,8 +130,13 @@ func runForeground(ctx context.Context, cmd *cobra.Command, m *runtime.Manager, 
 	if ferr := errors.Join(flushOut(), flushErr()); err == nil {
 		err = ferr
 	}
-	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) && !errors.Is(cause, context.DeadlineExceeded) {
-		// The writer's error, not the stopped task's: that is why.
+	if cause := context.Cause(ctx); isReaderGone(cause) {
+		// The task was stopped because the reader went: exit as such
+		// (141, silent), unless the run failed of its own too (the
+		// daemon gone, the task left running): that must be said.
+		if err != nil && !isReaderGone(err) {
+			return err
+		}
 		return cause
 	}
 	if err != nil {
@@ -150,7 +155,7 @@ type stopOnReaderGone struct {
 
 func (s stopOnReaderGone) Write(p []byte) (int, error) {
 	n, err := s.w.Write(p)
-	if errors.Is(err, syscall.EPIPE) {
+	if isReaderGone(err) {
 		s.stop(fmt.Errorf("write the task's output: %w", err))
 	}
 	return n, err

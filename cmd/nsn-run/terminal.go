@@ -2,7 +2,6 @@ package main
 
 import (
 	"io"
-	"os"
 
 	"golang.org/x/term"
 
@@ -33,6 +32,6 @@ func taskOutput(w io.Writer, raw bool) (out io.Writer, flush func() error) {
 }
 
 func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
+	f, ok := w.(interface{ Fd() uintptr }) // an *os.File, or a stdStream over one
 	return ok && term.IsTerminal(int(f.Fd()))
 }
