@@ -128,9 +128,10 @@ func readLine(t *testing.T, r *bufio.Reader, want string) {
 }
 
 // TestCLIReaderGoneStopsTheRun: a foreground run whose output's reader goes
-// away (`nsn-run run IMAGE -- yes | head -1`), or whose terminal hangs up,
-// stops its task and removes it, as an interrupt does; a `logs -f` whose
-// reader goes away ends at once. Before, nsn-run died of the signal (a
+// away (`nsn-run run IMAGE -- yes | head -1`), whose terminal hangs up, or
+// that gets Ctrl-\'s SIGQUIT, stops its task and removes it, as an
+// interrupt does; Ctrl-Z does not suspend it, so the deadline holds; a
+// `logs -f` whose reader goes away ends at once. Before, nsn-run died of the signal (a
 // shell saw 141 for the pipe) and the task ran on with nobody enforcing
 // its --timeout until a gc: `ps` listed it running after the pipe closed.
 func TestCLIReaderGoneStopsTheRun(t *testing.T) {
@@ -156,18 +157,36 @@ func TestCLIReaderGoneStopsTheRun(t *testing.T) {
 		}
 		gone(t, id)
 	})
-	t.Run("hangup", func(t *testing.T) {
-		id := uniqueID("hup")
-		cmd, out, _, stderr := startCLI(t, slices.Concat([]string{"run"}, g, []string{"--id", id, "--grace", "1s", "--timeout", "5m", "busybox", "--", "sh", "-c", "echo up; exec sleep 300"})...)
+	for _, sig := range []syscall.Signal{syscall.SIGHUP, syscall.SIGQUIT} {
+		t.Run(sig.String(), func(t *testing.T) {
+			id := uniqueID("sig")
+			cmd, out, _, stderr := startCLI(t, slices.Concat([]string{"run"}, g, []string{"--id", id, "--grace", "1s", "--timeout", "5m", "busybox", "--", "sh", "-c", "echo up; exec sleep 300"})...)
+			readLine(t, out, "up\n")
+			if err := cmd.Process.Signal(sig); err != nil {
+				t.Fatal(err)
+			}
+			err := cmd.Wait()
+			// sleep, the task's pid 1, has no SIGTERM handler: SIGKILL
+			// after the grace.
+			if code := cmd.ProcessState.ExitCode(); code != 137 || !strings.Contains(stderr.String(), "killed") {
+				t.Errorf("nsn-run after %v: %v, exit %d, stderr %q; want 137, killed", sig, err, code, stderr)
+			}
+			gone(t, id)
+		})
+	}
+	t.Run("suspended", func(t *testing.T) {
+		// Ctrl-Z's SIGTSTP stopped nsn-run, the one process enforcing
+		// the task's deadline: the task ran on past it. Ignored, the
+		// deadline holds.
+		id := uniqueID("tstp")
+		cmd, out, _, stderr := startCLI(t, slices.Concat([]string{"run"}, g, []string{"--id", id, "--grace", "100ms", "--timeout", "2s", "busybox", "--", "sh", "-c", "echo up; exec sleep 300"})...)
 		readLine(t, out, "up\n")
-		if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		if err := cmd.Process.Signal(syscall.SIGTSTP); err != nil {
 			t.Fatal(err)
 		}
 		err := cmd.Wait()
-		// sleep, the task's pid 1, has no SIGTERM handler: SIGKILL after
-		// the grace.
-		if code := cmd.ProcessState.ExitCode(); code != 137 || !strings.Contains(stderr.String(), "killed") {
-			t.Errorf("nsn-run after SIGHUP: %v, exit %d, stderr %q; want 137, killed", err, code, stderr)
+		if code := cmd.ProcessState.ExitCode(); code != 124 || !strings.Contains(stderr.String(), "timed_out") {
+			t.Errorf("nsn-run after SIGTSTP, its task's deadline 2 s away: %v, exit %d, stderr %q; want 124, timed_out", err, code, stderr)
 		}
 		gone(t, id)
 	})

@@ -28,7 +28,9 @@ nsn-run exits with the task's exit code: 124 if it hit its time limit, 137
 if it was killed for memory, 125 if nsn-run itself failed (bad input,
 unknown image, daemon down, duplicate id) — then nothing is left behind.
 Interrupting nsn-run stops the task (SIGTERM, then SIGKILL after --grace);
-so does a hang-up (SIGHUP), unless nsn-run was started under nohup. When
+so do SIGQUIT (Ctrl-\) and a hang-up (SIGHUP), unless nsn-run was started
+under nohup. Ctrl-Z does nothing: nsn-run enforces the task's --timeout
+and limits, and a suspended nsn-run would not (use -d to detach). When
 the reader of its output goes away (a pipe to head -1), the task is
 stopped at its next write and nsn-run exits 141, as a command killed by
 SIGPIPE, once the task is cleaned up.
@@ -75,6 +77,9 @@ output_skipped.
 			}
 			defer closeFn()
 
+			if !detach {
+				holdDeadlines()
+			}
 			if asJSON {
 				res, err := m.Run(ctx, t, runtime.RunOptions{OutputDir: f.outputDir})
 				if err != nil {

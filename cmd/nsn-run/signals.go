@@ -9,10 +9,10 @@ import (
 )
 
 // stopContext is the context every command runs under: it ends on SIGINT,
-// SIGTERM and SIGHUP (a closed terminal), each of which stops a
-// foreground run's task and removes it, as an interrupt always did; dying
-// of SIGHUP at once left the task running with nobody enforcing its
-// limits. A signal nsn-run was started with ignored stays ignored:
+// SIGTERM, SIGHUP (a closed terminal) and SIGQUIT (Ctrl-\), each of which
+// stops a foreground run's task and removes it, as an interrupt always
+// did; dying of SIGHUP or SIGQUIT at once left the task running with
+// nobody enforcing its limits. A signal nsn-run was started with ignored stays ignored:
 // `nohup nsn-run run ...` is how an operator says the run must outlive
 // the terminal, and a handler would undo it (Go's Notify does, for an
 // ignored signal).
@@ -24,7 +24,7 @@ import (
 // the processes nsn-run starts.
 func stopContext() (context.Context, context.CancelFunc) {
 	var stopOn []os.Signal
-	for _, sig := range []os.Signal{os.Interrupt, syscall.SIGTERM, syscall.SIGHUP} {
+	for _, sig := range []os.Signal{os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT} {
 		if !signal.Ignored(sig) {
 			stopOn = append(stopOn, sig)
 		}
@@ -67,3 +67,15 @@ func (s stdStream) Write(p []byte) (int, error) {
 
 // Fd is the file's descriptor.
 func (s stdStream) Fd() uintptr { return s.f.Fd() }
+
+// holdDeadlines keeps job control from suspending a command that enforces
+// a task's deadline and limits (a foreground run, a wait): Ctrl-Z
+// (SIGTSTP) stopped nsn-run, the only process enforcing the task's
+// --timeout, and the task ran on past it until nsn-run was resumed. A
+// background nsn-run that writes to the terminal under `stty tostop`
+// (SIGTTOU) or reads it (SIGTTIN) would stop the same way. Ignored, they
+// do nothing: detach with -d to get the shell back. (SIGSTOP cannot be
+// ignored: see docs/security-model.md.)
+func holdDeadlines() {
+	signal.Ignore(syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU)
+}

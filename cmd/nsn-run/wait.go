@@ -54,6 +54,7 @@ output_skipped).`,
 				return err
 			}
 			defer closeFn()
+			holdDeadlines() // a wait may be the one enforcing the limits
 			res, err := m.WaitAndCollect(cmd.Context(), args[0], outputDir)
 			if err != nil {
 				return err
