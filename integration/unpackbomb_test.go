@@ -135,12 +135,22 @@ func (h *hostileImage) unpackDirectly(img client.Image, look func(root string) e
 	}
 	sn := h.c.SnapshotService(containerd.DefaultSnapshotter)
 	chain := h.chain(img)
-	mounts, err := sn.View(h.ctx, "view-"+chain, chain)
+	// The view under a lease of its own, let go once it is removed:
+	// containerd's garbage collector removes a snapshot no lease holds
+	// (the unpack's own lease ending starts a collection), and CI's
+	// containerd 2.4.2 once had the view gone before its removal here
+	// and the unpacked snapshot then refusing its removal for a child.
+	lctx, done, err := h.c.WithLease(h.ctx)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer func() { _ = done(h.ctx) }()
+	mounts, err := sn.View(lctx, "view-"+chain, chain)
 	if err != nil {
 		h.t.Fatal(err)
 	}
 	defer func() {
-		if err := sn.Remove(h.ctx, "view-"+chain); err != nil {
+		if err := sn.Remove(lctx, "view-"+chain); err != nil {
 			// remove() takes it with the image, and fails if it cannot.
 			h.t.Logf("remove the view of %s: %v", h.ref, err)
 		}

@@ -1097,6 +1097,17 @@ func (m *Manager) wait(ctx context.Context, id string, finishLogs bool) (res tas
 		var r waitResult
 		select {
 		case r = <-exited:
+			// An exit at or past the deadline is the deadline's,
+			// whichever of the two this select took first: a Wait that
+			// starts after both (a run that killed the task at its
+			// deadline through its cgroup while containerd hung, and
+			// gave up; this Wait once containerd answers) finds both
+			// ready, and Go picks at random: CI saw "exited 137" for
+			// such a task once (TestRunWithContainerdHung).
+			if res.Reason == task.ReasonExited && limits.Timeout > 0 && !r.status.ExitedAt.IsZero() &&
+				!r.status.ExitedAt.Before(rec.Handle.StartedAt.Add(limits.Timeout)) {
+				res.Reason = task.ReasonTimedOut
+			}
 		case <-deadline.C:
 			res.Reason = task.ReasonTimedOut
 			r = m.terminate(waitCtx, id, limits.Grace, exited)

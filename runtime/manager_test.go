@@ -120,11 +120,14 @@ func (f *fakeBackend) Start(_ context.Context, req runtime.StartRequest) (runtim
 	return runtime.Handle{Version: runtime.HandleVersion, Backend: "fake", ID: req.Task.ID, Image: req.Task.Image, StartedAt: time.Now()}, nil
 }
 
-func (f *fakeBackend) exit(id string, code int) {
+func (f *fakeBackend) exit(id string, code int) { f.exitAt(id, code, time.Now()) }
+
+// exitAt ends task id with code, its exit status saying it exited at at.
+func (f *fakeBackend) exitAt(id string, code int, at time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.running[id] {
-		f.exits[id] <- runtime.ExitStatus{Code: code, ExitedAt: time.Now()}
+		f.exits[id] <- runtime.ExitStatus{Code: code, ExitedAt: at}
 		delete(f.running, id)
 		f.stopped[id] = true
 	}
@@ -553,6 +556,30 @@ func TestExitBeforeTheDeadlineIsNotATimeout(t *testing.T) {
 	res, err := m.Wait(ctx, "early")
 	if err != nil || res.Reason != task.ReasonExited || res.ExitCode != 0 {
 		t.Errorf("wait: %s %d, %v; want exited 0", res.Reason, res.ExitCode, err)
+	}
+}
+
+// TestExitPastTheDeadlineIsATimeout: an exit at or past the task's
+// deadline is reported timed_out 124 whichever the Wait sees first, the
+// exit or its own deadline timer. A Wait that starts with both there (the
+// run that killed the task at its deadline gave up, its daemon hung; this
+// Wait came once the daemon answered) took the exit at random: "exited
+// 137" in CI (TestRunWithContainerdHung). Here the exit, stamped past the
+// deadline, is there before the timer fires: the order CI's Wait met.
+func TestExitPastTheDeadlineIsATimeout(t *testing.T) {
+	f := newFake()
+	m := newManager(t, f)
+	ctx := context.Background()
+	tk := job("past")
+	tk.Limits.Timeout = time.Hour
+	h, err := m.Spawn(ctx, tk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.exitAt("past", 137, h.StartedAt.Add(tk.Limits.Timeout+time.Second))
+	res, err := m.Wait(ctx, "past")
+	if err != nil || res.Reason != task.ReasonTimedOut || res.ExitCode != runtime.ExitTimedOut {
+		t.Fatalf("wait: %s %d, %v; want timed_out 124", res.Reason, res.ExitCode, err)
 	}
 }
 
