@@ -44,7 +44,12 @@ const (
 // anchorStopWait bounds the anchor's removal at Close.
 const anchorStopWait = 10 * time.Second
 
-var shimGroupName = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,31}$`)
+// shimGroupName is a shim group's name, its length (at most
+// maxShimGroupName) checked apart: a bounded repetition compiles into a
+// state per repetition, at every start of a program linking this package.
+var shimGroupName = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]*$`)
+
+const maxShimGroupName = 32
 
 // shimGroup is a Backend's shim group (Config.ShimGroup): the runc shim its
 // tasks share, kept running between tasks by an idle anchor container, so
@@ -71,7 +76,7 @@ type shimGroup struct {
 }
 
 func newShimGroup(cfg Config, shim, version string) (*shimGroup, error) {
-	if !shimGroupName.MatchString(cfg.ShimGroup) {
+	if len(cfg.ShimGroup) > maxShimGroupName || !shimGroupName.MatchString(cfg.ShimGroup) {
 		return nil, fmt.Errorf("%w: shim group %q: want 1-32 of a-z, 0-9, '_', '.', '-', starting with a letter or digit", errdefs.ErrInvalidArgument, cfg.ShimGroup)
 	}
 	if cfg.InitBinary == "" {

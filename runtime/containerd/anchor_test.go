@@ -97,3 +97,20 @@ func TestCheckShimBinary(t *testing.T) {
 		t.Errorf("a link to nsn-shim with nsn-shimd beside it: %q %v, want %s", got, err, good)
 	}
 }
+
+func TestNewShimGroupChecksItsName(t *testing.T) {
+	cfg := Config{InitBinary: "/opt/nsn/nsn-init", ShimBinary: "/opt/nsn/nsn-shim"}
+	for name, ok := range map[string]bool{
+		"g": true, "nsn-agent_1.0": true, strings.Repeat("g", 32): true,
+		"": false, strings.Repeat("g", 33): false, "Agent": false, "-g": false, "g/h": false, "g h": false,
+	} {
+		cfg.ShimGroup = name
+		g, err := newShimGroup(cfg, "nsn-shim", "v2.4.2")
+		if ok && (err != nil || !strings.HasPrefix(g.name, name+"-")) {
+			t.Errorf("shim group %q: %v, want a group named after it", name, err)
+		}
+		if !ok && (err == nil || !strings.Contains(err.Error(), "want 1-32 of a-z")) {
+			t.Errorf("shim group %q: %v, want it refused for its name", name, err)
+		}
+	}
+}

@@ -42,7 +42,11 @@ func dial(ctx context.Context, address, namespace string) (*client.Client, strin
 		}
 		return nil, "", fmt.Errorf("%w: containerd socket %s: %w", errdefs.ErrUnavailable, address, err)
 	}
-	c, err := client.New(address, client.WithDefaultNamespace(namespace), client.WithTimeout(pingTimeout))
+	// Every container names its runtime (runtimeOf): the default runtime
+	// would cost the first container of each process a read of the
+	// namespace's labels, for a value never used.
+	c, err := client.New(address, client.WithDefaultNamespace(namespace), client.WithTimeout(pingTimeout),
+		client.WithDefaultRuntime(task.DefaultRuntime))
 	if err != nil {
 		return nil, "", fmt.Errorf("%w: connect to containerd at %s: %w", errdefs.ErrUnavailable, address, err)
 	}

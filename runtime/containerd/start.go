@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	tasks "github.com/containerd/containerd/api/services/tasks/v1"
+	"github.com/containerd/containerd/api/types"
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/core/leases"
@@ -19,6 +21,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -216,7 +219,7 @@ func (b *Backend) start(ctx context.Context, req runtime.StartRequest) (h runtim
 			undo[i](cctx)
 		}
 	}()
-	identity, err := b.prepareRoot(ctx, t.ID, req.Owner, parent, req.UserNS, s)
+	identity, rootfs, err := b.prepareRoot(ctx, t.ID, req.Owner, parent, req.UserNS, s)
 	if errdefs.IsAlreadyExists(err) {
 		// Another spawn of this id, from another state dir sharing the
 		// namespace, prepared it since the check above: its snapshot.
@@ -232,7 +235,7 @@ func (b *Backend) start(ctx context.Context, req runtime.StartRequest) (h runtim
 	container, err := b.client.NewContainer(ctx, t.ID,
 		client.WithSpec(s),
 		client.WithSnapshotter(b.cfg.Snapshotter),
-		client.WithSnapshot(t.ID),
+		withPreparedSnapshot(t.ID),
 		client.WithImageName(img.Name),
 		client.WithContainerLabels(runtime.Labels(t.ID, req.Owner)),
 		client.WithRuntime(runtimeOf(t, b.shim), b.runtimeOptions(t.Runtime)),
@@ -248,7 +251,14 @@ func (b *Backend) start(ctx context.Context, req runtime.StartRequest) (h runtim
 	sw.Lap("start/create-container")
 
 	created = true
-	tk, err := container.NewTask(ctx, cio.BinaryIO(b.cfg.LoggerBinary, logs.ShimLoggerArgs(req.StateDir, b.cfg.LogLimits)))
+	tk, sent, err := b.createTask(ctx, container, rootfs, logs.ShimLoggerArgs(req.StateDir, b.cfg.LogLimits))
+	if sent && tk == nil {
+		// Created, but its handle could not be read: delete it through
+		// the service, as the undo below would through the handle.
+		undo = append(undo, func(ctx context.Context) {
+			_, _ = b.client.TaskService().Delete(ctx, &tasks.DeleteTaskRequest{ContainerID: t.ID})
+		})
+	}
 	if err != nil {
 		if len(s.Linux.Sysctl) > 0 && RefusesUserNSSysctls(err, s.Linux.Sysctl) {
 			return h, fmt.Errorf("create task %s: %w: %w", t.ID, errUserNSSysctlsRefused, err)
@@ -349,13 +359,12 @@ func (b *Backend) killTask(id string) string {
 // trying. Only a Backend's idmapped mounts until the first that works
 // probe for that; later inspections mount plainly. It returns the
 // identity level the task gets ("" without ids).
-func (b *Backend) prepareRoot(ctx context.Context, id string, owner runtime.Owner, parent string, ids *task.IDRange, s *specs.Spec) (string, error) {
+func (b *Backend) prepareRoot(ctx context.Context, id string, owner runtime.Owner, parent string, ids *task.IDRange, s *specs.Spec) (identity string, rootfs []mount.Mount, err error) {
 	sn := b.client.SnapshotService(b.cfg.Snapshotter)
 	idmapped := false
 	if ids != nil {
-		var err error
 		if idmapped, err = b.idmapSnapshots(ctx); err != nil {
-			return "", err
+			return "", nil, err
 		}
 	}
 	for {
@@ -369,8 +378,12 @@ func (b *Backend) prepareRoot(ctx context.Context, id string, owner runtime.Owne
 		// still sees a read-only root: runc remounts it read-only.
 		mounts, err := sn.Prepare(ctx, id, parent, opts...)
 		if err != nil {
-			return "", fmt.Errorf("prepare snapshot for task %s: %w", id, err)
+			return "", nil, fmt.Errorf("prepare snapshot for task %s: %w", id, err)
 		}
+		// What the shim is to mount: the inspection's idmapped mount
+		// rewrites its mounts' options in place (lowerdir to the
+		// temporary idmapped layers it removes after).
+		rootfs = cloneMounts(mounts)
 		// The inspection mounts the snapshot as the shim will, so that
 		// an idmapped mount this host refuses shows here (probe, and
 		// the fallback below). An idmapped mount costs a user namespace
@@ -403,7 +416,7 @@ func (b *Backend) prepareRoot(ctx context.Context, id string, owner runtime.Owne
 		})
 		switch {
 		case refused != nil:
-			return "", refused
+			return "", nil, refused
 		case err != nil && probe:
 			// The shim mounts the same way: it would fail there.
 			log.G(ctx).WithError(err).Warn("idmapped task snapshots fail on this host; tasks get plain user namespaces")
@@ -412,16 +425,16 @@ func (b *Backend) prepareRoot(ctx context.Context, id string, owner runtime.Owne
 			b.remapIDs = &no
 			b.mu.Unlock()
 			if rerr := sn.Remove(ctx, id); rerr != nil {
-				return "", fmt.Errorf("remove snapshot of task %s: %w", id, rerr)
+				return "", nil, fmt.Errorf("remove snapshot of task %s: %w", id, rerr)
 			}
 			idmapped = false
 			continue
 		case err != nil:
-			return "", fmt.Errorf("inspect root filesystem of task %s: %w", id, err)
+			return "", nil, fmt.Errorf("inspect root filesystem of task %s: %w", id, err)
 		}
 		switch {
 		case ids == nil:
-			return "", nil
+			return "", rootfs, nil
 		case idmapped:
 			if probe {
 				b.mu.Lock()
@@ -429,9 +442,53 @@ func (b *Backend) prepareRoot(ctx context.Context, id string, owner runtime.Owne
 				b.mu.Unlock()
 				b.recordIdmapMountWorks(ctx)
 			}
-			return task.IdentityIDMapped, nil
+			return task.IdentityIDMapped, rootfs, nil
 		}
-		return task.IdentityUserNS, nil
+		return task.IdentityUserNS, rootfs, nil
+	}
+}
+
+// createTask creates the task of container, its root the mounts of the
+// snapshot prepareRoot prepared and its stdout and stderr the shim's
+// logger, and returns its handle, and whether containerd created it (a
+// handle it then failed to read leaves a task to delete). It sends what client.Container.NewTask
+// sends, without NewTask's reads before it: three of the container's record
+// (each answer carrying the whole spec, 80 KB with the seccomp profile),
+// one of the snapshot's mounts (prepareRoot has them) and a decode of the
+// spec's JSON. In a cold CLI process those reads were 8% of its CPU
+// (grpc's receive buffers cleared for each answer).
+func (b *Backend) createTask(ctx context.Context, container client.Container, rootfs []mount.Mount, loggerArgs map[string]string) (tk client.Task, created bool, err error) {
+	logURI, err := cio.LogURIGenerator("binary", b.cfg.LoggerBinary, loggerArgs)
+	if err != nil {
+		return nil, false, err
+	}
+	req := &tasks.CreateTaskRequest{ContainerID: container.ID(), Stdout: logURI.String(), Stderr: logURI.String()}
+	for _, m := range rootfs {
+		req.Rootfs = append(req.Rootfs, &types.Mount{Type: m.Type, Source: m.Source, Target: m.Target, Options: m.Options})
+	}
+	if _, err := b.client.TaskService().Create(ctx, req); err != nil {
+		return nil, false, errgrpc.ToNative(err)
+	}
+	tk, err = container.Task(ctx, nil)
+	return tk, true, err
+}
+
+func cloneMounts(mounts []mount.Mount) []mount.Mount {
+	c := make([]mount.Mount, len(mounts))
+	for i, m := range mounts {
+		m.Options = slices.Clone(m.Options)
+		c[i] = m
+	}
+	return c
+}
+
+// withPreparedSnapshot is client.WithSnapshot without its check that the
+// snapshot exists (a Mounts call to containerd): prepareRoot has just
+// prepared it, under the lease the container is created in.
+func withPreparedSnapshot(key string) client.NewContainerOpts {
+	return func(_ context.Context, _ *client.Client, c *containers.Container) error {
+		c.SnapshotKey = key
+		return nil
 	}
 }
 
