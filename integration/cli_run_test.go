@@ -437,18 +437,11 @@ func TestGCEndsOverdueUnwatchedTasks(t *testing.T) {
 	}
 	t.Cleanup(func() { cli(t, g, "rm", "-f", id) }) // whatever happens below
 	killed := 0
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range procs {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		args := strings.Split(string(b), "\x00")
-		if slices.Contains(args, "supervise") && slices.Contains(args, state) {
-			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
-			if syscall.Kill(pid, syscall.SIGKILL) == nil {
-				killed++
-			}
+	for _, pid := range processesWhere(func(args []string) bool {
+		return slices.Contains(args, "supervise") && slices.Contains(args, state)
+	}) {
+		if syscall.Kill(pid, syscall.SIGKILL) == nil {
+			killed++
 		}
 	}
 	if killed != 1 {

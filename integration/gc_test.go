@@ -20,6 +20,7 @@ import (
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
 	"github.com/nsn-run/nsn-run/cgroups"
 	"github.com/nsn-run/nsn-run/internal/mountinfo"
@@ -488,17 +489,19 @@ func TestCLIStateDirsInMountNamespaces(t *testing.T) {
 	}
 }
 
-// TestGCEndsIdleShims: a shim of this containerd and namespace whose
-// bundle containerd removed (its working directory is gone) and under
-// which nothing but task loggers runs serves nothing: a create given up on
-// midway leaves one (an outside review: about 16 MB per leak, with its
-// logger, that no gc removed), and so, now and then, do two deletes at
-// once (TestConcurrentDestroy left one here). gc ends it. A shim whose
-// bundle is there, or with another process under it, is left alone. The
-// shims here are stand-ins with a shim's arguments.
+// TestGCEndsIdleShims: a shim of this containerd and namespace whose id
+// names no container and under which nothing but task loggers runs serves
+// nothing, whether containerd removed its bundle (its working directory)
+// or not: a create given up on midway leaves one (an outside review: about
+// 16 MB per leak, with its logger, that no gc removed), and so, now and
+// then, do two deletes at once (TestConcurrentDestroy left one here) and
+// a manager killed during a task's delete (TestBackgroundReleaseKilled,
+// its bundle still there). gc ends it. A shim whose id names a container,
+// or with another process under it, is left alone. The shims here are
+// stand-ins with a shim's arguments, each in a bundle named after its id.
 func TestGCEndsIdleShims(t *testing.T) {
 	ctx := context.Background()
-	m, _ := testManager(t)
+	m, c := testManager(t)
 	_, addr := containerdClient(t)
 	dir := t.TempDir()
 	idle, busy := filepath.Join(dir, "idle-shim"), filepath.Join(dir, "busy-shim")
@@ -515,11 +518,11 @@ func TestGCEndsIdleShims(t *testing.T) {
 	}
 	start := func(script string, removeBundle bool) shim {
 		t.Helper()
-		bundle, err := os.MkdirTemp("", "bundle-")
-		if err != nil {
+		id := uniqueID("shim")
+		bundle := filepath.Join(dir, id)
+		if err := os.Mkdir(bundle, 0o700); err != nil {
 			t.Fatal(err)
 		}
-		id := uniqueID("shim")
 		cmd := exec.Command(script, "-namespace", testNamespace, "-id", id, "-address", addr)
 		cmd.Dir = bundle
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // its sleep goes with it
@@ -554,23 +557,33 @@ func TestGCEndsIdleShims(t *testing.T) {
 		}
 		return s
 	}
-	leaked, withBundle, withChild := start(idle, true), start(idle, false), start(busy, true)
+	leaked, withBundle, withChild, withContainer := start(idle, true), start(idle, false), start(busy, true), start(idle, false)
+	nctx := namespaces.WithNamespace(ctx, testNamespace)
+	if _, err := c.NewContainer(nctx, withContainer.id, client.WithSpec(&oci.Spec{Version: "1.2.0"}), client.WithRuntime(task.DefaultRuntime, nil)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.ContainerService().Delete(nctx, withContainer.id) })
 	removed, err := m.CleanupOrphans(ctx, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Contains(removed, fmt.Sprintf("shim %s (pid %d)", leaked.id, leaked.pid)) || mentions(removed, withBundle.id, withChild.id) {
-		t.Errorf("gc removed %v; want the idle shim %s alone", removed, leaked.id)
-	}
-	select {
-	case <-leaked.exited:
-	case <-time.After(30 * time.Second):
-		t.Errorf("the idle shim %d still runs after gc", leaked.pid)
-	}
-	for _, s := range []shim{withBundle, withChild} {
+	for _, s := range []shim{leaked, withBundle} {
+		if !slices.Contains(removed, fmt.Sprintf("shim %s (pid %d)", s.id, s.pid)) {
+			t.Errorf("gc removed %v; want the idle shim %s among them", removed, s.id)
+		}
 		select {
 		case <-s.exited:
-			t.Errorf("gc ended shim %s, which has its bundle or a process under it", s.id)
+		case <-time.After(30 * time.Second):
+			t.Errorf("the idle shim %d still runs after gc", s.pid)
+		}
+	}
+	if mentions(removed, withChild.id, withContainer.id) {
+		t.Errorf("gc removed %v; want neither %s (a process under it) nor %s (its container)", removed, withChild.id, withContainer.id)
+	}
+	for _, s := range []shim{withChild, withContainer} {
+		select {
+		case <-s.exited:
+			t.Errorf("gc ended shim %s, which has a process under it or its container", s.id)
 		default:
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	tasks "github.com/containerd/containerd/api/services/tasks/v1"
+	tasktypes "github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/containerd/v2/core/snapshots"
@@ -99,7 +100,7 @@ func (b *Backend) Destroy(ctx context.Context, id string) error {
 	// finishes it (a later Destroy, gc in another process) may not be
 	// this Backend.
 	defer b.leaveGroup(id)
-	if h := b.tasks.Get(id); h != nil && h.HasExited() {
+	if h := b.tasks.Get(id); h != nil && h.HasExited() && b.taskStopped(ctx, id) {
 		return b.destroyExited(ctx, id, sw)
 	}
 	c, err := b.client.LoadContainer(ctx, id)
@@ -145,10 +146,15 @@ func (b *Backend) Destroy(ctx context.Context, id string) error {
 // directly. The client's Task.Delete and Container.Delete read the task's
 // state three times and the container's record twice (each answer
 // carrying the whole spec, 80 KB with the seccomp profile) around their
-// deletes: nine calls where four do. A stopped task needs none of their
+// deletes: nine calls where five do. A stopped task needs none of their
 // checks: its delete is not refused, it needs no kill (its pid namespace
 // ended with its init), and the container's snapshot is the task's id
-// (removeSnapshot).
+// (removeSnapshot). Only for a task containerd reports stopped
+// (taskStopped): a task of this id that another process made after
+// removing this one (an outside review: `rm -f` and a new `run` of the id
+// while this Backend still held the old one's exit) may be created and
+// not started, which the service's delete would kill where the client's
+// refuses it.
 func (b *Backend) destroyExited(ctx context.Context, id string, sw *runtime.Stopwatch) error {
 	_, err := b.client.TaskService().Delete(ctx, &tasks.DeleteTaskRequest{ContainerID: id})
 	// Not found: another process's Destroy deleted the task, or the
@@ -162,6 +168,12 @@ func (b *Backend) destroyExited(ctx context.Context, id string, sw *runtime.Stop
 	}
 	sw.Lap("release/delete-container")
 	return b.removeSnapshotAndLeases(ctx, id, sw)
+}
+
+// taskStopped reports whether containerd has task id, stopped.
+func (b *Backend) taskStopped(ctx context.Context, id string) bool {
+	r, err := b.client.TaskService().Get(ctx, &tasks.GetRequest{ContainerID: id})
+	return err == nil && r.Process != nil && r.Process.Status == tasktypes.Status_STOPPED
 }
 
 // removeSnapshotAndLeases ends a release: the task's snapshot (its key is
