@@ -497,7 +497,9 @@ func TestCLIStateDirsInMountNamespaces(t *testing.T) {
 // then, do two deletes at once (TestConcurrentDestroy left one here) and
 // a manager killed during a task's delete (TestBackgroundReleaseKilled,
 // its bundle still there). gc ends it. A shim whose id names a container,
-// or with another process under it, is left alone. The shims here are
+// or with another process under it, is left alone, as is containerd's run
+// of the shim binary's delete action (an outside review: it has a shim's
+// flags and works in the bundle of a task that may be gone). The shims here are
 // stand-ins with a shim's arguments, each in a bundle named after its id.
 func TestGCEndsIdleShims(t *testing.T) {
 	ctx := context.Background()
@@ -516,14 +518,14 @@ func TestGCEndsIdleShims(t *testing.T) {
 		pid    int
 		exited chan struct{}
 	}
-	start := func(script string, removeBundle bool) shim {
+	start := func(script string, removeBundle bool, action ...string) shim {
 		t.Helper()
 		id := uniqueID("shim")
 		bundle := filepath.Join(dir, id)
 		if err := os.Mkdir(bundle, 0o700); err != nil {
 			t.Fatal(err)
 		}
-		cmd := exec.Command(script, "-namespace", testNamespace, "-id", id, "-address", addr)
+		cmd := exec.Command(script, append([]string{"-namespace", testNamespace, "-id", id, "-address", addr}, action...)...)
 		cmd.Dir = bundle
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // its sleep goes with it
 		stdin, err := cmd.StdinPipe()
@@ -551,13 +553,21 @@ func TestGCEndsIdleShims(t *testing.T) {
 			_ = os.RemoveAll(bundle)
 		})
 		if removeBundle {
-			if err := os.RemoveAll(bundle); err != nil {
+			// As containerd removes a bundle: renamed to ".ID" first.
+			hidden := filepath.Join(dir, "."+id)
+			if err := os.Rename(bundle, hidden); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.RemoveAll(hidden); err != nil {
 				t.Fatal(err)
 			}
 		}
 		return s
 	}
 	leaked, withBundle, withChild, withContainer := start(idle, true), start(idle, false), start(busy, true), start(idle, false)
+	// containerd's run of the shim binary's delete action, in the bundle
+	// of a task whose container is gone: not a shim serving anything.
+	deleting := start(idle, false, "-bundle", "BUNDLE", "delete")
 	nctx := namespaces.WithNamespace(ctx, testNamespace)
 	if _, err := c.NewContainer(nctx, withContainer.id, client.WithSpec(&oci.Spec{Version: "1.2.0"}), client.WithRuntime(task.DefaultRuntime, nil)); err != nil {
 		t.Fatal(err)
@@ -577,13 +587,13 @@ func TestGCEndsIdleShims(t *testing.T) {
 			t.Errorf("the idle shim %d still runs after gc", s.pid)
 		}
 	}
-	if mentions(removed, withChild.id, withContainer.id) {
-		t.Errorf("gc removed %v; want neither %s (a process under it) nor %s (its container)", removed, withChild.id, withContainer.id)
+	if mentions(removed, withChild.id, withContainer.id, deleting.id) {
+		t.Errorf("gc removed %v; want none of %s (a process under it), %s (its container), %s (the delete action)", removed, withChild.id, withContainer.id, deleting.id)
 	}
-	for _, s := range []shim{withChild, withContainer} {
+	for _, s := range []shim{withChild, withContainer, deleting} {
 		select {
 		case <-s.exited:
-			t.Errorf("gc ended shim %s, which has a process under it or its container", s.id)
+			t.Errorf("gc ended %s, which has a process under it, its container, or is the shim's delete action", s.id)
 		default:
 		}
 	}

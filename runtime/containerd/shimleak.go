@@ -51,24 +51,33 @@ func (b *Backend) sweepShims(ctx context.Context) []string {
 		if err != nil {
 			continue
 		}
-		id, ok := b.idleShim(ctx, pid, ours, children[pid])
+		id, loggers, ok := b.idleShim(ctx, pid, ours, children[pid])
 		if ok && unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0) == nil {
-			for _, child := range children[pid] {
-				_ = unix.Kill(child, unix.SIGKILL) // its loggers
+			for _, logger := range loggers {
+				_ = unix.PidfdSendSignal(logger, unix.SIGKILL, nil, 0)
 			}
 			ended = append(ended, fmt.Sprintf("shim %s (pid %d)", id, pid))
 		}
+		closeFDs(loggers)
 		unix.Close(fd)
 	}
 	return ended
 }
 
 // idleShim reports whether process pid is a shim of this containerd
-// (whose socket is ours) and namespace that serves nothing, and its id.
-func (b *Backend) idleShim(ctx context.Context, pid int, ours os.FileInfo, kids []int) (string, bool) {
+// (whose socket is ours) and namespace that serves nothing, its id, and
+// pidfds of the task loggers under it (the caller closes them).
+func (b *Backend) idleShim(ctx context.Context, pid int, ours os.FileInfo, kids []int) (id string, loggers []int, idle bool) {
 	args := cmdlineOf(pid)
 	if len(args) < 2 || !slices.ContainsFunc(args[:2], func(a string) bool { return strings.Contains(filepath.Base(a), "shim") }) {
-		return "", false
+		return "", nil, false
+	}
+	// The shim binary's actions, which containerd runs with the same
+	// flags (`start`; `delete` after a task's connection closes, in the
+	// bundle, which it may still be cleaning up), are not a shim serving
+	// anything, and not gc's to end.
+	if action := args[len(args)-1]; action == "start" || action == "delete" {
+		return "", nil, false
 	}
 	flag := func(name string) string {
 		if i := slices.Index(args, name); i >= 0 && i+1 < len(args) {
@@ -78,30 +87,50 @@ func (b *Backend) idleShim(ctx context.Context, pid int, ours os.FileInfo, kids 
 	}
 	id, address := flag("-id"), strings.TrimPrefix(flag("-address"), "unix://")
 	if flag("-namespace") != b.cfg.Namespace || id == "" || address == "" {
-		return "", false
+		return "", nil, false
 	}
 	if theirs, err := os.Stat(address); err != nil || !os.SameFile(ours, theirs) {
-		return "", false
+		return "", nil, false
 	}
 	// Its working directory is its bundle, containerd's directory for
-	// id: removed with the task, or still there where containerd's
-	// delete of the task was cut short. A manager killed during its
-	// release's task delete leaves that on both containerds: the task gone
-	// from containerd's list, its shim and bundle not
-	// (TestBackgroundReleaseKilled, about 1 run in 5); a shim whose
-	// container is gone is idle either way.
-	if cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid)); err != nil || filepath.Base(strings.TrimSuffix(cwd, " (deleted)")) != id {
-		return "", false
+	// id: removed with the task (containerd renames it to ".ID" before
+	// removing it), or still there where containerd's delete of the task
+	// was cut short. A manager killed during its release's task delete
+	// leaves that on both containerds: the task gone from containerd's
+	// list, its shim and bundle not (TestBackgroundReleaseKilled, about 1
+	// run in 5); a shim whose container is gone is idle either way.
+	cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid))
+	if err != nil {
+		return "", nil, false
+	}
+	bundle, removed := strings.CutSuffix(cwd, " (deleted)")
+	if name := filepath.Base(bundle); name != id && (!removed || name != "."+id) {
+		return "", nil, false
 	}
 	for _, kid := range kids {
-		if !slices.Contains(cmdlineOf(kid), "shim-logger") {
-			return "", false
+		// A pidfd first, then the checks: the process checked is the
+		// one signalled, even if its pid was reused since the listing.
+		fd, err := unix.PidfdOpen(kid, 0)
+		if err != nil {
+			continue // gone
+		}
+		loggers = append(loggers, fd)
+		if parentOf(kid) != pid || !slices.Contains(cmdlineOf(kid), "shim-logger") {
+			closeFDs(loggers)
+			return "", nil, false
 		}
 	}
 	if _, err := b.client.LoadContainer(b.ns(ctx), id); !errdefs.IsNotFound(err) {
-		return "", false
+		closeFDs(loggers)
+		return "", nil, false
 	}
-	return id, true
+	return id, loggers, true
+}
+
+func closeFDs(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
 }
 
 // cmdlineOf is process pid's arguments (none if it is gone).
