@@ -9,9 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"os"
-	"runtime/debug"
 	"strings"
 	"time"
 
@@ -20,6 +18,7 @@ import (
 
 	"github.com/nsn-run/nsn-run/gpu"
 	"github.com/nsn-run/nsn-run/gpu/cdigen"
+	"github.com/nsn-run/nsn-run/internal/gcdelay"
 	"github.com/nsn-run/nsn-run/node"
 	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/spec"
@@ -112,7 +111,7 @@ func main() {
 	// The containerd client logs through logrus at info level (e.g. every
 	// registry 404 while resolving); nsn-run reports errors itself, once.
 	_ = log.SetLevel("error")
-	collectGarbageLater()
+	gcdelay.Start(gcOffFor, gcOffLimit, nil)
 	ctx, stop := stopContext()
 	root := newRootCommand()
 	root.SetOut(stdStream{os.Stdout})
@@ -125,27 +124,12 @@ func main() {
 // A CLI process is short-lived: most commands allocate what they need and
 // exit within a second, and a collection then only costs time (a `run` of
 // a trivial task spent 147 ms of CPU with the collector on, 116 ms with it
-// off, at the same peak RSS of 32 MB). So, as the Go compiler does at its
-// start (cmd/compile's AdjustStartingHeap), the collector waits: it is off
-// for the process's first gcOffFor, bounded by gcOffLimit of heap (where
-// it collects again), and then back to the runtime's default. A GOGC or
-// GOMEMLIMIT of the operator's wins.
+// off, at the same peak RSS of 32 MB). So the collector waits for the
+// process's first gcOffFor, bounded by gcOffLimit of heap (gcdelay).
 const (
 	gcOffFor   = 2 * time.Second
 	gcOffLimit = 128 << 20
 )
-
-func collectGarbageLater() {
-	if os.Getenv("GOGC") != "" || os.Getenv("GOMEMLIMIT") != "" {
-		return
-	}
-	debug.SetMemoryLimit(gcOffLimit)
-	percent := debug.SetGCPercent(-1)
-	time.AfterFunc(gcOffFor, func() {
-		debug.SetGCPercent(percent)
-		debug.SetMemoryLimit(math.MaxInt64)
-	})
-}
 
 // exitCode prints err as one line and maps it to nsn-run's exit status.
 func exitCode(err error) int {
