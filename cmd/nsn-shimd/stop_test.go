@@ -194,7 +194,9 @@ func TestRuncForgetsUnknownContainer(t *testing.T) {
 // links; their tests compare them with that code. Another version may
 // have changed them: read its manager.Start and Stop, pkg/shim's run and
 // util_unix.go again, bring shimfront and TestStopAsContainerd in line,
-// then change the version here.
+// check that run still sets the collector's target (setRuntime) before it
+// initialises the plugins (main.go's gcDelayPlugin holds the collector
+// from there), then change the version here.
 func TestCopiesThisContainerd(t *testing.T) {
 	const copied = "v2.4.2"
 	info, ok := debug.ReadBuildInfo()
