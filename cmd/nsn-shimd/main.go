@@ -51,26 +51,30 @@ import (
 // start fills with what it keeps. containerd's RunShim sets the
 // collector's target itself (40%) before it initialises the shim's
 // plugins, so the hold comes as a plugin: from its init, the collector
-// waits for gcOffFor, bounded by gcOffLimit of heap, then comes back at
-// containerd's target, and one full collection returns what the start no
-// longer holds to the kernel, for the idle shim's memory. Only the shim
-// that serves tasks loads plugins: a `start` or `delete` action is left
-// as containerd runs it.
+// waits for gcOffFor, bounded by a memory limit of gcOffLimit; then one
+// forced collection returns what the start no longer holds to the kernel,
+// for the idle shim's memory, and containerd's target comes back. Only
+// the shim that serves tasks loads plugins: a `start` or `delete` action
+// is left as containerd runs it.
 const (
 	gcOffFor   = 2 * time.Second
 	gcOffLimit = 32 << 20
 )
 
+// endGCHold ends the hold at once (gcdelay.Start's end): for tests.
+var endGCHold = func() {}
+
 var gcDelayPlugin = plugin.Registration{
 	Type: plugins.InternalPlugin,
 	ID:   "nsn-gc-delay",
 	InitFn: func(*plugin.InitContext) (any, error) {
-		gcdelay.Start(gcOffFor, gcOffLimit, debug.FreeOSMemory)
+		endGCHold = gcdelay.Start(gcOffFor, gcOffLimit, debug.FreeOSMemory)
 		return struct{}{}, nil
 	},
 }
 
+func init() { registry.Register(&gcDelayPlugin) }
+
 func main() {
-	registry.Register(&gcDelayPlugin)
 	shim.RunShim(context.Background(), &nsnShim{Shim: manager.NewShimManager("io.containerd.runc.v2")})
 }

@@ -14,13 +14,17 @@ import (
 	"time"
 )
 
-// Start turns the collector off for offFor, bounded by limit bytes of
-// heap (where it collects again), and then sets it back as it was. If
-// settled is not nil, it runs after that, in the timer's goroutine. The
-// returned end does the same at once, if the timer has not yet. An
-// operator's GOGC or GOMEMLIMIT wins: Start then changes nothing, settled
-// never runs and end does nothing.
-func Start(offFor time.Duration, limit int64, settled func()) (end func()) {
+// Start turns the collector off for offFor, bounded by a memory limit of
+// limit bytes (all the Go runtime's memory, not the heap alone: past it,
+// the runtime collects again), and then sets both back as they were. If
+// last is not nil, it runs at the end of the hold, before the settings
+// come back: a forced collection there (debug.FreeOSMemory) is the only
+// one, where after the restore it would follow the one the restored
+// target starts at once. The hold ends in the timer's goroutine; the
+// returned end ends it at once if the timer has not yet, and returns when
+// it has ended. An operator's GOGC or GOMEMLIMIT wins: Start then changes
+// nothing, last never runs and end does nothing.
+func Start(offFor time.Duration, limit int64, last func()) (end func()) {
 	if os.Getenv("GOGC") != "" || os.Getenv("GOMEMLIMIT") != "" {
 		return func() {}
 	}
@@ -29,11 +33,11 @@ func Start(offFor time.Duration, limit int64, settled func()) (end func()) {
 	var once sync.Once
 	end = func() {
 		once.Do(func() {
+			if last != nil {
+				last()
+			}
 			debug.SetGCPercent(percent)
 			debug.SetMemoryLimit(previousLimit)
-			if settled != nil {
-				settled()
-			}
 		})
 	}
 	time.AfterFunc(offFor, end)
