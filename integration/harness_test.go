@@ -171,6 +171,10 @@ func importImage(c *client.Client, img imagebuild.Image) error {
 	return err
 }
 
+// buildTags are the build tags of the binaries built with some: nsn-shimd
+// as the Makefile's SHIMD_TAGS builds it (internal/deps checks they agree).
+var buildTags = map[string]string{"cmd/nsn-shimd": "grpcnotrace"}
+
 // builtBinary is a binary of this module built once per test process.
 type builtBinary struct {
 	once sync.Once
@@ -224,7 +228,11 @@ func (b *builtBinary) getInto(t *testing.T, into, pkg, name string, static bool)
 			return
 		}
 		b.path = filepath.Join(dir, name)
-		build := exec.Command("go", "build", "-o", b.path, "github.com/nsn-run/nsn-run/"+pkg)
+		args := []string{"build", "-o", b.path}
+		if tags := buildTags[pkg]; tags != "" {
+			args = append(args, "-tags", tags)
+		}
+		build := exec.Command("go", append(args, "github.com/nsn-run/nsn-run/"+pkg)...)
 		if static {
 			build.Env = append(os.Environ(), "CGO_ENABLED=0")
 		}

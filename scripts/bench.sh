@@ -21,7 +21,7 @@ trap cleanup EXIT
 go build -o bin/nsn-run ./cmd/nsn-run
 go build -o bin/nsn-logger ./cmd/nsn-logger
 CGO_ENABLED=0 go build -o bin/nsn-shim ./cmd/nsn-shim
-CGO_ENABLED=0 go build -o bin/nsn-shimd ./cmd/nsn-shimd
+CGO_ENABLED=0 go build -tags "$SHIMD_TAGS" -o bin/nsn-shimd ./cmd/nsn-shimd
 CGO_ENABLED=0 go build -o bin/nsn-init ./cmd/nsn-init
 go build -o bin/nsn-imagebuild ./cmd/nsn-imagebuild
 go build -o bin/nsn-bench ./cmd/nsn-bench

@@ -6,7 +6,7 @@
 // containerd runs the shim program once per task to start or find the
 // shim that will serve it (`start`), and once after each shim disconnect
 // (`delete`); both are on the task's path, and each is a process start.
-// nsn-shimd, like containerd's shim, is a 21 MB Go program whose start
+// nsn-shimd, like containerd's shim, is a 15-21 MB Go program whose start
 // alone costs ~29 ms on a 2-CPU host, against ~12 ms for this one, which
 // links nothing of containerd (internal/deps). So nsn-shim does the usual
 // cases of both actions itself (internal/shimfront, each piece held to

@@ -64,7 +64,7 @@ for c in integration/testdata/*.c; do
 done
 CGO_ENABLED=0 go build -o "$work/payload/nsn-init" ./cmd/nsn-init
 CGO_ENABLED=0 go build -o "$work/payload/nsn-shim" ./cmd/nsn-shim
-CGO_ENABLED=0 go build -o "$work/payload/nsn-shimd" ./cmd/nsn-shimd
+CGO_ENABLED=0 go build -tags "$SHIMD_TAGS" -o "$work/payload/nsn-shimd" ./cmd/nsn-shimd
 cp "$CONTAINERD2_BIN/containerd" "$CONTAINERD2_BIN/containerd-shim-runc-v2" "$work/payload/containerd2/"
 cp integration/cgroupv2/guest-init.sh "$work/payload/init.sh"
 chmod +x "$work/payload/init.sh"

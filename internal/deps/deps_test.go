@@ -126,3 +126,63 @@ func TestShimFrontLinksLittle(t *testing.T) {
 		t.Errorf("nsn-shim links %s", strings.Join(heavy, ", "))
 	}
 }
+
+// shimdTags are nsn-shimd's build tags, as the Makefile's SHIMD_TAGS.
+const shimdTags = "grpcnotrace"
+
+// TestShimDaemonLinksNoTemplates: nsn-shimd, a process per task, built
+// with its tags, links neither text/template nor html/template. Their
+// reflection (a method looked up by name) makes the linker keep every
+// exported method of every type the binary reaches: gRPC's request
+// tracing (golang.org/x/net/trace, which the grpcnotrace tag leaves out)
+// pulled html/template in, and nsn-shimd was 20.9 MB instead of 14.8, each
+// idle task's shim 3 MiB more resident (docs/performance.md).
+func TestShimDaemonLinksNoTemplates(t *testing.T) {
+	out := goCmd(t, []string{"CGO_ENABLED=0"}, "list", "-tags", shimdTags, "-deps", "./cmd/nsn-shimd")
+	if !strings.Contains(string(out), "github.com/containerd/containerd/v2/pkg/shim\n") {
+		t.Fatalf("nsn-shimd does not link containerd's shim: the list is not what this test thinks")
+	}
+	for dep := range strings.Lines(string(out)) {
+		if dep = strings.TrimSpace(dep); dep == "text/template" || dep == "html/template" {
+			t.Errorf("nsn-shimd built with -tags %s links %s", shimdTags, dep)
+		}
+	}
+}
+
+// TestShimDaemonBuiltWithItsTags: every build of nsn-shimd in the
+// Makefile and the scripts passes its tags, and the places that name the
+// tags agree with shimdTags.
+func TestShimDaemonBuiltWithItsTags(t *testing.T) {
+	root := moduleRoot(t)
+	for file, want := range map[string]string{
+		"Makefile":                    "SHIMD_TAGS := " + shimdTags + "\n",
+		"scripts/lib.sh":              "SHIMD_TAGS=" + shimdTags + "\n",
+		"integration/harness_test.go": `"cmd/nsn-shimd": "` + shimdTags + `"`,
+	} {
+		b, err := os.ReadFile(filepath.Join(root, file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(b), want) {
+			t.Errorf("%s does not hold %q", file, want)
+		}
+	}
+	builds := 0
+	for _, file := range []string{"Makefile", "scripts/bench.sh", "scripts/demo.sh", "scripts/ci.sh", "integration/cgroupv2/run.sh"} {
+		b, err := os.ReadFile(filepath.Join(root, file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for line := range strings.Lines(string(b)) {
+			if strings.Contains(line, "build") && strings.Contains(line, "./cmd/nsn-shimd") {
+				builds++
+				if !strings.Contains(line, "-tags") || !strings.Contains(line, "SHIMD_TAGS") {
+					t.Errorf("%s builds nsn-shimd without its tags: %s", file, strings.TrimSpace(line))
+				}
+			}
+		}
+	}
+	if builds < 3 {
+		t.Errorf("found %d builds of nsn-shimd in the Makefile and scripts, want at least 3 (make build, bench, the cgroup v2 VM)", builds)
+	}
+}
