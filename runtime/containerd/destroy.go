@@ -163,11 +163,23 @@ func (b *Backend) destroyExited(ctx context.Context, id string, sw *runtime.Stop
 		return fmt.Errorf("delete task %s: %w", id, err)
 	}
 	sw.Lap("release/delete-task")
+	// The snapshot before the container that holds it, as the client's
+	// WithSnapshotCleanup does: once the container is gone nothing holds
+	// the snapshot, and containerd's garbage collector, should it run
+	// then, deletes it without unlinking it from the image's top layer,
+	// whose own removal it then refuses for good ("cannot remove snapshot
+	// with child"; TestReleaseUnderGCLeavesImageRemovable).
+	if err := b.removeSnapshot(ctx, id); err != nil {
+		return err
+	}
+	sw.Lap("release/remove-snapshot")
 	if err := b.client.ContainerService().Delete(ctx, id); err != nil && !errdefs.IsNotFound(err) && !b.containerGone(ctx, id) {
 		return fmt.Errorf("delete container %s: %w", id, err)
 	}
 	sw.Lap("release/delete-container")
-	return b.removeSnapshotAndLeases(ctx, id, sw)
+	err = b.removeLeases(ctx, id)
+	sw.Lap("release/leases")
+	return err
 }
 
 // taskStopped reports whether containerd has task id, stopped.
@@ -177,7 +189,8 @@ func (b *Backend) taskStopped(ctx context.Context, id string) bool {
 }
 
 // removeSnapshotAndLeases ends a release: the task's snapshot (its key is
-// the task's id) and any lease left with its label.
+// the task's id) and any lease left with its label, after the container
+// (destroyExited removes the snapshot first).
 func (b *Backend) removeSnapshotAndLeases(ctx context.Context, id string, sw *runtime.Stopwatch) error {
 	if err := b.removeSnapshot(ctx, id); err != nil {
 		return err
