@@ -4,11 +4,13 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/containerd/containerd/v2/core/leases"
+	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/errdefs"
 
 	"github.com/nsn-run/nsn-run/runtime"
@@ -84,5 +86,46 @@ func TestReleaseUnderGCLeavesImageRemovable(t *testing.T) {
 			msg += ": a task's snapshot was collected before its release removed it, and left its link in the image's"
 		}
 		t.Errorf("remove the image's snapshot %s: %s", chain, msg)
+	}
+}
+
+// TestSweepOfCrashedSpawnLeavesImageRemovable: gc removes a crashed
+// spawn's snapshot before the lease that held it. Deleting the lease runs
+// containerd's garbage collector at once (SynchronousDelete), which would
+// delete the snapshot (no container holds it yet) without unlinking it
+// from the image's top layer, and that layer's removal would be refused.
+// Here the spawn died between its snapshot's Prepare and its container:
+// a labelled lease and snapshot of a task with no container.
+func TestSweepOfCrashedSpawnLeavesImageRemovable(t *testing.T) {
+	h := newHostileImage(t, "sweep-crashed-spawn", func(rootfs string) error {
+		return os.WriteFile(filepath.Join(rootfs, "unique"), []byte(t.Name()+uniqueID("x")), 0o644)
+	})
+	img := h.importIt()
+	if err := img.Unpack(h.ctx, containerd.DefaultSnapshotter); err != nil {
+		t.Fatal(err)
+	}
+	chain := h.chain(img)
+	m, c := testManagerBackend(t, func(*containerd.Config) {}, func(*runtime.Config) {})
+
+	id := uniqueID("crashed")
+	labels := runtime.Labels(id, m.Owner())
+	lease, err := c.LeasesService().Create(h.ctx, leases.WithRandomID(), leases.WithLabels(labels))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sn := c.SnapshotService(containerd.DefaultSnapshotter)
+	if _, err := sn.Prepare(leases.WithLease(h.ctx, lease.ID), id, chain, snapshots.WithLabels(labels)); err != nil {
+		t.Fatal(err)
+	}
+
+	removed, err := m.CleanupOrphans(context.Background(), false)
+	if err != nil || !slices.Contains(removed, "snapshot "+id) || !slices.Contains(removed, "lease "+lease.ID) {
+		t.Errorf("gc: removed %v, %v; want the snapshot %s and the lease %s", removed, err, id, lease.ID)
+	}
+	if err := c.ImageService().Delete(h.ctx, h.ref); err != nil {
+		t.Fatalf("remove image %s: %v", h.ref, err)
+	}
+	if err := sn.Remove(h.ctx, chain); err != nil && !errdefs.IsNotFound(err) {
+		t.Errorf("remove the image's snapshot %s after gc: %v", chain, err)
 	}
 }

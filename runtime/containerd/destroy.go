@@ -167,8 +167,9 @@ func (b *Backend) destroyExited(ctx context.Context, id string, sw *runtime.Stop
 	// WithSnapshotCleanup does: once the container is gone nothing holds
 	// the snapshot, and containerd's garbage collector, should it run
 	// then, deletes it without unlinking it from the image's top layer,
-	// whose own removal it then refuses for good ("cannot remove snapshot
-	// with child"; TestReleaseUnderGCLeavesImageRemovable).
+	// whose own removal containerd then refuses ("cannot remove snapshot
+	// with child") until its collector removes that layer too
+	// (TestReleaseUnderGCLeavesImageRemovable).
 	if err := b.removeSnapshot(ctx, id); err != nil {
 		return err
 	}
@@ -261,23 +262,13 @@ func (b *Backend) SweepOrphans(ctx context.Context, o runtime.Owner, keep map[st
 		return errdefs.IsNotFound(err)
 	}
 	removed, anchorErr := b.sweepAnchors(ctx)
-	ls := b.client.LeasesService()
-	all, err := ls.List(ctx, fmt.Sprintf("labels.%q==%s", runtime.LabelManager, runtime.ManagerName))
-	if err != nil {
-		return nil, fmt.Errorf("list leases: %w", err)
-	}
-	for _, l := range all {
-		if !orphan(l.Labels) {
-			continue
-		}
-		if err := ls.Delete(ctx, l, leases.SynchronousDelete); err != nil && !errdefs.IsNotFound(err) {
-			return removed, fmt.Errorf("delete lease %s: %w", l.ID, err)
-		}
-		removed = append(removed, "lease "+l.ID)
-	}
+	// The snapshots before the leases that hold them: a lease's delete
+	// runs containerd's garbage collector, which would delete a crashed
+	// spawn's snapshot without unlinking it from the image's top layer
+	// (destroyExited says what that does).
 	sn := b.client.SnapshotService(b.cfg.Snapshotter)
 	var names []string
-	err = sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
+	err := sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
 		if info.Labels[runtime.LabelManager] == runtime.ManagerName && orphan(info.Labels) {
 			names = append(names, info.Name)
 		}
@@ -291,6 +282,20 @@ func (b *Backend) SweepOrphans(ctx context.Context, o runtime.Owner, keep map[st
 			return removed, fmt.Errorf("remove snapshot %s: %w", name, err)
 		}
 		removed = append(removed, "snapshot "+name)
+	}
+	ls := b.client.LeasesService()
+	all, err := ls.List(ctx, fmt.Sprintf("labels.%q==%s", runtime.LabelManager, runtime.ManagerName))
+	if err != nil {
+		return removed, fmt.Errorf("list leases: %w", err)
+	}
+	for _, l := range all {
+		if !orphan(l.Labels) {
+			continue
+		}
+		if err := ls.Delete(ctx, l, leases.SynchronousDelete); err != nil && !errdefs.IsNotFound(err) {
+			return removed, fmt.Errorf("delete lease %s: %w", l.ID, err)
+		}
+		removed = append(removed, "lease "+l.ID)
 	}
 	removed = append(removed, b.sweepCgroups(ctx, keep)...)
 	removed = append(removed, b.sweepShims(ctx)...)
