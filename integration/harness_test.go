@@ -173,7 +173,7 @@ func importImage(c *client.Client, img imagebuild.Image) error {
 
 // buildTags are the build tags of the binaries built with some: nsn-shimd
 // as the Makefile's SHIMD_TAGS builds it (internal/deps checks they agree).
-var buildTags = map[string]string{"cmd/nsn-shimd": "grpcnotrace"}
+var buildTags = map[string]string{"cmd/nsn-shimd": "no_grpc"}
 
 // builtBinary is a binary of this module built once per test process.
 type builtBinary struct {

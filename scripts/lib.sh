@@ -14,7 +14,7 @@ case ":$PATH:" in
 esac
 
 # SHIMD_TAGS are nsn-shimd's build tags (the Makefile's, which says why).
-SHIMD_TAGS=grpcnotrace
+SHIMD_TAGS=no_grpc
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
