@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -216,7 +217,7 @@ func run(ctx context.Context, o options) error {
 			agent.Close()
 		}
 	}()
-	runners := managers{m: m, shared: shared, background: background, agent: agent, agentName: agentName}
+	runners := managers{m: m, shared: shared, background: background, agent: agent, agentName: agentName, containerdPID: containerdPID(ctx, b)}
 	bundle, err := prepareBundle(ctx, o, work)
 	if err != nil {
 		return err
@@ -263,6 +264,20 @@ func run(ctx context.Context, o options) error {
 type managers struct {
 	m, shared, background, agent *runtime.Manager
 	agentName                    string
+	// containerdPID is the containerd the managers use (0 where its
+	// introspection service does not say): its growth counts with
+	// theirs, as docker's containerd's does with docker's.
+	containerdPID int
+}
+
+// containerdPID is the pid of the containerd b talks to, from its
+// introspection service (containerd 2.x says; 1.6 answers 0).
+func containerdPID(ctx context.Context, b *containerd.Backend) int {
+	resp, err := b.Client().IntrospectionService().Server(ctx)
+	if err != nil {
+		return 0
+	}
+	return int(resp.GetPid())
 }
 
 // namespaceContainers counts every container in the namespace: tasks and
@@ -577,8 +592,16 @@ func leftCount(ctx context.Context, namespace string, b *containerd.Backend, m *
 
 // idleMemory starts idle tasks and sums the memory they cost the host:
 // each task's shim and logger (a shim group's shim once, with its
-// anchor), plus the manager's growth; docker's peer is its shims plus
-// dockerd's and its containerd's growth. Two measures: resident memory
+// anchor), plus the growth of the manager and its containerd; docker's
+// peer is its shims plus dockerd's and its containerd's growth. A daemon
+// that shrank counts as grown by nothing (growth): its collector gave
+// back memory it held before the tasks. Until run 39 the sums took such
+// drops off the tasks' memory (the bench's manager, fresh from 256 tasks
+// at 64, gave back 27 MiB while the defaults' 10 idle tasks started, and
+// they read 2.8 MiB a task less than their shims and loggers hold), and
+// left nsn-run's containerd out. The manager returns its free memory to
+// the kernel before each reading, so its growth is what it keeps for the
+// tasks. Two measures: resident memory
 // (RSS: pages a process maps, counted in full in each, pages of a binary
 // shared by every shim that runs it too), the goal's measure, and the
 // proportional share (PSS: each shared page divided among the processes
@@ -589,30 +612,55 @@ func idleMemory(ctx context.Context, o options, mgrs managers) error {
 	fmt.Println("| runner | resident memory per task (RSS) | proportional share per task (PSS) |")
 	fmt.Println("| --- | --- | --- |")
 	perTask := func(kib int) float64 { return float64(kib) / 1024 / float64(o.idle) }
+	var growths []string
 	for _, r := range []struct {
-		name string
-		m    *runtime.Manager
-	}{{"nsn-run, defaults (shim + shim logger + manager growth)", mgrs.m}, {"nsn-run, " + mgrs.agentName + " (shared shim + anchor + shim loggers + manager growth)", mgrs.agent}} {
-		mem, err := idleKiB(ctx, o, r.m)
+		name, short string
+		m           *runtime.Manager
+	}{{"nsn-run, defaults (shim + shim logger + manager and containerd growth)", "defaults", mgrs.m}, {"nsn-run, " + mgrs.agentName + " (shared shim + anchor + shim loggers + manager and containerd growth)", "node-agent", mgrs.agent}} {
+		mem, grew, err := idleKiB(ctx, o, r.m, mgrs.containerdPID)
 		if err != nil {
 			return err
 		}
 		fmt.Printf("| %s | %.1f MiB | %.1f MiB |\n", r.name, perTask(mem.rss), perTask(mem.pss))
+		growths = append(growths, fmt.Sprintf("%s: manager %+.1f, containerd %+.1f MiB", r.short, kibMiB(grew[0].rss), kibMiB(grew[1].rss)))
 	}
 	if o.dockerHost != "" {
 		const name = "docker (shim + dockerd and its containerd growth)"
 		if dockerHung.Load() {
 			fmt.Printf("| %s | skipped: docker hung earlier in this run | |\n", name)
-		} else if mem, err := dockerIdle(o); errors.Is(err, errPeerHung) {
+		} else if mem, grew, err := dockerIdle(o, mgrs.containerdPID); errors.Is(err, errPeerHung) {
 			fmt.Printf("| %s | hung: %v | |\n", name, err)
 		} else if err != nil {
 			return err
 		} else {
 			fmt.Printf("| %s | %.1f MiB | %.1f MiB |\n", name, perTask(mem.rss), perTask(mem.pss))
+			var each []string
+			for _, g := range grew {
+				each = append(each, fmt.Sprintf("%+.1f", kibMiB(g.rss)))
+			}
+			growths = append(growths, fmt.Sprintf("docker: dockerd and its containerd %s MiB", strings.Join(each, ", ")))
 		}
 	}
-	fmt.Println()
+	fmt.Printf("\nWhat the daemons grew by over the %d tasks, as read (below zero counts as none): %s.\n\n", o.idle, strings.Join(growths, "; "))
 	return nil
+}
+
+func kibMiB(kib int) float64 { return float64(kib) / 1024 }
+
+// growth is what a process grew by from before to after, each measure at
+// least zero: a drop is its collector returning memory it held before the
+// tasks, not memory the tasks gave back.
+func growth(before, after memKiB) memKiB {
+	d := after.minus(before)
+	return memKiB{max(d.rss, 0), max(d.pss, 0)}
+}
+
+// managerMem is the bench's own memory once its free memory is returned
+// to the kernel: what it holds, not what its collector has yet to give
+// back.
+func managerMem() memKiB {
+	debug.FreeOSMemory()
+	return memOf(os.Getpid())
 }
 
 // memKiB is memory in KiB, resident and proportional.
@@ -624,8 +672,15 @@ func (m memKiB) minus(n memKiB) memKiB { return memKiB{m.rss - n.rss, m.pss - n.
 // memOf is a process's resident and proportional memory.
 func memOf(pid int) memKiB { return memKiB{rss(pid), pss(pid)} }
 
-func idleKiB(ctx context.Context, o options, m *runtime.Manager) (memKiB, error) {
-	before := memOf(os.Getpid())
+// idleKiB is the memory o.idle idle tasks of m cost: their shims and
+// loggers, and the growth of the manager and of its containerd
+// (containerdPID, where known); grew is those two growths as read.
+func idleKiB(ctx context.Context, o options, m *runtime.Manager, containerdPID int) (mem memKiB, grew [2]memKiB, err error) {
+	before := managerMem()
+	var containerdBefore memKiB
+	if containerdPID > 0 {
+		containerdBefore = memOf(containerdPID)
+	}
 	var ids []string
 	defer func() {
 		for _, id := range ids {
@@ -635,7 +690,7 @@ func idleKiB(ctx context.Context, o options, m *runtime.Manager) (memKiB, error)
 	for i := range o.idle {
 		id := fmt.Sprintf(benchID+"idle-%d", i)
 		if _, err := m.Spawn(ctx, task.Task{ID: id, Image: "busybox:latest", Command: []string{"sleep", "300"}}); err != nil {
-			return memKiB{}, err
+			return memKiB{}, grew, err
 		}
 		ids = append(ids, id)
 	}
@@ -643,11 +698,18 @@ func idleKiB(ctx context.Context, o options, m *runtime.Manager) (memKiB, error)
 	for _, id := range ids {
 		st, err := m.Inspect(ctx, id)
 		if err != nil {
-			return memKiB{}, err
+			return memKiB{}, grew, err
 		}
 		shims = append(shims, ppid(int(st.Pid)))
 	}
-	mem := memOf(os.Getpid()).minus(before)
+	after := managerMem()
+	grew[0] = after.minus(before)
+	mem = growth(before, after)
+	if containerdPID > 0 {
+		containerdAfter := memOf(containerdPID)
+		grew[1] = containerdAfter.minus(containerdBefore)
+		mem = mem.plus(growth(containerdBefore, containerdAfter))
+	}
 	for _, shim := range uniq(shims) {
 		mem = mem.plus(memOf(shim))
 		for _, child := range children(shim) {
@@ -656,45 +718,54 @@ func idleKiB(ctx context.Context, o options, m *runtime.Manager) (memKiB, error)
 			}
 		}
 	}
-	return mem, nil
+	return mem, grew, nil
 }
 
-func dockerIdle(o options) (memKiB, error) {
-	daemons := pidsNamed("dockerd", "containerd")
-	var before memKiB
-	for _, p := range daemons {
-		before = before.plus(memOf(p))
+// dockerIdle is the memory o.idle idle `docker run -d` containers cost:
+// their shims and the growth of dockerd and its containerd (every
+// process of those names but nsn-run's containerd, notPID); grew is each
+// daemon's growth as read.
+func dockerIdle(o options, notPID int) (mem memKiB, grew []memKiB, err error) {
+	var daemons []int
+	for _, p := range pidsNamed("dockerd", "containerd") {
+		if p != notPID {
+			daemons = append(daemons, p)
+		}
+	}
+	before := make([]memKiB, len(daemons))
+	for i, p := range daemons {
+		before[i] = memOf(p)
 	}
 	var ids []string
 	for range o.idle {
 		out, err := commandOutput("docker", "-H", o.dockerHost, "run", "-d", "--network", "none", "busybox:latest", "sleep", "300")
 		if err != nil {
-			return memKiB{}, err
+			return memKiB{}, nil, err
 		}
 		ids = append(ids, strings.TrimSpace(out))
 	}
-	var total memKiB
-	for _, p := range daemons {
-		total = total.plus(memOf(p))
+	for i, p := range daemons {
+		after := memOf(p)
+		grew = append(grew, after.minus(before[i]))
+		mem = mem.plus(growth(before[i], after))
 	}
-	total = total.minus(before)
 	var shims []int
 	for _, id := range ids {
 		out, err := commandOutput("docker", "-H", o.dockerHost, "inspect", "-f", "{{.State.Pid}}", id)
 		if err != nil {
-			return memKiB{}, err
+			return memKiB{}, nil, err
 		}
 		pid, _ := strconv.Atoi(strings.TrimSpace(out))
 		shims = append(shims, ppid(pid))
 	}
 	for _, s := range uniq(shims) {
-		total = total.plus(memOf(s))
+		mem = mem.plus(memOf(s))
 	}
 	args := append([]string{"-H", o.dockerHost, "rm", "-f"}, ids...)
 	if err := command("docker", args...); err != nil {
-		return memKiB{}, err
+		return memKiB{}, nil, err
 	}
-	return total, nil
+	return mem, grew, nil
 }
 
 func logThroughput(ctx context.Context, o options, m *runtime.Manager) error {
