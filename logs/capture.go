@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 )
 
 // File names inside a task's state directory.
@@ -195,15 +196,27 @@ func (r *ring) bytes() []byte {
 }
 
 func writeMeta(logPath string, m Meta) error {
-	b, err := json.Marshal(m)
-	if err != nil {
-		return err
-	}
+	b := m.appendJSON(nil)
 	tmp := logPath + metaSuffix + ".tmp"
 	if err := os.WriteFile(tmp, b, 0o600); err != nil {
 		return err
 	}
 	return os.Rename(tmp, logPath+metaSuffix)
+}
+
+// appendJSON appends m as json.Marshal encodes it (TestMetaJSON holds
+// them equal). The logger writes meta files with it: a process per task,
+// it then links no JSON encoder, whose reflection made its binary 0.3 MB
+// larger and each logger 0.23 MiB more resident (docs/performance.md).
+// The manager reads them back with json.Unmarshal.
+func (m Meta) appendJSON(b []byte) []byte {
+	b = append(b, `{"bytes":`...)
+	b = strconv.AppendInt(b, m.Bytes, 10)
+	b = append(b, `,"dropped":`...)
+	b = strconv.AppendInt(b, m.Dropped, 10)
+	b = append(b, `,"truncated":`...)
+	b = strconv.AppendBool(b, m.Truncated)
+	return append(b, '}')
 }
 
 // Stream is one captured stream as the manager reads it back.

@@ -2,7 +2,9 @@ package logs
 
 import (
 	"bytes"
+	"encoding/json"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -122,5 +124,30 @@ func TestCreateForgetsAnEarlierCapture(t *testing.T) {
 	}
 	if s, err := Read(filepath.Join(dir, StdoutFile)); err != nil || !s.Complete || s.Data != "second\n" {
 		t.Errorf("after it finished: %+v, %v", s, err)
+	}
+}
+
+// TestMetaJSON: the meta files the logger writes without encoding/json
+// are what json.Marshal writes, byte for byte, and read back the same.
+func TestMetaJSON(t *testing.T) {
+	for _, m := range []Meta{
+		{},
+		{Bytes: 12, Dropped: 0, Truncated: false},
+		{Bytes: 300 << 20, Dropped: 295 << 20, Truncated: true},
+		{Bytes: math.MaxInt64, Dropped: math.MaxInt64 - 1, Truncated: true},
+		{Bytes: -1, Dropped: math.MinInt64},
+	} {
+		want, err := json.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := m.appendJSON([]byte("prefix"))
+		if string(got) != "prefix"+string(want) {
+			t.Errorf("appendJSON(%+v) = %s, want prefix%s", m, got, want)
+		}
+		var back Meta
+		if err := json.Unmarshal(got[len("prefix"):], &back); err != nil || back != m {
+			t.Errorf("%s reads back as %+v, %v; want %+v", got, back, err, m)
+		}
 	}
 }
