@@ -55,6 +55,7 @@ lint:
 	@fmt=$$(gofmt -l .); \
 	if [ -n "$$fmt" ]; then echo "gofmt needed:"; echo "$$fmt"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags $(SHIMD_TAGS) ./cmd/nsn-shimd
 	$(STATICCHECK) ./...
 	$(GO) test -count=1 ./internal/deps
 

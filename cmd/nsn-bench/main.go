@@ -217,7 +217,7 @@ func run(ctx context.Context, o options) error {
 			agent.Close()
 		}
 	}()
-	runners := managers{m: m, shared: shared, background: background, agent: agent, agentName: agentName, containerdPID: containerdPID(ctx, b)}
+	runners := managers{m: m, shared: shared, background: background, agent: agent, agentName: agentName, containerdPID: containerdPID(o.address)}
 	bundle, err := prepareBundle(ctx, o, work)
 	if err != nil {
 		return err
@@ -264,20 +264,42 @@ func run(ctx context.Context, o options) error {
 type managers struct {
 	m, shared, background, agent *runtime.Manager
 	agentName                    string
-	// containerdPID is the containerd the managers use (0 where its
-	// introspection service does not say): its growth counts with
-	// theirs, as docker's containerd's does with docker's.
+	// containerdPID is the containerd the managers use (0 where it was
+	// not found): its growth counts with theirs, as docker's
+	// containerd's does with docker's.
 	containerdPID int
 }
 
-// containerdPID is the pid of the containerd b talks to, from its
-// introspection service (containerd 2.x says; 1.6 answers 0).
-func containerdPID(ctx context.Context, b *containerd.Backend) int {
-	resp, err := b.Client().IntrospectionService().Server(ctx)
+// containerdPID is the pid of a process named containerd that holds the
+// listening unix socket at address (any version: found through the
+// socket, not asked), and 0 if there is none.
+func containerdPID(address string) int {
+	path := strings.TrimPrefix(address, "unix://")
+	b, err := os.ReadFile("/proc/net/unix")
 	if err != nil {
 		return 0
 	}
-	return int(resp.GetPid())
+	// Num RefCount Protocol Flags Type St Inode Path; a listening
+	// socket's flags are __SO_ACCEPTCON (00010000).
+	var inode string
+	for line := range strings.Lines(string(b)) {
+		if f := strings.Fields(line); len(f) == 8 && f[3] == "00010000" && f[7] == path {
+			inode = f[6]
+		}
+	}
+	if inode == "" {
+		return 0
+	}
+	target := "socket:[" + inode + "]"
+	for _, p := range allPids() {
+		fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", p))
+		for _, fd := range fds {
+			if link, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", p, fd.Name())); link == target && procField(p, "Name") == "containerd" {
+				return p
+			}
+		}
+	}
+	return 0
 }
 
 // namespaceContainers counts every container in the namespace: tasks and
@@ -599,9 +621,12 @@ func leftCount(ctx context.Context, namespace string, b *containerd.Backend, m *
 // drops off the tasks' memory (the bench's manager, fresh from 256 tasks
 // at 64, gave back 27 MiB while the defaults' 10 idle tasks started, and
 // they read 2.8 MiB a task less than their shims and loggers hold), and
-// left nsn-run's containerd out. The manager returns its free memory to
-// the kernel before each reading, so its growth is what it keeps for the
-// tasks. Two measures: resident memory
+// left nsn-run's containerd out (containerdPID finds it by its socket).
+// The manager returns its free memory to the kernel before its first
+// reading, so that earlier phases' garbage is not given back during the
+// measure; the garbage of the tasks' starts counts, in the manager as in
+// docker's daemons, which nothing here can make collect. Two measures:
+// resident memory
 // (RSS: pages a process maps, counted in full in each, pages of a binary
 // shared by every shim that runs it too), the goal's measure, and the
 // proportional share (PSS: each shared page divided among the processes
@@ -622,7 +647,11 @@ func idleMemory(ctx context.Context, o options, mgrs managers) error {
 			return err
 		}
 		fmt.Printf("| %s | %.1f MiB | %.1f MiB |\n", r.name, perTask(mem.rss), perTask(mem.pss))
-		growths = append(growths, fmt.Sprintf("%s: manager %+.1f, containerd %+.1f MiB", r.short, kibMiB(grew[0].rss), kibMiB(grew[1].rss)))
+		containerdGrew := "unknown (its process not found)"
+		if mgrs.containerdPID > 0 {
+			containerdGrew = fmt.Sprintf("%+.1f MiB", kibMiB(grew[1].rss))
+		}
+		growths = append(growths, fmt.Sprintf("%s: manager %+.1f MiB, containerd %s", r.short, kibMiB(grew[0].rss), containerdGrew))
 	}
 	if o.dockerHost != "" {
 		const name = "docker (shim + dockerd and its containerd growth)"
@@ -638,7 +667,11 @@ func idleMemory(ctx context.Context, o options, mgrs managers) error {
 			for _, g := range grew {
 				each = append(each, fmt.Sprintf("%+.1f", kibMiB(g.rss)))
 			}
-			growths = append(growths, fmt.Sprintf("docker: dockerd and its containerd %s MiB", strings.Join(each, ", ")))
+			others := ""
+			if mgrs.containerdPID == 0 {
+				others = " (nsn-run's containerd not found: among these if it runs)"
+			}
+			growths = append(growths, fmt.Sprintf("docker: every dockerd and containerd but nsn-run's%s %s MiB", others, strings.Join(each, ", ")))
 		}
 	}
 	fmt.Printf("\nWhat the daemons grew by over the %d tasks, as read (below zero counts as none): %s.\n\n", o.idle, strings.Join(growths, "; "))
@@ -656,8 +689,8 @@ func growth(before, after memKiB) memKiB {
 }
 
 // managerMem is the bench's own memory once its free memory is returned
-// to the kernel: what it holds, not what its collector has yet to give
-// back.
+// to the kernel: what it holds, not what its collector would give back
+// during the measure.
 func managerMem() memKiB {
 	debug.FreeOSMemory()
 	return memOf(os.Getpid())
@@ -702,7 +735,7 @@ func idleKiB(ctx context.Context, o options, m *runtime.Manager, containerdPID i
 		}
 		shims = append(shims, ppid(int(st.Pid)))
 	}
-	after := managerMem()
+	after := memOf(os.Getpid())
 	grew[0] = after.minus(before)
 	mem = growth(before, after)
 	if containerdPID > 0 {
