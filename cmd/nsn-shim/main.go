@@ -38,6 +38,24 @@ import (
 // daemonName is the full shim, beside this program.
 const daemonName = "nsn-shimd"
 
+// daemonProcs is the GOMAXPROCS of the nsn-shimd this front starts.
+// containerd starts every shim with 4, sized for a shim serving many tasks
+// (a Kubernetes pod's, a shim group's), and a group's shim keeps that. A
+// shim that serves one task spends its life waiting on runc and on that
+// task, and each processor more keeps its own cached heap spans, mark
+// worker and thread: an idle task's shim held 2.9-3.3 MiB of anonymous
+// memory with 4, 2.5-2.6 with 2 (pkg/shim's own default, "to reduce the
+// number of Go stacks") and 2.3 with 1 (docs/performance.md, levers). The
+// starts this front hands over (debug logging, a shim cgroup, SCHED_CORE)
+// keep containerd's 4. runc, which the shim runs, inherits the value; the
+// task's logger does not (containerd gives it an environment of its own).
+func daemonProcs(grouped bool) string {
+	if grouped {
+		return "4"
+	}
+	return "1"
+}
+
 // shimName is how containerd's shim names itself in its errors.
 const shimName = "io.containerd.runc.v2"
 
@@ -163,7 +181,7 @@ func start(f flags, input []byte, daemon string) ([]byte, error) {
 	// containerd's newCommand, with nsn-shimd for the program.
 	cmd := exec.Command(daemon, "-namespace", f.namespace, "-id", p.InstanceID, "-address", p.GRPCAddress)
 	cmd.Dir = cwd
-	cmd.Env = append(os.Environ(), "GOMAXPROCS=4", "OTEL_SERVICE_NAME=containerd-shim-"+p.InstanceID)
+	cmd.Env = append(os.Environ(), "GOMAXPROCS="+daemonProcs(grouped), "OTEL_SERVICE_NAME=containerd-shim-"+p.InstanceID)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.ExtraFiles = []*os.File{sock}
 	if err := cmd.Start(); err != nil {

@@ -208,15 +208,27 @@ func TestFrontHandsOver(t *testing.T) {
 
 // TestFrontStartsShim: a start with no shim to join makes the socket and
 // starts nsn-shimd as the shim, as containerd's start does: on the socket
-// as fd 3, in the bundle, in a process group of its own, with GOMAXPROCS=4,
-// and an OOM score one above containerd's (the front's parent: here, the
-// test). The address goes back to containerd.
+// as fd 3, in the bundle, in a process group of its own, and an OOM score
+// one above containerd's (the front's parent: here, the test). The
+// address goes back to containerd. A group's shim gets containerd's
+// GOMAXPROCS=4; a shim for one task 1 (daemonProcs).
 func TestFrontStartsShim(t *testing.T) {
+	for name, c := range map[string]struct {
+		config, grouping, procs string
+	}{
+		"a task alone":    {config: `{"ociVersion":"1.2.0"}`, grouping: "task1", procs: "1"},
+		"a group's first": {config: `{"annotations":{"io.containerd.runc.v2.group":"g1"}}`, grouping: "g1", procs: "4"},
+	} {
+		t.Run(name, func(t *testing.T) { testFrontStartsShim(t, c.config, c.grouping, c.procs) })
+	}
+}
+
+func testFrontStartsShim(t *testing.T, config, grouping, procs string) {
 	f := newFront(t)
 	if err := syscall.Mkfifo(filepath.Join(f.dir, "ready"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	bundle := bundleWith(t, `{"ociVersion":"1.2.0"}`)
+	bundle := bundleWith(t, config)
 	socketDir := shortDir(t)
 	out := f.run(t, bundle, params(t, &bootapi.BootstrapParams{InstanceID: "task1", Namespace: "ns1", ContainerdGrpcAddress: "/run/c.sock", SocketDir: &socketDir}), startArgs...)
 
@@ -243,7 +255,7 @@ func TestFrontStartsShim(t *testing.T) {
 	}
 	defer syscall.Kill(pid, syscall.SIGKILL)
 
-	addr := shimfront.SocketAddress(socketDir, "/run/c.sock", "ns1", "task1")
+	addr := shimfront.SocketAddress(socketDir, "/run/c.sock", "ns1", grouping)
 	var res bootapi.BootstrapResult
 	if err := proto.Unmarshal(out, &res); err != nil || res.GetAddress() != addr || res.GetVersion() != 3 || res.GetProtocol() != "ttrpc" {
 		t.Errorf("start answered %v (%v), want version 3, ttrpc, %s", &res, err, addr)
@@ -251,7 +263,7 @@ func TestFrontStartsShim(t *testing.T) {
 	if want := f.calls(t); want != "-namespace ns1 -id task1 -address /run/c.sock\n" {
 		t.Errorf("nsn-shimd ran with %q, want containerd's daemon arguments", want)
 	}
-	if !strings.HasPrefix(daemon["fd3"], "socket:") || daemon["gomaxprocs"] != "4" || daemon["otel"] != "containerd-shim-task1" || daemon["cwd"] != bundle || daemon["pgid"] != daemon["pid"] {
+	if !strings.HasPrefix(daemon["fd3"], "socket:") || daemon["gomaxprocs"] != procs || daemon["otel"] != "containerd-shim-task1" || daemon["cwd"] != bundle || daemon["pgid"] != daemon["pid"] {
 		t.Errorf("the shim was started with %v", daemon)
 	}
 	if !shimfront.Listening(addr, time.Second) {

@@ -15,6 +15,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/runtime-spec/specs-go/features"
+	"google.golang.org/grpc"
 
 	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/spec"
@@ -28,7 +29,10 @@ const pingTimeout = 5 * time.Second
 // Dial connects to the containerd daemon at address with namespace as the
 // default for every call, and proves the daemon answers with a version call:
 // the containerd client connects lazily, and a dead socket would otherwise
-// surface only at the first real request.
+// surface only at the first real request. The connection encodes every
+// call with protoCodec (gRPC's proto codec with buffers sized for specs),
+// whatever codec the process registered for "proto": a stub built on it
+// must speak protobuf.
 func Dial(ctx context.Context, address, namespace string) (*client.Client, error) {
 	c, _, err := dial(ctx, address, namespace)
 	return c, err
@@ -46,7 +50,7 @@ func dial(ctx context.Context, address, namespace string) (*client.Client, strin
 	// would cost the first container of each process a read of the
 	// namespace's labels, for a value never used.
 	c, err := client.New(address, client.WithDefaultNamespace(namespace), client.WithTimeout(pingTimeout),
-		client.WithDefaultRuntime(task.DefaultRuntime))
+		client.WithDefaultRuntime(task.DefaultRuntime), client.WithCallOpts([]grpc.CallOption{forceProtoCodec}))
 	if err != nil {
 		return nil, "", fmt.Errorf("%w: connect to containerd at %s: %w", errdefs.ErrUnavailable, address, err)
 	}

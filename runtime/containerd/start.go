@@ -453,10 +453,11 @@ func (b *Backend) prepareRoot(ctx context.Context, id string, owner runtime.Owne
 // logger, and returns its handle, and whether containerd created it (a
 // handle it then failed to read leaves a task to delete). It sends what client.Container.NewTask
 // sends, without NewTask's reads before it: three of the container's record
-// (each answer carrying the whole spec, 80 KB with the seccomp profile),
-// one of the snapshot's mounts (prepareRoot has them) and a decode of the
-// spec's JSON. In a cold CLI process those reads were 8% of its CPU
-// (grpc's receive buffers cleared for each answer).
+// (each answer carrying the whole spec, about 35 KB of JSON with the
+// seccomp profile), one of the snapshot's mounts (prepareRoot has them)
+// and a decode of the spec's JSON. In a cold CLI process those reads were
+// 8% of its CPU (grpc's receive buffers, then 1 MiB each, cleared for each
+// answer; protoCodec's are 64 KiB).
 func (b *Backend) createTask(ctx context.Context, container client.Container, rootfs []mount.Mount, loggerArgs map[string]string) (tk client.Task, created bool, err error) {
 	logURI, err := cio.LogURIGenerator("binary", b.cfg.LoggerBinary, loggerArgs)
 	if err != nil {
