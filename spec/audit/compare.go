@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 )
 
 // Difference is one place where a document differs from the one nsn-run
@@ -206,14 +207,21 @@ func (c *comparer) list(path, shape string, g, w []any) {
 	}
 }
 
-// duplicates reports what walk reports when it compares document v with
-// itself: the keys a keyed list holds twice (everything else is equal to
-// itself), at the same paths and in the same order.
+// duplicates reports the keys a keyed list of document v holds twice,
+// each at the path walk gives it: what makes walk report anything when it
+// compares v with itself (everything else is equal to itself; walk then
+// also reports the twice-held entry's fields against the last one's, and
+// the order). Only a keyed list can hold such a key, so it leaves out
+// every value whose shape leads to none (leadsToKeyedList): in a spec,
+// the seccomp profile, whose visit was a quarter of a task's audit's
+// garbage.
 func (c *comparer) duplicates(path, shape string, v any) {
 	switch v := v.(type) {
 	case map[string]any:
 		for _, k := range slices.Sorted(maps.Keys(v)) {
-			c.duplicates(join(path, k), join(shape, k), v[k])
+			if s := join(shape, k); c.leadsToKeyedList(s) {
+				c.duplicates(join(path, k), s, v[k])
+			}
 		}
 	case []any:
 		if slices.Contains(c.opts.SupersetLists, shape) {
@@ -233,13 +241,31 @@ func (c *comparer) duplicates(path, shape string, v any) {
 			}
 			return
 		}
-		if scalars(v) {
+		if scalars(v) || !c.leadsToKeyedList(shape+"[]") {
 			return
 		}
 		for i, e := range v {
 			c.duplicates(path+"["+strconv.Itoa(i)+"]", shape+"[]", e)
 		}
 	}
+}
+
+// leadsToKeyedList reports whether a value of shape is a keyed list or
+// may hold one: the shape is a keyed list's or the start of one's. The
+// root's shape is "", and so is that of a value under a key "" at the
+// root (join), whose own values' shapes start with no "." or "[]": it
+// leads anywhere (an outside review found a keyed list's key twice under
+// such a key left out).
+func (c *comparer) leadsToKeyedList(shape string) bool {
+	if shape == "" {
+		return true
+	}
+	for k := range c.opts.KeyedLists {
+		if k == shape || strings.HasPrefix(k, shape+".") || strings.HasPrefix(k, shape+"[]") {
+			return true
+		}
+	}
+	return false
 }
 
 // keyOf is the key of element v of a list keyed by field key: the field's
