@@ -16,6 +16,8 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/nsn-run/nsn-run/internal/imagebuild"
+	"github.com/nsn-run/nsn-run/runtime"
+	"github.com/nsn-run/nsn-run/task"
 )
 
 // TestImportDockerSave imports a `docker save` style tarball (manifest.json
@@ -190,4 +192,41 @@ func TestImportRefusesReplace(t *testing.T) {
 		t.Error("the image with escape sequences in its name was created")
 		_ = c.ImageService().Delete(ctx, bad)
 	}
+}
+
+// TestManagerRunsTheReplacedImage: a long-lived Manager's next task of a
+// name runs what the name points at now. The containerd backend keeps
+// the configs it read by the image's digest (images.Configs), so a
+// replaced image is another digest to it; the first image imported back
+// is its first digest again, whose unpacked layer containerd may have
+// collected meanwhile (unpacked again from the kept config's layers).
+func TestManagerRunsTheReplacedImage(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backendCase, m *runtime.Manager) {
+		ctx := context.Background()
+		name := "docker.io/library/" + strings.ToLower(uniqueID("nsn-again")) + ":v1"
+		first, second := markerImage(t, name, "first"), markerImage(t, name, "second")
+		t.Cleanup(func() { _, _ = m.RemoveImage(context.Background(), name, runtime.RemoveImageOptions{Force: true}) })
+		for i, archive := range []string{first, second, first, second} {
+			f, err := os.Open(archive)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = m.ImportImage(ctx, f, runtime.ImportOptions{Replace: true})
+			f.Close()
+			if err != nil {
+				t.Fatalf("import %d: %v", i, err)
+			}
+			want := []string{"first", "second"}[i%2]
+			res, err := m.Run(ctx, task.Task{ID: task.NewID(), Image: name, Command: []string{"cat", "/marker"}}, runtime.RunOptions{})
+			if err != nil || res.Stdout != want {
+				t.Errorf("task %d of %s after the import of the %s image: stdout %q (%v), want %q", i, name, want, res.Stdout, err, want)
+			}
+		}
+		if _, err := m.RemoveImage(ctx, name, runtime.RemoveImageOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.Run(ctx, task.Task{ID: task.NewID(), Image: name, Command: []string{"cat", "/marker"}}, runtime.RunOptions{}); !errdefs.IsNotFound(err) {
+			t.Errorf("a task of the removed image: %v, want not found", err)
+		}
+	})
 }

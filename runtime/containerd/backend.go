@@ -20,6 +20,7 @@ import (
 	"github.com/nsn-run/nsn-run/cgroups"
 	"github.com/nsn-run/nsn-run/logs"
 	"github.com/nsn-run/nsn-run/runtime"
+	"github.com/nsn-run/nsn-run/runtime/containerd/images"
 	"github.com/nsn-run/nsn-run/runtime/internal/taskhandle"
 	"github.com/nsn-run/nsn-run/spec"
 	"github.com/nsn-run/nsn-run/spec/audit"
@@ -151,6 +152,9 @@ type Backend struct {
 
 	// serverUUID identifies the containerd (Scope).
 	serverUUID string
+	// configs are the image configs this Backend's starts read, by
+	// manifest digest: a later task of the same image reads none.
+	configs images.Configs
 
 	mu sync.Mutex
 	// remapIDs caches whether the snapshotter idmaps snapshots (nil: not

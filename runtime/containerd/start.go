@@ -547,7 +547,7 @@ func (b *Backend) Preview(ctx context.Context, req runtime.StartRequest) ([]byte
 // runs (but for the per-user limits of a Backend that has not yet seen
 // runc refuse them, Start).
 func (b *Backend) spec(ctx context.Context, req runtime.StartRequest, group string) (images.Image, *specs.Spec, error) {
-	img, err := images.Resolve(ctx, b.client, req.Task.Image)
+	img, err := images.Resolve(ctx, b.client, req.Task.Image, &b.configs)
 	if err != nil {
 		return images.Image{}, nil, err
 	}

@@ -8,10 +8,15 @@ package images
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"sync"
 
 	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/errdefs"
+	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/identity"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -24,30 +29,138 @@ type Image struct {
 	Name   string // normalised reference, e.g. docker.io/library/busybox:latest
 	Digest string // digest of the manifest or index the name points at
 	Config ocispec.ImageConfig
-	// Image is containerd's handle, for unpacking and snapshots.
+	// Image is containerd's handle, for unpacking and snapshots. Its
+	// Spec, RootFS and IsUnpacked answer from the config Resolve read:
+	// they read no content again.
 	Image client.Image
 }
 
 // Resolve finds ref among c's images (in c's default namespace) and reads its
-// config for the client's platform. A missing image is errdefs.ErrNotFound
-// with a message that says how to get it.
-func Resolve(ctx context.Context, c *client.Client, ref string) (Image, error) {
+// config for the client's platform, through configs (nil: read it every
+// time). A missing image is errdefs.ErrNotFound with a message that says
+// how to get it.
+func Resolve(ctx context.Context, c *client.Client, ref string, configs *Configs) (Image, error) {
+	return resolve(ctx, c.GetImage, c.SnapshotService, ref, configs)
+}
+
+// resolve is Resolve with containerd's calls as functions: get reads the
+// image record of a name, snapshots gives a snapshotter by name.
+func resolve(ctx context.Context, get func(context.Context, string) (client.Image, error), snapshots func(string) snapshots.Snapshotter, ref string, configs *Configs) (Image, error) {
 	name, err := task.NormalizeImage(ref)
 	if err != nil {
 		return Image{}, err
 	}
-	img, err := c.GetImage(ctx, name)
+	img, err := get(ctx, name)
 	if err != nil {
 		if errdefs.IsNotFound(err) {
 			return Image{}, &runtime.ImageNotFoundError{Name: name}
 		}
 		return Image{}, fmt.Errorf("look up image %s: %w", name, err)
 	}
-	spec, err := img.Spec(ctx)
+	blob, err := configs.read(ctx, img)
 	if err != nil {
 		return Image{}, fmt.Errorf("read config of image %s: %w", name, err)
 	}
-	return Image{Name: name, Digest: img.Target().Digest.String(), Config: spec.Config, Image: img}, nil
+	spec, err := decodeConfig(blob)
+	if err != nil {
+		return Image{}, fmt.Errorf("read config of image %s: %w", name, err)
+	}
+	resolved := &resolvedImage{Image: img, config: blob, chainID: identity.ChainID(spec.RootFS.DiffIDs).String(), snapshots: snapshots}
+	return Image{Name: name, Digest: img.Target().Digest.String(), Config: spec.Config, Image: resolved}, nil
+}
+
+// maxConfigs bounds a Configs: past it, it starts again empty.
+const maxConfigs = 64
+
+// Configs remembers the config blob of each image Resolve read, by the
+// digest of the manifest or index the image's name pointed at. Content is
+// addressed by its digest, so what a digest held then it holds now, for
+// the one client platform a Backend resolves for: the name is still looked
+// up every time (an image imported again under it, or removed, shows at
+// once), but a long-lived Manager's next task of an image reads no manifest
+// and no config (5 calls to containerd fewer per start). The blob is kept
+// and decoded afresh for each caller, who may change what it gets. The
+// zero value is ready; a nil *Configs reads every time.
+type Configs struct {
+	mu    sync.Mutex
+	blobs map[digest.Digest][]byte
+}
+
+// read returns the config blob of img for its platform: from c where it
+// has img's target, else from the content store (and kept in c).
+func (c *Configs) read(ctx context.Context, img client.Image) ([]byte, error) {
+	target := img.Target().Digest
+	if c != nil {
+		c.mu.Lock()
+		blob, ok := c.blobs[target]
+		c.mu.Unlock()
+		if ok {
+			return blob, nil
+		}
+	}
+	desc, err := img.Config(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("get image config descriptor: %w", err)
+	}
+	blob, err := content.ReadBlob(ctx, img.ContentStore(), desc)
+	if err != nil {
+		return nil, fmt.Errorf("read image config from content store: %w", err)
+	}
+	if c != nil {
+		c.mu.Lock()
+		if c.blobs == nil || len(c.blobs) >= maxConfigs {
+			c.blobs = make(map[digest.Digest][]byte)
+		}
+		c.blobs[target] = blob
+		c.mu.Unlock()
+	}
+	return blob, nil
+}
+
+func decodeConfig(blob []byte) (ocispec.Image, error) {
+	var spec ocispec.Image
+	if err := json.Unmarshal(blob, &spec); err != nil {
+		return ocispec.Image{}, fmt.Errorf("decode image config: %w", err)
+	}
+	return spec, nil
+}
+
+// resolvedImage is a client.Image whose config Resolve has read: Spec,
+// RootFS and IsUnpacked answer from it, where containerd's image reads
+// the manifest and the config again for each (the unpack check of every
+// start did).
+type resolvedImage struct {
+	client.Image
+	config    []byte
+	chainID   string
+	snapshots func(string) snapshots.Snapshotter
+}
+
+func (i *resolvedImage) Spec(context.Context) (ocispec.Image, error) {
+	return decodeConfig(i.config)
+}
+
+func (i *resolvedImage) RootFS(context.Context) ([]digest.Digest, error) {
+	spec, err := decodeConfig(i.config)
+	if err != nil {
+		return nil, err
+	}
+	return spec.RootFS.DiffIDs, nil
+}
+
+// IsUnpacked is containerd's check (the snapshot named by the layers'
+// chain ID exists in snapshotter) with the chain ID already known.
+func (i *resolvedImage) IsUnpacked(ctx context.Context, snapshotter string) (bool, error) {
+	if snapshotter == "" {
+		return i.Image.IsUnpacked(ctx, snapshotter) // containerd resolves its default
+	}
+	if _, err := i.snapshots(snapshotter).Stat(ctx, i.chainID); err != nil {
+		if errdefs.IsNotFound(err) {
+			return false, nil
+		}
+		return false, err
+	}
+	return true, nil
 }
 
 // UnpackGuard is what an image's first unpack must pass.

@@ -56,7 +56,7 @@ func Pull(ctx context.Context, c *client.Client, ref string, o PullOptions) (Ima
 	if err != nil {
 		return Image{}, fmt.Errorf("pull %s: %w", name, err)
 	}
-	return Resolve(ctx, c, name)
+	return Resolve(ctx, c, name, nil)
 }
 
 // Push sends a local image to its registry (used to fill a test registry).
