@@ -118,6 +118,12 @@ func (b *Backend) start(ctx context.Context, req runtime.StartRequest) (h runtim
 				errdefs.ErrUnavailable, t.ID, b.cfg.StartTimeout, t.Limits.Timeout, killed, retErr)
 		}
 	}()
+	// The spawn's lease is made while the id is checked and the spec
+	// built and audited: a write to containerd's database (about 1 ms)
+	// that nothing before the unpack needs. However the start ends, the
+	// lease it made is deleted (spawnLease.end).
+	lease := b.newSpawnLease(ctx, t.ID, req.Owner)
+	defer lease.end(ctx)
 	if _, err := b.client.LoadContainer(ctx, t.ID); err == nil {
 		return h, &runtime.TaskExistsError{ID: t.ID}
 	} else if !errdefs.IsNotFound(err) {
@@ -160,26 +166,12 @@ func (b *Backend) start(ctx context.Context, req runtime.StartRequest) (h runtim
 	}
 	sw.Lap("start/spec-audit")
 
-	ctx, releaseLease, err := b.client.WithLease(ctx,
-		leases.WithRandomID(), leases.WithExpiration(spawnLeaseExpiry), leases.WithLabels(runtime.Labels(t.ID, req.Owner)))
+	leaseID, err := lease.wait()
 	if err != nil {
 		return h, fmt.Errorf("create lease: %w", err)
 	}
-	defer func() {
-		// Once the container exists it references the snapshot, so the
-		// lease is no longer needed; on failure the rollback below removed
-		// what it protected. Bounded: the task runs already, and a
-		// containerd that hangs now (SIGSTOPped in a test, once in 1 of 2
-		// full runs on containerd 1.6) held Start, and so the task's
-		// deadline, for good. A lease left behind expires
-		// (spawnLeaseExpiry), and the task's release removes it by label.
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), leaseReleaseWait)
-		defer cancel()
-		_ = releaseLease(rctx)
-	}()
-
+	ctx = leases.WithLease(ctx, leaseID)
 	sw.Lap("start/lease")
-	leaseID, _ := leases.FromContext(ctx)
 	withLease := func(ctx context.Context) context.Context { return leases.WithLease(ctx, leaseID) }
 	guard := b.unpackGuard()
 	guard.Unbounded = func(context.Context) context.Context {
@@ -321,6 +313,56 @@ func (b *Backend) start(ctx context.Context, req runtime.StartRequest) (h runtim
 		Version: runtime.HandleVersion, Backend: b.Name(), ID: t.ID, Image: img.Name,
 		Pid: tk.Pid(), StartedAt: startedAt.UTC(), Identity: identity,
 	}, nil
+}
+
+// spawnLease is the lease a start creates everything under, made
+// while the start goes on (newSpawnLease).
+type spawnLease struct {
+	done    chan struct{} // closed once containerd answered the create
+	id      string
+	release func(context.Context) error
+	err     error
+}
+
+// newSpawnLease starts making task id's spawn lease: it expires
+// (spawnLeaseExpiry), so that containerd's garbage collector reclaims what
+// a crashed spawn created under it, and it carries the task's labels, so
+// that gc and the task's release find it. A ctx that already names a
+// lease keeps it (nothing is made).
+func (b *Backend) newSpawnLease(ctx context.Context, id string, owner runtime.Owner) *spawnLease {
+	l := &spawnLease{done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		var lctx context.Context
+		lctx, l.release, l.err = b.client.WithLease(ctx,
+			leases.WithRandomID(), leases.WithExpiration(spawnLeaseExpiry), leases.WithLabels(runtime.Labels(id, owner)))
+		if l.err == nil {
+			l.id, _ = leases.FromContext(lctx)
+		}
+	}()
+	return l
+}
+
+// wait returns the lease's id once containerd has made it.
+func (l *spawnLease) wait() (string, error) {
+	<-l.done
+	return l.id, l.err
+}
+
+// end deletes the lease once it is made. Once the container exists it
+// references the snapshot, so the lease is no longer needed; on failure
+// the rollback removed what it protected. Bounded: the task runs already,
+// and a containerd that hangs now (SIGSTOPped in a test, once in 1 of 2
+// full runs on containerd 1.6) held Start, and so the task's deadline,
+// for good. A lease left behind expires (spawnLeaseExpiry), and the
+// task's release removes it by label.
+func (l *spawnLease) end(ctx context.Context) {
+	if _, err := l.wait(); err != nil {
+		return
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), leaseReleaseWait)
+	defer cancel()
+	_ = l.release(rctx)
 }
 
 // undoWait bounds the rollback of a start that failed; unansweredUndoWait
