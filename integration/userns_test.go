@@ -665,8 +665,45 @@ func TestGCFreesRangesOfRemovedStateDirs(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, held := holder(); held || !mentions(removed, "task "+id+" of removed state dir") {
-		t.Errorf("gc of another state dir: removed %v; the range held %v; want it freed", removed, held)
+		t.Errorf("gc of another state dir: removed %v; the range held %v; want it freed (processes with ids in it: %v)", removed, held, processesInRange(r))
 	}
+}
+
+// processesInRange describes the processes whose uids or gids (real,
+// effective, saved or filesystem) lie in r: what keeps gc from freeing it.
+func processesInRange(r task.IDRange) []string {
+	var found []string
+	procs, _ := filepath.Glob("/proc/[0-9]*/status")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		var name, state, ids string
+		in := false
+		for line := range strings.Lines(string(b)) {
+			key, value, _ := strings.Cut(strings.TrimSpace(line), ":")
+			value = strings.TrimSpace(value)
+			switch key {
+			case "Name":
+				name = value
+			case "State":
+				state = value
+			case "Uid", "Gid":
+				ids += key + " " + value + " "
+				for _, f := range strings.Fields(value) {
+					var n uint32
+					if _, err := fmt.Sscan(f, &n); err == nil && n >= r.HostID && n-r.HostID < r.Size {
+						in = true
+					}
+				}
+			}
+		}
+		if in {
+			found = append(found, fmt.Sprintf("%s %s (%s) %s", filepath.Base(filepath.Dir(p)), name, state, strings.TrimSpace(ids)))
+		}
+	}
+	return found
 }
 
 // TestAuditSpecUnderAnotherTasksID: a spec under a task's own id, host id
