@@ -453,3 +453,67 @@ func hostileImages(t *testing.T, afterATask bool) {
 		})
 	}
 }
+
+// TestHostileImagesAfterTheirRootPassed: the containerd backend mounts a
+// task's root to inspect it only the first time a root of that image
+// passes with that working dir and those mount points (Backend
+// passedRoots). What it remembers must not let a hostile root through: a
+// task of the same image whose working dir leads into /proc through the
+// image's own symlink, after one whose working dir did not; and a hostile
+// image imported under the name of an image whose root passed. Both are
+// refused, with the same Manager, as on a first task.
+func TestHostileImagesAfterTheirRootPassed(t *testing.T) {
+	m, c := testManager(t)
+	ctx := context.Background()
+	build := func(name string, symlinks map[string]string) {
+		t.Helper()
+		rootfs := filepath.Join(t.TempDir(), "rootfs")
+		if err := imagebuild.BusyboxRootfs(rootfs, busyboxPath(t)); err != nil {
+			t.Fatal(err)
+		}
+		for p, target := range symlinks {
+			full := filepath.Join(rootfs, p)
+			if err := os.RemoveAll(full); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(target, full); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := importImage(c, imagebuild.Image{Name: name, RootfsDir: rootfs, Config: ocispec.ImageConfig{Env: []string{"PATH=/bin"}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run := func(name, workdir string) (task.Result, error) {
+		t.Helper()
+		id := uniqueID("passed")
+		res, err := m.Run(ctx, task.Task{ID: id, Image: name, WorkingDir: workdir, Command: []string{"sh", "-c", "pwd -P"}}, runtime.RunOptions{})
+		assertNothingLeft(t, id)
+		return res, err
+	}
+
+	linked := "docker.io/library/" + strings.ToLower(uniqueID("passed-ps")) + ":v1"
+	build(linked, map[string]string{"ps": "/proc/self"})
+	for range 2 {
+		if res, err := run(linked, "/etc"); err != nil || res.Stdout != "/etc\n" {
+			t.Fatalf("a task in /etc of the image with /ps -> /proc/self: %q, %v; want it run in /etc", res.Stdout, err)
+		}
+	}
+	if res, err := run(linked, "/ps/root"); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("then one in /ps/root: %v (stdout %q); want it refused as invalid", err, res.Stdout)
+	}
+
+	name := "docker.io/library/" + strings.ToLower(uniqueID("passed-name")) + ":v1"
+	build(name, nil)
+	if res, err := run(name, "/"); err != nil || res.Stdout != "/\n" {
+		t.Fatalf("a task of the plain image: %q, %v", res.Stdout, err)
+	}
+	marker := t.TempDir()
+	build(name, map[string]string{"proc": marker})
+	if res, err := run(name, "/"); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("a task of the image imported again under %s with /proc -> %s: %v (stdout %q); want it refused as invalid", name, marker, err, res.Stdout)
+	}
+	if entries, _ := os.ReadDir(marker); len(entries) != 0 {
+		t.Errorf("the host dir the image's /proc linked to now holds %d entries", len(entries))
+	}
+}

@@ -164,6 +164,10 @@ type Backend struct {
 	// this Backend: from then on the root filesystem is inspected
 	// through a plain mount (prepareRoot).
 	idmapMountWorks bool
+	// passedRoots are the roots whose inspection passed (prepareRoot),
+	// by passedRootKey: a later task's root of the same image and the
+	// same spec's paths is not mounted to be inspected again.
+	passedRoots map[string]bool
 	// group is the shim group (Config.ShimGroup); nil without one.
 	group *shimGroup
 	// shim is the runtime runc-runtime tasks run with: Config.ShimBinary

@@ -2,6 +2,7 @@ package containerd
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -403,6 +404,7 @@ func (b *Backend) killTask(id string) string {
 // identity level the task gets ("" without ids).
 func (b *Backend) prepareRoot(ctx context.Context, id string, owner runtime.Owner, parent string, ids *task.IDRange, s *specs.Spec) (identity string, rootfs []mount.Mount, err error) {
 	sn := b.client.SnapshotService(b.cfg.Snapshotter)
+	passedKey := passedRootKey(parent, s)
 	idmapped := false
 	if ids != nil {
 		if idmapped, err = b.idmapSnapshots(ctx); err != nil {
@@ -433,13 +435,23 @@ func (b *Backend) prepareRoot(ctx context.Context, id string, owner runtime.Owne
 		// here, and changes no file's type: once one has worked for this
 		// Backend, the inspection mounts plainly.
 		inspect := mounts
+		// Mount points to make (below) need the mount; otherwise a root
+		// of the same parent that passed the same checks before passes
+		// again without one: the checks read only the image's layers,
+		// committed snapshots that no task and no later start changes
+		// (the task's writes go to its own new snapshot, empty here).
+		makePoints := ids != nil && !idmapped
 		b.mu.Lock()
 		probe := idmapped && !b.idmapMountWorks && !b.idmapMountWorked()
+		passed := !probe && !makePoints && b.passedRoots[passedKey]
 		b.mu.Unlock()
 		if idmapped && !probe {
 			inspect = mount.RemoveIDMapOption(mounts)
 		}
 		var refused error
+		if passed {
+			return identityOf(ids, idmapped), rootfs, nil
+		}
 		err = mount.WithTempMount(ctx, inspect, func(root string) error {
 			if refused = images.CheckMountPoints(root, mountDestinations(s)); refused != nil {
 				return refused
@@ -451,7 +463,7 @@ func (b *Backend) prepareRoot(ctx context.Context, id string, owner runtime.Owne
 			// in the image's directories (they are host root's): make
 			// them here. Idmapped, they are the task's root's, and runc
 			// can.
-			if ids != nil && !idmapped {
+			if makePoints {
 				return images.CreateMountPoints(root, mountPoints(s))
 			}
 			return nil
@@ -474,20 +486,46 @@ func (b *Backend) prepareRoot(ctx context.Context, id string, owner runtime.Owne
 		case err != nil:
 			return "", nil, fmt.Errorf("inspect root filesystem of task %s: %w", id, err)
 		}
-		switch {
-		case ids == nil:
-			return "", rootfs, nil
-		case idmapped:
-			if probe {
-				b.mu.Lock()
-				b.idmapMountWorks = true
-				b.mu.Unlock()
-				b.recordIdmapMountWorks(ctx)
+		b.mu.Lock()
+		if !makePoints {
+			if b.passedRoots == nil || len(b.passedRoots) >= maxPassedRoots {
+				b.passedRoots = make(map[string]bool)
 			}
-			return task.IdentityIDMapped, rootfs, nil
+			b.passedRoots[passedKey] = true
 		}
-		return task.IdentityUserNS, rootfs, nil
+		if probe {
+			b.idmapMountWorks = true
+		}
+		b.mu.Unlock()
+		if probe {
+			b.recordIdmapMountWorks(ctx)
+		}
+		return identityOf(ids, idmapped), rootfs, nil
 	}
+}
+
+// maxPassedRoots bounds Backend.passedRoots: past it, it starts again
+// empty.
+const maxPassedRoots = 256
+
+// passedRootKey names what prepareRoot's checks of a task's root read:
+// the image's layers (parent, their chain ID) and what the spec asks of
+// them (its working dir and mount destinations), unambiguously.
+func passedRootKey(parent string, s *specs.Spec) string {
+	key, _ := json.Marshal(append([]string{parent, s.Process.Cwd}, mountDestinations(s)...))
+	return string(key)
+}
+
+// identityOf is the identity level of a task with host ids ids (nil: the
+// host's), idmapped or not.
+func identityOf(ids *task.IDRange, idmapped bool) string {
+	switch {
+	case ids == nil:
+		return ""
+	case idmapped:
+		return task.IdentityIDMapped
+	}
+	return task.IdentityUserNS
 }
 
 // createTask creates the task of container, its root the mounts of the
