@@ -741,8 +741,11 @@ func (m *Manager) readRecord(id string) (record, error) {
 }
 
 // Spawn validates t, creates its state directory and starts it on the
-// backend. Bad input, a duplicate id, a missing image or a failing daemon
-// leave nothing behind. t's zero limits take the defaults.
+// backend. Bad input, a duplicate id, a missing image, a failing daemon
+// or ctx ending during the start leave nothing behind; what a daemon that
+// does not answer in time makes of the start afterwards, CleanupOrphans
+// (gc) removes once it answers (the containerd backend's objects also
+// carry a lease that expires). t's zero limits take the defaults.
 func (m *Manager) Spawn(ctx context.Context, t task.Task) (Handle, error) {
 	t, err := m.admit(t)
 	if err != nil {
@@ -1910,7 +1913,9 @@ type RunOptions struct {
 }
 
 // Run runs t from start to finish: Spawn, Wait, CollectOutput, Cleanup. It
-// always cleans up, even when ctx ends or a step fails. With
+// always cleans up, even when ctx ends or a step fails, as far as the
+// backend answers (Spawn: what a daemon that did not answer in time made,
+// gc removes). With
 // Config.ReleaseInBackground the cleanup of a task that ran may finish
 // after Run has returned (Drain waits for it).
 func (m *Manager) Run(ctx context.Context, t task.Task, opts RunOptions) (task.Result, error) {

@@ -123,8 +123,8 @@ func (b *Backend) start(ctx context.Context, req runtime.StartRequest) (h runtim
 	// built and audited: a write to containerd's database (about 1 ms)
 	// that nothing before the unpack needs. However the start ends, the
 	// lease it made is deleted (spawnLease.end).
-	lease := b.newSpawnLease(ctx, t.ID, req.Owner)
-	defer lease.end(ctx)
+	lease := b.newSpawnLease(ctx, callerCtx, t.ID, req.Owner)
+	defer func() { lease.end(ctx, bound.Expired()) }()
 	if _, err := b.client.LoadContainer(ctx, t.ID); err == nil {
 		return h, &runtime.TaskExistsError{ID: t.ID}
 	} else if !errdefs.IsNotFound(err) {
@@ -167,7 +167,7 @@ func (b *Backend) start(ctx context.Context, req runtime.StartRequest) (h runtim
 	}
 	sw.Lap("start/spec-audit")
 
-	leaseID, err := lease.wait()
+	leaseID, err := lease.wait(ctx)
 	if err != nil {
 		return h, fmt.Errorf("create lease: %w", err)
 	}
@@ -212,7 +212,7 @@ func (b *Backend) start(ctx context.Context, req runtime.StartRequest) (h runtim
 			undo[i](cctx)
 		}
 	}()
-	identity, rootfs, err := b.prepareRoot(ctx, t.ID, req.Owner, parent, req.UserNS, s)
+	identity, rootfs, err := b.prepareRoot(ctx, callerCtx, t.ID, req.Owner, parent, req.UserNS, s)
 	if errdefs.IsAlreadyExists(err) {
 		// Another spawn of this id, from another state dir sharing the
 		// namespace, prepared it since the check above: its snapshot.
@@ -225,26 +225,34 @@ func (b *Backend) start(ctx context.Context, req runtime.StartRequest) (h runtim
 	sw.Lap("start/prepare-snapshot")
 
 	sw.Lap("start/check-rootfs")
-	container, err := b.client.NewContainer(ctx, t.ID,
-		client.WithSpec(s),
-		client.WithSnapshotter(b.cfg.Snapshotter),
-		withPreparedSnapshot(t.ID),
-		client.WithImageName(img.Name),
-		client.WithContainerLabels(runtime.Labels(t.ID, req.Owner)),
-		client.WithRuntime(runtimeOf(t, b.shim), b.runtimeOptions(t.Runtime)),
-	)
+	var container client.Container
+	err = answeredCall(ctx, callerCtx, func(ctx context.Context) (err error) {
+		container, err = b.client.NewContainer(ctx, t.ID,
+			client.WithSpec(s),
+			client.WithSnapshotter(b.cfg.Snapshotter),
+			withPreparedSnapshot(t.ID),
+			client.WithImageName(img.Name),
+			client.WithContainerLabels(runtime.Labels(t.ID, req.Owner)),
+			client.WithRuntime(runtimeOf(t, b.shim), b.runtimeOptions(t.Runtime)),
+		)
+		return err
+	})
 	if err != nil {
 		if errdefs.IsAlreadyExists(err) {
 			undo = nil // the snapshot is the other task's
 			return h, fmt.Errorf("task %s already exists: %w", t.ID, errdefs.ErrAlreadyExists)
 		}
+		// A create the caller's cancel cut in flight may still have made
+		// the container (an outside review's SIGINT did: a container
+		// without its snapshot stayed, and held the id and the image).
+		undo = append(undo, func(ctx context.Context) { b.deleteOwnContainer(ctx, t.ID, req.Owner) })
 		return h, fmt.Errorf("create container %s: %w", t.ID, err)
 	}
 	undo = append(undo, func(ctx context.Context) { _ = container.Delete(ctx) })
 	sw.Lap("start/create-container")
 
 	created = true
-	tk, sent, err := b.createTask(ctx, container, rootfs, logs.ShimLoggerArgs(req.StateDir, b.cfg.LogLimits))
+	tk, sent, err := b.createTask(ctx, callerCtx, container, rootfs, logs.ShimLoggerArgs(req.StateDir, b.cfg.LogLimits))
 	if sent && tk == nil {
 		// Created, but its handle could not be read: delete it through
 		// the service, as the undo below would through the handle.
@@ -319,51 +327,121 @@ func (b *Backend) start(ctx context.Context, req runtime.StartRequest) (h runtim
 // spawnLease is the lease a start creates everything under, made
 // while the start goes on (newSpawnLease).
 type spawnLease struct {
-	done    chan struct{} // closed once containerd answered the create
-	id      string
-	release func(context.Context) error
-	err     error
+	b    *Backend
+	done chan struct{} // closed once containerd answered the create
+	id   string
+	own  bool // made by this start (not the caller's)
+	err  error
+	// unanswered: containerd did not answer the create in time.
+	unanswered bool
 }
 
 // newSpawnLease starts making task id's spawn lease: it expires
 // (spawnLeaseExpiry), so that containerd's garbage collector reclaims what
 // a crashed spawn created under it, and it carries the task's labels, so
-// that gc and the task's release find it. A ctx that already names a
-// lease keeps it (nothing is made).
-func (b *Backend) newSpawnLease(ctx context.Context, id string, owner runtime.Owner) *spawnLease {
-	l := &spawnLease{done: make(chan struct{})}
+// that gc and the task's release find it. Its id is chosen here, and its
+// create is not cut by the caller's cancel (only bounded by
+// Config.StartTimeout): a create cut in flight may still have made it
+// (an outside review's cancelled starts left one in about one run in
+// nine), and end deletes it by that id whatever the create answered. A
+// ctx that already names a lease keeps it (nothing is made).
+func (b *Backend) newSpawnLease(ctx, caller context.Context, id string, owner runtime.Owner) *spawnLease {
+	l := &spawnLease{b: b, done: make(chan struct{})}
+	if existing, ok := leases.FromContext(ctx); ok {
+		l.id = existing
+		close(l.done)
+		return l
+	}
+	var named leases.Lease
+	_ = leases.WithRandomID()(&named) // sets the id, never fails
+	l.id, l.own = named.ID, true
 	go func() {
 		defer close(l.done)
-		var lctx context.Context
-		lctx, l.release, l.err = b.client.WithLease(ctx,
-			leases.WithRandomID(), leases.WithExpiration(spawnLeaseExpiry), leases.WithLabels(runtime.Labels(id, owner)))
-		if l.err == nil {
-			l.id, _ = leases.FromContext(lctx)
-		}
+		l.err = answeredCall(ctx, caller, func(ctx context.Context) error {
+			_, err := b.client.LeasesService().Create(ctx, leases.WithID(l.id),
+				leases.WithExpiration(spawnLeaseExpiry), leases.WithLabels(runtime.Labels(id, owner)))
+			return err
+		})
+		// containerd did not answer within the start's bound: a delete
+		// would wait on it too.
+		l.unanswered = l.err != nil && ctx.Err() != nil && caller.Err() == nil
 	}()
 	return l
 }
 
-// wait returns the lease's id once containerd has made it.
-func (l *spawnLease) wait() (string, error) {
-	<-l.done
-	return l.id, l.err
+// wait returns the lease's id once containerd has made it, or ctx's
+// error when ctx ends first.
+func (l *spawnLease) wait(ctx context.Context) (string, error) {
+	select {
+	case <-l.done:
+		return l.id, l.err
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
 }
 
-// end deletes the lease once it is made. Once the container exists it
-// references the snapshot, so the lease is no longer needed; on failure
-// the rollback removed what it protected. Bounded: the task runs already,
-// and a containerd that hangs now (SIGSTOPped in a test, once in 1 of 2
-// full runs on containerd 1.6) held Start, and so the task's deadline,
-// for good. A lease left behind expires (spawnLeaseExpiry), and the
-// task's release removes it by label.
-func (l *spawnLease) end(ctx context.Context) {
-	if _, err := l.wait(); err != nil {
+// end deletes the lease this start made, within leaseReleaseWait, unless
+// containerd did not answer the start in time (unanswered): a delete
+// would wait on it too. Once the container exists it references the
+// snapshot, so the lease is no longer needed; on failure the rollback
+// removed what it protected. Bounded: the task runs already, and a
+// containerd that hangs now (SIGSTOPped in a test, once in 1 of 2 full
+// runs on containerd 1.6) held Start, and so the task's deadline, for
+// good. A lease left behind expires (spawnLeaseExpiry), and the task's
+// release and gc remove it by label.
+func (l *spawnLease) end(ctx context.Context, unanswered bool) {
+	if !l.own || unanswered {
 		return
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), leaseReleaseWait)
 	defer cancel()
-	_ = l.release(rctx)
+	select {
+	case <-l.done:
+	case <-rctx.Done():
+		return
+	}
+	if l.unanswered {
+		return
+	}
+	// Also after a create that failed otherwise: it may have been made.
+	_ = l.b.client.LeasesService().Delete(rctx, leases.Lease{ID: l.id})
+}
+
+// answerGrace is how long a call that creates something in containerd
+// may still answer once its caller has given up (answeredCall).
+const answerGrace = time.Second
+
+// answeredCall runs call, which makes something in containerd (a lease,
+// a snapshot, a container, a task), under ctx, derived from the start's
+// caller's context caller, so that containerd's answer is read even when
+// the caller gives up meanwhile: a create cut in flight may still be
+// made, after the rollback looked for it (an outside review's cancelled
+// starts left leases and containers so, which held the task's id and its
+// image until gc). Once the caller has ended, containerd has answerGrace
+// more to answer. When ctx ends with the caller still waiting (the
+// start's bound on containerd ran out: it does not answer), the call ends
+// at once, as before; what a late answer makes, gc removes. A call ctx had
+// ended before is not made.
+func answeredCall(ctx, caller context.Context, call func(context.Context) error) error {
+	return answeredWithin(ctx, caller, answerGrace, call)
+}
+
+// answeredWithin is answeredCall with a grace of its own.
+func answeredWithin(ctx, caller context.Context, grace time.Duration, call func(context.Context) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() {
+		if caller.Err() == nil {
+			cancel()
+			return
+		}
+		time.AfterFunc(grace, cancel)
+	})
+	defer stop()
+	return call(cctx)
 }
 
 // undoWait bounds the rollback of a start that failed; unansweredUndoWait
@@ -402,7 +480,7 @@ func (b *Backend) killTask(id string) string {
 // trying. Only a Backend's idmapped mounts until the first that works
 // probe for that; later inspections mount plainly. It returns the
 // identity level the task gets ("" without ids).
-func (b *Backend) prepareRoot(ctx context.Context, id string, owner runtime.Owner, parent string, ids *task.IDRange, s *specs.Spec) (identity string, rootfs []mount.Mount, err error) {
+func (b *Backend) prepareRoot(ctx, caller context.Context, id string, owner runtime.Owner, parent string, ids *task.IDRange, s *specs.Spec) (identity string, rootfs []mount.Mount, err error) {
 	sn := b.client.SnapshotService(b.cfg.Snapshotter)
 	passedKey := passedRootKey(parent, s)
 	idmapped := false
@@ -420,7 +498,11 @@ func (b *Backend) prepareRoot(ctx context.Context, id string, owner runtime.Owne
 		// An active (writable) snapshot, not a view: runc must be able to
 		// create mount points (/tmp, /output) the image lacks. The task
 		// still sees a read-only root: runc remounts it read-only.
-		mounts, err := sn.Prepare(ctx, id, parent, opts...)
+		var mounts []mount.Mount
+		err := answeredCall(ctx, caller, func(ctx context.Context) (err error) {
+			mounts, err = sn.Prepare(ctx, id, parent, opts...)
+			return err
+		})
 		if err != nil {
 			return "", nil, fmt.Errorf("prepare snapshot for task %s: %w", id, err)
 		}
@@ -504,6 +586,23 @@ func (b *Backend) prepareRoot(ctx context.Context, id string, owner runtime.Owne
 	}
 }
 
+// deleteOwnContainer deletes container id if it is there and labelled
+// as this start made it (runtime.Labels of id and owner): after a create
+// whose answer was lost, a container of the id is this start's unless
+// its labels say otherwise.
+func (b *Backend) deleteOwnContainer(ctx context.Context, id string, owner runtime.Owner) {
+	c, err := b.client.ContainerService().Get(ctx, id)
+	if err != nil {
+		return
+	}
+	for k, v := range runtime.Labels(id, owner) {
+		if c.Labels[k] != v {
+			return
+		}
+	}
+	_ = b.client.ContainerService().Delete(ctx, id)
+}
+
 // maxPassedRoots bounds Backend.passedRoots: past it, it starts again
 // empty.
 const maxPassedRoots = 256
@@ -538,7 +637,7 @@ func identityOf(ids *task.IDRange, idmapped bool) string {
 // and a decode of the spec's JSON. In a cold CLI process those reads were
 // 8% of its CPU (grpc's receive buffers, then 1 MiB each, cleared for each
 // answer; protoCodec's are 64 KiB).
-func (b *Backend) createTask(ctx context.Context, container client.Container, rootfs []mount.Mount, loggerArgs map[string]string) (tk client.Task, created bool, err error) {
+func (b *Backend) createTask(ctx, caller context.Context, container client.Container, rootfs []mount.Mount, loggerArgs map[string]string) (tk client.Task, created bool, err error) {
 	logURI, err := cio.LogURIGenerator("binary", b.cfg.LoggerBinary, loggerArgs)
 	if err != nil {
 		return nil, false, err
@@ -547,7 +646,11 @@ func (b *Backend) createTask(ctx context.Context, container client.Container, ro
 	for _, m := range rootfs {
 		req.Rootfs = append(req.Rootfs, &types.Mount{Type: m.Type, Source: m.Source, Target: m.Target, Options: m.Options})
 	}
-	if _, err := b.client.TaskService().Create(ctx, req); err != nil {
+	err = answeredCall(ctx, caller, func(ctx context.Context) error {
+		_, err := b.client.TaskService().Create(ctx, req)
+		return err
+	})
+	if err != nil {
 		return nil, false, errgrpc.ToNative(err)
 	}
 	tk, err = container.Task(ctx, nil)
