@@ -741,11 +741,13 @@ func (m *Manager) readRecord(id string) (record, error) {
 }
 
 // Spawn validates t, creates its state directory and starts it on the
-// backend. Bad input, a duplicate id, a missing image, a failing daemon
-// or ctx ending during the start leave nothing behind; what a daemon that
-// does not answer in time makes of the start afterwards, CleanupOrphans
-// (gc) removes once it answers (the containerd backend's objects also
-// carry a lease that expires). t's zero limits take the defaults.
+// backend. Bad input, a duplicate id, a missing image or a failing daemon
+// leave nothing behind, nor does ctx ending during the start where the
+// daemon answers what was in flight within a second (the containerd
+// backend); what a daemon that does not answer in time makes of the start
+// afterwards, CleanupOrphans (gc) removes once it answers (the containerd
+// backend's objects also carry a lease that expires). t's zero limits
+// take the defaults.
 func (m *Manager) Spawn(ctx context.Context, t task.Task) (Handle, error) {
 	t, err := m.admit(t)
 	if err != nil {

@@ -9,11 +9,13 @@ import (
 
 type leaseKey struct{}
 
-// TestAnsweredCall: a create whose caller gives up meanwhile still gets
-// its answer (its context stays alive for the grace, and ends after it),
-// keeps the context's values (the namespace, the lease), and is cut at
-// once when the start's own bound on the daemon ends with the caller
-// still waiting; a call whose context had ended is not made.
+// TestAnsweredCall: a create whose caller gives up meanwhile (cancelled,
+// or at its own deadline) still gets its answer (its context stays alive
+// for the grace, and ends after it), keeps the context's values (the
+// namespace, the lease), and is cut at once when the start's own bound on
+// the daemon ends with the caller still waiting, at that bound's deadline
+// (DeadlineExceeded, as before); a call whose context had ended is not
+// made.
 func TestAnsweredCall(t *testing.T) {
 	// guard bounds each wait below: none should come near it.
 	const guard = 10 * time.Second
@@ -52,7 +54,45 @@ func TestAnsweredCall(t *testing.T) {
 			t.Errorf("after the grace: %v; want the call cut", err)
 		}
 	})
-	t.Run("daemon bound ends", func(t *testing.T) {
+	t.Run("caller's deadline", func(t *testing.T) {
+		caller, cancelCaller := context.WithTimeout(context.Background(), time.Millisecond)
+		defer cancelCaller()
+		bounded, cancelBound := context.WithTimeout(caller, time.Hour)
+		defer cancelBound()
+		err := answeredWithin(bounded, caller, time.Hour, func(ctx context.Context) error {
+			<-caller.Done()
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(200 * time.Millisecond):
+				return nil
+			}
+		})
+		if err != nil {
+			t.Errorf("a call whose caller's deadline passed was cut: %v; want its answer", err)
+		}
+	})
+	t.Run("daemon bound runs out", func(t *testing.T) {
+		caller, cancelCaller := context.WithCancel(context.Background())
+		defer cancelCaller()
+		bounded, cancelBound := context.WithTimeout(caller, time.Millisecond)
+		defer cancelBound()
+		err := answeredWithin(bounded, caller, time.Hour, func(ctx context.Context) error {
+			if _, ok := ctx.Deadline(); !ok {
+				t.Error("the call's context has no deadline: containerd is not told the bound")
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(guard):
+				return errors.New("still running past the start's bound")
+			}
+		})
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("the start's bound ran out, the caller waiting: %v; want the call cut at its deadline", err)
+		}
+	})
+	t.Run("daemon bound cancelled", func(t *testing.T) {
 		caller, cancelCaller := context.WithCancel(context.Background())
 		defer cancelCaller()
 		bounded, cancelBound := context.WithCancel(caller)

@@ -124,7 +124,7 @@ func (b *Backend) start(ctx context.Context, req runtime.StartRequest) (h runtim
 	// that nothing before the unpack needs. However the start ends, the
 	// lease it made is deleted (spawnLease.end).
 	lease := b.newSpawnLease(ctx, callerCtx, t.ID, req.Owner)
-	defer func() { lease.end(ctx, bound.Expired()) }()
+	defer func() { lease.end(ctx, retErr != nil && bound.Expired()) }()
 	if _, err := b.client.LoadContainer(ctx, t.ID); err == nil {
 		return h, &runtime.TaskExistsError{ID: t.ID}
 	} else if !errdefs.IsNotFound(err) {
@@ -332,19 +332,17 @@ type spawnLease struct {
 	id   string
 	own  bool // made by this start (not the caller's)
 	err  error
-	// unanswered: containerd did not answer the create in time.
-	unanswered bool
 }
 
 // newSpawnLease starts making task id's spawn lease: it expires
 // (spawnLeaseExpiry), so that containerd's garbage collector reclaims what
 // a crashed spawn created under it, and it carries the task's labels, so
 // that gc and the task's release find it. Its id is chosen here, and its
-// create is not cut by the caller's cancel (only bounded by
-// Config.StartTimeout): a create cut in flight may still have made it
+// create gets containerd's answer even when the caller gives up
+// meanwhile (answeredCall): a create cut in flight may still have made it
 // (an outside review's cancelled starts left one in about one run in
-// nine), and end deletes it by that id whatever the create answered. A
-// ctx that already names a lease keeps it (nothing is made).
+// nine), and end deletes it by that id. A ctx that already names a lease
+// keeps it (nothing is made).
 func (b *Backend) newSpawnLease(ctx, caller context.Context, id string, owner runtime.Owner) *spawnLease {
 	l := &spawnLease{b: b, done: make(chan struct{})}
 	if existing, ok := leases.FromContext(ctx); ok {
@@ -362,9 +360,6 @@ func (b *Backend) newSpawnLease(ctx, caller context.Context, id string, owner ru
 				leases.WithExpiration(spawnLeaseExpiry), leases.WithLabels(runtime.Labels(id, owner)))
 			return err
 		})
-		// containerd did not answer within the start's bound: a delete
-		// would wait on it too.
-		l.unanswered = l.err != nil && ctx.Err() != nil && caller.Err() == nil
 	}()
 	return l
 }
@@ -380,11 +375,13 @@ func (l *spawnLease) wait(ctx context.Context) (string, error) {
 	}
 }
 
-// end deletes the lease this start made, within leaseReleaseWait, unless
-// containerd did not answer the start in time (unanswered): a delete
-// would wait on it too. Once the container exists it references the
-// snapshot, so the lease is no longer needed; on failure the rollback
-// removed what it protected. Bounded: the task runs already, and a
+// end deletes the lease this start made, within leaseReleaseWait. Once
+// the container exists it references the snapshot, so the lease is no
+// longer needed; on failure the rollback removed what it protected. It
+// sends no delete where containerd is not answering (unanswered: the
+// start failed on its bound on containerd; or the create itself got no
+// answer), which would wait on it too, nor for a lease of that id that
+// was another's (AlreadyExists). Bounded: the task runs already, and a
 // containerd that hangs now (SIGSTOPped in a test, once in 1 of 2 full
 // runs on containerd 1.6) held Start, and so the task's deadline, for
 // good. A lease left behind expires (spawnLeaseExpiry), and the task's
@@ -400,7 +397,7 @@ func (l *spawnLease) end(ctx context.Context, unanswered bool) {
 	case <-rctx.Done():
 		return
 	}
-	if l.unanswered {
+	if l.err != nil && (errdefs.IsCanceled(l.err) || errdefs.IsDeadlineExceeded(l.err) || errdefs.IsAlreadyExists(l.err)) {
 		return
 	}
 	// Also after a create that failed otherwise: it may have been made.
@@ -417,11 +414,12 @@ const answerGrace = time.Second
 // the caller gives up meanwhile: a create cut in flight may still be
 // made, after the rollback looked for it (an outside review's cancelled
 // starts left leases and containers so, which held the task's id and its
-// image until gc). Once the caller has ended, containerd has answerGrace
-// more to answer. When ctx ends with the caller still waiting (the
-// start's bound on containerd ran out: it does not answer), the call ends
-// at once, as before; what a late answer makes, gc removes. A call ctx had
-// ended before is not made.
+// image until gc). Once the caller has ended (cancelled, or at its own
+// deadline), containerd has answerGrace more to answer. When ctx ends
+// with the caller still waiting (the start's bound on containerd ran out:
+// it does not answer), the call ends at once with that deadline, as
+// before; what a late answer makes, gc removes. A call ctx had ended
+// before is not made.
 func answeredCall(ctx, caller context.Context, call func(context.Context) error) error {
 	return answeredWithin(ctx, caller, answerGrace, call)
 }
@@ -431,14 +429,27 @@ func answeredWithin(ctx, caller context.Context, grace time.Duration, call func(
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	cctx := context.WithoutCancel(ctx)
+	if d, ok := ctx.Deadline(); ok {
+		// The start's bound is a deadline the call keeps (containerd sees
+		// it, and the call ends with DeadlineExceeded); the caller's own
+		// comes with the grace.
+		if cd, ok := caller.Deadline(); ok && !cd.After(d) {
+			d = d.Add(grace)
+		}
+		var cancelDeadline context.CancelFunc
+		cctx, cancelDeadline = context.WithDeadline(cctx, d)
+		defer cancelDeadline()
+	}
+	cctx, cancel := context.WithCancel(cctx)
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() {
-		if caller.Err() == nil {
-			cancel()
-			return
+		switch {
+		case caller.Err() != nil:
+			time.AfterFunc(grace, cancel)
+		case !errors.Is(ctx.Err(), context.DeadlineExceeded):
+			cancel() // the start's bound was cancelled, not run out
 		}
-		time.AfterFunc(grace, cancel)
 	})
 	defer stop()
 	return call(cctx)
