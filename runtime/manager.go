@@ -743,8 +743,8 @@ func (m *Manager) readRecord(id string) (record, error) {
 // Spawn validates t, creates its state directory and starts it on the
 // backend. Bad input, a duplicate id, a missing image or a failing daemon
 // leave nothing behind, nor does ctx ending during the start where the
-// daemon answers what was in flight within a second (the containerd
-// backend); what a daemon that does not answer in time makes of the start
+// daemon answers what was in flight within a second
+// (StartBound.Answered); what a daemon that does not answer in time makes of the start
 // afterwards, CleanupOrphans (gc) removes once it answers (the containerd
 // backend's objects also carry a lease that expires). t's zero limits
 // take the defaults.

@@ -123,7 +123,7 @@ func (b *Backend) start(ctx context.Context, req runtime.StartRequest) (h runtim
 	// built and audited: a write to containerd's database (about 1 ms)
 	// that nothing before the unpack needs. However the start ends, the
 	// lease it made is deleted (spawnLease.end).
-	lease := b.newSpawnLease(ctx, callerCtx, t.ID, req.Owner)
+	lease := b.newSpawnLease(ctx, bound, t.ID, req.Owner)
 	defer func() { lease.end(ctx, retErr != nil && bound.Expired()) }()
 	if _, err := b.client.LoadContainer(ctx, t.ID); err == nil {
 		return h, &runtime.TaskExistsError{ID: t.ID}
@@ -212,7 +212,7 @@ func (b *Backend) start(ctx context.Context, req runtime.StartRequest) (h runtim
 			undo[i](cctx)
 		}
 	}()
-	identity, rootfs, err := b.prepareRoot(ctx, callerCtx, t.ID, req.Owner, parent, req.UserNS, s)
+	identity, rootfs, err := b.prepareRoot(ctx, bound, t.ID, req.Owner, parent, req.UserNS, s)
 	if errdefs.IsAlreadyExists(err) {
 		// Another spawn of this id, from another state dir sharing the
 		// namespace, prepared it since the check above: its snapshot.
@@ -226,7 +226,7 @@ func (b *Backend) start(ctx context.Context, req runtime.StartRequest) (h runtim
 
 	sw.Lap("start/check-rootfs")
 	var container client.Container
-	err = answeredCall(ctx, callerCtx, func(ctx context.Context) (err error) {
+	err = bound.Answered(ctx, func(ctx context.Context) (err error) {
 		container, err = b.client.NewContainer(ctx, t.ID,
 			client.WithSpec(s),
 			client.WithSnapshotter(b.cfg.Snapshotter),
@@ -252,7 +252,7 @@ func (b *Backend) start(ctx context.Context, req runtime.StartRequest) (h runtim
 	sw.Lap("start/create-container")
 
 	created = true
-	tk, sent, err := b.createTask(ctx, callerCtx, container, rootfs, logs.ShimLoggerArgs(req.StateDir, b.cfg.LogLimits))
+	tk, sent, err := b.createTask(ctx, bound, container, rootfs, logs.ShimLoggerArgs(req.StateDir, b.cfg.LogLimits))
 	if sent && tk == nil {
 		// Created, but its handle could not be read: delete it through
 		// the service, as the undo below would through the handle.
@@ -339,11 +339,11 @@ type spawnLease struct {
 // a crashed spawn created under it, and it carries the task's labels, so
 // that gc and the task's release find it. Its id is chosen here, and its
 // create gets containerd's answer even when the caller gives up
-// meanwhile (answeredCall): a create cut in flight may still have made it
+// meanwhile (runtime.StartBound.Answered): a create cut in flight may still have made it
 // (an outside review's cancelled starts left one in about one run in
 // nine), and end deletes it by that id. A ctx that already names a lease
 // keeps it (nothing is made).
-func (b *Backend) newSpawnLease(ctx, caller context.Context, id string, owner runtime.Owner) *spawnLease {
+func (b *Backend) newSpawnLease(ctx context.Context, bound *runtime.StartBound, id string, owner runtime.Owner) *spawnLease {
 	l := &spawnLease{b: b, done: make(chan struct{})}
 	if existing, ok := leases.FromContext(ctx); ok {
 		l.id = existing
@@ -355,7 +355,7 @@ func (b *Backend) newSpawnLease(ctx, caller context.Context, id string, owner ru
 	l.id, l.own = named.ID, true
 	go func() {
 		defer close(l.done)
-		l.err = answeredCall(ctx, caller, func(ctx context.Context) error {
+		l.err = bound.Answered(ctx, func(ctx context.Context) error {
 			_, err := b.client.LeasesService().Create(ctx, leases.WithID(l.id),
 				leases.WithExpiration(spawnLeaseExpiry), leases.WithLabels(runtime.Labels(id, owner)))
 			return err
@@ -404,57 +404,6 @@ func (l *spawnLease) end(ctx context.Context, unanswered bool) {
 	_ = l.b.client.LeasesService().Delete(rctx, leases.Lease{ID: l.id})
 }
 
-// answerGrace is how long a call that creates something in containerd
-// may still answer once its caller has given up (answeredCall).
-const answerGrace = time.Second
-
-// answeredCall runs call, which makes something in containerd (a lease,
-// a snapshot, a container, a task), under ctx, derived from the start's
-// caller's context caller, so that containerd's answer is read even when
-// the caller gives up meanwhile: a create cut in flight may still be
-// made, after the rollback looked for it (an outside review's cancelled
-// starts left leases and containers so, which held the task's id and its
-// image until gc). Once the caller has ended (cancelled, or at its own
-// deadline), containerd has answerGrace more to answer. When ctx ends
-// with the caller still waiting (the start's bound on containerd ran out:
-// it does not answer), the call ends at once with that deadline, as
-// before; what a late answer makes, gc removes. A call ctx had ended
-// before is not made.
-func answeredCall(ctx, caller context.Context, call func(context.Context) error) error {
-	return answeredWithin(ctx, caller, answerGrace, call)
-}
-
-// answeredWithin is answeredCall with a grace of its own.
-func answeredWithin(ctx, caller context.Context, grace time.Duration, call func(context.Context) error) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	cctx := context.WithoutCancel(ctx)
-	if d, ok := ctx.Deadline(); ok {
-		// The start's bound is a deadline the call keeps (containerd sees
-		// it, and the call ends with DeadlineExceeded); the caller's own
-		// comes with the grace.
-		if cd, ok := caller.Deadline(); ok && !cd.After(d) {
-			d = d.Add(grace)
-		}
-		var cancelDeadline context.CancelFunc
-		cctx, cancelDeadline = context.WithDeadline(cctx, d)
-		defer cancelDeadline()
-	}
-	cctx, cancel := context.WithCancel(cctx)
-	defer cancel()
-	stop := context.AfterFunc(ctx, func() {
-		switch {
-		case caller.Err() != nil:
-			time.AfterFunc(grace, cancel)
-		case !errors.Is(ctx.Err(), context.DeadlineExceeded):
-			cancel() // the start's bound was cancelled, not run out
-		}
-	})
-	defer stop()
-	return call(cctx)
-}
-
 // undoWait bounds the rollback of a start that failed; unansweredUndoWait
 // that of a start containerd did not answer (StartTimeout, or the task's
 // deadline during its start), whose rollback would wait on it again: what
@@ -491,7 +440,7 @@ func (b *Backend) killTask(id string) string {
 // trying. Only a Backend's idmapped mounts until the first that works
 // probe for that; later inspections mount plainly. It returns the
 // identity level the task gets ("" without ids).
-func (b *Backend) prepareRoot(ctx, caller context.Context, id string, owner runtime.Owner, parent string, ids *task.IDRange, s *specs.Spec) (identity string, rootfs []mount.Mount, err error) {
+func (b *Backend) prepareRoot(ctx context.Context, bound *runtime.StartBound, id string, owner runtime.Owner, parent string, ids *task.IDRange, s *specs.Spec) (identity string, rootfs []mount.Mount, err error) {
 	sn := b.client.SnapshotService(b.cfg.Snapshotter)
 	passedKey := passedRootKey(parent, s)
 	idmapped := false
@@ -510,7 +459,7 @@ func (b *Backend) prepareRoot(ctx, caller context.Context, id string, owner runt
 		// create mount points (/tmp, /output) the image lacks. The task
 		// still sees a read-only root: runc remounts it read-only.
 		var mounts []mount.Mount
-		err := answeredCall(ctx, caller, func(ctx context.Context) (err error) {
+		err := bound.Answered(ctx, func(ctx context.Context) (err error) {
 			mounts, err = sn.Prepare(ctx, id, parent, opts...)
 			return err
 		})
@@ -648,7 +597,7 @@ func identityOf(ids *task.IDRange, idmapped bool) string {
 // and a decode of the spec's JSON. In a cold CLI process those reads were
 // 8% of its CPU (grpc's receive buffers, then 1 MiB each, cleared for each
 // answer; protoCodec's are 64 KiB).
-func (b *Backend) createTask(ctx, caller context.Context, container client.Container, rootfs []mount.Mount, loggerArgs map[string]string) (tk client.Task, created bool, err error) {
+func (b *Backend) createTask(ctx context.Context, bound *runtime.StartBound, container client.Container, rootfs []mount.Mount, loggerArgs map[string]string) (tk client.Task, created bool, err error) {
 	logURI, err := cio.LogURIGenerator("binary", b.cfg.LoggerBinary, loggerArgs)
 	if err != nil {
 		return nil, false, err
@@ -657,7 +606,7 @@ func (b *Backend) createTask(ctx, caller context.Context, container client.Conta
 	for _, m := range rootfs {
 		req.Rootfs = append(req.Rootfs, &types.Mount{Type: m.Type, Source: m.Source, Target: m.Target, Options: m.Options})
 	}
-	err = answeredCall(ctx, caller, func(ctx context.Context) error {
+	err = bound.Answered(ctx, func(ctx context.Context) error {
 		_, err := b.client.TaskService().Create(ctx, req)
 		return err
 	})

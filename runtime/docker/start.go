@@ -82,7 +82,14 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (_ runtim
 		return runtime.Handle{}, fmt.Errorf("prepare output dir: %w", err)
 	}
 	created = true
-	cr, err := b.client.ContainerCreate(ctx, client.ContainerCreateOptions{Name: r.Name, Config: r.Config, HostConfig: r.HostConfig})
+	// Answered: a create the caller's cancel cut in flight was still made
+	// by dockerd after the rollback's removal by name (an outside
+	// review's sweep of cancelled starts), and the container stayed.
+	var cr client.ContainerCreateResult
+	err = bound.Answered(ctx, func(ctx context.Context) (err error) {
+		cr, err = b.client.ContainerCreate(ctx, client.ContainerCreateOptions{Name: r.Name, Config: r.Config, HostConfig: r.HostConfig})
+		return err
+	})
 	if err != nil {
 		if errdefs.IsConflict(err) || errdefs.IsAlreadyExists(err) {
 			return runtime.Handle{}, fmt.Errorf("task %s already exists: %w", t.ID, errdefs.ErrAlreadyExists)
