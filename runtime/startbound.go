@@ -99,5 +99,12 @@ func answeredWithin(ctx, caller context.Context, grace time.Duration, call func(
 		}
 	})
 	defer stop()
-	return call(cctx)
+	err := call(cctx)
+	if d, ok := ctx.Deadline(); ok && err != nil && !time.Now().Before(d) {
+		// The call ended at the deadline it shares with ctx, whose own
+		// timer may not have fired yet: wait for it (it is due), so that
+		// Expired reads the bound as run out from here on.
+		<-ctx.Done()
+	}
+	return err
 }

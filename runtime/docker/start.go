@@ -115,7 +115,14 @@ func (b *Backend) Start(ctx context.Context, req runtime.StartRequest) (_ runtim
 	startedAt := time.Now()
 	startCtx, cancelStart := bound.Until(ctx, startedAt.Add(t.Limits.Timeout))
 	defer cancelStart()
-	if _, err := b.client.ContainerStart(startCtx, t.ID, client.ContainerStartOptions{}); err != nil {
+	// Answered too: a start cut in flight left dockerd starting the
+	// container, whose removal the rollback then asked for and dockerd
+	// refused (seen once in CI's sweep of cancelled starts).
+	err = bound.Answered(startCtx, func(ctx context.Context) error {
+		_, err := b.client.ContainerStart(ctx, t.ID, client.ContainerStartOptions{})
+		return err
+	})
+	if err != nil {
 		if cerr := runtime.ParseCommandError(err, r.Config.Entrypoint[0], t.Image); cerr != nil {
 			return runtime.Handle{}, cerr
 		}
