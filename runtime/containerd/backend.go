@@ -111,7 +111,9 @@ type Config struct {
 	// snapshot mounts here, so that each CLI process need not find out
 	// again with an idmapped inspection mount (about 13 ms a run); and
 	// the lock that makes images' first unpacks one at a time on the node
-	// (images.UnpackGuard).
+	// (images.UnpackGuard); and the images' manifests and configs that
+	// starts read, each checked against its digest when read back
+	// (images.Configs.Dir).
 	ProbeDir string
 	// MaxUnpackedBytes bounds what an image may unpack to on its first
 	// task (images.CheckUnpackedSize: image layers are attacker input,
@@ -224,6 +226,10 @@ func (b *Backend) ensureAppArmor() error {
 var _ runtime.Backend = (*Backend)(nil)
 
 // New connects to containerd (Dial: it must answer) and returns a Backend.
+// blobDirName, in ProbeDir, keeps the images' manifests and configs that
+// starts read (images.Configs.Dir).
+const blobDirName = "blobs"
+
 func New(ctx context.Context, cfg Config) (*Backend, error) {
 	if cfg.Namespace == "" {
 		cfg.Namespace = spec.DefaultNamespace
@@ -265,17 +271,35 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 		}
 		cfg.RuncBinary = resolved
 	}
-	c, version, err := dial(ctx, cfg.Address, cfg.Namespace)
+	// Which containerd this is, whatever path reaches its socket: its
+	// UUID, kept in its root across restarts (Scope). And whether its
+	// snapshotter idmaps (idmapSnapshots), which a task's start asks
+	// first: both asked beside the version call.
+	var (
+		info     client.ServerInfo
+		infoErr  error
+		remapIDs *bool
+	)
+	c, version, err := dial(ctx, cfg.Address, cfg.Namespace,
+		func(ctx context.Context, c *client.Client) { info, infoErr = c.Server(ctx) },
+		func(ctx context.Context, c *client.Client) {
+			// A failure here is asked again, and reported, at the
+			// first task that needs the answer.
+			if caps, err := c.GetSnapshotterCapabilities(namespaces.WithNamespace(ctx, cfg.Namespace), cfg.Snapshotter); err == nil {
+				v := slices.Contains(caps, snapshotterRemapsIDs)
+				remapIDs = &v
+			}
+		})
 	if err != nil {
 		return nil, err
 	}
-	b := &Backend{client: c, cfg: cfg, tasks: taskhandle.NewSet(), eventsDone: make(chan struct{})}
-	// Which containerd this is, whatever path reaches its socket: its
-	// UUID, kept in its root across restarts (Scope).
-	info, err := c.Server(ctx)
-	if err != nil {
+	b := &Backend{client: c, cfg: cfg, tasks: taskhandle.NewSet(), eventsDone: make(chan struct{}), remapIDs: remapIDs}
+	if cfg.ProbeDir != "" {
+		b.configs.Dir = filepath.Join(cfg.ProbeDir, blobDirName)
+	}
+	if infoErr != nil {
 		c.Close()
-		return nil, fmt.Errorf("%w: containerd at %s: server info: %w", errdefs.ErrUnavailable, cfg.Address, err)
+		return nil, fmt.Errorf("%w: containerd at %s: server info: %w", errdefs.ErrUnavailable, cfg.Address, infoErr)
 	}
 	b.serverUUID = info.UUID
 	if b.shim, err = shimRuntime(cfg, version); err != nil {

@@ -1,0 +1,99 @@
+package images
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/containerd/containerd/v2/core/content"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Bounds of a blob dir: blobs larger than maxDirBlob (layers) are never
+// kept, and past maxDirBlobs files it starts again empty.
+const (
+	maxDirBlob  = 64 << 10
+	maxDirBlobs = 256
+)
+
+// blobDir is a content.Provider that keeps what it reads of store (an
+// image's index, manifest and config: small blobs) in dir, a file per
+// blob named by its digest, and reads it there first. A file counts only
+// if its bytes have the digest and size asked for: what dir holds is
+// never trusted, so a file another process left half-written, or anyone
+// changed, is read from store again (and replaced).
+type blobDir struct {
+	dir   string
+	store content.Provider
+}
+
+func (d blobDir) ReaderAt(ctx context.Context, desc ocispec.Descriptor) (content.ReaderAt, error) {
+	path, keep := d.path(desc)
+	if keep {
+		if b, err := os.ReadFile(path); err == nil && matches(b, desc) {
+			return bytesReaderAt(b), nil
+		}
+	}
+	ra, err := d.store.ReaderAt(ctx, desc)
+	if err != nil || !keep {
+		return ra, err
+	}
+	defer ra.Close()
+	b, err := io.ReadAll(io.NewSectionReader(ra, 0, ra.Size()))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", desc.Digest, err)
+	}
+	if matches(b, desc) {
+		d.save(path, b) // a failure only costs the next process a read
+	}
+	return bytesReaderAt(b), nil
+}
+
+// path is where desc's blob is kept, and whether it is kept at all: a
+// digest that does not validate names no file (it could name any path).
+func (d blobDir) path(desc ocispec.Descriptor) (string, bool) {
+	if desc.Size <= 0 || desc.Size > maxDirBlob || desc.Digest.Validate() != nil {
+		return "", false
+	}
+	return filepath.Join(d.dir, desc.Digest.Algorithm().String()+"-"+desc.Digest.Encoded()), true
+}
+
+func (d blobDir) save(path string, b []byte) {
+	if err := os.MkdirAll(d.dir, 0o700); err != nil {
+		return
+	}
+	if entries, err := os.ReadDir(d.dir); err == nil && len(entries) >= maxDirBlobs {
+		for _, e := range entries {
+			_ = os.Remove(filepath.Join(d.dir, e.Name()))
+		}
+	}
+	tmp, err := os.CreateTemp(d.dir, ".blob-*")
+	if err != nil {
+		return
+	}
+	_, err = tmp.Write(b)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp.Name())
+	}
+}
+
+// matches reports whether b is the blob desc names: its size and digest.
+func matches(b []byte, desc ocispec.Descriptor) bool {
+	return int64(len(b)) == desc.Size && desc.Digest.Algorithm().FromBytes(b) == desc.Digest
+}
+
+// memReaderAt is a blob in memory as a content.ReaderAt.
+type memReaderAt struct{ *bytes.Reader }
+
+func (memReaderAt) Close() error { return nil }
+
+func bytesReaderAt(b []byte) content.ReaderAt { return memReaderAt{bytes.NewReader(b)} }
