@@ -18,6 +18,7 @@ import (
 
 	"github.com/nsn-run/nsn-run/internal/imagebuild"
 	"github.com/nsn-run/nsn-run/runtime"
+	"github.com/nsn-run/nsn-run/runtime/containerd"
 	"github.com/nsn-run/nsn-run/task"
 )
 
@@ -456,14 +457,20 @@ func hostileImages(t *testing.T, afterATask bool) {
 
 // TestHostileImagesAfterTheirRootPassed: the containerd backend mounts a
 // task's root to inspect it only the first time a root of that image
-// passes with that working dir and those mount points (Backend
-// passedRoots). What it remembers must not let a hostile root through: a
-// task of the same image whose working dir leads into /proc through the
-// image's own symlink, after one whose working dir did not; and a hostile
-// image imported under the name of an image whose root passed. Both are
-// refused, with the same Manager, as on a first task.
+// passes with that working dir and those mount points, in this Backend
+// (passedRoots) or in any process of the node (the records in ProbeDir,
+// which each CLI run reads). What it remembers must not let a hostile
+// root through: a task of the same image whose working dir leads into
+// /proc through the image's own symlink, after tasks whose working dir did
+// not; and a hostile image imported under the name of an image whose root
+// passed. Both are refused, by the Manager whose tasks passed and by a
+// second one sharing its ProbeDir (a later process), as on a first task.
 func TestHostileImagesAfterTheirRootPassed(t *testing.T) {
-	m, c := testManager(t)
+	probe := t.TempDir()
+	withProbe := func(c *containerd.Config) { c.ProbeDir = probe }
+	first, c := testManagerBackend(t, withProbe, func(*runtime.Config) {})
+	later, _ := testManagerBackend(t, withProbe, func(*runtime.Config) {})
+	managers := map[string]*runtime.Manager{"the same Manager": first, "a later process's Manager": later}
 	ctx := context.Background()
 	build := func(name string, symlinks map[string]string) {
 		t.Helper()
@@ -484,34 +491,46 @@ func TestHostileImagesAfterTheirRootPassed(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	run := func(name, workdir string) (task.Result, error) {
+	run := func(m *runtime.Manager, name, workdir string) (task.Result, error) {
 		t.Helper()
 		id := uniqueID("passed")
 		res, err := m.Run(ctx, task.Task{ID: id, Image: name, WorkingDir: workdir, Command: []string{"sh", "-c", "pwd -P"}}, runtime.RunOptions{})
 		assertNothingLeft(t, id)
 		return res, err
 	}
+	records := func() int {
+		t.Helper()
+		dirs, _ := filepath.Glob(filepath.Join(probe, "passed-roots-*", "*"))
+		return len(dirs)
+	}
 
 	linked := "docker.io/library/" + strings.ToLower(uniqueID("passed-ps")) + ":v1"
 	build(linked, map[string]string{"ps": "/proc/self"})
-	for range 2 {
-		if res, err := run(linked, "/etc"); err != nil || res.Stdout != "/etc\n" {
+	for _, m := range []*runtime.Manager{first, first, later} {
+		if res, err := run(m, linked, "/etc"); err != nil || res.Stdout != "/etc\n" {
 			t.Fatalf("a task in /etc of the image with /ps -> /proc/self: %q, %v; want it run in /etc", res.Stdout, err)
 		}
 	}
-	if res, err := run(linked, "/ps/root"); !errdefs.IsInvalidArgument(err) {
-		t.Errorf("then one in /ps/root: %v (stdout %q); want it refused as invalid", err, res.Stdout)
+	if n := records(); n != 1 {
+		t.Fatalf("after three tasks of one image and working dir, %s holds %d passed-root records, want 1", probe, n)
+	}
+	for who, m := range managers {
+		if res, err := run(m, linked, "/ps/root"); !errdefs.IsInvalidArgument(err) {
+			t.Errorf("then one in /ps/root, by %s: %v (stdout %q); want it refused as invalid", who, err, res.Stdout)
+		}
 	}
 
 	name := "docker.io/library/" + strings.ToLower(uniqueID("passed-name")) + ":v1"
 	build(name, nil)
-	if res, err := run(name, "/"); err != nil || res.Stdout != "/\n" {
+	if res, err := run(first, name, "/"); err != nil || res.Stdout != "/\n" {
 		t.Fatalf("a task of the plain image: %q, %v", res.Stdout, err)
 	}
 	marker := t.TempDir()
 	build(name, map[string]string{"proc": marker})
-	if res, err := run(name, "/"); !errdefs.IsInvalidArgument(err) {
-		t.Errorf("a task of the image imported again under %s with /proc -> %s: %v (stdout %q); want it refused as invalid", name, marker, err, res.Stdout)
+	for who, m := range managers {
+		if res, err := run(m, name, "/"); !errdefs.IsInvalidArgument(err) {
+			t.Errorf("a task of the image imported again under %s with /proc -> %s, by %s: %v (stdout %q); want it refused as invalid", name, marker, who, err, res.Stdout)
+		}
 	}
 	if entries, _ := os.ReadDir(marker); len(entries) != 0 {
 		t.Errorf("the host dir the image's /proc linked to now holds %d entries", len(entries))

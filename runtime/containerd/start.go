@@ -2,7 +2,6 @@ package containerd
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -487,6 +486,12 @@ func (b *Backend) prepareRoot(ctx context.Context, bound *runtime.StartBound, id
 		probe := idmapped && !b.idmapMountWorks && !b.idmapMountWorked()
 		passed := !probe && !makePoints && b.passedRoots[passedKey]
 		b.mu.Unlock()
+		if !passed && !probe && !makePoints && b.rootPassedBefore(passedKey) {
+			// Another process of this node inspected a root of the
+			// same image and paths (each CLI run is a new process).
+			passed = true
+			b.rememberRootPassed(passedKey)
+		}
 		if idmapped && !probe {
 			inspect = mount.RemoveIDMapOption(mounts)
 		}
@@ -528,18 +533,14 @@ func (b *Backend) prepareRoot(ctx context.Context, bound *runtime.StartBound, id
 		case err != nil:
 			return "", nil, fmt.Errorf("inspect root filesystem of task %s: %w", id, err)
 		}
-		b.mu.Lock()
 		if !makePoints {
-			if b.passedRoots == nil || len(b.passedRoots) >= maxPassedRoots {
-				b.passedRoots = make(map[string]bool)
-			}
-			b.passedRoots[passedKey] = true
+			b.rememberRootPassed(passedKey)
+			b.recordRootPassed(ctx, passedKey)
 		}
 		if probe {
+			b.mu.Lock()
 			b.idmapMountWorks = true
-		}
-		b.mu.Unlock()
-		if probe {
+			b.mu.Unlock()
 			b.recordIdmapMountWorks(ctx)
 		}
 		return identityOf(ids, idmapped), rootfs, nil
@@ -561,18 +562,6 @@ func (b *Backend) deleteOwnContainer(ctx context.Context, id string, owner runti
 		}
 	}
 	_ = b.client.ContainerService().Delete(ctx, id)
-}
-
-// maxPassedRoots bounds Backend.passedRoots: past it, it starts again
-// empty.
-const maxPassedRoots = 256
-
-// passedRootKey names what prepareRoot's checks of a task's root read:
-// the image's layers (parent, their chain ID) and what the spec asks of
-// them (its working dir and mount destinations), unambiguously.
-func passedRootKey(parent string, s *specs.Spec) string {
-	key, _ := json.Marshal(append([]string{parent, s.Process.Cwd}, mountDestinations(s)...))
-	return string(key)
 }
 
 // identityOf is the identity level of a task with host ids ids (nil: the
