@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/containerd/containerd/v2/core/content"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -33,7 +34,7 @@ type blobDir struct {
 func (d blobDir) ReaderAt(ctx context.Context, desc ocispec.Descriptor) (content.ReaderAt, error) {
 	path, keep := d.path(desc)
 	if keep {
-		if b, err := os.ReadFile(path); err == nil && matches(b, desc) {
+		if b, err := readKept(path, desc.Size); err == nil && matches(b, desc) {
 			return bytesReaderAt(b), nil
 		}
 	}
@@ -84,6 +85,28 @@ func (d blobDir) save(path string, b []byte) {
 	if err != nil {
 		_ = os.Remove(tmp.Name())
 	}
+}
+
+// readKept reads the file at path if it is a regular file (not a link, a
+// fifo that would block the start, a device) of size bytes.
+func readKept(path string, size int64) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !info.Mode().IsRegular() || info.Size() != size {
+		return nil, fmt.Errorf("%s: not a regular file of %d bytes", path, size)
+	}
+	b := make([]byte, size)
+	if _, err := io.ReadFull(f, b); err != nil {
+		return nil, err
+	}
+	return b, nil
 }
 
 // matches reports whether b is the blob desc names: its size and digest.

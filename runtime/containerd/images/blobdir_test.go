@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"testing"
 
 	"github.com/containerd/containerd/v2/client"
@@ -56,6 +57,33 @@ func TestBlobDirReadsBack(t *testing.T) {
 		t.Errorf("two reads of a blob read the store %d times, want 1", store.reads)
 	}
 	file := filepath.Join(dir, "sha256-"+desc.Digest.Encoded())
+	// Neither a fifo (whose read would block the start) nor a link,
+	// even to the right bytes, is read.
+	right := filepath.Join(t.TempDir(), "right")
+	if err := os.WriteFile(right, want, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for what, plant := range map[string]func() error{
+		"a fifo": func() error { return syscall.Mkfifo(file, 0o600) },
+		"a link": func() error { return os.Symlink(right, file) },
+	} {
+		if err := os.Remove(file); err != nil {
+			t.Fatal(err)
+		}
+		if err := plant(); err != nil {
+			t.Fatal(err)
+		}
+		reads := store.reads
+		if got := readVia(t, blobDir{dir: dir, store: store}, desc); !bytes.Equal(got, want) {
+			t.Errorf("with %s in its place: read %q, want %q", what, got, want)
+		}
+		if store.reads != reads+1 {
+			t.Errorf("with %s in its place the store was read %d times, want 1", what, store.reads-reads)
+		}
+		if info, err := os.Lstat(file); err != nil || !info.Mode().IsRegular() {
+			t.Errorf("with %s in its place: not replaced by the blob's file (%v)", what, err)
+		}
+	}
 	for _, bad := range [][]byte{[]byte(`{"config":{"Env":["A=2"]}}`), want[:10], nil} {
 		if err := os.WriteFile(file, bad, 0o600); err != nil {
 			t.Fatal(err)
