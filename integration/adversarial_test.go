@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"net"
@@ -12,7 +13,11 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/core/mount"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
+	"github.com/opencontainers/image-spec/identity"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sys/unix"
 
@@ -500,8 +505,19 @@ func TestHostileImagesAfterTheirRootPassed(t *testing.T) {
 	}
 	records := func() int {
 		t.Helper()
-		dirs, _ := filepath.Glob(filepath.Join(probe, "passed-roots-*", "*"))
-		return len(dirs)
+		files, _ := filepath.Glob(filepath.Join(probe, "passed-roots", "*"))
+		return len(files)
+	}
+	// Where a task's own snapshot must get its mount points made
+	// (per-task user namespaces without idmapped snapshots: containerd
+	// 1.x), every root is inspected, and nothing is recorded.
+	identity, err := first.Identity(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantRecords := 1
+	if identity == task.IdentityUserNS {
+		wantRecords = 0
 	}
 
 	linked := "docker.io/library/" + strings.ToLower(uniqueID("passed-ps")) + ":v1"
@@ -511,8 +527,8 @@ func TestHostileImagesAfterTheirRootPassed(t *testing.T) {
 			t.Fatalf("a task in /etc of the image with /ps -> /proc/self: %q, %v; want it run in /etc", res.Stdout, err)
 		}
 	}
-	if n := records(); n != 1 {
-		t.Fatalf("after three tasks of one image and working dir, %s holds %d passed-root records, want 1", probe, n)
+	if n := records(); n != wantRecords {
+		t.Fatalf("after three tasks of one image and working dir (identity %q), %s holds %d passed-root records, want %d", identity, probe, n, wantRecords)
 	}
 	for who, m := range managers {
 		if res, err := run(m, linked, "/ps/root"); !errdefs.IsInvalidArgument(err) {
@@ -534,5 +550,105 @@ func TestHostileImagesAfterTheirRootPassed(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(marker); len(entries) != 0 {
 		t.Errorf("the host dir the image's /proc linked to now holds %d entries", len(entries))
+	}
+}
+
+// TestPassedRootRecordsPerNamespace: containerd commits a snapshot under
+// whatever name a client gives it (the diff IDs are checked by the
+// unpacker, not by containerd), and snapshots are a namespace's. A root
+// that passed in one namespace must not pass, through its record, in
+// another namespace whose snapshot of the same chain ID holds something
+// else: there a client committed, under the chain ID of an image whose
+// root passed in /etc, a root whose /etc links to /proc/self/root, and
+// imported the image, which then unpacks nothing. Its task in /etc is
+// refused, as on a node without records (an outside review ran it, cwd
+// /, while the records were shared by all namespaces).
+func TestPassedRootRecordsPerNamespace(t *testing.T) {
+	probe := t.TempDir()
+	withProbe := func(c *containerd.Config) { c.ProbeDir = probe }
+	// Host ids shared: the records are used on every containerd (with
+	// per-task user namespaces on 1.x every root is inspected).
+	sharedIDs := func(cfg *runtime.Config) { cfg.UserNamespaces = runtime.UserNSOff }
+	first, c := testManagerBackend(t, withProbe, sharedIDs)
+	otherNS := strings.ToLower(uniqueID("other-ns"))
+	other, _ := testManagerBackend(t, func(c *containerd.Config) { c.ProbeDir = probe; c.Namespace = otherNS }, sharedIDs)
+	ctx := context.Background()
+	otherCtx := namespaces.WithNamespace(ctx, otherNS)
+	name := "docker.io/library/" + strings.ToLower(uniqueID("passed-ns")) + ":v1"
+	rootfs := filepath.Join(t.TempDir(), "rootfs")
+	if err := imagebuild.BusyboxRootfs(rootfs, busyboxPath(t)); err != nil {
+		t.Fatal(err)
+	}
+	var layout bytes.Buffer
+	if err := imagebuild.WriteOCILayout(&layout, imagebuild.Image{Name: name, RootfsDir: rootfs, Config: ocispec.ImageConfig{Env: []string{"PATH=/bin"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Import(ctx, bytes.NewReader(layout.Bytes())); err != nil {
+		t.Fatal(err)
+	}
+	id := uniqueID("passed")
+	if res, err := first.Run(ctx, task.Task{ID: id, Image: name, WorkingDir: "/etc", Command: []string{"sh", "-c", "pwd -P"}}, runtime.RunOptions{}); err != nil || res.Stdout != "/etc\n" {
+		t.Fatalf("a task in /etc of the plain image: %q, %v", res.Stdout, err)
+	}
+	assertNothingLeft(t, id)
+	if records, _ := filepath.Glob(filepath.Join(probe, "passed-roots", "*")); len(records) != 1 {
+		t.Fatalf("after a task, %d passed-root records, want 1", len(records))
+	}
+
+	// The other namespace: a hostile root committed under the image's
+	// chain ID, then the image.
+	if _, err := c.Import(otherCtx, bytes.NewReader(layout.Bytes())); err != nil {
+		t.Fatal(err)
+	}
+	img, err := c.GetImage(otherCtx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	diffIDs, err := img.RootFS(otherCtx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chainID := identity.ChainID(diffIDs).String()
+	sn := c.SnapshotService(containerd.DefaultSnapshotter)
+	// A lease holds the snapshots against containerd's collector (the
+	// image's config names no snapshot: it was never unpacked here).
+	leaseCtx, endLease, err := c.WithLease(otherCtx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = c.ImageService().Delete(otherCtx, name, images.SynchronousDelete())
+		_ = endLease(otherCtx)
+		_ = sn.Remove(otherCtx, chainID)
+		_ = sn.Remove(otherCtx, "hostile")
+		if err := c.NamespaceService().Delete(otherCtx, otherNS); err != nil {
+			t.Errorf("remove the namespace %s: %v", otherNS, err)
+		}
+	})
+	mounts, err := sn.Prepare(leaseCtx, "hostile", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mount.WithTempMount(otherCtx, mounts, func(root string) error {
+		if err := imagebuild.BusyboxRootfs(root, busyboxPath(t)); err != nil {
+			return err
+		}
+		if err := os.RemoveAll(filepath.Join(root, "etc")); err != nil {
+			return err
+		}
+		return os.Symlink("/proc/self/root", filepath.Join(root, "etc"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := sn.Commit(leaseCtx, chainID, "hostile"); err != nil {
+		t.Fatal(err)
+	}
+	id = uniqueID("passed")
+	res, err := other.Run(ctx, task.Task{ID: id, Image: name, WorkingDir: "/etc", Command: []string{"sh", "-c", "pwd -P"}}, runtime.RunOptions{})
+	if !errdefs.IsInvalidArgument(err) {
+		t.Errorf("a task in /etc of the image in namespace %s, its snapshot's /etc linked to /proc/self/root: %v (stdout %q); want it refused as invalid", otherNS, err, res.Stdout)
+	}
+	if err == nil {
+		_ = other.Cleanup(ctx, id)
 	}
 }

@@ -3,48 +3,93 @@ package containerd
 import (
 	"context"
 	"crypto/sha256"
+	"debug/elf"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/nsn-run/nsn-run/internal/privdir"
 )
 
-// maxPassedRoots bounds Backend.passedRoots and the records of a
-// passedRootsDir: past it, each starts again empty.
+// maxPassedRoots bounds Backend.passedRoots and the records in
+// ProbeDir's passedRootsDir: past it, each starts again empty.
 const maxPassedRoots = 256
 
+// passedRootsDir, in ProbeDir, holds a record of each root that passed
+// prepareRoot's checks in any process of this node (recordRootPassed).
+const passedRootsDir = "passed-roots"
+
 // rootChecksVersion names the checks prepareRoot makes of a task's root
-// (images.CheckMountPoints, images.CheckWorkingDir). It is part of every
-// passedRootKey, so a record an older nsn-run wrote in this boot counts
-// for nothing once the checks change: bump it with them.
+// (images.CheckMountPoints, images.CheckWorkingDir, and what they rely
+// on). A record counts only for the build that wrote it (rootChecks): a
+// bump is needed only where a change of the checks could leave a binary's
+// build ID as it was.
 const rootChecksVersion = "root-checks-1"
 
-// passedRootKey names what prepareRoot's checks of a task's root read:
-// the image's layers (parent, their chain ID) and what the spec asks of
-// them (its working dir and mount destinations), unambiguously.
-func passedRootKey(parent string, s *specs.Spec) string {
-	key, _ := json.Marshal(append([]string{rootChecksVersion, parent, s.Process.Cwd}, mountDestinations(s)...))
+// rootChecks names the checks this process makes and the boot it runs in,
+// for passedRootKey: rootChecksVersion, the running executable's Go build
+// ID (which any change of its code or dependencies changes: an outside
+// review's build with a stricter check, its version not bumped, ran a
+// hostile task on an older build's record) and the boot's id (a record
+// outlives a reboot where ProbeDir is not on a tmpfs). Empty if the build
+// ID or the boot's id cannot be read: the records are then not used.
+var rootChecks = sync.OnceValue(func() string {
+	build := goBuildID()
+	boot := bootID()
+	if build == "" || boot == "" {
+		return ""
+	}
+	return rootChecksVersion + "/" + build + "/" + boot
+})
+
+// goBuildID is the hex SHA-256 of the running executable's Go build ID
+// note, "" where it has none or cannot be read.
+func goBuildID() string {
+	f, err := elf.Open("/proc/self/exe")
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	sec := f.Section(".note.go.buildid")
+	if sec == nil {
+		return ""
+	}
+	note, err := sec.Data()
+	if err != nil || len(note) == 0 {
+		return ""
+	}
+	sum := sha256.Sum256(note)
+	return hex.EncodeToString(sum[:])
+}
+
+// passedRootKey names what prepareRoot's checks of a task's root read,
+// unambiguously: the image's layers (parent, their chain ID, in this
+// containerd, snapshotter and namespace: snapshots are the namespace's,
+// and containerd commits one under any name a client gives it) and what
+// the spec asks of them (its working dir and mount destinations), and the
+// checks that passed it (rootChecks).
+func (b *Backend) passedRootKey(parent string, s *specs.Spec) string {
+	key, _ := json.Marshal(append([]string{rootChecks(), b.serverUUID, b.cfg.Snapshotter, b.cfg.Namespace, parent, s.Process.Cwd}, mountDestinations(s)...))
 	return string(key)
 }
 
-// passedRootsDir is the ProbeDir directory whose files record the roots
-// that passed prepareRoot's checks in any process of this node, for this
-// containerd (its UUID) and snapshotter: a file per passedRootKey, named
-// by its SHA-256. The checks read only the image's committed layers,
-// which containerd names by their chain ID once it has verified their
-// diff IDs, so a root that passed passes again; what a record lets
+// passedRootRecords is the ProbeDir directory of the roots that passed
+// in any process of this node: a file per passedRootKey, named by its
+// SHA-256. The checks read only the image's committed layers, which no
+// task writes to, so a root that passed passes again; what a record lets
 // through unchecked is only as safe as the directory, which only root may
-// write (trustedDir). "" without a ProbeDir.
-func (b *Backend) passedRootsDir() string {
-	if b.cfg.ProbeDir == "" || b.serverUUID == "" {
+// write (privdir). "" without a ProbeDir, or where rootChecks is unknown.
+func (b *Backend) passedRootRecords() string {
+	if b.cfg.ProbeDir == "" || b.serverUUID == "" || rootChecks() == "" {
 		return ""
 	}
-	return filepath.Join(b.cfg.ProbeDir, fmt.Sprintf("passed-roots-%s-%s", b.serverUUID, b.cfg.Snapshotter))
+	return filepath.Join(b.cfg.ProbeDir, passedRootsDir)
 }
 
 func passedRootFile(dir, key string) string {
@@ -56,22 +101,22 @@ func passedRootFile(dir, key string) string {
 // root of key passed (recordRootPassed), in a directory only root can
 // write.
 func (b *Backend) rootPassedBefore(key string) bool {
-	dir := b.passedRootsDir()
-	if dir == "" || !trustedDir(dir) || !trustedDir(b.cfg.ProbeDir) {
+	dir := b.passedRootRecords()
+	if dir == "" || !privdir.Is(dir) || !privdir.Is(b.cfg.ProbeDir) {
 		return false
 	}
-	_, err := os.Lstat(passedRootFile(dir, key))
-	return err == nil
+	info, err := os.Lstat(passedRootFile(dir, key))
+	return err == nil && info.Mode().IsRegular()
 }
 
 // recordRootPassed records, for later processes, that a root of key
 // passed; a failure only costs them the inspection.
 func (b *Backend) recordRootPassed(ctx context.Context, key string) {
-	dir := b.passedRootsDir()
+	dir := b.passedRootRecords()
 	if dir == "" {
 		return
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil || !trustedDir(dir) || !trustedDir(b.cfg.ProbeDir) {
+	if err := os.MkdirAll(dir, 0o700); err != nil || !privdir.Is(dir) || !privdir.Is(b.cfg.ProbeDir) {
 		log.G(ctx).WithError(err).Debugf("not recording passed roots in %s", dir)
 		return
 	}
@@ -86,17 +131,6 @@ func (b *Backend) recordRootPassed(ctx context.Context, key string) {
 		return
 	}
 	_ = f.Close()
-}
-
-// trustedDir reports whether dir is a directory (not a link) of this
-// process's user that nobody else may write to.
-func trustedDir(dir string) bool {
-	info, err := os.Lstat(dir)
-	if err != nil || !info.IsDir() || info.Mode().Perm()&0o022 != 0 {
-		return false
-	}
-	st, ok := info.Sys().(*syscall.Stat_t)
-	return ok && int(st.Uid) == os.Geteuid()
 }
 
 // rememberRootPassed keeps, for this Backend's later starts, that a root

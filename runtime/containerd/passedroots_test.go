@@ -4,21 +4,26 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 // TestPassedRootRecords: a root that passed in one Backend is known to
-// have passed in another of the same ProbeDir, containerd and snapshotter (a
-// later process), for the same image, working dir and mount points only;
+// have passed in another of the same ProbeDir, containerd, snapshotter and
+// namespace (a later process of the same build and boot, which the key
+// names), for the same image, working dir and mount points only;
 // records in a directory others may write to, or reached through a link,
 // count for nothing; the records are bounded.
 func TestPassedRootRecords(t *testing.T) {
 	ctx := context.Background()
 	probe := filepath.Join(t.TempDir(), "probe")
 	backend := func(uuid, snapshotter string) *Backend {
-		return &Backend{cfg: Config{ProbeDir: probe, Snapshotter: snapshotter}, serverUUID: uuid}
+		return &Backend{cfg: Config{ProbeDir: probe, Snapshotter: snapshotter, Namespace: "nsn"}, serverUUID: uuid}
+	}
+	if rootChecks() == "" {
+		t.Fatal("the checks' version is unknown in this process (no Go build ID or boot id): the records are not used")
 	}
 	spec := func(cwd string, dests ...string) *specs.Spec {
 		s := &specs.Spec{Process: &specs.Process{Cwd: cwd}}
@@ -27,33 +32,44 @@ func TestPassedRootRecords(t *testing.T) {
 		}
 		return s
 	}
-	passed := passedRootKey("sha256:aaa", spec("/work", "/output", "/tmp"))
-	backend("u1", "overlayfs").recordRootPassed(ctx, passed)
+	b := backend("u1", "overlayfs")
+	passed := b.passedRootKey("sha256:aaa", spec("/work", "/output", "/tmp"))
+	for _, part := range []string{rootChecksVersion, goBuildID(), bootID()} {
+		if part == "" || !strings.Contains(passed, part) {
+			t.Errorf("the key %s does not name %q (the checks' version, this build, this boot)", passed, part)
+		}
+	}
+	b.recordRootPassed(ctx, passed)
 	if !backend("u1", "overlayfs").rootPassedBefore(passed) {
 		t.Fatal("a later Backend does not see the root that passed")
 	}
-	for what, b := range map[string]*Backend{
+	otherNamespace := backend("u1", "overlayfs")
+	otherNamespace.cfg.Namespace = "evil"
+	for what, other := range map[string]*Backend{
 		"another containerd":  backend("u2", "overlayfs"),
 		"another snapshotter": backend("u1", "native"),
-		"no ProbeDir":         {cfg: Config{Snapshotter: "overlayfs"}, serverUUID: "u1"},
+		"another namespace":   otherNamespace,
 	} {
-		if b.rootPassedBefore(passed) {
+		if other.rootPassedBefore(other.passedRootKey("sha256:aaa", spec("/work", "/output", "/tmp"))) {
 			t.Errorf("%s sees the root that passed", what)
 		}
 	}
+	if noProbe := (&Backend{cfg: Config{Snapshotter: "overlayfs", Namespace: "nsn"}, serverUUID: "u1"}); noProbe.rootPassedBefore(passed) {
+		t.Error("a Backend without a ProbeDir sees the root that passed")
+	}
 	for what, key := range map[string]string{
-		"another image":             passedRootKey("sha256:bbb", spec("/work", "/output", "/tmp")),
-		"another working dir":       passedRootKey("sha256:aaa", spec("/ps/root", "/output", "/tmp")),
-		"another mount point":       passedRootKey("sha256:aaa", spec("/work", "/output", "/proc/x")),
-		"a mount point fewer":       passedRootKey("sha256:aaa", spec("/work", "/output")),
-		"the paths split otherwise": passedRootKey("sha256:aaa", spec("/work", "/output/tmp")),
+		"another image":             b.passedRootKey("sha256:bbb", spec("/work", "/output", "/tmp")),
+		"another working dir":       b.passedRootKey("sha256:aaa", spec("/ps/root", "/output", "/tmp")),
+		"another mount point":       b.passedRootKey("sha256:aaa", spec("/work", "/output", "/proc/x")),
+		"a mount point fewer":       b.passedRootKey("sha256:aaa", spec("/work", "/output")),
+		"the paths split otherwise": b.passedRootKey("sha256:aaa", spec("/work", "/output/tmp")),
 	} {
-		if backend("u1", "overlayfs").rootPassedBefore(key) {
+		if b.rootPassedBefore(key) {
 			t.Errorf("%s: passes on the record of another root", what)
 		}
 	}
 
-	dir := backend("u1", "overlayfs").passedRootsDir()
+	dir := filepath.Join(probe, passedRootsDir)
 	for _, mode := range []os.FileMode{0o777, 0o720, 0o702} {
 		if err := os.Chmod(dir, mode); err != nil {
 			t.Fatal(err)
@@ -89,9 +105,8 @@ func TestPassedRootRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	b := backend("u1", "overlayfs")
 	for i := range maxPassedRoots*2 + 1 {
-		b.recordRootPassed(ctx, passedRootKey("sha256:aaa", spec("/", filepath.Join("/d", string(rune('a'+i%26)), filepath.Base(t.Name()), string(rune('a'+i/26))))))
+		b.recordRootPassed(ctx, b.passedRootKey("sha256:aaa", spec("/", filepath.Join("/d", string(rune('a'+i%26)), filepath.Base(t.Name()), string(rune('a'+i/26))))))
 		if entries, _ := os.ReadDir(dir); len(entries) > maxPassedRoots {
 			t.Fatalf("after %d records the dir holds %d, want at most %d", i+1, len(entries), maxPassedRoots)
 		}

@@ -441,7 +441,7 @@ func (b *Backend) killTask(id string) string {
 // identity level the task gets ("" without ids).
 func (b *Backend) prepareRoot(ctx context.Context, bound *runtime.StartBound, id string, owner runtime.Owner, parent string, ids *task.IDRange, s *specs.Spec) (identity string, rootfs []mount.Mount, err error) {
 	sn := b.client.SnapshotService(b.cfg.Snapshotter)
-	passedKey := passedRootKey(parent, s)
+	passedKey := b.passedRootKey(parent, s)
 	idmapped := false
 	if ids != nil {
 		if idmapped, err = b.idmapSnapshots(ctx); err != nil {

@@ -11,6 +11,8 @@ import (
 
 	"github.com/containerd/containerd/v2/core/content"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/nsn-run/nsn-run/internal/privdir"
 )
 
 // Bounds of a blob dir: blobs larger than maxDirBlob (layers) are never
@@ -62,13 +64,19 @@ func (d blobDir) path(desc ocispec.Descriptor) (string, bool) {
 	return filepath.Join(d.dir, desc.Digest.Algorithm().String()+"-"+desc.Digest.Encoded()), true
 }
 
+// save keeps b at path, in a dir private to this user only: where
+// another user could have put the dir, or a link to another, nothing is
+// written and nothing emptied (an outside review linked it to a dir of
+// 300 files, which the emptying at maxDirBlobs removed).
 func (d blobDir) save(path string, b []byte) {
-	if err := os.MkdirAll(d.dir, 0o700); err != nil {
+	if err := os.MkdirAll(d.dir, 0o700); err != nil || !privdir.Is(d.dir) {
 		return
 	}
 	if entries, err := os.ReadDir(d.dir); err == nil && len(entries) >= maxDirBlobs {
 		for _, e := range entries {
-			_ = os.Remove(filepath.Join(d.dir, e.Name()))
+			if e.Type().IsRegular() {
+				_ = os.Remove(filepath.Join(d.dir, e.Name()))
+			}
 		}
 	}
 	tmp, err := os.CreateTemp(d.dir, ".blob-*")

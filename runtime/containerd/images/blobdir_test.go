@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -138,6 +139,39 @@ func TestBlobDirKeepsOnlyWhatItShould(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "sha256-"+last.Digest.Encoded())); err != nil {
 		t.Errorf("the blob read last is not kept: %v", err)
+	}
+
+	// A link in the dir's place, to a full dir of someone's files, and
+	// a dir others may write to: nothing kept there, nothing removed.
+	victim := filepath.Join(t.TempDir(), "victim")
+	if err := os.Mkdir(victim, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for i := range maxDirBlobs + 1 {
+		if err := os.WriteFile(filepath.Join(victim, fmt.Sprint("file", i)), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	linked := filepath.Join(base, "linked")
+	if err := os.Symlink(victim, linked); err != nil {
+		t.Fatal(err)
+	}
+	open := filepath.Join(base, "open")
+	if err := os.Mkdir(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{linked, open} {
+		blob := s.write(ocispec.MediaTypeImageConfig, []byte(`{"dir":"`+d+`"}`))
+		readVia(t, blobDir{dir: d, store: store}, blob)
+	}
+	if entries, _ := os.ReadDir(victim); len(entries) != maxDirBlobs+1 {
+		t.Errorf("a blob dir linked to a dir of %d files left %d there", maxDirBlobs+1, len(entries))
+	}
+	if entries, _ := os.ReadDir(open); len(entries) != 0 {
+		t.Errorf("a blob dir others may write to got %d files", len(entries))
 	}
 }
 
