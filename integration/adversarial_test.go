@@ -553,102 +553,132 @@ func TestHostileImagesAfterTheirRootPassed(t *testing.T) {
 	}
 }
 
-// TestPassedRootRecordsPerNamespace: containerd commits a snapshot under
-// whatever name a client gives it (the diff IDs are checked by the
+// TestPassedRootRecordsFollowTheSnapshot: containerd commits a snapshot
+// under whatever name a client gives it (the diff IDs are checked by the
 // unpacker, not by containerd), and snapshots are a namespace's. A root
-// that passed in one namespace must not pass, through its record, in
-// another namespace whose snapshot of the same chain ID holds something
-// else: there a client committed, under the chain ID of an image whose
-// root passed in /etc, a root whose /etc links to /proc/self/root, and
-// imported the image, which then unpacks nothing. Its task in /etc is
-// refused, as on a node without records (an outside review ran it, cwd
-// /, while the records were shared by all namespaces).
-func TestPassedRootRecordsPerNamespace(t *testing.T) {
+// that passed must not pass, through a record or a Backend's memory, where
+// the snapshot of the same chain ID holds something else: a root whose
+// /etc links to /proc/self/root, committed under the chain ID of an image
+// whose root passed in /etc, then the image imported (which then unpacks
+// nothing), in another namespace, or in the same one after the image and
+// its snapshot were removed. Its task in /etc is refused, as on a node
+// without records. Outside reviews ran the first (cwd /) while the records
+// were shared by all namespaces, and found the second while a record
+// named the snapshot by its chain ID alone.
+func TestPassedRootRecordsFollowTheSnapshot(t *testing.T) {
 	probe := t.TempDir()
 	withProbe := func(c *containerd.Config) { c.ProbeDir = probe }
 	// Host ids shared: the records are used on every containerd (with
 	// per-task user namespaces on 1.x every root is inspected).
 	sharedIDs := func(cfg *runtime.Config) { cfg.UserNamespaces = runtime.UserNSOff }
 	first, c := testManagerBackend(t, withProbe, sharedIDs)
+	later, _ := testManagerBackend(t, withProbe, sharedIDs)
 	otherNS := strings.ToLower(uniqueID("other-ns"))
 	other, _ := testManagerBackend(t, func(c *containerd.Config) { c.ProbeDir = probe; c.Namespace = otherNS }, sharedIDs)
 	ctx := context.Background()
-	otherCtx := namespaces.WithNamespace(ctx, otherNS)
-	name := "docker.io/library/" + strings.ToLower(uniqueID("passed-ns")) + ":v1"
-	rootfs := filepath.Join(t.TempDir(), "rootfs")
-	if err := imagebuild.BusyboxRootfs(rootfs, busyboxPath(t)); err != nil {
-		t.Fatal(err)
-	}
-	var layout bytes.Buffer
-	if err := imagebuild.WriteOCILayout(&layout, imagebuild.Image{Name: name, RootfsDir: rootfs, Config: ocispec.ImageConfig{Env: []string{"PATH=/bin"}}}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Import(ctx, bytes.NewReader(layout.Bytes())); err != nil {
-		t.Fatal(err)
-	}
-	id := uniqueID("passed")
-	if res, err := first.Run(ctx, task.Task{ID: id, Image: name, WorkingDir: "/etc", Command: []string{"sh", "-c", "pwd -P"}}, runtime.RunOptions{}); err != nil || res.Stdout != "/etc\n" {
-		t.Fatalf("a task in /etc of the plain image: %q, %v", res.Stdout, err)
-	}
-	assertNothingLeft(t, id)
-	if records, _ := filepath.Glob(filepath.Join(probe, "passed-roots", "*")); len(records) != 1 {
-		t.Fatalf("after a task, %d passed-root records, want 1", len(records))
-	}
-
-	// The other namespace: a hostile root committed under the image's
-	// chain ID, then the image.
-	if _, err := c.Import(otherCtx, bytes.NewReader(layout.Bytes())); err != nil {
-		t.Fatal(err)
-	}
-	img, err := c.GetImage(otherCtx, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	diffIDs, err := img.RootFS(otherCtx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	chainID := identity.ChainID(diffIDs).String()
 	sn := c.SnapshotService(containerd.DefaultSnapshotter)
-	// A lease holds the snapshots against containerd's collector (the
-	// image's config names no snapshot: it was never unpacked here).
-	leaseCtx, endLease, err := c.WithLease(otherCtx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = c.ImageService().Delete(otherCtx, name, images.SynchronousDelete())
-		_ = endLease(otherCtx)
-		_ = sn.Remove(otherCtx, chainID)
-		_ = sn.Remove(otherCtx, "hostile")
-		if err := c.NamespaceService().Delete(otherCtx, otherNS); err != nil {
-			t.Errorf("remove the namespace %s: %v", otherNS, err)
+	run := func(m *runtime.Manager, name string) (task.Result, error) {
+		t.Helper()
+		id := uniqueID("passed")
+		res, err := m.Run(ctx, task.Task{ID: id, Image: name, WorkingDir: "/etc", Command: []string{"sh", "-c", "pwd -P"}}, runtime.RunOptions{})
+		if err == nil {
+			_ = m.Cleanup(ctx, id)
 		}
-	})
-	mounts, err := sn.Prepare(leaseCtx, "hostile", "")
-	if err != nil {
-		t.Fatal(err)
+		return res, err
 	}
-	if err := mount.WithTempMount(otherCtx, mounts, func(root string) error {
-		if err := imagebuild.BusyboxRootfs(root, busyboxPath(t)); err != nil {
-			return err
-		}
-		if err := os.RemoveAll(filepath.Join(root, "etc")); err != nil {
-			return err
-		}
-		return os.Symlink("/proc/self/root", filepath.Join(root, "etc"))
-	}); err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		what     string
+		nsCtx    context.Context
+		managers map[string]*runtime.Manager
+	}{
+		{"another namespace", namespaces.WithNamespace(ctx, otherNS), map[string]*runtime.Manager{"its Manager": other}},
+		{"the same namespace, the image removed", ctx, map[string]*runtime.Manager{"the Manager whose task passed": first, "a later process's Manager": later}},
+	} {
+		t.Run(strings.ReplaceAll(tc.what, " ", "-"), func(t *testing.T) {
+			name := "docker.io/library/" + strings.ToLower(uniqueID("passed-snap")) + ":v1"
+			rootfs := filepath.Join(t.TempDir(), "rootfs")
+			if err := imagebuild.BusyboxRootfs(rootfs, busyboxPath(t)); err != nil {
+				t.Fatal(err)
+			}
+			// A layer of its own: no other image holds its snapshot.
+			if err := os.WriteFile(filepath.Join(rootfs, "marker"), []byte(name), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			var layout bytes.Buffer
+			if err := imagebuild.WriteOCILayout(&layout, imagebuild.Image{Name: name, RootfsDir: rootfs, Config: ocispec.ImageConfig{Env: []string{"PATH=/bin"}}}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.Import(ctx, bytes.NewReader(layout.Bytes())); err != nil {
+				t.Fatal(err)
+			}
+			before, _ := filepath.Glob(filepath.Join(probe, "passed-roots", "*"))
+			if res, err := run(first, name); err != nil || res.Stdout != "/etc\n" {
+				t.Fatalf("a task in /etc of the plain image: %q, %v", res.Stdout, err)
+			}
+			if after, _ := filepath.Glob(filepath.Join(probe, "passed-roots", "*")); len(after) != len(before)+1 {
+				t.Fatalf("after a task, %d passed-root records, want %d", len(after), len(before)+1)
+			}
+			img, err := c.GetImage(ctx, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			diffIDs, err := img.RootFS(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			chainID := identity.ChainID(diffIDs).String()
+			if tc.nsCtx == ctx {
+				if err := c.ImageService().Delete(ctx, name, images.SynchronousDelete()); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := sn.Stat(ctx, chainID); !errdefs.IsNotFound(err) {
+					t.Fatalf("the image's snapshot after the image's removal: %v, want not found", err)
+				}
+			}
+
+			// A hostile root committed under the image's chain ID,
+			// held by a lease against containerd's collector (the
+			// image's config names no snapshot: it was never unpacked
+			// there), then the image.
+			leaseCtx, endLease, err := c.WithLease(tc.nsCtx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				_ = c.ImageService().Delete(tc.nsCtx, name, images.SynchronousDelete())
+				_ = endLease(tc.nsCtx)
+				_ = sn.Remove(tc.nsCtx, chainID)
+				_ = sn.Remove(tc.nsCtx, "hostile")
+			})
+			mounts, err := sn.Prepare(leaseCtx, "hostile", "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := mount.WithTempMount(leaseCtx, mounts, func(root string) error {
+				if err := imagebuild.BusyboxRootfs(root, busyboxPath(t)); err != nil {
+					return err
+				}
+				if err := os.RemoveAll(filepath.Join(root, "etc")); err != nil {
+					return err
+				}
+				return os.Symlink("/proc/self/root", filepath.Join(root, "etc"))
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if err := sn.Commit(leaseCtx, chainID, "hostile"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.Import(tc.nsCtx, bytes.NewReader(layout.Bytes())); err != nil {
+				t.Fatal(err)
+			}
+			for who, m := range tc.managers {
+				if res, err := run(m, name); !errdefs.IsInvalidArgument(err) {
+					t.Errorf("a task in /etc of the image, by %s, its snapshot's /etc now linked to /proc/self/root: %v (stdout %q); want it refused as invalid", who, err, res.Stdout)
+				}
+			}
+		})
 	}
-	if err := sn.Commit(leaseCtx, chainID, "hostile"); err != nil {
-		t.Fatal(err)
-	}
-	id = uniqueID("passed")
-	res, err := other.Run(ctx, task.Task{ID: id, Image: name, WorkingDir: "/etc", Command: []string{"sh", "-c", "pwd -P"}}, runtime.RunOptions{})
-	if !errdefs.IsInvalidArgument(err) {
-		t.Errorf("a task in /etc of the image in namespace %s, its snapshot's /etc linked to /proc/self/root: %v (stdout %q); want it refused as invalid", otherNS, err, res.Stdout)
-	}
-	if err == nil {
-		_ = other.Cleanup(ctx, id)
+	if err := c.NamespaceService().Delete(ctx, otherNS); err != nil {
+		t.Errorf("remove the namespace %s: %v", otherNS, err)
 	}
 }

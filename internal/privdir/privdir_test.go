@@ -53,3 +53,65 @@ func TestIs(t *testing.T) {
 		}
 	}
 }
+
+// TestOpen: a private dir opens as a Root; a link to one, a dir others may
+// write to and a file do not.
+func TestOpen(t *testing.T) {
+	base := t.TempDir()
+	dir := filepath.Join(base, "d")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	root, err := Open(dir)
+	if err != nil {
+		t.Fatalf("a private dir: %v", err)
+	}
+	if err := root.WriteFile("f", nil, 0o600); err != nil {
+		t.Error(err)
+	}
+	root.Close()
+	link := filepath.Join(base, "link")
+	if err := os.Symlink(dir, link); err != nil {
+		t.Fatal(err)
+	}
+	open := filepath.Join(base, "open")
+	if err := os.Mkdir(open, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{link, open, filepath.Join(dir, "f")} {
+		if r, err := Open(p); err == nil {
+			r.Close()
+			t.Errorf("%s opened as private", p)
+		}
+	}
+}
+
+// TestEmptyIfFull: below max nothing is removed; at max the regular files
+// go and a subdirectory stays.
+func TestEmptyIfFull(t *testing.T) {
+	dir := t.TempDir()
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	if err := os.Mkdir(filepath.Join(dir, "sub"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if err := os.WriteFile(filepath.Join(dir, string(rune('a'+i))), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	EmptyIfFull(root, 5)
+	if entries, _ := os.ReadDir(dir); len(entries) != 4 {
+		t.Errorf("below max: %d entries left, want 4", len(entries))
+	}
+	EmptyIfFull(root, 4)
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 || entries[0].Name() != "sub" {
+		t.Errorf("at max: %v left, want [sub]", entries)
+	}
+}

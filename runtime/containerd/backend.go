@@ -225,11 +225,11 @@ func (b *Backend) ensureAppArmor() error {
 
 var _ runtime.Backend = (*Backend)(nil)
 
-// New connects to containerd (Dial: it must answer) and returns a Backend.
 // blobDirName, in ProbeDir, keeps the images' manifests and configs that
 // starts read (images.Configs.Dir).
 const blobDirName = "blobs"
 
+// New connects to containerd (Dial: it must answer) and returns a Backend.
 func New(ctx context.Context, cfg Config) (*Backend, error) {
 	if cfg.Namespace == "" {
 		cfg.Namespace = spec.DefaultNamespace

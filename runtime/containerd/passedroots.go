@@ -10,11 +10,13 @@ import (
 	"path/filepath"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/nsn-run/nsn-run/internal/privdir"
+	"github.com/nsn-run/nsn-run/runtime/containerd/images"
 )
 
 // maxPassedRoots bounds Backend.passedRoots and the records in
@@ -69,13 +71,19 @@ func goBuildID() string {
 }
 
 // passedRootKey names what prepareRoot's checks of a task's root read,
-// unambiguously: the image's layers (parent, their chain ID, in this
-// containerd, snapshotter and namespace: snapshots are the namespace's,
-// and containerd commits one under any name a client gives it) and what
-// the spec asks of them (its working dir and mount destinations), and the
-// checks that passed it (rootChecks).
-func (b *Backend) passedRootKey(parent string, s *specs.Spec) string {
-	key, _ := json.Marshal(append([]string{rootChecks(), b.serverUUID, b.cfg.Snapshotter, b.cfg.Namespace, parent, s.Process.Cwd}, mountDestinations(s)...))
+// unambiguously: the image's layers (parent: the snapshot of their chain
+// ID in this containerd, snapshotter and namespace, committed at that
+// time: snapshots are the namespace's, and containerd commits one under
+// any name a client gives it, so an image removed and a root committed
+// under its chain ID since is another snapshot) and what the spec asks of
+// them (its working dir and mount destinations), and the checks that
+// passed it (rootChecks).
+func (b *Backend) passedRootKey(parent images.Parent, s *specs.Spec) string {
+	committed := ""
+	if !parent.Committed.IsZero() {
+		committed = parent.Committed.UTC().Format(time.RFC3339Nano)
+	}
+	key, _ := json.Marshal(append([]string{rootChecks(), b.serverUUID, b.cfg.Snapshotter, b.cfg.Namespace, parent.ChainID, committed, s.Process.Cwd}, mountDestinations(s)...))
 	return string(key)
 }
 
@@ -110,22 +118,25 @@ func (b *Backend) rootPassedBefore(key string) bool {
 }
 
 // recordRootPassed records, for later processes, that a root of key
-// passed; a failure only costs them the inspection.
+// passed; a failure only costs them the inspection. What it lists,
+// removes and creates it does through the directory it judged private.
 func (b *Backend) recordRootPassed(ctx context.Context, key string) {
 	dir := b.passedRootRecords()
 	if dir == "" {
 		return
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil || !privdir.Is(dir) || !privdir.Is(b.cfg.ProbeDir) {
+	if err := os.MkdirAll(dir, 0o700); err != nil || !privdir.Is(b.cfg.ProbeDir) {
 		log.G(ctx).WithError(err).Debugf("not recording passed roots in %s", dir)
 		return
 	}
-	if entries, err := os.ReadDir(dir); err == nil && len(entries) >= maxPassedRoots {
-		for _, e := range entries {
-			_ = os.Remove(filepath.Join(dir, e.Name()))
-		}
+	root, err := privdir.Open(dir)
+	if err != nil {
+		log.G(ctx).WithError(err).Debugf("not recording passed roots in %s", dir)
+		return
 	}
-	f, err := os.OpenFile(passedRootFile(dir, key), os.O_CREATE|os.O_WRONLY|syscall.O_NOFOLLOW, 0o600)
+	defer root.Close()
+	privdir.EmptyIfFull(root, maxPassedRoots)
+	f, err := root.OpenFile(filepath.Base(passedRootFile(dir, key)), os.O_CREATE|os.O_WRONLY|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		log.G(ctx).WithError(err).Debug("record a passed root")
 		return

@@ -6,14 +6,18 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/nsn-run/nsn-run/runtime/containerd/images"
 )
 
 // TestPassedRootRecords: a root that passed in one Backend is known to
 // have passed in another of the same ProbeDir, containerd, snapshotter and
 // namespace (a later process of the same build and boot, which the key
-// names), for the same image, working dir and mount points only;
+// names), for the same image (its snapshot, by chain ID and commit time),
+// working dir and mount points only;
 // records in a directory others may write to, or reached through a link,
 // count for nothing; the records are bounded.
 func TestPassedRootRecords(t *testing.T) {
@@ -32,8 +36,10 @@ func TestPassedRootRecords(t *testing.T) {
 		}
 		return s
 	}
+	committed := time.Date(2026, 12, 3, 18, 0, 0, 123456789, time.UTC)
+	parent := func(chainID string) images.Parent { return images.Parent{ChainID: chainID, Committed: committed} }
 	b := backend("u1", "overlayfs")
-	passed := b.passedRootKey("sha256:aaa", spec("/work", "/output", "/tmp"))
+	passed := b.passedRootKey(parent("sha256:aaa"), spec("/work", "/output", "/tmp"))
 	for _, part := range []string{rootChecksVersion, goBuildID(), bootID()} {
 		if part == "" || !strings.Contains(passed, part) {
 			t.Errorf("the key %s does not name %q (the checks' version, this build, this boot)", passed, part)
@@ -50,7 +56,7 @@ func TestPassedRootRecords(t *testing.T) {
 		"another snapshotter": backend("u1", "native"),
 		"another namespace":   otherNamespace,
 	} {
-		if other.rootPassedBefore(other.passedRootKey("sha256:aaa", spec("/work", "/output", "/tmp"))) {
+		if other.rootPassedBefore(other.passedRootKey(parent("sha256:aaa"), spec("/work", "/output", "/tmp"))) {
 			t.Errorf("%s sees the root that passed", what)
 		}
 	}
@@ -58,11 +64,12 @@ func TestPassedRootRecords(t *testing.T) {
 		t.Error("a Backend without a ProbeDir sees the root that passed")
 	}
 	for what, key := range map[string]string{
-		"another image":             b.passedRootKey("sha256:bbb", spec("/work", "/output", "/tmp")),
-		"another working dir":       b.passedRootKey("sha256:aaa", spec("/ps/root", "/output", "/tmp")),
-		"another mount point":       b.passedRootKey("sha256:aaa", spec("/work", "/output", "/proc/x")),
-		"a mount point fewer":       b.passedRootKey("sha256:aaa", spec("/work", "/output")),
-		"the paths split otherwise": b.passedRootKey("sha256:aaa", spec("/work", "/output/tmp")),
+		"another image":                b.passedRootKey(parent("sha256:bbb"), spec("/work", "/output", "/tmp")),
+		"the chain ID committed again": b.passedRootKey(images.Parent{ChainID: "sha256:aaa", Committed: committed.Add(time.Nanosecond)}, spec("/work", "/output", "/tmp")),
+		"another working dir":          b.passedRootKey(parent("sha256:aaa"), spec("/ps/root", "/output", "/tmp")),
+		"another mount point":          b.passedRootKey(parent("sha256:aaa"), spec("/work", "/output", "/proc/x")),
+		"a mount point fewer":          b.passedRootKey(parent("sha256:aaa"), spec("/work", "/output")),
+		"the paths split otherwise":    b.passedRootKey(parent("sha256:aaa"), spec("/work", "/output/tmp")),
 	} {
 		if b.rootPassedBefore(key) {
 			t.Errorf("%s: passes on the record of another root", what)
@@ -106,7 +113,7 @@ func TestPassedRootRecords(t *testing.T) {
 	}
 
 	for i := range maxPassedRoots*2 + 1 {
-		b.recordRootPassed(ctx, b.passedRootKey("sha256:aaa", spec("/", filepath.Join("/d", string(rune('a'+i%26)), filepath.Base(t.Name()), string(rune('a'+i/26))))))
+		b.recordRootPassed(ctx, b.passedRootKey(parent("sha256:aaa"), spec("/", filepath.Join("/d", string(rune('a'+i%26)), filepath.Base(t.Name()), string(rune('a'+i/26))))))
 		if entries, _ := os.ReadDir(dir); len(entries) > maxPassedRoots {
 			t.Fatalf("after %d records the dir holds %d, want at most %d", i+1, len(entries), maxPassedRoots)
 		}

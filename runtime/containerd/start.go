@@ -439,7 +439,7 @@ func (b *Backend) killTask(id string) string {
 // trying. Only a Backend's idmapped mounts until the first that works
 // probe for that; later inspections mount plainly. It returns the
 // identity level the task gets ("" without ids).
-func (b *Backend) prepareRoot(ctx context.Context, bound *runtime.StartBound, id string, owner runtime.Owner, parent string, ids *task.IDRange, s *specs.Spec) (identity string, rootfs []mount.Mount, err error) {
+func (b *Backend) prepareRoot(ctx context.Context, bound *runtime.StartBound, id string, owner runtime.Owner, parent images.Parent, ids *task.IDRange, s *specs.Spec) (identity string, rootfs []mount.Mount, err error) {
 	sn := b.client.SnapshotService(b.cfg.Snapshotter)
 	passedKey := b.passedRootKey(parent, s)
 	idmapped := false
@@ -459,7 +459,7 @@ func (b *Backend) prepareRoot(ctx context.Context, bound *runtime.StartBound, id
 		// still sees a read-only root: runc remounts it read-only.
 		var mounts []mount.Mount
 		err := bound.Answered(ctx, func(ctx context.Context) (err error) {
-			mounts, err = sn.Prepare(ctx, id, parent, opts...)
+			mounts, err = sn.Prepare(ctx, id, parent.ChainID, opts...)
 			return err
 		})
 		if err != nil {
@@ -486,7 +486,8 @@ func (b *Backend) prepareRoot(ctx context.Context, bound *runtime.StartBound, id
 		probe := idmapped && !b.idmapMountWorks && !b.idmapMountWorked()
 		passed := !probe && !makePoints && b.passedRoots[passedKey]
 		b.mu.Unlock()
-		if !passed && !probe && !makePoints && b.rootPassedBefore(passedKey) {
+		records := !probe && !makePoints && !parent.Committed.IsZero()
+		if !passed && records && b.rootPassedBefore(passedKey) {
 			// Another process of this node inspected a root of the
 			// same image and paths (each CLI run is a new process).
 			passed = true
@@ -535,6 +536,8 @@ func (b *Backend) prepareRoot(ctx context.Context, bound *runtime.StartBound, id
 		}
 		if !makePoints {
 			b.rememberRootPassed(passedKey)
+		}
+		if records {
 			b.recordRootPassed(ctx, passedKey)
 		}
 		if probe {

@@ -34,64 +34,68 @@ type blobDir struct {
 }
 
 func (d blobDir) ReaderAt(ctx context.Context, desc ocispec.Descriptor) (content.ReaderAt, error) {
-	path, keep := d.path(desc)
+	name, keep := d.name(desc)
 	if keep {
-		if b, err := readKept(path, desc.Size); err == nil && matches(b, desc) {
+		if b, err := readKept(filepath.Join(d.dir, name), desc.Size); err == nil && matches(b, desc) {
 			return bytesReaderAt(b), nil
 		}
 	}
-	ra, err := d.store.ReaderAt(ctx, desc)
-	if err != nil || !keep {
-		return ra, err
+	if !keep {
+		return d.store.ReaderAt(ctx, desc)
 	}
-	defer ra.Close()
-	b, err := io.ReadAll(io.NewSectionReader(ra, 0, ra.Size()))
+	// One read of the whole blob (containerd's remote reader opens a
+	// stream for each ReadAt: io.ReadAll's growing reads made 6 of a 4
+	// KB blob, 13 of 64 KB).
+	b, err := content.ReadBlob(ctx, d.store, desc)
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", desc.Digest, err)
+		return nil, err
 	}
 	if matches(b, desc) {
-		d.save(path, b) // a failure only costs the next process a read
+		d.save(name, b) // a failure only costs the next process a read
 	}
 	return bytesReaderAt(b), nil
 }
 
-// path is where desc's blob is kept, and whether it is kept at all: a
-// digest that does not validate names no file (it could name any path).
-func (d blobDir) path(desc ocispec.Descriptor) (string, bool) {
+// name is the file desc's blob is kept in, and whether it is kept at
+// all: a digest that does not validate names no file (it could name any
+// path).
+func (d blobDir) name(desc ocispec.Descriptor) (string, bool) {
 	if desc.Size <= 0 || desc.Size > maxDirBlob || desc.Digest.Validate() != nil {
 		return "", false
 	}
-	return filepath.Join(d.dir, desc.Digest.Algorithm().String()+"-"+desc.Digest.Encoded()), true
+	return desc.Digest.Algorithm().String() + "-" + desc.Digest.Encoded(), true
 }
 
-// save keeps b at path, in a dir private to this user only: where
-// another user could have put the dir, or a link to another, nothing is
-// written and nothing emptied (an outside review linked it to a dir of
-// 300 files, which the emptying at maxDirBlobs removed).
-func (d blobDir) save(path string, b []byte) {
-	if err := os.MkdirAll(d.dir, 0o700); err != nil || !privdir.Is(d.dir) {
+// save keeps b as name in the dir, if the dir is private to this user
+// (privdir): where another user could have put the dir, or a link to
+// another, nothing is written and nothing emptied (an outside review
+// linked it to a dir of 300 files, which the emptying at maxDirBlobs
+// removed). What it lists, removes and writes it does through the dir it
+// judged.
+func (d blobDir) save(name string, b []byte) {
+	if err := os.MkdirAll(d.dir, 0o700); err != nil || !privdir.Is(filepath.Dir(d.dir)) {
 		return
 	}
-	if entries, err := os.ReadDir(d.dir); err == nil && len(entries) >= maxDirBlobs {
-		for _, e := range entries {
-			if e.Type().IsRegular() {
-				_ = os.Remove(filepath.Join(d.dir, e.Name()))
-			}
-		}
-	}
-	tmp, err := os.CreateTemp(d.dir, ".blob-*")
+	root, err := privdir.Open(d.dir)
 	if err != nil {
 		return
 	}
-	_, err = tmp.Write(b)
-	if cerr := tmp.Close(); err == nil {
+	defer root.Close()
+	privdir.EmptyIfFull(root, maxDirBlobs)
+	tmp := fmt.Sprintf(".blob-%d-%s", os.Getpid(), name)
+	f, err := root.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return
+	}
+	_, err = f.Write(b)
+	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp.Name(), path)
+		err = root.Rename(tmp, name)
 	}
 	if err != nil {
-		_ = os.Remove(tmp.Name())
+		_ = root.Remove(tmp)
 	}
 }
 

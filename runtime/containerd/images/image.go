@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/content"
@@ -151,6 +152,9 @@ type resolvedImage struct {
 	config    []byte
 	chainID   string
 	snapshots func(string) snapshots.Snapshotter
+	// committed is when the snapshot of chainID was committed, as its
+	// last IsUnpacked found it (zero: not found yet).
+	committed time.Time
 }
 
 func (i *resolvedImage) Spec(context.Context) (ocispec.Image, error) {
@@ -171,13 +175,26 @@ func (i *resolvedImage) IsUnpacked(ctx context.Context, snapshotter string) (boo
 	if snapshotter == "" {
 		return i.Image.IsUnpacked(ctx, snapshotter) // containerd resolves its default
 	}
-	if _, err := i.snapshots(snapshotter).Stat(ctx, i.chainID); err != nil {
+	info, err := i.snapshots(snapshotter).Stat(ctx, i.chainID)
+	if err != nil {
 		if errdefs.IsNotFound(err) {
 			return false, nil
 		}
 		return false, err
 	}
+	i.committed = info.Created
 	return true, nil
+}
+
+// Parent is the snapshot a task's snapshot is prepared on: the one named
+// by the image's layers' chain ID, and when containerd committed it (zero
+// where unknown). A name says what was asked for; containerd commits a
+// snapshot under any name a client gives, so two snapshots of one name
+// at different times need not hold the same files, while one snapshot's
+// commit time stays as long as it does.
+type Parent struct {
+	ChainID   string
+	Committed time.Time
 }
 
 // UnpackGuard is what an image's first unpack must pass.
@@ -199,12 +216,13 @@ type UnpackGuard struct {
 }
 
 // Unpack makes sure img's layers are unpacked into snapshotter and returns
-// the chain ID of its top layer: the parent of every container snapshot.
-// An image not unpacked yet must pass g first.
-func Unpack(ctx context.Context, img client.Image, snapshotter string, g UnpackGuard) (string, error) {
+// the snapshot of its top layer: the parent of every container snapshot
+// (its commit time only for an image Resolve gave). An image not unpacked
+// yet must pass g first.
+func Unpack(ctx context.Context, img client.Image, snapshotter string, g UnpackGuard) (Parent, error) {
 	unpacked, err := img.IsUnpacked(ctx, snapshotter)
 	if err != nil {
-		return "", fmt.Errorf("check unpack of image %s: %w", img.Name(), err)
+		return Parent{}, fmt.Errorf("check unpack of image %s: %w", img.Name(), err)
 	}
 	if !unpacked && g.Unbounded != nil {
 		ctx = g.Unbounded(ctx)
@@ -212,29 +230,39 @@ func Unpack(ctx context.Context, img client.Image, snapshotter string, g UnpackG
 	if !unpacked && g.Lock != nil {
 		unlock, err := g.Lock(ctx)
 		if err != nil {
-			return "", fmt.Errorf("wait for other images' unpacks: %w", err)
+			return Parent{}, fmt.Errorf("wait for other images' unpacks: %w", err)
 		}
 		defer unlock()
 		// Another process may have unpacked it meanwhile.
 		if unpacked, err = img.IsUnpacked(ctx, snapshotter); err != nil {
-			return "", fmt.Errorf("check unpack of image %s: %w", img.Name(), err)
+			return Parent{}, fmt.Errorf("check unpack of image %s: %w", img.Name(), err)
 		}
 	}
 	if !unpacked {
 		bound, err := g.Limit(ctx)
 		if err != nil {
-			return "", err
+			return Parent{}, err
 		}
 		if err := CheckUnpackedSize(ctx, img, bound); err != nil {
-			return "", err
+			return Parent{}, err
 		}
 		if err := img.Unpack(ctx, snapshotter); err != nil {
-			return "", fmt.Errorf("unpack image %s into %s: %w", img.Name(), snapshotter, err)
+			return Parent{}, fmt.Errorf("unpack image %s into %s: %w", img.Name(), snapshotter, err)
 		}
 	}
 	diffIDs, err := img.RootFS(ctx)
 	if err != nil {
-		return "", fmt.Errorf("read layers of image %s: %w", img.Name(), err)
+		return Parent{}, fmt.Errorf("read layers of image %s: %w", img.Name(), err)
 	}
-	return identity.ChainID(diffIDs).String(), nil
+	p := Parent{ChainID: identity.ChainID(diffIDs).String()}
+	if r, ok := img.(*resolvedImage); ok {
+		if r.committed.IsZero() && snapshotter != "" {
+			// Unpacked just now: one more look for its commit time.
+			if _, err := r.IsUnpacked(ctx, snapshotter); err != nil {
+				return Parent{}, fmt.Errorf("check unpack of image %s: %w", img.Name(), err)
+			}
+		}
+		p.Committed = r.committed
+	}
+	return p, nil
 }

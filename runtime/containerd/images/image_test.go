@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/content"
@@ -47,9 +48,10 @@ func (s *storedImage) Config(context.Context) (ocispec.Descriptor, error) {
 // the keys it was asked for.
 type statSnapshotter struct {
 	snapshots.Snapshotter
-	have  map[string]bool
-	fail  error
-	asked []string
+	have    map[string]bool
+	fail    error
+	asked   []string
+	created time.Time
 }
 
 func (s *statSnapshotter) Stat(_ context.Context, key string) (snapshots.Info, error) {
@@ -60,7 +62,7 @@ func (s *statSnapshotter) Stat(_ context.Context, key string) (snapshots.Info, e
 	case !s.have[key]:
 		return snapshots.Info{}, fmt.Errorf("snapshot %s: %w", key, errdefs.ErrNotFound)
 	}
-	return snapshots.Info{Name: key}, nil
+	return snapshots.Info{Name: key, Created: s.created}, nil
 }
 
 // imageStore holds images as containerd's image service would: a name
@@ -196,7 +198,8 @@ func TestResolvedImageIsUnpacked(t *testing.T) {
 	s := newImageStore(t)
 	s.name("docker.io/library/app:v1")
 	chainID := identity.ChainID(s.layers).String()
-	sn := &statSnapshotter{have: map[string]bool{chainID: true}}
+	committed := time.Date(2026, 12, 3, 18, 0, 0, 1, time.UTC)
+	sn := &statSnapshotter{have: map[string]bool{chainID: true}, created: committed}
 	img, err := resolve(ctx, s.get, func(name string) snapshots.Snapshotter {
 		if name != "overlayfs" {
 			t.Errorf("snapshotter %q, want overlayfs", name)
@@ -208,8 +211,8 @@ func TestResolvedImageIsUnpacked(t *testing.T) {
 	}
 	reads := s.reads
 	parent, err := Unpack(ctx, img.Image, "overlayfs", UnpackGuard{})
-	if err != nil || parent != chainID {
-		t.Fatalf("Unpack: %q, %v; want %s", parent, err, chainID)
+	if err != nil || parent != (Parent{ChainID: chainID, Committed: committed}) {
+		t.Fatalf("Unpack: %+v, %v; want %s committed at %s", parent, err, chainID, committed)
 	}
 	if s.reads != reads || !slices.Equal(sn.asked, []string{chainID}) {
 		t.Errorf("Unpack of an unpacked image read %d configs and asked for snapshots %q; want none and [%s]", s.reads-reads, sn.asked, chainID)
