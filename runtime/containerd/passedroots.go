@@ -110,10 +110,15 @@ func passedRootFile(dir, key string) string {
 // write.
 func (b *Backend) rootPassedBefore(key string) bool {
 	dir := b.passedRootRecords()
-	if dir == "" || !privdir.Is(dir) || !privdir.Is(b.cfg.ProbeDir) {
+	if dir == "" || !privdir.Is(b.cfg.ProbeDir) {
 		return false
 	}
-	info, err := os.Lstat(passedRootFile(dir, key))
+	root, err := privdir.Open(dir)
+	if err != nil {
+		return false
+	}
+	defer root.Close()
+	info, err := root.Lstat(filepath.Base(passedRootFile(dir, key)))
 	return err == nil && info.Mode().IsRegular()
 }
 
@@ -142,6 +147,19 @@ func (b *Backend) recordRootPassed(ctx context.Context, key string) {
 		return
 	}
 	_ = f.Close()
+}
+
+// parentStill reports whether the task's snapshot, prepared, is on the
+// parent snapshot the key named: the one of its chain ID committed at
+// parent.Committed. The commit time was read before the prepare, and a
+// client of containerd could have removed that snapshot and committed
+// another under its name meanwhile (an outside review's race); once the
+// task's snapshot is prepared on it, containerd keeps the parent (it
+// removes no snapshot with children and commits no second one of a name),
+// so one look now settles which it is.
+func (b *Backend) parentStill(ctx context.Context, parent images.Parent) bool {
+	info, err := b.client.SnapshotService(b.cfg.Snapshotter).Stat(ctx, parent.ChainID)
+	return err == nil && info.Created.Equal(parent.Committed)
 }
 
 // rememberRootPassed keeps, for this Backend's later starts, that a root

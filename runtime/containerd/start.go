@@ -482,16 +482,20 @@ func (b *Backend) prepareRoot(ctx context.Context, bound *runtime.StartBound, id
 		// committed snapshots that no task and no later start changes
 		// (the task's writes go to its own new snapshot, empty here).
 		makePoints := ids != nil && !idmapped
+		// A root known to have passed is known by its parent snapshot's
+		// commit time (passedRootKey), and only where that is known.
 		b.mu.Lock()
 		probe := idmapped && !b.idmapMountWorks && !b.idmapMountWorked()
-		passed := !probe && !makePoints && b.passedRoots[passedKey]
+		remembered := !probe && !makePoints && !parent.Committed.IsZero()
+		passed := remembered && b.passedRoots[passedKey]
 		b.mu.Unlock()
-		records := !probe && !makePoints && !parent.Committed.IsZero()
-		if !passed && records && b.rootPassedBefore(passedKey) {
+		if !passed && remembered && b.rootPassedBefore(passedKey) {
 			// Another process of this node inspected a root of the
 			// same image and paths (each CLI run is a new process).
 			passed = true
-			b.rememberRootPassed(passedKey)
+		}
+		if passed && !b.parentStill(ctx, parent) {
+			passed = false
 		}
 		if idmapped && !probe {
 			inspect = mount.RemoveIDMapOption(mounts)
@@ -534,10 +538,8 @@ func (b *Backend) prepareRoot(ctx context.Context, bound *runtime.StartBound, id
 		case err != nil:
 			return "", nil, fmt.Errorf("inspect root filesystem of task %s: %w", id, err)
 		}
-		if !makePoints {
+		if remembered && b.parentStill(ctx, parent) {
 			b.rememberRootPassed(passedKey)
-		}
-		if records {
 			b.recordRootPassed(ctx, passedKey)
 		}
 		if probe {

@@ -3,6 +3,7 @@ package images
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"fmt"
 	"io"
 	"os"
@@ -82,7 +83,7 @@ func (d blobDir) save(name string, b []byte) {
 	}
 	defer root.Close()
 	privdir.EmptyIfFull(root, maxDirBlobs)
-	tmp := fmt.Sprintf(".blob-%d-%s", os.Getpid(), name)
+	tmp := ".blob-" + rand.Text()
 	f, err := root.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
 		return

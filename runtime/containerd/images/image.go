@@ -177,6 +177,7 @@ func (i *resolvedImage) IsUnpacked(ctx context.Context, snapshotter string) (boo
 	}
 	info, err := i.snapshots(snapshotter).Stat(ctx, i.chainID)
 	if err != nil {
+		i.committed = time.Time{}
 		if errdefs.IsNotFound(err) {
 			return false, nil
 		}
