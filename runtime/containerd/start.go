@@ -2,6 +2,7 @@ package containerd
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"os"
@@ -28,6 +29,7 @@ import (
 
 	"github.com/nsn-run/nsn-run/cgroups"
 	"github.com/nsn-run/nsn-run/internal/flock"
+	"github.com/nsn-run/nsn-run/internal/privdir"
 	"github.com/nsn-run/nsn-run/logs"
 	"github.com/nsn-run/nsn-run/runtime"
 	"github.com/nsn-run/nsn-run/runtime/containerd/images"
@@ -731,12 +733,34 @@ func (b *Backend) generate(ctx context.Context, t task.Task, img ocispec.ImageCo
 	return s, nil
 }
 
-// idmapMountRecord is the ProbeDir file that says an idmapped snapshot of
-// this containerd's snapshotter has mounted in this boot: its content is
-// the boot's id, so a record from before a reboot (another kernel) counts
-// for nothing, wherever ProbeDir lives.
+// idmapMountsDir, in ProbeDir, holds a record per containerd (its UUID)
+// and snapshotter whose idmapped snapshots mounted in this boot, so that
+// later processes skip the probe. Bounded by maxIdmapMountRecords: a
+// private containerd has a UUID of its own each time it starts on a new
+// root (every test run's does), and records kept one file each in
+// ProbeDir itself until the twenty-first session (69 on a development
+// machine whose /run is not a tmpfs).
+const idmapMountsDir = "idmap-mounts"
+
+// maxIdmapMountRecords bounds the records in idmapMountsDir: past it, the
+// dir starts again empty (a record lost costs one probe).
+const maxIdmapMountRecords = 64
+
+// legacyIdmapMountRecords matches the records of the earlier layout, in
+// ProbeDir itself; recordIdmapMountWorks removes them.
+const legacyIdmapMountRecords = "idmap-mounts-*"
+
+// idmapMountRecord is the name, in idmapMountsDir, of the record of this
+// containerd's snapshotter: its content is the boot's id, so a record from
+// before a reboot (another kernel) counts for nothing, wherever ProbeDir
+// lives. "" where there is no record to keep: no ProbeDir or UUID, or a
+// name that is not one path element.
 func (b *Backend) idmapMountRecord() string {
-	return filepath.Join(b.cfg.ProbeDir, fmt.Sprintf("idmap-mounts-%s-%s", b.serverUUID, b.cfg.Snapshotter))
+	name := b.serverUUID + "-" + b.cfg.Snapshotter
+	if b.cfg.ProbeDir == "" || b.serverUUID == "" || strings.ContainsAny(name, "/\x00") || name != filepath.Base(name) {
+		return ""
+	}
+	return name
 }
 
 // bootID is this boot's random id (empty if unreadable).
@@ -746,13 +770,20 @@ func bootID() string {
 }
 
 // idmapMountWorked reports whether another process of this boot recorded
-// that an idmapped snapshot mounts (recordIdmapMountWorks). Called with
-// b.mu held; on a hit the Backend takes it as its own finding.
+// that an idmapped snapshot mounts (recordIdmapMountWorks), in a dir only
+// root can write. Called with b.mu held; on a hit the Backend takes it as
+// its own finding.
 func (b *Backend) idmapMountWorked() bool {
-	if b.cfg.ProbeDir == "" || b.serverUUID == "" {
+	name := b.idmapMountRecord()
+	if name == "" || !privdir.Is(b.cfg.ProbeDir) {
 		return false
 	}
-	got, err := os.ReadFile(b.idmapMountRecord())
+	root, err := privdir.Open(filepath.Join(b.cfg.ProbeDir, idmapMountsDir))
+	if err != nil {
+		return false
+	}
+	defer root.Close()
+	got, err := root.ReadFile(name)
 	if id := bootID(); err != nil || id == "" || strings.TrimSpace(string(got)) != id {
 		return false
 	}
@@ -760,32 +791,57 @@ func (b *Backend) idmapMountWorked() bool {
 	return true
 }
 
-// recordIdmapMountWorks writes the record idmapMountWorked reads; a failure
-// only costs later processes the probe.
+// recordIdmapMountWorks writes the record idmapMountWorked reads, through
+// the dir it judged private; a failure only costs later processes the
+// probe.
 func (b *Backend) recordIdmapMountWorks(ctx context.Context) {
-	id := bootID()
-	if b.cfg.ProbeDir == "" || b.serverUUID == "" || id == "" {
+	name, id := b.idmapMountRecord(), bootID()
+	if name == "" || id == "" {
 		return
 	}
-	if err := os.MkdirAll(b.cfg.ProbeDir, 0o700); err != nil {
-		log.G(ctx).WithError(err).Debug("record idmapped mounts")
+	dir := filepath.Join(b.cfg.ProbeDir, idmapMountsDir)
+	if err := os.MkdirAll(dir, 0o700); err != nil || !privdir.Is(b.cfg.ProbeDir) {
+		log.G(ctx).WithError(err).Debugf("not recording idmapped mounts in %s", dir)
 		return
 	}
-	tmp, err := os.CreateTemp(b.cfg.ProbeDir, ".idmap-mounts-*")
+	root, err := privdir.Open(dir)
 	if err != nil {
-		log.G(ctx).WithError(err).Debug("record idmapped mounts")
+		log.G(ctx).WithError(err).Debugf("not recording idmapped mounts in %s", dir)
 		return
 	}
-	_, werr := tmp.WriteString(id + "\n")
-	if cerr := tmp.Close(); werr == nil {
-		werr = cerr
-	}
+	defer root.Close()
+	privdir.EmptyIfFull(root, maxIdmapMountRecords)
+	tmp := ".tmp-" + rand.Text()
+	werr := root.WriteFile(tmp, []byte(id+"\n"), 0o600)
 	if werr == nil {
-		werr = os.Rename(tmp.Name(), b.idmapMountRecord())
+		werr = root.Rename(tmp, name)
 	}
 	if werr != nil {
-		_ = os.Remove(tmp.Name())
+		_ = root.Remove(tmp)
 		log.G(ctx).WithError(werr).Debug("record idmapped mounts")
+	}
+	removeLegacyIdmapMountRecords(b.cfg.ProbeDir)
+}
+
+// removeLegacyIdmapMountRecords removes the records the earlier layout
+// kept in ProbeDir itself (regular files only), through ProbeDir held
+// private.
+func removeLegacyIdmapMountRecords(probeDir string) {
+	root, err := privdir.Open(probeDir)
+	if err != nil {
+		return
+	}
+	defer root.Close()
+	d, err := root.Open(".")
+	if err != nil {
+		return
+	}
+	entries, _ := d.ReadDir(-1)
+	d.Close()
+	for _, e := range entries {
+		if ok, _ := filepath.Match(legacyIdmapMountRecords, e.Name()); ok && e.Type().IsRegular() {
+			_ = root.Remove(e.Name())
+		}
 	}
 }
 

@@ -3,7 +3,9 @@ package containerd
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -77,7 +79,9 @@ func TestKnownVersion(t *testing.T) {
 // TestIdmapMountRecord: a Backend that saw an idmapped snapshot mount
 // records it for this boot, and another Backend of the same containerd and
 // snapshotter takes it without probing; a record of another boot, another
-// containerd or none at all counts for nothing.
+// containerd, a link, one in a dir others may write, or none at all counts
+// for nothing. The records stay bounded, and the earlier layout's files in
+// ProbeDir itself are removed.
 func TestIdmapMountRecord(t *testing.T) {
 	if bootID() == "" {
 		t.Skip("no boot id")
@@ -85,6 +89,11 @@ func TestIdmapMountRecord(t *testing.T) {
 	dir := t.TempDir()
 	newBackend := func(uuid string) *Backend {
 		return &Backend{cfg: Config{ProbeDir: dir, Snapshotter: "overlayfs"}, serverUUID: uuid}
+	}
+	records := filepath.Join(dir, idmapMountsDir)
+	legacy := filepath.Join(dir, "idmap-mounts-0124bd06-f058-4761-b7c6-949fff111b1b-overlayfs")
+	if err := os.WriteFile(legacy, []byte(bootID()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
 	}
 	first := newBackend("c1")
 	if first.idmapMountWorked() {
@@ -94,16 +103,80 @@ func TestIdmapMountRecord(t *testing.T) {
 	if second := newBackend("c1"); !second.idmapMountWorked() || !second.idmapMountWorks {
 		t.Error("a second Backend of the same containerd did not take the record")
 	}
+	if _, err := os.Lstat(legacy); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the earlier layout's record is still there: %v", err)
+	}
 	if other := newBackend("c2"); other.idmapMountWorked() {
 		t.Error("another containerd took the record")
 	}
-	if err := os.WriteFile(first.idmapMountRecord(), []byte("another-boot\n"), 0o600); err != nil {
+	record := filepath.Join(records, first.idmapMountRecord())
+	if err := os.WriteFile(record, []byte("another-boot\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if later := newBackend("c1"); later.idmapMountWorked() {
 		t.Error("a record of another boot counted")
 	}
-	if none := (&Backend{cfg: Config{Snapshotter: "overlayfs"}, serverUUID: "c1"}); none.idmapMountWorked() {
-		t.Error("a Backend without a ProbeDir took a record")
+	// A link to a file that says this boot is not a record.
+	target := filepath.Join(t.TempDir(), "boot")
+	if err := os.WriteFile(target, []byte(bootID()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(record); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, record); err != nil {
+		t.Fatal(err)
+	}
+	if linked := newBackend("c1"); linked.idmapMountWorked() {
+		t.Error("a link in the record's place counted")
+	}
+	if err := os.Remove(record); err != nil {
+		t.Fatal(err)
+	}
+	first.recordIdmapMountWorks(context.Background())
+	if err := os.Chmod(records, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if open := newBackend("c1"); open.idmapMountWorked() {
+		t.Error("a record in a world-writable dir counted")
+	}
+	if err := os.Chmod(records, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if open := newBackend("c1"); open.idmapMountWorked() {
+		t.Error("a record under a world-writable ProbeDir counted")
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range []*Backend{
+		{cfg: Config{Snapshotter: "overlayfs"}, serverUUID: "c1"},
+		{cfg: Config{ProbeDir: dir, Snapshotter: "overlayfs"}},
+		{cfg: Config{ProbeDir: dir, Snapshotter: "../overlayfs"}, serverUUID: "c1"},
+	} {
+		b.recordIdmapMountWorks(context.Background())
+		if b.idmapMountWorked() {
+			t.Errorf("a Backend of ProbeDir %q, UUID %q and snapshotter %q took a record", b.cfg.ProbeDir, b.serverUUID, b.cfg.Snapshotter)
+		}
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "overlayfs")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a snapshotter's name led a record out of its dir: %v", err)
+	}
+	// Bounded: a record per containerd, each test's private one new.
+	for i := range 3 * maxIdmapMountRecords {
+		newBackend(fmt.Sprintf("u%d", i)).recordIdmapMountWorks(context.Background())
+	}
+	entries, err := os.ReadDir(records)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) == 0 || len(entries) > maxIdmapMountRecords {
+		t.Errorf("%d records after %d containerds, want 1 to %d", len(entries), 3*maxIdmapMountRecords, maxIdmapMountRecords)
+	}
+	if last := newBackend(fmt.Sprintf("u%d", 3*maxIdmapMountRecords-1)); !last.idmapMountWorked() {
+		t.Error("the last record written is not there")
 	}
 }
