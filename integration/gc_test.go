@@ -89,6 +89,67 @@ func TestGCDuringSpawns(t *testing.T) {
 	}
 }
 
+// TestRunsStartWhileGCLoops: CleanupOrphans in two loops without a pause
+// (a node agent's gc timer gone wrong, or gc run by several processes at
+// once) over the state dir tasks run in: every Run completes, its holds
+// let in before the next sweep, and nothing is left. An outside review's
+// loop kept every Run from starting for 120 s before a hold waiting for a
+// sweep was marked (runtime's sweepWaitLock): flock(2) keeps no queue,
+// and the next sweep took the lock back between two polls of the hold.
+func TestRunsStartWhileGCLoops(t *testing.T) {
+	m, c := testManager(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	stop := make(chan struct{})
+	var sweeps atomic.Int64
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := m.CleanupOrphans(ctx, false); err != nil {
+					if ctx.Err() == nil {
+						t.Errorf("gc: %v", err)
+					}
+					return
+				}
+				sweeps.Add(1)
+			}
+		})
+	}
+	const runs = 3
+	for i := range runs {
+		before := sweeps.Load()
+		res, err := m.Run(ctx, seedTask(uniqueID("gcloop"), "sh", "-c", "echo ok"), runtime.RunOptions{})
+		if err != nil {
+			close(stop)
+			wg.Wait()
+			t.Fatalf("run %d of %d beside two gc loops (%d sweeps): %v", i+1, runs, sweeps.Load(), err)
+		}
+		if res.ExitCode != 0 || res.Stdout != "ok\n" {
+			t.Errorf("task %s: exit %d stdout %q stderr %q", res.ID, res.ExitCode, res.Stdout, res.Stderr)
+		}
+		if sweeps.Load() == before {
+			t.Errorf("run %d: no sweep ran beside it: the test proved nothing", i+1)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	t.Logf("%d sweeps ran while %d tasks ran", sweeps.Load(), runs)
+	if l := leftovers(t, c); l != "" {
+		t.Errorf("left behind: %s", l)
+	}
+	for _, dir := range []string{"busy", "spawning", "waiting"} {
+		if entries, _ := os.ReadDir(filepath.Join(m.StateDir(), dir)); len(entries) != 0 {
+			t.Errorf("%s marks left: %v", dir, entries)
+		}
+	}
+}
+
 // TestStateDirsShareANamespace: two Managers with state dirs of their own
 // in one containerd namespace (two node agents, or an agent and an
 // operator's CLI with another --state-dir). First the attack, on

@@ -2,7 +2,10 @@ package runtime
 
 import (
 	"context"
+	"path/filepath"
 	"time"
+
+	"github.com/nsn-run/nsn-run/internal/flock"
 
 	"github.com/nsn-run/nsn-run/task"
 )
@@ -64,3 +67,21 @@ func SetOutputDestRaceHook(t interface{ Cleanup(func()) }, hook func(step string
 	raceHook = hook
 	t.Cleanup(func() { raceHook = old })
 }
+
+// HoldWithin is Hold, given up when ctx ends.
+func HoldWithin(ctx context.Context, m *Manager, id string) (release func(), err error) {
+	return m.hold(ctx, id)
+}
+
+// LockForSweep takes the state dir's lock as a sweep does, until unlock.
+func LockForSweep(ctx context.Context, m *Manager) (unlock func(), err error) {
+	return m.lockStateForSweep(ctx)
+}
+
+// HoldsWaiting reports whether a hold is marked waiting for a sweep.
+func HoldsWaiting(m *Manager) bool {
+	return flock.Held(filepath.Join(m.stateDir, busyDir, sweepWaitLock))
+}
+
+// BusyTasks are the tasks held busy; call it with the sweep lock held.
+var BusyTasks = (*Manager).busyTasks

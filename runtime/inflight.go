@@ -22,10 +22,6 @@ import (
 // one that was left (the kernel drops a dead process's flock).
 const busyDir = "busy"
 
-// maxHoldTries bounds how often hold retries a lock file a sweeper
-// removed under it.
-const maxHoldTries = 16
-
 // sweepLock is the state dir's lock between sweeps and new holds: a sweep
 // (CleanupOrphans) holds it exclusively from its first look to its last
 // removal, and hold takes it shared while it registers a task busy. So a
@@ -45,10 +41,69 @@ const spawningDir = "spawning"
 // others then read it.
 const waitingDir = "waiting"
 
-// lockState takes the state dir's sweep lock: shared for a hold,
-// exclusive for a sweep.
-func (m *Manager) lockState(ctx context.Context, how int) (unlock func(), err error) {
-	return flock.Path(ctx, filepath.Join(m.stateDir, sweepLock), how)
+// sweepWaitLock, in busyDir, marks the holds waiting for a sweep to end:
+// each takes it shared while it waits for the sweep lock, and a sweep
+// begins only once nobody holds it (taking it exclusively for an
+// instant), so the holds that waited for one sweep are in before the
+// next. flock(2) keeps no queue: without the mark, sweeps in a row
+// (CleanupOrphans in a loop, from any number of processes) took the sweep
+// lock again between two polls of a waiting hold, and an outside review's
+// loop kept every Run from starting for 120 s. Its name is no task id, so
+// heldTasks passes over it; the last to let go of it removes it (flock.Mark),
+// so it is there only while a hold waits.
+const sweepWaitLock = ".sweep-wait"
+
+// lockStateForHold takes the state dir's sweep lock shared, for a hold.
+// Where a sweep has it, the hold marks itself waiting (sweepWaitLock)
+// until it is in.
+func (m *Manager) lockStateForHold(ctx context.Context) (unlock func(), err error) {
+	f, err := os.OpenFile(filepath.Join(m.stateDir, sweepLock), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	unlock = func() {
+		_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
+		f.Close()
+	}
+	err = unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB)
+	if err == nil {
+		return unlock, nil
+	}
+	if !errors.Is(err, unix.EWOULDBLOCK) {
+		f.Close()
+		return nil, err
+	}
+	waiting, err := m.lockSweepWait(ctx, unix.LOCK_SH)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	defer waiting()
+	if err := flock.Context(ctx, f, unix.LOCK_SH); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return unlock, nil
+}
+
+// lockStateForSweep takes the state dir's sweep lock exclusively, for a
+// sweep, once the holds that waited for an earlier sweep are in.
+func (m *Manager) lockStateForSweep(ctx context.Context) (unlock func(), err error) {
+	turn, err := m.lockSweepWait(ctx, unix.LOCK_EX)
+	if err != nil {
+		return nil, err
+	}
+	turn()
+	return flock.Path(ctx, filepath.Join(m.stateDir, sweepLock), unix.LOCK_EX)
+}
+
+// lockSweepWait takes how on sweepWaitLock.
+func (m *Manager) lockSweepWait(ctx context.Context, how int) (unlock func(), err error) {
+	dir := filepath.Join(m.stateDir, busyDir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	return flock.Mark(ctx, filepath.Join(dir, sweepWaitLock), how)
 }
 
 // hold marks task id as being worked on by this process until the
@@ -80,7 +135,7 @@ func (m *Manager) lockTask(ctx context.Context, sub, id string, how int, registe
 		return nil, err
 	}
 	if registered {
-		unlock, err := m.lockState(ctx, unix.LOCK_SH)
+		unlock, err := m.lockStateForHold(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("mark task %s busy: %w", id, err)
 		}
@@ -90,45 +145,16 @@ func (m *Manager) lockTask(ctx context.Context, sub, id string, how int, registe
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("mark task %s busy: %w", id, err)
 	}
-	path := filepath.Join(dir, id)
-	for range maxHoldTries {
-		f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
-		if err != nil {
-			return nil, fmt.Errorf("mark task %s busy: %w", id, err)
-		}
-		if err := flock.Context(ctx, f, how); err != nil {
-			f.Close()
-			if sub == waitingDir && ctx.Err() != nil {
-				return nil, fmt.Errorf("wait on task %s: gave up while another waiter (its supervisor, or another wait on it, in this process or another) has it: %w", id, err)
-			}
-			return nil, fmt.Errorf("mark task %s busy: %w", id, err)
-		}
-		// A sweeper that found the file unheld removes it while it holds
-		// its exclusive lock: a lock on a removed file marks nothing.
-		if same, err := sameFile(path, f); err == nil && same {
-			return func() { releaseTaskLock(path, f) }, nil
-		}
-		f.Close()
+	// A sweeper that found the file unheld removes it while it holds its
+	// exclusive lock: Mark then takes the new one.
+	release, err = flock.Mark(ctx, filepath.Join(dir, id), how)
+	if err != nil && sub == waitingDir && ctx.Err() != nil {
+		return nil, fmt.Errorf("wait on task %s: gave up while another waiter (its supervisor, or another wait on it, in this process or another) has it: %w", id, err)
 	}
-	return nil, fmt.Errorf("mark task %s busy: its lock file keeps being removed", id)
-}
-
-// releaseTaskLock releases a lock lockTask took, and removes its file
-// when nobody else holds it, so that a finished task leaves no lock file
-// behind: with the file locked exclusively, whoever opened it meanwhile
-// finds it removed once they have the lock (sameFile) and takes a new one,
-// as after a sweep's removal. Another holder (a nested hold in this
-// process, a waiter in another) keeps the file; the last one removes it.
-func releaseTaskLock(path string, f *os.File) {
-	// A failed conversion may drop this holder's own lock first (flock(2):
-	// not atomic): it is being released anyway.
-	if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil {
-		if same, _ := sameFile(path, f); same {
-			_ = os.Remove(path)
-		}
+	if err != nil {
+		return nil, fmt.Errorf("mark task %s busy: %w", id, err)
 	}
-	_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
-	f.Close()
+	return release, nil
 }
 
 // busyTasks returns the ids of the tasks some process holds over this
@@ -171,7 +197,7 @@ func (m *Manager) heldTasks(sub string) (map[string]bool, error) {
 			busy[id] = true
 		case err == nil:
 			// Nobody holds it: its holders are done or dead.
-			if same, _ := sameFile(path, f); same {
+			if same, _ := flock.SameFile(path, f); same {
 				_ = os.Remove(path)
 			}
 			_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
@@ -182,19 +208,6 @@ func (m *Manager) heldTasks(sub string) (map[string]bool, error) {
 		f.Close()
 	}
 	return busy, nil
-}
-
-// sameFile reports whether path still names f's file.
-func sameFile(path string, f *os.File) (bool, error) {
-	held, err := f.Stat()
-	if err != nil {
-		return false, err
-	}
-	now, err := os.Stat(path)
-	if err != nil {
-		return false, err
-	}
-	return os.SameFile(held, now), nil
 }
 
 // spawning reports whether task id's spawn is in flight in some process.

@@ -1707,7 +1707,7 @@ func (m *Manager) sweep(ctx context.Context, force bool) (removed, overdue []str
 	// No task registers busy while this sweep runs (they wait for it), so
 	// the busy set read now holds to the end: every spawn, wait or run in
 	// flight is in it, and none begins until the sweep is done.
-	unlock, err := m.lockState(ctx, unix.LOCK_EX)
+	unlock, err := m.lockStateForSweep(ctx)
 	if err != nil {
 		return nil, nil, fmt.Errorf("lock the state dir for a sweep: %w", err)
 	}

@@ -1097,6 +1097,61 @@ func TestCleanupOrphansForce(t *testing.T) {
 	}
 }
 
+// TestWaitingHoldGoesBeforeTheNextSweep: a hold (what every Spawn, Wait
+// and Run takes first) that found a sweep in progress is in before the
+// next sweep begins. flock(2) keeps no queue: before the mark, the next
+// sweep took the lock back between two polls of the waiting hold, and an
+// outside review's CleanupOrphans in a loop kept every Run out for 120 s.
+func TestWaitingHoldGoesBeforeTheNextSweep(t *testing.T) {
+	m := newManager(t, newFake())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for round := range 3 {
+		sweeping, err := runtime.LockForSweep(ctx, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := fmt.Sprintf("held-%d", round)
+		held := make(chan error, 1)
+		done := make(chan struct{})
+		go func() {
+			release, err := runtime.HoldWithin(ctx, m, id)
+			held <- err
+			if err == nil {
+				<-done
+				release()
+			}
+		}()
+		// The hold found the sweep's lock taken and marked itself waiting.
+		for !runtime.HoldsWaiting(m) {
+			select {
+			case err := <-held:
+				t.Fatalf("round %d: the hold got in during a sweep (%v)", round, err)
+			case <-ctx.Done():
+				t.Fatal("the hold never marked itself waiting")
+			case <-time.After(time.Millisecond):
+			}
+		}
+		sweeping()
+		next, err := runtime.LockForSweep(ctx, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		busy, err := runtime.BusyTasks(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !busy[id] {
+			t.Errorf("round %d: the next sweep began before the waiting hold was in (busy: %v)", round, busy)
+		}
+		next()
+		if err := <-held; err != nil {
+			t.Fatalf("round %d: hold: %v", round, err)
+		}
+		close(done)
+	}
+}
+
 func TestRecover(t *testing.T) {
 	f := newFake()
 	dir := t.TempDir()
