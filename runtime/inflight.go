@@ -48,9 +48,13 @@ const waitingDir = "waiting"
 // next. flock(2) keeps no queue: without the mark, sweeps in a row
 // (CleanupOrphans in a loop, from any number of processes) took the sweep
 // lock again between two polls of a waiting hold, and an outside review's
-// loop kept every Run from starting for 120 s. Its name is no task id, so
-// heldTasks passes over it; the last to let go of it removes it (flock.Mark),
-// so it is there only while a hold waits.
+// loop kept every Run from starting for 120 s. Like sweepLock, it is never
+// removed: removed by its last holder, as the tasks' marks are, it was
+// removed under the next waiter often enough in a tight gc loop that a
+// hold or a sweep gave up retrying ("its lock file keeps being removed",
+// a second review: 3-8 failed Runs in 10 s of 16 runners beside 1-8 gc
+// loops). Its name is no task id, so heldTasks (and every earlier nsn-run)
+// passes over it, and a state dir gains no entry of its own.
 const sweepWaitLock = ".sweep-wait"
 
 // lockStateForHold takes the state dir's sweep lock shared, for a hold.
@@ -97,13 +101,13 @@ func (m *Manager) lockStateForSweep(ctx context.Context) (unlock func(), err err
 	return flock.Path(ctx, filepath.Join(m.stateDir, sweepLock), unix.LOCK_EX)
 }
 
-// lockSweepWait takes how on sweepWaitLock.
+// lockSweepWait takes how on sweepWaitLock (made if missing).
 func (m *Manager) lockSweepWait(ctx context.Context, how int) (unlock func(), err error) {
 	dir := filepath.Join(m.stateDir, busyDir)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	return flock.Mark(ctx, filepath.Join(dir, sweepWaitLock), how)
+	return flock.Path(ctx, filepath.Join(dir, sweepWaitLock), how)
 }
 
 // hold marks task id as being worked on by this process until the

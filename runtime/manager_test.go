@@ -32,33 +32,35 @@ import (
 // the Manager's policy (timeouts, cleanup order, rollback) be tested without
 // a daemon; the real backends have their own integration tests.
 type fakeBackend struct {
-	mu         sync.Mutex
-	startErr   error
-	waitErr    error
-	honorTERM  bool
-	running    map[string]bool
-	exits      map[string]chan runtime.ExitStatus // kept after exit: Wait may come later
-	stopped    map[string]bool
-	signals    []string
-	destroyed  []string
-	cpu        float64
-	gpuMemory  uint64                       // reported by every sample
-	samplesGPU bool                         // SamplesGPUUsage: whether a GPU memory limit is admitted
-	scope      string                       // Scope: where its tasks live
-	gpus       map[string][]string          // the GPUDevices each Start was given
-	stdout     string                       // what each task "writes" to stdout at start
-	outputFile string                       // if set, each task "writes" this file to /output at start
-	started    chan string                  // if set, gets each task's id once it runs
-	statsHang  chan struct{}                // if set, Stats announces itself there and never answers
-	startGate  chan string                  // if set, Start announces itself there and waits for a second send
-	labels     map[string]map[string]string // each task's container labels, as Start set them
-	unlabelled bool                         // Start labels as nsn-run did before LabelStateDir
-	stopErrs   []error                      // what the next Stops return, one each, before they work
-	termErr    error                        // if set, what every SIGTERM returns
-	termTries  int                          // SIGTERMs tried
-	exitEarly  time.Duration                // if set, SIGKILL's exit says the task exited this long after its start
-	created    map[string]time.Time         // when each task's container was made
-	startLost  bool                         // Start runs the task and fails unavailable: its daemon's answer never came
+	mu          sync.Mutex
+	startErr    error
+	waitErr     error
+	honorTERM   bool
+	running     map[string]bool
+	exits       map[string]chan runtime.ExitStatus // kept after exit: Wait may come later
+	stopped     map[string]bool
+	signals     []string
+	destroyed   []string
+	cpu         float64
+	gpuMemory   uint64              // reported by every sample
+	samplesGPU  bool                // SamplesGPUUsage: whether a GPU memory limit is admitted
+	scope       string              // Scope: where its tasks live
+	gpus        map[string][]string // the GPUDevices each Start was given
+	stdout      string              // what each task "writes" to stdout at start
+	outputFile  string              // if set, each task "writes" this file to /output at start
+	started     chan string         // if set, gets each task's id once it runs
+	statsHang   chan struct{}       // if set, Stats announces itself there and never answers
+	startGate   chan string         // if set, Start announces itself there and waits for a second send
+	destroyGate chan string         // if set, Destroy announces itself there and waits until destroyGo is closed
+	destroyGo   chan struct{}
+	labels      map[string]map[string]string // each task's container labels, as Start set them
+	unlabelled  bool                         // Start labels as nsn-run did before LabelStateDir
+	stopErrs    []error                      // what the next Stops return, one each, before they work
+	termErr     error                        // if set, what every SIGTERM returns
+	termTries   int                          // SIGTERMs tried
+	exitEarly   time.Duration                // if set, SIGKILL's exit says the task exited this long after its start
+	created     map[string]time.Time         // when each task's container was made
+	startLost   bool                         // Start runs the task and fails unavailable: its daemon's answer never came
 }
 
 func newFake() *fakeBackend {
@@ -188,6 +190,13 @@ func (f *fakeBackend) Stop(_ context.Context, id string, sig syscall.Signal, all
 }
 
 func (f *fakeBackend) Destroy(_ context.Context, id string) error {
+	f.mu.Lock()
+	gate, letGo := f.destroyGate, f.destroyGo
+	f.mu.Unlock()
+	if gate != nil {
+		gate <- id // in Destroy
+		<-letGo    // until the test lets it go on
+	}
 	f.exit(id, 137)
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -221,7 +230,10 @@ func (f *fakeBackend) List(ctx context.Context) ([]runtime.Status, error) {
 	f.mu.Unlock()
 	var out []runtime.Status
 	for _, id := range ids {
-		st, _ := f.Inspect(ctx, id)
+		st, err := f.Inspect(ctx, id)
+		if err != nil {
+			continue // removed meanwhile, as the real backends skip it
+		}
 		out = append(out, st)
 	}
 	return out, nil
@@ -1152,6 +1164,108 @@ func TestWaitingHoldGoesBeforeTheNextSweep(t *testing.T) {
 	}
 }
 
+// TestStartsGoOnWhileASweepRemoves: while a sweep removes what it found
+// (a stopped task nobody holds), a start of another task goes on, and a
+// start of the removed task's id waits until the removal is done, then
+// starts. Before, the sweep held the state dir's lock through its
+// removals, and every start waited for all of them (20 stopped tasks: 0.7
+// s on containerd 2.4.2).
+func TestStartsGoOnWhileASweepRemoves(t *testing.T) {
+	f := newFake()
+	m := newManager(t, f)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := m.Spawn(ctx, job("orphan")); err != nil {
+		t.Fatal(err)
+	}
+	f.exit("orphan", 0) // stopped, and nobody waits on it
+	f.mu.Lock()
+	f.destroyGate, f.destroyGo = make(chan string), make(chan struct{})
+	f.mu.Unlock()
+	letGo := sync.OnceFunc(func() {
+		f.mu.Lock()
+		f.destroyGate = nil // later Destroys (the test's cleanup) go on at once
+		f.mu.Unlock()
+		close(f.destroyGo)
+	})
+	defer letGo() // a failure below must not leave the sweep stuck
+	type sweepResult struct {
+		removed []string
+		err     error
+	}
+	swept := make(chan sweepResult, 1)
+	go func() {
+		removed, err := m.CleanupOrphans(ctx, false)
+		swept <- sweepResult{removed, err}
+	}()
+	if id := <-f.destroyGate; id != "orphan" {
+		t.Fatalf("the sweep destroys %s, want orphan", id)
+	}
+	// The removal is in flight: another task starts.
+	if _, err := m.Spawn(ctx, job("other")); err != nil {
+		t.Fatalf("a start beside a sweep's removal: %v", err)
+	}
+	// A start of the orphan's own id waits for the removal: it has opened
+	// the orphan's busy mark, which the sweep holds.
+	again := make(chan error, 1)
+	go func() {
+		_, err := m.Spawn(ctx, job("orphan"))
+		again <- err
+	}()
+	mark := filepath.Join(m.StateDir(), "busy", "orphan")
+	for openCount(t, mark) < 2 {
+		select {
+		case err := <-again:
+			t.Fatalf("a start of the orphan's id got through during its removal: %v", err)
+		case <-ctx.Done():
+			t.Fatal("the start of the orphan's id never reached its busy mark")
+		case <-time.After(time.Millisecond):
+		}
+	}
+	select {
+	case err := <-again:
+		t.Fatalf("a start of the orphan's id got through during its removal: %v", err)
+	default:
+	}
+	letGo() // the removal goes on
+	res := <-swept
+	if res.err != nil {
+		t.Fatal(res.err)
+	}
+	if want := []string{"task orphan (stopped)"}; !slices.Equal(res.removed, want) {
+		t.Errorf("the sweep removed %v, want %v", res.removed, want)
+	}
+	if err := <-again; err != nil {
+		t.Fatalf("the start of the orphan's id after its removal: %v", err)
+	}
+	for _, id := range []string{"orphan", "other"} {
+		if st, err := m.Inspect(ctx, id); err != nil || st.State != runtime.StateRunning {
+			t.Errorf("task %s after the sweep: %v, %v; want running", id, st.State, err)
+		}
+	}
+}
+
+// openCount is how many of this process's file descriptors have path's
+// file open.
+func openCount(t *testing.T, path string) int {
+	t.Helper()
+	info, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range entries {
+		if fi, err := os.Stat(filepath.Join("/proc/self/fd", e.Name())); err == nil && os.SameFile(fi, info) {
+			n++
+		}
+	}
+	return n
+}
+
 func TestRecover(t *testing.T) {
 	f := newFake()
 	dir := t.TempDir()
@@ -1822,6 +1936,9 @@ func TestFinishedTasksLeaveNoLockFiles(t *testing.T) {
 		for _, dir := range []string{"busy", "spawning", "waiting"} {
 			entries, _ := os.ReadDir(filepath.Join(m.StateDir(), dir))
 			for _, e := range entries {
+				if dir == "busy" && e.Name() == ".sweep-wait" {
+					continue // the state dir's own, as sweep.lock
+				}
 				left = append(left, dir+"/"+e.Name())
 			}
 		}

@@ -4,6 +4,7 @@ package flock
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"time"
 
@@ -92,7 +93,7 @@ func Mark(ctx context.Context, path string, how int) (unlock func(), err error) 
 		}
 		f.Close()
 	}
-	return nil, ErrKeptRemoved
+	return nil, fmt.Errorf("lock %s: %w", path, ErrKeptRemoved)
 }
 
 // unmark releases a lock Mark took, and removes its file when nobody else
