@@ -1730,7 +1730,7 @@ func (m *Manager) sweep(ctx context.Context, force bool) (removed, overdue []str
 		// under the lock, as before, without a claim.
 		if !claimed && !force && len(look.orphans) > 0 {
 			claimed = true
-			claims, err := m.claimOrphans(ctx, look.orphans)
+			orphans, claims, err := m.claimOrphans(ctx, look.orphans)
 			unlock()
 			if err != nil {
 				for _, release := range claims {
@@ -1738,7 +1738,7 @@ func (m *Manager) sweep(ctx context.Context, force bool) (removed, overdue []str
 				}
 				return removed, nil, err
 			}
-			gone, err := m.removeClaimed(ctx, look.orphans, claims)
+			gone, err := m.removeClaimed(ctx, orphans, claims)
 			removed = append(removed, gone...)
 			if err != nil {
 				return removed, nil, err
@@ -1789,7 +1789,15 @@ func (m *Manager) sweepLook(ctx context.Context, force bool) (sweepLook, error) 
 		return sweepLook{}, err
 	}
 	look := sweepLook{live: live}
+	listed := map[string]bool{}
 	for _, st := range statuses {
+		// Once each: a backend that lists an id twice (two dockerd
+		// containers with one task label) must not have a sweep claim
+		// it twice, nor remove it twice.
+		if listed[st.ID] {
+			continue
+		}
+		listed[st.ID] = true
 		// An id no task can have is nothing to remove: an empty one
 		// would name the state dir's tasks directory itself.
 		if live[st.ID] || m.elsewhere(st) || task.ValidateID(st.ID) != nil {
@@ -1815,18 +1823,29 @@ func (m *Manager) sweepLook(ctx context.Context, force bool) (sweepLook, error) 
 // claimOrphans takes each orphan's busy mark exclusively, so that a hold
 // of its id waits until its removal is done and another sweep passes over
 // it; call it with the sweep lock held, for an unforced look's orphans (no
-// hold is registering, and none holds them: none of these waits). On an
-// error it returns the claims it took.
-func (m *Manager) claimOrphans(ctx context.Context, orphans []orphan) ([]func(), error) {
+// hold is registering, and none holds them). It never waits: a mark it
+// cannot take at once is held after all, and that orphan is left out (an
+// outside review's backend listing an id twice had the second claim wait
+// on the first, with the sweep lock held, and every start with it). It
+// returns the orphans claimed and their claims, in order; on an error,
+// the claims it took.
+func (m *Manager) claimOrphans(ctx context.Context, orphans []orphan) ([]orphan, []func(), error) {
+	now, cancel := context.WithCancel(ctx)
+	cancel() // a free lock is taken all the same (flock.Context)
+	var claimed []orphan
 	claims := make([]func(), 0, len(orphans))
 	for _, o := range orphans {
-		release, err := m.lockTask(ctx, busyDir, o.id, unix.LOCK_EX, false)
-		if err != nil {
-			return claims, err
+		release, err := m.lockTask(now, busyDir, o.id, unix.LOCK_EX, false)
+		if errors.Is(err, context.Canceled) && ctx.Err() == nil {
+			continue // held
 		}
+		if err != nil {
+			return nil, claims, err
+		}
+		claimed = append(claimed, o)
 		claims = append(claims, release)
 	}
-	return claims, nil
+	return claimed, claims, nil
 }
 
 // removeClaimed removes the orphans claims holds, in order, releasing
@@ -1954,7 +1973,13 @@ func (m *Manager) Recover(ctx context.Context) ([]Handle, error) {
 				return recovered, fmt.Errorf("recover task %s: %w", rec.Handle.ID, err)
 			}
 		case StateStopped:
-			if _, err := m.Wait(ctx, rec.Handle.ID); err != nil {
+			_, err := m.Wait(ctx, rec.Handle.ID)
+			if errdefs.IsNotFound(err) {
+				// A sweep removed it meanwhile (gc's business, done):
+				// the tasks after it are still to recover.
+				continue
+			}
+			if err != nil {
 				return recovered, fmt.Errorf("finish task %s: %w", rec.Handle.ID, err)
 			}
 		default:

@@ -1245,6 +1245,116 @@ func TestStartsGoOnWhileASweepRemoves(t *testing.T) {
 	}
 }
 
+// listedTwice lists every container twice, as the Docker backend's List
+// can where two containers carry one task's label.
+type listedTwice struct{ *fakeBackend }
+
+func (d listedTwice) List(ctx context.Context) ([]runtime.Status, error) {
+	l, err := d.fakeBackend.List(ctx)
+	return append(l, l...), err
+}
+
+// TestSweepOfAnOrphanListedTwice: a stopped task the backend lists twice
+// is claimed and removed once, and the sweep ends. An outside review:
+// the second claim waited on the first with the sweep lock held, so the
+// sweep (and every start) waited until gc's context ended.
+func TestSweepOfAnOrphanListedTwice(t *testing.T) {
+	f := newFake()
+	m, err := runtime.New(runtime.Config{Backend: listedTwice{f}, StateDir: t.TempDir(), OutputFS: runtime.DirOutput{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := m.Spawn(ctx, job("twice")); err != nil {
+		t.Fatal(err)
+	}
+	f.exit("twice", 0)
+	removed, err := m.CleanupOrphans(ctx, false)
+	if err != nil {
+		t.Fatalf("a sweep of a task listed twice: %v", err)
+	}
+	if want := []string{"task twice (stopped)"}; !slices.Equal(removed, want) {
+		t.Errorf("removed %v, want %v", removed, want)
+	}
+}
+
+// TestRecoverGoesOnPastATaskASweepRemoves: a restarted agent's Recover
+// meets a stopped task that a sweep (another process's gc) is removing:
+// it leaves that one to gc and reattaches the running task after it. An
+// outside review: Recover returned the stopped task's NotFound and never
+// reached the running one, whose deadline then nobody enforced.
+func TestRecoverGoesOnPastATaskASweepRemoves(t *testing.T) {
+	f := newFake()
+	dir := t.TempDir()
+	open := func() *runtime.Manager {
+		m, err := runtime.New(runtime.Config{Backend: f, StateDir: dir, OutputFS: runtime.DirOutput{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	crashed, sweeper, agent := open(), open(), open()
+	t.Cleanup(func() { _, _ = agent.CleanupOrphans(context.Background(), true) })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, id := range []string{"a-stopped", "b-running"} {
+		if _, err := crashed.Spawn(ctx, job(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.exit("a-stopped", 0) // while its agent was down
+	f.mu.Lock()
+	f.destroyGate, f.destroyGo = make(chan string), make(chan struct{})
+	f.mu.Unlock()
+	letGo := sync.OnceFunc(func() {
+		f.mu.Lock()
+		f.destroyGate = nil
+		f.mu.Unlock()
+		close(f.destroyGo)
+	})
+	defer letGo()
+	swept := make(chan error, 1)
+	go func() {
+		_, err := sweeper.CleanupOrphans(ctx, false)
+		swept <- err
+	}()
+	if id := <-f.destroyGate; id != "a-stopped" {
+		t.Fatalf("the sweep destroys %s, want a-stopped", id)
+	}
+	type recovery struct {
+		handles []runtime.Handle
+		err     error
+	}
+	recovered := make(chan recovery, 1)
+	go func() {
+		hs, err := agent.Recover(ctx)
+		recovered <- recovery{hs, err}
+	}()
+	// Recover's wait on a-stopped has reached its busy mark, which the
+	// sweep holds.
+	for openCount(t, filepath.Join(dir, "busy", "a-stopped")) < 2 {
+		select {
+		case r := <-recovered:
+			t.Fatalf("Recover ended during the removal: %v, %v", r.handles, r.err)
+		case <-ctx.Done():
+			t.Fatal("Recover never reached a-stopped's busy mark")
+		case <-time.After(time.Millisecond):
+		}
+	}
+	letGo()
+	r := <-recovered
+	if err := <-swept; err != nil {
+		t.Fatalf("gc: %v", err)
+	}
+	if r.err != nil {
+		t.Fatalf("Recover: %v", r.err)
+	}
+	if len(r.handles) != 1 || r.handles[0].ID != "b-running" {
+		t.Errorf("Recover returned %v, want b-running's handle", r.handles)
+	}
+}
+
 // openCount is how many of this process's file descriptors have path's
 // file open.
 func openCount(t *testing.T, path string) int {
