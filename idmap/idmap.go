@@ -494,7 +494,8 @@ func (a *Allocator) ReclaimAbandoned(proc string, minAge time.Duration) ([]strin
 }
 
 // idsInUse reads every process's real, effective, saved and filesystem
-// uids and gids from proc, keeping those inside span.
+// uids and gids from proc, keeping those inside span; a dead process (a
+// zombie whose threads have all exited) uses none.
 func idsInUse(proc string, span Span) (map[uint32]bool, error) {
 	entries, err := os.ReadDir(proc)
 	if err != nil {
@@ -508,6 +509,9 @@ func idsInUse(proc string, span Span) (map[uint32]bool, error) {
 		b, err := os.ReadFile(filepath.Join(proc, e.Name(), "status"))
 		if err != nil {
 			continue // exited meanwhile
+		}
+		if dead(proc, e.Name(), string(b)) {
+			continue
 		}
 		for line := range strings.Lines(string(b)) {
 			rest, ok := strings.CutPrefix(line, "Uid:")
@@ -525,6 +529,47 @@ func idsInUse(proc string, span Span) (map[uint32]bool, error) {
 		}
 	}
 	return ids, nil
+}
+
+// dead reports whether process pid (its status read as status) is a
+// zombie all of whose threads have exited: it runs nothing, holds no
+// files, and its ids act on nothing; only its parent has yet to reap it.
+// A shim that exits before it reaps its task's last process leaves it to
+// pid 1, which may take minutes (a sandbox's did: a test's range stayed
+// held by a zombie `sleep`). A thread-group leader that exits while its
+// other threads run shows Z too: those threads are alive, and so is the
+// process.
+func dead(proc, pid, status string) bool {
+	if processState(status) != "Z" {
+		return false
+	}
+	threads, err := os.ReadDir(filepath.Join(proc, pid, "task"))
+	if err != nil {
+		return false
+	}
+	for _, th := range threads {
+		b, err := os.ReadFile(filepath.Join(proc, pid, "task", th.Name(), "status"))
+		if err != nil {
+			continue // exited meanwhile
+		}
+		if processState(string(b)) != "Z" {
+			return false
+		}
+	}
+	return true
+}
+
+// processState is the one-letter state of a /proc status ("R", "S", "Z"
+// ...), "" if it has none.
+func processState(status string) string {
+	for line := range strings.Lines(status) {
+		if rest, ok := strings.CutPrefix(line, "State:"); ok {
+			if f := strings.Fields(rest); len(f) > 0 {
+				return f[0]
+			}
+		}
+	}
+	return ""
 }
 
 // anyIn reports whether one of ids lies in r.

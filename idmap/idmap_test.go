@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -286,25 +287,47 @@ func TestReclaimAbandoned(t *testing.T) {
 	alloc(kept, "live-dir", old)
 	alloc(gone, "just-allocated", time.Now())
 	running := alloc(gone, "still-running", old)
+	leaderGone := alloc(gone, "threads-running", old)
+	zombie := alloc(gone, "zombie-only", old)
 
 	proc := t.TempDir()
-	status := fmt.Sprintf("Name:\tsleep\nUid:\t%d\t%d\t%d\t%d\nGid:\t%d\t%d\t%d\t%d\n",
-		running.HostID+65534, running.HostID+65534, running.HostID+65534, running.HostID+65534,
-		running.HostID+65534, running.HostID+65534, running.HostID+65534, running.HostID+65534)
-	if err := os.MkdirAll(filepath.Join(proc, "4242"), 0o755); err != nil {
-		t.Fatal(err)
+	// process writes pid's status (and its threads' under task/, the
+	// leader's first) with the given states, its ids at r's nobody.
+	process := func(pid int, r task.IDRange, states ...string) {
+		t.Helper()
+		id := r.HostID + 65534
+		for i, state := range states {
+			status := fmt.Sprintf("Name:\tsleep\nState:\t%s\nUid:\t%d\t%d\t%d\t%d\nGid:\t%d\t%d\t%d\t%d\n",
+				state, id, id, id, id, id, id, id, id)
+			dirs := []string{filepath.Join(proc, strconv.Itoa(pid), "task", strconv.Itoa(pid+i))}
+			if i == 0 {
+				dirs = append(dirs, filepath.Join(proc, strconv.Itoa(pid)))
+			}
+			for _, d := range dirs {
+				if err := os.MkdirAll(d, 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(d, "status"), []byte(status), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
 	}
-	if err := os.WriteFile(filepath.Join(proc, "4242", "status"), []byte(status), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	process(4242, running, "S (sleeping)")
+	// A leader that exited while a thread of it runs: alive.
+	process(4300, leaderGone, "Z (zombie)", "R (running)")
+	// A zombie not yet reaped, no thread left: dead, its range free.
+	process(4400, zombie, "Z (zombie)")
 
 	a := newOwnedAllocator(t, dir, 8, kept)
 	freed, err := a.ReclaimAbandoned(proc, AbandonedAge)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(freed) != 1 || !strings.Contains(freed[0], "task abandoned of removed state dir "+gone) {
-		t.Errorf("freed %q; want the abandoned task's range alone", freed)
+	slices.Sort(freed)
+	if len(freed) != 2 || !strings.Contains(freed[0], "task abandoned of removed state dir "+gone) ||
+		!strings.Contains(freed[1], "task zombie-only of removed state dir "+gone) {
+		t.Errorf("freed %q; want the abandoned task's range and the zombie's", freed)
 	}
 	held, err := a.holders()
 	if err != nil {
@@ -315,7 +338,7 @@ func TestReclaimAbandoned(t *testing.T) {
 		tasks = append(tasks, h.Task)
 	}
 	slices.Sort(tasks)
-	if want := []string{"just-allocated", "live-dir", "still-running"}; !slices.Equal(tasks, want) {
+	if want := []string{"just-allocated", "live-dir", "still-running", "threads-running"}; !slices.Equal(tasks, want) {
 		t.Errorf("still held: %v; want %v", tasks, want)
 	}
 }
